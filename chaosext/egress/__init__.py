@@ -1,0 +1,1 @@
+"""chaosext.egress"""
