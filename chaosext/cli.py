@@ -14,7 +14,7 @@ from chaosext import __version__
 SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("chaosext.lab.cli", "lab"),
     ("chaosext.egress.cli", "restore"),
-    ("chaosext.report.cli", "verdict"),
+    ("chaosext.verdict", "verdict"),
     ("chaosext.report.cli", "report"),
     ("chaosext.doctor", "doctor"),
 )
