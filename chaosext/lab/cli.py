@@ -1,0 +1,172 @@
+"""`chaosext lab up | down | status`: the embedded lab on loopback (see docs/lab.md)."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from chaosext.lab import supervisor
+from chaosext.lab.state import STATE_DIR_ENV, StateError, resolve_state_dir
+from chaosext.lab.supervisor import CACHE_MODES, SERVICES, LabConfig, LabError
+
+__all__ = ["lab"]
+
+_STATE_DIR = click.option("--state-dir", envvar=STATE_DIR_ENV, default=None, show_envvar=True,
+                          help="Lab state directory (state.json, logs/, audit.jsonl, prometheus/) "
+                               "[default: ./.chaosext-lab]")
+
+
+def _services(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in value.split(",") if s.strip())
+    bad = [n for n in names if n not in SERVICES]
+    if bad or not names or len(set(names)) != len(names):
+        raise click.BadParameter(f"{value!r}: give a comma list of distinct names from {','.join(SERVICES)}")
+    return names
+
+
+def _fail(message: str) -> None:
+    click.secho(f"chaosext lab: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+@click.group()
+def lab() -> None:
+    """The embedded lab: an Authority (OIDC/JWKS/token) and tenant services, watched by Prometheus/Alertmanager.
+
+    \b
+    Layout (defaults): authority public 127.0.0.2:8440 (the egress fault's only target), authority ops
+    127.0.0.1:8441, policy/vuln/notify 127.0.0.1:8451-8453, Prometheus :9490, Alertmanager :9493.
+    """
+
+
+@lab.command()
+@_STATE_DIR
+@click.option("--authority-host", default="127.0.0.2", show_default=True,
+              help="Authority public listener (JWKS, token): the address the egress fault blocks")
+@click.option("--authority-port", type=int, default=8440, show_default=True)
+@click.option("--ops-host", default="127.0.0.1", show_default=True,
+              help="Authority ops listener (/metrics, /healthz, /admin/rotate); stays reachable during the fault")
+@click.option("--ops-port", type=int, default=8441, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Listen address of the services, Prometheus and Alertmanager")
+@click.option("--policy-port", type=int, default=8451, show_default=True)
+@click.option("--vuln-port", type=int, default=8452, show_default=True)
+@click.option("--notify-port", type=int, default=8453, show_default=True)
+@click.option("--prometheus-port", type=int, default=9490, show_default=True)
+@click.option("--alertmanager-port", type=int, default=9493, show_default=True)
+@click.option("--services", default=",".join(SERVICES), show_default=True, callback=_services,
+              help="Tenant services to run")
+@click.option("--audience", default="stellaops-api", show_default=True)
+@click.option("--tenants", default="", help="Authority's tenant list, e.g. t01,t02 (default: the Authority's own)")
+@click.option("--rotate-overlap", type=click.IntRange(min=0), default=600, show_default=True,
+              help="Seconds an old signing key stays published after a rotation")
+@click.option("--jwks-ttl", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Services' JWKS cache soft TTL, seconds")
+@click.option("--jwks-max-stale", type=click.IntRange(min=1), default=3600, show_default=True,
+              help="Hard limit, seconds: after it the services fail closed (401)")
+@click.option("--cache-mode", type=click.Choice(CACHE_MODES), default="lkg", show_default=True,
+              help="lkg = last known good (production-like); hard-ttl / none = misbehaviour knobs")
+@click.option("--no-audit", is_flag=True, help="Misbehaviour knob: write no audit events")
+@click.option("--fail-open", is_flag=True,
+              help="Misbehaviour knob: accept tokens it cannot verify while the JWKS is unreachable (a security bug)")
+@click.option("--rate-limit", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Per-tenant requests/s")
+@click.option("--rate-burst", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--tenant-header", default="X-StellaOps-Tenant", show_default=True)
+@click.option("--tenant-cap", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Distinct tenant label values per service before folding into __overflow__")
+@click.option("--alert-for", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Lab override: cap every alert rule's for:/keep_firing_for: at this many seconds "
+                   "(a rewritten copy in <state>/prometheus/rules; production values stay in alerts.yaml)")
+@click.option("--scrape-interval", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Prometheus scrape and rule evaluation interval, seconds")
+@click.option("--rules-dir", default="", help="Prometheus rule files to load [default: the repository's "
+                                              "ops/devops/tenant/]")
+@click.option("--no-prometheus", is_flag=True, help="Run without Prometheus and Alertmanager")
+@click.option("--prometheus-bin", default="prometheus", show_default=True)
+@click.option("--promtool-bin", default="promtool", show_default=True)
+@click.option("--alertmanager-bin", default="prometheus-alertmanager", show_default=True)
+@click.option("--ready-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="Seconds to wait for all components to be ready")
+@click.option("--json", "as_json", is_flag=True, help="Print state.json instead of the summary")
+def up(as_json: bool, **options: Any) -> None:
+    """Start the lab in the background and wait until every component is ready (safe to run twice)."""
+    cfg = LabConfig(**options)
+    began = time.monotonic()
+    try:
+        state = supervisor.up(cfg, echo=lambda msg: click.echo(f"chaosext lab: {msg}", err=True))
+    except (LabError, StateError) as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        click.echo(supervisor.to_json(state))
+        return
+    if state.get("already_running"):
+        click.echo(f"lab already running and healthy in {state['state_dir']}")
+    else:
+        click.echo(f"lab up in {time.monotonic() - began:.1f}s (state: {state['state_dir']})")
+    _print_summary(state)
+
+
+def _print_summary(state: dict[str, Any]) -> None:
+    for name, comp in state["components"].items():
+        extra = f"  (ops {comp['ops_url']})" if "ops_url" in comp else ""
+        mark = ""
+        if "healthy" in comp:
+            mark = "  ok" if comp["healthy"] else f"  DOWN: {comp['detail']}"
+        click.echo(f"  {name:<13} {comp['url']:<26} pid {comp['pid']:<8}{extra}{mark}")
+    fault = state["fault"]
+    click.echo(f"  {'JWKS':<13} {state['jwks_url']}")
+    click.echo(f"  {'token':<13} POST {state['authority_url']}/token")
+    click.echo(f"  {'fault target':<13} {fault['host']}:{fault['port']} (via {fault['via']}, target {fault['target']})")
+    click.echo(f"  {'audit':<13} {state['audit_file']}")
+    click.echo(f"  {'logs':<13} {state['state_dir']}/logs/")
+
+
+@lab.command()
+@_STATE_DIR
+@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds between SIGTERM and SIGKILL")
+def down(state_dir: str | None, grace: float) -> None:
+    """Stop every lab process (also with a missing or corrupt state.json) and clear state.json."""
+    try:
+        result = supervisor.down(state_dir, grace=grace)
+    except LabError as exc:
+        _fail(str(exc))
+        return
+    if result["left"]:
+        _fail(f"processes {result['left']} of {result['state_dir']} did not stop; kill them by hand")
+    if result["stopped"]:
+        click.echo(f"lab down: stopped {', '.join(result['stopped'])}")
+    else:
+        click.echo(f"lab down: nothing was running in {result['state_dir']}")
+
+
+@lab.command()
+@_STATE_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print state.json with each component's health")
+def status(state_dir: str | None, as_json: bool) -> None:
+    """Each component's health; exit 1 when any is down or no lab is running."""
+    try:
+        state = supervisor.status(state_dir)
+    except StateError as exc:
+        _fail(str(exc))
+        return
+    if state is None:
+        _fail(f"no lab in {resolve_state_dir(state_dir)}; start one with `chaosext lab up`")
+        return
+    if as_json:
+        click.echo(supervisor.to_json(state))
+    else:
+        click.echo(f"lab in {state['state_dir']}: {'healthy' if state['healthy'] else 'NOT healthy'}")
+        _print_summary(state)
+    if not state["healthy"]:
+        if not as_json:
+            click.echo("  run `chaosext lab up` to restart what is down, or `chaosext lab down` to clear it", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    lab()
