@@ -1,0 +1,338 @@
+"""The lab's identity provider: OIDC discovery, JWKS, RS256 tokens, key rotation with overlap.
+
+``python -m chaosext.lab.authority --host 127.0.0.2 --port 8440 --ops-host 127.0.0.1 --ops-port 8441
+--issuer http://127.0.0.2:8440 --audience stellaops-api --key-dir DIR [--rotate-overlap 600] [--tenants t01,...]``
+
+Public listener: ``/.well-known/openid-configuration``, ``/.well-known/jwks.json``, ``POST /token``, ``/healthz``.
+Ops listener (stays reachable during the egress fault): ``/healthz``, ``/metrics``, ``POST /admin/rotate``.
+Keys live in ``--key-dir`` (``keys.json`` + one PEM a key), so a restarted authority serves the same keys.
+"""
+import argparse
+import base64
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+
+from chaosext.lab.aioserve import http_url, listen, port_arg, positive, run, setup_logging, stop_event
+
+__all__ = ["KeyStore", "KeyDirError", "build_apps", "main", "TENANT_RE"]
+
+log = logging.getLogger("chaosext.lab.authority")
+
+TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SUBJECT_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+MAX_TOKEN_TTL = 86400
+
+TOKENS = Counter("authority_tokens_issued_total", "Tokens issued by the lab authority")
+REQUESTS = Counter("authority_requests_total", "Requests to the authority's public listener", ["endpoint", "status"])
+ROTATIONS = Counter("authority_key_rotations_total", "Signing key rotations")
+PUBLISHED = Gauge("authority_published_keys", "Keys published in the JWKS")
+
+
+class KeyDirError(RuntimeError):
+    """The key directory is unusable (message says what to do)."""
+
+
+def _b64(n: int) -> str:
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _thumbprint_kid(key: rsa.RSAPrivateKey) -> str:
+    """RFC 7638 thumbprint of the public key, first 16 characters."""
+    pub = key.public_key().public_numbers()
+    canonical = json.dumps({"e": _b64(pub.e), "kty": "RSA", "n": _b64(pub.n)}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()[:16]
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class KeyStore:
+    """Signing keys persisted in a directory: ``keys.json`` ({active, keys: {kid: {created, retire_at}}}) and
+    ``<kid>.pem`` (PKCS#8, mode 0600). The active key signs; retired keys stay published until ``retire_at``."""
+
+    def __init__(self, key_dir: str | Path, overlap: float, now: Any = time.time) -> None:
+        self.dir = Path(key_dir)
+        self.overlap = float(overlap)
+        self._now = now
+        self.active = ""
+        self.meta: dict[str, dict[str, Any]] = {}
+        self._private: dict[str, rsa.RSAPrivateKey] = {}
+        self._lock_fd: int | None = None
+
+    # -- persistence -----------------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Lock the directory, load its keys, or create the first key."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.dir / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise KeyDirError(f"cannot use key dir {self.dir}: {exc.strerror}; choose a writable --key-dir") from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise KeyDirError(
+                f"key dir {self.dir} is in use by another authority; stop it or choose another --key-dir"
+            ) from None
+        index = self.dir / "keys.json"
+        if not index.exists():
+            self.rotate()
+            return
+        try:
+            doc = json.loads(index.read_text())
+            self.active = doc["active"]
+            self.meta = {k: dict(v) for k, v in doc["keys"].items()}
+            for kid in self.meta:
+                pem = (self.dir / f"{kid}.pem").read_bytes()
+                self._private[kid] = serialization.load_pem_private_key(pem, password=None)  # type: ignore[assignment]
+            if self.active not in self._private:
+                raise KeyError(self.active)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyDirError(
+                f"key dir {self.dir} is corrupt ({type(exc).__name__}: {exc}); delete it to start with new keys"
+            ) from None
+        self._prune()
+
+    def _save(self) -> None:
+        doc = {"version": 1, "active": self.active, "keys": self.meta}
+        _write_atomic(self.dir / "keys.json", json.dumps(doc, indent=1, sort_keys=True).encode())
+
+    def _prune(self) -> None:
+        now = self._now()
+        gone = [k for k, m in self.meta.items() if k != self.active and (m.get("retire_at") or now + 1) <= now]
+        for kid in gone:
+            self.meta.pop(kid)
+            self._private.pop(kid, None)
+            (self.dir / f"{kid}.pem").unlink(missing_ok=True)
+        if gone:
+            self._save()
+            log.info("retired keys removed: %s", ",".join(gone))
+        PUBLISHED.set(len(self.meta))
+
+    # -- operations ------------------------------------------------------------------------------------------------
+    def rotate(self) -> dict[str, Any]:
+        """A new key signs from now on; the previous one stays published for ``overlap`` seconds."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        kid = _thumbprint_kid(key)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        _write_atomic(self.dir / f"{kid}.pem", pem)
+        now = self._now()
+        previous = self.active
+        if previous:
+            self.meta[previous]["retire_at"] = now + self.overlap
+        self.meta[kid] = {"created": now, "retire_at": None}
+        self._private[kid] = key
+        self.active = kid
+        self._save()
+        self._prune()
+        log.info("signing key %s active (previous %s published for %ss)", kid, previous or "-", self.overlap)
+        return {"active": kid, "previous": previous or None, "previous_published_for_seconds": self.overlap}
+
+    def signing_key(self) -> tuple[str, rsa.RSAPrivateKey]:
+        """(kid, private key) of the active key."""
+        return self.active, self._private[self.active]
+
+    def jwks(self) -> dict[str, Any]:
+        """The published JWKS: the active key and retired keys still inside their overlap."""
+        self._prune()
+        keys = []
+        for kid in sorted(self.meta, key=lambda k: k != self.active):
+            jwk = RSAAlgorithm.to_jwk(self._private[kid].public_key(), as_dict=True)
+            jwk.update({"kid": kid, "use": "sig", "alg": "RS256"})
+            keys.append(jwk)
+        return {"keys": keys}
+
+
+def build_apps(args: argparse.Namespace, store: KeyStore) -> tuple[web.Application, web.Application]:
+    """The public and the ops aiohttp applications."""
+    tenants = set(args.tenants.split(",")) if args.tenants else None
+    discovery = {
+        "issuer": args.issuer,
+        "jwks_uri": f"{args.issuer}/.well-known/jwks.json",
+        "token_endpoint": f"{args.issuer}/token",
+        "response_types_supported": ["token"],
+        "grant_types_supported": ["client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": ["none"],
+    }
+
+    def counted(endpoint: str, resp: web.Response) -> web.Response:
+        REQUESTS.labels(endpoint, str(resp.status)).inc()
+        return resp
+
+    async def openid(_: web.Request) -> web.Response:
+        return counted("discovery", web.json_response(discovery))
+
+    async def jwks(_: web.Request) -> web.Response:
+        resp = web.json_response(store.jwks(), headers={"Cache-Control": "public, max-age=300"})
+        return counted("jwks", resp)
+
+    def bad(message: str) -> web.Response:
+        return counted("token", web.json_response({"error": "invalid_request", "error_description": message}, status=400))
+
+    async def token(request: web.Request) -> web.Response:
+        try:
+            if request.content_type == "application/json":
+                body = await request.json()
+            else:
+                body = dict(await request.post())
+        except ValueError:
+            return bad("body must be JSON or form-encoded")
+        if not isinstance(body, dict):
+            return bad("body must be a JSON object")
+        tenant = body.get("tenant")
+        if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
+            return bad("'tenant' is required: 1-64 characters of letters, digits, '_', '.', '-'")
+        if tenants is not None and tenant not in tenants:
+            return bad(f"unknown tenant {tenant!r}; lab tenants are {','.join(sorted(tenants))}")
+        sub = body.get("sub", "lab-user")
+        if not isinstance(sub, str) or not SUBJECT_RE.match(sub):
+            return bad("'sub' must be 1-128 printable characters without spaces")
+        scope = body.get("scope", "")
+        aud = body.get("aud", args.audience)
+        if not isinstance(scope, str) or not isinstance(aud, str) or not aud:
+            return bad("'scope' and 'aud' must be strings")
+        try:
+            ttl = int(body.get("ttl", args.token_ttl))
+        except (TypeError, ValueError):
+            return bad("'ttl' must be an integer number of seconds")
+        if not 1 <= ttl <= MAX_TOKEN_TTL:
+            return bad(f"'ttl' must be between 1 and {MAX_TOKEN_TTL} seconds")
+        now = int(time.time())
+        claims = {
+            "iss": args.issuer,
+            "aud": aud,
+            "sub": sub,
+            "tenant": tenant,
+            "scope": scope,
+            "iat": now,
+            "exp": now + ttl,
+            "jti": uuid.uuid4().hex,
+        }
+        kid, key = store.signing_key()
+        encoded = jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
+        TOKENS.inc()
+        return counted(
+            "token",
+            web.json_response({"access_token": encoded, "token_type": "Bearer", "expires_in": ttl, "scope": scope}),
+        )
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response(
+            {"status": "ok", "component": "authority", "issuer": args.issuer, "active_kid": store.active,
+             "published_kids": [k["kid"] for k in store.jwks()["keys"]]}
+        )
+
+    async def metrics(_: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest())
+        resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        resp.charset = "utf-8"
+        return resp
+
+    async def rotate(_: web.Request) -> web.Response:
+        ROTATIONS.inc()
+        return web.json_response(store.rotate())
+
+    public = web.Application()
+    public.add_routes(
+        [
+            web.get("/.well-known/openid-configuration", openid),
+            web.get("/.well-known/jwks.json", jwks),
+            web.post("/token", token),
+            web.get("/healthz", health),
+        ]
+    )
+    ops = web.Application()
+    ops.add_routes([web.get("/healthz", health), web.get("/metrics", metrics), web.post("/admin/rotate", rotate)])
+    return public, ops
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command line of the authority."""
+    p = argparse.ArgumentParser(prog="python -m chaosext.lab.authority", description=__doc__.split("\n")[0])
+    p.add_argument("--host", default="127.0.0.2", help="public listener address (the egress fault's target)")
+    p.add_argument("--port", type=port_arg, default=8440)
+    p.add_argument("--ops-host", default="127.0.0.1", help="ops listener address (/metrics, /healthz, /admin/rotate)")
+    p.add_argument("--ops-port", type=port_arg, default=8441)
+    p.add_argument("--issuer", type=http_url, default="http://127.0.0.2:8440")
+    p.add_argument("--audience", default="stellaops-api")
+    p.add_argument("--key-dir", required=True, help="where signing keys persist across restarts")
+    p.add_argument("--rotate-overlap", type=positive(float, allow_zero=True), default=600.0,
+                   help="seconds a rotated-out key stays published (default 600)")
+    p.add_argument("--tenants", default="", help="comma-separated lab tenants; empty: any well-formed tenant")
+    p.add_argument("--token-ttl", type=positive(int), default=3600, help="default token lifetime in seconds")
+    args = p.parse_args(argv)
+    if not args.audience.strip():
+        p.error("--audience must not be empty")
+    if args.tenants:
+        bad = [t for t in args.tenants.split(",") if not TENANT_RE.match(t)]
+        if bad:
+            p.error(f"--tenants: invalid tenant names {bad}; use letters, digits, '_', '.', '-'")
+    if args.token_ttl > MAX_TOKEN_TTL:
+        p.error(f"--token-ttl must be at most {MAX_TOKEN_TTL}")
+    if (args.host, args.port) == (args.ops_host, args.ops_port):
+        p.error("--ops-host/--ops-port must differ from --host/--port")
+    return args
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    stop = stop_event()
+    store = KeyStore(args.key_dir, args.rotate_overlap)
+    try:
+        store.open()
+    except KeyDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    public, ops = build_apps(args, store)
+    runners = [web.AppRunner(public, access_log=None), web.AppRunner(ops, access_log=None)]
+    try:
+        for r in runners:
+            await r.setup()
+        await listen(runners[0], args.host, args.port, "the authority (public)")
+        await listen(runners[1], args.ops_host, args.ops_port, "the authority (ops)")
+        log.info("ready: public http://%s:%d ops http://%s:%d issuer %s active kid %s",
+                 args.host, args.port, args.ops_host, args.ops_port, args.issuer, store.active)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for r in runners:
+            await r.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m chaosext.lab.authority``."""
+    args = parse_args(argv)
+    setup_logging("authority")
+    return run(lambda: _serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
