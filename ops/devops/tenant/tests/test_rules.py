@@ -1,0 +1,145 @@
+"""Run the Debian promtool over the shipped tenancy rules: `check rules` must be clean, every `test rules` file must pass.
+
+Also checks the rule files' own contract (the plan's alert names, labels, annotations and runbook anchors) and
+generates one promtool test that needs more than a thousand series (the active-tenant cardinality branch).
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+HERE = Path(__file__).resolve().parent
+TENANT = HERE.parent
+RECORDING = TENANT / "recording-rules.yaml"
+ALERTS = TENANT / "alerts.yaml"
+TEST_FILES = sorted(HERE.glob("*.test.yaml"))
+PLAN_ALERTS = {
+    "tenant_error_rate_gt_0_5pct": "tenant-error-rate",
+    "jwks_cache_miss_spike": "jwks-cache-miss-spike",
+    "tenant_rate_limit_exceeded": "tenant-rate-limit",
+    "tenant_latency_p95_high": "tenant-latency",
+    "tenant_auth_failures_spike": "tenant-auth-failures",
+    "tenant_cardinality_high": "tenant-cardinality",
+}
+PER_TENANT = {"tenant_error_rate_gt_0_5pct", "tenant_rate_limit_exceeded", "tenant_latency_p95_high",
+              "tenant_auth_failures_spike"}
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    if not path:
+        pytest.fail("promtool not found: run scripts/setup (Debian package 'prometheus') to install it")
+    return path
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([_promtool(), *args], capture_output=True, text=True, timeout=120, cwd=HERE)
+
+
+def _rules(path: Path) -> list[dict]:
+    return [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
+
+
+def test_promtool_check_rules_is_clean() -> None:
+    proc = _run("check", "rules", str(RECORDING), str(ALERTS))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "FAILED" not in proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+@pytest.mark.parametrize("test_file", TEST_FILES, ids=[p.name for p in TEST_FILES])
+def test_promtool_unit_tests_pass(test_file: Path) -> None:
+    proc = _run("test", "rules", str(test_file))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+def test_every_rule_has_a_unit_test() -> None:
+    """Each recording rule appears in a promql_expr_test, each alert in an alert_rule_test."""
+    tested_exprs, tested_alerts = "", set()
+    for path in TEST_FILES:
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            tested_exprs += " ".join(t["expr"] for t in test.get("promql_expr_test", [])) + " "
+            tested_alerts |= {t["alertname"] for t in test.get("alert_rule_test", [])}
+    records = [r["record"] for r in _rules(RECORDING)]
+    missing = [r for r in records if r not in tested_exprs.split() and not any(
+        e.startswith(r + "{") for e in tested_exprs.split())]
+    assert not missing, f"recording rules without a promql_expr_test: {missing}"
+    alerts = {r["alert"] for r in _rules(ALERTS)}
+    assert alerts - tested_alerts == set(), f"alerts without an alert_rule_test: {alerts - tested_alerts}"
+
+
+def test_alerts_are_the_plans_with_severity_annotations_and_runbook() -> None:
+    rules = {r["alert"]: r for r in _rules(ALERTS)}
+    assert set(rules) == set(PLAN_ALERTS)
+    for name, rule in rules.items():
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+        assert rule["annotations"]["runbook_url"] == f"docs/runbook.md#{PLAN_ALERTS[name]}", name
+        assert rule.get("for"), f"{name} has no for: duration"
+        assert "$labels.service" in rule["annotations"]["summary"], name
+        if name in PER_TENANT:
+            assert "$labels.tenant" in rule["annotations"]["summary"], name
+
+
+def test_recording_rules_aggregate_to_tenant_and_service_only() -> None:
+    """Cardinality: recorded series never keep instance, route, status or any other label."""
+    allowed = {"tenant", "service", "kind", "le"}
+    for rule in _rules(RECORDING):
+        name = rule["record"]
+        level, _, _ = name.split(":")
+        assert set(level.split("_")) <= {"tenant", "service", "kind"}, name
+        for clause in rule["expr"].split("by (")[1:]:
+            labels = {x.strip() for x in clause.split(")")[0].split(",")}
+            assert labels <= allowed, f"{name} aggregates by {labels}"
+
+
+def test_cardinality_alert_fires_above_1000_active_tenants(tmp_path: Path) -> None:
+    """1001 active tenants on one service fire tenant_cardinality_high; a service with a few tenants stays silent."""
+    series = []
+    for svc, count in (("policy", 1001), ("vuln", 3)):
+        for i in range(count):
+            series.append({
+                "series": f'tenant_requests_total{{tenant="t{i:04d}",service="{svc}",route="/r",status="200"}}',
+                "values": "0+1x20",
+            })
+    doc = {
+        "rule_files": [str(RECORDING), str(ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "promql_expr_test": [{
+                "expr": "service:tenants_active:count", "eval_time": "10m",
+                "exp_samples": [
+                    {"labels": 'service:tenants_active:count{service="policy"}', "value": 1001},
+                    {"labels": 'service:tenants_active:count{service="vuln"}', "value": 3},
+                ],
+            }],
+            "alert_rule_test": [{
+                "eval_time": "15m", "alertname": "tenant_cardinality_high",
+                "exp_alerts": [{
+                    "exp_labels": {"service": "policy", "severity": "warning"},
+                    "exp_annotations": {
+                        k: v for k, v in _rendered_cardinality_annotations("policy", "1001").items()
+                    },
+                }],
+            }],
+        }],
+    }
+    test_file = tmp_path / "cardinality.test.yaml"
+    test_file.write_text(yaml.safe_dump(doc))
+    proc = _run("test", "rules", str(test_file))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def _rendered_cardinality_annotations(service: str, value: str) -> dict[str, str]:
+    """The cardinality alert's annotations as Prometheus renders them (plain substitutions only)."""
+    rule = next(r for r in _rules(ALERTS) if r["alert"] == "tenant_cardinality_high")
+    out = {}
+    for key, text in rule["annotations"].items():
+        out[key] = text.replace("{{ $labels.service }}", service).replace("{{ $value }}", value).strip()
+    return out
