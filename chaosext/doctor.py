@@ -88,29 +88,23 @@ def check_rules(binary: str, netns: str = "") -> Check:
 
 
 def _k6_version() -> tuple[str, str]:
-    """(path, version line) of k6, via chaosext.load.k6 when it exists; raises LookupError when absent."""
+    """(path, version) of k6, via chaosext.load.k6 (honours $K6_BIN); raises LookupError when absent."""
     try:
-        from chaosext.load import k6 as k6mod  # owned by the load domain
-    except ImportError:
-        k6mod = None
-    for fname in ("find_k6", "k6_path", "locate_k6"):
-        finder = getattr(k6mod, fname, None)
-        if finder is not None:
-            break
-    path = None
-    if k6mod is not None and finder is not None:
-        try:
-            path = finder()
-        except Exception as exc:  # noqa: BLE001 - the load domain's message is the fix
-            raise LookupError(str(exc)) from exc
-    path = path or shutil.which("k6")
-    if not path:
-        raise LookupError("k6 not found on PATH")
-    proc = _run([str(path), "version"])
-    line = (proc.stdout or proc.stderr).strip().splitlines()
-    if proc.returncode != 0 or not line:
-        raise LookupError(f"`{path} version` failed (exit {proc.returncode})")
-    return str(path), line[0]
+        from chaosext.load.k6 import K6NotFoundError, find_k6, k6_version
+    except ImportError:  # the load domain not installed: look on PATH ourselves
+        path = shutil.which("k6")
+        if not path:
+            raise LookupError("k6 not found on PATH") from None
+        proc = _run([path, "version"])
+        lines = (proc.stdout or proc.stderr).strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            raise LookupError(f"`{path} version` failed (exit {proc.returncode})") from None
+        return path, lines[0]
+    try:
+        path = find_k6()
+        return path, k6_version(path)
+    except K6NotFoundError as exc:
+        raise LookupError(str(exc)) from exc
 
 
 def check_k6() -> Check:
@@ -119,8 +113,8 @@ def check_k6() -> Check:
         path, version = _k6_version()
     except (LookupError, OSError, subprocess.TimeoutExpired) as exc:
         return Check("k6", False, str(exc),
-                     "install k6 (Grafana's packages: https://grafana.com/docs/k6/latest/set-up/install-k6/) "
-                     "or run `bash scripts/setup` for the lab/test copy")
+                     "install k6 from Grafana's packages (or `bash scripts/setup` for the lab/test copy), "
+                     "or set K6_BIN=/path/to/k6")
     match = re.search(r"v(\d+)\.(\d+)\.(\d+)", version)
     if not match or int(match.group(1)) < 1:
         return Check("k6", False, f"{path}: {version}", "install k6 v1.0 or newer")

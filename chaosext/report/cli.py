@@ -1,0 +1,110 @@
+"""`chaosext report`: a Chaos Toolkit journal (+ Prometheus ranges + audit events) -> one self-contained HTML file."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+import requests
+
+from chaosext.report import collect
+from chaosext.report.plots import make_plots
+from chaosext.report.render import render_html
+
+__all__ = ["report", "build_report"]
+
+
+def _lab_state(state_dir: str) -> dict:
+    try:
+        from chaosext.lab.state import load_state
+
+        return load_state(state_dir or None) or {}
+    except (ImportError, ValueError):
+        return {}
+
+
+def _audit_path(audit: str, state_dir: str) -> str:
+    """--audit, else $AUDIT_SOURCE when it is ``file:<path>``, else the lab state's audit file."""
+    if audit:
+        return audit
+    source = os.environ.get("AUDIT_SOURCE", "")
+    if source.startswith("file:"):
+        return source[len("file:"):]
+    return str(_lab_state(state_dir).get("audit_file", ""))
+
+
+def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str = "", audit_path: str = "",
+                 error_rate_max: float | None = None, save_ranges: str = "") -> tuple[str, dict, list[str]]:
+    """(html, verdict, warnings) for a journal; never raises for missing metrics, only for a bad journal."""
+    journal = collect.load_journal(journal_path)
+    start, end = collect.parse_time(journal.get("start")), collect.parse_time(journal.get("end"))
+    window = collect.outage_window(journal)
+    if start is None:
+        start = window[0] if window else None
+    if end is None:
+        end = window[1] if window else start
+    warnings: list[str] = []
+    sources: list[str] = [f"journal: {journal_path}"]
+    ranges: dict = {}
+    if ranges_path:
+        ranges = collect.load_ranges(ranges_path)
+        sources.append(f"metrics: recorded ranges {ranges_path}")
+    elif prometheus_url and start is not None and end is not None:
+        try:
+            ranges = collect.query_ranges(prometheus_url, start, end)
+            sources.append(f"metrics: {prometheus_url} /api/v1/query_range")
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            warnings.append(f"Prometheus at {prometheus_url} gave no ranges ({type(exc).__name__}: {exc}); metric "
+                            f"plots are empty. Re-run while it still holds the data, or pass --ranges FILE.")
+    else:
+        warnings.append("no Prometheus URL and no --ranges file: metric plots are empty "
+                        "(pass --prometheus-url or set PROMETHEUS_URL).")
+    if not ranges_path and ranges and save_ranges:
+        Path(save_ranges).write_text(json.dumps(ranges), encoding="utf-8")
+    if warnings:
+        sources += [f"warning: {w}" for w in warnings]
+    events = collect.audit_events(audit_path, start, end) if audit_path else []
+    sources.append(f"audit: {audit_path} ({len(events)} auth.* events)" if audit_path
+                   else "audit: none given (--audit or AUDIT_SOURCE=file:...)")
+    span = (start, end) if start is not None and end is not None and end > start else None
+    plots = make_plots(ranges, events, window, span, error_rate_max)
+    verdict = collect.verdict_of(journal)
+    html = render_html(journal, verdict, collect.timeline(journal), collect.probe_results(journal), plots,
+                       window, start, end, sources)
+    return html, verdict, warnings
+
+
+@click.command(epilog="""\b
+Examples:
+  chaosext report journal.json -o report.html                  # metrics from $PROMETHEUS_URL or the lab's
+  chaosext report journal.json -o report.html --prometheus-url http://127.0.0.1:9490 \\
+      --audit .chaosext-lab/audit.jsonl --save-ranges ranges.json
+  chaosext report journal.json -o report.html --ranges ranges.json   # offline, from recorded ranges
+""")
+@click.argument("journal", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default="report.html", show_default=True, type=click.Path(dir_okay=False),
+              help="HTML file to write")
+@click.option("--prometheus-url", default="", help="default: $PROMETHEUS_URL, else the running lab's")
+@click.option("--ranges", "ranges_path", default="", type=click.Path(dir_okay=False, exists=True),
+              help="JSON of recorded query_range results {name: matrix} instead of asking Prometheus")
+@click.option("--save-ranges", default="", type=click.Path(dir_okay=False),
+              help="also write the ranges fetched from Prometheus here (to re-render later offline)")
+@click.option("--audit", default="", help="audit JSONL (default: AUDIT_SOURCE=file:..., else the lab's)")
+@click.option("--error-rate-max", type=float, default=lambda: float(os.environ.get("ERROR_RATE_MAX", "0.01")),
+              show_default="$ERROR_RATE_MAX or 0.01", help="tolerance line on the error-rate plot")
+@click.option("--state-dir", default="", help="lab state directory to find Prometheus and the audit file")
+def report(journal: str, output: str, prometheus_url: str, ranges_path: str, save_ranges: str, audit: str,
+           error_rate_max: float, state_dir: str) -> None:
+    """Write a self-contained HTML report (verdict, plots, probes, timeline) for JOURNAL."""
+    prometheus_url = prometheus_url or os.environ.get("PROMETHEUS_URL", "") or \
+        str(_lab_state(state_dir).get("prometheus_url", ""))
+    try:
+        html, verdict, warnings = build_report(journal, prometheus_url, ranges_path,
+                                               _audit_path(audit, state_dir), error_rate_max, save_ranges)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    Path(output).write_text(html, encoding="utf-8")
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"wrote {output} (verdict: {verdict['summary']}); open it in a browser")

@@ -1,0 +1,233 @@
+"""Gather what a report shows: the journal's verdict, timeline, probes, outage window, Prometheus ranges, audit events.
+
+Sources, in order of preference for the metric ranges: a JSON file of ranges recorded during the run (``--ranges``),
+else Prometheus ``/api/v1/query_range`` for the journal's start..end window (``--prometheus-url``). Both use the
+Prometheus API's matrix shape: ``{name: [{"metric": {...}, "values": [[unix_ts, "value"], ...]}, ...]}``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import requests
+
+__all__ = [
+    "QUERIES", "AUDIT_ACTIONS", "load_journal", "parse_time", "verdict_of", "timeline", "probe_results",
+    "outage_window", "query_ranges", "load_ranges", "audit_events",
+]
+
+#: Name -> PromQL; ``{w}`` is replaced by the rate window. Error = 5xx or 401 (the tenant SLO's definition,
+#: ops/devops/tenant/recording-rules.yaml).
+QUERIES: dict[str, str] = {
+    "error_rate": ('sum by (service) (rate(tenant_requests_total{{status=~"5..|401"}}[{w}]))'
+                   ' / sum by (service) (rate(tenant_requests_total[{w}]))'),
+    "p95_latency": ("histogram_quantile(0.95, sum by (service, le) "
+                    "(rate(tenant_request_duration_seconds_bucket[{w}])))"),
+    "jwks_cache_state": "max by (service, state) (jwks_cache_state)",
+    "jwks_cache_age": "max by (service) (jwks_cache_age_seconds)",
+}
+AUDIT_ACTIONS = ("auth.degraded", "auth.recovered", "auth.expired")
+FAULT_ACTIONS = ("block_jwks_egress",)
+RESTORE_ACTIONS = ("restore_jwks_egress",)
+HTTP_TIMEOUT = 10.0
+
+
+def load_journal(path: str | Path) -> dict[str, Any]:
+    """Read a Chaos Toolkit journal.json; ValueError with the fix when it is not one."""
+    try:
+        journal = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read journal {path}: {exc.strerror}; pass the file `chaos run --journal-path` "
+                         f"wrote") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON ({exc}); was the run interrupted while writing it?") from exc
+    if not isinstance(journal, dict) or "experiment" not in journal or "run" not in journal:
+        raise ValueError(f"{path} is not a Chaos Toolkit journal (no 'experiment'/'run' keys)")
+    return journal
+
+
+def parse_time(value: Any) -> float | None:
+    """ISO time (naive = UTC, as chaoslib writes it) or unix seconds -> unix seconds."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).replace("Z", "+00:00")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def verdict_of(journal: dict[str, Any]) -> dict[str, Any]:
+    """``chaosext.verdict``'s evaluation when it is built; else a minimal reading of the journal.
+
+    Returns ``{"passed": bool, "summary": str, "reasons": [str, ...]}``.
+    """
+    try:
+        from chaosext import verdict as verdict_mod
+    except ImportError:
+        verdict_mod = None
+    evaluate = getattr(verdict_mod, "evaluate", None) if verdict_mod else None
+    if evaluate is not None:
+        result = evaluate(journal)
+        if isinstance(result, dict):
+            passed = bool(result.get("passed", result.get("ok", False)))
+            reasons = [str(r) for r in result.get("reasons", result.get("failures", []))]
+            return {"passed": passed, "summary": str(result.get("summary", "PASS" if passed else "FAIL")),
+                    "reasons": reasons}
+    return _minimal_verdict(journal)
+
+
+def _minimal_verdict(journal: dict[str, Any]) -> dict[str, Any]:
+    reasons: list[str] = []
+    status = journal.get("status")
+    if status != "completed":
+        reasons.append(f"run status is {status!r}, not 'completed'")
+    if journal.get("deviated"):
+        reasons.append("the steady state deviated after the fault")
+    states = journal.get("steady_states") or {}
+    for phase in ("before", "after"):
+        state = states.get(phase)
+        if not state:
+            reasons.append(f"no '{phase}' steady-state hypothesis was evaluated")
+        elif not state.get("steady_state_met"):
+            reasons.append(f"'{phase}' steady-state hypothesis not met")
+    if not any(_func(item) in FAULT_ACTIONS for item in journal.get("run") or []):
+        reasons.append("the fault action never ran")
+    passed = not reasons
+    return {"passed": passed, "summary": "PASS" if passed else "FAIL", "reasons": reasons}
+
+
+def _func(item: dict[str, Any]) -> str:
+    provider = (item.get("activity") or {}).get("provider") or {}
+    return str(provider.get("func") or provider.get("path") or "")
+
+
+def _items(journal: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(phase, run item) for every activity the journal recorded, in run order."""
+    states = journal.get("steady_states") or {}
+    out: list[tuple[str, dict[str, Any]]] = []
+    for item in (states.get("before") or {}).get("probes", []):
+        out.append(("hypothesis before", item))
+    out += [("method", item) for item in journal.get("run") or []]
+    for during in states.get("during") or []:
+        out += [("hypothesis during", item) for item in (during or {}).get("probes", [])]
+    for item in (states.get("after") or {}).get("probes", []):
+        out.append(("hypothesis after", item))
+    out += [("rollback", item) for item in journal.get("rollbacks") or []]
+    return out
+
+
+def timeline(journal: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every activity with phase, kind, function, start/end (unix s), status and the first error line."""
+    rows = []
+    for phase, item in _items(journal):
+        activity = item.get("activity") or {}
+        exc = item.get("exception") or []
+        rows.append({
+            "phase": phase, "name": activity.get("name", "?"), "type": activity.get("type", "?"),
+            "func": _func(item), "background": bool(activity.get("background")),
+            "start": parse_time(item.get("start")), "end": parse_time(item.get("end")),
+            "status": item.get("status", "?"),
+            "error": (exc[-1] if isinstance(exc, list) and exc else str(exc or "")).strip(),
+        })
+    rows.sort(key=lambda r: (r["start"] is None, r["start"] or 0))
+    return rows
+
+
+def probe_results(journal: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each hypothesis probe: its value against its tolerance and whether the tolerance was met."""
+    rows = []
+    for phase, item in _items(journal):
+        if not phase.startswith("hypothesis"):
+            continue
+        activity = item.get("activity") or {}
+        rows.append({"phase": phase.split()[-1], "name": activity.get("name", "?"),
+                     "tolerance": activity.get("tolerance"), "value": item.get("output"),
+                     "met": item.get("tolerance_met"), "status": item.get("status", "?")})
+    return rows
+
+
+def outage_window(journal: dict[str, Any]) -> tuple[float, float] | None:
+    """(start, end) unix seconds of the fault: block action start .. restore end (or start + duration)."""
+    start = end = None
+    duration = None
+    for _phase, item in _items(journal):
+        func = _func(item)
+        if func in FAULT_ACTIONS and start is None:
+            start = parse_time(item.get("start"))
+            args = ((item.get("activity") or {}).get("provider") or {}).get("arguments") or {}
+            output = item.get("output") if isinstance(item.get("output"), dict) else {}
+            for key in ("duration_seconds", "duration", "outage_seconds"):
+                value = output.get(key, args.get(key))
+                if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
+                    duration = float(value)
+                    break
+        elif func in RESTORE_ACTIONS and start is not None and end is None:
+            end = parse_time(item.get("end"))
+    if start is None:
+        return None
+    if end is None:
+        end = start + duration if duration else parse_time(journal.get("end"))
+    return (start, end or start)
+
+
+def query_ranges(prometheus_url: str, start: float, end: float,
+                 queries: dict[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Run each query over [start, end] with ``/api/v1/query_range``; a step giving ~300 points.
+
+    Raises requests.RequestException / ValueError when Prometheus is unreachable or answers an error.
+    """
+    step = max(2, math.ceil((end - start) / 300))
+    window = f"{max(10, 4 * step)}s"
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, template in (queries or QUERIES).items():
+        resp = requests.get(prometheus_url.rstrip("/") + "/api/v1/query_range", timeout=HTTP_TIMEOUT,
+                            params={"query": template.format(w=window), "start": f"{start:.3f}",
+                                    "end": f"{end:.3f}", "step": f"{step}s"})
+        body = resp.json()
+        if body.get("status") != "success":
+            raise ValueError(f"Prometheus rejected {name}: {body.get('error', resp.status_code)}")
+        out[name] = body["data"]["result"]
+    return out
+
+
+def load_ranges(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Recorded ranges: ``{name: matrix}`` where matrix is a result list or a whole query_range response."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected an object {{query name: matrix}}")
+    out = {}
+    for name, value in doc.items():
+        if isinstance(value, dict) and "data" in value:
+            value = value["data"].get("result", [])
+        out[name] = list(value or [])
+    return out
+
+
+def audit_events(path: str | Path, start: float | None = None, end: float | None = None) -> list[dict[str, Any]]:
+    """``auth.degraded`` / ``auth.recovered`` / ``auth.expired`` lines of an audit JSONL file within [start, end]."""
+    events = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line while the lab was writing
+        if not isinstance(event, dict) or event.get("action") not in AUDIT_ACTIONS:
+            continue
+        ts = parse_time(event.get("timestamp"))
+        if ts is None or (start is not None and ts < start) or (end is not None and ts > end):
+            continue
+        events.append({**event, "ts": ts})
+    return sorted(events, key=lambda e: e["ts"])
