@@ -1,0 +1,189 @@
+"""`chaosext lab up/down/status` with real processes on loopback (free ports, never the documented defaults)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from chaosext.lab.supervisor import find_lab_processes
+from chaosext.lab.testing import free_ports, lab_up_argv
+
+pytestmark = pytest.mark.lab
+
+RESOURCE = {"policy": "policies", "vuln": "findings", "notify": "notifications"}
+
+
+def lab_cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run `chaosext lab ...` as a user would."""
+    return subprocess.run([sys.executable, "-m", "chaosext.lab.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
+
+
+def pgrep(state_dir: Path | str) -> list[str]:
+    """Processes whose command line names the state dir (other than pgrep itself)."""
+    out = subprocess.run(["pgrep", "-af", f"{state_dir}/"], capture_output=True, text=True, check=False).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def same_lab_argv(state: dict[str, Any]) -> list[str]:
+    """The `lab up` command line that started this lab (same state dir, ports and settings)."""
+    config = {k: v for k, v in state["config"].items() if k != "state_dir"}
+    return lab_up_argv(state["state_dir"], **config)
+
+
+def token(state: dict[str, Any], tenant: str = "t01") -> str:
+    resp = requests.post(state["token_url"], timeout=5, json={
+        "tenant": tenant, "sub": "user-1", "scope": "policy:read vuln:read notify:read", "aud": state["audience"],
+        "ttl": 300})
+    assert resp.status_code == 200, resp.text
+    return resp.json()["access_token"]
+
+
+def test_up_status_and_services_accept_an_authority_token(lab: dict[str, Any]) -> None:
+    status = lab_cli("status", "--state-dir", lab["state_dir"], "--json")
+    assert status.returncode == 0, status.stderr
+    state = json.loads(status.stdout)
+    assert state["healthy"] is True
+    assert set(state["components"]) == {"authority", "policy", "vuln", "notify", "prometheus", "alertmanager"}
+    assert all(c["healthy"] for c in state["components"].values())
+    host, port = lab["config"]["authority_host"], lab["config"]["authority_port"]
+    assert state["jwks_url"] == f"http://{host}:{port}/.well-known/jwks.json"
+    assert state["authority_url"] == f"http://{host}:{port}"
+    assert state["fault"] == {"via": "iptables", "target": "local", "host": host, "port": port}
+    human = lab_cli("status", "--state-dir", lab["state_dir"])
+    assert human.returncode == 0 and "healthy" in human.stdout and "fault target" in human.stdout
+
+    jwt = token(lab)
+    header = lab["tenant_header"]
+    for name, url in lab["service_urls"].items():
+        path = f"{url}/api/v1/{RESOURCE[name]}"
+        ok = requests.get(path, headers={"Authorization": f"Bearer {jwt}", header: "t01"}, timeout=5)
+        assert ok.status_code == 200, (name, ok.status_code, ok.text)
+        anonymous = requests.get(path, headers={header: "t01"}, timeout=5)
+        assert anonymous.status_code == 401, name
+
+
+def test_up_twice_is_safe(lab: dict[str, Any]) -> None:
+    pids = {n: c["pid"] for n, c in lab["components"].items()}
+    again = run(same_lab_argv(lab))
+    assert again.returncode == 0, again.stderr
+    state = json.loads(again.stdout)
+    assert state.get("already_running") is True
+    assert {n: c["pid"] for n, c in state["components"].items()} == pids
+
+    other = run(lab_up_argv(lab["state_dir"], **{**{k: v for k, v in lab["config"].items() if k != "state_dir"},
+                                                 "jwks_ttl": 7, "jwks_max_stale": 7}))
+    assert other.returncode != 0
+    assert "already running" in other.stderr and "jwks_ttl" in other.stderr and "lab down" in other.stderr
+
+
+def test_half_dead_lab_restarts_and_down_leaves_nothing(lab_factory: Any) -> None:
+    state = lab_factory(no_prometheus=True)
+    sd = state["state_dir"]
+    old_policy = state["components"]["policy"]["pid"]
+    os.kill(old_policy, signal.SIGKILL)
+
+    status = lab_cli("status", "--state-dir", sd)
+    assert status.returncode == 1
+    assert "policy" in status.stdout and "DOWN" in status.stdout
+
+    again = run(same_lab_argv(state))
+    assert again.returncode == 0, again.stderr
+    assert "restarting" in again.stderr
+    restarted = json.loads(again.stdout)
+    assert restarted["components"]["policy"]["pid"] != old_policy
+    assert lab_cli("status", "--state-dir", sd).returncode == 0
+
+    pids = [c["pid"] for c in restarted["components"].values()] + [c["pid"] for c in state["components"].values()]
+    down = lab_cli("down", "--state-dir", sd, "--grace", "5")
+    assert down.returncode == 0, down.stderr
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert pgrep(sd) == []
+    assert not (Path(sd) / "state.json").exists()
+    assert lab_cli("status", "--state-dir", sd).returncode == 1
+    again_down = lab_cli("down", "--state-dir", sd)
+    assert again_down.returncode == 0 and "nothing was running" in again_down.stdout
+
+
+def test_port_in_use_starts_nothing(tmp_path: Path) -> None:
+    sd = tmp_path / "lab"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(lab_up_argv(sd, vuln_port=port))
+    assert result.returncode == 1
+    assert "port already in use" in result.stderr and f"vuln 127.0.0.1:{port}" in result.stderr
+    assert "nothing was started" in result.stderr
+    assert find_lab_processes(sd) == [] and pgrep(sd) == []
+    assert not (sd / "state.json").exists()
+
+
+def test_a_component_failing_to_start_stops_the_ones_already_started(tmp_path: Path) -> None:
+    fake = tmp_path / "prometheus"
+    fake.write_text("#!/bin/sh\necho 'boom: cannot open storage' >&2\nexit 3\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    sd = tmp_path / "lab"
+    result = run(lab_up_argv(sd, prometheus_bin=str(fake), services="policy"))
+    assert result.returncode == 1
+    assert "prometheus exited with code 3" in result.stderr and "boom: cannot open storage" in result.stderr
+    assert find_lab_processes(sd) == [] and pgrep(sd) == []
+    assert not (sd / "state.json").exists()
+
+
+def test_missing_prometheus_binary_names_the_apt_packages(tmp_path: Path) -> None:
+    sd = tmp_path / "lab"
+    result = run(lab_up_argv(sd, prometheus_bin=str(tmp_path / "no-such-prometheus")))
+    assert result.returncode == 1
+    assert "apt-get install prometheus prometheus-alertmanager" in result.stderr and "--no-prometheus" in result.stderr
+    assert pgrep(sd) == []
+
+
+def test_corrupt_state_dir_says_what_to_do(tmp_path: Path) -> None:
+    sd = tmp_path / "lab"
+    sd.mkdir()
+    (sd / "state.json").write_text('{"version": 1, "compo')
+    for args in (["status"], ["up", "--no-prometheus"]):
+        result = lab_cli(*args, "--state-dir", str(sd))
+        assert result.returncode == 1, args
+        assert "corrupt" in result.stderr and f"chaosext lab down --state-dir {sd}" in result.stderr
+    assert pgrep(sd) == []
+    cleared = lab_cli("down", "--state-dir", str(sd))
+    assert cleared.returncode == 0 and not (sd / "state.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cache-mode", "sometimes"], "'sometimes' is not one of"),
+    (["--services", "policy,billing"], "distinct names from policy,vuln,notify"),
+    (["--jwks-ttl", "60", "--jwks-max-stale", "30"], "--jwks-max-stale 30 is below --jwks-ttl 60"),
+    (["--rules-dir", "/nonexistent/rules"], "--rules-dir /nonexistent/rules is not a directory"),
+])
+def test_bad_flag_values_are_refused_before_anything_starts(tmp_path: Path, args: list[str], message: str) -> None:
+    sd = tmp_path / "lab"
+    ports = free_ports(["127.0.0.2"] + ["127.0.0.1"] * 6)
+    port_args = ["--authority-port", str(ports[0]), "--ops-port", str(ports[1]), "--policy-port", str(ports[2]),
+                 "--vuln-port", str(ports[3]), "--notify-port", str(ports[4]), "--prometheus-port", str(ports[5]),
+                 "--alertmanager-port", str(ports[6])]
+    result = lab_cli("up", "--state-dir", str(sd), *port_args, *args)
+    assert result.returncode in (1, 2)
+    assert message in result.stderr
+    assert pgrep(sd) == []
+
+
+def test_lab_status_without_a_lab_fails_with_a_hint(tmp_path: Path) -> None:
+    result = lab_cli("status", "--state-dir", str(tmp_path / "none"))
+    assert result.returncode == 1 and "chaosext lab up" in result.stderr

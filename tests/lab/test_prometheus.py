@@ -1,0 +1,109 @@
+"""The lab's Prometheus and Alertmanager (the real Debian binaries) and the generated configuration."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import requests
+import yaml
+
+from chaosext.lab import promconfig
+
+
+def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], seconds: float) -> Any:
+    """Call fetch until done(result) or the deadline; returns the last result (the assert shows it)."""
+    end = time.monotonic() + seconds
+    while True:
+        result = fetch()
+        if done(result) or time.monotonic() > end:
+            return result
+        time.sleep(0.5)
+
+
+@pytest.mark.lab
+def test_prometheus_scrapes_every_component(lab: dict[str, Any]) -> None:
+    url = lab["prometheus_url"] + "/api/v1/targets"
+
+    def targets() -> dict[str, str]:
+        active = requests.get(url, timeout=5).json()["data"]["activeTargets"]
+        return {t["labels"]["job"]: t["health"] for t in active}
+
+    health = poll(targets, lambda h: h and all(v == "up" for v in h.values()), 20)
+    assert health == {name: "up" for name in lab["components"]}
+    # the authority is scraped on its ops listener, not on the address the fault blocks
+    active = requests.get(url, timeout=5).json()["data"]["activeTargets"]
+    authority = next(t for t in active if t["labels"]["job"] == "authority")
+    assert authority["scrapeUrl"] == lab["components"]["authority"]["metrics"]
+    assert lab["config"]["authority_host"] not in authority["scrapeUrl"]
+
+
+@pytest.mark.lab
+def test_repository_rules_are_loaded_with_lab_for_durations(lab: dict[str, Any]) -> None:
+    sources = promconfig.find_rule_files(promconfig.default_rules_dir())
+    if not sources:
+        pytest.skip("no rule files under ops/devops/tenant/ yet")
+    groups = requests.get(lab["prometheus_url"] + "/api/v1/rules", timeout=5).json()["data"]["groups"]
+    loaded = {g["name"] for g in groups}
+    expected = {g["name"] for src in sources for g in yaml.safe_load(src.read_text())["groups"]}
+    assert expected <= loaded
+    alert_for = lab["config"]["alert_for"]
+    alerting = [r for g in groups for r in g["rules"] if r["type"] == "alerting"]
+    assert all(r["duration"] <= alert_for for r in alerting)
+    assert all(r["health"] != "err" for g in groups for r in g["rules"]), [
+        (r["name"], r.get("lastError")) for g in groups for r in g["rules"] if r["health"] == "err"]
+
+
+@pytest.mark.lab
+def test_alertmanager_is_ready_without_gossip(lab: dict[str, Any]) -> None:
+    am = lab["alertmanager_url"]
+    assert requests.get(am + "/-/ready", timeout=5).status_code == 200
+    status = requests.get(am + "/api/v2/status", timeout=5).json()
+    assert status["cluster"]["status"] == "disabled"
+    assert "null" in status["config"]["original"]
+
+
+@pytest.mark.lab
+def test_an_alert_with_a_production_for_reaches_alertmanager_in_seconds(
+        lab_factory: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "alerts.yaml").write_text(yaml.safe_dump({"groups": [{"name": "lab-probe", "rules": [
+        {"alert": "LabAlwaysFiring", "expr": "vector(1)", "for": "10m", "labels": {"severity": "page"}}]}]}))
+    state = lab_factory(services="policy", rules_dir=str(rules), alert_for=1)
+
+    def alerts() -> list[str]:
+        got = requests.get(state["alertmanager_url"] + "/api/v2/alerts", timeout=5).json()
+        return [a["labels"]["alertname"] for a in got]
+
+    assert "LabAlwaysFiring" in poll(alerts, lambda names: "LabAlwaysFiring" in names, 30)
+    assert "for: 10m" in (rules / "alerts.yaml").read_text()  # the source keeps its production value
+
+
+def test_rule_copies_cap_for_and_keep_firing_for(tmp_path: Path) -> None:
+    src = tmp_path / "alerts.yaml"
+    src.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [
+        {"alert": "Long", "expr": "up == 0", "for": "1h30m", "keep_firing_for": "5m"},
+        {"alert": "Short", "expr": "up == 0", "for": "5s"},
+        {"record": "job:up:sum", "expr": "sum by (job) (up)"}]}]}))
+    (tmp_path / "not-rules.yaml").write_text("panels: []\n")
+    found = promconfig.find_rule_files(tmp_path)
+    assert found == [src]
+    [copy] = promconfig.write_rule_copies(found, tmp_path / "out", 10)
+    rules = yaml.safe_load(copy.read_text())["groups"][0]["rules"]
+    assert rules[0]["for"] == "10s" and rules[0]["keep_firing_for"] == "10s"
+    assert rules[1]["for"] == "5s"
+    assert rules[2] == {"record": "job:up:sum", "expr": "sum by (job) (up)"}
+    assert yaml.safe_load(src.read_text())["groups"][0]["rules"][0]["for"] == "1h30m"
+
+
+@pytest.mark.parametrize("text, seconds", [("5m", 300), ("1h30m", 5400), ("500ms", 0.5), ("0s", 0), ("2d", 172800)])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert promconfig.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "5 m", "m5", "1.5h"])
+def test_parse_duration_refuses_garbage(text: str) -> None:
+    with pytest.raises(promconfig.PromConfigError):
+        promconfig.parse_duration(text)
