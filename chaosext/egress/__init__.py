@@ -1,1 +1,33 @@
-"""chaosext.egress"""
+"""chaosext.egress: block and restore the services' egress to the JWKS endpoint (the fault), and undo it.
+
+Drivers (one a file) implement :class:`chaosext.egress.base.Driver`; :func:`build_driver` picks one by ``via``.
+Chaos Toolkit entry points live in :mod:`chaosext.egress.actions` and :mod:`chaosext.egress.probes`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["build_driver"]
+
+
+def build_driver(via: str, options: dict[str, Any] | None = None) -> Any:
+    """The driver for ``via`` (iptables, envoy, k8s-networkpolicy, istio), configured with ``options``."""
+    from chaosext.egress.base import VIAS, FaultError
+
+    if via == "iptables":
+        from chaosext.egress.iptables import IptablesDriver
+
+        return IptablesDriver(options)
+    if via == "envoy":
+        from chaosext.egress.envoy import EnvoyDriver
+
+        return EnvoyDriver(options)
+    if via == "k8s-networkpolicy":
+        from chaosext.egress.kubernetes import NetworkPolicyDriver
+
+        return NetworkPolicyDriver(options)
+    if via == "istio":
+        from chaosext.egress.kubernetes import IstioDriver
+
+        return IstioDriver(options)
+    raise FaultError(f"unknown via {via!r}: use one of {', '.join(VIAS)}")

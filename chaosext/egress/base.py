@@ -7,6 +7,7 @@ drivers use that to probe from inside another network namespace.
 from __future__ import annotations
 
 import ipaddress
+import math
 import json
 import os
 import secrets
@@ -239,7 +240,7 @@ def make_spec(
         mode=mode,
         duration_seconds=duration,
         run_id=run_id or new_run_id(),
-        expires_at=expires_at or float(int(time.time()) + duration),
+        expires_at=expires_at or float(math.ceil(time.time()) + duration),
         options=dict(options or {}),
     )
 

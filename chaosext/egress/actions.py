@@ -1,0 +1,228 @@
+"""Chaos Toolkit actions: block the services' egress to the JWKS endpoint, and restore it.
+
+Each argument left empty falls back to the experiment configuration (``JWKS_URL``, ``FAULT_VIA``, ``FAULT_TARGET``,
+``FAULT_MODE``, ``OUTAGE_SECONDS``, ``MAX_OUTAGE_SECONDS``, ``ENVOY_ADMIN_URL``, ``KUBE_API_URL``, ``KUBE_CONTEXT``),
+then to the lab defaults. The same functions back ``chaosext restore`` and ``ops/devops/tenant/jwks-chaos.sh``.
+"""
+import time
+from typing import Any
+
+from chaoslib.types import Configuration, Secrets
+
+from chaosext.egress import build_driver, watchdog
+from chaosext.egress.base import (
+    DEFAULT_JWKS_URL,
+    DEFAULT_MAX_DURATION,
+    FaultError,
+    FaultSpec,
+    delete_record,
+    load_records,
+    make_spec,
+    save_record,
+)
+
+__all__ = ["block_jwks_egress", "restore_jwks_egress"]
+
+
+def _pick(value: Any, configuration: Configuration, key: str, default: Any) -> Any:
+    """``value`` unless empty (or an unresolved ``${...}``), then ``configuration[key]``, then ``default``."""
+    if value in (None, "", 0) or (isinstance(value, str) and value.startswith("${")):
+        value = (configuration or {}).get(key)
+    if value in (None, "") or (isinstance(value, str) and value.startswith("${")):
+        return default
+    return value
+
+
+def settings(
+    jwks_url: str = "",
+    via: str = "",
+    target: str = "",
+    mode: str = "",
+    duration_seconds: int = 0,
+    max_duration_seconds: int = 0,
+    verify_timeout_seconds: float = 1.0,
+    envoy_admin_url: str = "",
+    kube_api_url: str = "",
+    kube_context: str = "",
+    driver_options: dict = None,
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """Arguments merged with the configuration fallbacks and defaults (no side effects)."""
+    c = configuration or {}
+    options = {
+        "verify_timeout": float(verify_timeout_seconds),
+        "envoy_admin_url": _pick(envoy_admin_url, c, "ENVOY_ADMIN_URL", ""),
+        "kube_api_url": _pick(kube_api_url, c, "KUBE_API_URL", ""),
+        "kube_context": _pick(kube_context, c, "KUBE_CONTEXT", ""),
+        **(driver_options or {}),
+    }
+    return {
+        "jwks_url": _pick(jwks_url, c, "JWKS_URL", DEFAULT_JWKS_URL),
+        "via": _pick(via, c, "FAULT_VIA", "iptables"),
+        "target": _pick(target, c, "FAULT_TARGET", "local"),
+        "mode": _pick(mode, c, "FAULT_MODE", "drop"),
+        "duration_seconds": _pick(duration_seconds, c, "OUTAGE_SECONDS", 300),
+        "max_duration_seconds": _pick(max_duration_seconds, c, "MAX_OUTAGE_SECONDS", DEFAULT_MAX_DURATION),
+        "options": {k: v for k, v in options.items() if v not in ("", None)},
+    }
+
+
+def _active_record(via: str, target: str, jwks_url: str) -> dict[str, Any] | None:
+    now = time.time()
+    for rec in load_records():
+        s = rec["spec"]
+        if (s["via"], s["target"], s["jwks_url"]) == (via, target, jwks_url) and s["expires_at"] > now:
+            return rec
+    return None
+
+
+def block_jwks_egress(
+    jwks_url: str = "",
+    via: str = "iptables",
+    target: str = "local",
+    mode: str = "drop",
+    duration_seconds: int = 300,
+    dry_run: bool = False,
+    max_duration_seconds: int = 3600,
+    verify: bool = True,
+    verify_timeout_seconds: float = 1.0,
+    use_watchdog: bool = True,
+    envoy_admin_url: str = "",
+    kube_api_url: str = "",
+    kube_context: str = "",
+    driver_options: dict = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
+    """Make the JWKS endpoint unreachable from the target until restored or ``duration_seconds`` pass.
+
+    jwks_url: the JWKS URL (host and port are blocked; every A/AAAA record). Empty: configuration ``JWKS_URL``,
+    else ``http://127.0.0.2:8440/.well-known/jwks.json``. via: ``iptables`` | ``envoy`` | ``k8s-networkpolicy`` |
+    ``istio``. target: iptables ``local`` | ``netns:<name>`` | ``pid:<pid>`` | ``k8s-pod:<ns>/<pod|selector>``;
+    envoy: the admin URL; k8s-networkpolicy / istio: ``<namespace>/<label selector>``. mode: ``drop`` (timeouts,
+    like an unreachable network) or ``reject`` (refused at once, like a dead host). duration_seconds: the deadline,
+    enforced by the kernel (iptables ``-m time --datestop``) and by a detached watchdog (``use_watchdog``), capped
+    by ``max_duration_seconds``. dry_run: return the exact commands / API calls without making them. verify: check
+    from inside the target that the fault bites the way ``mode`` says, and undo it if it does not.
+    Blocking again while the same fault is active reuses it (one rule set). Returns what was done, incl. ``run_id``.
+    """
+    s = settings(jwks_url, via, target, mode, duration_seconds, max_duration_seconds, verify_timeout_seconds,
+                 envoy_admin_url, kube_api_url, kube_context, driver_options, configuration)
+    existing = _active_record(s["via"], s["target"], s["jwks_url"])
+    if existing and existing["spec"]["mode"] != s["mode"]:
+        raise FaultError(f"a {existing['spec']['mode']} fault {existing['spec']['run_id']} is already active on "
+                         f"{s['target']}; restore it first (chaosext restore --target {s['target']})")
+    spec = make_spec(s["jwks_url"], s["via"], s["target"], s["mode"], s["duration_seconds"],
+                     s["max_duration_seconds"], options=s["options"],
+                     run_id=existing["spec"]["run_id"] if existing else "",
+                     expires_at=existing["spec"]["expires_at"] if existing else 0.0)
+    driver = build_driver(spec.via, spec.options)
+    result: dict[str, Any] = {"run_id": spec.run_id, "via": spec.via, "target": spec.target, "mode": spec.mode,
+                              "jwks_url": spec.jwks_url, "host": spec.host, "port": spec.port,
+                              "addresses": list(spec.addresses), "duration_seconds": spec.duration_seconds,
+                              "expires_at": spec.expires_at, "reused": bool(existing), "dry_run": bool(dry_run)}
+    if dry_run:
+        result["commands"] = driver.describe(spec)
+        return result
+    save_record(spec, status="applying")
+    try:
+        result["applied"] = driver.apply(spec)
+    except BaseException:
+        delete_record(spec.run_id)
+        raise
+    pid = 0
+    if use_watchdog and not (existing and watchdog.find(spec.run_id)):
+        pid = watchdog.spawn(spec)
+    result["watchdog_pid"] = pid or (watchdog.find(spec.run_id) or [0])[0]
+    save_record(spec, status="active", watchdog_pid=result["watchdog_pid"])
+    if verify:
+        check = driver.verify(spec)
+        result["verification"] = check
+        if not check.get("blocked"):
+            _undo(driver, spec)
+            raise FaultError(f"the fault did not take effect from the target's point of view, so it was removed: "
+                             f"{check}")
+    return result
+
+
+def _undo(driver: Any, spec: FaultSpec) -> dict[str, Any]:
+    out = driver.revert(spec)
+    watchdog.stop(spec.run_id)
+    delete_record(spec.run_id)
+    return out
+
+
+def restore(
+    via: str,
+    target: str,
+    run_id: str = "",
+    jwks_url: str = "",
+    all_on_target: bool = False,
+    dry_run: bool = False,
+    verify: bool = True,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Remove recorded faults matching via/target (or ``run_id``); with none recorded or ``all_on_target``, every
+    chaosext fault found on the target by its tags. Tolerant: nothing to remove is success."""
+    def wanted(rec: dict[str, Any]) -> bool:
+        s = rec["spec"]
+        if run_id:
+            return s["run_id"] == run_id
+        return s["via"] == via and s["target"] == target and (not jwks_url or s["jwks_url"] == jwks_url)
+
+    records = [r for r in load_records() if wanted(r)]
+    removed: list[dict[str, Any]] = []
+    for rec in records:
+        spec = FaultSpec.from_dict(rec["spec"])
+        driver = build_driver(spec.via, spec.options)
+        if dry_run:
+            removed.append({"run_id": spec.run_id, "via": spec.via, "target": spec.target,
+                            "commands": driver.describe_revert(spec)})
+            continue
+        out = _undo(driver, spec)
+        entry = {"run_id": spec.run_id, "via": spec.via, "target": spec.target, "removed": out.get("removed", [])}
+        if verify:
+            entry["verification"] = driver.verify(spec)
+        removed.append(entry)
+    left: list[dict[str, Any]] = []
+    if (all_on_target or not records) and not run_id:
+        driver = build_driver(via, options or {})
+        for orphan in driver.find_orphans(target):
+            if dry_run:
+                removed.append({**orphan, "commands": [f"remove every object tagged chaosext:{orphan['run_id']}"]})
+                continue
+            out = driver.remove_orphan(target, orphan["run_id"])
+            watchdog.stop(orphan["run_id"])
+            delete_record(orphan["run_id"])
+            removed.append({**orphan, "removed": out})
+        if not dry_run:
+            left = driver.find_orphans(target)
+    return {"restored": removed, "left": left, "nothing_to_restore": not removed, "dry_run": bool(dry_run)}
+
+
+def restore_jwks_egress(
+    jwks_url: str = "",
+    via: str = "iptables",
+    target: str = "local",
+    run_id: str = "",
+    dry_run: bool = False,
+    verify: bool = True,
+    envoy_admin_url: str = "",
+    kube_api_url: str = "",
+    kube_context: str = "",
+    driver_options: dict = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
+    """Undo the JWKS egress fault: what this run recorded for via/target, or (nothing recorded) every chaosext
+    fault found on the target by its tags. Restoring twice succeeds. Empty arguments fall back to the
+    configuration like ``block_jwks_egress``. With verify, reports (from the target) that the endpoint answers again.
+    Fails only if a chaosext rule/object could not be removed.
+    """
+    s = settings(jwks_url, via, target, "", 0, 0, 1.0, envoy_admin_url, kube_api_url, kube_context,
+                 driver_options, configuration)
+    out = restore(s["via"], s["target"], run_id=run_id, jwks_url="" if not jwks_url else s["jwks_url"],
+                  dry_run=dry_run, verify=verify, options=s["options"])
+    if out["left"]:
+        raise FaultError(f"chaosext faults left on {s['target']} after restore: {out['left']}")
+    return out

@@ -1,0 +1,192 @@
+"""``chaosext restore``: the panic button, and the ``python3 -m chaosext.egress`` command group behind
+``ops/devops/tenant/jwks-chaos.sh`` (block / restore / status / run)."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from chaosext.egress.actions import block_jwks_egress, restore as restore_faults, settings
+from chaosext.egress.base import VIAS, FaultError, load_records
+
+__all__ = ["restore", "egress"]
+
+_via = click.option("--via", type=click.Choice(VIAS), default=None, help="driver (default: iptables, or $FAULT_VIA)")
+_target = click.option("--target", default=None, help="local | netns:<name> | pid:<pid> | k8s-pod:<ns>/<sel>; envoy: "
+                       "admin URL; k8s-networkpolicy/istio: <ns>/<selector> (default: local, or $FAULT_TARGET)")
+_kube = [
+    click.option("--envoy-admin-url", default="", help="Envoy admin URL (envoy driver)"),
+    click.option("--kube-api-url", default="", help="Kubernetes API URL without auth, e.g. from `kubectl proxy`"),
+    click.option("--kube-context", default="", help="kubeconfig context (default: current)"),
+]
+
+
+def _env_config() -> dict[str, Any]:
+    import os
+
+    keys = ("JWKS_URL", "FAULT_VIA", "FAULT_TARGET", "FAULT_MODE", "OUTAGE_SECONDS", "MAX_OUTAGE_SECONDS",
+            "ENVOY_ADMIN_URL", "KUBE_API_URL", "KUBE_CONTEXT")
+    return {k: os.environ[k] for k in keys if os.environ.get(k)}
+
+
+def _kube_opts(f: Any) -> Any:
+    for opt in reversed(_kube):
+        f = opt(f)
+    return f
+
+
+def _panic(via: str | None, target: str | None, run_id: str, all_: bool, dry_run: bool, envoy_admin_url: str,
+           kube_api_url: str, kube_context: str, as_json: bool) -> int:
+    s = settings("", via or "", target or "", envoy_admin_url=envoy_admin_url, kube_api_url=kube_api_url,
+                 kube_context=kube_context, configuration=_env_config())
+    try:
+        out = restore_faults(s["via"], s["target"], run_id=run_id, all_on_target=all_, dry_run=dry_run, verify=False,
+                      options=s["options"])
+    except FaultError as exc:
+        click.echo(f"restore: {exc}", err=True)
+        return 2
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+    else:
+        for item in out["restored"]:
+            verb = "would remove" if dry_run else "removed"
+            click.echo(f"{verb} fault {item['run_id']} ({item.get('via', s['via'])} on {item.get('target', s['target'])})")
+            for line in item.get("commands", []) + item.get("removed", []):
+                click.echo(f"  {line}")
+        if not out["restored"]:
+            click.echo(f"nothing to restore ({s['via']} on {s['target']}{'' if all_ else '; --all also searches by tags'})")
+        for item in out["left"]:
+            click.echo(f"STILL PRESENT: {item}", err=True)
+    return 1 if out["left"] else 0
+
+
+@click.command("restore")
+@click.option("--all", "all_", is_flag=True, help="also remove every chaosext fault found on the target by its tags")
+@_via
+@_target
+@click.option("--run-id", default="", help="only this fault")
+@click.option("--dry-run", is_flag=True, help="print what would be removed, remove nothing")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@_kube_opts
+def restore(all_: bool, via: str | None, target: str | None, run_id: str, dry_run: bool, as_json: bool,
+                envoy_admin_url: str, kube_api_url: str, kube_context: str) -> None:
+    """Panic button: remove the JWKS egress faults chaosext made on a target and say what was removed.
+
+    Without --all: the faults recorded in $CHAOSEXT_STATE_DIR (default ~/.chaosext/faults) for that via/target,
+    or, with none recorded, every fault found by tags. Exit 0 when nothing chaosext made is left.
+    """
+    sys.exit(_panic(via, target, run_id, all_, dry_run, envoy_admin_url, kube_api_url, kube_context, as_json))
+
+
+
+@click.group("egress", context_settings={"help_option_names": ["-h", "--help"]})
+def egress() -> None:
+    """Block / restore the services' egress to the JWKS endpoint without Chaos Toolkit."""
+
+
+def _block(jwks_url: str, via: str | None, target: str | None, mode: str | None, duration: int, max_duration: int,
+           dry_run: bool, envoy_admin_url: str, kube_api_url: str, kube_context: str) -> dict[str, Any]:
+    return block_jwks_egress(jwks_url=jwks_url, via=via or "", target=target or "", mode=mode or "",
+                             duration_seconds=duration, max_duration_seconds=max_duration, dry_run=dry_run,
+                             envoy_admin_url=envoy_admin_url, kube_api_url=kube_api_url, kube_context=kube_context,
+                             configuration=_env_config())
+
+
+_block_opts = [
+    click.option("--jwks-url", default="", help="JWKS URL (default $JWKS_URL or the lab's)"),
+    _via,
+    _target,
+    click.option("--mode", type=click.Choice(("drop", "reject")), default=None, help="drop = timeouts, reject = refused"),
+    click.option("--duration", type=int, default=0, help="deadline in seconds (default $OUTAGE_SECONDS or 300)"),
+    click.option("--max-duration", type=int, default=0, help="cap on --duration (default 3600)"),
+    click.option("--dry-run", is_flag=True, help="print the exact commands / API calls, change nothing"),
+]
+
+
+def _block_options(f: Any) -> Any:
+    for opt in reversed(_block_opts + _kube):
+        f = opt(f)
+    return f
+
+
+@egress.command("block")
+@_block_options
+def block_cmd(**kw: Any) -> None:
+    """Block the JWKS endpoint from the target until restored or the deadline passes."""
+    try:
+        out = _block(**kw)
+    except FaultError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(out, indent=1))
+
+
+@egress.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@_via
+@_target
+@_kube_opts
+def status_cmd(as_json: bool, via: str | None, target: str | None, **kw: Any) -> None:
+    """Faults recorded here and faults found on the target by tags; exit 3 if a block is active."""
+    from chaosext.egress import build_driver
+
+    s = settings("", via or "", target or "", configuration=_env_config(), **kw)
+    try:
+        found = build_driver(s["via"], s["options"]).find_orphans(s["target"])
+    except FaultError as exc:
+        raise click.ClickException(str(exc)) from None
+    recorded = [r["spec"] for r in load_records()]
+    if as_json:
+        click.echo(json.dumps({"active": found, "recorded": recorded}, indent=1))
+    else:
+        click.echo(f"{s['via']} on {s['target']}: {len(found)} active chaosext fault(s)")
+        for f in found:
+            click.echo(f"  {f}")
+        for r in recorded:
+            left = max(0, int(r["expires_at"] - time.time()))
+            click.echo(f"recorded {r['run_id']}: {r['via']} {r['target']} {r['mode']} {r['jwks_url']} ({left}s left)")
+    sys.exit(3 if found else 0)
+
+
+@egress.command("restore")
+@click.option("--all", "all_", is_flag=True, help="also remove every chaosext fault found on the target by tags")
+@_via
+@_target
+@click.option("--run-id", default="")
+@click.option("--dry-run", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+@_kube_opts
+def egress_restore_cmd(all_: bool, via: str | None, target: str | None, run_id: str, dry_run: bool, as_json: bool,
+                       envoy_admin_url: str, kube_api_url: str, kube_context: str) -> None:
+    """Same as `chaosext restore`."""
+    sys.exit(_panic(via, target, run_id, all_, dry_run, envoy_admin_url, kube_api_url, kube_context, as_json))
+
+
+@egress.command("run")
+@_block_options
+def run_cmd(**kw: Any) -> None:
+    """Block, wait --duration seconds, restore; Ctrl-C / SIGTERM restore at once."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        out = _block(**kw)
+    except FaultError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(out, indent=1))
+    if kw["dry_run"]:
+        return
+    rc = 0
+    try:
+        time.sleep(max(0.0, out["expires_at"] - time.time()))
+    except KeyboardInterrupt:
+        click.echo("interrupted: restoring now", err=True)
+        rc = 130
+    finally:
+        rc = _panic(out["via"], out["target"], out["run_id"], False, False, kw["envoy_admin_url"],
+                    kw["kube_api_url"], kw["kube_context"], False) or rc
+    sys.exit(rc)
