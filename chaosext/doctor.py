@@ -18,14 +18,15 @@ import requests
 
 __all__ = ["Check", "parse_target", "run_checks", "doctor", "VIAS"]
 
-#: fault methods and the target kinds they work on (see docs/architecture.md, "Egress fault")
+#: fault methods and the targets they take (the forms `block_jwks_egress` and `chaosext restore` accept)
 VIAS: dict[str, str] = {
-    "iptables": "local or netns:<name>",
-    "envoy": "envoy:<admin-url>",
-    "k8s-networkpolicy": "k8s-pod:<namespace>/<pod or selector>",
-    "istio": "k8s-pod:<namespace>/<pod or selector>",
+    "iptables": "local, netns:<name>, pid:<pid> or k8s-pod:<namespace>/<pod or selector>",
+    "envoy": "envoy:<admin-url> (or the bare admin URL)",
+    "k8s-networkpolicy": "<namespace>/<label selector> (or k8s-pod:<namespace>/<selector>)",
+    "istio": "<namespace>/<label selector> (or k8s-pod:<namespace>/<selector>)",
 }
-DEFAULT_VIA = {"local": "iptables", "netns": "iptables", "k8s-pod": "k8s-networkpolicy", "envoy": "envoy"}
+DEFAULT_VIA = {"local": "iptables", "netns": "iptables", "pid": "iptables", "k8s-pod": "k8s-networkpolicy",
+               "envoy": "envoy"}
 HTTP_TIMEOUT = 3.0
 CMD_TIMEOUT = 10.0
 
@@ -49,23 +50,27 @@ class Check:
 
 
 def parse_target(target: str) -> tuple[str, str]:
-    """Split ``kind:value``; raise ValueError naming the accepted forms."""
+    """``(kind, value)`` of a target; raise ValueError naming the accepted forms."""
     kind, _, value = target.partition(":")
-    if kind == "local" and not value:
+    if target == "local":
         return "local", ""
-    if kind in ("netns", "k8s-pod", "envoy") and value:
+    if target.startswith(("http://", "https://")):
+        return "envoy", target
+    if kind in ("netns", "pid", "k8s-pod", "envoy") and value:
         return kind, value
-    raise ValueError(f"unknown target {target!r}: use local, netns:<name>, k8s-pod:<namespace>/<pod> "
-                     f"or envoy:<admin-url>")
+    if "/" in target and ":" not in target:
+        return "k8s-pod", target  # <namespace>/<selector>, the Kubernetes drivers' own form
+    raise ValueError(f"unknown target {target!r}: use local, netns:<name>, pid:<pid>, k8s-pod:<namespace>/<pod>, "
+                     f"<namespace>/<selector> or envoy:<admin-url>")
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=CMD_TIMEOUT, check=False)
 
 
-def check_rules(binary: str, netns: str = "") -> Check:
+def check_rules(binary: str, netns: str = "", pid: str = "") -> Check:
     """The firewall tool exists and listing the OUTPUT chain works (proves CAP_NET_ADMIN in that namespace)."""
-    where = f" in netns {netns}" if netns else ""
+    where = f" in netns {netns}" if netns else f" in pid {pid}'s netns" if pid else ""
     name = f"{binary}{where}"
     path = shutil.which(binary)
     if not path:
@@ -74,6 +79,8 @@ def check_rules(binary: str, netns: str = "") -> Check:
     argv = [binary, "-w", "5", "-S", "OUTPUT"]
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
+    elif pid:
+        argv = ["nsenter", "-t", pid, "-n", *argv]
     try:
         proc = _run(argv)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -81,8 +88,10 @@ def check_rules(binary: str, netns: str = "") -> Check:
     if proc.returncode != 0:
         err = (proc.stderr or proc.stdout).strip().splitlines()
         fix = "run as root (sudo) or grant CAP_NET_ADMIN to this process"
-        if netns and "netns" in " ".join(err).lower():
+        if netns and "namespace" in " ".join(err).lower():
             fix = f"create the namespace first (`ip netns add {netns}`) or pick one from `ip netns list`"
+        elif pid and not os.path.exists(f"/proc/{pid}"):
+            fix = "pass the pid of a running process of the target (`pgrep -f <service>`)"
         return Check(name, False, f"cannot list rules: {err[-1] if err else proc.returncode}", fix)
     return Check(name, True, f"{path}: rules listable (CAP_NET_ADMIN usable{where})")
 
@@ -158,6 +167,7 @@ K8S_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
                           ("delete", "networking.k8s.io", "networkpolicies"),
                           ("list", "networking.k8s.io", "networkpolicies"),
                           ("list", "", "pods")],
+    "iptables-in-pod": [("list", "", "pods"), ("create", "", "pods/exec")],
     "istio": [("create", "networking.istio.io", "virtualservices"),
               ("delete", "networking.istio.io", "virtualservices"),
               ("list", "networking.istio.io", "virtualservices"),
@@ -181,9 +191,12 @@ def check_kube(namespace: str, via: str, api_client: Any = None) -> list[Check]:
     authz = client.AuthorizationV1Api(api_client)
     for verb, group, resource in K8S_PERMISSIONS.get(via, K8S_PERMISSIONS["k8s-networkpolicy"]):
         what = f"{verb} {resource}{'.' + group if group else ''} in {namespace}"
+        sub = ""
+        if "/" in resource:
+            resource, sub = resource.split("/", 1)
         body = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(
             resource_attributes=client.V1ResourceAttributes(namespace=namespace, verb=verb, group=group,
-                                                            resource=resource)))
+                                                            resource=resource, subresource=sub or None)))
         try:
             review = authz.create_self_subject_access_review(body, _request_timeout=HTTP_TIMEOUT)
         except (ApiException, OSError, Exception) as exc:  # noqa: BLE001 - urllib3 errors vary
@@ -255,18 +268,22 @@ def run_checks(target: str = "local", via: str = "", prometheus_url: str = "", a
         raise ValueError(f"unknown fault method {via!r}: use one of {', '.join(VIAS)}")
     checks: list[Check] = []
     if via == "iptables":
-        if kind not in ("local", "netns"):
+        if kind == "envoy":
             raise ValueError(f"--via iptables works on {VIAS['iptables']}, not {target}")
-        checks += [check_rules("iptables", value), check_rules("ip6tables", value)]
+        if kind == "k8s-pod":  # rules go into the pod's network namespace through the API server
+            checks += check_kube(value.split("/", 1)[0] if "/" in value else "default", "iptables-in-pod",
+                                 kube_client)
+        else:
+            netns, pid = (value if kind == "netns" else ""), (value if kind == "pid" else "")
+            checks += [check_rules("iptables", netns, pid), check_rules("ip6tables", netns, pid)]
     elif via == "envoy":
         if kind != "envoy":
-            raise ValueError(f"--via envoy needs --target envoy:<admin-url>, not {target}")
+            raise ValueError(f"--via envoy needs --target {VIAS['envoy']}, not {target}")
         checks += check_envoy(value)
     else:
         if kind != "k8s-pod":
-            raise ValueError(f"--via {via} needs --target k8s-pod:<namespace>/<pod>, not {target}")
-        namespace = value.split("/", 1)[0] if "/" in value else "default"
-        checks += check_kube(namespace, via, kube_client)
+            raise ValueError(f"--via {via} needs --target {VIAS[via]}, not {target}")
+        checks += check_kube(value.split("/", 1)[0] if "/" in value else "default", via, kube_client)
     checks.append(check_k6())
     lab = _lab_urls(state_dir)
     for name, flag in (("prometheus", prometheus_url), ("alertmanager", alertmanager_url)):
@@ -291,12 +308,13 @@ def render_table(checks: list[Check]) -> str:
 Examples:
   chaosext doctor                                   # local iptables fault, lab's Prometheus/Alertmanager
   chaosext doctor --target netns:chaosext-lab
-  chaosext doctor --target k8s-pod:chaosext-lab/policy --via k8s-networkpolicy
+  chaosext doctor --target chaosext-lab/app.kubernetes.io/component=tenant-service --via k8s-networkpolicy
   chaosext doctor --target envoy:http://127.0.0.1:9901
   PROMETHEUS_URL=http://prom:9090 ALERTMANAGER_URL=http://am:9093 chaosext doctor --json
 """)
 @click.option("--target", default=lambda: os.environ.get("FAULT_TARGET", "local"), show_default="$FAULT_TARGET or local",
-              help="where the fault goes: local, netns:<name>, k8s-pod:<namespace>/<pod>, envoy:<admin-url>")
+              help="where the fault goes: local, netns:<name>, pid:<pid>, k8s-pod:<ns>/<pod>, <ns>/<selector>, "
+                   "envoy:<admin-url>")
 @click.option("--via", default=lambda: os.environ.get("FAULT_VIA", ""), type=click.Choice(["", *VIAS]),
               show_default="$FAULT_VIA or derived from --target", help="fault method")
 @click.option("--prometheus-url", default="", help="default: $PROMETHEUS_URL, else the running lab's")
