@@ -1,0 +1,154 @@
+"""The Tenancy dashboard: a valid Grafana dashboard whose every query is valid PromQL returning data from the lab."""
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from .traffic import Pump, call, service_urls, token
+
+ROOT = Path(__file__).resolve().parents[2]
+TENANT_DIR = ROOT / "ops" / "devops" / "tenant"
+DASHBOARD = TENANT_DIR / "dashboards" / "tenant-audit.json"
+PROVISIONING = TENANT_DIR / "dashboards" / "provisioning.yaml"
+DS = {"type": "prometheus", "uid": "${datasource}"}
+# What the plan asks the dashboard to show, and a metric that proves a panel shows it.
+REQUIRED = {
+    "p95 read latency": r'p95_5m\{kind="read"',
+    "p95 write latency": r'p95_5m\{kind="write"',
+    "error rate": r"tenant_requests_errors:ratio_rate5m",
+    "rate-limit hits": r"tenant_rate_limit_hits",
+    "JWKS cache hit rate": r"jwks_cache_lookups_hit:ratio_rate5m",
+    "JWKS cache state": r"jwks_cache_state",
+    "auth failures": r"tenant_requests_unauthorized|jwt_validations_total\{result=\"invalid\"",
+    "request rate": r"tenant_service:tenant_requests:rate5m",
+    "queue depth": r"tenant_queue_depth",
+    "data volume": r"tenant_data_volume_bytes",
+}
+CONTRACT_METRICS = {
+    "tenant_requests_total", "tenant_rate_limit_hits_total", "tenant_data_volume_bytes_total", "tenant_queue_depth",
+    "tenant_request_duration_seconds_bucket", "tenant_label_overflow_total", "jwks_fetch_total", "jwks_cache_state",
+    "jwks_cache_age_seconds", "jwks_cache_lookups_total", "jwt_validations_total", "ALERTS",
+}
+
+
+def _dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+
+def _panels() -> list[dict[str, Any]]:
+    return [p for p in _dashboard()["panels"] if p["type"] != "row"]
+
+
+def _exprs() -> list[str]:
+    return [t["expr"] for p in _panels() for t in p["targets"]]
+
+
+def _recorded_names() -> set[str]:
+    doc = yaml.safe_load((TENANT_DIR / "recording-rules.yaml").read_text())
+    return {r["record"] for g in doc["groups"] for r in g["rules"]}
+
+
+def substitute(expr: str) -> str:
+    """What Grafana sends for 'All' tenants/services (regex alternation) with a 1m rate interval."""
+    return (expr.replace("$__rate_interval", "1m").replace("$tenant", "t01|t02")
+            .replace("$service", "policy|vuln|notify"))
+
+
+def test_dashboard_is_a_valid_grafana_dashboard() -> None:
+    dash = _dashboard()
+    assert re.fullmatch(r"[a-zA-Z0-9_-]{1,40}", dash["uid"])
+    assert isinstance(dash["schemaVersion"], int) and dash["schemaVersion"] >= 36
+    assert dash["title"]
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    for name in ("tenant", "service"):
+        assert variables[name]["type"] == "query" and variables[name]["datasource"] == DS
+        assert variables[name]["multi"] and variables[name]["includeAll"]
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in _panels():
+        assert panel["datasource"] == DS, f"panel {panel['title']!r} must use the $datasource variable"
+        assert panel["targets"], f"panel {panel['title']!r} has no queries"
+        for target in panel["targets"]:
+            assert target["expr"].strip() and target["refId"], panel["title"]
+            assert target.get("datasource", DS) == DS, panel["title"]
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"])
+
+
+def test_dashboard_shows_everything_the_plan_asks_for() -> None:
+    exprs = "\n".join(_exprs())
+    missing = [what for what, pattern in REQUIRED.items() if not re.search(pattern, exprs)]
+    assert not missing, f"no panel for: {missing}"
+    per_tenant = [e for e in _exprs() if "tenant" in e and "tenant_label_overflow" not in e]
+    assert all('tenant=~"$tenant"' in e for e in per_tenant if "tenant_service" in e)
+    assert all('service=~"$service"' in e for e in _exprs())
+
+
+def test_dashboard_uses_only_existing_recording_rules_and_contract_metrics() -> None:
+    recorded = _recorded_names()
+    for expr in _exprs():
+        for name in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*(?=\{)", expr):
+            if ":" in name:
+                assert name in recorded, f"{name} is not a recording rule in recording-rules.yaml"
+            else:
+                assert name in CONTRACT_METRICS, f"{name} is not a metric of docs/architecture.md"
+
+
+def test_provisioning_puts_the_dashboard_in_the_tenancy_folder() -> None:
+    doc = yaml.safe_load(PROVISIONING.read_text())
+    assert doc["apiVersion"] == 1
+    (provider,) = doc["providers"]
+    assert provider["folder"] == "StellaOps / Tenancy"
+    assert re.fullmatch(r"[a-zA-Z0-9_-]{1,40}", provider["folderUid"])
+    assert provider["type"] == "file" and provider["options"]["path"]
+
+
+def _query(prom: str, expr: str) -> dict[str, Any]:
+    resp = requests.get(prom + "/api/v1/query", params={"query": expr}, timeout=5)
+    return resp.json()
+
+
+@pytest.mark.lab
+def test_every_panel_query_returns_data_from_the_lab(lab: dict[str, Any]) -> None:
+    prom = lab["prometheus_url"]
+    urls = service_urls(lab)
+    paths = {"policy": "/api/v1/policies", "vuln": "/api/v1/findings", "notify": "/api/v1/notifications"}
+    tokens = {t: token(lab, t) for t in ("t01", "t02")}
+    exprs = [substitute(e) for e in _exprs()]
+    pumps = [Pump(urls[s], paths[s], t, tokens[t], rps=4, write_every=3) for s in urls for t in tokens]
+    with requests.Session() as session:
+        for svc in urls:  # one rejected token per service: the auth-failure panel's reason breakdown
+            assert call(session, urls[svc], paths[svc], "t01", "not-a-jwt") == 401
+    empty: list[str] = []
+    for pump in pumps:
+        pump.__enter__()
+    try:
+        deadline = time.monotonic() + 45
+        while True:
+            empty = []
+            for expr in exprs:
+                body = _query(prom, expr)
+                assert body["status"] == "success", f"invalid PromQL {expr!r}: {body.get('error')}"
+                if not body["data"]["result"]:
+                    empty.append(expr)
+            if not empty or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+    finally:
+        for pump in pumps:
+            pump.__exit__(None, None, None)
+    assert all(p.statuses.get(200, 0) + p.statuses.get(201, 0) > 0 for p in pumps), [p.statuses for p in pumps]
+    assert not empty, f"panel queries with no data from the lab: {empty}"
+    annotation = substitute(_dashboard()["annotations"]["list"][0]["expr"])
+    assert _query(prom, annotation)["status"] == "success"
+    # the tenant and service variables' label_values() queries, through the label values API Grafana uses
+    for label, want in (("service", set(urls)), ("tenant", {"t01", "t02"})):
+        resp = requests.get(f"{prom}/api/v1/label/{label}/values", params={"match[]": "tenant_requests_total"},
+                            timeout=5).json()
+        assert want <= set(resp["data"]), resp
