@@ -214,7 +214,10 @@ def plan(cfg: LabConfig) -> list[Component]:
         comps.append(Component("prometheus", [
             cfg.prometheus_bin, f"--config.file={prom_dir / 'prometheus.yml'}",
             f"--storage.tsdb.path={prom_dir / 'data'}", "--storage.tsdb.retention.time=1d",
-            f"--web.listen-address={cfg.host}:{cfg.prometheus_port}"], [(cfg.host, cfg.prometheus_port)],
+            f"--web.listen-address={cfg.host}:{cfg.prometheus_port}",
+            # resend firing alerts every evaluation, not every minute: an alert that fired before Prometheus had
+            # found the Alertmanager (dropped) reaches it one evaluation later
+            f"--rules.alert.resend-delay={cfg.scrape_interval}s"], [(cfg.host, cfg.prometheus_port)],
             url=prom_url, health=f"{prom_url}/-/ready", port=cfg.prometheus_port,
             extra={"metrics": f"{prom_url}/metrics"}))
     return comps
