@@ -1,0 +1,132 @@
+"""Read audit events back from where they land: the lab's JSONL file, Loki, or ClickHouse.
+
+Every reader returns events as dicts with the audit fields (docs/architecture.md, "Audit events") plus ``ts``
+(unix seconds). Loki and ClickHouse queries come from ``chaosext.audit.schema`` (the collector's contract).
+
+- ``file:<path>``: one JSON object a line.
+- ``loki:<url>``: ``GET /loki/api/v1/query_range`` with the LogQL of ``schema.loki_query``; the response's streams
+  hold ``[[ns, line], ...]`` (a third element holds structured metadata with the categorize-labels encoding); the
+  line is the original JSON audit line.
+- ``clickhouse:<url>``: ``POST`` the SQL of ``schema.clickhouse_query`` (or AUDIT_SQL with ``{since}``/``{until}``
+  unix seconds and ``{action}``) to the HTTP interface; ``FORMAT JSON`` returns ``{"meta": [...], "data": [...]}``.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import requests
+
+from chaosext.audit import schema
+
+__all__ = ["parse_timestamp", "read_file", "read_loki", "read_clickhouse", "read_events"]
+
+
+def parse_timestamp(value: Any) -> float:
+    """ISO-8601 (``...Z``), ClickHouse DateTime64 (``2026-11-29 21:40:00.123000000``, UTC) or unix s/ns -> unix s."""
+    if isinstance(value, (int, float)):
+        v = float(value)
+        return v / 1e9 if v > 1e14 else v
+    text = str(value).strip()
+    if text.replace(".", "", 1).isdigit():
+        return parse_timestamp(float(text))
+    text = text.replace("Z", "+00:00").replace(" ", "T", 1)
+    if "." in text:  # Python accepts at most 6 fractional digits
+        head, frac = text.split(".", 1)
+        digits = "".join(ch for ch in frac if ch.isdigit())
+        rest = frac[len(digits):]
+        text = f"{head}.{digits[:6]}{rest}"
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def _event(fields: dict[str, Any], ts: Any = None) -> dict[str, Any]:
+    ev = {k: fields.get(k) for k in schema.AUDIT_FIELDS}
+    ev["ts"] = parse_timestamp(ts if ts is not None else fields.get("timestamp"))
+    return ev
+
+
+def read_file(path: str, action: str, since: float, until: float) -> list[dict[str, Any]]:
+    """Events with ``action`` in [since, until] from a JSONL file (unparseable lines are skipped)."""
+    out = []
+    try:
+        fh = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    with fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+                if rec.get("action") != action:
+                    continue
+                ev = _event(rec)
+            except (ValueError, AttributeError):
+                continue
+            if since <= ev["ts"] <= until:
+                out.append(ev)
+    return out
+
+
+def read_loki(url: str, action: str, since: float, until: float, services: tuple[str, ...] = (),
+              timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Events with ``action`` in [since, until] from Loki's ``query_range`` (direction forward, limit 5000)."""
+    params = {"query": schema.loki_query(action, services), "start": str(int(since * 1e9)),
+              "end": str(int(until * 1e9)), "limit": "5000", "direction": "forward"}
+    r = requests.get(url.rstrip("/") + "/loki/api/v1/query_range", params=params, timeout=timeout)
+    if r.status_code != 200:
+        raise RuntimeError(f"Loki query_range answered {r.status_code}: {r.text[:300]}")
+    body = r.json()
+    if body.get("status") != "success" or body.get("data", {}).get("resultType") != "streams":
+        raise RuntimeError(f"unexpected Loki response: {str(body)[:300]}")
+    out = []
+    for stream in body["data"]["result"]:
+        labels = stream.get("stream") or {}
+        for value in stream.get("values") or []:
+            ns, line = value[0], value[1]
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = {}
+            if not isinstance(rec, dict):
+                rec = {}
+            meta = value[2].get("structuredMetadata", {}) if len(value) > 2 and isinstance(value[2], dict) else {}
+            merged = {**labels, **meta, **rec}
+            merged.setdefault("service", labels.get(schema.LOKI_SERVICE_LABEL))
+            merged.setdefault("action", action)
+            out.append(_event(merged, ts=int(ns)))
+    return out
+
+
+def read_clickhouse(url: str, action: str, since: float, until: float, services: tuple[str, ...] = (),
+                    sql: str = "", timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Events with ``action`` in [since, until] from ClickHouse's HTTP interface (``FORMAT JSON``)."""
+    if sql:
+        query = sql.format(since=since, until=until, action=action)
+    else:
+        query = schema.clickhouse_query(action=action, since_unix=since, services=services)
+    r = requests.post(url.rstrip("/") + "/", data=query.encode(), timeout=timeout)
+    if r.status_code != 200:
+        raise RuntimeError(f"ClickHouse answered {r.status_code}: {r.text[:300]}")
+    out = []
+    for row in r.json().get("data") or []:
+        ev = _event(row)
+        if since <= ev["ts"] <= until and (ev.get("action") in (None, action)):
+            ev["action"] = action
+            out.append(ev)
+    return out
+
+
+def read_events(source: str, action: str, since: float, until: float, services: tuple[str, ...] = (),
+                sql: str = "") -> list[dict[str, Any]]:
+    """Dispatch on AUDIT_SOURCE (``file:``, ``loki:``, ``clickhouse:``)."""
+    kind, _, where = source.partition(":")
+    if kind == "file":
+        return read_file(where, action, since, until)
+    if kind == "loki":
+        return read_loki(where, action, since, until, services)
+    if kind == "clickhouse":
+        return read_clickhouse(where, action, since, until, services, sql)
+    raise ValueError(f"AUDIT_SOURCE={source!r} must be file:<path>, loki:<url> or clickhouse:<url>")

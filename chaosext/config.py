@@ -1,0 +1,350 @@
+"""The experiment's configuration: parse, fill defaults from the running lab, validate.
+
+Chaos Toolkit hands every activity the ``configuration`` mapping built from the experiment's ``configuration`` block
+(env vars -> keys, see ``experiments/jwks-outage.json``). Keys are the env var names in lower case
+(``OUTAGE_SECONDS`` -> ``outage_seconds``). An empty value means "the lab's value": read from the lab state
+(``chaosext.lab.state.load_state``) when a lab is running, else the documented lab default (docs/architecture.md).
+
+``load_config(configuration)`` never touches the network; ``validate(cfg)`` returns a list of problems, each a
+sentence that says what to do. ``check_reachable(cfg)`` does the network checks (Prometheus up, k6 installed ...).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+__all__ = [
+    "ExperimentConfig",
+    "load_config",
+    "validate",
+    "check_reachable",
+    "lab_state",
+    "is_loopback_url",
+    "FAULT_VIAS",
+    "FAULT_MODES",
+    "LAB_DEFAULTS",
+]
+
+FAULT_VIAS = ("iptables", "envoy", "k8s-networkpolicy", "istio")
+FAULT_MODES = ("drop", "reject")
+
+#: The lab's documented defaults (docs/architecture.md), used when no lab state is found.
+LAB_DEFAULTS: dict[str, Any] = {
+    "jwks_url": "http://127.0.0.2:8440/.well-known/jwks.json",
+    "authority_url": "http://127.0.0.2:8440",
+    "services": {"policy": "http://127.0.0.1:8451", "vuln": "http://127.0.0.1:8452",
+                 "notify": "http://127.0.0.1:8453"},
+    "prometheus_url": "http://127.0.0.1:9490",
+    "alertmanager_url": "http://127.0.0.1:9493",
+    "audit_file": ".chaosext-lab/audit.jsonl",
+    "jwks_ttl": 300.0,
+    "jwks_max_stale": 3600.0,
+}
+SERVICE_NAMES = ("policy", "vuln", "notify")
+DEFAULT_TENANTS = tuple(f"t{i:02d}" for i in range(1, 13))
+DEFAULT_ALERTS = ("jwks_cache_miss_spike", "tenant_auth_failures_spike")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Every setting the probes, the watch step and the safety control use (resolved, typed)."""
+
+    outage_seconds: int = 300
+    fault_via: str = "iptables"
+    fault_target: str = "local"
+    fault_mode: str = "drop"
+    jwks_url: str = LAB_DEFAULTS["jwks_url"]
+    authority_url: str = LAB_DEFAULTS["authority_url"]
+    services: dict[str, str] = field(default_factory=lambda: dict(LAB_DEFAULTS["services"]))
+    tenant_header: str = "X-StellaOps-Tenant"
+    tenants: tuple[str, ...] = DEFAULT_TENANTS
+    prometheus_url: str = LAB_DEFAULTS["prometheus_url"]
+    alertmanager_url: str = LAB_DEFAULTS["alertmanager_url"]
+    audit_source: str = "file:" + LAB_DEFAULTS["audit_file"]
+    k6_rate: int = 200
+    error_rate_max: float = 0.01
+    #: the abort guard restores early when the server-side error rate stays above this (> 1 disables it)
+    abort_error_rate: float = 0.5
+    #: ... for this many consecutive seconds
+    abort_after_seconds: int = 30
+    #: expected soft TTL / hard lifetime (max-stale) of the services' JWKS cache, seconds
+    jwks_ttl: float = LAB_DEFAULTS["jwks_ttl"]
+    jwks_max_stale: float = LAB_DEFAULTS["jwks_max_stale"]
+    #: alerts that must fire if and only if the cache expired
+    expiry_alerts: tuple[str, ...] = DEFAULT_ALERTS
+    #: seconds the alert probe waits for the expiry alerts to show up after the outage
+    alert_wait_seconds: int = 45
+    audience: str = "stellaops-api"
+    #: optional JSON file {tenant: token} for real systems (tokens are otherwise requested from the lab authority)
+    tokens_file: str = ""
+    #: custom SQL for AUDIT_SOURCE=clickhouse:... ({since} and {until} are unix seconds)
+    audit_sql: str = ""
+    #: seconds between progress lines / checks of the watch step
+    watch_interval: float = 5.0
+    run_dir: str = ".chaosext-run"
+    lab_dir: str = ".chaosext-lab"
+    lab_running: bool = False
+    approve: str = ""
+
+    @property
+    def audit_kind(self) -> str:
+        """``file``, ``loki`` or ``clickhouse`` (the part of AUDIT_SOURCE before the first colon)."""
+        return self.audit_source.split(":", 1)[0]
+
+    @property
+    def audit_location(self) -> str:
+        """Path or URL of AUDIT_SOURCE (after the first colon)."""
+        return self.audit_source.split(":", 1)[1] if ":" in self.audit_source else ""
+
+    @property
+    def is_lab_target(self) -> bool:
+        """True when every URL the fault and the probes touch is on this machine's loopback and the fault is local."""
+        urls = [self.jwks_url, self.authority_url, *self.services.values()]
+        return self.fault_target == "local" and self.fault_via == "iptables" and all(map(is_loopback_url, urls))
+
+    @property
+    def target_name(self) -> str:
+        """The name CHAOSEXT_APPROVE must give to allow a non-lab target."""
+        if self.fault_target != "local":
+            return self.fault_target
+        return urlparse(self.jwks_url).hostname or self.jwks_url
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-able) of the resolved settings."""
+        d = asdict(self)
+        d["tenants"] = list(self.tenants)
+        d["expiry_alerts"] = list(self.expiry_alerts)
+        return d
+
+
+def lab_state(lab_dir: str) -> dict[str, Any] | None:
+    """The running lab's state.json via ``chaosext.lab.state.load_state``, or None when there is no lab."""
+    try:
+        from chaosext.lab.state import load_state
+    except ImportError:  # lab domain not installed: read the documented file directly
+        path = Path(lab_dir) / "state.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+    try:
+        return load_state(lab_dir)
+    except Exception:  # a broken state file is "no lab"
+        return None
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is localhost or a loopback address (127.0.0.0/8, ::1)."""
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _get(configuration: dict[str, Any] | None, key: str) -> Any:
+    """Configuration value for ``key`` (lower case), falling back to the env var; '' when unset."""
+    configuration = configuration or {}
+    if key in configuration and configuration[key] not in (None, ""):
+        return configuration[key]
+    return os.environ.get(key.upper(), "")
+
+
+def _parse_services(value: Any) -> dict[str, str]:
+    """``policy=http://...,vuln=http://...`` (or a dict) -> {name: url}."""
+    if isinstance(value, dict):
+        return {str(k): str(v).rstrip("/") for k, v in value.items()}
+    out: dict[str, str] = {}
+    for part in str(value).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, url = part.partition("=")
+        if not sep or not name.strip() or not url.strip():
+            raise ValueError(f"SERVICE_URLS entry {part!r} is not name=url (e.g. policy=http://127.0.0.1:8451)")
+        out[name.strip()] = url.strip().rstrip("/")
+    return out
+
+
+def _parse_list(value: Any) -> tuple[str, ...]:
+    """Comma-separated string or list -> tuple of non-empty stripped strings; ``t01..t12`` expands ranges."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    out: list[str] = []
+    for item in (str(i).strip() for i in items):
+        if ".." in item:  # t01..t12
+            lo, hi = item.split("..", 1)
+            prefix = lo.rstrip("0123456789")
+            width = len(lo) - len(prefix)
+            out.extend(f"{prefix}{n:0{width}d}" for n in range(int(lo[len(prefix):]), int(hi[len(prefix):]) + 1))
+        elif item:
+            out.append(item)
+    return tuple(out)
+
+
+def _number(key: str, value: Any, kind: type) -> Any:
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key.upper()}={value!r} is not a number; set it to e.g. {kind(1)}") from None
+
+
+def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Resolve the Chaos Toolkit configuration (+ env vars, + lab state) into an ExperimentConfig.
+
+    Raises ValueError with a clear message on values that cannot even be parsed (not a number, bad SERVICE_URLS).
+    """
+    lab_dir = str(_get(configuration, "chaosext_lab_dir") or ".chaosext-lab")
+    state = lab_state(lab_dir) or {}
+    comps = state.get("components") or {}
+    lab_cfg = state.get("config") or {}
+    lab_services = {n: c["url"].rstrip("/") for n, c in comps.items() if n in SERVICE_NAMES and c.get("url")}
+    audit_file = state.get("audit_file") or LAB_DEFAULTS["audit_file"]
+
+    def pick(key: str, default: Any) -> Any:
+        v = _get(configuration, key)
+        return default if v in (None, "") else v
+
+    run_dir = str(pick("chaosext_run_dir", str(Path(lab_dir) / "run") if state else ".chaosext-run"))
+    defaults = ExperimentConfig()
+    return ExperimentConfig(
+        outage_seconds=_number("outage_seconds", pick("outage_seconds", 300), int),
+        fault_via=str(pick("fault_via", "iptables")),
+        fault_target=str(pick("fault_target", "local")),
+        fault_mode=str(pick("fault_mode", "drop")),
+        jwks_url=str(pick("jwks_url", state.get("jwks_url") or LAB_DEFAULTS["jwks_url"])),
+        authority_url=str(pick("authority_url", state.get("authority_url") or LAB_DEFAULTS["authority_url"])).rstrip("/"),
+        services=_parse_services(pick("service_urls", lab_services or LAB_DEFAULTS["services"])),
+        tenant_header=str(pick("tenant_header", "X-StellaOps-Tenant")),
+        tenants=_parse_list(pick("tenants", ",".join(DEFAULT_TENANTS))),
+        prometheus_url=str(pick("prometheus_url", state.get("prometheus_url") or LAB_DEFAULTS["prometheus_url"])).rstrip("/"),
+        alertmanager_url=str(pick("alertmanager_url", state.get("alertmanager_url")
+                                  or LAB_DEFAULTS["alertmanager_url"])).rstrip("/"),
+        audit_source=str(pick("audit_source", "file:" + audit_file)),
+        k6_rate=_number("k6_rate", pick("k6_rate", defaults.k6_rate), int),
+        error_rate_max=_number("error_rate_max", pick("error_rate_max", 0.01), float),
+        abort_error_rate=_number("abort_error_rate", pick("abort_error_rate", defaults.abort_error_rate), float),
+        abort_after_seconds=_number("abort_after_seconds", pick("abort_after_seconds", defaults.abort_after_seconds),
+                                    int),
+        jwks_ttl=_number("jwks_ttl", pick("jwks_ttl", lab_cfg.get("jwks_ttl", LAB_DEFAULTS["jwks_ttl"])), float),
+        jwks_max_stale=_number("jwks_max_stale", pick("jwks_max_stale", lab_cfg.get("jwks_max_stale",
+                                                                               LAB_DEFAULTS["jwks_max_stale"])), float),
+        expiry_alerts=_parse_list(pick("expiry_alerts", ",".join(DEFAULT_ALERTS))),
+        alert_wait_seconds=_number("alert_wait_seconds", pick("alert_wait_seconds", defaults.alert_wait_seconds), int),
+        audience=str(pick("audience", lab_cfg.get("audience", "stellaops-api"))),
+        tokens_file=str(pick("tokens_file", "")),
+        audit_sql=str(pick("audit_sql", "")),
+        watch_interval=_number("watch_interval", pick("watch_interval", defaults.watch_interval), float),
+        run_dir=run_dir,
+        lab_dir=lab_dir,
+        lab_running=bool(state),
+        approve=str(pick("chaosext_approve", "")),
+    )
+
+
+def _check_url(name: str, url: str) -> str | None:
+    p = urlparse(url)
+    if p.scheme not in ("http", "https") or not p.hostname:
+        return f"{name}={url!r} is not an http(s) URL; set it to e.g. http://127.0.0.1:9490"
+    try:
+        p.port
+    except ValueError:
+        return f"{name}={url!r} has an invalid port"
+    return None
+
+
+def validate(cfg: ExperimentConfig) -> list[str]:
+    """Problems with the configuration (no network), each a sentence saying what to fix. Empty list = fine."""
+    problems: list[str] = []
+    if cfg.outage_seconds <= 0:
+        problems.append(f"OUTAGE_SECONDS={cfg.outage_seconds} must be a positive number of seconds (default 300)")
+    if cfg.fault_via not in FAULT_VIAS:
+        problems.append(f"FAULT_VIA={cfg.fault_via!r} is unknown; use one of {', '.join(FAULT_VIAS)}")
+    if cfg.fault_mode not in FAULT_MODES:
+        problems.append(f"FAULT_MODE={cfg.fault_mode!r} is unknown; use one of {', '.join(FAULT_MODES)}")
+    if not cfg.fault_target:
+        problems.append("FAULT_TARGET is empty; use 'local' for this host or name the target (e.g. netns:<name>)")
+    for name, url in (("JWKS_URL", cfg.jwks_url), ("AUTHORITY_URL", cfg.authority_url),
+                      ("PROMETHEUS_URL", cfg.prometheus_url), ("ALERTMANAGER_URL", cfg.alertmanager_url)):
+        if err := _check_url(name, url):
+            problems.append(err)
+    if not cfg.services:
+        problems.append("SERVICE_URLS is empty; give name=url pairs, e.g. policy=http://127.0.0.1:8451")
+    for svc, url in cfg.services.items():
+        if err := _check_url(f"SERVICE_URLS[{svc}]", url):
+            problems.append(err)
+    if not cfg.tenant_header:
+        problems.append("TENANT_HEADER is empty; the services read the tenant from it (default X-StellaOps-Tenant)")
+    if len(cfg.tenants) < 1:
+        problems.append("TENANTS is empty; give at least one tenant id (e.g. t01,t02,t03)")
+    if not 0 < cfg.error_rate_max < 1:
+        problems.append(f"ERROR_RATE_MAX={cfg.error_rate_max} must be a fraction between 0 and 1 (default 0.01)")
+    if cfg.k6_rate <= 0:
+        problems.append(f"K6_RATE={cfg.k6_rate} must be a positive number of requests per second")
+    if cfg.abort_error_rate <= 0:
+        problems.append(f"ABORT_ERROR_RATE={cfg.abort_error_rate} must be > 0 (a value above 1 disables the guard)")
+    if cfg.jwks_max_stale < cfg.jwks_ttl:
+        problems.append(f"JWKS_MAX_STALE={cfg.jwks_max_stale} is below JWKS_TTL={cfg.jwks_ttl}; max-stale is the "
+                        f"hard lifetime and cannot be shorter than the soft TTL")
+    kind = cfg.audit_kind
+    if kind not in ("file", "loki", "clickhouse") or not cfg.audit_location:
+        problems.append(f"AUDIT_SOURCE={cfg.audit_source!r} must be file:<path>, loki:<url> or clickhouse:<url>")
+    elif kind in ("loki", "clickhouse") and (err := _check_url("AUDIT_SOURCE", cfg.audit_location)):
+        problems.append(err)
+    if cfg.tokens_file and not Path(cfg.tokens_file).is_file():
+        problems.append(f"TOKENS_FILE={cfg.tokens_file!r} does not exist; give a JSON file {{tenant: token}}")
+    return problems
+
+
+def _tcp_reachable(url: str, timeout: float = 3.0) -> bool:
+    p = urlparse(url)
+    port = p.port or (443 if p.scheme == "https" else 80)
+    try:
+        with socket.create_connection((p.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_reachable(cfg: ExperimentConfig, need_k6: bool = True) -> list[str]:
+    """Network / environment problems before the fault (Prometheus, Alertmanager, services, JWKS, k6)."""
+    import requests
+
+    problems: list[str] = []
+    if need_k6 and not shutil.which("k6"):
+        problems.append("k6 is not installed (not on PATH); run `bash scripts/setup` or install k6 from Grafana's "
+                        "packages")
+    for name, url, path in (("PROMETHEUS_URL", cfg.prometheus_url, "/-/ready"),
+                            ("ALERTMANAGER_URL", cfg.alertmanager_url, "/-/ready")):
+        try:
+            r = requests.get(url + path, timeout=5)
+            if r.status_code != 200:
+                problems.append(f"{name}={url} answered {r.status_code} on {path}; is it healthy?")
+        except requests.RequestException as exc:
+            problems.append(f"{name}={url} is unreachable ({type(exc).__name__}); start it (chaosext lab up) or "
+                            f"point {name} at a running one")
+    for svc, url in cfg.services.items():
+        if not _tcp_reachable(url):
+            problems.append(f"service {svc} at {url} is unreachable; start the lab (chaosext lab up) or fix "
+                            f"SERVICE_URLS")
+    try:
+        r = requests.get(cfg.jwks_url, timeout=5)
+        if r.status_code != 200 or "keys" not in r.json():
+            problems.append(f"JWKS_URL={cfg.jwks_url} did not return a JWKS (status {r.status_code}); before the "
+                            f"fault it must be reachable, or the experiment proves nothing")
+    except (requests.RequestException, ValueError) as exc:
+        problems.append(f"JWKS_URL={cfg.jwks_url} is unreachable before the fault ({type(exc).__name__}); is an "
+                        f"old fault still active? run `chaosext restore --all`")
+    if cfg.audit_kind == "file":
+        parent = Path(cfg.audit_location).parent
+        if not parent.is_dir():
+            problems.append(f"AUDIT_SOURCE file directory {parent} does not exist; is the lab running?")
+    return problems
