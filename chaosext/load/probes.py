@@ -34,7 +34,7 @@ def k6_summary(summary_file: str = "", run_id: str = "", wait_seconds: float = 1
     """What k6 measured: per-threshold pass flags, error rate, p95 by kind, achieved rate, dropped iterations.
 
     Without ``summary_file`` the summary of ``run_id`` (or of the latest start_k6 run) is read. Waits up to
-    ``wait_seconds`` for the file to appear once k6 has exited. ``found`` is False (and ``error`` says why) when
+    ``wait_seconds`` for the file to appear (k6 writes it when it ends). ``found`` is False (and ``error`` says why) when
     there is no summary yet; ``stopped_early`` is True for exit 105/103.
     """
     run = _find_run(run_id, summary_file, run_dir, configuration)
@@ -47,8 +47,13 @@ def k6_summary(summary_file: str = "", run_id: str = "", wait_seconds: float = 1
         out["error"] = "no summary_file given and no k6 run recorded; start k6 with start_k6 first"
         return out
     deadline = time.monotonic() + max(0.0, wait_seconds)
-    while not path.is_file() and not out["running"] and time.monotonic() < deadline:
+    while not path.is_file() and time.monotonic() < deadline:
         time.sleep(0.2)
+    if run:  # k6 may have ended while we waited
+        run = _find_run(run["run_id"], "", run_dir, configuration) or run
+        out.update(running=bool(run.get("alive")), exit_code=run.get("exit_code"),
+                   exit_meaning=k6mod.exit_meaning(run.get("exit_code")),
+                   stopped_early=run.get("exit_code") in (103, 105))
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

