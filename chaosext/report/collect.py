@@ -66,43 +66,11 @@ def parse_time(value: Any) -> float | None:
 
 
 def verdict_of(journal: dict[str, Any]) -> dict[str, Any]:
-    """``chaosext.verdict``'s evaluation when it is built; else a minimal reading of the journal.
+    """The same judgement as `chaosext verdict` (``chaosext.verdict.judge``), as ``{passed, summary, reasons}``."""
+    from chaosext.verdict import judge
 
-    Returns ``{"passed": bool, "summary": str, "reasons": [str, ...]}``.
-    """
-    try:
-        from chaosext import verdict as verdict_mod
-    except ImportError:
-        verdict_mod = None
-    evaluate = getattr(verdict_mod, "evaluate", None) if verdict_mod else None
-    if evaluate is not None:
-        result = evaluate(journal)
-        if isinstance(result, dict):
-            passed = bool(result.get("passed", result.get("ok", False)))
-            reasons = [str(r) for r in result.get("reasons", result.get("failures", []))]
-            return {"passed": passed, "summary": str(result.get("summary", "PASS" if passed else "FAIL")),
-                    "reasons": reasons}
-    return _minimal_verdict(journal)
-
-
-def _minimal_verdict(journal: dict[str, Any]) -> dict[str, Any]:
-    reasons: list[str] = []
-    status = journal.get("status")
-    if status != "completed":
-        reasons.append(f"run status is {status!r}, not 'completed'")
-    if journal.get("deviated"):
-        reasons.append("the steady state deviated after the fault")
-    states = journal.get("steady_states") or {}
-    for phase in ("before", "after"):
-        state = states.get(phase)
-        if not state:
-            reasons.append(f"no '{phase}' steady-state hypothesis was evaluated")
-        elif not state.get("steady_state_met"):
-            reasons.append(f"'{phase}' steady-state hypothesis not met")
-    if not any(_func(item) in FAULT_ACTIONS for item in journal.get("run") or []):
-        reasons.append("the fault action never ran")
-    passed = not reasons
-    return {"passed": passed, "summary": "PASS" if passed else "FAIL", "reasons": reasons}
+    reasons = judge(journal)
+    return {"passed": not reasons, "summary": "PASS" if not reasons else "FAIL", "reasons": reasons}
 
 
 def _func(item: dict[str, Any]) -> str:
