@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from chaosext.lab.supervisor import find_lab_processes
-from chaosext.lab.testing import free_ports, lab_up_argv
+from chaosext.lab.testing import free_ports, lab_up_argv, running_lab
 
 pytestmark = pytest.mark.lab
 
@@ -36,6 +36,15 @@ def pgrep(state_dir: Path | str) -> list[str]:
     """Processes whose command line names the state dir (other than pgrep itself)."""
     out = subprocess.run(["pgrep", "-af", f"{state_dir}/"], capture_output=True, text=True, check=False).stdout
     return [line for line in out.splitlines() if line.strip()]
+
+
+def gone(pid: int) -> bool:
+    """The process no longer runs (absent, or a zombie waiting for its reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rindex(")") + 2] in "ZX"
 
 
 def same_lab_argv(state: dict[str, Any]) -> list[str]:
@@ -110,8 +119,7 @@ def test_half_dead_lab_restarts_and_down_leaves_nothing(lab_factory: Any) -> Non
     pids = [c["pid"] for c in restarted["components"].values()] + [c["pid"] for c in state["components"].values()]
     down = lab_cli("down", "--state-dir", sd, "--grace", "5")
     assert down.returncode == 0, down.stderr
-    for pid in pids:
-        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert all(gone(pid) for pid in pids)
     assert pgrep(sd) == []
     assert not (Path(sd) / "state.json").exists()
     assert lab_cli("status", "--state-dir", sd).returncode == 1
@@ -187,3 +195,31 @@ def test_bad_flag_values_are_refused_before_anything_starts(tmp_path: Path, args
 def test_lab_status_without_a_lab_fails_with_a_hint(tmp_path: Path) -> None:
     result = lab_cli("status", "--state-dir", str(tmp_path / "none"))
     assert result.returncode == 1 and "chaosext lab up" in result.stderr
+
+
+@pytest.fixture
+def netns() -> Any:
+    """A network namespace of this test's own, loopback up; deleted afterwards."""
+    name = f"chxlab{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=10)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
+
+
+@pytest.mark.netns
+def test_lab_runs_inside_a_network_namespace(tmp_path: Path, netns: str) -> None:
+    """exec_prefix puts the whole lab in the test's namespace, so iptables there touches only that lab."""
+    sd = tmp_path / "lab"
+    with running_lab(sd, exec_prefix=["ip", "netns", "exec", netns], no_prometheus=True, services="policy") as state:
+        health = state["components"]["policy"]["health"]
+        inside = run(["ip", "netns", "exec", netns, sys.executable, "-c",
+                      f"import urllib.request; print(urllib.request.urlopen({health!r}, timeout=5).status)"])
+        assert inside.stdout.strip() == "200", inside.stderr
+        with pytest.raises(requests.ConnectionError):
+            requests.get(health, timeout=2)  # not listening in the host's namespace
+        pids = [c["pid"] for c in state["components"].values()]
+    assert all(gone(pid) for pid in pids)
+    assert pgrep(sd) == []
