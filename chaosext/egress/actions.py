@@ -26,7 +26,7 @@ __all__ = ["block_jwks_egress", "restore_jwks_egress"]
 
 def _pick(value: Any, configuration: Configuration, key: str, default: Any) -> Any:
     """``value`` unless empty (or an unresolved ``${...}``), then ``configuration[key]``, then ``default``."""
-    if value in (None, "", 0) or (isinstance(value, str) and value.startswith("${")):
+    if value is None or value == "" or (isinstance(value, str) and value.startswith("${")):
         value = (configuration or {}).get(key)
     if value in (None, "") or (isinstance(value, str) and value.startswith("${")):
         return default
@@ -38,8 +38,8 @@ def settings(
     via: str = "",
     target: str = "",
     mode: str = "",
-    duration_seconds: int = 0,
-    max_duration_seconds: int = 0,
+    duration_seconds: int = None,
+    max_duration_seconds: int = None,
     verify_timeout_seconds: float = 1.0,
     envoy_admin_url: str = "",
     kube_api_url: str = "",
@@ -219,7 +219,7 @@ def restore_jwks_egress(
     configuration like ``block_jwks_egress``. With verify, reports (from the target) that the endpoint answers again.
     Fails only if a chaosext rule/object could not be removed.
     """
-    s = settings(jwks_url, via, target, "", 0, 0, 1.0, envoy_admin_url, kube_api_url, kube_context,
+    s = settings(jwks_url, via, target, "", None, None, 1.0, envoy_admin_url, kube_api_url, kube_context,
                  driver_options, configuration)
     out = restore(s["via"], s["target"], run_id=run_id, jwks_url="" if not jwks_url else s["jwks_url"],
                   dry_run=dry_run, verify=verify, options=s["options"])

@@ -88,10 +88,12 @@ def egress() -> None:
     """Block / restore the services' egress to the JWKS endpoint without Chaos Toolkit."""
 
 
-def _block(jwks_url: str, via: str | None, target: str | None, mode: str | None, duration: int, max_duration: int,
+def _block(jwks_url: str, via: str | None, target: str | None, mode: str | None, duration: int | None,
+           max_duration: int | None,
            dry_run: bool, envoy_admin_url: str, kube_api_url: str, kube_context: str) -> dict[str, Any]:
     return block_jwks_egress(jwks_url=jwks_url, via=via or "", target=target or "", mode=mode or "",
-                             duration_seconds=duration, max_duration_seconds=max_duration, dry_run=dry_run,
+                             duration_seconds=duration if duration is not None else "",
+                             max_duration_seconds=max_duration if max_duration is not None else "", dry_run=dry_run,
                              envoy_admin_url=envoy_admin_url, kube_api_url=kube_api_url, kube_context=kube_context,
                              configuration=_env_config())
 
@@ -101,8 +103,8 @@ _block_opts = [
     _via,
     _target,
     click.option("--mode", type=click.Choice(("drop", "reject")), default=None, help="drop = timeouts, reject = refused"),
-    click.option("--duration", type=int, default=0, help="deadline in seconds (default $OUTAGE_SECONDS or 300)"),
-    click.option("--max-duration", type=int, default=0, help="cap on --duration (default 3600)"),
+    click.option("--duration", type=int, default=None, help="deadline in seconds (default $OUTAGE_SECONDS or 300)"),
+    click.option("--max-duration", type=int, default=None, help="cap on --duration (default 3600)"),
     click.option("--dry-run", is_flag=True, help="print the exact commands / API calls, change nothing"),
 ]
 
