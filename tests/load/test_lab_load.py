@@ -1,0 +1,59 @@
+"""The tenant load script against a real running lab (real Authority tokens, real services, their /metrics)."""
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from chaosext.load.actions import start_k6, stop_k6
+from chaosext.load.probes import k6_summary
+
+pytestmark = pytest.mark.lab
+
+TENANTS = {f"t{i:02d}" for i in range(1, 13)}
+
+
+def scrape(services: dict[str, str]) -> tuple[Counter, Counter]:
+    """(requests by (service, tenant, status), requests by kind) summed over the services' /metrics."""
+    by_tenant: Counter = Counter()
+    by_kind: Counter = Counter()
+    for url in services.values():
+        text = requests.get(f"{url}/metrics", timeout=5).text
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == "tenant_requests_total":
+                    by_tenant[(s.labels["service"], s.labels["tenant"], s.labels["status"])] += s.value
+                elif s.name == "tenant_request_duration_seconds_count":
+                    by_kind[s.labels["kind"]] += s.value
+    return by_tenant, by_kind
+
+
+def test_low_rate_run_sends_tenant_header_on_every_request_to_10_plus_tenants_90_10(
+        lab: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAOSEXT_K6_DIR", str(tmp_path / "k6"))
+    services = lab["service_urls"]
+    config = {"service_urls": ",".join(f"{k}={v}" for k, v in services.items()),
+              "authority_url": lab["authority_url"], "tenant_header": lab["tenant_header"],
+              "chaosext_lab_dir": str(tmp_path / "no-lab")}
+    before_t, before_k = scrape(services)
+    started = start_k6(rate=50, duration="5s", configuration=config)
+    try:
+        summary = k6_summary(run_id=started["run_id"], wait_seconds=40, configuration=config)
+    finally:
+        stop_k6(run_id=started["run_id"], timeout=10)
+    after_t, after_k = scrape(services)
+    sent = after_t - before_t
+    kinds = after_k - before_k
+
+    assert summary["found"], summary["error"]
+    assert summary["http_req_failed_rate"] == 0, "the lab rejects requests without the tenant header or token"
+    assert summary["thresholds_ok"] is True
+    total = summary["requests"]["total"]
+    assert sum(sent.values()) == total, "every request k6 sent reached a service"
+    assert {status for _, _, status in sent} <= {"200", "201"}
+    tenants = {tenant for _, tenant, _ in sent}
+    assert tenants <= TENANTS and len(tenants) >= 10
+    assert {svc for svc, _, _ in sent} == set(services)
+    assert sum(kinds.values()) == total
+    assert abs(kinds["read"] / total - 0.9) <= 0.04, kinds
