@@ -116,13 +116,16 @@ def _print_summary(state: dict[str, Any]) -> None:
         mark = ""
         if "healthy" in comp:
             mark = "  ok" if comp["healthy"] else f"  DOWN: {comp['detail']}"
-        click.echo(f"  {name:<13} {comp['url']:<26} pid {comp['pid']:<8}{extra}{mark}")
-    fault = state["fault"]
-    click.echo(f"  {'JWKS':<13} {state['jwks_url']}")
-    click.echo(f"  {'token':<13} POST {state['authority_url']}/token")
-    click.echo(f"  {'fault target':<13} {fault['host']}:{fault['port']} (via {fault['via']}, target {fault['target']})")
-    click.echo(f"  {'audit':<13} {state['audit_file']}")
-    click.echo(f"  {'logs':<13} {state['state_dir']}/logs/")
+        click.echo(f"  {name:<13} {comp.get('url', '?'):<26} pid {comp.get('pid', '?'):<8}{extra}{mark}")
+    fault = state.get("fault") or {}
+    lines = [("JWKS", state.get("jwks_url")),
+             ("token", state.get("token_url") and f"POST {state['token_url']}"),
+             ("fault target", fault and f"{fault['host']}:{fault['port']} (via {fault['via']}, target {fault['target']})"),
+             ("audit", state.get("audit_file")),
+             ("logs", state.get("state_dir") and f"{state['state_dir']}/logs/")]
+    for label, value in lines:
+        if value:
+            click.echo(f"  {label:<13} {value}")
 
 
 @lab.command()
@@ -160,7 +163,7 @@ def status(state_dir: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(supervisor.to_json(state))
     else:
-        click.echo(f"lab in {state['state_dir']}: {'healthy' if state['healthy'] else 'NOT healthy'}")
+        click.echo(f"lab in {resolve_state_dir(state_dir)}: {'healthy' if state['healthy'] else 'NOT healthy'}")
         _print_summary(state)
     if not state["healthy"]:
         if not as_json:

@@ -59,6 +59,9 @@ def load_state(state_dir: str | os.PathLike[str] | None = None) -> dict[str, Any
         raise StateError(f"{path} is corrupt ({exc}); {fix}") from exc
     if not isinstance(state, dict) or not isinstance(state.get("components"), dict):
         raise StateError(f"{path} is not a chaosext lab state file (no 'components' object); {fix}")
+    for name, comp in state["components"].items():
+        if not isinstance(comp, dict) or not isinstance(comp.get("pid"), int):
+            raise StateError(f"{path}: component {name!r} has no integer 'pid'; {fix}")
     if state.get("version") != STATE_VERSION:
         raise StateError(f"{path} has schema version {state.get('version')!r}, this chaosext writes "
                          f"{STATE_VERSION}; {fix}")

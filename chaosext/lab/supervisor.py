@@ -468,13 +468,18 @@ def _state_for(cfg: LabConfig, records: dict[str, dict[str, Any]]) -> dict[str, 
     }
 
 
-def _health_of(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    sd = state.get("state_dir") or ""
+def _health_of(state: dict[str, Any], state_dir: Path) -> dict[str, dict[str, Any]]:
     result = {}
     for name, comp in state["components"].items():
-        pid = int(comp.get("pid") or 0)
-        alive = _is_ours(pid, sd, comp.get("start_ticks"))
-        healthy, detail = _http_ok(comp["health"]) if alive else (False, "process not running")
+        pid = int(comp.get("pid") or 0) if isinstance(comp, dict) else 0
+        comp = comp if isinstance(comp, dict) else {}
+        alive = _is_ours(pid, str(state_dir), comp.get("start_ticks"))
+        if not alive:
+            healthy, detail = False, "process not running"
+        elif not comp.get("health"):
+            healthy, detail = False, "no health URL in state.json"
+        else:
+            healthy, detail = _http_ok(comp["health"])
         result[name] = {"pid": pid, "alive": alive, "healthy": healthy, "detail": detail, "url": comp.get("url"),
                         "health": comp.get("health"), "log": comp.get("log")}
     return result
@@ -490,12 +495,12 @@ def up(cfg: LabConfig, echo: Any = print) -> dict[str, Any]:
     with _locked(state_dir):
         previous = load_state(state_dir)  # StateError (corrupt) propagates: the message says to run `down`
         if previous is not None:
-            health = _health_of(previous)
+            health = _health_of(previous, state_dir)
             for _ in range(3):  # a busy service may miss one health check: do not restart a lab for that
                 if all(h["healthy"] for h in health.values()) or not all(h["alive"] for h in health.values()):
                     break
                 time.sleep(1.0)
-                health = _health_of(previous)
+                health = _health_of(previous, state_dir)
             if all(h["healthy"] for h in health.values()):
                 wanted = {k: v for k, v in cfg.as_dict().items() if k not in _RUNTIME_ONLY}
                 running = {k: v for k, v in previous.get("config", {}).items() if k not in _RUNTIME_ONLY}
@@ -506,8 +511,11 @@ def up(cfg: LabConfig, echo: Any = print) -> dict[str, Any]:
                                    f"run `chaosext lab down --state-dir {state_dir}` first")
                 previous["already_running"] = True
                 return previous
-            bad = ", ".join(f"{n} ({h['detail']})" for n, h in health.items() if not h["healthy"])
-            echo(f"lab in {state_dir} is only partly running ({bad}); restarting it cleanly")
+            if any(h["alive"] for h in health.values()):
+                bad = ", ".join(f"{n} ({h['detail']})" for n, h in health.items() if not h["healthy"])
+                echo(f"lab in {state_dir} is only partly running ({bad}); restarting it cleanly")
+            else:
+                echo(f"state in {state_dir} is left over from a lab that no longer runs; starting afresh")
         leftovers = find_lab_processes(state_dir)
         if leftovers:
             still = _terminate(leftovers, str(state_dir), grace=10.0)
@@ -565,7 +573,7 @@ def down(state_dir: str | os.PathLike[str] | None = None, grace: float = 10.0) -
             state = None
         pids: dict[int, str] = {}
         for name, comp in ((state or {}).get("components") or {}).items():
-            pid = int(comp.get("pid") or 0)
+            pid = int(comp.get("pid") or 0) if isinstance(comp, dict) else 0
             if _is_ours(pid, str(sd), comp.get("start_ticks")):
                 pids[pid] = name
         for pid in find_lab_processes(sd):
@@ -582,11 +590,14 @@ def status(state_dir: str | os.PathLike[str] | None = None) -> dict[str, Any] | 
 
     Raises StateError when state.json is corrupt.
     """
-    state = load_state(state_dir)
+    sd = resolve_state_dir(state_dir)
+    state = load_state(sd)
     if state is None:
         return None
-    health = _health_of(state)
+    health = _health_of(state, sd)
     for name, h in health.items():
+        if not isinstance(state["components"][name], dict):
+            state["components"][name] = {}
         state["components"][name].update(alive=h["alive"], healthy=h["healthy"], detail=h["detail"])
     state["healthy"] = all(h["healthy"] for h in health.values())
     return state

@@ -126,6 +126,31 @@ def test_half_dead_lab_restarts_and_down_leaves_nothing(lab_factory: Any) -> Non
     again_down = lab_cli("down", "--state-dir", sd)
     assert again_down.returncode == 0 and "nothing was running" in again_down.stdout
 
+    # a state dir left over from a lab that no longer runs (say, after a reboot): status says down, up starts afresh
+    (Path(sd) / "state.json").write_text(json.dumps(restarted))
+    assert lab_cli("status", "--state-dir", sd).returncode == 1
+    fresh = run(same_lab_argv(state))
+    assert fresh.returncode == 0, fresh.stderr
+    assert "no longer runs" in fresh.stderr
+    assert lab_cli("status", "--state-dir", sd).returncode == 0
+    assert lab_cli("down", "--state-dir", sd, "--grace", "5").returncode == 0
+    assert pgrep(sd) == []
+
+
+def test_down_never_signals_a_reused_pid(tmp_path: Path) -> None:
+    """state.json names a pid that now belongs to another process (this test's own): down must leave it alone."""
+    sd = tmp_path / "lab"
+    sd.mkdir()
+    me = os.getpid()
+    component = {"pid": me, "url": "http://127.0.0.1:1", "health": "http://127.0.0.1:1/healthz", "log": "x", "port": 1}
+    (sd / "state.json").write_text(json.dumps({"version": 1, "state_dir": str(sd), "config": {},
+                                               "components": {"policy": component}}))
+    status = lab_cli("status", "--state-dir", str(sd))
+    assert status.returncode == 1 and "process not running" in status.stdout and "Traceback" not in status.stderr
+    down = lab_cli("down", "--state-dir", str(sd), "--grace", "1")
+    assert down.returncode == 0 and "nothing was running" in down.stdout
+    assert not gone(me)
+
 
 def test_port_in_use_starts_nothing(tmp_path: Path) -> None:
     sd = tmp_path / "lab"
