@@ -115,7 +115,8 @@ def block_jwks_egress(
     spec = make_spec(s["jwks_url"], s["via"], s["target"], s["mode"], s["duration_seconds"],
                      s["max_duration_seconds"], options=s["options"],
                      run_id=existing["spec"]["run_id"] if existing else "",
-                     expires_at=existing["spec"]["expires_at"] if existing else 0.0)
+                     expires_at=existing["spec"]["expires_at"] if existing else 0.0,
+                     resolve=s["via"] in ("iptables", "k8s-networkpolicy"))
     driver = build_driver(spec.via, spec.options)
     result: dict[str, Any] = {"run_id": spec.run_id, "via": spec.via, "target": spec.target, "mode": spec.mode,
                               "jwks_url": spec.jwks_url, "host": spec.host, "port": spec.port,

@@ -1,0 +1,158 @@
+"""Envoy driver: switch on a dedicated HTTP fault filter, scoped to the JWKS upstream cluster, through the admin API.
+
+The filter (docs/egress.md has the config) reads its own runtime keys under ``<prefix>`` (default
+``chaosext.jwks``), never the global ``fault.http.*``:
+
+* reject -> ``<prefix>.abort.abort_percent=100`` and ``<prefix>.abort.http_status=503`` (an immediate 503)
+* drop   -> ``<prefix>.delay.fixed_delay_percent=100`` and ``<prefix>.delay.fixed_duration_ms=<duration>`` (a hang)
+
+plus ``<prefix>.run_id`` / ``<prefix>.expires_at`` as tags. ``POST /runtime_modify`` needs an admin runtime layer
+(503 "No admin layer specified" otherwise); an empty value deletes an override. Verified with ``GET /runtime`` and
+the filter's ``aborts_injected`` / ``delays_injected`` counters (``GET /stats?format=json&filter=...``).
+The target is the admin URL (``local`` = option ``envoy_admin_url`` or ``http://127.0.0.1:9901``).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+
+from chaosext.egress.base import FaultError, FaultSpec
+
+__all__ = ["EnvoyDriver", "DEFAULT_ADMIN_URL", "DEFAULT_PREFIX"]
+
+DEFAULT_ADMIN_URL = "http://127.0.0.1:9901"
+DEFAULT_PREFIX = "chaosext.jwks"
+NO_ADMIN_LAYER = (
+    "Envoy has no admin runtime layer, so /runtime_modify is refused (503). Add to the bootstrap: "
+    "layered_runtime: {layers: [{name: static, static_layer: {}}, {name: admin, admin_layer: {}}]} (docs/egress.md)"
+)
+
+
+class EnvoyDriver:
+    """Runtime-switched fault filter on the JWKS upstream cluster, through Envoy's admin API."""
+
+    via = "envoy"
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+        self.prefix = self.options.get("envoy_runtime_prefix", DEFAULT_PREFIX)
+        if not re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)*", self.prefix) or self.prefix.startswith("fault.http"):
+            raise FaultError(f"envoy_runtime_prefix {self.prefix!r} must be a dedicated dotted key, not fault.http.*")
+        self.timeout = float(self.options.get("http_timeout", 5.0))
+
+    # -- helpers
+
+    def admin_url(self, target: str) -> str:
+        """The admin base URL for ``target``."""
+        if target.startswith(("http://", "https://")):
+            return target.rstrip("/")
+        if target.startswith("envoy:"):
+            return target[len("envoy:"):].rstrip("/")
+        return str(self.options.get("envoy_admin_url") or DEFAULT_ADMIN_URL).rstrip("/")
+
+    def keys(self, spec: FaultSpec) -> dict[str, str]:
+        """The runtime overrides this fault sets."""
+        p = self.prefix
+        if spec.mode == "reject":
+            fault = {f"{p}.abort.abort_percent": "100", f"{p}.abort.http_status": "503"}
+        else:
+            ms = int(self.options.get("envoy_delay_ms", spec.duration_seconds * 1000))
+            fault = {f"{p}.delay.fixed_delay_percent": "100", f"{p}.delay.fixed_duration_ms": str(ms)}
+        return {**fault, f"{p}.run_id": spec.run_id, f"{p}.expires_at": str(int(spec.expires_at))}
+
+    def all_keys(self) -> list[str]:
+        """Every key this driver may set (restore clears them all)."""
+        p = self.prefix
+        return [f"{p}.abort.abort_percent", f"{p}.abort.http_status", f"{p}.delay.fixed_delay_percent",
+                f"{p}.delay.fixed_duration_ms", f"{p}.run_id", f"{p}.expires_at"]
+
+    def _request(self, method: str, url: str) -> requests.Response:
+        try:
+            return requests.request(method, url, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise FaultError(f"Envoy admin unreachable at {url.split('?')[0]}: {exc}") from None
+
+    def runtime(self, target: str) -> dict[str, str]:
+        """``GET /runtime`` as ``{key: final_value}`` for this driver's keys."""
+        resp = self._request("GET", f"{self.admin_url(target)}/runtime")
+        if resp.status_code != 200:
+            raise FaultError(f"GET /runtime answered {resp.status_code}: {resp.text[:200]}")
+        entries = resp.json().get("entries", {})
+        return {k: v.get("final_value", "") for k, v in entries.items()
+                if k.startswith(self.prefix + ".") and v.get("final_value", "") != ""}
+
+    def active(self, have: dict[str, str]) -> dict[str, str]:
+        """The keys of ``have`` that mean "a fault is on": a run tag, or a non-zero percentage."""
+        p = self.prefix
+        on = {k: v for k, v in have.items()
+              if k == f"{p}.run_id" or (k.endswith("_percent") and v.strip() not in ("", "0"))}
+        return on
+
+    def _modify(self, target: str, values: dict[str, str]) -> None:
+        resp = self._request("POST", f"{self.admin_url(target)}/runtime_modify?{urlencode(values)}")
+        if resp.status_code == 503:
+            raise FaultError(NO_ADMIN_LAYER)
+        if resp.status_code != 200:
+            raise FaultError(f"POST /runtime_modify answered {resp.status_code}: {resp.text[:200]}")
+
+    def counters(self, target: str) -> dict[str, int]:
+        """The fault filter's ``aborts_injected`` / ``delays_injected`` counters (summed over HCMs)."""
+        prefix = self.options.get("envoy_stat_prefix", "")
+        scope = rf"http\.{re.escape(prefix)}\.fault\." if prefix else r"http\..*\.fault\."
+        url = f"{self.admin_url(target)}/stats?" + urlencode(
+            {"format": "json", "filter": scope + r"(aborts|delays)_injected$"})
+        resp = self._request("GET", url)
+        out = {"aborts_injected": 0, "delays_injected": 0}
+        if resp.status_code == 200:
+            for stat in resp.json().get("stats", []):
+                for name in out:
+                    if isinstance(stat, dict) and str(stat.get("name", "")).endswith("." + name):
+                        out[name] += int(stat.get("value", 0))
+        return out
+
+    # -- Driver
+
+    def describe(self, spec: FaultSpec) -> list[str]:
+        base = self.admin_url(spec.target)
+        return [f"GET {base}/runtime", f"POST {base}/runtime_modify?{urlencode(self.keys(spec))}"]
+
+    def describe_revert(self, spec: FaultSpec) -> list[str]:
+        return [f"POST {self.admin_url(spec.target)}/runtime_modify?{urlencode({k: '' for k in self.all_keys()})}"]
+
+    def apply(self, spec: FaultSpec) -> dict:
+        current = self.runtime(spec.target)  # admin reachable, and not someone else's fault under our keys
+        other = current.get(f"{self.prefix}.run_id")
+        if other and other != spec.run_id:
+            raise FaultError(f"Envoy fault {other} is already active at {self.admin_url(spec.target)}; restore it first")
+        self._modify(spec.target, self.keys(spec))
+        return {"admin_url": self.admin_url(spec.target), "runtime": self.keys(spec),
+                "counters_before": self.counters(spec.target)}
+
+    def verify(self, spec: FaultSpec) -> dict:
+        want = self.keys(spec)
+        have = self.runtime(spec.target)
+        missing = {k: v for k, v in want.items() if have.get(k) != v}
+        return {"blocked": not missing, "runtime": have, "missing": missing, **self.counters(spec.target)}
+
+    def revert(self, spec: FaultSpec) -> dict:
+        return {"removed": self.remove_orphan(spec.target, spec.run_id), "left": []}
+
+    def find_orphans(self, target: str) -> list[dict]:
+        have = self.runtime(target)
+        if not self.active(have):
+            return []
+        return [{"run_id": have.get(f"{self.prefix}.run_id", "unknown"), "via": self.via, "target": target,
+                 "keys": sorted(self.active(have)), "expires_at": have.get(f"{self.prefix}.expires_at", "")}]
+
+    def remove_orphan(self, target: str, run_id: str) -> list[str]:
+        have = self.runtime(target)
+        if not self.active(have):
+            return []
+        self._modify(target, {k: "" for k in self.all_keys()})
+        left = self.active(self.runtime(target))
+        if left:
+            raise FaultError(f"Envoy still holds chaosext runtime keys after clearing: {left}")
+        return [f"cleared {k}" for k in sorted(have)]
