@@ -41,6 +41,7 @@ __all__ = [
     "down",
     "status",
     "find_lab_processes",
+    "to_json",
 ]
 
 SERVICES = ("policy", "vuln", "notify")
@@ -434,8 +435,13 @@ def _terminate(pids: list[int], state_dir: str, grace: float) -> list[int]:
 @contextlib.contextmanager
 def _locked(state_dir: Path) -> Iterator[None]:
     """One `up`/`down` at a time per state directory."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / ".lock", "w") as fh:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(state_dir / ".lock", "w")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise LabError(f"cannot use {state_dir} as the lab state directory ({exc}); pick another with "
+                       f"--state-dir or CHAOSEXT_LAB_DIR") from exc
+    with lock as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
