@@ -86,7 +86,7 @@ Examples:
 @click.option("-o", "--output", default="report.html", show_default=True, type=click.Path(dir_okay=False),
               help="HTML file to write")
 @click.option("--prometheus-url", default="", help="default: $PROMETHEUS_URL, else the running lab's")
-@click.option("--ranges", "ranges_path", default="", type=click.Path(dir_okay=False, exists=True),
+@click.option("--ranges", "ranges_path", default=None, type=click.Path(dir_okay=False, exists=True),
               help="JSON of recorded query_range results {name: matrix} instead of asking Prometheus")
 @click.option("--save-ranges", default="", type=click.Path(dir_okay=False),
               help="also write the ranges fetched from Prometheus here (to re-render later offline)")
@@ -100,7 +100,7 @@ def report(journal: str, output: str, prometheus_url: str, ranges_path: str, sav
     prometheus_url = prometheus_url or os.environ.get("PROMETHEUS_URL", "") or \
         str(_lab_state(state_dir).get("prometheus_url", ""))
     try:
-        html, verdict, warnings = build_report(journal, prometheus_url, ranges_path,
+        html, verdict, warnings = build_report(journal, prometheus_url, ranges_path or "",
                                                _audit_path(audit, state_dir), error_rate_max, save_ranges)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
