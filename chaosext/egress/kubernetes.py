@@ -1,0 +1,443 @@
+"""Kubernetes drivers: a deny-JWKS NetworkPolicy, an Istio VirtualService fault, and running iptables in a pod.
+
+Target for ``k8s-networkpolicy`` and ``istio``: ``<namespace>/<label selector>`` (``k=v,k2=v2``; empty selector =
+every pod of the namespace); a ``k8s:`` or ``k8s-pod:`` prefix is accepted. Every object carries the labels
+``app.kubernetes.io/managed-by=chaosext`` and ``chaosext.io/run-id=<run_id>`` and the annotation
+``chaosext.io/expires-at`` (UTC), is named ``chaosext-jwks-<run_id>`` and is found again by those labels alone.
+
+Client settings (options): ``kube_api_url`` (an API URL without auth, e.g. ``kubectl proxy``), else
+``kube_context`` of the kubeconfig, else the in-cluster service account. Every call has ``_request_timeout``.
+"""
+from __future__ import annotations
+
+import ipaddress
+import shlex
+import time
+from typing import Any
+
+from chaosext.egress.base import FaultError, FaultSpec
+
+__all__ = ["NetworkPolicyDriver", "IstioDriver", "PodRunner", "pod_runners", "parse_target", "api_client",
+           "MANAGED_BY", "RUN_LABEL"]
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+RUN_LABEL = "chaosext.io/run-id"
+TIMEOUT = 10
+
+
+def api_client(options: dict[str, Any]) -> Any:
+    """A kubernetes ApiClient from options; FaultError when there is no usable context."""
+    from kubernetes import client, config
+
+    if options.get("kube_api_url"):
+        cfg = client.Configuration()
+        cfg.host = str(options["kube_api_url"]).rstrip("/")
+        return client.ApiClient(cfg)
+    try:
+        import os
+
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not options.get("kube_context"):
+            config.load_incluster_config()
+        else:
+            config.load_kube_config(context=options.get("kube_context") or None)
+    except (config.ConfigException, OSError, TypeError) as exc:
+        raise FaultError(f"no Kubernetes context ({exc}): set KUBECONFIG / --kube-context, or --kube-api-url "
+                         "with `kubectl proxy`") from None
+    return client.ApiClient()
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    """``(namespace, selector or pod name)`` from ``[k8s:|k8s-pod:]<namespace>/<selector>``."""
+    for prefix in ("k8s-pod:", "k8s:"):
+        if target.startswith(prefix):
+            target = target[len(prefix):]
+    namespace, _, selector = target.partition("/")
+    if not namespace or namespace in ("local",) or ":" in namespace:
+        raise FaultError(f"Kubernetes target {target!r} must look like <namespace>/<label selector>, e.g. "
+                         "tenancy/app=policy")
+    return namespace, selector
+
+
+def _labels(selector: str) -> dict[str, str]:
+    out = {}
+    for part in filter(None, (p.strip() for p in selector.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not key or "!" in key:
+            raise FaultError(f"selector {selector!r}: only k=v[,k2=v2] label matches are supported here")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _api_error(exc: Exception, what: str) -> FaultError:
+    status = getattr(exc, "status", None)
+    if status == 403:
+        return FaultError(f"forbidden to {what}: grant this identity RBAC for it ({getattr(exc, 'reason', '')})")
+    if status == 404:
+        return FaultError(f"not found while trying to {what} (does the namespace / CRD exist?)")
+    return FaultError(f"Kubernetes API error while trying to {what}: {status} {getattr(exc, 'reason', exc)}")
+
+
+def _metadata(spec: FaultSpec, namespace: str) -> dict[str, Any]:
+    return {
+        "name": f"chaosext-jwks-{spec.run_id}",
+        "namespace": namespace,
+        "labels": {MANAGED_BY: "chaosext", RUN_LABEL: spec.run_id},
+        "annotations": {"chaosext.io/expires-at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(spec.expires_at)),
+                        "chaosext.io/jwks-url": spec.jwks_url},
+    }
+
+
+class _K8sObjectDriver:
+    """What NetworkPolicy and Istio share: create (409 = already there), get, delete (404 = gone), list by label."""
+
+    via = ""
+    kind = ""
+
+    def __init__(self, options: dict[str, Any] | None = None, api: Any = None) -> None:
+        self.options = dict(options or {})
+        self._api = api
+
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            self._api = api_client(self.options)
+        return self._api
+
+    # subclass hooks: body(spec, ns, selector), _create/_get/_delete/_list(ns, ...)
+
+    def path(self, namespace: str, name: str = "") -> str:
+        raise NotImplementedError
+
+    def describe(self, spec: FaultSpec) -> list[str]:
+        import json
+
+        ns, selector = parse_target(spec.target)
+        return [f"POST {self.path(ns)} {json.dumps(self.body(spec, ns, selector), sort_keys=True)}"]
+
+    def describe_revert(self, spec: FaultSpec) -> list[str]:
+        ns, _ = parse_target(spec.target)
+        return [f"DELETE {self.path(ns, f'chaosext-jwks-{spec.run_id}')}"]
+
+    def apply(self, spec: FaultSpec) -> dict:
+        from kubernetes.client.rest import ApiException
+
+        ns, selector = parse_target(spec.target)
+        body = self.body(spec, ns, selector)
+        self.preflight(spec, ns)
+        try:
+            self._create(ns, body)
+            created = True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise _api_error(exc, f"create {self.kind} in {ns}") from None
+            created = False  # same run applied twice: one object
+        return {"created": created, "kind": self.kind, "namespace": ns, "name": body["metadata"]["name"]}
+
+    def preflight(self, spec: FaultSpec, namespace: str) -> None:
+        """Refuse before creating anything (overridden)."""
+
+    def verify(self, spec: FaultSpec) -> dict:
+        from kubernetes.client.rest import ApiException
+
+        ns, selector = parse_target(spec.target)
+        want = self.body(spec, ns, selector)["spec"]
+        try:
+            have = self._get(ns, f"chaosext-jwks-{spec.run_id}")
+        except ApiException as exc:
+            if exc.status == 404:
+                return {"blocked": False, "present": False}
+            raise _api_error(exc, f"read {self.kind}") from None
+        return {"blocked": have.get("spec") == want, "present": True, "checked": "object in the API",
+                "note": "enforcement depends on the CNI / mesh; check with jwks_reachable from a k8s-pod target"}
+
+    def revert(self, spec: FaultSpec) -> dict:
+        ns, _ = parse_target(spec.target)
+        return {"removed": self.remove_orphan(spec.target, spec.run_id), "left": []}
+
+    def find_orphans(self, target: str) -> list[dict]:
+        from kubernetes.client.rest import ApiException
+
+        ns, _ = parse_target(target)
+        try:
+            items = self._list(ns, f"{MANAGED_BY}=chaosext")
+        except ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise _api_error(exc, f"list {self.kind} in {ns}") from None
+        return [{"run_id": i["metadata"].get("labels", {}).get(RUN_LABEL, ""), "via": self.via, "target": target,
+                 "name": i["metadata"]["name"], "namespace": ns,
+                 "expires_at": i["metadata"].get("annotations", {}).get("chaosext.io/expires-at", "")}
+                for i in items]
+
+    def remove_orphan(self, target: str, run_id: str) -> list[str]:
+        from kubernetes.client.rest import ApiException
+
+        ns, _ = parse_target(target)
+        names = {f"chaosext-jwks-{run_id}"} | {o["name"] for o in self.find_orphans(target) if o["run_id"] == run_id}
+        removed = []
+        for name in sorted(names):
+            try:
+                self._delete(ns, name)
+                removed.append(f"deleted {self.kind} {ns}/{name}")
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise _api_error(exc, f"delete {self.kind} {ns}/{name}") from None
+        return removed
+
+
+class NetworkPolicyDriver(_K8sObjectDriver):
+    """Deny egress to the JWKS addresses + port only, for the selected pods.
+
+    NetworkPolicy is an allow-list once a pod is selected for Egress, so the policy allows (1) all egress except the
+    JWKS addresses (``ipBlock`` 0.0.0.0/0 and ::/0 with ``except``), and (2) egress to the JWKS addresses on every
+    other port. Another policy that allows the JWKS address for the same pods wins (policies add up).
+    """
+
+    via = "k8s-networkpolicy"
+    kind = "NetworkPolicy"
+
+    def path(self, namespace: str, name: str = "") -> str:
+        return f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies" + (f"/{name}" if name else "")
+
+    def body(self, spec: FaultSpec, namespace: str, selector: str) -> dict[str, Any]:
+        if "=" not in selector and selector:
+            raise FaultError(f"NetworkPolicy selects pods by labels: give <namespace>/k=v, not a pod name ({selector})")
+        if not spec.addresses:
+            raise FaultError("NetworkPolicy needs the JWKS addresses: the host did not resolve")
+        v4 = [f"{a}/32" for a in spec.addresses if ipaddress.ip_address(a).version == 4]
+        v6 = [f"{a}/128" for a in spec.addresses if ipaddress.ip_address(a).version == 6]
+        everything_else = [{"ipBlock": {"cidr": "0.0.0.0/0", **({"except": v4} if v4 else {})}},
+                           {"ipBlock": {"cidr": "::/0", **({"except": v6} if v6 else {})}}]
+        ports: list[dict[str, Any]] = []
+        if spec.port > 1:
+            ports.append({"protocol": "TCP", "port": 1, **({"endPort": spec.port - 1} if spec.port > 2 else {})})
+        if spec.port < 65535:
+            ports.append({"protocol": "TCP", "port": spec.port + 1,
+                          **({"endPort": 65535} if spec.port < 65534 else {})})
+        ports += [{"protocol": "UDP"}, {"protocol": "SCTP"}]
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _metadata(spec, namespace),
+            "spec": {
+                "podSelector": {"matchLabels": _labels(selector)} if selector else {},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": everything_else},
+                           {"to": [{"ipBlock": {"cidr": c}} for c in v4 + v6], "ports": ports}],
+            },
+        }
+
+    def _net(self) -> Any:
+        from kubernetes import client
+
+        return client.NetworkingV1Api(self.api)
+
+    def _create(self, ns: str, body: dict) -> None:
+        self._net().create_namespaced_network_policy(ns, body, _request_timeout=TIMEOUT)
+
+    def _get(self, ns: str, name: str) -> dict:
+        obj = self._net().read_namespaced_network_policy(name, ns, _request_timeout=TIMEOUT)
+        return self.api.sanitize_for_serialization(obj)
+
+    def _delete(self, ns: str, name: str) -> None:
+        self._net().delete_namespaced_network_policy(name, ns, _request_timeout=TIMEOUT)
+
+    def _list(self, ns: str, label_selector: str) -> list[dict]:
+        res = self._net().list_namespaced_network_policy(ns, label_selector=label_selector, _request_timeout=TIMEOUT)
+        return self.api.sanitize_for_serialization(res).get("items", [])
+
+
+ISTIO = ("networking.istio.io", "v1beta1")
+
+
+class IstioDriver(_K8sObjectDriver):
+    """An Istio VirtualService for the JWKS host: HTTP abort 503 (reject) or a delay as long as the outage (drop),
+    for requests from the selected pods (``sourceLabels``), visible only in the namespace (``exportTo: ["."]``);
+    other requests to the host keep their normal route. Refused for TLS passthrough egress (https JWKS URL, or a
+    ServiceEntry/Gateway that passes TLS through): Istio HTTP faults cannot apply there."""
+
+    via = "istio"
+    kind = "VirtualService"
+
+    def path(self, namespace: str, name: str = "") -> str:
+        g, v = ISTIO
+        return f"/apis/{g}/{v}/namespaces/{namespace}/virtualservices" + (f"/{name}" if name else "")
+
+    def body(self, spec: FaultSpec, namespace: str, selector: str) -> dict[str, Any]:
+        if spec.jwks_url.startswith("https:"):
+            raise FaultError("the JWKS URL is https: the sidecar sees TLS passthrough, where Istio HTTP faults "
+                             "cannot apply; use via=iptables (k8s-pod target) or k8s-networkpolicy")
+        if spec.mode == "reject":
+            fault = {"abort": {"httpStatus": 503, "percentage": {"value": 100.0}}}
+        else:
+            fault = {"delay": {"fixedDelay": f"{spec.duration_seconds}s", "percentage": {"value": 100.0}}}
+        route = [{"destination": {"host": spec.host, "port": {"number": spec.port}}}]
+        match: dict[str, Any] = {"port": spec.port}
+        if selector:
+            match["sourceLabels"] = _labels(selector)
+        return {
+            "apiVersion": f"{ISTIO[0]}/{ISTIO[1]}",
+            "kind": "VirtualService",
+            "metadata": _metadata(spec, namespace),
+            "spec": {"hosts": [spec.host], "exportTo": ["."],
+                     "http": [{"name": "chaosext-jwks-fault", "match": [match], "fault": fault, "route": route},
+                              {"name": "chaosext-passthrough", "route": route}]},
+        }
+
+    def preflight(self, spec: FaultSpec, namespace: str) -> None:
+        """Refuse TLS passthrough (ServiceEntry TLS/HTTPS port, Gateway PASSTHROUGH) and a competing VirtualService."""
+        from kubernetes.client.rest import ApiException
+
+        co = self._co()
+        try:
+            entries = co.list_cluster_custom_object(*ISTIO, "serviceentries", _request_timeout=TIMEOUT)["items"]
+            gateways = co.list_cluster_custom_object(*ISTIO, "gateways", _request_timeout=TIMEOUT)["items"]
+            services = self._list(namespace, "")
+        except ApiException as exc:
+            raise _api_error(exc, "list Istio ServiceEntries/Gateways/VirtualServices (is Istio installed?)") from None
+        for se in entries:
+            s = se.get("spec", {})
+            if spec.host in s.get("hosts", []):
+                for p in s.get("ports", []):
+                    if p.get("number") == spec.port and str(p.get("protocol", "")).upper() in ("TLS", "HTTPS"):
+                        raise FaultError(f"ServiceEntry {se['metadata']['name']} declares {spec.host}:{spec.port} as "
+                                         f"{p['protocol']} (TLS passthrough): Istio HTTP faults cannot apply there")
+        for gw in gateways:
+            for server in gw.get("spec", {}).get("servers", []):
+                hosts = [h.split("/")[-1] for h in server.get("hosts", [])]
+                if spec.host in hosts and server.get("tls", {}).get("mode") == "PASSTHROUGH":
+                    raise FaultError(f"Gateway {gw['metadata']['name']} passes TLS through for {spec.host}: Istio "
+                                     "HTTP faults cannot apply there")
+        for vs in services:
+            labels = vs.get("metadata", {}).get("labels", {}) or {}
+            if spec.host in vs.get("spec", {}).get("hosts", []) and labels.get(MANAGED_BY) != "chaosext":
+                raise FaultError(f"VirtualService {vs['metadata']['name']} already routes {spec.host}; a second one "
+                                 "would conflict (Istio does not merge them): add the fault to that one instead")
+
+    def _co(self) -> Any:
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.api)
+
+    def _create(self, ns: str, body: dict) -> None:
+        self._co().create_namespaced_custom_object(*ISTIO, ns, "virtualservices", body, _request_timeout=TIMEOUT)
+
+    def _get(self, ns: str, name: str) -> dict:
+        return self._co().get_namespaced_custom_object(*ISTIO, ns, "virtualservices", name, _request_timeout=TIMEOUT)
+
+    def _delete(self, ns: str, name: str) -> None:
+        self._co().delete_namespaced_custom_object(*ISTIO, ns, "virtualservices", name, _request_timeout=TIMEOUT)
+
+    def _list(self, ns: str, label_selector: str) -> list[dict]:
+        res = self._co().list_namespaced_custom_object(*ISTIO, ns, "virtualservices", label_selector=label_selector,
+                                                       _request_timeout=TIMEOUT)
+        return res.get("items", [])
+
+
+# ---------------------------------------------------------------- iptables inside a pod (target k8s-pod:)
+
+DEBUG_CONTAINER = "chaosext-netadmin"
+
+
+class PodRunner:
+    """Runs commands in a pod's network namespace: exec into ``container`` (image has iptables), or into an
+    ephemeral debug container with NET_ADMIN (option ``k8s_debug_image``, e.g. an image with iptables + bash)."""
+
+    def __init__(self, api: Any, namespace: str, pod: dict, options: dict[str, Any]) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.pod = pod
+        self.name = pod["metadata"]["name"]
+        self.label = f"k8s-pod:{namespace}/{self.name}"
+        self.options = options
+        self.container = options.get("k8s_container") or pod["spec"]["containers"][0]["name"]
+        if options.get("k8s_debug_image"):
+            self.container = self.ensure_debug_container()
+
+    def debug_container_body(self) -> dict[str, Any]:
+        """The PATCH body adding the ephemeral NET_ADMIN container (it sleeps; commands are exec'd into it)."""
+        seconds = int(self.options.get("k8s_debug_seconds", 7200))
+        return {"spec": {"ephemeralContainers": [{
+            "name": DEBUG_CONTAINER, "image": self.options["k8s_debug_image"], "command": ["sleep", str(seconds)],
+            "stdin": False, "tty": False,
+            "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}, "runAsUser": 0, "runAsNonRoot": False},
+        }]}}
+
+    def ensure_debug_container(self) -> str:
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+
+        core = client.CoreV1Api(self.api)
+        statuses = self.pod.get("status", {}).get("ephemeralContainerStatuses") or []
+        if any(s["name"] == DEBUG_CONTAINER and (s.get("state") or {}).get("running") for s in statuses):
+            return DEBUG_CONTAINER
+        try:
+            core.patch_namespaced_pod_ephemeralcontainers(self.name, self.namespace, self.debug_container_body(),
+                                                          _request_timeout=TIMEOUT)
+        except ApiException as exc:
+            raise _api_error(exc, f"add an ephemeral NET_ADMIN container to {self.label}") from None
+        for _ in range(60):
+            pod = self.api.sanitize_for_serialization(
+                core.read_namespaced_pod(self.name, self.namespace, _request_timeout=TIMEOUT))
+            for s in pod.get("status", {}).get("ephemeralContainerStatuses") or []:
+                if s["name"] == DEBUG_CONTAINER and (s.get("state") or {}).get("running"):
+                    return DEBUG_CONTAINER
+            time.sleep(1)
+        raise FaultError(f"the ephemeral container in {self.label} did not start within 60 s")
+
+    def run(self, argv: list[str]) -> tuple[int, str, str]:
+        from kubernetes import client
+        from kubernetes.stream import stream
+
+        core = client.CoreV1Api(self.api)
+        resp = stream(core.connect_get_namespaced_pod_exec, self.name, self.namespace, container=self.container,
+                      command=argv, stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
+                      _request_timeout=TIMEOUT)
+        resp.run_forever(timeout=TIMEOUT)
+        out, err = resp.read_stdout() or "", resp.read_stderr() or ""
+        resp.close()
+        return int(resp.returncode or 0), out, err
+
+    def shown(self, argv: list[str]) -> str:
+        return f"kubectl exec -n {self.namespace} {self.name} -c {self.container} -- {shlex.join(argv)}"
+
+    def probe(self, address: str, port: int, timeout: float, url: str = "") -> dict:
+        host = f"[{address}]" if ":" in address else address
+        start = time.monotonic()
+        rc, _, err = self.run(["timeout", str(timeout), "bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}"])
+        error = "" if rc == 0 else "timeout" if rc == 124 else "refused" if "refused" in err else "reset" \
+            if "reset" in err else f"rc={rc}"
+        return {"address": address, "port": port, "reachable": rc == 0, "error": error, "status": 0,
+                "elapsed_ms": round((time.monotonic() - start) * 1000, 1)}
+
+    def has(self, binary: str) -> bool:
+        return self.run(["sh", "-c", f"command -v {shlex.quote(binary)}"])[0] == 0
+
+
+def pod_runners(spec: str, options: dict[str, Any], api: Any = None) -> list[PodRunner]:
+    """Runners for every running pod of ``<namespace>/<pod or selector>``; refuses hostNetwork pods."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    namespace, selector = parse_target(spec)
+    api = api or api_client(options)
+    core = client.CoreV1Api(api)
+    try:
+        if "=" in selector:
+            pods = api.sanitize_for_serialization(
+                core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=TIMEOUT))["items"]
+        else:
+            pods = [api.sanitize_for_serialization(core.read_namespaced_pod(selector, namespace,
+                                                                            _request_timeout=TIMEOUT))]
+    except ApiException as exc:
+        if exc.status == 404:
+            raise FaultError(f"target k8s-pod:{spec} not found (namespace or pod does not exist)") from None
+        raise _api_error(exc, f"read pods {spec}") from None
+    running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+    if not running:
+        raise FaultError(f"target k8s-pod:{spec} not found: no running pod matches")
+    for p in running:
+        if p["spec"].get("hostNetwork"):
+            raise FaultError(f"pod {namespace}/{p['metadata']['name']} uses hostNetwork: its iptables are the node's; "
+                             "refusing (target the node deliberately with another tool)")
+    return [PodRunner(api, namespace, p, options) for p in running]

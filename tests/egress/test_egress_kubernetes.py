@@ -1,0 +1,295 @@
+"""Contract tests of the NetworkPolicy / Istio drivers and the k8s-pod target: the real ``kubernetes`` python client
+against a local HTTP server answering with Kubernetes API shapes (no API server is installable here).
+
+Shapes follow the Kubernetes API reference / API conventions: created objects echo back with 201, lists are
+``{"kind": "<Kind>List", "metadata": {...}, "items": [...]}``, errors are ``Status`` objects
+``{"kind": "Status", "status": "Failure", "reason": "NotFound|AlreadyExists|Forbidden", "code": 404|409|403}``;
+label selectors arrive as ``?labelSelector=k=v``; ephemeral containers are added by PATCHing
+``/api/v1/namespaces/{ns}/pods/{name}/ephemeralcontainers``. Istio objects are custom resources under
+``/apis/networking.istio.io/v1beta1``. Pod exec (websocket) is not exercised here.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
+from chaosext.egress.base import FaultError
+from chaosext.egress.kubernetes import PodRunner, pod_runners
+from chaosext.egress.probes import egress_block_active
+
+pytestmark = [pytest.mark.contract]
+
+PLURALS = {"networkpolicies", "virtualservices", "serviceentries", "gateways", "pods"}
+
+
+def status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": reason, "code": code}
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, dict]] = {}  # collection path -> name -> object
+        self.requests: list[tuple[str, str, Any]] = []
+        self.forced: dict[tuple[str, str], tuple[int, dict]] = {}
+
+    def add(self, collection: str, obj: dict) -> None:
+        self.objects.setdefault(collection, {})[obj["metadata"]["name"]] = obj
+
+    def handle(self, method: str, raw: str, body: Any) -> tuple[int, dict]:
+        url = urlsplit(raw)
+        self.requests.append((method, url.path, body))
+        if (method, url.path) in self.forced:
+            return self.forced[(method, url.path)]
+        parts = url.path.rstrip("/").split("/")
+        if parts[-1] in PLURALS:
+            coll, name = url.path.rstrip("/"), ""
+        elif parts[-2] in PLURALS:
+            coll, name = "/".join(parts[:-1]), parts[-1]
+        elif parts[-1] == "ephemeralcontainers" and method == "PATCH":
+            pod = self.objects.get("/".join(parts[:-2]), {}).get(parts[-2])
+            if not pod:
+                return 404, status(404, "NotFound", f'pods "{parts[-2]}" not found')
+            pod["spec"].setdefault("ephemeralContainers", []).extend(body["spec"]["ephemeralContainers"])
+            pod["status"]["ephemeralContainerStatuses"] = [
+                {"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
+                 "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}
+                for c in pod["spec"]["ephemeralContainers"]]
+            return 200, pod
+        else:
+            return 404, status(404, "NotFound", "the server could not find the requested resource")
+        store = self.objects.setdefault(coll, {})
+        if method == "POST":
+            name = body["metadata"]["name"]
+            if name in store:
+                return 409, status(409, "AlreadyExists", f'"{name}" already exists')
+            store[name] = body
+            return 201, body
+        if method == "GET" and not name:
+            wanted = dict(kv.split("=", 1) for kv in (parse_qs(url.query).get("labelSelector", [""])[0].split(","))
+                          if "=" in kv)
+            items = [o for o in store.values()
+                     if all(o["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())]
+            return 200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}
+        if name not in store:
+            return 404, status(404, "NotFound", f'"{name}" not found')
+        if method == "GET":
+            return 200, store[name]
+        if method == "DELETE":
+            del store[name]
+            return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+        return 405, status(405, "MethodNotAllowed", method)
+
+
+@pytest.fixture
+def kube() -> Iterator[tuple[FakeKube, str]]:
+    fake = FakeKube()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _do(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            code, payload = fake.handle(self.command, self.path, body)
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_DELETE = do_PATCH = _do
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+NP = "/apis/networking.k8s.io/v1/namespaces/tenancy/networkpolicies"
+VS = "/apis/networking.istio.io/v1beta1/namespaces/tenancy/virtualservices"
+URL = "http://10.96.40.7:8440/.well-known/jwks.json"
+
+
+def _np(api: str, **kw: Any) -> dict:
+    args = {"jwks_url": URL, "via": "k8s-networkpolicy", "target": "tenancy/app=policy", "mode": "drop",
+            "duration_seconds": 120, "use_watchdog": False, "kube_api_url": api, **kw}
+    return block_jwks_egress(**args)
+
+
+def test_networkpolicy_denies_only_the_jwks_address_and_port_and_is_removed_by_label(kube, state_dir):
+    fake, api = kube
+    out = _np(api)
+
+    method, path, body = fake.requests[0]
+    assert (method, path) == ("POST", NP)
+    assert body["metadata"]["name"] == f"chaosext-jwks-{out['run_id']}"
+    assert body["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "chaosext",
+                                          "chaosext.io/run-id": out["run_id"]}
+    spec = body["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"app": "policy"}} and spec["policyTypes"] == ["Egress"]
+    assert spec["egress"][0]["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.96.40.7/32"]}},
+                                       {"ipBlock": {"cidr": "::/0"}}]
+    assert spec["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.96.40.7/32"}}]
+    assert {"protocol": "TCP", "port": 1, "endPort": 8439} in spec["egress"][1]["ports"]
+    assert {"protocol": "TCP", "port": 8441, "endPort": 65535} in spec["egress"][1]["ports"]
+    assert not any(p.get("port") == 8440 for p in spec["egress"][1]["ports"])
+    assert out["verification"]["blocked"] is True
+    assert egress_block_active(via="k8s-networkpolicy", target="tenancy/app=policy",
+                               configuration={"KUBE_API_URL": api})["active"] is True
+
+    restore_jwks_egress(via="k8s-networkpolicy", target="tenancy/app=policy", kube_api_url=api)
+    assert ("DELETE", f"{NP}/chaosext-jwks-{out['run_id']}", None) in fake.requests
+    assert fake.objects[NP] == {}
+    again = restore_jwks_egress(via="k8s-networkpolicy", target="tenancy/app=policy", kube_api_url=api)
+    assert again["left"] == []
+
+
+def test_networkpolicy_ipv6_addresses_go_to_the_v6_block(kube, state_dir):
+    fake, api = kube
+    _np(api, jwks_url="http://[fd00:10::7]:8440/jwks")
+    to = fake.requests[0][2]["spec"]["egress"][0]["to"]
+    assert to == [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0", "except": ["fd00:10::7/128"]}}]
+
+
+def test_networkpolicy_409_means_already_applied_and_404_delete_is_tolerated(kube, state_dir):
+    fake, api = kube
+    out = _np(api)
+    second = _np(api)  # reuses the record: the POST answers 409, still one object
+    assert second["run_id"] == out["run_id"] and second["applied"]["created"] is False
+    assert len(fake.objects[NP]) == 1
+    del fake.objects[NP][f"chaosext-jwks-{out['run_id']}"]  # someone deleted it already
+    assert restore_jwks_egress(via="k8s-networkpolicy", target="tenancy/app=policy", kube_api_url=api)["left"] == []
+
+
+def test_networkpolicy_403_is_a_clear_error_and_leaves_no_record(kube, state_dir):
+    fake, api = kube
+    fake.forced[("POST", NP)] = (403, status(403, "Forbidden", "networkpolicies is forbidden"))
+    with pytest.raises(FaultError, match="forbidden.*RBAC"):
+        _np(api)
+    assert not state_dir.exists() or not list(state_dir.glob("*.json"))
+
+
+def test_networkpolicy_orphans_are_found_by_label_without_records(kube, state_dir):
+    fake, api = kube
+    out = _np(api)
+    for f in state_dir.glob("*.json"):
+        f.unlink()
+    from click.testing import CliRunner
+
+    from chaosext.egress.cli import restore
+
+    res = CliRunner().invoke(restore, ["--all", "--via", "k8s-networkpolicy", "--target", "tenancy/app=policy",
+                                       "--kube-api-url", api])
+    assert res.exit_code == 0, res.output
+    assert f"removed fault {out['run_id']}" in res.output and fake.objects[NP] == {}
+
+
+def test_no_kube_context_is_a_clear_error(state_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(FaultError, match="no Kubernetes context"):
+        block_jwks_egress(URL, via="k8s-networkpolicy", target="tenancy/app=policy", duration_seconds=60,
+                          use_watchdog=False)
+
+
+def test_istio_abort_for_the_authority_host_from_the_selected_pods(kube, state_dir):
+    fake, api = kube
+    out = block_jwks_egress("http://authority.auth.svc.cluster.local:8440/jwks", via="istio",
+                            target="tenancy/app=policy", mode="reject", duration_seconds=60, use_watchdog=False,
+                            kube_api_url=api)
+    post = [r for r in fake.requests if r[0] == "POST"]
+    assert [p[1] for p in post] == [VS]
+    spec = post[0][2]["spec"]
+    assert spec["hosts"] == ["authority.auth.svc.cluster.local"] and spec["exportTo"] == ["."]
+    assert spec["http"][0]["fault"] == {"abort": {"httpStatus": 503, "percentage": {"value": 100.0}}}
+    assert spec["http"][0]["match"] == [{"port": 8440, "sourceLabels": {"app": "policy"}}]
+    assert "fault" not in spec["http"][1]  # everyone else keeps the normal route
+    assert out["verification"]["blocked"] is True
+    restore_jwks_egress(via="istio", target="tenancy/app=policy", kube_api_url=api)
+    assert fake.objects[VS] == {}
+
+
+def test_istio_drop_is_a_delay_as_long_as_the_outage(kube, state_dir):
+    fake, api = kube
+    block_jwks_egress("http://authority:8440/jwks", via="istio", target="tenancy/", mode="drop",
+                      duration_seconds=45, use_watchdog=False, kube_api_url=api)
+    http = [r for r in fake.requests if r[0] == "POST"][0][2]["spec"]["http"][0]
+    assert http["fault"]["delay"]["fixedDelay"] == "45s" and "sourceLabels" not in http["match"][0]
+
+
+@pytest.mark.parametrize("setup,url,message", [
+    (None, "https://authority:8443/jwks", "TLS passthrough"),
+    ({"coll": "/apis/networking.istio.io/v1beta1/namespaces/auth/serviceentries",
+      "obj": {"metadata": {"name": "authority-tls"},
+              "spec": {"hosts": ["authority"], "ports": [{"number": 8440, "name": "tls", "protocol": "TLS"}]}}},
+     "http://authority:8440/jwks", "ServiceEntry authority-tls"),
+    ({"coll": "/apis/networking.istio.io/v1beta1/namespaces/istio-system/gateways",
+      "obj": {"metadata": {"name": "egress"}, "spec": {"servers": [
+          {"hosts": ["*/authority"], "port": {"number": 443}, "tls": {"mode": "PASSTHROUGH"}}]}}},
+     "http://authority:8440/jwks", "Gateway egress"),
+    ({"coll": VS, "obj": {"metadata": {"name": "authority-routes"}, "spec": {"hosts": ["authority"]}}},
+     "http://authority:8440/jwks", "already routes"),
+])
+def test_istio_refuses_tls_passthrough_and_competing_routes(kube, state_dir, setup, url, message):
+    fake, api = kube
+    if setup:
+        fake.add(setup["coll"], setup["obj"])
+        # the fake lists cluster-wide collections at /apis/<g>/<v>/<plural>
+        plural = setup["coll"].rsplit("/", 1)[1]
+        if plural != "virtualservices":
+            fake.add(f"/apis/networking.istio.io/v1beta1/{plural}", setup["obj"])
+    with pytest.raises(FaultError, match=message):
+        block_jwks_egress(url, via="istio", target="tenancy/app=policy", mode="reject", duration_seconds=60,
+                          use_watchdog=False, kube_api_url=api)
+    assert not [r for r in fake.requests if r[0] == "POST"]
+
+
+def _pod(name: str, host_network: bool = False, phase: str = "Running") -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "tenancy", "labels": {"app": "policy"}},
+            "spec": {"containers": [{"name": "policy", "image": "policy:1"}], "hostNetwork": host_network},
+            "status": {"phase": phase}}
+
+
+def test_k8s_pod_target_adds_a_net_admin_ephemeral_container(kube):
+    fake, api = kube
+    from kubernetes import client
+
+    fake.add("/api/v1/namespaces/tenancy/pods", _pod("policy-1"))
+    fake.add("/api/v1/namespaces/tenancy/pods", _pod("policy-2", phase="Pending"))
+    cfg = client.Configuration()
+    cfg.host = api
+    runners = pod_runners("tenancy/app=policy", {"k8s_debug_image": "netshoot:v0.13"}, client.ApiClient(cfg))
+
+    assert [r.label for r in runners] == ["k8s-pod:tenancy/policy-1"]
+    patch = [r for r in fake.requests if r[0] == "PATCH"]
+    assert patch[0][1] == "/api/v1/namespaces/tenancy/pods/policy-1/ephemeralcontainers"
+    c = patch[0][2]["spec"]["ephemeralContainers"][0]
+    assert c["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"] and c["image"] == "netshoot:v0.13"
+    assert runners[0].container == "chaosext-netadmin"
+    assert runners[0].shown(["iptables", "-S"]).startswith("kubectl exec -n tenancy policy-1 -c chaosext-netadmin")
+    assert isinstance(runners[0], PodRunner)
+
+
+def test_k8s_pod_target_refuses_host_network_pods_and_missing_pods(kube, state_dir):
+    fake, api = kube
+    fake.add("/api/v1/namespaces/tenancy/pods", _pod("node-agent", host_network=True))
+    with pytest.raises(FaultError, match="hostNetwork"):
+        block_jwks_egress(URL, target="k8s-pod:tenancy/node-agent", duration_seconds=60, use_watchdog=False,
+                          kube_api_url=api)
+    with pytest.raises(FaultError, match="not found"):
+        block_jwks_egress(URL, target="k8s-pod:tenancy/nope", duration_seconds=60, use_watchdog=False,
+                          kube_api_url=api)
+    assert not [r for r in fake.requests if r[0] in ("POST", "PATCH")]
