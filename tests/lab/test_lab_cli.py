@@ -194,6 +194,9 @@ def test_corrupt_state_dir_says_what_to_do(tmp_path: Path) -> None:
         result = lab_cli(*args, "--state-dir", str(sd))
         assert result.returncode == 1, args
         assert "corrupt" in result.stderr and f"chaosext lab down --state-dir {sd}" in result.stderr
+    via_env = subprocess.run([sys.executable, "-m", "chaosext.lab.cli", "status"], capture_output=True, text=True,
+                             timeout=60, check=False, env={**os.environ, "CHAOSEXT_LAB_DIR": str(sd)})
+    assert via_env.returncode == 1 and f"{sd}/state.json is corrupt" in via_env.stderr
     assert pgrep(sd) == []
     cleared = lab_cli("down", "--state-dir", str(sd))
     assert cleared.returncode == 0 and not (sd / "state.json").exists()
