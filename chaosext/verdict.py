@@ -82,6 +82,8 @@ def judge(journal: dict[str, Any]) -> list[str]:
             out = run.get("output")
             if isinstance(out, dict) and out.get("aborted") and out.get("reason"):
                 reasons.append(f"{name!r}: {out['reason']}")
+            if isinstance(out, dict) and isinstance(out.get("checks"), dict) and out.get("failed"):
+                reasons.append(f"outage checks failed: {', '.join(out['failed'])}")
     return reasons
 
 
@@ -113,6 +115,16 @@ def render(journal: dict[str, Any], width: int = 118) -> str:
             tol = _tolerance((p.get("activity") or {}).get("tolerance"))
             lines.append(f"  {name[:name_w]:<{name_w}} {'PASS' if ok else 'FAIL':<6} {tol[:tol_w]:<{tol_w}} "
                          f"{_short(value, val_w)}")
+    for run in journal.get("run") or []:
+        out = run.get("output")
+        if isinstance(out, dict) and isinstance(out.get("checks"), dict):
+            lines.append("")
+            lines.append(f"outage checks ({(run.get('activity') or {}).get('name')}: every check, even after the "
+                         f"first failure)")
+            for name, res in out["checks"].items():
+                ok = isinstance(res, dict) and res.get("ok") is True
+                lines.append(f"  {name[:name_w]:<{name_w}} {'PASS' if ok else 'FAIL':<6} {'$.ok == true':<{tol_w}} "
+                             f"{_short(res, val_w)}")
     for where, title in (("run", "method"), ("rollbacks", "rollbacks")):
         runs = journal.get(where) or []
         if runs:

@@ -13,7 +13,7 @@ from chaoslib.types import Configuration, Secrets
 from chaosext.audit.sources import read_events
 from chaosext.config import load_config
 from chaosext.metrics import prom
-from chaosext.safety.runstate import load_run, outage_window
+from chaosext.safety.runstate import judged, load_run, outage_window
 
 __all__ = ["audit_degraded_recorded"]
 
@@ -45,6 +45,8 @@ def audit_degraded_recorded(configuration: Configuration = None, secrets: Secret
     window = outage_window(run)
     if window is None:
         return {"phase": "before-fault", "ok": True, "note": "auth.degraded is judged after the fault"}
+    if (done := judged(run, "audit_degraded_recorded")) is not None:
+        return done
     start, end = window
     affected = _stale_services(cfg, run, start, end)
     deadline = time.time() + PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0)

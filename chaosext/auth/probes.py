@@ -18,7 +18,7 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosext.config import ExperimentConfig, load_config
 from chaosext.metrics.prom import PROBE_TENANT
-from chaosext.safety.runstate import load_run, outage_window, update_run
+from chaosext.safety.runstate import judged, load_run, outage_window, update_run
 
 __all__ = ["cached_key_fallback", "no_fail_open", "fetch_tokens"]
 
@@ -45,7 +45,7 @@ def read_path(service: str) -> str:
 
 def request_token(cfg: ExperimentConfig, tenant: str, ttl: int, timeout: float = 5.0) -> str:
     """A valid token for ``tenant`` from the lab authority's ``POST /token``."""
-    body = {"tenant": tenant, "sub": "chaosext-probe", "scope": "read write", "aud": cfg.audience, "ttl": ttl}
+    body = {"tenant": tenant, "sub": "chaosext-probe", "scope": "policy:read vuln:read notify:read", "aud": cfg.audience, "ttl": ttl}
     r = requests.post(cfg.authority_url + "/token", json=body, timeout=timeout)
     if r.status_code != 200:
         raise RuntimeError(f"authority {cfg.authority_url}/token answered {r.status_code}: {r.text[:200]}")
@@ -160,6 +160,8 @@ def cached_key_fallback(configuration: Configuration = None, secrets: Secrets = 
     window = outage_window(run)
     if window is None:
         return _live_fallback(cfg)
+    if (done := judged(run, "cached_key_fallback")) is not None:
+        return done
     deadlines = _service_deadlines(cfg, run, window[0])
     checks, failures, after_lifetime = 0, [], 0
     for obs in run.get("observations") or []:
@@ -202,6 +204,8 @@ def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -
     run = load_run(cfg.run_dir)
     if outage_window(run) is None:
         return _live_fail_open(cfg)
+    if (done := judged(run, "no_fail_open")) is not None:
+        return done
     checks, accepted = 0, []
     for obs in run.get("observations") or []:
         for service, s in (obs.get("services") or {}).items():

@@ -6,7 +6,8 @@
      "tokens": {"t01": "<jwt>", ...},                       # fetched before the fault
      "outage": {"start": 1764450010.2, "end": 1764450030.4, "aborted": false, "reason": ""},
      "observations": [{"t": ..., "elapsed": ..., "error_rate": ..., "services": {"policy": {...}}}],
-     "alerts_seen": {"prometheus": {"name": first_seen_unix}, "alertmanager": {...}}}
+     "alerts_seen": {"prometheus": {"name": first_seen_unix}, "alertmanager": {...}},
+     "judgments": {"server_error_rate": {...}, ...}}       # judge_outage: every outage check, run once
 
 No ``outage`` key = no fault yet: the outage-behaviour probes are then vacuously true. The safety control starts a
 fresh file before the steady-state hypothesis of every run.
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_path", "load_run", "save_run", "new_run", "update_run", "outage_window"]
+__all__ = ["run_path", "load_run", "save_run", "new_run", "update_run", "outage_window", "judged"]
 
 
 def run_path(run_dir: str) -> Path:
@@ -66,3 +67,11 @@ def outage_window(run: dict[str, Any]) -> tuple[float, float] | None:
     if not outage.get("start"):
         return None
     return float(outage["start"]), float(outage.get("end") or time.time())
+
+
+def judged(run: dict[str, Any], func: str) -> dict[str, Any] | None:
+    """The result ``judge_outage`` recorded for probe function ``func`` after the outage (None if not judged)."""
+    outage = run.get("outage") or {}
+    if not outage.get("end"):
+        return None
+    return (run.get("judgments") or {}).get(func)
