@@ -64,7 +64,8 @@ def _decorate(ax: Any, window: tuple[float, float] | None, events: list[dict[str
         seen.add(event["action"])
         ax.axvline(_dt(event["ts"]), color=color, linestyle="--", linewidth=0.9, alpha=0.7, label=label)
     if span:
-        ax.set_xlim(_dt(span[0]), _dt(span[1]))
+        pad = max(1.0, 0.03 * (span[1] - span[0]))
+        ax.set_xlim(_dt(span[0] - pad), _dt(span[1] + pad))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, framealpha=0.9, borderaxespad=0)
 
 
@@ -77,8 +78,9 @@ def _png(fig: Any) -> str:
 
 
 def _line(key: str, title: str, ylabel: str, matrix: list[dict[str, Any]], window: Any, events: list[Any],
-          span: Any, percent: bool = False, limit: float | None = None, limit_label: str = "") -> Plot:
-    series = _series(matrix)
+          span: Any, percent: bool = False, limit: float | None = None, limit_label: str = "",
+          scale: float = 1.0) -> Plot:
+    series = [(name, xs, [y * scale for y in ys]) for name, xs, ys in _series(matrix)]
     if not series:
         return {"key": key, "title": title, "png": "", "note": "no data for this window"}
     fig, ax = _figure(title, ylabel)
@@ -145,11 +147,11 @@ def make_plots(ranges: dict[str, list[dict[str, Any]]], events: list[dict[str, A
                error_rate_max: float | None = None) -> list[Plot]:
     """The report's four plots, in reading order; a plot without data carries a note instead of a PNG."""
     return [
-        _line("error_rate", "Error rate (5xx + 401) per service", "errors / requests", ranges.get("error_rate", []),
+        _line("error_rate", "Error rate (5xx + 401) per service, sliding rate window", "errors / requests", ranges.get("error_rate", []),
               window, events, span, percent=True, limit=error_rate_max,
               limit_label=f"tolerance {error_rate_max:.1%}" if error_rate_max is not None else ""),
-        _line("p95_latency", "p95 latency per service", "seconds", ranges.get("p95_latency", []), window, events,
-              span),
+        _line("p95_latency", "p95 latency per service", "milliseconds", ranges.get("p95_latency", []), window,
+              events, span, scale=1000.0),
         _cache_state(ranges.get("jwks_cache_state", []), window, events, span),
         _events(events, window, span),
     ]

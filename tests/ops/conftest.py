@@ -48,7 +48,7 @@ def in_ns(netns: str, argv: list[str], env: dict[str, str] | None = None,
           timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run argv inside the namespace (as a user would, through the console scripts of this Python)."""
     bindir = Path(sys.executable).parent
-    full_env = dict(os.environ, PATH=f"{bindir}:{os.environ.get('PATH', '')}", **(env or {}))
+    full_env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}", **(env or {})}
     return subprocess.run(["ip", "netns", "exec", netns, *argv], env=full_env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
