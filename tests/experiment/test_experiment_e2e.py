@@ -1,0 +1,131 @@
+"""End to end: `chaos run experiments/jwks-outage.json` against a real lab, a real iptables fault and real k6.
+
+Every test gets its own lab (the misbehaviour knobs are lab flags) with cache timings scaled down (TTL 3 s) and a
+12-20 s outage; the verdict (`chaosext verdict`) is checked, not chaos' exit code.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from experiment_util import ExperimentRunner, wait_for
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def _failing_checks(outcome) -> set[str]:
+    for r in outcome.journal.get("run") or []:
+        out = r.get("output")
+        if isinstance(out, dict) and isinstance(out.get("checks"), dict):
+            return {n for n, res in out["checks"].items() if not res.get("ok")}
+    raise AssertionError(f"no judge-outage output:\n{outcome.output[-3000:]}")
+
+
+def test_healthy_lab_passes(experiment: ExperimentRunner, lab_factory) -> None:
+    """Services serve stale keys through the outage: every check passes and the verdict exits 0."""
+    lab = lab_factory(jwks_ttl=3, jwks_max_stale=120)
+    out = experiment.run(lab, OUTAGE_SECONDS="15")
+    assert out.verdict_rc == 0, out.verdict_out + out.output[-3000:]
+    assert "VERDICT: PASS" in out.verdict_out
+    assert not _failing_checks(out)
+    # the services really were cut off and really served stale keys, and it was audited
+    assert out.check("auth-degraded-audited")["affected"] == sorted(lab["service_urls"])
+    assert out.check("alerts-fire-iff-cache-expired")["cache_expired"] is False
+    assert out.check("cached-key-fallback")["checks"] > 0
+    states = {s["state"] for obs in out.run["observations"] for s in obs["services"].values()}
+    assert "stale" in states
+    assert any(obs["jwks_blocked"] for obs in out.run["observations"])
+    # progress was printed during the outage, not minutes of silence
+    assert out.output.count("[outage]") >= 5 and "left | error rate" in out.output
+    # after the run the JWKS answers again
+    assert requests.get(lab["jwks_url"], timeout=5).status_code == 200
+
+
+def test_cache_expiry_fails_on_error_rate_while_alerts_fire(experiment: ExperimentRunner, lab_factory) -> None:
+    """Outage longer than max-stale: the services fail closed (a true finding), so the verdict fails on the error
+    rate; the alert probe passes because the expiry alerts fired; the verdict output shows both."""
+    lab = lab_factory(jwks_ttl=3, jwks_max_stale=6)
+    out = experiment.run(lab, OUTAGE_SECONDS="18", ABORT_ERROR_RATE="2")
+    assert out.verdict_rc == 1, out.verdict_out
+    failing = _failing_checks(out)
+    assert "server-error-rate-below-max" in failing
+    assert "alerts-fire-iff-cache-expired" not in failing, out.check("alerts-fire-iff-cache-expired")
+    alerts = out.check("alerts-fire-iff-cache-expired")
+    assert alerts["cache_expired"] is True
+    assert {"jwks_cache_miss_spike", "tenant_auth_failures_spike"} <= set(alerts["firing_prometheus"])
+    assert {"jwks_cache_miss_spike", "tenant_auth_failures_spike"} <= set(alerts["in_alertmanager"])
+    lines = out.verdict_out.splitlines()
+    assert any(line.strip().startswith("server-error-rate-below-max") and "FAIL" in line for line in lines)
+    assert any(line.strip().startswith("alerts-fire-iff-cache-expired") and "PASS" in line for line in lines)
+    assert "VERDICT: FAIL" in out.verdict_out
+
+
+@pytest.mark.parametrize("knob, lab_flags, failing_check, extra", [
+    ("hard-ttl", {"cache_mode": "hard-ttl"}, "cached-key-fallback",
+     {"ABORT_ERROR_RATE": "0.5", "ABORT_AFTER_SECONDS": "2"}),
+    ("none", {"cache_mode": "none"}, "cached-key-fallback", {}),
+    ("no-audit", {"no_audit": True}, "auth-degraded-audited", {}),
+    ("fail-open", {"fail_open": True}, "no-fail-open", {}),
+])
+def test_misbehaviour_knob_fails_the_right_check(experiment: ExperimentRunner, lab_factory, knob: str,
+                                                 lab_flags: dict, failing_check: str, extra: dict) -> None:
+    """Each lab misbehaviour makes the verdict fail, naming the probe that catches it."""
+    lab = lab_factory(jwks_ttl=3, jwks_max_stale=120, **lab_flags)
+    out = experiment.run(lab, **extra)
+    assert out.verdict_rc == 1, out.verdict_out
+    assert failing_check in _failing_checks(out), out.verdict_out
+    assert any(line.strip().startswith(failing_check) and "FAIL" in line for line in out.verdict_out.splitlines())
+    if knob == "hard-ttl":
+        # the abort guard cut the outage short and restored at once
+        assert out.run["outage"]["aborted"] and out.run["outage"]["reason"].startswith("abort guard")
+        assert out.run["outage"]["end"] - out.run["outage"]["start"] < 11
+        assert "abort guard" in out.verdict_out
+    if knob == "fail-open":
+        assert out.check("no-fail-open")["accepted_count"] > 0
+    if knob == "no-audit":
+        assert out.check("auth-degraded-audited")["missing"] == sorted(lab["service_urls"])
+
+
+def _k6_alive(env: dict) -> bool:
+    from chaosext.load import k6 as k6mod
+
+    return any(r["alive"] for r in k6mod.list_runs(Path(env["CHAOSEXT_K6_DIR"])))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_mid_outage_restores_and_stops_k6(experiment: ExperimentRunner, lab_factory, sig) -> None:
+    """Interrupting the run during the outage leaves the JWKS reachable, no rule behind and k6 stopped."""
+    lab = lab_factory(jwks_ttl=3, jwks_max_stale=120)
+    proc, env = experiment.start(lab, OUTAGE_SECONDS="60")
+    run_file = Path(env["CHAOSEXT_RUN_DIR"]) / "run.json"
+
+    def outage_running() -> bool:
+        try:
+            run = json.loads(run_file.read_text())
+        except (OSError, ValueError):
+            return False
+        return bool((run.get("outage") or {}).get("start")) and len(run.get("observations") or []) >= 1
+
+    try:
+        assert wait_for(outage_running, timeout=60), "the outage never started"
+        with pytest.raises(requests.RequestException):
+            requests.get(lab["jwks_url"], timeout=1.5)  # the fault is really on
+        assert _k6_alive(env)
+        began = time.monotonic()
+        proc.send_signal(sig)
+        out = experiment.finish(proc, env, lab, timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert time.monotonic() - began < 45, "the run went on after the signal"
+    assert out.journal["status"] == "interrupted", out.output[-3000:]
+    assert out.verdict_rc == 1 and "interrupted" in out.verdict_out
+    assert requests.get(lab["jwks_url"], timeout=5).status_code == 200
+    assert not _k6_alive(env)
+    assert "egress restored, k6 stopped" in out.output
