@@ -37,8 +37,8 @@ class Runner(Protocol):
 
     label: str
 
-    def run(self, argv: list[str]) -> tuple[int, str, str]:
-        """Run ``argv`` in the target; ``(returncode, stdout, stderr)``."""
+    def run(self, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
+        """Run ``argv`` in the target (``stdin`` fed to it); ``(returncode, stdout, stderr)``."""
 
     def shown(self, argv: list[str]) -> str:
         """The command line as it is really executed (for dry runs and reports)."""
@@ -69,9 +69,10 @@ class HostRunner:
         self.prefix = list(prefix or [])
         self.timeout = timeout
 
-    def run(self, argv: list[str]) -> tuple[int, str, str]:
+    def run(self, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
         try:
-            cp = subprocess.run(self.prefix + argv, capture_output=True, text=True, timeout=self.timeout)
+            cp = subprocess.run(self.prefix + argv, capture_output=True, text=True, timeout=self.timeout,
+                                input=stdin)
         except FileNotFoundError as exc:
             raise FaultError(f"{exc.filename} not found on this host; install it (scripts/setup)") from None
         except subprocess.TimeoutExpired:
@@ -190,9 +191,9 @@ class IptablesDriver:
         lines = []
         for runner in runner_for(spec.target, spec.options):
             for binary, _ in FAMILIES:
-                lines.append(runner.shown([binary, *WAIT, "-D", *_jump(spec)]))
-                lines.append(runner.shown([binary, *WAIT, "-F", spec.chain]))
-                lines.append(runner.shown([binary, *WAIT, "-X", spec.chain]))
+                lines.append(runner.shown([f"{binary}-restore", *WAIT, "--noflush"]) + " <<< '*filter "
+                             + f"-D {shlex.join(_jump(spec))} -F {spec.chain} -X {spec.chain} COMMIT'"
+                             + "  # one line each; only for rules that exist")
         return lines
 
     def preflight(self, spec: FaultSpec) -> list[Runner]:
@@ -270,31 +271,36 @@ class IptablesDriver:
         removed: list[str] = []
         left: list[str] = []
         for runner in runner_for(spec.target, spec.options):
-            removed += self._remove_run(runner, spec.run_id)
-            left += self.rules_of(runner, spec.run_id)["rules"]
+            gone, still = self._remove_run(runner, spec.run_id)
+            removed += gone
+            left += still
         if left:
             raise FaultError(f"could not remove every chaosext:{spec.run_id} rule: {left}")
         return {"removed": removed, "left": left}
 
-    def _remove_run(self, runner: Runner, run_id: str) -> list[str]:
+    def _remove_run(self, runner: Runner, run_id: str) -> tuple[list[str], list[str]]:
+        """Delete ``run_id``'s jumps/rules and chain in both families; ``(removed, left)``, where left comes from
+        listing again every family that held something."""
         chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
-        removed = []
+        removed: list[str] = []
+        left: list[str] = []
         for binary, _ in FAMILIES:
             if not runner.has(binary):
                 continue
             lines = _listing(runner, binary)
-            for line in lines:
-                words = shlex.split(line)
-                if words[:1] == ["-A"] and words[1] != chain and (f"-j {chain}" in line or tag in line):
-                    argv = [binary, *WAIT, "-D", *words[1:]]
-                    if runner.run(argv)[0] == 0:
-                        removed.append(runner.shown(argv))
+            if not any(chain in line or tag in line for line in lines):
+                continue
+            # one iptables-restore transaction: a single kernel commit instead of one per delete
+            todo = ["-D" + line[2:] for line in lines
+                    if line.startswith("-A ") and line.split()[1] != chain and (f"-j {chain}" in line or tag in line)]
             if f"-N {chain}" in lines:
-                runner.run([binary, *WAIT, "-F", chain])
-                argv = [binary, *WAIT, "-X", chain]
-                if runner.run(argv)[0] == 0:
-                    removed.append(runner.shown(argv))
-        return removed
+                todo += [f"-F {chain}", f"-X {chain}"]
+            script = "*filter\n" + "".join(f"{line}\n" for line in todo) + "COMMIT\n"
+            rc, _, err = runner.run([f"{binary}-restore", *WAIT, "--noflush"], stdin=script)
+            if rc == 0:
+                removed += [f"{binary} {line}" for line in todo]
+            left += [f"{binary} {line}" for line in _listing(runner, binary) if chain in line or tag in line]
+        return removed, left
 
     def find_orphans(self, target: str) -> list[dict]:
         """Every chaosext chain or tagged rule on ``target``, by name and comment alone."""
@@ -320,7 +326,10 @@ class IptablesDriver:
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
         """Remove one run's rules found by :meth:`find_orphans` (no FaultSpec needed)."""
-        removed = []
+        removed: list[str] = []
         for runner in runner_for(target, self.options):
-            removed += self._remove_run(runner, run_id)
+            gone, left = self._remove_run(runner, run_id)
+            if left:
+                raise FaultError(f"could not remove every chaosext:{run_id} rule in {runner.label}: {left}")
+            removed += gone
         return removed

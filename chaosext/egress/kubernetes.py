@@ -385,8 +385,11 @@ class PodRunner:
             time.sleep(1)
         raise FaultError(f"the ephemeral container in {self.label} did not start within 60 s")
 
-    def run(self, argv: list[str]) -> tuple[int, str, str]:
+    def run(self, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
         from kubernetes import client
+
+        if stdin:
+            argv = ["sh", "-c", f"printf %s {shlex.quote(stdin)} | {shlex.join(argv)}"]
         from kubernetes.stream import stream
 
         core = client.CoreV1Api(self.api)

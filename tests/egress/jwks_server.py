@@ -21,12 +21,15 @@ class DualStack(http.server.ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
     def server_bind(self) -> None:
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if self.address_family == socket.AF_INET6:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
 
 
 if __name__ == "__main__":
     host = sys.argv[1] if len(sys.argv) > 1 else "::"
+    if ":" not in host:
+        DualStack.address_family = socket.AF_INET
     server = DualStack((host, 0), Handler)
     print(server.server_address[1], flush=True)
     server.serve_forever()
