@@ -91,9 +91,12 @@ class AuditLog:
         self._write(SYSTEM_TENANT, SYSTEM_SUBJECT, action, resource, result, trace_id_from(None))
 
     def request(
-        self, action: str, tenant: str, subject: str, resource: str, result: str, traceparent: str | None = None
+        self, action: str, tenant: str, subject: str | Callable[[], str], resource: str, result: str,
+        traceparent: str | None = None,
     ) -> bool:
-        """A request-level event; False if the flood limit dropped it (counted in ``suppressed``)."""
+        """A request-level event; False if the flood limit dropped it (counted in ``suppressed``).
+
+        ``subject`` may be a callable, evaluated only when the event is written (keeps floods cheap)."""
         if self._fd is None:
             return False
         now = self._now()
@@ -105,6 +108,8 @@ class AuditLog:
                 log.warning("audit flood limit: %d request events suppressed so far", self.suppressed)
             return False
         self._tokens -= 1.0
+        if callable(subject):
+            subject = subject()
         self._write(tenant, subject, action, resource, result, trace_id_from(traceparent))
         return True
 

@@ -225,7 +225,7 @@ class TenantService:
             if claims is None:
                 self._validation("invalid", reason, source)
                 label = self.labels.known_or(claimed)
-                self.audit.request("auth.rejected", claimed or "-", _unverified_subject(headers), 
+                self.audit.request("auth.rejected", claimed or "-", lambda: _unverified_subject(headers),
                                    f"{request.method} {request.path}", reason, headers.get("traceparent"))
                 resp = web.json_response({"error": "unauthorized", "reason": reason}, status=401,
                                          headers={"WWW-Authenticate": f'Bearer error="invalid_token", '

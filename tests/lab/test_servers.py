@@ -3,15 +3,14 @@
 Each test starts what it needs with tiny JWKS timings; every process is stopped in a fixture/finally.
 """
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import jwt
 import pytest
