@@ -219,7 +219,7 @@ class JwksCache:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any transport/HTTP failure counts as an error
-            result, detail = "error", f"{type(exc).__name__}: {exc}"[:300]
+            result, detail = "error", (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:300]
         else:
             try:
                 keys = parse_jwks(payload)

@@ -3,6 +3,7 @@
 Each test starts what it needs with tiny JWKS timings; every process is stopped in a fixture/finally.
 """
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -450,3 +451,50 @@ def test_port_in_use_is_a_clear_error(own_lab):
                 "--audit-file", str(lab.audit_file)]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "in use" in proc.stderr and str(port) in proc.stderr
+
+
+# ---- the default fault mode, DROP, in a network namespace this test creates -------------------------------------------
+def _drop_scenario(tmp: Path) -> dict:
+    """Runs inside ``unshare -rn``: JWKS packets dropped by iptables -> stale keys, requests still served."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    rule = ["-d", AUTH_HOST, "-p", "tcp", "-j", "DROP", "-m", "comment", "--comment", "chaosext-test"]
+    out: dict[str, Any] = {}
+    with make_lab(tmp) as lab:
+        lab.start_authority()
+        svc = lab.service("policy", 1, 60, "--jwks-timeout", "0.5")
+        token = lab.token("t01")
+        out["before"] = svc.call(token).status_code
+        subprocess.run(["iptables", "-w", "-I", "OUTPUT", "1", *rule], check=True)
+        try:
+            out["state_during"] = svc.wait_state("stale")["jwks"]["state"]
+            time.sleep(1.5)  # several timed-out refreshes
+            out["during"] = [svc.call(token).status_code, svc.call(lab.local_token("t02"), tenant="t02").status_code]
+            out["fetch_errors"] = counter(svc, "jwks_fetch_total", result="error")
+        finally:
+            subprocess.run(["iptables", "-w", "-D", "OUTPUT", *rule], check=True)
+        out["state_after"] = svc.wait_state("fresh")["jwks"]["state"]
+        out["events"] = [e["action"] for e in lab.audit() if e["tenant"] == "*"]
+    return out
+
+
+@pytest.mark.netns
+def test_dropped_jwks_packets_serve_stale_keys(tmp_path):
+    """iptables DROP (connect timeouts, not refusals) in a private network namespace: the service keeps serving with
+    last-known-good keys, writes one auth.degraded, and recovers when the rule goes."""
+    proc = subprocess.Popen(["unshare", "-rn", sys.executable, __file__, "--drop-scenario", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the namespace dies with its last process
+            proc.wait()
+    assert proc.returncode == 0, stderr[-2000:]
+    out = json.loads(stdout.strip().splitlines()[-1])
+    assert out["before"] == 200 and out["state_during"] == "stale" and out["during"] == [200, 200]
+    assert out["fetch_errors"] >= 1 and out["state_after"] == "fresh"
+    assert out["events"] == ["auth.degraded", "auth.recovered"]
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--drop-scenario"]:
+    print(json.dumps(_drop_scenario(Path(sys.argv[2]))))
