@@ -370,9 +370,10 @@ def test_authority_outage_degrade_expire_fail_open_and_recover(own_lab):
     lkg = lab.service("policy", 1, 60)
     closing = lab.service("vuln", 1, 2)
     open_bug = lab.service("notify", 1, 2, "--fail-open")
+    hard = lab.service("policy", 1, 60, "--cache-mode", "hard-ttl")  # no last-known-good despite max-stale 60
     token = lab.token("t01")
     forged = lab.local_token(key=OTHER_KEY, kid="forged-kid")
-    for svc in (lkg, closing, open_bug):
+    for svc in (lkg, closing, open_bug, hard):
         assert svc.call(token).status_code == 200
         assert svc.call(forged).status_code == 401  # fail-open does nothing while the authority answers
     assert lab.authority.stop() == 0
@@ -380,6 +381,8 @@ def test_authority_outage_degrade_expire_fail_open_and_recover(own_lab):
     lkg.wait_state("stale")
     closing.wait_state("expired")
     open_bug.wait_state("expired")
+    hard.wait_state("expired")
+    assert hard.call(token).json()["reason"] == "no_keys"
     assert lkg.call(token).status_code == 200
     assert lkg.call(lab.local_token("t02"), tenant="t02").status_code == 200  # not in the token cache: verified by a stale key
     assert counter(lkg, "jwt_validations_total", result="valid", key_source="stale") >= 1
@@ -392,7 +395,7 @@ def test_authority_outage_degrade_expire_fail_open_and_recover(own_lab):
     def actions(service: str) -> list[str]:
         return [e["action"] for e in lab.audit() if e["service"] == service and e["tenant"] == "*"]
 
-    assert actions("policy") == ["auth.degraded"]
+    assert sorted(actions("policy")) == ["auth.degraded", "auth.expired"]  # lkg degraded, hard-ttl expired
     assert actions("vuln") == ["auth.degraded", "auth.expired"]
     degraded = [e for e in lab.audit() if e["action"] == "auth.degraded"][0]
     assert degraded["subject"] == "system" and degraded["resource"] == f"jwks:{lab.issuer}/.well-known/jwks.json"
@@ -400,7 +403,8 @@ def test_authority_outage_degrade_expire_fail_open_and_recover(own_lab):
     lab.start_authority()  # same key dir: same keys
     lkg.wait_state("fresh")
     closing.wait_state("fresh")
-    assert actions("policy") == ["auth.degraded", "auth.recovered"]
+    hard.wait_state("fresh")
+    assert sorted(actions("policy")) == ["auth.degraded", "auth.expired", "auth.recovered", "auth.recovered"]
     assert actions("vuln") == ["auth.degraded", "auth.expired", "auth.recovered"]
     assert closing.call(token).status_code == 200
     assert counter(lkg, "jwks_fetch_total", result="error") >= 1
@@ -438,6 +442,18 @@ def test_bad_flags_exit_2(tmp_path, extra, message):
             "--audit-file", str(tmp_path / "a.jsonl"), *extra]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_authority_bad_input(tmp_path):
+    base = [sys.executable, "-m", "chaosext.lab.authority", "--host", AUTH_HOST, "--port", str(free_port(AUTH_HOST)),
+            "--ops-port", str(free_port(SVC_HOST))]
+    proc = subprocess.run(base + ["--key-dir", str(tmp_path / "k"), "--rotate-overlap", "-5"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2 and "--rotate-overlap" in proc.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "keys.json").write_text("{not json")
+    proc = subprocess.run(base + ["--key-dir", str(tmp_path / "bad")], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "corrupt" in proc.stderr and "delete it" in proc.stderr
 
 
 def test_port_in_use_is_a_clear_error(own_lab):
