@@ -50,7 +50,9 @@ def test_cache_expiry_fails_on_error_rate_while_alerts_fire(experiment: Experime
     """Outage longer than max-stale: the services fail closed (a true finding), so the verdict fails on the error
     rate; the alert probe passes because the expiry alerts fired; the verdict output shows both."""
     lab = lab_factory(jwks_ttl=3, jwks_max_stale=6)
-    out = experiment.run(lab, OUTAGE_SECONDS="18", ABORT_ERROR_RATE="2")
+    # two tenants at 150 req/s: each tenant/service pair clears the auth-failure alert's >= 1 request/s guard on its
+    # 5-minute rate within the short run (a young lab has under a minute of data in that window)
+    out = experiment.run(lab, OUTAGE_SECONDS="18", ABORT_ERROR_RATE="2", TENANTS="t01,t02", K6_RATE="150")
     assert out.verdict_rc == 1, out.verdict_out
     failing = _failing_checks(out)
     assert "server-error-rate-below-max" in failing
