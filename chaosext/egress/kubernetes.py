@@ -351,8 +351,9 @@ class PodRunner:
         self.label = f"k8s-pod:{namespace}/{self.name}"
         self.options = options
         self.container = options.get("k8s_container") or pod["spec"]["containers"][0]["name"]
-        if options.get("k8s_debug_image"):
-            self.container = self.ensure_debug_container()
+        self._needs_debug = bool(options.get("k8s_debug_image"))
+        if self._needs_debug:
+            self.container = DEBUG_CONTAINER  # added on first use, so a dry run changes nothing
 
     def debug_container_body(self) -> dict[str, Any]:
         """The PATCH body adding the ephemeral NET_ADMIN container (it sleeps; commands are exec'd into it)."""
@@ -388,6 +389,9 @@ class PodRunner:
     def run(self, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
         from kubernetes import client
 
+        if self._needs_debug:
+            self.container = self.ensure_debug_container()
+            self._needs_debug = False
         if stdin:
             argv = ["sh", "-c", f"printf %s {shlex.quote(stdin)} | {shlex.join(argv)}"]
         from kubernetes.stream import stream

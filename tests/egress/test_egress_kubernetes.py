@@ -274,6 +274,8 @@ def test_k8s_pod_target_adds_a_net_admin_ephemeral_container(kube):
     runners = pod_runners("tenancy/app=policy", {"k8s_debug_image": "netshoot:v0.13"}, client.ApiClient(cfg))
 
     assert [r.label for r in runners] == ["k8s-pod:tenancy/policy-1"]
+    assert not [r for r in fake.requests if r[0] == "PATCH"]  # nothing changes until a command runs (dry run)
+    assert runners[0].ensure_debug_container() == "chaosext-netadmin"
     patch = [r for r in fake.requests if r[0] == "PATCH"]
     assert patch[0][1] == "/api/v1/namespaces/tenancy/pods/policy-1/ephemeralcontainers"
     c = patch[0][2]["spec"]["ephemeralContainers"][0]
