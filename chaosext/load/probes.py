@@ -6,6 +6,7 @@ explained: 99 thresholds failed, 105 stopped by signal, 103 stopped via REST API
 A run stopped early (105/103) still has a complete summary: pass/fail comes from the summary, never the exit code.
 """
 import json
+import re
 import time
 from pathlib import Path
 
@@ -27,6 +28,19 @@ def _find_run(run_id: str, summary_file: str, run_dir: str, configuration: Confi
         wanted = str(Path(summary_file).resolve())
         runs = [r for r in runs if r.get("summary_file") == wanted]
     return runs[-1] if runs else {}
+
+
+def _last_error(log_file: str) -> str:
+    """The message of the last ``level=error`` line of k6's log ('' when none)."""
+    try:
+        lines = Path(log_file).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        m = re.search(r'level=error msg="(.*?)(?<!\\)"', line)
+        if m:
+            return m.group(1).replace("\\n", " ").replace("\\t", " ")[:400]
+    return ""
 
 
 def k6_summary(summary_file: str = "", run_id: str = "", wait_seconds: float = 10.0, run_dir: str = "",
@@ -64,6 +78,8 @@ def k6_summary(summary_file: str = "", run_id: str = "", wait_seconds: float = 1
         out["error"] = f"{path} is not a k6 summary: {exc}"
         return out
     p95 = data.get("p95_ms") or {}
+    if out["exit_code"] in (104, 107):
+        out["error"] = f"k6 {out['exit_meaning']}: {_last_error(run.get('log_file', ''))}"
     out.update({
         "found": True,
         "thresholds": data.get("thresholds", {}),

@@ -90,3 +90,17 @@ def test_bad_input_fails_before_k6_starts(k6_env: dict, kwargs: dict, message: s
     with pytest.raises(ActivityFailed, match=message):
         start_k6(**kwargs)
     assert not list(k6_env["runs"].glob("*/run.json"))
+
+
+def test_a_script_exception_is_explained_not_mistaken_for_a_threshold_failure(k6_env: dict) -> None:
+    """k6 exits 107 when setup() cannot get tokens; the probe says so and quotes k6's error."""
+    started = start_k6(rate=10, duration="5s", env={"AUTHORITY_URL": f"http://127.0.0.1:{k6mod.free_port()}"})
+    summary = k6_summary(run_id=started["run_id"], wait_seconds=30)
+    for _ in range(50):
+        if summary["exit_code"] is not None:
+            break
+        time.sleep(0.1)
+        summary = k6_summary(run_id=started["run_id"], wait_seconds=0)
+    assert summary["exit_code"] == 107 and summary["exit_meaning"] == "script exception"
+    assert "is the Authority up" in summary["error"]
+    assert summary["http_req_failed_rate"] is None and summary["requests"]["total"] == 0
