@@ -96,8 +96,13 @@ def write_rule_copies(sources: list[Path], dest_dir: Path, cap_seconds: int) -> 
     return written
 
 
+#: Scrape backstop for tenant cardinality: a target exposing more samples than this fails its scrape (``up`` = 0,
+#: "sample limit exceeded") instead of flooding the TSDB. ~60 series per tenant x the 1000-tenant cap = 60k.
+SAMPLE_LIMIT = 100_000
+
+
 def prometheus_config(targets: dict[str, str], rule_files: list[Path], alertmanager: str | None,
-                      interval_seconds: int = 2) -> dict[str, Any]:
+                      interval_seconds: int = 2, sample_limit: int = SAMPLE_LIMIT) -> dict[str, Any]:
     """prometheus.yml as a dict: one scrape job per component (``{job: "host:port"}``), rules, alerting."""
     interval = f"{interval_seconds}s"
     config: dict[str, Any] = {
@@ -105,7 +110,7 @@ def prometheus_config(targets: dict[str, str], rule_files: list[Path], alertmana
                    "external_labels": {"lab": "chaosext"}},
         "rule_files": [str(p) for p in rule_files],
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [target]}]}
+            {"job_name": job, "sample_limit": sample_limit, "static_configs": [{"targets": [target]}]}
             for job, target in targets.items()
         ],
     }

@@ -107,3 +107,59 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_refuses_garbage(text: str) -> None:
     with pytest.raises(promconfig.PromConfigError):
         promconfig.parse_duration(text)
+
+
+def test_sample_limit_backstop_fails_a_scrape_that_exposes_too_many_series(tmp_path: Path) -> None:
+    """Cardinality backstop: the generated config's sample_limit makes real Prometheus refuse a target that
+    exposes more series than the limit (up=0, "sample limit exceeded") instead of ingesting them."""
+    import http.server
+    import socket
+    import subprocess
+    import threading
+
+    body = "".join(f'tenant_requests_total{{tenant="t{i:04d}"}} 1\n' for i in range(50)).encode()
+
+    class Many(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    exporter = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Many)
+    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        prom_port = s.getsockname()[1]
+    config = promconfig.prometheus_config(
+        {"wide": f"127.0.0.1:{exporter.server_address[1]}"}, [], None, interval_seconds=1, sample_limit=10)
+    assert config["scrape_configs"][0]["sample_limit"] == 10
+    assert promconfig.prometheus_config({"x": "127.0.0.1:1"}, [], None)["scrape_configs"][0]["sample_limit"] \
+        == promconfig.SAMPLE_LIMIT
+    cfg_path = promconfig.write_yaml(tmp_path / "prometheus.yml", config, "sample_limit test")
+    proc = subprocess.Popen(["prometheus", f"--config.file={cfg_path}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{prom_port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def targets() -> list[dict[str, Any]]:
+            try:
+                r = requests.get(f"http://127.0.0.1:{prom_port}/api/v1/targets", timeout=2)
+                return r.json()["data"]["activeTargets"]
+            except (requests.RequestException, ValueError, KeyError):
+                return []
+
+        seen = poll(targets, lambda t: bool(t) and t[0].get("lastError"), 20)
+        assert seen and seen[0]["health"] == "down", seen
+        assert "sample limit" in seen[0]["lastError"], seen
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        exporter.shutdown()
+        exporter.server_close()
