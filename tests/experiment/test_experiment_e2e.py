@@ -69,8 +69,8 @@ def test_cache_expiry_fails_on_error_rate_while_alerts_fire(experiment: Experime
 
 @pytest.mark.parametrize("knob, lab_flags, failing_check, extra", [
     ("hard-ttl", {"cache_mode": "hard-ttl"}, "cached-key-fallback",
-     {"ABORT_ERROR_RATE": "0.5", "ABORT_AFTER_SECONDS": "2"}),
-    ("none", {"cache_mode": "none"}, "cached-key-fallback", {}),
+     {"ABORT_ERROR_RATE": "0.5", "ABORT_AFTER_SECONDS": "2", "ALERT_WAIT_SECONDS": "5"}),
+    ("none", {"cache_mode": "none"}, "cached-key-fallback", {"ALERT_WAIT_SECONDS": "5"}),
     ("no-audit", {"no_audit": True}, "auth-degraded-audited", {}),
     ("fail-open", {"fail_open": True}, "no-fail-open", {}),
 ])
