@@ -1,0 +1,43 @@
+"""A bad configuration stops `chaos run` before any fault, with a message that says what to fix.
+
+No lab is needed: every URL points at a free (closed) loopback port, so nothing could even be reached; the checks
+are that the safety control refused to start, the method never ran, no iptables rule exists for the JWKS port, and
+the verdict fails although Chaos Toolkit's exit code alone would not say why.
+"""
+from __future__ import annotations
+
+import pytest
+
+from chaosext.lab.testing import free_ports
+from experiment_util import ExperimentRunner, iptables_rules
+
+pytestmark = [pytest.mark.lab]
+
+
+def _urls() -> dict[str, str]:
+    jwks, prom, am, svc = free_ports(["127.0.0.2", "127.0.0.1", "127.0.0.1", "127.0.0.1"])
+    return {"JWKS_URL": f"http://127.0.0.2:{jwks}/.well-known/jwks.json", "AUTHORITY_URL": f"http://127.0.0.2:{jwks}",
+            "PROMETHEUS_URL": f"http://127.0.0.1:{prom}", "ALERTMANAGER_URL": f"http://127.0.0.1:{am}",
+            "SERVICE_URLS": f"policy=http://127.0.0.1:{svc}", "AUDIT_SOURCE": "file:/tmp/chaosext-no-such/audit.jsonl",
+            "CHAOSEXT_LAB_DIR": "/nonexistent-chaosext-lab"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"OUTAGE_SECONDS": "-5"}, "OUTAGE_SECONDS=-5 must be a positive number"),
+    ({"FAULT_VIA": "carrier-pigeon"}, "FAULT_VIA='carrier-pigeon' is unknown"),
+    ({"PROMETHEUS_URL": "not a url"}, "PROMETHEUS_URL='not a url' is not an http(s) URL"),
+    ({}, "is unreachable (ConnectionError)"),  # Prometheus (and the rest) down
+    ({"K6_BIN": "/nonexistent/k6"}, "K6_BIN=/nonexistent/k6 is not an executable file"),
+    ({"FAULT_TARGET": "netns:prod"}, "set CHAOSEXT_APPROVE=netns:prod"),
+], ids=["negative-outage", "unknown-via", "bad-url", "prometheus-down", "no-k6", "unapproved-target"])
+def test_bad_configuration_stops_before_any_fault(experiment: ExperimentRunner, override: dict, message: str) -> None:
+    urls = _urls()
+    out = experiment.run(None, **{**urls, **override})
+    assert message in out.output, out.output[-3000:]
+    assert "not starting, nothing was changed" in out.output
+    assert out.journal["status"] == "interrupted"
+    assert not out.journal.get("run"), "the method ran"
+    assert not (out.journal.get("steady_states") or {}).get("before"), "the hypothesis ran"
+    port = urls["JWKS_URL"].split(":")[2].split("/")[0]
+    assert f"--dport {port}" not in iptables_rules()
+    assert out.verdict_rc == 1 and "interrupted" in out.verdict_out
