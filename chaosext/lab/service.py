@@ -144,6 +144,7 @@ class Store:
         self.service = service
         self._items: dict[str, dict[str, Any]] = collections.defaultdict(dict)
         self._next_id: dict[str, int] = collections.defaultdict(lambda: SEEDED_ITEMS + 1)
+        self._list_json: dict[str, bytes] = {}  # tenant -> encoded list response, dropped on every write
 
     def get(self, tenant: str, item_id: str) -> dict | None:
         item = self._items[tenant].get(item_id)
@@ -155,8 +156,18 @@ class Store:
         items = self._items[tenant]
         return list(items.values())[-limit:]
 
+    def list_json(self, tenant: str) -> bytes:
+        """The list response body, encoded once per change (reads outnumber writes 9:1; encoding dominated)."""
+        cached = self._list_json.get(tenant)
+        if cached is None:
+            items = self.list(tenant)
+            doc = {"service": self.service, "tenant": tenant, "items": items, "count": len(items)}
+            cached = self._list_json[tenant] = json.dumps(doc).encode()
+        return cached
+
     def put(self, tenant: str, item_id: str | None, body: dict) -> dict:
         items = self._items[tenant]
+        self._list_json.pop(tenant, None)
         if item_id is None:
             item_id = str(self._next_id[tenant])
             self._next_id[tenant] += 1
@@ -254,8 +265,7 @@ class TenantService:
 
     # ---- route implementations -----------------------------------------------------------------------------------
     async def list_items(self, request: web.Request, tenant: str, body: bytes) -> web.Response:
-        items = self.store.list(tenant)
-        return web.json_response({"service": self.name, "tenant": tenant, "items": items, "count": len(items)})
+        return web.Response(body=self.store.list_json(tenant), content_type="application/json")
 
     async def get_item(self, request: web.Request, tenant: str, body: bytes) -> web.Response:
         item = self.store.get(tenant, request.match_info["id"])

@@ -230,6 +230,10 @@ def test_valid_token_on_read_and_write_routes(lab):
         item_id = created.json()["id"]
         assert svc.call(token, method="PUT", path=f"/{item_id}", json={"name": "y"}).status_code == 200
         assert svc.call(token, path=f"/{item_id}").json()["data"] == {"name": "y"}
+        listed = svc.call(token).json()  # the list is served from an encoded copy: a write must refresh it
+        assert {"id": item_id, "tenant": "t01", "data": {"name": "y"}} in listed["items"]
+        assert svc.call(token, method="PUT", path=f"/{item_id}", json={"name": "z"}).status_code == 200
+        assert {"id": item_id, "tenant": "t01", "data": {"name": "z"}} in svc.call(token).json()["items"]
         assert counter(svc, "tenant_data_volume_bytes_total", tenant="t01", service=name) > 0
         assert counter(svc, "tenant_requests_total", tenant="t01", service=name, route=svc.base[len(svc.url):]
                        + "/{id}", status="200") >= 2
