@@ -125,7 +125,10 @@ class ExperimentConfig:
 
 
 def lab_state(lab_dir: str) -> dict[str, Any] | None:
-    """The running lab's state.json via ``chaosext.lab.state.load_state``, or None when there is no lab."""
+    """The running lab's state.json via ``chaosext.lab.state.load_state``, or None when there is no lab.
+
+    Raises ValueError (the lab's StateError) when a state file exists but is broken.
+    """
     try:
         from chaosext.lab.state import load_state
     except ImportError:  # lab domain not installed: read the documented file directly
@@ -134,10 +137,7 @@ def lab_state(lab_dir: str) -> dict[str, Any] | None:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-    try:
-        return load_state(lab_dir)
-    except Exception:  # a broken state file is "no lab"
-        return None
+    return load_state(lab_dir)  # a broken state file raises StateError (a ValueError) that says how to fix it
 
 
 def is_loopback_url(url: str) -> bool:
