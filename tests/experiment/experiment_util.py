@@ -41,6 +41,11 @@ def iptables_rules() -> str:
     return out + out6
 
 
+#: every variable the experiment reads: a developer's own settings must not leak into the tests
+EXPERIMENT_VARS = {k.upper() for k in json.loads(EXPERIMENT.read_text())["configuration"]} | {
+    "CHAOSEXT_STATE_DIR", "CHAOSEXT_K6_DIR"}
+
+
 @dataclass
 class Outcome:
     """What one `chaos run` left behind."""
@@ -77,7 +82,7 @@ class ExperimentRunner:
         self.count += 1
         work = self.tmp / f"run{self.count}"
         work.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTAGE_", "FAULT_", "K6_RATE"))}
+        env = {k: v for k, v in os.environ.items() if k not in EXPERIMENT_VARS}
         env.update(FAST_ENV)
         env.update({"CHAOSEXT_STATE_DIR": str(self.fault_dir), "CHAOSEXT_RUN_DIR": str(work / "run"),
                     "CHAOSEXT_K6_DIR": str(work / "k6"), "PYTHONUNBUFFERED": "1"})

@@ -11,9 +11,6 @@ import pytest
 from chaosext.lab.testing import free_ports
 from experiment_util import ExperimentRunner, iptables_rules
 
-pytestmark = [pytest.mark.lab]
-
-
 def _urls() -> dict[str, str]:
     jwks, prom, am, svc = free_ports(["127.0.0.2", "127.0.0.1", "127.0.0.1", "127.0.0.1"])
     return {"JWKS_URL": f"http://127.0.0.2:{jwks}/.well-known/jwks.json", "AUTHORITY_URL": f"http://127.0.0.2:{jwks}",
