@@ -18,6 +18,8 @@ from chaosext.egress.base import (
     delete_record,
     load_records,
     make_spec,
+    parse_jwks_url,
+    resolve_addresses,
     save_record,
 )
 
@@ -153,6 +155,22 @@ def _undo(driver: Any, spec: FaultSpec) -> dict[str, Any]:
     return out
 
 
+def _endpoints(jwks_url: str) -> set[str]:
+    """Every ``addr:port`` the JWKS URL resolves to (empty if it does not resolve: then nothing narrows a sweep)."""
+    host, port = parse_jwks_url(jwks_url)
+    try:
+        return {f"{a}:{port}" for a in resolve_addresses(host, port)}
+    except FaultError:
+        return set()
+
+
+def _in_scope(orphan: dict[str, Any], scope: set[str]) -> bool:
+    """An orphan is swept when no scope is set, or when it blocks one of the scope's endpoints. Drivers that cannot
+    tell which endpoint a fault blocks (no ``endpoints`` key) are always in scope."""
+    endpoints = orphan.get("endpoints")
+    return not scope or endpoints is None or bool(scope & set(endpoints))
+
+
 def restore(
     via: str,
     target: str,
@@ -163,8 +181,9 @@ def restore(
     verify: bool = True,
     options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Remove recorded faults matching via/target (or ``run_id``); with none recorded or ``all_on_target``, every
-    chaosext fault found on the target by its tags. Tolerant: nothing to remove is success."""
+    """Remove recorded faults matching via/target (or ``run_id``); with none recorded, every chaosext fault found on
+    the target by its tags that blocks this ``jwks_url`` (every one when no URL is given or ``all_on_target``: the
+    panic button). Tolerant: nothing to remove is success."""
     def wanted(rec: dict[str, Any]) -> bool:
         s = rec["spec"]
         if run_id:
@@ -188,7 +207,10 @@ def restore(
     left: list[dict[str, Any]] = []
     if (all_on_target or not records) and not run_id:
         driver = build_driver(via, options or {})
+        scope = set() if all_on_target or not jwks_url else _endpoints(jwks_url)
         for orphan in driver.find_orphans(target):
+            if not _in_scope(orphan, scope):
+                continue
             if dry_run:
                 removed.append({**orphan, "commands": [f"remove every object tagged chaosext:{orphan['run_id']}"]})
                 continue
@@ -197,7 +219,7 @@ def restore(
             delete_record(orphan["run_id"])
             removed.append({**orphan, "removed": out})
         if not dry_run:
-            left = driver.find_orphans(target)
+            left = [o for o in driver.find_orphans(target) if _in_scope(o, scope)]
     return {"restored": removed, "left": left, "nothing_to_restore": not removed, "dry_run": bool(dry_run)}
 
 
@@ -216,7 +238,8 @@ def restore_jwks_egress(
     secrets: Secrets = None,
 ) -> dict:
     """Undo the JWKS egress fault: what this run recorded for via/target, or (nothing recorded) every chaosext
-    fault found on the target by its tags. Restoring twice succeeds. Empty arguments fall back to the
+    fault found on the target by its tags that blocks this JWKS endpoint (faults other runs made against other
+    endpoints stay; ``chaosext restore --all`` is the panic button that sweeps everything). Restoring twice succeeds. Empty arguments fall back to the
     configuration like ``block_jwks_egress``. With verify, reports (from the target) that the endpoint answers again.
     Fails only if a chaosext rule/object could not be removed.
     """

@@ -146,6 +146,14 @@ def _jump(spec: FaultSpec) -> list[str]:
     return ["OUTPUT", "-m", "comment", "--comment", spec.tag, "-j", spec.chain]
 
 
+def _rule_endpoint(line: str) -> str:
+    """``addr:port`` a chaosext rule blocks (``-d 127.0.0.2/32 ... --dport 8440``), or "" for a jump/chain line."""
+    dest, port = re.search(r"\s-d\s+(\S+)", line), re.search(r"--dport\s+(\d+)", line)
+    if not dest or not port:
+        return ""
+    return f"{ipaddress.ip_interface(dest.group(1)).ip}:{port.group(1)}"
+
+
 def _listing(runner: Runner, binary: str) -> list[str]:
     rc, out, err = runner.run([binary, *WAIT, "-t", "filter", "-S"])
     if rc != 0:
@@ -318,8 +326,11 @@ class IptablesDriver:
                         run_id = re.search(r"chaosext:([0-9a-z]+)", line).group(1)
                     if run_id:
                         item = found.setdefault(run_id, {"run_id": run_id, "via": self.via, "target": target,
-                                                         "rules": 0, "families": []})
+                                                         "rules": 0, "families": [], "endpoints": []})
                         item["rules"] += words[0] == "-A"
+                        endpoint = _rule_endpoint(line)
+                        if endpoint and endpoint not in item["endpoints"]:
+                            item["endpoints"].append(endpoint)
                         if binary not in item["families"]:
                             item["families"].append(binary)
         return list(found.values())

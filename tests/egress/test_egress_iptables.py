@@ -141,6 +141,25 @@ def test_restore_all_finds_an_orphaned_chain_without_any_record(netpair, state_d
     assert again.returncode == 0 and "nothing to restore" in again.stdout
 
 
+def test_unrecorded_restore_sweeps_only_faults_on_its_own_jwks_endpoint(netpair, state_dir):
+    """A rollback after the method already restored finds no record; its sweep must not remove a fault another
+    run made against another endpoint on the same target. The panic button (--all) still removes everything."""
+    other_url = f"http://{netpair.v4}:{netpair.port + 1}/.well-known/jwks.json"
+    mine, other = _block(netpair, "reject"), _block(netpair, "reject", jwks_url=other_url)
+    for out in (mine, other):
+        (state_dir / f"{out['run_id']}.json").unlink()
+
+    swept = restore_jwks_egress(netpair.url(), target=netpair.target)
+
+    assert [r["run_id"] for r in swept["restored"]] == [mine["run_id"]]
+    assert jwks_reachable(netpair.url(), netpair.target, 2.0)["reachable"] is True
+    left = netpair.rules()
+    assert left and all(mine["run_id"] not in r for r in left)
+    assert any(f"chaosext:{other['run_id']}" in r for r in left)
+    panic = restore_jwks_egress(target=netpair.target)
+    assert [r["run_id"] for r in panic["restored"]] == [other["run_id"]] and netpair.rules() == []
+
+
 def test_restore_dry_run_removes_nothing(netpair, state_dir):
     out = _block(netpair, "reject")
     cli = subprocess.run([sys.executable, "-m", "chaosext.cli", "restore", "--all", "--dry-run", "--target",
