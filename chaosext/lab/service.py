@@ -66,6 +66,7 @@ FETCHES = Counter("jwks_fetch_total", "JWKS fetches by result", ["service", "res
 CACHE_STATE = Gauge("jwks_cache_state", "1 for the JWKS cache's current state", ["service", "state"])
 CACHE_AGE = Gauge("jwks_cache_age_seconds", "Seconds since the last successful JWKS fetch", ["service"])
 LOOKUPS = Counter("jwks_cache_lookups_total", "JWKS key lookups by result", ["service", "result"])
+LOOKUP_RESULTS = ("hit", "stale_hit", "miss", "unknown_kid")
 VALIDATIONS = Counter("jwt_validations_total", "JWT validations", ["service", "result", "reason", "key_source"])
 
 _ERRORS: list[tuple[type[Exception], str]] = [
@@ -87,7 +88,7 @@ class Authenticator:
         self.issuer = issuer
         self.audience = audience
         self.fail_open = fail_open
-        self._lookups = {r: LOOKUPS.labels(service, r) for r in ("hit", "stale_hit", "miss")}
+        self._lookups = {r: LOOKUPS.labels(service, r) for r in LOOKUP_RESULTS}
         self._options = {"require": ["exp", "iss", "aud", "sub"]}
 
     async def authenticate(self, authorization: str | None) -> tuple[dict | None, str, str]:
@@ -108,7 +109,9 @@ class Authenticator:
             return None, "malformed", "none"
         found = await self.jwks.get_key(kid)
         if found.key is None:
-            self._lookups["miss"].inc()
+            # miss: the cache has no usable keys (expired/empty); unknown_kid: keys usable, this kid not among them
+            # (a forged/foreign token, or a rotation not fetched yet). Only misses mean the cache failed.
+            self._lookups["unknown_kid" if found.reason == "unknown_kid" else "miss"].inc()
             if self.fail_open and self.jwks.in_outage():
                 return self._unverified(token)  # the security bug, on purpose (--fail-open)
             return None, found.reason, "none"
@@ -405,7 +408,7 @@ async def _serve(args: argparse.Namespace) -> int:
     resource = f"jwks:{args.jwks_url}"
     states = {s: CACHE_STATE.labels(name, s) for s in STATES}
     fetches = {r: FETCHES.labels(name, r) for r in ("success", "error", "invalid")}
-    for r in ("hit", "stale_hit", "miss"):
+    for r in LOOKUP_RESULTS:
         LOOKUPS.labels(name, r)
     OVERFLOW.labels(name)
 

@@ -252,9 +252,13 @@ def test_rejected_tokens_get_401_and_an_audit_event(lab):
         "unknown_kid": lab.local_token(key=OTHER_KEY, kid="kid-nobody-publishes"),
         "missing": None,
     }
+    misses = counter(svc, "jwks_cache_lookups_total", result="miss")
     for reason, token in cases.items():
         resp = svc.call(token, tenant="t03")
         assert (resp.status_code, resp.json()["reason"]) == (401, reason)
+    # a forged kid is no cache failure: counted apart, so it cannot page jwks_cache_miss_spike
+    assert counter(svc, "jwks_cache_lookups_total", result="unknown_kid") >= 1
+    assert counter(svc, "jwks_cache_lookups_total", result="miss") == misses
     rejected = [e for e in lab.audit() if e["action"] == "auth.rejected" and e["service"] == "policy"]
     assert {e["result"] for e in rejected} >= set(cases)
     for reason in cases:
