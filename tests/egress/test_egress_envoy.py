@@ -11,12 +11,8 @@ No Envoy binary is installable here, so the fake admin reproduces the documented
 """
 from __future__ import annotations
 
-import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -24,6 +20,7 @@ from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.egress.envoy import EnvoyDriver
 from chaosext.egress.probes import egress_block_active
+from jsonstub import JsonStub
 
 pytestmark = [pytest.mark.contract]
 
@@ -46,63 +43,39 @@ class FakeEnvoyAdmin:
         return {"layers": layers, "entries": entries}
 
 
+    def handle(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        if method == "GET":
+            if path == "/runtime":
+                return 200, self.runtime()
+            if path == "/runtime_modify":
+                return 400, "This endpoint requires POST"
+            if path == "/stats":
+                stats = [{"name": "http.jwks_egress.fault.aborts_injected", "value": self.aborts},
+                         {"name": "http.jwks_egress.fault.delays_injected", "value": 0},
+                         {"name": "http.ingress.downstream_rq_total", "value": 99}]
+                pattern = re.compile(query.get("filter", ""))
+                return 200, {"stats": [s for s in stats if pattern.search(s["name"])]}
+            return 404, "invalid path"
+        if method != "POST":
+            return 501, "Unsupported method"
+        if path != "/runtime_modify":
+            return 404, "invalid path"
+        if not self.admin_layer:
+            return 503, "No admin layer specified"
+        for k, v in query.items():
+            if v == "":
+                self.admin.pop(k, None)
+            else:
+                self.admin[k] = v
+        return 200, "OK\n"
+
+
 @pytest.fixture
 def envoy() -> Iterator[tuple[FakeEnvoyAdmin, str]]:
     state = FakeEnvoyAdmin()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, code: int, body: str, ctype: str = "text/plain") -> None:
-            data = body.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:  # noqa: N802
-            state.requests.append(("GET", self.path))
-            url = urlsplit(self.path)
-            if url.path == "/runtime":
-                self._send(200, json.dumps(state.runtime()), "application/json")
-            elif url.path == "/runtime_modify":
-                self._send(400, "This endpoint requires POST")
-            elif url.path == "/stats":
-                q = dict(parse_qsl(url.query))
-                stats = [{"name": "http.jwks_egress.fault.aborts_injected", "value": state.aborts},
-                         {"name": "http.jwks_egress.fault.delays_injected", "value": 0},
-                         {"name": "http.ingress.downstream_rq_total", "value": 99}]
-                pattern = re.compile(q.get("filter", ""))
-                self._send(200, json.dumps({"stats": [s for s in stats if pattern.search(s["name"])]}),
-                           "application/json")
-            else:
-                self._send(404, "invalid path")
-
-        def do_POST(self) -> None:  # noqa: N802
-            state.requests.append(("POST", self.path))
-            url = urlsplit(self.path)
-            if url.path != "/runtime_modify":
-                self._send(404, "invalid path")
-            elif not state.admin_layer:
-                self._send(503, "No admin layer specified")
-            else:
-                for k, v in parse_qsl(url.query, keep_blank_values=True):
-                    if v == "":
-                        state.admin.pop(k, None)
-                    else:
-                        state.admin[k] = v
-                self._send(200, "OK\n")
-
-        def log_message(self, *a: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with JsonStub(state.handle, record=lambda r: (r.method, r.target)) as stub:
+        state.requests = stub.requests
+        yield state, stub.url
 
 
 OPTS = {"envoy_stat_prefix": "jwks_egress"}

@@ -10,11 +10,7 @@ label selectors arrive as ``?labelSelector=k=v``; ephemeral containers are added
 """
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -22,6 +18,7 @@ from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.egress.kubernetes import PodRunner, pod_runners
 from chaosext.egress.probes import egress_block_active
+from jsonstub import JsonStub
 
 pytestmark = [pytest.mark.contract]
 
@@ -42,14 +39,13 @@ class FakeKube:
     def add(self, collection: str, obj: dict) -> None:
         self.objects.setdefault(collection, {})[obj["metadata"]["name"]] = obj
 
-    def handle(self, method: str, raw: str, body: Any) -> tuple[int, dict]:
-        url = urlsplit(raw)
-        self.requests.append((method, url.path, body))
-        if (method, url.path) in self.forced:
-            return self.forced[(method, url.path)]
-        parts = url.path.rstrip("/").split("/")
+    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, dict]:
+        self.requests.append((method, path, body))
+        if (method, path) in self.forced:
+            return self.forced[(method, path)]
+        parts = path.rstrip("/").split("/")
         if parts[-1] in PLURALS:
-            coll, name = url.path.rstrip("/"), ""
+            coll, name = path.rstrip("/"), ""
         elif parts[-2] in PLURALS:
             coll, name = "/".join(parts[:-1]), parts[-1]
         elif parts[-1] == "ephemeralcontainers" and method == "PATCH":
@@ -72,8 +68,7 @@ class FakeKube:
             store[name] = body
             return 201, body
         if method == "GET" and not name:
-            wanted = dict(kv.split("=", 1) for kv in (parse_qs(url.query).get("labelSelector", [""])[0].split(","))
-                          if "=" in kv)
+            wanted = dict(kv.split("=", 1) for kv in query.get("labelSelector", "").split(",") if "=" in kv)
             items = [o for o in store.values()
                      if all(o["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())]
             return 200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}
@@ -90,31 +85,8 @@ class FakeKube:
 @pytest.fixture
 def kube() -> Iterator[tuple[FakeKube, str]]:
     fake = FakeKube()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _do(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            code, payload = fake.handle(self.command, self.path, body)
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_DELETE = do_PATCH = _do
-
-        def log_message(self, *a: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with JsonStub(fake.handle, json_body=True) as stub:
+        yield fake, stub.url
 
 
 NP = "/apis/networking.k8s.io/v1/namespaces/tenancy/networkpolicies"

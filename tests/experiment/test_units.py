@@ -9,15 +9,13 @@ clickhouse.com/docs/interfaces/formats/JSON) — and the real client code is run
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -28,56 +26,17 @@ from chaosext.config import load_config, validate
 from chaosext.metrics import prom
 from chaosext.safety.controls import approval_problem
 from chaosext.safety.runstate import new_run, update_run
+from jsonstub import JsonStub
 
 pytestmark = [pytest.mark.contract]
 
 
 # ---------------------------------------------------------------------------------------------------- HTTP stub
-class _Stub:
-    def __init__(self, handler: Callable[[str, str, dict, bytes], tuple[int, Any]]) -> None:
-        self.requests: list[tuple[str, str, dict, bytes]] = []
-        stub = self
-
-        class H(BaseHTTPRequestHandler):
-            def _do(self) -> None:
-                u = urlparse(self.path)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                q = {k: v[0] for k, v in parse_qs(u.query).items()}
-                stub.requests.append((self.command, u.path, q, body))
-                status, payload = handler(self.command, u.path, q, body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _do
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def stub() -> Iterator[Callable[..., _Stub]]:
-    made: list[_Stub] = []
-
-    def make(handler: Callable[[str, str, dict, bytes], tuple[int, Any]]) -> _Stub:
-        made.append(_Stub(handler))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
+def stub() -> Iterator[Callable[..., JsonStub]]:
+    """``stub(handler) -> JsonStub``; all stopped after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda handler: stack.enter_context(JsonStub(handler))
 
 
 # ---------------------------------------------------------------------------------------------------- verdict
@@ -209,7 +168,7 @@ def test_loki_reader_against_documented_query_range_shape(stub) -> None:
     events = read_loki(s.url, "auth.degraded", now - 60, now, ("policy", "vuln"))
     assert sorted(e["service"] for e in events) == ["policy", "vuln"]
     assert abs(events[0]["ts"] - (now - 5)) < 0.01
-    _, _, q, _ = s.requests[0]
+    q = s.requests[0].query
     assert q["query"] == schema.loki_query("auth.degraded", ("policy", "vuln"))
     assert int(q["start"]) == int((now - 60) * 1e9) and q["direction"] == "forward"
 

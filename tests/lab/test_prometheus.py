@@ -10,6 +10,7 @@ import requests
 import yaml
 
 from chaosext.lab import promconfig
+from jsonstub import JsonStub
 
 
 def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], seconds: float) -> Any:
@@ -112,30 +113,16 @@ def test_parse_duration_refuses_garbage(text: str) -> None:
 def test_sample_limit_backstop_fails_a_scrape_that_exposes_too_many_series(tmp_path: Path) -> None:
     """Cardinality backstop: the generated config's sample_limit makes real Prometheus refuse a target that
     exposes more series than the limit (up=0, "sample limit exceeded") instead of ingesting them."""
-    import http.server
     import socket
     import subprocess
-    import threading
 
     body = "".join(f'tenant_requests_total{{tenant="t{i:04d}"}} 1\n' for i in range(50)).encode()
-
-    class Many(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    exporter = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Many)
-    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+    exporter = JsonStub(lambda method, path, query, _: (200, body, "text/plain; version=0.0.4"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         prom_port = s.getsockname()[1]
     config = promconfig.prometheus_config(
-        {"wide": f"127.0.0.1:{exporter.server_address[1]}"}, [], None, interval_seconds=1, sample_limit=10)
+        {"wide": exporter.url.removeprefix("http://")}, [], None, interval_seconds=1, sample_limit=10)
     assert config["scrape_configs"][0]["sample_limit"] == 10
     assert promconfig.prometheus_config({"x": "127.0.0.1:1"}, [], None)["scrape_configs"][0]["sample_limit"] \
         == promconfig.SAMPLE_LIMIT
@@ -161,5 +148,4 @@ def test_sample_limit_backstop_fails_a_scrape_that_exposes_too_many_series(tmp_p
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        exporter.shutdown()
-        exporter.server_close()
+        exporter.close()

@@ -5,10 +5,7 @@ response shapes of the Kubernetes API documentation (object echo with metadata.u
 reason AlreadyExists/NotFound and code 409/404 on conflicts and misses) and the TestRun fields of the k6-operator
 documentation (spec.parallelism, spec.script.configMap{name,file}, spec.runner.env, status.stage).
 """
-import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +14,7 @@ import pytest
 from chaosext.load import operator
 from chaosext.load.actions import start_k6_testrun, stop_k6_testrun
 from chaosext.load.probes import k6_testrun_status
+from jsonstub import JsonStub
 
 pytestmark = pytest.mark.contract
 
@@ -27,82 +25,54 @@ def status(code: int, reason: str, message: str) -> dict:
             "reason": reason, "code": code}
 
 
-class FakeApi(BaseHTTPRequestHandler):
-    """Stores ConfigMaps and TestRuns by path; records every request (method, path, auth header)."""
+class FakeApi:
+    """Stores ConfigMaps and TestRuns by path; every request is in ``log`` as (method, path, auth header)."""
 
     store: dict = {}
     log: list = []
     crd_installed = True
 
-    def log_message(self, *args: object) -> None:  # quiet
-        pass
-
-    def _send(self, code: int, body: dict) -> None:
-        raw = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def _body(self) -> dict:
-        n = int(self.headers.get("Content-Length") or 0)
-        return json.loads(self.rfile.read(n)) if n else {}
-
-    def _record(self) -> None:
-        FakeApi.log.append((self.command, self.path, self.headers.get("Authorization")))
-
-    def do_POST(self) -> None:
-        self._record()
-        body = self._body()
-        if "/testruns" in self.path and not FakeApi.crd_installed:
-            return self._send(404, status(404, "NotFound", "the server could not find the requested resource"))
-        key = f"{self.path}/{body['metadata']['name']}"
-        if key in FakeApi.store:
-            kind = "testruns.k6.io" if "testruns" in self.path else "configmaps"
-            return self._send(409, status(409, "AlreadyExists", f'{kind} "{body["metadata"]["name"]}" already exists'))
-        body["metadata"].update(uid=str(uuid.uuid4()), resourceVersion="1", creationTimestamp="2026-11-29T21:00:00Z")
-        FakeApi.store[key] = body
-        self._send(201, body)
-
-    def do_PUT(self) -> None:
-        self._record()
-        body = self._body()
-        FakeApi.store[self.path] = body
-        self._send(200, body)
-
-    def do_GET(self) -> None:
-        self._record()
-        if self.path not in FakeApi.store:
-            return self._send(404, status(404, "NotFound", "not found"))
-        obj = dict(FakeApi.store[self.path])
-        obj["status"] = {"stage": "started"}
-        self._send(200, obj)
-
-    def do_DELETE(self) -> None:
-        self._record()
-        self._body()
-        if FakeApi.store.pop(self.path, None) is None:
-            return self._send(404, status(404, "NotFound", 'testruns.k6.io "x" not found'))
-        self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+    @staticmethod
+    def handle(method: str, path: str, query: dict, body: dict | None) -> tuple[int, dict]:
+        if method == "POST":
+            if "/testruns" in path and not FakeApi.crd_installed:
+                return 404, status(404, "NotFound", "the server could not find the requested resource")
+            key = f"{path}/{body['metadata']['name']}"
+            if key in FakeApi.store:
+                kind = "testruns.k6.io" if "testruns" in path else "configmaps"
+                return 409, status(409, "AlreadyExists", f'{kind} "{body["metadata"]["name"]}" already exists')
+            body["metadata"].update(uid=str(uuid.uuid4()), resourceVersion="1",
+                                    creationTimestamp="2026-11-29T21:00:00Z")
+            FakeApi.store[key] = body
+            return 201, body
+        if method == "PUT":
+            FakeApi.store[path] = body
+            return 200, body
+        if method == "GET":
+            if path not in FakeApi.store:
+                return 404, status(404, "NotFound", "not found")
+            obj = dict(FakeApi.store[path])
+            obj["status"] = {"stage": "started"}
+            return 200, obj
+        if method == "DELETE":
+            if FakeApi.store.pop(path, None) is None:
+                return 404, status(404, "NotFound", 'testruns.k6.io "x" not found')
+            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+        return 501, status(501, "MethodNotAllowed", method)
 
 
 @pytest.fixture
 def kube(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict]:
     """The fake API server on a free loopback port; secrets that point the kubernetes client at it."""
-    FakeApi.store, FakeApi.log, FakeApi.crd_installed = {}, [], True
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    FakeApi.store, FakeApi.crd_installed = {}, True
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     monkeypatch.setenv("CHAOSEXT_LAB_DIR", str(tmp_path / "no-lab"))
     for var in ("HTTP_PROXY", "http_proxy", "NO_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    try:
-        yield {"KUBERNETES_HOST": f"http://127.0.0.1:{server.server_address[1]}", "KUBERNETES_API_KEY": "t0ken"}
-    finally:
-        server.shutdown()
-        server.server_close()
+    with JsonStub(FakeApi.handle, json_body=True,
+                  record=lambda r: (r.method, r.target, r.headers.get("Authorization"))) as stub:
+        FakeApi.log = stub.requests
+        yield {"KUBERNETES_HOST": stub.url, "KUBERNETES_API_KEY": "t0ken"}
 
 
 def test_build_testrun_has_the_operator_fields() -> None:

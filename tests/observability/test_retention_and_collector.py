@@ -13,13 +13,9 @@ shapes (Loki query_range "streams"; ClickHouse FORMAT JSON) to the real audit pr
 import json
 import re
 import subprocess
-import threading
-from contextlib import contextmanager
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
-from urllib.parse import parse_qs, urlparse
+from typing import Any
 
 import pytest
 import yaml
@@ -27,6 +23,7 @@ import yaml
 from chaosext.audit import schema, sources
 from chaosext.lab import promconfig
 from chaosext.lab.audit import AuditLog
+from jsonstub import JsonStub
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT_DIR = ROOT / "ops" / "devops" / "tenant"
@@ -216,53 +213,21 @@ def _clickhouse_value(row: dict[str, Any], expr: str) -> Any:
     return row[m.group(1)].get(m.group(2), "") if m.group(2) else row[m.group(1)]
 
 
-@contextmanager
-def fake_server(handle: Callable[[str, str, bytes], dict[str, Any]]) -> Iterator[str]:
-    """HTTP server on a free loopback port answering JSON from handle(method, path?query, body)."""
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self, body: bytes) -> None:
-            payload = json.dumps(handle(self.command, self.path, body)).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def do_GET(self) -> None:  # noqa: N802
-            self._answer(b"")
-
-        def do_POST(self) -> None:  # noqa: N802
-            self._answer(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
 @pytest.mark.contract
 def test_audit_probe_reads_back_what_the_collector_wrote_to_loki(tmp_path: Path) -> None:
     entries = [_loki_entry(r) for r in _written(tmp_path)]
     queries: list[str] = []
 
-    def loki(method: str, path: str, body: bytes) -> dict[str, Any]:
-        url = urlparse(path)
-        assert method == "GET" and url.path == "/loki/api/v1/query_range"
-        query = parse_qs(url.query)["query"][0]
+    def loki(method: str, path: str, params: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        assert method == "GET" and path == "/loki/api/v1/query_range"
+        query = params["query"]
         queries.append(query)
         result = [{"stream": {**labels, **meta}, "values": [[str(ns), line]]}  # metadata merged into labels
                   for labels, meta, line, ns in entries if logql_matches(query, labels, meta)]
-        return {"status": "success", "data": {"resultType": "streams", "result": result, "stats": {}}}
+        return 200, {"status": "success", "data": {"resultType": "streams", "result": result, "stats": {}}}
 
-    with fake_server(loki) as url:
+    with JsonStub(loki) as stub:
+        url = stub.url
         events = sources.read_loki(url, "auth.degraded", 0, 4e9, services=("policy",))
         everything = sources.read_loki(url, "auth.degraded", 0, 4e9)
         none = sources.read_loki(url, "auth.recovered", 0, 4e9)
@@ -276,7 +241,7 @@ def test_audit_probe_reads_back_what_the_collector_wrote_to_loki(tmp_path: Path)
 def test_audit_probe_reads_back_what_the_collector_wrote_to_clickhouse(tmp_path: Path) -> None:
     rows = [_clickhouse_row(r) for r in _written(tmp_path)]
 
-    def clickhouse(method: str, path: str, body: bytes) -> dict[str, Any]:
+    def clickhouse(method: str, path: str, params: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         sql = body.decode()
         m = re.fullmatch(r"SELECT (.+) FROM (\w+)\.(\w+) WHERE (.+) ORDER BY Timestamp LIMIT \d+ FORMAT JSON", sql)
         assert m, sql
@@ -287,10 +252,11 @@ def test_audit_probe_reads_back_what_the_collector_wrote_to_clickhouse(tmp_path:
         wanted = set(re.findall(r"'([^']*)'", services.group(1))) if services else None
         data = [{alias: _clickhouse_value(row, expr) for expr, alias in columns} for row in rows
                 if row["LogAttributes"]["action"] == action and (wanted is None or row["ServiceName"] in wanted)]
-        return {"meta": [{"name": alias, "type": "String"} for _, alias in columns], "data": data,
-                "rows": len(data), "statistics": {"elapsed": 0.001, "rows_read": len(rows), "bytes_read": 1}}
+        return 200, {"meta": [{"name": alias, "type": "String"} for _, alias in columns], "data": data,
+                     "rows": len(data), "statistics": {"elapsed": 0.001, "rows_read": len(rows), "bytes_read": 1}}
 
-    with fake_server(clickhouse) as url:
+    with JsonStub(clickhouse) as stub:
+        url = stub.url
         events = sources.read_clickhouse(url, "auth.degraded", 0, 4e9, services=("vuln",))
         rejected = sources.read_clickhouse(url, "auth.rejected", 0, 4e9)
     assert [(e["service"], e["tenant"], e["subject"]) for e in events] == [("vuln", "*", "system")]

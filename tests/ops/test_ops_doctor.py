@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,6 +17,7 @@ import pytest
 from chaosext.doctor import check_envoy, check_kube
 
 from conftest import in_ns
+from jsonstub import JsonStub
 
 
 def _doctor(netns: str, *args: str, env: dict[str, str] | None = None):
@@ -94,47 +93,26 @@ def test_doctor_rejects_a_target_it_does_not_know() -> None:
     assert result.exit_code == 2 and "envoy:<admin-url>" in result.output
 
 
-class _Fake(BaseHTTPRequestHandler):
-    routes: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
-    seen: list[dict[str, Any]] = []
+class _Fake:
+    """Answers ``routes[(method, path)] = (status, doc or doc(json_body))``, else 404; keeps POST bodies in ``seen``."""
 
-    def _answer(self, method: str) -> None:
-        body = b""
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], tuple[int, Any]] = {}
+        self.seen: list[dict[str, Any]] = []
+
+    def __call__(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        body = {} if body is None else body
         if method == "POST":
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            type(self).seen.append(json.loads(body or b"{}"))
-        status, doc = type(self).routes.get((method, self.path.split("?")[0]), (404, {}))
-        if callable(doc):
-            doc = doc(json.loads(body or b"{}"))
-        data = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._answer("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._answer("POST")
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            self.seen.append(body)
+        status, doc = self.routes.get((method, path), (404, {}))
+        return status, doc(body) if callable(doc) else doc
 
 
 @pytest.fixture
-def fake_server() -> Iterator[tuple[str, type[_Fake]]]:
-    handler = type("Handler", (_Fake,), {"routes": {}, "seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+def fake_server() -> Iterator[tuple[str, _Fake]]:
+    fake = _Fake()
+    with JsonStub(fake, json_body=True) as stub:
+        yield stub.url, fake
 
 
 def _bootstrap_dump(layers: list[dict[str, Any]]) -> dict[str, Any]:
@@ -148,7 +126,7 @@ def _bootstrap_dump(layers: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.mark.contract
-def test_envoy_with_an_admin_runtime_layer_passes(fake_server: tuple[str, type[_Fake]]) -> None:
+def test_envoy_with_an_admin_runtime_layer_passes(fake_server: tuple[str, _Fake]) -> None:
     url, handler = fake_server
     handler.routes[("GET", "/server_info")] = (200, {"version": "abc/1.31.2/Clean/RELEASE/BoringSSL",
                                                      "state": "LIVE"})
@@ -160,7 +138,7 @@ def test_envoy_with_an_admin_runtime_layer_passes(fake_server: tuple[str, type[_
 
 
 @pytest.mark.contract
-def test_envoy_without_an_admin_layer_fails_with_the_bootstrap_fix(fake_server: tuple[str, type[_Fake]]) -> None:
+def test_envoy_without_an_admin_layer_fails_with_the_bootstrap_fix(fake_server: tuple[str, _Fake]) -> None:
     url, handler = fake_server
     handler.routes[("GET", "/server_info")] = (200, {"version": "x/1.31.2", "state": "LIVE"})
     handler.routes[("GET", "/config_dump")] = (200, _bootstrap_dump([{"name": "static_layer_0",
@@ -177,7 +155,7 @@ def test_envoy_unreachable_fails(unused_port: int) -> None:
 
 
 @pytest.mark.contract
-def test_kube_permissions_from_self_subject_access_reviews(fake_server: tuple[str, type[_Fake]]) -> None:
+def test_kube_permissions_from_self_subject_access_reviews(fake_server: tuple[str, _Fake]) -> None:
     """The API server answers SelfSubjectAccessReview with the documented shape (status.allowed, reason);
     deleting NetworkPolicies is denied here, so that check fails and names the Role to grant."""
     from kubernetes import client
