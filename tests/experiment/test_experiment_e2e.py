@@ -104,7 +104,7 @@ def _k6_alive(env: dict) -> bool:
 def test_signal_mid_outage_restores_and_stops_k6(experiment: ExperimentRunner, lab_factory, sig) -> None:
     """Interrupting the run during the outage leaves the JWKS reachable, no rule behind and k6 stopped."""
     lab = lab_factory(jwks_ttl=3, jwks_max_stale=120)
-    proc, env = experiment.start(lab, OUTAGE_SECONDS="60")
+    proc, env = experiment.start(lab, OUTAGE_SECONDS="150")
     run_file = Path(env["CHAOSEXT_RUN_DIR"]) / "run.json"
 
     def outage_running() -> bool:
@@ -126,7 +126,7 @@ def test_signal_mid_outage_restores_and_stops_k6(experiment: ExperimentRunner, l
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert time.monotonic() - began < 45, "the run went on after the signal"
+    assert time.monotonic() - began < 100, "the run went on after the signal (to the end of the 150 s outage)"
     assert out.journal["status"] == "interrupted", out.output[-3000:]
     assert out.verdict_rc == 1 and "interrupted" in out.verdict_out
     assert requests.get(lab["jwks_url"], timeout=5).status_code == 200
