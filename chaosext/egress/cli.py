@@ -64,7 +64,14 @@ def _panic(via: str | None, target: str | None, run_id: str, all_: bool, dry_run
     return 1 if out["left"] else 0
 
 
-@click.command("restore")
+@click.command("restore", epilog="""\b
+Examples:
+  chaosext restore                                   # this host's recorded faults (iptables, local)
+  chaosext restore --all                             # + every chaosext rule found by its tags, no record needed
+  chaosext restore --all --dry-run --target netns:lab   # show what would go
+  chaosext restore --all --via k8s-networkpolicy --target tenancy/app=policy
+  chaosext restore --all --via envoy --target http://127.0.0.1:9901
+""")
 @click.option("--all", "all_", is_flag=True, help="also remove every chaosext fault found on the target by its tags")
 @_via
 @_target

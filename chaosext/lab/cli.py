@@ -31,7 +31,14 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-@click.group()
+@click.group(epilog="""\b
+Examples:
+  chaosext lab up                                   # defaults; prints every URL
+  chaosext lab up --jwks-ttl 10 --jwks-max-stale 30 # short cache timings: a 60 s outage expires the cache
+  chaosext lab up --cache-mode hard-ttl             # misbehave on purpose: the experiment must catch it
+  chaosext lab status --json | jq .fault            # where the egress fault must go
+  chaosext lab down
+""")
 def lab() -> None:
     """The embedded lab: an Authority (OIDC/JWKS/token) and tenant services, watched by Prometheus/Alertmanager.
 
@@ -41,7 +48,13 @@ def lab() -> None:
     """
 
 
-@lab.command()
+@lab.command(epilog="""\b
+Examples:
+  chaosext lab up
+  chaosext lab up --state-dir /tmp/lab2 --policy-port 9451 --vuln-port 9452 --notify-port 9453 \\
+      --ops-port 9441 --prometheus-port 9590 --alertmanager-port 9593 --authority-port 9440
+  chaosext lab up --no-prometheus --fail-open       # no Prometheus; the security bug on purpose
+""")
 @_STATE_DIR
 @click.option("--authority-host", default="127.0.0.2", show_default=True,
               help="Authority public listener (JWKS, token): the address the egress fault blocks")
@@ -128,7 +141,11 @@ def _print_summary(state: dict[str, Any]) -> None:
             click.echo(f"  {label:<13} {value}")
 
 
-@lab.command()
+@lab.command(epilog="""\b
+Examples:
+  chaosext lab down
+  chaosext lab down --state-dir /tmp/lab2 --grace 2
+""")
 @_STATE_DIR
 @click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds between SIGTERM and SIGKILL")
@@ -147,7 +164,11 @@ def down(state_dir: str | None, grace: float) -> None:
         click.echo(f"lab down: nothing was running in {result['state_dir']}")
 
 
-@lab.command()
+@lab.command(epilog="""\b
+Examples:
+  chaosext lab status            # one line per component; exit 1 when any is down
+  chaosext lab status --json     # state.json with each component's health
+""")
 @_STATE_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print state.json with each component's health")
 def status(state_dir: str | None, as_json: bool) -> None:
