@@ -306,7 +306,7 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
                 above_since = None
             if now >= end_by:
                 break
-            time.sleep(max(0.0, min(interval, end_by - time.time())))
+            time.sleep(max(0.0, min(now + interval, end_by) - time.time()))  # a steady cadence: the checks take time
             tick += 1
     except (KeyboardInterrupt, InterruptExecution) as exc:
         reason = f"interrupted ({type(exc).__name__})"
