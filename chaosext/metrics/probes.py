@@ -168,18 +168,36 @@ def alerts_match_cache_state(configuration: Configuration = None, secrets: Secre
         if not expired or complete or time.time() >= deadline:
             break
         time.sleep(2.0)
+    quietest = None
     if expired:
         ok = complete
         why = ("cache expired and every expiry alert fired" if ok else
                f"cache expired but not firing in Prometheus: {sorted(set(names) - fired)}, "
                f"missing in Alertmanager: {sorted(set(names) - in_am)}")
+        if not ok:
+            quietest = _quietest_tenant_rate(cfg, end)
+            if quietest is not None:
+                why += (f"; the quietest tenant/service had {quietest:.2f} req/s over 5 m at the end of the outage: "
+                        "per-tenant alerts have low-traffic guards (alerts.yaml), so on a young lab or with many "
+                        "tenants drive more traffic per tenant (fewer TENANTS, higher K6_RATE) or a longer outage")
     else:
         ok = not fired and not in_am
         why = "cache stayed within its lifetime and no expiry alert fired" if ok else \
             f"cache never expired but these alerts fired: {sorted(fired | in_am)}"
     return {"phase": "outage", "ok": ok, "cache_expired": bool(expired), "expired_services": sorted(expired),
             "firing_prometheus": sorted(fired), "in_alertmanager": sorted(in_am), "expected": list(names),
-            "why": why}
+            "quietest_tenant_rate5m": quietest, "why": why}
+
+
+def _quietest_tenant_rate(cfg: ExperimentConfig, at: float) -> float | None:
+    """The lowest per-tenant, per-service request rate over 5 minutes at ``at`` (the alerts' traffic guards use the
+    same window), real tenants only; None when Prometheus has no answer. Explains a missing per-tenant alert."""
+    try:
+        res = prom.query(cfg.prometheus_url, 'min(sum by (tenant, service) '
+                                             '(rate(tenant_requests_total{tenant!~"__.*__"}[5m])))', at=at)
+    except (requests.RequestException, RuntimeError, ValueError):
+        return None
+    return float(res[0]["value"][1]) if res else None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -67,6 +67,22 @@ def test_cache_expiry_fails_on_error_rate_while_alerts_fire(experiment: Experime
     assert "VERDICT: FAIL" in out.verdict_out
 
 
+def test_a_per_tenant_alert_held_back_by_its_traffic_guard_is_explained(experiment: ExperimentRunner,
+                                                                         lab_factory) -> None:
+    """Same expiry, but 12 tenants at 100 req/s on a young lab: each tenant/service pair stays under the per-tenant
+    alerts' low-traffic guard, so tenant_auth_failures_spike rightly does not fire. The alert check fails (the
+    expectation is not met) and says why, with the quietest tenant's rate, instead of leaving the user guessing."""
+    lab = lab_factory(jwks_ttl=3, jwks_max_stale=6)
+    out = experiment.run(lab, OUTAGE_SECONDS="18", ABORT_ERROR_RATE="2", TENANTS="t01..t12", K6_RATE="100",
+                         ALERT_WAIT_SECONDS="10")
+    alerts = out.check("alerts-fire-iff-cache-expired")
+    assert alerts["cache_expired"] is True and alerts["ok"] is False, alerts
+    assert "jwks_cache_miss_spike" in alerts["firing_prometheus"]  # the service-level alert has no such guard
+    assert "tenant_auth_failures_spike" not in alerts["firing_prometheus"]
+    assert 0 < alerts["quietest_tenant_rate5m"] < 1, alerts
+    assert "low-traffic guards" in alerts["why"] and "quietest tenant/service" in alerts["why"]
+
+
 @pytest.mark.parametrize("knob, lab_flags, failing_check, extra", [
     ("hard-ttl", {"cache_mode": "hard-ttl"}, "cached-key-fallback",
      {"ABORT_ERROR_RATE": "0.5", "ABORT_AFTER_SECONDS": "2", "ALERT_WAIT_SECONDS": "5", "OUTAGE_SECONDS": "40"}),
