@@ -284,8 +284,10 @@ class JwksCache:
                     self._last_unknown_kid_refresh = now
                 await self.refresh()
             return self._after(kid)
-        # empty or expired: try only when the backoff allows it (the refresh task does the same)
-        if self._inflight is not None or self._now() >= self._next_attempt:
+        # empty or expired: wait for a fetch only while none has failed (cold start). Once the identity provider is
+        # known to be failing, fail closed at once and leave the retries to the refresh task's backoff, or every
+        # request would wait out a fetch timeout (seconds) just to be refused.
+        if self._failures == 0 and (self._inflight is not None or self._now() >= self._next_attempt):
             await self.refresh()
         return self._after(kid)
 

@@ -116,6 +116,49 @@ def test_hard_expiry_fails_closed():
     assert events == ["auth.degraded", "auth.expired"]
 
 
+def test_expired_cache_fails_closed_at_once_while_the_authority_is_known_down():
+    """Past max-stale with fetches failing, a lookup must not wait on a fetch (a DROP outage makes each one a
+    timeout): the refresh task retries on its backoff, requests get no_keys immediately, and recover with it."""
+    cache, clock, fetcher, *_ = make(ttl=2, max_stale=4)
+    run(cache.maintain())
+    fetcher.down = True
+    for _ in range(12):
+        clock.t += 0.5
+        run(cache.maintain())
+    assert cache.state == "expired"
+
+    async def lookup_while_a_fetch_hangs() -> tuple[object, int]:
+        fetcher.gate = asyncio.Event()  # the next fetch hangs like a dropped connection
+        clock.t += 60  # the backoff allows a new attempt
+        background = asyncio.ensure_future(cache.maintain())
+        await asyncio.sleep(0)
+        found = await asyncio.wait_for(cache.get_key("kid-a"), timeout=1.0)
+        fetcher.down = False
+        fetcher.gate.set()
+        await background
+        return found, fetcher.calls
+
+    calls_before = fetcher.calls
+    found, calls = run(lookup_while_a_fetch_hangs())
+    assert found.key is None and found.reason == "no_keys"
+    assert calls == calls_before + 1  # only the refresh task fetched
+    fetcher.gate = None
+    assert run(cache.get_key("kid-a")).key is not None and cache.state == "fresh"
+
+
+def test_cold_start_lookups_wait_for_the_first_fetch():
+    cache, clock, fetcher, *_ = make()
+
+    async def two_lookups() -> list:
+        fetcher.gate = asyncio.Event()
+        pending = [asyncio.ensure_future(cache.get_key("kid-a")) for _ in range(2)]
+        await asyncio.sleep(0)
+        fetcher.gate.set()
+        return await asyncio.gather(*pending)
+
+    assert all(f.key is not None for f in run(two_lookups())) and fetcher.calls == 1
+
+
 def test_unknown_kid_refresh_is_rate_limited():
     cache, clock, fetcher, *_ = make()
     run(cache.get_key("kid-a"))
