@@ -102,14 +102,19 @@ def test_outage_serves_stale_keys_and_degrades_once_then_recovers():
     assert events == ["auth.degraded", "auth.recovered"]
 
 
-def test_hard_expiry_fails_closed():
-    cache, clock, fetcher, events, _ = make(ttl=2, max_stale=4)
+def expire(cache, clock, fetcher) -> None:
+    """Fetch once, then let the authority fail for 6 s of 0.5 s ticks: past max-stale (4 s) of ``make(2, 4)``."""
     run(cache.maintain())
     fetcher.down = True
     for _ in range(12):
         clock.t += 0.5
         run(cache.maintain())
     assert cache.state == "expired"
+
+
+def test_hard_expiry_fails_closed():
+    cache, clock, fetcher, events, _ = make(ttl=2, max_stale=4)
+    expire(cache, clock, fetcher)
     found = run(cache.get_key("kid-a"))
     assert found.key is None and found.reason == "no_keys"
     assert not cache.usable("kid-a")
@@ -120,12 +125,7 @@ def test_expired_cache_fails_closed_at_once_while_the_authority_is_known_down():
     """Past max-stale with fetches failing, a lookup must not wait on a fetch (a DROP outage makes each one a
     timeout): the refresh task retries on its backoff, requests get no_keys immediately, and recover with it."""
     cache, clock, fetcher, *_ = make(ttl=2, max_stale=4)
-    run(cache.maintain())
-    fetcher.down = True
-    for _ in range(12):
-        clock.t += 0.5
-        run(cache.maintain())
-    assert cache.state == "expired"
+    expire(cache, clock, fetcher)
 
     async def lookup_while_a_fetch_hangs() -> tuple[object, int]:
         fetcher.gate = asyncio.Event()  # the next fetch hangs like a dropped connection
