@@ -102,11 +102,12 @@ def test_outage_serves_stale_keys_and_degrades_once_then_recovers():
     assert events == ["auth.degraded", "auth.recovered"]
 
 
-def expire(cache, clock, fetcher) -> None:
-    """Fetch once, then let the authority fail for 6 s of 0.5 s ticks: past max-stale (4 s) of ``make(2, 4)``."""
+def expire(cache, clock, fetcher, ticks: int = 12) -> None:
+    """Fetch once, then let the authority fail for ``ticks`` 0.5 s ticks (default 6 s: past max-stale of
+    ``make(2, 4)``); the cache must then be expired."""
     run(cache.maintain())
     fetcher.down = True
-    for _ in range(12):
+    for _ in range(ticks):
         clock.t += 0.5
         run(cache.maintain())
     assert cache.state == "expired"
@@ -206,12 +207,7 @@ def test_single_flight():
 
 def test_hard_ttl_mode_has_no_last_known_good():
     cache, clock, fetcher, events, _ = make(mode="hard-ttl", ttl=10, max_stale=100)
-    run(cache.maintain())
-    fetcher.down = True
-    for _ in range(22):
-        clock.t += 0.5
-        run(cache.maintain())
-    assert cache.state == "expired"
+    expire(cache, clock, fetcher, ticks=22)  # 11 s: past the 10 s TTL, far within max-stale
     assert run(cache.get_key("kid-a")).reason == "no_keys"
     assert events == ["auth.expired"]
 
