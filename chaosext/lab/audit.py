@@ -15,6 +15,8 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
+from chaosext.lab.tenancy import RateLimiter
+
 __all__ = ["AuditLog", "trace_id_from", "utc_timestamp", "SYSTEM_TENANT", "SYSTEM_SUBJECT"]
 
 log = logging.getLogger("chaosext.lab.audit")
@@ -55,11 +57,7 @@ class AuditLog:
         self.path = path
         self.service = service
         self.enabled = enabled
-        self._rate = rate
-        self._burst = burst
-        self._tokens = burst
-        self._now = now
-        self._last = now()
+        self._flood = RateLimiter(rate, burst, now)  # one bucket for all request-level events
         self.suppressed = 0
         self._fd: int | None = None
         if enabled:
@@ -99,15 +97,11 @@ class AuditLog:
         ``subject`` may be a callable, evaluated only when the event is written (keeps floods cheap)."""
         if self._fd is None:
             return False
-        now = self._now()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens < 1.0:
+        if not self._flood.allow("request-events"):
             self.suppressed += 1
             if self.suppressed == 1 or self.suppressed % 1000 == 0:
                 log.warning("audit flood limit: %d request events suppressed so far", self.suppressed)
             return False
-        self._tokens -= 1.0
         if callable(subject):
             subject = subject()
         self._write(tenant, subject, action, resource, result, trace_id_from(traceparent))
