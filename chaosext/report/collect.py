@@ -14,16 +14,25 @@ from typing import Any
 
 import requests
 
+from chaosext.metrics.prom import ERROR_SELECTOR, TOTAL_SELECTOR
+
 __all__ = [
     "QUERIES", "AUDIT_ACTIONS", "load_journal", "parse_time", "verdict_of", "timeline", "probe_results",
     "outage_window", "query_ranges", "load_ranges", "audit_events",
 ]
 
-#: Name -> PromQL; ``{w}`` is replaced by the rate window. Error = 5xx or 401 (the tenant SLO's definition,
-#: ops/devops/tenant/recording-rules.yaml).
+def _literal(promql: str) -> str:
+    """``promql`` safe inside a ``str.format`` template."""
+    return promql.replace("{", "{{").replace("}", "}}")
+
+
+#: Name -> PromQL; ``{w}`` is replaced by the rate window. Error = 5xx or 401 without chaosext's own forged-token
+#: requests: the very selectors the error-rate probe judges (chaosext.metrics.prom), so plot and verdict agree.
 QUERIES: dict[str, str] = {
-    "error_rate": ('sum by (service) (rate(tenant_requests_total{{status=~"5..|401"}}[{w}]))'
-                   ' / sum by (service) (rate(tenant_requests_total[{w}]))'),
+    # "or total * 0": a service with no error series at all plots 0, not "no data"
+    "error_rate": (f"(sum by (service) (rate({_literal(ERROR_SELECTOR)}[{{w}}]))"
+                   f" or sum by (service) (rate({_literal(TOTAL_SELECTOR)}[{{w}}])) * 0)"
+                   f" / sum by (service) (rate({_literal(TOTAL_SELECTOR)}[{{w}}]))"),
     "p95_latency": ("histogram_quantile(0.95, sum by (service, le) "
                     "(rate(tenant_request_duration_seconds_bucket[{w}])))"),
     "jwks_cache_state": "max by (service, state) (jwks_cache_state)",
