@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -320,16 +319,12 @@ def check_reachable(cfg: ExperimentConfig, need_k6: bool = True) -> list[str]:
 
     problems: list[str] = []
     if need_k6:
+        from chaosext.load.k6 import K6NotFoundError, find_k6
+
         try:
-            from chaosext.load.k6 import K6NotFoundError, find_k6
-        except ImportError:  # load domain absent: plain PATH lookup
-            if not shutil.which("k6"):
-                problems.append("k6 is not installed (not on PATH); run `bash scripts/setup`")
-        else:
-            try:
-                find_k6()
-            except K6NotFoundError as exc:
-                problems.append(str(exc))
+            find_k6()
+        except K6NotFoundError as exc:
+            problems.append(str(exc))
     for name, url, path in (("PROMETHEUS_URL", cfg.prometheus_url, "/-/ready"),
                             ("ALERTMANAGER_URL", cfg.alertmanager_url, "/-/ready")):
         try:
