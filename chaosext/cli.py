@@ -37,13 +37,7 @@ def main() -> None:
 
 def _register() -> None:
     for module, attr in SUBCOMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("chaosext"):
-                continue  # that domain is not built yet
-            raise
-        main.add_command(getattr(mod, attr))
+        main.add_command(getattr(importlib.import_module(module), attr))
 
 
 _register()
