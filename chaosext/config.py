@@ -373,6 +373,12 @@ def check_reachable(cfg: ExperimentConfig, need_k6: bool = True) -> list[str]:
     import requests
 
     problems: list[str] = []
+    from chaosext.egress.actions import target_problem
+
+    if target := target_problem(cfg.fault_via, cfg.fault_target, {"ENVOY_ADMIN_URL": os.environ.get("ENVOY_ADMIN_URL", ""),
+                                                                  "KUBE_API_URL": os.environ.get("KUBE_API_URL", ""),
+                                                                  "KUBE_CONTEXT": os.environ.get("KUBE_CONTEXT", "")}):
+        problems.append(target)
     if need_k6:
         from chaosext.load.k6 import K6NotFoundError, find_k6
 

@@ -181,6 +181,22 @@ def block_jwks_egress(
     return result
 
 
+def target_problem(via: str, target: str, configuration: Configuration = None) -> str:
+    """'' when the fault's target exists and is reachable for the driver; else what to do. Changes nothing."""
+    s = settings("", via, target, configuration=configuration)
+    try:
+        driver = build_driver(s["via"], s["options"])
+        if s["via"] == "iptables":
+            from chaosext.egress.iptables import runner_for
+
+            runner_for(s["target"], s["options"])
+        else:
+            driver.find_orphans(s["target"])  # reads the admin API / the Kubernetes API: reachable and allowed
+    except FaultError as exc:
+        return f"FAULT_TARGET={target!r} ({via}): {exc}"
+    return ""
+
+
 def _dead_man(configuration: Configuration) -> dict[str, Any]:
     """Heartbeat file, grace and k6 runs directory of the experiment run, for the watchdog ({} outside a run)."""
     from chaosext.config import load_config
