@@ -204,7 +204,8 @@ def _dead_man(configuration: Configuration) -> dict[str, Any]:
     if not _config_str(configuration, "chaosext_run_id"):
         return {}
     cfg = load_config(configuration)
-    return {"heartbeat": f"{cfg.run_dir}/heartbeat", "grace": cfg.heartbeat_grace, "k6_dir": f"{cfg.run_dir}/k6"}
+    return {"heartbeat": _config_str(configuration, "chaosext_heartbeat_file") or f"{cfg.run_dir}/heartbeat",
+            "grace": cfg.heartbeat_grace, "k6_dir": f"{cfg.run_dir}/k6"}
 
 
 def _undo(driver: Any, spec: FaultSpec) -> dict[str, Any]:

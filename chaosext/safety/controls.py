@@ -198,7 +198,8 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
         for p in problems:
             logger.error("pre-flight: %s", p)
         raise InterruptExecution("chaosext safety: not starting, nothing was changed. " + "; ".join(problems))
-    configuration.update(_resolved(cfg), chaosext_run_id=run_id)
+    configuration.update(_resolved(cfg), chaosext_run_id=run_id, chaosext_heartbeat_file=str(
+        runstate.run_directory(cfg.run_base, run_id) / "heartbeat"))
     cfg = load_config(configuration)
     started = _start_run(cfg, configuration)
     logger.info("chaosext safety: run %s started (target %s%s, outage %ss, services %s, tokens for %s, k6 %s, "
