@@ -30,6 +30,7 @@ __all__ = [
     "list_runs",
     "latest_run",
     "process_alive",
+    "proc_start_time",
     "read_exit_code",
     "signal_group",
     "wait_exit",
@@ -148,13 +149,16 @@ def latest_run(base: Path) -> dict[str, Any] | None:
     return runs[-1] if runs else None
 
 
-def _proc_start_time(pid: int) -> str | None:
+def proc_start_time(pid: int) -> str | None:
     """Field 22 of /proc/<pid>/stat (start time in clock ticks): tells a reused pid from ours."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()[19]
+
+
+_proc_start_time = proc_start_time  # the name earlier callers use
 
 
 def process_alive(pid: int, start_time: str | None = None) -> bool:
@@ -169,7 +173,7 @@ def process_alive(pid: int, start_time: str | None = None) -> bool:
         except ChildProcessError:
             pass
         return False
-    return start_time is None or _proc_start_time(pid) == start_time
+    return start_time is None or proc_start_time(pid) == start_time
 
 
 def read_exit_code(path: Path) -> int | None:
