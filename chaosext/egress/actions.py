@@ -93,6 +93,9 @@ def block_jwks_egress(
     kube_api_url: str = "",
     kube_context: str = "",
     driver_options: dict = None,
+    heartbeat_file: str = "",
+    heartbeat_grace_seconds: float = 10.0,
+    k6_dir: str = "",
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
@@ -107,6 +110,8 @@ def block_jwks_egress(
     by ``max_duration_seconds``. dry_run: return the exact commands / API calls without making them. verify: check
     from inside the target that the fault bites the way ``mode`` says, and undo it if it does not.
     Blocking again while the same fault is active reuses it (one rule set). Returns what was done, incl. ``run_id``.
+    heartbeat_file (default: configuration ``chaosext_heartbeat_file``): the run's heartbeat; the watchdog lifts the
+    fault, and stops the k6 runs of this run id (in ``k6_dir``), once it is ``heartbeat_grace_seconds`` old.
     """
     s = settings(jwks_url, via, target, mode, duration_seconds, max_duration_seconds, verify_timeout_seconds,
                  envoy_admin_url, kube_api_url, kube_context, driver_options, configuration)
@@ -135,7 +140,8 @@ def block_jwks_egress(
         raise
     pid = 0
     if use_watchdog and not (existing and watchdog.find(spec.run_id)):
-        pid = watchdog.spawn(spec)
+        pid = watchdog.spawn(spec, heartbeat=_pick(heartbeat_file, configuration, "chaosext_heartbeat_file", ""),
+                             grace=float(heartbeat_grace_seconds), k6_dir=k6_dir)
     result["watchdog_pid"] = pid or (watchdog.find(spec.run_id) or [0])[0]
     save_record(spec, status="active", watchdog_pid=result["watchdog_pid"])
     if verify:

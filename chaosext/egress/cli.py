@@ -116,11 +116,13 @@ def egress() -> None:
 
 def _block(jwks_url: str, via: str | None, target: str | None, mode: str | None, duration: int | None,
            max_duration: int | None,
-           dry_run: bool, envoy_admin_url: str, kube_api_url: str, kube_context: str) -> dict[str, Any]:
+           dry_run: bool, envoy_admin_url: str, kube_api_url: str, kube_context: str, heartbeat: str = "",
+           heartbeat_grace: float = 10.0) -> dict[str, Any]:
     return block_jwks_egress(jwks_url=jwks_url, via=via or "", target=target or "", mode=mode or "",
                              duration_seconds=duration if duration is not None else "",
                              max_duration_seconds=max_duration if max_duration is not None else "", dry_run=dry_run,
                              envoy_admin_url=envoy_admin_url, kube_api_url=kube_api_url, kube_context=kube_context,
+                             heartbeat_file=heartbeat, heartbeat_grace_seconds=heartbeat_grace,
                              configuration=_env_config())
 
 
@@ -132,6 +134,9 @@ _block_opts = [
     click.option("--duration", type=int, default=None, help="deadline in seconds (default $OUTAGE_SECONDS or 300)"),
     click.option("--max-duration", type=int, default=None, help="cap on --duration (default 3600)"),
     click.option("--dry-run", is_flag=True, help="print the exact commands / API calls, change nothing"),
+    click.option("--heartbeat", default="", help="heartbeat file: the watchdog lifts the fault once it is older than "
+                 "--heartbeat-grace (`run` renews it itself every 2 s; with `block`, the caller must)"),
+    click.option("--heartbeat-grace", type=float, default=10.0, help="seconds without a heartbeat (default 10)"),
 ]
 
 
@@ -201,6 +206,11 @@ def run_cmd(**kw: Any) -> None:
         raise KeyboardInterrupt(signum)
 
     signal.signal(signal.SIGTERM, stop)
+    pulse = None
+    if kw["heartbeat"] and not kw["dry_run"]:
+        from chaosext.safety.heartbeat import Heartbeat
+
+        pulse = Heartbeat(kw["heartbeat"]).start()  # dies with this process: the watchdog then lifts the fault
     try:
         out = _block(**kw)
     except FaultError as exc:
@@ -217,4 +227,6 @@ def run_cmd(**kw: Any) -> None:
     finally:
         rc = _panic(out["via"], out["target"], out["run_id"], False, False, kw["envoy_admin_url"],
                     kw["kube_api_url"], kw["kube_context"], False) or rc
+        if pulse is not None:
+            pulse.stop()
     sys.exit(rc)
