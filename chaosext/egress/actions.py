@@ -116,6 +116,9 @@ def block_jwks_egress(
     kube_api_url: str = "",
     kube_context: str = "",
     driver_options: dict = None,
+    heartbeat_file: str = "",
+    heartbeat_grace_seconds: float = 10.0,
+    k6_dir: str = "",
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
@@ -131,8 +134,10 @@ def block_jwks_egress(
     from inside the target that the fault bites the way ``mode`` says, and undo it if it does not.
     run_id: the fault's id (default: the experiment run's ``chaosext_run_id``, else a new one). Blocking again with the
     same run id reuses the fault (one rule set); a fault of ANOTHER run on the same target and endpoint is refused.
-    Under the safety control the watchdog also watches the run's heartbeat (the dead-man switch) and stops the run's
-    k6 with the fault. Returns what was done, incl. ``run_id``.
+    heartbeat_file (default: the experiment run's ``chaosext_heartbeat_file``): the run's heartbeat; the watchdog
+    lifts the fault, and stops the k6 runs of this run id (in ``k6_dir``, default the run's), once it is
+    ``heartbeat_grace_seconds`` (default the run's HEARTBEAT_GRACE) old: the dead-man switch. Returns what was done,
+    incl. ``run_id``.
     """
     s = settings(jwks_url, via, target, mode, duration_seconds, max_duration_seconds, verify_timeout_seconds,
                  envoy_admin_url, kube_api_url, kube_context, driver_options, configuration)
@@ -168,7 +173,11 @@ def block_jwks_egress(
         configuration["chaosext_fault_run_id"] = spec.run_id  # this run's restore finds its own fault
     pid = 0
     if use_watchdog and not (existing and watchdog.find(spec.run_id)):
-        pid = watchdog.spawn(spec, **_dead_man(configuration))
+        run = _dead_man(configuration)
+        pid = watchdog.spawn(spec, heartbeat=heartbeat_file or run.get("heartbeat", ""),
+                             grace=float(run.get("grace", heartbeat_grace_seconds) if not heartbeat_file
+                                         else heartbeat_grace_seconds),
+                             k6_dir=k6_dir or run.get("k6_dir", ""))
     result["watchdog_pid"] = pid or (watchdog.find(spec.run_id) or [0])[0]
     save_record(spec, status="active", watchdog_pid=result["watchdog_pid"])
     if verify:
