@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import math
 import os
 import re
 import socket
@@ -31,7 +30,6 @@ __all__ = [
     "FAULT_VIAS",
     "FAULT_MODES",
     "LAB_DEFAULTS",
-    "deadline_margin",
 ]
 
 FAULT_VIAS = ("iptables", "envoy", "k8s-networkpolicy", "istio")
@@ -54,11 +52,6 @@ DEFAULT_TENANTS = tuple(f"t{i:02d}" for i in range(1, 13))
 DEFAULT_ALERTS = ("jwks_cache_miss_spike", "tenant_auth_failures_spike")
 RUN_ID_RE = re.compile(r"[0-9a-f]{8}")
 
-
-def deadline_margin(outage_seconds: int) -> int:
-    """Seconds the fault's own deadline (kernel ``--datestop`` + watchdog) lies beyond the planned outage end:
-    ``max(15, ceil(5 % of the outage))`` — small next to the outage, large enough for the restore step to run first."""
-    return max(15, math.ceil(0.05 * outage_seconds))
 
 
 @dataclass(frozen=True)
@@ -304,12 +297,14 @@ def validate(cfg: ExperimentConfig) -> list[str]:
     problems: list[str] = []
     if cfg.outage_seconds <= 0:
         problems.append(f"OUTAGE_SECONDS={cfg.outage_seconds} must be a positive number of seconds (default 300)")
-    elif cfg.outage_seconds + deadline_margin(cfg.outage_seconds) > cfg.max_outage_seconds:
-        most = max(m for m in range(1, cfg.max_outage_seconds + 1) if m + deadline_margin(m) <= cfg.max_outage_seconds) \
-            if cfg.max_outage_seconds > 15 else 0
-        problems.append(f"OUTAGE_SECONDS={cfg.outage_seconds} plus its deadline margin of "
-                        f"{deadline_margin(cfg.outage_seconds)} s is above MAX_OUTAGE_SECONDS={cfg.max_outage_seconds}; "
-                        f"use at most OUTAGE_SECONDS={most}, or raise MAX_OUTAGE_SECONDS deliberately")
+    else:
+        from chaosext.egress.base import FaultError
+        from chaosext.egress.watchdog import check_deadline
+
+        try:
+            check_deadline(cfg.outage_seconds, cfg.max_outage_seconds)
+        except FaultError as exc:
+            problems.append(str(exc))
     if cfg.baseline_seconds < 5:
         problems.append(f"BASELINE_SECONDS={cfg.baseline_seconds} is too short to judge a baseline; use 5 or more "
                         f"(default 60)")

@@ -24,7 +24,8 @@ from typing import Any
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets, Settings
 
-from chaosext.config import ExperimentConfig, check_reachable, deadline_margin, load_config, validate
+from chaosext.config import ExperimentConfig, check_reachable, load_config, validate
+from chaosext.egress.watchdog import deadline_seconds
 from chaosext.safety import runstate, signals
 from chaosext.safety.cleanup import restore_fault, stop_load
 
@@ -80,15 +81,15 @@ def _plan(cfg: ExperimentConfig) -> list[str]:
     from chaosext.egress.actions import block_jwks_egress
 
     planned = block_jwks_egress(jwks_url=cfg.jwks_url, via=cfg.fault_via, target=cfg.fault_target,
-                                mode=cfg.fault_mode, duration_seconds=cfg.outage_seconds + deadline_margin(
-                                    cfg.outage_seconds), dry_run=True,
+                                mode=cfg.fault_mode, duration_seconds=deadline_seconds(cfg.outage_seconds),
+                                dry_run=True,
                                 max_duration_seconds=cfg.max_outage_seconds, configuration=_resolved(cfg))
     lines = [f"t+0s      start k6 ({cfg.k6_rate} req/s over {len(cfg.tenants)} tenants) and warm up the baseline "
              f"window ({cfg.baseline_seconds}s, >= {cfg.baseline_min_requests} requests)",
              f"t+~{cfg.baseline_seconds}s  baseline judged; then block the JWKS ({cfg.fault_via} on "
              f"{cfg.fault_target}, mode {cfg.fault_mode}):"]
     lines += [f"            {c}" for c in planned.get("commands", [])]
-    lines += [f"            the fault's own deadline: outage + {deadline_margin(cfg.outage_seconds)} s "
+    lines += [f"            the fault's own deadline: outage + {deadline_seconds(cfg.outage_seconds) - cfg.outage_seconds} s "
               f"(kernel/watchdog); dead-man switch: heartbeat lost for {cfg.heartbeat_grace:.0f} s",
               f"t+outage  watch {cfg.outage_seconds}s, then restore and judge the outage",
               f"t+end     recovery within {cfg.recovery_seconds}s; stop k6"]
@@ -101,8 +102,8 @@ def _resolved(cfg: ExperimentConfig) -> dict[str, Any]:
         "jwks_url": cfg.jwks_url, "authority_url": cfg.authority_url, "prometheus_url": cfg.prometheus_url,
         "alertmanager_url": cfg.alertmanager_url, "audit_source": cfg.audit_source,
         "service_urls": ",".join(f"{k}={v}" for k, v in cfg.services.items()),
-        "chaosext_run_dir": cfg.run_base, "fault_deadline_seconds": cfg.outage_seconds + deadline_margin(
-            cfg.outage_seconds), "max_outage_seconds": cfg.max_outage_seconds,
+        "chaosext_run_dir": cfg.run_base, "fault_deadline_seconds": deadline_seconds(cfg.outage_seconds),
+        "max_outage_seconds": cfg.max_outage_seconds,
     }
 
 
@@ -130,7 +131,7 @@ def _take_lock(cfg: ExperimentConfig, run_id: str) -> None:
     """One run per target at a time: take the target's lock or refuse, naming the running one (changes nothing)."""
     from chaosext.safety import lock as locks
 
-    ends_at = time.time() + cfg.baseline_seconds + cfg.outage_seconds + deadline_margin(cfg.outage_seconds) \
+    ends_at = time.time() + cfg.baseline_seconds + deadline_seconds(cfg.outage_seconds) \
         + cfg.recovery_seconds
     key = locks.lock_key(cfg.fault_via, cfg.fault_target, cfg.jwks_url)
     try:
@@ -155,7 +156,7 @@ def _start_run(cfg: ExperimentConfig, configuration: dict[str, Any]) -> dict[str
         _RUN["heartbeat"] = Heartbeat(str(runstate.run_directory(cfg.run_base, run_id) / "heartbeat"))
         _RUN["heartbeat"].start()
         tenants = sorted(ensure_tokens(cfg))
-        duration = cfg.baseline_seconds + cfg.outage_seconds + deadline_margin(cfg.outage_seconds) \
+        duration = cfg.baseline_seconds + deadline_seconds(cfg.outage_seconds) \
             + cfg.recovery_seconds + cfg.alert_wait_seconds + 120
         k6 = start_k6(duration=f"{duration}s", owner_run_id=run_id, configuration=configuration)
         runstate.update_run(cfg.run_dir, k6=k6)

@@ -108,7 +108,7 @@ def test_a_service_that_never_refetches_fails_recovery(experiment: ExperimentRun
 @pytest.mark.parametrize("extra, message", [
     ({"FAULT_TARGET": "netns:chaosext-no-such-ns", "CHAOSEXT_APPROVE": "netns:chaosext-no-such-ns"},
      "not found: no network namespace"),
-    ({"OUTAGE_SECONDS": "3590"}, "above MAX_OUTAGE_SECONDS=3600; use at most OUTAGE_SECONDS=3428"),
+    ({"OUTAGE_SECONDS": "3590"}, "above MAX_OUTAGE_SECONDS=3600; use OUTAGE_SECONDS=3428 or less"),
 ], ids=["missing-target", "over-the-cap"])
 def test_refused_before_k6_starts(experiment: ExperimentRunner, lab_factory, extra: dict, message: str) -> None:
     """What can be checked before any change is checked before k6 starts: no k6 run, no rule, "not run"."""
