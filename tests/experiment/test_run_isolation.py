@@ -44,7 +44,7 @@ def test_other_runs_cannot_touch_a_running_outage(experiment: ExperimentRunner, 
     """While run A is in its outage: a run with a bad input and a second valid run (refused by the target lock) both
     change nothing; A's rules stay in place on every 100 ms sample, its k6 keeps running, and A passes."""
     lab = lab_factory(jwks_ttl=3, jwks_max_stale=120)
-    proc_a, env_a = experiment.start(lab, OUTAGE_SECONDS="30")
+    proc_a, env_a = experiment.start(lab, OUTAGE_SECONDS="60")
     try:
         # a second valid run 1 s after A took the target's lock: refused by the lock, naming A
         assert wait_for(lambda: _run_file(env_a), timeout=60), "run A never started"
@@ -70,6 +70,7 @@ def test_other_runs_cannot_touch_a_running_outage(experiment: ExperimentRunner, 
             refused = experiment.run(lab)
             assert run_a in refused.output, refused.output[-3000:]  # the refusal names the running run
             assert refused.verdict_rc == 3
+            assert not (_run_file(env_a).get("outage") or {}).get("end"), "A's outage ended before the checks ran"
             assert _k6_alive(env_a), "A's k6 was stopped by another run"
         finally:
             stop.set()
