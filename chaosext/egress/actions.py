@@ -78,6 +78,20 @@ def _active_record(via: str, target: str, jwks_url: str) -> dict[str, Any] | Non
     return None
 
 
+def _heartbeat_settings(heartbeat_file: str, grace_seconds: Any, configuration: Configuration) -> tuple[str, float]:
+    """The heartbeat file and HEARTBEAT_GRACE (argument, else configuration, else 10 s), checked before any change."""
+    heartbeat = str(_pick(heartbeat_file, configuration, "chaosext_heartbeat_file", ""))
+    value = _pick(grace_seconds or "", configuration, "HEARTBEAT_GRACE", watchdog.HEARTBEAT_GRACE)
+    try:
+        grace = float(value)
+    except (TypeError, ValueError):
+        grace = -1.0
+    if grace <= 0:
+        raise FaultError(f"HEARTBEAT_GRACE={value!r}: give the seconds without a heartbeat after which the fault is "
+                         f"lifted (> 0, default 10)")
+    return heartbeat, grace
+
+
 def block_jwks_egress(
     jwks_url: str = "",
     via: str = "iptables",
@@ -94,7 +108,7 @@ def block_jwks_egress(
     kube_context: str = "",
     driver_options: dict = None,
     heartbeat_file: str = "",
-    heartbeat_grace_seconds: float = 10.0,
+    heartbeat_grace_seconds: float = 0,
     k6_dir: str = "",
     configuration: Configuration = None,
     secrets: Secrets = None,
@@ -111,7 +125,8 @@ def block_jwks_egress(
     from inside the target that the fault bites the way ``mode`` says, and undo it if it does not.
     Blocking again while the same fault is active reuses it (one rule set). Returns what was done, incl. ``run_id``.
     heartbeat_file (default: configuration ``chaosext_heartbeat_file``): the run's heartbeat; the watchdog lifts the
-    fault, and stops the k6 runs of this run id (in ``k6_dir``), once it is ``heartbeat_grace_seconds`` old.
+    fault (heartbeat_grace_seconds 0: configuration ``HEARTBEAT_GRACE``, else 10), and stops the k6 runs of this run id (in ``k6_dir``, default the k6 runs dir of this configuration), once it
+    is ``heartbeat_grace_seconds`` old.
     """
     s = settings(jwks_url, via, target, mode, duration_seconds, max_duration_seconds, verify_timeout_seconds,
                  envoy_admin_url, kube_api_url, kube_context, driver_options, configuration)
@@ -124,6 +139,11 @@ def block_jwks_egress(
                      run_id=existing["spec"]["run_id"] if existing else "",
                      expires_at=existing["spec"]["expires_at"] if existing else 0.0,
                      resolve=s["via"] in ("iptables", "k8s-networkpolicy"))
+    heartbeat, grace = _heartbeat_settings(heartbeat_file, heartbeat_grace_seconds, configuration)
+    if heartbeat and not k6_dir:
+        from chaosext.load.k6 import runs_dir
+
+        k6_dir = str(runs_dir("", configuration))
     driver = build_driver(spec.via, spec.options)
     result: dict[str, Any] = {"run_id": spec.run_id, "via": spec.via, "target": spec.target, "mode": spec.mode,
                               "jwks_url": spec.jwks_url, "host": spec.host, "port": spec.port,
@@ -140,8 +160,7 @@ def block_jwks_egress(
         raise
     pid = 0
     if use_watchdog and not (existing and watchdog.find(spec.run_id)):
-        pid = watchdog.spawn(spec, heartbeat=_pick(heartbeat_file, configuration, "chaosext_heartbeat_file", ""),
-                             grace=float(heartbeat_grace_seconds), k6_dir=k6_dir)
+        pid = watchdog.spawn(spec, heartbeat=heartbeat, grace=grace, k6_dir=k6_dir)
     result["watchdog_pid"] = pid or (watchdog.find(spec.run_id) or [0])[0]
     save_record(spec, status="active", watchdog_pid=result["watchdog_pid"])
     if verify:
