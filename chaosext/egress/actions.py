@@ -100,6 +100,21 @@ def fault_record(run_id: str) -> dict[str, Any] | None:
     return None
 
 
+def _heartbeat_settings(heartbeat_file: str, grace_seconds: Any, configuration: Configuration) -> tuple[str, float]:
+    """The heartbeat file and HEARTBEAT_GRACE (argument, else configuration, else 10 s), checked before any change."""
+    heartbeat = str(_pick(heartbeat_file, configuration, "chaosext_heartbeat_file", ""))
+    value = _pick(grace_seconds or "", configuration, "heartbeat_grace",
+                  _pick("", configuration, "HEARTBEAT_GRACE", watchdog.HEARTBEAT_GRACE))
+    try:
+        grace = float(value)
+    except (TypeError, ValueError):
+        grace = -1.0
+    if grace <= 0:
+        raise FaultError(f"HEARTBEAT_GRACE={value!r}: give the seconds without a heartbeat after which the fault is "
+                         f"lifted (> 0, default 10)")
+    return heartbeat, grace
+
+
 def block_jwks_egress(
     jwks_url: str = "",
     via: str = "iptables",
@@ -117,7 +132,7 @@ def block_jwks_egress(
     kube_context: str = "",
     driver_options: dict = None,
     heartbeat_file: str = "",
-    heartbeat_grace_seconds: float = 10.0,
+    heartbeat_grace_seconds: float = 0,
     k6_dir: str = "",
     configuration: Configuration = None,
     secrets: Secrets = None,
@@ -136,8 +151,8 @@ def block_jwks_egress(
     same run id reuses the fault (one rule set); a fault of ANOTHER run on the same target and endpoint is refused.
     heartbeat_file (default: the experiment run's ``chaosext_heartbeat_file``): the run's heartbeat; the watchdog
     lifts the fault, and stops the k6 runs of this run id (in ``k6_dir``, default the run's), once it is
-    ``heartbeat_grace_seconds`` (default the run's HEARTBEAT_GRACE) old: the dead-man switch. Returns what was done,
-    incl. ``run_id``.
+    ``heartbeat_grace_seconds`` old (0: the configuration's HEARTBEAT_GRACE, else 10): the dead-man switch. Returns
+    what was done, incl. ``run_id``.
     """
     s = settings(jwks_url, via, target, mode, duration_seconds, max_duration_seconds, verify_timeout_seconds,
                  envoy_admin_url, kube_api_url, kube_context, driver_options, configuration)
@@ -155,6 +170,11 @@ def block_jwks_egress(
                      run_id=run_id,
                      expires_at=existing["spec"]["expires_at"] if existing else 0.0,
                      resolve=s["via"] in ("iptables", "k8s-networkpolicy"))
+    heartbeat, grace = _heartbeat_settings(heartbeat_file, heartbeat_grace_seconds, configuration)
+    if heartbeat and not k6_dir:
+        from chaosext.load.k6 import runs_dir
+
+        k6_dir = str(runs_dir("", configuration))
     driver = build_driver(spec.via, spec.options)
     result: dict[str, Any] = {"run_id": spec.run_id, "via": spec.via, "target": spec.target, "mode": spec.mode,
                               "jwks_url": spec.jwks_url, "host": spec.host, "port": spec.port,
@@ -173,11 +193,7 @@ def block_jwks_egress(
         configuration["chaosext_fault_run_id"] = spec.run_id  # this run's restore finds its own fault
     pid = 0
     if use_watchdog and not (existing and watchdog.find(spec.run_id)):
-        run = _dead_man(configuration)
-        pid = watchdog.spawn(spec, heartbeat=heartbeat_file or run.get("heartbeat", ""),
-                             grace=float(run.get("grace", heartbeat_grace_seconds) if not heartbeat_file
-                                         else heartbeat_grace_seconds),
-                             k6_dir=k6_dir or run.get("k6_dir", ""))
+        pid = watchdog.spawn(spec, heartbeat=heartbeat, grace=grace, k6_dir=k6_dir)
     result["watchdog_pid"] = pid or (watchdog.find(spec.run_id) or [0])[0]
     save_record(spec, status="active", watchdog_pid=result["watchdog_pid"])
     if verify:
@@ -204,17 +220,6 @@ def target_problem(via: str, target: str, configuration: Configuration = None) -
     except FaultError as exc:
         return f"FAULT_TARGET={target!r} ({via}): {exc}"
     return ""
-
-
-def _dead_man(configuration: Configuration) -> dict[str, Any]:
-    """Heartbeat file, grace and k6 runs directory of the experiment run, for the watchdog ({} outside a run)."""
-    from chaosext.config import load_config
-
-    if not _config_str(configuration, "chaosext_run_id"):
-        return {}
-    cfg = load_config(configuration)
-    return {"heartbeat": _config_str(configuration, "chaosext_heartbeat_file") or f"{cfg.run_dir}/heartbeat",
-            "grace": cfg.heartbeat_grace, "k6_dir": f"{cfg.run_dir}/k6"}
 
 
 def _undo(driver: Any, spec: FaultSpec) -> dict[str, Any]:

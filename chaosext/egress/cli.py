@@ -29,7 +29,7 @@ def _env_config() -> dict[str, Any]:
     import os
 
     keys = ("JWKS_URL", "FAULT_VIA", "FAULT_TARGET", "FAULT_MODE", "OUTAGE_SECONDS", "MAX_OUTAGE_SECONDS",
-            "ENVOY_ADMIN_URL", "KUBE_API_URL", "KUBE_CONTEXT")
+            "ENVOY_ADMIN_URL", "KUBE_API_URL", "KUBE_CONTEXT", "HEARTBEAT_GRACE")
     return {k: os.environ[k] for k in keys if os.environ.get(k)}
 
 
@@ -117,7 +117,7 @@ def egress() -> None:
 def _block(jwks_url: str, via: str | None, target: str | None, mode: str | None, duration: int | None,
            max_duration: int | None,
            dry_run: bool, envoy_admin_url: str, kube_api_url: str, kube_context: str, heartbeat: str = "",
-           heartbeat_grace: float = 10.0) -> dict[str, Any]:
+           heartbeat_grace: float = 0) -> dict[str, Any]:
     return block_jwks_egress(jwks_url=jwks_url, via=via or "", target=target or "", mode=mode or "",
                              duration_seconds=duration if duration is not None else "",
                              max_duration_seconds=max_duration if max_duration is not None else "", dry_run=dry_run,
@@ -136,7 +136,8 @@ _block_opts = [
     click.option("--dry-run", is_flag=True, help="print the exact commands / API calls, change nothing"),
     click.option("--heartbeat", default="", help="heartbeat file: the watchdog lifts the fault once it is older than "
                  "--heartbeat-grace (`run` renews it itself every 2 s; with `block`, the caller must)"),
-    click.option("--heartbeat-grace", type=float, default=10.0, help="seconds without a heartbeat (default 10)"),
+    click.option("--heartbeat-grace", type=float, default=0, help="seconds without a heartbeat (default "
+                 "$HEARTBEAT_GRACE or 10)"),
 ]
 
 

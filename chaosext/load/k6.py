@@ -190,7 +190,7 @@ def process_alive(pid: int, start_time: str | None = None) -> bool:
 
 
 def read_exit_code(path: Path) -> int | None:
-    """The exit code the wrapper recorded, or None while k6 runs (or if it was killed with the wrapper)."""
+    """The exit code the supervisor recorded, or None while k6 runs (or if the supervisor was killed)."""
     try:
         return int((path / "exit_code").read_text().strip())
     except (OSError, ValueError):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import socket
@@ -34,6 +35,8 @@ from chaosext.egress.base import load_records, parse_jwks_url, state_dir
 from chaosext.load.k6 import proc_start_time, process_alive
 
 __all__ = ["lock_key", "acquire", "read", "locks_dir", "TargetLock", "LockHeld"]
+
+logger = logging.getLogger("chaostoolkit")
 
 
 class LockHeld(RuntimeError):
@@ -205,4 +208,6 @@ def acquire(key: str, run_id: str, info: dict | None = None) -> TargetLock:
         _write(path, record)
     message = (f"took over the stale lock on {key} from {_describe(took_over)}: its process is gone and no fault of "
                f"it is left" if took_over else f"locked {key} for run {run_id}")
+    if took_over:
+        logger.warning("chaosext lock: %s", message)
     return TargetLock(key=key, run_id=run_id, path=path, record=record, took_over=took_over, message=message)
