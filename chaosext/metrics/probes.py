@@ -232,12 +232,12 @@ def _observe_services(cfg: ExperimentConfig, tokens: dict[str, str], forged: dic
 
 
 def _jwks_blocked_here(cfg: ExperimentConfig) -> Any:
-    """For the local lab only: does this host still reach the JWKS URL? (None when not applicable)."""
+    """For the local lab only: does this host still reach the JWKS URL? (None when not applicable). A 5xx counts as
+    blocked: through the lab's Envoy the reject fault answers 503."""
     if not cfg.is_lab_target:
         return None
     try:
-        requests.get(cfg.jwks_url, timeout=1.0)
-        return False
+        return requests.get(cfg.jwks_url, timeout=1.0).status_code >= 500
     except requests.RequestException:
         return True
 
