@@ -18,7 +18,7 @@ from chaosext.egress.envoy import DEFAULT_PREFIX, DEFAULT_STAT_PREFIX
 
 __all__ = ["ENVOY_BIN", "FAULT_FILTER_NAME", "UPSTREAM_CLUSTER", "ENVOY_HINT", "EGRESS_MODES", "layered_runtime",
            "http_filters", "bootstrap", "write_bootstrap", "envoy_argv", "find_envoy", "lab_component",
-           "write_lab_bootstrap"]
+           "write_lab_bootstrap", "add_jwt_gateway"]
 
 ENVOY_BIN = "envoy"
 FAULT_FILTER_NAME = "chaosext.jwks_fault"
@@ -134,3 +134,53 @@ def write_lab_bootstrap(state_dir: str | os.PathLike[str], host: str, port: int,
                         upstream: tuple[str, int]) -> Path:
     """Write ``<state>/envoy/envoy.json`` for :func:`lab_component`."""
     return write_bootstrap(_lab_config_path(state_dir), bootstrap((host, admin_port), (host, port), upstream))
+
+
+def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
+        "cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(host, port)}}]}]}}
+
+
+def add_jwt_gateway(config: dict[str, Any], listen: tuple[str, int], backend: tuple[str, int], issuer: str,
+                    audiences: list[str], cache_duration_s: int = 600, async_fetch: bool = False,
+                    fetch_timeout_s: float = 1.0, jwt_cache_size: int = 0,
+                    stat_prefix: str = "jwt_gateway") -> dict[str, Any]:
+    """Add to a :func:`bootstrap` config a listener that validates tokens itself (``jwt_authn``) before routing to
+    ``backend``. Its ``remote_jwks`` fetch goes to the config's own JWKS egress listener (cluster
+    ``jwks_via_egress``), so the fault filter there applies to it: ``remote_jwks`` uses a cluster directly, not an
+    HTTP filter chain, and a cluster straight to the Authority would bypass the fault. The egress listener needs a
+    fixed port. ``jwt_cache_size`` > 0 adds ``jwt_cache_config`` (a verified-token cache: it keeps accepting tokens
+    it has seen after the JWKS expired, see docs/egress.md). Returns ``config``."""
+    resources = config["static_resources"]
+    egress = resources["listeners"][0]["address"]["socket_address"]
+    if not egress["port_value"]:
+        raise ValueError("the JWKS egress listener needs a fixed port for the jwt gateway's remote_jwks cluster")
+    remote: dict[str, Any] = {
+        "http_uri": {"uri": f"{_url(egress['address'], egress['port_value'])}/.well-known/jwks.json",
+                     "cluster": "jwks_via_egress", "timeout": f"{fetch_timeout_s}s"},
+        "cache_duration": f"{int(cache_duration_s)}s"}
+    if async_fetch:
+        remote["async_fetch"] = {}
+    provider: dict[str, Any] = {"issuer": issuer, "audiences": list(audiences), "remote_jwks": remote,
+                                "forward": True}
+    if jwt_cache_size:
+        provider["jwt_cache_config"] = {"jwt_cache_size": int(jwt_cache_size)}
+    jwt_authn = {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"lab": provider},
+        "rules": [{"match": {"prefix": "/healthz"}},
+                  {"match": {"prefix": "/"}, "requires": {"provider_name": "lab"}}]}}
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                 ".HttpConnectionManager",
+        "stat_prefix": stat_prefix,
+        "route_config": {"name": stat_prefix, "virtual_hosts": [{
+            "name": stat_prefix, "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "jwt_backend"}}]}]},
+        "http_filters": [jwt_authn, http_filters()[-1]],
+    }
+    resources["listeners"].append({"name": stat_prefix, "address": _address(*listen), "filter_chains": [
+        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]})
+    resources["clusters"] += [_static_cluster("jwks_via_egress", egress["address"], egress["port_value"]),
+                              _static_cluster("jwt_backend", *backend)]
+    return config
