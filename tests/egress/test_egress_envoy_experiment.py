@@ -77,3 +77,17 @@ def test_fail_open_behind_envoy_fails_no_fail_open(experiment, lab_factory):
     assert out.verdict_rc == 1, out.verdict_out
     assert "no-fail-open" in _failing(out)
     assert out.check("no-fail-open")["accepted_count"] > 0
+
+
+def test_cache_expiry_behind_envoy_fails_on_error_rate_while_alerts_fire(experiment, lab_factory):
+    """Outage longer than max-stale through Envoy: as with iptables, the services fail closed (a true finding), the
+    verdict fails on the server error rate and the expiry alerts fire (timings of tests/experiment)."""
+    lab = lab_factory(egress="envoy", jwks_ttl=3, jwks_max_stale=6)
+    out = run_envoy(experiment, lab, FAULT_MODE="reject", OUTAGE_SECONDS="18", ABORT_ERROR_RATE="2",
+                    TENANTS="t01,t02", K6_RATE="150")
+    assert out.verdict_rc == 1, out.verdict_out
+    failing = _failing(out)
+    assert "server-error-rate-below-max" in failing
+    alerts = out.check("alerts-fire-iff-cache-expired")
+    assert "alerts-fire-iff-cache-expired" not in failing, alerts
+    assert alerts["cache_expired"] is True
