@@ -121,9 +121,12 @@ class ExperimentConfig:
 
     @property
     def is_lab_target(self) -> bool:
-        """True when every URL the fault and the probes touch is on this machine's loopback and the fault is local."""
+        """True when every URL the fault and the probes touch is on this machine's loopback and the fault is local
+        (iptables on this host, or the lab's Envoy: FAULT_VIA=envoy with a loopback admin URL as FAULT_TARGET)."""
         urls = [self.jwks_url, self.authority_url, *self.services.values()]
-        return self.fault_target == "local" and self.fault_via == "iptables" and all(map(is_loopback_url, urls))
+        local = (self.fault_via == "iptables" and self.fault_target == "local") or (
+            self.fault_via == "envoy" and is_loopback_url(self.fault_target.removeprefix("envoy:")))
+        return local and all(map(is_loopback_url, urls))
 
     @property
     def target_name(self) -> str:
