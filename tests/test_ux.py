@@ -1,4 +1,4 @@
-"""Small CLI debts: `chaosext verdict --wide` shows every value whole; `chaosext doctor --via` offers no empty choice."""
+"""Small CLI debts: `chaosext verdict --wide` shows every value whole; `doctor --via` offers no empty choice."""
 from __future__ import annotations
 
 import json
