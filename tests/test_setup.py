@@ -86,6 +86,11 @@ def test_setup_on_the_distribution_python_then_cli_discovery_and_a_lab(tmp_path:
     names = {a["name"] for a in activities}
     assert {"block_jwks_egress", "restore_jwks_egress"} <= names, sorted(names)
 
+    # the README's test command runs from the venv too (a fast subset: the docs' commands checked against the CLIs)
+    tests = run(["scripts/test", "tests/test_docs.py", "-q", "-p", "no:cacheprovider", "-k",
+                 "commands_shown or configuration_key"], checkout, timeout=300)
+    assert tests.returncode == 0 and " passed" in tests.stdout, tests.stdout[-3000:] + tests.stderr[-2000:]
+
     # a small lab from the venv: up (no Prometheus, free ports), one authenticated request, down
     state_dir = work / "lab"
     argv = lab_up_argv(state_dir, no_prometheus=True, services="policy")
