@@ -324,6 +324,12 @@ def test_no_page_is_written_for_the_readme() -> None:
     assert not left, f"pages still saying 'for the README': {left}"
 
 
+def test_docs_run_tests_through_scripts_test() -> None:
+    """On a stock distribution `python3` has no pytest (and must not get one): tests run from .venv via scripts/test."""
+    bare = [f"{rel(p)}: {m}" for p in PAGES for m in re.findall(r"`(python3 -m pytest[^`]*)`", text(p))]
+    assert not bare, "use scripts/test instead:\n" + "\n".join(bare)
+
+
 def test_iptables_latency_figures_are_written_only_in_the_readme() -> None:
     pattern = re.compile(r"(apply|revert)\s*\+\s*verify[^|\n]*?\d+(\.\d+)?\s*ms", re.I)
     elsewhere = [rel(p) for p in DOCS if pattern.search(text(p))]
