@@ -89,7 +89,7 @@ def test_setup_on_the_distribution_python_then_cli_discovery_and_a_lab(tmp_path:
 
     # the README's test command runs from the venv too (a fast subset: the docs' commands checked against the CLIs)
     tests = run(["scripts/test", "tests/test_docs.py", "-q", "-p", "no:cacheprovider", "-k",
-                 "commands_shown or configuration_key"], checkout, timeout=300)
+                 "command_shown or configuration_key"], checkout, timeout=300)
     assert tests.returncode == 0 and " passed" in tests.stdout, tests.stdout[-3000:] + tests.stderr[-2000:]
 
     # a small lab from the venv: up (no Prometheus, free ports), one authenticated request, down
