@@ -376,6 +376,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--audit-file", default=".chaosext-lab/audit.jsonl")
     p.add_argument("--cache-mode", choices=MODES, default="lkg")
     p.add_argument("--no-audit", action="store_true", help="misbehaviour knob: write no audit events")
+    p.add_argument("--audit-drop", type=lambda v: tuple(a for a in v.split(",") if a), default=(),
+                   help="misbehaviour knob: never audit these actions (e.g. auth.degraded,auth.recovered)")
     p.add_argument("--no-refetch-after-failure", action="store_true",
                    help="misbehaviour knob: after a failed JWKS fetch never fetch again (never recovers)")
     p.add_argument("--inject-5xx", type=positive(float, allow_zero=True), default=0.0,
@@ -432,7 +434,8 @@ async def _serve(args: argparse.Namespace) -> int:
     svc: TenantService | None = None
 
     def on_event(action: str, result: str) -> None:
-        audit.system(action, result, resource)
+        if action not in args.audit_drop:  # --audit-drop: a pipeline that loses these events (misbehaviour knob)
+            audit.system(action, result, resource)
         if action == "auth.expired" and svc is not None:
             svc.tokens.clear()
 

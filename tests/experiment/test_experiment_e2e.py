@@ -102,7 +102,7 @@ def test_a_per_tenant_alert_held_back_by_its_traffic_guard_is_explained(experime
     ("hard-ttl", {"cache_mode": "hard-ttl"}, "cached-key-fallback",
      {"ABORT_ERROR_RATE": "0.5", "ABORT_AFTER_SECONDS": "2", "ALERT_WAIT_SECONDS": "5", "OUTAGE_SECONDS": "40"}),
     ("none", {"cache_mode": "none"}, "cached-key-fallback", {"ALERT_WAIT_SECONDS": "5"}),
-    ("no-audit", {"no_audit": True}, "auth-degraded-audited", {}),
+    ("audit-drops-degraded", {"audit_drop": "auth.degraded"}, "auth-degraded-audited", {}),
     ("fail-open", {"fail_open": True}, "no-fail-open", {}),
 ])
 def test_misbehaviour_knob_fails_the_right_check(experiment: ExperimentRunner, lab_factory, knob: str,
@@ -121,7 +121,7 @@ def test_misbehaviour_knob_fails_the_right_check(experiment: ExperimentRunner, l
         assert "abort guard" in out.verdict_out
     if knob == "fail-open":
         assert out.check("no-fail-open")["accepted_count"] > 0
-    if knob == "no-audit":
+    if knob == "audit-drops-degraded":
         assert out.check("auth-degraded-audited")["missing"] == sorted(lab["service_urls"])
 
 
