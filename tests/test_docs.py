@@ -358,7 +358,8 @@ def test_footprint_names_what_the_code_creates() -> None:
 
     page = text(ROOT / "docs" / "footprint.md")
     k6_defaults = {n: p.default for n, p in inspect.signature(start_k6_testrun).parameters.items()}
-    names = [DEFAULT_STATE_DIR, ExperimentConfig().run_dir, "~/.chaosext/faults", "CHAOSEXT-<run_id>",
+    run_base = getattr(ExperimentConfig(), "run_base", "") or ExperimentConfig().run_dir
+    names = [DEFAULT_STATE_DIR, run_base, "~/.chaosext/faults", "CHAOSEXT-<run_id>",
              "chaosext:<run_id>", "chaosext-jwks-<run_id>", watchdog.MODULE, "<run_id>.watchdog.log",
              k6_defaults["name"], k6_defaults["configmap"], ".venv", "journal.json", "chaostoolkit.log",
              "app.kubernetes.io/managed-by=chaosext", "chaosext.io/expires-at", "ip6tables", "position 1 of OUTPUT"]
