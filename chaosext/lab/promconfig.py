@@ -97,7 +97,7 @@ def write_rule_copies(sources: list[Path], dest_dir: Path, cap_seconds: int) -> 
 
 
 #: Scrape backstop for tenant cardinality: a target exposing more samples than this fails its scrape (``up`` = 0,
-#: "sample limit exceeded") instead of flooding the TSDB. ~60 series per tenant x the 1000-tenant cap = 60k.
+#: "sample limit exceeded") instead of flooding the TSDB. ~70 series per tenant x the 1000-tenant cap = 70k.
 SAMPLE_LIMIT = 100_000
 
 
