@@ -257,14 +257,14 @@ class TenantService:
             claims, reason, source = await self.auth.authenticate(headers.get("Authorization"))
             if claims is None:
                 self._validation("invalid", reason, source)
-                if reason in CLAIM_REASONS:
-                    self._count_auth_failure(headers.get("Authorization", ""), reason)
                 label = self.labels.known_or(claimed)
                 self.audit.request("auth.rejected", claimed or "-", lambda: _unverified_subject(headers),
                                    f"{request.method} {request.path}", reason, headers.get("traceparent"))
                 resp = web.json_response({"error": "unauthorized", "reason": reason}, status=401,
                                          headers={"WWW-Authenticate": f'Bearer error="invalid_token", '
                                                                       f'error_description="{reason}"'})
+                if reason in CLAIM_REASONS:  # after the request's label: admitting the tenant cannot change it
+                    self._count_auth_failure(headers.get("Authorization", ""), reason)
             else:
                 self._validation("valid", reason, source)
                 tenant = claims["tenant"]

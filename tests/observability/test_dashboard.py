@@ -25,7 +25,9 @@ REQUIRED = {
     "rate-limit hits": r"tenant_rate_limit_hits",
     "JWKS cache hit rate": r"jwks_cache_lookups_hit:ratio_rate5m",
     "JWKS cache state": r"jwks_cache_state",
-    "auth failures": r"tenant_requests_unauthorized|jwt_validations_total\{result=\"invalid\"",
+    "a tenant's own auth failures": r"tenant_auth_failures:rate5m",
+    "unauthenticated traffic": r"tenant_requests_unauthenticated:rate5m",
+    "token validation failures by reason": r"jwt_validations_total\{result=\"invalid\"",
     "request rate": r"tenant_service:tenant_requests:rate5m",
     "queue depth": r"tenant_queue_depth",
     "data volume": r"tenant_data_volume_bytes",
@@ -33,7 +35,8 @@ REQUIRED = {
 CONTRACT_METRICS = {
     "tenant_requests_total", "tenant_rate_limit_hits_total", "tenant_data_volume_bytes_total", "tenant_queue_depth",
     "tenant_request_duration_seconds_bucket", "tenant_label_overflow_total", "jwks_fetch_total", "jwks_cache_state",
-    "jwks_cache_age_seconds", "jwks_cache_lookups_total", "jwt_validations_total", "ALERTS",
+    "jwks_cache_age_seconds", "jwks_cache_lookups_total", "jwt_validations_total", "tenant_auth_failures_total",
+    "ALERTS",
 }
 
 
@@ -123,8 +126,12 @@ def test_every_panel_query_returns_data_from_the_lab(lab: dict[str, Any]) -> Non
     exprs = [substitute(e) for e in _exprs()]
     pumps = [Pump(urls[s], paths[s], t, tokens[t], rps=4, write_every=3) for s in urls for t in tokens]
     with requests.Session() as session:
-        for svc in urls:  # one rejected token per service: the auth-failure panel's reason breakdown
+        wrong_aud = requests.post(lab["authority_url"] + "/token", json={"tenant": "t01", "aud": "someone-else"},
+                                  timeout=5).json()["access_token"]
+        for svc in urls:  # rejected tokens per service: the auth-failure panel's reason breakdown, the tenant's own
             assert call(session, urls[svc], paths[svc], "t01", "not-a-jwt") == 401
+            assert call(session, urls[svc], paths[svc], "t01", wrong_aud) == 401
+            assert call(session, urls[svc], paths[svc], "nobody", "not-a-jwt") == 401  # tenant="__unauthenticated__"
     empty: list[str] = []
     for pump in pumps:
         pump.__enter__()
@@ -148,7 +155,11 @@ def test_every_panel_query_returns_data_from_the_lab(lab: dict[str, Any]) -> Non
     annotation = substitute(_dashboard()["annotations"]["list"][0]["expr"])
     assert _query(prom, annotation)["status"] == "success"
     # the tenant and service variables' label_values() queries, through the label values API Grafana uses
+    variables = {v["name"]: v["query"]["query"] for v in _dashboard()["templating"]["list"] if v["type"] == "query"}
     for label, want in (("service", set(urls)), ("tenant", {"t01", "t02"})):
-        resp = requests.get(f"{prom}/api/v1/label/{label}/values", params={"match[]": "tenant_requests_total"},
-                            timeout=5).json()
+        match = re.fullmatch(rf"label_values\((.+), {label}\)", variables[label]).group(1)
+        resp = requests.get(f"{prom}/api/v1/label/{label}/values",
+                            params={"match[]": match.replace("$service", "policy|vuln|notify")}, timeout=5).json()
         assert want <= set(resp["data"]), resp
+        if label == "tenant":  # pseudo-tenants are no choice in the tenant picker
+            assert not {v for v in resp["data"] if v.startswith("__")}, resp
