@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import pytest
 
 from chaosext.lab.testing import running_lab
+from ops_util import in_ns
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENT = REPO / "experiments" / "jwks-outage.json"
@@ -42,15 +43,6 @@ def ns_lab(netns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     with running_lab(tmp_path_factory.mktemp("opslab"), exec_prefix=["ip", "netns", "exec", netns],
                      jwks_ttl=2, jwks_max_stale=120) as state:
         yield state
-
-
-def in_ns(netns: str, argv: list[str], env: dict[str, str] | None = None,
-          timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run argv inside the namespace (as a user would, through the console scripts of this Python)."""
-    bindir = Path(sys.executable).parent
-    full_env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}", **(env or {})}
-    return subprocess.run(["ip", "netns", "exec", netns, *argv], env=full_env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
