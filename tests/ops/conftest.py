@@ -50,7 +50,8 @@ def lab_journal(netns: str, ns_lab: dict[str, Any], tmp_path_factory: pytest.Tem
     """journal.json of a real `chaos run experiments/jwks-outage.json` against the namespaced lab (15 s outage)."""
     out = tmp_path_factory.mktemp("run")
     journal = out / "journal.json"
-    env = {"CHAOSEXT_LAB_DIR": ns_lab["state_dir"], "OUTAGE_SECONDS": "15", "K6_RATE": "50",
+    env = {"CHAOSEXT_LAB_DIR": ns_lab["state_dir"], "OUTAGE_SECONDS": "15", "K6_RATE": "50", "BASELINE_SECONDS": "10",
+           "BASELINE_MIN_REQUESTS": "30", "RECOVERY_SECONDS": "30",
            "CHAOSEXT_STATE_DIR": str(out / "faults")}
     proc = in_ns(netns, ["chaos", "--log-file", str(out / "chaos.log"), "run", "--journal-path", str(journal),
                          str(EXPERIMENT)], env=env, timeout=240)
