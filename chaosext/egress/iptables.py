@@ -92,9 +92,14 @@ class HostRunner:
         self.nspath = nspath  # the namespace file (/run/netns/<name>, /proc/<pid>/ns/net); "" = this one
 
     def run(self, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
+        """Run ``argv`` in the target; with a namespace file it is started there directly (same effect as the
+        ``nsenter`` prefix that :meth:`shown` prints, one process less per command)."""
+        def start() -> subprocess.CompletedProcess:
+            return subprocess.run(argv if self.nspath else self.prefix + argv, capture_output=True, text=True,
+                                  timeout=self.timeout, input=stdin)
+
         try:
-            cp = subprocess.run(self.prefix + argv, capture_output=True, text=True, timeout=self.timeout,
-                                input=stdin)
+            cp = _in_netns(self.nspath, start) if self.nspath else start()
         except FileNotFoundError as exc:
             raise FaultError(f"{exc.filename} not found on this host; install it (scripts/setup)") from None
         except subprocess.TimeoutExpired:
@@ -109,7 +114,8 @@ class HostRunner:
             return probe_endpoint(address, port, timeout, url)
         if self.nspath:  # a socket made inside the target: no process to start (matters at 100 targets)
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            return probe_endpoint(address, port, timeout, url, sock=_socket_in(self.nspath, family))
+            sock = _in_netns(self.nspath, lambda: socket.socket(family, socket.SOCK_STREAM))
+            return probe_endpoint(address, port, timeout, url, sock=sock)
         argv = [sys.executable, "-m", "chaosext.egress.base", "probe", address, str(port), str(timeout)]
         rc, out, err = self.run(argv + ([url] if url else []))
         try:
@@ -196,29 +202,34 @@ def runner_for(target: str, options: dict[str, Any] | None = None, missing_ok: b
     return runners
 
 
-def _socket_in(nspath: str, family: int) -> socket.socket:
-    """A TCP socket created inside the network namespace ``nspath`` (it stays there for its whole life).
+def _in_netns(nspath: str, fn: Callable[[], Any]) -> Any:
+    """``fn()`` run inside the network namespace ``nspath`` (what ``nsenter --net=<nspath>`` does, without a process).
 
-    ``setns`` switches only the calling thread, so this runs in a short-lived thread of its own: the rest of the
-    process never leaves its namespace, whatever happens."""
+    ``setns`` switches only the calling thread, so ``fn`` runs in a short-lived thread of its own: the rest of the
+    process never leaves its namespace, whatever happens. Sockets it creates stay in that namespace; processes it
+    starts are born there."""
     box: dict[str, Any] = {}
 
-    def create() -> None:
+    def body() -> None:
         try:
             with open(nspath) as target:
                 if _LIBC.setns(target.fileno(), CLONE_NEWNET) != 0:
                     err = ctypes.get_errno()
                     raise OSError(err, f"setns {nspath}: {os.strerror(err)}")
-                box["sock"] = socket.socket(family, socket.SOCK_STREAM)
         except OSError as exc:
+            box["error"] = TargetNotFound(f"cannot enter network namespace {nspath}: {exc}")
+            return
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
             box["error"] = exc
 
-    thread = threading.Thread(target=create, name="chaosext-netns-socket")
+    thread = threading.Thread(target=body, name="chaosext-in-netns")
     thread.start()
     thread.join()
     if "error" in box:
-        raise TargetNotFound(f"cannot enter network namespace {nspath}: {box['error']}")
-    return box["sock"]
+        raise box["error"]
+    return box["result"]
 
 
 def _datestop(expires_at: float) -> str:
@@ -371,17 +382,27 @@ class IptablesDriver:
             todo.append(_shown_line(["-I", "OUTPUT", "1", *_jump(spec)[1:]]))
         return _restore_input(todo)
 
+    def _fresh_input(self, spec: FaultSpec, version: int, addrs: list[str]) -> str:
+        """The whole rule set as one transaction that the kernel refuses, changing nothing, if the chain exists
+        (``-N``): check and add in one step, so a target is only ever blocked once per run."""
+        return _restore_input([f"-N {spec.chain}", *self._wanted(spec, version, addrs),
+                               _shown_line(["-I", "OUTPUT", "1", *_jump(spec)[1:]])])
+
+    def _revert_input(self, spec: FaultSpec) -> str:
+        """Jump, rules and chain gone in one transaction; refused (nothing changed) unless exactly that exists."""
+        return _restore_input([_shown_line(["-D", *_jump(spec)]), f"-F {spec.chain}", f"-X {spec.chain}"])
+
     def describe(self, spec: FaultSpec) -> list[str]:
-        """What apply runs inside each target: one listing of both families, then (only where the rule set is not
-        complete) one ``iptables-restore --noflush`` per family with exactly this input."""
+        """What apply runs inside each target, per family: one ``iptables-restore --noflush`` with exactly this
+        input; only if it is refused because the chain exists, one listing and one transaction with what is missing."""
         lines = []
         for runner in runner_for(spec.target, spec.options):
-            binaries = [b for b, _, _ in self._families(spec)]
-            lines.append(f"{runner.label}: " + " && ".join(runner.shown([b, *WAIT, "-t", "filter", "-S"])
-                                                            for b in binaries) + "  # check")
             for binary, version, addrs in self._families(spec):
                 lines.append(runner.shown([f"{binary}-restore", *WAIT, "--noflush"]) + " <<'EOF'")
-                lines += self._apply_input(spec, version, addrs, None).splitlines() + ["EOF"]
+                lines += self._fresh_input(spec, version, addrs).splitlines() + ["EOF"]
+                lines.append(f"# if {spec.chain} exists in {runner.label}: "
+                             + runner.shown([binary, *WAIT, "-t", "filter", "-S"])
+                             + ", then one transaction with only what is missing (nothing if complete)")
         return lines
 
     def describe_revert(self, spec: FaultSpec) -> list[str]:
@@ -414,42 +435,33 @@ class IptablesDriver:
 
     # -- doing
 
-    def _plan_apply(self, runner: Runner, spec: FaultSpec) -> list[tuple[str, str]]:
-        """One listing of the target; ``[(binary, restore input)]`` for each family lacking (part of) the rule set."""
-        families = self._families(spec)
-        listings = _listings(runner, [b for b, _, _ in families])
-        plan = [(binary, self._apply_input(spec, version, addrs, listings[binary]))
-                for binary, version, addrs in families]
-        return [(binary, script) for binary, script in plan if script]
-
-    def _commit(self, runner: Runner, plan: list[tuple[str, str]]) -> list[str]:
-        """Run each planned restore transaction in the target; the binaries whose transaction committed."""
-        done = []
-        for binary, script in plan:
-            rc, _, err = runner.run([f"{binary}-restore", *WAIT, "--noflush"], stdin=script)
+    def _apply_one(self, runner: Runner, spec: FaultSpec) -> list[str]:
+        """Per family: the whole rule set in one transaction (:meth:`_fresh_input`); if the kernel refuses it because
+        the chain exists, one listing and, only if something is missing, one repairing transaction. Returns the
+        families changed."""
+        changed = []
+        for binary, version, addrs in self._families(spec):
+            argv = [f"{binary}-restore", *WAIT, "--noflush"]
+            rc, _, err = runner.run(argv, stdin=self._fresh_input(spec, version, addrs))
+            if rc != 0:
+                script = self._apply_input(spec, version, addrs, _listing(runner, binary))
+                if not script:
+                    continue  # this run's rule set is already complete here: re-applying is a no-op
+                rc, _, err = runner.run(argv, stdin=script)
             if rc != 0:
                 if isinstance(runner, HostRunner) and runner.nspath and not os.path.exists(runner.nspath):
                     raise TargetNotFound(f"{runner.label} is gone: {err.strip()}")
                 raise FaultError(f"{binary}-restore in {runner.label} failed: {err.strip()}")
-            done.append(binary)
-        return done
+            changed.append(binary)
+        return changed
 
     def apply(self, spec: FaultSpec) -> dict:
-        """Give every target the chain, its rules and the jump; if any target fails, remove the fault from all of
-        them again and raise a FaultError naming the failed targets and why.
-
-        Two rounds over the targets, each in parallel: first one listing per target (what is missing; a target
-        that cannot be read fails the whole fault before anything changed), then one restore transaction per target
-        and family, so the first and the last target are cut off as close together as the machine allows."""
+        """Give every target the chain, its rules and the jump, targets in parallel (at most ``parallelism`` at
+        once); if any target fails, remove the fault from all of them again and raise a FaultError naming the failed
+        targets and why. One round of one transaction per target and family, so the first and the last target are
+        cut off as close together as the machine allows (``spread``)."""
         runners = self.preflight(spec)
-        plans = _fan_out(lambda r: self._plan_apply(r, spec), runners, self.parallelism)
-        failed = [d for d in plans if d["error"]]
-        if failed:
-            reasons = "; ".join(f"{d['runner'].label}: {_error_text(d['error'])}" for d in failed)
-            raise FaultError(f"iptables fault not applied: {len(failed)} of {len(runners)} target(s) could not be "
-                             f"read, nothing was changed: {reasons}")
-        plan_of = {id(d["runner"]): d["result"] for d in plans}
-        results = _fan_out(lambda r: self._commit(r, plan_of[id(r)]), runners, self.parallelism)
+        results = _fan_out(lambda r: self._apply_one(r, spec), runners, self.parallelism)
         failed = [d for d in results if d["error"]]
         if failed:
             undone = _fan_out(lambda r: self._remove_run(r, spec.run_id), runners, self.parallelism)
@@ -514,26 +526,40 @@ class IptablesDriver:
     def revert(self, spec: FaultSpec) -> dict:
         """Delete the jump(s), flush and delete the chain in both families of every target (targets in parallel;
         one restore transaction per target and family); fine if already gone, or if a target itself is gone."""
-        binaries = [b for b, _, _ in self._families(spec)] or None
         removed, left, spread = self._remove_everywhere(spec.target, spec.run_id, self.options or spec.options,
-                                                        binaries)
+                                                        lambda r: self._revert_one(r, spec))
         if left:
             raise FaultError(f"could not remove every chaosext:{spec.run_id} rule: {left}")
         return {"removed": removed, "left": left, "spread": spread}
 
-    def _remove_everywhere(self, target: str, run_id: str, options: dict[str, Any],
-                           binaries: list[str] | None = None) -> tuple[list[str], list[str], dict[str, Any]]:
-        """Remove ``run_id`` from every target ``target`` names (families ``binaries``, default both): a listing
-        round, then a restore round (both in parallel); ``(removed, left, spread of the restore round)``. Targets
-        that are gone count as clean."""
-        runners = runner_for(target, options, missing_ok=True)
-        plans = _fan_out(lambda r: self._plan_remove(r, run_id, binaries), runners, self.parallelism)
-        plan_of = {id(d["runner"]): d["result"] for d in plans if not d["error"]}
-        todo = [r for r in runners if plan_of.get(id(r))]
-        results = _fan_out(lambda r: self._commit_remove(r, run_id, plan_of[id(r)]), todo, self.parallelism)
+    def _revert_one(self, runner: Runner, spec: FaultSpec) -> tuple[list[str], list[str]]:
+        """Per family of ``spec``: one transaction removing exactly what apply made (:meth:`_revert_input`); if
+        the kernel refuses it (already gone, or changed since), one listing and one transaction removing whatever
+        of the run is there. ``(removed, left)``."""
         removed: list[str] = []
         left: list[str] = []
-        for d in [p for p in plans if p["error"]] + results:
+        for binary, _, _ in self._families(spec):
+            script = self._revert_input(spec)
+            rc, _, _ = runner.run([f"{binary}-restore", *WAIT, "--noflush"], stdin=script)
+            if rc == 0:
+                removed += [f"{binary} {line}" for line in script.splitlines()[1:-1]]
+                continue
+            gone, still = self._commit_remove(runner, spec.run_id, self._plan_remove(runner, spec.run_id, [binary]))
+            removed += gone
+            left += still
+        return removed, left
+
+    def _remove_everywhere(self, target: str, run_id: str, options: dict[str, Any],
+                           one: Callable[[Runner], tuple[list[str], list[str]]] | None = None,
+                           ) -> tuple[list[str], list[str], dict[str, Any]]:
+        """Remove ``run_id`` from every target ``target`` names, in parallel, with ``one(runner)`` (default: list
+        both families, then one transaction each); ``(removed, left, spread)``. Targets that are gone count as
+        clean."""
+        runners = runner_for(target, options, missing_ok=True)
+        results = _fan_out(one or (lambda r: self._remove_run(r, run_id)), runners, self.parallelism)
+        removed: list[str] = []
+        left: list[str] = []
+        for d in results:
             if isinstance(d["error"], TargetNotFound):
                 continue  # the namespace / pod went away, and its rules with it
             if d["error"]:
