@@ -50,6 +50,8 @@ CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
 #: targets worked on at once (driver option ``parallelism`` / configuration ``FAULT_PARALLELISM``)
 DEFAULT_PARALLELISM = 16
+#: restore processes staged at once before their COMMIT (two pipes each)
+STAGE_MAX = 128
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -105,6 +107,17 @@ class HostRunner:
         except subprocess.TimeoutExpired:
             raise FaultError(f"timed out after {self.timeout}s: {self.shown(argv)}") from None
         return cp.returncode, cp.stdout, cp.stderr
+
+    def start(self, argv: list[str]) -> subprocess.Popen:
+        """Start ``argv`` in the target with its stdin and stderr as pipes (see :func:`_staged_transactions`)."""
+        def start() -> subprocess.Popen:
+            return subprocess.Popen(argv if self.nspath else self.prefix + argv, stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+        try:
+            return _in_netns(self.nspath, start) if self.nspath else start()
+        except FileNotFoundError as exc:
+            raise FaultError(f"{exc.filename} not found on this host; install it (scripts/setup)") from None
 
     def shown(self, argv: list[str]) -> str:
         return shlex.join(self.prefix + argv)
@@ -315,6 +328,84 @@ def _fan_out(fn: Callable[[Runner], Any], runners: list[Runner], parallelism: in
         return list(pool.map(one, runners))
 
 
+def _wchan(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/wchan") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def _staged_transactions(runners: list[Runner], inputs: Callable[[Runner], list[tuple[str, str]]],
+                         parallelism: int, timeout: float = 15.0) -> dict[int, dict[str, Any]]:
+    """Run restore transactions in many local targets so that they commit at (nearly) the same moment.
+
+    For each :class:`HostRunner` (others are skipped) and each ``(binary, input)`` of ``inputs(runner)``, start
+    ``<binary>-restore --noflush`` in the target and feed it the input without its final ``COMMIT``; once every
+    process waits on its stdin (it has parsed its rules) or a few seconds passed, send all the ``COMMIT`` lines in
+    one go. The kernel commits each target's transaction as that line arrives, so the targets are cut off within
+    milliseconds of each other rather than one process start apart. Returns ``{id(runner): {"results": {binary:
+    (returncode, stderr)}, "at": time the last of its transactions finished}}`` or ``{"error": exception}``."""
+    host = [r for r in runners if isinstance(r, HostRunner)]
+    out: dict[int, dict[str, Any]] = {}
+    for i in range(0, len(host), STAGE_MAX):
+        wave = host[i:i + STAGE_MAX]
+
+        def stage(runner: Runner) -> list[tuple[str, subprocess.Popen]]:
+            procs: list[tuple[str, subprocess.Popen]] = []
+            try:
+                for binary, script in inputs(runner):
+                    proc = runner.start([f"{binary}-restore", *WAIT, "--noflush"])
+                    procs.append((binary, proc))
+                    try:
+                        proc.stdin.write(script[:-len("COMMIT\n")])
+                        proc.stdin.flush()
+                    except BrokenPipeError:
+                        pass  # it exited already; its return code and stderr say why
+            except BaseException:
+                for _, proc in procs:
+                    proc.kill()
+                    proc.wait()
+                raise
+            return procs
+
+        started = _fan_out(stage, wave, parallelism)
+        procs = [(id(d["runner"]), b, p) for d in started if not d["error"] for b, p in d["result"]]
+        out.update({id(d["runner"]): {"error": d["error"]} for d in started if d["error"]})
+        ready_by = time.monotonic() + 3.0
+        waiting = [p for _, _, p in procs]
+        while waiting and time.monotonic() < ready_by:
+            waiting = [p for p in waiting if p.poll() is None and "pipe" not in _wchan(p.pid)]
+            if waiting:
+                time.sleep(0.005)
+        for _, _, proc in procs:
+            try:
+                proc.stdin.write("COMMIT\n")
+                proc.stdin.close()
+            except OSError:
+                pass  # it exited already; its return code says why
+        finished: dict[int, float] = {}
+        end = time.monotonic() + timeout
+        while len(finished) < len(procs):
+            for _, _, proc in procs:
+                if proc.pid not in finished and proc.poll() is not None:
+                    finished[proc.pid] = time.time()
+            if len(finished) < len(procs):
+                if time.monotonic() > end:
+                    for _, _, proc in procs:
+                        if proc.poll() is None:
+                            proc.kill()
+                    end = time.monotonic() + 5.0
+                time.sleep(0.001)
+        for key, binary, proc in procs:
+            entry = out.setdefault(key, {"results": {}, "at": 0.0})
+            entry["results"][binary] = (proc.returncode, proc.stderr.read() if proc.stderr else "")
+            entry["at"] = max(entry["at"], finished[proc.pid])
+            if proc.stderr:
+                proc.stderr.close()
+    return out
+
+
 def _spread(times: list[float]) -> dict[str, Any]:
     """First and last time of a fan-out and the seconds between them (the outage skew across targets)."""
     if not times:
@@ -435,33 +526,50 @@ class IptablesDriver:
 
     # -- doing
 
-    def _apply_one(self, runner: Runner, spec: FaultSpec) -> list[str]:
-        """Per family: the whole rule set in one transaction (:meth:`_fresh_input`); if the kernel refuses it because
-        the chain exists, one listing and, only if something is missing, one repairing transaction. Returns the
-        families changed."""
+    def _apply_one(self, runner: Runner, spec: FaultSpec, first: dict[str, Any] | None = None) -> tuple[list[str], float]:
+        """Per family: the whole rule set in one transaction (:meth:`_fresh_input`; ``first``: its outcome when it
+        was already run staged); if the kernel refuses it because the chain exists, one listing and, only if
+        something is missing, one repairing transaction. ``(families changed, time the target was done)``."""
+        if first and "error" in first:
+            raise first["error"]
         changed = []
+        at = first["at"] if first else 0.0
         for binary, version, addrs in self._families(spec):
             argv = [f"{binary}-restore", *WAIT, "--noflush"]
-            rc, _, err = runner.run(argv, stdin=self._fresh_input(spec, version, addrs))
+            if first and binary in first["results"]:
+                rc, err = first["results"][binary]
+            else:
+                rc, _, err = runner.run(argv, stdin=self._fresh_input(spec, version, addrs))
+                at = time.time()
             if rc != 0:
                 script = self._apply_input(spec, version, addrs, _listing(runner, binary))
                 if not script:
                     continue  # this run's rule set is already complete here: re-applying is a no-op
                 rc, _, err = runner.run(argv, stdin=script)
+                at = time.time()
             if rc != 0:
                 if isinstance(runner, HostRunner) and runner.nspath and not os.path.exists(runner.nspath):
                     raise TargetNotFound(f"{runner.label} is gone: {err.strip()}")
                 raise FaultError(f"{binary}-restore in {runner.label} failed: {err.strip()}")
             changed.append(binary)
-        return changed
+        return changed, at or time.time()
+
+    def _staged(self, runners: list[Runner], inputs: Callable[[Runner], list[tuple[str, str]]]) -> dict[int, Any]:
+        """:func:`_staged_transactions` for the local targets (option ``staged_commit``, default on)."""
+        if str(self.options.get("staged_commit", True)).lower() in ("0", "false", "no", "off"):
+            return {}
+        return _staged_transactions(runners, inputs, self.parallelism)
 
     def apply(self, spec: FaultSpec) -> dict:
         """Give every target the chain, its rules and the jump, targets in parallel (at most ``parallelism`` at
         once); if any target fails, remove the fault from all of them again and raise a FaultError naming the failed
         targets and why. One round of one transaction per target and family, so the first and the last target are
-        cut off as close together as the machine allows (``spread``)."""
+        cut off as close together as the machine allows (``spread``); local targets commit together
+        (:func:`_staged_transactions`)."""
         runners = self.preflight(spec)
-        results = _fan_out(lambda r: self._apply_one(r, spec), runners, self.parallelism)
+        fresh = [(b, self._fresh_input(spec, v, a)) for b, v, a in self._families(spec)]
+        staged = self._staged(runners, lambda r: fresh)
+        results = _fan_out(lambda r: self._apply_one(r, spec, staged.get(id(r))), runners, self.parallelism)
         failed = [d for d in results if d["error"]]
         if failed:
             undone = _fan_out(lambda r: self._remove_run(r, spec.run_id), runners, self.parallelism)
@@ -473,7 +581,8 @@ class IptablesDriver:
                       else f"ROLLBACK INCOMPLETE, run `chaosext restore --run-id {spec.run_id}`: {'; '.join(stuck)}")
             raise FaultError(f"iptables fault failed on {len(failed)} of {len(runners)} target(s): {reasons}; "
                              f"{rolled}")
-        per_target = [{"target": d["runner"].label, "changed": d["result"], "blocked_at": d["at"]} for d in results]
+        per_target = [{"target": d["runner"].label, "changed": d["result"][0], "blocked_at": d["result"][1]}
+                      for d in results]
         return {"applied": [f"{p['target']} {b}-restore --noflush" for p in per_target for b in p["changed"]],
                 "chain": spec.chain, "expires_at": spec.expires_at, "datestop_utc": _datestop(spec.expires_at),
                 "targets": [r.label for r in runners], "per_target": per_target,
@@ -526,36 +635,48 @@ class IptablesDriver:
     def revert(self, spec: FaultSpec) -> dict:
         """Delete the jump(s), flush and delete the chain in both families of every target (targets in parallel;
         one restore transaction per target and family); fine if already gone, or if a target itself is gone."""
-        removed, left, spread = self._remove_everywhere(spec.target, spec.run_id, self.options or spec.options,
-                                                        lambda r: self._revert_one(r, spec))
+        runners = runner_for(spec.target, self.options or spec.options, missing_ok=True)
+        script = self._revert_input(spec)
+        staged = self._staged(runners, lambda r: [(b, script) for b, _, _ in self._families(spec)])
+        removed, left, spread = self._remove_everywhere(runners, spec.run_id,
+                                                        lambda r: self._revert_one(r, spec, staged.get(id(r))))
         if left:
             raise FaultError(f"could not remove every chaosext:{spec.run_id} rule: {left}")
         return {"removed": removed, "left": left, "spread": spread}
 
-    def _revert_one(self, runner: Runner, spec: FaultSpec) -> tuple[list[str], list[str]]:
-        """Per family of ``spec``: one transaction removing exactly what apply made (:meth:`_revert_input`); if
-        the kernel refuses it (already gone, or changed since), one listing and one transaction removing whatever
-        of the run is there. ``(removed, left)``."""
+    def _revert_one(self, runner: Runner, spec: FaultSpec,
+                    first: dict[str, Any] | None = None) -> tuple[list[str], list[str], float]:
+        """Per family of ``spec``: one transaction removing exactly what apply made (:meth:`_revert_input`;
+        ``first``: its outcome when it was already run staged); if the kernel refuses it (already gone, or changed
+        since), one listing and one transaction removing whatever of the run is there. ``(removed, left, time the
+        target was done)``."""
+        if first and "error" in first:
+            raise first["error"]
         removed: list[str] = []
         left: list[str] = []
+        at = first["at"] if first else 0.0
+        script = self._revert_input(spec)
         for binary, _, _ in self._families(spec):
-            script = self._revert_input(spec)
-            rc, _, _ = runner.run([f"{binary}-restore", *WAIT, "--noflush"], stdin=script)
+            if first and binary in first["results"]:
+                rc = first["results"][binary][0]
+            else:
+                rc, _, _ = runner.run([f"{binary}-restore", *WAIT, "--noflush"], stdin=script)
+                at = time.time()
             if rc == 0:
                 removed += [f"{binary} {line}" for line in script.splitlines()[1:-1]]
                 continue
             gone, still = self._commit_remove(runner, spec.run_id, self._plan_remove(runner, spec.run_id, [binary]))
+            at = time.time()
             removed += gone
             left += still
-        return removed, left
+        return removed, left, at or time.time()
 
-    def _remove_everywhere(self, target: str, run_id: str, options: dict[str, Any],
-                           one: Callable[[Runner], tuple[list[str], list[str]]] | None = None,
+    def _remove_everywhere(self, runners: list[Runner], run_id: str,
+                           one: Callable[[Runner], tuple] | None = None,
                            ) -> tuple[list[str], list[str], dict[str, Any]]:
-        """Remove ``run_id`` from every target ``target`` names, in parallel, with ``one(runner)`` (default: list
-        both families, then one transaction each); ``(removed, left, spread)``. Targets that are gone count as
-        clean."""
-        runners = runner_for(target, options, missing_ok=True)
+        """Remove ``run_id`` from every runner, in parallel, with ``one(runner)`` (default: list both families,
+        then one transaction each) returning ``(removed, left[, done at])``; ``(removed, left, spread)``. Targets
+        that are gone count as clean."""
         results = _fan_out(one or (lambda r: self._remove_run(r, run_id)), runners, self.parallelism)
         removed: list[str] = []
         left: list[str] = []
@@ -567,7 +688,8 @@ class IptablesDriver:
                 continue
             removed += [f"{d['runner'].label} {line}" for line in d["result"][0]]
             left += [f"{d['runner'].label} {line}" for line in d["result"][1]]
-        return removed, left, _spread([d["at"] for d in results if not d["error"]])
+        return removed, left, _spread([d["result"][2] if len(d["result"]) > 2 else d["at"]
+                                       for d in results if not d["error"]])
 
     def _plan_remove(self, runner: Runner, run_id: str,
                      binaries: list[str] | None = None) -> list[tuple[str, list[str]]]:
@@ -642,7 +764,7 @@ class IptablesDriver:
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
         """Remove one run's rules found by :meth:`find_orphans` in every target (no FaultSpec needed)."""
-        removed, left, _ = self._remove_everywhere(target, run_id, self.options)
+        removed, left, _ = self._remove_everywhere(runner_for(target, self.options, missing_ok=True), run_id)
         if left:
             raise FaultError(f"could not remove every chaosext:{run_id} rule: {left}")
         return removed

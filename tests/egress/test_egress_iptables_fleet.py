@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Iterator
 
 import pytest
@@ -82,12 +83,13 @@ def _vanish_on_commit(monkeypatch, f: Fleet, victim: str) -> None:
     fault: a real failure midway, after the others were changed."""
     original = IptablesDriver._apply_one
 
-    def apply_one(self, runner, spec):
+    def apply_one(self, runner, spec, first=None):
         if runner.label == f"netns:{victim}":
             others = [c for c in f.clients if c != victim]
             assert wait_for(lambda: all(f.rules(c) for c in others), timeout=20, interval=0.05)
             f.remove_client(victim)
-        return original(self, runner, spec)
+            first = None  # its own transaction runs now, in a namespace that is gone
+        return original(self, runner, spec, first)
 
     monkeypatch.setattr(IptablesDriver, "_apply_one", apply_one)
 
@@ -131,13 +133,16 @@ def test_a_target_that_vanishes_right_after_resolve_is_named_and_nothing_is_left
 class LineByLine(IptablesDriver):
     """A broken driver: the same rule set, one restore transaction per line (like one iptables command each)."""
 
-    def _apply_one(self, runner, spec):
+    def _staged(self, runners, inputs):
+        return {}
+
+    def _apply_one(self, runner, spec, first=None):
         for binary, version, addrs in self._families(spec):
             for line in self._fresh_input(spec, version, addrs).splitlines()[1:-1]:
                 rc, _, err = runner.run([f"{binary}-restore", "-w", "5", "--noflush"],
                                         stdin=f"*filter\n{line}\nCOMMIT\n")
                 assert rc == 0, err
-        return [b for b, _, _ in self._families(spec)]
+        return [b for b, _, _ in self._families(spec)], time.time()
 
 
 def _partial_snapshots(f: Fleet, client: str, driver: IptablesDriver, spec: FaultSpec, rounds: int) -> tuple:
@@ -194,8 +199,10 @@ def test_no_partial_rule_set_is_ever_visible_in_a_target(four, state_dir):
 
 
 @pytest.mark.netns
-def test_reapplying_the_same_run_is_a_no_op_and_a_damaged_rule_set_is_repaired_whole(four, state_dir):
-    spec = make_spec(four.url, "iptables", four.glob, "reject", 60, options={"verify_timeout": 0.5})
+@pytest.mark.parametrize("staged", [True, False], ids=["staged-commit", "one-by-one"])
+def test_reapplying_the_same_run_is_a_no_op_and_a_damaged_rule_set_is_repaired_whole(four, state_dir, staged):
+    spec = make_spec(four.url, "iptables", four.glob, "reject", 60,
+                     options={"verify_timeout": 0.5, "staged_commit": staged})
     driver = IptablesDriver(spec.options)
     first = driver.apply(spec)
     saved = {c: four.save(c) for c in four.clients}
