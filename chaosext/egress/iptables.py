@@ -18,6 +18,7 @@ import ipaddress
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import socket
@@ -50,7 +51,7 @@ CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
 #: targets worked on at once (driver option ``parallelism`` / configuration ``FAULT_PARALLELISM``)
 DEFAULT_PARALLELISM = 16
-#: restore processes staged at once before their COMMIT (two pipes each)
+#: restore processes staged at once before their COMMIT (two pipe ends each); more targets go in waves
 STAGE_MAX = 128
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
@@ -348,8 +349,11 @@ def _staged_transactions(runners: list[Runner], inputs: Callable[[Runner], list[
     (returncode, stderr)}, "at": time the last of its transactions finished}}`` or ``{"error": exception}``."""
     host = [r for r in runners if isinstance(r, HostRunner)]
     out: dict[int, dict[str, Any]] = {}
-    for i in range(0, len(host), STAGE_MAX):
-        wave = host[i:i + STAGE_MAX]
+    # two pipe ends stay open per staged process: keep far below the open-file limit
+    per_runner = max(1, len(inputs(host[0]))) if host else 1
+    size = max(1, min(STAGE_MAX, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 64) // 2) // per_runner)
+    for i in range(0, len(host), size):
+        wave = host[i:i + size]
 
         def stage(runner: Runner) -> list[tuple[str, subprocess.Popen]]:
             procs: list[tuple[str, subprocess.Popen]] = []

@@ -199,8 +199,11 @@ def test_no_partial_rule_set_is_ever_visible_in_a_target(four, state_dir):
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize("staged", [True, False], ids=["staged-commit", "one-by-one"])
-def test_reapplying_the_same_run_is_a_no_op_and_a_damaged_rule_set_is_repaired_whole(four, state_dir, staged):
+@pytest.mark.parametrize("staged,wave", [(True, 128), (True, 3), (False, 0)],
+                         ids=["staged-commit", "staged-in-waves-of-3", "one-by-one"])
+def test_reapplying_the_same_run_is_a_no_op_and_a_damaged_rule_set_is_repaired_whole(four, state_dir, staged, wave,
+                                                                                      monkeypatch):
+    monkeypatch.setattr("chaosext.egress.iptables.STAGE_MAX", wave)
     spec = make_spec(four.url, "iptables", four.glob, "reject", 60,
                      options={"verify_timeout": 0.5, "staged_commit": staged})
     driver = IptablesDriver(spec.options)
