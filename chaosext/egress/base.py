@@ -361,8 +361,9 @@ def probe_endpoint(address: str, port: int, timeout: float = 2.0, url: str = "",
     """A fresh TCP connect to ``address:port`` and, with ``url``, one HTTP GET of it (no pooling, no proxy).
 
     ``sock``: an unconnected TCP socket of the address's family to use (e.g. one created inside another network
-    namespace); it is closed afterwards. Returns ``{"reachable": bool, "error": "" | "timeout" | "refused" | "reset" | ..., "elapsed_ms": float,
-    "status": int}``; reachable means connected and (with a url) got an HTTP status line.
+    namespace); it is closed afterwards. Returns ``{"reachable": bool, "error": "" | "timeout" | "refused" |
+    "reset" | ..., "elapsed_ms": float, "status": int}``; reachable means connected and (with a url) got an HTTP
+    status line.
     """
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     start = time.monotonic()

@@ -530,7 +530,8 @@ class IptablesDriver:
 
     # -- doing
 
-    def _apply_one(self, runner: Runner, spec: FaultSpec, first: dict[str, Any] | None = None) -> tuple[list[str], float]:
+    def _apply_one(self, runner: Runner, spec: FaultSpec,
+                   first: dict[str, Any] | None = None) -> tuple[list[str], float]:
         """Per family: the whole rule set in one transaction (:meth:`_fresh_input`; ``first``: its outcome when it
         was already run staged); if the kernel refuses it because the chain exists, one listing and, only if
         something is missing, one repairing transaction. ``(families changed, time the target was done)``."""
