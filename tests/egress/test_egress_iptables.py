@@ -244,6 +244,9 @@ BAD = [
     ({"target": "netns:no-such-ns"}, "not found"),
     ({"target": "pid:999999999"}, "not found"),
     ({"target": "moon:base"}, "unknown target"),
+    ({"target": "netns:a,,netns:b"}, "empty item"),
+    ({"driver_options": {"parallelism": "0"}}, "FAULT_PARALLELISM"),
+    ({"driver_options": {"parallelism": "many"}}, "FAULT_PARALLELISM"),
 ]
 
 
