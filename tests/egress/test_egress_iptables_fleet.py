@@ -78,9 +78,9 @@ def test_a_glob_that_matches_nothing_and_a_missing_list_item_are_refused_before_
     assert not list(state_dir.glob("*.json"))
 
 
-def _vanish_on_commit(monkeypatch, f: Fleet, victim: str) -> None:
-    """Delete ``victim``'s namespace just before its restore transaction, once every other target holds the
-    fault: a real failure midway, after the others were changed."""
+def _vanish_once_the_others_are_blocked(monkeypatch, f: Fleet, victim: str) -> None:
+    """Delete ``victim``'s namespace once every other target holds the fault, then run its own transaction: a real
+    failure midway, after the others were changed."""
     original = IptablesDriver._apply_one
 
     def apply_one(self, runner, spec, first=None):
@@ -97,7 +97,7 @@ def _vanish_on_commit(monkeypatch, f: Fleet, victim: str) -> None:
 @pytest.mark.netns
 def test_a_target_that_fails_midway_is_named_and_every_other_target_is_left_clean(four, state_dir, monkeypatch):
     victim = four.clients[2]
-    _vanish_on_commit(monkeypatch, four, victim)
+    _vanish_once_the_others_are_blocked(monkeypatch, four, victim)
 
     with pytest.raises(FaultError) as err:
         block_jwks_egress(four.url, target=four.glob, mode="reject", duration_seconds=60, **FAST)
