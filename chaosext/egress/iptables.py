@@ -501,13 +501,16 @@ class IptablesDriver:
         return lines
 
     def describe_revert(self, spec: FaultSpec) -> list[str]:
-        """Commands revert runs in each target (deletes are only issued for rules that exist)."""
+        """What revert runs inside each target, per family: one ``iptables-restore --noflush`` with exactly this
+        input; only if it is refused (already gone, or changed since), one listing and one transaction deleting
+        whatever of the run is there."""
         lines = []
         for runner in runner_for(spec.target, spec.options, missing_ok=True):
-            for binary, _ in FAMILIES:
-                lines.append(runner.shown([f"{binary}-restore", *WAIT, "--noflush"]) + " <<< '*filter "
-                             + f"-D {shlex.join(_jump(spec))} -F {spec.chain} -X {spec.chain} COMMIT'"
-                             + "  # one line each; only for rules that exist")
+            for binary, _, _ in self._families(spec):
+                lines.append(runner.shown([f"{binary}-restore", *WAIT, "--noflush"]) + " <<'EOF'")
+                lines += self._revert_input(spec).splitlines() + ["EOF"]
+                lines.append(f"# if refused in {runner.label}: " + runner.shown([binary, *WAIT, "-t", "filter", "-S"])
+                             + ", then one transaction deleting what of the run is there")
         return lines
 
     def preflight(self, spec: FaultSpec) -> list[Runner]:
