@@ -36,5 +36,5 @@ def test_bad_configuration_stops_before_any_fault(experiment: ExperimentRunner, 
     assert not out.journal.get("run"), "the method ran"
     assert not (out.journal.get("steady_states") or {}).get("before"), "the hypothesis ran"
     port = urls["JWKS_URL"].split(":")[2].split("/")[0]
-    assert f"--dport {port}" not in iptables_rules()
-    assert out.verdict_rc == 1 and "interrupted" in out.verdict_out
+    assert f"--dport {port}" not in iptables_rules(experiment.netns.name)
+    assert out.verdict_rc == 3 and "VERDICT: NOT RUN" in out.verdict_out and "interrupted" in out.verdict_out
