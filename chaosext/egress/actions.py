@@ -150,8 +150,9 @@ def block_jwks_egress(
     enforced by the kernel (iptables ``-m time --datestop``) and by a detached watchdog (``use_watchdog``), capped
     by ``max_duration_seconds``. dry_run: return the exact commands / API calls without making them. verify: check
     from inside the target that the fault bites the way ``mode`` says, and undo it if it does not.
-    run_id: the fault's id (default: the experiment run's ``chaosext_run_id``, else a new one). Blocking again with the
-    same run id reuses the fault (one rule set); a fault of ANOTHER run on the same target and endpoint is refused.
+    run_id: the fault's id (default: the experiment run's ``chaosext_run_id``, else the active fault's on this target
+    and endpoint, else a new one). Blocking again with the same run id reuses the fault (one rule set); a fault of
+    ANOTHER run on the same target and endpoint is refused.
     heartbeat_file (default: the experiment run's ``chaosext_heartbeat_file``): the run's heartbeat; the watchdog
     lifts the fault, and stops the k6 runs of this run id (in ``k6_dir``, default the run's), once it is
     ``heartbeat_grace_seconds`` old (0: the configuration's HEARTBEAT_GRACE, else 10): the dead-man switch. Returns
@@ -161,6 +162,8 @@ def block_jwks_egress(
                  envoy_admin_url, kube_api_url, kube_context, driver_options, configuration)
     run_id = run_id or _config_str(configuration, "chaosext_run_id")
     existing = _active_record(s["via"], s["target"], s["jwks_url"])
+    if existing and not run_id:
+        run_id = existing["spec"]["run_id"]  # no run of our own named: blocking again reuses the active fault
     if existing and existing["spec"]["run_id"] != run_id:
         raise FaultError(f"fault {existing['spec']['run_id']} of another run is already active on {s['target']} for "
                          f"{s['jwks_url']}; one run per target at a time (let it end, or `chaosext restore --run-id "
