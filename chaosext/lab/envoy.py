@@ -18,7 +18,7 @@ from chaosext.egress.envoy import DEFAULT_PREFIX, DEFAULT_STAT_PREFIX
 
 __all__ = ["ENVOY_BIN", "FAULT_FILTER_NAME", "UPSTREAM_CLUSTER", "ENVOY_HINT", "EGRESS_MODES", "layered_runtime",
            "http_filters", "bootstrap", "write_bootstrap", "envoy_argv", "find_envoy", "lab_component",
-           "write_lab_bootstrap", "add_jwt_gateway"]
+           "write_lab_bootstrap", "add_jwt_gateway", "service_url"]
 
 ENVOY_BIN = "envoy"
 FAULT_FILTER_NAME = "chaosext.jwks_fault"
@@ -118,22 +118,40 @@ def _lab_config_path(state_dir: str | os.PathLike[str]) -> Path:
     return Path(state_dir) / "envoy" / "envoy.json"
 
 
-def lab_component(state_dir: str | os.PathLike[str], envoy_bin: str, host: str, port: int, admin_port: int,
-                  upstream: tuple[str, int]) -> dict[str, Any]:
-    """The lab's Envoy as keyword arguments of ``supervisor.Component``: listener ``host:port`` (the services' JWKS
-    URL), admin ``host:admin_port`` (the fault target), upstream = the Authority's public listener."""
-    admin_url = _url(host, admin_port)
-    listener = _url(host, port)
-    return {"name": "envoy", "argv": envoy_argv(envoy_bin, _lab_config_path(state_dir)),
-            "binds": [(host, port), (host, admin_port)], "url": listener, "health": f"{admin_url}/ready",
-            "port": port, "extra": {"admin_url": admin_url, "jwks_url": f"{listener}/.well-known/jwks.json",
-                                    "upstream": f"{upstream[0]}:{upstream[1]}"}}
+def lab_component(cfg: Any) -> dict[str, Any]:
+    """The lab's Envoy (``cfg`` is a ``supervisor.LabConfig``) as keyword arguments of ``supervisor.Component``:
+    listener ``host:envoy_port`` (the services' JWKS URL), admin ``host:envoy_admin_port`` (the fault target),
+    upstream = the Authority's public listener; with ``envoy_jwt_service`` also the jwt gateway ``envoy_jwt_port``."""
+    admin_url = _url(cfg.host, cfg.envoy_admin_port)
+    listener = _url(cfg.host, cfg.envoy_port)
+    binds = [(cfg.host, cfg.envoy_port), (cfg.host, cfg.envoy_admin_port)]
+    extra = {"admin_url": admin_url, "jwks_url": f"{listener}/.well-known/jwks.json",
+             "upstream": f"{cfg.authority_host}:{cfg.authority_port}"}
+    if cfg.envoy_jwt_service:
+        binds.append((cfg.host, cfg.envoy_jwt_port))
+        extra.update(jwt_gateway_url=_url(cfg.host, cfg.envoy_jwt_port), jwt_gateway_service=cfg.envoy_jwt_service,
+                     jwt_cache_duration=cfg.jwks_ttl)
+    return {"name": "envoy", "argv": envoy_argv(cfg.envoy_bin, _lab_config_path(cfg.state_dir)), "binds": binds,
+            "url": listener, "health": f"{admin_url}/ready", "port": cfg.envoy_port, "extra": extra}
 
 
-def write_lab_bootstrap(state_dir: str | os.PathLike[str], host: str, port: int, admin_port: int,
-                        upstream: tuple[str, int]) -> Path:
-    """Write ``<state>/envoy/envoy.json`` for :func:`lab_component`."""
-    return write_bootstrap(_lab_config_path(state_dir), bootstrap((host, admin_port), (host, port), upstream))
+def service_url(cfg: Any, name: str, direct: str) -> str:
+    """Where clients reach service ``name``: the jwt gateway for ``envoy_jwt_service``, else ``direct``."""
+    if cfg.egress == "envoy" and cfg.envoy_jwt_service == name:
+        return _url(cfg.host, cfg.envoy_jwt_port)
+    return direct
+
+
+def write_lab_bootstrap(cfg: Any) -> Path:
+    """Write ``<state>/envoy/envoy.json`` for :func:`lab_component`. The jwt gateway (``envoy_jwt_service``) validates
+    with the lab's issuer/audience and ``cache_duration`` = the services' soft TTL (``jwks_ttl``): it is how long
+    Envoy caches the JWKS before fetching again, and Envoy has no stale fallback after it."""
+    config = bootstrap((cfg.host, cfg.envoy_admin_port), (cfg.host, cfg.envoy_port),
+                       (cfg.authority_host, cfg.authority_port))
+    if cfg.envoy_jwt_service:
+        add_jwt_gateway(config, (cfg.host, cfg.envoy_jwt_port), (cfg.host, cfg.service_port(cfg.envoy_jwt_service)),
+                        cfg.issuer, [cfg.audience], cache_duration_s=cfg.jwks_ttl)
+    return write_bootstrap(_lab_config_path(cfg.state_dir), config)
 
 
 def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:

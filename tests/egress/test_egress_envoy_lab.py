@@ -95,3 +95,33 @@ def test_lab_down_stops_the_envoy(tmp_path):
         assert Path(f"/proc/{pid}").exists()
     assert not Path(f"/proc/{pid}/cmdline").exists() or b"envoy" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     assert supervisor.find_lab_processes(state["state_dir"]) == []
+
+
+def test_a_service_behind_the_envoy_jwt_gateway_fails_closed_after_cache_duration(tmp_path, state_dir):
+    """--envoy-jwt-service policy: clients reach policy through Envoy's jwt_authn (cache_duration = jwks-ttl 2 s),
+    whose remote_jwks fetch goes through the faulted listener. During the outage the gateway keeps passing a valid
+    token until cache_duration, then answers 401 "Jwks remote fetch is failed" before the service sees it."""
+    require_envoy()
+    with running_lab(tmp_path / "lab", egress="envoy", envoy_jwt_service="policy", no_prometheus=True,
+                     services="policy", jwks_ttl=2, jwks_max_stale=5) as state:
+        gateway = state["components"]["envoy"]["jwt_gateway_url"]
+        assert state["components"]["policy"]["url"] == gateway == state["service_urls"]["policy"]
+        token = requests.post(state["token_url"], json={"tenant": "t01", "sub": "test", "scope": "policy:read",
+                                                        "aud": "stellaops-api", "ttl": 600},
+                              timeout=5).json()["access_token"]
+
+        def call() -> requests.Response:
+            return requests.get(f"{gateway}/api/v1/policies", timeout=10,
+                                headers={"Authorization": f"Bearer {token}", "X-StellaOps-Tenant": "t01"})
+
+        assert wait_for(lambda: call().status_code == 200, timeout=20)
+        assert requests.get(f"{gateway}/api/v1/policies", timeout=5).status_code == 401  # no token: Envoy says no
+        admin = state["envoy_admin_url"]
+        try:
+            block_jwks_egress(state["jwks_url"], via="envoy", target=admin, mode="reject", duration_seconds=120,
+                              use_watchdog=False)
+            assert wait_for(lambda: call().text == "Jwks remote fetch is failed", timeout=40, interval=0.5)
+            assert call().status_code == 401
+        finally:
+            restore_jwks_egress(via="envoy", target=admin)
+        assert wait_for(lambda: call().status_code == 200, timeout=30, interval=0.5)
