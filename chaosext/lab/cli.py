@@ -84,6 +84,10 @@ Examples:
 @click.option("--no-audit", is_flag=True, help="Misbehaviour knob: write no audit events")
 @click.option("--fail-open", is_flag=True,
               help="Misbehaviour knob: accept tokens it cannot verify while the JWKS is unreachable (a security bug)")
+@click.option("--no-refetch-after-failure", is_flag=True,
+              help="Misbehaviour knob: after a failed JWKS fetch never fetch again (a service that never recovers)")
+@click.option("--inject-5xx", type=click.FloatRange(min=0, max=1), default=0.0, show_default=True,
+              help="Misbehaviour knob: answer this fraction of authenticated requests with 503 (an unhealthy service)")
 @click.option("--rate-limit", type=click.IntRange(min=1), default=500, show_default=True,
               help="Per-tenant requests/s")
 @click.option("--rate-burst", type=click.IntRange(min=1), default=1000, show_default=True)

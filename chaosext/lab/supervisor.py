@@ -80,6 +80,8 @@ class LabConfig:
     cache_mode: str = "lkg"
     no_audit: bool = False
     fail_open: bool = False
+    no_refetch_after_failure: bool = False
+    inject_5xx: float = 0.0
     rate_limit: int = 500
     rate_burst: int = 1000
     tenant_header: str = "X-StellaOps-Tenant"
@@ -220,6 +222,8 @@ def plan(cfg: LabConfig) -> list[Component]:
                 "--cache-mode", cfg.cache_mode, "--tenant-cap", str(cfg.tenant_cap)]
         argv += ["--no-audit"] if cfg.no_audit else []
         argv += ["--fail-open"] if cfg.fail_open else []
+        argv += ["--no-refetch-after-failure"] if cfg.no_refetch_after_failure else []
+        argv += ["--inject-5xx", str(cfg.inject_5xx)] if cfg.inject_5xx else []
         url = _url(cfg.host, port)
         comps.append(Component(name, argv, [(cfg.host, port)], url=lab_envoy.service_url(cfg, name, url),
                                health=f"{url}/healthz", port=port,
