@@ -149,8 +149,12 @@ def write_lab_bootstrap(cfg: Any) -> Path:
     config = bootstrap((cfg.host, cfg.envoy_admin_port), (cfg.host, cfg.envoy_port),
                        (cfg.authority_host, cfg.authority_port))
     if cfg.envoy_jwt_service:
+        audit = Path(cfg.state_dir) / "audit.jsonl"
+        if not cfg.no_audit:
+            os.close(os.open(audit, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640))  # the services' mode, not Envoy's
         add_jwt_gateway(config, (cfg.host, cfg.envoy_jwt_port), (cfg.host, cfg.service_port(cfg.envoy_jwt_service)),
-                        cfg.issuer, [cfg.audience], cache_duration_s=cfg.jwks_ttl)
+                        cfg.issuer, [cfg.audience], cache_duration_s=cfg.jwks_ttl,
+                        audit=None if cfg.no_audit else (str(audit), cfg.envoy_jwt_service, cfg.tenant_header))
     return write_bootstrap(_lab_config_path(cfg.state_dir), config)
 
 
@@ -161,14 +165,16 @@ def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
 
 def add_jwt_gateway(config: dict[str, Any], listen: tuple[str, int], backend: tuple[str, int], issuer: str,
                     audiences: list[str], cache_duration_s: int = 600, async_fetch: bool = False,
-                    fetch_timeout_s: float = 1.0, jwt_cache_size: int = 0,
+                    fetch_timeout_s: float = 1.0, jwt_cache_size: int = 0, audit: tuple[str, str, str] | None = None,
                     stat_prefix: str = "jwt_gateway") -> dict[str, Any]:
     """Add to a :func:`bootstrap` config a listener that validates tokens itself (``jwt_authn``) before routing to
     ``backend``. Its ``remote_jwks`` fetch goes to the config's own JWKS egress listener (cluster
     ``jwks_via_egress``), so the fault filter there applies to it: ``remote_jwks`` uses a cluster directly, not an
     HTTP filter chain, and a cluster straight to the Authority would bypass the fault. The egress listener needs a
     fixed port. ``jwt_cache_size`` > 0 adds ``jwt_cache_config`` (a verified-token cache: it keeps accepting tokens
-    it has seen after the JWKS expired, see docs/egress.md). Returns ``config``."""
+    it has seen after the JWKS expired, see docs/egress.md). ``audit = (path, service, tenant header)`` writes each
+    request the gateway refuses (401) as an ``auth.rejected`` line in the lab's audit format (an access log): the
+    service behind never sees those requests, so it cannot audit them. Returns ``config``."""
     resources = config["static_resources"]
     egress = resources["listeners"][0]["address"]["socket_address"]
     if not egress["port_value"]:
@@ -197,8 +203,22 @@ def add_jwt_gateway(config: dict[str, Any], listen: tuple[str, int], backend: tu
             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "jwt_backend"}}]}]},
         "http_filters": [jwt_authn, http_filters()[-1]],
     }
+    if audit:
+        hcm["access_log"] = [_audit_log(*audit)]
     resources["listeners"].append({"name": stat_prefix, "address": _address(*listen), "filter_chains": [
         {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]})
     resources["clusters"] += [_static_cluster("jwks_via_egress", egress["address"], egress["port_value"]),
                               _static_cluster("jwt_backend", *backend)]
     return config
+
+
+def _audit_log(path: str, service: str, tenant_header: str) -> dict[str, Any]:
+    """A file access log of the gateway's 401s as ``auth.rejected`` audit events (chaosext/lab/audit.py fields)."""
+    fields = {"timestamp": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%", "service": service,
+              "tenant": f"%REQ({tenant_header})%", "subject": "-", "action": "auth.rejected",
+              "resource": "%REQ(:PATH)%", "result": "%RESPONSE_CODE_DETAILS%", "traceId": "%REQ(X-REQUEST-ID)%"}
+    return {"name": "envoy.access_loggers.file",
+            "filter": {"status_code_filter": {"comparison": {
+                "op": "EQ", "value": {"default_value": 401, "runtime_key": "chaosext.jwt_gateway.audit_status"}}}},
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                             "path": path, "log_format": {"json_format": fields}}}
