@@ -264,7 +264,12 @@ def after_experiment_control(context: Experiment = None, state: Journal = None, 
         signals.uninstall()
         return  # the run never started anything (the configuration did not even parse)
     if cfg.run_id:
-        out = _finish(cfg)
+        from chaosext.metrics.probes import save_run_evidence
+
+        out = _finish(cfg)  # restore first: nothing may delay lifting the fault
+        evidence = save_run_evidence(cfg)  # the same file judge-outage named, now with the recovery window
+        if not evidence.get("ok"):
+            logger.warning("chaosext safety: evidence for the report not saved: %s", evidence.get("error"))
         egress, load = out.get("egress", {}), out.get("load", {})
         logger.info("chaosext safety: after run %s: egress %s, k6 %s", cfg.run_id,
                     "restored" if egress.get("restored") else f"NOT restored ({egress.get('error')})",
