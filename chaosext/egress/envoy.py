@@ -8,7 +8,9 @@ The filter (docs/egress.md has the config) reads its own runtime keys under ``<p
 
 plus ``<prefix>.run_id`` / ``<prefix>.expires_at`` as tags. ``POST /runtime_modify`` needs an admin runtime layer
 (503 "No admin layer specified" otherwise); an empty value deletes an override. Verified with ``GET /runtime`` and
-the filter's ``aborts_injected`` / ``delays_injected`` counters (``GET /stats?format=json&filter=...``).
+the filter's ``aborts_injected`` / ``delays_injected`` counters (``GET /stats?format=json&filter=...``); with option
+``envoy_verify_fetch`` also by one JWKS fetch through Envoy (the JWKS URL must be Envoy's listener), because keys set
+on a filter scoped to the wrong cluster block nothing. Checked against a real Envoy 1.40.0 (tests/egress).
 The target is the admin URL (``local`` = option ``envoy_admin_url`` or ``http://127.0.0.1:9901``).
 """
 from __future__ import annotations

@@ -115,6 +115,10 @@ Examples:
 @click.option("--envoy-port", type=int, default=8444, show_default=True, help="Envoy JWKS listener (--egress envoy)")
 @click.option("--envoy-admin-port", type=int, default=9901, show_default=True, help="Envoy admin (--egress envoy)")
 @click.option("--envoy-bin", default="envoy", show_default=True)
+@click.option("--envoy-jwt-service", default="", help="With --egress envoy: reach this service through an Envoy that "
+              "validates tokens itself (jwt_authn, remote_jwks through the faulted listener, cache_duration = "
+              "--jwks-ttl)")
+@click.option("--envoy-jwt-port", type=int, default=8454, show_default=True, help="Envoy jwt gateway listener")
 @click.option("--json", "as_json", is_flag=True, help="Print state.json instead of the summary")
 def up(as_json: bool, **options: Any) -> None:
     """Start the lab in the background and wait until every component is ready (safe to run twice)."""

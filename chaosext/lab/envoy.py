@@ -18,7 +18,7 @@ from chaosext.egress.envoy import DEFAULT_PREFIX, DEFAULT_STAT_PREFIX
 
 __all__ = ["ENVOY_BIN", "FAULT_FILTER_NAME", "UPSTREAM_CLUSTER", "ENVOY_HINT", "EGRESS_MODES", "layered_runtime",
            "http_filters", "bootstrap", "write_bootstrap", "envoy_argv", "find_envoy", "lab_component",
-           "write_lab_bootstrap", "add_jwt_gateway"]
+           "write_lab_bootstrap", "add_jwt_gateway", "service_url"]
 
 ENVOY_BIN = "envoy"
 FAULT_FILTER_NAME = "chaosext.jwks_fault"
@@ -118,22 +118,44 @@ def _lab_config_path(state_dir: str | os.PathLike[str]) -> Path:
     return Path(state_dir) / "envoy" / "envoy.json"
 
 
-def lab_component(state_dir: str | os.PathLike[str], envoy_bin: str, host: str, port: int, admin_port: int,
-                  upstream: tuple[str, int]) -> dict[str, Any]:
-    """The lab's Envoy as keyword arguments of ``supervisor.Component``: listener ``host:port`` (the services' JWKS
-    URL), admin ``host:admin_port`` (the fault target), upstream = the Authority's public listener."""
-    admin_url = _url(host, admin_port)
-    listener = _url(host, port)
-    return {"name": "envoy", "argv": envoy_argv(envoy_bin, _lab_config_path(state_dir)),
-            "binds": [(host, port), (host, admin_port)], "url": listener, "health": f"{admin_url}/ready",
-            "port": port, "extra": {"admin_url": admin_url, "jwks_url": f"{listener}/.well-known/jwks.json",
-                                    "upstream": f"{upstream[0]}:{upstream[1]}"}}
+def lab_component(cfg: Any) -> dict[str, Any]:
+    """The lab's Envoy (``cfg`` is a ``supervisor.LabConfig``) as keyword arguments of ``supervisor.Component``:
+    listener ``host:envoy_port`` (the services' JWKS URL), admin ``host:envoy_admin_port`` (the fault target),
+    upstream = the Authority's public listener; with ``envoy_jwt_service`` also the jwt gateway ``envoy_jwt_port``."""
+    admin_url = _url(cfg.host, cfg.envoy_admin_port)
+    listener = _url(cfg.host, cfg.envoy_port)
+    binds = [(cfg.host, cfg.envoy_port), (cfg.host, cfg.envoy_admin_port)]
+    extra = {"admin_url": admin_url, "jwks_url": f"{listener}/.well-known/jwks.json",
+             "upstream": f"{cfg.authority_host}:{cfg.authority_port}"}
+    if cfg.envoy_jwt_service:
+        binds.append((cfg.host, cfg.envoy_jwt_port))
+        extra.update(jwt_gateway_url=_url(cfg.host, cfg.envoy_jwt_port), jwt_gateway_service=cfg.envoy_jwt_service,
+                     jwt_cache_duration=cfg.jwks_ttl)
+    return {"name": "envoy", "argv": envoy_argv(cfg.envoy_bin, _lab_config_path(cfg.state_dir)), "binds": binds,
+            "url": listener, "health": f"{admin_url}/ready", "port": cfg.envoy_port, "extra": extra}
 
 
-def write_lab_bootstrap(state_dir: str | os.PathLike[str], host: str, port: int, admin_port: int,
-                        upstream: tuple[str, int]) -> Path:
-    """Write ``<state>/envoy/envoy.json`` for :func:`lab_component`."""
-    return write_bootstrap(_lab_config_path(state_dir), bootstrap((host, admin_port), (host, port), upstream))
+def service_url(cfg: Any, name: str, direct: str) -> str:
+    """Where clients reach service ``name``: the jwt gateway for ``envoy_jwt_service``, else ``direct``."""
+    if cfg.egress == "envoy" and cfg.envoy_jwt_service == name:
+        return _url(cfg.host, cfg.envoy_jwt_port)
+    return direct
+
+
+def write_lab_bootstrap(cfg: Any) -> Path:
+    """Write ``<state>/envoy/envoy.json`` for :func:`lab_component`. The jwt gateway (``envoy_jwt_service``) validates
+    with the lab's issuer/audience and ``cache_duration`` = the services' soft TTL (``jwks_ttl``): it is how long
+    Envoy caches the JWKS before fetching again, and Envoy has no stale fallback after it."""
+    config = bootstrap((cfg.host, cfg.envoy_admin_port), (cfg.host, cfg.envoy_port),
+                       (cfg.authority_host, cfg.authority_port))
+    if cfg.envoy_jwt_service:
+        audit = Path(cfg.state_dir) / "audit.jsonl"
+        if not cfg.no_audit:
+            os.close(os.open(audit, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640))  # the services' mode, not Envoy's
+        add_jwt_gateway(config, (cfg.host, cfg.envoy_jwt_port), (cfg.host, cfg.service_port(cfg.envoy_jwt_service)),
+                        cfg.issuer, [cfg.audience], cache_duration_s=cfg.jwks_ttl,
+                        audit=None if cfg.no_audit else (str(audit), cfg.envoy_jwt_service, cfg.tenant_header))
+    return write_bootstrap(_lab_config_path(cfg.state_dir), config)
 
 
 def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
@@ -143,14 +165,16 @@ def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
 
 def add_jwt_gateway(config: dict[str, Any], listen: tuple[str, int], backend: tuple[str, int], issuer: str,
                     audiences: list[str], cache_duration_s: int = 600, async_fetch: bool = False,
-                    fetch_timeout_s: float = 1.0, jwt_cache_size: int = 0,
+                    fetch_timeout_s: float = 1.0, jwt_cache_size: int = 0, audit: tuple[str, str, str] | None = None,
                     stat_prefix: str = "jwt_gateway") -> dict[str, Any]:
     """Add to a :func:`bootstrap` config a listener that validates tokens itself (``jwt_authn``) before routing to
     ``backend``. Its ``remote_jwks`` fetch goes to the config's own JWKS egress listener (cluster
     ``jwks_via_egress``), so the fault filter there applies to it: ``remote_jwks`` uses a cluster directly, not an
     HTTP filter chain, and a cluster straight to the Authority would bypass the fault. The egress listener needs a
     fixed port. ``jwt_cache_size`` > 0 adds ``jwt_cache_config`` (a verified-token cache: it keeps accepting tokens
-    it has seen after the JWKS expired, see docs/egress.md). Returns ``config``."""
+    it has seen after the JWKS expired, see docs/egress.md). ``audit = (path, service, tenant header)`` writes each
+    request the gateway refuses (401) as an ``auth.rejected`` line in the lab's audit format (an access log): the
+    service behind never sees those requests, so it cannot audit them. Returns ``config``."""
     resources = config["static_resources"]
     egress = resources["listeners"][0]["address"]["socket_address"]
     if not egress["port_value"]:
@@ -179,8 +203,22 @@ def add_jwt_gateway(config: dict[str, Any], listen: tuple[str, int], backend: tu
             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "jwt_backend"}}]}]},
         "http_filters": [jwt_authn, http_filters()[-1]],
     }
+    if audit:
+        hcm["access_log"] = [_audit_log(*audit)]
     resources["listeners"].append({"name": stat_prefix, "address": _address(*listen), "filter_chains": [
         {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]})
     resources["clusters"] += [_static_cluster("jwks_via_egress", egress["address"], egress["port_value"]),
                               _static_cluster("jwt_backend", *backend)]
     return config
+
+
+def _audit_log(path: str, service: str, tenant_header: str) -> dict[str, Any]:
+    """A file access log of the gateway's 401s as ``auth.rejected`` audit events (chaosext/lab/audit.py fields)."""
+    fields = {"timestamp": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%", "service": service,
+              "tenant": f"%REQ({tenant_header})%", "subject": "-", "action": "auth.rejected",
+              "resource": "%REQ(:PATH)%", "result": "%RESPONSE_CODE_DETAILS%", "traceId": "%REQ(X-REQUEST-ID)%"}
+    return {"name": "envoy.access_loggers.file",
+            "filter": {"status_code_filter": {"comparison": {
+                "op": "EQ", "value": {"default_value": 401, "runtime_key": "chaosext.jwt_gateway.audit_status"}}}},
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                             "path": path, "log_format": {"json_format": fields}}}

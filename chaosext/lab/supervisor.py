@@ -101,6 +101,9 @@ class LabConfig:
     envoy_port: int = 8444
     envoy_admin_port: int = 9901
     envoy_bin: str = "envoy"
+    #: with egress envoy: this service is reached through an Envoy jwt_authn gateway on envoy_jwt_port
+    envoy_jwt_service: str = ""
+    envoy_jwt_port: int = 8454
 
     def __post_init__(self) -> None:
         self.state_dir = str(resolve_state_dir(self.state_dir or None))
@@ -140,10 +143,13 @@ class LabConfig:
                             f"names from {','.join(SERVICES)}")
         if self.egress not in lab_envoy.EGRESS_MODES:
             problems.append(f"--egress {self.egress}: use one of {', '.join(lab_envoy.EGRESS_MODES)}")
+        if self.envoy_jwt_service and (self.egress != "envoy" or self.envoy_jwt_service not in self.services):
+            problems.append(f"--envoy-jwt-service {self.envoy_jwt_service}: needs --egress envoy and one of the "
+                            f"running --services")
         if self.cache_mode not in CACHE_MODES:
             problems.append(f"--cache-mode {self.cache_mode}: use one of {', '.join(CACHE_MODES)}")
         ports = ["authority_port", "ops_port", "prometheus_port", "alertmanager_port", "envoy_port",
-                 "envoy_admin_port"] + [
+                 "envoy_admin_port", "envoy_jwt_port"] + [
             f"{s}_port" for s in SERVICES]
         for name in ports:
             value = getattr(self, name)
@@ -206,8 +212,7 @@ def plan(cfg: LabConfig) -> list[Component]:
                        extra={"ops_url": ops, "ops_port": cfg.ops_port, "metrics": f"{ops}/metrics",
                               "token_url": f"{cfg.issuer}/token", "jwks_url": f"{cfg.issuer}/.well-known/jwks.json"})]
     if cfg.egress == "envoy":
-        comps.append(Component(**lab_envoy.lab_component(state, cfg.envoy_bin, cfg.host, cfg.envoy_port,
-                                                         cfg.envoy_admin_port, (cfg.authority_host, cfg.authority_port))))
+        comps.append(Component(**lab_envoy.lab_component(cfg)))
     for name in cfg.services:
         port = cfg.service_port(name)
         argv = [py, "-m", "chaosext.lab.service", "--service", name, "--host", cfg.host, "--port", str(port),
@@ -222,7 +227,8 @@ def plan(cfg: LabConfig) -> list[Component]:
         argv += ["--audit-drop", cfg.audit_drop] if cfg.audit_drop else []
         argv += ["--inject-5xx", str(cfg.inject_5xx)] if cfg.inject_5xx else []
         url = _url(cfg.host, port)
-        comps.append(Component(name, argv, [(cfg.host, port)], url=url, health=f"{url}/healthz", port=port,
+        comps.append(Component(name, argv, [(cfg.host, port)], url=lab_envoy.service_url(cfg, name, url),
+                               health=f"{url}/healthz", port=port,
                                extra={"metrics": f"{url}/metrics"}))
     if not cfg.no_prometheus:
         am_url = _url(cfg.host, cfg.alertmanager_port)
@@ -569,8 +575,7 @@ def up(cfg: LabConfig, echo: Any = print) -> dict[str, Any]:
             _write_configs(cfg, comps)
         (state_dir / "keys").mkdir(parents=True, exist_ok=True)
         if cfg.egress == "envoy":
-            lab_envoy.write_lab_bootstrap(state_dir, cfg.host, cfg.envoy_port, cfg.envoy_admin_port,
-                                          (cfg.authority_host, cfg.authority_port))
+            lab_envoy.write_lab_bootstrap(cfg)
 
         started: dict[str, tuple[Component, subprocess.Popen[bytes], Path]] = {}
         deadline = time.monotonic() + cfg.ready_timeout

@@ -31,6 +31,7 @@ from envoy_util import RealEnvoy, docs_envoy_snippet, fetch, real_envoy
 REPO = Path(__file__).resolve().parents[2]
 OPTS = {"envoy_stat_prefix": "jwks_egress"}
 FETCH = {**OPTS, "envoy_verify_fetch": True}
+RUN = "e0e0e0e0"  # the run id of these tests' faults (restore removes only its own run's fault)
 
 
 @pytest.fixture
@@ -45,6 +46,7 @@ def envoy(tmp_path: Path, state_dir: Path) -> Iterator[RealEnvoy]:
 def block(proxy: RealEnvoy, mode: str, duration: int = 60, **kw: object) -> dict:
     kw.setdefault("use_watchdog", False)
     kw.setdefault("driver_options", OPTS)
+    kw.setdefault("run_id", RUN)
     return block_jwks_egress(proxy.jwks_url, via="envoy", target=proxy.admin_url, mode=mode,
                              duration_seconds=duration, **kw)
 
@@ -79,12 +81,12 @@ def test_reject_gives_503_at_once_through_envoy_and_restore_brings_200_back(envo
     assert after["aborts_injected"] == before + 1 and after["delays_injected"] == 0
     assert egress_block_active(via="envoy", target=envoy.admin_url)["active"] is True
 
-    result = restore_jwks_egress(via="envoy", target=envoy.admin_url, driver_options=OPTS)
+    result = restore_jwks_egress(via="envoy", target=envoy.admin_url, run_id=RUN, driver_options=OPTS)
     assert [r["run_id"] for r in result["restored"]] == [out["run_id"]]
     assert chaosext_keys(envoy) == {}  # empty values delete the admin-layer overrides
     assert fetch(envoy.jwks_url)[0] == 200
     assert egress_block_active(via="envoy", target=envoy.admin_url)["active"] is False
-    assert restore_jwks_egress(via="envoy", target=envoy.admin_url)["restored"] == []  # twice: fine
+    assert restore_jwks_egress(via="envoy", target=envoy.admin_url, run_id=RUN)["restored"] == []  # twice: fine
 
 
 def _spec(out: dict):
@@ -107,7 +109,7 @@ def test_drop_makes_a_fetch_hang_until_its_own_timeout(envoy, state_dir):
     assert wait_for(lambda: envoy.stat("http.jwks_egress.fault.delays_injected") == 2)  # verify's fetch + ours
     assert envoy.stat("http.jwks_egress.fault.aborts_injected") == 0
 
-    restore_jwks_egress(via="envoy", target=envoy.admin_url, driver_options=OPTS)
+    restore_jwks_egress(via="envoy", target=envoy.admin_url, run_id=RUN, driver_options=OPTS)
     assert chaosext_keys(envoy) == {}
     assert fetch(envoy.jwks_url)[0] == 200
     assert out["run_id"] not in [r["spec"]["run_id"] for r in load_records()]
@@ -135,7 +137,7 @@ def test_blocking_twice_reuses_the_fault_and_the_other_mode_is_refused(envoy, st
     with pytest.raises(FaultError, match="already active"):
         block(envoy, "drop")
     assert f"{DEFAULT_PREFIX}.delay.fixed_delay_percent" not in chaosext_keys(envoy)
-    restore_jwks_egress(via="envoy", target=envoy.admin_url)
+    restore_jwks_egress(via="envoy", target=envoy.admin_url, run_id=RUN)
     assert chaosext_keys(envoy) == {}
 
 
@@ -144,7 +146,7 @@ def test_another_runs_fault_under_the_same_keys_is_not_overwritten(envoy, state_
     for f in state_dir.glob("*.json"):
         f.unlink()  # as if another machine had applied it: no record here
     with pytest.raises(FaultError, match=f"{out['run_id']} is already active"):
-        block(envoy, "reject")
+        block(envoy, "reject", run_id="0badc0de")
     assert chaosext_keys(envoy)[f"{DEFAULT_PREFIX}.run_id"] == out["run_id"]
     EnvoyDriver().remove_orphan(envoy.admin_url, out["run_id"])
 

@@ -5,6 +5,7 @@ the fault off. The services' own ``jwks_fetch_total{result}`` shows what they sa
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -58,14 +59,14 @@ def test_the_envoy_fault_fails_the_services_fetches_and_restore_heals_them(envoy
     assert wait_for(lambda: fetches(envoy_lab, "success") > 0, timeout=30)
     try:
         out = block_jwks_egress(envoy_lab["jwks_url"], via="envoy", target=admin, mode=mode, duration_seconds=120,
-                                use_watchdog=False, driver_options={"envoy_verify_fetch": True})
+                                use_watchdog=False, run_id="e1e1e1e1", driver_options={"envoy_verify_fetch": True})
         assert out["verification"]["blocked"] is True
         errors = fetches(envoy_lab, "error")
         assert wait_for(lambda: fetches(envoy_lab, "error") > errors, timeout=45)  # the service saw the outage
         counter = "aborts_injected" if mode == "reject" else "delays_injected"
         assert out["verification"][counter] >= 1
     finally:
-        restore_jwks_egress(via="envoy", target=admin)
+        restore_jwks_egress(via="envoy", target=admin, run_id="e1e1e1e1")
         kill_watchdogs(admin)
     ok = fetches(envoy_lab, "success")
     assert wait_for(lambda: fetches(envoy_lab, "success") > ok, timeout=60)  # next fetch after backoff succeeds
@@ -95,3 +96,44 @@ def test_lab_down_stops_the_envoy(tmp_path):
         assert Path(f"/proc/{pid}").exists()
     assert not Path(f"/proc/{pid}/cmdline").exists() or b"envoy" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     assert supervisor.find_lab_processes(state["state_dir"]) == []
+
+
+def test_a_service_behind_the_envoy_jwt_gateway_fails_closed_after_cache_duration(tmp_path, state_dir):
+    """--envoy-jwt-service policy: clients reach policy through Envoy's jwt_authn (cache_duration = jwks-ttl 2 s),
+    whose remote_jwks fetch goes through the faulted listener. During the outage the gateway keeps passing a valid
+    token until cache_duration, then answers 401 "Jwks remote fetch is failed" before the service sees it."""
+    require_envoy()
+    with running_lab(tmp_path / "lab", egress="envoy", envoy_jwt_service="policy", no_prometheus=True,
+                     services="policy", jwks_ttl=2, jwks_max_stale=5) as state:
+        gateway = state["components"]["envoy"]["jwt_gateway_url"]
+        assert state["components"]["policy"]["url"] == gateway == state["service_urls"]["policy"]
+        token = requests.post(state["token_url"], json={"tenant": "t01", "sub": "test", "scope": "policy:read",
+                                                        "aud": "stellaops-api", "ttl": 600},
+                              timeout=5).json()["access_token"]
+
+        def call() -> requests.Response:
+            return requests.get(f"{gateway}/api/v1/policies", timeout=10,
+                                headers={"Authorization": f"Bearer {token}", "X-StellaOps-Tenant": "t01"})
+
+        assert wait_for(lambda: call().status_code == 200, timeout=20)
+        assert requests.get(f"{gateway}/api/v1/policies", timeout=5,
+                            headers={"X-StellaOps-Tenant": "t02"}).status_code == 401  # no token: Envoy says no
+
+        def gateway_audit() -> list[dict]:
+            lines = Path(state["audit_file"]).read_text().splitlines()
+            return [e for e in map(json.loads, lines) if e["action"] == "auth.rejected" and e["tenant"] == "t02"]
+
+        assert wait_for(gateway_audit, timeout=15)  # the gateway audits what the service never sees
+        event = gateway_audit()[0]
+        assert event["service"] == "policy" and event["resource"] == "/api/v1/policies"
+        assert event["result"].startswith("jwt_authn_access_denied") and event["timestamp"].endswith("Z")
+        assert oct(Path(state["audit_file"]).stat().st_mode & 0o777) == "0o640"
+        admin = state["envoy_admin_url"]
+        try:
+            block_jwks_egress(state["jwks_url"], via="envoy", target=admin, mode="reject", duration_seconds=120,
+                              use_watchdog=False, run_id="e2e2e2e2")
+            assert wait_for(lambda: call().text == "Jwks remote fetch is failed", timeout=40, interval=0.5)
+            assert call().status_code == 401
+        finally:
+            restore_jwks_egress(via="envoy", target=admin, run_id="e2e2e2e2")
+        assert wait_for(lambda: call().status_code == 200, timeout=30, interval=0.5)

@@ -89,3 +89,19 @@ def test_cache_expiry_behind_envoy_fails_on_error_rate_while_alerts_fire(experim
     alerts = out.check("alerts-fire-iff-cache-expired")
     assert "alerts-fire-iff-cache-expired" not in failing, alerts
     assert alerts["cache_expired"] is True
+
+
+def test_a_service_validated_by_envoy_jwt_authn_fails_the_outage_the_services_survive(experiment, lab_factory):
+    """policy behind Envoy's jwt_authn (cache_duration = jwks-ttl 3 s; Envoy has no stale fallback), the services'
+    own caches good for 120 s, 15 s outage: the services serve stale keys, but the gateway answers valid tokens 401
+    ("Jwks remote fetch is failed") once its cache lapses. The verdict fails and names the cached-key fallback, for
+    policy only, and the client-side (k6) error rate."""
+    lab = lab_factory(egress="envoy", envoy_jwt_service="policy", jwks_ttl=3, jwks_max_stale=120)
+    out = run_envoy(experiment, lab, FAULT_MODE="reject")
+    assert out.verdict_rc == 1, out.verdict_out
+    failing = _failing(out)
+    assert {"cached-key-fallback", "client-error-rate-below-max"} <= failing, out.verdict_out
+    fallback = out.check("cached-key-fallback")
+    assert {f["service"] for f in fallback["failures"]} == {"policy"}
+    assert {f["status"] for f in fallback["failures"]} == {401}
+    assert "no-fail-open" not in failing and "alerts-fire-iff-cache-expired" not in failing
