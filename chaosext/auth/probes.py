@@ -5,7 +5,8 @@ several tenants accepted, forged tokens rejected). Once an outage is recorded in
 (``chaosext.safety.runstate``) they judge what the watch step (``chaosext.metrics.probes.watch_outage``) observed
 *during* the outage — after the restore a live check would prove nothing.
 
-Tokens are fetched before the fault (the authority is unreachable during it) and kept in the run file. Forged tokens
+Tokens are fetched before the fault (the authority is unreachable during it) by the client-credentials grant
+(``chaosext.auth.tokens``) and kept in this process's memory for the run, never in the run file. Forged tokens
 carry the tenant ``chaosext-probe`` (claim and header) so the error-rate probe can leave them out.
 """
 import base64
@@ -16,9 +17,10 @@ from typing import Any
 import requests
 from chaoslib.types import Configuration, Secrets
 
+from chaosext.auth.tokens import token_settings, tokens_for
 from chaosext.config import ExperimentConfig, load_config
 from chaosext.metrics.prom import PROBE_TENANT
-from chaosext.safety.runstate import judged, load_run, outage_window, update_run
+from chaosext.safety.runstate import judged, load_run, outage_window
 
 __all__ = ["cached_key_fallback", "no_fail_open", "fetch_tokens"]
 
@@ -28,6 +30,8 @@ READ_PATHS = {"policy": "/api/v1/policies", "vuln": "/api/v1/findings", "notify"
 CHECK_TENANTS = 3
 #: a service is expected to accept valid tokens until (last successful fetch + max-stale - this margin)
 LIFETIME_MARGIN_SECONDS = 2.0
+#: probe tokens must stay valid this long beyond OUTAGE_SECONDS (baseline, watch, recovery)
+TOKEN_MARGIN_SECONDS = 600
 
 
 def _b64url(data: bytes) -> str:
@@ -43,38 +47,25 @@ def read_path(service: str) -> str:
     return READ_PATHS.get(service, "/")
 
 
-def request_token(cfg: ExperimentConfig, tenant: str, ttl: int, timeout: float = 5.0) -> str:
-    """A valid token for ``tenant`` from the lab authority's ``POST /token``."""
-    body = {"tenant": tenant, "sub": "chaosext-probe", "scope": "policy:read vuln:read notify:read", "aud": cfg.audience, "ttl": ttl}
-    r = requests.post(cfg.authority_url + "/token", json=body, timeout=timeout)
-    if r.status_code != 200:
-        raise RuntimeError(f"authority {cfg.authority_url}/token answered {r.status_code}: {r.text[:200]}")
-    return r.json()["access_token"]
+def ensure_tokens(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None,
+                  tenants: list = None) -> dict[str, str]:
+    """Valid tokens of the first tenants (or of ``tenants``): cached for the run, TOKENS_FILE, or client credentials.
 
-
-def ensure_tokens(cfg: ExperimentConfig) -> dict[str, str]:
-    """Valid tokens of the first tenants: from the run file, TOKENS_FILE, or the lab authority (then kept)."""
-    run = load_run(cfg.run_dir)
-    tokens: dict[str, str] = dict(run.get("tokens") or {})
-    wanted = list(cfg.tenants[:CHECK_TENANTS])
-    if all(t in tokens for t in wanted):
-        return tokens
-    if cfg.tokens_file:
-        with open(cfg.tokens_file, encoding="utf-8") as fh:
-            tokens.update({k: v for k, v in json.load(fh).items() if k in wanted})
-    for tenant in wanted:
-        if tenant not in tokens:
-            tokens[tenant] = request_token(cfg, tenant, ttl=cfg.outage_seconds + 900)
-    update_run(cfg.run_dir, tokens=tokens)
-    return tokens
+    Raises ``chaosext.auth.tokens.TokenError`` saying what to fix.
+    """
+    settings = token_settings(configuration or {"authority_url": cfg.authority_url,
+                                                "chaosext_lab_dir": cfg.lab_dir, "tokens_file": cfg.tokens_file},
+                              secrets)
+    wanted = list(tenants or cfg.tenants[:CHECK_TENANTS])
+    return tokens_for(settings, wanted, min_valid_seconds=cfg.outage_seconds + TOKEN_MARGIN_SECONDS)
 
 
 def fetch_tokens(configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """Fetch (or load from TOKENS_FILE) valid tokens for the first tenants and keep them in the run file.
+    """Get valid tokens for the first tenants (client credentials, or TOKENS_FILE) and keep them in memory.
 
-    Run before the fault: the authority is unreachable during it. Tokens live OUTAGE_SECONDS + 15 min.
+    Run before the fault: the authority is unreachable during it. Returns the tenants only, never a token.
     """
-    return {"tenants": sorted(ensure_tokens(load_config(configuration)))}
+    return {"tenants": sorted(ensure_tokens(load_config(configuration), secrets, configuration))}
 
 
 def forged_tokens(valid_token: str) -> dict[str, str]:
@@ -119,8 +110,8 @@ def health(url: str, timeout: float = 3.0) -> dict[str, Any]:
         return {}
 
 
-def _live_fallback(cfg: ExperimentConfig) -> dict:
-    tokens = ensure_tokens(cfg)
+def _live_fallback(cfg: ExperimentConfig, secrets: Secrets, configuration: Configuration) -> dict:
+    tokens = ensure_tokens(cfg, secrets, configuration)
     failures = []
     checks = 0
     for service, url in cfg.services.items():
@@ -159,7 +150,7 @@ def cached_key_fallback(configuration: Configuration = None, secrets: Secrets = 
     run = load_run(cfg.run_dir)
     window = outage_window(run)
     if window is None:
-        return _live_fallback(cfg)
+        return _live_fallback(cfg, secrets, configuration)
     if (done := judged(run, "cached_key_fallback")) is not None:
         return done
     deadlines = _service_deadlines(cfg, run, window[0])
@@ -180,8 +171,8 @@ def cached_key_fallback(configuration: Configuration = None, secrets: Secrets = 
             "note": "" if checks else "no valid-token check ran within the cache lifetime during the outage"}
 
 
-def _live_fail_open(cfg: ExperimentConfig) -> dict:
-    tokens = ensure_tokens(cfg)
+def _live_fail_open(cfg: ExperimentConfig, secrets: Secrets, configuration: Configuration) -> dict:
+    tokens = ensure_tokens(cfg, secrets, configuration)
     forged = forged_tokens(next(iter(tokens.values())))
     accepted = []
     checks = 0
@@ -203,7 +194,7 @@ def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -
     cfg = load_config(configuration)
     run = load_run(cfg.run_dir)
     if outage_window(run) is None:
-        return _live_fail_open(cfg)
+        return _live_fail_open(cfg, secrets, configuration)
     if (done := judged(run, "no_fail_open")) is not None:
         return done
     checks, accepted = 0, []

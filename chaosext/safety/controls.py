@@ -79,7 +79,7 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
     from chaosext.auth.probes import ensure_tokens
 
     try:
-        tenants = sorted(ensure_tokens(cfg))
+        tenants = sorted(ensure_tokens(cfg, secrets, configuration))
     except Exception as exc:  # noqa: BLE001 - any failure here must stop the run before the fault
         raise InterruptExecution(f"chaosext safety: cannot get probe tokens before the fault ({exc}); nothing "
                                  f"was changed") from exc

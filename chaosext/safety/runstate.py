@@ -3,7 +3,6 @@
 ``<run_dir>/run.json`` (run_dir = ``$CHAOSEXT_RUN_DIR``, else ``<lab state dir>/run``, else ``.chaosext-run``)::
 
     {"run_id": "ab12cd34", "created_at": 1764450000.0,
-     "tokens": {"t01": "<jwt>", ...},                       # fetched before the fault
      "outage": {"start": 1764450010.2, "end": 1764450030.4, "aborted": false, "reason": ""},
      "observations": [{"t": ..., "elapsed": ..., "error_rate": ..., "services": {"policy": {...}}}],
      "alerts_seen": {"prometheus": {"name": first_seen_unix}, "alertmanager": {...}},
