@@ -1,17 +1,24 @@
-"""Small Prometheus / Alertmanager HTTP helpers (every call has its own timeout).
+"""Prometheus / Alertmanager reads for the probes, the watch step and the report (every call has its own timeout).
 
-Error accounting used everywhere in chaosext (docs/experiment.md, "What counts as an error"):
-a request is an error when its status is 5xx or 401 — except the deliberate bad-token requests chaosext itself sends,
-which carry the tenant :data:`PROBE_TENANT` (the lab labels them ``__unauthenticated__``: a tenant is only
-admitted as a label value once one of its tokens validated). 429 (rate limited) and 403 (tenant mismatch) are correct answers,
-not errors.
+Queries go through ``prometheus-api-client`` (``PrometheusConnect.custom_query`` / ``custom_query_range``) with the
+credentials of ``chaosext.backends`` (bearer token, basic auth, custom headers such as ``X-Scope-OrgID``, CA bundle or
+insecure). Hand-written, and only where that client has nothing: Prometheus ``GET /api/v1/alerts`` and Alertmanager
+``GET /api/v2/alerts`` (prometheus-api-client 0.7 has no alerts API and no Alertmanager client at all).
+
+Error accounting used everywhere in chaosext (docs/experiment.md, "What counts as an error"; design decision D1):
+a request is an error when its status is 5xx or 401 — except requests whose tenant label is ``__unauthenticated__``
+(the client's own token failed: client noise) and chaosext's own forged-token requests, which carry the tenant
+:data:`PROBE_TENANT`. 429 (rate limited) and 403 (tenant mismatch) are correct answers, not errors.
 """
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import requests
+
+from chaosext import backends
 
 __all__ = [
     "PROBE_TENANT",
@@ -19,6 +26,7 @@ __all__ = [
     "ERROR_SELECTOR",
     "TOTAL_SELECTOR",
     "query",
+    "query_range",
     "query_scalar",
     "counts_at",
     "error_rate_between",
@@ -38,20 +46,54 @@ ERROR_SELECTOR = f'tenant_requests_total{{status=~"5..|401",{_EXCLUDED}}}'
 TOTAL_SELECTOR = f'tenant_requests_total{{{_EXCLUDED}}}'
 
 
+def _connect(base_url: str, timeout: float) -> Any:
+    """A PrometheusConnect with this run's Prometheus credentials, no retries (the caller's timeout is the bound)."""
+    from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
+
+    auth = backends.auth_for("prometheus")
+    return PrometheusConnect(url=base_url.rstrip("/"), session=auth.session(), timeout=timeout,
+                             retry=Retry(total=0, raise_on_status=False))
+
+
+def _call(base_url: str, what: str, fn: Any) -> Any:
+    """Run ``fn(client)``; turn the client's errors into BackendError (a requests.RequestException) saying why."""
+    from prometheus_api_client import PrometheusApiClientException
+
+    try:
+        return fn()
+    except PrometheusApiClientException as exc:
+        text = str(exc)
+        if "Status Code 401" in text or "Status Code 403" in text:
+            auth = backends.auth_for("prometheus")
+            raise backends.BackendError(
+                f"Prometheus at {base_url} refused {what} ({text[:40]}) with {auth.described}: give its credentials "
+                f"(prometheus_bearer_token, or prometheus_username/prometheus_password, or prometheus_headers) in "
+                f"the experiment's secrets or the environment") from None
+        raise backends.BackendError(f"Prometheus at {base_url}: {what} failed: {text[:300]}") from None
+    except requests.exceptions.SSLError:
+        raise backends.BackendError(f"Prometheus at {base_url}: TLS verification failed; set PROMETHEUS_CA_BUNDLE "
+                                    f"to its CA's PEM file") from None
+
+
 def query(base_url: str, promql: str, at: float | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Instant query -> the ``data.result`` vector (list of {"metric": {...}, "value": [ts, "v"]})."""
-    params: dict[str, Any] = {"query": promql}
-    if at is not None:
-        params["time"] = f"{at:.3f}"
-    r = requests.get(base_url.rstrip("/") + "/api/v1/query", params=params, timeout=timeout)
-    r.raise_for_status()
-    body = r.json()
-    if body.get("status") != "success":
-        raise RuntimeError(f"Prometheus query {promql!r} failed: {body.get('error', body)}")
-    data = body["data"]
-    if data.get("resultType") == "scalar":
-        return [{"metric": {}, "value": data["result"]}]
-    return data["result"]
+    params = {"time": f"{at:.3f}"} if at is not None else None
+    with _connect(base_url, timeout) as pc:
+        result = _call(base_url, f"query {promql!r}", lambda: pc.custom_query(promql, params=params))
+    # custom_query returns data.result without data.resultType: a scalar result is the bare [ts, "v"] pair
+    if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
+        return [{"metric": {}, "value": result}]
+    return result
+
+
+def query_range(base_url: str, promql: str, start: float, end: float, step: float,
+                timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Range query -> the ``data.result`` matrix (list of {"metric": {...}, "values": [[ts, "v"], ...]})."""
+    with _connect(base_url, timeout) as pc:
+        return _call(base_url, f"query_range {promql!r}", lambda: pc.custom_query_range(
+            promql, start_time=datetime.fromtimestamp(start, timezone.utc),
+            end_time=datetime.fromtimestamp(end, timezone.utc), step=f"{step:g}s"))
 
 
 def query_scalar(base_url: str, promql: str, at: float | None = None, timeout: float = 10.0) -> float:
@@ -85,15 +127,13 @@ def latest_sample_time(base_url: str, metric: str = "tenant_requests_total") -> 
 
 def prometheus_alerts(base_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     """``GET /api/v1/alerts`` -> list of {"labels": {...}, "state": "pending|firing", ...}."""
-    r = requests.get(base_url.rstrip("/") + "/api/v1/alerts", timeout=timeout)
-    r.raise_for_status()
+    r = backends.get("prometheus", base_url.rstrip("/") + "/api/v1/alerts", timeout=timeout)
     return r.json()["data"]["alerts"]
 
 
 def alertmanager_alerts(base_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     """``GET /api/v2/alerts`` -> list of {"labels": {...}, "status": {"state": "active|suppressed|..."}, ...}."""
-    r = requests.get(base_url.rstrip("/") + "/api/v2/alerts", timeout=timeout)
-    r.raise_for_status()
+    r = backends.get("alertmanager", base_url.rstrip("/") + "/api/v2/alerts", timeout=timeout)
     return r.json()
 
 

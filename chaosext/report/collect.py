@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import requests
 
+from chaosext.metrics import prom
 from chaosext.metrics.prom import ERROR_SELECTOR, TOTAL_SELECTOR
 
 __all__ = [
@@ -166,13 +166,8 @@ def query_ranges(prometheus_url: str, start: float, end: float,
     window = f"{max(10, 4 * step)}s"
     out: dict[str, list[dict[str, Any]]] = {}
     for name, template in (queries or QUERIES).items():
-        resp = requests.get(prometheus_url.rstrip("/") + "/api/v1/query_range", timeout=HTTP_TIMEOUT,
-                            params={"query": template.format(w=window), "start": f"{start:.3f}",
-                                    "end": f"{end:.3f}", "step": f"{step}s"})
-        body = resp.json()
-        if body.get("status") != "success":
-            raise ValueError(f"Prometheus rejected {name}: {body.get('error', resp.status_code)}")
-        out[name] = body["data"]["result"]
+        out[name] = prom.query_range(prometheus_url, template.format(w=window), start, end, step,
+                                     timeout=HTTP_TIMEOUT)
     return out
 
 

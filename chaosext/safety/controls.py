@@ -69,6 +69,12 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
                               secrets: Secrets = None, **kwargs: Any) -> None:
     """Validate everything and refuse to start (InterruptExecution) before any fault; start a fresh run file."""
     signals.install()
+    from chaosext import backends
+
+    try:
+        backends.register(configuration, secrets)  # backend credentials for every probe of this run (never logged)
+    except backends.BackendError as exc:
+        raise InterruptExecution(f"chaosext safety: not starting, nothing was changed. {exc}") from None
     problems = check_configuration(configuration)
     if problems:
         for p in problems:
