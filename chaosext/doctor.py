@@ -137,8 +137,14 @@ def check_http(name: str, url: str, path: str, source: str) -> Check:
         return Check(name, False, "no URL known",
                      f"start the lab (`chaosext lab up`) or export {env}=http://host:port")
     full = url.rstrip("/") + path
-    try:
-        resp = requests.get(full, timeout=HTTP_TIMEOUT)
+    from chaosext import backends
+
+    try:  # with the backend's credentials from the environment (docs/experiment.md, authenticated backends)
+        resp = backends.get(name, full, timeout=HTTP_TIMEOUT)
+    except backends.BackendError as exc:
+        return Check(name, False, f"{full} ({source}): {exc}",
+                     f"give {name}'s credentials ({name.upper()}_BEARER_TOKEN, {name.upper()}_USERNAME/_PASSWORD, "
+                     f"{name.upper()}_HEADERS) or {name.upper()}_CA_BUNDLE")
     except requests.RequestException as exc:
         return Check(name, False, f"{full} ({source}) unreachable: {type(exc).__name__}",
                      f"start it, or point {env} (or --{name}-url) at a running {name}")
@@ -247,6 +253,26 @@ def _runtime_layers(dump: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def check_tokens(state_dir: str = "") -> Check:
+    """A token for every tenant in TENANTS by the client-credentials grant (or TOKENS_FILE), as the run will get them."""
+    from chaosext.auth.tokens import TokenError, token_settings, tokens_for
+    from chaosext.config import load_config
+
+    configuration = {"chaosext_lab_dir": state_dir} if state_dir else None
+    try:
+        cfg = load_config(configuration)
+        settings = token_settings(configuration)
+        got = tokens_for(settings, list(cfg.tenants), min_valid_seconds=cfg.outage_seconds + 600,
+                         timeout=HTTP_TIMEOUT)
+    except (TokenError, ValueError) as exc:
+        return Check("tokens", False, str(exc).split("; ")[0],
+                     "; ".join(str(exc).split("; ")[1:]) or "set TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET (or "
+                     "TOKENS_FILE) and AUTHORITY_URL")
+    how = "TOKENS_FILE" if settings.tokens_file and not settings.client_id else \
+        f"client credentials ({settings.source or 'secrets/env'}, {settings.auth_method})"
+    return Check("tokens", True, f"{len(got)} tenant token(s) from {settings.authority_url} via {how}")
+
+
 def _lab_urls(state_dir: str) -> dict[str, str]:
     try:
         from chaosext.lab.state import load_state
@@ -285,6 +311,7 @@ def run_checks(target: str = "local", via: str = "", prometheus_url: str = "", a
             raise ValueError(f"--via {via} needs --target {VIAS[via]}, not {target}")
         checks += check_kube(value.split("/", 1)[0] if "/" in value else "default", via, kube_client)
     checks.append(check_k6())
+    checks.append(check_tokens(state_dir))
     lab = _lab_urls(state_dir)
     for name, flag in (("prometheus", prometheus_url), ("alertmanager", alertmanager_url)):
         env = os.environ.get(name.upper() + "_URL", "")

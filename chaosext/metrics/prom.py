@@ -19,6 +19,7 @@ from typing import Any
 import requests
 
 from chaosext import backends
+from chaosext.metrics import contract
 
 __all__ = [
     "PROBE_TENANT",
@@ -34,16 +35,19 @@ __all__ = [
     "alertmanager_alerts",
     "latest_sample_time",
     "wait_for_samples",
+    "services_where",
+    "unverified_accepts_between",
 ]
 
 #: Tenant (header and claim) of chaosext's own forged-token requests, excluded from every error rate.
-PROBE_TENANT = "chaosext-probe"
+PROBE_TENANT = contract.PROBE_TENANT
 #: The lab labels a request whose token never authenticated for a tenant it has not yet admitted with this value, so
 #: the forged-token requests (tenant chaosext-probe) land there. k6's tenants are admitted before the fault.
-UNAUTHENTICATED_TENANT = "__unauthenticated__"
-_EXCLUDED = f'tenant!~"{PROBE_TENANT}|{UNAUTHENTICATED_TENANT}"'
-ERROR_SELECTOR = f'tenant_requests_total{{status=~"5..|401",{_EXCLUDED}}}'
-TOTAL_SELECTOR = f'tenant_requests_total{{{_EXCLUDED}}}'
+UNAUTHENTICATED_TENANT = contract.UNAUTHENTICATED_TENANT
+#: The default contract's selectors (the lab's names). The functions below use the run's contract
+#: (``chaosext.metrics.contract``, METRIC_* settings), which equals these unless overridden.
+ERROR_SELECTOR = contract.MetricContract().error_selector()
+TOTAL_SELECTOR = contract.MetricContract().total_selector()
 
 
 def _connect(base_url: str, timeout: float) -> Any:
@@ -103,8 +107,9 @@ def query_scalar(base_url: str, promql: str, at: float | None = None, timeout: f
 
 def counts_at(base_url: str, at: float | None = None) -> tuple[float, float]:
     """(errors, total) request counters summed over every service at time ``at`` (now when None)."""
-    return (query_scalar(base_url, f"sum({ERROR_SELECTOR})", at),
-            query_scalar(base_url, f"sum({TOTAL_SELECTOR})", at))
+    c = contract.current()
+    return (query_scalar(base_url, f"sum({c.error_selector()})", at),
+            query_scalar(base_url, f"sum({c.total_selector()})", at))
 
 
 def error_rate_between(base_url: str, start: float, end: float) -> dict[str, Any]:
@@ -119,10 +124,31 @@ def error_rate_between(base_url: str, start: float, end: float) -> dict[str, Any
     return {"errors": errors, "requests": total, "error_rate": (errors / total) if total else 0.0}
 
 
-def latest_sample_time(base_url: str, metric: str = "tenant_requests_total") -> float:
-    """Unix time of the newest sample of ``metric`` Prometheus holds (0.0 when none)."""
-    res = query(base_url, f"max(timestamp({metric}))")
+def latest_sample_time(base_url: str, metric: str = "") -> float:
+    """Unix time of the newest sample of ``metric`` (default: the contract's request counter); 0.0 when none."""
+    res = query(base_url, f"max(timestamp({metric or contract.current().requests}))")
     return float(res[0]["value"][1]) if res else 0.0
+
+
+def services_where(base_url: str, selector: str, at: float | None = None, range_seconds: float = 0.0) -> list[str]:
+    """Services (the contract's service label) for which ``selector`` is >= 1 at ``at``, or at any time in the
+    ``range_seconds`` before it. Used with the contract's ``cache_expired`` / ``cache_stale`` selectors."""
+    c = contract.current()
+    inner = f"max_over_time({selector}[{max(1, int(range_seconds + 0.999))}s])" if range_seconds else selector
+    return sorted({c.service_of(s) for s in query(base_url, c.by_service(inner), at) if float(s["value"][1]) >= 1})
+
+
+def unverified_accepts_between(base_url: str, start: float, end: float) -> dict[str, float]:
+    """Per service: tokens accepted without a verified signature between ``start`` and ``end`` (the contract's
+    ``unverified_accepts`` counter; a fail-open service). Empty when none."""
+    c = contract.current()
+
+    def at(t: float) -> dict[str, float]:
+        return {c.service_of(s): float(s["value"][1])
+                for s in query(base_url, c.by_service(c.unverified_accepts, "sum"), t)}
+
+    before, after = at(start), at(end)
+    return {svc: n - before.get(svc, 0.0) for svc, n in after.items() if n - before.get(svc, 0.0) > 0}
 
 
 def prometheus_alerts(base_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:

@@ -71,9 +71,12 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
     signals.install()
     from chaosext import backends
 
+    from chaosext.metrics import contract
+
     try:
         backends.register(configuration, secrets)  # backend credentials for every probe of this run (never logged)
-    except backends.BackendError as exc:
+        contract.register(configuration)  # the METRIC_* names every probe reads from Prometheus
+    except (backends.BackendError, contract.ContractError) as exc:
         raise InterruptExecution(f"chaosext safety: not starting, nothing was changed. {exc}") from None
     problems = check_configuration(configuration)
     if problems:

@@ -186,3 +186,22 @@ def test_lab_up_makes_a_client_shown_by_status_json_and_stored_0600(lab: dict[st
     # the secret is not on any lab process's command line
     for comp in state["components"].values():
         assert state["client_secret"] not in " ".join(comp.get("argv") or [])
+
+
+def test_doctor_gets_every_tenants_token_with_the_lab_client(lab: dict[str, Any]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "chaosext.cli", "doctor", "--state-dir", lab["state_dir"], "--json"],
+                          capture_output=True, text=True, timeout=120)
+    check = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "tokens")
+    assert check["ok"], check
+    assert "12 tenant token(s)" in check["detail"] and "lab client" in check["detail"]
+    assert lab["client_secret"] not in proc.stdout
+
+
+def test_doctor_says_what_to_give_when_the_client_is_wrong(lab: dict[str, Any]) -> None:
+    env = {**os.environ, "TOKEN_CLIENT_ID": lab["client_id"], "TOKEN_CLIENT_SECRET": "not-the-secret"}
+    proc = subprocess.run([sys.executable, "-m", "chaosext.cli", "doctor", "--state-dir", lab["state_dir"], "--json"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    check = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "tokens")
+    assert not check["ok"] and check["status"] == "MISSING"
+    assert "invalid_client" in check["detail"] and "token_client_secret" in check["fix"]
+    assert proc.returncode == 1 and "not-the-secret" not in proc.stdout

@@ -117,3 +117,16 @@ def test_backend_settings_are_checked_before_use() -> None:
                            {"chaosext": {"clickhouse_user": "reader", "clickhouse_password": "pw"}})
     assert ch.headers == {"X-ClickHouse-User": "reader", "X-ClickHouse-Key": "pw", "X-ClickHouse-Database": "audit"}
     assert ch.database == "audit" and "pw" not in repr(ch)
+
+
+def test_doctor_checks_the_backends_with_the_credentials_from_the_environment(
+        proxies: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from chaosext.doctor import check_http
+
+    url = proxies["prometheus"].url
+    monkeypatch.setenv("PROMETHEUS_CA_BUNDLE", proxies["ca"])
+    refused = check_http("prometheus", url, "/-/ready", "flag")
+    assert not refused.ok and "401" in refused.detail and "PROMETHEUS_BEARER_TOKEN" in refused.fix
+    monkeypatch.setenv("PROMETHEUS_BEARER_TOKEN", TOKEN)
+    monkeypatch.setenv("PROMETHEUS_HEADERS", '{"X-Scope-OrgID": "team-a"}')
+    assert check_http("prometheus", url, "/-/ready", "flag").ok
