@@ -50,13 +50,13 @@ ERROR_SELECTOR = contract.MetricContract().error_selector()
 TOTAL_SELECTOR = contract.MetricContract().total_selector()
 
 
-def _connect(base_url: str, timeout: float) -> Any:
-    """A PrometheusConnect with this run's Prometheus credentials, no retries (the caller's timeout is the bound)."""
+def _connect(base_url: str, timeout: float, session: requests.Session) -> Any:
+    """A PrometheusConnect on ``session`` (this run's Prometheus credentials), no retries: the caller's timeout is the
+    bound. Needs prometheus-api-client >= 0.7 (``session``, ``timeout`` and ``retry`` arguments)."""
     from prometheus_api_client import PrometheusConnect
     from urllib3.util.retry import Retry
 
-    auth = backends.auth_for("prometheus")
-    return PrometheusConnect(url=base_url.rstrip("/"), session=auth.session(), timeout=timeout,
+    return PrometheusConnect(url=base_url.rstrip("/"), session=session, timeout=timeout,
                              retry=Retry(total=0, raise_on_status=False))
 
 
@@ -83,7 +83,8 @@ def _call(base_url: str, what: str, fn: Any) -> Any:
 def query(base_url: str, promql: str, at: float | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Instant query -> the ``data.result`` vector (list of {"metric": {...}, "value": [ts, "v"]})."""
     params = {"time": f"{at:.3f}"} if at is not None else None
-    with _connect(base_url, timeout) as pc:
+    with backends.auth_for("prometheus").session() as session:
+        pc = _connect(base_url, timeout, session)
         result = _call(base_url, f"query {promql!r}", lambda: pc.custom_query(promql, params=params))
     # custom_query returns data.result without data.resultType: a scalar result is the bare [ts, "v"] pair
     if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
@@ -94,7 +95,8 @@ def query(base_url: str, promql: str, at: float | None = None, timeout: float = 
 def query_range(base_url: str, promql: str, start: float, end: float, step: float,
                 timeout: float = 10.0) -> list[dict[str, Any]]:
     """Range query -> the ``data.result`` matrix (list of {"metric": {...}, "values": [[ts, "v"], ...]})."""
-    with _connect(base_url, timeout) as pc:
+    with backends.auth_for("prometheus").session() as session:
+        pc = _connect(base_url, timeout, session)
         return _call(base_url, f"query_range {promql!r}", lambda: pc.custom_query_range(
             promql, start_time=datetime.fromtimestamp(start, timezone.utc),
             end_time=datetime.fromtimestamp(end, timezone.utc), step=f"{step:g}s"))

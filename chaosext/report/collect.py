@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 
-from chaosext.metrics import prom
+from chaosext.metrics import contract, prom
 from chaosext.metrics.prom import ERROR_SELECTOR, TOTAL_SELECTOR
 
 __all__ = [
@@ -38,6 +38,25 @@ QUERIES: dict[str, str] = {
     "jwks_cache_state": "max by (service, state) (jwks_cache_state)",
     "jwks_cache_age": "max by (service) (jwks_cache_age_seconds)",
 }
+
+
+def contract_queries() -> dict[str, str]:
+    """QUERIES with the error rate over the run's metric contract (METRIC_* settings; the same as QUERIES with the
+    lab's names), its service label copied to ``service`` for the plots."""
+    c = contract.current()
+    if c == contract.MetricContract():
+        return dict(QUERIES)
+
+    def rate(selector: str) -> str:
+        inner = f"rate({_literal(selector)}[{{w}}])"
+        if c.service_label != "service":
+            inner = f'label_replace({inner}, "service", "$1", "{c.service_label}", "(.*)")'
+        return f"sum by (service) ({inner})"
+
+    return {**QUERIES, "error_rate": f"({rate(c.error_selector())} or {rate(c.total_selector())} * 0)"
+                                     f" / {rate(c.total_selector())}"}
+
+
 AUDIT_ACTIONS = ("auth.degraded", "auth.recovered", "auth.expired")
 FAULT_ACTIONS = ("block_jwks_egress",)
 RESTORE_ACTIONS = ("restore_jwks_egress",)
@@ -165,7 +184,7 @@ def query_ranges(prometheus_url: str, start: float, end: float,
     step = max(2, math.ceil((end - start) / 300))
     window = f"{max(10, 4 * step)}s"
     out: dict[str, list[dict[str, Any]]] = {}
-    for name, template in (queries or QUERIES).items():
+    for name, template in (queries or contract_queries()).items():
         out[name] = prom.query_range(prometheus_url, template.format(w=window), start, end, step,
                                      timeout=HTTP_TIMEOUT)
     return out

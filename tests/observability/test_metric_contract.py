@@ -16,6 +16,7 @@ import requests
 from chaosext.lab.testing import free_ports
 from chaosext.metrics import contract, prom
 from chaosext.metrics.probes import jwks_cache_expired
+from chaosext.report.collect import query_ranges
 
 pytestmark = pytest.mark.lab
 
@@ -130,6 +131,8 @@ def test_error_rate_cache_state_and_unverified_accepts_through_overridden_select
     svc, url = scraped
     svc.add("t01", 200, 100)
     svc.add("t02", 200, 100)
+    svc.add("t01", 500, 1)  # error series exist before the window (rate() cannot see a series' first value)
+    svc.add("t02", 401, 1)
     start = wait_scraped(url, "http_server_requests_seconds_count")
     # "the outage": 50 good, 5 server errors, 3 401s of a real tenant; client noise and chaosext's probe excluded;
     # the scrape endpoint itself is not a request of the API (METRIC_REQUESTS_MATCHERS)
@@ -152,6 +155,11 @@ def test_error_rate_cache_state_and_unverified_accepts_through_overridden_select
     assert jwks_cache_expired(configuration=cfg) == {"phase": "before-fault", "expired": ["orders"]}
     assert prom.services_where(url, contract.current().cache_stale) == []
     assert prom.unverified_accepts_between(url, start, end) == {"orders": 2}
+    # the report plots the same error rate, per service under the plots' "service" label
+    time.sleep(4)  # a few more scrapes, so the plot's 10 s rate windows hold several samples
+    plotted = query_ranges(url, start, time.time())["error_rate"]
+    assert [s["metric"] for s in plotted] == [{"service": "orders"}]
+    assert max(float(v) for _, v in plotted[0]["values"]) > 0
 
     # the default contract finds none of this service's requests: no "0 % errors" pass from the wrong names
     contract.reset()
