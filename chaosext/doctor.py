@@ -242,7 +242,36 @@ def check_envoy(admin_url: str) -> list[Check]:
                         f"layered_runtime has no admin_layer (layers: {[x.get('name') for x in layers]})",
                         "" if admin_layers else "add `- name: admin\\n  admin_layer: {}` to the bootstrap's "
                                                 "layered_runtime.layers (else /runtime_modify answers 503)"))
+    checks.append(_check_fault_filter(dump.json()))
     return checks
+
+
+def _check_fault_filter(dump: Any) -> Check:
+    """The dedicated fault filter (HTTPFault reading chaosext's runtime keys) is in some listener: without it the
+    runtime keys the driver sets change nothing."""
+    from chaosext.egress.envoy import DEFAULT_PREFIX
+
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if str(node.get("@type", "")).endswith("fault.v3.HTTPFault"):
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(dump)
+    ours = [f for f in found if str(f.get("abort_percent_runtime", "")).startswith(DEFAULT_PREFIX + ".")]
+    if ours:
+        return Check("envoy fault filter", True, f"HTTPFault on cluster {ours[0].get('upstream_cluster', '(any)')} "
+                                                 f"reading {DEFAULT_PREFIX}.*")
+    return Check("envoy fault filter", False, f"no HTTPFault filter reads {DEFAULT_PREFIX}.* runtime keys "
+                                              f"({len(found)} other fault filter(s))",
+                 "add the dedicated fault filter of docs/egress.md (Driver envoy) before the router of the listener "
+                 "the services use for the JWKS")
 
 
 def _runtime_layers(dump: dict[str, Any]) -> list[dict[str, Any]]:
@@ -254,7 +283,7 @@ def _runtime_layers(dump: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def check_tokens(state_dir: str = "") -> Check:
-    """A token for every tenant in TENANTS by the client-credentials grant (or TOKENS_FILE), as the run will get them."""
+    """A token for every tenant in TENANTS by client credentials (or TOKENS_FILE), as the run will get them."""
     from chaosext.auth.tokens import TokenError, token_settings, tokens_for
     from chaosext.config import load_config
 

@@ -4,11 +4,15 @@ Chaos Toolkit exits 0 even when the steady state did not hold *before* the metho
 when activities of the method failed. The verdict passes only when all of these hold:
 
 - the run's status is ``completed`` and it did not deviate;
-- the steady-state hypothesis was met before the method and after it;
+- the baseline (the hypothesis before the fault) held, the fault was applied AND verified, the outage was watched,
+  this run's restore succeeded, every outage check passed (``judge-outage``), and the recovery (the hypothesis after
+  the restore) held;
 - no activity of the method or the rollbacks failed, and the abort guard did not cut the outage short.
 
-It prints one screen: every probe of both hypotheses with its value, tolerance and pass/fail, the method's
-activities, and the reasons for a failing verdict. Exit codes: 0 pass, 1 fail, 2 unreadable journal.
+It prints three blocks — baseline, outage, recovery — with every check, its value, tolerance and pass/fail, then the
+method's activities and the reasons. Exit codes (``EXIT_CODES``): 0 pass; 1 fail; 2 unreadable journal; 3 not run
+(the baseline was unhealthy, or the safety control refused before changing anything: no fault was injected); 4 dry
+run (nothing was injected, never a pass).
 """
 from __future__ import annotations
 
@@ -18,7 +22,10 @@ from typing import Any
 
 import click
 
-__all__ = ["verdict", "judge", "render"]
+__all__ = ["verdict", "judge", "render", "classify", "EXIT_CODES"]
+
+#: verdict -> exit code of ``chaosext verdict``
+EXIT_CODES = {"PASS": 0, "FAIL": 1, "UNREADABLE": 2, "NOT RUN": 3, "DRY RUN": 4}
 
 #: output keys shown first when summarising a probe's value
 _KEY_ORDER = ("ok", "phase", "error_rate", "max", "requests", "errors", "cache_expired", "expired_services",
@@ -54,6 +61,36 @@ def _tolerance(tol: Any) -> str:
     return json.dumps(tol)
 
 
+def _activity(journal: dict[str, Any], name: str, where: str = "run") -> dict[str, Any] | None:
+    """The journal entry of the (last) activity called ``name`` in the method (or the rollbacks)."""
+    found = None
+    for run in journal.get(where) or []:
+        if (run.get("activity") or {}).get("name") == name:
+            found = run
+    return found
+
+
+def _failed_probes(state: dict[str, Any] | None) -> list[str]:
+    return [(p.get("activity") or {}).get("name", "?") for p in (state or {}).get("probes") or []
+            if not (p.get("tolerance_met") and p.get("status") == "succeeded")]
+
+
+def classify(journal: dict[str, Any]) -> tuple[str, list[str]]:
+    """(``PASS`` | ``FAIL`` | ``NOT RUN`` | ``DRY RUN``, reasons)."""
+    if ((journal.get("experiment") or {}).get("dry")):
+        return "DRY RUN", [f"chaos run --dry {journal['experiment']['dry']}: nothing was injected, nothing judged"]
+    states = journal.get("steady_states") or {}
+    before = states.get("before")
+    if before and not before.get("steady_state_met"):
+        return "NOT RUN", ["baseline unhealthy: no fault was injected; failing: " + ", ".join(
+            _failed_probes(before) or ["?"])]
+    if not before and not journal.get("run"):
+        return "NOT RUN", [f"refused before any change (run status {journal.get('status')!r}): see the safety "
+                           f"control's messages in the chaos output"]
+    reasons = judge(journal)
+    return ("FAIL" if reasons else "PASS"), reasons
+
+
 def judge(journal: dict[str, Any]) -> list[str]:
     """Reasons the run did not pass ([] = pass)."""
     reasons: list[str] = []
@@ -61,19 +98,37 @@ def judge(journal: dict[str, Any]) -> list[str]:
     if status != "completed":
         reasons.append(f"run status is {status!r}, not 'completed'")
     if journal.get("deviated"):
-        reasons.append("the steady state deviated after the method")
+        reasons.append("the steady state deviated after the method (recovery failed)")
     states = journal.get("steady_states") or {}
     before, after = states.get("before"), states.get("after")
     if not before:
-        reasons.append("no steady-state check before the method")
+        reasons.append("no baseline (steady-state check before the fault)")
     elif not before.get("steady_state_met"):
-        reasons.append("the steady state did not hold BEFORE the fault (the method was skipped; Chaos Toolkit "
-                       "still exits 0)")
+        reasons.append("baseline unhealthy: the steady state did not hold BEFORE the fault")
     if before and before.get("steady_state_met") and not after:
-        reasons.append("no steady-state check after the method")
+        reasons.append("no recovery check (steady state after the restore)")
     elif after and not after.get("steady_state_met"):
-        failed = [p["activity"]["name"] for p in after.get("probes") or [] if not p.get("tolerance_met")]
-        reasons.append("the steady state did not hold AFTER the fault" + (f": {', '.join(failed)}" if failed else ""))
+        failed = _failed_probes(after)
+        reasons.append("recovery failed: the steady state did not hold AFTER the restore"
+                       + (f": {', '.join(failed)}" if failed else ""))
+    block = _activity(journal, "block-jwks-egress")
+    block_out = (block or {}).get("output") if isinstance((block or {}).get("output"), dict) else {}
+    if block is None:
+        reasons.append("the fault was never applied (no block-jwks-egress in the method)")
+    elif block.get("status") != "succeeded" or not (block_out.get("verification") or {}).get("blocked") \
+            or block_out.get("dry_run"):
+        err = "".join(block.get("exception") or []).strip().splitlines()[-1:] or [""]
+        reasons.append(f"fault not applied: {err[0] or 'not verified as blocking from the target'}")
+    watch = _activity(journal, "watch-outage")
+    watch_out = (watch or {}).get("output") if isinstance((watch or {}).get("output"), dict) else {}
+    if block_out.get("verification", {}).get("blocked") and not (watch_out.get("watched") and watch_out.get("ticks")):
+        reasons.append("the outage was not watched")
+    restore = _activity(journal, "restore-jwks-egress")
+    if block_out.get("verification", {}).get("blocked") and (restore is None or restore.get("status") != "succeeded"):
+        reasons.append("this run's restore did not succeed")
+    judge_run = _activity(journal, "judge-outage")
+    if block_out.get("verification", {}).get("blocked") and judge_run is None:
+        reasons.append("the outage was not judged (no judge-outage)")
     for where in ("run", "rollbacks"):
         for run in journal.get(where) or []:
             name = (run.get("activity") or {}).get("name", "?")
@@ -83,12 +138,26 @@ def judge(journal: dict[str, Any]) -> list[str]:
             if isinstance(out, dict) and out.get("aborted") and out.get("reason"):
                 reasons.append(f"{name!r}: {out['reason']}")
             if isinstance(out, dict) and isinstance(out.get("checks"), dict) and out.get("failed"):
-                reasons.append(f"outage checks failed: {', '.join(out['failed'])}")
-    return reasons
+                reasons.append(f"outage checks failed: {', '.join(out['failed'])}"
+                               + (f" ({out['why']})" if out.get("why") else ""))
+    return list(dict.fromkeys(reasons))
+
+
+def _probe_lines(st: dict[str, Any], name_w: int, tol_w: int, val_w: int) -> list[str]:
+    lines = [f"  {'check':<{name_w}} {'result':<6} {'tolerance':<{tol_w}} value"]
+    for p in st.get("probes") or []:
+        name = (p.get("activity") or {}).get("name", "?")
+        ok = p.get("tolerance_met") and p.get("status") == "succeeded"
+        value = p.get("output") if p.get("status") == "succeeded" else \
+            f"ERROR {''.join(p.get('exception') or [])[-200:].strip()}"
+        tol = _tolerance((p.get("activity") or {}).get("tolerance"))
+        lines.append(f"  {name[:name_w]:<{name_w}} {'PASS' if ok else 'FAIL':<6} {tol[:tol_w]:<{tol_w}} "
+                     f"{_short(value, val_w)}")
+    return lines
 
 
 def render(journal: dict[str, Any], width: int = 118) -> str:
-    """The one-screen report."""
+    """The one-screen report: baseline, outage and recovery blocks, then the verdict."""
     lines = []
     exp = journal.get("experiment") or {}
     lines.append(f"chaosext verdict: {exp.get('title', '?')}")
@@ -99,45 +168,47 @@ def render(journal: dict[str, Any], width: int = 118) -> str:
     states = journal.get("steady_states") or {}
     name_w, tol_w = 30, 22
     val_w = max(20, width - name_w - tol_w - 12)
-    for when in ("before", "after"):
-        st = states.get(when)
-        lines.append("")
-        if not st:
-            lines.append(f"steady state {when.upper()}: not run")
-            continue
-        lines.append(f"steady state {when.upper()}: {'held' if st.get('steady_state_met') else 'NOT MET'}")
-        lines.append(f"  {'probe':<{name_w}} {'result':<6} {'tolerance':<{tol_w}} value")
-        for p in st.get("probes") or []:
-            name = (p.get("activity") or {}).get("name", "?")
-            ok = p.get("tolerance_met") and p.get("status") == "succeeded"
-            value = p.get("output") if p.get("status") == "succeeded" else \
-                f"ERROR {''.join(p.get('exception') or [])[-200:].strip()}"
-            tol = _tolerance((p.get("activity") or {}).get("tolerance"))
-            lines.append(f"  {name[:name_w]:<{name_w}} {'PASS' if ok else 'FAIL':<6} {tol[:tol_w]:<{tol_w}} "
-                         f"{_short(value, val_w)}")
-    for run in journal.get("run") or []:
-        out = run.get("output")
-        if isinstance(out, dict) and isinstance(out.get("checks"), dict):
-            lines.append("")
-            lines.append(f"outage checks ({(run.get('activity') or {}).get('name')}: every check, even after the "
-                         f"first failure)")
-            for name, res in out["checks"].items():
-                ok = isinstance(res, dict) and res.get("ok") is True
-                lines.append(f"  {name[:name_w]:<{name_w}} {'PASS' if ok else 'FAIL':<6} {'$.ok == true':<{tol_w}} "
-                             f"{_short(res, val_w)}")
+    before = states.get("before")
+    lines.append("")
+    if not before:
+        lines.append("BASELINE (before the fault): not run")
+    else:
+        lines.append(f"BASELINE (before the fault): {'held' if before.get('steady_state_met') else 'NOT MET'}")
+        lines += _probe_lines(before, name_w, tol_w, val_w)
+    lines.append("")
+    judge_run = _activity(journal, "judge-outage")
+    out = (judge_run or {}).get("output")
+    if isinstance(out, dict) and out.get("checks"):
+        lines.append(f"OUTAGE: {'held' if not out.get('failed') else 'FAILED'} (every check, even after the first "
+                     f"failure)")
+        lines.append(f"  {'check':<{name_w}} {'result':<6} {'tolerance':<{tol_w}} value")
+        for name, res in out["checks"].items():
+            ok = isinstance(res, dict) and res.get("ok") is True
+            lines.append(f"  {name[:name_w]:<{name_w}} {'PASS' if ok else 'FAIL':<6} {'$.ok == true':<{tol_w}} "
+                         f"{_short(res, val_w)}")
+    else:
+        why = out.get("why") if isinstance(out, dict) else ""
+        lines.append(f"OUTAGE: not judged{f' ({why})' if why else ''}")
+    after = states.get("after")
+    lines.append("")
+    if not after:
+        lines.append("RECOVERY (after the restore): not run")
+    else:
+        lines.append(f"RECOVERY (after the restore): {'held' if after.get('steady_state_met') else 'NOT MET'}")
+        lines += _probe_lines(after, name_w, tol_w, val_w)
     for where, title in (("run", "method"), ("rollbacks", "rollbacks")):
         runs = journal.get(where) or []
         if runs:
             lines.append("")
             lines.append(f"{title}: " + ", ".join(
                 f"{(r.get('activity') or {}).get('name', '?')}={r.get('status')}" for r in runs))
-    reasons = judge(journal)
+    kind, reasons = classify(journal)
     lines.append("")
-    if reasons:
-        lines.append("VERDICT: FAIL")
-        lines.extend(f"  - {r}" for r in reasons)
+    if kind == "PASS":
+        lines.append("VERDICT: PASS (baseline held, the outage held and passed every check, the services recovered)")
     else:
-        lines.append("VERDICT: PASS (steady state held before and after the outage; no activity failed)")
+        lines.append(f"VERDICT: {kind}")
+        lines.extend(f"  - {r}" for r in reasons)
     return "\n".join(lines)
 
 
@@ -148,8 +219,9 @@ def verdict(journal_path: str, as_json: bool) -> None:
     """Judge a Chaos Toolkit journal: exit 0 only if the experiment really passed.
 
     \b
-    Fails when the run did not complete, deviated, the steady state did not hold before (Chaos Toolkit exits 0
-    then!) or after the fault, or any method/rollback activity failed. Exit codes: 0 pass, 1 fail, 2 bad journal.
+    PASS only when the baseline held, the fault was applied and verified, the outage held and passed every check,
+    this run's restore succeeded and the services recovered. Exit codes: 0 pass, 1 fail, 2 bad journal, 3 not run
+    (baseline unhealthy or refused before any change: no fault injected), 4 dry run.
     Example: chaos run experiments/jwks-outage.json && chaosext verdict journal.json
     """
     try:
@@ -161,9 +233,9 @@ def verdict(journal_path: str, as_json: bool) -> None:
         click.echo(f"chaosext verdict: cannot read {journal_path}: {exc}. Run `chaos run --journal-path "
                    f"{journal_path} experiments/jwks-outage.json` first.", err=True)
         sys.exit(2)
-    reasons = judge(journal)
+    kind, reasons = classify(journal)
     if as_json:
-        click.echo(json.dumps({"pass": not reasons, "reasons": reasons}))
+        click.echo(json.dumps({"pass": kind == "PASS", "verdict": kind, "reasons": reasons}))
     else:
         click.echo(render(journal))
-    sys.exit(1 if reasons else 0)
+    sys.exit(EXIT_CODES[kind])

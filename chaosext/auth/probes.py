@@ -1,12 +1,11 @@
 """Auth probes against the tenant services: cached-key fallback and the fail-open check.
 
-Both probes are judged by ``$.ok`` in the experiment. Before any fault they check the services live (valid tokens of
-several tenants accepted, forged tokens rejected). Once an outage is recorded in the run file
-(``chaosext.safety.runstate``) they judge what the watch step (``chaosext.metrics.probes.watch_outage``) observed
-*during* the outage — after the restore a live check would prove nothing.
+Steady-state probes (baseline before the fault, recovery after the restore, live): ``valid_tokens_accepted`` and
+``forged_tokens_refused``. Outage checks (judged once by ``judge_outage`` from what the watch step observed *during*
+the outage — after the restore a live check would prove nothing): ``cached_key_fallback`` and ``no_fail_open``.
 
 Tokens are fetched before the fault (the authority is unreachable during it) by the client-credentials grant
-(``chaosext.auth.tokens``) and kept in this process's memory for the run, never in the run file. Forged tokens
+(``chaosext.auth.tokens``) and kept in this process's memory for the run, never in a file. Forged tokens
 carry the tenant ``chaosext-probe`` (claim and header) so the error-rate probe can leave them out.
 """
 import base64
@@ -20,9 +19,9 @@ from chaoslib.types import Configuration, Secrets
 from chaosext.auth.tokens import token_settings, tokens_for
 from chaosext.config import ExperimentConfig, load_config
 from chaosext.metrics.prom import PROBE_TENANT
-from chaosext.safety.runstate import judged, load_run, outage_window
+from chaosext.safety.runstate import judged, load_run, outage_window, phase
 
-__all__ = ["cached_key_fallback", "no_fail_open", "fetch_tokens"]
+__all__ = ["valid_tokens_accepted", "forged_tokens_refused", "cached_key_fallback", "no_fail_open", "fetch_tokens"]
 
 #: read route per lab service (docs/architecture.md, "Tenant service HTTP surface")
 READ_PATHS = {"policy": "/api/v1/policies", "vuln": "/api/v1/findings", "notify": "/api/v1/notifications"}
@@ -49,7 +48,8 @@ def read_path(service: str) -> str:
 
 def ensure_tokens(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None,
                   tenants: list = None) -> dict[str, str]:
-    """Valid tokens of the first tenants (or of ``tenants``): cached for the run, TOKENS_FILE, or client credentials.
+    """Valid tokens of the first tenants (or of ``tenants``): from this process's memory, TOKENS_FILE, or the
+    client-credentials grant (then kept in memory for the run; never written to a file, the journal or a log).
 
     Raises ``chaosext.auth.tokens.TokenError`` saying what to fix.
     """
@@ -110,7 +110,37 @@ def health(url: str, timeout: float = 3.0) -> dict[str, Any]:
         return {}
 
 
-def _live_fallback(cfg: ExperimentConfig, secrets: Secrets, configuration: Configuration) -> dict:
+def _not_judged(what: str) -> dict:
+    """An outage check of a run that recorded no outage: never a vacuous pass."""
+    return {"phase": "no-outage", "ok": False,
+            "error": f"{what} is judged over the outage window, and this run recorded no outage"}
+
+
+def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Valid tokens of several tenants are accepted (200) by every service, live.
+
+    Baseline (before the fault): at once. Recovery (after the restore): retried until every service accepts them or
+    RECOVERY_SECONDS have passed since the restore.
+    """
+    cfg = load_config(configuration)
+    run = load_run(cfg.run_dir)
+    phase_ = phase(run)
+    deadline = float((run.get("outage") or {}).get("end") or 0) + cfg.recovery_seconds if phase_ == "recovery" else 0
+    while True:
+        result = _live_fallback(cfg, secrets, configuration)
+        if result["ok"] or time.time() >= deadline:
+            break
+        time.sleep(1.0)
+    return {**result, "phase": phase_}
+
+
+def forged_tokens_refused(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Forged tokens are refused by every service, live (baseline before the fault, recovery after the restore)."""
+    cfg = load_config(configuration)
+    return {**_live_fail_open(cfg, secrets, configuration), "phase": phase(load_run(cfg.run_dir))}
+
+
+def _live_fallback(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None) -> dict:
     tokens = ensure_tokens(cfg, secrets, configuration)
     failures = []
     checks = 0
@@ -150,7 +180,7 @@ def cached_key_fallback(configuration: Configuration = None, secrets: Secrets = 
     run = load_run(cfg.run_dir)
     window = outage_window(run)
     if window is None:
-        return _live_fallback(cfg, secrets, configuration)
+        return _not_judged("cached-key fallback")
     if (done := judged(run, "cached_key_fallback")) is not None:
         return done
     deadlines = _service_deadlines(cfg, run, window[0])
@@ -171,7 +201,7 @@ def cached_key_fallback(configuration: Configuration = None, secrets: Secrets = 
             "note": "" if checks else "no valid-token check ran within the cache lifetime during the outage"}
 
 
-def _live_fail_open(cfg: ExperimentConfig, secrets: Secrets, configuration: Configuration) -> dict:
+def _live_fail_open(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None) -> dict:
     tokens = ensure_tokens(cfg, secrets, configuration)
     forged = forged_tokens(next(iter(tokens.values())))
     accepted = []
@@ -194,7 +224,7 @@ def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -
     cfg = load_config(configuration)
     run = load_run(cfg.run_dir)
     if outage_window(run) is None:
-        return _live_fail_open(cfg, secrets, configuration)
+        return _not_judged("fail-open during the outage")
     if (done := judged(run, "no_fail_open")) is not None:
         return done
     checks, accepted = 0, []

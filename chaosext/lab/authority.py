@@ -274,7 +274,8 @@ def build_apps(args: argparse.Namespace, store: KeyStore,
         if not grant:
             return bad("'grant_type' is required; this endpoint supports grant_type=client_credentials")
         if grant != "client_credentials":
-            return oauth_error("unsupported_grant_type", f"grant_type {grant!r} is not supported; use client_credentials")
+            return oauth_error("unsupported_grant_type",
+                               f"grant_type {grant!r} is not supported; use client_credentials")
         tenant = form.get(TENANT_PARAM)
         if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
             return bad(f"'{TENANT_PARAM}' is required: 1-64 characters of letters, digits, '_', '.', '-'")

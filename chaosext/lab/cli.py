@@ -84,6 +84,10 @@ Examples:
 @click.option("--no-audit", is_flag=True, help="Misbehaviour knob: write no audit events")
 @click.option("--fail-open", is_flag=True,
               help="Misbehaviour knob: accept tokens it cannot verify while the JWKS is unreachable (a security bug)")
+@click.option("--no-refetch-after-failure", is_flag=True,
+              help="Misbehaviour knob: after a failed JWKS fetch never fetch again (a service that never recovers)")
+@click.option("--inject-5xx", type=click.FloatRange(min=0, max=1), default=0.0, show_default=True,
+              help="Misbehaviour knob: answer this fraction of authenticated requests with 503 (an unhealthy service)")
 @click.option("--rate-limit", type=click.IntRange(min=1), default=500, show_default=True,
               help="Per-tenant requests/s")
 @click.option("--rate-burst", type=click.IntRange(min=1), default=1000, show_default=True)
@@ -103,6 +107,12 @@ Examples:
 @click.option("--alertmanager-bin", default="prometheus-alertmanager", show_default=True)
 @click.option("--ready-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
               help="Seconds to wait for all components to be ready")
+@click.option("--egress", type=click.Choice(("iptables", "envoy")), default="iptables", show_default=True,
+              help="envoy: the services fetch the JWKS through a real Envoy whose route carries the fault filter "
+                   "(fault: FAULT_VIA=envoy FAULT_TARGET=<envoy admin URL>, see `lab status --json`)")
+@click.option("--envoy-port", type=int, default=8444, show_default=True, help="Envoy JWKS listener (--egress envoy)")
+@click.option("--envoy-admin-port", type=int, default=9901, show_default=True, help="Envoy admin (--egress envoy)")
+@click.option("--envoy-bin", default="envoy", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print state.json instead of the summary")
 def up(as_json: bool, **options: Any) -> None:
     """Start the lab in the background and wait until every component is ready (safe to run twice)."""
@@ -136,6 +146,7 @@ def _print_summary(state: dict[str, Any]) -> None:
              ("client", state.get("client_id") and f"{state['client_id']} (client credentials; secret: "
                                                      f"chaosext lab status --json)"),
              ("fault target", fault and f"{fault['host']}:{fault['port']} (via {fault['via']}, target {fault['target']})"),
+             ("envoy admin", state.get("envoy_admin_url")),
              ("audit", state.get("audit_file")),
              ("logs", state.get("state_dir") and f"{state['state_dir']}/logs/")]
     for label, value in lines:

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import json
 import logging
+import random
 import re
 import sys
 import time
@@ -253,6 +254,8 @@ class TenantService:
                                        f"{request.method} {request.path}", "denied", headers.get("traceparent"))
                     resp = web.json_response({"error": "forbidden", "reason": "tenant_mismatch",
                                               "detail": f"token is for another tenant than {self.header}"}, status=403)
+                elif self.args.inject_5xx and random.random() < self.args.inject_5xx:
+                    resp = web.json_response({"error": "injected"}, status=503)  # --inject-5xx, on purpose
                 elif not self.limiter.allow(tenant):
                     RATE_LIMITED.labels(label, self.name).inc()
                     resp = web.json_response({"error": "rate_limited"}, status=429, headers={"Retry-After": "1"})
@@ -373,6 +376,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--audit-file", default=".chaosext-lab/audit.jsonl")
     p.add_argument("--cache-mode", choices=MODES, default="lkg")
     p.add_argument("--no-audit", action="store_true", help="misbehaviour knob: write no audit events")
+    p.add_argument("--no-refetch-after-failure", action="store_true",
+                   help="misbehaviour knob: after a failed JWKS fetch never fetch again (never recovers)")
+    p.add_argument("--inject-5xx", type=positive(float, allow_zero=True), default=0.0,
+                   help="misbehaviour knob: answer this fraction of authenticated requests with 503")
     p.add_argument("--fail-open", action="store_true",
                    help="misbehaviour knob (a security bug on purpose): accept unverifiable tokens during an outage")
     p.add_argument("--tenant-cap", type=positive(int), default=1000, help="distinct tenant label values")
@@ -431,6 +438,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
     cache = JwksCache(fetch, ttl=args.jwks_ttl, max_stale=args.jwks_max_stale, mode=args.cache_mode,
                       unknown_kid_interval=args.unknown_kid_interval, on_event=on_event, on_state=on_state,
+                      refetch_after_failure=not args.no_refetch_after_failure,
                       on_fetch=lambda result, detail: fetches[result].inc())
     on_state("empty")
     CACHE_AGE.labels(name).set_function(cache.age)

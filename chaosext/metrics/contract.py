@@ -105,7 +105,8 @@ def resolve(configuration: dict[str, Any] | None = None) -> MetricContract:
     c = MetricContract(**values)
     problems = []
     if not _METRIC_RE.match(c.requests):
-        problems.append(f"METRIC_REQUESTS={c.requests!r} is not a metric name (e.g. http_server_requests_seconds_count)")
+        problems.append(f"METRIC_REQUESTS={c.requests!r} is not a metric name "
+                        f"(e.g. http_server_requests_seconds_count)")
     for name in ("status_label", "service_label") + (("tenant_label",) if c.tenant_label else ()):
         if not _LABEL_RE.match(getattr(c, name)):
             problems.append(f"{SETTINGS[name].upper()}={getattr(c, name)!r} is not a label name (e.g. status)")

@@ -154,6 +154,7 @@ def test_error_rate_cache_state_and_unverified_accepts_through_overridden_select
     cfg = {"prometheus_url": url, "chaosext_lab_dir": str(tmp_path / "no-lab"), "chaosext_run_dir": str(tmp_path)}
     assert jwks_cache_expired(configuration=cfg) == {"phase": "before-fault", "expired": ["orders"]}
     assert prom.services_where(url, contract.current().cache_stale) == []
+    assert prom.cache_states(url) == {"orders": "expired"}  # what the baseline/recovery cache probe reads
     assert prom.unverified_accepts_between(url, start, end) == {"orders": 2}
     # the report plots the same error rate, per service under the plots' "service" label
     time.sleep(4)  # a few more scrapes, so the plot's 10 s rate windows hold several samples
@@ -181,6 +182,7 @@ def test_bad_metric_settings_are_refused_naming_the_setting() -> None:
 
 
 def test_the_defaults_are_the_lab_names_the_error_rate_always_used() -> None:
-    assert prom.ERROR_SELECTOR == 'tenant_requests_total{status=~"5..|401",tenant!~"chaosext-probe|__unauthenticated__"}'
+    assert prom.ERROR_SELECTOR == ('tenant_requests_total{status=~"5..|401",'
+                                   'tenant!~"chaosext-probe|__unauthenticated__"}')
     assert prom.TOTAL_SELECTOR == 'tenant_requests_total{tenant!~"chaosext-probe|__unauthenticated__"}'
     assert contract.current() == contract.MetricContract()
