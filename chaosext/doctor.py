@@ -346,7 +346,49 @@ def run_checks(target: str = "local", via: str = "", prometheus_url: str = "", a
         env = os.environ.get(name.upper() + "_URL", "")
         url, source = ((flag, "flag") if flag else (env, "env") if env else (lab.get(f"{name}_url", ""), "lab state"))
         checks.append(check_http(name, url, "/-/ready", source))
+        if name == "prometheus" and checks[-1].ok:
+            checks += check_metrics(url)
     return checks
+
+
+def check_metrics(prometheus_url: str) -> list[Check]:
+    """Prometheus holds series for every selector of the metric contract (METRIC_* settings). Missing series are
+    warnings (a service without traffic has no request series yet); a request counter without the status or service
+    label is an error (the error rate could not be judged)."""
+    from chaosext.metrics import contract, prom
+
+    try:
+        c = contract.current()
+    except contract.ContractError as exc:
+        return [Check("metric contract", False, str(exc), "fix the METRIC_* settings named above")]
+    wanted = [("metric: requests", c.total_selector(), "METRIC_REQUESTS / METRIC_TENANT_LABEL / "
+               "METRIC_REQUESTS_MATCHERS"),
+              ("metric: cache expired", c.cache_expired, "METRIC_CACHE_EXPIRED"),
+              ("metric: cache stale", c.cache_stale, "METRIC_CACHE_STALE"),
+              ("metric: cache lookups", c.cache_lookups, "METRIC_CACHE_LOOKUPS"),
+              ("metric: unverified accepts", c.unverified_accepts, "METRIC_UNVERIFIED_ACCEPTS")]
+    out = []
+    for name, selector, setting in wanted:
+        try:
+            found = prom.query(prometheus_url, f"count({selector})", timeout=HTTP_TIMEOUT)
+        except requests.RequestException as exc:
+            out.append(Check(name, False, f"{selector}: {exc}", "check PROMETHEUS_URL and its credentials"))
+            continue
+        n = int(float(found[0]["value"][1])) if found else 0
+        if n and name == "metric: requests":
+            labels = {lbl for s in prom.query(prometheus_url, f"topk(1, {selector})", timeout=HTTP_TIMEOUT)
+                      for lbl in s["metric"]}
+            missing = [lbl for lbl in (c.status_label, c.service_label) if lbl not in labels]
+            if missing:
+                out.append(Check(name, False, f"{selector} has no label(s) {', '.join(missing)}",
+                                 "set METRIC_STATUS_LABEL / METRIC_SERVICE_LABEL to the labels your services use"))
+                continue
+        # no series at all may also mean no traffic yet (a fresh lab): a warning; wrong labels on series are an error
+        out.append(Check(name, bool(n), f"{selector}: {n} series" if n else
+                         f"{selector}: no series in Prometheus (no traffic yet, or other metric names?)",
+                         "" if n else f"set {setting} to what your services export (docs/experiment.md, "
+                                      f"'Adapting to your services' metrics')", required=False))
+    return out
 
 
 def render_table(checks: list[Check]) -> str:

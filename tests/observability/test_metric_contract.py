@@ -186,3 +186,24 @@ def test_the_defaults_are_the_lab_names_the_error_rate_always_used() -> None:
                                    'tenant!~"chaosext-probe|__unauthenticated__"}')
     assert prom.TOTAL_SELECTOR == 'tenant_requests_total{tenant!~"chaosext-probe|__unauthenticated__"}'
     assert contract.current() == contract.MetricContract()
+
+
+def test_doctor_finds_the_services_metrics_only_through_the_right_settings(
+        scraped: tuple[SpringLike, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from chaosext.doctor import check_metrics
+
+    svc, url = scraped
+    svc.add("t03", 200, 1)
+    wait_scraped(url, "http_server_requests_seconds_count")
+    by_name = {c.name: c for c in check_metrics(url)}  # the lab's names: this service has none of them
+    assert by_name["metric: requests"].status == "warn" and "METRIC_REQUESTS" in by_name["metric: requests"].fix
+    assert by_name["metric: cache expired"].status == "warn"
+    for key, value in OVERRIDES.items():
+        monkeypatch.setenv(key.upper(), value)
+    by_name = {c.name: c for c in check_metrics(url)}
+    assert by_name["metric: requests"].ok and by_name["metric: cache expired"].ok
+    assert by_name["metric: unverified accepts"].ok
+    assert by_name["metric: cache lookups"].status == "warn"  # this service has no lookup counter: optional
+    monkeypatch.setenv("METRIC_SERVICE_LABEL", "service")
+    requests_check = {c.name: c for c in check_metrics(url)}["metric: requests"]
+    assert requests_check.status == "MISSING" and "no label(s) service" in requests_check.detail
