@@ -40,7 +40,6 @@ __all__ = [
     "discover_token_endpoint",
     "client_credentials_token",
     "tokens_for",
-    "write_tokens_file",
     "k6_token_env",
     "clear_cache",
 ]
@@ -250,19 +249,6 @@ def tokens_for(settings: TokenSettings, tenants: list[str] | tuple[str, ...], mi
         with _LOCK:
             _CACHE[(settings.authority_url, tenant)] = (out[tenant], time.time() + lifetime)
     return out
-
-
-def write_tokens_file(tokens: dict[str, str], path: str | os.PathLike[str]) -> Path:
-    """Write ``{tenant: token}`` to ``path`` with mode 0600 (created so; never world-readable, not even briefly)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(tokens, fh)
-    os.replace(tmp, path)
-    return path
 
 
 def k6_token_env(configuration: dict[str, Any] | None, secrets: dict[str, Any] | None = None

@@ -167,11 +167,6 @@ def test_per_tenant_clients_from_the_secrets_block(authority: str, monkeypatch: 
     tokens.clear_cache()
 
 
-def test_tokens_file_is_written_0600(tmp_path: Path) -> None:
-    path = tokens.write_tokens_file({"t01": "x.y.z"}, tmp_path / "k6" / "tokens.json")
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and json.loads(path.read_text()) == {"t01": "x.y.z"}
-
-
 def test_lab_up_makes_a_client_shown_by_status_json_and_stored_0600(lab: dict[str, Any]) -> None:
     status = subprocess.run([sys.executable, "-m", "chaosext.lab.cli", "status", "--state-dir", lab["state_dir"],
                              "--json"], capture_output=True, text=True, timeout=60)
