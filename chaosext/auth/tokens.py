@@ -198,6 +198,10 @@ def client_credentials_token(token_endpoint: str, client_id: str, client_secret:
 
 def _from_file(path: str, wanted: list[str]) -> dict[str, str]:
     try:
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            raise TokenError(f"TOKENS_FILE={path} is readable by other users (mode {mode:o}): its tokens are "
+                             f"credentials; chmod 600 {path}")
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise TokenError(f"TOKENS_FILE={path} is unreadable ({type(exc).__name__}); give JSON {{tenant: token}}") \

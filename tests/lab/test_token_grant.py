@@ -167,6 +167,20 @@ def test_per_tenant_clients_from_the_secrets_block(authority: str, monkeypatch: 
     tokens.clear_cache()
 
 
+def test_tokens_file_is_the_fallback_and_must_not_be_readable_by_others(tmp_path: Path) -> None:
+    tokens.clear_cache()
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"t01": "a.b.c"}))
+    path.chmod(0o644)
+    settings = tokens.TokenSettings(authority_url="http://127.0.0.1:9", tokens_file=str(path))
+    with pytest.raises(tokens.TokenError, match="chmod 600"):
+        tokens.tokens_for(settings, ["t01"])
+    path.chmod(0o600)
+    assert tokens.tokens_for(settings, ["t01"]) == {"t01": "a.b.c"}  # no IdP asked (port 9 is closed)
+    with pytest.raises(tokens.TokenError, match="no token for tenant.*t02"):
+        tokens.tokens_for(settings, ["t01", "t02"])
+
+
 def test_lab_up_makes_a_client_shown_by_status_json_and_stored_0600(lab: dict[str, Any]) -> None:
     status = subprocess.run([sys.executable, "-m", "chaosext.lab.cli", "status", "--state-dir", lab["state_dir"],
                              "--json"], capture_output=True, text=True, timeout=60)
