@@ -49,9 +49,10 @@ LAB_DEFAULTS: dict[str, Any] = {
 }
 SERVICE_NAMES = ("policy", "vuln", "notify")
 DEFAULT_TENANTS = tuple(f"t{i:02d}" for i in range(1, 13))
-DEFAULT_ALERTS = ("jwks_cache_miss_spike", "tenant_auth_failures_spike")
+#: Alerts that fire when a JWKS cache expires and never otherwise (D1: 401s of an expired cache are no_keys errors of
+#: real tenants; tenant_auth_failures_spike is the tenant's own client and stays silent on expiry).
+DEFAULT_ALERTS = ("jwks_cache_miss_spike", "tenant_error_rate_gt_0_5pct")
 RUN_ID_RE = re.compile(r"[0-9a-f]{8}")
-
 
 
 @dataclass(frozen=True)

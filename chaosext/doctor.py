@@ -413,16 +413,17 @@ Examples:
 @click.option("--target", default=lambda: os.environ.get("FAULT_TARGET", "local"), show_default="$FAULT_TARGET or local",
               help="where the fault goes: local, netns:<name>, pid:<pid>, k8s-pod:<ns>/<pod>, <ns>/<selector>, "
                    "envoy:<admin-url>")
-@click.option("--via", default=lambda: os.environ.get("FAULT_VIA", ""), type=click.Choice(["", *VIAS]),
+@click.option("--via", type=click.Choice(list(VIAS)), default=lambda: os.environ.get("FAULT_VIA") or None,
               show_default="$FAULT_VIA or derived from --target", help="fault method")
 @click.option("--prometheus-url", default="", help="default: $PROMETHEUS_URL, else the running lab's")
 @click.option("--alertmanager-url", default="", help="default: $ALERTMANAGER_URL, else the running lab's")
 @click.option("--state-dir", default="", help="lab state directory (default: $CHAOSEXT_LAB_DIR or ./.chaosext-lab)")
 @click.option("--json", "as_json", is_flag=True, help="print the checks as JSON instead of a table")
-def doctor(target: str, via: str, prometheus_url: str, alertmanager_url: str, state_dir: str, as_json: bool) -> None:
+def doctor(target: str, via: str | None, prometheus_url: str, alertmanager_url: str, state_dir: str,
+           as_json: bool) -> None:
     """Check this machine can run the experiment against TARGET; exit 1 if something required is missing."""
     try:
-        checks = run_checks(target, via, prometheus_url, alertmanager_url, state_dir)
+        checks = run_checks(target, via or "", prometheus_url, alertmanager_url, state_dir)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     missing = [c for c in checks if c.status == "MISSING"]

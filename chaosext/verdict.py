@@ -33,14 +33,20 @@ _KEY_ORDER = ("ok", "phase", "error_rate", "max", "requests", "errors", "cache_e
               "accepted", "accepted_count", "why", "note")
 
 
-def _short(value: Any, width: int) -> str:
+def _cut(text: str, width: int | None) -> str:
+    """``text`` cut to ``width`` with an ellipsis; whole when width is None (``--wide``)."""
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
+
+
+def _short(value: Any, width: int | None) -> str:
     if isinstance(value, dict):
         keys = [k for k in _KEY_ORDER if k in value and value[k] not in ("", None, [], {})]
-        keys += [k for k in value if k not in keys and k not in _KEY_ORDER][: max(0, 4 - len(keys))]
+        rest = [k for k in value if k not in keys and k not in _KEY_ORDER]
+        keys += rest if width is None else rest[: max(0, 4 - len(keys))]
         text = ", ".join(f"{k}={_compact(value[k])}" for k in keys)
     else:
         text = _compact(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return _cut(text, width)
 
 
 def _compact(value: Any) -> str:
@@ -143,7 +149,8 @@ def judge(journal: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(reasons))
 
 
-def _probe_lines(st: dict[str, Any], name_w: int, tol_w: int, val_w: int) -> list[str]:
+def _probe_lines(st: dict[str, Any], name_w: int, tol_w: int, val_w: int | None, cut_name: int | None,
+                 cut_tol: int | None) -> list[str]:
     lines = [f"  {'check':<{name_w}} {'result':<6} {'tolerance':<{tol_w}} value"]
     for p in st.get("probes") or []:
         name = (p.get("activity") or {}).get("name", "?")
@@ -151,13 +158,13 @@ def _probe_lines(st: dict[str, Any], name_w: int, tol_w: int, val_w: int) -> lis
         value = p.get("output") if p.get("status") == "succeeded" else \
             f"ERROR {''.join(p.get('exception') or [])[-200:].strip()}"
         tol = _tolerance((p.get("activity") or {}).get("tolerance"))
-        lines.append(f"  {name[:name_w]:<{name_w}} {'PASS' if ok else 'FAIL':<6} {tol[:tol_w]:<{tol_w}} "
-                     f"{_short(value, val_w)}")
+        lines.append(f"  {_cut(name, cut_name):<{name_w}} {'PASS' if ok else 'FAIL':<6} "
+                     f"{_cut(tol, cut_tol):<{tol_w}} {_short(value, val_w)}")
     return lines
 
 
-def render(journal: dict[str, Any], width: int = 118) -> str:
-    """The one-screen report: baseline, outage and recovery blocks, then the verdict."""
+def render(journal: dict[str, Any], width: int = 118, wide: bool = False) -> str:
+    """The one-screen report: baseline, outage and recovery blocks, then the verdict; ``wide``: nothing cut."""
     lines = []
     exp = journal.get("experiment") or {}
     lines.append(f"chaosext verdict: {exp.get('title', '?')}")
@@ -167,14 +174,15 @@ def render(journal: dict[str, Any], width: int = 118) -> str:
                  f"status={journal.get('status')} deviated={journal.get('deviated')}")
     states = journal.get("steady_states") or {}
     name_w, tol_w = 30, 22
-    val_w = max(20, width - name_w - tol_w - 12)
+    val_w: int | None = None if wide else max(20, width - name_w - tol_w - 12)
+    cut_name, cut_tol = (None, None) if wide else (name_w, tol_w)
     before = states.get("before")
     lines.append("")
     if not before:
         lines.append("BASELINE (before the fault): not run")
     else:
         lines.append(f"BASELINE (before the fault): {'held' if before.get('steady_state_met') else 'NOT MET'}")
-        lines += _probe_lines(before, name_w, tol_w, val_w)
+        lines += _probe_lines(before, name_w, tol_w, val_w, cut_name, cut_tol)
     lines.append("")
     judge_run = _activity(journal, "judge-outage")
     out = (judge_run or {}).get("output")
@@ -184,8 +192,8 @@ def render(journal: dict[str, Any], width: int = 118) -> str:
         lines.append(f"  {'check':<{name_w}} {'result':<6} {'tolerance':<{tol_w}} value")
         for name, res in out["checks"].items():
             ok = isinstance(res, dict) and res.get("ok") is True
-            lines.append(f"  {name[:name_w]:<{name_w}} {'PASS' if ok else 'FAIL':<6} {'$.ok == true':<{tol_w}} "
-                         f"{_short(res, val_w)}")
+            lines.append(f"  {_cut(name, cut_name):<{name_w}} {'PASS' if ok else 'FAIL':<6} "
+                         f"{'$.ok == true':<{tol_w}} {_short(res, val_w)}")
     else:
         why = out.get("why") if isinstance(out, dict) else ""
         lines.append(f"OUTAGE: not judged{f' ({why})' if why else ''}")
@@ -195,7 +203,7 @@ def render(journal: dict[str, Any], width: int = 118) -> str:
         lines.append("RECOVERY (after the restore): not run")
     else:
         lines.append(f"RECOVERY (after the restore): {'held' if after.get('steady_state_met') else 'NOT MET'}")
-        lines += _probe_lines(after, name_w, tol_w, val_w)
+        lines += _probe_lines(after, name_w, tol_w, val_w, cut_name, cut_tol)
     for where, title in (("run", "method"), ("rollbacks", "rollbacks")):
         runs = journal.get(where) or []
         if runs:
@@ -215,7 +223,8 @@ def render(journal: dict[str, Any], width: int = 118) -> str:
 @click.command("verdict")
 @click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False), default="journal.json")
 @click.option("--json", "as_json", is_flag=True, help="Print {pass, reasons} as JSON instead of the table.")
-def verdict(journal_path: str, as_json: bool) -> None:
+@click.option("--wide", is_flag=True, help="Cut nothing: every probe name, tolerance and value whole (long lines).")
+def verdict(journal_path: str, as_json: bool, wide: bool) -> None:
     """Judge a Chaos Toolkit journal: exit 0 only if the experiment really passed.
 
     \b
@@ -223,6 +232,7 @@ def verdict(journal_path: str, as_json: bool) -> None:
     this run's restore succeeded and the services recovered. Exit codes: 0 pass, 1 fail, 2 bad journal, 3 not run
     (baseline unhealthy or refused before any change: no fault injected), 4 dry run.
     Example: chaos run experiments/jwks-outage.json && chaosext verdict journal.json
+    Example: chaosext verdict --wide journal.json | less -S
     """
     try:
         with open(journal_path, encoding="utf-8") as fh:
@@ -237,5 +247,5 @@ def verdict(journal_path: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"pass": kind == "PASS", "verdict": kind, "reasons": reasons}))
     else:
-        click.echo(render(journal))
+        click.echo(render(journal, wide=wide))
     sys.exit(EXIT_CODES[kind])

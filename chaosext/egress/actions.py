@@ -1,7 +1,8 @@
 """Chaos Toolkit actions: block the services' egress to the JWKS endpoint, and restore it.
 
 Each argument left empty falls back to the experiment configuration (``JWKS_URL``, ``FAULT_VIA``, ``FAULT_TARGET``,
-``FAULT_MODE``, ``OUTAGE_SECONDS``, ``MAX_OUTAGE_SECONDS``, ``ENVOY_ADMIN_URL``, ``KUBE_API_URL``, ``KUBE_CONTEXT``),
+``FAULT_MODE``, ``OUTAGE_SECONDS``, ``MAX_OUTAGE_SECONDS``, ``ENVOY_ADMIN_URL``, ``KUBE_API_URL``, ``KUBE_CONTEXT``,
+``FAULT_PARALLELISM``),
 then to the lab defaults. The same functions back ``chaosext restore`` and ``ops/devops/tenant/jwks-chaos.sh``.
 """
 import time
@@ -56,6 +57,7 @@ def settings(
         "envoy_admin_url": _pick(envoy_admin_url, c, "ENVOY_ADMIN_URL", ""),
         "kube_api_url": _pick(kube_api_url, c, "KUBE_API_URL", ""),
         "kube_context": _pick(kube_context, c, "KUBE_CONTEXT", ""),
+        "parallelism": _pick(None, c, "FAULT_PARALLELISM", ""),
         **(driver_options or {}),
     }
     return {
@@ -141,7 +143,8 @@ def block_jwks_egress(
 
     jwks_url: the JWKS URL (host and port are blocked; every A/AAAA record). Empty: configuration ``JWKS_URL``,
     else ``http://127.0.0.2:8440/.well-known/jwks.json``. via: ``iptables`` | ``envoy`` | ``k8s-networkpolicy`` |
-    ``istio``. target: iptables ``local`` | ``netns:<name>`` | ``pid:<pid>`` | ``k8s-pod:<ns>/<pod|selector>``;
+    ``istio``. target: iptables ``local`` | ``netns:<name|glob>`` | ``pid:<pid>`` | ``k8s-pod:<ns>/<pod|selector>``,
+    or several comma-separated (applied in parallel, ``FAULT_PARALLELISM`` at once, all or none);
     envoy: the admin URL; k8s-networkpolicy / istio: ``<namespace>/<label selector>``. mode: ``drop`` (timeouts,
     like an unreachable network) or ``reject`` (refused at once, like a dead host). duration_seconds: the deadline,
     enforced by the kernel (iptables ``-m time --datestop``) and by a detached watchdog (``use_watchdog``), capped
@@ -274,7 +277,8 @@ def restore(
                             "commands": driver.describe_revert(spec)})
             continue
         out = _undo(driver, spec)
-        entry = {"run_id": spec.run_id, "via": spec.via, "target": spec.target, "removed": out.get("removed", [])}
+        entry = {"run_id": spec.run_id, "via": spec.via, "target": spec.target, "removed": out.get("removed", []),
+                 "spread": out.get("spread")}
         if verify:
             entry["verification"] = driver.verify(spec)
         removed.append(entry)

@@ -16,7 +16,8 @@ from chaosext.egress.base import VIAS, FaultError, load_records
 __all__ = ["restore", "egress"]
 
 _via = click.option("--via", type=click.Choice(VIAS), default=None, help="driver (default: iptables, or $FAULT_VIA)")
-_target = click.option("--target", default=None, help="local | netns:<name> | pid:<pid> | k8s-pod:<ns>/<sel>; envoy: "
+_target = click.option("--target", default=None, help="local | netns:<name|glob> | pid:<pid> | k8s-pod:<ns>/<sel>, "
+                       "comma-separated for several; envoy: "
                        "admin URL; k8s-networkpolicy/istio: <ns>/<selector> (default: local, or $FAULT_TARGET)")
 _kube = [
     click.option("--envoy-admin-url", default="", help="Envoy admin URL (envoy driver)"),
@@ -29,7 +30,7 @@ def _env_config() -> dict[str, Any]:
     import os
 
     keys = ("JWKS_URL", "FAULT_VIA", "FAULT_TARGET", "FAULT_MODE", "OUTAGE_SECONDS", "MAX_OUTAGE_SECONDS",
-            "ENVOY_ADMIN_URL", "KUBE_API_URL", "KUBE_CONTEXT", "HEARTBEAT_GRACE")
+            "ENVOY_ADMIN_URL", "KUBE_API_URL", "KUBE_CONTEXT", "HEARTBEAT_GRACE", "FAULT_PARALLELISM")
     return {k: os.environ[k] for k in keys if os.environ.get(k)}
 
 

@@ -84,6 +84,8 @@ Examples:
 @click.option("--no-audit", is_flag=True, help="Misbehaviour knob: write no audit events")
 @click.option("--fail-open", is_flag=True,
               help="Misbehaviour knob: accept tokens it cannot verify while the JWKS is unreachable (a security bug)")
+@click.option("--audit-drop", default="", metavar="ACTIONS",
+              help="Misbehaviour knob: never audit these actions, e.g. auth.degraded,auth.recovered (a lossy pipeline)")
 @click.option("--no-refetch-after-failure", is_flag=True,
               help="Misbehaviour knob: after a failed JWKS fetch never fetch again (a service that never recovers)")
 @click.option("--inject-5xx", type=click.FloatRange(min=0, max=1), default=0.0, show_default=True,

@@ -97,6 +97,7 @@ class LabConfig:
     no_audit: bool = False
     fail_open: bool = False
     no_refetch_after_failure: bool = False
+    audit_drop: str = ""
     inject_5xx: float = 0.0
     rate_limit: int = 500
     rate_burst: int = 1000
@@ -234,6 +235,7 @@ def plan(cfg: LabConfig) -> list[Component]:
         argv += ["--no-audit"] if cfg.no_audit else []
         argv += ["--fail-open"] if cfg.fail_open else []
         argv += ["--no-refetch-after-failure"] if cfg.no_refetch_after_failure else []
+        argv += ["--audit-drop", cfg.audit_drop] if cfg.audit_drop else []
         argv += ["--inject-5xx", str(cfg.inject_5xx)] if cfg.inject_5xx else []
         url = _url(cfg.host, port)
         comps.append(Component(name, argv, [(cfg.host, port)], url=url, health=f"{url}/healthz", port=port,

@@ -594,4 +594,34 @@ def judge_outage(configuration: Configuration = None, secrets: Secrets = None) -
             results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     runstate.update_run(cfg.run_dir, judgments={func: results[name] for name, _, func in OUTAGE_CHECKS})
     failed = [n for n, r in results.items() if not r.get("ok")]
-    return {"ok": not failed, "failed": failed, "checks": results}
+    return {"ok": not failed, "failed": failed, "checks": results, "evidence": save_run_evidence(cfg)}
+
+
+def run_windows(cfg: ExperimentConfig) -> dict[str, tuple[float, float]]:
+    """The run's baseline, outage and (once it began) recovery windows, unix seconds."""
+    run = runstate.load_run(cfg.run_dir)
+    windows: dict[str, tuple[float, float]] = {}
+    base = run.get("baseline") or {}
+    if base.get("judged_at"):
+        windows["baseline"] = (float(base["judged_at"]) - cfg.baseline_seconds, float(base["judged_at"]))
+    outage = run.get("outage") or {}
+    if outage.get("start"):
+        end = float(outage.get("end") or time.time())
+        windows["outage"] = (float(outage["start"]), end)
+        if outage.get("end") and time.time() > end:
+            windows["recovery"] = (end, time.time())
+    return windows
+
+
+def save_run_evidence(cfg: ExperimentConfig) -> dict:
+    """Save the series judged over the run's windows into ``<run dir>/evidence.json`` (see
+    ``chaosext.report.collect.save_evidence``), so the report draws them after the lab is gone; never raises."""
+    from chaosext.report.collect import save_evidence
+
+    windows = run_windows(cfg)
+    if not windows:
+        return {"ok": False, "error": "no window recorded"}
+    try:
+        return save_evidence(cfg.prometheus_url, windows, cfg.run_dir)
+    except (ValueError, OSError) as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

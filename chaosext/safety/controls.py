@@ -42,9 +42,21 @@ def approval_problem(cfg: Any) -> str:
     """'' when the target is the local lab or CHAOSEXT_APPROVE names it; else what to do."""
     if cfg.is_lab_target:
         return ""
+    from chaosext.egress.base import FaultError, split_targets
+
     approved = {a.strip() for a in cfg.approve.split(",") if a.strip()}
+    try:
+        approved |= set(split_targets(cfg.approve))  # "netns:a,b" approves netns:a and netns:b
+    except FaultError:
+        pass  # host names etc.: the plain comma list above
     if cfg.target_name in approved:
         return ""
+    if cfg.fault_via == "iptables" and cfg.fault_target != "local":
+        try:
+            if set(split_targets(cfg.fault_target)) <= approved:  # every target of a list is approved
+                return ""
+        except FaultError:
+            pass
     return (f"target {cfg.target_name!r} (FAULT_VIA={cfg.fault_via}, FAULT_TARGET={cfg.fault_target}) is not the "
             f"local lab; to inject the fault there, set CHAOSEXT_APPROVE={cfg.target_name}")
 
@@ -260,7 +272,12 @@ def after_experiment_control(context: Experiment = None, state: Journal = None, 
         signals.uninstall()
         return  # the run never started anything (the configuration did not even parse)
     if cfg.run_id:
-        out = _finish(cfg)
+        from chaosext.metrics.probes import save_run_evidence
+
+        out = _finish(cfg)  # restore first: nothing may delay lifting the fault
+        evidence = save_run_evidence(cfg)  # the same file judge-outage named, now with the recovery window
+        if not evidence.get("ok"):
+            logger.warning("chaosext safety: evidence for the report not saved: %s", evidence.get("error"))
         egress, load = out.get("egress", {}), out.get("load", {})
         logger.info("chaosext safety: after run %s: egress %s, k6 %s", cfg.run_id,
                     "restored" if egress.get("restored") else f"NOT restored ({egress.get('error')})",

@@ -278,3 +278,11 @@ def test_chaos_discover_lists_the_experiment_probes_with_types(tmp_path: Path) -
         assert all(arg.get("type") != "object" for arg in act.get("arguments", [])), act["arguments"]
     assert {"name": "duration_seconds", "default": 0, "type": "integer"} in acts[
         ("chaosext.metrics.probes", "watch_outage")]["arguments"]
+
+
+def test_a_list_of_targets_is_approved_only_when_every_target_is() -> None:
+    """FAULT_TARGET=netns:a,b is two targets: approving one of them is not enough."""
+    base = {"chaosext_lab_dir": "/nonexistent", "fault_target": "netns:a,b"}
+    assert "CHAOSEXT_APPROVE=netns:a,b" in approval_problem(load_config({**base, "chaosext_approve": "netns:a"}))
+    assert approval_problem(load_config({**base, "chaosext_approve": "netns:a,netns:b"})) == ""
+    assert approval_problem(load_config({**base, "chaosext_approve": "netns:a,b"})) == ""

@@ -16,7 +16,7 @@ import pytest
 
 from chaosext.doctor import check_envoy, check_kube
 
-from conftest import in_ns
+from ops_util import in_ns
 from jsonstub import JsonStub
 
 
