@@ -327,19 +327,24 @@ def restore_jwks_egress(
     """Undo THIS run's JWKS egress fault, and only that one.
 
     run_id: the fault to remove; default the experiment run's (``chaosext_run_id``, or the id ``block_jwks_egress``
-    returned earlier in this run). A run that applied no fault restores nothing (so a refused or failed run can never
-    lift another run's outage); faults of other runs stay. ``chaosext restore`` is the manual way and
+    returned earlier in this run). In an experiment run (a configuration with ``chaosext_*`` keys) a run that applied
+    no fault restores nothing, so a refused or failed run can never lift another run's outage; faults of other runs
+    stay. Called outside a run (no such configuration), it removes what is recorded for via/target, else the faults
+    found on the target by their tags that block this JWKS endpoint. ``chaosext restore`` is the manual way and
     ``chaosext restore --all`` the panic button that sweeps everything. Restoring twice succeeds. reason: why this
     restore happens now (e.g. the abort guard), recorded in the result and the journal. With verify, reports (from the
     target) that the endpoint answers again. Fails only if a rule/object of this run could not be removed.
     """
     run_id = run_id if run_id and not run_id.startswith("${") else run_fault_id(configuration)
-    if not run_id:
+    in_run = isinstance(configuration, dict) and any(str(k).startswith("chaosext_") for k in configuration)
+    if not run_id and in_run:
         return {"restored": [], "left": [], "nothing_to_restore": True, "dry_run": bool(dry_run),
                 "note": "this run applied no fault: nothing to restore"}
     s = settings(jwks_url, via, target, "", None, None, 1.0, envoy_admin_url, kube_api_url, kube_context,
                  driver_options, configuration)
-    out = restore(s["via"], s["target"], run_id=run_id, dry_run=dry_run, verify=verify, options=s["options"])
+    # outside an experiment run (no chaosext_* configuration): what is recorded for via/target, else what the tags show
+    out = restore(s["via"], s["target"], run_id=run_id, jwks_url="" if run_id or not jwks_url else s["jwks_url"],
+                  dry_run=dry_run, verify=verify, options=s["options"])
     out["run_id"] = run_id
     out["reason"] = reason or _outage_reason(configuration)
     if out["left"]:
