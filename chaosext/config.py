@@ -385,12 +385,14 @@ def check_reachable(cfg: ExperimentConfig, need_k6: bool = True) -> list[str]:
             find_k6()
         except K6NotFoundError as exc:
             problems.append(str(exc))
+    from chaosext import backends
+
     for name, url, path in (("PROMETHEUS_URL", cfg.prometheus_url, "/-/ready"),
                             ("ALERTMANAGER_URL", cfg.alertmanager_url, "/-/ready")):
-        try:
-            r = requests.get(url + path, timeout=5)
-            if r.status_code != 200:
-                problems.append(f"{name}={url} answered {r.status_code} on {path}; is it healthy?")
+        try:  # with the backend's credentials (chaosext.backends)
+            backends.get(name.split("_")[0].lower(), url + path, timeout=5)
+        except backends.BackendError as exc:
+            problems.append(f"{name}={url}: {exc}")
         except requests.RequestException as exc:
             problems.append(f"{name}={url} is unreachable ({type(exc).__name__}); start it (chaosext lab up) or "
                             f"point {name} at a running one")

@@ -137,8 +137,14 @@ def check_http(name: str, url: str, path: str, source: str) -> Check:
         return Check(name, False, "no URL known",
                      f"start the lab (`chaosext lab up`) or export {env}=http://host:port")
     full = url.rstrip("/") + path
-    try:
-        resp = requests.get(full, timeout=HTTP_TIMEOUT)
+    from chaosext import backends
+
+    try:  # with the backend's credentials from the environment (docs/experiment.md, authenticated backends)
+        resp = backends.get(name, full, timeout=HTTP_TIMEOUT)
+    except backends.BackendError as exc:
+        return Check(name, False, f"{full} ({source}): {exc}",
+                     f"give {name}'s credentials ({name.upper()}_BEARER_TOKEN, {name.upper()}_USERNAME/_PASSWORD, "
+                     f"{name.upper()}_HEADERS) or {name.upper()}_CA_BUNDLE")
     except requests.RequestException as exc:
         return Check(name, False, f"{full} ({source}) unreachable: {type(exc).__name__}",
                      f"start it, or point {env} (or --{name}-url) at a running {name}")
@@ -276,6 +282,26 @@ def _runtime_layers(dump: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def check_tokens(state_dir: str = "") -> Check:
+    """A token for every tenant in TENANTS by client credentials (or TOKENS_FILE), as the run will get them."""
+    from chaosext.auth.tokens import TokenError, token_settings, tokens_for
+    from chaosext.config import load_config
+
+    configuration = {"chaosext_lab_dir": state_dir} if state_dir else None
+    try:
+        cfg = load_config(configuration)
+        settings = token_settings(configuration)
+        got = tokens_for(settings, list(cfg.tenants), min_valid_seconds=cfg.outage_seconds + 600,
+                         timeout=HTTP_TIMEOUT)
+    except (TokenError, ValueError) as exc:
+        return Check("tokens", False, str(exc).split("; ")[0],
+                     "; ".join(str(exc).split("; ")[1:]) or "set TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET (or "
+                     "TOKENS_FILE) and AUTHORITY_URL")
+    how = "TOKENS_FILE" if settings.tokens_file and not settings.client_id else \
+        f"client credentials ({settings.source or 'secrets/env'}, {settings.auth_method})"
+    return Check("tokens", True, f"{len(got)} tenant token(s) from {settings.authority_url} via {how}")
+
+
 def _lab_urls(state_dir: str) -> dict[str, str]:
     try:
         from chaosext.lab.state import load_state
@@ -314,12 +340,55 @@ def run_checks(target: str = "local", via: str = "", prometheus_url: str = "", a
             raise ValueError(f"--via {via} needs --target {VIAS[via]}, not {target}")
         checks += check_kube(value.split("/", 1)[0] if "/" in value else "default", via, kube_client)
     checks.append(check_k6())
+    checks.append(check_tokens(state_dir))
     lab = _lab_urls(state_dir)
     for name, flag in (("prometheus", prometheus_url), ("alertmanager", alertmanager_url)):
         env = os.environ.get(name.upper() + "_URL", "")
         url, source = ((flag, "flag") if flag else (env, "env") if env else (lab.get(f"{name}_url", ""), "lab state"))
         checks.append(check_http(name, url, "/-/ready", source))
+        if name == "prometheus" and checks[-1].ok:
+            checks += check_metrics(url)
     return checks
+
+
+def check_metrics(prometheus_url: str) -> list[Check]:
+    """Prometheus holds series for every selector of the metric contract (METRIC_* settings). Missing series are
+    warnings (a service without traffic has no request series yet); a request counter without the status or service
+    label is an error (the error rate could not be judged)."""
+    from chaosext.metrics import contract, prom
+
+    try:
+        c = contract.current()
+    except contract.ContractError as exc:
+        return [Check("metric contract", False, str(exc), "fix the METRIC_* settings named above")]
+    wanted = [("metric: requests", c.total_selector(), "METRIC_REQUESTS / METRIC_TENANT_LABEL / "
+               "METRIC_REQUESTS_MATCHERS"),
+              ("metric: cache expired", c.cache_expired, "METRIC_CACHE_EXPIRED"),
+              ("metric: cache stale", c.cache_stale, "METRIC_CACHE_STALE"),
+              ("metric: cache lookups", c.cache_lookups, "METRIC_CACHE_LOOKUPS"),
+              ("metric: unverified accepts", c.unverified_accepts, "METRIC_UNVERIFIED_ACCEPTS")]
+    out = []
+    for name, selector, setting in wanted:
+        try:
+            found = prom.query(prometheus_url, f"count({selector})", timeout=HTTP_TIMEOUT)
+        except requests.RequestException as exc:
+            out.append(Check(name, False, f"{selector}: {exc}", "check PROMETHEUS_URL and its credentials"))
+            continue
+        n = int(float(found[0]["value"][1])) if found else 0
+        if n and name == "metric: requests":
+            labels = {lbl for s in prom.query(prometheus_url, f"topk(1, {selector})", timeout=HTTP_TIMEOUT)
+                      for lbl in s["metric"]}
+            missing = [lbl for lbl in (c.status_label, c.service_label) if lbl not in labels]
+            if missing:
+                out.append(Check(name, False, f"{selector} has no label(s) {', '.join(missing)}",
+                                 "set METRIC_STATUS_LABEL / METRIC_SERVICE_LABEL to the labels your services use"))
+                continue
+        # no series at all may also mean no traffic yet (a fresh lab): a warning; wrong labels on series are an error
+        out.append(Check(name, bool(n), f"{selector}: {n} series" if n else
+                         f"{selector}: no series in Prometheus (no traffic yet, or other metric names?)",
+                         "" if n else f"set {setting} to what your services export (docs/experiment.md, "
+                                      f"'Adapting to your services' metrics')", required=False))
+    return out
 
 
 def render_table(checks: list[Check]) -> str:

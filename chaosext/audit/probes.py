@@ -12,7 +12,7 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosext.audit.sources import read_events
 from chaosext.config import load_config
-from chaosext.metrics import prom
+from chaosext.metrics import contract, prom
 from chaosext.safety.runstate import judged, load_run, outage_window, phase
 
 __all__ = ["audit_pipeline_healthy", "audit_degraded_recorded"]
@@ -26,9 +26,8 @@ def _stale_services(cfg, run: dict, start: float, end: float) -> set:
              for svc, s in (obs.get("services") or {}).items() if s.get("state") == "stale"}
     rng = max(1, math.ceil(end - start))
     try:
-        res = prom.query(cfg.prometheus_url,
-                         f'max by (service) (max_over_time(jwks_cache_state{{state="stale"}}[{rng}s]))', at=end)
-        found |= {s["metric"].get("service") for s in res if float(s["value"][1]) >= 1}
+        # the cache-stale series of the metric contract (METRIC_CACHE_STALE)
+        found |= set(prom.services_where(cfg.prometheus_url, contract.current().cache_stale, end, rng))
     except (requests.RequestException, RuntimeError):
         pass
     return {s for s in found if s in cfg.services}

@@ -106,7 +106,7 @@ def loki_query(action: str = "auth.degraded", services: tuple[str, ...] = (), te
 
 
 def clickhouse_query(action: str = "auth.degraded", since_unix: float = 0.0, services: tuple[str, ...] = (),
-                     limit: int = 1000) -> str:
+                     limit: int = 1000, database: str = CLICKHOUSE_DATABASE) -> str:
     """SQL returning audit events with ``action`` since ``since_unix`` as rows named after :data:`AUDIT_FIELDS`.
 
     Ends in ``FORMAT JSON`` (ClickHouse HTTP interface; 64-bit numbers come back as strings).
@@ -116,5 +116,5 @@ def clickhouse_query(action: str = "auth.degraded", since_unix: float = 0.0, ser
              f"Timestamp >= toDateTime64({float(since_unix):.3f}, 3)"]
     if services:
         where.append(f"ServiceName IN ({', '.join(_sql_string(s) for s in services)})")
-    return (f"SELECT {cols} FROM {CLICKHOUSE_DATABASE}.{CLICKHOUSE_TABLE} WHERE {' AND '.join(where)} "
+    return (f"SELECT {cols} FROM {database or CLICKHOUSE_DATABASE}.{CLICKHOUSE_TABLE} WHERE {' AND '.join(where)} "
             f"ORDER BY Timestamp LIMIT {int(limit)} FORMAT JSON")

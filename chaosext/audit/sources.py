@@ -16,8 +16,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-import requests
 
+from chaosext import backends
 from chaosext.audit import schema
 
 __all__ = ["parse_timestamp", "read_file", "read_loki", "read_clickhouse", "read_events"]
@@ -75,9 +75,10 @@ def read_loki(url: str, action: str, since: float, until: float, services: tuple
     """Events with ``action`` in [since, until] from Loki's ``query_range`` (direction forward, limit 5000)."""
     params = {"query": schema.loki_query(action, services), "start": str(int(since * 1e9)),
               "end": str(int(until * 1e9)), "limit": "5000", "direction": "forward"}
-    r = requests.get(url.rstrip("/") + "/loki/api/v1/query_range", params=params, timeout=timeout)
-    if r.status_code != 200:
-        raise RuntimeError(f"Loki query_range answered {r.status_code}: {r.text[:300]}")
+    try:  # credentials, tenant (X-Scope-OrgID) and TLS from chaosext.backends
+        r = backends.get("loki", url.rstrip("/") + "/loki/api/v1/query_range", params=params, timeout=timeout)
+    except backends.BackendError as exc:
+        raise RuntimeError(f"Loki query_range failed: {exc}") from None
     body = r.json()
     if body.get("status") != "success" or body.get("data", {}).get("resultType") != "streams":
         raise RuntimeError(f"unexpected Loki response: {str(body)[:300]}")
@@ -106,10 +107,12 @@ def read_clickhouse(url: str, action: str, since: float, until: float, services:
     if sql:
         query = sql.format(since=since, until=until, action=action)
     else:
-        query = schema.clickhouse_query(action=action, since_unix=since, services=services)
-    r = requests.post(url.rstrip("/") + "/", data=query.encode(), timeout=timeout)
-    if r.status_code != 200:
-        raise RuntimeError(f"ClickHouse answered {r.status_code}: {r.text[:300]}")
+        query = schema.clickhouse_query(action=action, since_unix=since, services=services,
+                                        database=backends.auth_for("clickhouse").database)
+    try:  # user, password, database and TLS from chaosext.backends
+        r = backends.post("clickhouse", url.rstrip("/") + "/", data=query.encode(), timeout=timeout)
+    except backends.BackendError as exc:
+        raise RuntimeError(f"ClickHouse query failed: {exc}") from None
     out = []
     for row in r.json().get("data") or []:
         ev = _event(row)

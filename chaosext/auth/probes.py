@@ -4,7 +4,8 @@ Steady-state probes (baseline before the fault, recovery after the restore, live
 ``forged_tokens_refused``. Outage checks (judged once by ``judge_outage`` from what the watch step observed *during*
 the outage — after the restore a live check would prove nothing): ``cached_key_fallback`` and ``no_fail_open``.
 
-Tokens are fetched before the fault (the authority is unreachable during it) and kept in memory only. Forged tokens
+Tokens are fetched before the fault (the authority is unreachable during it) by the client-credentials grant
+(``chaosext.auth.tokens``) and kept in this process's memory for the run, never in a file. Forged tokens
 carry the tenant ``chaosext-probe`` (claim and header) so the error-rate probe can leave them out.
 """
 import base64
@@ -15,6 +16,7 @@ from typing import Any
 import requests
 from chaoslib.types import Configuration, Secrets
 
+from chaosext.auth.tokens import token_settings, tokens_for
 from chaosext.config import ExperimentConfig, load_config
 from chaosext.metrics.prom import PROBE_TENANT
 from chaosext.safety.runstate import judged, load_run, outage_window, phase
@@ -27,6 +29,8 @@ READ_PATHS = {"policy": "/api/v1/policies", "vuln": "/api/v1/findings", "notify"
 CHECK_TENANTS = 3
 #: a service is expected to accept valid tokens until (last successful fetch + max-stale - this margin)
 LIFETIME_MARGIN_SECONDS = 2.0
+#: probe tokens must stay valid this long beyond OUTAGE_SECONDS (baseline, watch, recovery)
+TOKEN_MARGIN_SECONDS = 600
 
 
 def _b64url(data: bytes) -> str:
@@ -42,41 +46,26 @@ def read_path(service: str) -> str:
     return READ_PATHS.get(service, "/")
 
 
-def request_token(cfg: ExperimentConfig, tenant: str, ttl: int, timeout: float = 5.0) -> str:
-    """A valid token for ``tenant`` from the lab authority's ``POST /token``."""
-    body = {"tenant": tenant, "sub": "chaosext-probe", "scope": "policy:read vuln:read notify:read", "aud": cfg.audience, "ttl": ttl}
-    r = requests.post(cfg.authority_url + "/token", json=body, timeout=timeout)
-    if r.status_code != 200:
-        raise RuntimeError(f"authority {cfg.authority_url}/token answered {r.status_code}: {r.text[:200]}")
-    return r.json()["access_token"]
+def ensure_tokens(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None,
+                  tenants: list = None) -> dict[str, str]:
+    """Valid tokens of the first tenants (or of ``tenants``): from this process's memory, TOKENS_FILE, or the
+    client-credentials grant (then kept in memory for the run; never written to a file, the journal or a log).
 
-
-#: run directory -> {tenant: token}: tokens live in the memory of the ``chaos`` process only, never in a file
-_TOKENS: dict[str, dict[str, str]] = {}
-
-
-def ensure_tokens(cfg: ExperimentConfig) -> dict[str, str]:
-    """Valid tokens of the first tenants: from this process's memory, TOKENS_FILE, or the lab authority (then kept
-    in memory for the run; never written to the run file, the journal or a log)."""
-    tokens: dict[str, str] = _TOKENS.setdefault(cfg.run_dir, {})
-    wanted = list(cfg.tenants[:CHECK_TENANTS])
-    if all(t in tokens for t in wanted):
-        return tokens
-    if cfg.tokens_file:
-        with open(cfg.tokens_file, encoding="utf-8") as fh:
-            tokens.update({k: v for k, v in json.load(fh).items() if k in wanted})
-    for tenant in wanted:
-        if tenant not in tokens:
-            tokens[tenant] = request_token(cfg, tenant, ttl=cfg.outage_seconds + 900)
-    return dict(tokens)
+    Raises ``chaosext.auth.tokens.TokenError`` saying what to fix.
+    """
+    settings = token_settings(configuration or {"authority_url": cfg.authority_url,
+                                                "chaosext_lab_dir": cfg.lab_dir, "tokens_file": cfg.tokens_file},
+                              secrets)
+    wanted = list(tenants or cfg.tenants[:CHECK_TENANTS])
+    return tokens_for(settings, wanted, min_valid_seconds=cfg.outage_seconds + TOKEN_MARGIN_SECONDS)
 
 
 def fetch_tokens(configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """Fetch (or load from TOKENS_FILE) valid tokens for the first tenants and keep them in this process's memory.
+    """Get valid tokens for the first tenants (client credentials, or TOKENS_FILE) and keep them in memory.
 
-    Run before the fault: the authority is unreachable during it. Tokens live OUTAGE_SECONDS + 15 min.
+    Run before the fault: the authority is unreachable during it. Returns the tenants only, never a token.
     """
-    return {"tenants": sorted(ensure_tokens(load_config(configuration)))}
+    return {"tenants": sorted(ensure_tokens(load_config(configuration), secrets, configuration))}
 
 
 def forged_tokens(valid_token: str) -> dict[str, str]:
@@ -138,7 +127,7 @@ def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets 
     phase_ = phase(run)
     deadline = float((run.get("outage") or {}).get("end") or 0) + cfg.recovery_seconds if phase_ == "recovery" else 0
     while True:
-        result = _live_fallback(cfg)
+        result = _live_fallback(cfg, secrets, configuration)
         if result["ok"] or time.time() >= deadline:
             break
         time.sleep(1.0)
@@ -148,11 +137,11 @@ def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets 
 def forged_tokens_refused(configuration: Configuration = None, secrets: Secrets = None) -> dict:
     """Forged tokens are refused by every service, live (baseline before the fault, recovery after the restore)."""
     cfg = load_config(configuration)
-    return {**_live_fail_open(cfg), "phase": phase(load_run(cfg.run_dir))}
+    return {**_live_fail_open(cfg, secrets, configuration), "phase": phase(load_run(cfg.run_dir))}
 
 
-def _live_fallback(cfg: ExperimentConfig) -> dict:
-    tokens = ensure_tokens(cfg)
+def _live_fallback(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None) -> dict:
+    tokens = ensure_tokens(cfg, secrets, configuration)
     failures = []
     checks = 0
     for service, url in cfg.services.items():
@@ -212,8 +201,8 @@ def cached_key_fallback(configuration: Configuration = None, secrets: Secrets = 
             "note": "" if checks else "no valid-token check ran within the cache lifetime during the outage"}
 
 
-def _live_fail_open(cfg: ExperimentConfig) -> dict:
-    tokens = ensure_tokens(cfg)
+def _live_fail_open(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None) -> dict:
+    tokens = ensure_tokens(cfg, secrets, configuration)
     forged = forged_tokens(next(iter(tokens.values())))
     accepted = []
     checks = 0

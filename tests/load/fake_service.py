@@ -1,17 +1,21 @@
 """A stand-in tenant service for the load tests that do not need the lab (real aiohttp process on loopback).
 
-Answers ``POST /token`` like the Authority, and every other path like a tenant service that insists on a bearer
+Answers OIDC discovery and the client-credentials ``POST /token`` like the Authority (client ``fake-client`` /
+``fake-secret`` by HTTP Basic or in the form; anything else is 401 invalid_client), and every other path like a tenant service that insists on a bearer
 token and the tenant header (401 without them). ``GET /stats`` returns what it saw. Run:
 ``python3 fake_service.py [--header X-StellaOps-Tenant] [--delay 0]``; it prints its port on the first line.
 """
 import argparse
 import asyncio
+import base64
 import json
 import socket
 import sys
 from collections import Counter
 
 from aiohttp import web
+
+CLIENT_ID, CLIENT_SECRET = "fake-client", "fake-secret"
 
 
 def main() -> None:
@@ -24,9 +28,19 @@ def main() -> None:
     seen: Counter = Counter()
     tenants: Counter = Counter()
 
+    async def discovery(request: web.Request) -> web.Response:
+        return web.json_response({"token_endpoint": f"http://{request.host}/token"})
+
     async def token(request: web.Request) -> web.Response:
-        body = await request.json()
-        return web.json_response({"access_token": f"tok-{body['tenant']}", "expires_in": body.get("ttl", 300)})
+        form = await request.post()
+        auth = request.headers.get("Authorization", "")
+        creds = base64.b64decode(auth[6:]).decode() if auth.startswith("Basic ") else \
+            f"{form.get('client_id')}:{form.get('client_secret')}"
+        if creds != f"{CLIENT_ID}:{CLIENT_SECRET}":
+            return web.json_response({"error": "invalid_client"}, status=401)
+        if form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        return web.json_response({"access_token": f"tok-{form['tenant']}", "expires_in": 300})
 
     async def stats(_: web.Request) -> web.Response:
         return web.json_response({"requests": {"|".join(k): v for k, v in seen.items()}, "tenants": dict(tenants)})
@@ -43,6 +57,7 @@ def main() -> None:
         return web.Response(status=args.status if ok else 401, text="{}")
 
     app = web.Application()
+    app.router.add_get("/.well-known/openid-configuration", discovery)
     app.router.add_post("/token", token)
     app.router.add_get("/stats", stats)
     app.router.add_route("*", "/{tail:.*}", service)

@@ -12,10 +12,30 @@ from chaosext.load.actions import start_k6, stop_k6
 from chaosext.load.probes import k6_live_metrics, k6_summary
 
 
-def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_stopped(k6_env: dict) -> None:
-    started = start_k6(rate=20, duration="60s", owner_run_id="exp00001")
+def _cmdlines_of_session(sid: int) -> list[bytes]:
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if os.getsid(int(proc.name)) == sid:
+                    out.append((proc / "cmdline").read_bytes())
+            except (OSError, ProcessLookupError):
+                pass
+    return out
+
+
+def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_stopped(
+        k6_env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the client credentials come from the experiment's secrets block here, not from the environment
+    monkeypatch.delenv("TOKEN_CLIENT_ID")
+    monkeypatch.delenv("TOKEN_CLIENT_SECRET")
+    started = start_k6(rate=20, duration="60s", owner_run_id="exp00001",
+                       secrets={"token_client_id": "fake-client", "token_client_secret": "fake-secret"})
     assert started["owner_run_id"] == "exp00001"
     try:
+        cmdlines = _cmdlines_of_session(started["pid"])
+        assert cmdlines and not [c for c in cmdlines if b"fake-secret" in c], "a secret in argv"
+        assert b"fake-secret" not in (Path(started["run_dir"]) / "run.json").read_bytes()
         run = k6mod.read_run(Path(started["run_dir"]))
         assert run["alive"], "start_k6 must return while k6 keeps running in the background"
         assert os.getsid(started["pid"]) == started["pid"], "k6 runs in its own session"

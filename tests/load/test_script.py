@@ -1,5 +1,6 @@
 """ops/devops/tenant/k6-tenant-load.js: its options as k6 itself reads them, and what it sends (real k6 runs)."""
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -58,12 +59,19 @@ def test_bad_settings_are_refused_with_a_message_that_names_them(env: str, messa
     assert message in out.stderr
 
 
-def run_script(tmp_path: Path, *env: str) -> tuple[int, dict]:
+#: the stand-in Authority's client, given the way chaosext gives it: in k6's environment, never with -e
+CLIENT_ENV = {"TOKEN_CLIENT_ID": "fake-client", "TOKEN_CLIENT_SECRET": "fake-secret"}
+
+
+def run_script(tmp_path: Path, *env: str, secret_env: dict | None = None) -> tuple[int, dict]:
     """A real short k6 run of the script; returns (exit code, summary JSON)."""
     summary = tmp_path / "summary.json"
     args = [a for kv in (*env, f"SUMMARY_FILE={summary}") for a in ("-e", kv)]
     out = subprocess.run([find_k6(), "run", "--quiet", "--no-color", "--address", "127.0.0.1:0", *args, str(SCRIPT)],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **(CLIENT_ENV if secret_env is None else secret_env)})
+    if not summary.exists():
+        return out.returncode, {"stderr": out.stderr}
     return out.returncode, json.loads(summary.read_text())
 
 
@@ -112,6 +120,27 @@ def test_a_failing_service_fails_the_error_threshold_and_exits_99(tmp_path: Path
     assert summary["thresholds"]["http_req_failed: rate<0.005"] is False
     assert summary["thresholds"]["http_req_duration{kind:read}: p(95)<300"] is True
     assert summary["http_req_failed_rate"] == 1
+
+
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+def test_tokens_come_from_the_client_credentials_grant_with_either_client_auth(tmp_path: Path, fake_service: int,
+                                                                               method: str) -> None:
+    url = f"http://127.0.0.1:{fake_service}"
+    code, summary = run_script(tmp_path, "K6_RATE=20", "LOAD_DURATION=2s", "TENANTS=a1,a2",
+                               f"SERVICE_URLS=policy={url}", f"AUTHORITY_URL={url}", f"TOKEN_AUTH_METHOD={method}")
+    seen = requests.get(f"{url}/stats", timeout=5).json()
+    assert code == 0, summary
+    assert set(seen["tenants"]) == {"a1", "a2"}
+    assert not [k for k in seen["requests"] if k.endswith("|rejected")]
+
+
+def test_a_wrong_client_secret_stops_setup_with_the_idps_error(tmp_path: Path, fake_service: int) -> None:
+    url = f"http://127.0.0.1:{fake_service}"
+    code, out = run_script(tmp_path, "K6_RATE=20", "LOAD_DURATION=2s", f"SERVICE_URLS=policy={url}",
+                           f"AUTHORITY_URL={url}", secret_env={**CLIENT_ENV, "TOKEN_CLIENT_SECRET": "wrong"})
+    assert code == 107
+    seen = requests.get(f"{url}/stats", timeout=5).json()
+    assert not seen["requests"], "no load may run without tokens"
 
 
 @pytest.mark.parametrize("status, failed", [(429, 0), (403, 0), (401, 1), (503, 1)])

@@ -15,10 +15,9 @@ def service_urls(state: dict[str, Any]) -> dict[str, str]:
 
 
 def token(state: dict[str, Any], tenant: str, ttl: int = 900) -> str:
-    """A valid access token for tenant from the lab's Authority."""
-    resp = requests.post(state["authority_url"] + "/token", timeout=5,
-                         json={"tenant": tenant, "sub": f"{tenant}-user", "scope": "", "ttl": ttl,
-                               "aud": state["config"]["audience"]})
+    """A valid access token for tenant from the lab's Authority (client credentials with the lab client)."""
+    resp = requests.post(state["token_url"], timeout=5, auth=(state["client_id"], state["client_secret"]),
+                         data={"grant_type": "client_credentials", "tenant": tenant, "ttl": str(ttl)})
     resp.raise_for_status()
     return resp.json()["access_token"]
 

@@ -16,11 +16,18 @@
 //   SERVICE_URLS     policy=http://127.0.0.1:8451,vuln=http://127.0.0.1:8452,notify=http://127.0.0.1:8453
 //   TENANTS          comma list; an item may be a range like t01..t12 (default t01..t12)
 //   TENANT_HEADER    default X-StellaOps-Tenant
-//   AUTHORITY_URL    default http://127.0.0.2:8440; setup() gets one token per tenant from POST /token
-//   TOKENS_FILE      JSON {"t01": "<jwt>", ...}: use these tokens instead of asking the Authority
-//   TOKEN_AUDIENCE   default stellaops-api;  TOKEN_SCOPE default "<svc>:read <svc>:write" for every service
-//   TOKEN_TTL        token lifetime in seconds (default: duration + 15 min)
+//   AUTHORITY_URL    default http://127.0.0.2:8440; setup() gets one token per tenant by the OAuth2
+//                    client-credentials grant (RFC 6749 4.4) at the token_endpoint of AUTHORITY_URL's OIDC discovery
+//   TOKEN_ENDPOINT   skip discovery and use this token endpoint
+//   TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET  the client; TOKEN_CLIENTS JSON {"t01": {"client_id", "client_secret"}}
+//                    for one client per tenant. SECRETS: give them in k6's process environment (k6 run includes it
+//                    in __ENV), never with -e (argv is visible to every user of the machine).
+//   TOKEN_AUTH_METHOD client_secret_basic (default) or client_secret_post
+//   TOKEN_TENANT_PARAM form parameter naming the tenant (default tenant; empty: none)
+//   TOKEN_AUDIENCE   sent as TOKEN_AUDIENCE_PARAM (default audience) when set;  TOKEN_SCOPE sent as scope when set
+//   TOKENS_FILE      JSON {"t01": "<jwt>", ...} (mode 0600): use these tokens instead of asking the IdP
 //   SUMMARY_FILE     where handleSummary writes the JSON that chaosext reads (default k6-summary.json)
+import encoding from 'k6/encoding';
 import http from 'k6/http';
 
 // "Error" has one definition (docs/experiment.md, "What counts as an error"): 5xx, or 401 of a real tenant. k6 sends
@@ -98,9 +105,15 @@ const SERVICES = parseServices(__ENV.SERVICE_URLS || DEFAULT_URLS);
 const TENANTS = parseTenants(__ENV.TENANTS || 't01..t12');
 const TENANT_HEADER = __ENV.TENANT_HEADER || 'X-StellaOps-Tenant';
 const AUTHORITY_URL = (__ENV.AUTHORITY_URL || 'http://127.0.0.2:8440').replace(/\/+$/, '');
-const AUDIENCE = __ENV.TOKEN_AUDIENCE || 'stellaops-api';
-const SCOPE = __ENV.TOKEN_SCOPE || Object.keys(RESOURCES).map((s) => `${s}:read ${s}:write`).join(' ');
-const TOKEN_TTL = intEnv('TOKEN_TTL', Math.ceil(DURATION_S) + 900);
+const AUDIENCE = __ENV.TOKEN_AUDIENCE || '';
+const AUDIENCE_PARAM = __ENV.TOKEN_AUDIENCE_PARAM === undefined ? 'audience' : __ENV.TOKEN_AUDIENCE_PARAM;
+const SCOPE = __ENV.TOKEN_SCOPE || '';
+const TENANT_PARAM = __ENV.TOKEN_TENANT_PARAM === undefined ? 'tenant' : __ENV.TOKEN_TENANT_PARAM;
+const AUTH_METHOD = __ENV.TOKEN_AUTH_METHOD || 'client_secret_basic';
+if (!['client_secret_basic', 'client_secret_post'].includes(AUTH_METHOD)) {
+  throw new Error(`TOKEN_AUTH_METHOD=${AUTH_METHOD}: expected client_secret_basic or client_secret_post`);
+}
+const TENANT_CLIENTS = __ENV.TOKEN_CLIENTS ? JSON.parse(__ENV.TOKEN_CLIENTS) : {};
 const SUMMARY_FILE = __ENV.SUMMARY_FILE || 'k6-summary.json';
 const TOKENS_FROM_FILE = __ENV.TOKENS_FILE ? JSON.parse(open(__ENV.TOKENS_FILE)) : null;
 if (TENANTS.length === 0) throw new Error('TENANTS is empty: expected e.g. t01..t12 or t01,t02,...');
@@ -145,27 +158,61 @@ export const options = {
   },
 };
 
+function formEncode(fields) {
+  return Object.entries(fields).map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&');
+}
+
+function tokenEndpoint() {
+  if (__ENV.TOKEN_ENDPOINT) return __ENV.TOKEN_ENDPOINT;
+  const url = `${AUTHORITY_URL}/.well-known/openid-configuration`;
+  const res = http.get(url, { responseType: 'text', timeout: '10s', tags: { name: 'setup discovery' } });
+  if (res.status !== 200) {
+    throw new Error(`GET ${url} answered ${res.status} ${res.error || ''}: is the Authority up (chaosext lab ` +
+      'status) and AUTHORITY_URL right? Or pass TOKEN_ENDPOINT or TOKENS_FILE.');
+  }
+  return res.json('token_endpoint');
+}
+
+// One client-credentials grant (RFC 6749 4.4); client authentication per RFC 6749 2.3.1.
+function clientCredentials(endpoint, tenant) {
+  const client = TENANT_CLIENTS[tenant] || { client_id: __ENV.TOKEN_CLIENT_ID, client_secret: __ENV.TOKEN_CLIENT_SECRET };
+  if (!client.client_id || !client.client_secret) {
+    throw new Error(`no client credentials for tenant ${tenant}: set TOKEN_CLIENT_ID and TOKEN_CLIENT_SECRET in ` +
+      "k6's environment (chaosext start_k6 does), or TOKEN_CLIENTS, or pass TOKENS_FILE");
+  }
+  const form = { grant_type: 'client_credentials' };
+  if (TENANT_PARAM) form[TENANT_PARAM] = tenant;
+  if (SCOPE) form.scope = SCOPE;
+  if (AUDIENCE && AUDIENCE_PARAM) form[AUDIENCE_PARAM] = AUDIENCE;
+  const headers = { 'Content-Type': 'application/x-www-form-urlencoded', Accept: 'application/json' };
+  if (AUTH_METHOD === 'client_secret_post') {
+    form.client_id = client.client_id;
+    form.client_secret = client.client_secret;
+  } else {
+    const raw = `${encodeURIComponent(client.client_id)}:${encodeURIComponent(client.client_secret)}`;
+    headers.Authorization = `Basic ${encoding.b64encode(raw)}`;
+  }
+  const res = http.post(endpoint, formEncode(form), {
+    headers, responseType: 'text', timeout: '10s', tags: { name: 'setup /token' },
+  });
+  if (res.status !== 200) {
+    let why = '';
+    try { why = `${res.json('error') || ''} ${res.json('error_description') || ''}`; } catch (e) { why = ''; }
+    throw new Error(`POST ${endpoint} for tenant ${tenant} answered ${res.status} ${res.error || ''} ${why}: ` +
+      'is the Authority up (chaosext lab status), AUTHORITY_URL right and the client allowed? Or pass TOKENS_FILE.');
+  }
+  return res.json('access_token');
+}
+
 export function setup() {
   if (TOKENS_FROM_FILE) {
     const missing = TENANTS.filter((t) => !TOKENS_FROM_FILE[t]);
     if (missing.length) throw new Error(`TOKENS_FILE has no token for tenant(s) ${missing.join(', ')}`);
     return { tokens: TOKENS_FROM_FILE };
   }
+  const endpoint = tokenEndpoint();
   const tokens = {};
-  for (const tenant of TENANTS) {
-    const body = JSON.stringify({ tenant, sub: `k6-${tenant}`, scope: SCOPE, aud: AUDIENCE, ttl: TOKEN_TTL });
-    const res = http.post(`${AUTHORITY_URL}/token`, body, {
-      headers: { 'Content-Type': 'application/json' },
-      responseType: 'text',
-      timeout: '10s',
-      tags: { name: 'setup /token' },
-    });
-    if (res.status !== 200) {
-      throw new Error(`POST ${AUTHORITY_URL}/token for tenant ${tenant} answered ${res.status} ${res.error || ''}: ` +
-        'is the Authority up (chaosext lab status) and AUTHORITY_URL right? Or pass TOKENS_FILE.');
-    }
-    tokens[tenant] = res.json('access_token');
-  }
+  for (const tenant of TENANTS) tokens[tenant] = clientCredentials(endpoint, tenant);
   return { tokens };
 }
 

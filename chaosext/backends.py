@@ -1,0 +1,175 @@
+"""Credentials and TLS settings of the backends chaosext reads: Prometheus, Alertmanager, Loki, ClickHouse.
+
+One table (docs/experiment.md, "Authenticated backends"). For backend ``<b>`` in prometheus, alertmanager, loki:
+
+=========================  ===================================================================================
+``<b>_bearer_token``       secret: ``Authorization: Bearer ...``
+``<b>_username/_password`` secrets: HTTP Basic
+``<b>_headers``            secret: JSON object of extra headers (e.g. ``{"X-Scope-OrgID": "team-a"}``)
+``<B>_CA_BUNDLE``          setting: PEM file of the CA that signed the backend's certificate
+``<B>_INSECURE``           setting: ``true`` skips TLS verification (a lab with a self-signed certificate only)
+``LOKI_TENANT``            setting: Loki's tenant, sent as ``X-Scope-OrgID``
+``clickhouse_user/_password``  secrets: ClickHouse HTTP interface user (``X-ClickHouse-User``/``-Key``)
+``CLICKHOUSE_DATABASE``    setting: the database (``X-ClickHouse-Database``)
+=========================  ===================================================================================
+
+Secrets are read from the experiment's ``secrets`` (scope ``chaosext``) or else the environment variable of the same
+name in upper case; settings from the ``configuration`` or else the environment. The safety control registers the
+run's secrets once (:func:`register`), so every probe, the watch step and the report use them without passing them
+around; without registration (the ``chaosext`` CLI) the environment alone is used. Nothing here is ever logged.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from chaosext.auth.tokens import secret_value, setting
+
+__all__ = ["BACKENDS", "BackendAuth", "BackendError", "register", "auth_for", "get", "post", "reset"]
+
+BACKENDS = ("prometheus", "alertmanager", "loki", "clickhouse")
+_REGISTERED: dict[str, BackendAuth] = {}
+_LOCK = threading.Lock()
+
+
+class BackendError(requests.RequestException):
+    """A backend refused or failed a request; the message says which backend and what to set."""
+
+
+@dataclass(frozen=True)
+class BackendAuth:
+    """How to talk to one backend: headers (incl. auth), HTTP Basic, TLS verification (secrets kept out of repr)."""
+
+    name: str
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    basic: tuple[str, str] | None = field(default=None, repr=False)
+    verify: bool | str = True
+    #: ClickHouse only: the database holding the audit table (CLICKHOUSE_DATABASE; '' = the collector's default)
+    database: str = ""
+
+    @property
+    def described(self) -> str:
+        """What credentials are in use, without their values (for messages)."""
+        kinds = []
+        if "Authorization" in self.headers:
+            kinds.append("bearer token")
+        if self.basic:
+            kinds.append("basic auth")
+        other = sorted(h for h in self.headers if h != "Authorization")
+        if other:
+            kinds.append("headers " + ",".join(other))
+        return " + ".join(kinds) or "no credentials"
+
+    def session(self) -> requests.Session:
+        """A requests Session carrying these settings."""
+        s = requests.Session()
+        s.headers.update(self.headers)
+        s.auth = self.basic
+        s.verify = self.verify
+        return s
+
+
+def _headers(name: str, secrets: dict[str, Any] | None) -> dict[str, str]:
+    raw = secret_value(secrets, f"{name}_headers")
+    if raw in (None, ""):
+        return {}
+    try:
+        doc = json.loads(raw) if isinstance(raw, str) else raw
+        return {str(k): str(v) for k, v in dict(doc).items()}
+    except (ValueError, TypeError):
+        raise BackendError(f"{name}_headers must be a JSON object of header names to values, e.g. "
+                           f'{{"X-Scope-OrgID": "team-a"}}') from None
+
+
+def _resolve(name: str, configuration: dict[str, Any] | None, secrets: dict[str, Any] | None) -> BackendAuth:
+    headers = _headers(name, secrets)
+    basic = None
+    database = ""
+    if name == "clickhouse":
+        user, password = secret_value(secrets, "clickhouse_user"), secret_value(secrets, "clickhouse_password")
+        if user:
+            headers["X-ClickHouse-User"] = str(user)
+        if password:
+            headers["X-ClickHouse-Key"] = str(password)
+        if database := setting(configuration, "clickhouse_database"):
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", database):
+                raise BackendError(f"CLICKHOUSE_DATABASE={database!r} is not a database name (letters, digits, _)")
+            headers["X-ClickHouse-Database"] = database  # the default database of AUDIT_SQL's unqualified names
+    else:
+        if token := secret_value(secrets, f"{name}_bearer_token"):
+            headers["Authorization"] = f"Bearer {token}"
+        user, password = secret_value(secrets, f"{name}_username"), secret_value(secrets, f"{name}_password")
+        if user or password:
+            basic = (str(user), str(password))
+    if name == "loki" and (tenant := setting(configuration, "loki_tenant")):
+        headers["X-Scope-OrgID"] = tenant
+    verify: bool | str = True
+    if setting(configuration, f"{name}_insecure").lower() in ("1", "true", "yes"):
+        verify = False
+    elif ca := setting(configuration, f"{name}_ca_bundle"):
+        verify = ca
+    return BackendAuth(name, headers, basic, verify, database)
+
+
+def register(configuration: dict[str, Any] | None, secrets: dict[str, Any] | None) -> None:
+    """Resolve every backend's credentials once for this run (called by the safety control before the fault)."""
+    resolved = {name: _resolve(name, configuration, secrets) for name in BACKENDS}
+    with _LOCK:
+        _REGISTERED.update(resolved)
+
+
+def reset() -> None:
+    """Forget registered credentials (tests; a new run in the same process)."""
+    with _LOCK:
+        _REGISTERED.clear()
+
+
+def auth_for(name: str, configuration: dict[str, Any] | None = None,
+             secrets: dict[str, Any] | None = None) -> BackendAuth:
+    """Credentials for backend ``name``: from ``configuration``/``secrets`` when given, else the registered ones,
+    else the environment."""
+    if configuration is not None or secrets is not None:
+        return _resolve(name, configuration, secrets)
+    with _LOCK:
+        if name in _REGISTERED:
+            return _REGISTERED[name]
+    return _resolve(name, None, None)
+
+
+def _explain(name: str, url: str, resp: requests.Response, auth: BackendAuth) -> BackendError:
+    if resp.status_code in (401, 403):
+        hint = (f"{name} at {url} answered {resp.status_code} with {auth.described}: give its credentials "
+                f"({name}_bearer_token, or {name}_username/{name}_password, or {name}_headers) in the experiment's "
+                f"secrets or the environment" if name != "clickhouse" else
+                f"clickhouse at {url} answered {resp.status_code}: give clickhouse_user/clickhouse_password")
+        return BackendError(hint, response=resp)
+    return BackendError(f"{name} at {url} answered {resp.status_code}: {resp.text[:300]}", response=resp)
+
+
+def _send(method: str, name: str, url: str, timeout: float, **kw: Any) -> requests.Response:
+    auth = auth_for(name)
+    try:
+        with auth.session() as s:
+            # verify per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a Session's verify
+            resp = s.request(method, url, timeout=timeout, verify=auth.verify, **kw)
+    except requests.exceptions.SSLError as exc:
+        raise BackendError(f"{name} at {url}: TLS verification failed ({exc.__class__.__name__}); set "
+                           f"{name.upper()}_CA_BUNDLE to its CA's PEM file") from None
+    if resp.status_code >= 400:
+        raise _explain(name, url, resp, auth)
+    return resp
+
+
+def get(name: str, url: str, timeout: float = 10.0, **kw: Any) -> requests.Response:
+    """GET ``url`` of backend ``name`` with its credentials; BackendError (a RequestException) on >= 400."""
+    return _send("GET", name, url, timeout, **kw)
+
+
+def post(name: str, url: str, timeout: float = 10.0, **kw: Any) -> requests.Response:
+    """POST to ``url`` of backend ``name`` with its credentials; BackendError (a RequestException) on >= 400."""
+    return _send("POST", name, url, timeout, **kw)

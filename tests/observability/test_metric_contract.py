@@ -1,0 +1,209 @@
+"""A service that exports other metric names (Spring-Boot style ``http_server_requests_seconds_count{status,
+tenant_id,application}`` and its own cache gauges), scraped by a real Prometheus the test starts, judged through
+overridden METRIC_* settings — and the same data under the default contract is not judged as if it were fine.
+"""
+import subprocess
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from chaosext.lab.testing import free_ports
+from chaosext.metrics import contract, prom
+from chaosext.metrics.probes import jwks_cache_expired
+from chaosext.report.collect import query_ranges
+
+pytestmark = pytest.mark.lab
+
+OVERRIDES = {
+    "metric_requests": "http_server_requests_seconds_count",
+    "metric_requests_matchers": 'uri!~"/actuator.*"',
+    "metric_tenant_label": "tenant_id",
+    "metric_service_label": "application",
+    "metric_cache_expired": 'auth_jwks_keys_usable{usable="false"}',
+    "metric_cache_stale": "auth_jwks_keys_stale",
+    "metric_unverified_accepts": 'auth_tokens_accepted_total{verified="false"}',
+}
+
+
+class SpringLike:
+    """/actuator/prometheus of a service that names things its own way; counts are set by the test."""
+
+    def __init__(self) -> None:
+        self.requests: Counter = Counter()  # (tenant, status, uri) -> count
+        self.keys_usable = 1
+        self.unverified = 0
+        self.lock = threading.Lock()
+
+    def text(self) -> str:
+        lines = ["# TYPE http_server_requests_seconds_count counter"]
+        with self.lock:
+            for (tenant, status, uri), n in sorted(self.requests.items()):
+                lines.append(f'http_server_requests_seconds_count{{application="orders",tenant_id="{tenant}",'
+                             f'status="{status}",uri="{uri}"}} {n}')
+            lines += ["# TYPE auth_jwks_keys_usable gauge",
+                      f'auth_jwks_keys_usable{{application="orders",usable="true"}} {self.keys_usable}',
+                      f'auth_jwks_keys_usable{{application="orders",usable="false"}} {1 - self.keys_usable}',
+                      "# TYPE auth_jwks_keys_stale gauge", 'auth_jwks_keys_stale{application="orders"} 0',
+                      "# TYPE auth_tokens_accepted_total counter",
+                      f'auth_tokens_accepted_total{{application="orders",verified="false"}} {self.unverified}']
+        return "\n".join(lines) + "\n"
+
+    def add(self, tenant: str, status: int, n: int, uri: str = "/api/orders") -> None:
+        with self.lock:
+            self.requests[(tenant, str(status), uri)] += n
+
+
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SpringLike, str]]:
+    """The stub service and a real Prometheus scraping it every second; yields (stub, prometheus URL)."""
+    tmp = tmp_path_factory.mktemp("contract")
+    svc = SpringLike()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            body = svc.text().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (port,) = free_ports(["127.0.0.1"])
+    (tmp / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n  - job_name: orders\n    metrics_path: /actuator/prometheus\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{server.server_address[1]}']}}]\n")
+    log = open(tmp / "prometheus.log", "wb")
+    proc = subprocess.Popen(["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp / "prometheus.log").read_text()[-2000:]
+            try:
+                if prom.query(url, "up"):
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        yield svc, url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_contract() -> Iterator[None]:
+    contract.reset()
+    yield
+    contract.reset()
+
+
+def wait_scraped(url: str, metric: str) -> float:
+    """Wait until Prometheus holds a sample of ``metric`` taken after now; returns that time."""
+    now = time.time()
+    deadline = now + 30
+    while time.time() < deadline:
+        if prom.latest_sample_time(url, metric) > now + 0.5:
+            return time.time()
+        time.sleep(0.3)
+    raise AssertionError(f"Prometheus did not scrape {metric} within 30 s")
+
+
+def test_error_rate_cache_state_and_unverified_accepts_through_overridden_selectors(
+        scraped: tuple[SpringLike, str], tmp_path: Path) -> None:
+    svc, url = scraped
+    svc.add("t01", 200, 100)
+    svc.add("t02", 200, 100)
+    svc.add("t01", 500, 1)  # error series exist before the window (rate() cannot see a series' first value)
+    svc.add("t02", 401, 1)
+    start = wait_scraped(url, "http_server_requests_seconds_count")
+    # "the outage": 50 good, 5 server errors, 3 401s of a real tenant; client noise and chaosext's probe excluded;
+    # the scrape endpoint itself is not a request of the API (METRIC_REQUESTS_MATCHERS)
+    svc.add("t01", 200, 30)
+    svc.add("t02", 200, 20)
+    svc.add("t01", 500, 5)
+    svc.add("t02", 401, 3)
+    svc.add("__unauthenticated__", 401, 40)
+    svc.add("chaosext-probe", 401, 7)
+    svc.add("t01", 200, 1000, uri="/actuator/prometheus")
+    svc.keys_usable = 0
+    svc.unverified = 2
+    end = wait_scraped(url, "http_server_requests_seconds_count")
+
+    contract.register(OVERRIDES)
+    res = prom.error_rate_between(url, start, end)
+    assert (res["errors"], res["requests"]) == (8, 58)
+    assert res["error_rate"] == pytest.approx(8 / 58)
+    cfg = {"prometheus_url": url, "chaosext_lab_dir": str(tmp_path / "no-lab"), "chaosext_run_dir": str(tmp_path)}
+    assert jwks_cache_expired(configuration=cfg) == {"phase": "before-fault", "expired": ["orders"]}
+    assert prom.services_where(url, contract.current().cache_stale) == []
+    assert prom.cache_states(url) == {"orders": "expired"}  # what the baseline/recovery cache probe reads
+    assert prom.unverified_accepts_between(url, start, end) == {"orders": 2}
+    # the report plots the same error rate, per service under the plots' "service" label
+    time.sleep(4)  # a few more scrapes, so the plot's 10 s rate windows hold several samples
+    plotted = query_ranges(url, start, time.time())["error_rate"]
+    assert [s["metric"] for s in plotted] == [{"service": "orders"}]
+    assert max(float(v) for _, v in plotted[0]["values"]) > 0
+
+    # the default contract finds none of this service's requests: no "0 % errors" pass from the wrong names
+    contract.reset()
+    assert prom.error_rate_between(url, start, end)["requests"] == 0
+    assert jwks_cache_expired(configuration=cfg)["expired"] == []
+
+
+def test_bad_metric_settings_are_refused_naming_the_setting() -> None:
+    with pytest.raises(contract.ContractError, match="METRIC_REQUESTS="):
+        contract.resolve({"metric_requests": "http requests"})
+    with pytest.raises(contract.ContractError, match="METRIC_SERVICE_LABEL"):
+        contract.resolve({"metric_service_label": "app-name"})
+    with pytest.raises(contract.ContractError, match="METRIC_CACHE_EXPIRED"):
+        contract.resolve({"metric_cache_expired": "max(x) > 0"})
+    with pytest.raises(contract.ContractError, match="METRIC_REQUESTS_MATCHERS"):
+        contract.resolve({"metric_requests_matchers": '{job="api"}'})
+    no_tenant = contract.resolve({"metric_tenant_label": "none", "metric_error_status": "5.."})
+    assert no_tenant.error_selector() == 'tenant_requests_total{status=~"5.."}'
+
+
+def test_the_defaults_are_the_lab_names_the_error_rate_always_used() -> None:
+    assert prom.ERROR_SELECTOR == ('tenant_requests_total{status=~"5..|401",'
+                                   'tenant!~"chaosext-probe|__unauthenticated__"}')
+    assert prom.TOTAL_SELECTOR == 'tenant_requests_total{tenant!~"chaosext-probe|__unauthenticated__"}'
+    assert contract.current() == contract.MetricContract()
+
+
+def test_doctor_finds_the_services_metrics_only_through_the_right_settings(
+        scraped: tuple[SpringLike, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from chaosext.doctor import check_metrics
+
+    svc, url = scraped
+    svc.add("t03", 200, 1)
+    wait_scraped(url, "http_server_requests_seconds_count")
+    by_name = {c.name: c for c in check_metrics(url)}  # the lab's names: this service has none of them
+    assert by_name["metric: requests"].status == "warn" and "METRIC_REQUESTS" in by_name["metric: requests"].fix
+    assert by_name["metric: cache expired"].status == "warn"
+    for key, value in OVERRIDES.items():
+        monkeypatch.setenv(key.upper(), value)
+    by_name = {c.name: c for c in check_metrics(url)}
+    assert by_name["metric: requests"].ok and by_name["metric: cache expired"].ok
+    assert by_name["metric: unverified accepts"].ok
+    assert by_name["metric: cache lookups"].status == "warn"  # this service has no lookup counter: optional
+    monkeypatch.setenv("METRIC_SERVICE_LABEL", "service")
+    requests_check = {c.name: c for c in check_metrics(url)}["metric: requests"]
+    assert requests_check.status == "MISSING" and "no label(s) service" in requests_check.detail
