@@ -68,7 +68,7 @@ def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str =
     else:
         warnings.append("no Prometheus URL and no --ranges file: metric plots are empty "
                         "(pass --prometheus-url or set PROMETHEUS_URL).")
-    if not ranges_path and ranges and save_ranges:
+    if ranges and save_ranges:
         Path(save_ranges).write_text(json.dumps(ranges), encoding="utf-8")
     if warnings:
         sources += [f"warning: {w}" for w in warnings]

@@ -140,10 +140,29 @@ def test_report_rerenders_offline_from_saved_ranges(rendered: dict[str, Any], tm
     assert out.read_text().count("data:image/png;base64,") >= 3
 
 
-def test_report_without_metrics_says_so(lab_journal: Path, tmp_path: Path, unused_port: int) -> None:
+def test_report_draws_the_saved_evidence_after_prometheus_is_gone(lab_journal: Path, tmp_path: Path,
+                                                                   unused_port: int) -> None:
+    """The run saved the series it judged (judge-outage names the file): the report needs no Prometheus."""
+    journal = json.loads(lab_journal.read_text())
+    judge = next(r for r in journal["run"] if r["activity"]["name"] == "judge-outage")
+    assert judge["output"]["evidence"]["ok"], judge["output"]["evidence"]
     out = tmp_path / "r.html"
     result = CliRunner().invoke(
         report, [str(lab_journal), "-o", str(out), "--prometheus-url", f"http://127.0.0.1:{unused_port}"])
+    assert result.exit_code == 0, result.output
+    assert out.read_text().count("data:image/png;base64,") >= 3 and "NO DATA" not in out.read_text()
+
+
+def test_report_without_metrics_says_so(lab_journal: Path, tmp_path: Path, unused_port: int) -> None:
+    journal = json.loads(lab_journal.read_text())
+    for item in journal["run"]:
+        if isinstance(item.get("output"), dict):
+            item["output"].pop("evidence", None)  # as if the run directory was deleted
+    stripped = tmp_path / "journal.json"
+    stripped.write_text(json.dumps(journal))
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(
+        report, [str(stripped), "-o", str(out), "--prometheus-url", f"http://127.0.0.1:{unused_port}"])
     assert result.exit_code == 0
     assert "Prometheus at" in result.stderr and "--ranges" in result.stderr
     assert "no data for this window" in out.read_text()
