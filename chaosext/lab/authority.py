@@ -3,7 +3,8 @@
 ``python -m chaosext.lab.authority --host 127.0.0.2 --port 8440 --ops-host 127.0.0.1 --ops-port 8441
 --issuer http://127.0.0.2:8440 --audience stellaops-api --key-dir DIR [--rotate-overlap 600] [--tenants t01,...]``
 
-Public listener: ``/.well-known/openid-configuration``, ``/.well-known/jwks.json``, ``POST /token``, ``/healthz``.
+Public listener: ``/.well-known/openid-configuration``, ``/.well-known/jwks.json``, ``POST /token`` (JSON: tenant, sub,
+scope, aud, ttl; lab only: ``test_claims``/``omit`` for bad-claim test tokens), ``/healthz``.
 Ops listener (stays reachable during the egress fault): ``/healthz``, ``/metrics``, ``POST /admin/rotate``.
 Keys live in ``--key-dir`` (``keys.json`` + one PEM a key), so a restarted authority serves the same keys.
 """
@@ -37,6 +38,10 @@ log = logging.getLogger("chaosext.lab.authority")
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SUBJECT_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 MAX_TOKEN_TTL = 86400
+#: claims a ``POST /token`` may set (``test_claims``) or drop (``omit``): the lab mints the forgery catalogue's
+#: IdP-signed tokens with a bad exp/nbf/iss/aud (a real IdP never does; chaosext then skips those classes)
+TESTABLE_CLAIMS = frozenset({"exp", "nbf", "iat", "iss", "aud"})
+OMITTABLE_CLAIMS = frozenset({"exp", "iss", "aud"})
 
 TOKENS = Counter("authority_tokens_issued_total", "Tokens issued by the lab authority")
 REQUESTS = Counter("authority_requests_total", "Requests to the authority's public listener", ["endpoint", "status"])
@@ -236,6 +241,16 @@ def build_apps(args: argparse.Namespace, store: KeyStore) -> tuple[web.Applicati
             "exp": now + ttl,
             "jti": uuid.uuid4().hex,
         }
+        test_claims = body.get("test_claims") or {}
+        omit = body.get("omit") or []
+        if not isinstance(test_claims, dict) or set(test_claims) - TESTABLE_CLAIMS or not all(
+                isinstance(v, (int, str)) for v in test_claims.values()):
+            return bad(f"'test_claims' may only set {sorted(TESTABLE_CLAIMS)} (integers or strings)")
+        if not isinstance(omit, list) or set(omit) - OMITTABLE_CLAIMS:
+            return bad(f"'omit' may only list {sorted(OMITTABLE_CLAIMS)}")
+        claims.update(test_claims)  # lab only: the forgery catalogue's IdP-signed bad-claim tokens
+        for name in omit:
+            claims.pop(name, None)
         kid, key = store.signing_key()
         encoded = jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
         TOKENS.inc()
