@@ -18,12 +18,12 @@ from typing import Any
 
 import click
 
-__all__ = ["verdict", "judge", "render"]
+__all__ = ["verdict", "judge", "render", "forgery_table"]
 
 #: output keys shown first when summarising a probe's value
 _KEY_ORDER = ("ok", "phase", "error_rate", "max", "requests", "errors", "cache_expired", "expired_services",
               "firing_prometheus", "in_alertmanager", "affected", "missing", "checks", "failed", "failures",
-              "accepted", "accepted_count", "why", "note")
+              "accepted_count", "inconclusive_count", "tried", "why", "note")
 
 
 def _short(value: Any, width: int) -> str:
@@ -52,6 +52,31 @@ def _tolerance(tol: Any) -> str:
             return f"{tol.get('target', 'value')} in {tol.get('range')}"
         return json.dumps(tol, separators=(",", ":"))
     return json.dumps(tol)
+
+
+def forgery_table(res: dict[str, Any]) -> list[str]:
+    """The no-fail-open check per forgery class: tried, refused, accepted, inconclusive, first acceptance."""
+    when = "before the fault" if res.get("phase") == "before-fault" else "every outage tick + after the restore"
+    refusal = "/".join(map(str, res.get("refused_statuses") or []))
+    lines = ["", f"  forged tokens (no-fail-open; refusal = {refusal}; {when}):",
+             f"    {'class':<15} {'result':<12} {'tried':>6} {'refused':>8} {'accepted':>9} {'inconcl.':>9}  "
+             f"first accepted"]
+    for name, c in res["classes"].items():
+        if c.get("skipped"):
+            lines.append(f"    {name:<15} {'SKIPPED':<12} {c['skipped']}")
+            continue
+        verdict = "FAIL-OPEN" if c.get("accepted") else "INCONCLUSIVE" if c.get("inconclusive") else \
+            "refused" if c.get("tried") else "not tried"
+        first = c.get("first_accepted_s")
+        lines.append(f"    {name:<15} {verdict:<12} {c.get('tried', 0):>6} {c.get('refused', 0):>8} "
+                     f"{c.get('accepted', 0):>9} {c.get('inconclusive', 0):>9}  "
+                     f"{'' if first is None else f'{first:+.1f}s after the block'}")
+    for finding in (res.get("accepted") or [])[:3]:
+        lines.append(f"    accepted: {finding.get('class')} ({finding.get('variant')}) {finding.get('service')} tenant "
+                     f"{finding.get('tenant')} {finding.get('method')} {finding.get('route')} -> {finding.get('status')}")
+    if res.get("why"):
+        lines.append(f"    why: {res['why']}")
+    return lines
 
 
 def judge(journal: dict[str, Any]) -> list[str]:
@@ -115,6 +140,9 @@ def render(journal: dict[str, Any], width: int = 118) -> str:
             tol = _tolerance((p.get("activity") or {}).get("tolerance"))
             lines.append(f"  {name[:name_w]:<{name_w}} {'PASS' if ok else 'FAIL':<6} {tol[:tol_w]:<{tol_w}} "
                          f"{_short(value, val_w)}")
+            if not ok and isinstance(value, dict) and isinstance(value.get("classes"), dict) and \
+                    value.get("phase") == "before-fault":
+                lines.extend(forgery_table(value))
     for run in journal.get("run") or []:
         out = run.get("output")
         if isinstance(out, dict) and isinstance(out.get("checks"), dict):
@@ -125,6 +153,9 @@ def render(journal: dict[str, Any], width: int = 118) -> str:
                 ok = isinstance(res, dict) and res.get("ok") is True
                 lines.append(f"  {name[:name_w]:<{name_w}} {'PASS' if ok else 'FAIL':<6} {'$.ok == true':<{tol_w}} "
                              f"{_short(res, val_w)}")
+            res = out["checks"].get("no-fail-open")
+            if isinstance(res, dict) and isinstance(res.get("classes"), dict):
+                lines.extend(forgery_table(res))
     for where, title in (("run", "method"), ("rollbacks", "rollbacks")):
         runs = journal.get(where) or []
         if runs:

@@ -5,8 +5,10 @@ several tenants accepted, forged tokens rejected). Once an outage is recorded in
 (``chaosext.safety.runstate``) they judge what the watch step (``chaosext.metrics.probes.watch_outage``) observed
 *during* the outage — after the restore a live check would prove nothing.
 
-Tokens are fetched before the fault (the authority is unreachable during it) and kept in the run file. Forged tokens
-carry the tenant ``chaosext-probe`` (claim and header) so the error-rate probe can leave them out.
+Tokens are fetched before the fault (the authority is unreachable during it) and kept in the run file, with the JWKS
+and the IdP-signed bad-claim tokens the forgery catalogue needs (``prepare_forgery``). Forged tokens carry REAL
+tenants (claim and header): a service must label a request whose token failed ``__unauthenticated__`` (only a
+``no_keys`` failure counts for the claimed tenant), which keeps them out of the error rates (docs/experiment.md).
 """
 import base64
 import json
@@ -16,11 +18,13 @@ from typing import Any
 import requests
 from chaoslib.types import Configuration, Secrets
 
+from chaosext.auth.forgery import CLASSES, MINTED, Material, build_catalogue, key_documents
+from chaosext.auth.judge import KeyServer, judge_attempts, merge_judgments, probe_round
 from chaosext.config import ExperimentConfig, load_config
-from chaosext.metrics.prom import PROBE_TENANT
 from chaosext.safety.runstate import judged, load_run, outage_window, update_run
 
-__all__ = ["cached_key_fallback", "no_fail_open", "fetch_tokens"]
+__all__ = ["cached_key_fallback", "no_fail_open", "fetch_tokens", "prepare_forgery", "forgery_plan", "ForgeryPlan",
+           "record_round"]
 
 #: read route per lab service (docs/architecture.md, "Tenant service HTTP surface")
 READ_PATHS = {"policy": "/api/v1/policies", "vuln": "/api/v1/findings", "notify": "/api/v1/notifications"}
@@ -77,27 +81,116 @@ def fetch_tokens(configuration: Configuration = None, secrets: Secrets = None) -
     return {"tenants": sorted(ensure_tokens(load_config(configuration)))}
 
 
-def forged_tokens(valid_token: str) -> dict[str, str]:
-    """Two tokens a correct service must reject: one signed by a key it never saw, one with a broken signature.
+def _fetch_jwks(cfg: ExperimentConfig, timeout: float = 5.0) -> dict:
+    try:
+        doc = requests.get(cfg.jwks_url, timeout=timeout).json()
+        return doc if isinstance(doc, dict) and isinstance(doc.get("keys"), list) else {}
+    except (requests.RequestException, ValueError):
+        return {}
 
-    Both keep the valid token's claims (issuer, audience, expiry) except the tenant, which becomes
-    ``chaosext-probe``, so only the signature is wrong.
-    """
-    import jwt
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
-    header_b64, payload_b64, sig_b64 = valid_token.split(".")
-    claims = json.loads(_b64url_decode(payload_b64))
-    for key in ("tenant", "tid", "tenant_id"):
-        if key in claims:
-            claims[key] = PROBE_TENANT
-    claims.setdefault("tenant", PROBE_TENANT)
-    unknown_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    unknown = jwt.encode(claims, unknown_key, algorithm="RS256",
-                         headers={"kid": "chaosext-unknown-" + str(int(time.time()))})
-    # same header and signature as the valid token, tampered claims: the signature no longer matches
-    tampered = ".".join([header_b64, _b64url(json.dumps(claims, separators=(",", ":")).encode()), sig_b64])
-    return {"unknown_key": unknown, "bad_signature": tampered}
+def _mint_via_authority(cfg: ExperimentConfig, tenant: str) -> Any:
+    """``mint(class, overrides, omit)`` through the lab authority's ``POST /token`` (``test_claims``/``omit``).
+
+    None for real IdPs (TOKENS_FILE given): they do not sign tokens with bad claims, so those classes are skipped."""
+    if cfg.tokens_file:
+        return None
+
+    def mint(name: str, overrides: dict[str, Any], omit: tuple[str, ...]) -> str | None:
+        body = {"tenant": tenant, "sub": "chaosext-probe", "scope": "policy:read vuln:read notify:read",
+                "aud": cfg.audience, "ttl": cfg.outage_seconds + 900, "test_claims": overrides, "omit": list(omit)}
+        try:
+            r = requests.post(cfg.authority_url + "/token", json=body, timeout=5)
+            return r.json()["access_token"] if r.status_code == 200 else None
+        except (requests.RequestException, ValueError, KeyError):
+            return None
+
+    return mint
+
+
+def prepare_forgery(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Before the fault: fetch the JWKS and have the IdP sign the bad-claim tokens; kept in the run file (0600)."""
+    run = load_run(cfg.run_dir)
+    if run.get("forgery"):
+        return run["forgery"]
+    tokens = ensure_tokens(cfg)
+    tenant = cfg.tenants[0]
+    material = Material(jwks=_fetch_jwks(cfg), token=tokens[tenant], tenant=tenant,
+                        mint=_mint_via_authority(cfg, tenant))
+    minted = {}
+    for name in MINTED:
+        if name not in cfg.forgery_skip:
+            minted.update({f.name: f.token for f in CLASSES[name](material)})
+    prepared = {"jwks": material.jwks, "minted": minted}
+    update_run(cfg.run_dir, forgery=prepared)
+    return prepared
+
+
+class ForgeryPlan:
+    """The catalogue for one run, and the key server its jku/x5u forgeries point at (started per round)."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        prepared = prepare_forgery(cfg)
+        tokens = ensure_tokens(cfg)
+        tenant = cfg.tenants[0]
+        other = next((t for t in cfg.tenants[1:] if t != tenant), "")
+        minted = dict(prepared.get("minted") or {})
+        with KeyServer({}) as probe:  # a free loopback port for the key URL; the rounds serve on it
+            port = int(probe.url.rsplit(":", 1)[1])
+        self.key_url = f"http://127.0.0.1:{port}"
+        self.material = Material(jwks=prepared.get("jwks") or {}, token=tokens[tenant], tenant=tenant,
+                                 other_tenant=other, key_url=self.key_url,
+                                 mint=lambda name, overrides, omit: minted.get(name))
+        self.forgeries, self.skipped = build_catalogue(self.material, cfg.forgery_skip)
+        if "alg-confusion" in self.skipped and not prepared.get("jwks"):
+            self.skipped["alg-confusion"] = "the JWKS could not be fetched before the fault"
+        self.documents = key_documents(self.material)
+        self.port = port
+        self.key_fetches: list[str] = []
+
+    def round(self, cfg: ExperimentConfig, tick: int | None = None, services: dict[str, str] | None = None,
+              pool: Any = None) -> list[dict]:
+        """One round (all variants when ``tick`` is None, else this tick's rotation) against every service."""
+        with KeyServer(self.documents, port=self.port) as keys:
+            attempts = probe_round(services if services is not None else cfg.services, self.forgeries,
+                                   cfg.tenant_header, cfg.forgery_routes, tick, cfg.forgery_concurrency,
+                                   cfg.forgery_timeout, pool)
+        self.key_fetches.extend(keys.fetches)
+        return attempts
+
+    def judge(self, cfg: ExperimentConfig, attempts: list[dict], block_time: float | None) -> dict[str, Any]:
+        """judge_attempts with this run's settings; a fetch of the probe's key URL is itself a finding."""
+        j = judge_attempts(attempts, cfg.refused_statuses, self.skipped, block_time)
+        if self.key_fetches:
+            j["key_url_fetched"] = sorted(set(self.key_fetches))
+            j["ok"] = False
+            j["why"] = "; ".join(filter(None, [j["why"], f"a service fetched the key URL a forged token named "
+                                                          f"({', '.join(j['key_url_fetched'])})"]))
+        return j
+
+
+def record_round(cfg: ExperimentConfig, plan: ForgeryPlan, attempts: list[dict]) -> dict[str, dict[str, int]]:
+    """Judge one watch tick's forged requests, append the judgment to the run file (``forgery_ticks``) and return
+    per service {tried, refused, accepted, inconclusive} for the tick's observation."""
+    run = load_run(cfg.run_dir)
+    start = (run.get("outage") or {}).get("start")
+    j = plan.judge(cfg, attempts, start)
+    update_run(cfg.run_dir, forgery_ticks=(run.get("forgery_ticks") or []) + [j])
+    refused = set(cfg.refused_statuses)
+    per: dict[str, dict[str, int]] = {}
+    for a in attempts:
+        c = per.setdefault(a["service"], {"tried": 0, "refused": 0, "accepted": 0, "inconclusive": 0})
+        c["tried"] += 1
+        c["refused" if a["status"] in refused else "accepted" if 200 <= a["status"] < 300 else "inconclusive"] += 1
+    return per
+
+
+def forgery_plan(cfg: ExperimentConfig) -> ForgeryPlan | None:
+    """The watch step's catalogue (None when there is no valid token to build it from)."""
+    try:
+        return ForgeryPlan(cfg)
+    except (KeyError, IndexError, OSError, RuntimeError, requests.RequestException):
+        return None
 
 
 def call(cfg: ExperimentConfig, service: str, url: str, token: str, tenant: str, timeout: float = 3.0) -> int:
@@ -180,39 +273,41 @@ def cached_key_fallback(configuration: Configuration = None, secrets: Secrets = 
             "note": "" if checks else "no valid-token check ran within the cache lifetime during the outage"}
 
 
-def _live_fail_open(cfg: ExperimentConfig) -> dict:
-    tokens = ensure_tokens(cfg)
-    forged = forged_tokens(next(iter(tokens.values())))
-    accepted = []
-    checks = 0
-    for service, url in cfg.services.items():
-        for kind, token in forged.items():
-            status = call(cfg, service, url, token, PROBE_TENANT)
-            checks += 1
-            if 200 <= status < 300:
-                accepted.append({"service": service, "token": kind, "status": status})
-    return {"phase": "before-fault", "ok": checks > 0 and not accepted, "checks": checks, "accepted": accepted}
+def _summary(j: dict[str, Any]) -> dict[str, Any]:
+    return {k: j.get(k) for k in ("ok", "tried", "accepted_count", "inconclusive_count", "why")}
+
+
+def _live_fail_open(cfg: ExperimentConfig, phase: str) -> dict:
+    plan = ForgeryPlan(cfg)
+    j = plan.judge(cfg, plan.round(cfg), None)
+    return {"phase": phase, **j}
 
 
 def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """Tokens signed by an unknown key or with a broken signature are rejected — also during the outage.
+    """No service accepts a forged token: the whole forgery catalogue (``chaosext.auth.forgery``), before, during
+    and after the outage, on a read and a write route of every service, with real tenants.
 
-    Before the fault: a live check. After it: every forged-token request the watch step made during the outage must
-    have been refused (any non-2xx). ``accepted`` lists the requests a service let through (a security bug).
+    Before the fault: a live round (every variant). After it: every round the watch step made during the outage
+    (every class each tick) plus a live round now, after the restore. A refusal is a status in REFUSED_STATUSES;
+    2xx is a fail-open finding; anything else is inconclusive and fails too (``why`` says what to allow).
+    ``classes`` shows, per class, tried/refused/accepted/inconclusive and the first acceptance in seconds after the
+    block (``first_accepted_s``); skipped classes say why.
     """
     cfg = load_config(configuration)
     run = load_run(cfg.run_dir)
-    if outage_window(run) is None:
-        return _live_fail_open(cfg)
+    window = outage_window(run)
+    if window is None:
+        return _live_fail_open(cfg, "before-fault")
     if (done := judged(run, "no_fail_open")) is not None:
         return done
-    checks, accepted = 0, []
-    for obs in run.get("observations") or []:
-        for service, s in (obs.get("services") or {}).items():
-            for kind, status in (s.get("forged") or {}).items():
-                checks += 1
-                if 200 <= status < 300:
-                    accepted.append({"service": service, "token": kind, "status": status,
-                                     "elapsed": round(obs["elapsed"], 1)})
-    return {"phase": "outage", "ok": checks > 0 and not accepted, "checks": checks, "accepted": accepted[:10],
-            "accepted_count": len(accepted)}
+    during = merge_judgments(run.get("forgery_ticks") or [])
+    after = _live_fail_open(cfg, "after-restore")
+    total = merge_judgments([during, after])
+    if during.get("key_url_fetched") or after.get("key_url_fetched"):
+        total["ok"] = False
+        total["key_url_fetched"] = sorted(set(during.get("key_url_fetched") or []) |
+                                          set(after.get("key_url_fetched") or []))
+    if not during.get("tried"):
+        total["ok"] = False
+        total["why"] = "; ".join(filter(None, [total["why"], "no forged request was sent during the outage"]))
+    return {"phase": "outage", **total, "outage": _summary(during), "after_restore": _summary(after)}

@@ -46,6 +46,8 @@ __all__ = [
 
 SERVICES = ("policy", "vuln", "notify")
 CACHE_MODES = ("lkg", "hard-ttl", "none")
+#: chaosext.lab.service.HOLES (kept here so the CLI needs no service import)
+HOLES = ("accept-alg-none", "alg-confusion", "ignore-exp", "trust-token-key", "ignore-tenant", "skip-signature-404")
 APT_HINT = "install it with `apt-get install prometheus prometheus-alertmanager`, or run `chaosext lab up --no-prometheus`"
 #: config fields that do not change what the running lab is (ignored when `up` finds a lab already running)
 _RUNTIME_ONLY = ("state_dir", "ready_timeout")
@@ -79,6 +81,8 @@ class LabConfig:
     cache_mode: str = "lkg"
     no_audit: bool = False
     fail_open: bool = False
+    #: JWT validation holes on purpose (chaosext.lab.service.HOLES), one per forgery class family
+    holes: tuple[str, ...] = ()
     rate_limit: int = 500
     rate_burst: int = 1000
     tenant_header: str = "X-StellaOps-Tenant"
@@ -97,6 +101,9 @@ class LabConfig:
         if isinstance(self.services, str):
             self.services = tuple(s.strip() for s in self.services.split(",") if s.strip())
         self.services = tuple(self.services)
+        if isinstance(self.holes, str):
+            self.holes = tuple(h.strip() for h in self.holes.split(",") if h.strip())
+        self.holes = tuple(self.holes)
 
     @property
     def issuer(self) -> str:
@@ -116,6 +123,7 @@ class LabConfig:
         """JSON-ready settings, recorded in state.json under ``config``."""
         data = dataclasses.asdict(self)
         data["services"] = list(self.services)
+        data["holes"] = list(self.holes)
         return data
 
     def validate(self) -> None:
@@ -199,6 +207,8 @@ def plan(cfg: LabConfig) -> list[Component]:
                 "--cache-mode", cfg.cache_mode, "--tenant-cap", str(cfg.tenant_cap)]
         argv += ["--no-audit"] if cfg.no_audit else []
         argv += ["--fail-open"] if cfg.fail_open else []
+        for hole in cfg.holes:
+            argv += ["--hole", hole]
         url = _url(cfg.host, port)
         comps.append(Component(name, argv, [(cfg.host, port)], url=url, health=f"{url}/healthz", port=port,
                                extra={"metrics": f"{url}/metrics"}))

@@ -37,6 +37,13 @@ def test_healthy_lab_passes(experiment: ExperimentRunner, lab_factory) -> None:
     assert out.check("auth-degraded-audited")["affected"] == sorted(lab["service_urls"])
     assert out.check("alerts-fire-iff-cache-expired")["cache_expired"] is False
     assert out.check("cached-key-fallback")["checks"] > 0
+    # the whole forgery catalogue was tried on every tick, before the fault and after the restore: all refused
+    forged = out.check("no-fail-open")
+    assert forged["after_restore"]["ok"] and forged["outage"]["tried"] > 0
+    assert all(c["tried"] > 0 and c["refused"] == c["tried"] for c in forged["classes"].values()), forged["classes"]
+    assert len(out.run["forgery_ticks"]) == len(out.run["observations"])
+    table = out.verdict_out.split("forged tokens (no-fail-open", 1)[1]
+    assert all(f"{name} " in table for name in forged["classes"]) and "FAIL-OPEN" not in table
     states = {s["state"] for obs in out.run["observations"] for s in obs["services"].values()}
     assert "stale" in states
     assert any(obs["jwks_blocked"] for obs in out.run["observations"])
@@ -105,7 +112,14 @@ def test_misbehaviour_knob_fails_the_right_check(experiment: ExperimentRunner, l
         assert out.run["outage"]["end"] - out.run["outage"]["start"] < 30
         assert "abort guard" in out.verdict_out
     if knob == "fail-open":
-        assert out.check("no-fail-open")["accepted_count"] > 0
+        result = out.check("no-fail-open")
+        assert result["accepted_count"] > 0
+        # only tokens whose key the service cannot find get in, and only while the JWKS is blocked: timed from it
+        for name in ("unknown-kid", "jku"):
+            assert result["classes"][name]["accepted"] > 0, result["classes"]
+            assert result["classes"][name]["first_accepted_s"] >= 0
+        assert result["classes"]["alg-none"]["accepted"] == 0 and result["after_restore"]["ok"] is True
+        assert "unknown-kid" in out.verdict_out and "FAIL-OPEN" in out.verdict_out
     if knob == "no-audit":
         assert out.check("auth-degraded-audited")["missing"] == sorted(lab["service_urls"])
 
