@@ -96,6 +96,9 @@ class ExperimentConfig:
     #: forged requests in flight at once, and each one's timeout in seconds
     forgery_concurrency: int = 32
     forgery_timeout: float = 5.0
+    #: Prometheus selector of requests a service accepted WITHOUT a verified key (the no-fail-open metric backstop;
+    #: UNVERIFIED_ACCEPTS_SELECTOR=off switches it off)
+    unverified_accepts_selector: str = 'jwt_validations_total{result="valid",key_source="none"}'
     run_dir: str = ".chaosext-run"
     lab_dir: str = ".chaosext-lab"
     lab_running: bool = False
@@ -264,6 +267,8 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
         forgery_concurrency=_number("forgery_concurrency", pick("forgery_concurrency", defaults.forgery_concurrency),
                                     int),
         forgery_timeout=_number("forgery_timeout", pick("forgery_timeout", defaults.forgery_timeout), float),
+        unverified_accepts_selector=("" if str(pick("unverified_accepts_selector", "")).strip() == "off" else
+                                     str(pick("unverified_accepts_selector", defaults.unverified_accepts_selector))),
         run_dir=run_dir,
         lab_dir=lab_dir,
         lab_running=bool(state),

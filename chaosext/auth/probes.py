@@ -21,15 +21,18 @@ from chaoslib.types import Configuration, Secrets
 from chaosext.auth.forgery import CLASSES, MINTED, Material, build_catalogue, key_documents
 from chaosext.auth.judge import KeyServer, judge_attempts, merge_judgments, probe_round
 from chaosext.config import ExperimentConfig, load_config
+from chaosext.metrics.prom import query, query_scalar, wait_for_samples
 from chaosext.safety.runstate import judged, load_run, outage_window, update_run
 
 __all__ = ["cached_key_fallback", "no_fail_open", "fetch_tokens", "prepare_forgery", "forgery_plan", "ForgeryPlan",
-           "record_round"]
+           "record_round", "unverified_accepts"]
 
 #: read route per lab service (docs/architecture.md, "Tenant service HTTP surface")
 READ_PATHS = {"policy": "/api/v1/policies", "vuln": "/api/v1/findings", "notify": "/api/v1/notifications"}
 #: how many tenants' tokens each check uses
 CHECK_TENANTS = 3
+#: seconds the metric backstop waits for Prometheus to scrape past the end of the outage
+SCRAPE_WAIT_SECONDS = 30.0
 #: a service is expected to accept valid tokens until (last successful fetch + max-stale - this margin)
 LIFETIME_MARGIN_SECONDS = 2.0
 
@@ -283,6 +286,28 @@ def _live_fail_open(cfg: ExperimentConfig, phase: str) -> dict:
     return {"phase": phase, **j}
 
 
+def unverified_accepts(cfg: ExperimentConfig, start: float, end: float) -> dict[str, Any]:
+    """The metric-side backstop: requests the services themselves counted as accepted WITHOUT a verified key between
+    ``start`` and ``end`` (UNVERIFIED_ACCEPTS_SELECTOR; the lab's is jwt_validations_total{result="valid",
+    key_source="none"}). Catches acceptance of tokens the catalogue does not send, e.g. k6's own traffic let in
+    while the cache was expired. ``exported`` False (never a failure) when Prometheus has no such series."""
+    sel = cfg.unverified_accepts_selector
+    if not sel:
+        return {"ok": True, "exported": False, "note": "UNVERIFIED_ACCEPTS_SELECTOR=off: backstop switched off"}
+    wait_for_samples(cfg.prometheus_url, end, timeout=SCRAPE_WAIT_SECONDS)
+    try:
+        if not query(cfg.prometheus_url, f"count({sel})", at=end + 1):
+            return {"ok": True, "exported": False, "selector": sel,
+                    "note": "the services do not export this series; see docs/experiment.md to add it"}
+        before = query_scalar(cfg.prometheus_url, f"sum({sel})", at=start)
+        after = query_scalar(cfg.prometheus_url, f"sum({sel})", at=end + 1)
+    except (requests.RequestException, RuntimeError, ValueError) as exc:
+        return {"ok": False, "exported": None, "selector": sel,
+                "note": f"Prometheus query failed ({type(exc).__name__}); the backstop could not be checked"}
+    count = max(0.0, after - before)
+    return {"ok": count == 0, "exported": True, "selector": sel, "unverified_accepts": count}
+
+
 def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -> dict:
     """No service accepts a forged token: the whole forgery catalogue (``chaosext.auth.forgery``), before, during
     and after the outage, on a read and a write route of every service, with real tenants.
@@ -310,4 +335,12 @@ def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -
     if not during.get("tried"):
         total["ok"] = False
         total["why"] = "; ".join(filter(None, [total["why"], "no forged request was sent during the outage"]))
-    return {"phase": "outage", **total, "outage": _summary(during), "after_restore": _summary(after)}
+    backstop = unverified_accepts(cfg, window[0], window[1])
+    if not backstop["ok"]:
+        total["ok"] = False
+        total["why"] = "; ".join(filter(None, [total["why"], (
+            f"METRIC BACKSTOP: the services counted {backstop['unverified_accepts']:.0f} request(s) accepted "
+            f"without a verified key during the outage ({backstop['selector']})") if backstop.get("exported")
+            else backstop["note"]]))
+    return {"phase": "outage", **total, "outage": _summary(during), "after_restore": _summary(after),
+            "metric_backstop": backstop}

@@ -42,6 +42,8 @@ def test_healthy_lab_passes(experiment: ExperimentRunner, lab_factory) -> None:
     assert forged["after_restore"]["ok"] and forged["outage"]["tried"] > 0
     assert all(c["tried"] > 0 and c["refused"] == c["tried"] for c in forged["classes"].values()), forged["classes"]
     assert len(out.run["forgery_ticks"]) == len(out.run["observations"])
+    assert forged["metric_backstop"] == {"ok": True, "exported": True, "unverified_accepts": 0.0,
+                                         "selector": 'jwt_validations_total{result="valid",key_source="none"}'}
     table = out.verdict_out.split("forged tokens (no-fail-open", 1)[1]
     assert all(f"{name} " in table for name in forged["classes"]) and "FAIL-OPEN" not in table
     states = {s["state"] for obs in out.run["observations"] for s in obs["services"].values()}
@@ -120,6 +122,9 @@ def test_misbehaviour_knob_fails_the_right_check(experiment: ExperimentRunner, l
             assert result["classes"][name]["first_accepted_s"] >= 0
         assert result["classes"]["alg-none"]["accepted"] == 0 and result["after_restore"]["ok"] is True
         assert "unknown-kid" in out.verdict_out and "FAIL-OPEN" in out.verdict_out
+        # the services' own metric says the same: requests accepted with no verified key during the outage
+        assert result["metric_backstop"]["exported"] and result["metric_backstop"]["unverified_accepts"] > 0
+        assert "METRIC BACKSTOP" in result["why"]
     if knob == "no-audit":
         assert out.check("auth-degraded-audited")["missing"] == sorted(lab["service_urls"])
 
