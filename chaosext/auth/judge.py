@@ -5,19 +5,19 @@ class, service, tenant, route and status. Anything else (404, 429, 5xx, no answe
 not say "no" to the token, so nothing is proven — and fails the check too, with a message saying which statuses to
 allow if that really is the service's refusal.
 
-``probe_round`` does the HTTP (bounded concurrency, a short timeout each, keep-alive per worker thread);
+``probe_round`` does the HTTP (bounded concurrency, a short timeout each, keep-alive per host);
 ``judge_attempts`` and ``merge_judgments`` are pure. ``KeyServer`` serves the attacker's key documents at the URL
 the ``jku``/``x5u`` forgeries name, and counts every fetch (a service that fetched it trusted the token's URL).
 """
 from __future__ import annotations
 
+import asyncio
 import http.server
+import ssl
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
-
-import requests
+from urllib.parse import urlsplit
 
 from chaosext.auth.forgery import CLASSES, Forgery
 
@@ -82,55 +82,138 @@ def select_round(forgeries: list[Forgery], tick: int | None) -> list[Forgery]:
     return [variants[tick % len(variants)] for variants in by_class.values()]
 
 
-_local = threading.local()
+async def _exchange(conn: tuple | None, scheme: str, host: str, port: int, request: bytes,
+                    ssl_ctx: ssl.SSLContext | None) -> tuple[int, tuple | None]:
+    """One HTTP/1.1 request on ``conn`` (opened when None): (status, the connection if it can be reused)."""
+    if conn is None:
+        conn = await asyncio.open_connection(host, port, ssl=ssl_ctx if scheme == "https" else None,
+                                             server_hostname=host if scheme == "https" else None)
+    reader, writer = conn
+    writer.write(request)
+    await writer.drain()
+    line = await reader.readline()
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise ConnectionError(f"not an HTTP status line: {line[:60]!r}")
+    status = int(parts[1])
+    length, chunked, close = None, False, parts[0] == b"HTTP/1.0"
+    while (h := await reader.readline()) not in (b"\r\n", b"\n", b""):
+        name, _, value = h.decode("latin-1").partition(":")
+        name, value = name.strip().lower(), value.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "transfer-encoding":
+            chunked = "chunked" in value
+        elif name == "connection":
+            close = close or value == "close"
+    if chunked:
+        while (size := int((await reader.readline()).split(b";")[0].strip() or b"0", 16)) > 0:
+            await reader.readexactly(size + 2)
+        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+            pass
+    elif length is not None:
+        await reader.readexactly(length)
+    else:
+        await reader.read()
+        close = True
+    if close:
+        writer.close()
+        return status, None
+    return status, conn
 
 
-def _session() -> requests.Session:
-    s = getattr(_local, "session", None)
-    if s is None:
-        s = _local.session = requests.Session()
-    return s
+def _close(conn: tuple | None) -> None:
+    if conn is not None:
+        conn[1].close()
 
 
-def _send(url: str, method: str, path: str, forgery: Forgery, header: str, timeout: float) -> int:
-    try:
-        r = _session().request(method, url + path, timeout=timeout, allow_redirects=False,
-                               data=WRITE_BODY if method != "GET" else None,
-                               headers={"Authorization": f"Bearer {forgery.token}", header: forgery.tenant,
-                                        "Content-Type": "application/json", "X-Chaosext-Probe": "forgery"})
-        r.close()
-        return r.status_code
-    except requests.RequestException:
+async def _send_all(jobs: list[tuple[str, str, str, Forgery]], header: str, concurrency: int,
+                    timeout: float) -> list[int]:
+    """Every (url, method, path, forgery), at most ``concurrency`` at a time, keep-alive per host; 0 = no answer.
+
+    ``concurrency`` workers take the jobs in turn; callers interleave the hosts (see probe_round) so concurrent
+    requests go to different services and each host's connection is reused instead of opened per request."""
+    idle: dict[tuple[str, str, int], list[tuple]] = {}
+    ssl_ctx = ssl.create_default_context()
+    parsed: dict[tuple[str, str], tuple[str, str, int, bytes]] = {}
+    results = [0] * len(jobs)
+    todo = iter(enumerate(jobs))
+
+    def route(url: str, method: str, path: str) -> tuple[str, str, int, bytes]:
+        got = parsed.get((url, method + path))
+        if got is None:
+            u = urlsplit(url + path)
+            scheme, host = u.scheme, u.hostname or ""
+            target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+            got = parsed[(url, method + path)] = (
+                scheme, host, u.port or (443 if scheme == "https" else 80),
+                f"{method} {target} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
+                f"X-Chaosext-Probe: forgery\r\nUser-Agent: chaosext-forgery\r\n".encode())
+        return got
+
+    async def one(url: str, method: str, path: str, forgery: Forgery) -> int:
+        scheme, host, port, head = route(url, method, path)
+        body = WRITE_BODY if method != "GET" else b""
+        request = head + (f"Authorization: Bearer {forgery.token}\r\n{header}: {forgery.tenant}\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        pool = idle.setdefault((scheme, host, port), [])
+        for attempt in (0, 1):  # a reused keep-alive connection the server had closed: once more on a new one
+            conn = pool.pop() if pool and attempt == 0 else None
+            try:
+                async with asyncio.timeout(timeout):
+                    status, back = await _exchange(conn, scheme, host, port, request, ssl_ctx)
+            except (OSError, ConnectionError, ValueError, asyncio.IncompleteReadError, TimeoutError):
+                _close(conn)
+                if conn is not None and attempt == 0:
+                    continue
+                return 0
+            if back is not None:
+                pool.append(back)
+            return status
         return 0
+
+    async def worker() -> None:
+        for i, job in todo:
+            results[i] = await one(*job)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(jobs))))))
+        return results
+    finally:
+        for conns in idle.values():
+            for c in conns:
+                _close(c)
 
 
 def probe_round(services: dict[str, str], forgeries: list[Forgery], tenant_header: str,
                 routes: dict[str, tuple[tuple[str, str], ...]] | None = None, tick: int | None = None,
-                concurrency: int = 32, timeout: float = 2.0, pool: ThreadPoolExecutor | None = None) -> list[dict]:
+                concurrency: int = 32, timeout: float = 5.0) -> list[dict]:
     """Send the forgeries (all, or this tick's rotation: :func:`select_round`) to every route of every service.
 
+    One asyncio loop with a small HTTP/1.1 client (keep-alive per host: a tick of 1700 requests must not cost
+    seconds of CPU), at most ``concurrency`` requests in flight, each answered within ``timeout`` seconds or 0.
     Returns one attempt a request: {class, variant, service, tenant, route, method, status (0 = no answer), t}."""
     chosen = select_round(forgeries, tick)
     routes = routes or {}
-    jobs = []
-    own = pool is None
-    pool = pool or ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="forgery")
-    try:
-        for service, url in services.items():
-            for method, path in routes.get(service) or default_routes(service):
-                for f in chosen:
-                    jobs.append(({"class": f.name, "variant": f.variant, "service": service, "tenant": f.tenant,
-                                  "route": path, "method": method},
-                                 pool.submit(_send, url, method, path, f, tenant_header, timeout)))
-        out = []
-        for attempt, fut in jobs:
-            attempt["status"] = fut.result()
-            attempt["t"] = time.time()
-            out.append(attempt)
-        return out
-    finally:
-        if own:
-            pool.shutdown(wait=True)
+    attempts: list[dict] = []
+    jobs: list[tuple[str, str, str, Forgery]] = []
+    per_service_index: list[int] = []
+    for service, url in services.items():
+        k = 0
+        for method, path in routes.get(service) or default_routes(service):
+            for f in chosen:
+                attempts.append({"class": f.name, "variant": f.variant, "service": service, "tenant": f.tenant,
+                                 "route": path, "method": method})
+                jobs.append((url.rstrip("/"), method, path, f))
+                per_service_index.append(k)
+                k += 1
+    # interleave the services: concurrent requests then go to different hosts and reuse each host's connection
+    order = sorted(range(len(jobs)), key=lambda i: (per_service_index[i], i))
+    statuses = asyncio.run(_send_all([jobs[i] for i in order], tenant_header, concurrency, timeout)) if jobs else []
+    now = time.time()
+    for i, status in zip(order, statuses):
+        attempts[i]["status"], attempts[i]["t"] = status, now
+    return attempts
 
 
 def _empty() -> dict[str, Any]:
@@ -252,7 +335,8 @@ class KeyServer:
         self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="chaosext-keyserver", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="chaosext-keyserver", daemon=True)  # quick shutdown: one per tick
 
     def __enter__(self) -> "KeyServer":
         self._thread.start()

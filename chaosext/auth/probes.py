@@ -151,13 +151,13 @@ class ForgeryPlan:
         self.port = port
         self.key_fetches: list[str] = []
 
-    def round(self, cfg: ExperimentConfig, tick: int | None = None, services: dict[str, str] | None = None,
-              pool: Any = None) -> list[dict]:
+    def round(self, cfg: ExperimentConfig, tick: int | None = None,
+              services: dict[str, str] | None = None) -> list[dict]:
         """One round (all variants when ``tick`` is None, else this tick's rotation) against every service."""
         with KeyServer(self.documents, port=self.port) as keys:
             attempts = probe_round(services if services is not None else cfg.services, self.forgeries,
                                    cfg.tenant_header, cfg.forgery_routes, tick, cfg.forgery_concurrency,
-                                   cfg.forgery_timeout, pool)
+                                   cfg.forgery_timeout)
         self.key_fetches.extend(keys.fetches)
         return attempts
 

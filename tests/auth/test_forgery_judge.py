@@ -110,3 +110,51 @@ def test_key_server_serves_and_counts_fetches() -> None:
         assert requests.get(ks.url + "/jwks.json", timeout=5).json() == {"keys": []}
         assert requests.get(ks.url + "/nope", timeout=5).status_code == 404
     assert ks.fetches == ["/jwks.json", "/nope"]
+
+
+class _KeepAlive(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive; GET answers chunked 401, POST 403 with a body; every 5th request per connection the
+    server drops the connection after answering without saying so (an idle-timeout close)."""
+    protocol_version = "HTTP/1.1"
+    connections = 0
+
+    def setup(self) -> None:
+        super().setup()
+        type(self).connections += 1
+        self.served = 0
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.served += 1
+        if self.command == "GET":
+            self.send_response(401)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"5\r\nhello\r\n3;x=1\r\nabc\r\n0\r\n\r\n")
+        else:
+            self.send_response(403)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"no")
+        if self.served % 5 == 0:
+            self.close_connection = True
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_keep_alive_chunked_and_server_closed_connections_are_all_answers() -> None:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        fs = [Forgery("alg-none", str(i), "aaa.bbb.", "t01", "") for i in range(60)]
+        attempts = probe_round({"policy": f"http://127.0.0.1:{srv.server_address[1]}"}, fs, "X-Tenant", tick=None,
+                               concurrency=4, timeout=5.0)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    statuses = [(a["method"], a["status"]) for a in attempts]
+    assert statuses.count(("GET", 401)) == 60 and statuses.count(("POST", 403)) == 60, statuses
+    assert _KeepAlive.connections < 60  # connections were reused
