@@ -132,8 +132,9 @@ def prepare_forgery(cfg: ExperimentConfig) -> dict[str, Any]:
 class ForgeryPlan:
     """The catalogue for one run, and the key server its jku/x5u forgeries point at (started per round)."""
 
-    def __init__(self, cfg: ExperimentConfig) -> None:
-        prepared = prepare_forgery(cfg)
+    def __init__(self, cfg: ExperimentConfig, prepare: bool = True) -> None:
+        # during the outage the IdP is unreachable: use what was prepared before the fault, never wait on it
+        prepared = prepare_forgery(cfg) if prepare else (load_run(cfg.run_dir).get("forgery") or {})
         tokens = ensure_tokens(cfg)
         tenant = cfg.tenants[0]
         other = next((t for t in cfg.tenants[1:] if t != tenant), "")
@@ -147,6 +148,9 @@ class ForgeryPlan:
         self.forgeries, self.skipped = build_catalogue(self.material, cfg.forgery_skip)
         if "alg-confusion" in self.skipped and not prepared.get("jwks"):
             self.skipped["alg-confusion"] = "the JWKS could not be fetched before the fault"
+        if not prepare and not prepared:
+            for name in set(MINTED) & set(self.skipped):
+                self.skipped[name] = "not prepared before the fault (no-fail-open was not in the steady state)"
         self.documents = key_documents(self.material)
         self.port = port
         self.key_fetches: list[str] = []
@@ -191,7 +195,7 @@ def record_round(cfg: ExperimentConfig, plan: ForgeryPlan, attempts: list[dict])
 def forgery_plan(cfg: ExperimentConfig) -> ForgeryPlan | None:
     """The watch step's catalogue (None when there is no valid token to build it from)."""
     try:
-        return ForgeryPlan(cfg)
+        return ForgeryPlan(cfg, prepare=False)
     except (KeyError, IndexError, OSError, RuntimeError, requests.RequestException):
         return None
 

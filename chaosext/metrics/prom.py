@@ -1,10 +1,11 @@
 """Small Prometheus / Alertmanager HTTP helpers (every call has its own timeout).
 
 Error accounting used everywhere in chaosext (docs/experiment.md, "What counts as an error"):
-a request is an error when its status is 5xx or 401 — except the deliberate bad-token requests chaosext itself sends,
-which carry the tenant :data:`PROBE_TENANT` (the lab labels them ``__unauthenticated__``: a tenant is only
-admitted as a label value once one of its tokens validated). 429 (rate limited) and 403 (tenant mismatch) are correct answers,
-not errors.
+a request is an error when its status is 5xx, or 401 attributed to a real tenant. A 401 whose token failed on its
+own (forged, malformed, expired ...; also chaosext's forgery catalogue, which uses real tenants) is labelled
+``__unauthenticated__`` by the services and left out; only a ``no_keys`` 401 (the service could not verify) keeps the
+claimed tenant. :data:`PROBE_TENANT` stays excluded for older services. 429 (rate limited) and 403 (tenant mismatch)
+are correct answers, not errors.
 """
 from __future__ import annotations
 
