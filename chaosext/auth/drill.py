@@ -8,8 +8,6 @@ again. Same configuration names and extension code as the main experiment (docs/
 Before the fault each probe is a live/config check (the drill refuses to start when OUTAGE_SECONDS cannot outlast
 JWKS_MAX_STALE); after it they judge the recorded outage, once (``judge_drill`` runs them all and keeps the results).
 """
-from __future__ import annotations
-
 import importlib
 import time
 from typing import Any

@@ -24,8 +24,9 @@ from chaosext.config import ExperimentConfig, load_config
 from chaosext.metrics.prom import query, query_scalar, wait_for_samples
 from chaosext.safety.runstate import judged, load_run, outage_window, update_run
 
-__all__ = ["cached_key_fallback", "no_fail_open", "fetch_tokens", "prepare_forgery", "forgery_plan", "ForgeryPlan",
-           "record_round", "unverified_accepts"]
+#: the Chaos Toolkit probes (``chaos discover``); prepare_forgery, forgery_plan, ForgeryPlan, record_round and
+#: unverified_accepts are helpers of the watch step and the drill
+__all__ = ["cached_key_fallback", "no_fail_open", "fetch_tokens"]
 
 #: read route per lab service (docs/architecture.md, "Tenant service HTTP surface")
 READ_PATHS = {"policy": "/api/v1/policies", "vuln": "/api/v1/findings", "notify": "/api/v1/notifications"}
