@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +49,10 @@ LAB_DEFAULTS: dict[str, Any] = {
 }
 SERVICE_NAMES = ("policy", "vuln", "notify")
 DEFAULT_TENANTS = tuple(f"t{i:02d}" for i in range(1, 13))
-DEFAULT_ALERTS = ("jwks_cache_miss_spike", "tenant_auth_failures_spike")
+#: Alerts that fire when a JWKS cache expires and never otherwise (D1: 401s of an expired cache are no_keys errors of
+#: real tenants; tenant_auth_failures_spike is the tenant's own client and stays silent on expiry).
+DEFAULT_ALERTS = ("jwks_cache_miss_spike", "tenant_error_rate_gt_0_5pct")
+RUN_ID_RE = re.compile(r"[0-9a-f]{8}")
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,21 @@ class ExperimentConfig:
     #: Prometheus selector of requests a service accepted WITHOUT a verified key (the no-fail-open metric backstop;
     #: UNVERIFIED_ACCEPTS_SELECTOR=off switches it off)
     unverified_accepts_selector: str = 'jwt_validations_total{result="valid",key_source="none"}'
+    #: this run's directory: ``<run base>/<run id>`` once the safety control started a run, else the run base
     run_dir: str = ".chaosext-run"
+    #: where run directories live (CHAOSEXT_RUN_DIR, else ``<lab state dir>/run``, else ``.chaosext-run``)
+    run_base: str = ".chaosext-run"
+    #: the experiment run's id (D2 in docs/architecture.md): set by the safety control, "" before it ran
+    run_id: str = ""
+    #: live baseline before the fault: window (s) and the least requests it must hold
+    baseline_seconds: int = 60
+    baseline_min_requests: int = 100
+    #: after the restore: how long the services may take to recover (s)
+    recovery_seconds: int = 60
+    #: cap on the fault's whole lifetime (outage + deadline margin), seconds
+    max_outage_seconds: int = 3600
+    #: the dead-man switch lifts the fault this long after the run's heartbeat stops (s)
+    heartbeat_grace: float = 10.0
     lab_dir: str = ".chaosext-lab"
     lab_running: bool = False
     approve: str = ""
@@ -116,9 +134,12 @@ class ExperimentConfig:
 
     @property
     def is_lab_target(self) -> bool:
-        """True when every URL the fault and the probes touch is on this machine's loopback and the fault is local."""
+        """True when every URL the fault and the probes touch is on this machine's loopback and the fault is local
+        (iptables on this host, or the lab's Envoy: FAULT_VIA=envoy with a loopback admin URL as FAULT_TARGET)."""
         urls = [self.jwks_url, self.authority_url, *self.services.values()]
-        return self.fault_target == "local" and self.fault_via == "iptables" and all(map(is_loopback_url, urls))
+        local = (self.fault_via == "iptables" and self.fault_target == "local") or (
+            self.fault_via == "envoy" and is_loopback_url(self.fault_target.removeprefix("envoy:")))
+        return local and all(map(is_loopback_url, urls))
 
     @property
     def target_name(self) -> str:
@@ -185,6 +206,8 @@ def _parse_services(value: Any) -> dict[str, str]:
         name, sep, url = part.partition("=")
         if not sep or not name.strip() or not url.strip():
             raise ValueError(f"SERVICE_URLS entry {part!r} is not name=url (e.g. policy=http://127.0.0.1:8451)")
+        if name.strip() in out:
+            raise ValueError(f"SERVICE_URLS names {name.strip()!r} twice; every service needs its own name")
         out[name.strip()] = url.strip().rstrip("/")
     return out
 
@@ -230,7 +253,11 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
         v = _get(configuration, key)
         return default if v in (None, "") else v
 
-    run_dir = str(pick("chaosext_run_dir", str(Path(lab_dir) / "run") if state else ".chaosext-run"))
+    run_base = str(pick("chaosext_run_dir", str(Path(lab_dir) / "run") if state else ".chaosext-run"))
+    run_id = str(_get(configuration, "chaosext_run_id") or "")
+    if run_id and not RUN_ID_RE.fullmatch(run_id):
+        raise ValueError(f"chaosext_run_id={run_id!r} is not a chaosext run id (8 lower-case hex digits)")
+    run_dir = str(Path(run_base) / run_id) if run_id else run_base
     defaults = ExperimentConfig()
     return ExperimentConfig(
         outage_seconds=_number("outage_seconds", pick("outage_seconds", 300), int),
@@ -270,6 +297,15 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
         unverified_accepts_selector=("" if str(pick("unverified_accepts_selector", "")).strip() == "off" else
                                      str(pick("unverified_accepts_selector", defaults.unverified_accepts_selector))),
         run_dir=run_dir,
+        run_base=run_base,
+        run_id=run_id,
+        baseline_seconds=_number("baseline_seconds", pick("baseline_seconds", defaults.baseline_seconds), int),
+        baseline_min_requests=_number("baseline_min_requests",
+                                      pick("baseline_min_requests", defaults.baseline_min_requests), int),
+        recovery_seconds=_number("recovery_seconds", pick("recovery_seconds", defaults.recovery_seconds), int),
+        max_outage_seconds=_number("max_outage_seconds", pick("max_outage_seconds", defaults.max_outage_seconds),
+                                   int),
+        heartbeat_grace=_number("heartbeat_grace", pick("heartbeat_grace", defaults.heartbeat_grace), float),
         lab_dir=lab_dir,
         lab_running=bool(state),
         approve=str(pick("chaosext_approve", "")),
@@ -292,6 +328,24 @@ def validate(cfg: ExperimentConfig) -> list[str]:
     problems: list[str] = []
     if cfg.outage_seconds <= 0:
         problems.append(f"OUTAGE_SECONDS={cfg.outage_seconds} must be a positive number of seconds (default 300)")
+    else:
+        from chaosext.egress.base import FaultError
+        from chaosext.egress.watchdog import check_deadline
+
+        try:
+            check_deadline(cfg.outage_seconds, cfg.max_outage_seconds)
+        except FaultError as exc:
+            problems.append(str(exc))
+    if cfg.baseline_seconds < 5:
+        problems.append(f"BASELINE_SECONDS={cfg.baseline_seconds} is too short to judge a baseline; use 5 or more "
+                        f"(default 60)")
+    if cfg.baseline_min_requests < 1:
+        problems.append(f"BASELINE_MIN_REQUESTS={cfg.baseline_min_requests} must be at least 1 (default 100)")
+    if cfg.recovery_seconds < 1:
+        problems.append(f"RECOVERY_SECONDS={cfg.recovery_seconds} must be at least 1 (default 60)")
+    if cfg.heartbeat_grace < 4:
+        problems.append(f"HEARTBEAT_GRACE={cfg.heartbeat_grace} must be at least 4 s (the heartbeat is renewed every "
+                        f"2 s; default 10)")
     if cfg.fault_via not in FAULT_VIAS:
         problems.append(f"FAULT_VIA={cfg.fault_via!r} is unknown; use one of {', '.join(FAULT_VIAS)}")
     if cfg.fault_mode not in FAULT_MODES:
@@ -355,6 +409,12 @@ def check_reachable(cfg: ExperimentConfig, need_k6: bool = True) -> list[str]:
     import requests
 
     problems: list[str] = []
+    from chaosext.egress.actions import target_problem
+
+    if target := target_problem(cfg.fault_via, cfg.fault_target, {"ENVOY_ADMIN_URL": os.environ.get("ENVOY_ADMIN_URL", ""),
+                                                                  "KUBE_API_URL": os.environ.get("KUBE_API_URL", ""),
+                                                                  "KUBE_CONTEXT": os.environ.get("KUBE_CONTEXT", "")}):
+        problems.append(target)
     if need_k6:
         from chaosext.load.k6 import K6NotFoundError, find_k6
 

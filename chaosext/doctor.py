@@ -236,7 +236,36 @@ def check_envoy(admin_url: str) -> list[Check]:
                         f"layered_runtime has no admin_layer (layers: {[x.get('name') for x in layers]})",
                         "" if admin_layers else "add `- name: admin\\n  admin_layer: {}` to the bootstrap's "
                                                 "layered_runtime.layers (else /runtime_modify answers 503)"))
+    checks.append(_check_fault_filter(dump.json()))
     return checks
+
+
+def _check_fault_filter(dump: Any) -> Check:
+    """The dedicated fault filter (HTTPFault reading chaosext's runtime keys) is in some listener: without it the
+    runtime keys the driver sets change nothing."""
+    from chaosext.egress.envoy import DEFAULT_PREFIX
+
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if str(node.get("@type", "")).endswith("fault.v3.HTTPFault"):
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(dump)
+    ours = [f for f in found if str(f.get("abort_percent_runtime", "")).startswith(DEFAULT_PREFIX + ".")]
+    if ours:
+        return Check("envoy fault filter", True, f"HTTPFault on cluster {ours[0].get('upstream_cluster', '(any)')} "
+                                                 f"reading {DEFAULT_PREFIX}.*")
+    return Check("envoy fault filter", False, f"no HTTPFault filter reads {DEFAULT_PREFIX}.* runtime keys "
+                                              f"({len(found)} other fault filter(s))",
+                 "add the dedicated fault filter of docs/egress.md (Driver envoy) before the router of the listener "
+                 "the services use for the JWKS")
 
 
 def _runtime_layers(dump: dict[str, Any]) -> list[dict[str, Any]]:
@@ -315,16 +344,17 @@ Examples:
 @click.option("--target", default=lambda: os.environ.get("FAULT_TARGET", "local"), show_default="$FAULT_TARGET or local",
               help="where the fault goes: local, netns:<name>, pid:<pid>, k8s-pod:<ns>/<pod>, <ns>/<selector>, "
                    "envoy:<admin-url>")
-@click.option("--via", default=lambda: os.environ.get("FAULT_VIA", ""), type=click.Choice(["", *VIAS]),
+@click.option("--via", type=click.Choice(list(VIAS)), default=lambda: os.environ.get("FAULT_VIA") or None,
               show_default="$FAULT_VIA or derived from --target", help="fault method")
 @click.option("--prometheus-url", default="", help="default: $PROMETHEUS_URL, else the running lab's")
 @click.option("--alertmanager-url", default="", help="default: $ALERTMANAGER_URL, else the running lab's")
 @click.option("--state-dir", default="", help="lab state directory (default: $CHAOSEXT_LAB_DIR or ./.chaosext-lab)")
 @click.option("--json", "as_json", is_flag=True, help="print the checks as JSON instead of a table")
-def doctor(target: str, via: str, prometheus_url: str, alertmanager_url: str, state_dir: str, as_json: bool) -> None:
+def doctor(target: str, via: str | None, prometheus_url: str, alertmanager_url: str, state_dir: str,
+           as_json: bool) -> None:
     """Check this machine can run the experiment against TARGET; exit 1 if something required is missing."""
     try:
-        checks = run_checks(target, via, prometheus_url, alertmanager_url, state_dir)
+        checks = run_checks(target, via or "", prometheus_url, alertmanager_url, state_dir)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     missing = [c for c in checks if c.status == "MISSING"]

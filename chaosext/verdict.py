@@ -4,11 +4,15 @@ Chaos Toolkit exits 0 even when the steady state did not hold *before* the metho
 when activities of the method failed. The verdict passes only when all of these hold:
 
 - the run's status is ``completed`` and it did not deviate;
-- the steady-state hypothesis was met before the method and after it;
+- the baseline (the hypothesis before the fault) held, the fault was applied AND verified, the outage was watched,
+  this run's restore succeeded, every outage check passed (``judge-outage``), and the recovery (the hypothesis after
+  the restore) held;
 - no activity of the method or the rollbacks failed, and the abort guard did not cut the outage short.
 
-It prints one screen: every probe of both hypotheses with its value, tolerance and pass/fail, the method's
-activities, and the reasons for a failing verdict. Exit codes: 0 pass, 1 fail, 2 unreadable journal.
+It prints three blocks — baseline, outage, recovery — with every check, its value, tolerance and pass/fail, then the
+method's activities and the reasons. Exit codes (``EXIT_CODES``): 0 pass; 1 fail; 2 unreadable journal; 3 not run
+(the baseline was unhealthy, or the safety control refused before changing anything: no fault was injected); 4 dry
+run (nothing was injected, never a pass).
 """
 from __future__ import annotations
 
@@ -18,7 +22,10 @@ from typing import Any
 
 import click
 
-__all__ = ["verdict", "judge", "render", "forgery_table"]
+__all__ = ["verdict", "judge", "render", "classify", "EXIT_CODES", "forgery_table"]
+
+#: verdict -> exit code of ``chaosext verdict``
+EXIT_CODES = {"PASS": 0, "FAIL": 1, "UNREADABLE": 2, "NOT RUN": 3, "DRY RUN": 4}
 
 #: output keys shown first when summarising a probe's value
 _KEY_ORDER = ("ok", "phase", "error_rate", "max", "requests", "errors", "cache_expired", "expired_services",
@@ -26,14 +33,20 @@ _KEY_ORDER = ("ok", "phase", "error_rate", "max", "requests", "errors", "cache_e
               "accepted_count", "inconclusive_count", "tried", "why", "note")
 
 
-def _short(value: Any, width: int) -> str:
+def _cut(text: str, width: int | None) -> str:
+    """``text`` cut to ``width`` with an ellipsis; whole when width is None (``--wide``)."""
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
+
+
+def _short(value: Any, width: int | None) -> str:
     if isinstance(value, dict):
         keys = [k for k in _KEY_ORDER if k in value and value[k] not in ("", None, [], {})]
-        keys += [k for k in value if k not in keys and k not in _KEY_ORDER][: max(0, 4 - len(keys))]
+        rest = [k for k in value if k not in keys and k not in _KEY_ORDER]
+        keys += rest if width is None else rest[: max(0, 4 - len(keys))]
         text = ", ".join(f"{k}={_compact(value[k])}" for k in keys)
     else:
         text = _compact(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return _cut(text, width)
 
 
 def _compact(value: Any) -> str:
@@ -56,7 +69,8 @@ def _tolerance(tol: Any) -> str:
 
 def forgery_table(res: dict[str, Any]) -> list[str]:
     """The no-fail-open check per forgery class: tried, refused, accepted, inconclusive, first acceptance."""
-    when = "before the fault" if res.get("phase") == "before-fault" else "every outage tick + after the restore"
+    when = {"baseline": "live, before the fault", "recovery": "live, after the restore"}.get(
+        str(res.get("phase")), "every watch tick of the outage")
     refusal = "/".join(map(str, res.get("refused_statuses") or []))
     lines = ["", f"  forged tokens (no-fail-open; refusal = {refusal}; {when}):",
              f"    {'class':<15} {'result':<12} {'tried':>6} {'refused':>8} {'accepted':>9} {'inconcl.':>9}  "
@@ -79,6 +93,46 @@ def forgery_table(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _failed_forgery_tables(state: dict[str, Any]) -> list[str]:
+    """The per-class table of a failing live forgery probe (baseline / recovery)."""
+    lines: list[str] = []
+    for p in state.get("probes") or []:
+        out = p.get("output")
+        if not p.get("tolerance_met") and isinstance(out, dict) and isinstance(out.get("classes"), dict):
+            lines += forgery_table(out)
+    return lines
+
+
+def _activity(journal: dict[str, Any], name: str, where: str = "run") -> dict[str, Any] | None:
+    """The journal entry of the (last) activity called ``name`` in the method (or the rollbacks)."""
+    found = None
+    for run in journal.get(where) or []:
+        if (run.get("activity") or {}).get("name") == name:
+            found = run
+    return found
+
+
+def _failed_probes(state: dict[str, Any] | None) -> list[str]:
+    return [(p.get("activity") or {}).get("name", "?") for p in (state or {}).get("probes") or []
+            if not (p.get("tolerance_met") and p.get("status") == "succeeded")]
+
+
+def classify(journal: dict[str, Any]) -> tuple[str, list[str]]:
+    """(``PASS`` | ``FAIL`` | ``NOT RUN`` | ``DRY RUN``, reasons)."""
+    if ((journal.get("experiment") or {}).get("dry")):
+        return "DRY RUN", [f"chaos run --dry {journal['experiment']['dry']}: nothing was injected, nothing judged"]
+    states = journal.get("steady_states") or {}
+    before = states.get("before")
+    if before and not before.get("steady_state_met"):
+        return "NOT RUN", ["baseline unhealthy: no fault was injected; failing: " + ", ".join(
+            _failed_probes(before) or ["?"])]
+    if not before and not journal.get("run"):
+        return "NOT RUN", [f"refused before any change (run status {journal.get('status')!r}): see the safety "
+                           f"control's messages in the chaos output"]
+    reasons = judge(journal)
+    return ("FAIL" if reasons else "PASS"), reasons
+
+
 def judge(journal: dict[str, Any]) -> list[str]:
     """Reasons the run did not pass ([] = pass)."""
     reasons: list[str] = []
@@ -86,19 +140,37 @@ def judge(journal: dict[str, Any]) -> list[str]:
     if status != "completed":
         reasons.append(f"run status is {status!r}, not 'completed'")
     if journal.get("deviated"):
-        reasons.append("the steady state deviated after the method")
+        reasons.append("the steady state deviated after the method (recovery failed)")
     states = journal.get("steady_states") or {}
     before, after = states.get("before"), states.get("after")
     if not before:
-        reasons.append("no steady-state check before the method")
+        reasons.append("no baseline (steady-state check before the fault)")
     elif not before.get("steady_state_met"):
-        reasons.append("the steady state did not hold BEFORE the fault (the method was skipped; Chaos Toolkit "
-                       "still exits 0)")
+        reasons.append("baseline unhealthy: the steady state did not hold BEFORE the fault")
     if before and before.get("steady_state_met") and not after:
-        reasons.append("no steady-state check after the method")
+        reasons.append("no recovery check (steady state after the restore)")
     elif after and not after.get("steady_state_met"):
-        failed = [p["activity"]["name"] for p in after.get("probes") or [] if not p.get("tolerance_met")]
-        reasons.append("the steady state did not hold AFTER the fault" + (f": {', '.join(failed)}" if failed else ""))
+        failed = _failed_probes(after)
+        reasons.append("recovery failed: the steady state did not hold AFTER the restore"
+                       + (f": {', '.join(failed)}" if failed else ""))
+    block = _activity(journal, "block-jwks-egress")
+    block_out = (block or {}).get("output") if isinstance((block or {}).get("output"), dict) else {}
+    if block is None:
+        reasons.append("the fault was never applied (no block-jwks-egress in the method)")
+    elif block.get("status") != "succeeded" or not (block_out.get("verification") or {}).get("blocked") \
+            or block_out.get("dry_run"):
+        err = "".join(block.get("exception") or []).strip().splitlines()[-1:] or [""]
+        reasons.append(f"fault not applied: {err[0] or 'not verified as blocking from the target'}")
+    watch = _activity(journal, "watch-outage")
+    watch_out = (watch or {}).get("output") if isinstance((watch or {}).get("output"), dict) else {}
+    if block_out.get("verification", {}).get("blocked") and not (watch_out.get("watched") and watch_out.get("ticks")):
+        reasons.append("the outage was not watched")
+    restore = _activity(journal, "restore-jwks-egress")
+    if block_out.get("verification", {}).get("blocked") and (restore is None or restore.get("status") != "succeeded"):
+        reasons.append("this run's restore did not succeed")
+    judge_run = _activity(journal, "judge-outage") or _activity(journal, "judge-drill")
+    if block_out.get("verification", {}).get("blocked") and judge_run is None:
+        reasons.append("the outage was not judged (no judge-outage)")
     for where in ("run", "rollbacks"):
         for run in journal.get(where) or []:
             name = (run.get("activity") or {}).get("name", "?")
@@ -108,12 +180,27 @@ def judge(journal: dict[str, Any]) -> list[str]:
             if isinstance(out, dict) and out.get("aborted") and out.get("reason"):
                 reasons.append(f"{name!r}: {out['reason']}")
             if isinstance(out, dict) and isinstance(out.get("checks"), dict) and out.get("failed"):
-                reasons.append(f"outage checks failed: {', '.join(out['failed'])}")
-    return reasons
+                reasons.append(f"outage checks failed: {', '.join(out['failed'])}"
+                               + (f" ({out['why']})" if out.get("why") else ""))
+    return list(dict.fromkeys(reasons))
 
 
-def render(journal: dict[str, Any], width: int = 118) -> str:
-    """The one-screen report."""
+def _probe_lines(st: dict[str, Any], name_w: int, tol_w: int, val_w: int | None, cut_name: int | None,
+                 cut_tol: int | None) -> list[str]:
+    lines = [f"  {'check':<{name_w}} {'result':<6} {'tolerance':<{tol_w}} value"]
+    for p in st.get("probes") or []:
+        name = (p.get("activity") or {}).get("name", "?")
+        ok = p.get("tolerance_met") and p.get("status") == "succeeded"
+        value = p.get("output") if p.get("status") == "succeeded" else \
+            f"ERROR {''.join(p.get('exception') or [])[-200:].strip()}"
+        tol = _tolerance((p.get("activity") or {}).get("tolerance"))
+        lines.append(f"  {_cut(name, cut_name):<{name_w}} {'PASS' if ok else 'FAIL':<6} "
+                     f"{_cut(tol, cut_tol):<{tol_w}} {_short(value, val_w)}")
+    return lines
+
+
+def render(journal: dict[str, Any], width: int = 118, wide: bool = False) -> str:
+    """The one-screen report: baseline, outage and recovery blocks, then the verdict; ``wide``: nothing cut."""
     lines = []
     exp = journal.get("experiment") or {}
     lines.append(f"chaosext verdict: {exp.get('title', '?')}")
@@ -123,65 +210,70 @@ def render(journal: dict[str, Any], width: int = 118) -> str:
                  f"status={journal.get('status')} deviated={journal.get('deviated')}")
     states = journal.get("steady_states") or {}
     name_w, tol_w = 30, 22
-    val_w = max(20, width - name_w - tol_w - 12)
-    for when in ("before", "after"):
-        st = states.get(when)
-        lines.append("")
-        if not st:
-            lines.append(f"steady state {when.upper()}: not run")
-            continue
-        lines.append(f"steady state {when.upper()}: {'held' if st.get('steady_state_met') else 'NOT MET'}")
-        lines.append(f"  {'probe':<{name_w}} {'result':<6} {'tolerance':<{tol_w}} value")
-        for p in st.get("probes") or []:
-            name = (p.get("activity") or {}).get("name", "?")
-            ok = p.get("tolerance_met") and p.get("status") == "succeeded"
-            value = p.get("output") if p.get("status") == "succeeded" else \
-                f"ERROR {''.join(p.get('exception') or [])[-200:].strip()}"
-            tol = _tolerance((p.get("activity") or {}).get("tolerance"))
-            lines.append(f"  {name[:name_w]:<{name_w}} {'PASS' if ok else 'FAIL':<6} {tol[:tol_w]:<{tol_w}} "
-                         f"{_short(value, val_w)}")
-            if not ok and isinstance(value, dict) and isinstance(value.get("classes"), dict) and \
-                    value.get("phase") == "before-fault":
-                lines.extend(forgery_table(value))
-    for run in journal.get("run") or []:
-        out = run.get("output")
-        if isinstance(out, dict) and isinstance(out.get("checks"), dict):
-            lines.append("")
-            lines.append(f"outage checks ({(run.get('activity') or {}).get('name')}: every check, even after the "
-                         f"first failure)")
-            for name, res in out["checks"].items():
-                ok = isinstance(res, dict) and res.get("ok") is True
-                lines.append(f"  {name[:name_w]:<{name_w}} {'PASS' if ok else 'FAIL':<6} {'$.ok == true':<{tol_w}} "
-                             f"{_short(res, val_w)}")
-            res = out["checks"].get("no-fail-open")
-            if isinstance(res, dict) and isinstance(res.get("classes"), dict):
-                lines.extend(forgery_table(res))
+    val_w: int | None = None if wide else max(20, width - name_w - tol_w - 12)
+    cut_name, cut_tol = (None, None) if wide else (name_w, tol_w)
+    before = states.get("before")
+    lines.append("")
+    if not before:
+        lines.append("BASELINE (before the fault): not run")
+    else:
+        lines.append(f"BASELINE (before the fault): {'held' if before.get('steady_state_met') else 'NOT MET'}")
+        lines += _probe_lines(before, name_w, tol_w, val_w, cut_name, cut_tol)
+        lines += _failed_forgery_tables(before)
+    lines.append("")
+    judge_run = _activity(journal, "judge-outage") or _activity(journal, "judge-drill")
+    out = (judge_run or {}).get("output")
+    if isinstance(out, dict) and out.get("checks"):
+        lines.append(f"OUTAGE: {'held' if not out.get('failed') else 'FAILED'} (every check, even after the first "
+                     f"failure)")
+        lines.append(f"  {'check':<{name_w}} {'result':<6} {'tolerance':<{tol_w}} value")
+        for name, res in out["checks"].items():
+            ok = isinstance(res, dict) and res.get("ok") is True
+            lines.append(f"  {_cut(name, cut_name):<{name_w}} {'PASS' if ok else 'FAIL':<6} "
+                         f"{'$.ok == true':<{tol_w}} {_short(res, val_w)}")
+        forged = out["checks"].get("no-fail-open")
+        if isinstance(forged, dict) and isinstance(forged.get("classes"), dict):
+            lines += forgery_table(forged)
+    else:
+        why = out.get("why") if isinstance(out, dict) else ""
+        lines.append(f"OUTAGE: not judged{f' ({why})' if why else ''}")
+    after = states.get("after")
+    lines.append("")
+    if not after:
+        lines.append("RECOVERY (after the restore): not run")
+    else:
+        lines.append(f"RECOVERY (after the restore): {'held' if after.get('steady_state_met') else 'NOT MET'}")
+        lines += _probe_lines(after, name_w, tol_w, val_w, cut_name, cut_tol)
+        lines += _failed_forgery_tables(after)
     for where, title in (("run", "method"), ("rollbacks", "rollbacks")):
         runs = journal.get(where) or []
         if runs:
             lines.append("")
             lines.append(f"{title}: " + ", ".join(
                 f"{(r.get('activity') or {}).get('name', '?')}={r.get('status')}" for r in runs))
-    reasons = judge(journal)
+    kind, reasons = classify(journal)
     lines.append("")
-    if reasons:
-        lines.append("VERDICT: FAIL")
-        lines.extend(f"  - {r}" for r in reasons)
+    if kind == "PASS":
+        lines.append("VERDICT: PASS (baseline held, the outage held and passed every check, the services recovered)")
     else:
-        lines.append("VERDICT: PASS (steady state held before and after the outage; no activity failed)")
+        lines.append(f"VERDICT: {kind}")
+        lines.extend(f"  - {r}" for r in reasons)
     return "\n".join(lines)
 
 
 @click.command("verdict")
 @click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False), default="journal.json")
 @click.option("--json", "as_json", is_flag=True, help="Print {pass, reasons} as JSON instead of the table.")
-def verdict(journal_path: str, as_json: bool) -> None:
+@click.option("--wide", is_flag=True, help="Cut nothing: every probe name, tolerance and value whole (long lines).")
+def verdict(journal_path: str, as_json: bool, wide: bool) -> None:
     """Judge a Chaos Toolkit journal: exit 0 only if the experiment really passed.
 
     \b
-    Fails when the run did not complete, deviated, the steady state did not hold before (Chaos Toolkit exits 0
-    then!) or after the fault, or any method/rollback activity failed. Exit codes: 0 pass, 1 fail, 2 bad journal.
+    PASS only when the baseline held, the fault was applied and verified, the outage held and passed every check,
+    this run's restore succeeded and the services recovered. Exit codes: 0 pass, 1 fail, 2 bad journal, 3 not run
+    (baseline unhealthy or refused before any change: no fault injected), 4 dry run.
     Example: chaos run experiments/jwks-outage.json && chaosext verdict journal.json
+    Example: chaosext verdict --wide journal.json | less -S
     """
     try:
         with open(journal_path, encoding="utf-8") as fh:
@@ -192,9 +284,9 @@ def verdict(journal_path: str, as_json: bool) -> None:
         click.echo(f"chaosext verdict: cannot read {journal_path}: {exc}. Run `chaos run --journal-path "
                    f"{journal_path} experiments/jwks-outage.json` first.", err=True)
         sys.exit(2)
-    reasons = judge(journal)
+    kind, reasons = classify(journal)
     if as_json:
-        click.echo(json.dumps({"pass": not reasons, "reasons": reasons}))
+        click.echo(json.dumps({"pass": kind == "PASS", "verdict": kind, "reasons": reasons}))
     else:
-        click.echo(render(journal))
-    sys.exit(1 if reasons else 0)
+        click.echo(render(journal, wide=wide))
+    sys.exit(EXIT_CODES[kind])

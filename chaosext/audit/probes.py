@@ -13,9 +13,9 @@ from chaoslib.types import Configuration, Secrets
 from chaosext.audit.sources import read_events
 from chaosext.config import load_config
 from chaosext.metrics import prom
-from chaosext.safety.runstate import judged, load_run, outage_window
+from chaosext.safety.runstate import judged, load_run, outage_window, phase
 
-__all__ = ["audit_degraded_recorded"]
+__all__ = ["audit_pipeline_healthy", "audit_degraded_recorded"]
 
 #: seconds to wait for events still on their way through the pipeline (collector -> Loki/ClickHouse)
 PIPELINE_WAIT_SECONDS = {"file": 5.0, "loki": 30.0, "clickhouse": 30.0}
@@ -34,6 +34,58 @@ def _stale_services(cfg, run: dict, start: float, end: float) -> set:
     return {s for s in found if s in cfg.services}
 
 
+#: actions any healthy service writes (a rejected token is audited, so the live forged-token check leaves events)
+LIVE_ACTIONS = ("auth.rejected", "tenant.mismatch", "auth.degraded", "auth.recovered", "auth.expired")
+
+
+def _degraded_services(cfg, run: dict, start: float, end: float) -> set:
+    """Services that served stale keys or failed closed during the outage (they must audit auth.recovered)."""
+    found = _stale_services(cfg, run, start, end)
+    found |= {svc for obs in run.get("observations") or []
+              for svc, s in (obs.get("services") or {}).items() if s.get("state") == "expired"}
+    return {s for s in found if s in cfg.services}
+
+
+def audit_pipeline_healthy(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """The audit pipeline works, live.
+
+    Baseline (before the fault): AUDIT_SOURCE answers and holds at least one event of every service from the last
+    BASELINE_SECONDS (the forged-token check, run just before in the hypothesis, makes every healthy service audit a
+    rejection). Recovery (after the restore): ``auth.recovered`` for every service that was degraded during the
+    outage, within RECOVERY_SECONDS.
+    """
+    cfg = load_config(configuration)
+    run = load_run(cfg.run_dir)
+    phase_ = phase(run)
+    if phase_ == "baseline":
+        since = time.time() - cfg.baseline_seconds
+        want, actions = set(cfg.services), LIVE_ACTIONS
+        deadline = time.time() + PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0)
+    else:
+        start, end = outage_window(run) or (time.time(), time.time())
+        since, want, actions = start - 5, _degraded_services(cfg, run, start, end), ("auth.recovered",)
+        deadline = max(end + cfg.recovery_seconds, time.time() + PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0))
+    recorded: set = set()
+    count = 0
+    while True:
+        recorded, count = set(), 0
+        for action in actions:
+            events = read_events(cfg.audit_source, action, since, time.time() + 5, tuple(sorted(want)),
+                                 cfg.audit_sql)
+            count += len(events)
+            recorded |= {e.get("service") for e in events}
+            if want <= recorded:
+                break
+        missing = sorted(want - recorded)
+        if not missing or time.time() >= deadline:
+            break
+        time.sleep(2.0)
+    what = "an audit event" if phase_ == "baseline" else "auth.recovered"
+    return {"phase": phase_, "ok": not missing, "expected": sorted(want), "missing": missing, "events": count,
+            "source": cfg.audit_kind,
+            "why": "" if not missing else f"no {what} from {', '.join(missing)} in {cfg.audit_source}"}
+
+
 def audit_degraded_recorded(configuration: Configuration = None, secrets: Secrets = None) -> dict:
     """``auth.degraded`` is in the audit store for each service that served stale keys during the outage.
 
@@ -44,7 +96,8 @@ def audit_degraded_recorded(configuration: Configuration = None, secrets: Secret
     run = load_run(cfg.run_dir)
     window = outage_window(run)
     if window is None:
-        return {"phase": "before-fault", "ok": True, "note": "auth.degraded is judged after the fault"}
+        return {"phase": "no-outage", "ok": False,
+                "error": "auth.degraded is judged over the outage window, and this run recorded no outage"}
     if (done := judged(run, "audit_degraded_recorded")) is not None:
         return done
     start, end = window

@@ -1,11 +1,10 @@
 """Auth probes against the tenant services: cached-key fallback and the fail-open check.
 
-Both probes are judged by ``$.ok`` in the experiment. Before any fault they check the services live (valid tokens of
-several tenants accepted, forged tokens rejected). Once an outage is recorded in the run file
-(``chaosext.safety.runstate``) they judge what the watch step (``chaosext.metrics.probes.watch_outage``) observed
-*during* the outage — after the restore a live check would prove nothing.
+Steady-state probes (baseline before the fault, recovery after the restore, live): ``valid_tokens_accepted`` and
+``forged_tokens_refused``. Outage checks (judged once by ``judge_outage`` from what the watch step observed *during*
+the outage — after the restore a live check would prove nothing): ``cached_key_fallback`` and ``no_fail_open``.
 
-Tokens are fetched before the fault (the authority is unreachable during it) and kept in the run file, with the JWKS
+Tokens are fetched before the fault (the authority is unreachable during it) and kept in memory only, with the JWKS
 and the IdP-signed bad-claim tokens the forgery catalogue needs (``prepare_forgery``). Forged tokens carry REAL
 tenants (claim and header): a service must label a request whose token failed ``__unauthenticated__`` (only a
 ``no_keys`` failure counts for the claimed tenant), which keeps them out of the error rates (docs/experiment.md).
@@ -22,11 +21,11 @@ from chaosext.auth.forgery import CLASSES, MINTED, Material, build_catalogue, ke
 from chaosext.auth.judge import KeyServer, judge_attempts, merge_judgments, probe_round
 from chaosext.config import ExperimentConfig, load_config
 from chaosext.metrics.prom import query, query_scalar, wait_for_samples
-from chaosext.safety.runstate import judged, load_run, outage_window, update_run
+from chaosext.safety.runstate import judged, load_run, outage_window, phase, update_run
 
 #: the Chaos Toolkit probes (``chaos discover``); prepare_forgery, forgery_plan, ForgeryPlan, record_round and
 #: unverified_accepts are helpers of the watch step and the drill
-__all__ = ["cached_key_fallback", "no_fail_open", "fetch_tokens"]
+__all__ = ["valid_tokens_accepted", "forged_tokens_refused", "cached_key_fallback", "no_fail_open", "fetch_tokens"]
 
 #: read route per lab service (docs/architecture.md, "Tenant service HTTP surface")
 READ_PATHS = {"policy": "/api/v1/policies", "vuln": "/api/v1/findings", "notify": "/api/v1/notifications"}
@@ -60,10 +59,14 @@ def request_token(cfg: ExperimentConfig, tenant: str, ttl: int, timeout: float =
     return r.json()["access_token"]
 
 
+#: run directory -> {tenant: token}: tokens live in the memory of the ``chaos`` process only, never in a file
+_TOKENS: dict[str, dict[str, str]] = {}
+
+
 def ensure_tokens(cfg: ExperimentConfig) -> dict[str, str]:
-    """Valid tokens of the first tenants: from the run file, TOKENS_FILE, or the lab authority (then kept)."""
-    run = load_run(cfg.run_dir)
-    tokens: dict[str, str] = dict(run.get("tokens") or {})
+    """Valid tokens of the first tenants: from this process's memory, TOKENS_FILE, or the lab authority (then kept
+    in memory for the run; never written to the run file, the journal or a log)."""
+    tokens: dict[str, str] = _TOKENS.setdefault(cfg.run_dir, {})
     wanted = list(cfg.tenants[:CHECK_TENANTS])
     if all(t in tokens for t in wanted):
         return tokens
@@ -73,12 +76,11 @@ def ensure_tokens(cfg: ExperimentConfig) -> dict[str, str]:
     for tenant in wanted:
         if tenant not in tokens:
             tokens[tenant] = request_token(cfg, tenant, ttl=cfg.outage_seconds + 900)
-    update_run(cfg.run_dir, tokens=tokens)
-    return tokens
+    return dict(tokens)
 
 
 def fetch_tokens(configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """Fetch (or load from TOKENS_FILE) valid tokens for the first tenants and keep them in the run file.
+    """Fetch (or load from TOKENS_FILE) valid tokens for the first tenants and keep them in this process's memory.
 
     Run before the fault: the authority is unreachable during it. Tokens live OUTAGE_SECONDS + 15 min.
     """
@@ -112,11 +114,14 @@ def _mint_via_authority(cfg: ExperimentConfig, tenant: str) -> Any:
     return mint
 
 
+#: run directory -> {"jwks": ..., "minted": {class: token}}: like the tokens, in this process's memory only
+_PREPARED: dict[str, dict[str, Any]] = {}
+
+
 def prepare_forgery(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Before the fault: fetch the JWKS and have the IdP sign the bad-claim tokens; kept in the run file (0600)."""
-    run = load_run(cfg.run_dir)
-    if run.get("forgery"):
-        return run["forgery"]
+    """Before the fault: fetch the JWKS and have the IdP sign the bad-claim tokens; kept in memory (they are tokens)."""
+    if cfg.run_dir in _PREPARED:
+        return _PREPARED[cfg.run_dir]
     tokens = ensure_tokens(cfg)
     tenant = cfg.tenants[0]
     material = Material(jwks=_fetch_jwks(cfg), token=tokens[tenant], tenant=tenant,
@@ -125,8 +130,7 @@ def prepare_forgery(cfg: ExperimentConfig) -> dict[str, Any]:
     for name in MINTED:
         if name not in cfg.forgery_skip:
             minted.update({f.name: f.token for f in CLASSES[name](material)})
-    prepared = {"jwks": material.jwks, "minted": minted}
-    update_run(cfg.run_dir, forgery=prepared)
+    prepared = _PREPARED[cfg.run_dir] = {"jwks": material.jwks, "minted": minted}
     return prepared
 
 
@@ -135,7 +139,7 @@ class ForgeryPlan:
 
     def __init__(self, cfg: ExperimentConfig, prepare: bool = True) -> None:
         # during the outage the IdP is unreachable: use what was prepared before the fault, never wait on it
-        prepared = prepare_forgery(cfg) if prepare else (load_run(cfg.run_dir).get("forgery") or {})
+        prepared = prepare_forgery(cfg) if prepare else _PREPARED.get(cfg.run_dir, {})
         tokens = ensure_tokens(cfg)
         tenant = cfg.tenants[0]
         other = next((t for t in cfg.tenants[1:] if t != tenant), "")
@@ -151,7 +155,7 @@ class ForgeryPlan:
             self.skipped["alg-confusion"] = "the JWKS could not be fetched before the fault"
         if not prepare and not prepared:
             for name in set(MINTED) & set(self.skipped):
-                self.skipped[name] = "not prepared before the fault (no-fail-open was not in the steady state)"
+                self.skipped[name] = "not prepared before the fault (forged-tokens-refused was not in the baseline)"
         self.documents = key_documents(self.material)
         self.port = port
         self.key_fetches: list[str] = []
@@ -220,6 +224,40 @@ def health(url: str, timeout: float = 3.0) -> dict[str, Any]:
         return {}
 
 
+def _not_judged(what: str) -> dict:
+    """An outage check of a run that recorded no outage: never a vacuous pass."""
+    return {"phase": "no-outage", "ok": False,
+            "error": f"{what} is judged over the outage window, and this run recorded no outage"}
+
+
+def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Valid tokens of several tenants are accepted (200) by every service, live.
+
+    Baseline (before the fault): at once. Recovery (after the restore): retried until every service accepts them or
+    RECOVERY_SECONDS have passed since the restore.
+    """
+    cfg = load_config(configuration)
+    run = load_run(cfg.run_dir)
+    phase_ = phase(run)
+    deadline = float((run.get("outage") or {}).get("end") or 0) + cfg.recovery_seconds if phase_ == "recovery" else 0
+    while True:
+        result = _live_fallback(cfg)
+        if result["ok"] or time.time() >= deadline:
+            break
+        time.sleep(1.0)
+    return {**result, "phase": phase_}
+
+
+def forged_tokens_refused(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """The whole forgery catalogue (every variant, ``chaosext.auth.forgery``) is refused by every service on its read
+    and write route, live: the baseline before the fault and the recovery after the restore.
+
+    A refusal is a status in REFUSED_STATUSES; 2xx is a fail-open finding; anything else is inconclusive and fails
+    too (``why`` says which statuses to allow). ``classes`` shows tried/refused/accepted/inconclusive per class."""
+    cfg = load_config(configuration)
+    return _live_fail_open(cfg, phase(load_run(cfg.run_dir)))
+
+
 def _live_fallback(cfg: ExperimentConfig) -> dict:
     tokens = ensure_tokens(cfg)
     failures = []
@@ -260,7 +298,7 @@ def cached_key_fallback(configuration: Configuration = None, secrets: Secrets = 
     run = load_run(cfg.run_dir)
     window = outage_window(run)
     if window is None:
-        return _live_fallback(cfg)
+        return _not_judged("cached-key fallback")
     if (done := judged(run, "cached_key_fallback")) is not None:
         return done
     deadlines = _service_deadlines(cfg, run, window[0])
@@ -279,10 +317,6 @@ def cached_key_fallback(configuration: Configuration = None, secrets: Secrets = 
             "failed": len(failures), "checks_past_lifetime": after_lifetime,
             "max_stale_seconds": cfg.jwks_max_stale,
             "note": "" if checks else "no valid-token check ran within the cache lifetime during the outage"}
-
-
-def _summary(j: dict[str, Any]) -> dict[str, Any]:
-    return {k: j.get(k) for k in ("ok", "tried", "accepted_count", "inconclusive_count", "why")}
 
 
 def _live_fail_open(cfg: ExperimentConfig, phase: str) -> dict:
@@ -314,11 +348,11 @@ def unverified_accepts(cfg: ExperimentConfig, start: float, end: float) -> dict[
 
 
 def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """No service accepts a forged token: the whole forgery catalogue (``chaosext.auth.forgery``), before, during
-    and after the outage, on a read and a write route of every service, with real tenants.
+    """No service accepts a forged token during the outage: the whole forgery catalogue (``chaosext.auth.forgery``)
+    on a read and a write route of every service, with real tenants, plus the services' own metric (backstop).
 
-    Before the fault: a live round (every variant). After it: every round the watch step made during the outage
-    (every class each tick) plus a live round now, after the restore. A refusal is a status in REFUSED_STATUSES;
+    Judges every round the watch step made during the outage (every class each tick; the baseline and recovery
+    rounds are ``forged_tokens_refused``). A refusal is a status in REFUSED_STATUSES;
     2xx is a fail-open finding; anything else is inconclusive and fails too (``why`` says what to allow).
     ``classes`` shows, per class, tried/refused/accepted/inconclusive and the first acceptance in seconds after the
     block (``first_accepted_s``); skipped classes say why.
@@ -327,17 +361,16 @@ def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -
     run = load_run(cfg.run_dir)
     window = outage_window(run)
     if window is None:
-        return _live_fail_open(cfg, "before-fault")
+        return _not_judged("fail-open during the outage")
     if (done := judged(run, "no_fail_open")) is not None:
         return done
-    during = merge_judgments(run.get("forgery_ticks") or [])
-    after = _live_fail_open(cfg, "after-restore")
-    total = merge_judgments([during, after])
-    if during.get("key_url_fetched") or after.get("key_url_fetched"):
+    ticks = run.get("forgery_ticks") or []
+    total = merge_judgments(ticks)
+    fetched = sorted({p for j in ticks for p in j.get("key_url_fetched") or []})
+    if fetched:
         total["ok"] = False
-        total["key_url_fetched"] = sorted(set(during.get("key_url_fetched") or []) |
-                                          set(after.get("key_url_fetched") or []))
-    if not during.get("tried"):
+        total["key_url_fetched"] = fetched
+    if not total.get("tried"):
         total["ok"] = False
         total["why"] = "; ".join(filter(None, [total["why"], "no forged request was sent during the outage"]))
     backstop = unverified_accepts(cfg, window[0], window[1])
@@ -347,5 +380,4 @@ def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -
             f"METRIC BACKSTOP: the services counted {backstop['unverified_accepts']:.0f} request(s) accepted "
             f"without a verified key during the outage ({backstop['selector']})") if backstop.get("exported")
             else backstop["note"]]))
-    return {"phase": "outage", **total, "outage": _summary(during), "after_restore": _summary(after),
-            "metric_backstop": backstop}
+    return {"phase": "outage", **total, "metric_backstop": backstop}

@@ -1,7 +1,8 @@
 """Chaos Toolkit actions: block the services' egress to the JWKS endpoint, and restore it.
 
 Each argument left empty falls back to the experiment configuration (``JWKS_URL``, ``FAULT_VIA``, ``FAULT_TARGET``,
-``FAULT_MODE``, ``OUTAGE_SECONDS``, ``MAX_OUTAGE_SECONDS``, ``ENVOY_ADMIN_URL``, ``KUBE_API_URL``, ``KUBE_CONTEXT``),
+``FAULT_MODE``, ``OUTAGE_SECONDS``, ``MAX_OUTAGE_SECONDS``, ``ENVOY_ADMIN_URL``, ``KUBE_API_URL``, ``KUBE_CONTEXT``,
+``FAULT_PARALLELISM``),
 then to the lab defaults. The same functions back ``chaosext restore`` and ``ops/devops/tenant/jwks-chaos.sh``.
 """
 import time
@@ -56,6 +57,7 @@ def settings(
         "envoy_admin_url": _pick(envoy_admin_url, c, "ENVOY_ADMIN_URL", ""),
         "kube_api_url": _pick(kube_api_url, c, "KUBE_API_URL", ""),
         "kube_context": _pick(kube_context, c, "KUBE_CONTEXT", ""),
+        "parallelism": _pick(None, c, "FAULT_PARALLELISM", ""),
         **(driver_options or {}),
     }
     return {
@@ -78,6 +80,43 @@ def _active_record(via: str, target: str, jwks_url: str) -> dict[str, Any] | Non
     return None
 
 
+def _config_str(configuration: Configuration, key: str) -> str:
+    """A string setting of the configuration ('' when absent or an unresolved ``${...}``)."""
+    value = (configuration or {}).get(key)
+    if not isinstance(value, str) or value.startswith("${"):
+        return ""
+    return value
+
+
+def run_fault_id(configuration: Configuration) -> str:
+    """The run id this experiment run's fault carries: the safety control's run id, else the id of a fault
+    ``block_jwks_egress`` applied earlier in this same run ('' when the run applied none)."""
+    return _config_str(configuration, "chaosext_run_id") or _config_str(configuration, "chaosext_fault_run_id")
+
+
+def fault_record(run_id: str) -> dict[str, Any] | None:
+    """The fault record of ``run_id`` on this machine, or None."""
+    for rec in load_records():
+        if rec["spec"]["run_id"] == run_id:
+            return rec
+    return None
+
+
+def _heartbeat_settings(heartbeat_file: str, grace_seconds: Any, configuration: Configuration) -> tuple[str, float]:
+    """The heartbeat file and HEARTBEAT_GRACE (argument, else configuration, else 10 s), checked before any change."""
+    heartbeat = str(_pick(heartbeat_file, configuration, "chaosext_heartbeat_file", ""))
+    value = _pick(grace_seconds or "", configuration, "heartbeat_grace",
+                  _pick("", configuration, "HEARTBEAT_GRACE", watchdog.HEARTBEAT_GRACE))
+    try:
+        grace = float(value)
+    except (TypeError, ValueError):
+        grace = -1.0
+    if grace <= 0:
+        raise FaultError(f"HEARTBEAT_GRACE={value!r}: give the seconds without a heartbeat after which the fault is "
+                         f"lifted (> 0, default 10)")
+    return heartbeat, grace
+
+
 def block_jwks_egress(
     jwks_url: str = "",
     via: str = "iptables",
@@ -89,10 +128,14 @@ def block_jwks_egress(
     verify: bool = True,
     verify_timeout_seconds: float = 1.0,
     use_watchdog: bool = True,
+    run_id: str = "",
     envoy_admin_url: str = "",
     kube_api_url: str = "",
     kube_context: str = "",
     driver_options: dict = None,
+    heartbeat_file: str = "",
+    heartbeat_grace_seconds: float = 0,
+    k6_dir: str = "",
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
@@ -100,25 +143,41 @@ def block_jwks_egress(
 
     jwks_url: the JWKS URL (host and port are blocked; every A/AAAA record). Empty: configuration ``JWKS_URL``,
     else ``http://127.0.0.2:8440/.well-known/jwks.json``. via: ``iptables`` | ``envoy`` | ``k8s-networkpolicy`` |
-    ``istio``. target: iptables ``local`` | ``netns:<name>`` | ``pid:<pid>`` | ``k8s-pod:<ns>/<pod|selector>``;
+    ``istio``. target: iptables ``local`` | ``netns:<name|glob>`` | ``pid:<pid>`` | ``k8s-pod:<ns>/<pod|selector>``,
+    or several comma-separated (applied in parallel, ``FAULT_PARALLELISM`` at once, all or none);
     envoy: the admin URL; k8s-networkpolicy / istio: ``<namespace>/<label selector>``. mode: ``drop`` (timeouts,
     like an unreachable network) or ``reject`` (refused at once, like a dead host). duration_seconds: the deadline,
     enforced by the kernel (iptables ``-m time --datestop``) and by a detached watchdog (``use_watchdog``), capped
     by ``max_duration_seconds``. dry_run: return the exact commands / API calls without making them. verify: check
     from inside the target that the fault bites the way ``mode`` says, and undo it if it does not.
-    Blocking again while the same fault is active reuses it (one rule set). Returns what was done, incl. ``run_id``.
+    run_id: the fault's id (default: the experiment run's ``chaosext_run_id``, else a new one). Blocking again with the
+    same run id reuses the fault (one rule set); a fault of ANOTHER run on the same target and endpoint is refused.
+    heartbeat_file (default: the experiment run's ``chaosext_heartbeat_file``): the run's heartbeat; the watchdog
+    lifts the fault, and stops the k6 runs of this run id (in ``k6_dir``, default the run's), once it is
+    ``heartbeat_grace_seconds`` old (0: the configuration's HEARTBEAT_GRACE, else 10): the dead-man switch. Returns
+    what was done, incl. ``run_id``.
     """
     s = settings(jwks_url, via, target, mode, duration_seconds, max_duration_seconds, verify_timeout_seconds,
                  envoy_admin_url, kube_api_url, kube_context, driver_options, configuration)
+    run_id = run_id or _config_str(configuration, "chaosext_run_id")
     existing = _active_record(s["via"], s["target"], s["jwks_url"])
+    if existing and existing["spec"]["run_id"] != run_id:
+        raise FaultError(f"fault {existing['spec']['run_id']} of another run is already active on {s['target']} for "
+                         f"{s['jwks_url']}; one run per target at a time (let it end, or `chaosext restore --run-id "
+                         f"{existing['spec']['run_id']}`)")
     if existing and existing["spec"]["mode"] != s["mode"]:
         raise FaultError(f"a {existing['spec']['mode']} fault {existing['spec']['run_id']} is already active on "
                          f"{s['target']}; restore it first (chaosext restore --target {s['target']})")
     spec = make_spec(s["jwks_url"], s["via"], s["target"], s["mode"], s["duration_seconds"],
                      s["max_duration_seconds"], options=s["options"],
-                     run_id=existing["spec"]["run_id"] if existing else "",
+                     run_id=run_id,
                      expires_at=existing["spec"]["expires_at"] if existing else 0.0,
                      resolve=s["via"] in ("iptables", "k8s-networkpolicy"))
+    heartbeat, grace = _heartbeat_settings(heartbeat_file, heartbeat_grace_seconds, configuration)
+    if heartbeat and not k6_dir:
+        from chaosext.load.k6 import runs_dir
+
+        k6_dir = str(runs_dir("", configuration))
     driver = build_driver(spec.via, spec.options)
     result: dict[str, Any] = {"run_id": spec.run_id, "via": spec.via, "target": spec.target, "mode": spec.mode,
                               "jwks_url": spec.jwks_url, "host": spec.host, "port": spec.port,
@@ -133,9 +192,11 @@ def block_jwks_egress(
     except BaseException:
         delete_record(spec.run_id)
         raise
+    if isinstance(configuration, dict):
+        configuration["chaosext_fault_run_id"] = spec.run_id  # this run's restore finds its own fault
     pid = 0
     if use_watchdog and not (existing and watchdog.find(spec.run_id)):
-        pid = watchdog.spawn(spec)
+        pid = watchdog.spawn(spec, heartbeat=heartbeat, grace=grace, k6_dir=k6_dir)
     result["watchdog_pid"] = pid or (watchdog.find(spec.run_id) or [0])[0]
     save_record(spec, status="active", watchdog_pid=result["watchdog_pid"])
     if verify:
@@ -146,6 +207,22 @@ def block_jwks_egress(
             raise FaultError(f"the fault did not take effect from the target's point of view, so it was removed: "
                              f"{check}")
     return result
+
+
+def target_problem(via: str, target: str, configuration: Configuration = None) -> str:
+    """'' when the fault's target exists and is reachable for the driver; else what to do. Changes nothing."""
+    s = settings("", via, target, configuration=configuration)
+    try:
+        driver = build_driver(s["via"], s["options"])
+        if s["via"] == "iptables":
+            from chaosext.egress.iptables import runner_for
+
+            runner_for(s["target"], s["options"])
+        else:
+            driver.find_orphans(s["target"])  # reads the admin API / the Kubernetes API: reachable and allowed
+    except FaultError as exc:
+        return f"FAULT_TARGET={target!r} ({via}): {exc}"
+    return ""
 
 
 def _undo(driver: Any, spec: FaultSpec) -> dict[str, Any]:
@@ -200,11 +277,20 @@ def restore(
                             "commands": driver.describe_revert(spec)})
             continue
         out = _undo(driver, spec)
-        entry = {"run_id": spec.run_id, "via": spec.via, "target": spec.target, "removed": out.get("removed", [])}
+        entry = {"run_id": spec.run_id, "via": spec.via, "target": spec.target, "removed": out.get("removed", []),
+                 "spread": out.get("spread")}
         if verify:
             entry["verification"] = driver.verify(spec)
         removed.append(entry)
     left: list[dict[str, Any]] = []
+    if run_id and not records and not dry_run:
+        # no record (deleted, or made on another machine): find this run's rules by their tags alone
+        driver = build_driver(via, options or {})
+        for orphan in driver.find_orphans(target):
+            if orphan["run_id"] == run_id:
+                removed.append({**orphan, "removed": driver.remove_orphan(target, run_id)})
+                watchdog.stop(run_id)
+        left = [o for o in driver.find_orphans(target) if o["run_id"] == run_id]
     if (all_on_target or not records) and not run_id:
         driver = build_driver(via, options or {})
         scope = set() if all_on_target or not jwks_url else _endpoints(jwks_url)
@@ -228,6 +314,7 @@ def restore_jwks_egress(
     via: str = "iptables",
     target: str = "local",
     run_id: str = "",
+    reason: str = "",
     dry_run: bool = False,
     verify: bool = True,
     envoy_admin_url: str = "",
@@ -237,16 +324,38 @@ def restore_jwks_egress(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
-    """Undo the JWKS egress fault: what this run recorded for via/target, or (nothing recorded) every chaosext
-    fault found on the target by its tags that blocks this JWKS endpoint (faults other runs made against other
-    endpoints stay; ``chaosext restore --all`` is the panic button that sweeps everything). Restoring twice succeeds. Empty arguments fall back to the
-    configuration like ``block_jwks_egress``. With verify, reports (from the target) that the endpoint answers again.
-    Fails only if a chaosext rule/object could not be removed.
+    """Undo THIS run's JWKS egress fault, and only that one.
+
+    run_id: the fault to remove; default the experiment run's (``chaosext_run_id``, or the id ``block_jwks_egress``
+    returned earlier in this run). A run that applied no fault restores nothing (so a refused or failed run can never
+    lift another run's outage); faults of other runs stay. ``chaosext restore`` is the manual way and
+    ``chaosext restore --all`` the panic button that sweeps everything. Restoring twice succeeds. reason: why this
+    restore happens now (e.g. the abort guard), recorded in the result and the journal. With verify, reports (from the
+    target) that the endpoint answers again. Fails only if a rule/object of this run could not be removed.
     """
+    run_id = run_id if run_id and not run_id.startswith("${") else run_fault_id(configuration)
+    if not run_id:
+        return {"restored": [], "left": [], "nothing_to_restore": True, "dry_run": bool(dry_run),
+                "note": "this run applied no fault: nothing to restore"}
     s = settings(jwks_url, via, target, "", None, None, 1.0, envoy_admin_url, kube_api_url, kube_context,
                  driver_options, configuration)
-    out = restore(s["via"], s["target"], run_id=run_id, jwks_url="" if not jwks_url else s["jwks_url"],
-                  dry_run=dry_run, verify=verify, options=s["options"])
+    out = restore(s["via"], s["target"], run_id=run_id, dry_run=dry_run, verify=verify, options=s["options"])
+    out["run_id"] = run_id
+    out["reason"] = reason or _outage_reason(configuration)
     if out["left"]:
         raise FaultError(f"chaosext faults left on {s['target']} after restore: {out['left']}")
     return out
+
+
+def _outage_reason(configuration: Configuration) -> str:
+    """Why the outage ended, from the run file the watch step wrote ('' outside an experiment run)."""
+    from chaosext.config import load_config
+    from chaosext.safety.runstate import load_run
+
+    if not _config_str(configuration, "chaosext_run_id"):
+        return ""
+    try:
+        outage = load_run(load_config(configuration).run_dir).get("outage") or {}
+    except ValueError:
+        return ""
+    return outage.get("reason") or ("planned end of the outage" if outage.get("end") else "")

@@ -24,6 +24,9 @@ __all__ = [
     "FaultSpec",
     "Driver",
     "FaultError",
+    "TargetNotFound",
+    "TARGET_KINDS",
+    "split_targets",
     "DEFAULT_JWKS_URL",
     "DEFAULT_MAX_DURATION",
     "VIAS",
@@ -54,6 +57,48 @@ FORBIDDEN_PORTS = (53, 6443)
 
 class FaultError(RuntimeError):
     """A fault could not be planned, applied or removed; the message says what to do."""
+
+
+class TargetNotFound(FaultError):
+    """A target (namespace, process, pod) does not exist (any more); revert treats that as nothing to remove."""
+
+
+#: target kinds of the iptables driver (``local`` has no name)
+TARGET_KINDS = ("local", "netns", "pid", "k8s-pod")
+
+
+def split_targets(target: str) -> list[str]:
+    """One target string per item of a comma-separated ``FAULT_TARGET``, in order, without duplicates.
+
+    Each item is ``local``, ``netns:<name or glob>``, ``pid:<pid>`` or ``k8s-pod:<namespace>/<pod or selector>``. An
+    item without a kind continues the one before it: ``pid:10,11`` is two pids, ``netns:a,b`` two namespaces,
+    ``k8s-pod:ns/app=x,tier=web`` one selector of two labels (a part with ``=``), ``k8s-pod:ns/p1,p2`` two pods.
+    Globs are expanded later (by the driver, against the namespaces that exist then).
+    """
+    items: list[str] = []
+    for raw in str(target or "local").split(","):
+        part = raw.strip()
+        if not part:
+            raise FaultError(f"target {target!r} has an empty item; separate targets with single commas")
+        kind, sep, name = part.partition(":")
+        if part == "local" or (sep and kind in TARGET_KINDS):
+            if sep and not name:
+                raise FaultError(f"target item {part!r} names nothing: give {kind}:<name>")
+            items.append(part)
+            continue
+        if not items or items[-1] == "local":
+            raise FaultError(f"unknown target {part!r}: use local, netns:<name|glob>, pid:<pid> or "
+                             "k8s-pod:<namespace>/<pod|selector>, comma-separated for several")
+        prev_kind, _, prev_name = items[-1].partition(":")
+        if prev_kind == "k8s-pod":
+            namespace, _, selector = prev_name.partition("/")
+            if "=" in part and "=" in selector:
+                items[-1] = f"{items[-1]},{part}"  # one more label of the same selector
+            else:
+                items.append(f"k8s-pod:{namespace}/{part}")
+        else:
+            items.append(f"{prev_kind}:{part}")
+    return list(dict.fromkeys(items))
 
 
 @dataclass(frozen=True)
@@ -311,16 +356,19 @@ def _classify(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def probe_endpoint(address: str, port: int, timeout: float = 2.0, url: str = "") -> dict[str, Any]:
+def probe_endpoint(address: str, port: int, timeout: float = 2.0, url: str = "",
+                   sock: socket.socket | None = None) -> dict[str, Any]:
     """A fresh TCP connect to ``address:port`` and, with ``url``, one HTTP GET of it (no pooling, no proxy).
 
-    Returns ``{"reachable": bool, "error": "" | "timeout" | "refused" | "reset" | ..., "elapsed_ms": float,
-    "status": int}``; reachable means connected and (with a url) got an HTTP status line.
+    ``sock``: an unconnected TCP socket of the address's family to use (e.g. one created inside another network
+    namespace); it is closed afterwards. Returns ``{"reachable": bool, "error": "" | "timeout" | "refused" |
+    "reset" | ..., "elapsed_ms": float, "status": int}``; reachable means connected and (with a url) got an HTTP
+    status line.
     """
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     start = time.monotonic()
     result: dict[str, Any] = {"address": address, "port": port, "reachable": False, "error": "", "status": 0}
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = sock or socket.socket(family, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect((address, port))

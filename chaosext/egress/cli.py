@@ -16,7 +16,8 @@ from chaosext.egress.base import VIAS, FaultError, load_records
 __all__ = ["restore", "egress"]
 
 _via = click.option("--via", type=click.Choice(VIAS), default=None, help="driver (default: iptables, or $FAULT_VIA)")
-_target = click.option("--target", default=None, help="local | netns:<name> | pid:<pid> | k8s-pod:<ns>/<sel>; envoy: "
+_target = click.option("--target", default=None, help="local | netns:<name|glob> | pid:<pid> | k8s-pod:<ns>/<sel>, "
+                       "comma-separated for several; envoy: "
                        "admin URL; k8s-networkpolicy/istio: <ns>/<selector> (default: local, or $FAULT_TARGET)")
 _kube = [
     click.option("--envoy-admin-url", default="", help="Envoy admin URL (envoy driver)"),
@@ -29,7 +30,7 @@ def _env_config() -> dict[str, Any]:
     import os
 
     keys = ("JWKS_URL", "FAULT_VIA", "FAULT_TARGET", "FAULT_MODE", "OUTAGE_SECONDS", "MAX_OUTAGE_SECONDS",
-            "ENVOY_ADMIN_URL", "KUBE_API_URL", "KUBE_CONTEXT")
+            "ENVOY_ADMIN_URL", "KUBE_API_URL", "KUBE_CONTEXT", "HEARTBEAT_GRACE", "FAULT_PARALLELISM")
     return {k: os.environ[k] for k in keys if os.environ.get(k)}
 
 
@@ -39,8 +40,16 @@ def _kube_opts(f: Any) -> Any:
     return f
 
 
+def _stop_orphaned_k6(k6_dir: str, dry_run: bool) -> list[dict[str, Any]]:
+    """Stop (or, dry run, list) the k6 runs under the runs dir whose owner process is gone or heartbeat stale."""
+    from chaosext.load import k6
+    from chaosext.safety.heartbeat import HEARTBEAT_GRACE
+
+    return k6.stop_orphans(k6.runs_dir(k6_dir), grace=HEARTBEAT_GRACE, dry_run=dry_run)
+
+
 def _panic(via: str | None, target: str | None, run_id: str, all_: bool, dry_run: bool, envoy_admin_url: str,
-           kube_api_url: str, kube_context: str, as_json: bool) -> int:
+           kube_api_url: str, kube_context: str, as_json: bool, k6_dir: str = "") -> int:
     s = settings("", via or "", target or "", envoy_admin_url=envoy_admin_url, kube_api_url=kube_api_url,
                  kube_context=kube_context, configuration=_env_config())
     try:
@@ -49,9 +58,14 @@ def _panic(via: str | None, target: str | None, run_id: str, all_: bool, dry_run
     except FaultError as exc:
         click.echo(f"restore: {exc}", err=True)
         return 2
+    if all_:
+        out["k6"] = _stop_orphaned_k6(k6_dir, dry_run)
     if as_json:
         click.echo(json.dumps(out, indent=1))
     else:
+        for item in out.get("k6", []):
+            click.echo(f"{'would stop' if dry_run else 'stopped'} orphaned k6 run {item['run_id']} (pid {item['pid']}, "
+                       f"experiment run {item['owner_run_id'] or '?'}): {item['orphan_reason']}")
         for item in out["restored"]:
             verb = "would remove" if dry_run else "removed"
             click.echo(f"{verb} fault {item['run_id']} ({item.get('via', s['via'])} on {item.get('target', s['target'])})")
@@ -71,6 +85,7 @@ Examples:
   chaosext restore --all --dry-run --target netns:lab   # show what would go
   chaosext restore --all --via k8s-networkpolicy --target tenancy/app=policy
   chaosext restore --all --via envoy --target http://127.0.0.1:9901
+  chaosext restore --all --k6-dir .chaosext-run/k6   # + orphaned k6 runs recorded there
 """)
 @click.option("--all", "all_", is_flag=True, help="also remove every chaosext fault found on the target by its tags")
 @_via
@@ -78,15 +93,20 @@ Examples:
 @click.option("--run-id", default="", help="only this fault")
 @click.option("--dry-run", is_flag=True, help="print what would be removed, remove nothing")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--k6-dir", default="", help="k6 runs dir searched by --all for orphaned k6 (default $CHAOSEXT_K6_DIR, "
+              "else <run dir>/k6)")
 @_kube_opts
-def restore(all_: bool, via: str | None, target: str | None, run_id: str, dry_run: bool, as_json: bool,
+def restore(all_: bool, via: str | None, target: str | None, run_id: str, dry_run: bool, as_json: bool, k6_dir: str,
                 envoy_admin_url: str, kube_api_url: str, kube_context: str) -> None:
     """Panic button: remove the JWKS egress faults chaosext made on a target and say what was removed.
 
     Without --all: the faults recorded in $CHAOSEXT_STATE_DIR (default ~/.chaosext/faults) for that via/target,
     or, with none recorded, every fault found by tags. Exit 0 when nothing chaosext made is left.
+    --all also stops orphaned k6 runs: those recorded in the k6 runs dir (--k6-dir, else $CHAOSEXT_K6_DIR, else the
+    experiment's run dir + /k6) whose owner process is gone or whose owner's heartbeat is older than 10 s.
     """
-    sys.exit(_panic(via, target, run_id, all_, dry_run, envoy_admin_url, kube_api_url, kube_context, as_json))
+    sys.exit(_panic(via, target, run_id, all_, dry_run, envoy_admin_url, kube_api_url, kube_context, as_json,
+                    k6_dir))
 
 
 
@@ -97,11 +117,13 @@ def egress() -> None:
 
 def _block(jwks_url: str, via: str | None, target: str | None, mode: str | None, duration: int | None,
            max_duration: int | None,
-           dry_run: bool, envoy_admin_url: str, kube_api_url: str, kube_context: str) -> dict[str, Any]:
+           dry_run: bool, envoy_admin_url: str, kube_api_url: str, kube_context: str, heartbeat: str = "",
+           heartbeat_grace: float = 0) -> dict[str, Any]:
     return block_jwks_egress(jwks_url=jwks_url, via=via or "", target=target or "", mode=mode or "",
                              duration_seconds=duration if duration is not None else "",
                              max_duration_seconds=max_duration if max_duration is not None else "", dry_run=dry_run,
                              envoy_admin_url=envoy_admin_url, kube_api_url=kube_api_url, kube_context=kube_context,
+                             heartbeat_file=heartbeat, heartbeat_grace_seconds=heartbeat_grace,
                              configuration=_env_config())
 
 
@@ -113,6 +135,10 @@ _block_opts = [
     click.option("--duration", type=int, default=None, help="deadline in seconds (default $OUTAGE_SECONDS or 300)"),
     click.option("--max-duration", type=int, default=None, help="cap on --duration (default 3600)"),
     click.option("--dry-run", is_flag=True, help="print the exact commands / API calls, change nothing"),
+    click.option("--heartbeat", default="", help="heartbeat file: the watchdog lifts the fault once it is older than "
+                 "--heartbeat-grace (`run` renews it itself every 2 s; with `block`, the caller must)"),
+    click.option("--heartbeat-grace", type=float, default=0, help="seconds without a heartbeat (default "
+                 "$HEARTBEAT_GRACE or 10)"),
 ]
 
 
@@ -182,6 +208,11 @@ def run_cmd(**kw: Any) -> None:
         raise KeyboardInterrupt(signum)
 
     signal.signal(signal.SIGTERM, stop)
+    pulse = None
+    if kw["heartbeat"] and not kw["dry_run"]:
+        from chaosext.safety.heartbeat import Heartbeat
+
+        pulse = Heartbeat(kw["heartbeat"]).start()  # dies with this process: the watchdog then lifts the fault
     try:
         out = _block(**kw)
     except FaultError as exc:
@@ -198,4 +229,6 @@ def run_cmd(**kw: Any) -> None:
     finally:
         rc = _panic(out["via"], out["target"], out["run_id"], False, False, kw["envoy_admin_url"],
                     kw["kube_api_url"], kw["kube_context"], False) or rc
+        if pulse is not None:
+            pulse.stop()
     sys.exit(rc)

@@ -25,6 +25,7 @@ __all__ = ["EnvoyDriver", "DEFAULT_ADMIN_URL", "DEFAULT_PREFIX"]
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9901"
 DEFAULT_PREFIX = "chaosext.jwks"
+DEFAULT_STAT_PREFIX = "jwks_egress"
 NO_ADMIN_LAYER = (
     "Envoy has no admin runtime layer, so /runtime_modify is refused (503). Add to the bootstrap: "
     "layered_runtime: {layers: [{name: static, static_layer: {}}, {name: admin, admin_layer: {}}]} (docs/egress.md)"
@@ -131,11 +132,31 @@ class EnvoyDriver:
         return {"admin_url": self.admin_url(spec.target), "runtime": self.keys(spec),
                 "counters_before": self.counters(spec.target)}
 
+    def fetch(self, spec: FaultSpec) -> dict[str, Any]:
+        """One GET of the JWKS URL (which must go through this Envoy): ``{"status": int, "error": "" | "timeout" |
+        ..., "blocked": bool}``; blocked = 503 at once (reject) or no answer within ``verify_timeout`` (drop)."""
+        timeout = float(self.options.get("verify_timeout", 1.0))
+        try:
+            resp = requests.get(spec.jwks_url, timeout=timeout, headers={"Connection": "close"})
+            out: dict[str, Any] = {"status": resp.status_code, "error": ""}
+        except requests.Timeout:
+            out = {"status": 0, "error": "timeout"}
+        except requests.RequestException as exc:
+            out = {"status": 0, "error": type(exc).__name__}
+        out["blocked"] = out["status"] == 503 if spec.mode == "reject" else out["error"] == "timeout"
+        return out
+
     def verify(self, spec: FaultSpec) -> dict:
+        """The keys are set (``GET /runtime``); with option ``envoy_verify_fetch`` also a JWKS fetch through Envoy
+        is refused (reject: 503) or hangs (drop), which moves the filter's counters."""
         want = self.keys(spec)
         have = self.runtime(spec.target)
         missing = {k: v for k, v in want.items() if have.get(k) != v}
-        return {"blocked": not missing, "runtime": have, "missing": missing, **self.counters(spec.target)}
+        result: dict[str, Any] = {"blocked": not missing, "runtime": have, "missing": missing}
+        if self.options.get("envoy_verify_fetch"):
+            result["fetch"] = self.fetch(spec)
+            result["blocked"] = result["blocked"] and result["fetch"]["blocked"]
+        return {**result, **self.counters(spec.target)}
 
     def revert(self, spec: FaultSpec) -> dict:
         return {"removed": self.remove_orphan(spec.target, spec.run_id), "left": []}

@@ -1,35 +1,59 @@
-"""iptables driver: a per-run chain in the filter table, jumped to from position 1 of OUTPUT, in the target's netns.
+"""iptables driver: a per-run chain in the filter table, jumped to from position 1 of OUTPUT, in each target netns.
 
-Targets: ``local`` (this process's network namespace), ``netns:<name>`` (``ip netns``), ``pid:<pid>`` (the network
-namespace of a process, entered with ``nsenter``), ``k8s-pod:<namespace>/<pod or label selector>`` (commands run in
-the pod through the Kubernetes API, see :mod:`chaosext.egress.kubernetes`).
+Targets: ``local`` (this process's network namespace), ``netns:<name or glob>`` (``ip netns``), ``pid:<pid>`` (the
+network namespace of a process, entered with ``nsenter``), ``k8s-pod:<namespace>/<pod or label selector>`` (commands
+run in each pod through the Kubernetes API, see :mod:`chaosext.egress.kubernetes`), or several, comma-separated
+(:func:`chaosext.egress.base.split_targets`).
 
+Each target gets its whole rule set in one ``iptables-restore --noflush`` transaction per family, after one listing
+that makes re-applying a no-op; targets are worked on in parallel (option ``parallelism``), all or none.
 Every rule carries ``-m comment --comment chaosext:<run_id>`` and ``-m time --datestop <UTC deadline>``, so the
 kernel stops matching at the deadline even when no chaosext process is alive; the watchdog then deletes the chain.
 """
 from __future__ import annotations
 
+import ctypes
+import fnmatch
 import ipaddress
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
-from typing import Any, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Protocol
 
-from chaosext.egress.base import FaultError, FaultSpec, expected_error, probe_endpoint
+from chaosext.egress.base import (
+    FaultError,
+    FaultSpec,
+    TargetNotFound,
+    expected_error,
+    probe_endpoint,
+    split_targets,
+)
 
 __all__ = ["IptablesDriver", "Runner", "HostRunner", "runner_for", "FAMILIES"]
 
 #: binary and address version of each family
 FAMILIES = (("iptables", 4), ("ip6tables", 6))
 CHAIN_RE = re.compile(r"^CHAOSEXT-([0-9a-z]+)$")
+SEPARATOR = "chaosext-family-separator"
 WAIT = ["-w", "5"]
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = "/run/netns"
+#: targets worked on at once (driver option ``parallelism`` / configuration ``FAULT_PARALLELISM``)
+DEFAULT_PARALLELISM = 16
+#: restore processes staged at once before their COMMIT (two pipe ends each); more targets go in waves
+STAGE_MAX = 128
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 class Runner(Protocol):
@@ -64,20 +88,37 @@ def _cap_eff() -> int:
 class HostRunner:
     """Local processes, optionally prefixed to enter a namespace (``ip netns exec`` / ``nsenter``)."""
 
-    def __init__(self, label: str, prefix: list[str] | None = None, timeout: float = 15.0) -> None:
+    def __init__(self, label: str, prefix: list[str] | None = None, timeout: float = 15.0, nspath: str = "") -> None:
         self.label = label
         self.prefix = list(prefix or [])
         self.timeout = timeout
+        self.nspath = nspath  # the namespace file (/run/netns/<name>, /proc/<pid>/ns/net); "" = this one
 
     def run(self, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
+        """Run ``argv`` in the target; with a namespace file it is started there directly (same effect as the
+        ``nsenter`` prefix that :meth:`shown` prints, one process less per command)."""
+        def start() -> subprocess.CompletedProcess:
+            return subprocess.run(argv if self.nspath else self.prefix + argv, capture_output=True, text=True,
+                                  timeout=self.timeout, input=stdin)
+
         try:
-            cp = subprocess.run(self.prefix + argv, capture_output=True, text=True, timeout=self.timeout,
-                                input=stdin)
+            cp = _in_netns(self.nspath, start) if self.nspath else start()
         except FileNotFoundError as exc:
             raise FaultError(f"{exc.filename} not found on this host; install it (scripts/setup)") from None
         except subprocess.TimeoutExpired:
             raise FaultError(f"timed out after {self.timeout}s: {self.shown(argv)}") from None
         return cp.returncode, cp.stdout, cp.stderr
+
+    def start(self, argv: list[str]) -> subprocess.Popen:
+        """Start ``argv`` in the target with its stdin and stderr as pipes (see :func:`_staged_transactions`)."""
+        def start() -> subprocess.Popen:
+            return subprocess.Popen(argv if self.nspath else self.prefix + argv, stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+        try:
+            return _in_netns(self.nspath, start) if self.nspath else start()
+        except FileNotFoundError as exc:
+            raise FaultError(f"{exc.filename} not found on this host; install it (scripts/setup)") from None
 
     def shown(self, argv: list[str]) -> str:
         return shlex.join(self.prefix + argv)
@@ -85,6 +126,10 @@ class HostRunner:
     def probe(self, address: str, port: int, timeout: float, url: str = "") -> dict:
         if not self.prefix:
             return probe_endpoint(address, port, timeout, url)
+        if self.nspath:  # a socket made inside the target: no process to start (matters at 100 targets)
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = _in_netns(self.nspath, lambda: socket.socket(family, socket.SOCK_STREAM))
+            return probe_endpoint(address, port, timeout, url, sock=sock)
         argv = [sys.executable, "-m", "chaosext.egress.base", "probe", address, str(port), str(timeout)]
         rc, out, err = self.run(argv + ([url] if url else []))
         try:
@@ -104,26 +149,101 @@ class HostRunner:
             raise FaultError(f"entering {self.label} needs CAP_SYS_ADMIN: run as root")
 
 
-def runner_for(target: str, options: dict[str, Any] | None = None) -> list[Runner]:
-    """Runners for ``target``; raises FaultError if the target does not exist."""
-    if target in ("", "local"):
+def _netns_runner(target: str, name: str) -> HostRunner:
+    path = f"{NETNS_DIR}/{name}"
+    if not name or "/" in name or not os.path.exists(path):
+        raise TargetNotFound(f"target {target!r} not found: no network namespace {name!r} (see `ip netns list`)")
+    return HostRunner(f"netns:{name}", ["nsenter", f"--net={path}", "--"], nspath=path)
+
+
+def _resolve_item(item: str, options: dict[str, Any]) -> list[Runner]:
+    """Runners for one item of :func:`split_targets` (a ``netns:`` glob expands to every matching namespace)."""
+    if item == "local":
         return [HostRunner("local")]
-    kind, _, name = target.partition(":")
+    kind, _, name = item.partition(":")
     if kind == "netns":
-        if not name or "/" in name or not os.path.exists(f"/run/netns/{name}"):
-            raise FaultError(f"target {target!r} not found: no network namespace {name!r} (see `ip netns list`)")
-        return [HostRunner(target, ["ip", "netns", "exec", name])]
+        if not any(c in name for c in "*?["):
+            return [_netns_runner(item, name)]
+        names = sorted(os.listdir(NETNS_DIR)) if os.path.isdir(NETNS_DIR) else []
+        matched = [n for n in names if fnmatch.fnmatchcase(n, name)]
+        if not matched:
+            raise TargetNotFound(f"target {item!r} not found: no network namespace matches {name!r} "
+                                 "(see `ip netns list`)")
+        return [_netns_runner(f"netns:{n}", n) for n in matched]
     if kind == "pid":
         if not name.isdigit() or not os.path.exists(f"/proc/{name}/ns/net"):
-            raise FaultError(f"target {target!r} not found: no process {name!r} (give the pid of a running process)")
-        return [HostRunner(target, ["nsenter", "-t", name, "-n", "--"])]
+            raise TargetNotFound(f"target {item!r} not found: no process {name!r} (give the pid of a running "
+                                 "process)")
+        return [HostRunner(item, ["nsenter", "-t", name, "-n", "--"], nspath=f"/proc/{name}/ns/net")]
     if kind == "k8s-pod":
         from chaosext.egress.kubernetes import pod_runners
 
-        return pod_runners(name, options or {})
-    raise FaultError(
-        f"unknown target {target!r}: use local, netns:<name>, pid:<pid> or k8s-pod:<namespace>/<pod|selector>"
-    )
+        return list(pod_runners(name, options))
+    raise FaultError(f"unknown target {item!r}: use local, netns:<name|glob>, pid:<pid> or "
+                     "k8s-pod:<namespace>/<pod|selector>")
+
+
+def _identity(runner: Runner) -> Any:
+    """What makes two runners the same target: the network namespace itself (two pids may share one)."""
+    path = getattr(runner, "nspath", None)
+    if path is not None:
+        try:
+            st = os.stat(path or "/proc/self/ns/net")
+            return ("netns", st.st_dev, st.st_ino)
+        except OSError:
+            pass
+    return ("label", runner.label)
+
+
+def runner_for(target: str, options: dict[str, Any] | None = None, missing_ok: bool = False) -> list[Runner]:
+    """One runner per distinct network namespace that ``target`` names (a comma-separated list; ``netns:`` globs,
+    ``k8s-pod:`` selectors). Raises FaultError for a target that does not exist, unless ``missing_ok`` (revert: a
+    target that is gone holds nothing to remove)."""
+    runners: list[Runner] = []
+    seen: set[Any] = set()
+    for item in split_targets(target):
+        try:
+            found = _resolve_item(item, options or {})
+        except TargetNotFound:
+            if missing_ok:
+                continue
+            raise
+        for runner in found:
+            key = _identity(runner)
+            if key not in seen:
+                seen.add(key)
+                runners.append(runner)
+    return runners
+
+
+def _in_netns(nspath: str, fn: Callable[[], Any]) -> Any:
+    """``fn()`` run inside the network namespace ``nspath`` (what ``nsenter --net=<nspath>`` does, without a process).
+
+    ``setns`` switches only the calling thread, so ``fn`` runs in a short-lived thread of its own: the rest of the
+    process never leaves its namespace, whatever happens. Sockets it creates stay in that namespace; processes it
+    starts are born there."""
+    box: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            with open(nspath) as target:
+                if _LIBC.setns(target.fileno(), CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {nspath}: {os.strerror(err)}")
+        except OSError as exc:
+            box["error"] = TargetNotFound(f"cannot enter network namespace {nspath}: {exc}")
+            return
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=body, name="chaosext-in-netns")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def _datestop(expires_at: float) -> str:
@@ -154,95 +274,337 @@ def _rule_endpoint(line: str) -> str:
     return f"{ipaddress.ip_interface(dest.group(1)).ip}:{port.group(1)}"
 
 
-def _listing(runner: Runner, binary: str) -> list[str]:
-    rc, out, err = runner.run([binary, *WAIT, "-t", "filter", "-S"])
+def _listings(runner: Runner, binaries: list[str]) -> dict[str, list[str]]:
+    """``binary -S`` of the filter table for each family, in one process (one exec round trip in a pod)."""
+    if not binaries:
+        return {}
+    if len(binaries) == 1:
+        argv = [binaries[0], *WAIT, "-t", "filter", "-S"]
+    else:
+        argv = ["sh", "-c", f" && echo {SEPARATOR} && ".join(shlex.join([b, *WAIT, "-t", "filter", "-S"])
+                                                             for b in binaries)]
+    rc, out, err = runner.run(argv)
     if rc != 0:
+        if isinstance(runner, HostRunner) and runner.nspath and not os.path.exists(runner.nspath):
+            raise TargetNotFound(f"{runner.label} is gone: {err.strip()}")
         raise FaultError(f"cannot list rules in {runner.label}: {err.strip()}")
-    return out.splitlines()
+    parts = out.split(f"{SEPARATOR}\n")
+    if len(parts) != len(binaries):
+        raise FaultError(f"cannot list rules in {runner.label}: unexpected output of {runner.shown(argv)}")
+    return {b: part.splitlines() for b, part in zip(binaries, parts)}
+
+
+def _listing(runner: Runner, binary: str) -> list[str]:
+    return _listings(runner, [binary])[binary]
+
+
+def _shown_line(argv: list[str]) -> str:
+    """An argv as ``iptables -S`` prints it (the comment value quoted), to compare with a listing."""
+    return " ".join(f'"{a}"' if a.startswith("chaosext:") else a for a in argv)
+
+
+def _run_lines(lines: list[str], chain: str, tag: str) -> list[str]:
+    """The ``-A`` lines of a listing that belong to the run (its chain's rules, tagged rules, jumps to its chain)."""
+    return [line for line in lines if line.startswith("-A ") and (f"-j {chain}" in line or tag in line
+                                                                  or line.split()[1] == chain)]
+
+
+def _restore_input(lines: list[str]) -> str:
+    return "*filter\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n"
+
+
+def _fan_out(fn: Callable[[Runner], Any], runners: list[Runner], parallelism: int) -> list[dict[str, Any]]:
+    """``fn(runner)`` for every runner, at most ``parallelism`` at once; per runner ``{"runner", "result", "error",
+    "at"}`` (``at``: wall time it finished), in the runners' order. Never raises for one runner's failure."""
+    def one(runner: Runner) -> dict[str, Any]:
+        try:
+            result, error = fn(runner), None
+        except Exception as exc:  # noqa: BLE001 - collected; the caller decides (roll back, report)
+            result, error = None, exc
+        return {"runner": runner, "result": result, "error": error, "at": time.time()}
+
+    if len(runners) <= 1:
+        return [one(r) for r in runners]
+    with ThreadPoolExecutor(max_workers=min(parallelism, len(runners)), thread_name_prefix="chaosext-egress") as pool:
+        return list(pool.map(one, runners))
+
+
+def _wchan(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/wchan") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def _staged_transactions(runners: list[Runner], inputs: Callable[[Runner], list[tuple[str, str]]],
+                         parallelism: int, timeout: float = 15.0) -> dict[int, dict[str, Any]]:
+    """Run restore transactions in many local targets so that they commit at (nearly) the same moment.
+
+    For each :class:`HostRunner` (others are skipped) and each ``(binary, input)`` of ``inputs(runner)``, start
+    ``<binary>-restore --noflush`` in the target and feed it the input without its final ``COMMIT``; once every
+    process waits on its stdin (it has parsed its rules) or a few seconds passed, send all the ``COMMIT`` lines in
+    one go. The kernel commits each target's transaction as that line arrives, so the targets are cut off within
+    milliseconds of each other rather than one process start apart. Returns ``{id(runner): {"results": {binary:
+    (returncode, stderr)}, "at": time the last of its transactions finished}}`` or ``{"error": exception}``."""
+    host = [r for r in runners if isinstance(r, HostRunner)]
+    out: dict[int, dict[str, Any]] = {}
+    # two pipe ends stay open per staged process: keep far below the open-file limit
+    per_runner = max(1, len(inputs(host[0]))) if host else 1
+    size = max(1, min(STAGE_MAX, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 64) // 2) // per_runner)
+    for i in range(0, len(host), size):
+        wave = host[i:i + size]
+
+        def stage(runner: Runner) -> list[tuple[str, subprocess.Popen]]:
+            procs: list[tuple[str, subprocess.Popen]] = []
+            try:
+                for binary, script in inputs(runner):
+                    proc = runner.start([f"{binary}-restore", *WAIT, "--noflush"])
+                    procs.append((binary, proc))
+                    try:
+                        proc.stdin.write(script[:-len("COMMIT\n")])
+                        proc.stdin.flush()
+                    except BrokenPipeError:
+                        pass  # it exited already; its return code and stderr say why
+            except BaseException:
+                for _, proc in procs:
+                    proc.kill()
+                    proc.wait()
+                raise
+            return procs
+
+        started = _fan_out(stage, wave, parallelism)
+        procs = [(id(d["runner"]), b, p) for d in started if not d["error"] for b, p in d["result"]]
+        out.update({id(d["runner"]): {"error": d["error"]} for d in started if d["error"]})
+        ready_by = time.monotonic() + 3.0
+        waiting = [p for _, _, p in procs]
+        while waiting and time.monotonic() < ready_by:
+            waiting = [p for p in waiting if p.poll() is None and "pipe" not in _wchan(p.pid)]
+            if waiting:
+                time.sleep(0.005)
+        for _, _, proc in procs:
+            try:
+                proc.stdin.write("COMMIT\n")
+                proc.stdin.close()
+            except OSError:
+                pass  # it exited already; its return code says why
+        finished: dict[int, float] = {}
+        end = time.monotonic() + timeout
+        while len(finished) < len(procs):
+            for _, _, proc in procs:
+                if proc.pid not in finished and proc.poll() is not None:
+                    finished[proc.pid] = time.time()
+            if len(finished) < len(procs):
+                if time.monotonic() > end:
+                    for _, _, proc in procs:
+                        if proc.poll() is None:
+                            proc.kill()
+                    end = time.monotonic() + 5.0
+                time.sleep(0.001)
+        for key, binary, proc in procs:
+            entry = out.setdefault(key, {"results": {}, "at": 0.0})
+            entry["results"][binary] = (proc.returncode, proc.stderr.read() if proc.stderr else "")
+            entry["at"] = max(entry["at"], finished[proc.pid])
+            if proc.stderr:
+                proc.stderr.close()
+    return out
+
+
+def _spread(times: list[float]) -> dict[str, Any]:
+    """First and last time of a fan-out and the seconds between them (the outage skew across targets)."""
+    if not times:
+        return {"first": None, "last": None, "seconds": 0.0, "targets": 0}
+    return {"first": min(times), "last": max(times), "seconds": round(max(times) - min(times), 4),
+            "targets": len(times)}
+
+
+def _error_text(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, FaultError) else f"{type(exc).__name__}: {exc}"
 
 
 class IptablesDriver:
-    """Block the JWKS host:port with iptables/ip6tables in the target network namespace."""
+    """Block the JWKS host:port with iptables/ip6tables in every target network namespace, one atomic
+    ``iptables-restore --noflush`` transaction per target and family, targets in parallel."""
 
     via = "iptables"
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})
 
+    @property
+    def parallelism(self) -> int:
+        """Targets worked on at once (option ``parallelism``, default 16); FaultError unless a whole number >= 1."""
+        raw = self.options.get("parallelism") or DEFAULT_PARALLELISM
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            value = 0
+        if value < 1 or str(raw).strip() != str(value):
+            raise FaultError(f"FAULT_PARALLELISM / parallelism {raw!r} must be a whole number >= 1 (default "
+                             f"{DEFAULT_PARALLELISM})")
+        return value
+
     # -- planning
 
-    def _families(self, spec: FaultSpec) -> list[tuple[str, list[str]]]:
-        return [(b, _family_addresses(spec, v)) for b, v in FAMILIES if _family_addresses(spec, v)]
+    def _families(self, spec: FaultSpec) -> list[tuple[str, int, list[str]]]:
+        """``(binary, version, addresses)`` of each family the JWKS host has addresses in."""
+        return [(b, v, _family_addresses(spec, v)) for b, v in FAMILIES if _family_addresses(spec, v)]
 
-    def _commands(self, spec: FaultSpec) -> list[tuple[str, list[str], list[str]]]:
-        """``(binary, check_argv or [], add_argv)`` in order; the check is run first, add only if it fails."""
-        plan = []
-        for binary, addrs in self._families(spec):
-            plan.append((binary, ["-S", spec.chain], ["-N", spec.chain]))
-            for addr in addrs:
-                rule = _rule(spec, addr, 4 if binary == "iptables" else 6)
-                plan.append((binary, ["-C", *rule], ["-A", *rule]))
-            plan.append((binary, ["-C", *_jump(spec)], ["-I", "OUTPUT", "1", *_jump(spec)[1:]]))
-        return plan
+    def _wanted(self, spec: FaultSpec, version: int, addrs: list[str]) -> list[str]:
+        """The chain's rules as ``iptables -S`` lists them."""
+        return [_shown_line(["-A", *_rule(spec, a, version)]) for a in addrs]
+
+    def _apply_input(self, spec: FaultSpec, version: int, addrs: list[str], lines: list[str] | None) -> str:
+        """The ``iptables-restore --noflush`` input that gives the target the whole rule set, or "" if it already has
+        it. ``lines``: the family's current listing (None: plan for an empty target, as a dry run shows).
+
+        The chain line creates the chain, or flushes it if it exists, so its rules end up exactly these; the jump is
+        (re)inserted at position 1 unless it is there once already. One transaction: all of it or nothing."""
+        chain = spec.chain
+        jump = _shown_line(_jump(spec))
+        lines = lines or []
+        output = [line for line in lines if line.startswith("-A OUTPUT ")]
+        jumps = [i for i, line in enumerate(output, 1) if line == f"-A {jump}"]
+        have = [line for line in lines if line.startswith(f"-A {chain} ")]
+        wanted = self._wanted(spec, version, addrs)
+        chain_ok = f"-N {chain}" in lines and have == wanted
+        jump_ok = jumps == [1] and not any(f"-j {chain}" in line for line in output[1:])
+        if chain_ok and jump_ok:
+            return ""
+        todo = [] if chain_ok else [f":{chain} - [0:0]", *wanted]
+        if not jump_ok:
+            todo += ["-D" + line[2:] for line in output if f"-j {chain}" in line]
+            todo.append(_shown_line(["-I", "OUTPUT", "1", *_jump(spec)[1:]]))
+        return _restore_input(todo)
+
+    def _fresh_input(self, spec: FaultSpec, version: int, addrs: list[str]) -> str:
+        """The whole rule set as one transaction that the kernel refuses, changing nothing, if the chain exists
+        (``-N``): check and add in one step, so a target is only ever blocked once per run."""
+        return _restore_input([f"-N {spec.chain}", *self._wanted(spec, version, addrs),
+                               _shown_line(["-I", "OUTPUT", "1", *_jump(spec)[1:]])])
+
+    def _revert_input(self, spec: FaultSpec) -> str:
+        """Jump, rules and chain gone in one transaction; refused (nothing changed) unless exactly that exists."""
+        return _restore_input([_shown_line(["-D", *_jump(spec)]), f"-F {spec.chain}", f"-X {spec.chain}"])
 
     def describe(self, spec: FaultSpec) -> list[str]:
-        """Every command apply runs, in order, inside the target (``-C``/``-S`` checks first, adds only if absent)."""
+        """What apply runs inside each target, per family: one ``iptables-restore --noflush`` with exactly this
+        input; only if it is refused because the chain exists, one listing and one transaction with what is missing."""
         lines = []
         for runner in runner_for(spec.target, spec.options):
-            for binary, check, add in self._commands(spec):
-                lines.append(runner.shown([binary, *WAIT, *check]) + "  # check")
-                lines.append(runner.shown([binary, *WAIT, *add]))
+            for binary, version, addrs in self._families(spec):
+                lines.append(runner.shown([f"{binary}-restore", *WAIT, "--noflush"]) + " <<'EOF'")
+                lines += self._fresh_input(spec, version, addrs).splitlines() + ["EOF"]
+                lines.append(f"# if {spec.chain} exists in {runner.label}: "
+                             + runner.shown([binary, *WAIT, "-t", "filter", "-S"])
+                             + ", then one transaction with only what is missing (nothing if complete)")
         return lines
 
     def describe_revert(self, spec: FaultSpec) -> list[str]:
-        """Commands revert runs (deletes are only issued for rules that exist)."""
+        """What revert runs inside each target, per family: one ``iptables-restore --noflush`` with exactly this
+        input; only if it is refused (already gone, or changed since), one listing and one transaction deleting
+        whatever of the run is there."""
         lines = []
-        for runner in runner_for(spec.target, spec.options):
-            for binary, _ in FAMILIES:
-                lines.append(runner.shown([f"{binary}-restore", *WAIT, "--noflush"]) + " <<< '*filter "
-                             + f"-D {shlex.join(_jump(spec))} -F {spec.chain} -X {spec.chain} COMMIT'"
-                             + "  # one line each; only for rules that exist")
+        for runner in runner_for(spec.target, spec.options, missing_ok=True):
+            for binary, _, _ in self._families(spec):
+                lines.append(runner.shown([f"{binary}-restore", *WAIT, "--noflush"]) + " <<'EOF'")
+                lines += self._revert_input(spec).splitlines() + ["EOF"]
+                lines.append(f"# if refused in {runner.label}: " + runner.shown([binary, *WAIT, "-t", "filter", "-S"])
+                             + ", then one transaction deleting what of the run is there")
         return lines
 
     def preflight(self, spec: FaultSpec) -> list[Runner]:
-        """Check the target exists and has what we need; nothing is changed."""
+        """Resolve every target and check each has what we need; nothing is changed."""
+        self.parallelism  # noqa: B018 - checked before anything changes
         runners = runner_for(spec.target, spec.options)
-        for runner in runners:
+        binaries = [b for b, _, _ in self._families(spec)]
+
+        def check(runner: Runner) -> None:
             if isinstance(runner, HostRunner):
                 runner.check_capable()
-            for binary, _ in self._families(spec):
+            for binary in binaries:
                 if not runner.has(binary):
                     raise FaultError(f"{binary} not found in {runner.label}; install iptables (scripts/setup)")
+
+        for done in _fan_out(check, runners, self.parallelism):
+            if done["error"]:
+                raise done["error"]
         return runners
 
     # -- doing
 
-    def apply(self, spec: FaultSpec) -> dict:
-        """Create the chain, its rules and the jump; each add only after its check says it is missing."""
-        runners = self.preflight(spec)
-        done: list[str] = []
-        for runner in runners:
-            for binary, check, add in self._commands(spec):
-                rc, _, _ = runner.run([binary, *WAIT, *check])
-                if rc == 0:
-                    continue
-                rc, _, err = runner.run([binary, *WAIT, *add])
-                if rc != 0:
-                    self.revert(spec)
-                    raise FaultError(f"{runner.shown([binary, *add])} failed: {err.strip()} (rolled back)")
-                done.append(runner.shown([binary, *WAIT, *add]))
-        return {"applied": done, "chain": spec.chain, "expires_at": spec.expires_at,
-                "datestop_utc": _datestop(spec.expires_at), "targets": [r.label for r in runners]}
+    def _apply_one(self, runner: Runner, spec: FaultSpec,
+                   first: dict[str, Any] | None = None) -> tuple[list[str], float]:
+        """Per family: the whole rule set in one transaction (:meth:`_fresh_input`; ``first``: its outcome when it
+        was already run staged); if the kernel refuses it because the chain exists, one listing and, only if
+        something is missing, one repairing transaction. ``(families changed, time the target was done)``."""
+        if first and "error" in first:
+            raise first["error"]
+        changed = []
+        at = first["at"] if first else 0.0
+        for binary, version, addrs in self._families(spec):
+            argv = [f"{binary}-restore", *WAIT, "--noflush"]
+            if first and binary in first["results"]:
+                rc, err = first["results"][binary]
+            else:
+                rc, _, err = runner.run(argv, stdin=self._fresh_input(spec, version, addrs))
+                at = time.time()
+            if rc != 0:
+                script = self._apply_input(spec, version, addrs, _listing(runner, binary))
+                if not script:
+                    continue  # this run's rule set is already complete here: re-applying is a no-op
+                rc, _, err = runner.run(argv, stdin=script)
+                at = time.time()
+            if rc != 0:
+                if isinstance(runner, HostRunner) and runner.nspath and not os.path.exists(runner.nspath):
+                    raise TargetNotFound(f"{runner.label} is gone: {err.strip()}")
+                raise FaultError(f"{binary}-restore in {runner.label} failed: {err.strip()}")
+            changed.append(binary)
+        return changed, at or time.time()
 
-    def rules_of(self, runner: Runner, run_id: str) -> dict[str, Any]:
-        """What the target holds for ``run_id``: rule lines per family and the jump position in OUTPUT."""
+    def _staged(self, runners: list[Runner], inputs: Callable[[Runner], list[tuple[str, str]]]) -> dict[int, Any]:
+        """:func:`_staged_transactions` for the local targets (option ``staged_commit``, default on)."""
+        if str(self.options.get("staged_commit", True)).lower() in ("0", "false", "no", "off"):
+            return {}
+        return _staged_transactions(runners, inputs, self.parallelism)
+
+    def apply(self, spec: FaultSpec) -> dict:
+        """Give every target the chain, its rules and the jump, targets in parallel (at most ``parallelism`` at
+        once); if any target fails, remove the fault from all of them again and raise a FaultError naming the failed
+        targets and why. One round of one transaction per target and family, so the first and the last target are
+        cut off as close together as the machine allows (``spread``); local targets commit together
+        (:func:`_staged_transactions`)."""
+        runners = self.preflight(spec)
+        fresh = [(b, self._fresh_input(spec, v, a)) for b, v, a in self._families(spec)]
+        staged = self._staged(runners, lambda r: fresh)
+        results = _fan_out(lambda r: self._apply_one(r, spec, staged.get(id(r))), runners, self.parallelism)
+        failed = [d for d in results if d["error"]]
+        if failed:
+            undone = _fan_out(lambda r: self._remove_run(r, spec.run_id), runners, self.parallelism)
+            stuck = [f"{d['runner'].label}: {_error_text(d['error']) if d['error'] else d['result'][1]}"
+                     for d in undone if (d["error"] and not isinstance(d["error"], TargetNotFound))
+                     or (not d["error"] and d["result"][1])]
+            reasons = "; ".join(f"{d['runner'].label}: {_error_text(d['error'])}" for d in failed)
+            rolled = (f"the other {len(runners) - len(failed)} target(s) were restored" if not stuck
+                      else f"ROLLBACK INCOMPLETE, run `chaosext restore --run-id {spec.run_id}`: {'; '.join(stuck)}")
+            raise FaultError(f"iptables fault failed on {len(failed)} of {len(runners)} target(s): {reasons}; "
+                             f"{rolled}")
+        per_target = [{"target": d["runner"].label, "changed": d["result"][0], "blocked_at": d["result"][1]}
+                      for d in results]
+        return {"applied": [f"{p['target']} {b}-restore --noflush" for p in per_target for b in p["changed"]],
+                "chain": spec.chain, "expires_at": spec.expires_at, "datestop_utc": _datestop(spec.expires_at),
+                "targets": [r.label for r in runners], "per_target": per_target,
+                "spread": _spread([p["blocked_at"] for p in per_target])}
+
+    def rules_of(self, runner: Runner, run_id: str, binaries: list[str] | None = None) -> dict[str, Any]:
+        """What the target holds for ``run_id``: rule lines per family (``binaries``, default both) and the jump
+        position in OUTPUT."""
         chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
         found: dict[str, Any] = {"rules": [], "chains": [], "jump_positions": []}
-        for binary, _ in FAMILIES:
-            if not runner.has(binary):
-                continue
+        binaries = [b for b, _ in FAMILIES if runner.has(b) and (binaries is None or b in binaries)]
+        for binary, lines in _listings(runner, binaries).items():
             position = 0
-            for line in _listing(runner, binary):
+            for line in lines:
                 if line.startswith("-A OUTPUT "):
                     position += 1
                 if line == f"-N {chain}":
@@ -253,71 +615,141 @@ class IptablesDriver:
                         found["jump_positions"].append(position)
         return found
 
-    def verify(self, spec: FaultSpec) -> dict:
-        """Rules present, jump first in OUTPUT, and a fresh connect from the target fails the way ``mode`` says."""
+    def _verify_one(self, runner: Runner, spec: FaultSpec) -> dict[str, Any]:
         timeout = float(spec.options.get("verify_timeout", 1.0))
         want = expected_error(spec.mode)
-        out: dict[str, Any] = {"blocked": True, "targets": []}
-        for runner in runner_for(spec.target, spec.options):
-            held = self.rules_of(runner, spec.run_id)
-            expect_rules = sum(len(a) + 1 for _, a in self._families(spec))
-            probes = [runner.probe(a, spec.port, timeout) for a in spec.addresses]
-            ok = (
-                len(held["rules"]) >= expect_rules
-                and all(p == 1 for p in held["jump_positions"])
-                and all(p["error"] in want for p in probes)
-            )
-            out["blocked"] = out["blocked"] and ok
-            out["targets"].append({"target": runner.label, "blocked": ok, "rules": len(held["rules"]),
-                                   "jump_positions": held["jump_positions"], "probes": probes})
-        out["expired"] = time.time() >= spec.expires_at
-        out["expected_error"] = "|".join(want)
-        return out
+        families = self._families(spec)
+        held = self.rules_of(runner, spec.run_id, [b for b, _, _ in families])
+        expect_rules = sum(len(a) + 1 for _, _, a in families)
+        probes = [runner.probe(a, spec.port, timeout) for a in spec.addresses]
+        ok = (
+            len(held["rules"]) >= expect_rules
+            and all(p == 1 for p in held["jump_positions"])
+            and all(p["error"] in want for p in probes)
+        )
+        return {"target": runner.label, "blocked": ok, "rules": len(held["rules"]),
+                "jump_positions": held["jump_positions"], "probes": probes}
+
+    def verify(self, spec: FaultSpec) -> dict:
+        """In every target: rules present, jump first in OUTPUT, and a fresh connect fails the way ``mode`` says."""
+        runners = runner_for(spec.target, spec.options, missing_ok=True)
+        results = _fan_out(lambda r: self._verify_one(r, spec), runners, self.parallelism)
+        targets = [d["result"] if not d["error"] else
+                   {"target": d["runner"].label, "blocked": False, "error": _error_text(d["error"])}
+                   for d in results]
+        return {"blocked": bool(targets) and all(t["blocked"] for t in targets), "targets": targets,
+                "expired": time.time() >= spec.expires_at, "expected_error": "|".join(expected_error(spec.mode))}
 
     def revert(self, spec: FaultSpec) -> dict:
-        """Delete the jump(s), flush and delete the chain in both families; fine if already gone."""
-        removed: list[str] = []
-        left: list[str] = []
-        for runner in runner_for(spec.target, spec.options):
-            gone, still = self._remove_run(runner, spec.run_id)
-            removed += gone
-            left += still
+        """Delete the jump(s), flush and delete the chain in both families of every target (targets in parallel;
+        one restore transaction per target and family); fine if already gone, or if a target itself is gone."""
+        runners = runner_for(spec.target, self.options or spec.options, missing_ok=True)
+        script = self._revert_input(spec)
+        staged = self._staged(runners, lambda r: [(b, script) for b, _, _ in self._families(spec)])
+        removed, left, spread = self._remove_everywhere(runners, spec.run_id,
+                                                        lambda r: self._revert_one(r, spec, staged.get(id(r))))
         if left:
             raise FaultError(f"could not remove every chaosext:{spec.run_id} rule: {left}")
-        return {"removed": removed, "left": left}
+        return {"removed": removed, "left": left, "spread": spread}
 
-    def _remove_run(self, runner: Runner, run_id: str) -> tuple[list[str], list[str]]:
-        """Delete ``run_id``'s jumps/rules and chain in both families; ``(removed, left)``, where left comes from
-        listing again every family that held something."""
-        chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
+    def _revert_one(self, runner: Runner, spec: FaultSpec,
+                    first: dict[str, Any] | None = None) -> tuple[list[str], list[str], float]:
+        """Per family of ``spec``: one transaction removing exactly what apply made (:meth:`_revert_input`;
+        ``first``: its outcome when it was already run staged); if the kernel refuses it (already gone, or changed
+        since), one listing and one transaction removing whatever of the run is there. ``(removed, left, time the
+        target was done)``."""
+        if first and "error" in first:
+            raise first["error"]
         removed: list[str] = []
         left: list[str] = []
-        for binary, _ in FAMILIES:
-            if not runner.has(binary):
+        at = first["at"] if first else 0.0
+        script = self._revert_input(spec)
+        for binary, _, _ in self._families(spec):
+            if first and binary in first["results"]:
+                rc = first["results"][binary][0]
+            else:
+                rc, _, _ = runner.run([f"{binary}-restore", *WAIT, "--noflush"], stdin=script)
+                at = time.time()
+            if rc == 0:
+                removed += [f"{binary} {line}" for line in script.splitlines()[1:-1]]
                 continue
-            lines = _listing(runner, binary)
+            gone, still = self._commit_remove(runner, spec.run_id, self._plan_remove(runner, spec.run_id, [binary]))
+            at = time.time()
+            removed += gone
+            left += still
+        return removed, left, at or time.time()
+
+    def _remove_everywhere(self, runners: list[Runner], run_id: str,
+                           one: Callable[[Runner], tuple] | None = None,
+                           ) -> tuple[list[str], list[str], dict[str, Any]]:
+        """Remove ``run_id`` from every runner, in parallel, with ``one(runner)`` (default: list both families,
+        then one transaction each) returning ``(removed, left[, done at])``; ``(removed, left, spread)``. Targets
+        that are gone count as clean."""
+        results = _fan_out(one or (lambda r: self._remove_run(r, run_id)), runners, self.parallelism)
+        removed: list[str] = []
+        left: list[str] = []
+        for d in results:
+            if isinstance(d["error"], TargetNotFound):
+                continue  # the namespace / pod went away, and its rules with it
+            if d["error"]:
+                left.append(f"{d['runner'].label}: {_error_text(d['error'])}")
+                continue
+            removed += [f"{d['runner'].label} {line}" for line in d["result"][0]]
+            left += [f"{d['runner'].label} {line}" for line in d["result"][1]]
+        return removed, left, _spread([d["result"][2] if len(d["result"]) > 2 else d["at"]
+                                       for d in results if not d["error"]])
+
+    def _plan_remove(self, runner: Runner, run_id: str,
+                     binaries: list[str] | None = None) -> list[tuple[str, list[str]]]:
+        """One listing of the target; ``[(binary, restore lines)]`` deleting ``run_id``'s jumps, rules and chain."""
+        chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
+        plan = []
+        present = [b for b, _ in FAMILIES if runner.has(b) and (binaries is None or b in binaries)]
+        for binary, lines in _listings(runner, present).items():
             if not any(chain in line or tag in line for line in lines):
                 continue
-            # one iptables-restore transaction: a single kernel commit instead of one per delete
-            todo = ["-D" + line[2:] for line in lines
-                    if line.startswith("-A ") and line.split()[1] != chain and (f"-j {chain}" in line or tag in line)]
+            todo = ["-D" + line[2:] for line in _run_lines(lines, chain, tag) if line.split()[1] != chain]
             if f"-N {chain}" in lines:
                 todo += [f"-F {chain}", f"-X {chain}"]
-            script = "*filter\n" + "".join(f"{line}\n" for line in todo) + "COMMIT\n"
-            rc, _, err = runner.run([f"{binary}-restore", *WAIT, "--noflush"], stdin=script)
+            plan.append((binary, todo))
+        return plan
+
+    def _commit_remove(self, runner: Runner, run_id: str,
+                       plan: list[tuple[str, list[str]]]) -> tuple[list[str], list[str]]:
+        """One restore transaction per family (a single kernel commit instead of one per delete); ``(removed,
+        left)``: a family whose transaction failed is listed again to say what is left."""
+        chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
+        removed: list[str] = []
+        failed = []
+        for binary, todo in plan:
+            rc, _, _ = runner.run([f"{binary}-restore", *WAIT, "--noflush"], stdin=_restore_input(todo))
             if rc == 0:
                 removed += [f"{binary} {line}" for line in todo]
-            left += [f"{binary} {line}" for line in _listing(runner, binary) if chain in line or tag in line]
+            else:
+                failed.append(binary)
+        left = [f"{binary} {line}" for binary, lines in _listings(runner, failed).items()
+                for line in lines if chain in line or tag in line]
         return removed, left
 
+    def _remove_run(self, runner: Runner, run_id: str) -> tuple[list[str], list[str]]:
+        """Remove ``run_id`` from one target: ``(removed, left)``."""
+        return self._commit_remove(runner, run_id, self._plan_remove(runner, run_id))
+
     def find_orphans(self, target: str) -> list[dict]:
-        """Every chaosext chain or tagged rule on ``target``, by name and comment alone."""
+        """Every chaosext chain or tagged rule in every target ``target`` names, by name and comment alone."""
         found: dict[str, dict[str, Any]] = {}
-        for runner in runner_for(target, self.options):
-            for binary, _ in FAMILIES:
-                if not runner.has(binary):
-                    continue
-                for line in _listing(runner, binary):
+        runners = runner_for(target, self.options)
+
+        def scan(runner: Runner) -> dict[str, list[str]]:
+            return _listings(runner, [b for b, _ in FAMILIES if runner.has(b)])
+
+        for d in _fan_out(scan, runners, self.parallelism):
+            if isinstance(d["error"], TargetNotFound):
+                continue
+            if d["error"]:
+                raise d["error"]
+            for binary, lines in d["result"].items():
+                for line in lines:
                     words = line.split()
                     run_id = ""
                     if words[:1] == ["-N"] and CHAIN_RE.match(words[1]):
@@ -326,21 +758,21 @@ class IptablesDriver:
                         run_id = re.search(r"chaosext:([0-9a-z]+)", line).group(1)
                     if run_id:
                         item = found.setdefault(run_id, {"run_id": run_id, "via": self.via, "target": target,
-                                                         "rules": 0, "families": [], "endpoints": []})
+                                                         "rules": 0, "families": [], "endpoints": [],
+                                                         "targets": []})
                         item["rules"] += words[0] == "-A"
                         endpoint = _rule_endpoint(line)
                         if endpoint and endpoint not in item["endpoints"]:
                             item["endpoints"].append(endpoint)
                         if binary not in item["families"]:
                             item["families"].append(binary)
+                        if d["runner"].label not in item["targets"]:
+                            item["targets"].append(d["runner"].label)
         return list(found.values())
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
-        """Remove one run's rules found by :meth:`find_orphans` (no FaultSpec needed)."""
-        removed: list[str] = []
-        for runner in runner_for(target, self.options):
-            gone, left = self._remove_run(runner, run_id)
-            if left:
-                raise FaultError(f"could not remove every chaosext:{run_id} rule in {runner.label}: {left}")
-            removed += gone
+        """Remove one run's rules found by :meth:`find_orphans` in every target (no FaultSpec needed)."""
+        removed, left, _ = self._remove_everywhere(runner_for(target, self.options, missing_ok=True), run_id)
+        if left:
+            raise FaultError(f"could not remove every chaosext:{run_id} rule: {left}")
         return removed

@@ -15,7 +15,7 @@ import shlex
 import time
 from typing import Any
 
-from chaosext.egress.base import FaultError, FaultSpec
+from chaosext.egress.base import FaultError, FaultSpec, TargetNotFound
 
 __all__ = ["NetworkPolicyDriver", "IstioDriver", "PodRunner", "pod_runners", "parse_target", "api_client",
            "MANAGED_BY", "RUN_LABEL"]
@@ -438,11 +438,11 @@ def pod_runners(spec: str, options: dict[str, Any], api: Any = None) -> list[Pod
                                                                             _request_timeout=TIMEOUT))]
     except ApiException as exc:
         if exc.status == 404:
-            raise FaultError(f"target k8s-pod:{spec} not found (namespace or pod does not exist)") from None
+            raise TargetNotFound(f"target k8s-pod:{spec} not found (namespace or pod does not exist)") from None
         raise _api_error(exc, f"read pods {spec}") from None
     running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
     if not running:
-        raise FaultError(f"target k8s-pod:{spec} not found: no running pod matches")
+        raise TargetNotFound(f"target k8s-pod:{spec} not found: no running pod matches")
     for p in running:
         if p["spec"].get("hostNetwork"):
             raise FaultError(f"pod {namespace}/{p['metadata']['name']} uses hostNetwork: its iptables are the node's; "

@@ -1,14 +1,26 @@
-"""The dead-man switch: a detached process that removes a fault at its deadline if nothing else did.
+"""The dead-man switch: a detached process that removes a fault when its run dies, or at its deadline at the latest.
 
 :func:`spawn` starts ``python3 -m chaosext.egress.watchdog``, which forks once more and exits, so the watchdog is
 re-parented to init, runs in its own session, and survives SIGKILL of the chaosext process (and of its process
-group). At ``expires_at`` + grace it reverts the fault through the same driver, deletes the fault record and exits.
-``restore`` stops it early with SIGTERM (:func:`stop`). Its log: ``<state_dir>/<run_id>.watchdog.log``.
+group). It lifts the fault (the driver's ``revert``), deletes the fault record and exits:
+
+- **heartbeat** (optional): when the run's heartbeat file (``chaosext.safety.heartbeat``, renewed every 2 s by the
+  running experiment) is older than ``grace`` (``HEARTBEAT_GRACE``, default 10 s) -- the experiment process was
+  SIGKILLed, OOM-killed or hangs. It polls every second, so the fault is lifted within grace + ~2 s; it also stops
+  the k6 runs recorded for the fault's run id (``owner_run_id`` in the k6 runs dir ``k6_dir``). A heartbeat file that
+  does not exist counts as beating last when the watchdog started.
+- **deadline**: at ``expires_at`` + 1 s, whatever the heartbeat says (next to the kernel's own ``--datestop``).
+
+The deadline is the outage plus a margin that is small next to it: :func:`deadline_seconds` =
+``OUTAGE_SECONDS + max(15, ceil(5 % of OUTAGE_SECONDS))``; :func:`check_deadline` refuses an outage whose deadline
+exceeds the cap (``MAX_OUTAGE_SECONDS``, default 3600) with the largest outage that fits.
+``restore`` stops the watchdog early with SIGTERM (:func:`stop`). Its log: ``<state_dir>/<run_id>.watchdog.log``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,17 +28,61 @@ import sys
 import time
 from pathlib import Path
 
-from chaosext.egress.base import FaultError, FaultSpec, delete_record, state_dir
+from chaosext.egress.base import DEFAULT_MAX_DURATION, FaultError, FaultSpec, delete_record, state_dir
 
-__all__ = ["spawn", "stop", "find", "main", "GRACE_SECONDS"]
+__all__ = ["spawn", "stop", "find", "main", "deadline_seconds", "check_deadline", "GRACE_SECONDS",
+           "HEARTBEAT_GRACE", "POLL_SECONDS", "MIN_MARGIN_SECONDS", "MARGIN_FRACTION"]
 
 GRACE_SECONDS = 1.0
+#: Seconds without a heartbeat before the watchdog lifts the fault (``HEARTBEAT_GRACE``).
+HEARTBEAT_GRACE = 10.0
+#: How often the watchdog reads the heartbeat.
+POLL_SECONDS = 1.0
+#: The deadline margin: max(MIN_MARGIN_SECONDS, ceil(MARGIN_FRACTION * outage)).
+MIN_MARGIN_SECONDS = 15
+MARGIN_FRACTION = 0.05
 MODULE = "chaosext.egress.watchdog"
 
 
-def spawn(spec: FaultSpec) -> int:
-    """Start a detached watchdog for ``spec``; returns its pid."""
+def deadline_seconds(outage_seconds: int) -> int:
+    """The fault's deadline for an outage of ``outage_seconds``: the outage + max(15 s, ceil(5 %)).
+
+    Small next to the outage (a 120 s outage ends at 135 s at the latest, a 3000 s one at 3150 s) yet long enough for
+    the method to restore on its own first; the heartbeat covers a dead run much sooner."""
+    outage = int(outage_seconds)
+    return outage + max(MIN_MARGIN_SECONDS, math.ceil(outage * MARGIN_FRACTION))
+
+
+def check_deadline(outage_seconds: int, max_outage_seconds: int = DEFAULT_MAX_DURATION) -> int:
+    """The deadline of ``outage_seconds`` (:func:`deadline_seconds`) if it fits the cap, else FaultError saying the
+    largest OUTAGE_SECONDS that fits and the MAX_OUTAGE_SECONDS this outage would need."""
+    try:
+        outage, cap = int(outage_seconds), int(max_outage_seconds)
+    except (TypeError, ValueError):
+        raise FaultError(f"OUTAGE_SECONDS={outage_seconds!r} / MAX_OUTAGE_SECONDS={max_outage_seconds!r}: give "
+                         f"whole seconds") from None
+    if outage <= 0:
+        raise FaultError(f"OUTAGE_SECONDS={outage} must be > 0")
+    deadline = deadline_seconds(outage)
+    if deadline > cap:
+        fits = max((o for o in range(cap, 0, -1) if deadline_seconds(o) <= cap), default=0)
+        raise FaultError(f"OUTAGE_SECONDS={outage} plus its safety margin of {deadline - outage} s gives a fault "
+                         f"deadline of {deadline} s, above MAX_OUTAGE_SECONDS={cap}; use OUTAGE_SECONDS={fits} or "
+                         f"less, or raise MAX_OUTAGE_SECONDS to {deadline}")
+    return deadline
+
+
+def spawn(spec: FaultSpec, heartbeat: str = "", grace: float = HEARTBEAT_GRACE, k6_dir: str = "") -> int:
+    """Start a detached watchdog for ``spec``; returns its pid. With ``heartbeat`` (a file path) it also lifts the
+    fault, and stops the k6 runs of ``spec.run_id`` found in ``k6_dir`` (default: the k6 runs dir of this
+    environment), once that file is older than ``grace`` seconds."""
+    if grace <= 0:
+        raise FaultError(f"heartbeat grace {grace!r}: give seconds > 0 (HEARTBEAT_GRACE, default 10)")
     argv = [sys.executable, "-m", MODULE, "--run-id", spec.run_id, "--spec", json.dumps(spec.to_dict())]
+    if heartbeat:
+        argv += ["--heartbeat", str(Path(heartbeat).resolve()), "--grace", str(float(grace))]
+        if k6_dir:
+            argv += ["--k6-dir", str(Path(k6_dir).resolve())]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             start_new_session=True, close_fds=True, text=True)
     try:
@@ -76,20 +132,55 @@ def _log(run_id: str, message: str) -> None:
         pass
 
 
-def _watch(spec: FaultSpec) -> int:
+def _stop_k6(spec: FaultSpec, k6_dir: str) -> None:
+    """Stop the k6 runs recorded for the fault's run id (a dead run's load must not go on)."""
+    try:
+        from chaosext.load import k6
+
+        base = k6.runs_dir(k6_dir)
+        runs = [r for r in k6.owned_runs(base, spec.run_id) if r["alive"]]
+        if not runs:
+            _log(spec.run_id, f"no running k6 of run {spec.run_id} in {base}")
+        for rec in runs:
+            out = k6.stop_run(rec, timeout=5)
+            _log(spec.run_id, f"stopped k6 run {rec['run_id']} (pid {rec['pid']}): exit {out['exit_code']}"
+                              f"{', forced ' + out['forced'] if out['forced'] else ''}")
+    except Exception as exc:  # noqa: BLE001 - log whatever broke; nothing else will
+        _log(spec.run_id, f"stopping k6 FAILED: {exc}")
+
+
+def _heartbeat_stale(heartbeat: str, grace: float, since: float) -> str:
+    """Why the run counts as dead ('' while its heartbeat is younger than ``grace``)."""
+    from chaosext.safety.heartbeat import age
+
+    seconds = age(heartbeat)
+    if seconds is None:
+        seconds = time.time() - since
+    return f"heartbeat {heartbeat} is {seconds:.1f} s old (grace {grace:g} s)" if seconds > grace else ""
+
+
+def _watch(spec: FaultSpec, heartbeat: str = "", grace: float = HEARTBEAT_GRACE, k6_dir: str = "") -> int:
     from chaosext.egress import build_driver
 
-    _log(spec.run_id, f"watching {spec.via} {spec.target} until {spec.expires_at:.0f}")
+    started = time.time()
+    _log(spec.run_id, f"watching {spec.via} {spec.target} until {spec.expires_at:.0f}"
+                      + (f", heartbeat {heartbeat} (grace {grace:g} s)" if heartbeat else ""))
+    dead = ""
     while (left := spec.expires_at + GRACE_SECONDS - time.time()) > 0:
-        time.sleep(min(left, 30.0))
+        if heartbeat and (dead := _heartbeat_stale(heartbeat, grace, started)):
+            break
+        time.sleep(min(left, POLL_SECONDS if heartbeat else 30.0))
+    why = f"run dead ({dead})" if dead else "deadline reached"
     try:
         result = build_driver(spec.via, spec.options).revert(spec)
-        _log(spec.run_id, f"deadline reached, reverted: {json.dumps(result)}")
+        _log(spec.run_id, f"{why}, reverted: {json.dumps(result)}")
         rc = 0
     except Exception as exc:  # noqa: BLE001 - log whatever broke; nothing else will
-        _log(spec.run_id, f"deadline reached, revert FAILED: {exc}")
+        _log(spec.run_id, f"{why}, revert FAILED: {exc}")
         rc = 1
     delete_record(spec.run_id)
+    if heartbeat and (dead or _heartbeat_stale(heartbeat, grace, started)):
+        _stop_k6(spec, k6_dir)
     return rc
 
 
@@ -98,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python3 -m {MODULE}")
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--spec", required=True, help="FaultSpec as JSON")
+    parser.add_argument("--heartbeat", default="", help="the run's heartbeat file")
+    parser.add_argument("--grace", type=float, default=HEARTBEAT_GRACE, help="seconds without a heartbeat = dead")
+    parser.add_argument("--k6-dir", default="", help="k6 runs dir holding the run's k6 records")
     parser.add_argument("--foreground", action="store_true", help="do not fork (debugging)")
     args = parser.parse_args(argv)
     spec = FaultSpec.from_dict(json.loads(args.spec))
@@ -112,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(devnull, fd)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    return _watch(spec)
+    return _watch(spec, args.heartbeat, args.grace, args.k6_dir)
 
 
 if __name__ == "__main__":

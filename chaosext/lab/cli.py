@@ -96,6 +96,12 @@ Examples:
 @click.option("--holes", default="", callback=_holes, metavar="LIST",
               help="Misbehaviour knobs: JWT validation holes on purpose, one per forgery class family "
                    f"(comma list of {', '.join(HOLES)}); the no-fail-open check must catch each")
+@click.option("--audit-drop", default="", metavar="ACTIONS",
+              help="Misbehaviour knob: never audit these actions, e.g. auth.degraded,auth.recovered (a lossy pipeline)")
+@click.option("--no-refetch-after-failure", is_flag=True,
+              help="Misbehaviour knob: after a failed JWKS fetch never fetch again (a service that never recovers)")
+@click.option("--inject-5xx", type=click.FloatRange(min=0, max=1), default=0.0, show_default=True,
+              help="Misbehaviour knob: answer this fraction of authenticated requests with 503 (an unhealthy service)")
 @click.option("--rate-limit", type=click.IntRange(min=1), default=500, show_default=True,
               help="Per-tenant requests/s")
 @click.option("--rate-burst", type=click.IntRange(min=1), default=1000, show_default=True)
@@ -115,6 +121,12 @@ Examples:
 @click.option("--alertmanager-bin", default="prometheus-alertmanager", show_default=True)
 @click.option("--ready-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
               help="Seconds to wait for all components to be ready")
+@click.option("--egress", type=click.Choice(("iptables", "envoy")), default="iptables", show_default=True,
+              help="envoy: the services fetch the JWKS through a real Envoy whose route carries the fault filter "
+                   "(fault: FAULT_VIA=envoy FAULT_TARGET=<envoy admin URL>, see `lab status --json`)")
+@click.option("--envoy-port", type=int, default=8444, show_default=True, help="Envoy JWKS listener (--egress envoy)")
+@click.option("--envoy-admin-port", type=int, default=9901, show_default=True, help="Envoy admin (--egress envoy)")
+@click.option("--envoy-bin", default="envoy", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print state.json instead of the summary")
 def up(as_json: bool, **options: Any) -> None:
     """Start the lab in the background and wait until every component is ready (safe to run twice)."""
@@ -146,6 +158,7 @@ def _print_summary(state: dict[str, Any]) -> None:
     lines = [("JWKS", state.get("jwks_url")),
              ("token", state.get("token_url") and f"POST {state['token_url']}"),
              ("fault target", fault and f"{fault['host']}:{fault['port']} (via {fault['via']}, target {fault['target']})"),
+             ("envoy admin", state.get("envoy_admin_url")),
              ("audit", state.get("audit_file")),
              ("logs", state.get("state_dir") and f"{state['state_dir']}/logs/")]
     for label, value in lines:

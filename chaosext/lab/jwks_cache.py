@@ -114,6 +114,7 @@ class JwksCache:
         on_event: Callable[[str, str], None] | None = None,
         on_state: Callable[[str], None] | None = None,
         on_fetch: Callable[[str, str], None] | None = None,
+        refetch_after_failure: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"cache mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -135,6 +136,8 @@ class JwksCache:
         self._on_event = on_event or (lambda action, result: None)
         self._on_state = on_state or (lambda state: None)
         self._on_fetch = on_fetch or (lambda result, detail: None)
+        #: False = misbehaviour knob: once a fetch failed, never fetch again (a service that never recovers)
+        self.refetch_after_failure = refetch_after_failure
 
         self._keys: dict[str, Any] = {}
         self._fetched_at: float | None = None
@@ -249,6 +252,8 @@ class JwksCache:
 
     async def refresh(self) -> bool:
         """Fetch now, sharing a fetch already in flight. True if the keys were (or are being) renewed."""
+        if not self.refetch_after_failure and self._failures:
+            return False  # the --no-refetch-after-failure knob: stuck after the first failure
         if self.mode == "none":
             return await self._fetch_once()
         if self._inflight is None:

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import logging
+import random
 import re
 import sys
 import time
@@ -53,7 +54,11 @@ REASONS = ("ok", "expired", "bad_signature", "unknown_kid", "bad_audience", "bad
 SEEDED_ITEMS = 100  # ids "1".."100" exist for every tenant, so read load has something to read
 MAX_ITEMS_PER_TENANT = 1000
 MAX_QUEUE_PER_TENANT = 100_000
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: Boundaries exactly at the latency SLOs (0.3 s read, 0.6 s write), so `histogram_quantile` is exact at the thresholds
+#: (a quantile interpolated inside a bucket that straddles a threshold can sit on either side of it).
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.4, 0.5, 0.6, 1.0, 2.5)
+#: Rejections of a token whose signature verified but whose claims did not: the tenant's own client's fault.
+CLAIM_REASONS = ("expired", "bad_audience", "bad_issuer")
 
 disable_created_metrics()  # halves the series count; rules use rate() on *_total only
 
@@ -74,6 +79,9 @@ CACHE_AGE = Gauge("jwks_cache_age_seconds", "Seconds since the last successful J
 LOOKUPS = Counter("jwks_cache_lookups_total", "JWKS key lookups by result", ["service", "result"])
 LOOKUP_RESULTS = ("hit", "stale_hit", "miss", "unknown_kid")
 VALIDATIONS = Counter("jwt_validations_total", "JWT validations", ["service", "result", "reason", "key_source"])
+AUTH_FAILURES = Counter("tenant_auth_failures_total", "401s of tokens whose signature verified but whose claims were "
+                        "rejected (expired, bad_audience, bad_issuer), by the token's tenant",
+                        ["tenant", "service", "reason"])
 
 #: misbehaviour knobs, one classic JWT validation hole each (``--hole NAME``; docs/architecture.md)
 HOLES = ("accept-alg-none", "alg-confusion", "ignore-exp", "trust-token-key", "ignore-tenant", "skip-signature-404")
@@ -283,6 +291,18 @@ class TenantService:
             child = self._validations[(result, reason, source)] = VALIDATIONS.labels(self.name, result, reason, source)
         child.inc()
 
+    def _count_auth_failure(self, authorization: str, reason: str) -> None:
+        """Count a tenant's own rejected token (``reason`` in CLAIM_REASONS) in tenant_auth_failures_total.
+
+        PyJWT checks the signature before the claims, so these reasons mean the token was issued by the identity
+        provider and its ``tenant`` claim can be trusted for the label (through the same cap as every label)."""
+        try:
+            tenant = jwt.decode(authorization[7:].strip(), options={"verify_signature": False}).get("tenant")
+        except jwt.PyJWTError:
+            return
+        if isinstance(tenant, str) and tenant:
+            AUTH_FAILURES.labels(self.labels.label(tenant), self.name, reason).inc()
+
     # ---- the request path ---------------------------------------------------------------------------------------
     def route(self, template: str, kind: str, impl: Callable[[web.Request, str, bytes], Awaitable[web.Response]]):
         """Wrap ``impl(request, tenant, body)`` with auth, tenant check, rate limit and metrics."""
@@ -308,6 +328,8 @@ class TenantService:
                 resp = web.json_response({"error": "unauthorized", "reason": reason}, status=401,
                                          headers={"WWW-Authenticate": f'Bearer error="invalid_token", '
                                                                       f'error_description="{reason}"'})
+                if reason in CLAIM_REASONS:  # after the request's label: admitting the tenant cannot change it
+                    self._count_auth_failure(headers.get("Authorization", ""), reason)
             else:
                 self._validation("valid", reason, source)
                 tenant = claims["tenant"]
@@ -317,6 +339,8 @@ class TenantService:
                                        f"{request.method} {request.path}", "denied", headers.get("traceparent"))
                     resp = web.json_response({"error": "forbidden", "reason": "tenant_mismatch",
                                               "detail": f"token is for another tenant than {self.header}"}, status=403)
+                elif self.args.inject_5xx and random.random() < self.args.inject_5xx:
+                    resp = web.json_response({"error": "injected"}, status=503)  # --inject-5xx, on purpose
                 elif not self.limiter.allow(tenant):
                     RATE_LIMITED.labels(label, self.name).inc()
                     resp = web.json_response({"error": "rate_limited"}, status=429, headers={"Retry-After": "1"})
@@ -447,6 +471,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--audit-file", default=".chaosext-lab/audit.jsonl")
     p.add_argument("--cache-mode", choices=MODES, default="lkg")
     p.add_argument("--no-audit", action="store_true", help="misbehaviour knob: write no audit events")
+    p.add_argument("--audit-drop", type=lambda v: tuple(a for a in v.split(",") if a), default=(),
+                   help="misbehaviour knob: never audit these actions (e.g. auth.degraded,auth.recovered)")
+    p.add_argument("--no-refetch-after-failure", action="store_true",
+                   help="misbehaviour knob: after a failed JWKS fetch never fetch again (never recovers)")
+    p.add_argument("--inject-5xx", type=positive(float, allow_zero=True), default=0.0,
+                   help="misbehaviour knob: answer this fraction of authenticated requests with 503")
     p.add_argument("--fail-open", action="store_true",
                    help="misbehaviour knob (a security bug on purpose): accept unverifiable tokens during an outage")
     p.add_argument("--hole", action="append", choices=HOLES, default=[],
@@ -501,12 +531,14 @@ async def _serve(args: argparse.Namespace) -> int:
     svc: TenantService | None = None
 
     def on_event(action: str, result: str) -> None:
-        audit.system(action, result, resource)
+        if action not in args.audit_drop:  # --audit-drop: a pipeline that loses these events (misbehaviour knob)
+            audit.system(action, result, resource)
         if action == "auth.expired" and svc is not None:
             svc.tokens.clear()
 
     cache = JwksCache(fetch, ttl=args.jwks_ttl, max_stale=args.jwks_max_stale, mode=args.cache_mode,
                       unknown_kid_interval=args.unknown_kid_interval, on_event=on_event, on_state=on_state,
+                      refetch_after_failure=not args.no_refetch_after_failure,
                       on_fetch=lambda result, detail: fetches[result].inc())
     on_state("empty")
     CACHE_AGE.labels(name).set_function(cache.age)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from chaosext.lab import envoy as lab_envoy
 from chaosext.lab import promconfig
 from chaosext.lab.state import STATE_VERSION, StateError, clear_state, load_state, resolve_state_dir, save_state
 
@@ -83,6 +84,9 @@ class LabConfig:
     fail_open: bool = False
     #: JWT validation holes on purpose (chaosext.lab.service.HOLES), one per forgery class family
     holes: tuple[str, ...] = ()
+    no_refetch_after_failure: bool = False
+    audit_drop: str = ""
+    inject_5xx: float = 0.0
     rate_limit: int = 500
     rate_burst: int = 1000
     tenant_header: str = "X-StellaOps-Tenant"
@@ -95,6 +99,12 @@ class LabConfig:
     promtool_bin: str = "promtool"
     alertmanager_bin: str = "prometheus-alertmanager"
     ready_timeout: float = 60.0
+    #: iptables: services fetch the Authority directly; envoy: through a real Envoy (listener envoy_port, admin
+    #: envoy_admin_port, both on host) whose route carries the fault filter (chaosext.lab.envoy)
+    egress: str = "iptables"
+    envoy_port: int = 8444
+    envoy_admin_port: int = 9901
+    envoy_bin: str = "envoy"
 
     def __post_init__(self) -> None:
         self.state_dir = str(resolve_state_dir(self.state_dir or None))
@@ -112,7 +122,10 @@ class LabConfig:
 
     @property
     def jwks_url(self) -> str:
-        """Where the services fetch the JWKS: the one address the egress fault blocks."""
+        """Where the services fetch the JWKS: the one address the egress fault blocks (the Envoy listener with
+        ``--egress envoy``)."""
+        if self.egress == "envoy":
+            return f"{_url(self.host, self.envoy_port)}/.well-known/jwks.json"
         return f"{self.issuer}/.well-known/jwks.json"
 
     def service_port(self, name: str) -> int:
@@ -133,9 +146,12 @@ class LabConfig:
         if unknown or not self.services or len(set(self.services)) != len(self.services):
             problems.append(f"--services {','.join(self.services) or '(empty)'}: give a comma list of distinct "
                             f"names from {','.join(SERVICES)}")
+        if self.egress not in lab_envoy.EGRESS_MODES:
+            problems.append(f"--egress {self.egress}: use one of {', '.join(lab_envoy.EGRESS_MODES)}")
         if self.cache_mode not in CACHE_MODES:
             problems.append(f"--cache-mode {self.cache_mode}: use one of {', '.join(CACHE_MODES)}")
-        ports = ["authority_port", "ops_port", "prometheus_port", "alertmanager_port"] + [
+        ports = ["authority_port", "ops_port", "prometheus_port", "alertmanager_port", "envoy_port",
+                 "envoy_admin_port"] + [
             f"{s}_port" for s in SERVICES]
         for name in ports:
             value = getattr(self, name)
@@ -196,7 +212,10 @@ def plan(cfg: LabConfig) -> list[Component]:
                                                      (cfg.ops_host, cfg.ops_port)],
                        url=cfg.issuer, health=f"{ops}/healthz", port=cfg.authority_port,
                        extra={"ops_url": ops, "ops_port": cfg.ops_port, "metrics": f"{ops}/metrics",
-                              "token_url": f"{cfg.issuer}/token", "jwks_url": cfg.jwks_url})]
+                              "token_url": f"{cfg.issuer}/token", "jwks_url": f"{cfg.issuer}/.well-known/jwks.json"})]
+    if cfg.egress == "envoy":
+        comps.append(Component(**lab_envoy.lab_component(state, cfg.envoy_bin, cfg.host, cfg.envoy_port,
+                                                         cfg.envoy_admin_port, (cfg.authority_host, cfg.authority_port))))
     for name in cfg.services:
         port = cfg.service_port(name)
         argv = [py, "-m", "chaosext.lab.service", "--service", name, "--host", cfg.host, "--port", str(port),
@@ -209,6 +228,9 @@ def plan(cfg: LabConfig) -> list[Component]:
         argv += ["--fail-open"] if cfg.fail_open else []
         for hole in cfg.holes:
             argv += ["--hole", hole]
+        argv += ["--no-refetch-after-failure"] if cfg.no_refetch_after_failure else []
+        argv += ["--audit-drop", cfg.audit_drop] if cfg.audit_drop else []
+        argv += ["--inject-5xx", str(cfg.inject_5xx)] if cfg.inject_5xx else []
         url = _url(cfg.host, port)
         comps.append(Component(name, argv, [(cfg.host, port)], url=url, health=f"{url}/healthz", port=port,
                                extra={"metrics": f"{url}/metrics"}))
@@ -253,6 +275,8 @@ def _preflight(cfg: LabConfig, comps: list[Component]) -> None:
         missing = [b for b in (cfg.prometheus_bin, cfg.promtool_bin, cfg.alertmanager_bin) if not _which(b)]
         if missing:
             raise LabError(f"{', '.join(missing)} not found: {APT_HINT}")
+    if cfg.egress == "envoy" and not _which(cfg.envoy_bin):
+        raise LabError(f"{cfg.envoy_bin} not found (--egress envoy): {lab_envoy.ENVOY_HINT}")
     seen: dict[tuple[str, int], str] = {}
     for comp in comps:
         for bind in comp.binds:
@@ -277,7 +301,7 @@ def _write_configs(cfg: LabConfig, comps: list[Component]) -> list[Path]:
         rules = promconfig.write_rule_copies(sources, state / "prometheus" / "rules", cfg.alert_for)
     except promconfig.PromConfigError as exc:
         raise LabError(str(exc)) from exc
-    targets = {c.name: c.extra["metrics"].split("//", 1)[1].split("/", 1)[0] for c in comps}
+    targets = {c.name: c.extra["metrics"].split("//", 1)[1].split("/", 1)[0] for c in comps if "metrics" in c.extra}
     prom = promconfig.prometheus_config(targets, rules, f"{cfg.host}:{cfg.alertmanager_port}", cfg.scrape_interval)
     prom_file = promconfig.write_yaml(state / "prometheus" / "prometheus.yml", prom, "generated by chaosext lab up")
     am_file = promconfig.write_yaml(state / "alertmanager" / "alertmanager.yml", promconfig.alertmanager_config(),
@@ -331,7 +355,7 @@ def _is_lab_cmdline(argv: list[str], state_dir: str) -> bool:
         return False
     joined = " ".join(argv)
     return ("chaosext.lab.authority" in joined or "chaosext.lab.service" in joined
-            or any("--config.file=" in a for a in argv))
+            or any("--config.file=" in a for a in argv) or "--config-path" in argv)
 
 
 def _is_ours(pid: int, state_dir: str, start_ticks: int | None = None) -> bool:
@@ -481,7 +505,17 @@ def _state_for(cfg: LabConfig, records: dict[str, dict[str, Any]]) -> dict[str, 
         "prometheus_url": comps["prometheus"]["url"] if "prometheus" in comps else None,
         "alertmanager_url": comps["alertmanager"]["url"] if "alertmanager" in comps else None,
         "fault": {"via": "iptables", "target": "local", "host": cfg.authority_host, "port": cfg.authority_port},
+        **_envoy_state(comps, cfg),
     }
+
+
+def _envoy_state(comps: dict[str, dict[str, Any]], cfg: LabConfig) -> dict[str, Any]:
+    """With ``--egress envoy``: the admin URL and the fault hint (the fault goes to Envoy's admin API)."""
+    if cfg.egress != "envoy" or "envoy" not in comps:
+        return {}
+    admin = comps["envoy"]["admin_url"]
+    return {"envoy_admin_url": admin, "fault": {"via": "envoy", "target": admin, "host": cfg.host,
+                                                  "port": cfg.envoy_port}}
 
 
 def _health_of(state: dict[str, Any], state_dir: Path) -> dict[str, dict[str, Any]]:
@@ -544,12 +578,16 @@ def up(cfg: LabConfig, echo: Any = print) -> dict[str, Any]:
         if not cfg.no_prometheus:
             _write_configs(cfg, comps)
         (state_dir / "keys").mkdir(parents=True, exist_ok=True)
+        if cfg.egress == "envoy":
+            lab_envoy.write_lab_bootstrap(state_dir, cfg.host, cfg.envoy_port, cfg.envoy_admin_port,
+                                          (cfg.authority_host, cfg.authority_port))
 
         started: dict[str, tuple[Component, subprocess.Popen[bytes], Path]] = {}
         deadline = time.monotonic() + cfg.ready_timeout
         try:
-            # the authority first: services fetch the JWKS when they start
-            for wave in (comps[:1], comps[1:]):
+            # the authority (and the Envoy in front of it) first: services fetch the JWKS when they start
+            first = 2 if cfg.egress == "envoy" else 1
+            for wave in (comps[:first], comps[first:]):
                 batch = {}
                 for comp in wave:
                     proc, log = _start(comp, state_dir)

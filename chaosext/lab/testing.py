@@ -26,7 +26,8 @@ from chaosext.lab.supervisor import LabConfig
 __all__ = ["free_ports", "lab_up_argv", "running_lab"]
 
 _PORT_FIELDS = {"authority_port": "authority_host", "ops_port": "ops_host", "policy_port": "host",
-                "vuln_port": "host", "notify_port": "host", "prometheus_port": "host", "alertmanager_port": "host"}
+                "vuln_port": "host", "notify_port": "host", "prometheus_port": "host", "alertmanager_port": "host",
+                "envoy_port": "host", "envoy_admin_port": "host"}
 
 
 def free_ports(hosts: list[str]) -> list[int]:

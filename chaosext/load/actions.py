@@ -1,16 +1,19 @@
 """Chaos Toolkit actions: run k6 in the background during the experiment, and stop it gracefully.
 
 ``start_k6`` returns at once (it is a plain action: no ``background: true`` needed, the method goes on while k6 runs
-as its own detached process). ``stop_k6`` belongs in the method after the outage AND in the rollbacks: it is
-idempotent, and stops k6 with SIGINT so k6 still writes its summary (exit code 105, "stopped by signal").
+under its supervisor ``chaosext.load.runner``, which stops k6 when the process that started it dies). Each k6 run
+records the experiment run that owns it (``owner_run_id``, D2). ``stop_k6`` belongs in the method after the outage
+AND in the rollbacks: it stops only its own run's k6 (by ``run_id`` or ``owner_run_id``), is idempotent, and stops
+k6 with SIGINT so k6 still writes its summary (exit code 105, "stopped by signal").
 For load beyond one machine, ``start_k6_testrun`` / ``stop_k6_testrun`` submit a k6-operator TestRun instead.
 """
 import json
 import os
 import re
 import secrets as _secrets
-import signal
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,8 +28,7 @@ __all__ = ["start_k6", "stop_k6", "start_k6_testrun", "stop_k6_testrun"]
 DURATION_RE = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
 #: Popen objects of the k6 runs this process started (so their exit is reaped).
 _CHILDREN: dict[str, subprocess.Popen] = {}
-# sh records k6's exit code in a file ($0) so any process can read it; the trap keeps sh alive through SIGINT.
-_WRAPPER = 'trap : INT TERM; "$@"; code=$?; echo $code > "$0.tmp" && mv "$0.tmp" "$0"'
+RUNNER = "chaosext.load.runner"
 
 
 def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus: int, env: dict,
@@ -57,8 +59,8 @@ def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus:
 
 
 def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: str = "", env: dict = None,
-             vus: int = 0, max_vus: int = 0, run_dir: str = "", configuration: Configuration = None,
-             secrets: Secrets = None) -> dict:
+             vus: int = 0, max_vus: int = 0, run_dir: str = "", owner_run_id: str = "", heartbeat_file: str = "",
+             configuration: Configuration = None, secrets: Secrets = None) -> dict:
     """Start k6 as a detached background process and return at once.
 
     ``script`` defaults to the shipped ops/devops/tenant/k6-tenant-load.js; ``rate`` (requests/s, 90/10 read/write)
@@ -66,7 +68,11 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
     to ``summary.json`` in the run's directory (``run_dir``, else $CHAOSEXT_K6_DIR, else <experiment run dir>/k6).
     Services, tenants, tenant header, Authority and tokens come from the experiment configuration; ``env`` adds or
     overrides script variables. k6's REST API listens on 127.0.0.1:<free port>.
-    Returns ``{"run_id", "pid", "address", "summary_file", "log_file", "rate", "duration", ...}``.
+    ``owner_run_id`` (default: the configuration's ``chaosext_run_id``) is the experiment run this k6 belongs to;
+    ``heartbeat_file`` (default: the configuration's ``chaosext_heartbeat_file``) that run's heartbeat:
+    ``chaosext restore --all`` stops a k6 whose owner process is gone or whose heartbeat is stale. k6 runs under
+    ``python3 -m chaosext.load.runner``, which stops it within seconds when this process dies.
+    Returns ``{"run_id", "owner_run_id", "pid", "address", "summary_file", "log_file", "rate", "duration", ...}``.
     """
     if rate < 0:
         raise ActivityFailed(f"rate={rate}: give requests per second (> 0), or 0 for the configuration's K6_RATE")
@@ -83,9 +89,12 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
     except (k6mod.K6NotFoundError, ValueError) as exc:
         raise ActivityFailed(str(exc)) from None
 
+    conf = configuration if isinstance(configuration, dict) else {}
+    owner_run_id = str(owner_run_id or conf.get("chaosext_run_id") or "")
+    heartbeat_file = str(heartbeat_file or conf.get("chaosext_heartbeat_file") or "")
     run_id = _secrets.token_hex(4)
     path = k6mod.runs_dir(run_dir, configuration) / run_id
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
     summary = Path(summary_file).resolve() if summary_file else (path / "summary.json").resolve()
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.unlink(missing_ok=True)
@@ -107,69 +116,76 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
     cmd = [binary, "run", "--quiet", "--no-color", "--address", address, *eargs, script]
     exit_file = path / "exit_code"
     log_file = path / "k6.log"
-    with open(log_file, "ab") as log:
-        proc = subprocess.Popen(["/bin/sh", "-c", _WRAPPER, str(exit_file), *cmd], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
+    # PR_SET_PDEATHSIG follows the forking *thread*: ask for it only from the main thread (see runner.py)
+    supervisor = [sys.executable, "-m", RUNNER, "--exit-file", str(exit_file), "--pid-file", str(path / "k6.pid"),
+                  "--parent-pid", str(os.getpid()),
+                  *(["--pdeathsig"] if threading.current_thread() is threading.main_thread() else []), "--", *cmd]
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as log:
+        proc = subprocess.Popen(supervisor, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=child_env, start_new_session=True)
     _CHILDREN[run_id] = proc
     record = {
-        "run_id": run_id, "pid": proc.pid, "pgid": proc.pid, "start_time": k6mod._proc_start_time(proc.pid),
+        "run_id": run_id, "pid": proc.pid, "pgid": proc.pid, "start_time": k6mod.proc_start_time(proc.pid),
+        "owner_run_id": owner_run_id, "owner_pid": os.getpid(), "owner_start_time": k6mod.proc_start_time(os.getpid()),
+        "heartbeat_file": heartbeat_file, "supervisor": RUNNER,
         "address": address, "summary_file": str(summary), "log_file": str(log_file.resolve()),
         "exit_file": str(exit_file.resolve()), "run_dir": str(path.resolve()), "script": str(Path(script).resolve()),
         "rate": int(variables["K6_RATE"]), "duration": variables["LOAD_DURATION"], "started_at": time.time(),
         "k6": binary, "cmd": cmd,
     }
-    (path / "run.json").write_text(json.dumps(record, indent=2))
-    return {k: record[k] for k in ("run_id", "pid", "address", "summary_file", "log_file", "run_dir", "rate",
-                                    "duration")}
+    fd = os.open(path / "run.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(record, indent=2))
+    return {k: record[k] for k in ("run_id", "owner_run_id", "pid", "address", "summary_file", "log_file",
+                                    "run_dir", "rate", "duration")}
 
 
 def _stop_one(rec: dict, timeout: float) -> dict:
-    """SIGINT the run's process group, wait (bounded) for k6 to write its summary and exit; escalate if it hangs."""
-    path = Path(rec["run_dir"])
-    forced = ""
-    if rec["alive"]:
-        k6mod.signal_group(rec["pgid"], signal.SIGINT)
-        if not k6mod.wait_exit(path, rec["pid"], rec.get("start_time"), timeout):
-            forced = "SIGTERM"
-            k6mod.signal_group(rec["pgid"], signal.SIGTERM)  # a second signal: k6 aborts without its summary
-            if not k6mod.wait_exit(path, rec["pid"], rec.get("start_time"), 5):
-                forced = "SIGKILL"
-                k6mod.signal_group(rec["pgid"], signal.SIGKILL)
-                k6mod.wait_exit(path, rec["pid"], rec.get("start_time"), 5)
+    """Stop one run (``k6.stop_run``) and reap its supervisor if this process started it."""
+    result = k6mod.stop_run(rec, timeout)
     proc = _CHILDREN.pop(rec["run_id"], None)
     if proc is not None:
         try:
             proc.wait(timeout=1)
         except subprocess.TimeoutExpired:
             pass
-    code = k6mod.read_exit_code(path)
-    return {"run_id": rec["run_id"], "was_running": rec["alive"], "exit_code": code,
-            "exit_meaning": k6mod.exit_meaning(code), "forced": forced, "summary_file": rec["summary_file"],
-            "summary_written": os.path.isfile(rec["summary_file"]), "log_file": rec["log_file"]}
+    return result
 
 
-def stop_k6(run_id: str = "", timeout: float = 30.0, run_dir: str = "", configuration: Configuration = None,
-            secrets: Secrets = None) -> dict:
-    """Stop background k6 gracefully (SIGINT: k6 exits 105 and still writes its summary); wait at most ``timeout`` s.
+def stop_k6(run_id: str = "", owner_run_id: str = "", timeout: float = 30.0, run_dir: str = "",
+            configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Stop this experiment run's background k6 gracefully (SIGINT: k6 exits 105 and still writes its summary);
+    wait at most ``timeout`` s per run, then SIGTERM, then SIGKILL.
 
-    Without ``run_id`` every k6 still running from the runs directory is stopped. Idempotent: safe in rollbacks;
-    when nothing runs it reports the latest run's exit code. Returns ``{"stopped", "runs": [...], "exit_code",
-    "exit_meaning", "summary_file"}`` (the last three for the latest run).
+    ``run_id``: that k6 run (as returned by ``start_k6``). ``owner_run_id`` (default: the configuration's
+    ``chaosext_run_id``): every k6 run started for that experiment run. With neither, nothing is stopped (another
+    run's k6 is never touched) and the result says so. Idempotent: safe in rollbacks; a run that started no k6 stops
+    nothing. Returns ``{"stopped", "runs": [...], "exit_code", "exit_meaning", "summary_file"}`` (the last three for
+    the latest run stopped or found).
     """
     if timeout <= 0:
         raise ActivityFailed(f"timeout={timeout}: give the seconds to wait for k6 to exit (> 0)")
     base = k6mod.runs_dir(run_dir, configuration)
+    conf = configuration if isinstance(configuration, dict) else {}
+    owner_run_id = str(owner_run_id or ("" if run_id else conf.get("chaosext_run_id") or ""))
     if run_id:
         if not (base / run_id / "run.json").is_file():
             raise ActivityFailed(f"no k6 run {run_id!r} recorded in {base}; start_k6 returns the run_id to pass")
         targets = [k6mod.read_run(base / run_id)]
-    else:
-        runs = k6mod.list_runs(base)
+    elif owner_run_id:
+        runs = k6mod.owned_runs(base, owner_run_id)
         targets = [r for r in runs if r["alive"]] or runs[-1:]
+    else:
+        running = [r["run_id"] for r in k6mod.list_runs(base) if r["alive"]]
+        return {"stopped": 0, "runs": [], "exit_code": None, "summary_file": "", "running_elsewhere": running,
+                "exit_meaning": "nothing stopped: no run_id or owner_run_id (nor chaosext_run_id in the "
+                                "configuration) was given, and other runs' k6 are never stopped"}
     results = [_stop_one(rec, timeout) for rec in targets]
     last = results[-1] if results else {}
     return {"stopped": sum(1 for r in results if r["was_running"]), "runs": results,
-            "exit_code": last.get("exit_code"), "exit_meaning": last.get("exit_meaning", "no k6 run recorded"),
+            "exit_code": last.get("exit_code"),
+            "exit_meaning": last.get("exit_meaning", f"no k6 run of experiment run {owner_run_id} recorded in {base}"),
             "summary_file": last.get("summary_file", "")}
 
 

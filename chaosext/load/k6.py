@@ -2,8 +2,11 @@
 
 k6 is never a dependency of the package: it is found on PATH or through ``K6_BIN``. A background run lives in its own
 directory ``<runs dir>/<run_id>/`` holding ``run.json`` (pid, REST address, files), ``k6.log`` (k6's stdout and
-stderr), ``summary.json`` (written by the script's ``handleSummary``) and ``exit_code`` (written by a tiny ``sh``
-wrapper when k6 exits, so any process can learn the exit code, not just k6's parent).
+stderr), ``summary.json`` (written by the script's ``handleSummary``), ``k6.pid`` and ``exit_code`` (written by the
+supervisor ``python3 -m chaosext.load.runner`` when k6 starts / exits, so any process can learn them, not just k6's
+parent). ``run.json`` also names the run's owner (``owner_run_id``: the experiment run id; ``owner_pid`` and its
+start time; ``heartbeat_file``): :func:`orphaned_runs` finds k6 runs whose owner is gone, :func:`owned_runs` the runs
+of one experiment run, and :func:`stop_run` stops one run (SIGINT, then SIGTERM, then SIGKILL).
 """
 import json
 import os
@@ -30,9 +33,15 @@ __all__ = [
     "list_runs",
     "latest_run",
     "process_alive",
+    "proc_start_time",
     "read_exit_code",
     "signal_group",
     "wait_exit",
+    "stop_run",
+    "owned_runs",
+    "orphan_reason",
+    "orphaned_runs",
+    "stop_orphans",
     "CONFLICTING_ENV",
 ]
 
@@ -124,7 +133,14 @@ def read_run(path: Path) -> dict[str, Any]:
     """The ``run.json`` of one background run, plus its live status (``alive``, ``exit_code``)."""
     rec = json.loads((path / "run.json").read_text())
     rec["exit_code"] = read_exit_code(path)
-    rec["alive"] = rec["exit_code"] is None and process_alive(rec["pid"], rec.get("start_time"))
+    try:  # the supervisor records k6's own pid (k6 runs in a process group of its own)
+        k6proc = json.loads((path / "k6.pid").read_text())
+        rec["k6_pid"], rec["k6_start_time"] = int(k6proc["pid"]), k6proc.get("start_time")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    rec["alive"] = rec["exit_code"] is None and (
+        process_alive(rec["pid"], rec.get("start_time"))
+        or bool(rec.get("k6_pid")) and process_alive(rec["k6_pid"], rec.get("k6_start_time")))
     return rec
 
 
@@ -148,13 +164,14 @@ def latest_run(base: Path) -> dict[str, Any] | None:
     return runs[-1] if runs else None
 
 
-def _proc_start_time(pid: int) -> str | None:
+def proc_start_time(pid: int) -> str | None:
     """Field 22 of /proc/<pid>/stat (start time in clock ticks): tells a reused pid from ours."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()[19]
+
 
 
 def process_alive(pid: int, start_time: str | None = None) -> bool:
@@ -169,11 +186,11 @@ def process_alive(pid: int, start_time: str | None = None) -> bool:
         except ChildProcessError:
             pass
         return False
-    return start_time is None or _proc_start_time(pid) == start_time
+    return start_time is None or proc_start_time(pid) == start_time
 
 
 def read_exit_code(path: Path) -> int | None:
-    """The exit code the wrapper recorded, or None while k6 runs (or if it was killed with the wrapper)."""
+    """The exit code the supervisor recorded, or None while k6 runs (or if the supervisor was killed)."""
     try:
         return int((path / "exit_code").read_text().strip())
     except (OSError, ValueError):
@@ -190,11 +207,99 @@ def signal_group(pgid: int, sig: int) -> bool:
 
 
 def wait_exit(path: Path, pid: int, start_time: str | None, timeout: float) -> bool:
-    """Wait (bounded) until the run's wrapper exits; True when it did."""
+    """Wait (bounded) until the run's supervisor -- and k6, when its pid is recorded -- exited; True when they did."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process_alive(pid, start_time):
-            return True
+    while True:
+        try:
+            alive = read_run(path)["alive"]
+        except (OSError, ValueError, KeyError):
+            alive = process_alive(pid, start_time)
+        if not alive or time.monotonic() >= deadline:
+            return not alive
         time.sleep(0.1)
-    return not process_alive(pid, start_time)
 
+
+def _signal_run(rec: dict[str, Any], sig: int) -> None:
+    """``sig`` to the supervisor's group; also to k6's own group when the supervisor is gone or for SIGKILL."""
+    runner_alive = process_alive(rec["pid"], rec.get("start_time"))
+    if runner_alive:
+        signal_group(rec["pgid"], sig)
+    k6_pid = rec.get("k6_pid")
+    if k6_pid and (sig == signal.SIGKILL or not runner_alive) and process_alive(k6_pid, rec.get("k6_start_time")):
+        signal_group(k6_pid, sig)
+
+
+def stop_run(rec: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    """Stop one background run: SIGINT (k6 writes its summary, exits 105), wait up to ``timeout`` s, then SIGTERM,
+    then SIGKILL (5 s each). Returns ``{"run_id", "was_running", "exit_code", "exit_meaning", "forced", ...}``."""
+    path = Path(rec["run_dir"])
+    forced = ""
+    if rec["alive"] and rec.get("supervisor") == "chaosext.load.runner" and not rec.get("k6_pid"):
+        # just started: let the supervisor start k6 and install its signal forwarding first (bounded)
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not (path / "k6.pid").exists() and process_alive(rec["pid"]):
+            time.sleep(0.05)
+        rec = {**rec, **{k: v for k, v in read_run(path).items() if k in ("k6_pid", "k6_start_time", "alive")}}
+    if rec["alive"]:
+        _signal_run(rec, signal.SIGINT)
+        if not wait_exit(path, rec["pid"], rec.get("start_time"), timeout):
+            forced = "SIGTERM"
+            _signal_run(read_run(path), signal.SIGTERM)  # a second signal: k6 aborts without its summary
+            if not wait_exit(path, rec["pid"], rec.get("start_time"), 5):
+                forced = "SIGKILL"
+                _signal_run(read_run(path), signal.SIGKILL)
+                wait_exit(path, rec["pid"], rec.get("start_time"), 5)
+    code = read_exit_code(path)
+    return {"run_id": rec["run_id"], "owner_run_id": rec.get("owner_run_id", ""), "was_running": rec["alive"],
+            "exit_code": code, "exit_meaning": exit_meaning(code), "forced": forced,
+            "summary_file": rec["summary_file"], "summary_written": os.path.isfile(rec["summary_file"]),
+            "log_file": rec["log_file"]}
+
+
+def owned_runs(base: Path, owner_run_id: str) -> list[dict[str, Any]]:
+    """The recorded runs started for experiment run ``owner_run_id`` (none for an empty id), oldest first."""
+    return [r for r in list_runs(base) if owner_run_id and r.get("owner_run_id") == owner_run_id]
+
+
+def orphan_reason(rec: dict[str, Any], grace: float = 10.0) -> str:
+    """Why a running k6 has no live owner ('' when its owner is alive and its heartbeat fresh, or it is not running):
+    its owner process is gone, or its owner's heartbeat file is older than ``grace`` s (or missing)."""
+    if not rec.get("alive"):
+        return ""
+    owner = int(rec.get("owner_pid") or 0)
+    if not owner:
+        return "no owner process recorded"
+    if not process_alive(owner, rec.get("owner_start_time")):
+        return f"its owner process {owner} is gone"
+    heartbeat = rec.get("heartbeat_file") or ""
+    if heartbeat:
+        from chaosext.safety.heartbeat import age
+
+        seconds = age(heartbeat)
+        if seconds is None:
+            return f"its owner's heartbeat {heartbeat} is missing"
+        if seconds > grace:
+            return f"its owner's heartbeat is {seconds:.0f} s old (grace {grace:g} s)"
+    return ""
+
+
+def orphaned_runs(base: Path, grace: float = 10.0) -> list[dict[str, Any]]:
+    """Running k6 runs under ``base`` whose owner is gone (:func:`orphan_reason`), each with ``orphan_reason``."""
+    out = []
+    for rec in list_runs(base):
+        reason = orphan_reason(rec, grace)
+        if reason:
+            out.append({**rec, "orphan_reason": reason})
+    return out
+
+
+def stop_orphans(base: Path, grace: float = 10.0, dry_run: bool = False, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Stop every orphaned k6 run under ``base`` (``chaosext restore --all``); with ``dry_run`` only list them."""
+    out = []
+    for rec in orphaned_runs(base, grace):
+        result = {"run_id": rec["run_id"], "owner_run_id": rec.get("owner_run_id", ""), "pid": rec["pid"],
+                  "orphan_reason": rec["orphan_reason"], "run_dir": rec["run_dir"]}
+        if not dry_run:
+            result.update(stop_run(rec, timeout))
+        out.append(result)
+    return out

@@ -4,10 +4,18 @@ What counts as an error (server side): a request answered 5xx or 401, except cha
 (tenant ``chaosext-probe``, which the lab labels ``__unauthenticated__`` because the token never authenticated).
 429 (rate limited) and 403 (tenant mismatch) are correct answers, not errors. See ``chaosext.metrics.prom``.
 
-``watch_outage`` runs in the method between the block and the restore: it records the outage window in the run file,
-prints a progress line every few seconds (time left, error rate, cache state, alerts), makes the valid/forged token
-checks the auth probes judge afterwards, and is the abort guard (restores early when the error rate stays above
-ABORT_ERROR_RATE for ABORT_AFTER_SECONDS).
+Three kinds of entry points:
+
+- steady-state probes (the experiment's hypothesis, run live before the fault = the baseline, and after the restore
+  = the recovery): ``error_rate_within_max``, ``expiry_alerts_clear``, ``jwks_caches_fresh``;
+- outage checks, judged once by ``judge_outage`` over the recorded outage window (they refuse to judge before an
+  outage exists): ``outage_held``, ``server_error_rate``, ``client_error_rate``, ``alerts_match_cache_state``, plus
+  the auth and audit domains' outage checks;
+- ``watch_outage``, the method step between the block and the restore: it records the outage window in the run file,
+  checks every tick that the fault still holds (the JWKS unreachable from the target), prints a progress line every
+  few seconds, makes the valid/forged token checks, and decides the abort guard (it ends the watch early when the
+  error rate stays above ABORT_ERROR_RATE for ABORT_AFTER_SECONDS; the restore step that follows then restores and
+  records why). A probe never changes the system.
 """
 import logging
 import math
@@ -22,8 +30,8 @@ from chaosext.config import ExperimentConfig, load_config
 from chaosext.metrics import prom
 from chaosext.safety import runstate
 
-__all__ = ["server_error_rate", "client_error_rate", "jwks_cache_expired", "alerts_match_cache_state",
-           "watch_outage", "judge_outage"]
+__all__ = ["error_rate_within_max", "expiry_alerts_clear", "jwks_caches_fresh", "outage_held", "server_error_rate",
+           "client_error_rate", "jwks_cache_expired", "alerts_match_cache_state", "watch_outage", "judge_outage"]
 
 logger = logging.getLogger("chaostoolkit")
 
@@ -31,20 +39,176 @@ logger = logging.getLogger("chaostoolkit")
 SCRAPE_WAIT_SECONDS = 30.0
 
 
-def _before(what: str) -> dict:
-    return {"phase": "before-fault", "ok": True, "note": f"{what} is judged over the outage window, after the fault"}
+def _not_judged(what: str) -> dict:
+    """What an outage check returns when this run recorded no outage (never a vacuous pass)."""
+    return {"phase": "no-outage", "ok": False,
+            "error": f"{what} is judged over the outage window, and this run recorded no outage"}
 
 
-def server_error_rate(configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """Server-side error rate over the outage window, from ``tenant_requests_total`` in Prometheus.
+def _recovery_deadline(cfg: ExperimentConfig, run: dict) -> float:
+    """Until when the services may take to recover: RECOVERY_SECONDS after the restore."""
+    end = (run.get("outage") or {}).get("end") or time.time()
+    return float(end) + cfg.recovery_seconds
 
-    ``ok`` when requests were counted and errors / requests < ERROR_RATE_MAX. Vacuously ok before any fault.
+
+# ---------------------------------------------------------------------------------------------------------------
+# steady-state probes: baseline (before the fault) and recovery (after the restore), live
+# ---------------------------------------------------------------------------------------------------------------
+def error_rate_within_max(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Server-side error rate (Prometheus) below ERROR_RATE_MAX, live.
+
+    Baseline (before the fault): over the last BASELINE_SECONDS, which must hold at least BASELINE_MIN_REQUESTS
+    requests (the safety control's k6 warms it up). Recovery (after the restore): from the moment every service's
+    cache was fresh again (else the restore) until now, waiting for enough requests within RECOVERY_SECONDS.
+    """
+    cfg = load_config(configuration)
+    run = runstate.load_run(cfg.run_dir)
+    phase = runstate.phase(run)
+    if phase == "baseline":
+        end = time.time()
+        start, want = end - cfg.baseline_seconds, cfg.baseline_min_requests
+        res = prom.error_rate_between(cfg.prometheus_url, start, end)
+    else:
+        start = float(run.get("recovered_at") or (run.get("outage") or {}).get("end") or time.time())
+        want = min(cfg.baseline_min_requests, 50)
+        deadline = max(_recovery_deadline(cfg, run), time.time() + 5)
+        while True:
+            end = time.time()
+            res = prom.error_rate_between(cfg.prometheus_url, start, end)
+            if (res["requests"] >= want and end - start >= 5) or end >= deadline:
+                break
+            time.sleep(1.0)
+    ok = res["requests"] >= want and res["error_rate"] < cfg.error_rate_max
+    note = "" if res["requests"] >= want else (
+        f"only {res['requests']:.0f} requests in the window (need {want}): is k6 running, and is PROMETHEUS_URL "
+        f"the one that scrapes the services?")
+    return {"phase": phase, "ok": ok, "error_rate": round(res["error_rate"], 5), "errors": round(res["errors"]),
+            "requests": round(res["requests"]), "max": cfg.error_rate_max, "window_seconds": round(end - start, 1),
+            "note": note}
+
+
+def _active_expiry_alerts(cfg: ExperimentConfig) -> dict[str, list[str]]:
+    """EXPIRY_ALERTS active now: firing or pending in Prometheus, active in Alertmanager."""
+    names = set(cfg.expiry_alerts)
+    in_prom = sorted({f"{a['labels'].get('alertname')} ({a.get('state')})" for a in
+                      prom.prometheus_alerts(cfg.prometheus_url)
+                      if a["labels"].get("alertname") in names and a.get("state") in ("firing", "pending")})
+    in_am = sorted({a["labels"].get("alertname") for a in prom.alertmanager_alerts(cfg.alertmanager_url)
+                    if a["labels"].get("alertname") in names
+                    and (a.get("status") or {}).get("state", "active") != "unprocessed"})
+    return {"prometheus": in_prom, "alertmanager": in_am}
+
+
+def expiry_alerts_clear(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """None of EXPIRY_ALERTS firing or pending (Prometheus) nor active (Alertmanager), live.
+
+    Baseline: an alert already active means the system is unhealthy (and a new alert could not be told from an old
+    one), so no fault is injected. Recovery: every expiry alert that fired has resolved within RECOVERY_SECONDS.
+    """
+    cfg = load_config(configuration)
+    run = runstate.load_run(cfg.run_dir)
+    phase = runstate.phase(run)
+    deadline = _recovery_deadline(cfg, run) if phase == "recovery" else 0.0
+    while True:
+        active = _active_expiry_alerts(cfg)
+        clear = not active["prometheus"] and not active["alertmanager"]
+        if clear or time.time() >= deadline:
+            break
+        time.sleep(2.0)
+    return {"phase": phase, "ok": clear, "expected_clear": list(cfg.expiry_alerts),
+            "active_prometheus": active["prometheus"], "active_alertmanager": active["alertmanager"],
+            "why": "no expiry alert active" if clear else
+            ("expiry alerts already active before the fault" if phase == "baseline" else
+             f"expiry alerts still active {cfg.recovery_seconds}s after the restore")}
+
+
+def _cache_states(cfg: ExperimentConfig) -> dict[str, tuple[str, str]]:
+    """service -> (state, source): from ``jwks_cache_state`` in Prometheus; ``/healthz`` only where the service has
+    no such series (a lab convenience)."""
+    from chaosext.auth.probes import health
+
+    states: dict[str, tuple[str, str]] = {}
+    try:
+        for sample in prom.query(cfg.prometheus_url, 'max by (service, state) (jwks_cache_state) == 1'):
+            svc = sample["metric"].get("service", "")
+            if svc in cfg.services:
+                states[svc] = (sample["metric"].get("state", "?"), "prometheus")
+    except (requests.RequestException, RuntimeError, ValueError):
+        pass
+    for svc, url in cfg.services.items():
+        if svc not in states:
+            h = health(url)
+            states[svc] = (h.get("state", "unknown"), "healthz" if h else "none")
+    return states
+
+
+def jwks_caches_fresh(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Every service's JWKS cache is fresh (from its ``jwks_cache_state`` metric), live.
+
+    Baseline: fresh before the fault (a stale or expired cache is already degraded). Recovery: every service fetched
+    the JWKS again within RECOVERY_SECONDS of the restore (``not_recovered`` names the ones that did not).
+    """
+    cfg = load_config(configuration)
+    run = runstate.load_run(cfg.run_dir)
+    phase = runstate.phase(run)
+    deadline = _recovery_deadline(cfg, run) if phase == "recovery" else 0.0
+    while True:
+        states = _cache_states(cfg)
+        bad = sorted(s for s, (state, _) in states.items() if state != "fresh")
+        if not bad or time.time() >= deadline:
+            break
+        time.sleep(1.0)
+    if phase == "recovery" and not bad:
+        runstate.update_run(cfg.run_dir, recovered_at=time.time())
+    key = "not_recovered" if phase == "recovery" else "not_fresh"
+    return {"phase": phase, "ok": not bad, key: bad, "states": {s: st for s, (st, _) in states.items()},
+            "source": sorted({src for _, src in states.values()})}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# outage checks (judge_outage)
+# ---------------------------------------------------------------------------------------------------------------
+def outage_held(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """The outage really held: the JWKS was unreachable from the target on every watch tick after the first.
+
+    Fails ("outage did not hold") when the fault was found lifted or the JWKS reachable on any later tick — by a
+    person, another run, or a broken driver — and reports the measured outage length next to OUTAGE_SECONDS. An
+    early end decided by the abort guard is reported here too (the verdict fails it separately).
     """
     cfg = load_config(configuration)
     run = runstate.load_run(cfg.run_dir)
     window = runstate.outage_window(run)
     if window is None:
-        return _before("the server-side error rate")
+        return _not_judged("whether the outage held")
+    start, end = window
+    obs = run.get("observations") or []
+    broken = [o for o in obs[1:] if o.get("fault_holds") is False]
+    held_until = float(broken[0]["t"]) if broken else end
+    out = {"phase": "outage", "ok": bool(obs) and not broken and bool((run.get("fault") or {}).get("applied", True)),
+           "ticks": len(obs), "ticks_not_held": len(broken), "measured_seconds": round(held_until - start, 1),
+           "planned_seconds": cfg.outage_seconds, "aborted": bool((run.get("outage") or {}).get("aborted")),
+           "reason": (run.get("outage") or {}).get("reason", "")}
+    if broken:
+        out["why"] = (f"outage did not hold: the JWKS was reachable from the target {broken[0]['elapsed']:.0f}s "
+                      f"into the outage ({broken[0].get('fault_detail', '')}); held {out['measured_seconds']}s of "
+                      f"{cfg.outage_seconds}s")
+    elif not obs:
+        out["why"] = "the watch made no observation"
+    else:
+        out["why"] = f"held {out['measured_seconds']}s of {cfg.outage_seconds}s"
+    return out
+
+
+def server_error_rate(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Server-side error rate over the outage window, from ``tenant_requests_total`` in Prometheus.
+
+    ``ok`` when requests were counted and errors / requests < ERROR_RATE_MAX. Not ok when no outage was recorded.
+    """
+    cfg = load_config(configuration)
+    run = runstate.load_run(cfg.run_dir)
+    window = runstate.outage_window(run)
+    if window is None:
+        return _not_judged("the server-side error rate")
     if (done := runstate.judged(run, "server_error_rate")) is not None:
         return done
     start, end = window
@@ -58,23 +222,38 @@ def server_error_rate(configuration: Configuration = None, secrets: Secrets = No
 
 
 def client_error_rate(configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """Client-side error rate from k6's summary (``http_req_failed``) of the run that covered the outage.
+    """Client-side error rate over the outage window, from this run's own k6 (``http_req_failed``).
 
-    k6 runs from before the block until after the restore, so this rate covers the whole k6 run, outage included.
-    Vacuously ok before any fault.
+    The watch step snapshots k6's cumulative counters (REST API) when the outage starts and ends; the difference is
+    the outage window. Without snapshots, this run's k6 summary (its whole run) is used and says so.
     """
     cfg = load_config(configuration)
     run = runstate.load_run(cfg.run_dir)
     if runstate.outage_window(run) is None:
-        return _before("the client-side (k6) error rate")
+        return _not_judged("the client-side (k6) error rate")
     if (done := runstate.judged(run, "client_error_rate")) is not None:
         return done
+    k6 = (run.get("outage") or {}).get("k6") or {}
+    first, last = k6.get("start") or {}, k6.get("end") or {}
+    if first.get("http_reqs") is not None and last.get("http_reqs") is not None:
+        total = float(last["http_reqs"]) - float(first["http_reqs"])
+        failed = float(last["http_reqs"]) * float(last.get("http_req_failed_rate") or 0) \
+            - float(first["http_reqs"]) * float(first.get("http_req_failed_rate") or 0)
+        rate = max(0.0, failed) / total if total > 0 else None
+        return {"phase": "outage", "ok": rate is not None and rate < cfg.error_rate_max, "max": cfg.error_rate_max,
+                "error_rate": None if rate is None else round(rate, 5), "requests": round(total),
+                "errors": round(max(0.0, failed)), "source": "k6 REST API, outage window",
+                "note": "" if total > 0 else "k6 made no request during the outage: did k6 run?"}
     from chaosext.load.probes import k6_summary
 
-    summary = k6_summary(configuration=configuration, secrets=secrets)
+    k6_run = (run.get("k6") or {}).get("run_id", "")
+    if not k6_run:
+        return {"phase": "outage", "ok": False, "max": cfg.error_rate_max, "error_rate": None,
+                "note": "this run started no k6 (see the safety control's log)"}
+    summary = k6_summary(run_id=k6_run, run_dir=f"{cfg.run_dir}/k6", configuration=configuration, secrets=secrets)
     rate = _k6_failed_rate(summary)
     out = {"phase": "outage", "max": cfg.error_rate_max, "error_rate": rate,
-           "requests": summary.get("requests", summary.get("http_reqs")),
+           "requests": summary.get("requests", summary.get("http_reqs")), "source": "k6 summary, whole run",
            "exit_code": summary.get("exit_code"), "thresholds_ok": summary.get("thresholds_ok")}
     out["ok"] = rate is not None and rate < cfg.error_rate_max
     if rate is None:
@@ -147,13 +326,13 @@ def alerts_match_cache_state(configuration: Configuration = None, secrets: Secre
 
     Expired -> each alert was firing in Prometheus (``ALERTS``) and present in Alertmanager (``/api/v2/alerts``),
     waiting up to ALERT_WAIT_SECONDS for them. Not expired -> none of them fired since the outage started.
-    Vacuously ok before any fault.
+    Not ok when no outage was recorded.
     """
     cfg = load_config(configuration)
     run = runstate.load_run(cfg.run_dir)
     window = runstate.outage_window(run)
     if window is None:
-        return _before("alerting")
+        return _not_judged("alerting")
     if (done := runstate.judged(run, "alerts_match_cache_state")) is not None:
         return done
     start, end = window
@@ -233,15 +412,31 @@ def _observe_services(cfg: ExperimentConfig, tokens: dict[str, str], forged: Any
     return out
 
 
-def _jwks_blocked_here(cfg: ExperimentConfig) -> Any:
-    """For the local lab only: does this host still reach the JWKS URL? (None when not applicable)."""
-    if not cfg.is_lab_target:
-        return None
+def _fault_check(spec: Any, driver: Any) -> tuple[bool, str]:
+    """(holds, detail): does the fault still make the JWKS unreachable from the target? (the driver's own verify:
+    rules in place and a fresh connection from inside the target failing the way the mode says)."""
     try:
-        requests.get(cfg.jwks_url, timeout=1.0)
-        return False
-    except requests.RequestException:
-        return True
+        check = driver.verify(spec)
+    except Exception as exc:  # noqa: BLE001 - a failing check means we cannot say it held
+        return False, f"verify failed: {type(exc).__name__}: {exc}"
+    if check.get("blocked"):
+        return True, ""
+    probes = [p for t in check.get("targets") or [] for p in t.get("probes") or []]
+    reachable = [p.get("address") for p in probes if p.get("reachable")]
+    detail = f"reachable at {','.join(reachable)}" if reachable else "rules/keys of the fault missing"
+    return False, detail
+
+
+def _k6_snapshot(run: dict) -> dict:
+    """k6's cumulative request and failure counters now (REST API of this run's k6; {} when unavailable)."""
+    from chaosext.load.probes import k6_live_metrics
+
+    address = (run.get("k6") or {}).get("address", "")
+    if not address:
+        return {}
+    live = k6_live_metrics(address=address)
+    return {"t": time.time(), "http_reqs": live.get("http_reqs"),
+            "http_req_failed_rate": live.get("http_req_failed_rate")} if live.get("reachable") else {}
 
 
 def _alert_names(cfg: ExperimentConfig) -> tuple[set[str], set[str]]:
@@ -261,37 +456,58 @@ def _alert_names(cfg: ExperimentConfig) -> tuple[set[str], set[str]]:
 def watch_outage(duration_seconds: int = 0, configuration: Configuration = None, secrets: Secrets = None) -> dict:
     """Watch the services through the outage (OUTAGE_SECONDS unless ``duration_seconds`` > 0), then return.
 
-    Records the outage window (start now, end on return) in the run file, prints progress every WATCH_INTERVAL
-    seconds, checks valid and forged tokens against every service, notes which expiry alerts fire, and aborts
-    early (restoring the egress) when the server-side error rate stays above ABORT_ERROR_RATE for
-    ABORT_AFTER_SECONDS. Returns a summary dict.
+    Records the outage window (start now, end on return) in the run file; every WATCH_INTERVAL seconds checks that the
+    fault still holds (the JWKS unreachable from the target), checks valid and forged tokens against every service,
+    notes which expiry alerts fire and prints a progress line. Ends early, without changing anything itself, when the
+    abort guard decides to (server-side error rate above ABORT_ERROR_RATE for ABORT_AFTER_SECONDS) or on SIGTERM: the
+    restore step that follows restores and records why. Returns at once when this run applied no fault (a dry run,
+    or a fault that failed) — there is no outage to watch. Returns a summary dict.
     """
     from chaosext.auth.probes import ensure_tokens, forgery_plan
+    from chaosext.egress import build_driver
+    from chaosext.egress.actions import fault_record, run_fault_id
+    from chaosext.egress.base import FaultSpec
     from chaosext.safety import signals
-    from chaosext.safety.cleanup import restore_fault
 
     cfg = load_config(configuration)
+    record = fault_record(run_fault_id(configuration)) if run_fault_id(configuration) else None
+    if record is None:
+        why = ("dry run: no fault was applied" if (configuration or {}).get("chaosext_dry_run")
+               else "this run applied no fault")
+        logger.info("[outage] not watching: %s", why)
+        return {"watched": False, "reason": why, "ticks": 0}
+    spec = FaultSpec.from_dict(record["spec"])
+    driver = build_driver(spec.via, spec.options)
     duration = duration_seconds if duration_seconds > 0 else cfg.outage_seconds
     interval = max(1.0, cfg.watch_interval)
     tokens = ensure_tokens(cfg)
     forged = forgery_plan(cfg) if tokens else None
+    run = runstate.load_run(cfg.run_dir)
     start = time.time()
     end_by = start + duration
-    run = runstate.update_run(cfg.run_dir, outage={"start": start, "end": None, "aborted": False, "reason": ""},
+    k6_start = _k6_snapshot(run)
+    run = runstate.update_run(cfg.run_dir, outage={"start": start, "end": None, "aborted": False, "reason": "",
+                                                   "fault_run_id": spec.run_id, "k6": {"start": k6_start}},
                               observations=[], alerts_seen={"prometheus": {}, "alertmanager": {}})
     try:
         base = prom.counts_at(cfg.prometheus_url, start)
     except (requests.RequestException, RuntimeError):
         base = (0.0, 0.0)
     prev, above_since, reason, tick = base, None, "", 0
-    logger.info("[outage] JWKS blocked for %ss; watching %s every %.0fs", duration, ",".join(cfg.services), interval)
+    logger.info("[outage] JWKS blocked for %ss (fault %s); watching %s every %.0fs", duration, spec.run_id,
+                ",".join(cfg.services), interval)
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1)
     try:
         while True:
             now = time.time()
             if signals.terminating():
                 reason = "interrupted (SIGTERM)"
                 break
+            held = pool.submit(_fault_check, spec, driver)
             services = _observe_services(cfg, tokens, forged, tick)
+            holds, detail = held.result()
             try:
                 counts = prom.counts_at(cfg.prometheus_url)
             except (requests.RequestException, RuntimeError):
@@ -306,16 +522,16 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
             for where, names in (("prometheus", in_prom), ("alertmanager", in_am)):
                 for n in names:
                     seen[where].setdefault(n, now)
-            blocked = _jwks_blocked_here(cfg)
             obs = {"t": now, "elapsed": now - start, "error_rate": overall, "recent_error_rate": recent,
-                   "requests": c_tot, "jwks_blocked": blocked, "services": services}
+                   "requests": c_tot, "fault_holds": holds, "fault_detail": detail, "jwks_blocked": holds,
+                   "services": services}
             run = runstate.update_run(cfg.run_dir, observations=(run.get("observations") or []) + [obs],
                                       alerts_seen=seen)
             cache = " ".join(f"{n}={s['state']}" for n, s in services.items())
             logger.info("[outage] %4.0fs left | error rate %.2f%% (last %.0fs: %.2f%%) of %d req | cache %s%s%s",
                         max(0.0, end_by - now), overall * 100, interval, recent * 100, c_tot, cache,
                         " | alerts " + ",".join(sorted(in_prom | in_am)) if in_prom or in_am else "",
-                        " | JWKS still reachable!" if blocked is False else "")
+                        "" if holds else f" | OUTAGE NOT HOLDING: JWKS {detail}")
             if d_tot > 0 and recent > cfg.abort_error_rate:
                 above_since = above_since or now
                 if now - above_since >= cfg.abort_after_seconds:
@@ -332,19 +548,21 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
         reason = f"interrupted ({type(exc).__name__})"
         raise
     finally:
+        pool.shutdown(wait=False)
         end = time.time()
         runstate.update_run(cfg.run_dir, outage={"start": start, "end": end, "aborted": bool(reason),
-                                                 "reason": reason})
+                                                 "reason": reason, "fault_run_id": spec.run_id,
+                                                 "k6": {"start": k6_start, "end": _k6_snapshot(run)}})
         if reason.startswith("abort guard"):
-            logger.warning("[outage] %s: restoring JWKS egress now", reason)
-            restore_fault(cfg)
+            logger.warning("[outage] %s: ending the outage now (the restore step restores)", reason)
     logger.info("[outage] over after %.0fs%s", end - start, f" ({reason})" if reason else "")
-    return {"start": start, "end": end, "seconds": round(end - start, 1), "aborted": bool(reason), "reason": reason,
-            "ticks": tick + 1}
+    return {"watched": True, "start": start, "end": end, "seconds": round(end - start, 1), "aborted": bool(reason),
+            "reason": reason, "ticks": tick + 1, "fault_run_id": spec.run_id}
 
 
 #: (check name, module, function) of every outage-behaviour probe, in the experiment's order
 OUTAGE_CHECKS = (
+    ("outage-held", "chaosext.metrics.probes", "outage_held"),
     ("cached-key-fallback", "chaosext.auth.probes", "cached_key_fallback"),
     ("no-fail-open", "chaosext.auth.probes", "no_fail_open"),
     ("server-error-rate-below-max", "chaosext.metrics.probes", "server_error_rate"),
@@ -364,6 +582,11 @@ def judge_outage(configuration: Configuration = None, secrets: Secrets = None) -
     import importlib
 
     cfg = load_config(configuration)
+    run = runstate.load_run(cfg.run_dir)
+    if runstate.outage_window(run) is None:
+        why = "dry run: nothing was injected" if (configuration or {}).get("chaosext_dry_run") else \
+            "no outage was recorded: the fault was not applied"
+        return {"ok": False, "judged": False, "failed": ["no-outage"], "why": why, "checks": {}}
     runstate.update_run(cfg.run_dir, judgments={})
     results: dict[str, Any] = {}
     for name, module, func in OUTAGE_CHECKS:

@@ -47,9 +47,17 @@ def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str =
     warnings: list[str] = []
     sources: list[str] = [f"journal: {journal_path}"]
     ranges: dict = {}
+    windows: dict = {}
+    if not ranges_path:
+        ranges_path = collect.evidence_in_journal(journal, journal_path)  # saved at judge time by the experiment
     if ranges_path:
         ranges = collect.load_ranges(ranges_path)
+        windows = collect.load_windows(ranges_path)
         sources.append(f"metrics: recorded ranges {ranges_path}")
+        if windows:
+            sources.append("windows: " + ", ".join(f"{n} {e - s:.0f} s" for n, (s, e) in windows.items()))
+            start = min(([start] if start is not None else []) + [w[0] for w in windows.values()])
+            end = max(([end] if end is not None else []) + [w[1] for w in windows.values()])
     elif prometheus_url and start is not None and end is not None:
         try:
             ranges = collect.query_ranges(prometheus_url, start, end)
@@ -68,7 +76,7 @@ def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str =
     sources.append(f"audit: {audit_path} ({len(events)} auth.* events)" if audit_path
                    else "audit: none given (--audit or AUDIT_SOURCE=file:...)")
     span = (start, end) if start is not None and end is not None and end > start else None
-    plots = make_plots(ranges, events, window, span, error_rate_max)
+    plots = make_plots(ranges, events, window, span, error_rate_max, windows, collect.k6_p95_ms(journal))
     verdict = collect.verdict_of(journal)
     html = render_html(journal, verdict, collect.timeline(journal), collect.probe_results(journal), plots,
                        window, start, end, sources)

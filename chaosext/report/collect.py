@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ import requests
 from chaosext.metrics.prom import ERROR_SELECTOR, TOTAL_SELECTOR
 
 __all__ = [
-    "QUERIES", "AUDIT_ACTIONS", "load_journal", "parse_time", "verdict_of", "timeline", "probe_results",
-    "outage_window", "query_ranges", "load_ranges", "audit_events",
+    "QUERIES", "AUDIT_ACTIONS", "EVIDENCE_FORMAT", "EVIDENCE_FILE", "load_journal", "parse_time", "verdict_of",
+    "timeline", "probe_results", "outage_window", "query_ranges", "load_ranges", "load_windows", "audit_events",
+    "save_evidence", "evidence_in_journal", "k6_p95_ms",
 ]
 
 def _literal(promql: str) -> str:
@@ -33,11 +35,18 @@ QUERIES: dict[str, str] = {
     "error_rate": (f"(sum by (service) (rate({_literal(ERROR_SELECTOR)}[{{w}}]))"
                    f" or sum by (service) (rate({_literal(TOTAL_SELECTOR)}[{{w}}])) * 0)"
                    f" / sum by (service) (rate({_literal(TOTAL_SELECTOR)}[{{w}}]))"),
+    # server side, from the services' histogram (bucket boundaries at 0.3 s and 0.6 s, 0.5 ms resolution at the
+    # bottom); the unauthenticated pseudo-tenant's fast 401s are not users' latency
     "p95_latency": ("histogram_quantile(0.95, sum by (service, le) "
-                    "(rate(tenant_request_duration_seconds_bucket[{w}])))"),
+                    "(rate(tenant_request_duration_seconds_bucket{{tenant!=\"__unauthenticated__\"}}[{w}])))"),
     "jwks_cache_state": "max by (service, state) (jwks_cache_state)",
     "jwks_cache_age": "max by (service) (jwks_cache_age_seconds)",
+    # pending/firing per alert name (Prometheus' own ALERTS series)
+    "alerts": "max by (alertname, alertstate) (ALERTS)",
 }
+#: What save_evidence writes (and load_ranges / load_windows read back).
+EVIDENCE_FORMAT = "chaosext-evidence/1"
+EVIDENCE_FILE = "evidence.json"
 AUDIT_ACTIONS = ("auth.degraded", "auth.recovered", "auth.expired")
 FAULT_ACTIONS = ("block_jwks_egress",)
 RESTORE_ACTIONS = ("restore_jwks_egress",)
@@ -176,11 +185,104 @@ def query_ranges(prometheus_url: str, start: float, end: float,
     return out
 
 
+def save_evidence(prometheus_url: str, windows: dict[str, tuple[float, float]], out_dir: str) -> dict:
+    """Save the series the experiment judged, for its windows (e.g. baseline, outage, recovery), into
+    ``<out_dir>/evidence.json`` (mode 0600), so ``chaosext report`` draws the same pictures after the lab is gone or
+    Prometheus has rotated the data.
+
+    One ``query_range`` per QUERIES entry over the span from the earliest window start to the latest window end (the
+    plots need the gaps between windows too). Returns ``{"ok", "evidence_file", "windows", "series", "points",
+    "error"}``; put that dict into the journal (any activity output) and the report finds the file. Raises
+    ValueError for unusable windows; a Prometheus that cannot answer gives ``ok: false`` and the reason (the file
+    then holds the windows and whatever was fetched), never an exception.
+    """
+    if not windows:
+        raise ValueError("save_evidence needs at least one window, e.g. {'outage': (start, end)} in unix seconds")
+    clean: dict[str, list[float]] = {}
+    for name, pair in windows.items():
+        try:
+            start, end = float(pair[0]), float(pair[1])
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"window {name!r}: expected (start, end) unix seconds, got {pair!r}") from exc
+        if not (math.isfinite(start) and math.isfinite(end)) or end < start:
+            raise ValueError(f"window {name!r}: end {end} is before start {start}")
+        clean[str(name)] = [start, end]
+    span = (min(w[0] for w in clean.values()), max(w[1] for w in clean.values()))
+    error = ""
+    try:
+        ranges = query_ranges(prometheus_url, span[0], max(span[1], span[0] + 1))
+    except (requests.RequestException, ValueError, KeyError) as exc:
+        ranges, error = {}, f"{prometheus_url} gave no ranges: {type(exc).__name__}: {exc}"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = out / EVIDENCE_FILE
+    doc = {"format": EVIDENCE_FORMAT, "prometheus_url": prometheus_url, "windows": clean, "span": list(span),
+           "ranges": ranges, "error": error}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(doc, handle)
+    os.chmod(path, 0o600)
+    series = {name: len(matrix) for name, matrix in ranges.items()}
+    points = sum(len(item.get("values", [])) for matrix in ranges.values() for item in matrix)
+    return {"ok": not error and points > 0, "evidence_file": str(path), "windows": clean, "series": series,
+            "points": points, "error": error or ("" if points else "Prometheus returned no samples for the windows")}
+
+
+def evidence_in_journal(journal: dict[str, Any], journal_path: str | Path | None = None) -> str:
+    """The first ``evidence_file`` named in any activity output of the journal that exists (relative paths are
+    tried next to the journal too); "" when none."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            path = value.get("evidence_file")
+            if isinstance(path, str) and path:
+                found.append(path)
+            for child in value.values():
+                walk(child)
+        elif isinstance(value, list):
+            for child in value:
+                walk(child)
+
+    for _phase, item in _items(journal):
+        walk(item.get("output"))
+    base = Path(journal_path).parent if journal_path else None
+    for path in found:
+        for candidate in (Path(path), base / path if base is not None else None):
+            if candidate is not None and candidate.is_file():
+                return str(candidate)
+    return ""
+
+
+def k6_p95_ms(journal: dict[str, Any]) -> dict[str, float]:
+    """k6's own p95 by kind (``{"read": ms, "write": ms}``, client side, whole k6 run) from the k6 summary probe's
+    output in the journal; empty when the journal has none."""
+    for _phase, item in _items(journal):
+        output = item.get("output")
+        if isinstance(output, dict):
+            p95 = {k: output.get(f"p95_{k}_ms") for k in ("read", "write")}
+            p95 = {k: float(v) for k, v in p95.items() if isinstance(v, (int, float))}
+            if p95:
+                return p95
+    return {}
+
+
+def load_windows(path: str | Path) -> dict[str, tuple[float, float]]:
+    """The named windows of an evidence file (``{}`` for a plain ranges file)."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    if isinstance(doc, dict) and doc.get("format") == EVIDENCE_FORMAT:
+        return {name: (float(w[0]), float(w[1])) for name, w in (doc.get("windows") or {}).items()}
+    return {}
+
+
 def load_ranges(path: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """Recorded ranges: ``{name: matrix}`` where matrix is a result list or a whole query_range response."""
+    """Recorded ranges: ``{name: matrix}`` where matrix is a result list or a whole query_range response, or an
+    evidence file written by save_evidence."""
     doc = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: expected an object {{query name: matrix}}")
+    if doc.get("format") == EVIDENCE_FORMAT:
+        doc = doc.get("ranges") or {}
     out = {}
     for name, value in doc.items():
         if isinstance(value, dict) and "data" in value:

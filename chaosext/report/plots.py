@@ -13,9 +13,14 @@ import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 
-__all__ = ["Plot", "make_plots", "CACHE_STATES"]
+__all__ = ["Plot", "make_plots", "CACHE_STATES", "WINDOW_COLOURS"]
 
 CACHE_STATES = ("fresh", "stale", "expired", "empty")
+#: Shaded bands of the experiment's windows (the outage band is the fault itself).
+WINDOW_COLOURS = {"baseline": "#1f77b4", "outage": "#ff7f0e", "recovery": "#2ca02c"}
+ALERT_COLOURS = {"pending": "#f2b233", "firing": "#d62728"}
+#: Every figure has the same size and plot-area margins, so the time axes line up from one plot to the next.
+FIGSIZE, MARGINS = (11, 3.2), {"left": 0.08, "right": 0.78, "top": 0.88, "bottom": 0.2}
 EVENT_STYLE = {"auth.degraded": ("#d62728", "v"), "auth.recovered": ("#2ca02c", "^"), "auth.expired": ("#000000", "x")}
 Plot = dict[str, str]  # {"key", "title", "png" (base64, "" when no data), "note"}
 
@@ -43,7 +48,7 @@ def _series(matrix: list[dict[str, Any]], label_key: str = "service") -> list[tu
 
 
 def _figure(title: str, ylabel: str) -> tuple[Any, Any]:
-    fig, ax = plt.subplots(figsize=(11, 3.2), dpi=90)
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=90)
     ax.set_title(title, loc="left", fontsize=12)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
@@ -53,10 +58,16 @@ def _figure(title: str, ylabel: str) -> tuple[Any, Any]:
 
 
 def _decorate(ax: Any, window: tuple[float, float] | None, events: list[dict[str, Any]],
-              span: tuple[float, float] | None) -> None:
-    """Shade the outage window, draw audit events as vertical lines, fix the x range, add the legend."""
-    if window:
-        ax.axvspan(_dt(window[0]), _dt(window[1]), color="#ff7f0e", alpha=0.15, label="JWKS outage")
+              span: tuple[float, float] | None, windows: dict[str, tuple[float, float]] | None = None) -> None:
+    """Shade the baseline/outage/recovery windows, draw audit events as vertical lines, fix the x range (the same on
+    every plot), add the legend."""
+    bands = dict(windows or {})
+    if window and "outage" not in bands:
+        bands["outage"] = window
+    for name, (start, end) in sorted(bands.items(), key=lambda kv: kv[1][0]):
+        label = "JWKS outage" if name == "outage" else name
+        ax.axvspan(_dt(start), _dt(end), color=WINDOW_COLOURS.get(name, "#7f7f7f"),
+                   alpha=0.15 if name == "outage" else 0.08, label=label)
     seen = set()
     for event in events:
         color, _marker = EVENT_STYLE.get(event["action"], ("#7f7f7f", "o"))
@@ -71,7 +82,7 @@ def _decorate(ax: Any, window: tuple[float, float] | None, events: list[dict[str
 
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
-    fig.tight_layout()
+    fig.subplots_adjust(**MARGINS)  # fixed margins, not tight_layout: x-axes align across the report's plots
     fig.savefig(buf, format="png")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -79,23 +90,89 @@ def _png(fig: Any) -> str:
 
 def _line(key: str, title: str, ylabel: str, matrix: list[dict[str, Any]], window: Any, events: list[Any],
           span: Any, percent: bool = False, limit: float | None = None, limit_label: str = "",
-          scale: float = 1.0) -> Plot:
+          scale: float = 1.0, windows: Any = None, levels: dict[str, float] | None = None,
+          series_label: str = "{}") -> Plot:
     series = [(name, xs, [y * scale for y in ys]) for name, xs, ys in _series(matrix)]
     if not series:
         return {"key": key, "title": title, "png": "", "note": "no data for this window"}
     fig, ax = _figure(title, ylabel)
     for name, xs, ys in series:
-        ax.plot(xs, ys, label=name, linewidth=1.6)
+        ax.plot(xs, ys, label=series_label.format(name), linewidth=1.6)
     if limit is not None:
         ax.axhline(limit, color="#d62728", linewidth=1, label=limit_label)
+    for (label, value), style in zip((levels or {}).items(), (":", "-.", "--")):
+        ax.axhline(value, color="#444444", linestyle=style, linewidth=1.4, label=label)
     if percent:
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.margins(y=0.15)
     ax.set_ylim(bottom=0)
-    _decorate(ax, window, events, span)
+    _decorate(ax, window, events, span, windows)
     return {"key": key, "title": title, "png": _png(fig), "note": ""}
 
 
-def _cache_state(matrix: list[dict[str, Any]], window: Any, events: list[Any], span: Any) -> Plot:
+def _alert_states(matrix: list[dict[str, Any]], window: Any, span: Any, windows: Any) -> Plot:
+    """One row per alert name: amber while pending, red while firing (Prometheus' ALERTS series)."""
+    title = "Alert states (Prometheus ALERTS): pending / firing per alert"
+    rows: dict[str, dict[str, list[float]]] = {}
+    for item in matrix:
+        metric = item.get("metric", {})
+        name, state = metric.get("alertname"), metric.get("alertstate")
+        if not name or state not in ALERT_COLOURS:
+            continue
+        stamps = [float(ts) for ts, value in item.get("values", []) if _number(value) >= 1]
+        if stamps:
+            rows.setdefault(name, {}).setdefault(state, []).extend(stamps)
+    if not rows:
+        return {"key": "alerts", "title": title, "png": "",
+                "note": "no alert was pending or firing in this window (or no alert data was recorded)"}
+    names = sorted(rows)
+    fig, ax = _figure(title, "")
+    step = _step(matrix)
+    for row, name in enumerate(names):
+        for state, colour in ALERT_COLOURS.items():
+            spans = _runs(sorted(rows[name].get(state, [])), step)
+            if spans:
+                ax.broken_barh([(_dt(a), _dt(b + step) - _dt(a)) for a, b in spans], (row - 0.3, 0.45),
+                               facecolors=colour, label=state if state not in _labelled(ax) else None)
+        # the name inside the plot area, above its bar: long alert names cannot push the axes out of line
+        ax.text(0.005, row + 0.2, name, transform=ax.get_yaxis_transform(), fontsize=8, va="bottom")
+    ax.set_yticks([])
+    ax.set_ylim(-0.5, len(names) - 0.1)
+    _decorate(ax, window, [], span, windows)
+    return {"key": "alerts", "title": title, "png": _png(fig), "note": ""}
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _step(matrix: list[dict[str, Any]]) -> float:
+    """The range query's step (smallest gap between samples), at least 1 s."""
+    gaps = [float(b[0]) - float(a[0]) for item in matrix for a, b in zip(item.get("values", []),
+                                                                            item.get("values", [])[1:])]
+    return max(1.0, min(gaps)) if gaps else 2.0
+
+
+def _runs(stamps: list[float], step: float) -> list[tuple[float, float]]:
+    """Consecutive timestamps (no gap above 1.5 steps) merged into (first, last) runs."""
+    runs: list[tuple[float, float]] = []
+    for ts in stamps:
+        if runs and ts - runs[-1][1] <= 1.5 * step:
+            runs[-1] = (runs[-1][0], ts)
+        else:
+            runs.append((ts, ts))
+    return runs
+
+
+def _labelled(ax: Any) -> set[str]:
+    return set(ax.get_legend_handles_labels()[1])
+
+
+def _cache_state(matrix: list[dict[str, Any]], window: Any, events: list[Any], span: Any,
+                 windows: Any = None) -> Plot:
     """One step line per service: which of fresh/stale/expired/empty the JWKS cache was in."""
     title = "JWKS cache state per service"
     per_service: dict[str, dict[float, int]] = {}
@@ -119,11 +196,11 @@ def _cache_state(matrix: list[dict[str, Any]], window: Any, events: list[Any], s
                 label=name, linewidth=1.8)
     ax.set_yticks(range(len(CACHE_STATES)), CACHE_STATES)
     ax.set_ylim(-0.5, len(CACHE_STATES) - 0.5)
-    _decorate(ax, window, events, span)
+    _decorate(ax, window, events, span, windows)
     return {"key": "jwks_cache_state", "title": title, "png": _png(fig), "note": ""}
 
 
-def _events(events: list[dict[str, Any]], window: Any, span: Any) -> Plot:
+def _events(events: list[dict[str, Any]], window: Any, span: Any, windows: Any = None) -> Plot:
     """Audit events (auth.degraded / recovered / expired) per service on a time axis."""
     title = "Audit events: auth.degraded / auth.recovered / auth.expired"
     if not events:
@@ -138,20 +215,29 @@ def _events(events: list[dict[str, Any]], window: Any, span: Any) -> Plot:
                        color=color, marker=marker, s=70, label=f"{action} ({len(chosen)})", zorder=3)
     ax.set_yticks(range(len(services)), services)
     ax.set_ylim(-0.6, len(services) - 0.4)
-    _decorate(ax, window, [], span)
+    _decorate(ax, window, [], span, windows)
     return {"key": "audit_events", "title": title, "png": _png(fig), "note": ""}
 
 
 def make_plots(ranges: dict[str, list[dict[str, Any]]], events: list[dict[str, Any]],
                window: tuple[float, float] | None, span: tuple[float, float] | None,
-               error_rate_max: float | None = None) -> list[Plot]:
-    """The report's four plots, in reading order; a plot without data carries a note instead of a PNG."""
+               error_rate_max: float | None = None, windows: dict[str, tuple[float, float]] | None = None,
+               k6_p95_ms: dict[str, float] | None = None) -> list[Plot]:
+    """The report's plots, in reading order, on one time axis; a plot without data carries a note instead of a PNG.
+
+    windows: named bands (baseline/outage/recovery) drawn on every plot; k6_p95_ms: k6's own p95 by kind (client
+    side, one number for the whole k6 run) drawn as dotted levels on the latency plot beside the server's histogram.
+    """
+    k6_levels = {f"k6 p95 {kind} (client, whole run)": ms for kind, ms in sorted((k6_p95_ms or {}).items())}
     return [
-        _line("error_rate", "Error rate (5xx + 401) per service, sliding rate window", "errors / requests", ranges.get("error_rate", []),
-              window, events, span, percent=True, limit=error_rate_max,
-              limit_label=f"tolerance {error_rate_max:.1%}" if error_rate_max is not None else ""),
-        _line("p95_latency", "p95 latency per service", "milliseconds", ranges.get("p95_latency", []), window,
-              events, span, scale=1000.0),
-        _cache_state(ranges.get("jwks_cache_state", []), window, events, span),
-        _events(events, window, span),
+        _line("error_rate", "Error rate (5xx + 401 of real tenants) per service, sliding rate window",
+              "errors / requests", ranges.get("error_rate", []), window, events, span, percent=True,
+              limit=error_rate_max,
+              limit_label=f"tolerance {error_rate_max:.1%}" if error_rate_max is not None else "", windows=windows),
+        _line("p95_latency", "p95 latency per service: server side, from the services' histogram (lines) and k6's "
+              "own p95 (horizontal levels)", "milliseconds", ranges.get("p95_latency", []), window, events, span,
+              scale=1000.0, windows=windows, levels=k6_levels, series_label="{} (server)"),
+        _cache_state(ranges.get("jwks_cache_state", []), window, events, span, windows),
+        _alert_states(ranges.get("alerts", []), window, span, windows),
+        _events(events, window, span, windows),
     ]

@@ -16,7 +16,7 @@ main{max-width:1100px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d8dbe2;padding-bottom:4px}
 .sub{color:#5b6272}
 .verdict{display:flex;gap:16px;align-items:center;padding:14px 18px;border-radius:8px;margin:16px 0;color:#fff}
-.verdict.pass{background:#1f7a3f}.verdict.fail{background:#b3261e}
+.verdict.pass{background:#1f7a3f}.verdict.fail{background:#b3261e}.verdict.nodata{background:#8a5a00}
 .verdict b{font-size:26px;letter-spacing:1px}
 .verdict ul{margin:0;padding-left:18px}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
@@ -25,7 +25,8 @@ th{background:#eceef2}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .ok{color:#1f7a3f;font-weight:600}.bad{color:#b3261e;font-weight:600}.muted{color:#7a8090}
 code{font:12px ui-monospace,Menlo,Consolas,monospace;background:#eceef2;padding:1px 4px;border-radius:3px;
- word-break:break-all}
+ word-break:normal;overflow-wrap:anywhere}
+.kvlines{white-space:pre-wrap;word-break:normal;overflow-wrap:break-word;font:12px ui-monospace,Menlo,monospace}
 figure{margin:12px 0;background:#fff;border:1px solid #d8dbe2;border-radius:6px;padding:8px}
 figure img{width:100%;height:auto;display:block}
 figcaption{font-size:12px;color:#5b6272}
@@ -46,12 +47,18 @@ def _short(value: Any, limit: int = 220) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _verdict(verdict: dict[str, Any]) -> str:
+def _verdict(verdict: dict[str, Any], has_data: bool = True) -> str:
+    """The banner. Without metric data it never shows a bare PASS: it says the plots are empty and what that means."""
     cls = "pass" if verdict["passed"] else "fail"
     reasons = "".join(f"<li>{escape(r)}</li>" for r in verdict.get("reasons", []))
     detail = f"<ul>{reasons}</ul>" if reasons else "<span>every check of the run passed</span>"
-    return (f'<div class="verdict {cls}"><b>{escape(verdict.get("summary") or cls.upper())}</b>'
-            f'<div>{detail}</div></div>')
+    summary = verdict.get("summary") or cls.upper()
+    if not has_data:
+        detail += ("<div><b>NO METRIC DATA</b>: every metric plot below is empty (Prometheus gone or rotated, and no "
+                   "evidence file). This report shows the journal's verdict but no evidence of what the system did: "
+                   "re-render with <code>--ranges evidence.json</code> or while Prometheus still holds the run.</div>")
+        cls, summary = ("nodata" if verdict["passed"] else "fail"), f"{summary} · NO DATA"
+    return f'<div class="verdict {cls}"><b>{escape(summary)}</b><div>{detail}</div></div>'
 
 
 def _summary(journal: dict[str, Any], window: tuple[float, float] | None, start: float | None,
@@ -76,7 +83,8 @@ def _plots(plots: list[dict[str, str]]) -> str:
         if plot["png"]:
             parts.append(f'<figure id="plot-{escape(plot["key"])}"><img alt="{escape(plot["title"])}" '
                          f'src="data:image/png;base64,{plot["png"]}"><figcaption>{escape(plot["title"])}; '
-                         f"shaded band: JWKS outage window; dashed lines: audit events</figcaption></figure>")
+                         f"shaded bands: baseline / JWKS outage / recovery windows; dashed lines: audit events; the same "
+                         f"time axis on every plot</figcaption></figure>")
         else:
             parts.append(f'<figure id="plot-{escape(plot["key"])}"><figcaption><b>{escape(plot["title"])}</b>: '
                          f'{escape(plot["note"])}</figcaption></figure>')
@@ -91,12 +99,32 @@ def _met(value: Any) -> str:
     return '<span class="muted">—</span>'
 
 
+def _tolerance(value: Any) -> str:
+    """A tolerance as a reader says it: ``$.ok == true`` style for jsonpath tolerances, the value otherwise."""
+    if isinstance(value, dict) and value.get("type") == "jsonpath":
+        expect = value.get("expect", value.get("target"))
+        return f"{value.get('path', '?')} == {json.dumps(expect)}" if expect is not None else str(value.get("path"))
+    if isinstance(value, (bool, int, float, str)):
+        return json.dumps(value) if not isinstance(value, str) else value
+    return _short(value)
+
+
+def _kv_lines(value: Any, limit: int = 14) -> str:
+    """A probe value as ``key: value`` lines (dicts), else its short text."""
+    if not isinstance(value, dict):
+        return _short(value)
+    lines = [f"{k}: {_short(v, 120)}" for k, v in list(value.items())[:limit]]
+    if len(value) > limit:
+        lines.append(f"… {len(value) - limit} more")
+    return "\n".join(lines)
+
+
 def _probes(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return '<p class="muted">the journal holds no steady-state probes</p>'
     body = "".join(
-        f"<tr><td>{escape(r['phase'])}</td><td>{escape(r['name'])}</td><td><code>{escape(_short(r['tolerance']))}"
-        f"</code></td><td><code>{escape(_short(r['value']))}</code></td><td>{_met(r['met'])}</td></tr>"
+        f"<tr><td>{escape(r['phase'])}</td><td>{escape(r['name'])}</td><td>{escape(_tolerance(r['tolerance']))}"
+        f'</td><td><div class="kvlines">{escape(_kv_lines(r["value"]))}</div></td><td>{_met(r["met"])}</td></tr>'
         for r in rows)
     return ("<table><tr><th>phase</th><th>probe</th><th>tolerance</th><th>value</th><th>result</th></tr>"
             f"{body}</table>")
@@ -128,7 +156,7 @@ def render_html(journal: dict[str, Any], verdict: dict[str, Any], timeline: list
 <body><main>
 <h1>{escape(title)}</h1>
 <div class="sub">chaosext {escape(__version__)} report · generated {_t(datetime.now(timezone.utc).timestamp())}</div>
-{_verdict(verdict)}
+{_verdict(verdict, any(p["png"] for p in plots if p["key"] != "audit_events"))}
 {_summary(journal, window, start, end, sources)}
 <h2 id="plots">What the system did during the outage</h2>
 {_plots(plots)}

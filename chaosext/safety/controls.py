@@ -4,26 +4,28 @@ Declared in the experiment's ``controls`` block::
 
     {"name": "chaosext-safety", "provider": {"type": "python", "module": "chaosext.safety.controls"}}
 
-- before the experiment: parse and validate the whole configuration, check Prometheus / Alertmanager / services /
-  JWKS are reachable and k6 is installed, refuse any non-lab target unless ``CHAOSEXT_APPROVE`` names it, fetch the
-  probe tokens, start a fresh run file. Any problem raises ``InterruptExecution``: the run stops before any fault
-  (chaostoolkit-lib swallows exceptions from ``configure_control``, so the checks live in
-  ``before_experiment_control``).
-- after every activity: if SIGTERM arrived (chaostoolkit-lib turns it into a mere activity failure inside an
-  activity), interrupt the run so the rollbacks restore at once.
-- after the experiment (completed, failed, interrupted by SIGINT/SIGTERM): restore the JWKS egress and stop k6
-  again, whatever the rollbacks did.
-
-The abort guard itself runs inside the watch step (``chaosext.metrics.probes.watch_outage``), the only code running
-during the outage.
+- before the experiment: parse and validate the whole configuration (values, the outage plus its deadline margin
+  within the cap, unique service names, the fault target exists, approval for non-lab targets), check Prometheus /
+  Alertmanager / services / JWKS / k6, then — only when all of that holds — start the run: a run id, the per-target
+  lock (one run per target at a time), the run directory (0700), the heartbeat the dead-man switch watches, the probe
+  tokens (kept in memory), and k6, which then warms the baseline window up until it holds BASELINE_MIN_REQUESTS. Any
+  problem raises ``InterruptExecution`` before anything was changed (or after undoing what this run started). Under
+  ``chaos run --dry ...`` it prints the planned timeline and the exact fault commands instead, and starts nothing.
+- after every activity: a SIGTERM (which Chaos Toolkit would swallow inside an activity) interrupts the run; a fault
+  that could not be applied or verified ends the run at once ("fault not applied"); an outage the abort guard cut
+  short is restored right away by the method's restore step (the watch only decides, it never changes the system).
+- after the experiment (completed, failed, interrupted): restore THIS run's fault and stop THIS run's k6, whatever
+  the rollbacks did, then stop the heartbeat and release the lock. A run that started nothing restores nothing.
 """
 import logging
+import time
 from typing import Any
 
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets, Settings
 
-from chaosext.config import check_reachable, load_config, validate
+from chaosext.config import ExperimentConfig, check_reachable, load_config, validate
+from chaosext.egress.watchdog import deadline_seconds
 from chaosext.safety import runstate, signals
 from chaosext.safety.cleanup import restore_fault, stop_load
 
@@ -32,14 +34,29 @@ __all__ = ["configure_control", "before_experiment_control", "after_activity_con
 
 logger = logging.getLogger("chaostoolkit")
 
+#: what this process started for the current run (lock, heartbeat), released after the experiment
+_RUN: dict[str, Any] = {}
+
 
 def approval_problem(cfg: Any) -> str:
     """'' when the target is the local lab or CHAOSEXT_APPROVE names it; else what to do."""
     if cfg.is_lab_target:
         return ""
+    from chaosext.egress.base import FaultError, split_targets
+
     approved = {a.strip() for a in cfg.approve.split(",") if a.strip()}
+    try:
+        approved |= set(split_targets(cfg.approve))  # "netns:a,b" approves netns:a and netns:b
+    except FaultError:
+        pass  # host names etc.: the plain comma list above
     if cfg.target_name in approved:
         return ""
+    if cfg.fault_via == "iptables" and cfg.fault_target != "local":
+        try:
+            if set(split_targets(cfg.fault_target)) <= approved:  # every target of a list is approved
+                return ""
+        except FaultError:
+            pass
     return (f"target {cfg.target_name!r} (FAULT_VIA={cfg.fault_via}, FAULT_TARGET={cfg.fault_target}) is not the "
             f"local lab; to inject the fault there, set CHAOSEXT_APPROVE={cfg.target_name}")
 
@@ -65,55 +82,191 @@ def configure_control(experiment: Experiment = None, configuration: Configuratio
     signals.install()
 
 
+def _is_dry(context: Any) -> str:
+    """The ``chaos run --dry`` mode ('' when not a dry run)."""
+    dry = (context or {}).get("dry") if isinstance(context, dict) else None
+    return str(getattr(dry, "value", dry) or "")
+
+
+def _plan(cfg: ExperimentConfig) -> list[str]:
+    """The planned timeline and the exact fault commands / API calls (dry run)."""
+    from chaosext.egress.actions import block_jwks_egress
+
+    planned = block_jwks_egress(jwks_url=cfg.jwks_url, via=cfg.fault_via, target=cfg.fault_target,
+                                mode=cfg.fault_mode, duration_seconds=deadline_seconds(cfg.outage_seconds),
+                                dry_run=True,
+                                max_duration_seconds=cfg.max_outage_seconds, configuration=_resolved(cfg))
+    lines = [f"t+0s      start k6 ({cfg.k6_rate} req/s over {len(cfg.tenants)} tenants) and warm up the baseline "
+             f"window ({cfg.baseline_seconds}s, >= {cfg.baseline_min_requests} requests)",
+             f"t+~{cfg.baseline_seconds}s  baseline judged; then block the JWKS ({cfg.fault_via} on "
+             f"{cfg.fault_target}, mode {cfg.fault_mode}):"]
+    lines += [f"            {c}" for c in planned.get("commands", [])]
+    lines += [f"            the fault's own deadline: outage + {deadline_seconds(cfg.outage_seconds) - cfg.outage_seconds} s "
+              f"(kernel/watchdog); dead-man switch: heartbeat lost for {cfg.heartbeat_grace:.0f} s",
+              f"t+outage  watch {cfg.outage_seconds}s, then restore and judge the outage",
+              f"t+end     recovery within {cfg.recovery_seconds}s; stop k6"]
+    return lines
+
+
+def _resolved(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Resolved values for ``${...}`` substitution in the activities (empty settings mean "the lab's value")."""
+    return {
+        "jwks_url": cfg.jwks_url, "authority_url": cfg.authority_url, "prometheus_url": cfg.prometheus_url,
+        "alertmanager_url": cfg.alertmanager_url, "audit_source": cfg.audit_source,
+        "service_urls": ",".join(f"{k}={v}" for k, v in cfg.services.items()),
+        "chaosext_run_dir": cfg.run_base, "fault_deadline_seconds": deadline_seconds(cfg.outage_seconds),
+        "max_outage_seconds": cfg.max_outage_seconds,
+    }
+
+
+def _wait_for_baseline_traffic(cfg: ExperimentConfig) -> float:
+    """Wait until the baseline window holds BASELINE_MIN_REQUESTS (k6 warming up); returns the requests seen."""
+    import requests
+
+    from chaosext.metrics import prom
+
+    deadline = time.time() + cfg.baseline_seconds + 15
+    seen = 0.0
+    while time.time() < deadline:
+        try:
+            now = time.time()
+            seen = prom.error_rate_between(cfg.prometheus_url, now - cfg.baseline_seconds, now)["requests"]
+        except (requests.RequestException, RuntimeError, ValueError):
+            seen = 0.0
+        if seen >= cfg.baseline_min_requests:
+            break
+        time.sleep(1.0)
+    return seen
+
+
+def _take_lock(cfg: ExperimentConfig, run_id: str) -> None:
+    """One run per target at a time: take the target's lock or refuse, naming the running one (changes nothing)."""
+    from chaosext.safety import lock as locks
+
+    ends_at = time.time() + cfg.baseline_seconds + deadline_seconds(cfg.outage_seconds) \
+        + cfg.recovery_seconds
+    key = locks.lock_key(cfg.fault_via, cfg.fault_target, cfg.jwks_url)
+    try:
+        _RUN["lock"] = locks.acquire(key, run_id, {"ends_at": ends_at, "outage_seconds": cfg.outage_seconds})
+    except locks.LockHeld as exc:
+        logger.error("pre-flight: %s", exc)
+        raise InterruptExecution(f"chaosext safety: not starting, nothing was changed. {exc}") from None
+    if _RUN["lock"].took_over:
+        logger.warning("chaosext safety: %s", _RUN["lock"].message)
+
+
+def _start_run(cfg: ExperimentConfig, configuration: dict[str, Any]) -> dict[str, Any]:
+    """Create the run, start the heartbeat, fetch tokens, start k6 and warm the baseline up. Undoes itself on
+    failure (the lock is already held)."""
+    from chaosext.auth.probes import ensure_tokens
+    from chaosext.load.actions import start_k6
+    from chaosext.safety.heartbeat import Heartbeat
+
+    run_id = cfg.run_id
+    try:
+        runstate.new_run(cfg.run_base, run_id)
+        _RUN["heartbeat"] = Heartbeat(str(runstate.run_directory(cfg.run_base, run_id) / "heartbeat"))
+        _RUN["heartbeat"].start()
+        tenants = sorted(ensure_tokens(cfg))
+        duration = cfg.baseline_seconds + deadline_seconds(cfg.outage_seconds) \
+            + cfg.recovery_seconds + cfg.alert_wait_seconds + 120
+        k6 = start_k6(duration=f"{duration}s", owner_run_id=run_id, configuration=configuration)
+        runstate.update_run(cfg.run_dir, k6=k6)
+        seen = _wait_for_baseline_traffic(cfg)
+        runstate.update_run(cfg.run_dir, baseline={"judged_at": time.time(), "window_seconds": cfg.baseline_seconds,
+                                                   "requests": seen})
+    except InterruptExecution:
+        _finish(cfg)
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure here must stop the run before the fault
+        _finish(cfg)
+        raise InterruptExecution(f"chaosext safety: could not start the run ({type(exc).__name__}: {exc}); "
+                                 f"nothing was left changed") from exc
+    return {"run_id": run_id, "tenants": tenants, "k6": k6.get("run_id"), "baseline_requests": seen}
+
+
 def before_experiment_control(context: Experiment = None, configuration: Configuration = None,
                               secrets: Secrets = None, **kwargs: Any) -> None:
-    """Validate everything and refuse to start (InterruptExecution) before any fault; start a fresh run file."""
+    """Validate everything and refuse to start (InterruptExecution) before any change; then start the run."""
     signals.install()
-    problems = check_configuration(configuration)
+    _RUN.clear()
+    problems = check_configuration(configuration, network=False)
+    if not problems and not isinstance(configuration, dict):
+        problems = ["the experiment has no configuration block"]
     if problems:
         for p in problems:
             logger.error("configuration: %s", p)
         raise InterruptExecution("chaosext safety: not starting, nothing was changed. " + "; ".join(problems))
     cfg = load_config(configuration)
-    runstate.new_run(cfg.run_dir)
-    from chaosext.auth.probes import ensure_tokens
-
-    try:
-        tenants = sorted(ensure_tokens(cfg))
-    except Exception as exc:  # noqa: BLE001 - any failure here must stop the run before the fault
-        raise InterruptExecution(f"chaosext safety: cannot get probe tokens before the fault ({exc}); nothing "
-                                 f"was changed") from exc
-    if isinstance(configuration, dict):
-        # resolved values for ${...} substitution in the activities (empty settings mean "the lab's value")
-        configuration.update({
-            "jwks_url": cfg.jwks_url, "authority_url": cfg.authority_url, "prometheus_url": cfg.prometheus_url,
-            "alertmanager_url": cfg.alertmanager_url, "audit_source": cfg.audit_source,
-            "service_urls": ",".join(f"{k}={v}" for k, v in cfg.services.items()),
-            "chaosext_run_dir": cfg.run_dir, "fault_deadline_seconds": cfg.outage_seconds + 120,
-        })
-    logger.info("chaosext safety: configuration ok (target %s%s, outage %ss, services %s, tokens for %s)",
-                cfg.target_name, " = lab" if cfg.is_lab_target else ", approved", cfg.outage_seconds,
-                ",".join(cfg.services), ",".join(tenants))
+    if dry := _is_dry(context):
+        for line in _plan(cfg):
+            logger.info("[dry run] %s", line)
+        configuration.update(_resolved(cfg), chaosext_dry_run=dry)
+        return
+    run_id = runstate.new_run_id()
+    _take_lock(cfg, run_id)
+    problems = check_reachable(cfg)
+    if problems:
+        _finish(cfg)
+        for p in problems:
+            logger.error("pre-flight: %s", p)
+        raise InterruptExecution("chaosext safety: not starting, nothing was changed. " + "; ".join(problems))
+    configuration.update(_resolved(cfg), chaosext_run_id=run_id, chaosext_heartbeat_file=str(
+        runstate.run_directory(cfg.run_base, run_id) / "heartbeat"))
+    cfg = load_config(configuration)
+    started = _start_run(cfg, configuration)
+    logger.info("chaosext safety: run %s started (target %s%s, outage %ss, services %s, tokens for %s, k6 %s, "
+                "baseline window holds %d requests)", run_id, cfg.target_name,
+                " = lab" if cfg.is_lab_target else ", approved", cfg.outage_seconds, ",".join(cfg.services),
+                ",".join(started["tenants"]), started["k6"], started["baseline_requests"])
 
 
 def after_activity_control(context: dict = None, state: Any = None, configuration: Configuration = None,
                            secrets: Secrets = None, **kwargs: Any) -> None:
-    """Interrupt the run once SIGTERM was received (rollbacks and the after-experiment control then restore)."""
+    """Stop the run on SIGTERM, or at once when the fault could not be applied and verified."""
     if signals.terminating():
         raise InterruptExecution("SIGTERM received: stopping the experiment; restoring JWKS egress and stopping k6")
+    name = (context or {}).get("name") if isinstance(context, dict) else None
+    if name == "block-jwks-egress" and isinstance(state, dict) and state.get("status") != "succeeded":
+        why = "".join(state.get("exception") or []).strip().splitlines()[-1:] or ["no output"]
+        try:
+            cfg = load_config(configuration)
+            runstate.update_run(cfg.run_dir, fault={"applied": False, "error": why[0]})
+        except (ValueError, OSError):
+            pass
+        raise InterruptExecution(f"fault not applied: {why[0]} -- nothing to watch; ending the run")
+
+
+def _finish(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Undo what this run started: its fault, its k6, its heartbeat and its lock (each step never raises)."""
+    out: dict[str, Any] = {}
+    if cfg.run_id:
+        out["egress"] = restore_fault(cfg)
+        out["load"] = stop_load(cfg)
+    hb = _RUN.pop("heartbeat", None)
+    if hb is not None:
+        hb.stop()
+    held = _RUN.pop("lock", None)
+    if held is not None:
+        try:
+            held.release()
+        except OSError as exc:
+            logger.warning("could not release the target lock: %s", exc)
+    return out
 
 
 def after_experiment_control(context: Experiment = None, state: Journal = None, configuration: Configuration = None,
                              secrets: Secrets = None, **kwargs: Any) -> None:
-    """Always: make sure the JWKS egress is restored and k6 is stopped, even after an interruption."""
+    """Always: restore this run's fault and stop this run's k6, even after an interruption; then release the run."""
     try:
         cfg = load_config(configuration)
     except ValueError:
+        signals.uninstall()
         return  # the run never started anything (the configuration did not even parse)
-    if (state or {}).get("run") is not None:  # the method started: something may need undoing
-        egress = restore_fault(cfg)
-        load = stop_load(cfg)
-        logger.info("chaosext safety: after the experiment: egress %s, k6 %s",
+    if cfg.run_id:
+        out = _finish(cfg)
+        egress, load = out.get("egress", {}), out.get("load", {})
+        logger.info("chaosext safety: after run %s: egress %s, k6 %s", cfg.run_id,
                     "restored" if egress.get("restored") else f"NOT restored ({egress.get('error')})",
                     "stopped" if load.get("stopped") else f"not stopped ({load.get('error')})")
     signals.uninstall()

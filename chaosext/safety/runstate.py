@@ -1,16 +1,18 @@
 """The run file: what one experiment run recorded, shared by the watch step, the probes and the safety control.
 
-``<run_dir>/run.json`` (run_dir = ``$CHAOSEXT_RUN_DIR``, else ``<lab state dir>/run``, else ``.chaosext-run``)::
+Every run has its own directory ``<run base>/<run id>/`` (mode 0700; run base = ``$CHAOSEXT_RUN_DIR``, else
+``<lab state dir>/run``, else ``.chaosext-run``) holding ``run.json`` (mode 0600)::
 
-    {"run_id": "ab12cd34", "created_at": 1764450000.0,
-     "tokens": {"t01": "<jwt>", ...},                       # fetched before the fault
-     "outage": {"start": 1764450010.2, "end": 1764450030.4, "aborted": false, "reason": ""},
-     "observations": [{"t": ..., "elapsed": ..., "error_rate": ..., "services": {"policy": {...}}}],
+    {"run_id": "ab12cd34", "created_at": 1764450000.0, "pid": 1234,
+     "k6": {"run_id": "...", ...},                          # the run's own k6 (started by the safety control)
+     "baseline": {"start": ..., "end": ...},                 # the live baseline window before the fault
+     "fault": {"run_id": "ab12cd34", "applied": true, ...},  # what block_jwks_egress did
+     "outage": {"start": ..., "end": ..., "aborted": false, "reason": "", "restored_by": ""},
+     "observations": [{"t": ..., "elapsed": ..., "error_rate": ..., "jwks_reachable": false, "services": {...}}],
      "alerts_seen": {"prometheus": {"name": first_seen_unix}, "alertmanager": {...}},
      "judgments": {"server_error_rate": {...}, ...}}       # judge_outage: every outage check, run once
 
-No ``outage`` key = no fault yet: the outage-behaviour probes are then vacuously true. The safety control starts a
-fresh file before the steady-state hypothesis of every run.
+Tokens are never written here (they stay in the memory of the ``chaos`` process). No ``outage`` key = no fault yet.
 """
 from __future__ import annotations
 
@@ -21,12 +23,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_path", "load_run", "save_run", "new_run", "update_run", "outage_window", "judged"]
+__all__ = ["run_path", "load_run", "save_run", "new_run", "update_run", "outage_window", "judged", "phase",
+           "run_directory", "new_run_id"]
 
 
 def run_path(run_dir: str) -> Path:
     """Path of the run file in ``run_dir``."""
     return Path(run_dir) / "run.json"
+
+
+def run_directory(run_base: str, run_id: str) -> Path:
+    """``<run base>/<run id>``."""
+    return Path(run_base) / run_id
 
 
 def load_run(run_dir: str) -> dict[str, Any]:
@@ -38,18 +46,30 @@ def load_run(run_dir: str) -> dict[str, Any]:
 
 
 def save_run(run_dir: str, data: dict[str, Any]) -> None:
-    """Write the run file atomically (temp file + rename)."""
+    """Write the run file atomically (temp file + rename), readable by its owner only."""
     path = run_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(data, indent=1, sort_keys=True))
     os.replace(tmp, path)
 
 
-def new_run(run_dir: str) -> dict[str, Any]:
-    """Start a fresh run file (forgets any previous run's outage window) and return it."""
-    data = {"run_id": secrets.token_hex(4), "created_at": time.time()}
-    save_run(run_dir, data)
+def new_run_id() -> str:
+    """A fresh run id (8 hex digits)."""
+    return secrets.token_hex(4)
+
+
+def new_run(run_base: str, run_id: str = "") -> dict[str, Any]:
+    """Start a new run: its own 0700 directory and run file; returns the run file's content."""
+    run_id = run_id or new_run_id()
+    directory = run_directory(run_base, run_id)
+    Path(run_base).mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700)
+    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+    data = {"run_id": run_id, "created_at": time.time(), "pid": os.getpid(), "run_dir": str(directory.resolve())}
+    save_run(str(directory), data)
     return data
 
 
@@ -67,6 +87,14 @@ def outage_window(run: dict[str, Any]) -> tuple[float, float] | None:
     if not outage.get("start"):
         return None
     return float(outage["start"]), float(outage.get("end") or time.time())
+
+
+def phase(run: dict[str, Any]) -> str:
+    """``baseline`` (no outage yet), ``outage`` (running) or ``recovery`` (the outage ended)."""
+    outage = run.get("outage") or {}
+    if not outage.get("start"):
+        return "baseline"
+    return "recovery" if outage.get("end") else "outage"
 
 
 def judged(run: dict[str, Any], func: str) -> dict[str, Any] | None:

@@ -217,8 +217,14 @@ def _netns_of(pid: int) -> str:
 def test_dry_run_prints_the_commands_and_changes_nothing(netpair, state_dir):
     out = _block(netpair, "drop", dry_run=True)
     assert out["dry_run"] is True
-    assert any(c.startswith(f"ip netns exec {netpair.client} iptables -w 5 -I OUTPUT 1 ") for c in out["commands"])
-    assert any("-m time --datestop" in c and "-j DROP" in c for c in out["commands"])
+    commands, chain = out["commands"], f"CHAOSEXT-{out['run_id']}"
+    start = commands.index(f"nsenter --net=/run/netns/{netpair.client} -- iptables-restore -w 5 --noflush <<'EOF'")
+    restore_input = commands[start + 1:commands.index("EOF", start)]
+    assert restore_input[0] == "*filter" and restore_input[-1] == "COMMIT"
+    assert restore_input[1] == f"-N {chain}"  # the kernel refuses the whole transaction if the chain exists
+    assert restore_input[-2] == f'-I OUTPUT 1 -m comment --comment "chaosext:{out["run_id"]}" -j {chain}'
+    assert any(line.startswith(f"-A {chain} -d {netpair.v4}/32 ") and "-m time --datestop" in line
+               and line.endswith("-j DROP") for line in restore_input)
     assert netpair.rules() == []
     assert not state_dir.exists() or not list(state_dir.glob("*.json"))
     assert jwks_reachable(netpair.url(), netpair.target, 2.0)["reachable"] is True
@@ -238,6 +244,9 @@ BAD = [
     ({"target": "netns:no-such-ns"}, "not found"),
     ({"target": "pid:999999999"}, "not found"),
     ({"target": "moon:base"}, "unknown target"),
+    ({"target": "netns:a,,netns:b"}, "empty item"),
+    ({"driver_options": {"parallelism": "0"}}, "FAULT_PARALLELISM"),
+    ({"driver_options": {"parallelism": "many"}}, "FAULT_PARALLELISM"),
 ]
 
 

@@ -1,9 +1,10 @@
 """Helpers for the experiment tests: run `chaos run experiments/jwks-outage.json` as a subprocess against a lab.
 
-The fault is real iptables in this host's namespace against the lab's Authority address (127.0.0.2:<this lab's free
-port>, loopback). Every fault a test makes is removed on teardown by its run id (``chaosext restore --run-id``; not
-``--all``, which would also remove the faults of other test runs sharing this machine), and the teardown asserts no
-rule tagged with those run ids, and none for this lab's Authority port, is left.
+Every test gets its own network namespace (loopback up): its labs, its `chaos run`s, their k6, and so their iptables
+faults (real iptables, ``FAULT_TARGET=local`` inside that namespace, against the lab's Authority address
+127.0.0.2:<port>) all live there, so a test can neither touch nor see another test's rules. Teardown removes every
+fault by its run id, asserts that no chaosext rule is left in the namespace, kills anything still running in it and
+deletes it.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ DRILL = REPO / "experiments" / "jwks-expiry-drill.json"
 #: short timings: a lab whose cache goes stale 3 s into the outage, k6 at a low rate over 3 tenants (so every
 #: tenant/service pair clears the auth-failure alert's >= 1 request/s guard)
 FAST_ENV = {"OUTAGE_SECONDS": "12", "WATCH_INTERVAL": "2", "K6_RATE": "100", "TENANTS": "t01,t02,t03",
-            "ALERT_WAIT_SECONDS": "40"}
+            "ALERT_WAIT_SECONDS": "40", "BASELINE_SECONDS": "10", "BASELINE_MIN_REQUESTS": "30",
+            "RECOVERY_SECONDS": "30"}
 
 
 def needs_root_iptables() -> None:
@@ -36,10 +38,56 @@ def needs_root_iptables() -> None:
         pytest.skip("needs k6 (bash scripts/setup installs it)")
 
 
-def iptables_rules() -> str:
-    out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False).stdout
-    out6 = subprocess.run(["ip6tables-save"], capture_output=True, text=True, check=False).stdout
+def iptables_rules(netns: str = "") -> str:
+    """iptables-save + ip6tables-save of the namespace (this host's when ``netns`` is empty)."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    out = subprocess.run(prefix + ["iptables-save"], capture_output=True, text=True, check=False).stdout
+    out6 = subprocess.run(prefix + ["ip6tables-save"], capture_output=True, text=True, check=False).stdout
     return out + out6
+
+
+def _ip(*args: str, check: bool = True) -> None:
+    subprocess.run(["ip", *args], check=check, capture_output=True, timeout=20)
+
+
+def ns_pids(netns: str) -> list[int]:
+    """Pids of every process running in the namespace."""
+    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+class Netns:
+    """A network namespace with loopback up (so 127.0.0.0/8, including the lab's 127.0.0.2, works inside)."""
+
+    def __init__(self) -> None:
+        import secrets
+
+        self.name = f"cxe{secrets.token_hex(4)}"
+        _ip("netns", "add", self.name)
+        _ip("-n", self.name, "link", "set", "lo", "up")
+
+    @property
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def get(self, url: str, timeout: float = 5.0) -> int:
+        """HTTP GET from inside the namespace: the status, or 0 when nothing answered."""
+        code = ("import sys, requests\ntry:\n    print(requests.get(sys.argv[1], timeout=float(sys.argv[2]))"
+                ".status_code)\nexcept requests.RequestException:\n    print(0)")
+        out = subprocess.run(self.prefix + [sys.executable, "-c", code, url, str(timeout)], capture_output=True,
+                             text=True, timeout=timeout + 30, check=False)
+        return int(out.stdout.strip() or 0)
+
+    def close(self) -> None:
+        """Kill whatever still runs inside (a test that failed midway), then delete the namespace."""
+        import signal as _signal
+
+        for pid in ns_pids(self.name):
+            try:
+                os.kill(pid, _signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _ip("netns", "del", self.name, check=False)
 
 
 #: every variable the experiment reads: a developer's own settings must not leak into the tests
@@ -70,10 +118,11 @@ class Outcome:
 
 
 class ExperimentRunner:
-    """Runs the experiment against labs and cleans up every fault it made."""
+    """Runs the experiment inside its namespace against labs there, and cleans up every fault it made."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, netns: Netns) -> None:
         self.tmp = tmp
+        self.netns = netns
         self.count = 0
         self.fault_dir = tmp / "faults"
         self.ports: set[int] = set()
@@ -88,7 +137,7 @@ class ExperimentRunner:
         env = {k: v for k, v in os.environ.items() if k not in EXPERIMENT_VARS}
         env.update(FAST_ENV)
         env.update({"CHAOSEXT_STATE_DIR": str(self.fault_dir), "CHAOSEXT_RUN_DIR": str(work / "run"),
-                    "CHAOSEXT_K6_DIR": str(work / "k6"), "PYTHONUNBUFFERED": "1"})
+                    "PYTHONUNBUFFERED": "1"})
         if lab is not None:
             env["CHAOSEXT_LAB_DIR"] = str(lab["state_dir"])
             from urllib.parse import urlparse
@@ -102,10 +151,15 @@ class ExperimentRunner:
         env = self.env_for(lab, **extra)
         journal = Path(env["_WORK"]) / "journal.json"
         self.journals.append(journal)
-        proc = subprocess.Popen(["chaos", "--no-log-file", "run", "--journal-path", str(journal), str(self.experiment)],
-                                env=env, cwd=env["_WORK"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-        return proc, env
+        return self.popen(["chaos", "--no-log-file", "run", "--journal-path", str(journal), str(self.experiment)],
+                          env), env
+
+    def popen(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        """Start ``argv`` (chaos, chaosext ...) inside the namespace, in a process group of its own."""
+        bindir = str(Path(sys.executable).parent)
+        env = {**env, "PATH": f"{bindir}:{env.get('PATH', '')}"}
+        return subprocess.Popen(self.netns.prefix + argv, env=env, cwd=env["_WORK"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
     def finish(self, proc: subprocess.Popen, env: dict[str, str], lab: dict[str, Any] | None,
                timeout: float = 240) -> Outcome:
@@ -117,10 +171,12 @@ class ExperimentRunner:
             raise AssertionError(f"chaos run did not finish in {timeout}s:\n{output[-3000:]}")
         journal_path = Path(env["_WORK"]) / "journal.json"
         journal = json.loads(journal_path.read_text()) if journal_path.exists() else {}
-        v = subprocess.run([sys.executable, "-m", "chaosext.cli", "verdict", str(journal_path)], capture_output=True,
-                           text=True, timeout=60, check=False)
-        run_file = Path(env["CHAOSEXT_RUN_DIR"]) / "run.json"
-        run = json.loads(run_file.read_text()) if run_file.exists() else {}
+        v = subprocess.run([sys.executable, "-m", "chaosext.cli", "verdict", "--wide", str(journal_path)]
+                           if _has_wide() else [sys.executable, "-m", "chaosext.cli", "verdict", str(journal_path)],
+                           capture_output=True, text=True, timeout=60, check=False)
+        run = {}
+        for run_file in sorted(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/run.json")):
+            run = json.loads(run_file.read_text())  # this test's runs dir holds this one run
         return Outcome(proc.returncode, output, journal, v.returncode, v.stdout + v.stderr, run, lab or {}, env)
 
     def run(self, lab: dict[str, Any] | None, **extra: str) -> Outcome:
@@ -143,15 +199,13 @@ class ExperimentRunner:
         return ids
 
     def cleanup(self) -> list[str]:
-        """Remove every fault these runs made; return the chaosext rules still left for them (should be [])."""
+        """Remove every fault these runs made; return the chaosext rules still left in the namespace (should be
+        [])."""
         env = {**os.environ, "CHAOSEXT_STATE_DIR": str(self.fault_dir)}
-        ids = self.run_ids()
-        for rid in ids:
-            subprocess.run([sys.executable, "-m", "chaosext.cli", "restore", "--run-id", rid], env=env,
-                           capture_output=True, timeout=60, check=False)
-        rules = iptables_rules().splitlines()
-        return [line for line in rules if any(f"chaosext:{rid}" in line for rid in ids)
-                or ("chaosext" in line and any(f"--dport {p} " in line + " " for p in self.ports))]
+        left = [line for line in iptables_rules(self.netns.name).splitlines() if "chaosext" in line.lower()]
+        subprocess.run(self.netns.prefix + [sys.executable, "-m", "chaosext.cli", "restore", "--all"], env=env,
+                       capture_output=True, timeout=60, check=False)
+        return left
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.3) -> Any:
@@ -165,4 +219,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.3
     return None
 
 
-__all__ = ["DRILL", "EXPERIMENT", "ExperimentRunner", "Outcome", "wait_for", "iptables_rules", "FAST_ENV", "needs_root_iptables"]
+def _has_wide() -> bool:
+    """Whether this chaosext's verdict has --wide (values uncut)."""
+    out = subprocess.run([sys.executable, "-m", "chaosext.cli", "verdict", "--help"], capture_output=True, text=True,
+                         timeout=60, check=False).stdout
+    return "--wide" in out
+
+
+__all__ = ["DRILL", "EXPERIMENT", "ExperimentRunner", "Outcome", "Netns", "wait_for", "iptables_rules", "FAST_ENV",
+           "needs_root_iptables",
+           "ns_pids"]

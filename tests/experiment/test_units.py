@@ -60,15 +60,16 @@ def _verdict(journal: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_verdict_fails_when_before_hypothesis_fails_although_chaos_exits_0(tmp_path: Path) -> None:
-    """A real Chaos Toolkit run whose steady state does not hold before the method: chaos exits 0, verdict 1."""
+    """A real Chaos Toolkit run whose steady state does not hold before the method: chaos exits 0, the verdict says
+    "not run: baseline unhealthy" (exit 3), distinct from a failed experiment."""
     rc, journal = _chaos(tmp_path, {
         "title": "before fails", "description": "d",
         "steady-state-hypothesis": {"title": "h", "probes": [_exists_probe("marker-exists", str(tmp_path / "no"))]},
         "method": [_exists_probe("noop", "/")]})
     assert rc == 0  # Chaos Toolkit's own exit code says nothing is wrong
     v = _verdict(journal)
-    assert v.returncode == 1
-    assert "did not hold BEFORE" in v.stdout and "marker-exists" in v.stdout and "FAIL" in v.stdout
+    assert v.returncode == 3
+    assert "VERDICT: NOT RUN" in v.stdout and "baseline unhealthy" in v.stdout and "marker-exists" in v.stdout
 
 
 def test_verdict_fails_on_a_failed_method_action_and_passes_a_clean_run(tmp_path: Path) -> None:
@@ -84,12 +85,29 @@ def test_verdict_fails_on_a_failed_method_action_and_passes_a_clean_run(tmp_path
     v = _verdict(journal)
     assert v.returncode == 1 and "'remove-missing-file' failed" in v.stdout
 
+    # a clean run that never applied the JWKS fault (e.g. the method removed) is not a pass
     (tmp_path / "b").mkdir()
     rc, journal = _chaos(tmp_path / "b", {"title": "clean", "description": "d",
                                           "steady-state-hypothesis": {"title": "h", "probes": [ok_probe]},
                                           "method": [_exists_probe("noop", "/")]})
     v = _verdict(journal, "--json")
-    assert rc == 0 and v.returncode == 0 and json.loads(v.stdout) == {"pass": True, "reasons": []}
+    assert rc == 0 and v.returncode == 1
+    assert json.loads(v.stdout)["verdict"] == "FAIL" and "the fault was never applied" in v.stdout
+
+
+def test_verdict_of_a_dry_run_is_never_a_pass(tmp_path: Path) -> None:
+    """`chaos run --dry actions` skips every action: its journal is judged "dry run" (exit 4), never PASS."""
+    path = tmp_path / "exp.json"
+    path.write_text(json.dumps({"title": "dry", "description": "d",
+                                "steady-state-hypothesis": {"title": "h", "probes": [_exists_probe("root", "/")]},
+                                "method": [{"type": "action", "name": "block-jwks-egress",
+                                            "provider": {"type": "python", "module": "os.path", "func": "exists",
+                                                         "arguments": {"path": "/"}}}]}))
+    journal = tmp_path / "journal.json"
+    subprocess.run(["chaos", "--no-log-file", "run", "--dry", "actions", "--journal-path", str(journal), str(path)],
+                   cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    v = _verdict(journal)
+    assert v.returncode == 4 and "VERDICT: DRY RUN" in v.stdout
 
 
 def test_verdict_rejects_a_file_that_is_not_a_journal(tmp_path: Path) -> None:
@@ -207,9 +225,11 @@ def test_audit_probe_judges_each_stale_service(stub, tmp_path: Path, monkeypatch
     conf = {"chaosext_lab_dir": "/nonexistent", "chaosext_run_dir": str(tmp_path / "run"),
             "audit_source": f"loki:{s.url}", "prometheus_url": closed.url,
             "service_urls": "policy=http://127.0.0.1:1,vuln=http://127.0.0.1:2,notify=http://127.0.0.1:3"}
-    new_run(conf["chaosext_run_dir"])
-    assert audit_probes.audit_degraded_recorded(conf)["phase"] == "before-fault"
-    update_run(conf["chaosext_run_dir"], outage={"start": now - 20, "end": now - 1},
+    conf["chaosext_run_id"] = new_run(conf["chaosext_run_dir"])["run_id"]
+    run_dir = str(Path(conf["chaosext_run_dir"]) / conf["chaosext_run_id"])
+    before = audit_probes.audit_degraded_recorded(conf)  # an outage check never passes vacuously
+    assert before["phase"] == "no-outage" and before["ok"] is False
+    update_run(run_dir, outage={"start": now - 20, "end": now - 1},
                observations=[{"t": now - 10, "elapsed": 10, "services": {
                    "policy": {"state": "stale"}, "vuln": {"state": "stale"}, "notify": {"state": "fresh"}}}])
     res = audit_probes.audit_degraded_recorded(conf)
@@ -259,3 +279,11 @@ def test_chaos_discover_lists_the_experiment_probes_with_types(tmp_path: Path) -
         assert all(arg.get("type") != "object" for arg in act.get("arguments", [])), act["arguments"]
     assert {"name": "duration_seconds", "default": 0, "type": "integer"} in acts[
         ("chaosext.metrics.probes", "watch_outage")]["arguments"]
+
+
+def test_a_list_of_targets_is_approved_only_when_every_target_is() -> None:
+    """FAULT_TARGET=netns:a,b is two targets: approving one of them is not enough."""
+    base = {"chaosext_lab_dir": "/nonexistent", "fault_target": "netns:a,b"}
+    assert "CHAOSEXT_APPROVE=netns:a,b" in approval_problem(load_config({**base, "chaosext_approve": "netns:a"}))
+    assert approval_problem(load_config({**base, "chaosext_approve": "netns:a,netns:b"})) == ""
+    assert approval_problem(load_config({**base, "chaosext_approve": "netns:a,b"})) == ""

@@ -289,3 +289,21 @@ def test_audit_lines_and_flood_limit(tmp_path):
     assert lines[0]["traceId"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert lines[2]["tenant"] == "*" and lines[2]["subject"] == "system"
     assert len(trace_id_from("garbage")) == 32
+
+
+def test_no_refetch_after_failure_knob_never_recovers():
+    """The misbehaviour knob behind the recovery check: once a fetch failed, the cache never fetches again, so it
+    stays stale (then expired) after the authority is back — the system the experiment's recovery must catch."""
+    cache, clock, fetcher, events, _ = make(ttl=10, max_stale=100)
+    cache.refetch_after_failure = False
+    run(cache.maintain())
+    fetcher.down = True
+    for _ in range(30):
+        clock.t += 0.5
+        run(cache.maintain())
+    calls = fetcher.calls
+    fetcher.down = False
+    for _ in range(40):
+        clock.t += 0.5
+        run(cache.maintain())
+    assert fetcher.calls == calls and cache.state == "stale" and events == ["auth.degraded"]

@@ -13,7 +13,8 @@ from chaosext.load.probes import k6_live_metrics, k6_summary
 
 
 def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_stopped(k6_env: dict) -> None:
-    started = start_k6(rate=20, duration="60s")
+    started = start_k6(rate=20, duration="60s", owner_run_id="exp00001")
+    assert started["owner_run_id"] == "exp00001"
     try:
         run = k6mod.read_run(Path(started["run_dir"]))
         assert run["alive"], "start_k6 must return while k6 keeps running in the background"
@@ -27,8 +28,12 @@ def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_sto
                 break
             time.sleep(0.2)
         assert live["reachable"] and live["http_req_failed_rate"] == 0 and live["http_reqs"] > 0
+        nothing = stop_k6()  # no run named: another run's k6 is never stopped
+        assert nothing["stopped"] == 0 and nothing["running_elsewhere"] == [started["run_id"]]
+        assert stop_k6(owner_run_id="other001")["stopped"] == 0
+        assert k6mod.read_run(Path(started["run_dir"]))["alive"]
     finally:
-        stopped = stop_k6(timeout=20)
+        stopped = stop_k6(owner_run_id="exp00001", timeout=20)
     assert stopped["stopped"] == 1
     assert stopped["exit_code"] == 105 and stopped["exit_meaning"] == "stopped by signal"
     assert not k6mod.process_alive(started["pid"])
@@ -37,7 +42,7 @@ def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_sto
     assert summary["exit_code"] == 105 and summary["exit_meaning"] != "thresholds failed"
     assert summary["thresholds_ok"] is True and summary["http_req_failed_rate"] == 0
     assert summary["requests"]["total"] > 0 and summary["p95_read_ms"] is not None
-    again = stop_k6()
+    again = stop_k6(configuration={"chaosext_run_id": "exp00001"})
     assert again["stopped"] == 0 and again["exit_code"] == 105, "stop_k6 is idempotent (rollbacks)"
 
 

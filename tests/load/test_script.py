@@ -112,3 +112,20 @@ def test_a_failing_service_fails_the_error_threshold_and_exits_99(tmp_path: Path
     assert summary["thresholds"]["http_req_failed: rate<0.005"] is False
     assert summary["thresholds"]["http_req_duration{kind:read}: p(95)<300"] is True
     assert summary["http_req_failed_rate"] == 1
+
+
+@pytest.mark.parametrize("status, failed", [(429, 0), (403, 0), (401, 1), (503, 1)])
+def test_http_req_failed_counts_401_and_5xx_but_not_403_or_429(tmp_path: Path, status: int, failed: int) -> None:
+    """The script's response callback matches the one definition of "error" (D1): a service answering only 429 or
+    403 (correct answers) leaves http_req_failed at 0 and the error threshold passing; 401 or 5xx fail every request."""
+    proc, port = start_fake("--status", str(status))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        code, summary = run_script(tmp_path, "K6_RATE=20", "LOAD_DURATION=2s", f"SERVICE_URLS=policy={url}",
+                                   f"AUTHORITY_URL={url}")
+    finally:
+        stop(proc)
+    assert summary["requests"]["total"] > 0, summary
+    assert summary["http_req_failed_rate"] == failed, summary
+    assert summary["thresholds"]["http_req_failed: rate<0.005"] is (failed == 0), summary["thresholds"]
+    assert code == (0 if failed == 0 else 99), summary

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from chaosext.lab import promconfig
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "deploy" / "README.md"
 ALERTS = ROOT / "ops" / "devops" / "tenant" / "alerts.yaml"
@@ -27,7 +29,18 @@ def test_alert_table_matches_alerts_yaml() -> None:
     for name, severity, duration, anchor in rows:
         assert rules[name]["labels"]["severity"] == severity, name
         assert rules[name]["for"] == duration, name
-        assert rules[name]["annotations"]["runbook_url"] == f"docs/runbook.md#{anchor}", name
+        assert rules[name]["annotations"]["runbook_url"] == f"{promconfig.SHIPPED_RUNBOOK_BASE}#{anchor}", name
+
+
+def test_runbook_base_is_documented_and_rewritable(tmp_path: Path) -> None:
+    """One base for every runbook_url: the README names it, and the lab's copy can point every alert elsewhere."""
+    assert promconfig.SHIPPED_RUNBOOK_BASE in _section()
+    [copy] = promconfig.write_rule_copies([ALERTS], tmp_path / "rules", 10, runbook_base="https://wiki.example.org/rb")
+    urls = [r["annotations"]["runbook_url"] for g in yaml.safe_load(copy.read_text())["groups"] for r in g["rules"]]
+    assert urls and all(re.fullmatch(r"https://wiki\.example\.org/rb#[a-z-]+", u) for u in urls), urls
+    for bad in ("docs/runbook.md", "wiki.example.org/rb", "https://x.example/rb#a"):
+        with pytest.raises(promconfig.PromConfigError, match="absolute"):
+            promconfig.set_runbook_base({"groups": []}, bad)
 
 
 def test_alertmanager_routing_example_is_a_valid_config(tmp_path: Path) -> None:

@@ -12,6 +12,9 @@ from typing import Any, Callable
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from chaosext.config import DEFAULT_ALERTS
 
 from .traffic import Pump, service_urls, token
 
@@ -80,6 +83,7 @@ def test_jwks_alerts_silent_while_stale_and_fire_once_the_cache_expired(
     authority_pid = state["components"]["authority"]["pid"]
     jwt = token(state, "t01")
     jwks_alerts = ("jwks_cache_miss_spike", "tenant_error_rate_gt_0_5pct", "tenant_auth_failures_spike")
+    expiry_alerts = DEFAULT_ALERTS  # what the experiment expects on expiry (EXPIRY_ALERTS default)
     with Pump(base, "/api/v1/policies", "t01", jwt, rps=30) as pump:
         wait_for("requests succeeding", lambda: pump.statuses.get(200, 0) > 30, 20)
         os.kill(authority_pid, signal.SIGSTOP)  # the JWKS endpoint stops answering (connections hang)
@@ -91,13 +95,50 @@ def test_jwks_alerts_silent_while_stale_and_fire_once_the_cache_expired(
             during_stale = [a["labels"] for a in prometheus_alerts(state) if a["labels"]["alertname"] in jwks_alerts]
             failures_while_stale = sum(n for code, n in pump.statuses.items() if code != 200)
             wait_for("the cache to expire", lambda: _jwks_state(base)["state"] == "expired", 15)
-            for name, labels in (("jwks_cache_miss_spike", {"service": "policy"}),
-                                 ("tenant_auth_failures_spike", {"service": "policy", "tenant": "t01"}),
-                                 ("tenant_error_rate_gt_0_5pct", {"service": "policy", "tenant": "t01"})):
+            for name in expiry_alerts:
+                labels = {"service": "policy"} | ({"tenant": "t01"} if name.startswith("tenant_") else {})
                 wait_for(f"{name} {labels} firing in Prometheus and in Alertmanager",
                          firing_everywhere(state, name, **labels), 45)
+            # an expired cache is the service's failure (401 no_keys), not the tenant's own tokens
+            own_tokens = matching(prometheus_alerts(state), "tenant_auth_failures_spike")
         finally:
             os.kill(authority_pid, signal.SIGCONT)
     assert during_stale == [], f"alerts while the service served stale keys within max-stale: {during_stale}"
     assert failures_while_stale == 0, pump.statuses
     assert pump.statuses.get(401, 0) > 0, pump.statuses
+    assert own_tokens == [], f"the tenant's-own-tokens alert fired on a JWKS expiry: {own_tokens}"
+
+
+def _rejections_labelled(base: str, tenant: str) -> bool:
+    """Does the service count 401s under the tenant's own label (``tenant_requests_total{status="401"}``)?"""
+    text = requests.get(base.split("/api/")[0] + "/metrics", timeout=5).text
+    return any(s.labels.get("tenant") == tenant and s.labels.get("status") == "401"
+               for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == "tenant_requests_total")
+
+
+def test_a_tenants_expired_tokens_fire_its_own_alert_not_the_slo_alert(
+        lab_factory: Callable[..., dict[str, Any]]) -> None:
+    """A tenant whose client keeps sending an expired (genuine) token: tenant_auth_failures_spike fires for that
+    tenant and unauthenticated_requests_spike for the service, the SLO alert stays silent for everyone (D1)."""
+    state = lab_factory(services="policy")
+    base = service_urls(state)["policy"]
+    expired = token(state, "t02", ttl=1)
+    time.sleep(2.5)
+    with Pump(base, "/api/v1/policies", "t01", token(state, "t01"), rps=10) as ok, \
+            Pump(base, "/api/v1/policies", "t02", expired, rps=20) as broken:
+        wait_for("t02's first rejections", lambda: broken.statuses.get(401, 0) > 5, 20)
+        if _rejections_labelled(base, "t02"):
+            pytest.xfail("the services still label a tenant's own rejected tokens with the tenant instead of "
+                         "__unauthenticated__ (D1's service label change is not in this tree)")
+        wait_for("tenant_auth_failures_spike{tenant=t02} firing in Prometheus and in Alertmanager",
+                 firing_everywhere(state, "tenant_auth_failures_spike", tenant="t02", service="policy"), 60)
+        wait_for("unauthenticated_requests_spike{service=policy} firing in Prometheus and in Alertmanager",
+                 firing_everywhere(state, "unauthenticated_requests_spike", service="policy"), 60)
+        slo = matching(prometheus_alerts(state), "tenant_error_rate_gt_0_5pct")
+        others = [a["labels"] for a in matching(prometheus_alerts(state), "tenant_auth_failures_spike")
+                  if a["labels"].get("tenant") != "t02"]
+    assert broken.statuses.get(401, 0) > 0 and set(broken.statuses) == {401}, broken.statuses
+    assert ok.statuses.get(200, 0) > 0 and set(ok.statuses) == {200}, ok.statuses
+    assert slo == [], f"a tenant's own expired tokens must not page the SLO alert: {slo}"
+    assert others == [], others

@@ -89,14 +89,23 @@ def _field(path: str) -> tuple[str, str]:
     return m.group(1), m.group(2) or m.group(3)
 
 
-def apply_filelog_operators(line: str, operators: list[dict[str, Any]]) -> dict[str, Any]:
-    """The subset of stanza operators the collector config uses, applied to one log line."""
+def apply_filelog_operators(line: str, operators: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The subset of stanza operators the collector config uses, applied to one log line (None: dropped).
+
+    on_error as stanza documents it: ``drop``/``drop_quiet`` drop the entry (``_quiet``: logged at debug level, not
+    as an error), ``send``/``send_quiet`` pass it on unparsed."""
     rec: dict[str, Any] = {"body": line, "attributes": {}, "resource": {}, "timestamp": None, "trace_id": ""}
     for op in operators:
         kind = op["type"]
         if kind == "json_parser":
             assert op.get("parse_from", "body") == "body" and op.get("parse_to", "attributes") == "attributes"
-            rec["attributes"].update(json.loads(rec["body"]))
+            try:
+                parsed = json.loads(rec["body"])
+            except ValueError:
+                if op.get("on_error", "send").startswith("drop"):
+                    return None
+                raise AssertionError(f"the json_parser passes a non-JSON line on ({op.get('on_error')}): {line!r}")
+            rec["attributes"].update(parsed)
             ts = op.get("timestamp")
             if ts:
                 _, key = _field(ts["parse_from"])
@@ -146,13 +155,43 @@ def test_collector_pipeline_wires_the_audit_receiver_to_loki_and_clickhouse() ->
     doc = _collector()
     pipeline = doc["service"]["pipelines"]["logs/audit"]
     assert pipeline["receivers"] == ["filelog/audit"]
-    assert set(pipeline["exporters"]) == {"otlphttp/loki", "clickhouse"}
-    assert doc["exporters"]["otlphttp/loki"]["endpoint"].rstrip("}").endswith("/otlp")
+    assert set(pipeline["exporters"]) == {"otlp_http/loki", "clickhouse"}  # not the deprecated otlphttp alias
+    assert doc["exporters"]["otlp_http/loki"]["endpoint"].rstrip("}").endswith("/otlp")
     assert doc["exporters"]["clickhouse"]["database"] == schema.CLICKHOUSE_DATABASE
     assert doc["exporters"]["clickhouse"]["logs_table_name"] == schema.CLICKHOUSE_TABLE
     assert "audit.jsonl" in doc["receivers"]["filelog/audit"]["include"][0]
     for name in pipeline["processors"] + ["memory_limiter"]:
         assert name in doc["processors"]
+
+
+def test_collector_reads_lines_present_at_first_start_and_resumes_from_saved_offsets() -> None:
+    """start_at: end would lose every audit event written before the collector's first start; start_at: beginning
+    without stored offsets would re-send the whole file after each restart. Both together: nothing lost, nothing twice."""
+    doc = _collector()
+    receiver = doc["receivers"]["filelog/audit"]
+    assert receiver["start_at"] == "beginning"
+    assert receiver["storage"] in doc["extensions"] and receiver["storage"].startswith("file_storage")
+    assert receiver["storage"] in doc["service"]["extensions"]
+
+
+def test_collector_health_check_listens_where_a_kubelet_probe_reaches_it() -> None:
+    """The kubelet probes the pod IP: a health_check on 127.0.0.1/localhost would fail every probe."""
+    doc = _collector()
+    endpoint = doc["extensions"]["health_check"]["endpoint"]
+    host = re.sub(r"\$\{env:[A-Z_]+:-([^}]*)\}", r"\1", endpoint).rsplit(":", 1)[0]
+    assert host not in {"127.0.0.1", "localhost", "::1", "[::1]"}, endpoint
+    assert "MY_POD_IP" in endpoint or host == "0.0.0.0", endpoint
+    assert "health_check" in doc["service"]["extensions"]
+
+
+def test_collector_drops_non_json_lines_quietly_and_keeps_the_good_ones(tmp_path: Path) -> None:
+    operators = _collector()["receivers"]["filelog/audit"]["operators"]
+    parser = next(op for op in operators if op["type"] == "json_parser")
+    assert parser["on_error"] == "drop_quiet"  # dropped, logged at debug level: no error line per bad line
+    good = _audit_lines(tmp_path)
+    out = [apply_filelog_operators(line, operators) for line in [good[0], "panic: stray debug print", '{"trunc', good[1]]]
+    assert out[1] is None and out[2] is None
+    assert out[0] is not None and out[3] is not None and out[0]["attributes"]["action"] == "auth.degraded"
 
 
 def test_collector_writes_the_fields_the_schema_promises(tmp_path: Path) -> None:

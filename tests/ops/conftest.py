@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import pytest
 
 from chaosext.lab.testing import running_lab
+from ops_util import in_ns
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENT = REPO / "experiments" / "jwks-outage.json"
@@ -44,21 +45,13 @@ def ns_lab(netns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         yield state
 
 
-def in_ns(netns: str, argv: list[str], env: dict[str, str] | None = None,
-          timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run argv inside the namespace (as a user would, through the console scripts of this Python)."""
-    bindir = Path(sys.executable).parent
-    full_env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}", **(env or {})}
-    return subprocess.run(["ip", "netns", "exec", netns, *argv], env=full_env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
 @pytest.fixture(scope="module")
 def lab_journal(netns: str, ns_lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """journal.json of a real `chaos run experiments/jwks-outage.json` against the namespaced lab (15 s outage)."""
     out = tmp_path_factory.mktemp("run")
     journal = out / "journal.json"
-    env = {"CHAOSEXT_LAB_DIR": ns_lab["state_dir"], "OUTAGE_SECONDS": "15", "K6_RATE": "50",
+    env = {"CHAOSEXT_LAB_DIR": ns_lab["state_dir"], "OUTAGE_SECONDS": "15", "K6_RATE": "50", "BASELINE_SECONDS": "10",
+           "BASELINE_MIN_REQUESTS": "30", "RECOVERY_SECONDS": "30",
            "CHAOSEXT_STATE_DIR": str(out / "faults")}
     proc = in_ns(netns, ["chaos", "--log-file", str(out / "chaos.log"), "run", "--journal-path", str(journal),
                          str(EXPERIMENT)], env=env, timeout=240)

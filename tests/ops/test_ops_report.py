@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from chaosext.report.cli import report
 
-from conftest import in_ns
+from ops_util import in_ns
 
 pytestmark = [pytest.mark.lab, pytest.mark.netns, pytest.mark.slow]
 

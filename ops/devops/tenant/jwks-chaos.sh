@@ -3,7 +3,9 @@
 # Same code path as the Chaos Toolkit actions (python3 -m chaosext.egress). See docs/egress.md.
 set -euo pipefail
 
-PY="${PYTHON:-python3}"
+# the checkout's .venv (scripts/setup) when there is one, else python3 from PATH; PYTHON overrides both
+venv_python="$(cd "$(dirname "$0")/../../.." && pwd)/.venv/bin/python"
+if [ -x "$venv_python" ]; then PY="${PYTHON:-$venv_python}"; else PY="${PYTHON:-python3}"; fi
 
 usage() {
   cat <<'USAGE'

@@ -23,6 +23,12 @@
 //   SUMMARY_FILE     where handleSummary writes the JSON that chaosext reads (default k6-summary.json)
 import http from 'k6/http';
 
+// "Error" has one definition (docs/experiment.md, "What counts as an error"): 5xx, or 401 of a real tenant. k6 sends
+// only valid tokens, so every 401 it gets is the service failing to verify them: an error. 403 (tenant mismatch) and
+// 429 (rate limited) are correct answers, so http_req_failed does not count them (without this callback k6 counts
+// every status >= 400).
+http.setResponseCallback(http.expectedStatuses({ min: 200, max: 399 }, 403, 429));
+
 const RESOURCES = { policy: 'policies', vuln: 'findings', notify: 'notifications' };
 const DEFAULT_URLS = 'policy=http://127.0.0.1:8451,vuln=http://127.0.0.1:8452,notify=http://127.0.0.1:8453';
 

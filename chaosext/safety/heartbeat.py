@@ -1,0 +1,88 @@
+"""The dead-man switch's pulse: a file whose modification time the running experiment renews every few seconds.
+
+The experiment process starts a :class:`Heartbeat` (a daemon thread that touches the file every ``interval`` s); the
+fault's watchdog (``chaosext.egress.watchdog``) reads :func:`age` and lifts the fault and stops the run's k6 when the
+pulse is older than ``HEARTBEAT_GRACE`` (default 10 s) -- i.e. when the experiment process died (SIGKILL, OOM) or
+hangs. The file holds nothing secret; it is created 0600 anyway, like every file of a run directory.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["Heartbeat", "age", "HEARTBEAT_INTERVAL", "HEARTBEAT_GRACE"]
+
+#: Seconds between two beats.
+HEARTBEAT_INTERVAL = 2.0
+#: Seconds without a beat after which the watchdog treats the run as dead (``HEARTBEAT_GRACE``).
+HEARTBEAT_GRACE = 10.0
+
+
+def age(path: str) -> float | None:
+    """Seconds since the last beat written to ``path``; None when there is no such file."""
+    try:
+        return max(0.0, time.time() - os.stat(path).st_mtime)
+    except OSError:
+        return None
+
+
+class Heartbeat:
+    """Renew ``path``'s mtime every ``interval`` seconds from a daemon thread until :meth:`stop`.
+
+    A daemon thread dies with its process, so the beats stop exactly when the experiment process dies (or is frozen:
+    SIGSTOP stops every thread). ``stop()`` leaves the file in place (its age then tells the truth: no more beats);
+    pass ``remove=True`` to delete it.
+    """
+
+    def __init__(self, path: str, interval: float = HEARTBEAT_INTERVAL) -> None:
+        if interval <= 0:
+            raise ValueError(f"heartbeat interval {interval!r}: give seconds > 0")
+        self.path = str(path)
+        self.interval = float(interval)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> None:
+        """Write one beat now (creates the file 0600 if needed)."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.utime(fd)
+        finally:
+            os.close(fd)
+
+    def start(self) -> "Heartbeat":
+        """Beat once (so the file exists on return), then keep beating in a daemon thread. Returns self."""
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.beat()
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=f"chaosext-heartbeat:{self.path}", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except OSError:  # the run dir went away: nothing to renew; the watchdog will see the pulse stop
+                pass
+
+    def stop(self, remove: bool = False) -> None:
+        """Stop beating (idempotent); with ``remove`` also delete the file."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval + 1)
+            self._thread = None
+        if remove:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    @property
+    def running(self) -> bool:
+        """True while the beating thread is alive."""
+        return self._thread is not None and self._thread.is_alive()

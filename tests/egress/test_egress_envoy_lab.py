@@ -1,0 +1,97 @@
+"""`chaosext lab up --egress envoy`: the services fetch the JWKS through a real Envoy, and the Envoy fault reaches them.
+
+One lab (free ports, no Prometheus, JWKS TTL 2 s so the services refetch often) for the module; each test leaves
+the fault off. The services' own ``jwks_fetch_total{result}`` shows what they saw, not what Envoy says it did.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from chaosext.config import ExperimentConfig
+from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
+from chaosext.lab import supervisor
+from chaosext.lab.supervisor import LabConfig, LabError
+from chaosext.lab.testing import running_lab
+from egress_util import kill_watchdogs, wait_for
+from envoy_util import require_envoy
+
+pytestmark = [pytest.mark.lab]
+
+
+@pytest.fixture(scope="module")
+def envoy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    require_envoy()
+    with running_lab(tmp_path_factory.mktemp("envoylab") / "lab", egress="envoy", no_prometheus=True,
+                     services="policy", jwks_ttl=2, jwks_max_stale=600) as state:
+        yield state
+
+
+def fetches(state: dict, result: str) -> float:
+    text = requests.get(state["service_urls"]["policy"] + "/metrics", timeout=5).text
+    m = re.search(rf'^jwks_fetch_total{{[^}}]*result="{result}"[^}}]*}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_status_reports_the_envoy_admin_and_the_fault_hint(envoy_lab):
+    admin = envoy_lab["envoy_admin_url"]
+    assert envoy_lab["fault"]["via"] == "envoy" and envoy_lab["fault"]["target"] == admin
+    assert requests.get(f"{admin}/ready", timeout=5).text.strip() == "LIVE"
+    listener = envoy_lab["components"]["envoy"]["url"]
+    assert envoy_lab["jwks_url"] == f"{listener}/.well-known/jwks.json"
+    argv = envoy_lab["components"]["policy"]["argv"]
+    assert argv[argv.index("--jwks-url") + 1] == envoy_lab["jwks_url"]  # the services go through Envoy
+    out = subprocess.run([sys.executable, "-m", "chaosext.lab.cli", "status", "--state-dir", envoy_lab["state_dir"]],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and f"envoy admin   {admin}" in out.stdout
+
+
+@pytest.mark.parametrize("mode", ["reject", "drop"])
+def test_the_envoy_fault_fails_the_services_fetches_and_restore_heals_them(envoy_lab, state_dir, mode):
+    admin = envoy_lab["fault"]["target"]
+    assert wait_for(lambda: fetches(envoy_lab, "success") > 0, timeout=30)
+    try:
+        out = block_jwks_egress(envoy_lab["jwks_url"], via="envoy", target=admin, mode=mode, duration_seconds=120,
+                                use_watchdog=False, driver_options={"envoy_verify_fetch": True})
+        assert out["verification"]["blocked"] is True
+        errors = fetches(envoy_lab, "error")
+        assert wait_for(lambda: fetches(envoy_lab, "error") > errors, timeout=45)  # the service saw the outage
+        counter = "aborts_injected" if mode == "reject" else "delays_injected"
+        assert out["verification"][counter] >= 1
+    finally:
+        restore_jwks_egress(via="envoy", target=admin)
+        kill_watchdogs(admin)
+    ok = fetches(envoy_lab, "success")
+    assert wait_for(lambda: fetches(envoy_lab, "success") > ok, timeout=60)  # next fetch after backoff succeeds
+
+
+def test_is_lab_target_accepts_only_a_loopback_envoy_admin():
+    lab = dict(jwks_url="http://127.0.0.1:8444/.well-known/jwks.json", authority_url="http://127.0.0.2:8440")
+    assert ExperimentConfig(fault_via="envoy", fault_target="http://127.0.0.1:9901", **lab).is_lab_target
+    assert ExperimentConfig(fault_via="envoy", fault_target="envoy:http://127.0.0.1:9901", **lab).is_lab_target
+    assert not ExperimentConfig(fault_via="envoy", fault_target="http://10.0.0.5:9901", **lab).is_lab_target
+    assert not ExperimentConfig(fault_via="envoy", fault_target="local", **lab).is_lab_target
+    assert not ExperimentConfig(fault_via="iptables", fault_target="http://127.0.0.1:9901", **lab).is_lab_target
+
+
+def test_a_missing_envoy_binary_is_refused_before_anything_starts(tmp_path):
+    cfg = LabConfig(state_dir=str(tmp_path / "lab"), egress="envoy", envoy_bin=str(tmp_path / "no-envoy"),
+                    no_prometheus=True)
+    with pytest.raises(LabError, match="no-envoy not found.*requirements-tools.txt"):
+        supervisor.up(cfg, echo=lambda _: None)
+    assert supervisor.find_lab_processes(cfg.state_dir) == []
+
+
+def test_lab_down_stops_the_envoy(tmp_path):
+    require_envoy()
+    with running_lab(tmp_path / "lab", egress="envoy", no_prometheus=True, services="policy") as state:
+        pid = state["components"]["envoy"]["pid"]
+        assert Path(f"/proc/{pid}").exists()
+    assert not Path(f"/proc/{pid}/cmdline").exists() or b"envoy" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert supervisor.find_lab_processes(state["state_dir"]) == []

@@ -1,0 +1,163 @@
+"""One run per target: the lock file, real processes racing for it, and stale-lock takeover."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from chaosext.egress.base import make_spec, save_record
+from chaosext.safety import lock
+
+URL = "http://127.0.0.2:8440/.well-known/jwks.json"
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "faults"
+    monkeypatch.setenv("CHAOSEXT_STATE_DIR", str(d))
+    return d
+
+
+def test_key_is_normalised_to_target_and_jwks_host_port() -> None:
+    a = lock.lock_key("iptables", "netns:a", "http://Auth.Example:80/.well-known/jwks.json")
+    assert a == lock.lock_key("iptables", " netns:a ", "http://auth.example/other") == "iptables|netns:a|auth.example:80"
+    assert a != lock.lock_key("iptables", "netns:b", "http://auth.example/x")
+    assert a != lock.lock_key("iptables", "netns:a", "https://auth.example/x")  # port 443
+    assert lock.lock_key("iptables", "local", "http://[fd00::2]:8440/j") == "iptables|local|[fd00::2]:8440"
+
+
+def test_second_acquire_is_refused_naming_the_holder_and_changes_nothing(state_dir: Path) -> None:
+    key = lock.lock_key("iptables", "local", URL)
+    held = lock.acquire(key, "aaaa1111", {"ends_at": 1_900_000_000})
+    path = held.path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    before = path.read_bytes()
+    rec = json.loads(before)
+    assert rec["run_id"] == "aaaa1111" and rec["pid"] == os.getpid() and rec["pid_start_time"]
+    with pytest.raises(lock.LockHeld) as err:
+        lock.acquire(key, "bbbb2222", {"ends_at": 1_900_000_100})
+    msg = str(err.value)
+    for part in ("aaaa1111", f"pid {os.getpid()}", "started 20", "ends at 2030-03-17T17:46:40Z", "Nothing was changed",
+                 "restore --run-id aaaa1111"):
+        assert part in msg, msg
+    assert err.value.holder["run_id"] == "aaaa1111"
+    assert path.read_bytes() == before
+    other = lock.acquire(lock.lock_key("iptables", "netns:other", URL), "bbbb2222")  # another target: free
+    assert other.release()
+    assert held.release() and not path.exists()
+    assert not held.release(), "releasing twice is a no-op"
+
+
+def test_release_and_extend_touch_only_the_owners_lock() -> None:
+    key = lock.lock_key("iptables", "local", URL)
+    mine = lock.acquire(key, "aaaa1111")
+    impostor = lock.TargetLock(key=key, run_id="bbbb2222", path=mine.path, record={**mine.record, "run_id": "bbbb2222"})
+    assert impostor.release() is False and mine.path.exists()
+    with pytest.raises(lock.LockHeld, match="no longer held by run bbbb2222 but by run aaaa1111"):
+        impostor.extend(5.0)
+    mine.extend(1_900_000_500)
+    assert lock.read(key)["ends_at"] == 1_900_000_500
+    assert mine.release()
+
+
+def _holder(key: str, run_id: str, ready: Path) -> subprocess.Popen:
+    code = textwrap.dedent(f"""
+        import sys, time, pathlib
+        from chaosext.safety import lock
+        lock.acquire({key!r}, {run_id!r}, {{"ends_at": time.time() + 60}})
+        pathlib.Path({str(ready)!r}).write_text("ok")
+        time.sleep(600)
+    """)
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _wait_file(path: Path, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_a_lock_whose_owner_was_killed_and_left_no_fault_is_taken_over_and_said_so(tmp_path: Path) -> None:
+    key = lock.lock_key("iptables", "local", URL)
+    proc = _holder(key, "dead0001", tmp_path / "ready")
+    try:
+        _wait_file(tmp_path / "ready")
+        with pytest.raises(lock.LockHeld, match="in use by run dead0001"):
+            lock.acquire(key, "live0002")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        taken = lock.acquire(key, "live0002")
+        assert taken.took_over and taken.took_over["run_id"] == "dead0001"
+        assert "took over the stale lock" in taken.message and "dead0001" in taken.message
+        assert lock.read(key)["run_id"] == "live0002"
+        assert taken.release()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_a_dead_owner_whose_fault_is_still_recorded_keeps_the_lock(tmp_path: Path) -> None:
+    key = lock.lock_key("iptables", "local", URL)
+    proc = _holder(key, "dead0003", tmp_path / "ready")
+    try:
+        _wait_file(tmp_path / "ready")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    save_record(make_spec(URL, "iptables", "local", "drop", 60, run_id="dead0003"), status="active")
+    with pytest.raises(lock.LockHeld, match=r"process is gone but whose fault is still in place .*restore --run-id "
+                                            r"dead0003"):
+        lock.acquire(key, "live0004")
+    assert lock.read(key)["run_id"] == "dead0003"
+
+
+def test_a_reused_pid_does_not_keep_a_lock(state_dir: Path) -> None:
+    key = lock.lock_key("iptables", "local", URL)
+    held = lock.acquire(key, "old00005")
+    rec = json.loads(held.path.read_text())
+    rec["pid"] = os.getppid()  # a live process, but not the one that took the lock (start time differs)
+    rec["pid_start_time"] = "1"
+    held.path.write_text(json.dumps(rec))
+    taken = lock.acquire(key, "new00006")
+    assert taken.took_over["run_id"] == "old00005"
+    taken.release()
+
+
+def test_processes_racing_for_one_target_exactly_one_wins(tmp_path: Path) -> None:
+    key = lock.lock_key("iptables", "netns:race", URL)
+    go = time.time() + 3.0  # every process sleeps until the same instant, then acquires
+    code = textwrap.dedent("""
+        import sys, time
+        from chaosext.safety import lock
+        key, run_id, go = sys.argv[1], sys.argv[2], float(sys.argv[3])
+        time.sleep(max(0, go - time.time()))
+        try:
+            lock.acquire(key, run_id)
+            print("won", flush=True)
+        except lock.LockHeld as exc:
+            print("held", flush=True)
+        time.sleep(3)  # keep holding while the others try
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code, key, f"race{i:04d}", str(go)], stdout=subprocess.PIPE,
+                              text=True) for i in range(8)]
+    try:
+        outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+    assert sorted(outs) == ["held"] * 7 + ["won"], outs
+    winner = f"race{outs.index('won'):04d}"
+    assert lock.read(key)["run_id"] == winner

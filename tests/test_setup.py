@@ -1,0 +1,123 @@
+"""scripts/setup on the distribution's own interpreter: a copy of this checkout is set up with PATH reduced to
+/usr/sbin:/usr/bin:/sbin:/bin (so `python3` is Debian's, marked externally managed by PEP 668, with no pip of its
+own), and then chaosext, Chaos Toolkit's discovery and a small lab work from the .venv it made."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from chaosext import __version__
+from chaosext.lab import supervisor
+from chaosext.lab.testing import lab_up_argv
+
+pytestmark = [pytest.mark.slow, pytest.mark.lab]
+
+REPO = Path(__file__).resolve().parents[1]
+DISTRO_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+DISTRO_PYTHON = "/usr/bin/python3"
+NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".chaosext-lab",
+                                    "bench-results", "build", "journal.json", "report.html", "chaostoolkit.log",
+                                    ".chaosext-run", "discovery.json")
+
+
+def distro_env() -> dict[str, str]:
+    """This environment with PATH cut to the distribution's directories and nothing pointing at another Python."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONNOUSERSITE") and not k.startswith("PYENV")}
+    env["PATH"] = DISTRO_PATH
+    return env
+
+
+def run(argv: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, env=distro_env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def importable_by_distro_python(module: str, cwd: Path) -> bool:
+    return run([DISTRO_PYTHON, "-c", f"import {module}"], cwd).returncode == 0
+
+
+def test_setup_on_the_distribution_python_then_cli_discovery_and_a_lab(tmp_path: Path) -> None:
+    if not Path(DISTRO_PYTHON).exists() and os.geteuid() != 0:
+        pytest.skip(f"{DISTRO_PYTHON} missing and not root: scripts/setup could not install it")
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO, checkout, ignore=NOT_COPIED, symlinks=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    chaosext_in_system_before = Path(DISTRO_PYTHON).exists() and importable_by_distro_python("chaosext", work)
+
+    started = time.monotonic()
+    setup = run(["bash", "scripts/setup"], checkout)
+    took = time.monotonic() - started
+    print(f"scripts/setup with PATH={DISTRO_PATH}: exit {setup.returncode} in {took:.0f} s")
+    assert setup.returncode == 0, setup.stdout + setup.stderr[-4000:]
+
+    # the interpreter it had to work with really was the externally managed one
+    marker = run([DISTRO_PYTHON, "-c", "import sysconfig; print(sysconfig.get_path('stdlib'))"], work)
+    assert (Path(marker.stdout.strip()) / "EXTERNALLY-MANAGED").exists(), \
+        f"{DISTRO_PYTHON} is not marked externally managed here: this test would prove nothing about PEP 668"
+    venv = checkout / ".venv"
+    cfg = (venv / "pyvenv.cfg").read_text()
+    assert "home = /usr/bin" in cfg, cfg
+    # nothing went into the distribution's site-packages
+    if not chaosext_in_system_before:
+        assert not importable_by_distro_python("chaosext", work)
+
+    bin_ = venv / "bin"
+    version = run([str(bin_ / "chaosext"), "--version"], work)
+    assert version.returncode == 0 and __version__ in version.stdout, version.stdout + version.stderr
+    # the venv's chaosext is the copy's code, not this test's tree
+    where = run([str(bin_ / "python"), "-c", "import chaosext; print(chaosext.__file__)"], work)
+    assert where.stdout.strip() == str(checkout / "chaosext" / "__init__.py"), where.stdout + where.stderr
+    for tool in ("chaos", "k6", "actionlint", "pytest"):
+        assert (bin_ / tool).exists(), f".venv/bin/{tool} missing after scripts/setup"
+
+    discover = run([str(bin_ / "chaos"), "discover", "--no-install", "--discovery-path", str(work / "d.json"),
+                    "chaosext"], work, timeout=180)
+    assert discover.returncode == 0, discover.stdout + discover.stderr
+    activities = json.loads((work / "d.json").read_text())["activities"]
+    names = {a["name"] for a in activities}
+    assert {"block_jwks_egress", "restore_jwks_egress"} <= names, sorted(names)
+
+    # the README's test command runs from the venv too (a fast subset: the docs' commands checked against the CLIs)
+    tests = run(["scripts/test", "tests/test_docs.py", "-q", "-p", "no:cacheprovider", "-k",
+                 "command_shown or configuration_key"], checkout, timeout=300)
+    assert tests.returncode == 0 and " passed" in tests.stdout, tests.stdout[-3000:] + tests.stderr[-2000:]
+
+    # a small lab from the venv: up (no Prometheus, free ports), one authenticated request, down
+    state_dir = work / "lab"
+    argv = lab_up_argv(state_dir, no_prometheus=True, services="policy")
+    assert argv[1:4] == ["-m", "chaosext.lab.cli", "up"]
+    try:
+        up = run([str(bin_ / "chaosext"), "lab", *argv[3:]], work, timeout=120)
+        assert up.returncode == 0, up.stderr
+        state = json.loads(up.stdout)
+        token = requests.post(state["token_url"], timeout=10, json={
+            "tenant": "t01", "sub": "setup-test", "scope": "policy:read", "aud": state["audience"], "ttl": 60})
+        assert token.status_code == 200, token.text
+        url = state["service_urls"]["policy"] + "/api/v1/policies"
+        headers = {state["tenant_header"]: "t01"}
+        ok = requests.get(url, headers={**headers, "Authorization": f"Bearer {token.json()['access_token']}"},
+                          timeout=10)
+        assert ok.status_code == 200, ok.text
+        assert requests.get(url, headers=headers, timeout=10).status_code == 401
+        down = run([str(bin_ / "chaosext"), "lab", "down", "--state-dir", str(state_dir)], work, timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+    finally:
+        left = supervisor.down(state_dir, grace=5.0)["left"]
+        assert not left, f"lab processes left: {left}"
+
+    # idempotent: a second run reuses the venv (same interpreter file) and succeeds
+    python_inode = (bin_ / "python").lstat().st_ino
+    again = run(["bash", "scripts/setup"], checkout)
+    assert again.returncode == 0, again.stdout + again.stderr[-4000:]
+    assert (bin_ / "python").lstat().st_ino == python_inode, "scripts/setup remade a working .venv"
+    print(f"python used by this test run: {sys.executable}")
