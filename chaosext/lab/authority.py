@@ -318,6 +318,8 @@ def build_apps(args: argparse.Namespace, store: KeyStore,
         if not isinstance(omit, list) or set(omit) - OMITTABLE_CLAIMS:
             return bad(f"'omit' may only list {sorted(OMITTABLE_CLAIMS)}")
         claims.update(test_claims)  # lab only: the forgery catalogue's IdP-signed bad-claim tokens
+        if test_claims or omit:
+            claims["chaosext_test_token"] = True  # the services keep it out of the tenant's own auth-failure count
         for name in omit:
             claims.pop(name, None)
         kid, key = store.signing_key()

@@ -59,6 +59,9 @@ MAX_QUEUE_PER_TENANT = 100_000
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.4, 0.5, 0.6, 1.0, 2.5)
 #: Rejections of a token whose signature verified but whose claims did not: the tenant's own client's fault.
 CLAIM_REASONS = ("expired", "bad_audience", "bad_issuer")
+#: claim the lab authority puts into every bad-claim test token it mints (test_claims/omit); the forgery probe's
+#: traffic then stays out of the tenant's own alerting. A real IdP never mints these (those classes are skipped).
+TEST_TOKEN_CLAIM = "chaosext_test_token"
 
 disable_created_metrics()  # halves the series count; rules use rate() on *_total only
 
@@ -297,9 +300,12 @@ class TenantService:
         PyJWT checks the signature before the claims, so these reasons mean the token was issued by the identity
         provider and its ``tenant`` claim can be trusted for the label (through the same cap as every label)."""
         try:
-            tenant = jwt.decode(authorization[7:].strip(), options={"verify_signature": False}).get("tenant")
+            claims = jwt.decode(authorization[7:].strip(), options={"verify_signature": False})
         except jwt.PyJWTError:
             return
+        tenant = claims.get("tenant")
+        if claims.get(TEST_TOKEN_CLAIM):
+            return  # the lab authority's bad-claim test token (forgery probe): not the tenant's own client
         if isinstance(tenant, str) and tenant:
             AUTH_FAILURES.labels(self.labels.label(tenant), self.name, reason).inc()
 
