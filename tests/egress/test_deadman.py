@@ -35,6 +35,20 @@ def _seconds_until(predicate, timeout: float) -> float | None:
     return time.monotonic() - start if wait_for(predicate, timeout=timeout, interval=0.2) else None
 
 
+#: a k6 script that only idles: these tests are about which k6 process lives, not about load (and must not depend
+#: on a lab's services or token endpoint being there)
+IDLE_SCRIPT = """export const options = { vus: 1, duration: '120s' };
+import { sleep } from 'k6';
+export default function () { sleep(1); }
+"""
+
+
+def _idle_k6(tmp_path: Path, owner: str) -> dict:
+    script = tmp_path / "idle.js"
+    script.write_text(IDLE_SCRIPT)
+    return start_k6(script=str(script), duration="120s", owner_run_id=owner)
+
+
 @pytest.fixture
 def k6_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The stand-in tenant service (tests/load/fake_service.py) and a private k6 runs dir; k6 left over is killed."""
@@ -79,8 +93,9 @@ def test_a_stopped_heartbeat_lifts_the_fault_and_stops_only_that_runs_k6(netpair
         out = block_jwks_egress(netpair.url(), target=netpair.target, mode="reject", duration_seconds=120,
                                 verify_timeout_seconds=0.5, heartbeat_file=pulse.path, heartbeat_grace_seconds=GRACE,
                                 k6_dir=str(k6_dir))
-        mine = start_k6(rate=5, duration="120s", owner_run_id=out["run_id"])
-        other = start_k6(rate=5, duration="120s", owner_run_id="another1")
+        mine = _idle_k6(tmp_path, out["run_id"])
+        other = _idle_k6(tmp_path, "another1")
+        assert k6mod.read_run(Path(other["run_dir"]))["alive"]
         time.sleep(GRACE + 3)  # a beating run keeps its fault
         assert netpair.rules() and not _reachable(netpair), "the watchdog lifted the fault of a live run"
         assert watchdog.find(out["run_id"]) == [out["watchdog_pid"]]
@@ -134,7 +149,7 @@ def test_the_deadline_lifts_the_fault_of_a_live_run_and_leaves_its_k6(netpair, s
         out = block_jwks_egress(netpair.url(), target=netpair.target, mode="reject", duration_seconds=5,
                                 verify_timeout_seconds=0.5, heartbeat_file=pulse.path, heartbeat_grace_seconds=GRACE,
                                 k6_dir=str(k6_dir))
-        mine = start_k6(rate=5, duration="120s", owner_run_id=out["run_id"])
+        mine = _idle_k6(tmp_path, out["run_id"])
         assert netpair.rules()
         assert wait_for(lambda: netpair.rules() == [], timeout=out["expires_at"] - time.time() + 8), \
             "the watchdog did not remove the rules at the deadline"
