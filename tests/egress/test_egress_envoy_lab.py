@@ -107,9 +107,9 @@ def test_a_service_behind_the_envoy_jwt_gateway_fails_closed_after_cache_duratio
                      services="policy", jwks_ttl=2, jwks_max_stale=5) as state:
         gateway = state["components"]["envoy"]["jwt_gateway_url"]
         assert state["components"]["policy"]["url"] == gateway == state["service_urls"]["policy"]
-        token = requests.post(state["token_url"], json={"tenant": "t01", "sub": "test", "scope": "policy:read",
-                                                        "aud": "stellaops-api", "ttl": 600},
-                              timeout=5).json()["access_token"]
+        token = requests.post(state["token_url"], auth=(state["client_id"], state["client_secret"]), timeout=5,
+                              data={"grant_type": "client_credentials", "tenant": "t01", "scope": "policy:read",
+                                    "ttl": "600"}).json()["access_token"]
 
         def call() -> requests.Response:
             return requests.get(f"{gateway}/api/v1/policies", timeout=10,

@@ -35,7 +35,7 @@ def test_low_rate_run_sends_tenant_header_on_every_request_to_10_plus_tenants_90
     services = lab["service_urls"]
     config = {"service_urls": ",".join(f"{k}={v}" for k, v in services.items()),
               "authority_url": lab["authority_url"], "tenant_header": lab["tenant_header"],
-              "chaosext_lab_dir": str(tmp_path / "no-lab")}
+              "chaosext_lab_dir": str(lab["state_dir"])}  # k6 gets its tokens with the lab test client
     before_t, before_k = scrape(services)
     started = start_k6(rate=50, duration="5s", configuration=config)
     try:

@@ -197,8 +197,7 @@ def test_every_panel_query_returns_data_from_the_lab(lab: dict[str, Any]) -> Non
     exprs = [substitute(e) for e in _exprs()]
     pumps = [Pump(urls[s], paths[s], t, tokens[t], rps=4, write_every=3) for s in urls for t in tokens]
     with requests.Session() as session:
-        wrong_aud = requests.post(lab["authority_url"] + "/token", json={"tenant": "t01", "aud": "someone-else"},
-                                  timeout=5).json()["access_token"]
+        wrong_aud = token(lab, "t01", audience="someone-else")
         for svc in urls:  # rejected tokens per service: the auth-failure panel's reason breakdown, the tenant's own
             assert call(session, urls[svc], paths[svc], "t01", "not-a-jwt") == 401
             assert call(session, urls[svc], paths[svc], "t01", wrong_aud) == 401

@@ -64,9 +64,7 @@ def test_tenant_auth_failures_count_only_verified_tokens_with_rejected_claims(la
 
 
 def token_with(state: dict[str, Any], aud: str) -> str:
-    resp = requests.post(state["authority_url"] + "/token", timeout=5, json={"tenant": TENANT, "aud": aud})
-    resp.raise_for_status()
-    return resp.json()["access_token"]
+    return token(state, TENANT, audience=aud)
 
 
 def test_latency_buckets_sit_exactly_on_the_slo_thresholds(lab: dict[str, Any]) -> None:

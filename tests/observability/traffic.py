@@ -14,10 +14,13 @@ def service_urls(state: dict[str, Any]) -> dict[str, str]:
     return {name: c["url"] for name, c in state["components"].items() if name in ("policy", "vuln", "notify")}
 
 
-def token(state: dict[str, Any], tenant: str, ttl: int = 900) -> str:
-    """A valid access token for tenant from the lab's Authority (client credentials with the lab client)."""
-    resp = requests.post(state["token_url"], timeout=5, auth=(state["client_id"], state["client_secret"]),
-                         data={"grant_type": "client_credentials", "tenant": tenant, "ttl": str(ttl)})
+def token(state: dict[str, Any], tenant: str, ttl: int = 900, audience: str = "") -> str:
+    """An access token for tenant from the lab's Authority (client credentials with the lab client); ``audience``
+    other than the services' makes a genuine token they must refuse."""
+    form = {"grant_type": "client_credentials", "tenant": tenant, "ttl": str(ttl)}
+    if audience:
+        form["audience"] = audience
+    resp = requests.post(state["token_url"], timeout=5, auth=(state["client_id"], state["client_secret"]), data=form)
     resp.raise_for_status()
     return resp.json()["access_token"]
 
