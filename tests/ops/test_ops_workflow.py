@@ -141,10 +141,20 @@ def test_kind_job_reaches_the_pods_through_port_forwards_it_tears_down() -> None
         host, port = re.match(r"http://([\d.]+):(\d+)", url).groups()
         assert host in ("127.0.0.1", env["AUTHORITY_IP"]) and int(port) in forwarded, url
     assert f'ip addr add "$AUTHORITY_IP/32" dev lo' in runs[fwd] and "--address" in runs[fwd]
+    services = {d["metadata"]["name"]: {p["port"] for p in d["spec"]["ports"]} for d in _manifests()
+                if d["kind"] == "Service"}
+    for svc, remote in re.findall(r'forward \S+ (\w+) \d+:(\d+)', runs[fwd]):
+        assert int(remote) in services.get(svc, set()), f"port-forward to {svc}:{remote}, no such Service port"
+    assert authority_ip_is_the_clusterip(env["AUTHORITY_IP"])
     assert "TOKEN_ENDPOINT" not in env, "discovery works through the forward; no NodePort shortcut"
     stop = next(s for s in job["steps"] if "port-forward.pids" in s.get("run", "") and "kill" in s.get("run", ""))
     assert stop["if"] == "${{ always() }}" and job["steps"].index(stop) > fwd
     assert env["CHAOSEXT_APPROVE"] == env["FAULT_TARGET"], "the job's own kind cluster is approved with the job"
+
+
+def authority_ip_is_the_clusterip(address: str) -> bool:
+    authority = next(d for d in _manifests() if d["kind"] == "Service" and d["metadata"]["name"] == "authority")
+    return authority["spec"]["clusterIP"] == address
 
 
 def test_runbook_lists_the_real_environment_setup_in_order() -> None:
