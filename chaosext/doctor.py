@@ -21,7 +21,7 @@ from typing import Any
 import click
 import requests
 
-__all__ = ["Check", "parse_target", "run_checks", "doctor", "VIAS", "check_approval", "check_discovery",
+__all__ = ["Check", "parse_target", "run_checks", "doctor", "VIAS", "check_approval", "check_discovery", "check_jwks_uri",
            "check_tenant_tokens", "check_services", "check_audit", "check_kube"]
 
 #: fault methods and the targets they take (the forms `block_jwks_egress` and `chaosext restore` accept)
@@ -363,6 +363,36 @@ def check_discovery(configuration: dict[str, Any] | None) -> Check:
     return Check("idp discovery", True, f"{settings.authority_url}: token_endpoint {endpoint}")
 
 
+def check_jwks_uri(configuration: dict[str, Any] | None) -> Check:
+    """Warn when JWKS_URL (what the fault blocks) is not the discovery document's ``jwks_uri`` host and port: then
+    the fault may block an address the services never use, and the run proves nothing. Fine when the services fetch
+    the keys through a proxy (e.g. Envoy) at JWKS_URL."""
+    from urllib.parse import urlparse
+
+    from chaosext.config import load_config
+
+    cfg = load_config(configuration)
+    try:
+        r = requests.get(cfg.authority_url + "/.well-known/openid-configuration", timeout=HTTP_TIMEOUT)
+        jwks_uri = str(r.json().get("jwks_uri") or "")
+    except (requests.RequestException, ValueError, AttributeError):
+        jwks_uri = ""
+    if not jwks_uri:
+        return Check("idp jwks_uri", False, "discovery names no jwks_uri (or did not answer)",
+                     "check AUTHORITY_URL; JWKS_URL must be the address the services fetch the keys from",
+                     required=False)
+
+    def where(url: str) -> tuple[str, int]:
+        u = urlparse(url)
+        return u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+
+    if where(jwks_uri) == where(cfg.jwks_url):
+        return Check("idp jwks_uri", True, f"JWKS_URL is discovery's jwks_uri host:port ({jwks_uri})")
+    return Check("idp jwks_uri", False, f"JWKS_URL={cfg.jwks_url} but discovery's jwks_uri is {jwks_uri}",
+                 "the fault blocks JWKS_URL's host:port: set it to the address the services fetch the keys from "
+                 "(fine as is if they go through a proxy at JWKS_URL)", required=False)
+
+
 def check_tenant_tokens(configuration: dict[str, Any] | None) -> tuple[list[Check], dict[str, str]]:
     """A token for each tenant of TENANTS, as the run will get it (client credentials, or TOKENS_FILE), valid for
     the whole run: a "tokens" summary line, then one line per tenant. Returns the checks and the tokens (memory)."""
@@ -495,6 +525,7 @@ def run_checks(target: str = "local", via: str = "", prometheus_url: str = "", a
                              options)
     checks.append(check_k6())
     checks.append(check_discovery(configuration))
+    checks.append(check_jwks_uri(configuration))
     token_checks, tokens = check_tenant_tokens(configuration)
     checks += token_checks
     checks += check_services(configuration, tokens)

@@ -43,6 +43,7 @@ def test_doctor_passes_against_a_running_lab(netns: str, ns_lab: dict[str, Any])
     assert {"service: policy", "service: vuln", "service: notify"} <= names
     assert "client credentials (secrets/env" in checks["tokens"]["detail"]
     assert checks["idp discovery"]["detail"].endswith("/token")
+    assert checks["idp jwks_uri"]["ok"], checks["idp jwks_uri"]
     assert "/api/v1/findings" in checks["service: vuln"]["detail"] and "HTTP 200" in checks["service: vuln"]["detail"]
     assert report["ok"] is True
     assert ns_lab["client_secret"] not in proc.stdout
@@ -64,6 +65,18 @@ def test_doctor_catches_services_that_would_fail_the_probes(netns: str, ns_lab: 
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
     assert proc.returncode == 1 and checks["service: vuln"]["ok"]
     assert "HTTP 404" in checks["service: policy"]["detail"] and "SERVICE_URLS" in checks["service: policy"]["fix"]
+
+
+@pytest.mark.lab
+@pytest.mark.netns
+def test_doctor_warns_when_the_fault_would_block_an_address_the_idp_does_not_publish(
+        netns: str, ns_lab: dict[str, Any], unused_port: int) -> None:
+    """JWKS_URL elsewhere than discovery's jwks_uri: the fault would block something the services may never use."""
+    elsewhere = f"http://127.0.0.1:{unused_port}/.well-known/jwks.json"
+    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--json", env={"JWKS_URL": elsewhere})
+    jwks = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "idp jwks_uri")
+    assert jwks["status"] == "warn" and elsewhere in jwks["detail"] and ns_lab["jwks_url"] in jwks["detail"]
+    assert "fetch the keys" in jwks["fix"]
 
 
 @pytest.mark.lab
