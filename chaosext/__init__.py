@@ -15,6 +15,7 @@ ACTIVITY_MODULES: dict[str, tuple[str, ...]] = {
     "probes": (
         "chaosext.egress.probes",
         "chaosext.auth.probes",
+        "chaosext.auth.drill",
         "chaosext.metrics.probes",
         "chaosext.audit.probes",
         "chaosext.load.probes",

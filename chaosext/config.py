@@ -91,6 +91,18 @@ class ExperimentConfig:
     audit_sql: str = ""
     #: seconds between progress lines / checks of the watch step
     watch_interval: float = 5.0
+    #: statuses that count as a service refusing a forged token (anything else but 2xx is inconclusive)
+    refused_statuses: tuple[int, ...] = (401, 403)
+    #: forgery classes switched off by name (shown as skipped in the verdict)
+    forgery_skip: tuple[str, ...] = ()
+    #: per service: the (method, path) routes forged tokens are sent to (default: the lab's read and write route)
+    forgery_routes: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    #: forged requests in flight at once, and each one's timeout in seconds
+    forgery_concurrency: int = 32
+    forgery_timeout: float = 5.0
+    #: Prometheus selector of requests a service accepted WITHOUT a verified key (the no-fail-open metric backstop;
+    #: UNVERIFIED_ACCEPTS_SELECTOR=off switches it off)
+    unverified_accepts_selector: str = 'jwt_validations_total{result="valid",key_source="none"}'
     #: this run's directory: ``<run base>/<run id>`` once the safety control started a run, else the run base
     run_dir: str = ".chaosext-run"
     #: where run directories live (CHAOSEXT_RUN_DIR, else ``<lab state dir>/run``, else ``.chaosext-run``)
@@ -141,6 +153,9 @@ class ExperimentConfig:
         d = asdict(self)
         d["tenants"] = list(self.tenants)
         d["expiry_alerts"] = list(self.expiry_alerts)
+        d["refused_statuses"] = list(self.refused_statuses)
+        d["forgery_skip"] = list(self.forgery_skip)
+        d["forgery_routes"] = {k: [f"{m} {p}" for m, p in v] for k, v in self.forgery_routes.items()}
         return d
 
 
@@ -224,6 +239,9 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
 
     Raises ValueError with a clear message on values that cannot even be parsed (not a number, bad SERVICE_URLS).
     """
+    from chaosext.auth.forgery import parse_skip
+    from chaosext.auth.judge import parse_routes
+
     lab_dir = str(_get(configuration, "chaosext_lab_dir") or ".chaosext-lab")
     state = lab_state(lab_dir) or {}
     comps = state.get("components") or {}
@@ -269,6 +287,15 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
         tokens_file=str(pick("tokens_file", "")),
         audit_sql=str(pick("audit_sql", "")),
         watch_interval=_number("watch_interval", pick("watch_interval", defaults.watch_interval), float),
+        refused_statuses=tuple(_number("refused_statuses", s, int) for s in _parse_list(
+            pick("refused_statuses", "401,403"))),
+        forgery_skip=parse_skip(pick("forgery_skip", "")),
+        forgery_routes=parse_routes(pick("forgery_routes", "")),
+        forgery_concurrency=_number("forgery_concurrency", pick("forgery_concurrency", defaults.forgery_concurrency),
+                                    int),
+        forgery_timeout=_number("forgery_timeout", pick("forgery_timeout", defaults.forgery_timeout), float),
+        unverified_accepts_selector=("" if str(pick("unverified_accepts_selector", "")).strip() == "off" else
+                                     str(pick("unverified_accepts_selector", defaults.unverified_accepts_selector))),
         run_dir=run_dir,
         run_base=run_base,
         run_id=run_id,
@@ -352,6 +379,16 @@ def validate(cfg: ExperimentConfig) -> list[str]:
         problems.append(f"AUDIT_SOURCE={cfg.audit_source!r} must be file:<path>, loki:<url> or clickhouse:<url>")
     elif kind in ("loki", "clickhouse") and (err := _check_url("AUDIT_SOURCE", cfg.audit_location)):
         problems.append(err)
+    if not cfg.refused_statuses or any(200 <= s < 300 or not 100 <= s <= 599 for s in cfg.refused_statuses):
+        problems.append(f"REFUSED_STATUSES={','.join(map(str, cfg.refused_statuses))} must list HTTP statuses "
+                        f"outside 2xx that the services answer a bad token with (default 401,403)")
+    if cfg.forgery_concurrency < 1:
+        problems.append(f"FORGERY_CONCURRENCY={cfg.forgery_concurrency} must be >= 1 (default 32)")
+    if cfg.forgery_timeout <= 0:
+        problems.append(f"FORGERY_TIMEOUT={cfg.forgery_timeout} must be > 0 seconds (default 5)")
+    for svc in sorted(set(cfg.forgery_routes) - set(cfg.services)):
+        problems.append(f"FORGERY_ROUTES names service {svc!r}, which SERVICE_URLS does not; use one of "
+                        f"{', '.join(cfg.services)}")
     if cfg.tokens_file and not Path(cfg.tokens_file).is_file():
         problems.append(f"TOKENS_FILE={cfg.tokens_file!r} does not exist; give a JSON file {{tenant: token}}")
     return problems

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-__all__ = ["verdict", "judge", "render", "classify", "EXIT_CODES"]
+__all__ = ["verdict", "judge", "render", "classify", "EXIT_CODES", "forgery_table"]
 
 #: verdict -> exit code of ``chaosext verdict``
 EXIT_CODES = {"PASS": 0, "FAIL": 1, "UNREADABLE": 2, "NOT RUN": 3, "DRY RUN": 4}
@@ -30,7 +30,7 @@ EXIT_CODES = {"PASS": 0, "FAIL": 1, "UNREADABLE": 2, "NOT RUN": 3, "DRY RUN": 4}
 #: output keys shown first when summarising a probe's value
 _KEY_ORDER = ("ok", "phase", "error_rate", "max", "requests", "errors", "cache_expired", "expired_services",
               "firing_prometheus", "in_alertmanager", "affected", "missing", "checks", "failed", "failures",
-              "accepted", "accepted_count", "why", "note")
+              "accepted_count", "inconclusive_count", "tried", "why", "note")
 
 
 def _cut(text: str, width: int | None) -> str:
@@ -65,6 +65,42 @@ def _tolerance(tol: Any) -> str:
             return f"{tol.get('target', 'value')} in {tol.get('range')}"
         return json.dumps(tol, separators=(",", ":"))
     return json.dumps(tol)
+
+
+def forgery_table(res: dict[str, Any]) -> list[str]:
+    """The no-fail-open check per forgery class: tried, refused, accepted, inconclusive, first acceptance."""
+    when = {"baseline": "live, before the fault", "recovery": "live, after the restore"}.get(
+        str(res.get("phase")), "every watch tick of the outage")
+    refusal = "/".join(map(str, res.get("refused_statuses") or []))
+    lines = ["", f"  forged tokens (no-fail-open; refusal = {refusal}; {when}):",
+             f"    {'class':<15} {'result':<12} {'tried':>6} {'refused':>8} {'accepted':>9} {'inconcl.':>9}  "
+             f"first accepted"]
+    for name, c in res["classes"].items():
+        if c.get("skipped"):
+            lines.append(f"    {name:<15} {'SKIPPED':<12} {c['skipped']}")
+            continue
+        verdict = "FAIL-OPEN" if c.get("accepted") else "INCONCLUSIVE" if c.get("inconclusive") else \
+            "refused" if c.get("tried") else "not tried"
+        first = c.get("first_accepted_s")
+        lines.append(f"    {name:<15} {verdict:<12} {c.get('tried', 0):>6} {c.get('refused', 0):>8} "
+                     f"{c.get('accepted', 0):>9} {c.get('inconclusive', 0):>9}  "
+                     f"{'' if first is None else f'{first:+.1f}s after the block'}")
+    for finding in (res.get("accepted") or [])[:3]:
+        lines.append(f"    accepted: {finding.get('class')} ({finding.get('variant')}) {finding.get('service')} tenant "
+                     f"{finding.get('tenant')} {finding.get('method')} {finding.get('route')} -> {finding.get('status')}")
+    if res.get("why"):
+        lines.append(f"    why: {res['why']}")
+    return lines
+
+
+def _failed_forgery_tables(state: dict[str, Any]) -> list[str]:
+    """The per-class table of a failing live forgery probe (baseline / recovery)."""
+    lines: list[str] = []
+    for p in state.get("probes") or []:
+        out = p.get("output")
+        if not p.get("tolerance_met") and isinstance(out, dict) and isinstance(out.get("classes"), dict):
+            lines += forgery_table(out)
+    return lines
 
 
 def _activity(journal: dict[str, Any], name: str, where: str = "run") -> dict[str, Any] | None:
@@ -132,7 +168,7 @@ def judge(journal: dict[str, Any]) -> list[str]:
     restore = _activity(journal, "restore-jwks-egress")
     if block_out.get("verification", {}).get("blocked") and (restore is None or restore.get("status") != "succeeded"):
         reasons.append("this run's restore did not succeed")
-    judge_run = _activity(journal, "judge-outage")
+    judge_run = _activity(journal, "judge-outage") or _activity(journal, "judge-drill")
     if block_out.get("verification", {}).get("blocked") and judge_run is None:
         reasons.append("the outage was not judged (no judge-outage)")
     for where in ("run", "rollbacks"):
@@ -183,8 +219,9 @@ def render(journal: dict[str, Any], width: int = 118, wide: bool = False) -> str
     else:
         lines.append(f"BASELINE (before the fault): {'held' if before.get('steady_state_met') else 'NOT MET'}")
         lines += _probe_lines(before, name_w, tol_w, val_w, cut_name, cut_tol)
+        lines += _failed_forgery_tables(before)
     lines.append("")
-    judge_run = _activity(journal, "judge-outage")
+    judge_run = _activity(journal, "judge-outage") or _activity(journal, "judge-drill")
     out = (judge_run or {}).get("output")
     if isinstance(out, dict) and out.get("checks"):
         lines.append(f"OUTAGE: {'held' if not out.get('failed') else 'FAILED'} (every check, even after the first "
@@ -194,6 +231,9 @@ def render(journal: dict[str, Any], width: int = 118, wide: bool = False) -> str
             ok = isinstance(res, dict) and res.get("ok") is True
             lines.append(f"  {_cut(name, cut_name):<{name_w}} {'PASS' if ok else 'FAIL':<6} "
                          f"{'$.ok == true':<{tol_w}} {_short(res, val_w)}")
+        forged = out["checks"].get("no-fail-open")
+        if isinstance(forged, dict) and isinstance(forged.get("classes"), dict):
+            lines += forgery_table(forged)
     else:
         why = out.get("why") if isinstance(out, dict) else ""
         lines.append(f"OUTAGE: not judged{f' ({why})' if why else ''}")
@@ -204,6 +244,7 @@ def render(journal: dict[str, Any], width: int = 118, wide: bool = False) -> str
     else:
         lines.append(f"RECOVERY (after the restore): {'held' if after.get('steady_state_met') else 'NOT MET'}")
         lines += _probe_lines(after, name_w, tol_w, val_w, cut_name, cut_tol)
+        lines += _failed_forgery_tables(after)
     for where, title in (("run", "method"), ("rollbacks", "rollbacks")):
         runs = journal.get(where) or []
         if runs:

@@ -5,8 +5,10 @@ Steady-state probes (baseline before the fault, recovery after the restore, live
 the outage — after the restore a live check would prove nothing): ``cached_key_fallback`` and ``no_fail_open``.
 
 Tokens are fetched before the fault (the authority is unreachable during it) by the client-credentials grant
-(``chaosext.auth.tokens``) and kept in this process's memory for the run, never in a file. Forged tokens
-carry the tenant ``chaosext-probe`` (claim and header) so the error-rate probe can leave them out.
+(``chaosext.auth.tokens``) and kept in this process's memory for the run, never in a file, with the JWKS and the
+IdP-signed bad-claim tokens the forgery catalogue needs (``prepare_forgery``). Forged tokens carry REAL tenants (claim
+and header): a service must label a request whose token failed ``__unauthenticated__`` (only a ``no_keys`` failure
+counts for the claimed tenant), which keeps them out of the error rates (docs/experiment.md).
 """
 import base64
 import json
@@ -16,17 +18,23 @@ from typing import Any
 import requests
 from chaoslib.types import Configuration, Secrets
 
-from chaosext.auth.tokens import token_settings, tokens_for
+from chaosext.auth.forgery import CLASSES, MINTED, Material, build_catalogue, key_documents
+from chaosext.auth.judge import KeyServer, judge_attempts, merge_judgments, probe_round
+from chaosext.auth.tokens import TokenError, client_credentials_token, discover_token_endpoint, token_settings, tokens_for
 from chaosext.config import ExperimentConfig, load_config
-from chaosext.metrics.prom import PROBE_TENANT
-from chaosext.safety.runstate import judged, load_run, outage_window, phase
+from chaosext.metrics.prom import query, query_scalar, wait_for_samples
+from chaosext.safety.runstate import judged, load_run, outage_window, phase, update_run
 
+#: the Chaos Toolkit probes (``chaos discover``); prepare_forgery, forgery_plan, ForgeryPlan, record_round and
+#: unverified_accepts are helpers of the watch step and the drill
 __all__ = ["valid_tokens_accepted", "forged_tokens_refused", "cached_key_fallback", "no_fail_open", "fetch_tokens"]
 
 #: read route per lab service (docs/architecture.md, "Tenant service HTTP surface")
 READ_PATHS = {"policy": "/api/v1/policies", "vuln": "/api/v1/findings", "notify": "/api/v1/notifications"}
 #: how many tenants' tokens each check uses
 CHECK_TENANTS = 3
+#: seconds the metric backstop waits for Prometheus to scrape past the end of the outage
+SCRAPE_WAIT_SECONDS = 30.0
 #: a service is expected to accept valid tokens until (last successful fetch + max-stale - this margin)
 LIFETIME_MARGIN_SECONDS = 2.0
 #: probe tokens must stay valid this long beyond OUTAGE_SECONDS (baseline, watch, recovery)
@@ -68,27 +76,125 @@ def fetch_tokens(configuration: Configuration = None, secrets: Secrets = None) -
     return {"tenants": sorted(ensure_tokens(load_config(configuration), secrets, configuration))}
 
 
-def forged_tokens(valid_token: str) -> dict[str, str]:
-    """Two tokens a correct service must reject: one signed by a key it never saw, one with a broken signature.
+def _fetch_jwks(cfg: ExperimentConfig, timeout: float = 5.0) -> dict:
+    try:
+        doc = requests.get(cfg.jwks_url, timeout=timeout).json()
+        return doc if isinstance(doc, dict) and isinstance(doc.get("keys"), list) else {}
+    except (requests.RequestException, ValueError):
+        return {}
 
-    Both keep the valid token's claims (issuer, audience, expiry) except the tenant, which becomes
-    ``chaosext-probe``, so only the signature is wrong.
-    """
-    import jwt
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
-    header_b64, payload_b64, sig_b64 = valid_token.split(".")
-    claims = json.loads(_b64url_decode(payload_b64))
-    for key in ("tenant", "tid", "tenant_id"):
-        if key in claims:
-            claims[key] = PROBE_TENANT
-    claims.setdefault("tenant", PROBE_TENANT)
-    unknown_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    unknown = jwt.encode(claims, unknown_key, algorithm="RS256",
-                         headers={"kid": "chaosext-unknown-" + str(int(time.time()))})
-    # same header and signature as the valid token, tampered claims: the signature no longer matches
-    tampered = ".".join([header_b64, _b64url(json.dumps(claims, separators=(",", ":")).encode()), sig_b64])
-    return {"unknown_key": unknown, "bad_signature": tampered}
+def _mint_via_authority(cfg: ExperimentConfig, tenant: str) -> Any:
+    """``mint(class, overrides, omit)`` through the lab authority's ``POST /token`` (``test_claims``/``omit``).
+
+    None for real IdPs (TOKENS_FILE given): they do not sign tokens with bad claims, so those classes are skipped."""
+    settings = token_settings({"authority_url": cfg.authority_url, "chaosext_lab_dir": cfg.lab_dir,
+                               "tokens_file": cfg.tokens_file})
+    if cfg.tokens_file or settings.source != "lab client":
+        return None  # only the lab's own authority honours test_claims; a real IdP would hand out VALID tokens
+
+    def mint(name: str, overrides: dict[str, Any], omit: tuple[str, ...]) -> str | None:
+        params = {"tenant": tenant, "audience": cfg.audience, "ttl": str(cfg.outage_seconds + 900),
+                  "test_claims": json.dumps(overrides), "omit": ",".join(omit)}
+        try:
+            endpoint = settings.token_endpoint or discover_token_endpoint(settings.authority_url, 5)
+            return str(client_credentials_token(endpoint, settings.client_id, settings.client_secret,
+                                                settings.auth_method, params, timeout=5)["access_token"])
+        except (TokenError, KeyError):
+            return None
+
+    return mint
+
+
+#: run directory -> {"jwks": ..., "minted": {class: token}}: like the tokens, in this process's memory only
+_PREPARED: dict[str, dict[str, Any]] = {}
+
+
+def prepare_forgery(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Before the fault: fetch the JWKS and have the IdP sign the bad-claim tokens; kept in memory (they are tokens)."""
+    if cfg.run_dir in _PREPARED:
+        return _PREPARED[cfg.run_dir]
+    tokens = ensure_tokens(cfg)
+    tenant = cfg.tenants[0]
+    material = Material(jwks=_fetch_jwks(cfg), token=tokens[tenant], tenant=tenant,
+                        mint=_mint_via_authority(cfg, tenant))
+    minted = {}
+    for name in MINTED:
+        if name not in cfg.forgery_skip:
+            minted.update({f.name: f.token for f in CLASSES[name](material)})
+    prepared = _PREPARED[cfg.run_dir] = {"jwks": material.jwks, "minted": minted}
+    return prepared
+
+
+class ForgeryPlan:
+    """The catalogue for one run, and the key server its jku/x5u forgeries point at (started per round)."""
+
+    def __init__(self, cfg: ExperimentConfig, prepare: bool = True) -> None:
+        # during the outage the IdP is unreachable: use what was prepared before the fault, never wait on it
+        prepared = prepare_forgery(cfg) if prepare else _PREPARED.get(cfg.run_dir, {})
+        tokens = ensure_tokens(cfg)
+        tenant = cfg.tenants[0]
+        other = next((t for t in cfg.tenants[1:] if t != tenant), "")
+        minted = dict(prepared.get("minted") or {})
+        with KeyServer({}) as probe:  # a free loopback port for the key URL; the rounds serve on it
+            port = int(probe.url.rsplit(":", 1)[1])
+        self.key_url = f"http://127.0.0.1:{port}"
+        self.material = Material(jwks=prepared.get("jwks") or {}, token=tokens[tenant], tenant=tenant,
+                                 other_tenant=other, key_url=self.key_url,
+                                 mint=lambda name, overrides, omit: minted.get(name))
+        self.forgeries, self.skipped = build_catalogue(self.material, cfg.forgery_skip)
+        if "alg-confusion" in self.skipped and not prepared.get("jwks"):
+            self.skipped["alg-confusion"] = "the JWKS could not be fetched before the fault"
+        if not prepare and not prepared:
+            for name in set(MINTED) & set(self.skipped):
+                self.skipped[name] = "not prepared before the fault (forged-tokens-refused was not in the baseline)"
+        self.documents = key_documents(self.material)
+        self.port = port
+        self.key_fetches: list[str] = []
+
+    def round(self, cfg: ExperimentConfig, tick: int | None = None,
+              services: dict[str, str] | None = None) -> list[dict]:
+        """One round (all variants when ``tick`` is None, else this tick's rotation) against every service."""
+        with KeyServer(self.documents, port=self.port) as keys:
+            attempts = probe_round(services if services is not None else cfg.services, self.forgeries,
+                                   cfg.tenant_header, cfg.forgery_routes, tick, cfg.forgery_concurrency,
+                                   cfg.forgery_timeout)
+        self.key_fetches.extend(keys.fetches)
+        return attempts
+
+    def judge(self, cfg: ExperimentConfig, attempts: list[dict], block_time: float | None) -> dict[str, Any]:
+        """judge_attempts with this run's settings; a fetch of the probe's key URL is itself a finding."""
+        j = judge_attempts(attempts, cfg.refused_statuses, self.skipped, block_time)
+        if self.key_fetches:
+            j["key_url_fetched"] = sorted(set(self.key_fetches))
+            j["ok"] = False
+            j["why"] = "; ".join(filter(None, [j["why"], f"a service fetched the key URL a forged token named "
+                                                          f"({', '.join(j['key_url_fetched'])})"]))
+        return j
+
+
+def record_round(cfg: ExperimentConfig, plan: ForgeryPlan, attempts: list[dict]) -> dict[str, dict[str, int]]:
+    """Judge one watch tick's forged requests, append the judgment to the run file (``forgery_ticks``) and return
+    per service {tried, refused, accepted, inconclusive} for the tick's observation."""
+    run = load_run(cfg.run_dir)
+    start = (run.get("outage") or {}).get("start")
+    j = plan.judge(cfg, attempts, start)
+    update_run(cfg.run_dir, forgery_ticks=(run.get("forgery_ticks") or []) + [j])
+    refused = set(cfg.refused_statuses)
+    per: dict[str, dict[str, int]] = {}
+    for a in attempts:
+        c = per.setdefault(a["service"], {"tried": 0, "refused": 0, "accepted": 0, "inconclusive": 0})
+        c["tried"] += 1
+        c["refused" if a["status"] in refused else "accepted" if 200 <= a["status"] < 300 else "inconclusive"] += 1
+    return per
+
+
+def forgery_plan(cfg: ExperimentConfig) -> ForgeryPlan | None:
+    """The watch step's catalogue (None when there is no valid token to build it from)."""
+    try:
+        return ForgeryPlan(cfg, prepare=False)
+    except (KeyError, IndexError, OSError, RuntimeError, requests.RequestException):
+        return None
 
 
 def call(cfg: ExperimentConfig, service: str, url: str, token: str, tenant: str, timeout: float = 3.0) -> int:
@@ -135,9 +241,13 @@ def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets 
 
 
 def forged_tokens_refused(configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """Forged tokens are refused by every service, live (baseline before the fault, recovery after the restore)."""
+    """The whole forgery catalogue (every variant, ``chaosext.auth.forgery``) is refused by every service on its read
+    and write route, live: the baseline before the fault and the recovery after the restore.
+
+    A refusal is a status in REFUSED_STATUSES; 2xx is a fail-open finding; anything else is inconclusive and fails
+    too (``why`` says which statuses to allow). ``classes`` shows tried/refused/accepted/inconclusive per class."""
     cfg = load_config(configuration)
-    return {**_live_fail_open(cfg, secrets, configuration), "phase": phase(load_run(cfg.run_dir))}
+    return _live_fail_open(cfg, phase(load_run(cfg.run_dir)))
 
 
 def _live_fallback(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None) -> dict:
@@ -201,39 +311,65 @@ def cached_key_fallback(configuration: Configuration = None, secrets: Secrets = 
             "note": "" if checks else "no valid-token check ran within the cache lifetime during the outage"}
 
 
-def _live_fail_open(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None) -> dict:
-    tokens = ensure_tokens(cfg, secrets, configuration)
-    forged = forged_tokens(next(iter(tokens.values())))
-    accepted = []
-    checks = 0
-    for service, url in cfg.services.items():
-        for kind, token in forged.items():
-            status = call(cfg, service, url, token, PROBE_TENANT)
-            checks += 1
-            if 200 <= status < 300:
-                accepted.append({"service": service, "token": kind, "status": status})
-    return {"phase": "before-fault", "ok": checks > 0 and not accepted, "checks": checks, "accepted": accepted}
+def _live_fail_open(cfg: ExperimentConfig, phase: str) -> dict:
+    plan = ForgeryPlan(cfg)
+    j = plan.judge(cfg, plan.round(cfg), None)
+    return {"phase": phase, **j}
+
+
+def unverified_accepts(cfg: ExperimentConfig, start: float, end: float) -> dict[str, Any]:
+    """The metric-side backstop: requests the services themselves counted as accepted WITHOUT a verified key between
+    ``start`` and ``end`` (UNVERIFIED_ACCEPTS_SELECTOR; the lab's is jwt_validations_total{result="valid",
+    key_source="none"}). Catches acceptance of tokens the catalogue does not send, e.g. k6's own traffic let in
+    while the cache was expired. ``exported`` False (never a failure) when Prometheus has no such series."""
+    sel = cfg.unverified_accepts_selector
+    if not sel:
+        return {"ok": True, "exported": False, "note": "UNVERIFIED_ACCEPTS_SELECTOR=off: backstop switched off"}
+    wait_for_samples(cfg.prometheus_url, end, timeout=SCRAPE_WAIT_SECONDS)
+    try:
+        if not query(cfg.prometheus_url, f"count({sel})", at=end + 1):
+            return {"ok": True, "exported": False, "selector": sel,
+                    "note": "the services do not export this series; see docs/experiment.md to add it"}
+        before = query_scalar(cfg.prometheus_url, f"sum({sel})", at=start)
+        after = query_scalar(cfg.prometheus_url, f"sum({sel})", at=end + 1)
+    except (requests.RequestException, RuntimeError, ValueError) as exc:
+        return {"ok": False, "exported": None, "selector": sel,
+                "note": f"Prometheus query failed ({type(exc).__name__}); the backstop could not be checked"}
+    count = max(0.0, after - before)
+    return {"ok": count == 0, "exported": True, "selector": sel, "unverified_accepts": count}
 
 
 def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """Tokens signed by an unknown key or with a broken signature are rejected — also during the outage.
+    """No service accepts a forged token during the outage: the whole forgery catalogue (``chaosext.auth.forgery``)
+    on a read and a write route of every service, with real tenants, plus the services' own metric (backstop).
 
-    Before the fault: a live check. After it: every forged-token request the watch step made during the outage must
-    have been refused (any non-2xx). ``accepted`` lists the requests a service let through (a security bug).
+    Judges every round the watch step made during the outage (every class each tick; the baseline and recovery
+    rounds are ``forged_tokens_refused``). A refusal is a status in REFUSED_STATUSES;
+    2xx is a fail-open finding; anything else is inconclusive and fails too (``why`` says what to allow).
+    ``classes`` shows, per class, tried/refused/accepted/inconclusive and the first acceptance in seconds after the
+    block (``first_accepted_s``); skipped classes say why.
     """
     cfg = load_config(configuration)
     run = load_run(cfg.run_dir)
-    if outage_window(run) is None:
+    window = outage_window(run)
+    if window is None:
         return _not_judged("fail-open during the outage")
     if (done := judged(run, "no_fail_open")) is not None:
         return done
-    checks, accepted = 0, []
-    for obs in run.get("observations") or []:
-        for service, s in (obs.get("services") or {}).items():
-            for kind, status in (s.get("forged") or {}).items():
-                checks += 1
-                if 200 <= status < 300:
-                    accepted.append({"service": service, "token": kind, "status": status,
-                                     "elapsed": round(obs["elapsed"], 1)})
-    return {"phase": "outage", "ok": checks > 0 and not accepted, "checks": checks, "accepted": accepted[:10],
-            "accepted_count": len(accepted)}
+    ticks = run.get("forgery_ticks") or []
+    total = merge_judgments(ticks)
+    fetched = sorted({p for j in ticks for p in j.get("key_url_fetched") or []})
+    if fetched:
+        total["ok"] = False
+        total["key_url_fetched"] = fetched
+    if not total.get("tried"):
+        total["ok"] = False
+        total["why"] = "; ".join(filter(None, [total["why"], "no forged request was sent during the outage"]))
+    backstop = unverified_accepts(cfg, window[0], window[1])
+    if not backstop["ok"]:
+        total["ok"] = False
+        total["why"] = "; ".join(filter(None, [total["why"], (
+            f"METRIC BACKSTOP: the services counted {backstop['unverified_accepts']:.0f} request(s) accepted "
+            f"without a verified key during the outage ({backstop['selector']})") if backstop.get("exported")
+            else backstop["note"]]))
+    return {"phase": "outage", **total, "metric_backstop": backstop}

@@ -10,6 +10,8 @@ Public listener: ``/.well-known/openid-configuration``, ``/.well-known/jwks.json
 (§2.3.1), errors per §5.2. The lab's tenant is the form parameter ``tenant`` (one lab client may ask for any lab
 tenant); optional ``scope``, ``audience`` (the token's ``aud``) and the lab-only ``ttl`` (seconds). The clients live in
 ``--clients-file`` (JSON ``{"clients": [{"client_id": ..., "client_secret": ...}]}``, mode 0600), never in argv.
+Lab only: the form parameters ``test_claims`` (a JSON object setting exp/nbf/iat/iss/aud) and ``omit`` (a comma list of
+exp/iss/aud) mint the forgery catalogue's IdP-signed bad-claim tokens; a real IdP never does.
 Ops listener (stays reachable during the egress fault): ``/healthz``, ``/metrics``, ``POST /admin/rotate``.
 Keys live in ``--key-dir`` (``keys.json`` + one PEM a key), so a restarted authority serves the same keys.
 """
@@ -48,6 +50,10 @@ MAX_TOKEN_TTL = 86400
 #: the token request's form parameter that names the lab tenant (chaosext's TOKEN_TENANT_PARAM default)
 TENANT_PARAM = "tenant"
 FORM = "application/x-www-form-urlencoded"
+#: claims a ``POST /token`` may set (``test_claims``) or drop (``omit``): the lab mints the forgery catalogue's
+#: IdP-signed tokens with a bad exp/nbf/iss/aud (a real IdP never does; chaosext then skips those classes)
+TESTABLE_CLAIMS = frozenset({"exp", "nbf", "iat", "iss", "aud"})
+OMITTABLE_CLAIMS = frozenset({"exp", "iss", "aud"})
 
 TOKENS = Counter("authority_tokens_issued_total", "Tokens issued by the lab authority")
 REQUESTS = Counter("authority_requests_total", "Requests to the authority's public listener", ["endpoint", "status"])
@@ -301,6 +307,21 @@ def build_apps(args: argparse.Namespace, store: KeyStore,
             "exp": now + ttl,
             "jti": uuid.uuid4().hex,
         }
+        try:
+            test_claims = json.loads(form.get("test_claims") or "{}")
+        except ValueError:
+            return bad("'test_claims' must be a JSON object")
+        omit = [name for name in (form.get("omit") or "").split(",") if name]
+        if not isinstance(test_claims, dict) or set(test_claims) - TESTABLE_CLAIMS or not all(
+                isinstance(v, (int, str)) for v in test_claims.values()):
+            return bad(f"'test_claims' may only set {sorted(TESTABLE_CLAIMS)} (integers or strings)")
+        if not isinstance(omit, list) or set(omit) - OMITTABLE_CLAIMS:
+            return bad(f"'omit' may only list {sorted(OMITTABLE_CLAIMS)}")
+        claims.update(test_claims)  # lab only: the forgery catalogue's IdP-signed bad-claim tokens
+        if test_claims or omit:
+            claims["chaosext_test_token"] = True  # the services keep it out of the tenant's own auth-failure count
+        for name in omit:
+            claims.pop(name, None)
         kid, key = store.signing_key()
         encoded = jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
         TOKENS.inc()

@@ -9,7 +9,7 @@ import click
 
 from chaosext.lab import supervisor
 from chaosext.lab.state import STATE_DIR_ENV, StateError, resolve_state_dir
-from chaosext.lab.supervisor import CACHE_MODES, SERVICES, LabConfig, LabError
+from chaosext.lab.supervisor import CACHE_MODES, HOLES, SERVICES, LabConfig, LabError
 
 __all__ = ["lab"]
 
@@ -23,6 +23,14 @@ def _services(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
     bad = [n for n in names if n not in SERVICES]
     if bad or not names or len(set(names)) != len(names):
         raise click.BadParameter(f"{value!r}: give a comma list of distinct names from {','.join(SERVICES)}")
+    return names
+
+
+def _holes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in value.split(",") if s.strip())
+    bad = [n for n in names if n not in HOLES]
+    if bad:
+        raise click.BadParameter(f"{','.join(bad)} unknown; give a comma list from {','.join(HOLES)}")
     return names
 
 
@@ -54,6 +62,7 @@ Examples:
   chaosext lab up --state-dir /tmp/lab2 --policy-port 9451 --vuln-port 9452 --notify-port 9453 \\
       --ops-port 9441 --prometheus-port 9590 --alertmanager-port 9593 --authority-port 9440
   chaosext lab up --no-prometheus --fail-open       # no Prometheus; the security bug on purpose
+  chaosext lab up --holes accept-alg-none,ignore-exp # JWT validation holes the forgery catalogue must catch
 """)
 @_STATE_DIR
 @click.option("--authority-host", default="127.0.0.2", show_default=True,
@@ -84,6 +93,9 @@ Examples:
 @click.option("--no-audit", is_flag=True, help="Misbehaviour knob: write no audit events")
 @click.option("--fail-open", is_flag=True,
               help="Misbehaviour knob: accept tokens it cannot verify while the JWKS is unreachable (a security bug)")
+@click.option("--holes", default="", callback=_holes, metavar="LIST",
+              help="Misbehaviour knobs: JWT validation holes on purpose, one per forgery class family "
+                   f"(comma list of {', '.join(HOLES)}); the no-fail-open check must catch each")
 @click.option("--audit-drop", default="", metavar="ACTIONS",
               help="Misbehaviour knob: never audit these actions, e.g. auth.degraded,auth.recovered (a lossy pipeline)")
 @click.option("--no-refetch-after-failure", is_flag=True,

@@ -11,7 +11,10 @@ Routes (docs/architecture.md): ``GET /api/v1/<items>``, ``GET /api/v1/<items>/{i
 """
 import argparse
 import asyncio
+import base64
 import collections
+import hashlib
+import hmac
 import json
 import logging
 import random
@@ -23,6 +26,9 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import jwt
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from jwt.algorithms import RSAAlgorithm
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     Counter,
@@ -35,9 +41,9 @@ from prometheus_client import (
 from chaosext.lab.aioserve import http_url, listen, port_arg, positive, run, setup_logging, stop_event
 from chaosext.lab.audit import AuditLog
 from chaosext.lab.jwks_cache import MODES, STATES, JwksCache, VerifiedTokenCache
-from chaosext.lab.tenancy import RateLimiter, TenantLabels
+from chaosext.lab.tenancy import UNAUTHENTICATED, RateLimiter, TenantLabels
 
-__all__ = ["SERVICES", "REASONS", "Authenticator", "TenantService", "build_app", "main", "parse_args"]
+__all__ = ["SERVICES", "REASONS", "HOLES", "Authenticator", "TenantService", "build_app", "main", "parse_args"]
 
 log = logging.getLogger("chaosext.lab.service")
 
@@ -53,6 +59,9 @@ MAX_QUEUE_PER_TENANT = 100_000
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.4, 0.5, 0.6, 1.0, 2.5)
 #: Rejections of a token whose signature verified but whose claims did not: the tenant's own client's fault.
 CLAIM_REASONS = ("expired", "bad_audience", "bad_issuer")
+#: claim the lab authority puts into every bad-claim test token it mints (test_claims/omit); the forgery probe's
+#: traffic then stays out of the tenant's own alerting. A real IdP never mints these (those classes are skipped).
+TEST_TOKEN_CLAIM = "chaosext_test_token"
 
 disable_created_metrics()  # halves the series count; rules use rate() on *_total only
 
@@ -77,6 +86,9 @@ AUTH_FAILURES = Counter("tenant_auth_failures_total", "401s of tokens whose sign
                         "rejected (expired, bad_audience, bad_issuer), by the token's tenant",
                         ["tenant", "service", "reason"])
 
+#: misbehaviour knobs, one classic JWT validation hole each (``--hole NAME``; docs/architecture.md)
+HOLES = ("accept-alg-none", "alg-confusion", "ignore-exp", "trust-token-key", "ignore-tenant", "skip-signature-404")
+
 _ERRORS: list[tuple[type[Exception], str]] = [
     (jwt.ExpiredSignatureError, "expired"),
     (jwt.InvalidAudienceError, "bad_audience"),
@@ -89,7 +101,11 @@ class Authenticator:
     """Bearer token -> claims, through the verified-token cache and the JWKS cache."""
 
     def __init__(self, service: str, jwks: JwksCache, tokens: VerifiedTokenCache, issuer: str, audience: str,
-                 fail_open: bool = False) -> None:
+                 fail_open: bool = False, holes: frozenset[str] = frozenset()) -> None:
+        unknown = set(holes) - set(HOLES)
+        if unknown:
+            raise ValueError(f"unknown validation holes {sorted(unknown)}; known: {', '.join(HOLES)}")
+        self.holes = frozenset(holes)
         self.service = service
         self.jwks = jwks
         self.tokens = tokens
@@ -97,7 +113,9 @@ class Authenticator:
         self.audience = audience
         self.fail_open = fail_open
         self._lookups = {r: LOOKUPS.labels(service, r) for r in LOOKUP_RESULTS}
-        self._options = {"require": ["exp", "iss", "aud", "sub"]}
+        self._options: dict[str, Any] = {"require": ["exp", "iss", "aud", "sub"]}
+        if "ignore-exp" in self.holes:  # misbehaviour knob: expiry neither required nor checked
+            self._options = {"require": ["iss", "aud", "sub"], "verify_exp": False}
 
     async def authenticate(self, authorization: str | None) -> tuple[dict | None, str, str]:
         """(claims or None, reason, key_source)."""
@@ -113,6 +131,8 @@ class Authenticator:
         except jwt.PyJWTError:
             return None, "malformed", "none"
         kid = header.get("kid")
+        if self.holes and (holed := await self._holed(token, header)) is not None:
+            return holed
         if header.get("alg") != "RS256" or not isinstance(kid, str):
             return None, "malformed", "none"
         found = await self.jwks.get_key(kid)
@@ -136,6 +156,43 @@ class Authenticator:
             return None, "malformed", found.source
         self.tokens.put(token, claims, kid)
         return claims, "ok", found.source
+
+    async def _holed(self, token: str, header: dict) -> tuple[dict | None, str, str] | None:
+        """The misbehaviour knobs (security bugs on purpose, one classic hole each); None = validate normally.
+        Whatever a hole lets in is counted with key_source="none" (no IdP key verified it)."""
+        alg = str(header.get("alg"))
+        if "accept-alg-none" in self.holes and alg.lower() == "none":
+            return self._claims_only(token, None, ["none", "None", "NONE", "nOnE"])
+        if "alg-confusion" in self.holes and alg in ("HS256", "HS384", "HS512") and isinstance(header.get("kid"), str):
+            found = await self.jwks.get_key(header["kid"])
+            if found.key is not None:  # the RS256 public key's PEM used as the HMAC secret
+                pem = found.key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+                signing_input, _, sig = token.rpartition(".")
+                mac = hmac.new(pem, signing_input.encode(), getattr(hashlib, "sha" + alg[2:])).digest()
+                if hmac.compare_digest(base64.urlsafe_b64encode(mac).rstrip(b"=").decode(), sig):
+                    return self._claims_only(token, None, [alg])
+                return None, "bad_signature", "none"
+        if "trust-token-key" in self.holes and ("jwk" in header or "x5c" in header) and alg == "RS256":
+            try:
+                if "jwk" in header:
+                    key = RSAAlgorithm.from_jwk(header["jwk"])
+                else:
+                    key = x509.load_der_x509_certificate(base64.b64decode(header["x5c"][0])).public_key()
+            except (ValueError, TypeError, KeyError, IndexError, jwt.PyJWTError):
+                return None, "malformed", "none"
+            return self._claims_only(token, key, ["RS256"])
+        return None
+
+    def _claims_only(self, token: str, key: Any, algorithms: list[str]) -> tuple[dict | None, str, str]:
+        """Claims checked (exp, iss, aud) with ``key`` (None: signature not verified at all)."""
+        try:
+            claims = jwt.decode(token, key, algorithms=algorithms, audience=self.audience, issuer=self.issuer,
+                                options={**self._options, "verify_signature": key is not None})
+        except jwt.PyJWTError as exc:
+            return None, next((r for kind, r in _ERRORS if isinstance(exc, kind)), "malformed"), "none"
+        if not isinstance(claims.get("tenant"), str):
+            return None, "malformed", "none"
+        return claims, "ok", "none"
 
     def _unverified(self, token: str) -> tuple[dict | None, str, str]:
         try:
@@ -198,7 +255,9 @@ class TenantService:
         self.jwks = jwks
         self.audit = audit
         self.tokens = VerifiedTokenCache(jwks, ttl=args.token_cache_ttl)
-        self.auth = Authenticator(self.name, jwks, self.tokens, args.issuer, args.audience, args.fail_open)
+        self.holes = frozenset(args.hole or ())
+        self.auth = Authenticator(self.name, jwks, self.tokens, args.issuer, args.audience, args.fail_open,
+                                  self.holes)
         self.limiter = RateLimiter(args.rate_limit, args.rate_burst)
         overflow = OVERFLOW.labels(self.name)
         self.labels = TenantLabels(args.tenant_cap, on_overflow=overflow.inc)
@@ -241,9 +300,12 @@ class TenantService:
         PyJWT checks the signature before the claims, so these reasons mean the token was issued by the identity
         provider and its ``tenant`` claim can be trusted for the label (through the same cap as every label)."""
         try:
-            tenant = jwt.decode(authorization[7:].strip(), options={"verify_signature": False}).get("tenant")
+            claims = jwt.decode(authorization[7:].strip(), options={"verify_signature": False})
         except jwt.PyJWTError:
             return
+        tenant = claims.get("tenant")
+        if claims.get(TEST_TOKEN_CLAIM):
+            return  # the lab authority's bad-claim test token (forgery probe): not the tenant's own client
         if isinstance(tenant, str) and tenant:
             AUTH_FAILURES.labels(self.labels.label(tenant), self.name, reason).inc()
 
@@ -256,9 +318,17 @@ class TenantService:
             headers = request.headers
             claimed = headers.get(self.header, "")
             claims, reason, source = await self.auth.authenticate(headers.get("Authorization"))
+            if claims is None and "skip-signature-404" in self.holes and reason != "missing":
+                # the stand-in of issue 10: never checks signatures, hides behind 404 for tenants it does not know
+                if self.labels.known_or(claimed) == UNAUTHENTICATED:
+                    self._count(UNAUTHENTICATED, template, 404, kind, time.perf_counter() - t0)
+                    return web.json_response({"error": "not_found", "detail": "unknown tenant"}, status=404)
+                claims, reason, source = _claims_unchecked(headers.get("Authorization", "")), "ok", "none"
             if claims is None:
                 self._validation("invalid", reason, source)
-                label = self.labels.known_or(claimed)
+                # D1: the claimed tenant's label only when the SERVICE could not verify (no usable keys: a server
+                # failure that counts for the tenant); a token that failed on its own is client noise
+                label = self.labels.known_or(claimed) if reason == "no_keys" else UNAUTHENTICATED
                 self.audit.request("auth.rejected", claimed or "-", lambda: _unverified_subject(headers),
                                    f"{request.method} {request.path}", reason, headers.get("traceparent"))
                 resp = web.json_response({"error": "unauthorized", "reason": reason}, status=401,
@@ -270,7 +340,7 @@ class TenantService:
                 self._validation("valid", reason, source)
                 tenant = claims["tenant"]
                 label = self.labels.label(tenant)
-                if tenant != claimed:
+                if tenant != claimed and "ignore-tenant" not in self.holes:
                     self.audit.request("tenant.mismatch", claimed or "-", str(claims.get("sub", "")),
                                        f"{request.method} {request.path}", "denied", headers.get("traceparent"))
                     resp = web.json_response({"error": "forbidden", "reason": "tenant_mismatch",
@@ -340,6 +410,7 @@ class TenantService:
             "tenant_labels": len(self.labels),
             "cache_mode": self.jwks.mode,
             "fail_open": self.args.fail_open,
+            "holes": sorted(self.holes),
             "audit": not self.args.no_audit,
             "audit_suppressed": self.audit.suppressed,
         })
@@ -350,6 +421,15 @@ class TenantService:
         resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         resp.charset = "utf-8"
         return resp
+
+
+def _claims_unchecked(authorization: str) -> dict:
+    """The token's claims, nothing verified (only the skip-signature-404 stand-in uses this)."""
+    try:
+        claims = jwt.decode(authorization[7:], options={"verify_signature": False})
+    except jwt.PyJWTError:
+        claims = {}
+    return claims if isinstance(claims.get("tenant"), str) else {**claims, "tenant": ""}
 
 
 def _unverified_subject(headers: Any) -> str:
@@ -405,6 +485,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="misbehaviour knob: answer this fraction of authenticated requests with 503")
     p.add_argument("--fail-open", action="store_true",
                    help="misbehaviour knob (a security bug on purpose): accept unverifiable tokens during an outage")
+    p.add_argument("--hole", action="append", choices=HOLES, default=[],
+                   help="misbehaviour knob (a JWT validation hole on purpose; repeatable): " + ", ".join(HOLES))
     p.add_argument("--tenant-cap", type=positive(int), default=1000, help="distinct tenant label values")
     p.add_argument("--token-cache-ttl", type=positive(float, allow_zero=True), default=30.0,
                    help="verified-token cache lifetime, seconds (0 disables)")

@@ -47,6 +47,8 @@ __all__ = [
 
 SERVICES = ("policy", "vuln", "notify")
 CACHE_MODES = ("lkg", "hard-ttl", "none")
+#: chaosext.lab.service.HOLES (kept here so the CLI needs no service import)
+HOLES = ("accept-alg-none", "alg-confusion", "ignore-exp", "trust-token-key", "ignore-tenant", "skip-signature-404")
 APT_HINT = "install it with `apt-get install prometheus prometheus-alertmanager`, or run `chaosext lab up --no-prometheus`"
 #: config fields that do not change what the running lab is (ignored when `up` finds a lab already running)
 _RUNTIME_ONLY = ("state_dir", "ready_timeout")
@@ -96,6 +98,8 @@ class LabConfig:
     cache_mode: str = "lkg"
     no_audit: bool = False
     fail_open: bool = False
+    #: JWT validation holes on purpose (chaosext.lab.service.HOLES), one per forgery class family
+    holes: tuple[str, ...] = ()
     no_refetch_after_failure: bool = False
     audit_drop: str = ""
     inject_5xx: float = 0.0
@@ -126,6 +130,9 @@ class LabConfig:
         if isinstance(self.services, str):
             self.services = tuple(s.strip() for s in self.services.split(",") if s.strip())
         self.services = tuple(self.services)
+        if isinstance(self.holes, str):
+            self.holes = tuple(h.strip() for h in self.holes.split(",") if h.strip())
+        self.holes = tuple(self.holes)
 
     @property
     def issuer(self) -> str:
@@ -148,6 +155,7 @@ class LabConfig:
         """JSON-ready settings, recorded in state.json under ``config``."""
         data = dataclasses.asdict(self)
         data["services"] = list(self.services)
+        data["holes"] = list(self.holes)
         return data
 
     def validate(self) -> None:
@@ -239,6 +247,8 @@ def plan(cfg: LabConfig) -> list[Component]:
                 "--cache-mode", cfg.cache_mode, "--tenant-cap", str(cfg.tenant_cap)]
         argv += ["--no-audit"] if cfg.no_audit else []
         argv += ["--fail-open"] if cfg.fail_open else []
+        for hole in cfg.holes:
+            argv += ["--hole", hole]
         argv += ["--no-refetch-after-failure"] if cfg.no_refetch_after_failure else []
         argv += ["--audit-drop", cfg.audit_drop] if cfg.audit_drop else []
         argv += ["--inject-5xx", str(cfg.inject_5xx)] if cfg.inject_5xx else []

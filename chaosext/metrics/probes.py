@@ -382,23 +382,22 @@ def _quietest_tenant_rate(cfg: ExperimentConfig, at: float) -> float | None:
 # ---------------------------------------------------------------------------------------------------------------
 # the watch step
 # ---------------------------------------------------------------------------------------------------------------
-def _observe_services(cfg: ExperimentConfig, tokens: dict[str, str], forged: dict[str, str], tick: int) -> dict:
-    """One round of checks against every service, all requests in parallel (a slow answer cannot stall the tick)."""
+def _observe_services(cfg: ExperimentConfig, tokens: dict[str, str], forged: Any, tick: int) -> dict:
+    """One round of checks against every service, all requests in parallel (a slow answer cannot stall the tick).
+
+    ``forged`` (a ``chaosext.auth.probes.ForgeryPlan``) sends every forgery class to every service's routes; its
+    judgment goes to the run file (``forgery_ticks``), per-service counts to ``services[...]["forged"]``."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from chaosext.auth.probes import call, health
-    from chaosext.metrics.prom import PROBE_TENANT
+    from chaosext.auth.probes import call, health, record_round
 
-    kinds = sorted(forged)
     jobs: dict[tuple[str, str, str], Any] = {}
-    with ThreadPoolExecutor(max_workers=min(32, len(cfg.services) * (len(tokens) + 2))) as pool:
+    with ThreadPoolExecutor(max_workers=min(32, len(cfg.services) * (len(tokens) + 1) + 1)) as pool:
+        rounds = pool.submit(forged.round, cfg, tick) if forged is not None else None
         for service, url in cfg.services.items():
             jobs[(service, "health", "")] = pool.submit(health, url)
             for tenant, tok in tokens.items():
                 jobs[(service, "valid", tenant)] = pool.submit(call, cfg, service, url, tok, tenant)
-            if kinds:  # one forged token a tick (alternating) keeps the probe's own 401s far below alert guards
-                kind = kinds[tick % len(kinds)]
-                jobs[(service, "forged", kind)] = pool.submit(call, cfg, service, url, forged[kind], PROBE_TENANT)
     out: dict[str, dict[str, Any]] = {}
     for (service, what, key), fut in jobs.items():
         s = out.setdefault(service, {"valid": {}, "forged": {}})
@@ -407,6 +406,9 @@ def _observe_services(cfg: ExperimentConfig, tokens: dict[str, str], forged: dic
             s["state"], s["age"] = h.get("state", "unknown"), h.get("age_seconds")
         else:
             s[what][key] = fut.result()
+    if rounds is not None:
+        for service, counts in record_round(cfg, forged, rounds.result()).items():
+            out.setdefault(service, {"valid": {}, "forged": {}})["forged"] = counts
     return out
 
 
@@ -461,7 +463,7 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
     restore step that follows restores and records why. Returns at once when this run applied no fault (a dry run,
     or a fault that failed) — there is no outage to watch. Returns a summary dict.
     """
-    from chaosext.auth.probes import ensure_tokens, forged_tokens
+    from chaosext.auth.probes import ensure_tokens, forgery_plan
     from chaosext.egress import build_driver
     from chaosext.egress.actions import fault_record, run_fault_id
     from chaosext.egress.base import FaultSpec
@@ -479,7 +481,7 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
     duration = duration_seconds if duration_seconds > 0 else cfg.outage_seconds
     interval = max(1.0, cfg.watch_interval)
     tokens = ensure_tokens(cfg)
-    forged = forged_tokens(next(iter(tokens.values()))) if tokens else {}
+    forged = forgery_plan(cfg) if tokens else None
     run = runstate.load_run(cfg.run_dir)
     start = time.time()
     end_by = start + duration

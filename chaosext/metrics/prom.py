@@ -5,10 +5,12 @@ credentials of ``chaosext.backends`` (bearer token, basic auth, custom headers s
 insecure). Hand-written, and only where that client has nothing: Prometheus ``GET /api/v1/alerts`` and Alertmanager
 ``GET /api/v2/alerts`` (prometheus-api-client 0.7 has no alerts API and no Alertmanager client at all).
 
-Error accounting used everywhere in chaosext (docs/experiment.md, "What counts as an error"; design decision D1):
-a request is an error when its status is 5xx or 401 — except requests whose tenant label is ``__unauthenticated__``
-(the client's own token failed: client noise) and chaosext's own forged-token requests, which carry the tenant
-:data:`PROBE_TENANT`. 429 (rate limited) and 403 (tenant mismatch) are correct answers, not errors.
+Error accounting used everywhere in chaosext (docs/experiment.md, "What counts as an error"):
+a request is an error when its status is 5xx, or 401 attributed to a real tenant. A 401 whose token failed on its
+own (forged, malformed, expired ...; also chaosext's forgery catalogue, which uses real tenants) is labelled
+``__unauthenticated__`` by the services and left out; only a ``no_keys`` 401 (the service could not verify) keeps the
+claimed tenant. :data:`PROBE_TENANT` stays excluded for older services. 429 (rate limited) and 403 (tenant mismatch)
+are correct answers, not errors.
 """
 from __future__ import annotations
 

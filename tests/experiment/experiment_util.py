@@ -22,6 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENT = REPO / "experiments" / "jwks-outage.json"
+DRILL = REPO / "experiments" / "jwks-expiry-drill.json"
 
 #: short timings: a lab whose cache goes stale 3 s into the outage, k6 at a low rate over 3 tenants (so every
 #: tenant/service pair clears the auth-failure alert's >= 1 request/s guard)
@@ -126,6 +127,8 @@ class ExperimentRunner:
         self.fault_dir = tmp / "faults"
         self.ports: set[int] = set()
         self.journals: list[Path] = []
+        #: the experiment file `chaos run` runs (the expiry drill's tests point it at jwks-expiry-drill.json)
+        self.experiment = EXPERIMENT
 
     def env_for(self, lab: dict[str, Any] | None, **extra: str) -> dict[str, str]:
         self.count += 1
@@ -148,7 +151,7 @@ class ExperimentRunner:
         env = self.env_for(lab, **extra)
         journal = Path(env["_WORK"]) / "journal.json"
         self.journals.append(journal)
-        return self.popen(["chaos", "--no-log-file", "run", "--journal-path", str(journal), str(EXPERIMENT)],
+        return self.popen(["chaos", "--no-log-file", "run", "--journal-path", str(journal), str(self.experiment)],
                           env), env
 
     def popen(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -223,5 +226,6 @@ def _has_wide() -> bool:
     return "--wide" in out
 
 
-__all__ = ["ExperimentRunner", "Outcome", "Netns", "wait_for", "iptables_rules", "FAST_ENV", "needs_root_iptables",
+__all__ = ["DRILL", "EXPERIMENT", "ExperimentRunner", "Outcome", "Netns", "wait_for", "iptables_rules", "FAST_ENV",
+           "needs_root_iptables",
            "ns_pids"]

@@ -36,6 +36,20 @@ def test_healthy_lab_passes(experiment: ExperimentRunner, lab_factory) -> None:
     assert out.check("auth-degraded-audited")["affected"] == sorted(lab["service_urls"])
     assert out.check("alerts-fire-iff-cache-expired")["cache_expired"] is False
     assert out.check("cached-key-fallback")["checks"] > 0
+    # the whole forgery catalogue was tried on every tick of the outage, and live in the baseline and the recovery:
+    # every request refused
+    forged = out.check("no-fail-open")
+    assert forged["tried"] > 0
+    assert all(c["tried"] > 0 and c["refused"] == c["tried"] for c in forged["classes"].values()), forged["classes"]
+    for state in ("before", "after"):
+        live = {p["activity"]["name"]: p["output"] for p in out.journal["steady_states"][state]["probes"]}
+        assert live["forged-tokens-refused"]["ok"] and set(live["forged-tokens-refused"]["classes"]) == set(
+            forged["classes"])
+    assert len(out.run["forgery_ticks"]) == len(out.run["observations"])
+    assert forged["metric_backstop"] == {"ok": True, "exported": True, "unverified_accepts": 0.0,
+                                         "selector": 'jwt_validations_total{result="valid",key_source="none"}'}
+    table = out.verdict_out.split("forged tokens (no-fail-open", 1)[1]
+    assert all(f"{name} " in table for name in forged["classes"]) and "FAIL-OPEN" not in table
     states = {s["state"] for obs in out.run["observations"] for s in obs["services"].values()}
     assert "stale" in states
     assert all(obs["fault_holds"] for obs in out.run["observations"])
@@ -121,7 +135,17 @@ def test_misbehaviour_knob_fails_the_right_check(experiment: ExperimentRunner, l
         assert out.run["outage"]["end"] - out.run["outage"]["start"] < 30
         assert "abort guard" in out.verdict_out
     if knob == "fail-open":
-        assert out.check("no-fail-open")["accepted_count"] > 0
+        result = out.check("no-fail-open")
+        assert result["accepted_count"] > 0
+        # only tokens whose key the service cannot find get in, and only while the JWKS is blocked: timed from it
+        for name in ("unknown-kid", "jku"):
+            assert result["classes"][name]["accepted"] > 0, result["classes"]
+            assert result["classes"][name]["first_accepted_s"] >= 0
+        assert result["classes"]["alg-none"]["accepted"] == 0
+        assert "unknown-kid" in out.verdict_out and "FAIL-OPEN" in out.verdict_out
+        # the services' own metric says the same: requests accepted with no verified key during the outage
+        assert result["metric_backstop"]["exported"] and result["metric_backstop"]["unverified_accepts"] > 0
+        assert "METRIC BACKSTOP" in result["why"]
     if knob == "audit-drops-degraded":
         assert out.check("auth-degraded-audited")["missing"] == sorted(lab["service_urls"])
 

@@ -272,7 +272,8 @@ def test_chaos_discover_lists_the_experiment_probes_with_types(tmp_path: Path) -
                       ("chaosext.metrics.probes", "server_error_rate"), ("chaosext.metrics.probes", "watch_outage"),
                       ("chaosext.metrics.probes", "alerts_match_cache_state"),
                       ("chaosext.metrics.probes", "judge_outage"),
-                      ("chaosext.audit.probes", "audit_degraded_recorded")]:
+                      ("chaosext.audit.probes", "audit_degraded_recorded"),
+                      ("chaosext.auth.drill", "fails_closed_after_expiry"), ("chaosext.auth.drill", "judge_drill")]:
         act = acts[(mod, name)]
         assert act["doc"] and act["type"] == "probe"
         assert all(arg.get("type") != "object" for arg in act.get("arguments", [])), act["arguments"]
