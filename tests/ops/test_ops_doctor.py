@@ -46,7 +46,7 @@ def test_doctor_passes_against_a_running_lab(netns: str, ns_lab: dict[str, Any])
     assert checks["idp jwks_uri"]["ok"], checks["idp jwks_uri"]
     assert "/api/v1/findings" in checks["service: vuln"]["detail"] and "HTTP 200" in checks["service: vuln"]["detail"]
     assert report["ok"] is True
-    assert ns_lab["client_secret"] not in proc.stdout
+    assert ns_lab["client_secret"] not in proc.stdout and "eyJ" not in proc.stdout + proc.stderr  # no JWT printed
 
 
 @pytest.mark.lab
