@@ -1,7 +1,11 @@
 """`chaosext doctor`: check that this machine can run the JWKS-outage experiment against a target.
 
 Each check says what it looked at, whether it passed, and — when it did not — the exact fix. Required checks that fail
-make the command exit 1, so CI and game-day operators stop before any fault is injected.
+make the command exit 1, so CI and game-day operators stop before any fault is injected. In the order a person fixes
+them: the approval (CHAOSEXT_APPROVE names a non-lab target), the fault driver's prerequisites (iptables and
+CAP_NET_ADMIN where the rules go; Envoy admin and the fault filter; the Kubernetes API, RBAC and the target pods), k6,
+IdP discovery and a token for every tenant, every service answering a valid token on its read route, Prometheus (and
+the metric contract's series), Alertmanager, and the audit source. Tokens stay in this process's memory.
 """
 from __future__ import annotations
 
@@ -10,13 +14,15 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import click
 import requests
 
-__all__ = ["Check", "parse_target", "run_checks", "doctor", "VIAS"]
+__all__ = ["Check", "parse_target", "run_checks", "doctor", "VIAS", "check_approval", "check_discovery", "check_jwks_uri",
+           "check_tenant_tokens", "check_services", "check_audit", "check_kube"]
 
 #: fault methods and the targets they take (the forms `block_jwks_egress` and `chaosext restore` accept)
 VIAS: dict[str, str] = {
@@ -154,17 +160,11 @@ def check_http(name: str, url: str, path: str, source: str) -> Check:
     return Check(name, True, f"{full} ({source}) ready")
 
 
-def _kube_client() -> tuple[Any, str]:
-    """(ApiClient, context name) from kubeconfig or the in-cluster service account."""
-    from kubernetes import client, config
+def _fault_options(via: str, target: str, configuration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fault driver's options (KUBE_API_URL, KUBE_CONTEXT, ...) resolved exactly as the fault resolves them."""
+    from chaosext.egress.actions import settings
 
-    try:
-        config.load_kube_config()
-        _, active = config.list_kube_config_contexts()
-        return client.ApiClient(), (active or {}).get("name", "?")
-    except (config.ConfigException, OSError, TypeError):
-        config.load_incluster_config()
-        return client.ApiClient(), "in-cluster"
+    return settings("", via, target, configuration=configuration)["options"]
 
 
 #: (verb, group, resource) the fault needs per method
@@ -181,19 +181,37 @@ K8S_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
-def check_kube(namespace: str, via: str, api_client: Any = None) -> list[Check]:
-    """A kube context loads and SelfSubjectAccessReview allows what the fault needs in ``namespace``."""
+def check_kube(namespace: str, via: str, api_client: Any = None, target: str = "",
+               options: dict[str, Any] | None = None) -> list[Check]:
+    """The Kubernetes client of the fault drivers (chaosext.egress.kubernetes.api_client) reaches the API server,
+    SelfSubjectAccessReview allows what the fault needs in ``namespace``, ``target`` (``<ns>/<selector or pod>``)
+    selects running pods, and for iptables-in-pod the pod can list its rules (iptables present, NET_ADMIN)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
+    from chaosext.egress.base import FaultError
+    from chaosext.egress.kubernetes import api_client as build_client, pod_runners
+
+    options = dict(options or {})
     context = "given client"
     if api_client is None:
         try:
-            api_client, context = _kube_client()
-        except Exception as exc:  # noqa: BLE001 - kubernetes raises several types here
-            return [Check("kube context", False, f"no kubeconfig and not in a pod: {exc}",
-                          "set KUBECONFIG or `kubectl config use-context <ctx>` (kind: `kind get kubeconfig`)")]
-    checks = [Check("kube context", True, f"context {context}")]
+            api_client = build_client(options)
+        except FaultError as exc:
+            return [Check("kube context", False, str(exc).split(": set ")[0],
+                          "set KUBECONFIG or KUBE_CONTEXT (kind: `kind get kubeconfig`), or KUBE_API_URL with "
+                          "`kubectl proxy`; in CI: the chaos-gameday secret KUBECONFIG")]
+        context = options.get("kube_api_url") or options.get("kube_context") or "current kubeconfig context"
+    checks = [Check("kube context", True, f"{context}: {api_client.configuration.host}")]
+    try:
+        version = client.VersionApi(api_client).get_code(_request_timeout=HTTP_TIMEOUT)
+        checks.append(Check("kube api", True, f"{api_client.configuration.host}: Kubernetes {version.git_version}"))
+    except Exception as exc:  # noqa: BLE001 - ApiException, urllib3 and socket errors
+        checks.append(Check("kube api", False, f"GET {api_client.configuration.host}/version: "
+                                               f"{str(exc).splitlines()[0][:200]}",
+                            "run from where the API server is reachable (`kubectl cluster-info`; in CI a runner in "
+                            "that network: CHAOSEXT_RUNS_ON), or fix KUBECONFIG / KUBE_CONTEXT / KUBE_API_URL"))
+        return checks
     authz = client.AuthorizationV1Api(api_client)
     for verb, group, resource in K8S_PERMISSIONS.get(via, K8S_PERMISSIONS["k8s-networkpolicy"]):
         what = f"{verb} {resource}{'.' + group if group else ''} in {namespace}"
@@ -214,7 +232,39 @@ def check_kube(namespace: str, via: str, api_client: Any = None) -> list[Check]:
         checks.append(Check(f"k8s: {what}", allowed, reason,
                             "" if allowed else f"grant it, e.g. a Role with verbs [{verb}] on {resource} "
                                                f"(apiGroup '{group}') bound to your user in {namespace}"))
+    if target:
+        checks += _check_pods(target, via, api_client, options, pod_runners, FaultError)
     return checks
+
+
+def _check_pods(target: str, via: str, api: Any, options: dict[str, Any], pod_runners: Any,
+                fault_error: type[Exception]) -> list[Check]:
+    """The target selects running pods (a NetworkPolicy / VirtualService selecting nothing blocks nothing), and for
+    iptables-in-pod the first pod can list its OUTPUT rules."""
+    namespace, _, selector = target.partition("/")
+    if not selector:
+        return [Check("k8s: target pods", True, f"every pod of namespace {namespace}")]
+    try:
+        runners = pod_runners(target, options, api)
+    except fault_error as exc:  # TargetNotFound is a FaultError
+        return [Check("k8s: target pods", False, str(exc),
+                      f"check the namespace and selector: `kubectl get pods -n {namespace} -l {selector}` "
+                      f"(or the pod name) must list running pods")]
+    out = [Check("k8s: target pods", True, f"{len(runners)} running pod(s): "
+                                           f"{', '.join(r.name for r in runners[:5])}")]
+    if via == "iptables-in-pod":
+        argv = ["iptables", "-w", "5", "-S", "OUTPUT"]
+        try:
+            rc, _, err = runners[0].run(argv)
+        except Exception as exc:  # noqa: BLE001 - websocket / API errors of the exec
+            rc, err = -1, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        out.append(Check(f"iptables in {runners[0].label}", rc == 0,
+                         f"`{runners[0].shown(argv)}`: " + ("rules listable (NET_ADMIN usable)" if rc == 0
+                                                            else f"failed: {err.strip()[:200]}"),
+                         "" if rc == 0 else "the container needs iptables and CAP_NET_ADMIN; or give "
+                                            "driver_options.k8s_debug_image (docs/egress.md) for an ephemeral "
+                                            "NET_ADMIN container"))
+    return out
 
 
 def check_envoy(admin_url: str) -> list[Check]:
@@ -282,24 +332,153 @@ def _runtime_layers(dump: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-def check_tokens(state_dir: str = "") -> Check:
-    """A token for every tenant in TENANTS by client credentials (or TOKENS_FILE), as the run will get them."""
+def check_approval(configuration: dict[str, Any] | None) -> Check:
+    """CHAOSEXT_APPROVE names the target when it is not the local lab (else the safety control refuses the run)."""
+    from chaosext.config import load_config
+    from chaosext.safety.controls import approval_problem
+
+    cfg = load_config(configuration)
+    if cfg.is_lab_target:
+        return Check("approval", True, "the local lab: no approval needed")
+    if approval_problem(cfg):
+        given = f"CHAOSEXT_APPROVE={cfg.approve!r} does not name" if cfg.approve else "CHAOSEXT_APPROVE is unset for"
+        return Check("approval", False, f"{given} target {cfg.target_name!r} (not the local lab)",
+                     f"export CHAOSEXT_APPROVE={cfg.target_name} once the owners agreed (in CI: the variable "
+                     f"CHAOSEXT_APPROVE of the chaos-gameday environment, docs/runbook.md)")
+    return Check("approval", True, f"CHAOSEXT_APPROVE names {cfg.target_name}")
+
+
+def check_discovery(configuration: dict[str, Any] | None) -> Check:
+    """The IdP's OIDC discovery document names a token endpoint (or TOKEN_ENDPOINT is given)."""
+    from chaosext.auth.tokens import TokenError, discover_token_endpoint, token_settings
+
+    try:
+        settings = token_settings(configuration)
+        if settings.token_endpoint:
+            return Check("idp discovery", True, f"TOKEN_ENDPOINT={settings.token_endpoint} (discovery not used)")
+        endpoint = discover_token_endpoint(settings.authority_url, timeout=HTTP_TIMEOUT)
+    except TokenError as exc:
+        msg, _, fix = str(exc).partition("; ")
+        return Check("idp discovery", False, msg, fix or "check AUTHORITY_URL (the IdP's issuer URL)")
+    return Check("idp discovery", True, f"{settings.authority_url}: token_endpoint {endpoint}")
+
+
+def check_jwks_uri(configuration: dict[str, Any] | None) -> Check:
+    """Warn when JWKS_URL (what the fault blocks) is not the discovery document's ``jwks_uri`` host and port: then
+    the fault may block an address the services never use, and the run proves nothing. Fine when the services fetch
+    the keys through a proxy (e.g. Envoy) at JWKS_URL."""
+    from urllib.parse import urlparse
+
+    from chaosext.config import load_config
+
+    cfg = load_config(configuration)
+    try:
+        r = requests.get(cfg.authority_url + "/.well-known/openid-configuration", timeout=HTTP_TIMEOUT)
+        jwks_uri = str(r.json().get("jwks_uri") or "")
+    except (requests.RequestException, ValueError, AttributeError):
+        jwks_uri = ""
+    if not jwks_uri:
+        return Check("idp jwks_uri", False, "discovery names no jwks_uri (or did not answer)",
+                     "check AUTHORITY_URL; JWKS_URL must be the address the services fetch the keys from",
+                     required=False)
+
+    def where(url: str) -> tuple[str, int]:
+        u = urlparse(url)
+        return u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+
+    if where(jwks_uri) == where(cfg.jwks_url):
+        return Check("idp jwks_uri", True, f"JWKS_URL is discovery's jwks_uri host:port ({jwks_uri})")
+    return Check("idp jwks_uri", False, f"JWKS_URL={cfg.jwks_url} but discovery's jwks_uri is {jwks_uri}",
+                 "the fault blocks JWKS_URL's host:port: set it to the address the services fetch the keys from "
+                 "(fine as is if they go through a proxy at JWKS_URL)", required=False)
+
+
+def check_tenant_tokens(configuration: dict[str, Any] | None) -> tuple[list[Check], dict[str, str]]:
+    """A token for each tenant of TENANTS, as the run will get it (client credentials, or TOKENS_FILE), valid for
+    the whole run: a "tokens" summary line, then one line per tenant. Returns the checks and the tokens (memory)."""
     from chaosext.auth.tokens import TokenError, token_settings, tokens_for
     from chaosext.config import load_config
 
-    configuration = {"chaosext_lab_dir": state_dir} if state_dir else None
+    default_fix = "set TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET (or TOKENS_FILE) and AUTHORITY_URL"
     try:
         cfg = load_config(configuration)
         settings = token_settings(configuration)
-        got = tokens_for(settings, list(cfg.tenants), min_valid_seconds=cfg.outage_seconds + 600,
-                         timeout=HTTP_TIMEOUT)
     except (TokenError, ValueError) as exc:
-        return Check("tokens", False, str(exc).split("; ")[0],
-                     "; ".join(str(exc).split("; ")[1:]) or "set TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET (or "
-                     "TOKENS_FILE) and AUTHORITY_URL")
+        msg, _, fix = str(exc).partition("; ")
+        return [Check("tokens", False, msg, fix or default_fix)], {}
     how = "TOKENS_FILE" if settings.tokens_file and not settings.client_id else \
         f"client credentials ({settings.source or 'secrets/env'}, {settings.auth_method})"
-    return Check("tokens", True, f"{len(got)} tenant token(s) from {settings.authority_url} via {how}")
+    lines: list[Check] = []
+    got: dict[str, str] = {}
+    for tenant in cfg.tenants:
+        try:
+            got.update(tokens_for(settings, [tenant], min_valid_seconds=cfg.outage_seconds + 600,
+                                  timeout=HTTP_TIMEOUT))
+            lines.append(Check(f"token: {tenant}", True, f"via {how}"))
+        except TokenError as exc:
+            msg, _, fix = str(exc).partition("; ")
+            first = next((c for c in lines if not c.ok), None)
+            if first and msg.replace(tenant, "") == first.detail.replace(first.name[len("token: "):], ""):
+                msg, fix = f"same error as {first.name}", f"see {first.name}"  # one cause, said once
+            lines.append(Check(f"token: {tenant}", False, msg, fix or default_fix))
+    failed = [c for c in lines if not c.ok]
+    summary = Check("tokens", True, f"{len(got)} tenant token(s) from {settings.authority_url} via {how}") \
+        if not failed else Check("tokens", False, failed[0].detail, failed[0].fix)
+    return [summary, *lines], got
+
+
+def check_services(configuration: dict[str, Any] | None, tokens: dict[str, str]) -> list[Check]:
+    """Each service of SERVICE_URLS answers 200 to a valid tenant token on its read route (the probes' call)."""
+    from chaosext.auth.probes import call, read_path
+    from chaosext.config import load_config
+
+    cfg = load_config(configuration)
+    out = []
+    for i, (name, url) in enumerate(cfg.services.items()):
+        where = f"GET {url}{read_path(name)}"
+        if not tokens:
+            out.append(Check(f"service: {name}", False, f"{where}: not called, no valid token",
+                             "fix the token checks above first"))
+            continue
+        tenant = list(tokens)[i % len(tokens)]
+        status = call(cfg, name, url, tokens[tenant], tenant, timeout=HTTP_TIMEOUT)
+        fix = {0: f"start it, or fix SERVICE_URLS ({name}={url}); run from where it is reachable (in CI: "
+                  f"CHAOSEXT_RUNS_ON, or a port-forward)",
+               401: f"it rejects a valid token of {tenant}: it must trust AUTHORITY_URL's issuer and keys and the "
+                    f"token's audience (TOKEN_AUDIENCE)",
+               403: f"it refuses tenant {tenant} with its own token: check TENANT_HEADER={cfg.tenant_header} and "
+                    f"the IdP's tenant claim (TOKEN_TENANT_PARAM)",
+               404: f"no read route {read_path(name)} there: check the service's URL in SERVICE_URLS"}
+        detail = f"{where} as {tenant}: " + ("no answer" if status == 0 else f"HTTP {status}")
+        out.append(Check(f"service: {name}", status == 200, detail,
+                         "" if status == 200 else fix.get(status, "it must answer 200 to a valid token; check its "
+                                                                   "logs")))
+    return out
+
+
+def check_audit(configuration: dict[str, Any] | None) -> Check:
+    """AUDIT_SOURCE is readable with the given credentials (file directory present; Loki / ClickHouse answer)."""
+    from chaosext import backends
+    from chaosext.audit.sources import read_events
+    from chaosext.config import load_config
+
+    cfg = load_config(configuration)
+    name = f"audit source ({cfg.audit_kind})"
+    if cfg.audit_kind == "file" and not os.path.isdir(os.path.dirname(cfg.audit_location) or "."):
+        return Check(name, False, f"{cfg.audit_source}: directory does not exist",
+                     "start the lab, or set AUDIT_SOURCE to file:<path the services write>, loki:<url> or "
+                     "clickhouse:<url>")
+    now = time.time()
+    try:
+        events = read_events(cfg.audit_source, "auth.degraded", now - 86400, now, tuple(cfg.services), cfg.audit_sql)
+    except backends.BackendError as exc:
+        kind = cfg.audit_kind.upper()
+        return Check(name, False, f"{cfg.audit_source}: {exc}",
+                     f"give {kind}'s credentials (docs/experiment.md, 'Secrets and authenticated backends')")
+    except (requests.RequestException, OSError, ValueError, RuntimeError) as exc:
+        return Check(name, False, f"{cfg.audit_source}: {type(exc).__name__}: {str(exc)[:200]}",
+                     "set AUDIT_SOURCE to file:<path>, loki:<url> or clickhouse:<url> reachable from here")
+    return Check(name, True, f"{cfg.audit_source}: readable ({len(events)} auth.degraded event(s) in the last 24 h)")
 
 
 def _lab_urls(state_dir: str) -> dict[str, str]:
@@ -321,13 +500,17 @@ def run_checks(target: str = "local", via: str = "", prometheus_url: str = "", a
     via = via or DEFAULT_VIA[kind]
     if via not in VIAS:
         raise ValueError(f"unknown fault method {via!r}: use one of {', '.join(VIAS)}")
-    checks: list[Check] = []
+    configuration: dict[str, Any] = {"fault_target": target, "fault_via": via}
+    if state_dir:
+        configuration["chaosext_lab_dir"] = state_dir
+    checks: list[Check] = [check_approval(configuration)]
+    options = _fault_options(via, target, configuration)
     if via == "iptables":
         if kind == "envoy":
             raise ValueError(f"--via iptables works on {VIAS['iptables']}, not {target}")
         if kind == "k8s-pod":  # rules go into the pod's network namespace through the API server
             checks += check_kube(value.split("/", 1)[0] if "/" in value else "default", "iptables-in-pod",
-                                 kube_client)
+                                 kube_client, value, options)
         else:
             netns, pid = (value if kind == "netns" else ""), (value if kind == "pid" else "")
             checks += [check_rules("iptables", netns, pid), check_rules("ip6tables", netns, pid)]
@@ -338,9 +521,14 @@ def run_checks(target: str = "local", via: str = "", prometheus_url: str = "", a
     else:
         if kind != "k8s-pod":
             raise ValueError(f"--via {via} needs --target {VIAS[via]}, not {target}")
-        checks += check_kube(value.split("/", 1)[0] if "/" in value else "default", via, kube_client)
+        checks += check_kube(value.split("/", 1)[0] if "/" in value else "default", via, kube_client, value,
+                             options)
     checks.append(check_k6())
-    checks.append(check_tokens(state_dir))
+    checks.append(check_discovery(configuration))
+    checks.append(check_jwks_uri(configuration))
+    token_checks, tokens = check_tenant_tokens(configuration)
+    checks += token_checks
+    checks += check_services(configuration, tokens)
     lab = _lab_urls(state_dir)
     for name, flag in (("prometheus", prometheus_url), ("alertmanager", alertmanager_url)):
         env = os.environ.get(name.upper() + "_URL", "")
@@ -348,6 +536,7 @@ def run_checks(target: str = "local", via: str = "", prometheus_url: str = "", a
         checks.append(check_http(name, url, "/-/ready", source))
         if name == "prometheus" and checks[-1].ok:
             checks += check_metrics(url)
+    checks.append(check_audit(configuration))
     return checks
 
 

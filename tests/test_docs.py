@@ -222,8 +222,7 @@ def experiment_env_keys() -> set[str]:
 
 def test_runbook_real_environment_list_names_what_a_real_target_needs() -> None:
     body = text(ROOT / "docs" / "runbook.md")
-    para = body[body.index("Against a real environment"):]
-    para = para[:para.index("\n\n")]
+    para = body[body.index("### Against a real environment"):].split("\n\n", 2)[1]  # the paragraph under it
     named = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", para))
     assert named <= experiment_env_keys(), f"not settings of the experiment: {named - experiment_env_keys()}"
     needed = {"FAULT_VIA", "FAULT_TARGET", "CHAOSEXT_APPROVE", "JWKS_URL", "AUTHORITY_URL", "SERVICE_URLS",

@@ -2,7 +2,9 @@
 
 The Envoy and Kubernetes checks run against small loopback servers answering with the response shapes of the
 projects' own documentation (Envoy admin `/server_info` and `/config_dump` BootstrapConfigDump; Kubernetes
-`SelfSubjectAccessReview` status), because neither binary can be installed here.
+`GET /version` version.Info, `SelfSubjectAccessReview` status, `PodList`), because neither binary can be installed
+here (a real Envoy runs in tests/egress/test_egress_envoy.py). The stub does not speak the Kubernetes exec websocket
+protocol: the iptables-in-pod check is tested only on its failure path here.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from chaosext.doctor import check_envoy, check_kube
+from chaosext.doctor import check_approval, check_envoy, check_kube
 
 from ops_util import in_ns
 from jsonstub import JsonStub
@@ -27,12 +29,80 @@ def _doctor(netns: str, *args: str, env: dict[str, str] | None = None):
 @pytest.mark.lab
 @pytest.mark.netns
 def test_doctor_passes_against_a_running_lab(netns: str, ns_lab: dict[str, Any]) -> None:
-    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--json")
+    """Everything a real run needs, checked against the lab with tokens by the client-credentials grant (the lab's
+    client given as a real IdP's would be: TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET)."""
+    env = {"TOKEN_CLIENT_ID": ns_lab["client_id"], "TOKEN_CLIENT_SECRET": ns_lab["client_secret"]}
+    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--json", env=env)
     report = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stdout
-    names = {c["name"] for c in report["checks"] if c["ok"]}
-    assert {"iptables", "ip6tables", "k6", "prometheus", "alertmanager"} <= names
+    checks = {c["name"]: c for c in report["checks"]}
+    names = {n for n, c in checks.items() if c["ok"]}
+    assert {"approval", "iptables", "ip6tables", "k6", "idp discovery", "tokens", "prometheus", "alertmanager",
+            "audit source (file)"} <= names
+    assert {f"token: t{i:02d}" for i in range(1, 13)} <= names
+    assert {"service: policy", "service: vuln", "service: notify"} <= names
+    assert "client credentials (secrets/env" in checks["tokens"]["detail"]
+    assert checks["idp discovery"]["detail"].endswith("/token")
+    assert checks["idp jwks_uri"]["ok"], checks["idp jwks_uri"]
+    assert "/api/v1/findings" in checks["service: vuln"]["detail"] and "HTTP 200" in checks["service: vuln"]["detail"]
     assert report["ok"] is True
+    assert ns_lab["client_secret"] not in proc.stdout and "eyJ" not in proc.stdout + proc.stderr  # no JWT printed
+
+
+@pytest.mark.lab
+@pytest.mark.netns
+def test_doctor_catches_services_that_would_fail_the_probes(netns: str, ns_lab: dict[str, Any]) -> None:
+    """Two broken set-ups a reachability check would pass: tokens for another audience (every service answers 401
+    to them), and SERVICE_URLS naming the wrong service (its read route 404s)."""
+    comps = ns_lab["components"]
+    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--json", env={"TOKEN_AUDIENCE": "another-api"})
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert proc.returncode == 1 and checks["tokens"]["ok"]
+    policy = checks["service: policy"]
+    assert policy["status"] == "MISSING" and "HTTP 401" in policy["detail"] and "TOKEN_AUDIENCE" in policy["fix"]
+    swapped = f"policy={comps['vuln']['url']},vuln={comps['vuln']['url']},notify={comps['notify']['url']}"
+    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--json", env={"SERVICE_URLS": swapped})
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert proc.returncode == 1 and checks["service: vuln"]["ok"]
+    assert "HTTP 404" in checks["service: policy"]["detail"] and "SERVICE_URLS" in checks["service: policy"]["fix"]
+
+
+@pytest.mark.lab
+@pytest.mark.netns
+def test_doctor_warns_when_the_fault_would_block_an_address_the_idp_does_not_publish(
+        netns: str, ns_lab: dict[str, Any], unused_port: int) -> None:
+    """JWKS_URL elsewhere than discovery's jwks_uri: the fault would block something the services may never use."""
+    elsewhere = f"http://127.0.0.1:{unused_port}/.well-known/jwks.json"
+    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--json", env={"JWKS_URL": elsewhere})
+    jwks = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "idp jwks_uri")
+    assert jwks["status"] == "warn" and elsewhere in jwks["detail"] and ns_lab["jwks_url"] in jwks["detail"]
+    assert "fetch the keys" in jwks["fix"]
+
+
+@pytest.mark.lab
+@pytest.mark.netns
+def test_doctor_refuses_an_unapproved_target_and_names_the_approval(netns: str, ns_lab: dict[str, Any]) -> None:
+    target = "netns:" + netns  # the lab's own namespace, named as a remote target would be
+    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--target", target, "--json",
+                   env={"CHAOSEXT_APPROVE": ""})
+    approval = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "approval")
+    assert proc.returncode == 1 and approval["status"] == "MISSING"
+    assert f"CHAOSEXT_APPROVE={target}" in approval["fix"] and "chaos-gameday" in approval["fix"]
+    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--target", target, "--json",
+                   env={"CHAOSEXT_APPROVE": target})
+    approval = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "approval")
+    assert approval["ok"] and target in approval["detail"]
+
+
+def test_approval_check_needs_the_exact_target(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CHAOSEXT_APPROVE", raising=False)
+    base = {"fault_target": "staging/app=policy", "fault_via": "k8s-networkpolicy",
+            "chaosext_lab_dir": str(tmp_path)}
+    assert not check_approval(base).ok
+    wrong = check_approval({**base, "chaosext_approve": "staging/app=vuln"})
+    assert not wrong.ok and "does not name" in wrong.detail and "CHAOSEXT_APPROVE=staging/app=policy" in wrong.fix
+    assert check_approval({**base, "chaosext_approve": "staging/app=policy"}).ok
+    assert check_approval({"chaosext_lab_dir": str(tmp_path)}).ok  # the local lab needs none
 
 
 @pytest.mark.lab
@@ -150,6 +220,7 @@ def test_kube_permissions_from_self_subject_access_reviews(fake_server: tuple[st
                 "status": {"allowed": allowed, **({} if allowed else {"reason": "RBAC: no rule"})}}
 
     handler.routes[("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")] = (201, review)
+    handler.routes[("GET", "/version/")] = (200, _VERSION)
     cfg = client.Configuration()
     cfg.host = url
     checks = check_kube("chaosext-lab", "k8s-networkpolicy", client.ApiClient(cfg))
@@ -158,3 +229,64 @@ def test_kube_permissions_from_self_subject_access_reviews(fake_server: tuple[st
     denied = by_name["k8s: delete networkpolicies.networking.k8s.io in chaosext-lab"]
     assert not denied.ok and "Role" in denied.fix and denied.detail == "RBAC: no rule"
     assert {s["spec"]["resourceAttributes"]["namespace"] for s in handler.seen} == {"chaosext-lab"}
+
+
+#: `GET /version` as documented (k8s.io/apimachinery/pkg/version.Info); the Python client asks for `/version/`
+_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "gitCommit": "0" * 40, "gitTreeState": "clean",
+            "buildDate": "2024-08-13T07:28:49Z", "goVersion": "go1.22.5", "compiler": "gc", "platform": "linux/amd64"}
+
+
+def _pod(name: str, phase: str = "Running") -> dict[str, Any]:
+    """A v1 Pod as listed by `GET /api/v1/namespaces/{ns}/pods` (the fields the drivers read)."""
+    return {"metadata": {"name": name, "namespace": "chaosext-lab", "labels": {"app": "policy"}},
+            "spec": {"containers": [{"name": "svc", "image": "chaosext-lab:ci"}]}, "status": {"phase": phase}}
+
+
+def _allow_all(body: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1", "spec": body["spec"],
+            "status": {"allowed": True}}
+
+
+@pytest.mark.contract
+def test_kube_checks_use_the_drivers_client_and_need_running_target_pods(fake_server: tuple[str, _Fake]) -> None:
+    """Through the fault drivers' own client (KUBE_API_URL, as `kubectl proxy` gives): API reachable (version),
+    RBAC allowed, and the selector must match running pods: a NetworkPolicy that selects nothing blocks nothing."""
+    url, handler = fake_server
+    handler.routes[("GET", "/version/")] = (200, _VERSION)
+    handler.routes[("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")] = (201, _allow_all)
+    pods = {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+            "items": [_pod("policy-7c9f-abcde"), _pod("policy-old", "Succeeded")]}
+    handler.routes[("GET", "/api/v1/namespaces/chaosext-lab/pods")] = (200, pods)
+    checks = {c.name: c for c in check_kube("chaosext-lab", "k8s-networkpolicy", target="chaosext-lab/app=policy",
+                                            options={"kube_api_url": url})}
+    assert checks["kube api"].ok and "v1.31.0" in checks["kube api"].detail
+    assert checks["k8s: target pods"].ok and "1 running pod(s): policy-7c9f-abcde" in checks["k8s: target pods"].detail
+    pods["items"] = [_pod("policy-old", "Succeeded")]
+    checks = {c.name: c for c in check_kube("chaosext-lab", "k8s-networkpolicy", target="chaosext-lab/app=policy",
+                                            options={"kube_api_url": url})}
+    missing = checks["k8s: target pods"]
+    assert not missing.ok and "no running pod" in missing.detail and "kubectl get pods -n chaosext-lab -l app=policy" \
+        in missing.fix
+
+
+@pytest.mark.contract
+def test_kube_api_unreachable_stops_before_rbac(unused_port: int) -> None:
+    checks = check_kube("chaosext-lab", "k8s-networkpolicy", target="chaosext-lab/app=policy",
+                        options={"kube_api_url": f"http://127.0.0.1:{unused_port}"})
+    assert [c.name for c in checks] == ["kube context", "kube api"]
+    assert not checks[1].ok and "cluster-info" in checks[1].fix
+
+
+@pytest.mark.contract
+def test_iptables_in_pod_check_fails_with_the_net_admin_fix(fake_server: tuple[str, _Fake]) -> None:
+    """The exec into the pod fails (this stub refuses the exec websocket, as an API server does without
+    pods/exec): the line says so and names NET_ADMIN / k8s_debug_image, never a traceback."""
+    url, handler = fake_server
+    handler.routes[("GET", "/version/")] = (200, _VERSION)
+    handler.routes[("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")] = (201, _allow_all)
+    handler.routes[("GET", "/api/v1/namespaces/chaosext-lab/pods/policy-0")] = (200, _pod("policy-0"))
+    checks = check_kube("chaosext-lab", "iptables-in-pod", target="chaosext-lab/policy-0",
+                        options={"kube_api_url": url})
+    line = checks[-1]
+    assert line.name == "iptables in k8s-pod:chaosext-lab/policy-0" and not line.ok
+    assert "NET_ADMIN" in line.fix and "k8s_debug_image" in line.fix

@@ -77,6 +77,100 @@ def test_kind_job_uses_the_kubernetes_fault_on_the_labs_pods() -> None:
     assert authority["spec"]["clusterIP"] in job["env"]["JWKS_URL"]
 
 
+def _secret_bound(env: dict[str, Any]) -> set[str]:
+    return {k for k, v in (env or {}).items() if "secrets." in str(v)}
+
+
+def test_real_environment_job_carries_the_approval_and_the_secrets() -> None:
+    """The approval comes from the protected environment (a variable: approving the environment approves the
+    target); the kubeconfig and client credentials from its secrets; the backends' credentials too."""
+    job = _workflow()["jobs"]["gameday"]
+    env = job["env"]
+    assert env["CHAOSEXT_APPROVE"] == "${{ vars.CHAOSEXT_APPROVE }}"
+    for name in ("TOKEN_CLIENT_ID", "TOKEN_CLIENT_SECRET", "PROMETHEUS_BEARER_TOKEN", "ALERTMANAGER_BEARER_TOKEN"):
+        assert env[name] == f"${{{{ secrets.{name} }}}}", name
+    for name in ("JWKS_URL", "AUTHORITY_URL", "SERVICE_URLS", "PROMETHEUS_URL", "ALERTMANAGER_URL", "AUDIT_SOURCE"):
+        assert env[name] == f"${{{{ vars.{name} }}}}", name
+    kube = next(s for s in job["steps"] if "KUBECONFIG" in str(s.get("env", {})))
+    assert kube["env"]["KUBECONFIG_CONTENT"] == "${{ secrets.KUBECONFIG }}"
+    assert "umask 077" in kube["run"] and "KUBECONFIG=$RUNNER_TEMP/kubeconfig" in kube["run"]
+    runs = _runs(job)
+    assert runs.index(kube["run"]) < next(i for i, r in enumerate(runs) if "chaosext doctor" in r)
+    cleanup = next(s for s in job["steps"] if 'rm -f "$RUNNER_TEMP/kubeconfig"' in s.get("run", ""))
+    assert cleanup["if"] == "${{ always() }}"
+
+
+@pytest.mark.parametrize("job_name", ["gameday", "kind"])
+def test_no_secret_reaches_a_command_line(job_name: str) -> None:
+    """Secrets are never expanded into a script (`${{ secrets.X }}` in run:), and a secret-bound variable is only
+    used by shell builtins (`[ -n ... ]`, printf writing a 0600 file): never as an argument of a program (ps)."""
+    job = _workflow()["jobs"][job_name]
+    bound = _secret_bound(job.get("env", {}))
+    for step in job["steps"]:
+        run = step.get("run", "")
+        assert "secrets." not in run and "inputs." not in run, f"expression expanded into a script: {run}"
+        for name in bound | _secret_bound(step.get("env", {})):
+            for line in (l for l in run.splitlines() if f"${name}" in l or f"${{{name}}}" in l):
+                builtin = (rf"""\bprintf '%s\\n' "\${name}" > "[^"]+"\)$""", rf'^if \[ -n "\${name}" \]; then$')
+                assert any(re.search(b, line.strip()) for b in builtin), line
+    if job_name == "gameday":
+        assert len(bound) >= 10
+
+
+def test_third_party_actions_are_pinned_by_commit_sha() -> None:
+    lines = [l.strip() for l in WORKFLOW.read_text().splitlines() if l.strip().startswith(("uses:", "- uses:"))]
+    assert len(lines) >= 4
+    for line in lines:
+        assert re.fullmatch(r"(- )?uses: [\w.-]+/[\w./-]+@[0-9a-f]{40}\s+# v\d+(\.\d+)*", line), \
+            f"not pinned by full SHA with its tag in a comment: {line}"
+
+
+def test_kind_job_reaches_the_pods_through_port_forwards_it_tears_down() -> None:
+    """No ClusterIP route from the runner: `kubectl port-forward` per Service, set up before the doctor, killed
+    (always) at the end; every URL the probes use is a forwarded loopback port or the Authority's ClusterIP bound on
+    the runner's loopback (so the NetworkPolicy blocks the same address the runner checks)."""
+    job = _workflow()["jobs"]["kind"]
+    env = job["env"]
+    runs = _runs(job)
+    fwd = next(i for i, r in enumerate(runs) if "kubectl -n chaosext-lab port-forward" in r)
+    assert fwd < next(i for i, r in enumerate(runs) if "chaosext doctor" in r)
+    forwarded = {int(m) for m in re.findall(r'forward \S+ \w+ (\d+):\d+', runs[fwd])}
+    urls = [env["JWKS_URL"], env["AUTHORITY_URL"], env["PROMETHEUS_URL"], env["ALERTMANAGER_URL"],
+            *(u.split("=", 1)[1] for u in env["SERVICE_URLS"].split(","))]
+    for url in urls:
+        host, port = re.match(r"http://([\d.]+):(\d+)", url).groups()
+        assert host in ("127.0.0.1", env["AUTHORITY_IP"]) and int(port) in forwarded, url
+    assert f'ip addr add "$AUTHORITY_IP/32" dev lo' in runs[fwd] and "--address" in runs[fwd]
+    services = {d["metadata"]["name"]: {p["port"] for p in d["spec"]["ports"]} for d in _manifests()
+                if d["kind"] == "Service"}
+    for svc, remote in re.findall(r'forward \S+ (\w+) \d+:(\d+)', runs[fwd]):
+        assert int(remote) in services.get(svc, set()), f"port-forward to {svc}:{remote}, no such Service port"
+    assert authority_ip_is_the_clusterip(env["AUTHORITY_IP"])
+    assert "TOKEN_ENDPOINT" not in env, "discovery works through the forward; no NodePort shortcut"
+    stop = next(s for s in job["steps"] if "port-forward.pids" in s.get("run", "") and "kill" in s.get("run", ""))
+    assert stop["if"] == "${{ always() }}" and job["steps"].index(stop) > fwd
+    assert env["CHAOSEXT_APPROVE"] == env["FAULT_TARGET"], "the job's own kind cluster is approved with the job"
+
+
+def authority_ip_is_the_clusterip(address: str) -> bool:
+    authority = next(d for d in _manifests() if d["kind"] == "Service" and d["metadata"]["name"] == "authority")
+    return authority["spec"]["clusterIP"] == address
+
+
+def test_runbook_lists_the_real_environment_setup_in_order() -> None:
+    """docs/runbook.md names every variable and secret the gameday job reads, in the order a person sets them up."""
+    runbook = (REPO / "docs" / "runbook.md").read_text()
+    section = runbook.split("### Against a real environment", 1)[1].split("\n## ", 1)[0]
+    job = _workflow()["jobs"]["gameday"]
+    names = [k for k, v in job["env"].items() if "vars." in str(v) or "secrets." in str(v)] + ["KUBECONFIG"]
+    for name in names:
+        assert f"`{name}`" in section.split("From CI", 1)[1], f"runbook does not list {name}"
+    steps = section.split("From CI", 1)[1]
+    order = [steps.index(k) for k in ("Required reviewers", "`CHAOSEXT_APPROVE`", "`KUBECONFIG`",
+                                        "`TOKEN_CLIENT_ID`", "`PROMETHEUS_BEARER_TOKEN`")]
+    assert order == sorted(order)
+
+
 def test_workflow_passes_actionlint() -> None:
     actionlint = shutil.which("actionlint") or str(Path(sys.executable).parent / "actionlint")
     if not Path(actionlint).exists():
