@@ -100,8 +100,9 @@ def test_setup_on_the_distribution_python_then_cli_discovery_and_a_lab(tmp_path:
         up = run([str(bin_ / "chaosext"), "lab", *argv[3:]], work, timeout=120)
         assert up.returncode == 0, up.stderr
         state = json.loads(up.stdout)
-        token = requests.post(state["token_url"], timeout=10, json={
-            "tenant": "t01", "sub": "setup-test", "scope": "policy:read", "aud": state["audience"], "ttl": 60})
+        token = requests.post(state["token_url"], timeout=10, auth=(state["client_id"], state["client_secret"]),
+                              data={"grant_type": "client_credentials", "tenant": "t01", "scope": "policy:read",
+                                    "ttl": "60"})
         assert token.status_code == 200, token.text
         url = state["service_urls"]["policy"] + "/api/v1/policies"
         headers = {state["tenant_header"]: "t01"}
