@@ -13,7 +13,7 @@ from chaoslib.types import Configuration, Secrets
 from chaosext.audit.sources import read_events
 from chaosext.config import load_config
 from chaosext.metrics import contract, prom
-from chaosext.safety.runstate import judged, load_run, outage_window, phase
+from chaosext.safety.runstate import judged, load_run, not_judged, outage_window, phase
 
 __all__ = ["audit_pipeline_healthy", "audit_degraded_recorded"]
 
@@ -95,8 +95,7 @@ def audit_degraded_recorded(configuration: Configuration = None, secrets: Secret
     run = load_run(cfg.run_dir)
     window = outage_window(run)
     if window is None:
-        return {"phase": "no-outage", "ok": False,
-                "error": "auth.degraded is judged over the outage window, and this run recorded no outage"}
+        return not_judged("auth.degraded")
     if (done := judged(run, "audit_degraded_recorded")) is not None:
         return done
     start, end = window

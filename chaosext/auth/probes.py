@@ -23,7 +23,8 @@ from chaosext.auth.judge import KeyServer, judge_attempts, merge_judgments, prob
 from chaosext.auth.tokens import TokenError, client_credentials_token, discover_token_endpoint, token_settings, tokens_for
 from chaosext.config import ExperimentConfig, load_config
 from chaosext.metrics.prom import query, query_scalar, wait_for_samples
-from chaosext.safety.runstate import judged, load_run, outage_window, phase, update_run
+from chaosext.safety.runstate import (judged, load_run, not_judged, outage_window, phase, recovery_deadline,
+                                      retry_until, update_run)
 
 #: the Chaos Toolkit probes (``chaos discover``); prepare_forgery, forgery_plan, ForgeryPlan, record_round and
 #: unverified_accepts are helpers of the watch step and the drill
@@ -216,12 +217,6 @@ def health(url: str, timeout: float = 3.0) -> dict[str, Any]:
         return {}
 
 
-def _not_judged(what: str) -> dict:
-    """An outage check of a run that recorded no outage: never a vacuous pass."""
-    return {"phase": "no-outage", "ok": False,
-            "error": f"{what} is judged over the outage window, and this run recorded no outage"}
-
-
 def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets = None) -> dict:
     """Valid tokens of several tenants are accepted (200) by every service, live.
 
@@ -231,12 +226,8 @@ def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets 
     cfg = load_config(configuration)
     run = load_run(cfg.run_dir)
     phase_ = phase(run)
-    deadline = float((run.get("outage") or {}).get("end") or 0) + cfg.recovery_seconds if phase_ == "recovery" else 0
-    while True:
-        result = _live_fallback(cfg, secrets, configuration)
-        if result["ok"] or time.time() >= deadline:
-            break
-        time.sleep(1.0)
+    result = retry_until(lambda: _live_fallback(cfg, secrets, configuration), lambda r: r["ok"],
+                         recovery_deadline(run, cfg.recovery_seconds), 1.0)
     return {**result, "phase": phase_}
 
 
@@ -290,7 +281,7 @@ def cached_key_fallback(configuration: Configuration = None, secrets: Secrets = 
     run = load_run(cfg.run_dir)
     window = outage_window(run)
     if window is None:
-        return _not_judged("cached-key fallback")
+        return not_judged("cached-key fallback")
     if (done := judged(run, "cached_key_fallback")) is not None:
         return done
     deadlines = _service_deadlines(cfg, run, window[0])
@@ -353,7 +344,7 @@ def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -
     run = load_run(cfg.run_dir)
     window = outage_window(run)
     if window is None:
-        return _not_judged("fail-open during the outage")
+        return not_judged("fail-open during the outage")
     if (done := judged(run, "no_fail_open")) is not None:
         return done
     ticks = run.get("forgery_ticks") or []

@@ -39,18 +39,6 @@ logger = logging.getLogger("chaostoolkit")
 SCRAPE_WAIT_SECONDS = 30.0
 
 
-def _not_judged(what: str) -> dict:
-    """What an outage check returns when this run recorded no outage (never a vacuous pass)."""
-    return {"phase": "no-outage", "ok": False,
-            "error": f"{what} is judged over the outage window, and this run recorded no outage"}
-
-
-def _recovery_deadline(cfg: ExperimentConfig, run: dict) -> float:
-    """Until when the services may take to recover: RECOVERY_SECONDS after the restore."""
-    end = (run.get("outage") or {}).get("end") or time.time()
-    return float(end) + cfg.recovery_seconds
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # steady-state probes: baseline (before the fault) and recovery (after the restore), live
 # ---------------------------------------------------------------------------------------------------------------
@@ -71,7 +59,7 @@ def error_rate_within_max(configuration: Configuration = None, secrets: Secrets 
     else:
         start = float(run.get("recovered_at") or (run.get("outage") or {}).get("end") or time.time())
         want = min(cfg.baseline_min_requests, 50)
-        deadline = max(_recovery_deadline(cfg, run), time.time() + 5)
+        deadline = max(runstate.recovery_deadline(run, cfg.recovery_seconds), time.time() + 5)
         while True:
             end = time.time()
             res = prom.error_rate_between(cfg.prometheus_url, start, end)
@@ -108,13 +96,10 @@ def expiry_alerts_clear(configuration: Configuration = None, secrets: Secrets = 
     cfg = load_config(configuration)
     run = runstate.load_run(cfg.run_dir)
     phase = runstate.phase(run)
-    deadline = _recovery_deadline(cfg, run) if phase == "recovery" else 0.0
-    while True:
-        active = _active_expiry_alerts(cfg)
-        clear = not active["prometheus"] and not active["alertmanager"]
-        if clear or time.time() >= deadline:
-            break
-        time.sleep(2.0)
+    active = runstate.retry_until(lambda: _active_expiry_alerts(cfg),
+                                  lambda a: not a["prometheus"] and not a["alertmanager"],
+                                  runstate.recovery_deadline(run, cfg.recovery_seconds), 2.0)
+    clear = not active["prometheus"] and not active["alertmanager"]
     return {"phase": phase, "ok": clear, "expected_clear": list(cfg.expiry_alerts),
             "active_prometheus": active["prometheus"], "active_alertmanager": active["alertmanager"],
             "why": "no expiry alert active" if clear else
@@ -150,13 +135,10 @@ def jwks_caches_fresh(configuration: Configuration = None, secrets: Secrets = No
     cfg = load_config(configuration)
     run = runstate.load_run(cfg.run_dir)
     phase = runstate.phase(run)
-    deadline = _recovery_deadline(cfg, run) if phase == "recovery" else 0.0
-    while True:
-        states = _cache_states(cfg)
-        bad = sorted(s for s, (state, _) in states.items() if state != "fresh")
-        if not bad or time.time() >= deadline:
-            break
-        time.sleep(1.0)
+    states = runstate.retry_until(lambda: _cache_states(cfg),
+                                  lambda st: all(state == "fresh" for state, _ in st.values()),
+                                  runstate.recovery_deadline(run, cfg.recovery_seconds), 1.0)
+    bad = sorted(s for s, (state, _) in states.items() if state != "fresh")
     if phase == "recovery" and not bad:
         runstate.update_run(cfg.run_dir, recovered_at=time.time())
     key = "not_recovered" if phase == "recovery" else "not_fresh"
@@ -178,7 +160,7 @@ def outage_held(configuration: Configuration = None, secrets: Secrets = None) ->
     run = runstate.load_run(cfg.run_dir)
     window = runstate.outage_window(run)
     if window is None:
-        return _not_judged("whether the outage held")
+        return runstate.not_judged("whether the outage held")
     start, end = window
     obs = run.get("observations") or []
     broken = [o for o in obs[1:] if o.get("fault_holds") is False]
@@ -207,7 +189,7 @@ def server_error_rate(configuration: Configuration = None, secrets: Secrets = No
     run = runstate.load_run(cfg.run_dir)
     window = runstate.outage_window(run)
     if window is None:
-        return _not_judged("the server-side error rate")
+        return runstate.not_judged("the server-side error rate")
     if (done := runstate.judged(run, "server_error_rate")) is not None:
         return done
     start, end = window
@@ -229,7 +211,7 @@ def client_error_rate(configuration: Configuration = None, secrets: Secrets = No
     cfg = load_config(configuration)
     run = runstate.load_run(cfg.run_dir)
     if runstate.outage_window(run) is None:
-        return _not_judged("the client-side (k6) error rate")
+        return runstate.not_judged("the client-side (k6) error rate")
     if (done := runstate.judged(run, "client_error_rate")) is not None:
         return done
     k6 = (run.get("outage") or {}).get("k6") or {}
@@ -328,7 +310,7 @@ def alerts_match_cache_state(configuration: Configuration = None, secrets: Secre
     run = runstate.load_run(cfg.run_dir)
     window = runstate.outage_window(run)
     if window is None:
-        return _not_judged("alerting")
+        return runstate.not_judged("alerting")
     if (done := runstate.judged(run, "alerts_match_cache_state")) is not None:
         return done
     start, end = window

@@ -21,10 +21,13 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 __all__ = ["run_path", "load_run", "save_run", "new_run", "update_run", "outage_window", "judged", "phase",
-           "run_directory", "new_run_id"]
+           "run_directory", "new_run_id",
+           "recovery_deadline", "retry_until", "not_judged"]
 
 
 def run_path(run_dir: str) -> Path:
@@ -95,6 +98,30 @@ def phase(run: dict[str, Any]) -> str:
     if not outage.get("start"):
         return "baseline"
     return "recovery" if outage.get("end") else "outage"
+
+
+def not_judged(what: str) -> dict[str, Any]:
+    """What an outage check returns when this run recorded no outage: never a vacuous pass."""
+    return {"phase": "no-outage", "ok": False,
+            "error": f"{what} is judged over the outage window, and this run recorded no outage"}
+
+
+def recovery_deadline(run: dict[str, Any], recovery_seconds: float) -> float:
+    """Until when a recovery check may retry: ``recovery_seconds`` after the restore (the outage's end); 0.0 outside
+    the recovery phase, so baseline checks run once."""
+    if phase(run) != "recovery":
+        return 0.0
+    return float(run["outage"]["end"]) + recovery_seconds
+
+
+def retry_until(check: Callable[[], T], done: Callable[[T], bool], deadline: float, interval: float) -> T:
+    """Run ``check`` until ``done(result)`` or ``deadline`` (unix seconds) has passed; the last result. Runs once
+    when the deadline is already over."""
+    while True:
+        result = check()
+        if done(result) or time.time() >= deadline:
+            return result
+        time.sleep(interval)
 
 
 def judged(run: dict[str, Any], func: str) -> dict[str, Any] | None:
