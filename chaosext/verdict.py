@@ -199,6 +199,15 @@ def _probe_lines(st: dict[str, Any], name_w: int, tol_w: int, val_w: int | None,
     return lines
 
 
+def _state_block(title: str, st: dict[str, Any] | None, name_w: int, tol_w: int, val_w: int | None,
+                 cut_name: int | None, cut_tol: int | None) -> list[str]:
+    """One steady-state block (baseline or recovery): its title line, every probe, failed forgery tables."""
+    if not st:
+        return ["", f"{title}: not run"]
+    return (["", f"{title}: {'held' if st.get('steady_state_met') else 'NOT MET'}"]
+            + _probe_lines(st, name_w, tol_w, val_w, cut_name, cut_tol) + _failed_forgery_tables(st))
+
+
 def render(journal: dict[str, Any], width: int = 118, wide: bool = False) -> str:
     """The one-screen report: baseline, outage and recovery blocks, then the verdict; ``wide``: nothing cut."""
     lines = []
@@ -212,14 +221,8 @@ def render(journal: dict[str, Any], width: int = 118, wide: bool = False) -> str
     name_w, tol_w = 30, 22
     val_w: int | None = None if wide else max(20, width - name_w - tol_w - 12)
     cut_name, cut_tol = (None, None) if wide else (name_w, tol_w)
-    before = states.get("before")
-    lines.append("")
-    if not before:
-        lines.append("BASELINE (before the fault): not run")
-    else:
-        lines.append(f"BASELINE (before the fault): {'held' if before.get('steady_state_met') else 'NOT MET'}")
-        lines += _probe_lines(before, name_w, tol_w, val_w, cut_name, cut_tol)
-        lines += _failed_forgery_tables(before)
+    lines += _state_block("BASELINE (before the fault)", states.get("before"), name_w, tol_w, val_w, cut_name,
+                          cut_tol)
     lines.append("")
     judge_run = _activity(journal, "judge-outage") or _activity(journal, "judge-drill")
     out = (judge_run or {}).get("output")
@@ -237,14 +240,8 @@ def render(journal: dict[str, Any], width: int = 118, wide: bool = False) -> str
     else:
         why = out.get("why") if isinstance(out, dict) else ""
         lines.append(f"OUTAGE: not judged{f' ({why})' if why else ''}")
-    after = states.get("after")
-    lines.append("")
-    if not after:
-        lines.append("RECOVERY (after the restore): not run")
-    else:
-        lines.append(f"RECOVERY (after the restore): {'held' if after.get('steady_state_met') else 'NOT MET'}")
-        lines += _probe_lines(after, name_w, tol_w, val_w, cut_name, cut_tol)
-        lines += _failed_forgery_tables(after)
+    lines += _state_block("RECOVERY (after the restore)", states.get("after"), name_w, tol_w, val_w, cut_name,
+                          cut_tol)
     for where, title in (("run", "method"), ("rollbacks", "rollbacks")):
         runs = journal.get(where) or []
         if runs:
