@@ -143,7 +143,7 @@ def check_http(name: str, url: str, path: str, source: str) -> Check:
         return Check(name, False, "no URL known",
                      f"start the lab (`chaosext lab up`) or export {env}=http://host:port")
     full = url.rstrip("/") + path
-    from chaosext import backends
+    from chaosext.core import backends
 
     try:  # with the backend's credentials from the environment (docs/experiment.md, authenticated backends)
         resp = backends.get(name, full, timeout=HTTP_TIMEOUT)
@@ -334,7 +334,7 @@ def _runtime_layers(dump: dict[str, Any]) -> list[dict[str, Any]]:
 
 def check_approval(configuration: dict[str, Any] | None) -> Check:
     """CHAOSEXT_APPROVE names the target when it is not the local lab (else the safety control refuses the run)."""
-    from chaosext.config import load_config
+    from chaosext.core.config import load_config
     from chaosext.safety.controls import approval_problem
 
     cfg = load_config(configuration)
@@ -350,7 +350,7 @@ def check_approval(configuration: dict[str, Any] | None) -> Check:
 
 def check_discovery(configuration: dict[str, Any] | None) -> Check:
     """The IdP's OIDC discovery document names a token endpoint (or TOKEN_ENDPOINT is given)."""
-    from chaosext.auth.tokens import TokenError, discover_token_endpoint, token_settings
+    from chaosext.core.tokens import TokenError, discover_token_endpoint, token_settings
 
     try:
         settings = token_settings(configuration)
@@ -369,7 +369,7 @@ def check_jwks_uri(configuration: dict[str, Any] | None) -> Check:
     the keys through a proxy (e.g. Envoy) at JWKS_URL."""
     from urllib.parse import urlparse
 
-    from chaosext.config import load_config
+    from chaosext.core.config import load_config
 
     cfg = load_config(configuration)
     try:
@@ -396,8 +396,8 @@ def check_jwks_uri(configuration: dict[str, Any] | None) -> Check:
 def check_tenant_tokens(configuration: dict[str, Any] | None) -> tuple[list[Check], dict[str, str]]:
     """A token for each tenant of TENANTS, as the run will get it (client credentials, or TOKENS_FILE), valid for
     the whole run: a "tokens" summary line, then one line per tenant. Returns the checks and the tokens (memory)."""
-    from chaosext.auth.tokens import TokenError, token_settings, tokens_for
-    from chaosext.config import load_config
+    from chaosext.core.tokens import TokenError, token_settings, tokens_for
+    from chaosext.core.config import load_config
 
     default_fix = "set TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET (or TOKENS_FILE) and AUTHORITY_URL"
     try:
@@ -430,7 +430,7 @@ def check_tenant_tokens(configuration: dict[str, Any] | None) -> tuple[list[Chec
 def check_services(configuration: dict[str, Any] | None, tokens: dict[str, str]) -> list[Check]:
     """Each service of SERVICE_URLS answers 200 to a valid tenant token on its read route (the probes' call)."""
     from chaosext.auth.probes import call, read_path
-    from chaosext.config import load_config
+    from chaosext.core.config import load_config
 
     cfg = load_config(configuration)
     out = []
@@ -458,9 +458,9 @@ def check_services(configuration: dict[str, Any] | None, tokens: dict[str, str])
 
 def check_audit(configuration: dict[str, Any] | None) -> Check:
     """AUDIT_SOURCE is readable with the given credentials (file directory present; Loki / ClickHouse answer)."""
-    from chaosext import backends
+    from chaosext.core import backends
     from chaosext.audit.sources import read_events
-    from chaosext.config import load_config
+    from chaosext.core.config import load_config
 
     cfg = load_config(configuration)
     name = f"audit source ({cfg.audit_kind})"
@@ -483,7 +483,7 @@ def check_audit(configuration: dict[str, Any] | None) -> Check:
 
 def _lab_urls(state_dir: str) -> dict[str, str]:
     try:
-        from chaosext.lab.state import load_state
+        from chaosext.core.labstate import load_state
     except ImportError:
         return {}
     try:

@@ -246,7 +246,7 @@ def _percent(cell: str) -> float:
 
 
 def test_thresholds_table_has_the_values_the_code_and_rules_use() -> None:
-    from chaosext.config import ExperimentConfig
+    from chaosext.core.config import ExperimentConfig
 
     rows = {cells[0]: cells for cells in table_rows(section(ROOT / "docs" / "runbook.md",
                                                             "Error thresholds"))[1:]}
@@ -352,10 +352,10 @@ def test_lab_md_says_what_lab_experiment_does() -> None:
 def test_footprint_names_what_the_code_creates() -> None:
     import inspect
 
-    from chaosext.config import ExperimentConfig
+    from chaosext.core.config import ExperimentConfig
     from chaosext.egress import watchdog
     from chaosext.egress.envoy import DEFAULT_PREFIX, EnvoyDriver
-    from chaosext.lab.state import DEFAULT_STATE_DIR
+    from chaosext.core.labstate import DEFAULT_STATE_DIR
     from chaosext.load.actions import start_k6_testrun
 
     page = text(ROOT / "docs" / "footprint.md")

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 
-from chaosext import backends
+from chaosext.core import backends
 from chaosext.audit import schema
 
 __all__ = ["parse_timestamp", "read_file", "read_loki", "read_clickhouse", "read_events"]
@@ -75,7 +75,7 @@ def read_loki(url: str, action: str, since: float, until: float, services: tuple
     """Events with ``action`` in [since, until] from Loki's ``query_range`` (direction forward, limit 5000)."""
     params = {"query": schema.loki_query(action, services), "start": str(int(since * 1e9)),
               "end": str(int(until * 1e9)), "limit": "5000", "direction": "forward"}
-    try:  # credentials, tenant (X-Scope-OrgID) and TLS from chaosext.backends
+    try:  # credentials, tenant (X-Scope-OrgID) and TLS from chaosext.core.backends
         r = backends.get("loki", url.rstrip("/") + "/loki/api/v1/query_range", params=params, timeout=timeout)
     except backends.BackendError as exc:
         raise RuntimeError(f"Loki query_range failed: {exc}") from None
@@ -109,7 +109,7 @@ def read_clickhouse(url: str, action: str, since: float, until: float, services:
     else:
         query = schema.clickhouse_query(action=action, since_unix=since, services=services,
                                         database=backends.auth_for("clickhouse").database)
-    try:  # user, password, database and TLS from chaosext.backends
+    try:  # user, password, database and TLS from chaosext.core.backends
         r = backends.post("clickhouse", url.rstrip("/") + "/", data=query.encode(), timeout=timeout)
     except backends.BackendError as exc:
         raise RuntimeError(f"ClickHouse query failed: {exc}") from None

@@ -17,8 +17,8 @@ from typing import Any
 from chaoslib.types import Configuration, Secrets
 
 from chaosext.audit.sources import read_events
-from chaosext.config import load_config
-from chaosext.safety.runstate import judged, load_run, outage_window, update_run
+from chaosext.core.config import load_config
+from chaosext.core.runfile import judged, load_run, outage_window, update_run
 
 __all__ = ["fails_closed_after_expiry", "expiry_audited", "expiry_alerts_fired", "alerts_clear_before_fault",
            "judge_drill"]

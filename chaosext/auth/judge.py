@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from chaosext.auth.forgery import CLASSES, Forgery
 
 __all__ = ["probe_round", "judge_attempts", "merge_judgments", "select_round", "KeyServer", "LAB_ROUTES",
-           "default_routes", "parse_routes", "WRITE_BODY"]
+           "default_routes", "WRITE_BODY"]
 
 #: the lab services' read and write routes (docs/architecture.md, "Tenant service HTTP surface")
 LAB_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -37,38 +37,6 @@ KEEP = 10
 def default_routes(service: str) -> tuple[tuple[str, str], ...]:
     """The lab's read and write route for a lab service name, else ``GET /`` and ``POST /`` (set FORGERY_ROUTES)."""
     return LAB_ROUTES.get(service, (("GET", "/"), ("POST", "/")))
-
-
-def parse_routes(value: Any) -> dict[str, tuple[tuple[str, str], ...]]:
-    """``FORGERY_ROUTES``: ``service=METHOD /path|METHOD /path;service2=...`` (or a dict of lists) -> routes.
-
-    Raises ValueError with an example when an entry cannot be read."""
-    if not value:
-        return {}
-    example = "policy=GET /api/v1/policies|POST /api/v1/policies;vuln=GET /api/v1/findings|POST /api/v1/findings"
-    if isinstance(value, dict):
-        entries = {str(k): v if isinstance(v, (list, tuple)) else str(v).split("|") for k, v in value.items()}
-    else:
-        entries = {}
-        for part in str(value).split(";"):
-            if not part.strip():
-                continue
-            name, sep, rest = part.partition("=")
-            if not sep or not name.strip():
-                raise ValueError(f"FORGERY_ROUTES entry {part!r} is not service=METHOD /path|...; e.g. {example}")
-            entries[name.strip()] = rest.split("|")
-    out: dict[str, tuple[tuple[str, str], ...]] = {}
-    for name, routes in entries.items():
-        parsed = []
-        for r in routes:
-            method, _, path = str(r).strip().partition(" ")
-            if method.upper() not in ("GET", "POST", "PUT", "PATCH", "DELETE") or not path.strip().startswith("/"):
-                raise ValueError(f"FORGERY_ROUTES route {r!r} of {name} is not 'METHOD /path'; e.g. {example}")
-            parsed.append((method.upper(), path.strip()))
-        if not parsed:
-            raise ValueError(f"FORGERY_ROUTES gives {name} no route; e.g. {example}")
-        out[name] = tuple(parsed)
-    return out
 
 
 def select_round(forgeries: list[Forgery], tick: int | None) -> list[Forgery]:

@@ -5,7 +5,7 @@ Steady-state probes (baseline before the fault, recovery after the restore, live
 the outage — after the restore a live check would prove nothing): ``cached_key_fallback`` and ``no_fail_open``.
 
 Tokens are fetched before the fault (the authority is unreachable during it) by the client-credentials grant
-(``chaosext.auth.tokens``) and kept in this process's memory for the run, never in a file, with the JWKS and the
+(``chaosext.core.tokens``) and kept in this process's memory for the run, never in a file, with the JWKS and the
 IdP-signed bad-claim tokens the forgery catalogue needs (``prepare_forgery``). Forged tokens carry REAL tenants (claim
 and header): a service must label a request whose token failed ``__unauthenticated__`` (only a ``no_keys`` failure
 counts for the claimed tenant), which keeps them out of the error rates (docs/experiment.md).
@@ -20,10 +20,10 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosext.auth.forgery import CLASSES, MINTED, Material, build_catalogue, key_documents
 from chaosext.auth.judge import KeyServer, judge_attempts, merge_judgments, probe_round
-from chaosext.auth.tokens import TokenError, client_credentials_token, discover_token_endpoint, token_settings, tokens_for
-from chaosext.config import ExperimentConfig, load_config
+from chaosext.core.tokens import TokenError, client_credentials_token, discover_token_endpoint, token_settings, tokens_for
+from chaosext.core.config import ExperimentConfig, load_config
 from chaosext.metrics.prom import query, query_scalar, wait_for_samples
-from chaosext.safety.runstate import (judged, load_run, not_judged, outage_window, phase, recovery_deadline,
+from chaosext.core.runfile import (judged, load_run, not_judged, outage_window, phase, recovery_deadline,
                                       retry_until, update_run)
 
 #: the Chaos Toolkit probes (``chaos discover``); prepare_forgery, forgery_plan, ForgeryPlan, record_round and
@@ -60,7 +60,7 @@ def ensure_tokens(cfg: ExperimentConfig, secrets: Secrets = None, configuration:
     """Valid tokens of the first tenants (or of ``tenants``): from this process's memory, TOKENS_FILE, or the
     client-credentials grant (then kept in memory for the run; never written to a file, the journal or a log).
 
-    Raises ``chaosext.auth.tokens.TokenError`` saying what to fix.
+    Raises ``chaosext.core.tokens.TokenError`` saying what to fix.
     """
     settings = token_settings(configuration or {"authority_url": cfg.authority_url,
                                                 "chaosext_lab_dir": cfg.lab_dir, "tokens_file": cfg.tokens_file},

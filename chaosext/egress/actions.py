@@ -1,19 +1,20 @@
 """Chaos Toolkit actions: block the services' egress to the JWKS endpoint, and restore it.
 
-Each argument left empty falls back to the experiment configuration (``JWKS_URL``, ``FAULT_VIA``, ``FAULT_TARGET``,
-``FAULT_MODE``, ``OUTAGE_SECONDS``, ``MAX_OUTAGE_SECONDS``, ``ENVOY_ADMIN_URL``, ``KUBE_API_URL``, ``KUBE_CONTEXT``,
-``FAULT_PARALLELISM``),
-then to the lab defaults. The same functions back ``chaosext restore`` and ``ops/devops/tenant/jwks-chaos.sh``.
+Each argument left empty falls back to the one resolver (``chaosext.core.settings``: the experiment configuration's
+lower-case key, then the environment variable) for ``JWKS_URL``, ``FAULT_VIA``, ``FAULT_TARGET``, ``FAULT_MODE``,
+``OUTAGE_SECONDS``, ``MAX_OUTAGE_SECONDS``, ``ENVOY_ADMIN_URL``, ``KUBE_API_URL``, ``KUBE_CONTEXT``,
+``FAULT_PARALLELISM``, then to the lab defaults. The same functions back ``chaosext restore`` and ``ops/devops/tenant/jwks-chaos.sh``.
 """
 import time
 from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
+from chaosext.core.settings import is_unset, raw_setting
 from chaosext.egress import build_driver, watchdog
 from chaosext.egress.base import (
     DEFAULT_JWKS_URL,
-    DEFAULT_MAX_DURATION,
+    MAX_OUTAGE_SECONDS,
     FaultError,
     FaultSpec,
     delete_record,
@@ -28,12 +29,9 @@ __all__ = ["block_jwks_egress", "restore_jwks_egress"]
 
 
 def _pick(value: Any, configuration: Configuration, key: str, default: Any) -> Any:
-    """``value`` unless empty (or an unresolved ``${...}``), then ``configuration[key]``, then ``default``."""
-    if value is None or value == "" or (isinstance(value, str) and value.startswith("${")):
-        value = (configuration or {}).get(key)
-    if value in (None, "") or (isinstance(value, str) and value.startswith("${")):
-        return default
-    return value
+    """``value`` unless unset (empty or an unresolved ``${...}``), then the one resolver (the configuration's
+    ``key``, then env var ``KEY``: ``chaosext.core.settings``), then ``default``."""
+    return raw_setting(configuration, key, default) if is_unset(value) else value
 
 
 def settings(
@@ -66,7 +64,7 @@ def settings(
         "target": _pick(target, c, "FAULT_TARGET", "local"),
         "mode": _pick(mode, c, "FAULT_MODE", "drop"),
         "duration_seconds": _pick(duration_seconds, c, "OUTAGE_SECONDS", 300),
-        "max_duration_seconds": _pick(max_duration_seconds, c, "MAX_OUTAGE_SECONDS", DEFAULT_MAX_DURATION),
+        "max_duration_seconds": _pick(max_duration_seconds, c, "MAX_OUTAGE_SECONDS", MAX_OUTAGE_SECONDS),
         "options": {k: v for k, v in options.items() if v not in ("", None)},
     }
 
@@ -81,11 +79,9 @@ def _active_record(via: str, target: str, jwks_url: str) -> dict[str, Any] | Non
 
 
 def _config_str(configuration: Configuration, key: str) -> str:
-    """A string setting of the configuration ('' when absent or an unresolved ``${...}``)."""
+    """A string value the run put into the configuration ('' when absent or an unresolved ``${...}``)."""
     value = (configuration or {}).get(key)
-    if not isinstance(value, str) or value.startswith("${"):
-        return ""
-    return value
+    return "" if not isinstance(value, str) or is_unset(value) else value
 
 
 def run_fault_id(configuration: Configuration) -> str:
@@ -357,8 +353,8 @@ def restore_jwks_egress(
 
 def _outage_reason(configuration: Configuration) -> str:
     """Why the outage ended, from the run file the watch step wrote ('' outside an experiment run)."""
-    from chaosext.config import load_config
-    from chaosext.safety.runstate import load_run
+    from chaosext.core.config import load_config
+    from chaosext.core.runfile import load_run
 
     if not _config_str(configuration, "chaosext_run_id"):
         return ""

@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from chaosext.core.names import FAULT_MODES, FAULT_VIAS
+from chaosext.core.errors import ChaosextError
+from chaosext.core.limits import MAX_OUTAGE_SECONDS
+
 __all__ = [
     "FaultSpec",
     "Driver",
@@ -28,7 +32,7 @@ __all__ = [
     "TARGET_KINDS",
     "split_targets",
     "DEFAULT_JWKS_URL",
-    "DEFAULT_MAX_DURATION",
+    "MAX_OUTAGE_SECONDS",
     "VIAS",
     "MODES",
     "FORBIDDEN_PORTS",
@@ -48,14 +52,14 @@ __all__ = [
 ]
 
 DEFAULT_JWKS_URL = "http://127.0.0.2:8440/.well-known/jwks.json"
-DEFAULT_MAX_DURATION = 3600
-VIAS = ("iptables", "envoy", "k8s-networkpolicy", "istio")
-MODES = ("drop", "reject")
+
+VIAS = FAULT_VIAS
+MODES = FAULT_MODES
 #: DNS and the Kubernetes API server: never blocked, whatever the JWKS URL says.
 FORBIDDEN_PORTS = (53, 6443)
 
 
-class FaultError(RuntimeError):
+class FaultError(ChaosextError, RuntimeError):
     """A fault could not be planned, applied or removed; the message says what to do."""
 
 
@@ -202,7 +206,7 @@ def resolve_addresses(host: str, port: int) -> tuple[str, ...]:
     return tuple(sorted(seen, key=lambda a: (ipaddress.ip_address(a).version, a)))
 
 
-def check_duration(duration_seconds: int, max_duration_seconds: int = DEFAULT_MAX_DURATION) -> int:
+def check_duration(duration_seconds: int, max_duration_seconds: int = MAX_OUTAGE_SECONDS) -> int:
     """Return the duration as int if 0 < duration <= cap, else raise FaultError."""
     try:
         duration = int(duration_seconds)
@@ -261,7 +265,7 @@ def make_spec(
     target: str,
     mode: str,
     duration_seconds: int,
-    max_duration_seconds: int = DEFAULT_MAX_DURATION,
+    max_duration_seconds: int = MAX_OUTAGE_SECONDS,
     run_id: str = "",
     expires_at: float = 0.0,
     options: dict[str, Any] | None = None,

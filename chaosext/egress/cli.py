@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from chaosext.core.names import FAULT_MODES
 from chaosext.egress.actions import block_jwks_egress, restore as restore_faults, settings
 from chaosext.egress.base import VIAS, FaultError, load_records
 
@@ -26,14 +27,6 @@ _kube = [
 ]
 
 
-def _env_config() -> dict[str, Any]:
-    import os
-
-    keys = ("JWKS_URL", "FAULT_VIA", "FAULT_TARGET", "FAULT_MODE", "OUTAGE_SECONDS", "MAX_OUTAGE_SECONDS",
-            "ENVOY_ADMIN_URL", "KUBE_API_URL", "KUBE_CONTEXT", "HEARTBEAT_GRACE", "FAULT_PARALLELISM")
-    return {k: os.environ[k] for k in keys if os.environ.get(k)}
-
-
 def _kube_opts(f: Any) -> Any:
     for opt in reversed(_kube):
         f = opt(f)
@@ -43,7 +36,7 @@ def _kube_opts(f: Any) -> Any:
 def _stop_orphaned_k6(k6_dir: str, dry_run: bool) -> list[dict[str, Any]]:
     """Stop (or, dry run, list) the k6 runs under the runs dir whose owner process is gone or heartbeat stale."""
     from chaosext.load import k6
-    from chaosext.safety.heartbeat import HEARTBEAT_GRACE
+    from chaosext.core.heartbeat import HEARTBEAT_GRACE
 
     return k6.stop_orphans(k6.runs_dir(k6_dir), grace=HEARTBEAT_GRACE, dry_run=dry_run)
 
@@ -51,7 +44,7 @@ def _stop_orphaned_k6(k6_dir: str, dry_run: bool) -> list[dict[str, Any]]:
 def _panic(via: str | None, target: str | None, run_id: str, all_: bool, dry_run: bool, envoy_admin_url: str,
            kube_api_url: str, kube_context: str, as_json: bool, k6_dir: str = "") -> int:
     s = settings("", via or "", target or "", envoy_admin_url=envoy_admin_url, kube_api_url=kube_api_url,
-                 kube_context=kube_context, configuration=_env_config())
+                 kube_context=kube_context, configuration=None)
     try:
         out = restore_faults(s["via"], s["target"], run_id=run_id, all_on_target=all_, dry_run=dry_run, verify=False,
                       options=s["options"])
@@ -124,14 +117,14 @@ def _block(jwks_url: str, via: str | None, target: str | None, mode: str | None,
                              max_duration_seconds=max_duration if max_duration is not None else "", dry_run=dry_run,
                              envoy_admin_url=envoy_admin_url, kube_api_url=kube_api_url, kube_context=kube_context,
                              heartbeat_file=heartbeat, heartbeat_grace_seconds=heartbeat_grace,
-                             configuration=_env_config())
+                             configuration=None)
 
 
 _block_opts = [
     click.option("--jwks-url", default="", help="JWKS URL (default $JWKS_URL or the lab's)"),
     _via,
     _target,
-    click.option("--mode", type=click.Choice(("drop", "reject")), default=None, help="drop = timeouts, reject = refused"),
+    click.option("--mode", type=click.Choice(FAULT_MODES), default=None, help="drop = timeouts, reject = refused"),
     click.option("--duration", type=int, default=None, help="deadline in seconds (default $OUTAGE_SECONDS or 300)"),
     click.option("--max-duration", type=int, default=None, help="cap on --duration (default 3600)"),
     click.option("--dry-run", is_flag=True, help="print the exact commands / API calls, change nothing"),
@@ -168,7 +161,7 @@ def status_cmd(as_json: bool, via: str | None, target: str | None, **kw: Any) ->
     """Faults recorded here and faults found on the target by tags; exit 3 if a block is active."""
     from chaosext.egress import build_driver
 
-    s = settings("", via or "", target or "", configuration=_env_config(), **kw)
+    s = settings("", via or "", target or "", configuration=None, **kw)
     try:
         found = build_driver(s["via"], s["options"]).find_orphans(s["target"])
     except FaultError as exc:
@@ -210,7 +203,7 @@ def run_cmd(**kw: Any) -> None:
     signal.signal(signal.SIGTERM, stop)
     pulse = None
     if kw["heartbeat"] and not kw["dry_run"]:
-        from chaosext.safety.heartbeat import Heartbeat
+        from chaosext.core.heartbeat import Heartbeat
 
         pulse = Heartbeat(kw["heartbeat"]).start()  # dies with this process: the watchdog then lifts the fault
     try:

@@ -21,13 +21,14 @@ from urllib.parse import urlencode
 
 import requests
 
+from chaosext.core.names import ENVOY_RUNTIME_PREFIX, ENVOY_STAT_PREFIX
 from chaosext.egress.base import FaultError, FaultSpec
 
 __all__ = ["EnvoyDriver", "DEFAULT_ADMIN_URL", "DEFAULT_PREFIX"]
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9901"
-DEFAULT_PREFIX = "chaosext.jwks"
-DEFAULT_STAT_PREFIX = "jwks_egress"
+DEFAULT_PREFIX = ENVOY_RUNTIME_PREFIX
+DEFAULT_STAT_PREFIX = ENVOY_STAT_PREFIX
 NO_ADMIN_LAYER = (
     "Envoy has no admin runtime layer, so /runtime_modify is refused (503). Add to the bootstrap: "
     "layered_runtime: {layers: [{name: static, static_layer: {}}, {name: admin, admin_layer: {}}]} (docs/egress.md)"

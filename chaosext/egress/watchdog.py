@@ -4,15 +4,15 @@
 re-parented to init, runs in its own session, and survives SIGKILL of the chaosext process (and of its process
 group). It lifts the fault (the driver's ``revert``), deletes the fault record and exits:
 
-- **heartbeat** (optional): when the run's heartbeat file (``chaosext.safety.heartbeat``, renewed every 2 s by the
+- **heartbeat** (optional): when the run's heartbeat file (``chaosext.core.heartbeat``, renewed every 2 s by the
   running experiment) is older than ``grace`` (``HEARTBEAT_GRACE``, default 10 s) -- the experiment process was
   SIGKILLed, OOM-killed or hangs. It polls every second, so the fault is lifted within grace + ~2 s; it also stops
   the k6 runs recorded for the fault's run id (``owner_run_id`` in the k6 runs dir ``k6_dir``). A heartbeat file that
   does not exist counts as beating last when the watchdog started.
 - **deadline**: at ``expires_at`` + 1 s, whatever the heartbeat says (next to the kernel's own ``--datestop``).
 
-The deadline is the outage plus a margin that is small next to it: :func:`deadline_seconds` =
-``OUTAGE_SECONDS + max(15, ceil(5 % of OUTAGE_SECONDS))``; :func:`check_deadline` refuses an outage whose deadline
+The deadline is the outage plus a margin that is small next to it: ``chaosext.core.limits.deadline_seconds`` =
+``OUTAGE_SECONDS + max(15, ceil(5 % of OUTAGE_SECONDS))``; ``check_deadline`` refuses an outage whose deadline
 exceeds the cap (``MAX_OUTAGE_SECONDS``, default 3600) with the largest outage that fits.
 ``restore`` stops the watchdog early with SIGTERM (:func:`stop`). Its log: ``<state_dir>/<run_id>.watchdog.log``.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import subprocess
@@ -28,48 +27,15 @@ import sys
 import time
 from pathlib import Path
 
-from chaosext.egress.base import DEFAULT_MAX_DURATION, FaultError, FaultSpec, delete_record, state_dir
+from chaosext.core.heartbeat import HEARTBEAT_GRACE
+from chaosext.egress.base import FaultError, FaultSpec, delete_record, state_dir
 
-__all__ = ["spawn", "stop", "find", "main", "deadline_seconds", "check_deadline", "GRACE_SECONDS",
-           "HEARTBEAT_GRACE", "POLL_SECONDS", "MIN_MARGIN_SECONDS", "MARGIN_FRACTION"]
+__all__ = ["spawn", "stop", "find", "main", "GRACE_SECONDS", "HEARTBEAT_GRACE", "POLL_SECONDS"]
 
 GRACE_SECONDS = 1.0
-#: Seconds without a heartbeat before the watchdog lifts the fault (``HEARTBEAT_GRACE``).
-HEARTBEAT_GRACE = 10.0
 #: How often the watchdog reads the heartbeat.
 POLL_SECONDS = 1.0
-#: The deadline margin: max(MIN_MARGIN_SECONDS, ceil(MARGIN_FRACTION * outage)).
-MIN_MARGIN_SECONDS = 15
-MARGIN_FRACTION = 0.05
 MODULE = "chaosext.egress.watchdog"
-
-
-def deadline_seconds(outage_seconds: int) -> int:
-    """The fault's deadline for an outage of ``outage_seconds``: the outage + max(15 s, ceil(5 %)).
-
-    Small next to the outage (a 120 s outage ends at 135 s at the latest, a 3000 s one at 3150 s) yet long enough for
-    the method to restore on its own first; the heartbeat covers a dead run much sooner."""
-    outage = int(outage_seconds)
-    return outage + max(MIN_MARGIN_SECONDS, math.ceil(outage * MARGIN_FRACTION))
-
-
-def check_deadline(outage_seconds: int, max_outage_seconds: int = DEFAULT_MAX_DURATION) -> int:
-    """The deadline of ``outage_seconds`` (:func:`deadline_seconds`) if it fits the cap, else FaultError saying the
-    largest OUTAGE_SECONDS that fits and the MAX_OUTAGE_SECONDS this outage would need."""
-    try:
-        outage, cap = int(outage_seconds), int(max_outage_seconds)
-    except (TypeError, ValueError):
-        raise FaultError(f"OUTAGE_SECONDS={outage_seconds!r} / MAX_OUTAGE_SECONDS={max_outage_seconds!r}: give "
-                         f"whole seconds") from None
-    if outage <= 0:
-        raise FaultError(f"OUTAGE_SECONDS={outage} must be > 0")
-    deadline = deadline_seconds(outage)
-    if deadline > cap:
-        fits = max((o for o in range(cap, 0, -1) if deadline_seconds(o) <= cap), default=0)
-        raise FaultError(f"OUTAGE_SECONDS={outage} plus its safety margin of {deadline - outage} s gives a fault "
-                         f"deadline of {deadline} s, above MAX_OUTAGE_SECONDS={cap}; use OUTAGE_SECONDS={fits} or "
-                         f"less, or raise MAX_OUTAGE_SECONDS to {deadline}")
-    return deadline
 
 
 def spawn(spec: FaultSpec, heartbeat: str = "", grace: float = HEARTBEAT_GRACE, k6_dir: str = "") -> int:
@@ -151,7 +117,7 @@ def _stop_k6(spec: FaultSpec, k6_dir: str) -> None:
 
 def _heartbeat_stale(heartbeat: str, grace: float, since: float) -> str:
     """Why the run counts as dead ('' while its heartbeat is younger than ``grace``)."""
-    from chaosext.safety.heartbeat import age
+    from chaosext.core.heartbeat import age
 
     seconds = age(heartbeat)
     if seconds is None:

@@ -1,5 +1,5 @@
 """chaosext.lab: the embedded target (Authority, tenant services, JWKS cache) and its supervisor.
 
-`chaosext lab up|down|status` (``chaosext.lab.cli``) runs it; ``chaosext.lab.state.load_state`` finds a running lab;
+`chaosext lab up|down|status` (``chaosext.lab.cli``) runs it; ``chaosext.core.labstate.load_state`` finds a running lab;
 ``chaosext.lab.testing.running_lab`` gives tests a lab of their own on free ports.
 """

@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from chaosext.egress.envoy import DEFAULT_PREFIX, DEFAULT_STAT_PREFIX
+from chaosext.core.names import ENVOY_RUNTIME_PREFIX as DEFAULT_PREFIX
+from chaosext.core.names import ENVOY_STAT_PREFIX as DEFAULT_STAT_PREFIX
 
 __all__ = ["ENVOY_BIN", "FAULT_FILTER_NAME", "UPSTREAM_CLUSTER", "ENVOY_HINT", "EGRESS_MODES", "layered_runtime",
            "http_filters", "bootstrap", "write_bootstrap", "envoy_argv", "find_envoy", "lab_component",

@@ -32,6 +32,8 @@ from typing import Any, Awaitable, Callable
 from jwt.algorithms import RSAAlgorithm
 from jwt.exceptions import InvalidKeyError
 
+from chaosext.core.names import JWKS_CACHE_MODES
+
 __all__ = [
     "MODES",
     "STATES",
@@ -44,7 +46,7 @@ __all__ = [
 
 log = logging.getLogger("chaosext.lab.jwks")
 
-MODES = ("lkg", "hard-ttl", "none")
+MODES = JWKS_CACHE_MODES
 STATES = ("fresh", "stale", "expired", "empty")
 
 Fetcher = Callable[[], Awaitable[Any]]

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from chaosext.core.names import JWKS_CACHE_MODES, LAB_SERVICES
 from chaosext.lab import envoy as lab_envoy
 from chaosext.lab import promconfig
-from chaosext.lab.state import STATE_VERSION, StateError, clear_state, load_state, resolve_state_dir, save_state
+from chaosext.core.labstate import STATE_VERSION, StateError, clear_state, load_state, resolve_state_dir, save_state
 
 __all__ = [
     "SERVICES",
@@ -45,8 +46,8 @@ __all__ = [
     "to_json",
 ]
 
-SERVICES = ("policy", "vuln", "notify")
-CACHE_MODES = ("lkg", "hard-ttl", "none")
+SERVICES = LAB_SERVICES
+CACHE_MODES = JWKS_CACHE_MODES
 #: chaosext.lab.service.HOLES (kept here so the CLI needs no service import)
 HOLES = ("accept-alg-none", "alg-confusion", "ignore-exp", "trust-token-key", "ignore-tenant", "skip-signature-404")
 APT_HINT = "install it with `apt-get install prometheus prometheus-alertmanager`, or run `chaosext lab up --no-prometheus`"

@@ -2,10 +2,12 @@
 import time
 from typing import Callable
 
+from chaosext.core.names import UNAUTHENTICATED_TENANT
+
 __all__ = ["OVERFLOW", "UNAUTHENTICATED", "RateLimiter", "TenantLabels"]
 
 OVERFLOW = "__overflow__"
-UNAUTHENTICATED = "__unauthenticated__"
+UNAUTHENTICATED = UNAUTHENTICATED_TENANT
 
 
 class RateLimiter:

@@ -20,7 +20,7 @@ from pathlib import Path
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaosext.auth.tokens import TokenError, k6_token_env
+from chaosext.core.tokens import TokenError, k6_token_env
 from chaosext.load import k6 as k6mod
 from chaosext.load import operator
 
@@ -35,7 +35,7 @@ RUNNER = "chaosext.load.runner"
 def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus: int, env: dict,
                  configuration: Configuration) -> dict:
     """The ``-e`` variables of k6-tenant-load.js, from the experiment configuration plus ``env``."""
-    from chaosext.config import load_config
+    from chaosext.core.config import load_config
 
     cfg = load_config(configuration)
     out = {

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chaosext.core.errors import ChaosextError
+
 __all__ = [
     "K6NotFoundError",
     "EXIT_CODES",
@@ -63,7 +65,7 @@ EXIT_CODES: dict[int, str] = {
 CONFLICTING_ENV = ("K6_DURATION", "K6_VUS", "K6_ITERATIONS", "K6_STAGES", "K6_SCENARIOS")
 
 
-class K6NotFoundError(RuntimeError):
+class K6NotFoundError(ChaosextError, RuntimeError):
     """k6 is not installed where chaosext looks for it."""
 
 
@@ -121,7 +123,7 @@ def runs_dir(run_dir: str = "", configuration: dict = None) -> Path:
     if os.environ.get("CHAOSEXT_K6_DIR"):
         return Path(os.environ["CHAOSEXT_K6_DIR"])
     try:
-        from chaosext.config import load_config
+        from chaosext.core.config import load_config
 
         base = load_config(configuration).run_dir
     except Exception:  # the experiment config is not there or not valid: a local default still works
@@ -273,7 +275,7 @@ def orphan_reason(rec: dict[str, Any], grace: float = 10.0) -> str:
         return f"its owner process {owner} is gone"
     heartbeat = rec.get("heartbeat_file") or ""
     if heartbeat:
-        from chaosext.safety.heartbeat import age
+        from chaosext.core.heartbeat import age
 
         seconds = age(heartbeat)
         if seconds is None:

@@ -35,18 +35,19 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Any
 
-from chaosext.auth.tokens import setting
+from chaosext.core.names import UNAUTHENTICATED_TENANT
+from chaosext.core.errors import ConfigError
+from chaosext.core.settings import setting
 
 __all__ = ["MetricContract", "ContractError", "resolve", "register", "current", "reset", "SETTINGS"]
 
 PROBE_TENANT = "chaosext-probe"  # the same values as chaosext.metrics.prom (which imports this module)
-UNAUTHENTICATED_TENANT = "__unauthenticated__"
 _METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _SELECTOR_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^{}]*\})?$")
 
 
-class ContractError(ValueError):
+class ContractError(ConfigError):
     """A metric setting is not a valid name/selector; the message names the setting and shows a valid value."""
 
 

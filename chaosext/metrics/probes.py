@@ -26,9 +26,9 @@ import requests
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Secrets
 
-from chaosext.config import ExperimentConfig, load_config
+from chaosext.core.config import ExperimentConfig, load_config
 from chaosext.metrics import contract, prom
-from chaosext.safety import runstate
+from chaosext.core import runfile as runstate
 
 __all__ = ["error_rate_within_max", "expiry_alerts_clear", "jwks_caches_fresh", "outage_held", "server_error_rate",
            "client_error_rate", "jwks_cache_expired", "alerts_match_cache_state", "watch_outage", "judge_outage"]
@@ -449,7 +449,7 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
     from chaosext.egress import build_driver
     from chaosext.egress.actions import fault_record, run_fault_id
     from chaosext.egress.base import FaultSpec
-    from chaosext.safety import signals
+    from chaosext.core import signals
 
     cfg = load_config(configuration)
     record = fault_record(run_fault_id(configuration)) if run_fault_id(configuration) else None

@@ -1,7 +1,7 @@
 """Prometheus / Alertmanager reads for the probes, the watch step and the report (every call has its own timeout).
 
 Queries go through ``prometheus-api-client`` (``PrometheusConnect.custom_query`` / ``custom_query_range``) with the
-credentials of ``chaosext.backends`` (bearer token, basic auth, custom headers such as ``X-Scope-OrgID``, CA bundle or
+credentials of ``chaosext.core.backends`` (bearer token, basic auth, custom headers such as ``X-Scope-OrgID``, CA bundle or
 insecure). Hand-written, and only where that client has nothing: Prometheus ``GET /api/v1/alerts`` and Alertmanager
 ``GET /api/v2/alerts`` (prometheus-api-client 0.7 has no alerts API and no Alertmanager client at all).
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from chaosext import backends
+from chaosext.core import backends
 from chaosext.metrics import contract
 
 __all__ = [

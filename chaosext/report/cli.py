@@ -17,7 +17,7 @@ __all__ = ["report", "build_report"]
 
 def _lab_state(state_dir: str) -> dict:
     try:
-        from chaosext.lab.state import load_state
+        from chaosext.core.labstate import load_state
 
         return load_state(state_dir or None) or {}
     except (ImportError, ValueError):

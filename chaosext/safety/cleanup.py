@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chaosext.config import ExperimentConfig
+from chaosext.core.config import ExperimentConfig
 
 __all__ = ["restore_fault", "stop_load", "run_configuration"]
 

@@ -24,10 +24,13 @@ from typing import Any
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets, Settings
 
-from chaosext.config import ExperimentConfig, check_reachable, load_config, validate
-from chaosext.egress.watchdog import deadline_seconds
-from chaosext.safety import runstate, signals
+from chaosext.auth.forgery import parse_skip
+from chaosext.core.config import ExperimentConfig, load_config, validate
+from chaosext.core.limits import deadline_seconds
+from chaosext.core import runfile as runstate
+from chaosext.core import signals
 from chaosext.safety.cleanup import restore_fault, stop_load
+from chaosext.safety.preflight import check_reachable
 
 __all__ = ["configure_control", "before_experiment_control", "after_activity_control", "after_experiment_control",
            "check_configuration", "approval_problem"]
@@ -68,10 +71,14 @@ def check_configuration(configuration: Configuration = None, network: bool = Tru
     except ValueError as exc:
         return [str(exc)]
     problems = validate(cfg)
+    try:
+        parse_skip(cfg.forgery_skip)
+    except ValueError as exc:
+        problems.append(str(exc))
     if gate := approval_problem(cfg):
         problems.append(gate)
     if not problems and network:
-        problems = check_reachable(cfg)
+        problems = check_reachable(cfg, configuration)
     return problems
 
 
@@ -160,7 +167,7 @@ def _start_run(cfg: ExperimentConfig, configuration: dict[str, Any], secrets: Se
     failure (the lock is already held)."""
     from chaosext.auth.probes import ensure_tokens
     from chaosext.load.actions import start_k6
-    from chaosext.safety.heartbeat import Heartbeat
+    from chaosext.core.heartbeat import Heartbeat
 
     run_id = cfg.run_id
     try:
@@ -189,7 +196,7 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
                               secrets: Secrets = None, **kwargs: Any) -> None:
     """Validate everything and refuse to start (InterruptExecution) before any change; then start the run."""
     signals.install()
-    from chaosext import backends
+    from chaosext.core import backends
     from chaosext.metrics import contract
 
     try:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from chaosext.core.errors import ChaosextError
 from chaosext.egress.base import load_records, parse_jwks_url, state_dir
 from chaosext.load.k6 import proc_start_time, process_alive
 
@@ -39,7 +40,7 @@ __all__ = ["lock_key", "acquire", "read", "locks_dir", "TargetLock", "LockHeld"]
 logger = logging.getLogger("chaostoolkit")
 
 
-class LockHeld(RuntimeError):
+class LockHeld(ChaosextError, RuntimeError):
     """Another run holds the target's lock; ``holder`` is its lock record."""
 
     def __init__(self, message: str, holder: dict[str, Any]) -> None:

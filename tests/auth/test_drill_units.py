@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from chaosext.auth.drill import fails_closed_after_expiry
-from chaosext.safety.runstate import save_run
+from chaosext.core.runfile import save_run
 
 
 def _conf(tmp: Path, **extra: str) -> dict:

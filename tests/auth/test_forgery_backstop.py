@@ -7,7 +7,8 @@ import pytest
 from jsonstub import JsonStub
 
 from chaosext.auth.probes import unverified_accepts
-from chaosext.config import load_config, validate
+from chaosext.core.config import load_config, validate
+from chaosext.safety.controls import check_configuration
 
 SEL = 'jwt_validations_total{result="valid",key_source="none"}'
 
@@ -55,5 +56,6 @@ def test_forgery_settings_parse_and_bad_values_say_what_to_do() -> None:
                        "forgery_routes": "nosuch=GET /", "forgery_concurrency": "0"})
     problems = " ".join(validate(bad))
     assert "REFUSED_STATUSES=401,200" in problems and "'nosuch'" in problems and "FORGERY_CONCURRENCY" in problems
-    with pytest.raises(ValueError, match="unknown classes"):
-        load_config({"chaosext_lab_dir": "/nonexistent-lab", "forgery_skip": "alg-nope"})
+    # the safety control refuses an unknown forgery class before anything starts
+    refused = check_configuration({"chaosext_lab_dir": "/nonexistent-lab", "forgery_skip": "alg-nope"}, network=False)
+    assert any("unknown classes ['alg-nope']" in p for p in refused), refused

@@ -9,7 +9,8 @@ import pytest
 import requests
 
 from chaosext.auth.forgery import Forgery
-from chaosext.auth.judge import (KeyServer, judge_attempts, merge_judgments, parse_routes, probe_round,
+from chaosext.core.config import parse_routes
+from chaosext.auth.judge import (KeyServer, judge_attempts, merge_judgments, probe_round,
                                  select_round)
 
 

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from chaosext.core import limits
+from chaosext.core.errors import ConfigError
 from chaosext.egress import watchdog
 from chaosext.egress.actions import block_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6
-from chaosext.safety.heartbeat import Heartbeat
+from chaosext.core.heartbeat import Heartbeat
 from egress_util import wait_for
 
 GRACE = 3.0
@@ -70,18 +72,18 @@ def k6_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_deadline_margin_is_small_next_to_the_outage_and_checked_against_the_cap() -> None:
-    assert watchdog.deadline_seconds(20) == 35 and watchdog.deadline_seconds(120) == 135
-    assert watchdog.deadline_seconds(300) == 315 and watchdog.deadline_seconds(1000) == 1050
-    assert watchdog.check_deadline(3428) == 3600
-    with pytest.raises(FaultError, match=r"OUTAGE_SECONDS=3590 .* deadline of 3770 s, above MAX_OUTAGE_SECONDS=3600; "
+    assert limits.deadline_seconds(20) == 35 and limits.deadline_seconds(120) == 135
+    assert limits.deadline_seconds(300) == 315 and limits.deadline_seconds(1000) == 1050
+    assert limits.check_deadline(3428) == 3600
+    with pytest.raises(ConfigError, match=r"OUTAGE_SECONDS=3590 .* deadline of 3770 s, above MAX_OUTAGE_SECONDS=3600; "
                                          r"use OUTAGE_SECONDS=3428 or less, or raise MAX_OUTAGE_SECONDS to 3770"):
-        watchdog.check_deadline(3590)
-    with pytest.raises(FaultError, match="OUTAGE_SECONDS=3500"):
-        watchdog.check_deadline(3500, 3600)
-    assert watchdog.check_deadline(3500, 3700) == 3675
+        limits.check_deadline(3590)
+    with pytest.raises(ConfigError, match="OUTAGE_SECONDS=3500"):
+        limits.check_deadline(3500, 3600)
+    assert limits.check_deadline(3500, 3700) == 3675
     for bad in (0, -5, "abc"):
-        with pytest.raises(FaultError, match="OUTAGE_SECONDS"):
-            watchdog.check_deadline(bad)
+        with pytest.raises(ConfigError, match="OUTAGE_SECONDS"):
+            limits.check_deadline(bad)
 
 
 @pytest.mark.netns

@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from chaosext.config import ExperimentConfig
+from chaosext.core.config import ExperimentConfig
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.lab import supervisor
 from chaosext.lab.supervisor import LabConfig, LabError

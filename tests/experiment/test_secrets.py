@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from chaoslib.secret import load_secrets
 
-from chaosext import backends
-from chaosext.auth.tokens import token_settings
+from chaosext.core import backends
+from chaosext.core.tokens import token_settings
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "jwks-outage.json"
 

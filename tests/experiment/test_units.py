@@ -22,10 +22,10 @@ import pytest
 from chaosext.audit import probes as audit_probes
 from chaosext.audit import schema
 from chaosext.audit.sources import parse_timestamp, read_clickhouse, read_loki
-from chaosext.config import load_config, validate
+from chaosext.core.config import load_config, validate
 from chaosext.metrics import prom
 from chaosext.safety.controls import approval_problem
-from chaosext.safety.runstate import new_run, update_run
+from chaosext.core.runfile import new_run, update_run
 from jsonstub import JsonStub
 
 pytestmark = [pytest.mark.contract]

@@ -1,5 +1,5 @@
 """The lab Authority's token endpoint is a standard OAuth2 client-credentials endpoint (RFC 6749 §4.4, §2.3.1, §5.2),
-and chaosext.auth.tokens gets tokens from it the way it would from a real IdP (OIDC discovery, both client
+and chaosext.core.tokens gets tokens from it the way it would from a real IdP (OIDC discovery, both client
 authentication methods). The Authority runs as a real process on a free loopback port.
 """
 import base64
@@ -17,7 +17,7 @@ import jwt
 import pytest
 import requests
 
-from chaosext.auth import tokens
+from chaosext.core import tokens
 from chaosext.lab.testing import free_ports
 
 pytestmark = pytest.mark.lab

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from chaosext import backends
+from chaosext.core import backends
 from chaosext.metrics import prom
 from chaosext.metrics.probes import jwks_cache_expired
 from chaosext.report.collect import query_ranges

@@ -14,7 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from chaosext.config import DEFAULT_ALERTS
+from chaosext.core.config import DEFAULT_ALERTS
 
 from .traffic import Pump, service_urls, token
 

@@ -1,4 +1,5 @@
-"""The lab's state directory and its ``state.json`` (schema in docs/architecture.md).
+"""The lab's state directory and its ``state.json`` (schema in docs/architecture.md): the documented contract
+between the lab (which writes it) and the extension (which reads it to find a running lab).
 
 ``load_state`` is the Python API the experiment defaults use to find a running lab.
 """
@@ -9,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from chaosext.core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -28,7 +31,7 @@ STATE_FILE = "state.json"
 STATE_VERSION = 1
 
 
-class StateError(ValueError):
+class StateError(ConfigError):
     """state.json exists but cannot be used; the message says what to do."""
 
 

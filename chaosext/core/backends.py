@@ -28,7 +28,8 @@ from typing import Any
 
 import requests
 
-from chaosext.auth.tokens import secret_value, setting
+from chaosext.core.errors import ChaosextError
+from chaosext.core.settings import secret_value, setting
 
 __all__ = ["BACKENDS", "BackendAuth", "BackendError", "register", "auth_for", "get", "post", "reset"]
 
@@ -37,7 +38,7 @@ _REGISTERED: dict[str, BackendAuth] = {}
 _LOCK = threading.Lock()
 
 
-class BackendError(requests.RequestException):
+class BackendError(ChaosextError, requests.RequestException):
     """A backend refused or failed a request; the message says which backend and what to set."""
 
 

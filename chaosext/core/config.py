@@ -3,16 +3,14 @@
 Chaos Toolkit hands every activity the ``configuration`` mapping built from the experiment's ``configuration`` block
 (env vars -> keys, see ``experiments/jwks-outage.json``). Keys are the env var names in lower case
 (``OUTAGE_SECONDS`` -> ``outage_seconds``). An empty value means "the lab's value": read from the lab state
-(``chaosext.lab.state.load_state``) when a lab is running, else the documented lab default (docs/architecture.md).
+(``chaosext.core.labstate.load_state``) when a lab is running, else the documented lab default (docs/architecture.md).
 
 ``load_config(configuration)`` never touches the network; ``validate(cfg)`` returns a list of problems, each a
-sentence that says what to do. ``check_reachable(cfg)`` does the network checks (Prometheus up, k6 installed ...).
+sentence that says what to do. The network checks (Prometheus up, k6 installed ...) are ``chaosext.safety.preflight``.
 """
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
 import re
 import socket
 from dataclasses import asdict, dataclass, field
@@ -20,11 +18,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from chaosext.core.names import FAULT_MODES, FAULT_VIAS, LAB_SERVICES
+from chaosext.core.errors import ConfigError
+from chaosext.core.labstate import load_state
+from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_deadline
+from chaosext.core.settings import Configuration, raw_setting
+
 __all__ = [
     "ExperimentConfig",
     "load_config",
     "validate",
-    "check_reachable",
+    "parse_routes",
     "lab_state",
     "is_loopback_url",
     "FAULT_VIAS",
@@ -32,8 +36,6 @@ __all__ = [
     "LAB_DEFAULTS",
 ]
 
-FAULT_VIAS = ("iptables", "envoy", "k8s-networkpolicy", "istio")
-FAULT_MODES = ("drop", "reject")
 
 #: The lab's documented defaults (docs/architecture.md), used when no lab state is found.
 LAB_DEFAULTS: dict[str, Any] = {
@@ -47,7 +49,6 @@ LAB_DEFAULTS: dict[str, Any] = {
     "jwks_ttl": 300.0,
     "jwks_max_stale": 3600.0,
 }
-SERVICE_NAMES = ("policy", "vuln", "notify")
 DEFAULT_TENANTS = tuple(f"t{i:02d}" for i in range(1, 13))
 #: Alerts that fire when a JWKS cache expires and never otherwise (D1: 401s of an expired cache are no_keys errors of
 #: real tenants; tenant_auth_failures_spike is the tenant's own client and stays silent on expiry).
@@ -115,7 +116,7 @@ class ExperimentConfig:
     #: after the restore: how long the services may take to recover (s)
     recovery_seconds: int = 60
     #: cap on the fault's whole lifetime (outage + deadline margin), seconds
-    max_outage_seconds: int = 3600
+    max_outage_seconds: int = MAX_OUTAGE_SECONDS
     #: the dead-man switch lifts the fault this long after the run's heartbeat stops (s)
     heartbeat_grace: float = 10.0
     lab_dir: str = ".chaosext-lab"
@@ -160,19 +161,11 @@ class ExperimentConfig:
 
 
 def lab_state(lab_dir: str) -> dict[str, Any] | None:
-    """The running lab's state.json via ``chaosext.lab.state.load_state``, or None when there is no lab.
+    """The running lab's state.json (``chaosext.core.labstate.load_state``), or None when there is no lab.
 
-    Raises ValueError (the lab's StateError) when a state file exists but is broken.
+    Raises StateError (a ConfigError) when a state file exists but is broken; its message says how to fix it.
     """
-    try:
-        from chaosext.lab.state import load_state
-    except ImportError:  # lab domain not installed: read the documented file directly
-        path = Path(lab_dir) / "state.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-    return load_state(lab_dir)  # a broken state file raises StateError (a ValueError) that says how to fix it
+    return load_state(lab_dir)
 
 
 def is_loopback_url(url: str) -> bool:
@@ -186,12 +179,9 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
-def _get(configuration: dict[str, Any] | None, key: str) -> Any:
-    """Configuration value for ``key`` (lower case), falling back to the env var; '' when unset."""
-    configuration = configuration or {}
-    if key in configuration and configuration[key] not in (None, ""):
-        return configuration[key]
-    return os.environ.get(key.upper(), "")
+def _get(configuration: Configuration, key: str) -> Any:
+    """Setting ``key`` via the one resolver (configuration, then the env var); '' when unset."""
+    return raw_setting(configuration, key)
 
 
 def _parse_services(value: Any) -> dict[str, str]:
@@ -205,9 +195,9 @@ def _parse_services(value: Any) -> dict[str, str]:
             continue
         name, sep, url = part.partition("=")
         if not sep or not name.strip() or not url.strip():
-            raise ValueError(f"SERVICE_URLS entry {part!r} is not name=url (e.g. policy=http://127.0.0.1:8451)")
+            raise ConfigError(f"SERVICE_URLS entry {part!r} is not name=url (e.g. policy=http://127.0.0.1:8451)")
         if name.strip() in out:
-            raise ValueError(f"SERVICE_URLS names {name.strip()!r} twice; every service needs its own name")
+            raise ConfigError(f"SERVICE_URLS names {name.strip()!r} twice; every service needs its own name")
         out[name.strip()] = url.strip().rstrip("/")
     return out
 
@@ -227,26 +217,55 @@ def _parse_list(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def parse_routes(value: Any) -> dict[str, tuple[tuple[str, str], ...]]:
+    """``FORGERY_ROUTES``: ``service=METHOD /path|METHOD /path;service2=...`` (or a dict of lists) -> routes.
+
+    Raises ConfigError with an example when an entry cannot be read."""
+    if not value:
+        return {}
+    example = "policy=GET /api/v1/policies|POST /api/v1/policies;vuln=GET /api/v1/findings|POST /api/v1/findings"
+    if isinstance(value, dict):
+        entries = {str(k): v if isinstance(v, (list, tuple)) else str(v).split("|") for k, v in value.items()}
+    else:
+        entries = {}
+        for part in str(value).split(";"):
+            if not part.strip():
+                continue
+            name, sep, rest = part.partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(f"FORGERY_ROUTES entry {part!r} is not service=METHOD /path|...; e.g. {example}")
+            entries[name.strip()] = rest.split("|")
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    for name, routes in entries.items():
+        parsed = []
+        for r in routes:
+            method, _, path = str(r).strip().partition(" ")
+            if method.upper() not in ("GET", "POST", "PUT", "PATCH", "DELETE") or not path.strip().startswith("/"):
+                raise ConfigError(f"FORGERY_ROUTES route {r!r} of {name} is not 'METHOD /path'; e.g. {example}")
+            parsed.append((method.upper(), path.strip()))
+        if not parsed:
+            raise ConfigError(f"FORGERY_ROUTES gives {name} no route; e.g. {example}")
+        out[name] = tuple(parsed)
+    return out
+
+
 def _number(key: str, value: Any, kind: type) -> Any:
     try:
         return kind(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{key.upper()}={value!r} is not a number; set it to e.g. {kind(1)}") from None
+        raise ConfigError(f"{key.upper()}={value!r} is not a number; set it to e.g. {kind(1)}") from None
 
 
 def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig:
     """Resolve the Chaos Toolkit configuration (+ env vars, + lab state) into an ExperimentConfig.
 
-    Raises ValueError with a clear message on values that cannot even be parsed (not a number, bad SERVICE_URLS).
+    Raises ConfigError (a ValueError) with a clear message on values that cannot even be parsed (not a number, bad SERVICE_URLS).
     """
-    from chaosext.auth.forgery import parse_skip
-    from chaosext.auth.judge import parse_routes
-
     lab_dir = str(_get(configuration, "chaosext_lab_dir") or ".chaosext-lab")
     state = lab_state(lab_dir) or {}
     comps = state.get("components") or {}
     lab_cfg = state.get("config") or {}
-    lab_services = {n: c["url"].rstrip("/") for n, c in comps.items() if n in SERVICE_NAMES and c.get("url")}
+    lab_services = {n: c["url"].rstrip("/") for n, c in comps.items() if n in LAB_SERVICES and c.get("url")}
     audit_file = state.get("audit_file") or LAB_DEFAULTS["audit_file"]
 
     def pick(key: str, default: Any) -> Any:
@@ -256,7 +275,7 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
     run_base = str(pick("chaosext_run_dir", str(Path(lab_dir) / "run") if state else ".chaosext-run"))
     run_id = str(_get(configuration, "chaosext_run_id") or "")
     if run_id and not RUN_ID_RE.fullmatch(run_id):
-        raise ValueError(f"chaosext_run_id={run_id!r} is not a chaosext run id (8 lower-case hex digits)")
+        raise ConfigError(f"chaosext_run_id={run_id!r} is not a chaosext run id (8 lower-case hex digits)")
     run_dir = str(Path(run_base) / run_id) if run_id else run_base
     defaults = ExperimentConfig()
     return ExperimentConfig(
@@ -289,7 +308,7 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
         watch_interval=_number("watch_interval", pick("watch_interval", defaults.watch_interval), float),
         refused_statuses=tuple(_number("refused_statuses", s, int) for s in _parse_list(
             pick("refused_statuses", "401,403"))),
-        forgery_skip=parse_skip(pick("forgery_skip", "")),
+        forgery_skip=_parse_list(pick("forgery_skip", "")),
         forgery_routes=parse_routes(pick("forgery_routes", "")),
         forgery_concurrency=_number("forgery_concurrency", pick("forgery_concurrency", defaults.forgery_concurrency),
                                     int),
@@ -329,12 +348,9 @@ def validate(cfg: ExperimentConfig) -> list[str]:
     if cfg.outage_seconds <= 0:
         problems.append(f"OUTAGE_SECONDS={cfg.outage_seconds} must be a positive number of seconds (default 300)")
     else:
-        from chaosext.egress.base import FaultError
-        from chaosext.egress.watchdog import check_deadline
-
         try:
             check_deadline(cfg.outage_seconds, cfg.max_outage_seconds)
-        except FaultError as exc:
+        except ConfigError as exc:
             problems.append(str(exc))
     if cfg.baseline_seconds < 5:
         problems.append(f"BASELINE_SECONDS={cfg.baseline_seconds} is too short to judge a baseline; use 5 or more "
@@ -391,62 +407,4 @@ def validate(cfg: ExperimentConfig) -> list[str]:
                         f"{', '.join(cfg.services)}")
     if cfg.tokens_file and not Path(cfg.tokens_file).is_file():
         problems.append(f"TOKENS_FILE={cfg.tokens_file!r} does not exist; give a JSON file {{tenant: token}}")
-    return problems
-
-
-def _tcp_reachable(url: str, timeout: float = 3.0) -> bool:
-    p = urlparse(url)
-    port = p.port or (443 if p.scheme == "https" else 80)
-    try:
-        with socket.create_connection((p.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def check_reachable(cfg: ExperimentConfig, need_k6: bool = True) -> list[str]:
-    """Network / environment problems before the fault (Prometheus, Alertmanager, services, JWKS, k6)."""
-    import requests
-
-    problems: list[str] = []
-    from chaosext.egress.actions import target_problem
-
-    if target := target_problem(cfg.fault_via, cfg.fault_target, {"ENVOY_ADMIN_URL": os.environ.get("ENVOY_ADMIN_URL", ""),
-                                                                  "KUBE_API_URL": os.environ.get("KUBE_API_URL", ""),
-                                                                  "KUBE_CONTEXT": os.environ.get("KUBE_CONTEXT", "")}):
-        problems.append(target)
-    if need_k6:
-        from chaosext.load.k6 import K6NotFoundError, find_k6
-
-        try:
-            find_k6()
-        except K6NotFoundError as exc:
-            problems.append(str(exc))
-    from chaosext import backends
-
-    for name, url, path in (("PROMETHEUS_URL", cfg.prometheus_url, "/-/ready"),
-                            ("ALERTMANAGER_URL", cfg.alertmanager_url, "/-/ready")):
-        try:  # with the backend's credentials (chaosext.backends)
-            backends.get(name.split("_")[0].lower(), url + path, timeout=5)
-        except backends.BackendError as exc:
-            problems.append(f"{name}={url}: {exc}")
-        except requests.RequestException as exc:
-            problems.append(f"{name}={url} is unreachable ({type(exc).__name__}); start it (chaosext lab up) or "
-                            f"point {name} at a running one")
-    for svc, url in cfg.services.items():
-        if not _tcp_reachable(url):
-            problems.append(f"service {svc} at {url} is unreachable; start the lab (chaosext lab up) or fix "
-                            f"SERVICE_URLS")
-    try:
-        r = requests.get(cfg.jwks_url, timeout=5)
-        if r.status_code != 200 or "keys" not in r.json():
-            problems.append(f"JWKS_URL={cfg.jwks_url} did not return a JWKS (status {r.status_code}); before the "
-                            f"fault it must be reachable, or the experiment proves nothing")
-    except (requests.RequestException, ValueError) as exc:
-        problems.append(f"JWKS_URL={cfg.jwks_url} is unreachable before the fault ({type(exc).__name__}); is an "
-                        f"old fault still active? run `chaosext restore --all`")
-    if cfg.audit_kind == "file":
-        parent = Path(cfg.audit_location).parent
-        if not parent.is_dir():
-            problems.append(f"AUDIT_SOURCE file directory {parent} does not exist; is the lab running?")
     return problems

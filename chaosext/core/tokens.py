@@ -30,6 +30,9 @@ from urllib.parse import quote_plus
 
 import requests
 
+from chaosext.core.errors import ChaosextError
+from chaosext.core.settings import SECRETS_SCOPE, secret_value, setting
+
 __all__ = [
     "SECRETS_SCOPE",
     "TokenError",
@@ -44,42 +47,14 @@ __all__ = [
     "clear_cache",
 ]
 
-#: the experiment's ``secrets`` scope chaosext reads (``"secrets": ["chaosext"]`` on its activities)
-SECRETS_SCOPE = "chaosext"
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 
 _CACHE: dict[tuple[str, str], tuple[str, float]] = {}
 _LOCK = threading.Lock()
 
 
-class TokenError(RuntimeError):
+class TokenError(ChaosextError, RuntimeError):
     """No token could be had; the message says what to fix (it never contains a secret)."""
-
-
-def _flat_secrets(secrets: dict[str, Any] | None) -> dict[str, Any]:
-    """Chaos Toolkit gives activities the merged values of their scopes and controls the scopes themselves."""
-    secrets = secrets or {}
-    scoped = secrets.get(SECRETS_SCOPE)
-    flat = {k: v for k, v in secrets.items() if k != SECRETS_SCOPE}
-    if isinstance(scoped, dict):
-        flat.update(scoped)
-    return flat
-
-
-def secret_value(secrets: dict[str, Any] | None, name: str) -> Any:
-    """Secret ``name`` (lower case) from the experiment's secrets, else env var ``NAME``; '' when unset."""
-    value = _flat_secrets(secrets).get(name)
-    if value not in (None, ""):
-        return value
-    return os.environ.get(name.upper(), "")
-
-
-def setting(configuration: dict[str, Any] | None, name: str, default: str = "") -> str:
-    """Non-secret setting ``name`` from the configuration, else env var ``NAME``, else ``default``."""
-    value = (configuration or {}).get(name)
-    if value in (None, ""):
-        value = os.environ.get(name.upper(), "")
-    return default if value in (None, "") else str(value)
 
 
 @dataclass(frozen=True)
@@ -117,7 +92,7 @@ def _parse_clients(value: Any) -> dict[str, tuple[str, str]]:
 
 def token_settings(configuration: dict[str, Any] | None, secrets: dict[str, Any] | None = None) -> TokenSettings:
     """Resolve the token settings from configuration, secrets, the environment and the running lab."""
-    from chaosext.config import lab_state, load_config
+    from chaosext.core.config import lab_state, load_config
 
     cfg = load_config(configuration)
     client_id = str(secret_value(secrets, "token_client_id"))

@@ -1,0 +1,23 @@
+"""Names shared by the extension and the lab, each defined once.
+
+The lab and the extension meet only over the network and through these documented names (docs/architecture.md).
+"""
+from __future__ import annotations
+
+__all__ = ["FAULT_VIAS", "FAULT_MODES", "LAB_SERVICES", "UNAUTHENTICATED_TENANT", "ENVOY_RUNTIME_PREFIX",
+           "ENVOY_STAT_PREFIX", "JWKS_CACHE_MODES"]
+
+#: how the fault is injected (``FAULT_VIA``)
+FAULT_VIAS = ("iptables", "envoy", "k8s-networkpolicy", "istio")
+#: how blocked packets fail (``FAULT_MODE``): drop = timeouts, reject = refused
+FAULT_MODES = ("drop", "reject")
+#: the lab's tenant services (a real target names its own in ``SERVICE_URLS``)
+LAB_SERVICES = ("policy", "vuln", "notify")
+#: the tenant label of a request whose token never authenticated (D1: not a tenant's error)
+UNAUTHENTICATED_TENANT = "__unauthenticated__"
+#: Envoy runtime keys the fault sets (``<prefix>.abort_percent`` ...) and the stat prefix of the JWKS cluster's
+#: fault filter, shared by the Envoy driver and the lab's Envoy config
+ENVOY_RUNTIME_PREFIX = "chaosext.jwks"
+ENVOY_STAT_PREFIX = "jwks_egress"
+#: the lab services' JWKS cache modes: last-known-good, hard TTL, no cache
+JWKS_CACHE_MODES = ("lkg", "hard-ttl", "none")
