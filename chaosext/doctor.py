@@ -190,7 +190,8 @@ def check_kube(namespace: str, via: str, api_client: Any = None, target: str = "
     from kubernetes.client.exceptions import ApiException
 
     from chaosext.egress.base import FaultError
-    from chaosext.egress.kubernetes import api_client as build_client, pod_runners
+    from chaosext.egress.kubernetes import api_client as build_client
+    from chaosext.egress.kubernetes import pod_runners
 
     options = dict(options or {})
     context = "given client"
@@ -206,7 +207,7 @@ def check_kube(namespace: str, via: str, api_client: Any = None, target: str = "
     try:
         version = client.VersionApi(api_client).get_code(_request_timeout=HTTP_TIMEOUT)
         checks.append(Check("kube api", True, f"{api_client.configuration.host}: Kubernetes {version.git_version}"))
-    except Exception as exc:  # noqa: BLE001 - ApiException, urllib3 and socket errors
+    except Exception as exc:
         checks.append(Check("kube api", False, f"GET {api_client.configuration.host}/version: "
                                                f"{str(exc).splitlines()[0][:200]}",
                             "run from where the API server is reachable (`kubectl cluster-info`; in CI a runner in "
@@ -223,7 +224,7 @@ def check_kube(namespace: str, via: str, api_client: Any = None, target: str = "
                                                             resource=resource, subresource=sub or None)))
         try:
             review = authz.create_self_subject_access_review(body, _request_timeout=HTTP_TIMEOUT)
-        except (ApiException, OSError, Exception) as exc:  # noqa: BLE001 - urllib3 errors vary
+        except (ApiException, OSError, Exception) as exc:
             checks.append(Check(f"k8s: {what}", False, f"access review failed: {str(exc).splitlines()[0]}",
                                 "check the API server is reachable from here (`kubectl cluster-info`)"))
             continue
@@ -256,7 +257,7 @@ def _check_pods(target: str, via: str, api: Any, options: dict[str, Any], pod_ru
         argv = ["iptables", "-w", "5", "-S", "OUTPUT"]
         try:
             rc, _, err = runners[0].run(argv)
-        except Exception as exc:  # noqa: BLE001 - websocket / API errors of the exec
+        except Exception as exc:
             rc, err = -1, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         out.append(Check(f"iptables in {runners[0].label}", rc == 0,
                          f"`{runners[0].shown(argv)}`: " + ("rules listable (NET_ADMIN usable)" if rc == 0
@@ -396,8 +397,8 @@ def check_jwks_uri(configuration: dict[str, Any] | None) -> Check:
 def check_tenant_tokens(configuration: dict[str, Any] | None) -> tuple[list[Check], dict[str, str]]:
     """A token for each tenant of TENANTS, as the run will get it (client credentials, or TOKENS_FILE), valid for
     the whole run: a "tokens" summary line, then one line per tenant. Returns the checks and the tokens (memory)."""
-    from chaosext.core.tokens import TokenError, token_settings, tokens_for
     from chaosext.core.config import load_config
+    from chaosext.core.tokens import TokenError, token_settings, tokens_for
 
     default_fix = "set TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET (or TOKENS_FILE) and AUTHORITY_URL"
     try:
@@ -458,8 +459,8 @@ def check_services(configuration: dict[str, Any] | None, tokens: dict[str, str])
 
 def check_audit(configuration: dict[str, Any] | None) -> Check:
     """AUDIT_SOURCE is readable with the given credentials (file directory present; Loki / ClickHouse answer)."""
-    from chaosext.core import backends
     from chaosext.audit.sources import read_events
+    from chaosext.core import backends
     from chaosext.core.config import load_config
 
     cfg = load_config(configuration)

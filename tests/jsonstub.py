@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -51,7 +52,7 @@ class JsonStub:
                     req = Request(self.command, url.path, query, body, self.path, self.headers)
                     stub.requests.append(record(req) if record else req)
                     status, payload, *ctype = handler(req.method, req.path, req.query, req.body)
-                except Exception as e:  # noqa: BLE001 - reported by close()
+                except Exception as e:
                     stub.errors.append(e)
                     status, payload, ctype = 500, f"stub handler failed: {e!r}", []
                 if isinstance(payload, bytes):
@@ -66,7 +67,7 @@ class JsonStub:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _do  # noqa: N815
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _do
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -8,8 +8,9 @@ import importlib.util
 import json
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 import pytest
@@ -353,9 +354,9 @@ def test_footprint_names_what_the_code_creates() -> None:
     import inspect
 
     from chaosext.core.config import ExperimentConfig
+    from chaosext.core.labstate import DEFAULT_STATE_DIR
     from chaosext.egress import watchdog
     from chaosext.egress.envoy import DEFAULT_PREFIX, EnvoyDriver
-    from chaosext.core.labstate import DEFAULT_STATE_DIR
     from chaosext.load.actions import start_k6_testrun
 
     page = text(ROOT / "docs" / "footprint.md")

@@ -12,8 +12,8 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosext.audit.sources import read_events
 from chaosext.core.config import load_config
-from chaosext.metrics import contract, prom
 from chaosext.core.runfile import judged, load_run, not_judged, outage_window, phase
+from chaosext.metrics import contract, prom
 
 __all__ = ["audit_pipeline_healthy", "audit_degraded_recorded"]
 

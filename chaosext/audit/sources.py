@@ -13,12 +13,11 @@ Every reader returns events as dicts with the audit fields (docs/architecture.md
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-
-from chaosext.core import backends
 from chaosext.audit import schema
+from chaosext.core import backends
 
 __all__ = ["parse_timestamp", "read_file", "read_loki", "read_clickhouse", "read_events"]
 
@@ -39,7 +38,7 @@ def parse_timestamp(value: Any) -> float:
         text = f"{head}.{digits[:6]}{rest}"
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 

@@ -152,7 +152,7 @@ def judge_drill(configuration: Configuration = None, secrets: Secrets = None) ->
     for name, module, func in DRILL_CHECKS:
         try:
             results[name] = getattr(importlib.import_module(module), func)(configuration=configuration)
-        except Exception as exc:  # noqa: BLE001 - one broken check must not hide the others
+        except Exception as exc:
             results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     update_run(cfg.run_dir, judgments={func: results[name] for name, _, func in DRILL_CHECKS})
     failed = [n for n, r in results.items() if not r.get("ok")]

@@ -18,8 +18,9 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["Forgery", "Material", "CLASSES", "MINTED", "build_catalogue", "parse_skip", "key_documents",
            "public_key_secrets", "b64url", "b64url_decode", "split_token"]
@@ -109,7 +110,7 @@ class Material:
             from cryptography.x509.oid import NameOID
 
             name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chaosext forged issuer")])
-            now = datetime.datetime.now(datetime.timezone.utc)
+            now = datetime.datetime.now(datetime.UTC)
             self._cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                           .public_key(self.attacker_key.public_key()).serial_number(x509.random_serial_number())
                           .not_valid_before(now - datetime.timedelta(days=1))

@@ -16,7 +16,8 @@ import http.server
 import ssl
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from chaosext.auth.forgery import CLASSES, Forgery
@@ -285,7 +286,7 @@ class KeyServer:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
+            def do_GET(self) -> None:
                 server.fetches.append(self.path)
                 doc = server.documents.get(self.path.split("?")[0])
                 if doc is None:
@@ -306,7 +307,7 @@ class KeyServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="chaosext-keyserver", daemon=True)  # quick shutdown: one per tick
 
-    def __enter__(self) -> "KeyServer":
+    def __enter__(self) -> KeyServer:
         self._thread.start()
         return self
 

@@ -12,7 +12,6 @@ counts for the claimed tenant), which keeps them out of the error rates (docs/ex
 """
 import base64
 import json
-import time
 from typing import Any
 
 import requests
@@ -20,11 +19,25 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosext.auth.forgery import CLASSES, MINTED, Material, build_catalogue, key_documents
 from chaosext.auth.judge import KeyServer, judge_attempts, merge_judgments, probe_round
-from chaosext.core.tokens import TokenError, client_credentials_token, discover_token_endpoint, token_settings, tokens_for
 from chaosext.core.config import ExperimentConfig, load_config
+from chaosext.core.runfile import (
+    judged,
+    load_run,
+    not_judged,
+    outage_window,
+    phase,
+    recovery_deadline,
+    retry_until,
+    update_run,
+)
+from chaosext.core.tokens import (
+    TokenError,
+    client_credentials_token,
+    discover_token_endpoint,
+    token_settings,
+    tokens_for,
+)
 from chaosext.metrics.prom import query, query_scalar, wait_for_samples
-from chaosext.core.runfile import (judged, load_run, not_judged, outage_window, phase, recovery_deadline,
-                                      retry_until, update_run)
 
 #: the Chaos Toolkit probes (``chaos discover``); prepare_forgery, forgery_plan, ForgeryPlan, record_round and
 #: unverified_accepts are helpers of the watch step and the drill

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from chaosext.core.names import FAULT_MODES, FAULT_VIAS, LAB_SERVICES
 from chaosext.core.errors import ConfigError
 from chaosext.core.labstate import load_state
 from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_deadline
+from chaosext.core.names import FAULT_MODES, FAULT_VIAS, LAB_SERVICES
 from chaosext.core.settings import Configuration, raw_setting
 
 __all__ = [

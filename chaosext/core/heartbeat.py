@@ -53,7 +53,7 @@ class Heartbeat:
         finally:
             os.close(fd)
 
-    def start(self) -> "Heartbeat":
+    def start(self) -> Heartbeat:
         """Beat once (so the file exists on return), then keep beating in a daemon thread. Returns self."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.beat()

@@ -7,8 +7,8 @@ drivers use that to probe from inside another network namespace.
 from __future__ import annotations
 
 import ipaddress
-import math
 import json
+import math
 import os
 import secrets
 import socket
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from chaosext.core.names import FAULT_MODES, FAULT_VIAS
 from chaosext.core.errors import ChaosextError
 from chaosext.core.limits import MAX_OUTAGE_SECONDS
+from chaosext.core.names import FAULT_MODES, FAULT_VIAS
 
 __all__ = [
     "FaultSpec",
@@ -142,7 +142,7 @@ class FaultSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FaultSpec":
+    def from_dict(cls, d: dict[str, Any]) -> FaultSpec:
         """Inverse of :meth:`to_dict`."""
         d = dict(d)
         d["addresses"] = tuple(d.get("addresses", ()))

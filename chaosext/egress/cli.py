@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from chaosext.core.names import FAULT_MODES
-from chaosext.egress.actions import block_jwks_egress, restore as restore_faults, settings
+from chaosext.egress.actions import block_jwks_egress, settings
+from chaosext.egress.actions import restore as restore_faults
 from chaosext.egress.base import VIAS, FaultError, load_records
 
 __all__ = ["restore", "egress"]
@@ -35,8 +36,8 @@ def _kube_opts(f: Any) -> Any:
 
 def _stop_orphaned_k6(k6_dir: str, dry_run: bool) -> list[dict[str, Any]]:
     """Stop (or, dry run, list) the k6 runs under the runs dir whose owner process is gone or heartbeat stale."""
-    from chaosext.load import k6
     from chaosext.core.heartbeat import HEARTBEAT_GRACE
+    from chaosext.load import k6
 
     return k6.stop_orphans(k6.runs_dir(k6_dir), grace=HEARTBEAT_GRACE, dry_run=dry_run)
 

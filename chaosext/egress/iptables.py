@@ -26,8 +26,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from chaosext.egress.base import (
     FaultError,
@@ -235,7 +236,7 @@ def _in_netns(nspath: str, fn: Callable[[], Any]) -> Any:
             return
         try:
             box["result"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+        except BaseException as exc:
             box["error"] = exc
 
     thread = threading.Thread(target=body, name="chaosext-in-netns")
@@ -319,7 +320,7 @@ def _fan_out(fn: Callable[[Runner], Any], runners: list[Runner], parallelism: in
     def one(runner: Runner) -> dict[str, Any]:
         try:
             result, error = fn(runner), None
-        except Exception as exc:  # noqa: BLE001 - collected; the caller decides (roll back, report)
+        except Exception as exc:
             result, error = None, exc
         return {"runner": runner, "result": result, "error": error, "at": time.time()}
 

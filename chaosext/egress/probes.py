@@ -2,7 +2,6 @@
 
 Empty arguments fall back to the configuration (``JWKS_URL``, ``FAULT_VIA``, ``FAULT_TARGET``), then lab defaults.
 """
-from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 

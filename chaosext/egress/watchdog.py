@@ -111,7 +111,7 @@ def _stop_k6(spec: FaultSpec, k6_dir: str) -> None:
             out = k6.stop_run(rec, timeout=5)
             _log(spec.run_id, f"stopped k6 run {rec['run_id']} (pid {rec['pid']}): exit {out['exit_code']}"
                               f"{', forced ' + out['forced'] if out['forced'] else ''}")
-    except Exception as exc:  # noqa: BLE001 - log whatever broke; nothing else will
+    except Exception as exc:
         _log(spec.run_id, f"stopping k6 FAILED: {exc}")
 
 
@@ -141,7 +141,7 @@ def _watch(spec: FaultSpec, heartbeat: str = "", grace: float = HEARTBEAT_GRACE,
         result = build_driver(spec.via, spec.options).revert(spec)
         _log(spec.run_id, f"{why}, reverted: {json.dumps(result)}")
         rc = 0
-    except Exception as exc:  # noqa: BLE001 - log whatever broke; nothing else will
+    except Exception as exc:
         _log(spec.run_id, f"{why}, revert FAILED: {exc}")
         rc = 1
     delete_record(spec.run_id)

@@ -12,8 +12,8 @@ import logging
 import os
 import re
 import time
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from chaosext.lab.tenancy import RateLimiter
 
@@ -38,7 +38,7 @@ def trace_id_from(traceparent: str | None) -> str:
 
 def utc_timestamp(t: float | None = None) -> str:
     """RFC 3339 UTC with milliseconds and a ``Z``: ``2026-11-29T21:40:00.123Z``."""
-    dt = datetime.fromtimestamp(time.time() if t is None else t, tz=timezone.utc)
+    dt = datetime.fromtimestamp(time.time() if t is None else t, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 

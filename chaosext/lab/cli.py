@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from chaosext.lab import supervisor
 from chaosext.core.labstate import STATE_DIR_ENV, StateError, resolve_state_dir
+from chaosext.lab import supervisor
 from chaosext.lab.supervisor import CACHE_MODES, HOLES, SERVICES, LabConfig, LabError
 
 __all__ = ["lab"]

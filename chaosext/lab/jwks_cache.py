@@ -26,8 +26,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from jwt.algorithms import RSAAlgorithm
 from jwt.exceptions import InvalidKeyError

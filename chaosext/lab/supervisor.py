@@ -22,14 +22,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from chaosext.core.labstate import STATE_VERSION, StateError, clear_state, load_state, resolve_state_dir, save_state
 from chaosext.core.names import JWKS_CACHE_MODES, LAB_SERVICES
 from chaosext.lab import envoy as lab_envoy
 from chaosext.lab import promconfig
-from chaosext.core.labstate import STATE_VERSION, StateError, clear_state, load_state, resolve_state_dir, save_state
 
 __all__ = [
     "SERVICES",
@@ -432,7 +433,7 @@ def _start(comp: Component, state_dir: Path) -> tuple[subprocess.Popen[bytes], P
 def _http_ok(url: str, timeout: float = 2.0) -> tuple[bool, str]:
     """(healthy, detail) of a health URL: healthy only on HTTP 200."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback lab URLs only
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status == 200, f"HTTP {resp.status}"
     except urllib.error.HTTPError as exc:
         return False, f"HTTP {exc.code}"

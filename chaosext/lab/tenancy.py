@@ -1,6 +1,6 @@
 """Per-tenant rate limiting and the tenant-label cardinality cap."""
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from chaosext.core.names import UNAUTHENTICATED_TENANT
 

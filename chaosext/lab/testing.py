@@ -17,8 +17,9 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from chaosext.lab import supervisor
 from chaosext.lab.supervisor import LabConfig

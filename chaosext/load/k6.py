@@ -142,7 +142,7 @@ def read_run(path: Path) -> dict[str, Any]:
         pass
     rec["alive"] = rec["exit_code"] is None and (
         process_alive(rec["pid"], rec.get("start_time"))
-        or bool(rec.get("k6_pid")) and process_alive(rec["k6_pid"], rec.get("k6_start_time")))
+        or (bool(rec.get("k6_pid")) and process_alive(rec["k6_pid"], rec.get("k6_start_time"))))
     return rec
 
 

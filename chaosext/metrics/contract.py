@@ -35,8 +35,8 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Any
 
-from chaosext.core.names import UNAUTHENTICATED_TENANT
 from chaosext.core.errors import ConfigError
+from chaosext.core.names import UNAUTHENTICATED_TENANT
 from chaosext.core.settings import setting
 
 __all__ = ["MetricContract", "ContractError", "resolve", "register", "current", "reset", "SETTINGS"]

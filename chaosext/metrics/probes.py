@@ -26,9 +26,9 @@ import requests
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Secrets
 
+from chaosext.core import runfile as runstate
 from chaosext.core.config import ExperimentConfig, load_config
 from chaosext.metrics import contract, prom
-from chaosext.core import runfile as runstate
 
 __all__ = ["error_rate_within_max", "expiry_alerts_clear", "jwks_caches_fresh", "outage_held", "server_error_rate",
            "client_error_rate", "jwks_cache_expired", "alerts_match_cache_state", "watch_outage", "judge_outage"]
@@ -399,7 +399,7 @@ def _fault_check(spec: Any, driver: Any) -> tuple[bool, str]:
     rules in place and a fresh connection from inside the target failing the way the mode says)."""
     try:
         check = driver.verify(spec)
-    except Exception as exc:  # noqa: BLE001 - a failing check means we cannot say it held
+    except Exception as exc:
         return False, f"verify failed: {type(exc).__name__}: {exc}"
     if check.get("blocked"):
         return True, ""
@@ -446,10 +446,10 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
     or a fault that failed) — there is no outage to watch. Returns a summary dict.
     """
     from chaosext.auth.probes import ensure_tokens, forgery_plan
+    from chaosext.core import signals
     from chaosext.egress import build_driver
     from chaosext.egress.actions import fault_record, run_fault_id
     from chaosext.egress.base import FaultSpec
-    from chaosext.core import signals
 
     cfg = load_config(configuration)
     record = fault_record(run_fault_id(configuration)) if run_fault_id(configuration) else None
@@ -574,7 +574,7 @@ def judge_outage(configuration: Configuration = None, secrets: Secrets = None) -
     for name, module, func in OUTAGE_CHECKS:
         try:
             results[name] = getattr(importlib.import_module(module), func)(configuration=configuration)
-        except Exception as exc:  # noqa: BLE001 - one broken check must not hide the others
+        except Exception as exc:
             results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     runstate.update_run(cfg.run_dir, judgments={func: results[name] for name, _, func in OUTAGE_CHECKS})
     failed = [n for n, r in results.items() if not r.get("ok")]

@@ -15,7 +15,7 @@ are correct answers, not errors.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -101,8 +101,8 @@ def query_range(base_url: str, promql: str, start: float, end: float, step: floa
     with backends.auth_for("prometheus").session() as session:
         pc = _connect(base_url, timeout, session)
         return _call(base_url, f"query_range {promql!r}", lambda: pc.custom_query_range(
-            promql, start_time=datetime.fromtimestamp(start, timezone.utc),
-            end_time=datetime.fromtimestamp(end, timezone.utc), step=f"{step:g}s"))
+            promql, start_time=datetime.fromtimestamp(start, UTC),
+            end_time=datetime.fromtimestamp(end, UTC), step=f"{step:g}s"))
 
 
 def query_scalar(base_url: str, promql: str, at: float | None = None, timeout: float = 10.0) -> float:

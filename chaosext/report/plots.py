@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import base64
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display; must precede pyplot
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+from matplotlib.ticker import PercentFormatter
 
 __all__ = ["Plot", "make_plots", "CACHE_STATES", "WINDOW_COLOURS"]
 
@@ -26,7 +26,7 @@ Plot = dict[str, str]  # {"key", "title", "png" (base64, "" when no data), "note
 
 
 def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 def _series(matrix: list[dict[str, Any]], label_key: str = "service") -> list[tuple[str, list[datetime], list[float]]]:
@@ -52,7 +52,7 @@ def _figure(title: str, ylabel: str) -> tuple[Any, Any]:
     ax.set_title(title, loc="left", fontsize=12)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=timezone.utc))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=UTC))
     ax.set_xlabel("time (UTC)")
     return fig, ax
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
@@ -35,7 +35,7 @@ figcaption{font-size:12px;color:#5b6272}
 
 
 def _t(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if ts else "—"
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ts else "—"
 
 
 def _rel(ts: float | None, origin: float | None) -> str:
@@ -155,7 +155,7 @@ def render_html(journal: dict[str, Any], verdict: dict[str, Any], timeline: list
 <title>Report: {escape(title)}</title><style>{CSS}</style></head>
 <body><main>
 <h1>{escape(title)}</h1>
-<div class="sub">chaosext {escape(__version__)} report · generated {_t(datetime.now(timezone.utc).timestamp())}</div>
+<div class="sub">chaosext {escape(__version__)} report · generated {_t(datetime.now(UTC).timestamp())}</div>
 {_verdict(verdict, any(p["png"] for p in plots if p["key"] != "audit_events"))}
 {_summary(journal, window, start, end, sources)}
 <h2 id="plots">What the system did during the outage</h2>

@@ -34,7 +34,7 @@ def restore_fault(cfg: ExperimentConfig, reason: str = "") -> dict[str, Any]:
         result = restore_jwks_egress(jwks_url=cfg.jwks_url, via=cfg.fault_via, target=cfg.fault_target,
                                      run_id=cfg.run_id, reason=reason, configuration=run_configuration(cfg))
         return {"restored": True, "result": result}
-    except Exception as exc:  # noqa: BLE001 - report, never raise from cleanup
+    except Exception as exc:
         logger.error("restoring JWKS egress of run %s failed: %s -- run `chaosext restore --run-id %s`", cfg.run_id,
                      exc, cfg.run_id)
         return {"restored": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -46,6 +46,6 @@ def stop_load(cfg: ExperimentConfig) -> dict[str, Any]:
 
     try:
         return {"stopped": True, "result": stop_k6(owner_run_id=cfg.run_id, configuration=run_configuration(cfg))}
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         logger.error("stopping k6 of run %s failed: %s", cfg.run_id, exc)
         return {"stopped": False, "error": f"{type(exc).__name__}: {exc}"}

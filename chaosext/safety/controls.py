@@ -25,10 +25,10 @@ from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets, Settings
 
 from chaosext.auth.forgery import parse_skip
-from chaosext.core.config import ExperimentConfig, load_config, validate
-from chaosext.core.limits import deadline_seconds
 from chaosext.core import runfile as runstate
 from chaosext.core import signals
+from chaosext.core.config import ExperimentConfig, load_config, validate
+from chaosext.core.limits import deadline_seconds
 from chaosext.safety.cleanup import restore_fault, stop_load
 from chaosext.safety.preflight import check_reachable
 
@@ -166,8 +166,8 @@ def _start_run(cfg: ExperimentConfig, configuration: dict[str, Any], secrets: Se
     """Create the run, start the heartbeat, fetch tokens, start k6 and warm the baseline up. Undoes itself on
     failure (the lock is already held)."""
     from chaosext.auth.probes import ensure_tokens
-    from chaosext.load.actions import start_k6
     from chaosext.core.heartbeat import Heartbeat
+    from chaosext.load.actions import start_k6
 
     run_id = cfg.run_id
     try:
@@ -185,7 +185,7 @@ def _start_run(cfg: ExperimentConfig, configuration: dict[str, Any], secrets: Se
     except InterruptExecution:
         _finish(cfg)
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure here must stop the run before the fault
+    except Exception as exc:
         _finish(cfg)
         raise InterruptExecution(f"chaosext safety: could not start the run ({type(exc).__name__}: {exc}); "
                                  f"nothing was left changed") from exc

@@ -26,10 +26,11 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from chaosext.core.errors import ChaosextError
 from chaosext.egress.base import load_records, parse_jwks_url, state_dir
@@ -167,7 +168,7 @@ class TargetLock:
             self.record["ends_at"] = float(ends_at)
             _write(self.path, self.record)
 
-    def __enter__(self) -> "TargetLock":
+    def __enter__(self) -> TargetLock:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -2,8 +2,6 @@
 ``/api/v1/query`` response shape (the real Prometheus path is covered end to end in tests/experiment)."""
 from __future__ import annotations
 
-import pytest
-
 from jsonstub import JsonStub
 
 from chaosext.auth.probes import unverified_accepts

@@ -9,9 +9,8 @@ import pytest
 import requests
 
 from chaosext.auth.forgery import Forgery
+from chaosext.auth.judge import KeyServer, judge_attempts, merge_judgments, probe_round, select_round
 from chaosext.core.config import parse_routes
-from chaosext.auth.judge import (KeyServer, judge_attempts, merge_judgments, probe_round,
-                                 select_round)
 
 
 def _a(cls: str, status: int, t: float = 110.0, service: str = "policy") -> dict:

@@ -6,11 +6,10 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from egress_util import HERE, NetPair, _sh, kill_watchdogs
 
 

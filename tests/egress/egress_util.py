@@ -7,14 +7,12 @@ Everything (servers, watchdogs, namespaces, records) is removed after each test,
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 HERE = Path(__file__).parent
 

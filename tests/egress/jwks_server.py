@@ -5,7 +5,7 @@ import sys
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         body = b'{"keys": []}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -11,9 +11,9 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 HERE = Path(__file__).parent
 SERVER_ADDRESS = "10.215.0.1"

@@ -11,16 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+from egress_util import wait_for
 
 from chaosext.core import limits
 from chaosext.core.errors import ConfigError
+from chaosext.core.heartbeat import Heartbeat
 from chaosext.egress import watchdog
 from chaosext.egress.actions import block_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6
-from chaosext.core.heartbeat import Heartbeat
-from egress_util import wait_for
 
 GRACE = 3.0
 FAKE = Path(__file__).resolve().parents[1] / "load" / "fake_service.py"

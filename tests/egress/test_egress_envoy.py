@@ -11,22 +11,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from click.testing import CliRunner
+from egress_util import kill_watchdogs, wait_for
+from envoy_util import RealEnvoy, docs_envoy_snippet, fetch, real_envoy
 
+from chaosext.doctor import check_envoy
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.egress.base import FaultError, load_records
 from chaosext.egress.cli import restore
 from chaosext.egress.envoy import DEFAULT_PREFIX, EnvoyDriver
-from chaosext.doctor import check_envoy
 from chaosext.egress.probes import egress_block_active
 from chaosext.lab.envoy import http_filters, layered_runtime
-from egress_util import kill_watchdogs, wait_for
-from envoy_util import RealEnvoy, docs_envoy_snippet, fetch, real_envoy
 
 REPO = Path(__file__).resolve().parents[2]
 OPTS = {"envoy_stat_prefix": "jwks_egress"}

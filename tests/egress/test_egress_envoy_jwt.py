@@ -13,22 +13,23 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jwt
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
+from egress_util import wait_for
+from envoy_util import require_envoy
 from jwt.algorithms import RSAAlgorithm
 
 from chaosext.egress.base import make_spec
 from chaosext.egress.envoy import EnvoyDriver
 from chaosext.lab.envoy import add_jwt_gateway, bootstrap, envoy_argv, write_bootstrap
 from chaosext.lab.testing import free_ports
-from egress_util import wait_for
-from envoy_util import require_envoy
 
 CACHE = 4  # jwt_authn cache_duration, seconds
 ISSUER, AUDIENCE = "http://authority.lab", "stellaops-api"
@@ -82,7 +83,7 @@ def running_gateway(tmp_path: Path, async_fetch: bool = False, jwt_cache_size: i
     hits: list[float] = []
 
     class Jwks(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             hits.append(time.monotonic())
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -94,7 +95,7 @@ def running_gateway(tmp_path: Path, async_fetch: bool = False, jwt_cache_size: i
             pass
 
     class Backend(Jwks):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", "2")
             self.end_headers()

@@ -9,19 +9,19 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
+from egress_util import kill_watchdogs, wait_for
+from envoy_util import require_envoy
 
 from chaosext.core.config import ExperimentConfig
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.lab import supervisor
 from chaosext.lab.supervisor import LabConfig, LabError
 from chaosext.lab.testing import running_lab
-from egress_util import kill_watchdogs, wait_for
-from envoy_util import require_envoy
 
 pytestmark = [pytest.mark.lab]
 

@@ -7,15 +7,14 @@ import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from egress_util import wait_for
 
 from chaosext.egress import watchdog
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.egress.probes import egress_block_active, jwks_reachable
-from egress_util import wait_for
 
 pytestmark = [pytest.mark.netns]
 

@@ -13,18 +13,18 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
+from egress_util import wait_for
+from netfleet import Fleet, fleet
+from test_egress_kubernetes import _pod, kube  # noqa: F401 - the contract stub fixture
 
 from chaosext.egress import watchdog
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.egress.base import FaultError, FaultSpec, make_spec
 from chaosext.egress.iptables import IptablesDriver, runner_for
 from chaosext.egress.probes import jwks_reachable
-from egress_util import wait_for
-from netfleet import Fleet, fleet
-from test_egress_kubernetes import _pod, kube  # noqa: F401 - the contract stub fixture
 
 FAST = {"verify_timeout_seconds": 0.5}
 

@@ -10,15 +10,16 @@ label selectors arrive as ``?labelSelector=k=v``; ephemeral containers are added
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from jsonstub import JsonStub
 
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.egress.kubernetes import PodRunner, pod_runners
 from chaosext.egress.probes import egress_block_active
-from jsonstub import JsonStub
 
 pytestmark = [pytest.mark.contract]
 

@@ -3,13 +3,14 @@ own, with its labs (``lab_factory``) and its `chaos run`s inside it."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
+from experiment_util import ExperimentRunner, Netns, needs_root_iptables
 
 from chaosext.lab.testing import running_lab
-from experiment_util import ExperimentRunner, Netns, needs_root_iptables
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ the verdict fails although Chaos Toolkit's exit code alone would not say why.
 from __future__ import annotations
 
 import pytest
+from experiment_util import ExperimentRunner, iptables_rules
 
 from chaosext.lab.testing import free_ports
-from experiment_util import ExperimentRunner, iptables_rules
+
 
 def _urls() -> dict[str, str]:
     jwks, prom, am, svc = free_ports(["127.0.0.2", "127.0.0.1", "127.0.0.1", "127.0.0.1"])

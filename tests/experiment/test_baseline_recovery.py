@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from experiment_util import ExperimentRunner, Outcome, iptables_rules, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.netns]
@@ -34,7 +33,7 @@ class RulePoller:
             self.samples += 1
             self._stop.wait(0.1)
 
-    def __enter__(self) -> "RulePoller":
+    def __enter__(self) -> RulePoller:
         self._thread.start()
         return self
 

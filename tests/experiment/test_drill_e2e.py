@@ -5,7 +5,6 @@ fails auth-expired-audited."""
 from __future__ import annotations
 
 import pytest
-
 from experiment_util import DRILL, ExperimentRunner
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

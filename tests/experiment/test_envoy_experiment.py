@@ -13,11 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from experiment_util import ExperimentRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "egress"))
-from envoy_util import require_envoy  # noqa: E402
+from envoy_util import require_envoy
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.netns]
 

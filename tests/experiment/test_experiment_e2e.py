@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from experiment_util import ExperimentRunner, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

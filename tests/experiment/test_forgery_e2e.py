@@ -9,7 +9,6 @@ already catches it and nothing is injected: verdict NOT RUN (short runs, no outa
 from __future__ import annotations
 
 import pytest
-
 from experiment_util import ExperimentRunner
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from experiment_util import ExperimentRunner, iptables_rules, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.netns]

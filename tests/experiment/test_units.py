@@ -14,19 +14,20 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
+from jsonstub import JsonStub
 
 from chaosext.audit import probes as audit_probes
 from chaosext.audit import schema
 from chaosext.audit.sources import parse_timestamp, read_clickhouse, read_loki
 from chaosext.core.config import load_config, validate
+from chaosext.core.runfile import new_run, update_run
 from chaosext.metrics import prom
 from chaosext.safety.controls import approval_problem
-from chaosext.core.runfile import new_run, update_run
-from jsonstub import JsonStub
 
 pytestmark = [pytest.mark.contract]
 

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
 import yaml
+from jsonstub import JsonStub
 
 from chaosext.lab import promconfig
-from jsonstub import JsonStub
 
 
 def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], seconds: float) -> Any:

@@ -8,7 +8,6 @@ token and the tenant header (401 without them). ``GET /stats`` returns what it s
 import argparse
 import asyncio
 import base64
-import json
 import socket
 import sys
 from collections import Counter

@@ -6,15 +6,15 @@ reason AlreadyExists/NotFound and code 409/404 on conflicts and misses) and the 
 documentation (spec.parallelism, spec.script.configMap{name,file}, spec.runner.env, status.stage).
 """
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from jsonstub import JsonStub
 
 from chaosext.load import operator
 from chaosext.load.actions import start_k6_testrun, stop_k6_testrun
 from chaosext.load.probes import k6_testrun_status
-from jsonstub import JsonStub
 
 pytestmark = pytest.mark.contract
 

@@ -32,7 +32,7 @@ __all__ = ["AuthProxy", "make_ca"]
 
 def make_ca(directory: Path) -> dict[str, Path]:
     """A throw-away CA and a server certificate for 127.0.0.1: {"ca": pem, "cert": pem, "key": pem}."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chaosext test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -108,7 +108,7 @@ class AuthProxy:
         if self._client is not None:
             await self._client.close()
 
-    def __enter__(self) -> "AuthProxy":
+    def __enter__(self) -> AuthProxy:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(15)
         return self

@@ -4,8 +4,9 @@ the experiment's secrets the pre-flight check and the probes work; without them 
 """
 import base64
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests

@@ -8,7 +8,8 @@ teardown before the lab is stopped.
 import os
 import signal
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import requests

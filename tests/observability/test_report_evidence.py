@@ -6,13 +6,12 @@ import base64
 import json
 import os
 import re
+import socket
 import stat
 import struct
 import time
 from pathlib import Path
 from typing import Any
-
-import socket
 
 import pytest
 import requests

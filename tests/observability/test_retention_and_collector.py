@@ -13,17 +13,17 @@ shapes (Loki query_range "streams"; ClickHouse FORMAT JSON) to the real audit pr
 import json
 import re
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from jsonstub import JsonStub
 
 from chaosext.audit import schema, sources
 from chaosext.lab import promconfig
 from chaosext.lab.audit import AuditLog
-from jsonstub import JsonStub
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT_DIR = ROOT / "ops" / "devops" / "tenant"
@@ -111,7 +111,7 @@ def apply_filelog_operators(line: str, operators: list[dict[str, Any]]) -> dict[
                 _, key = _field(ts["parse_from"])
                 assert ts["layout_type"] == "gotime" and ts["layout"] == "2006-01-02T15:04:05.999Z07:00"
                 rec["timestamp"] = datetime.strptime(rec["attributes"][key], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-                    tzinfo=timezone.utc).timestamp()
+                    tzinfo=UTC).timestamp()
         elif kind == "trace_parser":
             _, key = _field(op["trace_id"]["parse_from"])
             rec["trace_id"] = rec["attributes"][key]
@@ -236,7 +236,7 @@ def logql_matches(query: str, labels: dict[str, str], meta: dict[str, str]) -> b
 
 
 def _clickhouse_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f") + "000"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f") + "000"
 
 
 def _clickhouse_row(rec: dict[str, Any]) -> dict[str, Any]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from ops_util import in_ns
 
 from chaosext.lab.testing import running_lab
-from ops_util import in_ns
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENT = REPO / "experiments" / "jwks-outage.json"

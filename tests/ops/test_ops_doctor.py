@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from jsonstub import JsonStub
+from ops_util import in_ns
 
 from chaosext.doctor import check_approval, check_envoy, check_kube
-
-from ops_util import in_ns
-from jsonstub import JsonStub
 
 
 def _doctor(netns: str, *args: str, env: dict[str, str] | None = None):

@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from ops_util import in_ns
 
 from chaosext.report.cli import report
-
-from ops_util import in_ns
 
 pytestmark = [pytest.mark.lab, pytest.mark.netns, pytest.mark.slow]
 

@@ -140,7 +140,7 @@ def test_kind_job_reaches_the_pods_through_port_forwards_it_tears_down() -> None
     for url in urls:
         host, port = re.match(r"http://([\d.]+):(\d+)", url).groups()
         assert host in ("127.0.0.1", env["AUTHORITY_IP"]) and int(port) in forwarded, url
-    assert f'ip addr add "$AUTHORITY_IP/32" dev lo' in runs[fwd] and "--address" in runs[fwd]
+    assert 'ip addr add "$AUTHORITY_IP/32" dev lo' in runs[fwd] and "--address" in runs[fwd]
     services = {d["metadata"]["name"]: {p["port"] for p in d["spec"]["ports"]} for d in _manifests()
                 if d["kind"] == "Service"}
     for svc, remote in re.findall(r'forward \S+ (\w+) \d+:(\d+)', runs[fwd]):
