@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from chaosext.core.heartbeat import HEARTBEAT_GRACE
+from chaosext.core.procs import find_processes
 from chaosext.egress.base import FaultError, FaultSpec, delete_record, state_dir
 
 __all__ = ["spawn", "stop", "find", "main", "GRACE_SECONDS", "HEARTBEAT_GRACE", "POLL_SECONDS"]
@@ -64,17 +65,7 @@ def spawn(spec: FaultSpec, heartbeat: str = "", grace: float = HEARTBEAT_GRACE, 
 
 def find(run_id: str = "") -> list[int]:
     """Pids of running watchdogs (of ``run_id`` only, if given)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if MODULE.encode() in args and (not run_id or run_id.encode() in args):
-            pids.append(int(entry.name))
-    return pids
+    return find_processes(lambda argv: MODULE in argv and (not run_id or run_id in argv))
 
 
 def stop(run_id: str) -> list[int]:

@@ -5,7 +5,8 @@ import errno
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -53,7 +54,7 @@ def stop_event() -> asyncio.Event:
     return stop
 
 
-def run(main: Callable[[], Awaitable[int]]) -> int:
+def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run ``main`` on uvloop when available; turn :class:`ListenError` into exit code 1."""
     try:
         import uvloop
@@ -83,7 +84,7 @@ def port_arg(value: str) -> int:
     return port
 
 
-def positive(kind: type = float, allow_zero: bool = False) -> Callable[[str], float]:
+def positive(kind: type[float] = float, allow_zero: bool = False) -> Callable[[str], float]:
     """An argparse type for a positive number."""
 
     def parse(value: str) -> float:

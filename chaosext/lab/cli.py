@@ -9,7 +9,8 @@ import click
 
 from chaosext.core.labstate import STATE_DIR_ENV, StateError, resolve_state_dir
 from chaosext.lab import supervisor
-from chaosext.lab.supervisor import CACHE_MODES, HOLES, SERVICES, LabConfig, LabError
+from chaosext.lab.envoy import EGRESS_MODES
+from chaosext.lab.plan import CACHE_MODES, HOLES, SERVICES, LabConfig, LabError
 
 __all__ = ["lab"]
 
@@ -121,7 +122,7 @@ Examples:
 @click.option("--alertmanager-bin", default="prometheus-alertmanager", show_default=True)
 @click.option("--ready-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
               help="Seconds to wait for all components to be ready")
-@click.option("--egress", type=click.Choice(("iptables", "envoy")), default="iptables", show_default=True,
+@click.option("--egress", type=click.Choice(EGRESS_MODES), default="iptables", show_default=True,
               help="envoy: the services fetch the JWKS through a real Envoy whose route carries the fault filter "
                    "(fault: FAULT_VIA=envoy FAULT_TARGET=<envoy admin URL>, see `lab status --json`)")
 @click.option("--envoy-port", type=int, default=8444, show_default=True, help="Envoy JWKS listener (--egress envoy)")
@@ -163,7 +164,8 @@ def _print_summary(state: dict[str, Any]) -> None:
              ("token", state.get("token_url") and f"POST {state['token_url']}"),
              ("client", state.get("client_id") and f"{state['client_id']} (client credentials; secret: "
                                                      f"chaosext lab status --json)"),
-             ("fault target", fault and f"{fault['host']}:{fault['port']} (via {fault['via']}, target {fault['target']})"),
+             ("fault target", fault and f"{fault['host']}:{fault['port']} (via {fault['via']}, "
+                              f"target {fault['target']})"),
              ("envoy admin", state.get("envoy_admin_url")),
              ("audit", state.get("audit_file")),
              ("logs", state.get("state_dir") and f"{state['state_dir']}/logs/")]

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from chaosext.core.names import ENVOY_RUNTIME_PREFIX as DEFAULT_PREFIX
 from chaosext.core.names import ENVOY_STAT_PREFIX as DEFAULT_STAT_PREFIX
+from chaosext.lab.common import base_url, find_binary
 
 __all__ = ["ENVOY_BIN", "FAULT_FILTER_NAME", "UPSTREAM_CLUSTER", "ENVOY_HINT", "EGRESS_MODES", "layered_runtime",
            "http_filters", "bootstrap", "write_bootstrap", "envoy_argv", "find_envoy", "lab_component",
@@ -106,13 +106,7 @@ def envoy_argv(binary: str, config_path: str | os.PathLike[str], admin_address_p
 
 def find_envoy(binary: str = ENVOY_BIN) -> str | None:
     """Path of the Envoy binary, or None."""
-    if os.sep in binary:
-        return binary if os.access(binary, os.X_OK) else None
-    return shutil.which(binary)
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return find_binary(binary)
 
 
 def _lab_config_path(state_dir: str | os.PathLike[str]) -> Path:
@@ -120,18 +114,18 @@ def _lab_config_path(state_dir: str | os.PathLike[str]) -> Path:
 
 
 def lab_component(cfg: Any) -> dict[str, Any]:
-    """The lab's Envoy (``cfg`` is a ``supervisor.LabConfig``) as keyword arguments of ``supervisor.Component``:
+    """The lab's Envoy (``cfg`` is a ``plan.LabConfig``) as keyword arguments of ``plan.Component``:
     listener ``host:envoy_port`` (the services' JWKS URL), admin ``host:envoy_admin_port`` (the fault target),
     upstream = the Authority's public listener; with ``envoy_jwt_service`` also the jwt gateway ``envoy_jwt_port``."""
-    admin_url = _url(cfg.host, cfg.envoy_admin_port)
-    listener = _url(cfg.host, cfg.envoy_port)
+    admin_url = base_url(cfg.host, cfg.envoy_admin_port)
+    listener = base_url(cfg.host, cfg.envoy_port)
     binds = [(cfg.host, cfg.envoy_port), (cfg.host, cfg.envoy_admin_port)]
     extra = {"admin_url": admin_url, "jwks_url": f"{listener}/.well-known/jwks.json",
              "upstream": f"{cfg.authority_host}:{cfg.authority_port}"}
     if cfg.envoy_jwt_service:
         binds.append((cfg.host, cfg.envoy_jwt_port))
-        extra.update(jwt_gateway_url=_url(cfg.host, cfg.envoy_jwt_port), jwt_gateway_service=cfg.envoy_jwt_service,
-                     jwt_cache_duration=cfg.jwks_ttl)
+        extra.update(jwt_gateway_url=base_url(cfg.host, cfg.envoy_jwt_port),
+                     jwt_gateway_service=cfg.envoy_jwt_service, jwt_cache_duration=cfg.jwks_ttl)
     return {"name": "envoy", "argv": envoy_argv(cfg.envoy_bin, _lab_config_path(cfg.state_dir)), "binds": binds,
             "url": listener, "health": f"{admin_url}/ready", "port": cfg.envoy_port, "extra": extra}
 
@@ -139,7 +133,7 @@ def lab_component(cfg: Any) -> dict[str, Any]:
 def service_url(cfg: Any, name: str, direct: str) -> str:
     """Where clients reach service ``name``: the jwt gateway for ``envoy_jwt_service``, else ``direct``."""
     if cfg.egress == "envoy" and cfg.envoy_jwt_service == name:
-        return _url(cfg.host, cfg.envoy_jwt_port)
+        return base_url(cfg.host, cfg.envoy_jwt_port)
     return direct
 
 
@@ -181,7 +175,7 @@ def add_jwt_gateway(config: dict[str, Any], listen: tuple[str, int], backend: tu
     if not egress["port_value"]:
         raise ValueError("the JWKS egress listener needs a fixed port for the jwt gateway's remote_jwks cluster")
     remote: dict[str, Any] = {
-        "http_uri": {"uri": f"{_url(egress['address'], egress['port_value'])}/.well-known/jwks.json",
+        "http_uri": {"uri": f"{base_url(egress['address'], egress['port_value'])}/.well-known/jwks.json",
                      "cluster": "jwks_via_egress", "timeout": f"{fetch_timeout_s}s"},
         "cache_duration": f"{int(cache_duration_s)}s"}
     if async_fetch:

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt.algorithms import RSAAlgorithm
 from jwt.exceptions import InvalidKeyError
 
@@ -83,7 +84,7 @@ def parse_jwks(payload: Any) -> dict[str, Any]:
             key = RSAAlgorithm.from_jwk(jwk)
         except (InvalidKeyError, ValueError, KeyError, TypeError):
             continue
-        keys[kid] = key.public_key() if hasattr(key, "private_numbers") else key
+        keys[kid] = key.public_key() if isinstance(key, RSAPrivateKey) else key
     if not keys:
         raise InvalidJwks("no usable RS256 signing key")
     return keys
@@ -150,7 +151,7 @@ class JwksCache:
         self.last_error = ""
         self._next_attempt = now()
         self._last_unknown_kid_refresh = -math.inf
-        self._inflight: asyncio.Task | None = None
+        self._inflight: asyncio.Future[bool] | None = None
         self._alerted = False  # degraded/expired announced and not yet recovered
 
     # ---- state ------------------------------------------------------------------------------------------------
@@ -347,7 +348,7 @@ class VerifiedTokenCache:
         self.ttl = ttl
         self.max_entries = max_entries
         self._wall = wall
-        self._entries: dict[str, tuple[dict, str, float]] = {}
+        self._entries: dict[str, tuple[dict[str, Any], str, float]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -357,7 +358,7 @@ class VerifiedTokenCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, token: str) -> dict | None:
+    def get(self, token: str) -> dict[str, Any] | None:
         """Claims of a previously verified token, or None."""
         entry = self._entries.get(token)
         if entry is None:
@@ -368,7 +369,7 @@ class VerifiedTokenCache:
             return None
         return claims
 
-    def put(self, token: str, claims: dict, kid: str) -> None:
+    def put(self, token: str, claims: dict[str, Any], kid: str) -> None:
         """Remember a token verified with ``kid``."""
         if not self.enabled:
             return

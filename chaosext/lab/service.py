@@ -22,7 +22,7 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import jwt
@@ -41,12 +41,18 @@ from prometheus_client import (
 
 from chaosext.lab.aioserve import http_url, listen, port_arg, positive, run, setup_logging, stop_event
 from chaosext.lab.audit import AuditLog
+from chaosext.lab.common import HOLES
 from chaosext.lab.jwks_cache import MODES, STATES, JwksCache, VerifiedTokenCache
 from chaosext.lab.tenancy import UNAUTHENTICATED, RateLimiter, TenantLabels
+
+if TYPE_CHECKING:
+    from jwt.types import Options
 
 __all__ = ["SERVICES", "REASONS", "HOLES", "Authenticator", "TenantService", "build_app", "main", "parse_args"]
 
 log = logging.getLogger("chaosext.lab.service")
+#: a token's claims as jwt.decode returns them
+Claims = dict[str, Any]
 
 #: service -> collection name in its routes
 SERVICES = {"policy": "policies", "vuln": "findings", "notify": "notifications"}
@@ -64,7 +70,7 @@ CLAIM_REASONS = ("expired", "bad_audience", "bad_issuer")
 #: traffic then stays out of the tenant's own alerting. A real IdP never mints these (those classes are skipped).
 TEST_TOKEN_CLAIM = "chaosext_test_token"
 
-disable_created_metrics()  # halves the series count; rules use rate() on *_total only
+disable_created_metrics()  # type: ignore[no-untyped-call]  # halves the series count; rules use rate() on *_total only
 
 REQUESTS = Counter("tenant_requests_total", "Requests by tenant, route template and status",
                    ["tenant", "service", "route", "status"])
@@ -86,9 +92,6 @@ VALIDATIONS = Counter("jwt_validations_total", "JWT validations", ["service", "r
 AUTH_FAILURES = Counter("tenant_auth_failures_total", "401s of tokens whose signature verified but whose claims were "
                         "rejected (expired, bad_audience, bad_issuer), by the token's tenant",
                         ["tenant", "service", "reason"])
-
-#: misbehaviour knobs, one classic JWT validation hole each (``--hole NAME``; docs/architecture.md)
-HOLES = ("accept-alg-none", "alg-confusion", "ignore-exp", "trust-token-key", "ignore-tenant", "skip-signature-404")
 
 _ERRORS: list[tuple[type[Exception], str]] = [
     (jwt.ExpiredSignatureError, "expired"),
@@ -114,11 +117,11 @@ class Authenticator:
         self.audience = audience
         self.fail_open = fail_open
         self._lookups = {r: LOOKUPS.labels(service, r) for r in LOOKUP_RESULTS}
-        self._options: dict[str, Any] = {"require": ["exp", "iss", "aud", "sub"]}
+        self._options: Options = {"require": ["exp", "iss", "aud", "sub"]}
         if "ignore-exp" in self.holes:  # misbehaviour knob: expiry neither required nor checked
             self._options = {"require": ["iss", "aud", "sub"], "verify_exp": False}
 
-    async def authenticate(self, authorization: str | None) -> tuple[dict | None, str, str]:
+    async def authenticate(self, authorization: str | None) -> tuple[Claims | None, str, str]:
         """(claims or None, reason, key_source)."""
         if not authorization or not authorization.startswith("Bearer "):
             return None, "missing", "none"
@@ -158,7 +161,7 @@ class Authenticator:
         self.tokens.put(token, claims, kid)
         return claims, "ok", found.source
 
-    async def _holed(self, token: str, header: dict) -> tuple[dict | None, str, str] | None:
+    async def _holed(self, token: str, header: dict[str, Any]) -> tuple[Claims | None, str, str] | None:
         """The misbehaviour knobs (security bugs on purpose, one classic hole each); None = validate normally.
         Whatever a hole lets in is counted with key_source="none" (no IdP key verified it)."""
         alg = str(header.get("alg"))
@@ -167,13 +170,15 @@ class Authenticator:
         if "alg-confusion" in self.holes and alg in ("HS256", "HS384", "HS512") and isinstance(header.get("kid"), str):
             found = await self.jwks.get_key(header["kid"])
             if found.key is not None:  # the RS256 public key's PEM used as the HMAC secret
-                pem = found.key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+                pem = found.key.public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
                 signing_input, _, sig = token.rpartition(".")
                 mac = hmac.new(pem, signing_input.encode(), getattr(hashlib, "sha" + alg[2:])).digest()
                 if hmac.compare_digest(base64.urlsafe_b64encode(mac).rstrip(b"=").decode(), sig):
                     return self._claims_only(token, None, [alg])
                 return None, "bad_signature", "none"
         if "trust-token-key" in self.holes and ("jwk" in header or "x5c" in header) and alg == "RS256":
+            key: Any
             try:
                 if "jwk" in header:
                     key = RSAAlgorithm.from_jwk(header["jwk"])
@@ -184,7 +189,7 @@ class Authenticator:
             return self._claims_only(token, key, ["RS256"])
         return None
 
-    def _claims_only(self, token: str, key: Any, algorithms: list[str]) -> tuple[dict | None, str, str]:
+    def _claims_only(self, token: str, key: Any, algorithms: list[str]) -> tuple[Claims | None, str, str]:
         """Claims checked (exp, iss, aud) with ``key`` (None: signature not verified at all)."""
         try:
             claims = jwt.decode(token, key, algorithms=algorithms, audience=self.audience, issuer=self.issuer,
@@ -195,7 +200,7 @@ class Authenticator:
             return None, "malformed", "none"
         return claims, "ok", "none"
 
-    def _unverified(self, token: str) -> tuple[dict | None, str, str]:
+    def _unverified(self, token: str) -> tuple[Claims | None, str, str]:
         try:
             claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": True, "verify_aud": True,
                                                 "verify_iss": True}, audience=self.audience, issuer=self.issuer)
@@ -215,13 +220,13 @@ class Store:
         self._next_id: dict[str, int] = collections.defaultdict(lambda: SEEDED_ITEMS + 1)
         self._list_json: dict[str, bytes] = {}  # tenant -> encoded list response, dropped on every write
 
-    def get(self, tenant: str, item_id: str) -> dict | None:
+    def get(self, tenant: str, item_id: str) -> dict[str, Any] | None:
         item = self._items[tenant].get(item_id)
         if item is None and item_id.isdigit() and 1 <= int(item_id) <= SEEDED_ITEMS:
             item = {"id": item_id, "tenant": tenant, "seeded": True}
         return item
 
-    def list(self, tenant: str, limit: int = 20) -> list[dict]:
+    def list(self, tenant: str, limit: int = 20) -> list[dict[str, Any]]:
         items = self._items[tenant]
         return list(items.values())[-limit:]
 
@@ -234,7 +239,7 @@ class Store:
             cached = self._list_json[tenant] = json.dumps(doc).encode()
         return cached
 
-    def put(self, tenant: str, item_id: str | None, body: dict) -> dict:
+    def put(self, tenant: str, item_id: str | None, body: dict[str, Any]) -> dict[str, Any]:
         items = self._items[tenant]
         self._list_json.pop(tenant, None)
         if item_id is None:
@@ -263,7 +268,7 @@ class TenantService:
         overflow = OVERFLOW.labels(self.name)
         self.labels = TenantLabels(args.tenant_cap, on_overflow=overflow.inc)
         self.store = Store(self.name)
-        self.queues: dict[str, collections.deque] = {}
+        self.queues: dict[str, collections.deque[Any]] = {}
         self._req: dict[tuple[str, str, int], Any] = {}
         self._dur: dict[tuple[str, str], Any] = {}
         self._seen_labels: set[str] = set()
@@ -311,7 +316,8 @@ class TenantService:
             AUTH_FAILURES.labels(self.labels.label(tenant), self.name, reason).inc()
 
     # ---- the request path ---------------------------------------------------------------------------------------
-    def route(self, template: str, kind: str, impl: Callable[[web.Request, str, bytes], Awaitable[web.Response]]):
+    def route(self, template: str, kind: str, impl: Callable[[web.Request, str, bytes], Awaitable[web.Response]]
+              ) -> Callable[[web.Request], Awaitable[web.Response]]:
         """Wrap ``impl(request, tenant, body)`` with auth, tenant check, rate limit and metrics."""
 
         async def handler(request: web.Request) -> web.Response:
@@ -424,7 +430,7 @@ class TenantService:
         return resp
 
 
-def _claims_unchecked(authorization: str) -> dict:
+def _claims_unchecked(authorization: str) -> Claims:
     """The token's claims, nothing verified (only the skip-signature-404 stand-in uses this)."""
     try:
         claims = jwt.decode(authorization[7:], options={"verify_signature": False})
@@ -551,7 +557,7 @@ async def _serve(args: argparse.Namespace) -> int:
     CACHE_AGE.labels(name).set_function(cache.age)
     svc = TenantService(args, cache, audit)
     runner = web.AppRunner(build_app(svc), access_log=None, handle_signals=False)
-    tasks: list[asyncio.Task] = []
+    tasks: list[asyncio.Task[None]] = []
     try:
         await runner.setup()
         if args.cache_mode != "none":

@@ -14,16 +14,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from chaosext.core.procs import free_ports
 from chaosext.lab import supervisor
-from chaosext.lab.supervisor import LabConfig
+from chaosext.lab.plan import LabConfig
 
+#: free_ports (chaosext.core.procs) stays importable from here: tests pick the ports of their own servers with it
 __all__ = ["free_ports", "lab_up_argv", "running_lab"]
 
 _PORT_FIELDS = {"authority_port": "authority_host", "ops_port": "ops_host", "policy_port": "host",
@@ -31,26 +32,12 @@ _PORT_FIELDS = {"authority_port": "authority_host", "ops_port": "ops_host", "pol
                 "envoy_port": "host", "envoy_admin_port": "host", "envoy_jwt_port": "host"}
 
 
-def free_ports(hosts: list[str]) -> list[int]:
-    """One free TCP port per host (all distinct), found by binding port 0 and releasing it."""
-    socks = []
-    try:
-        for host in hosts:
-            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.bind((host, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def lab_up_argv(state_dir: str | os.PathLike[str], **overrides: Any) -> list[str]:
     """The `lab up` command line for these overrides (free ports for every port not given)."""
     defaults = LabConfig(state_dir=str(state_dir))
     missing = [f for f in _PORT_FIELDS if f not in overrides]
     hosts = [str(overrides.get(_PORT_FIELDS[f], getattr(defaults, _PORT_FIELDS[f]))) for f in missing]
-    overrides = {**dict(zip(missing, free_ports(hosts))), **overrides}
+    overrides = {**dict(zip(missing, free_ports(hosts), strict=True)), **overrides}
     argv = [sys.executable, "-m", "chaosext.lab.cli", "up", "--state-dir", str(state_dir), "--json"]
     for key, value in overrides.items():
         if not hasattr(defaults, key) or key == "state_dir":

@@ -20,6 +20,7 @@ from pathlib import Path
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
+from chaosext.core.procs import free_port, proc_start_time
 from chaosext.core.tokens import TokenError, k6_token_env
 from chaosext.load import k6 as k6mod
 from chaosext.load import operator
@@ -115,7 +116,7 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
     if check.returncode != 0:
         raise ActivityFailed(f"k6 rejects the script or its settings: {(check.stderr or check.stdout).strip()[-600:]}")
 
-    address = f"127.0.0.1:{k6mod.free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     cmd = [binary, "run", "--quiet", "--no-color", "--address", address, *eargs, script]
     exit_file = path / "exit_code"
     log_file = path / "k6.log"
@@ -129,8 +130,8 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
                                 env=child_env, start_new_session=True)
     _CHILDREN[run_id] = proc
     record = {
-        "run_id": run_id, "pid": proc.pid, "pgid": proc.pid, "start_time": k6mod.proc_start_time(proc.pid),
-        "owner_run_id": owner_run_id, "owner_pid": os.getpid(), "owner_start_time": k6mod.proc_start_time(os.getpid()),
+        "run_id": run_id, "pid": proc.pid, "pgid": proc.pid, "start_time": proc_start_time(proc.pid),
+        "owner_run_id": owner_run_id, "owner_pid": os.getpid(), "owner_start_time": proc_start_time(os.getpid()),
         "heartbeat_file": heartbeat_file, "supervisor": RUNNER,
         "address": address, "summary_file": str(summary), "log_file": str(log_file.resolve()),
         "exit_file": str(exit_file.resolve()), "run_dir": str(path.resolve()), "script": str(Path(script).resolve()),

@@ -13,14 +13,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from chaosext.core.errors import ChaosextError
+from chaosext.core.procs import free_port, proc_start_time, process_alive
 
+#: free_port, process_alive and proc_start_time come from chaosext.core.procs (re-exported for the run records' users)
 __all__ = [
     "K6NotFoundError",
     "EXIT_CODES",
@@ -100,13 +101,6 @@ def default_script() -> str:
     return str(Path(__file__).resolve().parents[2] / "ops" / "devops" / "tenant" / "k6-tenant-load.js")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host`` (the kernel picks it)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def exit_meaning(code: Any) -> str:
     """Human meaning of a k6 exit code (None = still running or unknown)."""
     if code is None:
@@ -164,31 +158,6 @@ def latest_run(base: Path) -> dict[str, Any] | None:
     """The most recently started run under ``base``, or None."""
     runs = list_runs(base)
     return runs[-1] if runs else None
-
-
-def proc_start_time(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks): tells a reused pid from ours."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-
-def process_alive(pid: int, start_time: str | None = None) -> bool:
-    """True when ``pid`` runs, is not a zombie, and (if given) started at ``start_time`` (so it is still ours)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    if state in ("Z", "X"):
-        try:  # our own child: reap it
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        return False
-    return start_time is None or proc_start_time(pid) == start_time
 
 
 def read_exit_code(path: Path) -> int | None:

@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+from chaosext.core.procs import proc_start_time
+
 __all__ = ["main", "set_pdeathsig"]
 
 PR_SET_PDEATHSIG = 1
@@ -49,14 +51,6 @@ def _write_atomic(path: str, text: str) -> None:
 
 def _say(message: str) -> None:
     print(f"chaosext runner: {message}", file=sys.stderr, flush=True)
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     proc = subprocess.Popen(cmd, process_group=0, preexec_fn=child_setup)
     child["pid"] = proc.pid
     if args.pid_file:
-        _write_atomic(args.pid_file, json.dumps({"pid": proc.pid, "start_time": _start_time(proc.pid)}))
+        _write_atomic(args.pid_file, json.dumps({"pid": proc.pid, "start_time": proc_start_time(proc.pid)}))
     if child["pending"]:
         forward(child["pending"], None)
     stage = ""

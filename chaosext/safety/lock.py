@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from chaosext.core.errors import ChaosextError
+from chaosext.core.procs import proc_start_time, process_alive
 from chaosext.egress.base import load_records, parse_jwks_url, state_dir
-from chaosext.load.k6 import proc_start_time, process_alive
 
 __all__ = ["lock_key", "acquire", "read", "locks_dir", "TargetLock", "LockHeld"]
 

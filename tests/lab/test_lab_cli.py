@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import requests
 
-from chaosext.lab.supervisor import find_lab_processes
-from chaosext.lab.testing import free_ports, lab_up_argv, running_lab
+from chaosext.core.procs import free_ports, process_alive
+from chaosext.lab.processes import find_lab_processes
+from chaosext.lab.testing import lab_up_argv, running_lab
 
 pytestmark = pytest.mark.lab
 
@@ -40,11 +41,7 @@ def pgrep(state_dir: Path | str) -> list[str]:
 
 def gone(pid: int) -> bool:
     """The process no longer runs (absent, or a zombie waiting for its reaper)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat[stat.rindex(")") + 2] in "ZX"
+    return not process_alive(pid)
 
 
 def same_lab_argv(state: dict[str, Any]) -> list[str]:

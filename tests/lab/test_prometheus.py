@@ -11,6 +11,7 @@ import requests
 import yaml
 from jsonstub import JsonStub
 
+from chaosext.core.procs import free_port
 from chaosext.lab import promconfig
 
 
@@ -114,14 +115,11 @@ def test_parse_duration_refuses_garbage(text: str) -> None:
 def test_sample_limit_backstop_fails_a_scrape_that_exposes_too_many_series(tmp_path: Path) -> None:
     """Cardinality backstop: the generated config's sample_limit makes real Prometheus refuse a target that
     exposes more series than the limit (up=0, "sample limit exceeded") instead of ingesting them."""
-    import socket
     import subprocess
 
     body = "".join(f'tenant_requests_total{{tenant="t{i:04d}"}} 1\n' for i in range(50)).encode()
     exporter = JsonStub(lambda method, path, query, _: (200, body, "text/plain; version=0.0.4"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        prom_port = s.getsockname()[1]
+    prom_port = free_port()
     config = promconfig.prometheus_config(
         {"wide": exporter.url.removeprefix("http://")}, [], None, interval_seconds=1, sample_limit=10)
     assert config["scrape_configs"][0]["sample_limit"] == 10
