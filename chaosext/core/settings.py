@@ -17,7 +17,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["SECRETS_SCOPE", "Configuration", "Secrets", "is_unset", "raw_setting", "setting", "secret_value"]
+__all__ = ["SECRETS_SCOPE", "Configuration", "Secrets", "is_unset", "raw_setting", "setting", "argument_or_setting",
+           "secret_value"]
 
 #: the experiment's ``secrets`` scope chaosext reads (``"secrets": ["chaosext"]`` on its activities)
 SECRETS_SCOPE = "chaosext"
@@ -46,6 +47,12 @@ def raw_setting(configuration: Configuration, name: str, default: Any = "") -> A
 def setting(configuration: Configuration, name: str, default: str = "") -> str:
     """Setting ``name`` as a string (see :func:`raw_setting`)."""
     return str(raw_setting(configuration, name, default))
+
+
+def argument_or_setting(value: Any, configuration: Configuration, name: str, default: Any = "") -> Any:
+    """An activity's argument ``value`` unless it is unset (empty or an unresolved ``${...}``), else setting
+    ``name`` (:func:`raw_setting`: configuration, env var, ``default``)."""
+    return raw_setting(configuration, name, default) if is_unset(value) else value
 
 
 def _flat_secrets(secrets: Secrets) -> dict[str, Any]:

@@ -5,19 +5,21 @@ Chaos Toolkit entry points live in :mod:`chaosext.egress.actions` and :mod:`chao
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["build_driver"]
 
 
-def build_driver(via: str, options: dict[str, Any] | None = None) -> Any:
-    """The driver for ``via`` (iptables, envoy, k8s-networkpolicy, istio), configured with ``options``."""
+def build_driver(via: str, options: dict[str, Any] | None = None, secrets: Mapping[str, Any] | None = None) -> Any:
+    """The driver for ``via`` (iptables, envoy, k8s-networkpolicy, istio), configured with ``options``; ``secrets``
+    (the activity's, never recorded) carry the Kubernetes credentials of the drivers that call the API."""
     from chaosext.egress.base import VIAS, FaultError
 
     if via == "iptables":
         from chaosext.egress.iptables import IptablesDriver
 
-        return IptablesDriver(options)
+        return IptablesDriver(options, secrets=secrets)
     if via == "envoy":
         from chaosext.egress.envoy import EnvoyDriver
 
@@ -25,9 +27,9 @@ def build_driver(via: str, options: dict[str, Any] | None = None) -> Any:
     if via == "k8s-networkpolicy":
         from chaosext.egress.kubernetes import NetworkPolicyDriver
 
-        return NetworkPolicyDriver(options)
+        return NetworkPolicyDriver(options, secrets=secrets)
     if via == "istio":
         from chaosext.egress.kubernetes import IstioDriver
 
-        return IstioDriver(options)
+        return IstioDriver(options, secrets=secrets)
     raise FaultError(f"unknown via {via!r}: use one of {', '.join(VIAS)}")

@@ -10,7 +10,8 @@ from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
-from chaosext.core.settings import is_unset, raw_setting
+from chaosext.core import kube
+from chaosext.core.settings import argument_or_setting, is_unset
 from chaosext.egress import build_driver, watchdog
 from chaosext.egress.base import (
     DEFAULT_JWKS_URL,
@@ -26,12 +27,6 @@ from chaosext.egress.base import (
 )
 
 __all__ = ["block_jwks_egress", "restore_jwks_egress"]
-
-
-def _pick(value: Any, configuration: Configuration, key: str, default: Any) -> Any:
-    """``value`` unless unset (empty or an unresolved ``${...}``), then the one resolver (the configuration's
-    ``key``, then env var ``KEY``: ``chaosext.core.settings``), then ``default``."""
-    return raw_setting(configuration, key, default) if is_unset(value) else value
 
 
 def settings(
@@ -52,19 +47,20 @@ def settings(
     c = configuration or {}
     options = {
         "verify_timeout": float(verify_timeout_seconds),
-        "envoy_admin_url": _pick(envoy_admin_url, c, "ENVOY_ADMIN_URL", ""),
-        "kube_api_url": _pick(kube_api_url, c, "KUBE_API_URL", ""),
-        "kube_context": _pick(kube_context, c, "KUBE_CONTEXT", ""),
-        "parallelism": _pick(None, c, "FAULT_PARALLELISM", ""),
+        "envoy_admin_url": argument_or_setting(envoy_admin_url, c, "ENVOY_ADMIN_URL", ""),
+        "kube_api_url": argument_or_setting(kube_api_url, c, "KUBE_API_URL", ""),
+        "kube_context": argument_or_setting(kube_context, c, "KUBE_CONTEXT", ""),
+        "parallelism": argument_or_setting(None, c, "FAULT_PARALLELISM", ""),
         **(driver_options or {}),
     }
     return {
-        "jwks_url": _pick(jwks_url, c, "JWKS_URL", DEFAULT_JWKS_URL),
-        "via": _pick(via, c, "FAULT_VIA", "iptables"),
-        "target": _pick(target, c, "FAULT_TARGET", "local"),
-        "mode": _pick(mode, c, "FAULT_MODE", "drop"),
-        "duration_seconds": _pick(duration_seconds, c, "OUTAGE_SECONDS", 300),
-        "max_duration_seconds": _pick(max_duration_seconds, c, "MAX_OUTAGE_SECONDS", MAX_OUTAGE_SECONDS),
+        "jwks_url": argument_or_setting(jwks_url, c, "JWKS_URL", DEFAULT_JWKS_URL),
+        "via": argument_or_setting(via, c, "FAULT_VIA", "iptables"),
+        "target": argument_or_setting(target, c, "FAULT_TARGET", "local"),
+        "mode": argument_or_setting(mode, c, "FAULT_MODE", "drop"),
+        "duration_seconds": argument_or_setting(duration_seconds, c, "OUTAGE_SECONDS", 300),
+        "max_duration_seconds": argument_or_setting(max_duration_seconds, c, "MAX_OUTAGE_SECONDS",
+                                                    MAX_OUTAGE_SECONDS),
         "options": {k: v for k, v in options.items() if v not in ("", None)},
     }
 
@@ -100,9 +96,8 @@ def fault_record(run_id: str) -> dict[str, Any] | None:
 
 def _heartbeat_settings(heartbeat_file: str, grace_seconds: Any, configuration: Configuration) -> tuple[str, float]:
     """The heartbeat file and HEARTBEAT_GRACE (argument, else configuration, else 10 s), checked before any change."""
-    heartbeat = str(_pick(heartbeat_file, configuration, "chaosext_heartbeat_file", ""))
-    value = _pick(grace_seconds or "", configuration, "heartbeat_grace",
-                  _pick("", configuration, "HEARTBEAT_GRACE", watchdog.HEARTBEAT_GRACE))
+    heartbeat = str(argument_or_setting(heartbeat_file, configuration, "chaosext_heartbeat_file", ""))
+    value = argument_or_setting(grace_seconds or "", configuration, "heartbeat_grace", watchdog.HEARTBEAT_GRACE)
     try:
         grace = float(value)
     except (TypeError, ValueError):
@@ -177,7 +172,7 @@ def block_jwks_egress(
         from chaosext.load.k6 import runs_dir
 
         k6_dir = str(runs_dir("", configuration))
-    driver = build_driver(spec.via, spec.options)
+    driver = build_driver(spec.via, spec.options, secrets)
     result: dict[str, Any] = {"run_id": spec.run_id, "via": spec.via, "target": spec.target, "mode": spec.mode,
                               "jwks_url": spec.jwks_url, "host": spec.host, "port": spec.port,
                               "addresses": list(spec.addresses), "duration_seconds": spec.duration_seconds,
@@ -195,7 +190,8 @@ def block_jwks_egress(
         configuration["chaosext_fault_run_id"] = spec.run_id  # this run's restore finds its own fault
     pid = 0
     if use_watchdog and not (existing and watchdog.find(spec.run_id)):
-        pid = watchdog.spawn(spec, heartbeat=heartbeat, grace=grace, k6_dir=k6_dir)
+        # the watchdog reverts with the same Kubernetes credentials: in its environment, never its argv or a file
+        pid = watchdog.spawn(spec, heartbeat=heartbeat, grace=grace, k6_dir=k6_dir, env=kube.credential_env(secrets))
     result["watchdog_pid"] = pid or (watchdog.find(spec.run_id) or [0])[0]
     save_record(spec, status="active", watchdog_pid=result["watchdog_pid"])
     if verify:
@@ -208,15 +204,15 @@ def block_jwks_egress(
     return result
 
 
-def target_problem(via: str, target: str, configuration: Configuration = None) -> str:
+def target_problem(via: str, target: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
     """'' when the fault's target exists and is reachable for the driver; else what to do. Changes nothing."""
     s = settings("", via, target, configuration=configuration)
     try:
-        driver = build_driver(s["via"], s["options"])
+        driver = build_driver(s["via"], s["options"], secrets)
         if s["via"] == "iptables":
             from chaosext.egress.iptables import runner_for
 
-            runner_for(s["target"], s["options"])
+            runner_for(s["target"], s["options"], secrets=secrets)
         else:
             driver.find_orphans(s["target"])  # reads the admin API / the Kubernetes API: reachable and allowed
     except FaultError as exc:
@@ -256,10 +252,11 @@ def restore(
     dry_run: bool = False,
     verify: bool = True,
     options: dict[str, Any] | None = None,
+    secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Remove recorded faults matching via/target (or ``run_id``); with none recorded, every chaosext fault found on
     the target by its tags that blocks this ``jwks_url`` (every one when no URL is given or ``all_on_target``: the
-    panic button). Tolerant: nothing to remove is success."""
+    panic button). Tolerant: nothing to remove is success. ``secrets``: the Kubernetes drivers' credentials."""
     def wanted(rec: dict[str, Any]) -> bool:
         s = rec["spec"]
         if run_id:
@@ -270,7 +267,7 @@ def restore(
     removed: list[dict[str, Any]] = []
     for rec in records:
         spec = FaultSpec.from_dict(rec["spec"])
-        driver = build_driver(spec.via, spec.options)
+        driver = build_driver(spec.via, spec.options, secrets)
         if dry_run:
             removed.append({"run_id": spec.run_id, "via": spec.via, "target": spec.target,
                             "commands": driver.describe_revert(spec)})
@@ -284,14 +281,14 @@ def restore(
     left: list[dict[str, Any]] = []
     if run_id and not records and not dry_run:
         # no record (deleted, or made on another machine): find this run's rules by their tags alone
-        driver = build_driver(via, options or {})
+        driver = build_driver(via, options or {}, secrets)
         for orphan in driver.find_orphans(target):
             if orphan["run_id"] == run_id:
                 removed.append({**orphan, "removed": driver.remove_orphan(target, run_id)})
                 watchdog.stop(run_id)
         left = [o for o in driver.find_orphans(target) if o["run_id"] == run_id]
     if (all_on_target or not records) and not run_id:
-        driver = build_driver(via, options or {})
+        driver = build_driver(via, options or {}, secrets)
         scope = set() if all_on_target or not jwks_url else _endpoints(jwks_url)
         for orphan in driver.find_orphans(target):
             if not _in_scope(orphan, scope):
@@ -343,7 +340,7 @@ def restore_jwks_egress(
                  driver_options, configuration)
     # outside an experiment run (no chaosext_* configuration): what is recorded for via/target, else what the tags show
     out = restore(s["via"], s["target"], run_id=run_id, jwks_url="" if run_id or not jwks_url else s["jwks_url"],
-                  dry_run=dry_run, verify=verify, options=s["options"])
+                  dry_run=dry_run, verify=verify, options=s["options"], secrets=secrets)
     out["run_id"] = run_id
     out["reason"] = reason or _outage_reason(configuration)
     if out["left"]:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from chaosext.core.names import FAULT_MODES
+from chaosext.core.settings import setting
 from chaosext.egress.actions import block_jwks_egress, settings
 from chaosext.egress.actions import restore as restore_faults
 from chaosext.egress.base import VIAS, FaultError, load_records
@@ -22,9 +23,11 @@ _target = click.option("--target", default=None, help="local | netns:<name|glob>
                        "comma-separated for several; envoy: "
                        "admin URL; k8s-networkpolicy/istio: <ns>/<selector> (default: local, or $FAULT_TARGET)")
 _kube = [
-    click.option("--envoy-admin-url", default="", help="Envoy admin URL (envoy driver)"),
-    click.option("--kube-api-url", default="", help="Kubernetes API URL without auth, e.g. from `kubectl proxy`"),
-    click.option("--kube-context", default="", help="kubeconfig context (default: current)"),
+    click.option("--envoy-admin-url", default="", help="Envoy admin URL (envoy driver; default $ENVOY_ADMIN_URL)"),
+    click.option("--kube-api-url", default="", help="Kubernetes API URL without auth, e.g. from `kubectl proxy` "
+                 "(default $KUBE_API_URL; else KUBECONFIG / KUBERNETES_HOST + KUBERNETES_API_KEY / in-pod)"),
+    click.option("--kube-context", default="", help="kubeconfig context (default $KUBE_CONTEXT, else "
+                 "$KUBERNETES_CONTEXT, else the current one)"),
 ]
 
 
@@ -39,7 +42,8 @@ def _stop_orphaned_k6(k6_dir: str, dry_run: bool) -> list[dict[str, Any]]:
     from chaosext.core.heartbeat import HEARTBEAT_GRACE
     from chaosext.load import k6
 
-    return k6.stop_orphans(k6.runs_dir(k6_dir), grace=HEARTBEAT_GRACE, dry_run=dry_run)
+    grace = float(setting(None, "heartbeat_grace", str(HEARTBEAT_GRACE)))
+    return k6.stop_orphans(k6.runs_dir(k6_dir), grace=grace, dry_run=dry_run)
 
 
 def _panic(via: str | None, target: str | None, run_id: str, all_: bool, dry_run: bool, envoy_admin_url: str,
@@ -62,11 +66,13 @@ def _panic(via: str | None, target: str | None, run_id: str, all_: bool, dry_run
                        f"experiment run {item['owner_run_id'] or '?'}): {item['orphan_reason']}")
         for item in out["restored"]:
             verb = "would remove" if dry_run else "removed"
-            click.echo(f"{verb} fault {item['run_id']} ({item.get('via', s['via'])} on {item.get('target', s['target'])})")
+            where = f"{item.get('via', s['via'])} on {item.get('target', s['target'])}"
+            click.echo(f"{verb} fault {item['run_id']} ({where})")
             for line in item.get("commands", []) + item.get("removed", []):
                 click.echo(f"  {line}")
         if not out["restored"]:
-            click.echo(f"nothing to restore ({s['via']} on {s['target']}{'' if all_ else '; --all also searches by tags'})")
+            hint = "" if all_ else "; --all also searches by tags"
+            click.echo(f"nothing to restore ({s['via']} on {s['target']}{hint})")
         for item in out["left"]:
             click.echo(f"STILL PRESENT: {item}", err=True)
     return 1 if out["left"] else 0
@@ -97,7 +103,8 @@ def restore(all_: bool, via: str | None, target: str | None, run_id: str, dry_ru
     Without --all: the faults recorded in $CHAOSEXT_STATE_DIR (default ~/.chaosext/faults) for that via/target,
     or, with none recorded, every fault found by tags. Exit 0 when nothing chaosext made is left.
     --all also stops orphaned k6 runs: those recorded in the k6 runs dir (--k6-dir, else $CHAOSEXT_K6_DIR, else the
-    experiment's run dir + /k6) whose owner process is gone or whose owner's heartbeat is older than 10 s.
+    experiment's run dir + /k6) whose owner process is gone or whose owner's heartbeat is older than
+    $HEARTBEAT_GRACE (default 10 s).
     """
     sys.exit(_panic(via, target, run_id, all_, dry_run, envoy_admin_url, kube_api_url, kube_context, as_json,
                     k6_dir))
@@ -113,12 +120,13 @@ def _block(jwks_url: str, via: str | None, target: str | None, mode: str | None,
            max_duration: int | None,
            dry_run: bool, envoy_admin_url: str, kube_api_url: str, kube_context: str, heartbeat: str = "",
            heartbeat_grace: float = 0) -> dict[str, Any]:
-    return block_jwks_egress(jwks_url=jwks_url, via=via or "", target=target or "", mode=mode or "",
-                             duration_seconds=duration if duration is not None else "",
-                             max_duration_seconds=max_duration if max_duration is not None else "", dry_run=dry_run,
+    # an option not given is "" (unset): the one resolver then reads $OUTAGE_SECONDS / $MAX_OUTAGE_SECONDS
+    given: dict[str, Any] = {"duration_seconds": "" if duration is None else duration,
+                             "max_duration_seconds": "" if max_duration is None else max_duration}
+    return block_jwks_egress(jwks_url=jwks_url, via=via or "", target=target or "", mode=mode or "", dry_run=dry_run,
                              envoy_admin_url=envoy_admin_url, kube_api_url=kube_api_url, kube_context=kube_context,
                              heartbeat_file=heartbeat, heartbeat_grace_seconds=heartbeat_grace,
-                             configuration=None)
+                             configuration=None, **given)
 
 
 _block_opts = [

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -157,7 +157,7 @@ def _netns_runner(target: str, name: str) -> HostRunner:
     return HostRunner(f"netns:{name}", ["nsenter", f"--net={path}", "--"], nspath=path)
 
 
-def _resolve_item(item: str, options: dict[str, Any]) -> list[Runner]:
+def _resolve_item(item: str, options: dict[str, Any], secrets: Mapping[str, Any] | None = None) -> list[Runner]:
     """Runners for one item of :func:`split_targets` (a ``netns:`` glob expands to every matching namespace)."""
     if item == "local":
         return [HostRunner("local")]
@@ -179,7 +179,7 @@ def _resolve_item(item: str, options: dict[str, Any]) -> list[Runner]:
     if kind == "k8s-pod":
         from chaosext.egress.kubernetes import pod_runners
 
-        return list(pod_runners(name, options))
+        return list(pod_runners(name, options, secrets=secrets))
     raise FaultError(f"unknown target {item!r}: use local, netns:<name|glob>, pid:<pid> or "
                      "k8s-pod:<namespace>/<pod|selector>")
 
@@ -196,15 +196,16 @@ def _identity(runner: Runner) -> Any:
     return ("label", runner.label)
 
 
-def runner_for(target: str, options: dict[str, Any] | None = None, missing_ok: bool = False) -> list[Runner]:
+def runner_for(target: str, options: dict[str, Any] | None = None, missing_ok: bool = False,
+               secrets: Mapping[str, Any] | None = None) -> list[Runner]:
     """One runner per distinct network namespace that ``target`` names (a comma-separated list; ``netns:`` globs,
     ``k8s-pod:`` selectors). Raises FaultError for a target that does not exist, unless ``missing_ok`` (revert: a
-    target that is gone holds nothing to remove)."""
+    target that is gone holds nothing to remove). ``secrets``: Kubernetes credentials for ``k8s-pod:`` targets."""
     runners: list[Runner] = []
     seen: set[Any] = set()
     for item in split_targets(target):
         try:
-            found = _resolve_item(item, options or {})
+            found = _resolve_item(item, options or {}, secrets)
         except TargetNotFound:
             if missing_ok:
                 continue
@@ -429,8 +430,9 @@ class IptablesDriver:
 
     via = "iptables"
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, options: dict[str, Any] | None = None, secrets: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
+        self.secrets = secrets  # the activity's secrets, for k8s-pod targets (never recorded)
 
     @property
     def parallelism(self) -> int:
@@ -492,7 +494,7 @@ class IptablesDriver:
         """What apply runs inside each target, per family: one ``iptables-restore --noflush`` with exactly this
         input; only if it is refused because the chain exists, one listing and one transaction with what is missing."""
         lines = []
-        for runner in runner_for(spec.target, spec.options):
+        for runner in runner_for(spec.target, spec.options, secrets=self.secrets):
             for binary, version, addrs in self._families(spec):
                 lines.append(runner.shown([f"{binary}-restore", *WAIT, "--noflush"]) + " <<'EOF'")
                 lines += self._fresh_input(spec, version, addrs).splitlines() + ["EOF"]
@@ -506,7 +508,7 @@ class IptablesDriver:
         input; only if it is refused (already gone, or changed since), one listing and one transaction deleting
         whatever of the run is there."""
         lines = []
-        for runner in runner_for(spec.target, spec.options, missing_ok=True):
+        for runner in runner_for(spec.target, spec.options, missing_ok=True, secrets=self.secrets):
             for binary, _, _ in self._families(spec):
                 lines.append(runner.shown([f"{binary}-restore", *WAIT, "--noflush"]) + " <<'EOF'")
                 lines += self._revert_input(spec).splitlines() + ["EOF"]
@@ -517,7 +519,7 @@ class IptablesDriver:
     def preflight(self, spec: FaultSpec) -> list[Runner]:
         """Resolve every target and check each has what we need; nothing is changed."""
         self.parallelism  # noqa: B018 - checked before anything changes
-        runners = runner_for(spec.target, spec.options)
+        runners = runner_for(spec.target, spec.options, secrets=self.secrets)
         binaries = [b for b, _, _ in self._families(spec)]
 
         def check(runner: Runner) -> None:
@@ -633,7 +635,7 @@ class IptablesDriver:
 
     def verify(self, spec: FaultSpec) -> dict:
         """In every target: rules present, jump first in OUTPUT, and a fresh connect fails the way ``mode`` says."""
-        runners = runner_for(spec.target, spec.options, missing_ok=True)
+        runners = runner_for(spec.target, spec.options, missing_ok=True, secrets=self.secrets)
         results = _fan_out(lambda r: self._verify_one(r, spec), runners, self.parallelism)
         targets = [d["result"] if not d["error"] else
                    {"target": d["runner"].label, "blocked": False, "error": _error_text(d["error"])}
@@ -644,7 +646,7 @@ class IptablesDriver:
     def revert(self, spec: FaultSpec) -> dict:
         """Delete the jump(s), flush and delete the chain in both families of every target (targets in parallel;
         one restore transaction per target and family); fine if already gone, or if a target itself is gone."""
-        runners = runner_for(spec.target, self.options or spec.options, missing_ok=True)
+        runners = runner_for(spec.target, self.options or spec.options, missing_ok=True, secrets=self.secrets)
         script = self._revert_input(spec)
         staged = self._staged(runners, lambda r: [(b, script) for b, _, _ in self._families(spec)])
         removed, left, spread = self._remove_everywhere(runners, spec.run_id,
@@ -739,7 +741,7 @@ class IptablesDriver:
     def find_orphans(self, target: str) -> list[dict]:
         """Every chaosext chain or tagged rule in every target ``target`` names, by name and comment alone."""
         found: dict[str, dict[str, Any]] = {}
-        runners = runner_for(target, self.options)
+        runners = runner_for(target, self.options, secrets=self.secrets)
 
         def scan(runner: Runner) -> dict[str, list[str]]:
             return _listings(runner, [b for b, _ in FAMILIES if runner.has(b)])
@@ -773,7 +775,8 @@ class IptablesDriver:
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
         """Remove one run's rules found by :meth:`find_orphans` in every target (no FaultSpec needed)."""
-        removed, left, _ = self._remove_everywhere(runner_for(target, self.options, missing_ok=True), run_id)
+        runners = runner_for(target, self.options, missing_ok=True, secrets=self.secrets)
+        removed, left, _ = self._remove_everywhere(runners, run_id)
         if left:
             raise FaultError(f"could not remove every chaosext:{run_id} rule: {left}")
         return removed

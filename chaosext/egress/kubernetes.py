@@ -5,16 +5,20 @@ every pod of the namespace); a ``k8s:`` or ``k8s-pod:`` prefix is accepted. Ever
 ``app.kubernetes.io/managed-by=chaosext`` and ``chaosext.io/run-id=<run_id>`` and the annotation
 ``chaosext.io/expires-at`` (UTC), is named ``chaosext-jwks-<run_id>`` and is found again by those labels alone.
 
-Client settings (options): ``kube_api_url`` (an API URL without auth, e.g. ``kubectl proxy``), else
-``kube_context`` of the kubeconfig, else the in-cluster service account. Every call has ``_request_timeout``.
+The client is chaosext's one Kubernetes client (:func:`chaosext.core.kube.api_client`): options ``kube_api_url`` (an
+API URL without auth, e.g. ``kubectl proxy``) and ``kube_context``, else chaostoolkit-kubernetes' conventions
+(kubeconfig and ``KUBERNETES_CONTEXT``, in-pod service account, ``KUBERNETES_HOST`` + ``KUBERNETES_API_KEY`` from the
+experiment's secrets or the environment). Every call has ``_request_timeout``.
 """
 from __future__ import annotations
 
 import ipaddress
 import shlex
 import time
-from typing import Any
+from typing import Any, cast
 
+from chaosext.core import kube
+from chaosext.core.settings import Secrets
 from chaosext.egress.base import FaultError, FaultSpec, TargetNotFound
 
 __all__ = ["NetworkPolicyDriver", "IstioDriver", "PodRunner", "pod_runners", "parse_target", "api_client",
@@ -25,25 +29,13 @@ RUN_LABEL = "chaosext.io/run-id"
 TIMEOUT = 10
 
 
-def api_client(options: dict[str, Any]) -> Any:
-    """A kubernetes ApiClient from options; FaultError when there is no usable context."""
-    from kubernetes import client, config
-
-    if options.get("kube_api_url"):
-        cfg = client.Configuration()
-        cfg.host = str(options["kube_api_url"]).rstrip("/")
-        return client.ApiClient(cfg)
+def api_client(options: dict[str, Any], secrets: Secrets = None) -> Any:
+    """The Kubernetes ApiClient of the fault (:func:`chaosext.core.kube.api_client`); FaultError when there is no
+    usable context."""
     try:
-        import os
-
-        if os.environ.get("KUBERNETES_SERVICE_HOST") and not options.get("kube_context"):
-            config.load_incluster_config()
-        else:
-            config.load_kube_config(context=options.get("kube_context") or None)
-    except (config.ConfigException, OSError, TypeError) as exc:
-        raise FaultError(f"no Kubernetes context ({exc}): set KUBECONFIG / --kube-context, or --kube-api-url "
-                         "with `kubectl proxy`") from None
-    return client.ApiClient()
+        return kube.api_client(options, secrets)
+    except kube.KubeConfigError as exc:
+        raise FaultError(str(exc)) from None
 
 
 def parse_target(target: str) -> tuple[str, str]:
@@ -93,19 +85,35 @@ class _K8sObjectDriver:
     via = ""
     kind = ""
 
-    def __init__(self, options: dict[str, Any] | None = None, api: Any = None) -> None:
+    def __init__(self, options: dict[str, Any] | None = None, api: Any = None, secrets: Secrets = None) -> None:
         self.options = dict(options or {})
         self._api = api
+        self.secrets = secrets  # the activity's secrets (KUBERNETES_*), kept out of the options: those are recorded
 
     @property
     def api(self) -> Any:
         if self._api is None:
-            self._api = api_client(self.options)
+            self._api = api_client(self.options, self.secrets)
         return self._api
 
     # subclass hooks: body(spec, ns, selector), _create/_get/_delete/_list(ns, ...)
 
     def path(self, namespace: str, name: str = "") -> str:
+        raise NotImplementedError
+
+    def body(self, spec: FaultSpec, namespace: str, selector: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _create(self, ns: str, body: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _get(self, ns: str, name: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _delete(self, ns: str, name: str) -> None:
+        raise NotImplementedError
+
+    def _list(self, ns: str, label_selector: str) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def describe(self, spec: FaultSpec) -> list[str]:
@@ -118,8 +126,8 @@ class _K8sObjectDriver:
         ns, _ = parse_target(spec.target)
         return [f"DELETE {self.path(ns, f'chaosext-jwks-{spec.run_id}')}"]
 
-    def apply(self, spec: FaultSpec) -> dict:
-        from kubernetes.client.rest import ApiException
+    def apply(self, spec: FaultSpec) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
 
         ns, selector = parse_target(spec.target)
         body = self.body(spec, ns, selector)
@@ -136,8 +144,8 @@ class _K8sObjectDriver:
     def preflight(self, spec: FaultSpec, namespace: str) -> None:
         """Refuse before creating anything (overridden)."""
 
-    def verify(self, spec: FaultSpec) -> dict:
-        from kubernetes.client.rest import ApiException
+    def verify(self, spec: FaultSpec) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
 
         ns, selector = parse_target(spec.target)
         want = self.body(spec, ns, selector)["spec"]
@@ -150,12 +158,11 @@ class _K8sObjectDriver:
         return {"blocked": have.get("spec") == want, "present": True, "checked": "object in the API",
                 "note": "enforcement depends on the CNI / mesh; check with jwks_reachable from a k8s-pod target"}
 
-    def revert(self, spec: FaultSpec) -> dict:
-        ns, _ = parse_target(spec.target)
+    def revert(self, spec: FaultSpec) -> dict[str, Any]:
         return {"removed": self.remove_orphan(spec.target, spec.run_id), "left": []}
 
-    def find_orphans(self, target: str) -> list[dict]:
-        from kubernetes.client.rest import ApiException
+    def find_orphans(self, target: str) -> list[dict[str, Any]]:
+        from kubernetes.client.exceptions import ApiException
 
         ns, _ = parse_target(target)
         try:
@@ -170,7 +177,7 @@ class _K8sObjectDriver:
                 for i in items]
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.exceptions import ApiException
 
         ns, _ = parse_target(target)
         names = {f"chaosext-jwks-{run_id}"} | {o["name"] for o in self.find_orphans(target) if o["run_id"] == run_id}
@@ -232,19 +239,19 @@ class NetworkPolicyDriver(_K8sObjectDriver):
 
         return client.NetworkingV1Api(self.api)
 
-    def _create(self, ns: str, body: dict) -> None:
+    def _create(self, ns: str, body: dict[str, Any]) -> None:
         self._net().create_namespaced_network_policy(ns, body, _request_timeout=TIMEOUT)
 
-    def _get(self, ns: str, name: str) -> dict:
+    def _get(self, ns: str, name: str) -> dict[str, Any]:
         obj = self._net().read_namespaced_network_policy(name, ns, _request_timeout=TIMEOUT)
-        return self.api.sanitize_for_serialization(obj)
+        return cast(dict[str, Any], self.api.sanitize_for_serialization(obj))
 
     def _delete(self, ns: str, name: str) -> None:
         self._net().delete_namespaced_network_policy(name, ns, _request_timeout=TIMEOUT)
 
-    def _list(self, ns: str, label_selector: str) -> list[dict]:
+    def _list(self, ns: str, label_selector: str) -> list[dict[str, Any]]:
         res = self._net().list_namespaced_network_policy(ns, label_selector=label_selector, _request_timeout=TIMEOUT)
-        return self.api.sanitize_for_serialization(res).get("items", [])
+        return cast(list[dict[str, Any]], self.api.sanitize_for_serialization(res).get("items", []))
 
 
 ISTIO = ("networking.istio.io", "v1beta1")
@@ -286,7 +293,7 @@ class IstioDriver(_K8sObjectDriver):
 
     def preflight(self, spec: FaultSpec, namespace: str) -> None:
         """Refuse TLS passthrough (ServiceEntry TLS/HTTPS port, Gateway PASSTHROUGH) and a competing VirtualService."""
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.exceptions import ApiException
 
         co = self._co()
         try:
@@ -319,19 +326,20 @@ class IstioDriver(_K8sObjectDriver):
 
         return client.CustomObjectsApi(self.api)
 
-    def _create(self, ns: str, body: dict) -> None:
+    def _create(self, ns: str, body: dict[str, Any]) -> None:
         self._co().create_namespaced_custom_object(*ISTIO, ns, "virtualservices", body, _request_timeout=TIMEOUT)
 
-    def _get(self, ns: str, name: str) -> dict:
-        return self._co().get_namespaced_custom_object(*ISTIO, ns, "virtualservices", name, _request_timeout=TIMEOUT)
+    def _get(self, ns: str, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self._co().get_namespaced_custom_object(*ISTIO, ns, "virtualservices", name,
+                                                                            _request_timeout=TIMEOUT))
 
     def _delete(self, ns: str, name: str) -> None:
         self._co().delete_namespaced_custom_object(*ISTIO, ns, "virtualservices", name, _request_timeout=TIMEOUT)
 
-    def _list(self, ns: str, label_selector: str) -> list[dict]:
+    def _list(self, ns: str, label_selector: str) -> list[dict[str, Any]]:
         res = self._co().list_namespaced_custom_object(*ISTIO, ns, "virtualservices", label_selector=label_selector,
                                                        _request_timeout=TIMEOUT)
-        return res.get("items", [])
+        return cast(list[dict[str, Any]], res.get("items", []))
 
 
 # ---------------------------------------------------------------- iptables inside a pod (target k8s-pod:)
@@ -343,7 +351,7 @@ class PodRunner:
     """Runs commands in a pod's network namespace: exec into ``container`` (image has iptables), or into an
     ephemeral debug container with NET_ADMIN (option ``k8s_debug_image``, e.g. an image with iptables + bash)."""
 
-    def __init__(self, api: Any, namespace: str, pod: dict, options: dict[str, Any]) -> None:
+    def __init__(self, api: Any, namespace: str, pod: dict[str, Any], options: dict[str, Any]) -> None:
         self.api = api
         self.namespace = namespace
         self.pod = pod
@@ -366,7 +374,7 @@ class PodRunner:
 
     def ensure_debug_container(self) -> str:
         from kubernetes import client
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.exceptions import ApiException
 
         core = client.CoreV1Api(self.api)
         statuses = self.pod.get("status", {}).get("ephemeralContainerStatuses") or []
@@ -408,7 +416,7 @@ class PodRunner:
     def shown(self, argv: list[str]) -> str:
         return f"kubectl exec -n {self.namespace} {self.name} -c {self.container} -- {shlex.join(argv)}"
 
-    def probe(self, address: str, port: int, timeout: float, url: str = "") -> dict:
+    def probe(self, address: str, port: int, timeout: float, url: str = "") -> dict[str, Any]:
         host = f"[{address}]" if ":" in address else address
         start = time.monotonic()
         rc, _, err = self.run(["timeout", str(timeout), "bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}"])
@@ -421,13 +429,13 @@ class PodRunner:
         return self.run(["sh", "-c", f"command -v {shlex.quote(binary)}"])[0] == 0
 
 
-def pod_runners(spec: str, options: dict[str, Any], api: Any = None) -> list[PodRunner]:
+def pod_runners(spec: str, options: dict[str, Any], api: Any = None, secrets: Secrets = None) -> list[PodRunner]:
     """Runners for every running pod of ``<namespace>/<pod or selector>``; refuses hostNetwork pods."""
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
     namespace, selector = parse_target(spec)
-    api = api or api_client(options)
+    api = api or api_client(options, secrets)
     core = client.CoreV1Api(api)
     try:
         if "=" in selector:

@@ -32,8 +32,8 @@ def jwks_reachable(
     host, port = parse_jwks_url(s["jwks_url"])
     addresses = resolve_addresses(host, port)
     kind = s["target"].partition(":")[0]
-    runners = runner_for(s["target"], s["options"]) if kind in ("local", "netns", "pid", "k8s-pod") else [
-        HostRunner("local")]
+    inside = kind in ("local", "netns", "pid", "k8s-pod")
+    runners = runner_for(s["target"], s["options"], secrets=secrets) if inside else [HostRunner("local")]
     results = [dict(r.probe(a, port, float(timeout_seconds), s["jwks_url"]), target=r.label)
                for r in runners for a in addresses]
     failed = [r for r in results if not r["reachable"]]
@@ -60,7 +60,7 @@ def egress_block_active(
     Returns ``{"active": bool, "faults": [{"run_id": ..., ...}], "recorded": [run_id, ...]}``.
     """
     s = settings(jwks_url, via, target, configuration=configuration)
-    faults = build_driver(s["via"], s["options"]).find_orphans(s["target"])
+    faults = build_driver(s["via"], s["options"], secrets).find_orphans(s["target"])
     recorded = [r["spec"]["run_id"] for r in load_records()
                 if r["spec"]["via"] == s["via"] and r["spec"]["target"] == s["target"]]
     return {"active": bool(faults), "faults": faults, "recorded": recorded, "via": s["via"], "target": s["target"]}

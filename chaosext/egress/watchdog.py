@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from chaosext.core.heartbeat import HEARTBEAT_GRACE
@@ -39,10 +40,12 @@ POLL_SECONDS = 1.0
 MODULE = "chaosext.egress.watchdog"
 
 
-def spawn(spec: FaultSpec, heartbeat: str = "", grace: float = HEARTBEAT_GRACE, k6_dir: str = "") -> int:
+def spawn(spec: FaultSpec, heartbeat: str = "", grace: float = HEARTBEAT_GRACE, k6_dir: str = "",
+          env: Mapping[str, str] | None = None) -> int:
     """Start a detached watchdog for ``spec``; returns its pid. With ``heartbeat`` (a file path) it also lifts the
     fault, and stops the k6 runs of ``spec.run_id`` found in ``k6_dir`` (default: the k6 runs dir of this
-    environment), once that file is older than ``grace`` seconds."""
+    environment), once that file is older than ``grace`` seconds. ``env`` adds to its environment (credentials the
+    revert needs, e.g. KUBERNETES_*: only the same user can read a process's environment, unlike its argv)."""
     if grace <= 0:
         raise FaultError(f"heartbeat grace {grace!r}: give seconds > 0 (HEARTBEAT_GRACE, default 10)")
     argv = [sys.executable, "-m", MODULE, "--run-id", spec.run_id, "--spec", json.dumps(spec.to_dict())]
@@ -51,7 +54,8 @@ def spawn(spec: FaultSpec, heartbeat: str = "", grace: float = HEARTBEAT_GRACE, 
         if k6_dir:
             argv += ["--k6-dir", str(Path(k6_dir).resolve())]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            start_new_session=True, close_fds=True, text=True)
+                            start_new_session=True, close_fds=True, text=True,
+                            env={**os.environ, **env} if env else None)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         proc.wait(timeout=10)

@@ -95,14 +95,14 @@ def _is_dry(context: Any) -> str:
     return str(getattr(dry, "value", dry) or "")
 
 
-def _plan(cfg: ExperimentConfig) -> list[str]:
+def _plan(cfg: ExperimentConfig, configuration: Configuration = None) -> list[str]:
     """The planned timeline and the exact fault commands / API calls (dry run)."""
     from chaosext.egress.actions import block_jwks_egress
 
     planned = block_jwks_egress(jwks_url=cfg.jwks_url, via=cfg.fault_via, target=cfg.fault_target,
                                 mode=cfg.fault_mode, duration_seconds=deadline_seconds(cfg.outage_seconds),
-                                dry_run=True,
-                                max_duration_seconds=cfg.max_outage_seconds, configuration=_resolved(cfg))
+                                dry_run=True, max_duration_seconds=cfg.max_outage_seconds,
+                                configuration={**(configuration or {}), **_resolved(cfg)})  # + ENVOY_ADMIN_URL ...
     lines = [f"t+0s      start k6 ({cfg.k6_rate} req/s over {len(cfg.tenants)} tenants) and warm up the baseline "
              f"window ({cfg.baseline_seconds}s, >= {cfg.baseline_min_requests} requests)",
              f"t+~{cfg.baseline_seconds}s  baseline judged; then block the JWKS ({cfg.fault_via} on "
@@ -196,11 +196,12 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
                               secrets: Secrets = None, **kwargs: Any) -> None:
     """Validate everything and refuse to start (InterruptExecution) before any change; then start the run."""
     signals.install()
-    from chaosext.core import backends
+    from chaosext.core import backends, kube
     from chaosext.metrics import contract
 
     try:
         backends.register(configuration, secrets)  # backend credentials for every probe of this run (never logged)
+        kube.register(secrets)  # KUBERNETES_* credentials for the steps not handed the secrets (watch, restore)
         contract.register(configuration)  # the METRIC_* names every probe reads from Prometheus
     except (backends.BackendError, contract.ContractError) as exc:
         raise InterruptExecution(f"chaosext safety: not starting, nothing was changed. {exc}") from None
@@ -214,7 +215,7 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
         raise InterruptExecution("chaosext safety: not starting, nothing was changed. " + "; ".join(problems))
     cfg = load_config(configuration)
     if dry := _is_dry(context):
-        for line in _plan(cfg):
+        for line in _plan(cfg, configuration):
             logger.info("[dry run] %s", line)
         configuration.update(_resolved(cfg), chaosext_dry_run=dry)
         return
