@@ -200,21 +200,26 @@ def start_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "defau
     """Submit a k6-operator ``TestRun`` (k6.io/v1alpha1) running the tenant load script on ``parallelism`` pods.
 
     The script goes into ConfigMap ``configmap`` (created or replaced when ``create_configmap``); K6_RATE is the total
-    over all pods. Kubernetes credentials as for chaostoolkit-kubernetes (kubeconfig, in-pod, or KUBERNETES_HOST ...).
+    over all pods. The client credentials the script gets its tokens with go into a Secret the runner pods read (never
+    the TestRun). Kubernetes credentials as for chaostoolkit-kubernetes (kubeconfig, in-pod, or KUBERNETES_HOST ...),
+    or KUBE_API_URL.
     """
     try:
         variables = _script_vars(rate, duration, "/tmp/k6-summary.json", 0, 0, env, configuration)
-    except ValueError as exc:
+        secret_env = k6_token_env(configuration, secrets)[1]
+    except (ValueError, TokenError) as exc:
         raise ActivityFailed(str(exc)) from None
     if duration and not DURATION_RE.match(duration):
         raise ActivityFailed(f"duration={duration!r}: give a k6 duration such as 90s, 6m or 1h")
     return operator.submit_testrun(name=name, namespace=namespace, parallelism=parallelism, configmap=configmap,
                                    script_file=script_file, env=variables,
                                    script_text=Path(script or k6mod.default_script()).read_text()
-                                   if create_configmap else "", secrets=secrets)
+                                   if create_configmap else "", secrets=secrets, configuration=configuration,
+                                   secret_env=secret_env)
 
 
 def stop_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "default",
                     configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """Delete the k6-operator ``TestRun`` (the operator stops its pods); a missing TestRun is not an error."""
-    return operator.delete_testrun(name=name, namespace=namespace, secrets=secrets)
+    """Delete the k6-operator ``TestRun`` (the operator stops its pods) and its credentials Secret; a missing TestRun
+    is not an error."""
+    return operator.delete_testrun(name=name, namespace=namespace, secrets=secrets, configuration=configuration)

@@ -1,16 +1,27 @@
 """k6-operator: run the tenant load script on N pods through a ``TestRun`` (k6.io/v1alpha1) instead of a local k6.
 
 The script is served from a ConfigMap (``spec.script.configMap``); ``spec.parallelism`` splits the arrival rate
-between the runner pods (k6 execution segments), so K6_RATE stays the total. The objects carry the labels
+between the runner pods (k6 execution segments), so K6_RATE stays the total. The OAuth2 client credentials the script
+needs for its tokens (``TOKEN_CLIENT_ID`` / ``TOKEN_CLIENT_SECRET`` / ``TOKEN_CLIENTS``) go into a Secret
+``<name>-token-client`` created with the TestRun and read by the runner pods through ``env[].valueFrom.secretKeyRef``:
+never in the TestRun, the ConfigMap or an argument. The Secret is owned by the TestRun (``ownerReferences``, so the
+cluster deletes it with it) and :func:`delete_testrun` deletes it too. Every object carries the labels
 ``app.kubernetes.io/managed-by=chaosext`` and ``chaosext.io/run-id`` like every Kubernetes object chaosext creates.
-Kubernetes access goes through the kubernetes client (``chaosk8s.create_k8s_api_client``: kubeconfig, in-pod, or
-KUBERNETES_HOST/KUBERNETES_API_KEY in secrets or the environment).
+Kubernetes access goes through chaosext's one client (:func:`chaosext.core.kube.api_client`: KUBE_API_URL,
+kubeconfig and KUBERNETES_CONTEXT, in-pod, or KUBERNETES_HOST/KUBERNETES_API_KEY in secrets or the environment).
 """
+from __future__ import annotations
+
 import secrets as _secrets
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["GROUP", "VERSION", "PLURAL", "build_testrun", "build_configmap", "submit_testrun", "delete_testrun",
-           "testrun_status", "api_client"]
+from chaosext.core import kube
+from chaosext.core.errors import ChaosextError
+from chaosext.core.settings import Configuration, Secrets
+
+__all__ = ["GROUP", "VERSION", "PLURAL", "OperatorError", "build_testrun", "build_configmap", "build_secret",
+           "secret_name", "submit_testrun", "delete_testrun", "testrun_status", "api_client"]
 
 GROUP, VERSION, PLURAL = "k6.io", "v1alpha1", "testruns"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "chaosext"}
@@ -18,17 +29,34 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "chaosext"}
 API_TIMEOUT = 15
 
 
+class OperatorError(ChaosextError, RuntimeError):
+    """The Kubernetes API refused a k6-operator object; the message says what to do."""
+
+
 def _labels(run_id: str) -> dict[str, str]:
     return {**MANAGED_BY, "chaosext.io/run-id": run_id}
 
 
+def secret_name(name: str) -> str:
+    """The Secret holding a TestRun's client credentials."""
+    return f"{name}-token-client"
+
+
 def build_testrun(name: str, namespace: str, parallelism: int, configmap: str, script_file: str,
-                  env: dict[str, str], run_id: str, arguments: str = "--quiet") -> dict[str, Any]:
-    """The TestRun object (plain dict) for the k6-operator. Raises ValueError on bad input."""
+                  env: Mapping[str, str], run_id: str, arguments: str = "--quiet",
+                  secret_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The TestRun object (plain dict) for the k6-operator: ``env`` as plain values, ``secret_keys`` read from the
+    Secret :func:`secret_name` (``valueFrom.secretKeyRef``). Raises ValueError on bad input."""
     if parallelism < 1:
         raise ValueError(f"parallelism={parallelism}: give the number of k6 runner pods (>= 1)")
     if not name or not namespace or not configmap or not script_file:
         raise ValueError("name, namespace, configmap and script_file must all be non-empty")
+    clash = sorted(set(env) & set(secret_keys))
+    if clash:
+        raise ValueError(f"{', '.join(clash)} must come from the credentials Secret, not from env")
+    plain: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in sorted(env.items())]
+    from_secret: list[dict[str, Any]] = [
+        {"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name(name), "key": k}}} for k in sorted(secret_keys)]
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "TestRun",
@@ -37,8 +65,7 @@ def build_testrun(name: str, namespace: str, parallelism: int, configmap: str, s
             "parallelism": parallelism,
             "script": {"configMap": {"name": configmap, "file": script_file}},
             "arguments": arguments,
-            "runner": {"env": [{"name": k, "value": str(v)} for k, v in sorted(env.items())],
-                       "metadata": {"labels": _labels(run_id)}},
+            "runner": {"env": plain + from_secret, "metadata": {"labels": _labels(run_id)}},
         },
     }
 
@@ -52,27 +79,41 @@ def build_configmap(name: str, namespace: str, script_file: str, script_text: st
             "data": {script_file: script_text}}
 
 
-def api_client(secrets: dict = None) -> Any:
-    """A kubernetes ApiClient configured like chaostoolkit-kubernetes does."""
-    from chaosk8s import create_k8s_api_client
+def build_secret(testrun: str, namespace: str, values: Mapping[str, str], run_id: str) -> dict[str, Any]:
+    """The Opaque Secret with the runner pods' client credentials (``stringData``, write-only in the API)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": secret_name(testrun), "namespace": namespace, "labels": _labels(run_id)},
+            "stringData": {k: str(v) for k, v in values.items()}}
 
-    return create_k8s_api_client(secrets)
+
+def api_client(configuration: Configuration = None, secrets: Secrets = None) -> Any:
+    """chaosext's one Kubernetes client (:func:`chaosext.core.kube.api_client`)."""
+    return kube.api_client(configuration, secrets)
+
+
+def _failed(what: str, exc: Any, hint: str = "") -> OperatorError:
+    return OperatorError(f"{what} failed: {getattr(exc, 'status', '')} {getattr(exc, 'reason', exc)}. {hint}".strip())
 
 
 def submit_testrun(name: str, namespace: str, parallelism: int, configmap: str, script_file: str,
-                   env: dict[str, str], script_text: str = "", secrets: dict = None) -> dict[str, Any]:
-    """Create (or replace) the script ConfigMap when ``script_text`` is given, then create the TestRun.
+                   env: Mapping[str, str], script_text: str = "", secrets: Secrets = None,
+                   configuration: Configuration = None, secret_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Create (or replace) the script ConfigMap when ``script_text`` is given and the credentials Secret when
+    ``secret_env`` holds any (``k6_token_env``'s secret part), then create the TestRun and make it the Secret's owner.
 
     An existing TestRun of the same name is an error (the operator does not restart a finished one): delete it first.
+    ``secrets`` / ``configuration``: the Kubernetes client's credentials and settings (``KUBE_API_URL`` ...).
     """
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
     run_id = _secrets.token_hex(4)
-    testrun = build_testrun(name, namespace, parallelism, configmap, script_file, env, run_id)
-    api = api_client(secrets)
-    core = client.CoreV1Api(api)
-    custom = client.CustomObjectsApi(api)
+    creds = {k: v for k, v in (secret_env or {}).items() if v}
+    testrun = build_testrun(name, namespace, parallelism, configmap, script_file, env, run_id,
+                            secret_keys=tuple(creds))
+    api = api_client(configuration, secrets)
+    core: Any = client.CoreV1Api(api)  # plain dict bodies, as the API takes them
+    custom: Any = client.CustomObjectsApi(api)
     configmap_action = "kept"
     if script_text:
         body = build_configmap(configmap, namespace, script_file, script_text, run_id)
@@ -81,51 +122,93 @@ def submit_testrun(name: str, namespace: str, parallelism: int, configmap: str, 
             configmap_action = "created"
         except ApiException as exc:
             if exc.status != 409:
-                raise RuntimeError(f"creating ConfigMap {namespace}/{configmap} failed: {exc.status} {exc.reason}")
+                raise _failed(f"creating ConfigMap {namespace}/{configmap}", exc) from None
             core.replace_namespaced_config_map(configmap, namespace, body, _request_timeout=API_TIMEOUT)
             configmap_action = "replaced"
+    secret_action = "none (no client credentials)"
+    if creds:
+        secret = build_secret(name, namespace, creds, run_id)
+        try:
+            core.create_namespaced_secret(namespace, secret, _request_timeout=API_TIMEOUT)
+            secret_action = "created"
+        except ApiException as exc:
+            if exc.status != 409:
+                raise _failed(f"creating Secret {namespace}/{secret_name(name)}", exc,
+                              "grant this identity create on secrets in the namespace") from None
+            core.replace_namespaced_secret(secret_name(name), namespace, secret, _request_timeout=API_TIMEOUT)
+            secret_action = "replaced"
     try:
         created = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, testrun,
                                                          _request_timeout=API_TIMEOUT)
     except ApiException as exc:
+        if creds:
+            _delete_secret(core, name, namespace)  # no credentials left behind without their TestRun
         hint = {404: "is the k6-operator installed (CRD testruns.k6.io)?",
-                409: f"a TestRun {name} exists already; delete it (stop_k6_testrun) first"}.get(exc.status, "")
-        raise RuntimeError(f"creating TestRun {namespace}/{name} failed: {exc.status} {exc.reason}. {hint}".strip())
+                409: f"a TestRun {name} exists already; delete it (stop_k6_testrun) first"}.get(exc.status or 0, "")
+        raise _failed(f"creating TestRun {namespace}/{name}", exc, hint) from None
+    uid = created.get("metadata", {}).get("uid", "")
+    if creds and uid:
+        owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TestRun", "name": name, "uid": uid}
+        try:  # the cluster deletes the Secret with its TestRun, whoever deletes that
+            core.patch_namespaced_secret(secret_name(name), namespace, {"metadata": {"ownerReferences": [owner]}},
+                                         _request_timeout=API_TIMEOUT)
+        except ApiException:
+            pass  # delete_testrun still deletes it by name
     return {"name": name, "namespace": namespace, "run_id": run_id, "parallelism": parallelism,
-            "configmap": configmap_action, "uid": created.get("metadata", {}).get("uid", ""),
-            "rate": env.get("K6_RATE", "")}
+            "configmap": configmap_action, "secret": secret_action, "uid": uid, "rate": env.get("K6_RATE", "")}
 
 
-def delete_testrun(name: str, namespace: str, secrets: dict = None) -> dict[str, Any]:
-    """Delete the TestRun (foreground: its jobs and pods go with it); an absent one counts as deleted."""
+def _delete_secret(core: Any, name: str, namespace: str) -> bool:
+    """Delete the TestRun's credentials Secret; False when there was none."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        core.delete_namespaced_secret(secret_name(name), namespace, _request_timeout=API_TIMEOUT)
+        return True
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise _failed(f"deleting Secret {namespace}/{secret_name(name)}", exc) from None
+
+
+def delete_testrun(name: str, namespace: str, secrets: Secrets = None,
+                   configuration: Configuration = None) -> dict[str, Any]:
+    """Delete the TestRun (foreground: its jobs and pods go with it) and its credentials Secret; an absent one
+    counts as deleted."""
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
-    custom = client.CustomObjectsApi(api_client(secrets))
+    api = api_client(configuration, secrets)
+    custom: Any = client.CustomObjectsApi(api)
     try:
         custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
                                                body=client.V1DeleteOptions(propagation_policy="Foreground"),
                                                _request_timeout=API_TIMEOUT)
-        return {"name": name, "namespace": namespace, "deleted": True, "existed": True}
+        existed = True
     except ApiException as exc:
-        if exc.status == 404:
-            return {"name": name, "namespace": namespace, "deleted": True, "existed": False}
-        raise RuntimeError(f"deleting TestRun {namespace}/{name} failed: {exc.status} {exc.reason}")
+        if exc.status != 404:
+            raise _failed(f"deleting TestRun {namespace}/{name}", exc) from None
+        existed = False
+    out: dict[str, Any] = {"name": name, "namespace": namespace, "deleted": True, "existed": existed}
+    if _delete_secret(client.CoreV1Api(api), name, namespace):
+        out["secret_deleted"] = secret_name(name)
+    return out
 
 
-def testrun_status(name: str, namespace: str, secrets: dict = None) -> dict[str, Any]:
+def testrun_status(name: str, namespace: str, secrets: Secrets = None,
+                   configuration: Configuration = None) -> dict[str, Any]:
     """The TestRun's ``status.stage`` (initialization, initialized, created, started, stopped, finished, error)."""
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
-    custom = client.CustomObjectsApi(api_client(secrets))
+    custom: Any = client.CustomObjectsApi(api_client(configuration, secrets))
     try:
         obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
                                                   _request_timeout=API_TIMEOUT)
     except ApiException as exc:
         if exc.status == 404:
             return {"name": name, "namespace": namespace, "exists": False, "stage": "", "finished": False}
-        raise RuntimeError(f"reading TestRun {namespace}/{name} failed: {exc.status} {exc.reason}")
+        raise _failed(f"reading TestRun {namespace}/{name}", exc) from None
     stage = (obj.get("status") or {}).get("stage", "")
     return {"name": name, "namespace": namespace, "exists": True, "stage": stage,
             "finished": stage in ("finished", "error"), "parallelism": obj.get("spec", {}).get("parallelism")}

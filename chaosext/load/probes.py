@@ -139,5 +139,5 @@ def k6_testrun_status(name: str = "chaosext-tenant-load", namespace: str = "defa
     """Stage of a k6-operator TestRun (``exists``, ``stage``, ``finished``)."""
     from chaosext.load import operator
 
-    return operator.testrun_status(name=name, namespace=namespace, secrets=secrets)
+    return operator.testrun_status(name=name, namespace=namespace, secrets=secrets, configuration=configuration)
 
