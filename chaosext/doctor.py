@@ -21,8 +21,12 @@ from typing import Any
 import click
 import requests
 
-__all__ = ["Check", "parse_target", "run_checks", "doctor", "VIAS", "check_approval", "check_discovery", "check_jwks_uri",
-           "check_tenant_tokens", "check_services", "check_audit", "check_kube"]
+from chaosext.core import backends, kube
+from chaosext.core.config import load_config
+from chaosext.core.settings import setting
+
+__all__ = ["Check", "parse_target", "run_checks", "doctor", "VIAS", "check_approval", "check_discovery",
+           "check_jwks_uri", "check_tenant_tokens", "check_services", "check_audit", "check_kube"]
 
 #: fault methods and the targets they take (the forms `block_jwks_egress` and `chaosext restore` accept)
 VIAS: dict[str, str] = {
@@ -143,7 +147,6 @@ def check_http(name: str, url: str, path: str, source: str) -> Check:
         return Check(name, False, "no URL known",
                      f"start the lab (`chaosext lab up`) or export {env}=http://host:port")
     full = url.rstrip("/") + path
-    from chaosext.core import backends
 
     try:  # with the backend's credentials from the environment (docs/experiment.md, authenticated backends)
         resp = backends.get(name, full, timeout=HTTP_TIMEOUT)
@@ -164,7 +167,8 @@ def _fault_options(via: str, target: str, configuration: dict[str, Any] | None =
     """The fault driver's options (KUBE_API_URL, KUBE_CONTEXT, ...) resolved exactly as the fault resolves them."""
     from chaosext.egress.actions import settings
 
-    return settings("", via, target, configuration=configuration)["options"]
+    options: dict[str, Any] = settings("", via, target, configuration=configuration)["options"]
+    return options
 
 
 #: (verb, group, resource) the fault needs per method
@@ -182,28 +186,36 @@ K8S_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
 
 
 def check_kube(namespace: str, via: str, api_client: Any = None, target: str = "",
-               options: dict[str, Any] | None = None) -> list[Check]:
-    """The Kubernetes client of the fault drivers (chaosext.egress.kubernetes.api_client) reaches the API server,
-    SelfSubjectAccessReview allows what the fault needs in ``namespace``, ``target`` (``<ns>/<selector or pod>``)
-    selects running pods, and for iptables-in-pod the pod can list its rules (iptables present, NET_ADMIN)."""
+               options: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> list[Check]:
+    """chaosext's one Kubernetes client (:func:`chaosext.core.kube.api_client`, the one the fault drivers, the
+    k6-operator and the probes use) reaches the API server, SelfSubjectAccessReview allows what the fault needs in
+    ``namespace``, ``target`` (``<ns>/<selector or pod>``) selects running pods, and for iptables-in-pod the pod can
+    list its rules (iptables present, NET_ADMIN)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
     from chaosext.egress.base import FaultError
-    from chaosext.egress.kubernetes import api_client as build_client
     from chaosext.egress.kubernetes import pod_runners
 
     options = dict(options or {})
     context = "given client"
+    tls: list[Check] = []
     if api_client is None:
         try:
-            api_client = build_client(options)
-        except FaultError as exc:
-            return [Check("kube context", False, str(exc).split(": set ")[0],
-                          "set KUBECONFIG or KUBE_CONTEXT (kind: `kind get kubeconfig`), or KUBE_API_URL with "
-                          "`kubectl proxy`; in CI: the chaos-gameday secret KUBECONFIG")]
-        context = options.get("kube_api_url") or options.get("kube_context") or "current kubeconfig context"
-    checks = [Check("kube context", True, f"{context}: {api_client.configuration.host}")]
+            context = kube.describe(options, secrets)
+            src = kube.source(options, secrets)
+            api_client = kube.api_client(options, secrets)
+        except kube.KubeConfigError as exc:
+            return [Check("kube context", False, str(exc),
+                          "set KUBECONFIG and KUBE_CONTEXT (kind: `kind get kubeconfig`), or KUBERNETES_HOST + "
+                          "KUBERNETES_API_KEY, or KUBE_API_URL with `kubectl proxy`; in CI: the chaos-gameday "
+                          "secret KUBECONFIG")]
+        if not src.tls_verified:
+            tls = [Check("kube tls", False, f"{src.where}: the server's certificate is not verified (chaostoolkit-"
+                                            f"kubernetes' default for KUBERNETES_HOST), the API key goes to whoever "
+                                            f"answers", "set KUBERNETES_VERIFY_SSL=true and KUBERNETES_CA_CERT_FILE "
+                                                        "to the cluster's CA", required=False)]
+    checks = [Check("kube context", True, f"{context}: {api_client.configuration.host}"), *tls]
     try:
         version = client.VersionApi(api_client).get_code(_request_timeout=HTTP_TIMEOUT)
         checks.append(Check("kube api", True, f"{api_client.configuration.host}: Kubernetes {version.git_version}"))
@@ -211,7 +223,8 @@ def check_kube(namespace: str, via: str, api_client: Any = None, target: str = "
         checks.append(Check("kube api", False, f"GET {api_client.configuration.host}/version: "
                                                f"{str(exc).splitlines()[0][:200]}",
                             "run from where the API server is reachable (`kubectl cluster-info`; in CI a runner in "
-                            "that network: CHAOSEXT_RUNS_ON), or fix KUBECONFIG / KUBE_CONTEXT / KUBE_API_URL"))
+                            "that network: CHAOSEXT_RUNS_ON), or fix KUBECONFIG / KUBE_CONTEXT / KUBERNETES_HOST / "
+                            "KUBE_API_URL"))
         return checks
     authz = client.AuthorizationV1Api(api_client)
     for verb, group, resource in K8S_PERMISSIONS.get(via, K8S_PERMISSIONS["k8s-networkpolicy"]):
@@ -335,7 +348,6 @@ def _runtime_layers(dump: dict[str, Any]) -> list[dict[str, Any]]:
 
 def check_approval(configuration: dict[str, Any] | None) -> Check:
     """CHAOSEXT_APPROVE names the target when it is not the local lab (else the safety control refuses the run)."""
-    from chaosext.core.config import load_config
     from chaosext.safety.controls import approval_problem
 
     cfg = load_config(configuration)
@@ -370,7 +382,6 @@ def check_jwks_uri(configuration: dict[str, Any] | None) -> Check:
     the keys through a proxy (e.g. Envoy) at JWKS_URL."""
     from urllib.parse import urlparse
 
-    from chaosext.core.config import load_config
 
     cfg = load_config(configuration)
     try:
@@ -397,7 +408,6 @@ def check_jwks_uri(configuration: dict[str, Any] | None) -> Check:
 def check_tenant_tokens(configuration: dict[str, Any] | None) -> tuple[list[Check], dict[str, str]]:
     """A token for each tenant of TENANTS, as the run will get it (client credentials, or TOKENS_FILE), valid for
     the whole run: a "tokens" summary line, then one line per tenant. Returns the checks and the tokens (memory)."""
-    from chaosext.core.config import load_config
     from chaosext.core.tokens import TokenError, token_settings, tokens_for
 
     default_fix = "set TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET (or TOKENS_FILE) and AUTHORITY_URL"
@@ -431,7 +441,6 @@ def check_tenant_tokens(configuration: dict[str, Any] | None) -> tuple[list[Chec
 def check_services(configuration: dict[str, Any] | None, tokens: dict[str, str]) -> list[Check]:
     """Each service of SERVICE_URLS answers 200 to a valid tenant token on its read route (the probes' call)."""
     from chaosext.auth.probes import call, read_path
-    from chaosext.core.config import load_config
 
     cfg = load_config(configuration)
     out = []
@@ -460,8 +469,6 @@ def check_services(configuration: dict[str, Any] | None, tokens: dict[str, str])
 def check_audit(configuration: dict[str, Any] | None) -> Check:
     """AUDIT_SOURCE is readable with the given credentials (file directory present; Loki / ClickHouse answer)."""
     from chaosext.audit.sources import read_events
-    from chaosext.core import backends
-    from chaosext.core.config import load_config
 
     cfg = load_config(configuration)
     name = f"audit source ({cfg.audit_kind})"
@@ -480,18 +487,6 @@ def check_audit(configuration: dict[str, Any] | None) -> Check:
         return Check(name, False, f"{cfg.audit_source}: {type(exc).__name__}: {str(exc)[:200]}",
                      "set AUDIT_SOURCE to file:<path>, loki:<url> or clickhouse:<url> reachable from here")
     return Check(name, True, f"{cfg.audit_source}: readable ({len(events)} auth.degraded event(s) in the last 24 h)")
-
-
-def _lab_urls(state_dir: str) -> dict[str, str]:
-    try:
-        from chaosext.core.labstate import load_state
-    except ImportError:
-        return {}
-    try:
-        state = load_state(state_dir or None) or {}
-    except ValueError:
-        return {}
-    return {k: state.get(k, "") for k in ("prometheus_url", "alertmanager_url")}
 
 
 def run_checks(target: str = "local", via: str = "", prometheus_url: str = "", alertmanager_url: str = "",
@@ -530,10 +525,11 @@ def run_checks(target: str = "local", via: str = "", prometheus_url: str = "", a
     token_checks, tokens = check_tenant_tokens(configuration)
     checks += token_checks
     checks += check_services(configuration, tokens)
-    lab = _lab_urls(state_dir)
+    cfg = load_config(configuration)
     for name, flag in (("prometheus", prometheus_url), ("alertmanager", alertmanager_url)):
-        env = os.environ.get(name.upper() + "_URL", "")
-        url, source = ((flag, "flag") if flag else (env, "env") if env else (lab.get(f"{name}_url", ""), "lab state"))
+        given = setting(configuration, f"{name}_url")  # the one resolver: configuration, then env
+        lab = getattr(cfg, f"{name}_url") if cfg.lab_running else ""
+        url, source = ((flag, "flag") if flag else (given, "env") if given else (lab, "lab state"))
         checks.append(check_http(name, url, "/-/ready", source))
         if name == "prometheus" and checks[-1].ok:
             checks += check_metrics(url)
@@ -558,7 +554,10 @@ def check_metrics(prometheus_url: str) -> list[Check]:
               ("metric: cache lookups", c.cache_lookups, "METRIC_CACHE_LOOKUPS"),
               ("metric: unverified accepts", c.unverified_accepts, "METRIC_UNVERIFIED_ACCEPTS")]
     out = []
-    for name, selector, setting in wanted:
+    for name, selector, named in wanted:
+        if not selector:  # METRIC_UNVERIFIED_ACCEPTS=off
+            out.append(Check(name, True, f"{named}=off: not checked", required=False))
+            continue
         try:
             found = prom.query(prometheus_url, f"count({selector})", timeout=HTTP_TIMEOUT)
         except requests.RequestException as exc:
@@ -576,7 +575,7 @@ def check_metrics(prometheus_url: str) -> list[Check]:
         # no series at all may also mean no traffic yet (a fresh lab): a warning; wrong labels on series are an error
         out.append(Check(name, bool(n), f"{selector}: {n} series" if n else
                          f"{selector}: no series in Prometheus (no traffic yet, or other metric names?)",
-                         "" if n else f"set {setting} to what your services export (docs/experiment.md, "
+                         "" if n else f"set {named} to what your services export (docs/experiment.md, "
                                       f"'Adapting to your services' metrics')", required=False))
     return out
 
@@ -600,10 +599,10 @@ Examples:
   chaosext doctor --target envoy:http://127.0.0.1:9901
   PROMETHEUS_URL=http://prom:9090 ALERTMANAGER_URL=http://am:9093 chaosext doctor --json
 """)
-@click.option("--target", default=lambda: os.environ.get("FAULT_TARGET", "local"), show_default="$FAULT_TARGET or local",
+@click.option("--target", default=lambda: setting(None, "fault_target", "local"), show_default="$FAULT_TARGET or local",
               help="where the fault goes: local, netns:<name>, pid:<pid>, k8s-pod:<ns>/<pod>, <ns>/<selector>, "
                    "envoy:<admin-url>")
-@click.option("--via", type=click.Choice(list(VIAS)), default=lambda: os.environ.get("FAULT_VIA") or None,
+@click.option("--via", type=click.Choice(list(VIAS)), default=lambda: setting(None, "fault_via") or None,
               show_default="$FAULT_VIA or derived from --target", help="fault method")
 @click.option("--prometheus-url", default="", help="default: $PROMETHEUS_URL, else the running lab's")
 @click.option("--alertmanager-url", default="", help="default: $ALERTMANAGER_URL, else the running lab's")

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 import requests
 
+from chaosext.core.settings import setting
 from chaosext.report import collect
 from chaosext.report.plots import make_plots
 from chaosext.report.render import render_html
@@ -28,7 +28,7 @@ def _audit_path(audit: str, state_dir: str) -> str:
     """--audit, else $AUDIT_SOURCE when it is ``file:<path>``, else the lab state's audit file."""
     if audit:
         return audit
-    source = os.environ.get("AUDIT_SOURCE", "")
+    source = setting(None, "audit_source")
     if source.startswith("file:"):
         return source[len("file:"):]
     return str(_lab_state(state_dir).get("audit_file", ""))
@@ -99,13 +99,13 @@ Examples:
 @click.option("--save-ranges", default="", type=click.Path(dir_okay=False),
               help="also write the ranges fetched from Prometheus here (to re-render later offline)")
 @click.option("--audit", default="", help="audit JSONL (default: AUDIT_SOURCE=file:..., else the lab's)")
-@click.option("--error-rate-max", type=float, default=lambda: float(os.environ.get("ERROR_RATE_MAX", "0.01")),
+@click.option("--error-rate-max", type=float, default=lambda: float(setting(None, "error_rate_max", "0.01")),
               show_default="$ERROR_RATE_MAX or 0.01", help="tolerance line on the error-rate plot")
 @click.option("--state-dir", default="", help="lab state directory to find Prometheus and the audit file")
 def report(journal: str, output: str, prometheus_url: str, ranges_path: str, save_ranges: str, audit: str,
            error_rate_max: float, state_dir: str) -> None:
     """Write a self-contained HTML report (verdict, plots, probes, timeline) for JOURNAL."""
-    prometheus_url = prometheus_url or os.environ.get("PROMETHEUS_URL", "") or \
+    prometheus_url = prometheus_url or setting(None, "prometheus_url") or \
         str(_lab_state(state_dir).get("prometheus_url", ""))
     try:
         html, verdict, warnings = build_report(journal, prometheus_url, ranges_path or "",
