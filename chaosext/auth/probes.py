@@ -323,12 +323,12 @@ def _live_fail_open(cfg: ExperimentConfig, phase: str) -> dict:
 
 def unverified_accepts(cfg: ExperimentConfig, start: float, end: float) -> dict[str, Any]:
     """The metric-side backstop: requests the services themselves counted as accepted WITHOUT a verified key between
-    ``start`` and ``end`` (UNVERIFIED_ACCEPTS_SELECTOR; the lab's is jwt_validations_total{result="valid",
+    ``start`` and ``end`` (METRIC_UNVERIFIED_ACCEPTS; the lab's is jwt_validations_total{result="valid",
     key_source="none"}). Catches acceptance of tokens the catalogue does not send, e.g. k6's own traffic let in
     while the cache was expired. ``exported`` False (never a failure) when Prometheus has no such series."""
     sel = cfg.unverified_accepts_selector
     if not sel:
-        return {"ok": True, "exported": False, "note": "UNVERIFIED_ACCEPTS_SELECTOR=off: backstop switched off"}
+        return {"ok": True, "exported": False, "note": "METRIC_UNVERIFIED_ACCEPTS=off: backstop switched off"}
     wait_for_samples(cfg.prometheus_url, end, timeout=SCRAPE_WAIT_SECONDS)
     try:
         if not query(cfg.prometheus_url, f"count({sel})", at=end + 1):

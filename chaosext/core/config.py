@@ -11,6 +11,7 @@ sentence that says what to do. The network checks (Prometheus up, k6 installed .
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from chaosext.core.errors import ConfigError
 from chaosext.core.labstate import load_state
 from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_deadline
 from chaosext.core.names import FAULT_MODES, FAULT_VIAS, LAB_SERVICES
-from chaosext.core.settings import Configuration, raw_setting
+from chaosext.core.settings import Configuration, raw_setting, setting
 
 __all__ = [
     "ExperimentConfig",
@@ -30,6 +31,8 @@ __all__ = [
     "parse_routes",
     "lab_state",
     "is_loopback_url",
+    "unverified_accepts_selector",
+    "DEFAULT_UNVERIFIED_ACCEPTS",
     "FAULT_VIAS",
     "FAULT_MODES",
     "LAB_DEFAULTS",
@@ -53,6 +56,27 @@ DEFAULT_TENANTS = tuple(f"t{i:02d}" for i in range(1, 13))
 #: real tenants; tenant_auth_failures_spike is the tenant's own client and stays silent on expiry).
 DEFAULT_ALERTS = ("jwks_cache_miss_spike", "tenant_error_rate_gt_0_5pct")
 RUN_ID_RE = re.compile(r"[0-9a-f]{8}")
+#: the lab's counter of tokens accepted without a verified signature (METRIC_UNVERIFIED_ACCEPTS' default)
+DEFAULT_UNVERIFIED_ACCEPTS = 'jwt_validations_total{result="valid",key_source="none"}'
+logger = logging.getLogger("chaostoolkit")
+_WARNED: set[str] = set()
+
+
+def unverified_accepts_selector(configuration: Configuration) -> str:
+    """METRIC_UNVERIFIED_ACCEPTS, the one place this setting is read (the metric contract and the forgery backstop
+    both use this): the selector of requests the services accepted without a verified key; "" when ``off``.
+
+    The old name UNVERIFIED_ACCEPTS_SELECTOR is still read when the new one is unset, with a deprecation warning."""
+    value = setting(configuration, "metric_unverified_accepts").strip()
+    if not value:
+        value = setting(configuration, "unverified_accepts_selector").strip()
+        if value and "unverified_accepts_selector" not in _WARNED:
+            _WARNED.add("unverified_accepts_selector")
+            logger.warning("UNVERIFIED_ACCEPTS_SELECTOR is deprecated and will be removed: rename it "
+                           "METRIC_UNVERIFIED_ACCEPTS (configuration key metric_unverified_accepts), same value; "
+                           "`off` still switches the metric backstop off")
+    value = value or DEFAULT_UNVERIFIED_ACCEPTS
+    return "" if value == "off" else value
 
 
 @dataclass(frozen=True)
@@ -100,9 +124,9 @@ class ExperimentConfig:
     #: forged requests in flight at once, and each one's timeout in seconds
     forgery_concurrency: int = 32
     forgery_timeout: float = 5.0
-    #: Prometheus selector of requests a service accepted WITHOUT a verified key (the no-fail-open metric backstop;
-    #: UNVERIFIED_ACCEPTS_SELECTOR=off switches it off)
-    unverified_accepts_selector: str = 'jwt_validations_total{result="valid",key_source="none"}'
+    #: Prometheus selector of requests a service accepted WITHOUT a verified key (the no-fail-open metric backstop):
+    #: the metric contract's METRIC_UNVERIFIED_ACCEPTS (:func:`unverified_accepts_selector`); "" when ``off``
+    unverified_accepts_selector: str = DEFAULT_UNVERIFIED_ACCEPTS
     #: this run's directory: ``<run base>/<run id>`` once the safety control started a run, else the run base
     run_dir: str = ".chaosext-run"
     #: where run directories live (CHAOSEXT_RUN_DIR, else ``<lab state dir>/run``, else ``.chaosext-run``)
@@ -312,8 +336,7 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
         forgery_concurrency=_number("forgery_concurrency", pick("forgery_concurrency", defaults.forgery_concurrency),
                                     int),
         forgery_timeout=_number("forgery_timeout", pick("forgery_timeout", defaults.forgery_timeout), float),
-        unverified_accepts_selector=("" if str(pick("unverified_accepts_selector", "")).strip() == "off" else
-                                     str(pick("unverified_accepts_selector", defaults.unverified_accepts_selector))),
+        unverified_accepts_selector=unverified_accepts_selector(configuration),
         run_dir=run_dir,
         run_base=run_base,
         run_id=run_id,

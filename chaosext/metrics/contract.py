@@ -20,8 +20,13 @@ setting                        default                                          
 ``METRIC_CACHE_STALE``         ``jwks_cache_state{state="stale"}``              1 while it serves stale keys
 ``METRIC_CACHE_LOOKUPS``       ``jwks_cache_lookups_total``                     key lookups (label ``result``)
 ``METRIC_UNVERIFIED_ACCEPTS``  ``jwt_validations_total{result="valid",``        tokens accepted without a verified
-                               ``key_source="none"}``                           signature (fail-open)
+                               ``key_source="none"}``                           signature (fail-open; ``off``: the
+                                                                                backstop is switched off)
 =============================  ===============================================  ====================================
+
+``METRIC_UNVERIFIED_ACCEPTS`` is read in one place, :func:`chaosext.core.config.unverified_accepts_selector` (the
+forgery backstop's ``ExperimentConfig.unverified_accepts_selector`` is the same value); its old name
+``UNVERIFIED_ACCEPTS_SELECTOR`` is still accepted there, with a deprecation warning.
 
 Errors follow D1: status matches ``METRIC_ERROR_STATUS`` and the tenant is neither ``__unauthenticated__`` (the
 client's own token failed) nor chaosext's forged-probe tenant. Without a tenant label 401s cannot be attributed:
@@ -35,6 +40,7 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Any
 
+from chaosext.core.config import DEFAULT_UNVERIFIED_ACCEPTS, unverified_accepts_selector
 from chaosext.core.errors import ConfigError
 from chaosext.core.names import UNAUTHENTICATED_TENANT
 from chaosext.core.settings import setting
@@ -64,7 +70,8 @@ class MetricContract:
     cache_expired: str = 'jwks_cache_state{state="expired"}'
     cache_stale: str = 'jwks_cache_state{state="stale"}'
     cache_lookups: str = "jwks_cache_lookups_total"
-    unverified_accepts: str = 'jwt_validations_total{result="valid",key_source="none"}'
+    #: "" when METRIC_UNVERIFIED_ACCEPTS=off
+    unverified_accepts: str = DEFAULT_UNVERIFIED_ACCEPTS
 
     def requests_selector(self, *matchers: str) -> str:
         """The request counter with ``matchers``, the run's exclusions and METRIC_REQUESTS_MATCHERS."""
@@ -100,7 +107,9 @@ _LOCK = threading.Lock()
 def resolve(configuration: dict[str, Any] | None = None) -> MetricContract:
     """The contract from the configuration, else the environment, else the defaults; ContractError when invalid."""
     d = MetricContract()
-    values = {name: setting(configuration, key, getattr(d, name)).strip() for name, key in SETTINGS.items()}
+    values = {name: setting(configuration, key, getattr(d, name)).strip() for name, key in SETTINGS.items()
+              if name != "unverified_accepts"}
+    values["unverified_accepts"] = unverified_accepts_selector(configuration)  # "" = off
     if values["tenant_label"] == "none":  # a request counter without a tenant label
         values["tenant_label"] = ""
     c = MetricContract(**values)
@@ -112,6 +121,8 @@ def resolve(configuration: dict[str, Any] | None = None) -> MetricContract:
         if not _LABEL_RE.match(getattr(c, name)):
             problems.append(f"{SETTINGS[name].upper()}={getattr(c, name)!r} is not a label name (e.g. status)")
     for name in ("cache_expired", "cache_stale", "cache_lookups", "unverified_accepts"):
+        if name == "unverified_accepts" and not c.unverified_accepts:
+            continue  # METRIC_UNVERIFIED_ACCEPTS=off
         if not _SELECTOR_RE.match(getattr(c, name).replace(" ", "")):
             problems.append(f"{SETTINGS[name].upper()}={getattr(c, name)!r} is not a series selector "
                             f"(metric{{label=\"value\"}}, e.g. jwks_cache_state{{state=\"expired\"}})")

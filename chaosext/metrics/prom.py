@@ -162,6 +162,8 @@ def unverified_accepts_between(base_url: str, start: float, end: float) -> dict[
     """Per service: tokens accepted without a verified signature between ``start`` and ``end`` (the contract's
     ``unverified_accepts`` counter; a fail-open service). Empty when none."""
     c = contract.current()
+    if not c.unverified_accepts:  # METRIC_UNVERIFIED_ACCEPTS=off
+        return {}
 
     def at(t: float) -> dict[str, float]:
         return {c.service_of(s): float(s["value"][1])
