@@ -17,8 +17,10 @@ Commands:
   status   show recorded faults and faults found on the target (exit 3 if a block is active)
   run      timed run: block, wait --duration seconds, restore; Ctrl-C / SIGTERM restore at once
 
-Common options (every value also from the environment: JWKS_URL, FAULT_VIA, FAULT_TARGET, FAULT_MODE,
-OUTAGE_SECONDS, MAX_OUTAGE_SECONDS, ENVOY_ADMIN_URL, KUBE_API_URL, KUBE_CONTEXT):
+Common options (every value also from the environment, read exactly as `chaos run` and `chaosext` read it:
+JWKS_URL, FAULT_VIA, FAULT_TARGET, FAULT_MODE, OUTAGE_SECONDS, MAX_OUTAGE_SECONDS, HEARTBEAT_GRACE,
+ENVOY_ADMIN_URL, KUBE_API_URL, KUBE_CONTEXT; the Kubernetes drivers also take chaostoolkit-kubernetes'
+KUBECONFIG / KUBERNETES_CONTEXT / KUBERNETES_HOST + KUBERNETES_API_KEY, see docs/experiment.md):
   --jwks-url URL     default: the lab's http://127.0.0.2:8440/.well-known/jwks.json
   --via V            iptables (default) | envoy | k8s-networkpolicy | istio
   --target T         local | netns:<name> | pid:<pid> | k8s-pod:<ns>/<pod|selector> | <envoy admin URL> | <ns>/<sel>
