@@ -19,6 +19,8 @@ ACTIVITY_MODULES: dict[str, tuple[str, ...]] = {
         "chaosext.metrics.probes",
         "chaosext.audit.probes",
         "chaosext.load.probes",
+        "chaosext.outage.watch",
+        "chaosext.outage.judge",
     ),
 }
 

@@ -440,7 +440,7 @@ def check_tenant_tokens(configuration: dict[str, Any] | None) -> tuple[list[Chec
 
 def check_services(configuration: dict[str, Any] | None, tokens: dict[str, str]) -> list[Check]:
     """Each service of SERVICE_URLS answers 200 to a valid tenant token on its read route (the probes' call)."""
-    from chaosext.auth.probes import call, read_path
+    from chaosext.core.services import call, read_path
 
     cfg = load_config(configuration)
     out = []

@@ -86,8 +86,9 @@ def forgery_table(res: dict[str, Any]) -> list[str]:
                      f"{c.get('accepted', 0):>9} {c.get('inconclusive', 0):>9}  "
                      f"{'' if first is None else f'{first:+.1f}s after the block'}")
     for finding in (res.get("accepted") or [])[:3]:
-        lines.append(f"    accepted: {finding.get('class')} ({finding.get('variant')}) {finding.get('service')} tenant "
-                     f"{finding.get('tenant')} {finding.get('method')} {finding.get('route')} -> {finding.get('status')}")
+        lines.append(f"    accepted: {finding.get('class')} ({finding.get('variant')}) {finding.get('service')} "
+                     f"tenant {finding.get('tenant')} {finding.get('method')} {finding.get('route')} -> "
+                     f"{finding.get('status')}")
     if res.get("why"):
         lines.append(f"    why: {res['why']}")
     return lines
@@ -110,6 +111,12 @@ def _activity(journal: dict[str, Any], name: str, where: str = "run") -> dict[st
         if (run.get("activity") or {}).get("name") == name:
             found = run
     return found
+
+
+def _output(run: dict[str, Any] | None) -> dict[str, Any]:
+    """The output of a journal entry when it is an object, else {}."""
+    out = (run or {}).get("output")
+    return out if isinstance(out, dict) else {}
 
 
 def _failed_probes(state: dict[str, Any] | None) -> list[str]:
@@ -154,15 +161,14 @@ def judge(journal: dict[str, Any]) -> list[str]:
         reasons.append("recovery failed: the steady state did not hold AFTER the restore"
                        + (f": {', '.join(failed)}" if failed else ""))
     block = _activity(journal, "block-jwks-egress")
-    block_out = (block or {}).get("output") if isinstance((block or {}).get("output"), dict) else {}
+    block_out = _output(block)
     if block is None:
         reasons.append("the fault was never applied (no block-jwks-egress in the method)")
     elif block.get("status") != "succeeded" or not (block_out.get("verification") or {}).get("blocked") \
             or block_out.get("dry_run"):
         err = "".join(block.get("exception") or []).strip().splitlines()[-1:] or [""]
         reasons.append(f"fault not applied: {err[0] or 'not verified as blocking from the target'}")
-    watch = _activity(journal, "watch-outage")
-    watch_out = (watch or {}).get("output") if isinstance((watch or {}).get("output"), dict) else {}
+    watch_out = _output(_activity(journal, "watch-outage"))
     if block_out.get("verification", {}).get("blocked") and not (watch_out.get("watched") and watch_out.get("ticks")):
         reasons.append("the outage was not watched")
     restore = _activity(journal, "restore-jwks-egress")

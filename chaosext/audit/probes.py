@@ -2,7 +2,7 @@
 
 The events are read from AUDIT_SOURCE: the lab's JSONL file, Loki or ClickHouse (``chaosext.audit.sources``).
 "Affected" services are those whose JWKS cache was seen stale during the outage (the watch step's ``/healthz``
-observations, or ``jwks_cache_state{state="stale"}`` in Prometheus). Vacuously ok before any fault.
+observations, or ``jwks_cache_state{state="stale"}`` in Prometheus). Never judged before an outage was recorded.
 """
 import math
 import time
@@ -11,8 +11,10 @@ import requests
 from chaoslib.types import Configuration, Secrets
 
 from chaosext.audit.sources import read_events
-from chaosext.core.config import load_config
-from chaosext.core.runfile import judged, load_run, not_judged, outage_window, phase
+from chaosext.core.config import ExperimentConfig, load_config
+from chaosext.core.errors import activity
+from chaosext.core.judging import Judging, outage_check
+from chaosext.core.runfile import CheckResult, Run, load_run
 from chaosext.metrics import contract, prom
 
 __all__ = ["audit_pipeline_healthy", "audit_degraded_recorded"]
@@ -21,9 +23,14 @@ __all__ = ["audit_pipeline_healthy", "audit_degraded_recorded"]
 PIPELINE_WAIT_SECONDS = {"file": 5.0, "loki": 30.0, "clickhouse": 30.0}
 
 
-def _stale_services(cfg, run: dict, start: float, end: float) -> set:
-    found = {svc for obs in run.get("observations") or []
-             for svc, s in (obs.get("services") or {}).items() if s.get("state") == "stale"}
+def _services_seen(run: Run, state: str) -> set[str]:
+    """Services the watch step saw with their cache in ``state`` on any tick."""
+    return {svc for obs in run.observations for svc, s in obs.services.items() if s.state == state}
+
+
+def _stale_services(cfg: ExperimentConfig, run: Run, start: float, end: float) -> set[str]:
+    """Services that served stale keys in [start, end]: seen by the watch, or in the cache-stale series."""
+    found = _services_seen(run, "stale")
     rng = max(1, math.ceil(end - start))
     try:
         # the cache-stale series of the metric contract (METRIC_CACHE_STALE)
@@ -37,15 +44,14 @@ def _stale_services(cfg, run: dict, start: float, end: float) -> set:
 LIVE_ACTIONS = ("auth.rejected", "tenant.mismatch", "auth.degraded", "auth.recovered", "auth.expired")
 
 
-def _degraded_services(cfg, run: dict, start: float, end: float) -> set:
+def _degraded_services(cfg: ExperimentConfig, run: Run, start: float, end: float) -> set[str]:
     """Services that served stale keys or failed closed during the outage (they must audit auth.recovered)."""
-    found = _stale_services(cfg, run, start, end)
-    found |= {svc for obs in run.get("observations") or []
-              for svc, s in (obs.get("services") or {}).items() if s.get("state") == "expired"}
+    found = _stale_services(cfg, run, start, end) | _services_seen(run, "expired")
     return {s for s in found if s in cfg.services}
 
 
-def audit_pipeline_healthy(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+@activity
+def audit_pipeline_healthy(configuration: Configuration = None, secrets: Secrets = None) -> CheckResult:
     """The audit pipeline works, live.
 
     Baseline (before the fault): AUDIT_SOURCE answers and holds at least one event of every service from the last
@@ -55,16 +61,17 @@ def audit_pipeline_healthy(configuration: Configuration = None, secrets: Secrets
     """
     cfg = load_config(configuration)
     run = load_run(cfg.run_dir)
-    phase_ = phase(run)
+    phase_ = run.phase
+    actions: tuple[str, ...]
     if phase_ == "baseline":
         since = time.time() - cfg.baseline_seconds
         want, actions = set(cfg.services), LIVE_ACTIONS
         deadline = time.time() + PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0)
     else:
-        start, end = outage_window(run) or (time.time(), time.time())
+        start, end = run.outage_window() or (time.time(), time.time())
         since, want, actions = start - 5, _degraded_services(cfg, run, start, end), ("auth.recovered",)
         deadline = max(end + cfg.recovery_seconds, time.time() + PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0))
-    recorded: set = set()
+    recorded: set[str] = set()
     count = 0
     while True:
         recorded, count = set(), 0
@@ -72,7 +79,7 @@ def audit_pipeline_healthy(configuration: Configuration = None, secrets: Secrets
             events = read_events(cfg.audit_source, action, since, time.time() + 5, tuple(sorted(want)),
                                  cfg.audit_sql)
             count += len(events)
-            recorded |= {e.get("service") for e in events}
+            recorded |= {str(e["service"]) for e in events if e.get("service")}
             if want <= recorded:
                 break
         missing = sorted(want - recorded)
@@ -85,26 +92,21 @@ def audit_pipeline_healthy(configuration: Configuration = None, secrets: Secrets
             "why": "" if not missing else f"no {what} from {', '.join(missing)} in {cfg.audit_source}"}
 
 
-def audit_degraded_recorded(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+@activity
+@outage_check("auth.degraded")
+def audit_degraded_recorded(judging: Judging) -> CheckResult:
     """``auth.degraded`` is in the audit store for each service that served stale keys during the outage.
 
     ``ok`` false lists the services with no event (``missing``). When no service went stale (outage shorter than
     the TTL), there is nothing to record and ``ok`` is true with ``affected`` empty.
     """
-    cfg = load_config(configuration)
-    run = load_run(cfg.run_dir)
-    window = outage_window(run)
-    if window is None:
-        return not_judged("auth.degraded")
-    if (done := judged(run, "audit_degraded_recorded")) is not None:
-        return done
-    start, end = window
-    affected = _stale_services(cfg, run, start, end)
+    cfg, (start, end) = judging.cfg, judging.window
+    affected = _stale_services(cfg, judging.run, start, end)
     deadline = time.time() + PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0)
     while True:
         events = read_events(cfg.audit_source, "auth.degraded", start - 5, time.time() + 5,
                              tuple(sorted(affected)), cfg.audit_sql)
-        recorded = {e.get("service") for e in events}
+        recorded = {str(e["service"]) for e in events if e.get("service")}
         missing = sorted(affected - recorded)
         if not missing or time.time() >= deadline:
             break

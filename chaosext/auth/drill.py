@@ -8,20 +8,22 @@ alerts resolved, auth.recovered audited). Same configuration names and extension
 (docs/experiment.md, "The expiry drill").
 
 ``fails_closed_after_expiry`` is also in the drill's hypothesis: in the baseline it refuses to start when
-OUTAGE_SECONDS cannot outlast JWKS_MAX_STALE; ``judge_drill`` runs every outage check once and keeps the results.
+OUTAGE_SECONDS cannot outlast JWKS_MAX_STALE; ``judge_drill`` (``chaosext.outage.judge``) runs every outage check once
+and keeps the results.
 """
-import importlib
 import time
-from typing import Any
+from collections.abc import Callable
 
 from chaoslib.types import Configuration, Secrets
 
 from chaosext.audit.sources import read_events
-from chaosext.core.config import load_config
-from chaosext.core.runfile import judged, load_run, outage_window, update_run
+from chaosext.core.config import ExperimentConfig, load_config
+from chaosext.core.errors import activity
+from chaosext.core.judging import Judging, outage_check
+from chaosext.core.runfile import CheckResult, Run, load_run
+from chaosext.metrics.probes import alerts_match_cache_state, expiry_alerts_clear
 
-__all__ = ["fails_closed_after_expiry", "expiry_audited", "expiry_alerts_fired", "alerts_clear_before_fault",
-           "judge_drill"]
+__all__ = ["fails_closed_after_expiry", "expiry_audited", "expiry_alerts_fired", "alerts_clear_before_fault"]
 
 #: the outage must outlast max-stale by this much so every service is seen expired for a few watch ticks
 EXPIRY_MARGIN_SECONDS = 8.0
@@ -29,43 +31,45 @@ EXPIRY_MARGIN_SECONDS = 8.0
 AUDIT_WAIT_SECONDS = {"file": 5.0, "loki": 30.0, "clickhouse": 30.0}
 
 
-def _expired_at(run: dict) -> dict[str, float]:
+def _expired_at(run: Run) -> dict[str, float]:
     """Per service: when the watch step first saw its cache expired."""
     first: dict[str, float] = {}
-    for obs in run.get("observations") or []:
-        for service, s in (obs.get("services") or {}).items():
-            if s.get("state") == "expired":
-                first.setdefault(service, obs["t"])
+    for obs in run.observations:
+        for service, s in obs.services.items():
+            if s.state == "expired":
+                first.setdefault(service, obs.t)
     return first
 
 
-def fails_closed_after_expiry(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def _drill_can_work(cfg: ExperimentConfig) -> CheckResult:
+    """Before the fault: OUTAGE_SECONDS must outlast JWKS_MAX_STALE by a margin, else the drill tests nothing."""
+    need = cfg.jwks_max_stale + EXPIRY_MARGIN_SECONDS
+    ok = cfg.outage_seconds > need
+    return {"phase": "before-fault", "ok": ok, "why": "" if ok else (
+        f"OUTAGE_SECONDS={cfg.outage_seconds} cannot outlast the cache (JWKS_MAX_STALE={cfg.jwks_max_stale:g}); "
+        f"the drill needs OUTAGE_SECONDS > {need:g} (or a lab with a shorter --jwks-max-stale)")}
+
+
+@activity
+@outage_check(before=_drill_can_work)
+def fails_closed_after_expiry(judging: Judging) -> CheckResult:
     """Once a service's cache expired, it refused valid tokens (REFUSED_STATUSES, not 2xx, not 5xx) on every watch
     tick; and every service did expire (else the drill tested nothing).
 
     Before the fault: checks the drill can work at all (OUTAGE_SECONDS > JWKS_MAX_STALE + a margin)."""
-    cfg = load_config(configuration)
-    run = load_run(cfg.run_dir)
-    if outage_window(run) is None:
-        need = cfg.jwks_max_stale + EXPIRY_MARGIN_SECONDS
-        ok = cfg.outage_seconds > need
-        return {"phase": "before-fault", "ok": ok, "why": "" if ok else (
-            f"OUTAGE_SECONDS={cfg.outage_seconds} cannot outlast the cache (JWKS_MAX_STALE={cfg.jwks_max_stale:g}); "
-            f"the drill needs OUTAGE_SECONDS > {need:g} (or a lab with a shorter --jwks-max-stale)")}
-    if (done := judged(run, "fails_closed_after_expiry")) is not None:
-        return done
+    cfg, run = judging.cfg, judging.run
     first = _expired_at(run)
     refused = set(cfg.refused_statuses)
     checks, failures = 0, []
-    for obs in run.get("observations") or []:
-        for service, s in (obs.get("services") or {}).items():
-            if service not in first or obs["t"] < first[service]:
+    for obs in run.observations:
+        for service, s in obs.services.items():
+            if service not in first or obs.t < first[service]:
                 continue
-            for tenant, status in (s.get("valid") or {}).items():
+            for tenant, status in s.valid.items():
                 checks += 1
                 if status not in refused:
                     failures.append({"service": service, "tenant": tenant, "status": status,
-                                     "elapsed": round(obs["elapsed"], 1)})
+                                     "elapsed": round(obs.elapsed, 1)})
     never = sorted(set(cfg.services) - set(first))
     why = []
     if never:
@@ -78,19 +82,20 @@ def fails_closed_after_expiry(configuration: Configuration = None, secrets: Secr
             "why": "; ".join(why) or ("" if checks else "no valid-token check ran after expiry")}
 
 
-def expiry_audited(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def _after_the_fault(note: str) -> Callable[[ExperimentConfig], CheckResult]:
+    """A ``before`` for ``outage_check``: before the fault, ok with ``note`` (the check waits for the outage)."""
+    return lambda cfg: {"phase": "before-fault", "ok": True, "note": note}
+
+
+@activity
+@outage_check(before=_after_the_fault("auth.expired is judged after the fault"))
+def expiry_audited(judging: Judging) -> CheckResult:
     """Every service whose cache expired recorded ``auth.expired`` in the audit store (AUDIT_SOURCE)."""
-    cfg = load_config(configuration)
-    run = load_run(cfg.run_dir)
-    window = outage_window(run)
-    if window is None:
-        return {"phase": "before-fault", "ok": True, "note": "auth.expired is judged after the fault"}
-    if (done := judged(run, "expiry_audited")) is not None:
-        return done
-    expired = set(_expired_at(run))
+    cfg = judging.cfg
+    expired = set(_expired_at(judging.run))
     deadline = time.time() + AUDIT_WAIT_SECONDS.get(cfg.audit_kind, 10.0)
     while True:
-        events = read_events(cfg.audit_source, "auth.expired", window[0] - 5, time.time() + 5,
+        events = read_events(cfg.audit_source, "auth.expired", judging.start - 5, time.time() + 5,
                              tuple(sorted(expired)), cfg.audit_sql)
         missing = sorted(expired - {e.get("service") for e in events})
         if not missing or time.time() >= deadline:
@@ -100,60 +105,27 @@ def expiry_audited(configuration: Configuration = None, secrets: Secrets = None)
             "events": len(events), "note": "" if expired else "no service expired: nothing to audit"}
 
 
-def expiry_alerts_fired(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+@activity
+@outage_check(before=_after_the_fault("alerting is judged after the fault"))
+def expiry_alerts_fired(judging: Judging) -> CheckResult:
     """The cache expired AND every EXPIRY_ALERTS alert fired in Prometheus and reached Alertmanager (the main
     experiment's alerts-fire-iff-cache-expired, with expiry required)."""
-    from chaosext.metrics.probes import alerts_match_cache_state
-
-    cfg = load_config(configuration)
-    run = load_run(cfg.run_dir)
-    if outage_window(run) is None:
-        return {"phase": "before-fault", "ok": True, "note": "alerting is judged after the fault"}
-    if (done := judged(run, "expiry_alerts_fired")) is not None:
-        return done
-    res = dict(alerts_match_cache_state(configuration=configuration))
+    res = dict(alerts_match_cache_state(configuration=judging.configuration))
     if not res.get("cache_expired"):
         res.update(ok=False, why="the cache never expired, so the expiry alerts were not exercised")
     return res
 
 
-def alerts_clear_before_fault(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+@activity
+def alerts_clear_before_fault(configuration: Configuration = None, secrets: Secrets = None) -> CheckResult:
     """Baseline: no expiry alert is active before the fault (else expiry-alerts-fired would prove nothing).
 
     Recovery: not required. The drill makes the alerts fire on purpose, and over their 5-minute windows they resolve
     minutes after the restore, past RECOVERY_SECONDS; the drill judges that they fired (``expiry-alerts-fired``)."""
-    from chaosext.metrics.probes import expiry_alerts_clear
-
     cfg = load_config(configuration)
-    if outage_window(load_run(cfg.run_dir)) is None:
+    if load_run(cfg.run_dir).outage_window() is None:
         return expiry_alerts_clear(configuration=configuration)
     return {"phase": "recovery", "ok": True,
             "note": "the drill fired the expiry alerts on purpose; they resolve with their 5-minute windows, after "
                     "RECOVERY_SECONDS (judged: expiry-alerts-fired)"}
 
-
-#: (check name, module, function) of the drill, in its hypothesis's order
-DRILL_CHECKS = (
-    ("outage-held", "chaosext.metrics.probes", "outage_held"),
-    ("cached-key-fallback", "chaosext.auth.probes", "cached_key_fallback"),
-    ("fails-closed-after-expiry", "chaosext.auth.drill", "fails_closed_after_expiry"),
-    ("no-fail-open", "chaosext.auth.probes", "no_fail_open"),
-    ("auth-expired-audited", "chaosext.auth.drill", "expiry_audited"),
-    ("expiry-alerts-fired", "chaosext.auth.drill", "expiry_alerts_fired"),
-)
-
-
-def judge_drill(configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """Run every drill check once, after the restore, and keep the results (the hypothesis probes then return
-    them; ``chaosext verdict`` prints every one, even after the first failure)."""
-    cfg = load_config(configuration)
-    update_run(cfg.run_dir, judgments={})
-    results: dict[str, Any] = {}
-    for name, module, func in DRILL_CHECKS:
-        try:
-            results[name] = getattr(importlib.import_module(module), func)(configuration=configuration)
-        except Exception as exc:
-            results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    update_run(cfg.run_dir, judgments={func: results[name] for name, _, func in DRILL_CHECKS})
-    failed = [n for n, r in results.items() if not r.get("ok")]
-    return {"ok": not failed, "failed": failed, "checks": results}

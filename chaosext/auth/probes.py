@@ -3,6 +3,7 @@
 Steady-state probes (baseline before the fault, recovery after the restore, live): ``valid_tokens_accepted`` and
 ``forged_tokens_refused``. Outage checks (judged once by ``judge_outage`` from what the watch step observed *during*
 the outage — after the restore a live check would prove nothing): ``cached_key_fallback`` and ``no_fail_open``.
+The requests themselves (a tenant's token on a service's read route, ``/healthz``) are ``chaosext.core.services``.
 
 Tokens are fetched before the fault (the authority is unreachable during it) by the client-credentials grant
 (``chaosext.core.tokens``) and kept in this process's memory for the run, never in a file, with the JWKS and the
@@ -10,8 +11,8 @@ IdP-signed bad-claim tokens the forgery catalogue needs (``prepare_forgery``). F
 and header): a service must label a request whose token failed ``__unauthenticated__`` (only a ``no_keys`` failure
 counts for the claimed tenant), which keeps them out of the error rates (docs/experiment.md).
 """
-import base64
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import requests
@@ -20,16 +21,10 @@ from chaoslib.types import Configuration, Secrets
 from chaosext.auth.forgery import CLASSES, MINTED, Material, build_catalogue, key_documents
 from chaosext.auth.judge import KeyServer, judge_attempts, merge_judgments, probe_round
 from chaosext.core.config import ExperimentConfig, load_config
-from chaosext.core.runfile import (
-    judged,
-    load_run,
-    not_judged,
-    outage_window,
-    phase,
-    recovery_deadline,
-    retry_until,
-    update_run,
-)
+from chaosext.core.errors import activity
+from chaosext.core.judging import Judging, outage_check, retry_until
+from chaosext.core.runfile import CheckResult, Run, load_run
+from chaosext.core.services import call
 from chaosext.core.tokens import (
     TokenError,
     client_credentials_token,
@@ -39,12 +34,10 @@ from chaosext.core.tokens import (
 )
 from chaosext.metrics.prom import query, query_scalar, wait_for_samples
 
-#: the Chaos Toolkit probes (``chaos discover``); prepare_forgery, forgery_plan, ForgeryPlan, record_round and
-#: unverified_accepts are helpers of the watch step and the drill
+#: the Chaos Toolkit probes (``chaos discover``); ensure_tokens, prepare_forgery, forgery_plan, ForgeryPlan and
+#: unverified_accepts are helpers of the safety control, the watch step and the drill
 __all__ = ["valid_tokens_accepted", "forged_tokens_refused", "cached_key_fallback", "no_fail_open", "fetch_tokens"]
 
-#: read route per lab service (docs/architecture.md, "Tenant service HTTP surface")
-READ_PATHS = {"policy": "/api/v1/policies", "vuln": "/api/v1/findings", "notify": "/api/v1/notifications"}
 #: how many tenants' tokens each check uses
 CHECK_TENANTS = 3
 #: seconds the metric backstop waits for Prometheus to scrape past the end of the outage
@@ -55,21 +48,8 @@ LIFETIME_MARGIN_SECONDS = 2.0
 TOKEN_MARGIN_SECONDS = 600
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def read_path(service: str) -> str:
-    """The authenticated read route probed on ``service`` (``/`` for services the lab does not know)."""
-    return READ_PATHS.get(service, "/")
-
-
 def ensure_tokens(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None,
-                  tenants: list = None) -> dict[str, str]:
+                  tenants: Sequence[str] | None = None) -> dict[str, str]:
     """Valid tokens of the first tenants (or of ``tenants``): from this process's memory, TOKENS_FILE, or the
     client-credentials grant (then kept in memory for the run; never written to a file, the journal or a log).
 
@@ -82,7 +62,8 @@ def ensure_tokens(cfg: ExperimentConfig, secrets: Secrets = None, configuration:
     return tokens_for(settings, wanted, min_valid_seconds=cfg.outage_seconds + TOKEN_MARGIN_SECONDS)
 
 
-def fetch_tokens(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+@activity
+def fetch_tokens(configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
     """Get valid tokens for the first tenants (client credentials, or TOKENS_FILE) and keep them in memory.
 
     Run before the fault: the authority is unreachable during it. Returns the tenants only, never a token.
@@ -90,7 +71,7 @@ def fetch_tokens(configuration: Configuration = None, secrets: Secrets = None) -
     return {"tenants": sorted(ensure_tokens(load_config(configuration), secrets, configuration))}
 
 
-def _fetch_jwks(cfg: ExperimentConfig, timeout: float = 5.0) -> dict:
+def _fetch_jwks(cfg: ExperimentConfig, timeout: float = 5.0) -> dict[str, Any]:
     try:
         doc = requests.get(cfg.jwks_url, timeout=timeout).json()
         return doc if isinstance(doc, dict) and isinstance(doc.get("keys"), list) else {}
@@ -98,7 +79,10 @@ def _fetch_jwks(cfg: ExperimentConfig, timeout: float = 5.0) -> dict:
         return {}
 
 
-def _mint_via_authority(cfg: ExperimentConfig, tenant: str) -> Any:
+Mint = Callable[[str, dict[str, Any], tuple[str, ...]], str | None]
+
+
+def _mint_via_authority(cfg: ExperimentConfig, tenant: str) -> Mint | None:
     """``mint(class, overrides, omit)`` through the lab authority's ``POST /token`` (``test_claims``/``omit``).
 
     None for real IdPs (TOKENS_FILE given): they do not sign tokens with bad claims, so those classes are skipped."""
@@ -132,7 +116,7 @@ def prepare_forgery(cfg: ExperimentConfig) -> dict[str, Any]:
     tenant = cfg.tenants[0]
     material = Material(jwks=_fetch_jwks(cfg), token=tokens[tenant], tenant=tenant,
                         mint=_mint_via_authority(cfg, tenant))
-    minted = {}
+    minted: dict[str, str | None] = {}
     for name in MINTED:
         if name not in cfg.forgery_skip:
             minted.update({f.name: f.token for f in CLASSES[name](material)})
@@ -167,7 +151,7 @@ class ForgeryPlan:
         self.key_fetches: list[str] = []
 
     def round(self, cfg: ExperimentConfig, tick: int | None = None,
-              services: dict[str, str] | None = None) -> list[dict]:
+              services: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """One round (all variants when ``tick`` is None, else this tick's rotation) against every service."""
         with KeyServer(self.documents, port=self.port) as keys:
             attempts = probe_round(services if services is not None else cfg.services, self.forgeries,
@@ -176,7 +160,7 @@ class ForgeryPlan:
         self.key_fetches.extend(keys.fetches)
         return attempts
 
-    def judge(self, cfg: ExperimentConfig, attempts: list[dict], block_time: float | None) -> dict[str, Any]:
+    def judge(self, cfg: ExperimentConfig, attempts: list[dict[str, Any]], block_time: float | None) -> CheckResult:
         """judge_attempts with this run's settings; a fetch of the probe's key URL is itself a finding."""
         j = judge_attempts(attempts, cfg.refused_statuses, self.skipped, block_time)
         if self.key_fetches:
@@ -187,22 +171,6 @@ class ForgeryPlan:
         return j
 
 
-def record_round(cfg: ExperimentConfig, plan: ForgeryPlan, attempts: list[dict]) -> dict[str, dict[str, int]]:
-    """Judge one watch tick's forged requests, append the judgment to the run file (``forgery_ticks``) and return
-    per service {tried, refused, accepted, inconclusive} for the tick's observation."""
-    run = load_run(cfg.run_dir)
-    start = (run.get("outage") or {}).get("start")
-    j = plan.judge(cfg, attempts, start)
-    update_run(cfg.run_dir, forgery_ticks=(run.get("forgery_ticks") or []) + [j])
-    refused = set(cfg.refused_statuses)
-    per: dict[str, dict[str, int]] = {}
-    for a in attempts:
-        c = per.setdefault(a["service"], {"tried": 0, "refused": 0, "accepted": 0, "inconclusive": 0})
-        c["tried"] += 1
-        c["refused" if a["status"] in refused else "accepted" if 200 <= a["status"] < 300 else "inconclusive"] += 1
-    return per
-
-
 def forgery_plan(cfg: ExperimentConfig) -> ForgeryPlan | None:
     """The watch step's catalogue (None when there is no valid token to build it from)."""
     try:
@@ -211,26 +179,8 @@ def forgery_plan(cfg: ExperimentConfig) -> ForgeryPlan | None:
         return None
 
 
-def call(cfg: ExperimentConfig, service: str, url: str, token: str, tenant: str, timeout: float = 3.0) -> int:
-    """GET the service's read route with ``token`` for ``tenant``: the HTTP status, or 0 when it did not answer."""
-    try:
-        r = requests.get(url + read_path(service), timeout=timeout,
-                         headers={"Authorization": f"Bearer {token}", cfg.tenant_header: tenant})
-        return r.status_code
-    except requests.RequestException:
-        return 0
-
-
-def health(url: str, timeout: float = 3.0) -> dict[str, Any]:
-    """The service's ``/healthz`` ``jwks`` block ({"state": ..., "age_seconds": ...}); {} when unavailable."""
-    try:
-        r = requests.get(url + "/healthz", timeout=timeout)
-        return dict(r.json().get("jwks") or {})
-    except (requests.RequestException, ValueError, AttributeError):
-        return {}
-
-
-def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+@activity
+def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets = None) -> CheckResult:
     """Valid tokens of several tenants are accepted (200) by every service, live.
 
     Baseline (before the fault): at once. Recovery (after the restore): retried until every service accepts them or
@@ -238,23 +188,23 @@ def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets 
     """
     cfg = load_config(configuration)
     run = load_run(cfg.run_dir)
-    phase_ = phase(run)
-    result = retry_until(lambda: _live_fallback(cfg, secrets, configuration), lambda r: r["ok"],
-                         recovery_deadline(run, cfg.recovery_seconds), 1.0)
-    return {**result, "phase": phase_}
+    result = retry_until(lambda: _live_fallback(cfg, secrets, configuration), lambda r: bool(r["ok"]),
+                         run.recovery_deadline(cfg.recovery_seconds), 1.0)
+    return {**result, "phase": run.phase}
 
 
-def forged_tokens_refused(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+@activity
+def forged_tokens_refused(configuration: Configuration = None, secrets: Secrets = None) -> CheckResult:
     """The whole forgery catalogue (every variant, ``chaosext.auth.forgery``) is refused by every service on its read
     and write route, live: the baseline before the fault and the recovery after the restore.
 
     A refusal is a status in REFUSED_STATUSES; 2xx is a fail-open finding; anything else is inconclusive and fails
     too (``why`` says which statuses to allow). ``classes`` shows tried/refused/accepted/inconclusive per class."""
     cfg = load_config(configuration)
-    return _live_fail_open(cfg, phase(load_run(cfg.run_dir)))
+    return _live_fail_open(cfg, load_run(cfg.run_dir).phase)
 
 
-def _live_fallback(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None) -> dict:
+def _live_fallback(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None) -> CheckResult:
     tokens = ensure_tokens(cfg, secrets, configuration)
     failures = []
     checks = 0
@@ -267,55 +217,50 @@ def _live_fallback(cfg: ExperimentConfig, secrets: Secrets = None, configuration
     return {"phase": "before-fault", "ok": checks > 0 and not failures, "checks": checks, "failures": failures[:10]}
 
 
-def _service_deadlines(cfg: ExperimentConfig, run: dict, start: float) -> dict[str, float]:
+def _service_deadlines(cfg: ExperimentConfig, run: Run, start: float) -> dict[str, float]:
     """Per service: until when its cache must keep accepting valid tokens (last good fetch + max-stale - margin).
 
     The last good fetch is read from the service's first observation in the outage (time - age); without an age,
     the most pessimistic assumption (fetched a full TTL before the outage) is used.
     """
     deadlines: dict[str, float] = {}
-    for obs in run.get("observations") or []:
-        for service, s in (obs.get("services") or {}).items():
+    for obs in run.observations:
+        for service, s in obs.services.items():
             if service in deadlines:
                 continue
-            age = s.get("age")
-            fetched = obs["t"] - float(age) if isinstance(age, (int, float)) else start - cfg.jwks_ttl
+            fetched = obs.t - s.age if s.age is not None else start - cfg.jwks_ttl
             deadlines[service] = fetched + cfg.jwks_max_stale - LIFETIME_MARGIN_SECONDS
     return deadlines
 
 
-def cached_key_fallback(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+@activity
+@outage_check("cached-key fallback")
+def cached_key_fallback(judging: Judging) -> CheckResult:
     """Valid tokens of several tenants are accepted by every service while its cache is within its lifetime.
 
     Before the fault: a live check. After it: every valid-token request the watch step made while the service's
     cache was within max-stale of its last good fetch must have got 200. ``ok`` false names the failures.
     """
-    cfg = load_config(configuration)
-    run = load_run(cfg.run_dir)
-    window = outage_window(run)
-    if window is None:
-        return not_judged("cached-key fallback")
-    if (done := judged(run, "cached_key_fallback")) is not None:
-        return done
-    deadlines = _service_deadlines(cfg, run, window[0])
+    cfg, run = judging.cfg, judging.run
+    deadlines = _service_deadlines(cfg, run, judging.start)
     checks, failures, after_lifetime = 0, [], 0
-    for obs in run.get("observations") or []:
-        for service, s in (obs.get("services") or {}).items():
-            for tenant, status in (s.get("valid") or {}).items():
-                if obs["t"] >= deadlines.get(service, 0):
+    for obs in run.observations:
+        for service, s in obs.services.items():
+            for tenant, status in s.valid.items():
+                if obs.t >= deadlines.get(service, 0):
                     after_lifetime += 1
                     continue
                 checks += 1
                 if status != 200:
                     failures.append({"service": service, "tenant": tenant, "status": status,
-                                     "elapsed": round(obs["elapsed"], 1), "cache": s.get("state")})
+                                     "elapsed": round(obs.elapsed, 1), "cache": s.state})
     return {"phase": "outage", "ok": checks > 0 and not failures, "checks": checks, "failures": failures[:10],
             "failed": len(failures), "checks_past_lifetime": after_lifetime,
             "max_stale_seconds": cfg.jwks_max_stale,
             "note": "" if checks else "no valid-token check ran within the cache lifetime during the outage"}
 
 
-def _live_fail_open(cfg: ExperimentConfig, phase: str) -> dict:
+def _live_fail_open(cfg: ExperimentConfig, phase: str) -> CheckResult:
     plan = ForgeryPlan(cfg)
     j = plan.judge(cfg, plan.round(cfg), None)
     return {"phase": phase, **j}
@@ -343,7 +288,9 @@ def unverified_accepts(cfg: ExperimentConfig, start: float, end: float) -> dict[
     return {"ok": count == 0, "exported": True, "selector": sel, "unverified_accepts": count}
 
 
-def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -> dict:
+@activity
+@outage_check("fail-open during the outage")
+def no_fail_open(judging: Judging) -> CheckResult:
     """No service accepts a forged token during the outage: the whole forgery catalogue (``chaosext.auth.forgery``)
     on a read and a write route of every service, with real tenants, plus the services' own metric (backstop).
 
@@ -353,14 +300,8 @@ def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -
     ``classes`` shows, per class, tried/refused/accepted/inconclusive and the first acceptance in seconds after the
     block (``first_accepted_s``); skipped classes say why.
     """
-    cfg = load_config(configuration)
-    run = load_run(cfg.run_dir)
-    window = outage_window(run)
-    if window is None:
-        return not_judged("fail-open during the outage")
-    if (done := judged(run, "no_fail_open")) is not None:
-        return done
-    ticks = run.get("forgery_ticks") or []
+    cfg = judging.cfg
+    ticks = judging.run.forgery_ticks
     total = merge_judgments(ticks)
     fetched = sorted({p for j in ticks for p in j.get("key_url_fetched") or []})
     if fetched:
@@ -369,7 +310,7 @@ def no_fail_open(configuration: Configuration = None, secrets: Secrets = None) -
     if not total.get("tried"):
         total["ok"] = False
         total["why"] = "; ".join(filter(None, [total["why"], "no forged request was sent during the outage"]))
-    backstop = unverified_accepts(cfg, window[0], window[1])
+    backstop = unverified_accepts(cfg, *judging.window)
     if not backstop["ok"]:
         total["ok"] = False
         total["why"] = "; ".join(filter(None, [total["why"], (

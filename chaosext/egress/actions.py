@@ -356,7 +356,9 @@ def _outage_reason(configuration: Configuration) -> str:
     if not _config_str(configuration, "chaosext_run_id"):
         return ""
     try:
-        outage = load_run(load_config(configuration).run_dir).get("outage") or {}
+        outage = load_run(load_config(configuration).run_dir).outage
     except ValueError:
         return ""
-    return outage.get("reason") or ("planned end of the outage" if outage.get("end") else "")
+    if outage is None:
+        return ""
+    return outage.reason or ("planned end of the outage" if outage.end is not None else "")

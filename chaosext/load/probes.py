@@ -9,16 +9,19 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 from chaoslib.types import Configuration, Secrets
 
+from chaosext.core.errors import activity
 from chaosext.load import k6 as k6mod
+from chaosext.load import operator
 
 __all__ = ["k6_summary", "k6_live_metrics", "k6_testrun_status"]
 
 
-def _find_run(run_id: str, summary_file: str, run_dir: str, configuration: Configuration) -> dict:
+def _find_run(run_id: str, summary_file: str, run_dir: str, configuration: Configuration) -> dict[str, Any]:
     """The run record matching ``run_id`` / ``summary_file``, else the latest run; {} when none is recorded."""
     base = k6mod.runs_dir(run_dir, configuration)
     if run_id:
@@ -43,20 +46,22 @@ def _last_error(log_file: str) -> str:
     return ""
 
 
+@activity
 def k6_summary(summary_file: str = "", run_id: str = "", wait_seconds: float = 10.0, run_dir: str = "",
-               configuration: Configuration = None, secrets: Secrets = None) -> dict:
+               configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
     """What k6 measured: per-threshold pass flags, error rate, p95 by kind, achieved rate, dropped iterations.
 
     Without ``summary_file`` the summary of ``run_id`` (or of the latest start_k6 run) is read. Waits up to
-    ``wait_seconds`` for the file to appear (k6 writes it when it ends). ``found`` is False (and ``error`` says why) when
-    there is no summary yet; ``stopped_early`` is True for exit 105/103.
+    ``wait_seconds`` for the file to appear (k6 writes it when it ends). ``found`` is False (and ``error`` says why)
+    when there is no summary yet; ``stopped_early`` is True for exit 105/103.
     """
     run = _find_run(run_id, summary_file, run_dir, configuration)
     path = Path(summary_file or run.get("summary_file", ""))
-    out: dict = {"found": False, "summary_file": str(path) if str(path) != "." else "", "run_id": run.get("run_id", ""),
-                 "running": bool(run.get("alive")), "exit_code": run.get("exit_code"),
-                 "exit_meaning": k6mod.exit_meaning(run.get("exit_code")) if run else "not started by chaosext",
-                 "stopped_early": run.get("exit_code") in (103, 105), "error": ""}
+    out: dict[str, Any] = {
+        "found": False, "summary_file": str(path) if str(path) != "." else "", "run_id": run.get("run_id", ""),
+        "running": bool(run.get("alive")), "exit_code": run.get("exit_code"),
+        "exit_meaning": k6mod.exit_meaning(run.get("exit_code")) if run else "not started by chaosext",
+        "stopped_early": run.get("exit_code") in (103, 105), "error": ""}
     if not out["summary_file"]:
         out["error"] = "no summary_file given and no k6 run recorded; start k6 with start_k6 first"
         return out
@@ -97,8 +102,9 @@ def k6_summary(summary_file: str = "", run_id: str = "", wait_seconds: float = 1
     return out
 
 
+@activity
 def k6_live_metrics(run_id: str = "", address: str = "", run_dir: str = "", configuration: Configuration = None,
-                    secrets: Secrets = None) -> dict:
+                    secrets: Secrets = None) -> dict[str, Any]:
     """k6's live error rate and request count from its REST API (``GET /v1/metrics/...``), for progress lines.
 
     Never raises: when k6 is not reachable ``reachable`` is False and ``error`` says why (progress must not fail a
@@ -107,8 +113,8 @@ def k6_live_metrics(run_id: str = "", address: str = "", run_dir: str = "", conf
     if not address:
         run = _find_run(run_id, "", run_dir, configuration)
         address = run.get("address", "")
-    out: dict = {"reachable": False, "address": address, "http_req_failed_rate": None, "http_reqs": None,
-                 "vus": None, "error": ""}
+    out: dict[str, Any] = {"reachable": False, "address": address, "http_req_failed_rate": None,
+                           "http_reqs": None, "vus": None, "error": ""}
     if not address:
         out["error"] = "no k6 run recorded; start k6 with start_k6 first"
         return out
@@ -134,10 +140,9 @@ def k6_live_metrics(run_id: str = "", address: str = "", run_dir: str = "", conf
     return out
 
 
+@activity
 def k6_testrun_status(name: str = "chaosext-tenant-load", namespace: str = "default",
-                      configuration: Configuration = None, secrets: Secrets = None) -> dict:
+                      configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
     """Stage of a k6-operator TestRun (``exists``, ``stage``, ``finished``)."""
-    from chaosext.load import operator
-
     return operator.testrun_status(name=name, namespace=namespace, secrets=secrets, configuration=configuration)
 

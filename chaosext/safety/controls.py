@@ -25,10 +25,10 @@ from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets, Settings
 
 from chaosext.auth.forgery import parse_skip
-from chaosext.core import runfile as runstate
-from chaosext.core import signals
+from chaosext.core import runfile, signals
 from chaosext.core.config import ExperimentConfig, load_config, validate
 from chaosext.core.limits import deadline_seconds
+from chaosext.outage.evidence import save_run_evidence
 from chaosext.safety.cleanup import restore_fault, stop_load
 from chaosext.safety.preflight import check_reachable
 
@@ -64,7 +64,7 @@ def approval_problem(cfg: Any) -> str:
             f"local lab; to inject the fault there, set CHAOSEXT_APPROVE={cfg.target_name}")
 
 
-def check_configuration(configuration: Configuration = None, network: bool = True) -> list:
+def check_configuration(configuration: Configuration = None, network: bool = True) -> list[str]:
     """Every problem with the configuration (parse, values, approval, then reachability); [] when ready."""
     try:
         cfg = load_config(configuration)
@@ -108,7 +108,8 @@ def _plan(cfg: ExperimentConfig, configuration: Configuration = None) -> list[st
              f"t+~{cfg.baseline_seconds}s  baseline judged; then block the JWKS ({cfg.fault_via} on "
              f"{cfg.fault_target}, mode {cfg.fault_mode}):"]
     lines += [f"            {c}" for c in planned.get("commands", [])]
-    lines += [f"            the fault's own deadline: outage + {deadline_seconds(cfg.outage_seconds) - cfg.outage_seconds} s "
+    margin = deadline_seconds(cfg.outage_seconds) - cfg.outage_seconds
+    lines += [f"            the fault's own deadline: outage + {margin} s "
               f"(kernel/watchdog); dead-man switch: heartbeat lost for {cfg.heartbeat_grace:.0f} s",
               f"t+outage  watch {cfg.outage_seconds}s, then restore and judge the outage",
               f"t+end     recovery within {cfg.recovery_seconds}s; stop k6"]
@@ -171,17 +172,18 @@ def _start_run(cfg: ExperimentConfig, configuration: dict[str, Any], secrets: Se
 
     run_id = cfg.run_id
     try:
-        runstate.new_run(cfg.run_base, run_id)
-        _RUN["heartbeat"] = Heartbeat(str(runstate.run_directory(cfg.run_base, run_id) / "heartbeat"))
+        runfile.new_run(cfg.run_base, run_id)
+        _RUN["heartbeat"] = Heartbeat(str(runfile.run_directory(cfg.run_base, run_id) / "heartbeat"))
         _RUN["heartbeat"].start()
         tenants = sorted(ensure_tokens(cfg, secrets, configuration))
         duration = cfg.baseline_seconds + deadline_seconds(cfg.outage_seconds) \
             + cfg.recovery_seconds + cfg.alert_wait_seconds + 120
         k6 = start_k6(duration=f"{duration}s", owner_run_id=run_id, configuration=configuration, secrets=secrets)
-        runstate.update_run(cfg.run_dir, k6=k6)
+        with runfile.edit_run(cfg.run_dir) as run:
+            run.k6 = runfile.K6Info.from_json(k6)
         seen = _wait_for_baseline_traffic(cfg)
-        runstate.update_run(cfg.run_dir, baseline={"judged_at": time.time(), "window_seconds": cfg.baseline_seconds,
-                                                   "requests": seen})
+        with runfile.edit_run(cfg.run_dir) as run:
+            run.baseline = runfile.Baseline(judged_at=time.time(), window_seconds=cfg.baseline_seconds, requests=seen)
     except InterruptExecution:
         _finish(cfg)
         raise
@@ -219,7 +221,7 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
             logger.info("[dry run] %s", line)
         configuration.update(_resolved(cfg), chaosext_dry_run=dry)
         return
-    run_id = runstate.new_run_id()
+    run_id = runfile.new_run_id()
     _take_lock(cfg, run_id)
     problems = check_reachable(cfg)
     if problems:
@@ -228,7 +230,7 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
             logger.error("pre-flight: %s", p)
         raise InterruptExecution("chaosext safety: not starting, nothing was changed. " + "; ".join(problems))
     configuration.update(_resolved(cfg), chaosext_run_id=run_id, chaosext_heartbeat_file=str(
-        runstate.run_directory(cfg.run_base, run_id) / "heartbeat"))
+        runfile.run_directory(cfg.run_base, run_id) / "heartbeat"))
     cfg = load_config(configuration)
     started = _start_run(cfg, configuration, secrets)
     logger.info("chaosext safety: run %s started (target %s%s, outage %ss, services %s, tokens for %s, k6 %s, "
@@ -237,8 +239,8 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
                 ",".join(started["tenants"]), started["k6"], started["baseline_requests"])
 
 
-def after_activity_control(context: dict = None, state: Any = None, configuration: Configuration = None,
-                           secrets: Secrets = None, **kwargs: Any) -> None:
+def after_activity_control(context: dict[str, Any] | None = None, state: Any = None,
+                           configuration: Configuration = None, secrets: Secrets = None, **kwargs: Any) -> None:
     """Stop the run on SIGTERM, or at once when the fault could not be applied and verified."""
     if signals.terminating():
         raise InterruptExecution("SIGTERM received: stopping the experiment; restoring JWKS egress and stopping k6")
@@ -247,7 +249,8 @@ def after_activity_control(context: dict = None, state: Any = None, configuratio
         why = "".join(state.get("exception") or []).strip().splitlines()[-1:] or ["no output"]
         try:
             cfg = load_config(configuration)
-            runstate.update_run(cfg.run_dir, fault={"applied": False, "error": why[0]})
+            with runfile.edit_run(cfg.run_dir) as run:
+                run.fault = runfile.FaultInfo(applied=False, error=why[0])
         except (ValueError, OSError):
             pass
         raise InterruptExecution(f"fault not applied: {why[0]} -- nothing to watch; ending the run")
@@ -280,8 +283,6 @@ def after_experiment_control(context: Experiment = None, state: Journal = None, 
         signals.uninstall()
         return  # the run never started anything (the configuration did not even parse)
     if cfg.run_id:
-        from chaosext.metrics.probes import save_run_evidence
-
         out = _finish(cfg)  # restore first: nothing may delay lifting the fault
         evidence = save_run_evidence(cfg)  # the same file judge-outage named, now with the recovery window
         if not evidence.get("ok"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from chaosext.auth.drill import fails_closed_after_expiry
-from chaosext.core.runfile import save_run
+from chaosext.core.runfile import Run, save_run
 
 
 def _conf(tmp: Path, **extra: str) -> dict:
@@ -27,17 +27,17 @@ def test_the_drill_refuses_an_outage_that_cannot_outlast_the_cache(tmp_path: Pat
 
 
 def test_fails_closed_only_counts_after_each_services_own_expiry(tmp_path: Path) -> None:
-    save_run(str(tmp_path / "run"), {"outage": {"start": 100.0, "end": 130.0}, "observations": [
+    save_run(str(tmp_path / "run"), Run.from_json({"outage": {"start": 100.0, "end": 130.0}, "observations": [
         _obs(102, ("stale", 200), ("stale", 200)),        # within the lifetime: 200 is right
         _obs(110, ("expired", 401), ("stale", 200)),
-        _obs(120, ("expired", 401), ("expired", 403))]})
+        _obs(120, ("expired", 401), ("expired", 403))]}))
     r = fails_closed_after_expiry(configuration=_conf(tmp_path))
     assert r["ok"] is True and r["checks"] == 3 and r["expired_services"] == ["policy", "vuln"]
 
 
 def test_accepting_or_crashing_after_expiry_or_never_expiring_fails(tmp_path: Path) -> None:
-    save_run(str(tmp_path / "run"), {"outage": {"start": 100.0, "end": 130.0}, "observations": [
-        _obs(110, ("expired", 200), ("stale", 200)), _obs(120, ("expired", 503), ("stale", 200))]})
+    save_run(str(tmp_path / "run"), Run.from_json({"outage": {"start": 100.0, "end": 130.0}, "observations": [
+        _obs(110, ("expired", 200), ("stale", 200)), _obs(120, ("expired", 503), ("stale", 200))]}))
     r = fails_closed_after_expiry(configuration=_conf(tmp_path))
     assert r["ok"] is False and r["never_expired"] == ["vuln"]
     assert [f["status"] for f in r["failures"]] == [200, 503] and "200 = fail-open" in r["why"]

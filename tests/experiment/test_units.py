@@ -25,7 +25,7 @@ from chaosext.audit import probes as audit_probes
 from chaosext.audit import schema
 from chaosext.audit.sources import parse_timestamp, read_clickhouse, read_loki
 from chaosext.core.config import load_config, validate
-from chaosext.core.runfile import new_run, update_run
+from chaosext.core.runfile import Run, edit_run, new_run
 from chaosext.metrics import prom
 from chaosext.safety.controls import approval_problem
 
@@ -226,13 +226,16 @@ def test_audit_probe_judges_each_stale_service(stub, tmp_path: Path, monkeypatch
     conf = {"chaosext_lab_dir": "/nonexistent", "chaosext_run_dir": str(tmp_path / "run"),
             "audit_source": f"loki:{s.url}", "prometheus_url": closed.url,
             "service_urls": "policy=http://127.0.0.1:1,vuln=http://127.0.0.1:2,notify=http://127.0.0.1:3"}
-    conf["chaosext_run_id"] = new_run(conf["chaosext_run_dir"])["run_id"]
+    conf["chaosext_run_id"] = new_run(conf["chaosext_run_dir"]).run_id
     run_dir = str(Path(conf["chaosext_run_dir"]) / conf["chaosext_run_id"])
     before = audit_probes.audit_degraded_recorded(conf)  # an outage check never passes vacuously
     assert before["phase"] == "no-outage" and before["ok"] is False
-    update_run(run_dir, outage={"start": now - 20, "end": now - 1},
-               observations=[{"t": now - 10, "elapsed": 10, "services": {
-                   "policy": {"state": "stale"}, "vuln": {"state": "stale"}, "notify": {"state": "fresh"}}}])
+    recorded = Run.from_json({"outage": {"start": now - 20, "end": now - 1},
+                              "observations": [{"t": now - 10, "elapsed": 10, "services": {
+                                  "policy": {"state": "stale"}, "vuln": {"state": "stale"},
+                                  "notify": {"state": "fresh"}}}]})
+    with edit_run(run_dir) as run:
+        run.outage, run.observations = recorded.outage, recorded.observations
     res = audit_probes.audit_degraded_recorded(conf)
     assert res["affected"] == ["policy", "vuln"] and res["missing"] == ["policy"] and res["ok"] is False
 
@@ -270,16 +273,16 @@ def test_chaos_discover_lists_the_experiment_probes_with_types(tmp_path: Path) -
     assert p.returncode == 0, p.stderr
     acts = {(a["mod"], a["name"]): a for a in json.loads(out.read_text())["activities"]}
     for mod, name in [("chaosext.auth.probes", "cached_key_fallback"), ("chaosext.auth.probes", "no_fail_open"),
-                      ("chaosext.metrics.probes", "server_error_rate"), ("chaosext.metrics.probes", "watch_outage"),
+                      ("chaosext.metrics.probes", "server_error_rate"), ("chaosext.outage.watch", "watch_outage"),
                       ("chaosext.metrics.probes", "alerts_match_cache_state"),
-                      ("chaosext.metrics.probes", "judge_outage"),
+                      ("chaosext.outage.judge", "judge_outage"),
                       ("chaosext.audit.probes", "audit_degraded_recorded"),
-                      ("chaosext.auth.drill", "fails_closed_after_expiry"), ("chaosext.auth.drill", "judge_drill")]:
+                      ("chaosext.auth.drill", "fails_closed_after_expiry"), ("chaosext.outage.judge", "judge_drill")]:
         act = acts[(mod, name)]
         assert act["doc"] and act["type"] == "probe"
         assert all(arg.get("type") != "object" for arg in act.get("arguments", [])), act["arguments"]
     assert {"name": "duration_seconds", "default": 0, "type": "integer"} in acts[
-        ("chaosext.metrics.probes", "watch_outage")]["arguments"]
+        ("chaosext.outage.watch", "watch_outage")]["arguments"]
 
 
 def test_a_list_of_targets_is_approved_only_when_every_target_is() -> None:

@@ -1,0 +1,139 @@
+"""What the watch observes on one tick: the services, the fault, Prometheus' counters, the alerts, k6.
+
+Each function only reads (HTTP GETs, the fault driver's ``verify``, the forged requests the no-fail-open check sends)
+and never raises for an unreachable component: the tick records what it could see. :func:`tick_rates` is the pure
+error-rate arithmetic over Prometheus' cumulative counters.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from chaosext.auth.probes import ForgeryPlan
+from chaosext.core.config import ExperimentConfig
+from chaosext.core.runfile import CheckResult, K6Snapshot, ServiceObservation
+from chaosext.core.services import call, health
+from chaosext.egress.base import Driver, FaultSpec
+from chaosext.load.probes import k6_live_metrics
+from chaosext.metrics import prom
+
+__all__ = ["Counts", "TickRates", "tick_rates", "error_counts", "fault_check", "forged_counts", "observe_services",
+           "k6_snapshot", "alert_names"]
+
+#: (errors, requests) cumulative counters, as Prometheus sums them (``chaosext.metrics.prom.counts_at``)
+Counts = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class TickRates:
+    """Server-side error rates of a tick: since the outage started (``overall``) and over the last tick."""
+
+    overall: float
+    recent: float
+    requests: float
+    recent_requests: float
+
+
+def tick_rates(base: Counts, prev: Counts, now: Counts) -> TickRates:
+    """Rates from the counters at the outage's start (``base``), the previous tick (``prev``) and now."""
+    d_err, d_tot = now[0] - prev[0], now[1] - prev[1]
+    c_err, c_tot = now[0] - base[0], now[1] - base[1]
+    return TickRates(overall=c_err / c_tot if c_tot > 0 else 0.0, recent=d_err / d_tot if d_tot > 0 else 0.0,
+                     requests=c_tot, recent_requests=d_tot)
+
+
+def error_counts(cfg: ExperimentConfig, at: float | None = None, fallback: Counts = (0.0, 0.0)) -> Counts:
+    """Prometheus' (errors, requests) counters at ``at`` (now); ``fallback`` when Prometheus does not answer."""
+    try:
+        return prom.counts_at(cfg.prometheus_url, at)
+    except (requests.RequestException, RuntimeError):
+        return fallback
+
+
+def fault_check(spec: FaultSpec, driver: Driver) -> tuple[bool, str]:
+    """(holds, detail): does the fault still make the JWKS unreachable from the target? (the driver's own verify:
+    rules in place and a fresh connection from inside the target failing the way the mode says)."""
+    try:
+        check = driver.verify(spec)
+    except Exception as exc:
+        return False, f"verify failed: {type(exc).__name__}: {exc}"
+    if check.get("blocked"):
+        return True, ""
+    probes = [p for t in check.get("targets") or [] for p in t.get("probes") or []]
+    reachable = [p.get("address") for p in probes if p.get("reachable")]
+    return False, f"reachable at {','.join(reachable)}" if reachable else "rules/keys of the fault missing"
+
+
+def forged_counts(attempts: Iterable[Mapping[str, Any]], refused_statuses: Iterable[int]) -> dict[str, dict[str, int]]:
+    """Per service: forged requests {tried, refused, accepted (2xx), inconclusive (anything else)}."""
+    refused = set(refused_statuses)
+    per: dict[str, dict[str, int]] = {}
+    for a in attempts:
+        c = per.setdefault(str(a["service"]), {"tried": 0, "refused": 0, "accepted": 0, "inconclusive": 0})
+        c["tried"] += 1
+        status = int(a["status"])
+        c["refused" if status in refused else "accepted" if 200 <= status < 300 else "inconclusive"] += 1
+    return per
+
+
+def observe_services(cfg: ExperimentConfig, tokens: Mapping[str, str], forged: ForgeryPlan | None, tick: int,
+                     start: float) -> tuple[dict[str, ServiceObservation], CheckResult | None]:
+    """One round of checks against every service, all requests in parallel (a slow answer cannot stall the tick):
+    the cache state (``/healthz``), each tenant's valid token, and this tick's forged tokens.
+
+    Returns the per-service observations and the forgery judge's result for the tick (None without a plan); the
+    forged requests are timed from ``start`` (the block)."""
+    health_jobs: dict[str, Future[dict[str, Any]]] = {}
+    valid_jobs: dict[tuple[str, str], Future[int]] = {}
+    with ThreadPoolExecutor(max_workers=min(32, len(cfg.services) * (len(tokens) + 1) + 1)) as pool:
+        rounds = pool.submit(forged.round, cfg, tick) if forged is not None else None
+        for service, url in cfg.services.items():
+            health_jobs[service] = pool.submit(health, url)
+            for tenant, tok in tokens.items():
+                valid_jobs[(service, tenant)] = pool.submit(call, cfg, service, url, tok, tenant)
+    out: dict[str, ServiceObservation] = {}
+    for service, job in health_jobs.items():
+        h = job.result()
+        age = h.get("age_seconds")
+        out[service] = ServiceObservation(state=str(h.get("state", "unknown")),
+                                          age=float(age) if isinstance(age, (int, float)) else None)
+    for (service, tenant), fut in valid_jobs.items():
+        out[service].valid[tenant] = fut.result()
+    if rounds is None or forged is None:
+        return out, None
+    attempts = rounds.result()
+    for service, counts in forged_counts(attempts, cfg.refused_statuses).items():
+        out.setdefault(service, ServiceObservation()).forged = counts
+    return out, forged.judge(cfg, attempts, start)
+
+
+def k6_snapshot(address: str) -> K6Snapshot | None:
+    """k6's cumulative request and failure counters now (REST API of this run's k6; None when unavailable)."""
+    if not address:
+        return None
+    live = k6_live_metrics(address=address)
+    if not live.get("reachable"):
+        return None
+    reqs, failed = live.get("http_reqs"), live.get("http_req_failed_rate")
+    return K6Snapshot(t=time.time(), http_reqs=float(reqs) if isinstance(reqs, (int, float)) else None,
+                      http_req_failed_rate=float(failed) if isinstance(failed, (int, float)) else None)
+
+
+def alert_names(cfg: ExperimentConfig) -> tuple[set[str], set[str]]:
+    """EXPIRY_ALERTS firing in Prometheus, and present in Alertmanager, now (empty when either does not answer)."""
+    names = set(cfg.expiry_alerts)
+    try:
+        in_prom = {str(a["labels"].get("alertname")) for a in prom.prometheus_alerts(cfg.prometheus_url)
+                   if a.get("state") == "firing"} & names
+    except (requests.RequestException, KeyError, ValueError):
+        in_prom = set()
+    try:
+        in_am = {str(a["labels"].get("alertname")) for a in prom.alertmanager_alerts(cfg.alertmanager_url)} & names
+    except (requests.RequestException, KeyError, ValueError):
+        in_am = set()
+    return in_prom, in_am
