@@ -24,6 +24,7 @@ import requests
 from chaosext.core import backends, kube
 from chaosext.core.config import load_config
 from chaosext.core.settings import setting
+from chaosext.core.walk import iter_dicts
 
 __all__ = ["Check", "parse_target", "run_checks", "doctor", "VIAS", "check_approval", "check_discovery",
            "check_jwks_uri", "check_tenant_tokens", "check_services", "check_audit", "check_kube"]
@@ -315,19 +316,7 @@ def _check_fault_filter(dump: Any) -> Check:
     runtime keys the driver sets change nothing."""
     from chaosext.egress.envoy import DEFAULT_PREFIX
 
-    found: list[dict[str, Any]] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if str(node.get("@type", "")).endswith("fault.v3.HTTPFault"):
-                found.append(node)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(dump)
+    found = [d for d in iter_dicts(dump) if str(d.get("@type", "")).endswith("fault.v3.HTTPFault")]
     ours = [f for f in found if str(f.get("abort_percent_runtime", "")).startswith(DEFAULT_PREFIX + ".")]
     if ours:
         return Check("envoy fault filter", True, f"HTTPFault on cluster {ours[0].get('upstream_cluster', '(any)')} "

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chaosext.core.walk import iter_dicts
 from chaosext.outage.evidence import (
     EVIDENCE_FILE,
     EVIDENCE_FORMAT,
@@ -150,21 +151,8 @@ def outage_window(journal: dict[str, Any]) -> tuple[float, float] | None:
 def evidence_in_journal(journal: dict[str, Any], journal_path: str | Path | None = None) -> str:
     """The first ``evidence_file`` named in any activity output of the journal that exists (relative paths are
     tried next to the journal too); "" when none."""
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            path = value.get("evidence_file")
-            if isinstance(path, str) and path:
-                found.append(path)
-            for child in value.values():
-                walk(child)
-        elif isinstance(value, list):
-            for child in value:
-                walk(child)
-
-    for _phase, item in _items(journal):
-        walk(item.get("output"))
+    found = [d["evidence_file"] for _phase, item in _items(journal) for d in iter_dicts(item.get("output"))
+             if isinstance(d.get("evidence_file"), str) and d["evidence_file"]]
     base = Path(journal_path).parent if journal_path else None
     for path in found:
         for candidate in (Path(path), base / path if base is not None else None):
