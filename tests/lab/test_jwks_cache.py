@@ -60,7 +60,7 @@ def run(coro):
 
 
 def test_cold_start_fetches_once_and_is_fresh():
-    cache, clock, fetcher, events, fetches = make()
+    cache, _clock, fetcher, events, fetches = make()
     assert cache.state == "empty"
     found = run(cache.get_key("kid-a"))
     assert found.key is not None and found.source == "fresh"
@@ -148,7 +148,7 @@ def test_expired_cache_fails_closed_at_once_while_the_authority_is_known_down():
 
 
 def test_cold_start_lookups_wait_for_the_first_fetch():
-    cache, clock, fetcher, *_ = make()
+    cache, _clock, fetcher, *_ = make()
 
     async def two_lookups() -> list:
         fetcher.gate = asyncio.Event()
@@ -180,7 +180,7 @@ def test_unknown_kid_refresh_is_rate_limited():
 @pytest.mark.parametrize("bad", [{"keys": []}, {"nokeys": 1}, b"not json", {"keys": [{"kty": "EC", "kid": "e"}]},
                                  {"keys": [dict(JWK_B, alg="HS256")]}])
 def test_bad_payload_keeps_old_keys(bad):
-    cache, clock, fetcher, events, fetches = make(ttl=10, max_stale=100)
+    cache, clock, fetcher, _events, fetches = make(ttl=10, max_stale=100)
     run(cache.maintain())
     fetcher.payload = bad
     clock.t += 9.5
@@ -191,7 +191,7 @@ def test_bad_payload_keeps_old_keys(bad):
 
 
 def test_single_flight():
-    cache, clock, fetcher, *_ = make()
+    cache, _clock, fetcher, *_ = make()
 
     async def scenario():
         fetcher.gate = asyncio.Event()
@@ -213,7 +213,7 @@ def test_hard_ttl_mode_has_no_last_known_good():
 
 
 def test_none_mode_fetches_on_every_lookup():
-    cache, clock, fetcher, events, _ = make(mode="none")
+    cache, _clock, fetcher, _events, _ = make(mode="none")
     for _ in range(5):
         assert run(cache.get_key("kid-a")).key is not None
     assert fetcher.calls == 5
@@ -246,7 +246,7 @@ def test_verified_token_cache_never_outlives_its_key():
 
 
 def test_verified_token_cache_honours_token_exp():
-    cache, clock, fetcher, *_ = make()
+    cache, _clock, _fetcher, *_ = make()
     wall = Clock()
     tokens = VerifiedTokenCache(cache, ttl=30, wall=wall)
     run(cache.maintain())

@@ -397,7 +397,8 @@ def test_authority_outage_degrade_expire_fail_open_and_recover(own_lab):
     hard.wait_state("expired")
     assert hard.call(token).json()["reason"] == "no_keys"
     assert lkg.call(token).status_code == 200
-    assert lkg.call(lab.local_token("t02"), tenant="t02").status_code == 200  # not in the token cache: verified by a stale key
+    # not in the token cache: verified by a stale key
+    assert lkg.call(lab.local_token("t02"), tenant="t02").status_code == 200
     assert counter(lkg, "jwt_validations_total", result="valid", key_source="stale") >= 1
     resp = closing.call(token)
     assert (resp.status_code, resp.json()["reason"]) == (401, "no_keys")
@@ -410,7 +411,7 @@ def test_authority_outage_degrade_expire_fail_open_and_recover(own_lab):
 
     assert sorted(actions("policy")) == ["auth.degraded", "auth.expired"]  # lkg degraded, hard-ttl expired
     assert actions("vuln") == ["auth.degraded", "auth.expired"]
-    degraded = [e for e in lab.audit() if e["action"] == "auth.degraded"][0]
+    degraded = next(e for e in lab.audit() if e["action"] == "auth.degraded")
     assert degraded["subject"] == "system" and degraded["resource"] == f"jwks:{lab.issuer}/.well-known/jwks.json"
 
     lab.start_authority()  # same key dir: same keys
@@ -486,7 +487,7 @@ def test_port_in_use_is_a_clear_error(own_lab):
     assert proc.returncode == 1 and "in use" in proc.stderr and str(port) in proc.stderr
 
 
-# ---- the default fault mode, DROP, in a network namespace this test creates -------------------------------------------
+# ---- the default fault mode, DROP, in a network namespace this test creates -----------------------------------------
 def _drop_scenario(tmp: Path) -> dict:
     """Runs inside ``unshare -rn``: JWKS packets dropped by iptables -> stale keys, requests still served."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)

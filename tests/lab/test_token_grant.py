@@ -178,7 +178,7 @@ def test_tokens_file_is_the_fallback_and_must_not_be_readable_by_others(tmp_path
         tokens.tokens_for(settings, ["t01"])
     path.chmod(0o600)
     assert tokens.tokens_for(settings, ["t01"]) == {"t01": "a.b.c"}  # no IdP asked (port 9 is closed)
-    with pytest.raises(tokens.TokenError, match="no token for tenant.*t02"):
+    with pytest.raises(tokens.TokenError, match=r"no token for tenant.*t02"):
         tokens.tokens_for(settings, ["t01", "t02"])
 
 
