@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
@@ -27,11 +28,10 @@ ACTIVITY_MODULES: dict[str, tuple[str, ...]] = {
 
 def discover(discover_system: bool = True) -> dict[str, Any]:
     """Describe this extension's activities for `chaos discover chaosext`."""
-    import importlib
-
+    # imported here, not at the top: every ``import chaosext.*`` (the lab's servers too) runs this module
     from chaoslib.discovery import discover_actions, discover_probes, initialize_discovery_result
 
-    result = initialize_discovery_result("chaosext", __version__, "jwks-outage")
+    result: dict[str, Any] = initialize_discovery_result("chaosext", __version__, "jwks-outage")
     for kind, finder in (("actions", discover_actions), ("probes", discover_probes)):
         for mod in ACTIVITY_MODULES[kind]:
             importlib.import_module(mod)  # an import error must surface, not shorten the list

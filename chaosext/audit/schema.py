@@ -8,16 +8,21 @@ and the collector cannot drift apart silently.
 How one audit line travels (see docs/architecture.md, "Audit events"):
 
 - the filelog receiver tails ``audit.jsonl``; the body stays the original JSON line;
-- ``service``  -> resource attribute ``service.name``  -> Loki index label ``service_name`` / ClickHouse ``ServiceName``;
-- constant resource attribute ``service.namespace`` = :data:`SERVICE_NAMESPACE` -> Loki index label ``service_namespace``;
+- ``service``  -> resource attribute ``service.name``  -> Loki index label ``service_name`` / ClickHouse
+  ``ServiceName``;
+- constant resource attribute ``service.namespace`` = :data:`SERVICE_NAMESPACE` -> Loki index label
+  ``service_namespace``;
 - ``timestamp`` -> the log record's timestamp (Loki entry time / ClickHouse ``Timestamp``);
 - ``traceId``  -> the log record's trace id (ClickHouse ``TraceId``, Loki structured metadata ``trace_id``) and is
   also kept as a log attribute;
 - ``tenant``, ``subject``, ``action``, ``resource``, ``result``, ``traceId`` -> log attributes: Loki structured
   metadata of the same name (filter with ``| action="auth.degraded"``), ClickHouse ``LogAttributes['action']``.
 """
+import re
+from typing import TypedDict
 
 __all__ = [
+    "AuditRecord",
     "AUDIT_FIELDS",
     "AUDIT_ACTIONS",
     "SERVICE_NAMESPACE",
@@ -35,10 +40,22 @@ __all__ = [
     "clickhouse_query",
 ]
 
+class AuditRecord(TypedDict):
+    """One audit JSONL line, fields in the order the lab writes them: strings (``timestamp`` ISO-8601), None where
+    a store returned no value."""
+
+    timestamp: str | None
+    service: str | None
+    tenant: str | None
+    subject: str | None
+    action: str | None
+    resource: str | None
+    result: str | None
+    traceId: str | None
+
+
 #: Fields of one audit JSONL line, in the order the lab writes them.
-AUDIT_FIELDS: tuple[str, ...] = (
-    "timestamp", "service", "tenant", "subject", "action", "resource", "result", "traceId",
-)
+AUDIT_FIELDS: tuple[str, ...] = tuple(AuditRecord.__annotations__)
 
 #: Actions the services write (``<svc>.read`` / ``<svc>.write`` are never logged per request).
 AUDIT_ACTIONS: tuple[str, ...] = (
@@ -94,8 +111,6 @@ def _sql_string(value: str) -> str:
 
 def loki_query(action: str = "auth.degraded", services: tuple[str, ...] = (), tenant: str = "") -> str:
     """LogQL that selects audit events with ``action`` (optionally only these services / this tenant)."""
-    import re
-
     svc = "|".join(re.escape(s) for s in services) if services else ".+"
     query = LOKI_QUERY_TEMPLATE.format(
         namespace=SERVICE_NAMESPACE, services=_logql_string(svc), action=_logql_string(action)

@@ -13,13 +13,29 @@ Every reader returns events as dicts with the audit fields (docs/architecture.md
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+
+import requests
 
 from chaosext.audit import schema
 from chaosext.core import backends
+from chaosext.core.errors import ChaosextError, ConfigError
 
-__all__ = ["parse_timestamp", "read_file", "read_loki", "read_clickhouse", "read_events"]
+__all__ = ["AuditError", "AuditEvent", "parse_timestamp", "read_file", "read_loki", "read_clickhouse",
+           "read_events"]
+
+
+class AuditError(ChaosextError, RuntimeError):
+    """The audit store (Loki, ClickHouse) could not be read or answered something else than audit rows; the message
+    names the store and what to check."""
+
+
+class AuditEvent(schema.AuditRecord):
+    """An audit record as read back, with ``ts``: its time in unix seconds."""
+
+    ts: float
 
 
 def parse_timestamp(value: Any) -> float:
@@ -42,45 +58,62 @@ def parse_timestamp(value: Any) -> float:
     return dt.timestamp()
 
 
-def _event(fields: dict[str, Any], ts: Any = None) -> dict[str, Any]:
+def _event(fields: dict[str, Any], ts: Any = None) -> AuditEvent:
     ev = {k: fields.get(k) for k in schema.AUDIT_FIELDS}
     ev["ts"] = parse_timestamp(ts if ts is not None else fields.get("timestamp"))
-    return ev
+    return cast(AuditEvent, ev)  # AUDIT_FIELDS are AuditRecord's keys, plus ts
 
 
-def read_file(path: str, action: str, since: float, until: float) -> list[dict[str, Any]]:
-    """Events with ``action`` in [since, until] from a JSONL file (unparseable lines are skipped)."""
-    out = []
+def _json(store: str, url: str, resp: requests.Response) -> Any:
     try:
-        fh = open(path, encoding="utf-8")
+        return resp.json()
+    except ValueError:
+        raise AuditError(f"{store} at {url} answered {resp.headers.get('Content-Type') or 'something'} that is not "
+                         f"JSON ({resp.text[:120]!r}); check that AUDIT_SOURCE points at {store}'s HTTP API") from None
+
+
+def read_file(path: str, action: str, since: float, until: float) -> list[AuditEvent]:
+    """Events with ``action`` in [since, until] from a JSONL file (unparseable lines are skipped; no file: none)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return _matching(fh, action, since, until)
     except FileNotFoundError:
         return []
-    with fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-                if rec.get("action") != action:
-                    continue
-                ev = _event(rec)
-            except (ValueError, AttributeError):
+
+
+def _matching(lines: Iterable[str], action: str, since: float, until: float) -> list[AuditEvent]:
+    out = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+            if rec.get("action") != action:
                 continue
-            if since <= ev["ts"] <= until:
-                out.append(ev)
+            ev = _event(rec)
+        except (ValueError, AttributeError):
+            continue
+        if since <= ev["ts"] <= until:
+            out.append(ev)
     return out
 
 
 def read_loki(url: str, action: str, since: float, until: float, services: tuple[str, ...] = (),
-              timeout: float = 10.0) -> list[dict[str, Any]]:
-    """Events with ``action`` in [since, until] from Loki's ``query_range`` (direction forward, limit 5000)."""
+              timeout: float = 10.0) -> list[AuditEvent]:
+    """Events with ``action`` in [since, until] from Loki's ``query_range`` (direction forward, limit 5000); AuditError
+    when Loki cannot be read."""
     params = {"query": schema.loki_query(action, services), "start": str(int(since * 1e9)),
               "end": str(int(until * 1e9)), "limit": "5000", "direction": "forward"}
     try:  # credentials, tenant (X-Scope-OrgID) and TLS from chaosext.core.backends
         r = backends.get("loki", url.rstrip("/") + "/loki/api/v1/query_range", params=params, timeout=timeout)
-    except backends.BackendError as exc:
-        raise RuntimeError(f"Loki query_range failed: {exc}") from None
-    body = r.json()
-    if body.get("status") != "success" or body.get("data", {}).get("resultType") != "streams":
-        raise RuntimeError(f"unexpected Loki response: {str(body)[:300]}")
+    except backends.BackendError as exc:  # its message says which credentials or CA to set
+        raise AuditError(f"Loki query_range failed: {exc}") from None
+    except requests.RequestException as exc:
+        raise AuditError(f"Loki at {url} unreachable ({type(exc).__name__}); check the URL in AUDIT_SOURCE "
+                         f"(loki:<base URL>) and that Loki is up") from None
+    body = _json("Loki", url, r)
+    if not isinstance(body, dict) or body.get("status") != "success" \
+            or (body.get("data") or {}).get("resultType") != "streams":
+        raise AuditError(f"unexpected Loki response: {str(body)[:300]}; AUDIT_SOURCE must be loki:<Loki's base URL>, "
+                         f"whose /loki/api/v1/query_range answers log streams")
     out = []
     for stream in body["data"]["result"]:
         labels = stream.get("stream") or {}
@@ -101,8 +134,9 @@ def read_loki(url: str, action: str, since: float, until: float, services: tuple
 
 
 def read_clickhouse(url: str, action: str, since: float, until: float, services: tuple[str, ...] = (),
-                    sql: str = "", timeout: float = 10.0) -> list[dict[str, Any]]:
-    """Events with ``action`` in [since, until] from ClickHouse's HTTP interface (``FORMAT JSON``)."""
+                    sql: str = "", timeout: float = 10.0) -> list[AuditEvent]:
+    """Events with ``action`` in [since, until] from ClickHouse's HTTP interface (``FORMAT JSON``); AuditError when
+    ClickHouse cannot be read."""
     if sql:
         query = sql.format(since=since, until=until, action=action)
     else:
@@ -110,10 +144,17 @@ def read_clickhouse(url: str, action: str, since: float, until: float, services:
                                         database=backends.auth_for("clickhouse").database)
     try:  # user, password, database and TLS from chaosext.core.backends
         r = backends.post("clickhouse", url.rstrip("/") + "/", data=query.encode(), timeout=timeout)
-    except backends.BackendError as exc:
-        raise RuntimeError(f"ClickHouse query failed: {exc}") from None
+    except backends.BackendError as exc:  # its message says which credentials or CA to set
+        raise AuditError(f"ClickHouse query failed: {exc}") from None
+    except requests.RequestException as exc:
+        raise AuditError(f"ClickHouse at {url} unreachable ({type(exc).__name__}); check the URL in AUDIT_SOURCE "
+                         f"(clickhouse:<HTTP interface URL>) and that ClickHouse is up") from None
+    body = _json("ClickHouse", url, r)
+    if not isinstance(body, dict):
+        raise AuditError(f"ClickHouse at {url} answered {str(body)[:200]}, not FORMAT JSON's object; end AUDIT_SQL "
+                         f"with FORMAT JSON")
     out = []
-    for row in r.json().get("data") or []:
+    for row in body.get("data") or []:
         ev = _event(row)
         if since <= ev["ts"] <= until and (ev.get("action") in (None, action)):
             ev["action"] = action
@@ -122,8 +163,8 @@ def read_clickhouse(url: str, action: str, since: float, until: float, services:
 
 
 def read_events(source: str, action: str, since: float, until: float, services: tuple[str, ...] = (),
-                sql: str = "") -> list[dict[str, Any]]:
-    """Dispatch on AUDIT_SOURCE (``file:``, ``loki:``, ``clickhouse:``)."""
+                sql: str = "") -> list[AuditEvent]:
+    """Dispatch on AUDIT_SOURCE (``file:``, ``loki:``, ``clickhouse:``); ConfigError for another kind."""
     kind, _, where = source.partition(":")
     if kind == "file":
         return read_file(where, action, since, until)
@@ -131,4 +172,4 @@ def read_events(source: str, action: str, since: float, until: float, services: 
         return read_loki(where, action, since, until, services)
     if kind == "clickhouse":
         return read_clickhouse(where, action, since, until, services, sql)
-    raise ValueError(f"AUDIT_SOURCE={source!r} must be file:<path>, loki:<url> or clickhouse:<url>")
+    raise ConfigError(f"AUDIT_SOURCE={source!r} must be file:<path>, loki:<url> or clickhouse:<url>")

@@ -20,7 +20,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from chaosext.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.x509 import Certificate
 
 __all__ = ["Forgery", "Material", "CLASSES", "MINTED", "build_catalogue", "parse_skip", "key_documents",
            "public_key_secrets", "b64url", "b64url_decode", "split_token"]
@@ -62,6 +68,13 @@ class Forgery:
     refusal: str
 
 
+def _new_attacker_key() -> RSAPrivateKey:
+    """A fresh 2048-bit RSA key for the attacker (never the IdP's)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 @dataclass
 class Material:
     """What the catalogue is built from (all of it real except the attacker's own key and URL)."""
@@ -75,15 +88,9 @@ class Material:
     #: a URL the probe controls, for ``jku``/``x5u`` (serves ``key_documents``); "" skips those classes
     key_url: str = ""
     mint: Mint | None = None
-    #: the attacker's RSA key (generated when None); tests pass one in
-    attacker_key: Any = None
-    _cert: Any = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.attacker_key is None:
-            from cryptography.hazmat.primitives.asymmetric import rsa
-
-            self.attacker_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    #: the attacker's RSA key (a new one by default); tests pass one in
+    attacker_key: RSAPrivateKey = field(default_factory=_new_attacker_key)
+    _cert: Certificate | None = field(default=None, repr=False)
 
     @property
     def header(self) -> dict[str, Any]:
@@ -97,12 +104,12 @@ class Material:
     def attacker_jwk(self) -> dict[str, Any]:
         from jwt.algorithms import RSAAlgorithm
 
-        jwk = json.loads(RSAAlgorithm.to_jwk(self.attacker_key.public_key()))
+        jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(self.attacker_key.public_key()))
         jwk.update({"kid": "chaosext-attacker", "use": "sig", "alg": "RS256"})
         return jwk
 
     @property
-    def cert(self) -> Any:
+    def cert(self) -> Certificate:
         """A self-signed certificate of the attacker's key (x5c / x5u)."""
         if self._cert is None:
             from cryptography import x509
@@ -146,10 +153,12 @@ def public_key_secrets(jwk: dict[str, Any]) -> dict[str, bytes]:
     """The byte strings a confused verifier may use as an HMAC secret for this public key: its PEM
     (SubjectPublicKeyInfo, as most libraries load it) and the raw JWK JSON (as published, compact)."""
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
     from jwt.algorithms import RSAAlgorithm
 
-    pem = RSAAlgorithm.from_jwk(jwk).public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    key = RSAAlgorithm.from_jwk(jwk)
+    public = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key  # a JWKS should hold only public keys
+    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return {"pem": pem, "jwk": json.dumps(jwk, separators=(",", ":")).encode()}
 
 
@@ -327,12 +336,13 @@ MINTED = ("expired", "nbf-future", "exp-missing", "wrong-iss", "wrong-aud", "iss
 
 
 def parse_skip(value: Any) -> tuple[str, ...]:
-    """``FORGERY_SKIP`` (comma-separated class names) -> names; raises ValueError naming unknown classes."""
+    """``FORGERY_SKIP`` (comma-separated class names) -> names; raises ConfigError (a ValueError) naming unknown
+    classes."""
     items = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
     names = tuple(s.strip() for s in items if str(s).strip())
     unknown = [n for n in names if n not in CLASSES]
     if unknown:
-        raise ValueError(f"FORGERY_SKIP names unknown classes {unknown}; known: {', '.join(CLASSES)}")
+        raise ConfigError(f"FORGERY_SKIP names unknown classes {unknown}; remove them (known: {', '.join(CLASSES)})")
     return names
 
 

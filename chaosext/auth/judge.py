@@ -16,14 +16,24 @@ import http.server
 import ssl
 import threading
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeAlias, TypedDict
 from urllib.parse import urlsplit
 
 from chaosext.auth.forgery import CLASSES, Forgery
 
 __all__ = ["probe_round", "judge_attempts", "merge_judgments", "select_round", "KeyServer", "LAB_ROUTES",
-           "default_routes", "WRITE_BODY"]
+           "default_routes", "WRITE_BODY", "Attempt", "Finding"]
+
+#: one forged request and its answer (``class`` is a keyword, hence the functional form)
+Attempt = TypedDict("Attempt", {"class": str, "variant": str, "service": str, "tenant": str, "route": str,
+                                "method": str, "status": int, "t": float})
+#: an accepted or inconclusive attempt as a judgment lists it: ``at_s`` seconds after the block (None: unknown)
+Finding = TypedDict("Finding", {"class": str, "variant": str | None, "service": str | None,
+                                "tenant": str | None, "method": str | None, "route": str | None, "status": int,
+                                "at_s": float | None})
+#: an open keep-alive connection
+_Conn: TypeAlias = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 #: the lab services' read and write routes (docs/architecture.md, "Tenant service HTTP surface")
 LAB_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -51,8 +61,8 @@ def select_round(forgeries: list[Forgery], tick: int | None) -> list[Forgery]:
     return [variants[tick % len(variants)] for variants in by_class.values()]
 
 
-async def _exchange(conn: tuple | None, scheme: str, host: str, port: int, request: bytes,
-                    ssl_ctx: ssl.SSLContext | None) -> tuple[int, tuple | None]:
+async def _exchange(conn: _Conn | None, scheme: str, host: str, port: int, request: bytes,
+                    ssl_ctx: ssl.SSLContext | None) -> tuple[int, _Conn | None]:
     """One HTTP/1.1 request on ``conn`` (opened when None): (status, the connection if it can be reused)."""
     if conn is None:
         conn = await asyncio.open_connection(host, port, ssl=ssl_ctx if scheme == "https" else None,
@@ -91,7 +101,7 @@ async def _exchange(conn: tuple | None, scheme: str, host: str, port: int, reque
     return status, conn
 
 
-def _close(conn: tuple | None) -> None:
+def _close(conn: _Conn | None) -> None:
     if conn is not None:
         conn[1].close()
 
@@ -102,7 +112,7 @@ async def _send_all(jobs: list[tuple[str, str, str, Forgery]], header: str, conc
 
     ``concurrency`` workers take the jobs in turn; callers interleave the hosts (see probe_round) so concurrent
     requests go to different services and each host's connection is reused instead of opened per request."""
-    idle: dict[tuple[str, str, int], list[tuple]] = {}
+    idle: dict[tuple[str, str, int], list[_Conn]] = {}
     ssl_ctx = ssl.create_default_context()
     parsed: dict[tuple[str, str], tuple[str, str, int, bytes]] = {}
     results = [0] * len(jobs)
@@ -156,7 +166,7 @@ async def _send_all(jobs: list[tuple[str, str, str, Forgery]], header: str, conc
 
 def probe_round(services: dict[str, str], forgeries: list[Forgery], tenant_header: str,
                 routes: dict[str, tuple[tuple[str, str], ...]] | None = None, tick: int | None = None,
-                concurrency: int = 32, timeout: float = 5.0) -> list[dict]:
+                concurrency: int = 32, timeout: float = 5.0) -> list[Attempt]:
     """Send the forgeries (all, or this tick's rotation: :func:`select_round`) to every route of every service.
 
     One asyncio loop with a small HTTP/1.1 client (keep-alive per host: a tick of 1700 requests must not cost
@@ -164,7 +174,7 @@ def probe_round(services: dict[str, str], forgeries: list[Forgery], tenant_heade
     Returns one attempt a request: {class, variant, service, tenant, route, method, status (0 = no answer), t}."""
     chosen = select_round(forgeries, tick)
     routes = routes or {}
-    attempts: list[dict] = []
+    attempts: list[Attempt] = []
     jobs: list[tuple[str, str, str, Forgery]] = []
     per_service_index: list[int] = []
     for service, url in services.items():
@@ -172,7 +182,7 @@ def probe_round(services: dict[str, str], forgeries: list[Forgery], tenant_heade
         for method, path in routes.get(service) or default_routes(service):
             for f in chosen:
                 attempts.append({"class": f.name, "variant": f.variant, "service": service, "tenant": f.tenant,
-                                 "route": path, "method": method})
+                                 "route": path, "method": method, "status": 0, "t": 0.0})  # both set below
                 jobs.append((url.rstrip("/"), method, path, f))
                 per_service_index.append(k)
                 k += 1
@@ -180,7 +190,7 @@ def probe_round(services: dict[str, str], forgeries: list[Forgery], tenant_heade
     order = sorted(range(len(jobs)), key=lambda i: (per_service_index[i], i))
     statuses = asyncio.run(_send_all([jobs[i] for i in order], tenant_header, concurrency, timeout)) if jobs else []
     now = time.time()
-    for i, status in zip(order, statuses):
+    for i, status in zip(order, statuses, strict=True):
         attempts[i]["status"], attempts[i]["t"] = status, now
     return attempts
 
@@ -189,23 +199,24 @@ def _empty() -> dict[str, Any]:
     return {"tried": 0, "refused": 0, "accepted": 0, "inconclusive": 0, "first_accepted_s": None}
 
 
-def judge_attempts(attempts: Iterable[dict], refused_statuses: Iterable[int], skipped: dict[str, str] | None = None,
-                   block_time: float | None = None) -> dict[str, Any]:
+def judge_attempts(attempts: Iterable[Mapping[str, Any]], refused_statuses: Iterable[int],
+                   skipped: dict[str, str] | None = None, block_time: float | None = None) -> dict[str, Any]:
     """Per class: tried, refused, accepted, inconclusive, first acceptance (seconds after ``block_time``).
 
     ``ok`` only when something was tried and every answer was a refusal. ``accepted``/``inconclusive`` list the
     first findings (class, variant, service, tenant, method, route, status, at_s)."""
     refused = set(int(s) for s in refused_statuses)
     classes: dict[str, dict[str, Any]] = {}
-    accepted: list[dict] = []
-    inconclusive: list[dict] = []
+    accepted: list[Finding] = []
+    inconclusive: list[Finding] = []
     for a in attempts:
         c = classes.setdefault(a["class"], _empty())
         c["tried"] += 1
         status = int(a.get("status") or 0)
         at = round(a["t"] - block_time, 1) if block_time is not None and a.get("t") is not None else None
-        finding = {k: a.get(k) for k in ("class", "variant", "service", "tenant", "method", "route", "status")}
-        finding["at_s"] = at
+        finding: Finding = {"class": a["class"], "variant": a.get("variant"), "service": a.get("service"),
+                            "tenant": a.get("tenant"), "method": a.get("method"), "route": a.get("route"),
+                            "status": status, "at_s": at}
         if status in refused:
             c["refused"] += 1
         elif 200 <= status < 300:
@@ -224,8 +235,8 @@ def judge_attempts(attempts: Iterable[dict], refused_statuses: Iterable[int], sk
 def merge_judgments(judgments: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Add up several judgments (e.g. one a watch tick) into one."""
     classes: dict[str, dict[str, Any]] = {}
-    accepted: list[dict] = []
-    inconclusive: list[dict] = []
+    accepted: list[Finding] = []
+    inconclusive: list[Finding] = []
     skipped: dict[str, str] = {}
     refused: list[int] = []
     for j in judgments:
@@ -245,19 +256,19 @@ def merge_judgments(judgments: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return _finish(classes, accepted[:KEEP], inconclusive[:KEEP], skipped, refused)
 
 
-def _finish(classes: dict[str, dict[str, Any]], accepted: list[dict], inconclusive: list[dict],
+def _finish(classes: dict[str, dict[str, Any]], accepted: list[Finding], inconclusive: list[Finding],
             skipped: dict[str, str], refused: list[int]) -> dict[str, Any]:
     ordered = {n: classes[n] for n in list(CLASSES) + sorted(set(classes) - set(CLASSES)) if n in classes}
-    for name, why in skipped.items():
+    for name, reason in skipped.items():
         if name not in ordered:
-            ordered[name] = {"skipped": why}
+            ordered[name] = {"skipped": reason}
     tried = sum(c.get("tried", 0) for c in ordered.values())
     n_acc = sum(c.get("accepted", 0) for c in ordered.values())
     n_inc = sum(c.get("inconclusive", 0) for c in ordered.values())
-    why = []
+    why: list[str] = []
     if n_acc:
         names = sorted({a["class"] for a in accepted} | {n for n, c in ordered.items() if c.get("accepted")})
-        first = accepted[0] if accepted else {}
+        first: Mapping[str, Any] = accepted[0] if accepted else {}
         why.append(f"FAIL-OPEN: {n_acc} forged request(s) accepted, classes {', '.join(names)}; first: "
                    f"{first.get('class')} ({first.get('variant')}) on {first.get('service')} tenant "
                    f"{first.get('tenant')} {first.get('method')} {first.get('route')} -> {first.get('status')}")

@@ -12,14 +12,14 @@ and header): a service must label a request whose token failed ``__unauthenticat
 counts for the claimed tenant), which keeps them out of the error rates (docs/experiment.md).
 """
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import requests
 from chaoslib.types import Configuration, Secrets
 
 from chaosext.auth.forgery import CLASSES, MINTED, Material, build_catalogue, key_documents
-from chaosext.auth.judge import KeyServer, judge_attempts, merge_judgments, probe_round
+from chaosext.auth.judge import Attempt, KeyServer, judge_attempts, merge_judgments, probe_round
 from chaosext.core.config import ExperimentConfig, load_config
 from chaosext.core.errors import activity
 from chaosext.core.judging import Judging, outage_check, retry_until
@@ -151,7 +151,7 @@ class ForgeryPlan:
         self.key_fetches: list[str] = []
 
     def round(self, cfg: ExperimentConfig, tick: int | None = None,
-              services: dict[str, str] | None = None) -> list[dict[str, Any]]:
+              services: dict[str, str] | None = None) -> list[Attempt]:
         """One round (all variants when ``tick`` is None, else this tick's rotation) against every service."""
         with KeyServer(self.documents, port=self.port) as keys:
             attempts = probe_round(services if services is not None else cfg.services, self.forgeries,
@@ -160,7 +160,8 @@ class ForgeryPlan:
         self.key_fetches.extend(keys.fetches)
         return attempts
 
-    def judge(self, cfg: ExperimentConfig, attempts: list[dict[str, Any]], block_time: float | None) -> CheckResult:
+    def judge(self, cfg: ExperimentConfig, attempts: Sequence[Mapping[str, Any]],
+              block_time: float | None) -> CheckResult:
         """judge_attempts with this run's settings; a fetch of the probe's key URL is itself a finding."""
         j = judge_attempts(attempts, cfg.refused_statuses, self.skipped, block_time)
         if self.key_fetches:

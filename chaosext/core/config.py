@@ -282,7 +282,8 @@ def _number(key: str, value: Any, kind: type) -> Any:
 def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig:
     """Resolve the Chaos Toolkit configuration (+ env vars, + lab state) into an ExperimentConfig.
 
-    Raises ConfigError (a ValueError) with a clear message on values that cannot even be parsed (not a number, bad SERVICE_URLS).
+    Raises ConfigError (a ValueError) with a clear message on values that cannot even be parsed (not a number, bad
+    SERVICE_URLS).
     """
     lab_dir = str(_get(configuration, "chaosext_lab_dir") or ".chaosext-lab")
     state = lab_state(lab_dir) or {}
@@ -307,11 +308,13 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
         fault_target=str(pick("fault_target", "local")),
         fault_mode=str(pick("fault_mode", "drop")),
         jwks_url=str(pick("jwks_url", state.get("jwks_url") or LAB_DEFAULTS["jwks_url"])),
-        authority_url=str(pick("authority_url", state.get("authority_url") or LAB_DEFAULTS["authority_url"])).rstrip("/"),
+        authority_url=str(pick("authority_url", state.get("authority_url")
+                               or LAB_DEFAULTS["authority_url"])).rstrip("/"),
         services=_parse_services(pick("service_urls", lab_services or LAB_DEFAULTS["services"])),
         tenant_header=str(pick("tenant_header", "X-StellaOps-Tenant")),
         tenants=_parse_list(pick("tenants", ",".join(DEFAULT_TENANTS))),
-        prometheus_url=str(pick("prometheus_url", state.get("prometheus_url") or LAB_DEFAULTS["prometheus_url"])).rstrip("/"),
+        prometheus_url=str(pick("prometheus_url", state.get("prometheus_url")
+                                or LAB_DEFAULTS["prometheus_url"])).rstrip("/"),
         alertmanager_url=str(pick("alertmanager_url", state.get("alertmanager_url")
                                   or LAB_DEFAULTS["alertmanager_url"])).rstrip("/"),
         audit_source=str(pick("audit_source", "file:" + audit_file)),
@@ -358,7 +361,7 @@ def _check_url(name: str, url: str) -> str | None:
     if p.scheme not in ("http", "https") or not p.hostname:
         return f"{name}={url!r} is not an http(s) URL; set it to e.g. http://127.0.0.1:9490"
     try:
-        p.port
+        _ = p.port  # parses the port: out of range or not a number raises
     except ValueError:
         return f"{name}={url!r} has an invalid port"
     return None

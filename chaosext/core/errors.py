@@ -1,22 +1,33 @@
 """The root of chaosext's errors, and the one place where they become Chaos Toolkit's ``ActivityFailed``.
 
 Every error chaosext raises on purpose is a :class:`ChaosextError` whose message says what to do. Domain errors
-subclass it (``FaultError``, ``TokenError``, ``BackendError``, ``K6NotFoundError`` ...). Chaos Toolkit entry points are
-wrapped by :func:`activity`, which turns a ``ChaosextError`` into ``ActivityFailed`` with the same message, so a journal
-shows the fix instead of a traceback.
+subclass it (``ConfigError``, ``FaultError``, ``TokenError``, ``BackendError``, ``AuditError``, ``K6NotFoundError``,
+``LockHeld`` ...). Chaos Toolkit entry points are wrapped by :func:`activity`, which turns a ``ChaosextError`` into
+``ActivityFailed`` with the same message, so a journal shows the fix instead of a traceback.
+
+``ActivityResult`` and ``ActivityMapping`` type an entry point's mapping result and optional mapping argument:
+``chaos discover`` names a type from the annotation itself and knows only plain ``dict`` ("mapping"; ``dict[str, Any]``
+or ``X | None`` would be "object"), so they are plain ``dict`` at run time and the precise type for mypy.
 """
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 from chaoslib.exceptions import ActivityFailed
 
-__all__ = ["ChaosextError", "ConfigError", "activity"]
+__all__ = ["ChaosextError", "ConfigError", "activity", "ActivityResult", "ActivityMapping"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+if TYPE_CHECKING:
+    ActivityResult: TypeAlias = dict[str, Any]
+    ActivityMapping: TypeAlias = dict[str, Any] | None
+else:
+    ActivityResult = dict
+    ActivityMapping = dict
 
 
 class ChaosextError(Exception):

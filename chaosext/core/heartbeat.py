@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from chaosext.core.errors import ConfigError
+
 __all__ = ["Heartbeat", "age", "HEARTBEAT_INTERVAL", "HEARTBEAT_GRACE"]
 
 #: Seconds between two beats.
@@ -38,7 +40,7 @@ class Heartbeat:
 
     def __init__(self, path: str, interval: float = HEARTBEAT_INTERVAL) -> None:
         if interval <= 0:
-            raise ValueError(f"heartbeat interval {interval!r}: give seconds > 0")
+            raise ConfigError(f"heartbeat interval {interval!r}: give seconds > 0 (default {HEARTBEAT_INTERVAL})")
         self.path = str(path)
         self.interval = float(interval)
         self._stop = threading.Event()

@@ -8,15 +8,20 @@ activity and interrupts the run; the watch step checks it every tick.
 from __future__ import annotations
 
 import signal
-from typing import Any
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, TypeAlias
 
 __all__ = ["install", "uninstall", "terminating", "reset"]
 
+#: what ``signal.getsignal`` returns: a Python handler, SIG_DFL / SIG_IGN, or None (set from outside Python)
+_Handler: TypeAlias = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
 _flag = {"term": False}
-_previous: dict[str, Any] = {}
+_previous: dict[str, _Handler] = {}
 
 
-def _handler(signum: int, frame: Any) -> None:
+def _handler(signum: int, frame: FrameType | None) -> None:
     _flag["term"] = True
     prev = _previous.get("handler")
     if callable(prev):

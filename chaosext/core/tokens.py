@@ -30,6 +30,7 @@ from urllib.parse import quote_plus
 
 import requests
 
+from chaosext.core.config import lab_state, load_config
 from chaosext.core.errors import ChaosextError
 from chaosext.core.settings import SECRETS_SCOPE, secret_value, setting
 
@@ -92,8 +93,6 @@ def _parse_clients(value: Any) -> dict[str, tuple[str, str]]:
 
 def token_settings(configuration: dict[str, Any] | None, secrets: dict[str, Any] | None = None) -> TokenSettings:
     """Resolve the token settings from configuration, secrets, the environment and the running lab."""
-    from chaosext.core.config import lab_state, load_config
-
     cfg = load_config(configuration)
     client_id = str(secret_value(secrets, "token_client_id"))
     client_secret = str(secret_value(secrets, "token_client_secret"))

@@ -8,14 +8,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from chaosext.egress.base import VIAS, Driver, FaultError
+
 __all__ = ["build_driver"]
 
 
-def build_driver(via: str, options: dict[str, Any] | None = None, secrets: Mapping[str, Any] | None = None) -> Any:
+def build_driver(via: str, options: dict[str, Any] | None = None, secrets: Mapping[str, Any] | None = None) -> Driver:
     """The driver for ``via`` (iptables, envoy, k8s-networkpolicy, istio), configured with ``options``; ``secrets``
-    (the activity's, never recorded) carry the Kubernetes credentials of the drivers that call the API."""
-    from chaosext.egress.base import VIAS, FaultError
+    (the activity's, never recorded) carry the Kubernetes credentials of the drivers that call the API.
 
+    Each driver's module is imported only when it is picked: the Kubernetes client alone takes a second to import."""
     if via == "iptables":
         from chaosext.egress.iptables import IptablesDriver
 

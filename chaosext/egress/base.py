@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NotRequired, Protocol, TypedDict
 from urllib.parse import urlsplit
 
 from chaosext.core.errors import ChaosextError
@@ -44,6 +44,7 @@ __all__ = [
     "new_run_id",
     "make_spec",
     "state_dir",
+    "FaultRecord",
     "save_record",
     "load_records",
     "delete_record",
@@ -153,20 +154,29 @@ class FaultSpec:
 class Driver(Protocol):
     """The interface every egress driver implements (docs/architecture.md, "Egress fault")."""
 
+    via: str
+
     def describe(self, spec: FaultSpec) -> list[str]:
         """Exact commands / API calls apply would make (dry run)."""
 
-    def apply(self, spec: FaultSpec) -> dict:
+    def describe_revert(self, spec: FaultSpec) -> list[str]:
+        """Exact commands / API calls revert would make (dry run)."""
+
+    def apply(self, spec: FaultSpec) -> dict[str, Any]:
         """Make the fault; idempotent for the same spec."""
 
-    def verify(self, spec: FaultSpec) -> dict:
+    def verify(self, spec: FaultSpec) -> dict[str, Any]:
         """``{"blocked": bool, ...}`` checked from the target's point of view."""
 
-    def revert(self, spec: FaultSpec) -> dict:
+    def revert(self, spec: FaultSpec) -> dict[str, Any]:
         """Remove everything ``spec.run_id`` made; tolerant of things already gone."""
 
-    def find_orphans(self, target: str) -> list[dict]:
-        """Every chaosext fault on ``target``, found by tags/labels alone: ``[{"run_id": ..., ...}]``."""
+    def find_orphans(self, target: str) -> list[dict[str, Any]]:
+        """Every chaosext fault on ``target``, found by tags/labels alone: ``[{"run_id": ..., "via": ...,
+        "target": ..., ...}]``; ``endpoints`` (``addr:port`` it blocks) where the driver can tell."""
+
+    def remove_orphan(self, target: str, run_id: str) -> list[str]:
+        """Remove what :meth:`find_orphans` found of ``run_id`` on ``target``; what was removed."""
 
 
 def parse_jwks_url(url: str) -> tuple[str, int]:
@@ -198,7 +208,7 @@ def resolve_addresses(host: str, port: int) -> tuple[str, ...]:
     seen: list[str] = []
     for family, _, _, _, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
-            addr = str(ipaddress.ip_address(sockaddr[0].split("%")[0]))
+            addr = str(ipaddress.ip_address(str(sockaddr[0]).split("%")[0]))
             if addr not in seen:
                 seen.append(addr)
     if not seen:
@@ -302,25 +312,40 @@ def state_dir() -> Path:
     return Path(os.environ.get("CHAOSEXT_STATE_DIR") or Path.home() / ".chaosext" / "faults")
 
 
-def save_record(spec: FaultSpec, **extra: Any) -> Path:
+class FaultRecord(TypedDict):
+    """A fault record: ``<state_dir>/<run_id>.json`` plus ``path``, where :func:`load_records` found it."""
+
+    #: :meth:`FaultSpec.to_dict`
+    spec: dict[str, Any]
+    recorded_at: float
+    #: ``applying`` while the driver works, then ``active``
+    status: str
+    #: the dead-man watchdog's pid (0: none)
+    watchdog_pid: NotRequired[int]
+    path: NotRequired[str]
+
+
+def save_record(spec: FaultSpec, status: str, watchdog_pid: int | None = None) -> Path:
     """Write ``<state_dir>/<run_id>.json`` atomically; returns its path."""
     d = state_dir()
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{spec.run_id}.json"
-    record = {"spec": spec.to_dict(), "recorded_at": time.time(), **extra}
+    record: FaultRecord = {"spec": spec.to_dict(), "recorded_at": time.time(), "status": status}
+    if watchdog_pid is not None:
+        record["watchdog_pid"] = watchdog_pid
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
     os.replace(tmp, path)
     return path
 
 
-def load_records() -> list[dict[str, Any]]:
+def load_records() -> list[FaultRecord]:
     """Every readable fault record (unreadable files are skipped)."""
     d = state_dir()
     out = []
     for path in sorted(d.glob("*.json")) if d.is_dir() else []:
         try:
-            rec = json.loads(path.read_text())
+            rec: FaultRecord = json.loads(path.read_text())
             FaultSpec.from_dict(rec["spec"])
         except (OSError, ValueError, KeyError, TypeError):
             continue

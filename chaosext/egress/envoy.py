@@ -42,9 +42,10 @@ class EnvoyDriver:
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})
-        self.prefix = self.options.get("envoy_runtime_prefix", DEFAULT_PREFIX)
+        self.prefix = str(self.options.get("envoy_runtime_prefix", DEFAULT_PREFIX))
         if not re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)*", self.prefix) or self.prefix.startswith("fault.http"):
-            raise FaultError(f"envoy_runtime_prefix {self.prefix!r} must be a dedicated dotted key, not fault.http.*")
+            raise FaultError(f"envoy_runtime_prefix {self.prefix!r} must be a dedicated dotted key, not fault.http.*; "
+                             f"use the prefix of the JWKS fault filter's runtime keys (default {DEFAULT_PREFIX})")
         self.timeout = float(self.options.get("http_timeout", 5.0))
 
     # -- helpers
@@ -77,14 +78,16 @@ class EnvoyDriver:
         try:
             return requests.request(method, url, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise FaultError(f"Envoy admin unreachable at {url.split('?')[0]}: {exc}") from None
+            raise FaultError(f"Envoy admin unreachable at {url.split('?')[0]}: {exc}; check the admin URL "
+                             f"(FAULT_TARGET or ENVOY_ADMIN_URL) and that Envoy runs") from None
 
     def runtime(self, target: str) -> dict[str, str]:
         """``GET /runtime`` as ``{key: final_value}`` for this driver's keys."""
         resp = self._request("GET", f"{self.admin_url(target)}/runtime")
         if resp.status_code != 200:
-            raise FaultError(f"GET /runtime answered {resp.status_code}: {resp.text[:200]}")
-        entries = resp.json().get("entries", {})
+            raise FaultError(f"GET /runtime answered {resp.status_code}: {resp.text[:200]}; is "
+                             f"{self.admin_url(target)} Envoy's admin address?")
+        entries: dict[str, dict[str, Any]] = resp.json().get("entries", {})
         return {k: v.get("final_value", "") for k, v in entries.items()
                 if k.startswith(self.prefix + ".") and v.get("final_value", "") != ""}
 
@@ -100,7 +103,8 @@ class EnvoyDriver:
         if resp.status_code == 503:
             raise FaultError(NO_ADMIN_LAYER)
         if resp.status_code != 200:
-            raise FaultError(f"POST /runtime_modify answered {resp.status_code}: {resp.text[:200]}")
+            raise FaultError(f"POST /runtime_modify answered {resp.status_code}: {resp.text[:200]}; is "
+                             f"{self.admin_url(target)} Envoy's admin address?")
 
     def counters(self, target: str) -> dict[str, int]:
         """The fault filter's ``aborts_injected`` / ``delays_injected`` counters (summed over HCMs)."""
@@ -124,13 +128,18 @@ class EnvoyDriver:
         return [f"GET {base}/runtime", f"POST {base}/runtime_modify?{urlencode(self.keys(spec))}"]
 
     def describe_revert(self, spec: FaultSpec) -> list[str]:
-        return [f"POST {self.admin_url(spec.target)}/runtime_modify?{urlencode({k: '' for k in self.all_keys()})}"]
+        return [self.describe_revert_at(spec.target)]
 
-    def apply(self, spec: FaultSpec) -> dict:
+    def describe_revert_at(self, target: str) -> str:
+        """The one admin call that clears every key of this driver at ``target``."""
+        return f"POST {self.admin_url(target)}/runtime_modify?{urlencode({k: '' for k in self.all_keys()})}"
+
+    def apply(self, spec: FaultSpec) -> dict[str, Any]:
         current = self.runtime(spec.target)  # admin reachable, and not someone else's fault under our keys
         other = current.get(f"{self.prefix}.run_id")
         if other and other != spec.run_id:
-            raise FaultError(f"Envoy fault {other} is already active at {self.admin_url(spec.target)}; restore it first")
+            raise FaultError(f"Envoy fault {other} is already active at {self.admin_url(spec.target)}; restore it "
+                             f"first")
         self._modify(spec.target, self.keys(spec))
         return {"admin_url": self.admin_url(spec.target), "runtime": self.keys(spec),
                 "counters_before": self.counters(spec.target)}
@@ -149,7 +158,7 @@ class EnvoyDriver:
         out["blocked"] = out["status"] == 503 if spec.mode == "reject" else out["error"] == "timeout"
         return out
 
-    def verify(self, spec: FaultSpec) -> dict:
+    def verify(self, spec: FaultSpec) -> dict[str, Any]:
         """The keys are set (``GET /runtime``); with option ``envoy_verify_fetch`` also a JWKS fetch through Envoy
         is refused (reject: 503) or hangs (drop), which moves the filter's counters."""
         want = self.keys(spec)
@@ -161,10 +170,10 @@ class EnvoyDriver:
             result["blocked"] = result["blocked"] and result["fetch"]["blocked"]
         return {**result, **self.counters(spec.target)}
 
-    def revert(self, spec: FaultSpec) -> dict:
+    def revert(self, spec: FaultSpec) -> dict[str, Any]:
         return {"removed": self.remove_orphan(spec.target, spec.run_id), "left": []}
 
-    def find_orphans(self, target: str) -> list[dict]:
+    def find_orphans(self, target: str) -> list[dict[str, Any]]:
         have = self.runtime(target)
         if not self.active(have):
             return []
@@ -178,5 +187,6 @@ class EnvoyDriver:
         self._modify(target, {k: "" for k in self.all_keys()})
         left = self.active(self.runtime(target))
         if left:
-            raise FaultError(f"Envoy still holds chaosext runtime keys after clearing: {left}")
+            raise FaultError(f"Envoy still holds chaosext runtime keys after clearing: {left}; clear them by hand: "
+                             f"{self.describe_revert_at(target)}")
         return [f"cleared {k}" for k in sorted(have)]

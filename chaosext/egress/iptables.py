@@ -26,9 +26,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from chaosext.egress.base import (
     FaultError,
@@ -56,6 +57,9 @@ DEFAULT_PARALLELISM = 16
 STAGE_MAX = 128
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
+T = TypeVar("T")
+R = TypeVar("R", bound="Runner")
+
 
 class Runner(Protocol):
     """Runs commands and probes inside one target network namespace."""
@@ -68,7 +72,7 @@ class Runner(Protocol):
     def shown(self, argv: list[str]) -> str:
         """The command line as it is really executed (for dry runs and reports)."""
 
-    def probe(self, address: str, port: int, timeout: float, url: str = "") -> dict:
+    def probe(self, address: str, port: int, timeout: float, url: str = "") -> dict[str, Any]:
         """:func:`chaosext.egress.base.probe_endpoint` from inside the target."""
 
     def has(self, binary: str) -> bool:
@@ -98,7 +102,7 @@ class HostRunner:
     def run(self, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
         """Run ``argv`` in the target; with a namespace file it is started there directly (same effect as the
         ``nsenter`` prefix that :meth:`shown` prints, one process less per command)."""
-        def start() -> subprocess.CompletedProcess:
+        def start() -> subprocess.CompletedProcess[str]:
             return subprocess.run(argv if self.nspath else self.prefix + argv, capture_output=True, text=True,
                                   timeout=self.timeout, input=stdin)
 
@@ -110,9 +114,9 @@ class HostRunner:
             raise FaultError(f"timed out after {self.timeout}s: {self.shown(argv)}") from None
         return cp.returncode, cp.stdout, cp.stderr
 
-    def start(self, argv: list[str]) -> subprocess.Popen:
+    def start(self, argv: list[str]) -> subprocess.Popen[str]:
         """Start ``argv`` in the target with its stdin and stderr as pipes (see :func:`_staged_transactions`)."""
-        def start() -> subprocess.Popen:
+        def start() -> subprocess.Popen[str]:
             return subprocess.Popen(argv if self.nspath else self.prefix + argv, stdin=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -124,7 +128,7 @@ class HostRunner:
     def shown(self, argv: list[str]) -> str:
         return shlex.join(self.prefix + argv)
 
-    def probe(self, address: str, port: int, timeout: float, url: str = "") -> dict:
+    def probe(self, address: str, port: int, timeout: float, url: str = "") -> dict[str, Any]:
         if not self.prefix:
             return probe_endpoint(address, port, timeout, url)
         if self.nspath:  # a socket made inside the target: no process to start (matters at 100 targets)
@@ -134,7 +138,8 @@ class HostRunner:
         argv = [sys.executable, "-m", "chaosext.egress.base", "probe", address, str(port), str(timeout)]
         rc, out, err = self.run(argv + ([url] if url else []))
         try:
-            return json.loads(out)
+            result: dict[str, Any] = json.loads(out)
+            return result
         except ValueError:
             raise FaultError(f"probe inside {self.label} failed (rc={rc}): {err.strip()[-300:]}") from None
 
@@ -184,7 +189,7 @@ def _resolve_item(item: str, options: dict[str, Any], secrets: Mapping[str, Any]
                      "k8s-pod:<namespace>/<pod|selector>")
 
 
-def _identity(runner: Runner) -> Any:
+def _identity(runner: Runner) -> tuple[str | int, ...]:
     """What makes two runners the same target: the network namespace itself (two pids may share one)."""
     path = getattr(runner, "nspath", None)
     if path is not None:
@@ -202,7 +207,7 @@ def runner_for(target: str, options: dict[str, Any] | None = None, missing_ok: b
     ``k8s-pod:`` selectors). Raises FaultError for a target that does not exist, unless ``missing_ok`` (revert: a
     target that is gone holds nothing to remove). ``secrets``: Kubernetes credentials for ``k8s-pod:`` targets."""
     runners: list[Runner] = []
-    seen: set[Any] = set()
+    seen: set[tuple[str | int, ...]] = set()
     for item in split_targets(target):
         try:
             found = _resolve_item(item, options or {}, secrets)
@@ -218,13 +223,14 @@ def runner_for(target: str, options: dict[str, Any] | None = None, missing_ok: b
     return runners
 
 
-def _in_netns(nspath: str, fn: Callable[[], Any]) -> Any:
+def _in_netns(nspath: str, fn: Callable[[], T]) -> T:
     """``fn()`` run inside the network namespace ``nspath`` (what ``nsenter --net=<nspath>`` does, without a process).
 
     ``setns`` switches only the calling thread, so ``fn`` runs in a short-lived thread of its own: the rest of the
     process never leaves its namespace, whatever happens. Sockets it creates stay in that namespace; processes it
     starts are born there."""
-    box: dict[str, Any] = {}
+    results: list[T] = []
+    errors: list[BaseException] = []
 
     def body() -> None:
         try:
@@ -233,19 +239,19 @@ def _in_netns(nspath: str, fn: Callable[[], Any]) -> Any:
                     err = ctypes.get_errno()
                     raise OSError(err, f"setns {nspath}: {os.strerror(err)}")
         except OSError as exc:
-            box["error"] = TargetNotFound(f"cannot enter network namespace {nspath}: {exc}")
+            errors.append(TargetNotFound(f"cannot enter network namespace {nspath}: {exc}"))
             return
         try:
-            box["result"] = fn()
+            results.append(fn())
         except BaseException as exc:
-            box["error"] = exc
+            errors.append(exc)
 
     thread = threading.Thread(target=body, name="chaosext-in-netns")
     thread.start()
     thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+    if errors:
+        raise errors[0]
+    return results[0]
 
 
 def _datestop(expires_at: float) -> str:
@@ -293,7 +299,7 @@ def _listings(runner: Runner, binaries: list[str]) -> dict[str, list[str]]:
     parts = out.split(f"{SEPARATOR}\n")
     if len(parts) != len(binaries):
         raise FaultError(f"cannot list rules in {runner.label}: unexpected output of {runner.shown(argv)}")
-    return {b: part.splitlines() for b, part in zip(binaries, parts)}
+    return {b: part.splitlines() for b, part in zip(binaries, parts, strict=True)}
 
 
 def _listing(runner: Runner, binary: str) -> list[str]:
@@ -315,15 +321,31 @@ def _restore_input(lines: list[str]) -> str:
     return "*filter\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n"
 
 
-def _fan_out(fn: Callable[[Runner], Any], runners: list[Runner], parallelism: int) -> list[dict[str, Any]]:
-    """``fn(runner)`` for every runner, at most ``parallelism`` at once; per runner ``{"runner", "result", "error",
-    "at"}`` (``at``: wall time it finished), in the runners' order. Never raises for one runner's failure."""
-    def one(runner: Runner) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Done(Generic[R, T]):
+    """One runner's part of a fan-out: its result, or the error it raised; ``at``: wall time it finished."""
+
+    runner: R
+    result: T | None
+    error: Exception | None
+    at: float
+
+    @property
+    def value(self) -> T:
+        """The result of a runner that did not fail (its error is raised otherwise)."""
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.result)  # no error: ``result`` is what the function returned
+
+
+def _fan_out(fn: Callable[[R], T], runners: Sequence[R], parallelism: int) -> list[Done[R, T]]:
+    """``fn(runner)`` for every runner, at most ``parallelism`` at once, in the runners' order. Never raises for one
+    runner's failure (it is that runner's ``error``)."""
+    def one(runner: R) -> Done[R, T]:
         try:
-            result, error = fn(runner), None
+            return Done(runner, fn(runner), None, time.time())
         except Exception as exc:
-            result, error = None, exc
-        return {"runner": runner, "result": result, "error": error, "at": time.time()}
+            return Done(runner, None, exc, time.time())
 
     if len(runners) <= 1:
         return [one(r) for r in runners]
@@ -339,31 +361,41 @@ def _wchan(pid: int) -> str:
         return ""
 
 
+@dataclass
+class Staged:
+    """One target's staged transactions: ``results`` {binary: (returncode, stderr)}, ``at`` when the last finished;
+    or the ``error`` that kept them from starting."""
+
+    results: dict[str, tuple[int, str]] = field(default_factory=dict)
+    at: float = 0.0
+    error: Exception | None = None
+
+
 def _staged_transactions(runners: list[Runner], inputs: Callable[[Runner], list[tuple[str, str]]],
-                         parallelism: int, timeout: float = 15.0) -> dict[int, dict[str, Any]]:
+                         parallelism: int, timeout: float = 15.0) -> dict[int, Staged]:
     """Run restore transactions in many local targets so that they commit at (nearly) the same moment.
 
     For each :class:`HostRunner` (others are skipped) and each ``(binary, input)`` of ``inputs(runner)``, start
     ``<binary>-restore --noflush`` in the target and feed it the input without its final ``COMMIT``; once every
     process waits on its stdin (it has parsed its rules) or a few seconds passed, send all the ``COMMIT`` lines in
     one go. The kernel commits each target's transaction as that line arrives, so the targets are cut off within
-    milliseconds of each other rather than one process start apart. Returns ``{id(runner): {"results": {binary:
-    (returncode, stderr)}, "at": time the last of its transactions finished}}`` or ``{"error": exception}``."""
+    milliseconds of each other rather than one process start apart. Returns ``{id(runner): Staged}``."""
     host = [r for r in runners if isinstance(r, HostRunner)]
-    out: dict[int, dict[str, Any]] = {}
+    out: dict[int, Staged] = {}
     # two pipe ends stay open per staged process: keep far below the open-file limit
     per_runner = max(1, len(inputs(host[0]))) if host else 1
     size = max(1, min(STAGE_MAX, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 64) // 2) // per_runner)
     for i in range(0, len(host), size):
         wave = host[i:i + size]
 
-        def stage(runner: Runner) -> list[tuple[str, subprocess.Popen]]:
-            procs: list[tuple[str, subprocess.Popen]] = []
+        def stage(runner: HostRunner) -> list[tuple[str, subprocess.Popen[str]]]:
+            procs: list[tuple[str, subprocess.Popen[str]]] = []
             try:
                 for binary, script in inputs(runner):
                     proc = runner.start([f"{binary}-restore", *WAIT, "--noflush"])
                     procs.append((binary, proc))
                     try:
+                        assert proc.stdin is not None  # started with stdin=PIPE
                         proc.stdin.write(script[:-len("COMMIT\n")])
                         proc.stdin.flush()
                     except BrokenPipeError:
@@ -376,8 +408,8 @@ def _staged_transactions(runners: list[Runner], inputs: Callable[[Runner], list[
             return procs
 
         started = _fan_out(stage, wave, parallelism)
-        procs = [(id(d["runner"]), b, p) for d in started if not d["error"] for b, p in d["result"]]
-        out.update({id(d["runner"]): {"error": d["error"]} for d in started if d["error"]})
+        procs = [(id(d.runner), b, p) for d in started if not d.error for b, p in d.value]
+        out.update({id(d.runner): Staged(error=d.error) for d in started if d.error})
         ready_by = time.monotonic() + 3.0
         waiting = [p for _, _, p in procs]
         while waiting and time.monotonic() < ready_by:
@@ -386,6 +418,7 @@ def _staged_transactions(runners: list[Runner], inputs: Callable[[Runner], list[
                 time.sleep(0.005)
         for _, _, proc in procs:
             try:
+                assert proc.stdin is not None  # started with stdin=PIPE
                 proc.stdin.write("COMMIT\n")
                 proc.stdin.close()
             except OSError:
@@ -404,9 +437,9 @@ def _staged_transactions(runners: list[Runner], inputs: Callable[[Runner], list[
                     end = time.monotonic() + 5.0
                 time.sleep(0.001)
         for key, binary, proc in procs:
-            entry = out.setdefault(key, {"results": {}, "at": 0.0})
-            entry["results"][binary] = (proc.returncode, proc.stderr.read() if proc.stderr else "")
-            entry["at"] = max(entry["at"], finished[proc.pid])
+            entry = out.setdefault(key, Staged())
+            entry.results[binary] = (proc.returncode, proc.stderr.read() if proc.stderr else "")
+            entry.at = max(entry.at, finished[proc.pid])
             if proc.stderr:
                 proc.stderr.close()
     return out
@@ -493,7 +526,7 @@ class IptablesDriver:
     def describe(self, spec: FaultSpec) -> list[str]:
         """What apply runs inside each target, per family: one ``iptables-restore --noflush`` with exactly this
         input; only if it is refused because the chain exists, one listing and one transaction with what is missing."""
-        lines = []
+        lines: list[str] = []
         for runner in runner_for(spec.target, spec.options, secrets=self.secrets):
             for binary, version, addrs in self._families(spec):
                 lines.append(runner.shown([f"{binary}-restore", *WAIT, "--noflush"]) + " <<'EOF'")
@@ -507,7 +540,7 @@ class IptablesDriver:
         """What revert runs inside each target, per family: one ``iptables-restore --noflush`` with exactly this
         input; only if it is refused (already gone, or changed since), one listing and one transaction deleting
         whatever of the run is there."""
-        lines = []
+        lines: list[str] = []
         for runner in runner_for(spec.target, spec.options, missing_ok=True, secrets=self.secrets):
             for binary, _, _ in self._families(spec):
                 lines.append(runner.shown([f"{binary}-restore", *WAIT, "--noflush"]) + " <<'EOF'")
@@ -518,7 +551,7 @@ class IptablesDriver:
 
     def preflight(self, spec: FaultSpec) -> list[Runner]:
         """Resolve every target and check each has what we need; nothing is changed."""
-        self.parallelism  # noqa: B018 - checked before anything changes
+        _ = self.parallelism  # checked before anything changes
         runners = runner_for(spec.target, spec.options, secrets=self.secrets)
         binaries = [b for b, _, _ in self._families(spec)]
 
@@ -530,25 +563,24 @@ class IptablesDriver:
                     raise FaultError(f"{binary} not found in {runner.label}; install iptables (scripts/setup)")
 
         for done in _fan_out(check, runners, self.parallelism):
-            if done["error"]:
-                raise done["error"]
+            if done.error:
+                raise done.error
         return runners
 
     # -- doing
 
-    def _apply_one(self, runner: Runner, spec: FaultSpec,
-                   first: dict[str, Any] | None = None) -> tuple[list[str], float]:
+    def _apply_one(self, runner: Runner, spec: FaultSpec, first: Staged | None = None) -> tuple[list[str], float]:
         """Per family: the whole rule set in one transaction (:meth:`_fresh_input`; ``first``: its outcome when it
         was already run staged); if the kernel refuses it because the chain exists, one listing and, only if
         something is missing, one repairing transaction. ``(families changed, time the target was done)``."""
-        if first and "error" in first:
-            raise first["error"]
+        if first and first.error:
+            raise first.error
         changed = []
-        at = first["at"] if first else 0.0
+        at = first.at if first else 0.0
         for binary, version, addrs in self._families(spec):
             argv = [f"{binary}-restore", *WAIT, "--noflush"]
-            if first and binary in first["results"]:
-                rc, err = first["results"][binary]
+            if first and binary in first.results:
+                rc, err = first.results[binary]
             else:
                 rc, _, err = runner.run(argv, stdin=self._fresh_input(spec, version, addrs))
                 at = time.time()
@@ -565,13 +597,13 @@ class IptablesDriver:
             changed.append(binary)
         return changed, at or time.time()
 
-    def _staged(self, runners: list[Runner], inputs: Callable[[Runner], list[tuple[str, str]]]) -> dict[int, Any]:
+    def _staged(self, runners: list[Runner], inputs: Callable[[Runner], list[tuple[str, str]]]) -> dict[int, Staged]:
         """:func:`_staged_transactions` for the local targets (option ``staged_commit``, default on)."""
         if str(self.options.get("staged_commit", True)).lower() in ("0", "false", "no", "off"):
             return {}
         return _staged_transactions(runners, inputs, self.parallelism)
 
-    def apply(self, spec: FaultSpec) -> dict:
+    def apply(self, spec: FaultSpec) -> dict[str, Any]:
         """Give every target the chain, its rules and the jump, targets in parallel (at most ``parallelism`` at
         once); if any target fails, remove the fault from all of them again and raise a FaultError naming the failed
         targets and why. One round of one transaction per target and family, so the first and the last target are
@@ -581,23 +613,23 @@ class IptablesDriver:
         fresh = [(b, self._fresh_input(spec, v, a)) for b, v, a in self._families(spec)]
         staged = self._staged(runners, lambda r: fresh)
         results = _fan_out(lambda r: self._apply_one(r, spec, staged.get(id(r))), runners, self.parallelism)
-        failed = [d for d in results if d["error"]]
+        failed = [(d.runner, d.error) for d in results if d.error]
         if failed:
             undone = _fan_out(lambda r: self._remove_run(r, spec.run_id), runners, self.parallelism)
-            stuck = [f"{d['runner'].label}: {_error_text(d['error']) if d['error'] else d['result'][1]}"
-                     for d in undone if (d["error"] and not isinstance(d["error"], TargetNotFound))
-                     or (not d["error"] and d["result"][1])]
-            reasons = "; ".join(f"{d['runner'].label}: {_error_text(d['error'])}" for d in failed)
+            stuck = [f"{d.runner.label}: {_error_text(d.error) if d.error else d.value[1]}"
+                     for d in undone if (d.error and not isinstance(d.error, TargetNotFound))
+                     or (not d.error and d.value[1])]
+            reasons = "; ".join(f"{runner.label}: {_error_text(error)}" for runner, error in failed)
             rolled = (f"the other {len(runners) - len(failed)} target(s) were restored" if not stuck
                       else f"ROLLBACK INCOMPLETE, run `chaosext restore --run-id {spec.run_id}`: {'; '.join(stuck)}")
             raise FaultError(f"iptables fault failed on {len(failed)} of {len(runners)} target(s): {reasons}; "
                              f"{rolled}")
-        per_target = [{"target": d["runner"].label, "changed": d["result"][0], "blocked_at": d["result"][1]}
-                      for d in results]
+        per_target: list[dict[str, Any]] = [{"target": d.runner.label, "changed": d.value[0], "blocked_at": d.value[1]}
+                                            for d in results]
         return {"applied": [f"{p['target']} {b}-restore --noflush" for p in per_target for b in p["changed"]],
                 "chain": spec.chain, "expires_at": spec.expires_at, "datestop_utc": _datestop(spec.expires_at),
                 "targets": [r.label for r in runners], "per_target": per_target,
-                "spread": _spread([p["blocked_at"] for p in per_target])}
+                "spread": _spread([d.value[1] for d in results])}
 
     def rules_of(self, runner: Runner, run_id: str, binaries: list[str] | None = None) -> dict[str, Any]:
         """What the target holds for ``run_id``: rule lines per family (``binaries``, default both) and the jump
@@ -633,17 +665,16 @@ class IptablesDriver:
         return {"target": runner.label, "blocked": ok, "rules": len(held["rules"]),
                 "jump_positions": held["jump_positions"], "probes": probes}
 
-    def verify(self, spec: FaultSpec) -> dict:
+    def verify(self, spec: FaultSpec) -> dict[str, Any]:
         """In every target: rules present, jump first in OUTPUT, and a fresh connect fails the way ``mode`` says."""
         runners = runner_for(spec.target, spec.options, missing_ok=True, secrets=self.secrets)
         results = _fan_out(lambda r: self._verify_one(r, spec), runners, self.parallelism)
-        targets = [d["result"] if not d["error"] else
-                   {"target": d["runner"].label, "blocked": False, "error": _error_text(d["error"])}
-                   for d in results]
+        targets = [{"target": d.runner.label, "blocked": False, "error": _error_text(d.error)} if d.error
+                   else d.value for d in results]
         return {"blocked": bool(targets) and all(t["blocked"] for t in targets), "targets": targets,
                 "expired": time.time() >= spec.expires_at, "expected_error": "|".join(expected_error(spec.mode))}
 
-    def revert(self, spec: FaultSpec) -> dict:
+    def revert(self, spec: FaultSpec) -> dict[str, Any]:
         """Delete the jump(s), flush and delete the chain in both families of every target (targets in parallel;
         one restore transaction per target and family); fine if already gone, or if a target itself is gone."""
         runners = runner_for(spec.target, self.options or spec.options, missing_ok=True, secrets=self.secrets)
@@ -656,20 +687,20 @@ class IptablesDriver:
         return {"removed": removed, "left": left, "spread": spread}
 
     def _revert_one(self, runner: Runner, spec: FaultSpec,
-                    first: dict[str, Any] | None = None) -> tuple[list[str], list[str], float]:
+                    first: Staged | None = None) -> tuple[list[str], list[str], float]:
         """Per family of ``spec``: one transaction removing exactly what apply made (:meth:`_revert_input`;
         ``first``: its outcome when it was already run staged); if the kernel refuses it (already gone, or changed
         since), one listing and one transaction removing whatever of the run is there. ``(removed, left, time the
         target was done)``."""
-        if first and "error" in first:
-            raise first["error"]
+        if first and first.error:
+            raise first.error
         removed: list[str] = []
         left: list[str] = []
-        at = first["at"] if first else 0.0
+        at = first.at if first else 0.0
         script = self._revert_input(spec)
         for binary, _, _ in self._families(spec):
-            if first and binary in first["results"]:
-                rc = first["results"][binary][0]
+            if first and binary in first.results:
+                rc = first.results[binary][0]
             else:
                 rc, _, _ = runner.run([f"{binary}-restore", *WAIT, "--noflush"], stdin=script)
                 at = time.time()
@@ -683,30 +714,33 @@ class IptablesDriver:
         return removed, left, at or time.time()
 
     def _remove_everywhere(self, runners: list[Runner], run_id: str,
-                           one: Callable[[Runner], tuple] | None = None,
+                           one: Callable[[Runner], tuple[list[str], list[str], float]] | None = None,
                            ) -> tuple[list[str], list[str], dict[str, Any]]:
         """Remove ``run_id`` from every runner, in parallel, with ``one(runner)`` (default: list both families,
-        then one transaction each) returning ``(removed, left[, done at])``; ``(removed, left, spread)``. Targets
+        then one transaction each) returning ``(removed, left, done at)``; ``(removed, left, spread)``. Targets
         that are gone count as clean."""
-        results = _fan_out(one or (lambda r: self._remove_run(r, run_id)), runners, self.parallelism)
+        def listed_then_removed(runner: Runner) -> tuple[list[str], list[str], float]:
+            removed, left = self._remove_run(runner, run_id)
+            return removed, left, 0.0  # 0: the time the fan-out saw it finish
+
+        results = _fan_out(one or listed_then_removed, runners, self.parallelism)
         removed: list[str] = []
         left: list[str] = []
         for d in results:
-            if isinstance(d["error"], TargetNotFound):
+            if isinstance(d.error, TargetNotFound):
                 continue  # the namespace / pod went away, and its rules with it
-            if d["error"]:
-                left.append(f"{d['runner'].label}: {_error_text(d['error'])}")
+            if d.error:
+                left.append(f"{d.runner.label}: {_error_text(d.error)}")
                 continue
-            removed += [f"{d['runner'].label} {line}" for line in d["result"][0]]
-            left += [f"{d['runner'].label} {line}" for line in d["result"][1]]
-        return removed, left, _spread([d["result"][2] if len(d["result"]) > 2 else d["at"]
-                                       for d in results if not d["error"]])
+            removed += [f"{d.runner.label} {line}" for line in d.value[0]]
+            left += [f"{d.runner.label} {line}" for line in d.value[1]]
+        return removed, left, _spread([d.value[2] or d.at for d in results if not d.error])
 
     def _plan_remove(self, runner: Runner, run_id: str,
                      binaries: list[str] | None = None) -> list[tuple[str, list[str]]]:
         """One listing of the target; ``[(binary, restore lines)]`` deleting ``run_id``'s jumps, rules and chain."""
         chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
-        plan = []
+        plan: list[tuple[str, list[str]]] = []
         present = [b for b, _ in FAMILIES if runner.has(b) and (binaries is None or b in binaries)]
         for binary, lines in _listings(runner, present).items():
             if not any(chain in line or tag in line for line in lines):
@@ -723,7 +757,7 @@ class IptablesDriver:
         left)``: a family whose transaction failed is listed again to say what is left."""
         chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
         removed: list[str] = []
-        failed = []
+        failed: list[str] = []
         for binary, todo in plan:
             rc, _, _ = runner.run([f"{binary}-restore", *WAIT, "--noflush"], stdin=_restore_input(todo))
             if rc == 0:
@@ -738,7 +772,7 @@ class IptablesDriver:
         """Remove ``run_id`` from one target: ``(removed, left)``."""
         return self._commit_remove(runner, run_id, self._plan_remove(runner, run_id))
 
-    def find_orphans(self, target: str) -> list[dict]:
+    def find_orphans(self, target: str) -> list[dict[str, Any]]:
         """Every chaosext chain or tagged rule in every target ``target`` names, by name and comment alone."""
         found: dict[str, dict[str, Any]] = {}
         runners = runner_for(target, self.options, secrets=self.secrets)
@@ -747,18 +781,16 @@ class IptablesDriver:
             return _listings(runner, [b for b, _ in FAMILIES if runner.has(b)])
 
         for d in _fan_out(scan, runners, self.parallelism):
-            if isinstance(d["error"], TargetNotFound):
+            if isinstance(d.error, TargetNotFound):
                 continue
-            if d["error"]:
-                raise d["error"]
-            for binary, lines in d["result"].items():
+            for binary, lines in d.value.items():  # another error is raised here
                 for line in lines:
                     words = line.split()
                     run_id = ""
-                    if words[:1] == ["-N"] and CHAIN_RE.match(words[1]):
-                        run_id = CHAIN_RE.match(words[1]).group(1)
-                    elif "chaosext:" in line:
-                        run_id = re.search(r"chaosext:([0-9a-z]+)", line).group(1)
+                    if words[:1] == ["-N"] and (chain := CHAIN_RE.match(words[1])):
+                        run_id = chain.group(1)
+                    elif tagged := re.search(r"chaosext:([0-9a-z]+)", line):
+                        run_id = tagged.group(1)
                     if run_id:
                         item = found.setdefault(run_id, {"run_id": run_id, "via": self.via, "target": target,
                                                          "rules": 0, "families": [], "endpoints": [],
@@ -769,8 +801,8 @@ class IptablesDriver:
                             item["endpoints"].append(endpoint)
                         if binary not in item["families"]:
                             item["families"].append(binary)
-                        if d["runner"].label not in item["targets"]:
-                            item["targets"].append(d["runner"].label)
+                        if d.runner.label not in item["targets"]:
+                            item["targets"].append(d.runner.label)
         return list(found.values())
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:

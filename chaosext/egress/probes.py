@@ -2,23 +2,25 @@
 
 Empty arguments fall back to the configuration (``JWKS_URL``, ``FAULT_VIA``, ``FAULT_TARGET``), then lab defaults.
 """
-
 from chaoslib.types import Configuration, Secrets
 
+from chaosext.core.errors import ActivityResult, activity
 from chaosext.egress import build_driver
 from chaosext.egress.actions import settings
 from chaosext.egress.base import load_records, parse_jwks_url, resolve_addresses
+from chaosext.egress.iptables import HostRunner, Runner, runner_for
 
 __all__ = ["jwks_reachable", "egress_block_active"]
 
 
+@activity
 def jwks_reachable(
     jwks_url: str = "",
     target: str = "",
     timeout_seconds: float = 2.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
-) -> dict:
+) -> ActivityResult:
     """A fresh TCP connect and one HTTP GET of the JWKS URL from inside the target, to every A/AAAA address.
 
     target: ``local``, ``netns:<name>``, ``pid:<pid>`` or ``k8s-pod:<ns>/<pod|selector>`` (other target kinds,
@@ -26,14 +28,12 @@ def jwks_reachable(
     "error": "" | "timeout" | "refused" | "reset" | ..., "elapsed_ms": float, "status": int, "addresses": [...]}``;
     reachable only if every address answered with an HTTP status line.
     """
-    from chaosext.egress.iptables import HostRunner, runner_for
-
     s = settings(jwks_url, "", target, configuration=configuration)
     host, port = parse_jwks_url(s["jwks_url"])
     addresses = resolve_addresses(host, port)
     kind = s["target"].partition(":")[0]
-    inside = kind in ("local", "netns", "pid", "k8s-pod")
-    runners = runner_for(s["target"], s["options"], secrets=secrets) if inside else [HostRunner("local")]
+    runners: list[Runner] = runner_for(s["target"], s["options"], secrets=secrets) \
+        if kind in ("local", "netns", "pid", "k8s-pod") else [HostRunner("local")]
     results = [dict(r.probe(a, port, float(timeout_seconds), s["jwks_url"]), target=r.label)
                for r in runners for a in addresses]
     failed = [r for r in results if not r["reachable"]]
@@ -48,13 +48,14 @@ def jwks_reachable(
     }
 
 
+@activity
 def egress_block_active(
     jwks_url: str = "",
     via: str = "",
     target: str = "",
     configuration: Configuration = None,
     secrets: Secrets = None,
-) -> dict:
+) -> ActivityResult:
     """Whether any chaosext egress fault is present on the target, found by its tags (not by chaosext's records).
 
     Returns ``{"active": bool, "faults": [{"run_id": ..., ...}], "recorded": [run_id, ...]}``.

@@ -28,9 +28,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from chaosext.core.heartbeat import HEARTBEAT_GRACE
+from chaosext.core.heartbeat import HEARTBEAT_GRACE, age
 from chaosext.core.procs import find_processes
+from chaosext.egress import build_driver
 from chaosext.egress.base import FaultError, FaultSpec, delete_record, state_dir
+from chaosext.load import k6
 
 __all__ = ["spawn", "stop", "find", "main", "GRACE_SECONDS", "HEARTBEAT_GRACE", "POLL_SECONDS"]
 
@@ -61,9 +63,11 @@ def spawn(spec: FaultSpec, heartbeat: str = "", grace: float = HEARTBEAT_GRACE, 
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise FaultError("the watchdog did not start within 10 s") from None
+        raise FaultError(f"the watchdog did not start within 10 s; try `{' '.join(argv[:3])} --help` by hand to see "
+                         f"why") from None
     if not line.strip().isdigit():
-        raise FaultError(f"the watchdog did not start (exit {proc.returncode})")
+        raise FaultError(f"the watchdog did not start (exit {proc.returncode}); run `{' '.join(argv[:3])} --help` "
+                         f"by hand to see why")
     return int(line)
 
 
@@ -74,7 +78,7 @@ def find(run_id: str = "") -> list[int]:
 
 def stop(run_id: str) -> list[int]:
     """SIGTERM every watchdog of ``run_id``; returns their pids."""
-    stopped = []
+    stopped: list[int] = []
     for pid in find(run_id):
         try:
             os.kill(pid, signal.SIGTERM)
@@ -96,8 +100,6 @@ def _log(run_id: str, message: str) -> None:
 def _stop_k6(spec: FaultSpec, k6_dir: str) -> None:
     """Stop the k6 runs recorded for the fault's run id (a dead run's load must not go on)."""
     try:
-        from chaosext.load import k6
-
         base = k6.runs_dir(k6_dir)
         runs = [r for r in k6.owned_runs(base, spec.run_id) if r["alive"]]
         if not runs:
@@ -112,8 +114,6 @@ def _stop_k6(spec: FaultSpec, k6_dir: str) -> None:
 
 def _heartbeat_stale(heartbeat: str, grace: float, since: float) -> str:
     """Why the run counts as dead ('' while its heartbeat is younger than ``grace``)."""
-    from chaosext.core.heartbeat import age
-
     seconds = age(heartbeat)
     if seconds is None:
         seconds = time.time() - since
@@ -121,8 +121,6 @@ def _heartbeat_stale(heartbeat: str, grace: float, since: float) -> str:
 
 
 def _watch(spec: FaultSpec, heartbeat: str = "", grace: float = HEARTBEAT_GRACE, k6_dir: str = "") -> int:
-    from chaosext.egress import build_driver
-
     started = time.time()
     _log(spec.run_id, f"watching {spec.via} {spec.target} until {spec.expires_at:.0f}"
                       + (f", heartbeat {heartbeat} (grace {grace:g} s)" if heartbeat else ""))

@@ -16,12 +16,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
+from chaosext.core.config import load_config
+from chaosext.core.errors import ActivityMapping, ActivityResult, ConfigError, activity
 from chaosext.core.procs import free_port, proc_start_time
-from chaosext.core.tokens import TokenError, k6_token_env
+from chaosext.core.tokens import k6_token_env
 from chaosext.load import k6 as k6mod
 from chaosext.load import operator
 
@@ -29,15 +31,27 @@ __all__ = ["start_k6", "stop_k6", "start_k6_testrun", "stop_k6_testrun"]
 
 DURATION_RE = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
 #: Popen objects of the k6 runs this process started (so their exit is reaped).
-_CHILDREN: dict[str, subprocess.Popen] = {}
+_CHILDREN: dict[str, subprocess.Popen[bytes]] = {}
 RUNNER = "chaosext.load.runner"
 
 
-def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus: int, env: dict,
-                 configuration: Configuration) -> dict:
-    """The ``-e`` variables of k6-tenant-load.js, from the experiment configuration plus ``env``."""
-    from chaosext.core.config import load_config
+def _check_duration(duration: str) -> None:
+    if duration and not DURATION_RE.match(duration):
+        raise ConfigError(f"duration={duration!r}: give a k6 duration such as 90s, 6m or 1h")
 
+
+def _script_env(env: object) -> dict[str, Any]:
+    """``env`` as the experiment gives it: an object of script variables (None: none)."""
+    if env is None:
+        return {}
+    if not isinstance(env, dict):
+        raise ConfigError(f"env must be an object of script variables, got {type(env).__name__}")
+    return env
+
+
+def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus: int, env: dict[str, Any],
+                 configuration: Configuration) -> dict[str, str]:
+    """The ``-e`` variables of k6-tenant-load.js, from the experiment configuration plus ``env``."""
     cfg = load_config(configuration)
     out = {
         "K6_RATE": str(rate or cfg.k6_rate),
@@ -55,14 +69,15 @@ def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus:
         out["LOAD_VUS"] = str(vus)
     if max_vus:
         out["LOAD_MAX_VUS"] = str(max_vus)
-    for k, v in (env or {}).items():
+    for k, v in env.items():
         out[str(k)] = str(v)
     return out
 
 
-def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: str = "", env: dict = None,
-             vus: int = 0, max_vus: int = 0, run_dir: str = "", owner_run_id: str = "", heartbeat_file: str = "",
-             configuration: Configuration = None, secrets: Secrets = None) -> dict:
+@activity
+def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: str = "",
+             env: ActivityMapping = None, vus: int = 0, max_vus: int = 0, run_dir: str = "", owner_run_id: str = "",
+             heartbeat_file: str = "", configuration: Configuration = None, secrets: Secrets = None) -> ActivityResult:
     """Start k6 as a detached background process and return at once.
 
     ``script`` defaults to the shipped ops/devops/tenant/k6-tenant-load.js; ``rate`` (requests/s, 90/10 read/write)
@@ -77,20 +92,15 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
     Returns ``{"run_id", "owner_run_id", "pid", "address", "summary_file", "log_file", "rate", "duration", ...}``.
     """
     if rate < 0:
-        raise ActivityFailed(f"rate={rate}: give requests per second (> 0), or 0 for the configuration's K6_RATE")
-    if duration and not DURATION_RE.match(duration):
-        raise ActivityFailed(f"duration={duration!r}: give a k6 duration such as 90s, 6m or 1h")
-    if env is not None and not isinstance(env, dict):
-        raise ActivityFailed(f"env must be an object of script variables, got {type(env).__name__}")
+        raise ConfigError(f"rate={rate}: give requests per second (> 0), or 0 for the configuration's K6_RATE")
+    _check_duration(duration)
+    script_env = _script_env(env)
     script = script or k6mod.default_script()
     if not os.path.isfile(script):
-        raise ActivityFailed(f"k6 script {script} does not exist; pass script=<path to k6-tenant-load.js>")
-    try:
-        binary = k6mod.find_k6()
-        variables = _script_vars(rate, duration, "", vus, max_vus, env, configuration)
-        secret_env = k6_token_env(configuration, secrets)[1]
-    except (k6mod.K6NotFoundError, ValueError, TokenError) as exc:
-        raise ActivityFailed(str(exc)) from None
+        raise ConfigError(f"k6 script {script} does not exist; pass script=<path to k6-tenant-load.js>")
+    binary = k6mod.find_k6()
+    variables = _script_vars(rate, duration, "", vus, max_vus, script_env, configuration)
+    secret_env = k6_token_env(configuration, secrets)[1]
 
     conf = configuration if isinstance(configuration, dict) else {}
     owner_run_id = str(owner_run_id or conf.get("chaosext_run_id") or "")
@@ -112,9 +122,11 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
         check = subprocess.run([binary, "inspect", *eargs, script], capture_output=True, text=True, timeout=60,
                                env=child_env, check=False)
     except subprocess.TimeoutExpired:
-        raise ActivityFailed(f"`k6 inspect {script}` did not finish in 60 s") from None
+        raise k6mod.K6RunError(f"`k6 inspect {script}` did not finish in 60 s; check that {binary} runs (`{binary} "
+                               f"version`) and that the script's init code does not block") from None
     if check.returncode != 0:
-        raise ActivityFailed(f"k6 rejects the script or its settings: {(check.stderr or check.stdout).strip()[-600:]}")
+        raise k6mod.K6RunError(f"k6 rejects the script or its settings: "
+                               f"{(check.stderr or check.stdout).strip()[-600:]}; fix the script or its settings")
 
     address = f"127.0.0.1:{free_port()}"
     cmd = [binary, "run", "--quiet", "--no-color", "--address", address, *eargs, script]
@@ -145,7 +157,7 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
                                     "run_dir", "rate", "duration")}
 
 
-def _stop_one(rec: dict, timeout: float) -> dict:
+def _stop_one(rec: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Stop one run (``k6.stop_run``) and reap its supervisor if this process started it."""
     result = k6mod.stop_run(rec, timeout)
     proc = _CHILDREN.pop(rec["run_id"], None)
@@ -157,8 +169,9 @@ def _stop_one(rec: dict, timeout: float) -> dict:
     return result
 
 
+@activity
 def stop_k6(run_id: str = "", owner_run_id: str = "", timeout: float = 30.0, run_dir: str = "",
-            configuration: Configuration = None, secrets: Secrets = None) -> dict:
+            configuration: Configuration = None, secrets: Secrets = None) -> ActivityResult:
     """Stop this experiment run's background k6 gracefully (SIGINT: k6 exits 105 and still writes its summary);
     wait at most ``timeout`` s per run, then SIGTERM, then SIGKILL.
 
@@ -169,13 +182,13 @@ def stop_k6(run_id: str = "", owner_run_id: str = "", timeout: float = 30.0, run
     the latest run stopped or found).
     """
     if timeout <= 0:
-        raise ActivityFailed(f"timeout={timeout}: give the seconds to wait for k6 to exit (> 0)")
+        raise ConfigError(f"timeout={timeout}: give the seconds to wait for k6 to exit (> 0)")
     base = k6mod.runs_dir(run_dir, configuration)
     conf = configuration if isinstance(configuration, dict) else {}
     owner_run_id = str(owner_run_id or ("" if run_id else conf.get("chaosext_run_id") or ""))
     if run_id:
         if not (base / run_id / "run.json").is_file():
-            raise ActivityFailed(f"no k6 run {run_id!r} recorded in {base}; start_k6 returns the run_id to pass")
+            raise ConfigError(f"no k6 run {run_id!r} recorded in {base}; start_k6 returns the run_id to pass")
         targets = [k6mod.read_run(base / run_id)]
     elif owner_run_id:
         runs = k6mod.owned_runs(base, owner_run_id)
@@ -186,17 +199,19 @@ def stop_k6(run_id: str = "", owner_run_id: str = "", timeout: float = 30.0, run
                 "exit_meaning": "nothing stopped: no run_id or owner_run_id (nor chaosext_run_id in the "
                                 "configuration) was given, and other runs' k6 are never stopped"}
     results = [_stop_one(rec, timeout) for rec in targets]
-    last = results[-1] if results else {}
+    last: dict[str, Any] = results[-1] if results else {}
     return {"stopped": sum(1 for r in results if r["was_running"]), "runs": results,
             "exit_code": last.get("exit_code"),
             "exit_meaning": last.get("exit_meaning", f"no k6 run of experiment run {owner_run_id} recorded in {base}"),
             "summary_file": last.get("summary_file", "")}
 
 
+@activity
 def start_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "default", parallelism: int = 4,
                      configmap: str = "k6-tenant-load", script_file: str = "k6-tenant-load.js",
                      create_configmap: bool = True, script: str = "", rate: int = 0, duration: str = "",
-                     env: dict = None, configuration: Configuration = None, secrets: Secrets = None) -> dict:
+                     env: ActivityMapping = None, configuration: Configuration = None,
+                     secrets: Secrets = None) -> ActivityResult:
     """Submit a k6-operator ``TestRun`` (k6.io/v1alpha1) running the tenant load script on ``parallelism`` pods.
 
     The script goes into ConfigMap ``configmap`` (created or replaced when ``create_configmap``); K6_RATE is the total
@@ -204,13 +219,9 @@ def start_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "defau
     the TestRun). Kubernetes credentials as for chaostoolkit-kubernetes (kubeconfig, in-pod, or KUBERNETES_HOST ...),
     or KUBE_API_URL.
     """
-    try:
-        variables = _script_vars(rate, duration, "/tmp/k6-summary.json", 0, 0, env, configuration)
-        secret_env = k6_token_env(configuration, secrets)[1]
-    except (ValueError, TokenError) as exc:
-        raise ActivityFailed(str(exc)) from None
-    if duration and not DURATION_RE.match(duration):
-        raise ActivityFailed(f"duration={duration!r}: give a k6 duration such as 90s, 6m or 1h")
+    variables = _script_vars(rate, duration, "/tmp/k6-summary.json", 0, 0, _script_env(env), configuration)
+    _check_duration(duration)
+    secret_env = k6_token_env(configuration, secrets)[1]
     return operator.submit_testrun(name=name, namespace=namespace, parallelism=parallelism, configmap=configmap,
                                    script_file=script_file, env=variables,
                                    script_text=Path(script or k6mod.default_script()).read_text()
@@ -218,8 +229,9 @@ def start_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "defau
                                    secret_env=secret_env)
 
 
+@activity
 def stop_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "default",
-                    configuration: Configuration = None, secrets: Secrets = None) -> dict:
+                    configuration: Configuration = None, secrets: Secrets = None) -> ActivityResult:
     """Delete the k6-operator ``TestRun`` (the operator stops its pods) and its credentials Secret; a missing TestRun
     is not an error."""
     return operator.delete_testrun(name=name, namespace=namespace, secrets=secrets, configuration=configuration)

@@ -18,12 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chaosext.core.config import load_config
 from chaosext.core.errors import ChaosextError
+from chaosext.core.heartbeat import age
 from chaosext.core.procs import free_port, proc_start_time, process_alive
 
 #: free_port, process_alive and proc_start_time come from chaosext.core.procs (re-exported for the run records' users)
 __all__ = [
     "K6NotFoundError",
+    "K6RunError",
     "EXIT_CODES",
     "INSTALL_HINT",
     "find_k6",
@@ -70,13 +73,18 @@ class K6NotFoundError(ChaosextError, RuntimeError):
     """k6 is not installed where chaosext looks for it."""
 
 
+class K6RunError(ChaosextError, RuntimeError):
+    """k6 refused the script or its settings, or did not answer; the message says what to fix."""
+
+
 def find_k6() -> str:
     """Path of the k6 binary: ``$K6_BIN`` if set, else ``k6`` on PATH. Raises K6NotFoundError saying how to fix it."""
     explicit = os.environ.get("K6_BIN", "")
     if explicit:
         if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
             return explicit
-        raise K6NotFoundError(f"K6_BIN={explicit} is not an executable file; point it at k6, or unset it and {INSTALL_HINT}")
+        raise K6NotFoundError(f"K6_BIN={explicit} is not an executable file; point it at k6, or unset it and "
+                              f"{INSTALL_HINT}")
     found = shutil.which("k6")
     if not found:
         raise K6NotFoundError(f"k6 is not installed (not on PATH and K6_BIN unset); {INSTALL_HINT}")
@@ -110,15 +118,13 @@ def exit_meaning(code: Any) -> str:
     return EXIT_CODES.get(code, f"error (exit {code})")
 
 
-def runs_dir(run_dir: str = "", configuration: dict = None) -> Path:
+def runs_dir(run_dir: str = "", configuration: dict[str, Any] | None = None) -> Path:
     """Where background runs are recorded: ``run_dir``, else ``$CHAOSEXT_K6_DIR``, else ``<experiment run dir>/k6``."""
     if run_dir:
         return Path(run_dir)
     if os.environ.get("CHAOSEXT_K6_DIR"):
         return Path(os.environ["CHAOSEXT_K6_DIR"])
     try:
-        from chaosext.core.config import load_config
-
         base = load_config(configuration).run_dir
     except Exception:  # the experiment config is not there or not valid: a local default still works
         base = ".chaosext-run"
@@ -127,7 +133,7 @@ def runs_dir(run_dir: str = "", configuration: dict = None) -> Path:
 
 def read_run(path: Path) -> dict[str, Any]:
     """The ``run.json`` of one background run, plus its live status (``alive``, ``exit_code``)."""
-    rec = json.loads((path / "run.json").read_text())
+    rec: dict[str, Any] = json.loads((path / "run.json").read_text())
     rec["exit_code"] = read_exit_code(path)
     try:  # the supervisor records k6's own pid (k6 runs in a process group of its own)
         k6proc = json.loads((path / "k6.pid").read_text())
@@ -244,8 +250,6 @@ def orphan_reason(rec: dict[str, Any], grace: float = 10.0) -> str:
         return f"its owner process {owner} is gone"
     heartbeat = rec.get("heartbeat_file") or ""
     if heartbeat:
-        from chaosext.core.heartbeat import age
-
         seconds = age(heartbeat)
         if seconds is None:
             return f"its owner's heartbeat {heartbeat} is missing"

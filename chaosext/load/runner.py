@@ -36,7 +36,7 @@ def set_pdeathsig(sig: int) -> bool:
     """Ask the kernel to send ``sig`` to this process when its parent (thread) dies; False if prctl failed."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+        return bool(libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
 

@@ -1,8 +1,8 @@
 """Prometheus / Alertmanager reads for the probes, the watch step and the report (every call has its own timeout).
 
 Queries go through ``prometheus-api-client`` (``PrometheusConnect.custom_query`` / ``custom_query_range``) with the
-credentials of ``chaosext.core.backends`` (bearer token, basic auth, custom headers such as ``X-Scope-OrgID``, CA bundle or
-insecure). Hand-written, and only where that client has nothing: Prometheus ``GET /api/v1/alerts`` and Alertmanager
+credentials of ``chaosext.core.backends`` (bearer token, basic auth, custom headers such as ``X-Scope-OrgID``, CA bundle
+or insecure). Hand-written, and only where that client has nothing: Prometheus ``GET /api/v1/alerts`` and Alertmanager
 ``GET /api/v2/alerts`` (prometheus-api-client 0.7 has no alerts API and no Alertmanager client at all).
 
 Error accounting used everywhere in chaosext (docs/experiment.md, "What counts as an error"):
@@ -15,12 +15,17 @@ are correct answers, not errors.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
+from urllib3.util.retry import Retry
 
 from chaosext.core import backends
+from chaosext.core.names import UNAUTHENTICATED_TENANT
 from chaosext.metrics import contract
 
 __all__ = [
@@ -43,30 +48,28 @@ __all__ = [
 ]
 
 #: Tenant (header and claim) of chaosext's own forged-token requests, excluded from every error rate.
+#: (UNAUTHENTICATED_TENANT: the services label a request whose token never authenticated for a tenant it has not yet
+#: admitted with it, so the forged-token requests land there. k6's tenants are admitted before the fault.)
 PROBE_TENANT = contract.PROBE_TENANT
-#: The lab labels a request whose token never authenticated for a tenant it has not yet admitted with this value, so
-#: the forged-token requests (tenant chaosext-probe) land there. k6's tenants are admitted before the fault.
-UNAUTHENTICATED_TENANT = contract.UNAUTHENTICATED_TENANT
 #: The default contract's selectors (the lab's names). The functions below use the run's contract
 #: (``chaosext.metrics.contract``, METRIC_* settings), which equals these unless overridden.
 ERROR_SELECTOR = contract.MetricContract().error_selector()
 TOTAL_SELECTOR = contract.MetricContract().total_selector()
 
 
-def _connect(base_url: str, timeout: float, session: requests.Session) -> Any:
+T = TypeVar("T")
+
+
+def _connect(base_url: str, timeout: float, session: requests.Session) -> PrometheusConnect:
     """A PrometheusConnect on ``session`` (this run's Prometheus credentials), no retries: the caller's timeout is the
     bound. Needs prometheus-api-client >= 0.7 (``session``, ``timeout`` and ``retry`` arguments)."""
-    from prometheus_api_client import PrometheusConnect
-    from urllib3.util.retry import Retry
-
-    return PrometheusConnect(url=base_url.rstrip("/"), session=session, timeout=timeout,
+    # the client annotates timeout as int, but hands it to requests, which takes seconds as a float
+    return PrometheusConnect(url=base_url.rstrip("/"), session=session, timeout=timeout,  # type: ignore[arg-type]
                              retry=Retry(total=0, raise_on_status=False))
 
 
-def _call(base_url: str, what: str, fn: Any) -> Any:
-    """Run ``fn(client)``; turn the client's errors into BackendError (a requests.RequestException) saying why."""
-    from prometheus_api_client import PrometheusApiClientException
-
+def _call(base_url: str, what: str, fn: Callable[[], T]) -> T:
+    """Run ``fn()``; turn the client's errors into BackendError (a requests.RequestException) saying why."""
     try:
         return fn()
     except PrometheusApiClientException as exc:
@@ -85,14 +88,15 @@ def _call(base_url: str, what: str, fn: Any) -> Any:
 
 def query(base_url: str, promql: str, at: float | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Instant query -> the ``data.result`` vector (list of {"metric": {...}, "value": [ts, "v"]})."""
-    params = {"time": f"{at:.3f}"} if at is not None else None
+    params = {"time": f"{at:.3f}"} if at is not None else {}  # custom_query treats {} as no parameters
     with backends.auth_for("prometheus").session() as session:
         pc = _connect(base_url, timeout, session)
         result = _call(base_url, f"query {promql!r}", lambda: pc.custom_query(promql, params=params))
     # custom_query returns data.result without data.resultType: a scalar result is the bare [ts, "v"] pair
     if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
         return [{"metric": {}, "value": result}]
-    return result
+    vector: list[dict[str, Any]] = result
+    return vector
 
 
 def query_range(base_url: str, promql: str, start: float, end: float, step: float,
@@ -100,9 +104,10 @@ def query_range(base_url: str, promql: str, start: float, end: float, step: floa
     """Range query -> the ``data.result`` matrix (list of {"metric": {...}, "values": [[ts, "v"], ...]})."""
     with backends.auth_for("prometheus").session() as session:
         pc = _connect(base_url, timeout, session)
-        return _call(base_url, f"query_range {promql!r}", lambda: pc.custom_query_range(
+        matrix: list[dict[str, Any]] = _call(base_url, f"query_range {promql!r}", lambda: pc.custom_query_range(
             promql, start_time=datetime.fromtimestamp(start, UTC),
             end_time=datetime.fromtimestamp(end, UTC), step=f"{step:g}s"))
+    return matrix
 
 
 def query_scalar(base_url: str, promql: str, at: float | None = None, timeout: float = 10.0) -> float:
@@ -176,13 +181,15 @@ def unverified_accepts_between(base_url: str, start: float, end: float) -> dict[
 def prometheus_alerts(base_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     """``GET /api/v1/alerts`` -> list of {"labels": {...}, "state": "pending|firing", ...}."""
     r = backends.get("prometheus", base_url.rstrip("/") + "/api/v1/alerts", timeout=timeout)
-    return r.json()["data"]["alerts"]
+    alerts: list[dict[str, Any]] = r.json()["data"]["alerts"]
+    return alerts
 
 
 def alertmanager_alerts(base_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     """``GET /api/v2/alerts`` -> list of {"labels": {...}, "status": {"state": "active|suppressed|..."}, ...}."""
     r = backends.get("alertmanager", base_url.rstrip("/") + "/api/v2/alerts", timeout=timeout)
-    return r.json()
+    alerts: list[dict[str, Any]] = r.json()
+    return alerts
 
 
 def wait_for_samples(base_url: str, until: float, timeout: float = 30.0) -> bool:

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 import requests
 
+from chaosext.core.labstate import load_state
 from chaosext.core.settings import setting
 from chaosext.report import collect
 from chaosext.report.plots import make_plots
@@ -15,12 +17,11 @@ from chaosext.report.render import render_html
 __all__ = ["report", "build_report"]
 
 
-def _lab_state(state_dir: str) -> dict:
+def _lab_state(state_dir: str) -> dict[str, Any]:
+    """The lab's state.json ({} when there is no lab or its state file is broken)."""
     try:
-        from chaosext.core.labstate import load_state
-
         return load_state(state_dir or None) or {}
-    except (ImportError, ValueError):
+    except ValueError:
         return {}
 
 
@@ -35,7 +36,7 @@ def _audit_path(audit: str, state_dir: str) -> str:
 
 
 def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str = "", audit_path: str = "",
-                 error_rate_max: float | None = None, save_ranges: str = "") -> tuple[str, dict, list[str]]:
+                 error_rate_max: float | None = None, save_ranges: str = "") -> tuple[str, dict[str, Any], list[str]]:
     """(html, verdict, warnings) for a journal; never raises for missing metrics, only for a bad journal."""
     journal = collect.load_journal(journal_path)
     start, end = collect.parse_time(journal.get("start")), collect.parse_time(journal.get("end"))
@@ -46,8 +47,8 @@ def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str =
         end = window[1] if window else start
     warnings: list[str] = []
     sources: list[str] = [f"journal: {journal_path}"]
-    ranges: dict = {}
-    windows: dict = {}
+    ranges: dict[str, Any] = {}
+    windows: dict[str, Any] = {}
     if not ranges_path:
         ranges_path = collect.evidence_in_journal(journal, journal_path)  # saved at judge time by the experiment
     if ranges_path:

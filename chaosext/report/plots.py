@@ -4,13 +4,16 @@ from __future__ import annotations
 import base64
 import io
 from datetime import UTC, datetime
-from typing import Any
+from itertools import pairwise
+from typing import Any, TypedDict
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
 __all__ = ["Plot", "make_plots", "CACHE_STATES", "WINDOW_COLOURS"]
@@ -22,14 +25,26 @@ ALERT_COLOURS = {"pending": "#f2b233", "firing": "#d62728"}
 #: Every figure has the same size and plot-area margins, so the time axes line up from one plot to the next.
 FIGSIZE, MARGINS = (11, 3.2), {"left": 0.08, "right": 0.78, "top": 0.88, "bottom": 0.2}
 EVENT_STYLE = {"auth.degraded": ("#d62728", "v"), "auth.recovered": ("#2ca02c", "^"), "auth.expired": ("#000000", "x")}
-Plot = dict[str, str]  # {"key", "title", "png" (base64, "" when no data), "note"}
 
 
-def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=UTC)
+class Plot(TypedDict):
+    """One plot of the report."""
+
+    key: str
+    title: str
+    #: base64 PNG, "" when there was no data
+    png: str
+    #: why there is no PNG ("" when there is one)
+    note: str
 
 
-def _series(matrix: list[dict[str, Any]], label_key: str = "service") -> list[tuple[str, list[datetime], list[float]]]:
+def _dt(ts: float) -> float:
+    """Unix seconds as a position on the date axis (matplotlib's date number); :func:`_figure` makes the x axis a UTC
+    date axis, as plotting datetimes would."""
+    return float(mdates.date2num(datetime.fromtimestamp(ts, tz=UTC)))  # type: ignore[no-untyped-call]  # unannotated
+
+
+def _series(matrix: list[dict[str, Any]], label_key: str = "service") -> list[tuple[str, list[float], list[float]]]:
     out = []
     for item in matrix:
         xs, ys = [], []
@@ -47,17 +62,19 @@ def _series(matrix: list[dict[str, Any]], label_key: str = "service") -> list[tu
     return sorted(out, key=lambda s: s[0])
 
 
-def _figure(title: str, ylabel: str) -> tuple[Any, Any]:
+def _figure(title: str, ylabel: str) -> tuple[Figure, Axes]:
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=90)
     ax.set_title(title, loc="left", fontsize=12)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=UTC))
+    ax.xaxis.axis_date(tz=UTC)  # date locator for the date numbers of _dt
+    # matplotlib.dates has no annotations (matplotlib 3.11): the two ignores of this module
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=UTC))  # type: ignore[no-untyped-call]
     ax.set_xlabel("time (UTC)")
     return fig, ax
 
 
-def _decorate(ax: Any, window: tuple[float, float] | None, events: list[dict[str, Any]],
+def _decorate(ax: Axes, window: tuple[float, float] | None, events: list[dict[str, Any]],
               span: tuple[float, float] | None, windows: dict[str, tuple[float, float]] | None = None) -> None:
     """Shade the baseline/outage/recovery windows, draw audit events as vertical lines, fix the x range (the same on
     every plot), add the legend."""
@@ -71,16 +88,17 @@ def _decorate(ax: Any, window: tuple[float, float] | None, events: list[dict[str
     seen = set()
     for event in events:
         color, _marker = EVENT_STYLE.get(event["action"], ("#7f7f7f", "o"))
-        label = event["action"] if event["action"] not in seen else None
+        first = event["action"] not in seen
         seen.add(event["action"])
-        ax.axvline(_dt(event["ts"]), color=color, linestyle="--", linewidth=0.9, alpha=0.7, label=label)
+        ax.axvline(_dt(event["ts"]), color=color, linestyle="--", linewidth=0.9, alpha=0.7,
+                   label=event["action"] if first else None)
     if span:
         pad = max(1.0, 0.03 * (span[1] - span[0]))
         ax.set_xlim(_dt(span[0] - pad), _dt(span[1] + pad))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, framealpha=0.9, borderaxespad=0)
 
 
-def _png(fig: Any) -> str:
+def _png(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.subplots_adjust(**MARGINS)  # fixed margins, not tight_layout: x-axes align across the report's plots
     fig.savefig(buf, format="png")
@@ -100,7 +118,7 @@ def _line(key: str, title: str, ylabel: str, matrix: list[dict[str, Any]], windo
         ax.plot(xs, ys, label=series_label.format(name), linewidth=1.6)
     if limit is not None:
         ax.axhline(limit, color="#d62728", linewidth=1, label=limit_label)
-    for (label, value), style in zip((levels or {}).items(), (":", "-.", "--")):
+    for (label, value), style in zip((levels or {}).items(), (":", "-.", "--"), strict=False):  # 3 styles at most
         ax.axhline(value, color="#444444", linestyle=style, linewidth=1.4, label=label)
     if percent:
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -151,8 +169,7 @@ def _number(value: Any) -> float:
 
 def _step(matrix: list[dict[str, Any]]) -> float:
     """The range query's step (smallest gap between samples), at least 1 s."""
-    gaps = [float(b[0]) - float(a[0]) for item in matrix for a, b in zip(item.get("values", []),
-                                                                            item.get("values", [])[1:])]
+    gaps = [float(b[0]) - float(a[0]) for item in matrix for a, b in pairwise(item.get("values", []))]
     return max(1.0, min(gaps)) if gaps else 2.0
 
 
@@ -167,7 +184,7 @@ def _runs(stamps: list[float], step: float) -> list[tuple[float, float]]:
     return runs
 
 
-def _labelled(ax: Any) -> set[str]:
+def _labelled(ax: Axes) -> set[str]:
     return set(ax.get_legend_handles_labels()[1])
 
 
@@ -191,8 +208,8 @@ def _cache_state(matrix: list[dict[str, Any]], window: Any, events: list[Any], s
     fig, ax = _figure(title, "cache state")
     offsets = {name: 0.08 * (i - (len(per_service) - 1) / 2) for i, name in enumerate(sorted(per_service))}
     for name in sorted(per_service):
-        points = sorted(per_service[name].items())
-        ax.step([_dt(t) for t, _ in points], [lvl + offsets[name] for _, lvl in points], where="post",
+        steps = sorted(per_service[name].items())
+        ax.step([_dt(t) for t, _ in steps], [lvl + offsets[name] for _, lvl in steps], where="post",
                 label=name, linewidth=1.8)
     ax.set_yticks(range(len(CACHE_STATES)), CACHE_STATES)
     ax.set_ylim(-0.5, len(CACHE_STATES) - 0.5)

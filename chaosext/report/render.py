@@ -7,13 +7,15 @@ from html import escape
 from typing import Any
 
 from chaosext import __version__
+from chaosext.report.plots import Plot
 
 __all__ = ["render_html"]
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f5f6f8}
 main{max-width:1100px;margin:0 auto;padding:24px}
-h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d8dbe2;padding-bottom:4px}
+h1{font-size:22px;margin:0 0 4px}
+h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d8dbe2;padding-bottom:4px}
 .sub{color:#5b6272}
 .verdict{display:flex;gap:16px;align-items:center;padding:14px 18px;border-radius:8px;margin:16px 0;color:#fff}
 .verdict.pass{background:#1f7a3f}.verdict.fail{background:#b3261e}.verdict.nodata{background:#8a5a00}
@@ -77,14 +79,14 @@ def _summary(journal: dict[str, Any], window: tuple[float, float] | None, start:
     return '<table class="kv">' + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
 
 
-def _plots(plots: list[dict[str, str]]) -> str:
+def _plots(plots: list[Plot]) -> str:
     parts = []
     for plot in plots:
         if plot["png"]:
             parts.append(f'<figure id="plot-{escape(plot["key"])}"><img alt="{escape(plot["title"])}" '
                          f'src="data:image/png;base64,{plot["png"]}"><figcaption>{escape(plot["title"])}; '
-                         f"shaded bands: baseline / JWKS outage / recovery windows; dashed lines: audit events; the same "
-                         f"time axis on every plot</figcaption></figure>")
+                         f"shaded bands: baseline / JWKS outage / recovery windows; dashed lines: audit events; "
+                         f"the same time axis on every plot</figcaption></figure>")
         else:
             parts.append(f'<figure id="plot-{escape(plot["key"])}"><figcaption><b>{escape(plot["title"])}</b>: '
                          f'{escape(plot["note"])}</figcaption></figure>')
@@ -146,7 +148,7 @@ def _timeline(rows: list[dict[str, Any]], origin: float | None) -> str:
 
 
 def render_html(journal: dict[str, Any], verdict: dict[str, Any], timeline: list[dict[str, Any]],
-                probes: list[dict[str, Any]], plots: list[dict[str, str]], window: tuple[float, float] | None,
+                probes: list[dict[str, Any]], plots: list[Plot], window: tuple[float, float] | None,
                 start: float | None, end: float | None, sources: list[str]) -> str:
     """The whole report page as a string."""
     title = (journal.get("experiment") or {}).get("title", "chaos run")

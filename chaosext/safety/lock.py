@@ -20,6 +20,7 @@ EnvoyFilter) naming the run; that is not built yet: the lock guards runs started
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -32,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chaosext.core.errors import ChaosextError
+from chaosext.core.errors import ChaosextError, ConfigError
 from chaosext.core.procs import proc_start_time, process_alive
+from chaosext.egress import watchdog
 from chaosext.egress.base import load_records, parse_jwks_url, state_dir
 
 __all__ = ["lock_key", "acquire", "read", "locks_dir", "TargetLock", "LockHeld"]
@@ -65,8 +67,6 @@ def lock_key(via: str, target: str, jwks_url: str) -> str:
 
 
 def _path(key: str) -> Path:
-    import hashlib
-
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[:80]
     return locks_dir() / f"{readable}.{hashlib.sha256(key.encode()).hexdigest()[:12]}.lock"
 
@@ -85,7 +85,8 @@ def _guarded() -> Iterator[None]:
 
 def _read(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())
+        record: dict[str, Any] = json.loads(path.read_text())
+        return record
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -121,10 +122,7 @@ def _owner_alive(rec: dict[str, Any]) -> bool:
 
 def _faults_of(run_id: str) -> list[str]:
     """Why the run still has a fault in place ([] when none): a record in the state dir or a live watchdog."""
-    from chaosext.egress import watchdog
-
-    found = [f"fault record {r['path']}" for r in load_records()
-             if run_id in (r["spec"].get("run_id"), r.get("owner_run_id"))]
+    found = [f"fault record {r.get('path')}" for r in load_records() if r["spec"].get("run_id") == run_id]
     found += [f"watchdog pid {pid}" for pid in watchdog.find(run_id)] if run_id and run_id != "?" else []
     return found
 
@@ -147,7 +145,7 @@ class TargetLock:
     _released: bool = field(default=False, repr=False)
 
     def _mine(self, rec: dict[str, Any] | None) -> bool:
-        return bool(rec) and rec.get("run_id") == self.run_id and rec.get("pid") == self.record["pid"]
+        return rec is not None and rec.get("run_id") == self.run_id and rec.get("pid") == self.record["pid"]
 
     def release(self) -> bool:
         """Remove the lock if it still names this run; True when it was removed (idempotent)."""
@@ -175,7 +173,7 @@ class TargetLock:
         self.release()
 
 
-def acquire(key: str, run_id: str, info: dict | None = None) -> TargetLock:
+def acquire(key: str, run_id: str, info: dict[str, Any] | None = None) -> TargetLock:
     """Take the lock of ``key`` for ``run_id`` (the calling process is recorded as its owner).
 
     ``info`` is stored with the lock (``started`` and ``ends_at`` are read from it when present: UTC epoch seconds).
@@ -183,7 +181,7 @@ def acquire(key: str, run_id: str, info: dict | None = None) -> TargetLock:
     fault is still in place. Re-acquiring a lock this process already holds for ``run_id`` returns it again.
     """
     if not run_id:
-        raise ValueError("acquire needs the run id that will own the lock")
+        raise ConfigError("acquire needs the run id that will own the lock: pass the experiment run's id")
     info = dict(info or {})
     pid = os.getpid()
     record = {**info, "key": key, "run_id": run_id, "pid": pid, "pid_start_time": proc_start_time(pid),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+from typing import ClassVar
 
 import pytest
 import requests
@@ -68,7 +69,7 @@ def test_routes_parse_and_bad_entries_say_what_to_do() -> None:
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    seen: list = []
+    seen: ClassVar[list[tuple[str | None, ...]]] = []
 
     def _answer(self) -> None:
         n = int(self.headers.get("Content-Length") or 0)

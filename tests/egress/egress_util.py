@@ -38,7 +38,7 @@ def chaosext_rules(netns: str) -> list[str]:
     out = []
     for binary in ("iptables", "ip6tables"):
         lines = _sh("ip", "netns", "exec", netns, binary, "-w", "5", "-S").stdout.splitlines()
-        out += [f"{binary} {l}" for l in lines if "CHAOSEXT" in l or "chaosext" in l]
+        out += [f"{binary} {line}" for line in lines if "CHAOSEXT" in line or "chaosext" in line]
     return out
 
 

@@ -166,7 +166,7 @@ def test_the_deadline_lifts_the_fault_of_a_live_run_and_leaves_its_k6(netpair, s
 @pytest.mark.netns
 def test_a_bad_heartbeat_grace_is_refused_before_any_rule_exists(netpair, state_dir, tmp_path):
     for config in ({"HEARTBEAT_GRACE": "abc"}, {"HEARTBEAT_GRACE": "-3"}):
-        with pytest.raises(FaultError, match="HEARTBEAT_GRACE=.* give the seconds without a heartbeat"):
+        with pytest.raises(FaultError, match=r"HEARTBEAT_GRACE=.* give the seconds without a heartbeat"):
             block_jwks_egress(netpair.url(), target=netpair.target, duration_seconds=30, verify_timeout_seconds=0.5,
                               heartbeat_file=str(tmp_path / "hb"), configuration=config)
     assert netpair.rules() == [] and not list(state_dir.glob("*.json"))

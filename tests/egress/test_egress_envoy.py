@@ -197,7 +197,7 @@ def test_watchdog_clears_the_keys_at_the_deadline_after_the_applier_is_sigkilled
 
 def test_no_admin_layer_is_refused_with_instructions(tmp_path, state_dir):
     with real_envoy(tmp_path / "envoy", admin_layer=False) as proxy:
-        with pytest.raises(FaultError, match="no admin runtime layer.*admin_layer"):
+        with pytest.raises(FaultError, match=r"no admin runtime layer.*admin_layer"):
             block(proxy, "reject")
         assert chaosext_keys(proxy) == {}
         assert fetch(proxy.jwks_url)[0] == 200

@@ -111,9 +111,9 @@ def running_gateway(tmp_path: Path, async_fetch: bool = False, jwt_cache_size: i
                         [AUDIENCE], cache_duration_s=CACHE, async_fetch=async_fetch, fetch_timeout_s=1.0,
                         jwt_cache_size=jwt_cache_size)
         path = write_bootstrap(tmp_path / "envoy.json", config)
-        log = open(tmp_path / "envoy.log", "wb")
-        proc = subprocess.Popen(envoy_argv(binary, path), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        with open(tmp_path / "envoy.log", "wb") as log:  # Envoy keeps its own copy of the descriptor
+            proc = subprocess.Popen(envoy_argv(binary, path), stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         admin = f"http://127.0.0.1:{admin_port}"
 
         def live() -> bool:

@@ -84,7 +84,7 @@ def test_is_lab_target_accepts_only_a_loopback_envoy_admin():
 def test_a_missing_envoy_binary_is_refused_before_anything_starts(tmp_path):
     cfg = LabConfig(state_dir=str(tmp_path / "lab"), egress="envoy", envoy_bin=str(tmp_path / "no-envoy"),
                     no_prometheus=True)
-    with pytest.raises(LabError, match="no-envoy not found.*requirements-tools.txt"):
+    with pytest.raises(LabError, match=r"no-envoy not found.*requirements-tools\.txt"):
         supervisor.up(cfg, echo=lambda _: None)
     assert supervisor.find_lab_processes(cfg.state_dir) == []
 

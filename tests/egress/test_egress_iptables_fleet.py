@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from egress_util import wait_for
@@ -107,7 +108,7 @@ def test_a_target_that_fails_midway_is_named_and_every_other_target_is_left_clea
     assert four.all_rules() == {}
     assert not any(_blocked(four, c) for c in four.clients if c != victim)
     assert not list(state_dir.glob("*.json"))
-    assert not [p for p in watchdog.find() if four.prefix.encode() in open(f"/proc/{p}/cmdline", "rb").read()]
+    assert not [p for p in watchdog.find() if four.prefix.encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
 @pytest.mark.netns
@@ -279,7 +280,7 @@ def test_restore_all_cleans_every_target_of_a_glob_without_records(four, state_d
 
 
 @pytest.mark.contract
-def test_k8s_pod_selector_resolves_to_every_running_pod_and_the_dry_run_shows_each(kube, state_dir):
+def test_k8s_pod_selector_resolves_to_every_running_pod_and_the_dry_run_shows_each(kube, state_dir):  # noqa: F811
     fake, api = kube
     for i in range(60):
         fake.add("/api/v1/namespaces/tenancy/pods", _pod(f"policy-{i}", phase="Pending" if i % 20 == 19 else

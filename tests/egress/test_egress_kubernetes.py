@@ -149,7 +149,7 @@ def test_networkpolicy_409_means_already_applied_and_404_delete_is_tolerated(kub
 def test_networkpolicy_403_is_a_clear_error_and_leaves_no_record(kube, state_dir):
     fake, api = kube
     fake.forced[("POST", NP)] = (403, status(403, "Forbidden", "networkpolicies is forbidden"))
-    with pytest.raises(FaultError, match="forbidden.*RBAC"):
+    with pytest.raises(FaultError, match=r"forbidden.*RBAC"):
         _np(api)
     assert not state_dir.exists() or not list(state_dir.glob("*.json"))
 
@@ -198,7 +198,7 @@ def test_istio_drop_is_a_delay_as_long_as_the_outage(kube, state_dir):
     fake, api = kube
     block_jwks_egress("http://authority:8440/jwks", via="istio", target="tenancy/", mode="drop",
                       duration_seconds=45, use_watchdog=False, kube_api_url=api)
-    http = [r for r in fake.requests if r[0] == "POST"][0][2]["spec"]["http"][0]
+    http = next(r for r in fake.requests if r[0] == "POST")[2]["spec"]["http"][0]
     assert http["fault"]["delay"]["fixedDelay"] == "45s" and "sourceLabels" not in http["match"][0]
 
 

@@ -25,7 +25,8 @@ trap '{SCRIPT} restore --all >/dev/null 2>&1; kill $SRV' EXIT
 for i in $(seq 50); do [ -s "$STATE.port" ] && break; sleep 0.1; done
 PORT=$(cat "$STATE.port")
 export JWKS_URL="http://127.0.0.2:$PORT/.well-known/jwks.json"
-probe() {{ "$PYTHON" -c "from chaosext.egress.probes import jwks_reachable as j; import os; r=j(os.environ['JWKS_URL'], timeout_seconds=0.5); print('PROBE', r['reachable'], r['error'])"; }}
+probe() {{ "$PYTHON" -c "from chaosext.egress.probes import jwks_reachable as j; import os
+r=j(os.environ['JWKS_URL'], timeout_seconds=0.5); print('PROBE', r['reachable'], r['error'])"; }}
 """
 
 
@@ -56,7 +57,7 @@ probe
 {SCRIPT} block --duration 0 2>&1 | tail -1
 """, tmp_path)
     lines = r.stdout.splitlines()
-    assert [l for l in lines if l.startswith("PROBE")] == ["PROBE True ", "PROBE False refused", "PROBE True "], r
+    assert [x for x in lines if x.startswith("PROBE")] == ["PROBE True ", "PROBE False refused", "PROBE True "], r
     assert "STATUS-RC 3" in lines and "RESTORE-RC 0" in lines and "STATUS-RC 0" in lines
     assert "BLOCK-FAILED" not in r.stdout
     assert "must be > 0" in r.stdout
@@ -76,5 +77,5 @@ probe
 """, tmp_path)
     lines = r.stdout.splitlines()
     assert "RUN-RC 0" in lines, r
-    assert [l for l in lines if l.startswith("PROBE")] == ["PROBE True ", "PROBE False refused", "PROBE True "], r
+    assert [x for x in lines if x.startswith("PROBE")] == ["PROBE True ", "PROBE False refused", "PROBE True "], r
     assert "TERM-RC 130" in lines and "STATUS-RC 0" in lines

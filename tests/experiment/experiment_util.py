@@ -169,7 +169,7 @@ class ExperimentRunner:
         except subprocess.TimeoutExpired:
             proc.kill()
             output, _ = proc.communicate()
-            raise AssertionError(f"chaos run did not finish in {timeout}s:\n{output[-3000:]}")
+            raise AssertionError(f"chaos run did not finish in {timeout}s:\n{output[-3000:]}") from None
         journal_path = Path(env["_WORK"]) / "journal.json"
         journal = json.loads(journal_path.read_text()) if journal_path.exists() else {}
         v = subprocess.run([sys.executable, "-m", "chaosext.cli", "verdict", "--wide", str(journal_path)]

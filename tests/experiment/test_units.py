@@ -220,7 +220,8 @@ def test_audit_probe_judges_each_stale_service(stub, tmp_path: Path, monkeypatch
     """After an outage in which policy and vuln served stale keys, only vuln's auth.degraded is in Loki."""
     now = time.time()
     s = stub(lambda m, p, q, b: (200, {"status": "success", "data": {"resultType": "streams", "result": [
-        {"stream": {"service_name": "vuln"}, "values": [[str(int(now * 1e9)), _line("vuln", "auth.degraded", now)]]}]}}))
+        {"stream": {"service_name": "vuln"},
+         "values": [[str(int(now * 1e9)), _line("vuln", "auth.degraded", now)]]}]}}))
     monkeypatch.setitem(audit_probes.PIPELINE_WAIT_SECONDS, "loki", 0.0)
     closed = stub(lambda m, p, q, b: (503, {}))  # Prometheus down: the watch observations alone decide
     conf = {"chaosext_lab_dir": "/nonexistent", "chaosext_run_dir": str(tmp_path / "run"),

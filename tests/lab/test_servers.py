@@ -483,7 +483,7 @@ def test_port_in_use_is_a_clear_error(own_lab):
     assert proc.returncode == 1 and "in use" in proc.stderr and str(port) in proc.stderr
 
 
-# ---- the default fault mode, DROP, in a network namespace this test creates ------------------------------------
+# ---- the default fault mode, DROP, in a network namespace this test creates -----------------------------------------
 def _drop_scenario(tmp: Path) -> dict:
     """Runs inside ``unshare -rn``: JWKS packets dropped by iptables -> stale keys, requests still served."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)

@@ -1,9 +1,9 @@
 """A stand-in tenant service for the load tests that do not need the lab (real aiohttp process on loopback).
 
 Answers OIDC discovery and the client-credentials ``POST /token`` like the Authority (client ``fake-client`` /
-``fake-secret`` by HTTP Basic or in the form; anything else is 401 invalid_client), and every other path like a tenant service that insists on a bearer
-token and the tenant header (401 without them). ``GET /stats`` returns what it saw. Run:
-``python3 fake_service.py [--header X-StellaOps-Tenant] [--delay 0]``; it prints its port on the first line.
+``fake-secret`` by HTTP Basic or in the form; anything else is 401 invalid_client), and every other path like a tenant
+service that insists on a bearer token and the tenant header (401 without them). ``GET /stats`` returns what it saw.
+Run: ``python3 fake_service.py [--header X-StellaOps-Tenant] [--delay 0]``; it prints its port on the first line.
 """
 import argparse
 import asyncio

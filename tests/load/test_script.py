@@ -99,7 +99,7 @@ def test_tokens_file_replaces_the_authority(tmp_path: Path, fake_service: int) -
     url = f"http://127.0.0.1:{fake_service}"
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"a1": "tok-a1", "a2": "tok-a2"}))
-    code, summary = run_script(tmp_path, "K6_RATE=20", "LOAD_DURATION=2s", "TENANTS=a1,a2", f"TOKENS_FILE={tokens}",
+    code, _summary = run_script(tmp_path, "K6_RATE=20", "LOAD_DURATION=2s", "TENANTS=a1,a2", f"TOKENS_FILE={tokens}",
                                f"SERVICE_URLS=policy={url}", "AUTHORITY_URL=http://127.0.0.1:9")
     seen = requests.get(f"{url}/stats", timeout=5).json()
     assert code == 0
@@ -136,7 +136,7 @@ def test_tokens_come_from_the_client_credentials_grant_with_either_client_auth(t
 
 def test_a_wrong_client_secret_stops_setup_with_the_idps_error(tmp_path: Path, fake_service: int) -> None:
     url = f"http://127.0.0.1:{fake_service}"
-    code, out = run_script(tmp_path, "K6_RATE=20", "LOAD_DURATION=2s", f"SERVICE_URLS=policy={url}",
+    code, _out = run_script(tmp_path, "K6_RATE=20", "LOAD_DURATION=2s", f"SERVICE_URLS=policy={url}",
                            f"AUTHORITY_URL={url}", secret_env={**CLIENT_ENV, "TOKEN_CLIENT_SECRET": "wrong"})
     assert code == 107
     seen = requests.get(f"{url}/stats", timeout=5).json()

@@ -100,7 +100,7 @@ def _dropped_or_changed(a: Any, b: Any, path: str = "") -> list[str]:
     if isinstance(a, list):
         if not isinstance(b, list) or len(a) != len(b):
             return [f"{path}: list changed"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _dropped_or_changed(x, y, f"{path}[{i}]")]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _dropped_or_changed(x, y, f"{path}[{i}]")]
     return [] if a == b else [f"{path}: {a!r} -> {b!r}"]
 
 
@@ -119,7 +119,7 @@ def test_dashboard_loads_as_a_typed_grafana_dashboard() -> None:
     dash = Dashboard.from_json(shipped)
     assert dash.uid == raw["uid"] and dash.title == raw["title"]
     option_types = {"timeseries": timeseries.Options, "state-timeline": statetimeline.Options}
-    for typed, panel in zip(dash.panels, raw["panels"]):
+    for typed, panel in zip(dash.panels, raw["panels"], strict=True):
         if panel["type"] == "row":
             assert isinstance(typed, RowPanel), panel["title"]
             continue

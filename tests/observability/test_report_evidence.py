@@ -44,7 +44,8 @@ def _journal(tmp_path: Path, start: float, end: float, outputs: list[dict[str, A
             for i, out in enumerate(outputs)]}},
         "run": [{"activity": {"name": "block-jwks-egress", "type": "action",
                               "provider": {"type": "python", "func": "block_jwks_egress"}},
-                 "output": {"duration_seconds": 4}, "status": "succeeded", "start": iso(start + 4), "end": iso(start + 4)}],
+                 "output": {"duration_seconds": 4}, "status": "succeeded", "start": iso(start + 4),
+                 "end": iso(start + 4)}],
         "rollbacks": [],
     }
     path = tmp_path / "journal.json"
@@ -76,7 +77,8 @@ def test_saved_evidence_draws_the_run_after_prometheus_is_gone(lab: dict[str, An
             time.sleep(1)
     t3 = time.time()
     thirds = (t3 - t0) / 3
-    windows = {"baseline": (t0, t0 + thirds), "outage": (t0 + thirds, t0 + 2 * thirds), "recovery": (t0 + 2 * thirds, t3)}
+    windows = {"baseline": (t0, t0 + thirds), "outage": (t0 + thirds, t0 + 2 * thirds),
+               "recovery": (t0 + 2 * thirds, t3)}
     saved = collect.save_evidence(lab["prometheus_url"], windows, str(tmp_path / "run"))
 
     assert saved["ok"] is True and saved["error"] == "", saved

@@ -104,7 +104,8 @@ def apply_filelog_operators(line: str, operators: list[dict[str, Any]]) -> dict[
             except ValueError:
                 if op.get("on_error", "send").startswith("drop"):
                     return None
-                raise AssertionError(f"the json_parser passes a non-JSON line on ({op.get('on_error')}): {line!r}")
+                raise AssertionError(f"the json_parser passes a non-JSON line on ({op.get('on_error')}): {line!r}") \
+                    from None
             rec["attributes"].update(parsed)
             ts = op.get("timestamp")
             if ts:
@@ -166,7 +167,8 @@ def test_collector_pipeline_wires_the_audit_receiver_to_loki_and_clickhouse() ->
 
 def test_collector_reads_lines_present_at_first_start_and_resumes_from_saved_offsets() -> None:
     """start_at: end would lose every audit event written before the collector's first start; start_at: beginning
-    without stored offsets would re-send the whole file after each restart. Both together: nothing lost, nothing twice."""
+    without stored offsets would re-send the whole file after each restart. Both together: nothing lost, nothing
+    twice."""
     doc = _collector()
     receiver = doc["receivers"]["filelog/audit"]
     assert receiver["start_at"] == "beginning"
@@ -189,7 +191,8 @@ def test_collector_drops_non_json_lines_quietly_and_keeps_the_good_ones(tmp_path
     parser = next(op for op in operators if op["type"] == "json_parser")
     assert parser["on_error"] == "drop_quiet"  # dropped, logged at debug level: no error line per bad line
     good = _audit_lines(tmp_path)
-    out = [apply_filelog_operators(line, operators) for line in [good[0], "panic: stray debug print", '{"trunc', good[1]]]
+    out = [apply_filelog_operators(line, operators)
+           for line in [good[0], "panic: stray debug print", '{"trunc', good[1]]]
     assert out[1] is None and out[2] is None
     assert out[0] is not None and out[3] is not None and out[0]["attributes"]["action"] == "auth.degraded"
 

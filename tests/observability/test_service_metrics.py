@@ -58,8 +58,9 @@ def test_tenant_auth_failures_count_only_verified_tokens_with_rejected_claims(la
     short = token(lab, TENANT, ttl=1)
     time.sleep(2.2)
     assert _status(base, short) == 401
-    found = {(lbl["tenant"], lbl["service"], lbl["reason"]): v for lbl, v in _samples(base, "tenant_auth_failures_total")
-             if lbl["tenant"] == TENANT}  # the session lab is shared: other tests' tenants may have failures too
+    # the session lab is shared: other tests' tenants may have failures too
+    found = {(lbl["tenant"], lbl["service"], lbl["reason"]): v
+             for lbl, v in _samples(base, "tenant_auth_failures_total") if lbl["tenant"] == TENANT}
     assert found == {(TENANT, "policy", "bad_audience"): 1.0, (TENANT, "policy", "expired"): 1.0}
 
 

@@ -119,7 +119,7 @@ def test_doctor_fails_without_k6_and_names_the_fix(netns: str, ns_lab: dict[str,
     proc = in_ns(netns, [sys.executable, "-m", "chaosext.cli", "doctor", "--state-dir", ns_lab["state_dir"]],
                  env=env, timeout=60)
     assert proc.returncode == 1, proc.stdout
-    line = next(l for l in proc.stdout.splitlines() if " k6 " in f" {l} ")
+    line = next(x for x in proc.stdout.splitlines() if " k6 " in f" {x} ")
     assert line.startswith("MISSING")
     assert "fix:" in proc.stdout and "K6_BIN" in proc.stdout
     assert "required check(s) missing" in proc.stdout
@@ -131,10 +131,10 @@ def test_doctor_fails_on_a_dead_prometheus(netns: str, ns_lab: dict[str, Any], u
     dead = f"http://127.0.0.1:{unused_port}"
     proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], env={"PROMETHEUS_URL": dead})
     assert proc.returncode == 1
-    prom = [l for l in proc.stdout.splitlines() if l.startswith("MISSING") and "prometheus" in l]
+    prom = [x for x in proc.stdout.splitlines() if x.startswith("MISSING") and "prometheus" in x]
     assert prom and dead in prom[0] and "(env)" in prom[0]
     assert "PROMETHEUS_URL" in proc.stdout.split(prom[0], 1)[1].splitlines()[1]  # the fix line under it
-    assert any(l.startswith("ok") and "alertmanager" in l for l in proc.stdout.splitlines())
+    assert any(x.startswith("ok") and "alertmanager" in x for x in proc.stdout.splitlines())
 
 
 @pytest.mark.netns
@@ -195,7 +195,8 @@ def _bootstrap_dump(layers: list[dict[str, Any]]) -> dict[str, Any]:
     ]}
 
 
-# check_envoy against a real Envoy 1.40.0 (with and without admin layer / fault filter): tests/egress/test_egress_envoy.py
+# check_envoy against a real Envoy 1.40.0 (with and without admin layer / fault filter):
+# tests/egress/test_egress_envoy.py
 
 
 @pytest.mark.contract

@@ -110,7 +110,7 @@ def test_no_secret_reaches_a_command_line(job_name: str) -> None:
         run = step.get("run", "")
         assert "secrets." not in run and "inputs." not in run, f"expression expanded into a script: {run}"
         for name in bound | _secret_bound(step.get("env", {})):
-            for line in (l for l in run.splitlines() if f"${name}" in l or f"${{{name}}}" in l):
+            for line in (x for x in run.splitlines() if f"${name}" in x or f"${{{name}}}" in x):
                 builtin = (rf"""\bprintf '%s\\n' "\${name}" > "[^"]+"\)$""", rf'^if \[ -n "\${name}" \]; then$')
                 assert any(re.search(b, line.strip()) for b in builtin), line
     if job_name == "gameday":
@@ -118,7 +118,7 @@ def test_no_secret_reaches_a_command_line(job_name: str) -> None:
 
 
 def test_third_party_actions_are_pinned_by_commit_sha() -> None:
-    lines = [l.strip() for l in WORKFLOW.read_text().splitlines() if l.strip().startswith(("uses:", "- uses:"))]
+    lines = [x.strip() for x in WORKFLOW.read_text().splitlines() if x.strip().startswith(("uses:", "- uses:"))]
     assert len(lines) >= 4
     for line in lines:
         assert re.fullmatch(r"(- )?uses: [\w.-]+/[\w./-]+@[0-9a-f]{40}\s+# v\d+(\.\d+)*", line), \

@@ -28,7 +28,8 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_key_is_normalised_to_target_and_jwks_host_port() -> None:
     a = lock.lock_key("iptables", "netns:a", "http://Auth.Example:80/.well-known/jwks.json")
-    assert a == lock.lock_key("iptables", " netns:a ", "http://auth.example/other") == "iptables|netns:a|auth.example:80"
+    assert a == lock.lock_key("iptables", " netns:a ", "http://auth.example/other") \
+        == "iptables|netns:a|auth.example:80"
     assert a != lock.lock_key("iptables", "netns:b", "http://auth.example/x")
     assert a != lock.lock_key("iptables", "netns:a", "https://auth.example/x")  # port 443
     assert lock.lock_key("iptables", "local", "http://[fd00::2]:8440/j") == "iptables|local|[fd00::2]:8440"

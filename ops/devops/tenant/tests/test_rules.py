@@ -1,4 +1,5 @@
-"""Run the Debian promtool over the shipped tenancy rules: `check rules` must be clean, every `test rules` file must pass.
+"""Run the Debian promtool over the shipped tenancy rules: `check rules` must be clean, every `test rules` file must
+pass.
 
 Also checks the rule files' own contract (alert names, labels, annotations, absolute runbook URLs from one base whose
 anchors exist in docs/runbook.md, every recording rule used by an alert or a dashboard panel) and generates promtool
