@@ -116,7 +116,7 @@ def _heartbeat_settings(heartbeat_file: str, grace_seconds: Any, configuration: 
     return heartbeat, grace
 
 
-# Not wrapped by @activity yet: chaosext.egress.cli calls it and catches FaultError (ActivityFailed would escape it).
+@activity
 def block_jwks_egress(
     jwks_url: str = "",
     via: str = "iptables",

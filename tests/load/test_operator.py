@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from chaoslib.exceptions import ActivityFailed
 from jsonstub import JsonStub
 
 from chaosext.load import operator
@@ -100,7 +101,7 @@ def test_submit_creates_configmap_and_testrun_then_status_and_delete(kube: dict)
     assert all(auth == "Bearer t0ken" for _, _, auth in FakeApi.log)
 
     assert k6_testrun_status(name="load", namespace="perf", secrets=kube)["stage"] == "started"
-    with pytest.raises(RuntimeError, match="exists already"):
+    with pytest.raises(ActivityFailed, match="exists already"):
         start_k6_testrun(name="load", namespace="perf", secrets=kube)  # configmap replaced, TestRun refused
     assert ("PUT", "/api/v1/namespaces/perf/configmaps/k6-tenant-load", "Bearer t0ken") in FakeApi.log
 
@@ -112,5 +113,5 @@ def test_submit_creates_configmap_and_testrun_then_status_and_delete(kube: dict)
 
 def test_missing_operator_crd_is_reported_with_the_fix(kube: dict) -> None:
     FakeApi.crd_installed = False
-    with pytest.raises(RuntimeError, match="k6-operator installed"):
+    with pytest.raises(ActivityFailed, match="k6-operator installed"):
         start_k6_testrun(name="load", namespace="perf", create_configmap=False, secrets=kube)

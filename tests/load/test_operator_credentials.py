@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chaoslib.exceptions import ActivityFailed
 from kubernetes.config import kube_config
 from kubestub import KubeStub, status
 
@@ -102,7 +103,7 @@ def test_per_tenant_clients_and_a_rerun_replace_the_secret(stub: KubeStub) -> No
 def test_a_refused_testrun_leaves_no_credentials_behind(stub: KubeStub) -> None:
     stub.forced[("POST", TESTRUNS)] = (404, status(404, "NotFound", "the server could not find the requested "
                                                                      "resource"))
-    with pytest.raises(RuntimeError, match="k6-operator installed"):
+    with pytest.raises(ActivityFailed, match="k6-operator installed"):
         start_k6_testrun(name="load", namespace="perf", configuration=configuration(),
                          secrets=chaosext_secrets(stub))
     assert stub.objects[SECRETS] == {}
