@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import click
-from chaoslib.exceptions import ActivityFailed
 
 from chaosext.core.names import FAULT_MODES
 from chaosext.core.settings import setting
@@ -157,7 +156,7 @@ def block_cmd(**kw: Any) -> None:
     """Block the JWKS endpoint from the target until restored or the deadline passes."""
     try:
         out = _block(**kw)
-    except (FaultError, ActivityFailed) as exc:  # the action reports a FaultError as ActivityFailed
+    except FaultError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(out, indent=1))
 
@@ -218,7 +217,7 @@ def run_cmd(**kw: Any) -> None:
         pulse = Heartbeat(kw["heartbeat"]).start()  # dies with this process: the watchdog then lifts the fault
     try:
         out = _block(**kw)
-    except (FaultError, ActivityFailed) as exc:  # the action reports a FaultError as ActivityFailed
+    except FaultError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(out, indent=1))
     if kw["dry_run"]:
