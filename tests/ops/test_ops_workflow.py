@@ -87,8 +87,11 @@ def test_real_environment_job_carries_the_approval_and_the_secrets() -> None:
     job = _workflow()["jobs"]["gameday"]
     env = job["env"]
     assert env["CHAOSEXT_APPROVE"] == "${{ vars.CHAOSEXT_APPROVE }}"
-    for name in ("TOKEN_CLIENT_ID", "TOKEN_CLIENT_SECRET", "PROMETHEUS_BEARER_TOKEN", "ALERTMANAGER_BEARER_TOKEN"):
+    for name in ("TOKEN_CLIENT_ID", "TOKEN_CLIENT_SECRET", "PROMETHEUS_BEARER_TOKEN", "ALERTMANAGER_BEARER_TOKEN",
+                 "KUBERNETES_API_KEY"):
         assert env[name] == f"${{{{ secrets.{name} }}}}", name
+    # a cluster without a kubeconfig: chaostoolkit-kubernetes' host + token, with the server's certificate checked
+    assert env["KUBERNETES_HOST"] == "${{ vars.KUBERNETES_HOST }}" and env["KUBERNETES_VERIFY_SSL"]
     for name in ("JWKS_URL", "AUTHORITY_URL", "SERVICE_URLS", "PROMETHEUS_URL", "ALERTMANAGER_URL", "AUDIT_SOURCE"):
         assert env[name] == f"${{{{ vars.{name} }}}}", name
     kube = next(s for s in job["steps"] if "KUBECONFIG" in str(s.get("env", {})))
