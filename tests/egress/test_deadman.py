@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from egress_util import wait_for
 
 from chaosext.core import limits
 from chaosext.core.errors import ConfigError
@@ -21,6 +20,7 @@ from chaosext.egress.actions import block_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6
+from tests.egress.egress_util import wait_for
 
 GRACE = 3.0
 FAKE = Path(__file__).resolve().parents[1] / "load" / "fake_service.py"
@@ -86,6 +86,7 @@ def test_deadline_margin_is_small_next_to_the_outage_and_checked_against_the_cap
             limits.check_deadline(bad)
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 @pytest.mark.slow
 def test_a_stopped_heartbeat_lifts_the_fault_and_stops_only_that_runs_k6(netpair, state_dir, k6_dir, tmp_path):
@@ -116,6 +117,7 @@ def test_a_stopped_heartbeat_lifts_the_fault_and_stops_only_that_runs_k6(netpair
         pulse.stop(remove=True)
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 @pytest.mark.slow
 def test_sigkill_of_the_holder_lifts_the_fault_within_grace(netpair, state_dir, tmp_path):
@@ -143,6 +145,7 @@ def test_sigkill_of_the_holder_lifts_the_fault_within_grace(netpair, state_dir, 
             holder.wait(10)
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 @pytest.mark.slow
 def test_the_deadline_lifts_the_fault_of_a_live_run_and_leaves_its_k6(netpair, state_dir, k6_dir, tmp_path):
@@ -163,6 +166,7 @@ def test_the_deadline_lifts_the_fault_of_a_live_run_and_leaves_its_k6(netpair, s
         pulse.stop(remove=True)
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 def test_a_bad_heartbeat_grace_is_refused_before_any_rule_exists(netpair, state_dir, tmp_path):
     for config in ({"HEARTBEAT_GRACE": "abc"}, {"HEARTBEAT_GRACE": "-3"}):

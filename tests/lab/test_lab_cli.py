@@ -17,7 +17,7 @@ import requests
 from chaosext.lab.supervisor import find_lab_processes
 from chaosext.lab.testing import free_ports, lab_up_argv, running_lab
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
 RESOURCE = {"policy": "policies", "vuln": "findings", "notify": "notifications"}
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jsonstub import JsonStub
 
 from chaosext.audit import probes as audit_probes
 from chaosext.audit import schema
@@ -28,6 +27,7 @@ from chaosext.core.config import load_config, validate
 from chaosext.core.runfile import new_run, update_run
 from chaosext.metrics import prom
 from chaosext.safety.controls import approval_problem
+from tests.jsonstub import JsonStub
 
 pytestmark = [pytest.mark.contract]
 
