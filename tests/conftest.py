@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from chaosext.lab.testing import running_lab
+from tests.jsonstub import Handler, JsonStub
 
 #: markers that imply ``e2e`` (what they mark starts processes or namespaces)
 E2E_MARKERS = ("lab", "netns", "slow")
@@ -112,3 +113,11 @@ def unused_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@pytest.fixture
+def stub() -> Iterator[Callable[[Handler], JsonStub]]:
+    """``stub(handler) -> JsonStub`` (tests/jsonstub.py: a loopback HTTP server answering canned JSON); every stub is
+    stopped after the test, and an assertion that failed inside a handler fails the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda handler: stack.enter_context(JsonStub(handler))
