@@ -5,10 +5,11 @@ Labs: ``lab`` (one lab for the session, default settings, free ports: do not sto
 it with one that starts the lab in the test's network namespace), ``ns_lab`` (a lab inside ``module_netns``, a network
 namespace the module creates). See ``chaosext.lab.testing.running_lab``.
 
-Markers (registered in pyproject.toml, strict): a test that starts a lab, k6, Envoy, Prometheus/Alertmanager, Chromium
-or a network namespace is marked ``e2e`` (besides ``lab``/``netns``/``slow`` where they apply), so that
-``pytest -m "not e2e"`` is the quick developer run. A test that uses one of :data:`E2E_FIXTURES`, or is marked
-``lab``/``netns``/``slow``, without ``e2e`` fails at once, before any of its fixtures starts anything.
+Markers (registered in pyproject.toml, strict): a test that starts a lab, k6, Envoy, Prometheus/Alertmanager,
+Chromium, a network namespace or Chaos Toolkit itself (``chaos run``/``chaos discover``) is marked ``e2e`` (besides
+``lab``/``netns``/``slow`` where they apply), so that ``pytest -m "not e2e"`` is the quick developer run. A test that
+uses one of :data:`E2E_FIXTURES`, or is marked ``lab``/``netns``/``slow``, without ``e2e`` fails at once, before any
+of its fixtures starts anything.
 """
 from __future__ import annotations
 

@@ -6,6 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e
+
 
 def test_chaos_discover_lists_the_experiment_probes_with_types(tmp_path: Path) -> None:
     out = tmp_path / "discovery.json"

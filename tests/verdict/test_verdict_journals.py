@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e
+
 
 def _chaos(tmp: Path, experiment: dict) -> tuple[int, Path]:
     path = tmp / "exp.json"
