@@ -9,8 +9,8 @@
     stub.requests                                      # every request, in order (see Request / record=)
 
 An exception in the handler (e.g. a failed assert) answers 500 and is raised again when the stub is closed, so
-it fails the test instead of vanishing in the server thread. Importable from every test folder as ``jsonstub``:
-``tests/`` has no ``__init__.py``, so pytest puts it on sys.path for ``tests/conftest.py``.
+it fails the test instead of vanishing in the server thread. Import it as ``from tests.jsonstub import JsonStub``
+(``tests/`` and every folder in it are packages; pytest puts the checkout on sys.path).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class Request(NamedTuple):
     headers: Message
 
 
-Handler = Callable[[str, str, dict[str, str], Any], tuple]
+Handler = Callable[[str, str, dict[str, str], Any], tuple[Any, ...]]
 
 
 class JsonStub:
@@ -74,7 +74,8 @@ class JsonStub:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for the serve loop's next poll: a short interval keeps each test's teardown short
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
 
     def close(self) -> None:

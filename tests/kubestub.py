@@ -19,7 +19,7 @@ import copy
 import uuid
 from typing import Any, NamedTuple
 
-from jsonstub import JsonStub, Request
+from tests.jsonstub import JsonStub, Request
 
 
 class Seen(NamedTuple):

@@ -2,11 +2,10 @@
 ``/api/v1/query`` response shape (the real Prometheus path is covered end to end in tests/experiment)."""
 from __future__ import annotations
 
-from jsonstub import JsonStub
-
 from chaosext.auth.probes import unverified_accepts
 from chaosext.core.config import load_config, validate
 from chaosext.safety.controls import check_configuration
+from tests.jsonstub import JsonStub
 
 SEL = 'jwt_validations_total{result="valid",key_source="none"}'
 

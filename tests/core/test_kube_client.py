@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from kubernetes.config import kube_config
-from kubestub import KubeStub
 
 from chaosext.core import kube
+from tests.kubestub import KubeStub
 
 pytestmark = pytest.mark.contract
 

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from egress_util import HERE, NetPair, _sh, kill_watchdogs
+
+from tests.egress.egress_util import HERE, NetPair, _sh, kill_watchdogs
 
 
 @pytest.fixture

@@ -103,7 +103,7 @@ def fleet(n: int, prefix: str = "") -> Iterator[Fleet]:
     try:
         yield _create(prefix, n, procs)
     finally:
-        from egress_util import kill_watchdogs
+        from tests.egress.egress_util import kill_watchdogs
 
         kill_watchdogs(prefix)
         for p in procs:

@@ -1,5 +1,6 @@
 """The dead-man switch: the watchdog lifts a real iptables fault (client/server network namespaces, see conftest.py)
-and stops the run's k6 once the run's heartbeat stops, and at the deadline at the latest; the deadline margin."""
+and stops the run's k6 once the run's heartbeat stops, and at the deadline at the latest (the deadline's arithmetic:
+tests/core/test_limits.py)."""
 from __future__ import annotations
 
 import json
@@ -11,16 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from egress_util import wait_for
 
-from chaosext.core import limits
-from chaosext.core.errors import ConfigError
 from chaosext.core.heartbeat import Heartbeat
 from chaosext.egress import watchdog
 from chaosext.egress.actions import block_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6
+from tests.egress.egress_util import wait_for
 
 GRACE = 3.0
 FAKE = Path(__file__).resolve().parents[1] / "load" / "fake_service.py"
@@ -71,21 +70,7 @@ def k6_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         proc.wait(10)
 
 
-def test_deadline_margin_is_small_next_to_the_outage_and_checked_against_the_cap() -> None:
-    assert limits.deadline_seconds(20) == 35 and limits.deadline_seconds(120) == 135
-    assert limits.deadline_seconds(300) == 315 and limits.deadline_seconds(1000) == 1050
-    assert limits.check_deadline(3428) == 3600
-    with pytest.raises(ConfigError, match=r"OUTAGE_SECONDS=3590 .* deadline of 3770 s, above MAX_OUTAGE_SECONDS=3600; "
-                                         r"use OUTAGE_SECONDS=3428 or less, or raise MAX_OUTAGE_SECONDS to 3770"):
-        limits.check_deadline(3590)
-    with pytest.raises(ConfigError, match="OUTAGE_SECONDS=3500"):
-        limits.check_deadline(3500, 3600)
-    assert limits.check_deadline(3500, 3700) == 3675
-    for bad in (0, -5, "abc"):
-        with pytest.raises(ConfigError, match="OUTAGE_SECONDS"):
-            limits.check_deadline(bad)
-
-
+@pytest.mark.e2e
 @pytest.mark.netns
 @pytest.mark.slow
 def test_a_stopped_heartbeat_lifts_the_fault_and_stops_only_that_runs_k6(netpair, state_dir, k6_dir, tmp_path):
@@ -116,6 +101,7 @@ def test_a_stopped_heartbeat_lifts_the_fault_and_stops_only_that_runs_k6(netpair
         pulse.stop(remove=True)
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 @pytest.mark.slow
 def test_sigkill_of_the_holder_lifts_the_fault_within_grace(netpair, state_dir, tmp_path):
@@ -143,6 +129,7 @@ def test_sigkill_of_the_holder_lifts_the_fault_within_grace(netpair, state_dir, 
             holder.wait(10)
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 @pytest.mark.slow
 def test_the_deadline_lifts_the_fault_of_a_live_run_and_leaves_its_k6(netpair, state_dir, k6_dir, tmp_path):
@@ -163,6 +150,7 @@ def test_the_deadline_lifts_the_fault_of_a_live_run_and_leaves_its_k6(netpair, s
         pulse.stop(remove=True)
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 def test_a_bad_heartbeat_grace_is_refused_before_any_rule_exists(netpair, state_dir, tmp_path):
     for config in ({"HEARTBEAT_GRACE": "abc"}, {"HEARTBEAT_GRACE": "-3"}):

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from egress_util import kill_watchdogs, wait_for
-from envoy_util import RealEnvoy, docs_envoy_snippet, fetch, real_envoy
 
 from chaosext.doctor import check_envoy
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
@@ -26,6 +24,10 @@ from chaosext.egress.cli import restore
 from chaosext.egress.envoy import DEFAULT_PREFIX, EnvoyDriver
 from chaosext.egress.probes import egress_block_active
 from chaosext.lab.envoy import http_filters, layered_runtime
+from tests.egress.egress_util import kill_watchdogs, wait_for
+from tests.egress.envoy_util import RealEnvoy, docs_envoy_snippet, fetch, real_envoy
+
+pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 OPTS = {"envoy_stat_prefix": "jwks_egress"}

@@ -22,14 +22,16 @@ import jwt
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
-from egress_util import wait_for
-from envoy_util import require_envoy
 from jwt.algorithms import RSAAlgorithm
 
 from chaosext.egress.base import make_spec
 from chaosext.egress.envoy import EnvoyDriver
 from chaosext.lab.envoy import add_jwt_gateway, bootstrap, envoy_argv, write_bootstrap
 from chaosext.lab.testing import free_ports
+from tests.egress.egress_util import wait_for
+from tests.egress.envoy_util import require_envoy
+
+pytestmark = pytest.mark.e2e
 
 CACHE = 4  # jwt_authn cache_duration, seconds
 ISSUER, AUDIENCE = "http://authority.lab", "stellaops-api"

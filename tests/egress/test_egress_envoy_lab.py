@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from egress_util import kill_watchdogs, wait_for
-from envoy_util import require_envoy
 
 from chaosext.core.config import ExperimentConfig
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.lab import supervisor
 from chaosext.lab.supervisor import LabConfig, LabError
 from chaosext.lab.testing import running_lab
+from tests.egress.egress_util import kill_watchdogs, wait_for
+from tests.egress.envoy_util import require_envoy
 
-pytestmark = [pytest.mark.lab]
+pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
 
 @pytest.fixture(scope="module")

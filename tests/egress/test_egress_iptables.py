@@ -9,14 +9,14 @@ import subprocess
 import sys
 
 import pytest
-from egress_util import wait_for
 
 from chaosext.egress import watchdog
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.egress.probes import egress_block_active, jwks_reachable
+from tests.egress.egress_util import wait_for
 
-pytestmark = [pytest.mark.netns]
+pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
 FAST = {"verify_timeout_seconds": 0.5}
 

@@ -17,15 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from egress_util import wait_for
-from netfleet import Fleet, fleet
-from test_egress_kubernetes import _pod, kube  # noqa: F401 - the contract stub fixture
 
 from chaosext.egress import watchdog
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.egress.base import FaultError, FaultSpec, make_spec
 from chaosext.egress.iptables import IptablesDriver, runner_for
 from chaosext.egress.probes import jwks_reachable
+from tests.egress.egress_util import wait_for
+from tests.egress.netfleet import Fleet, fleet
+from tests.egress.test_egress_kubernetes import _pod, kube  # noqa: F401 - the contract stub fixture
 
 FAST = {"verify_timeout_seconds": 0.5}
 
@@ -42,6 +42,7 @@ def _blocked(f: Fleet, client: str) -> bool:
     return jwks_reachable(f.url, f"netns:{client}", 0.5)["error"] == "refused"
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 def test_a_list_blocks_exactly_its_targets_and_a_glob_blocks_every_match(four, state_dir):
     listed = four.clients[:3]
@@ -69,6 +70,7 @@ def test_a_list_blocks_exactly_its_targets_and_a_glob_blocks_every_match(four, s
     assert not any(_blocked(four, c) for c in four.clients)
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 def test_a_glob_that_matches_nothing_and_a_missing_list_item_are_refused_before_any_rule(four, state_dir):
     with pytest.raises(FaultError, match="no network namespace matches"):
@@ -95,6 +97,7 @@ def _vanish_once_the_others_are_blocked(monkeypatch, f: Fleet, victim: str) -> N
     monkeypatch.setattr(IptablesDriver, "_apply_one", apply_one)
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 def test_a_target_that_fails_midway_is_named_and_every_other_target_is_left_clean(four, state_dir, monkeypatch):
     victim = four.clients[2]
@@ -111,6 +114,7 @@ def test_a_target_that_fails_midway_is_named_and_every_other_target_is_left_clea
     assert not [p for p in watchdog.find() if four.prefix.encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 def test_a_target_that_vanishes_right_after_resolve_is_named_and_nothing_is_left(four, state_dir, monkeypatch):
     victim = four.clients[1]
@@ -181,6 +185,7 @@ def _partial_snapshots(f: Fleet, client: str, driver: IptablesDriver, spec: Faul
     return partial, full, empty
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 def test_no_partial_rule_set_is_ever_visible_in_a_target(four, state_dir):
     client = four.clients[0]
@@ -199,6 +204,7 @@ def test_no_partial_rule_set_is_ever_visible_in_a_target(four, state_dir):
     assert four.all_rules() == {}
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 @pytest.mark.parametrize("staged,wave", [(True, 128), (True, 3), (False, 0)],
                          ids=["staged-commit", "staged-in-waves-of-3", "one-by-one"])
@@ -232,6 +238,7 @@ def test_reapplying_the_same_run_is_a_no_op_and_a_damaged_rule_set_is_repaired_w
 # ---------------------------------------------------------------- every target of a run is undone
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 def test_the_watchdog_restores_every_target_of_a_sigkilled_run(four, state_dir):
     code = (
@@ -260,6 +267,7 @@ def test_the_watchdog_restores_every_target_of_a_sigkilled_run(four, state_dir):
             parent.kill()
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 def test_restore_all_cleans_every_target_of_a_glob_without_records(four, state_dir):
     out = block_jwks_egress(four.url, target=four.glob, mode="drop", duration_seconds=60, **FAST)

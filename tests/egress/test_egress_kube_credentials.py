@@ -13,15 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from egress_util import kill_watchdogs, wait_for
 from kubernetes.config import kube_config
-from kubestub import KubeStub
 
 from chaosext.core import kube
 from chaosext.egress import watchdog
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.egress.probes import egress_block_active
+from tests.egress.egress_util import kill_watchdogs, wait_for
+from tests.kubestub import KubeStub
 
 pytestmark = pytest.mark.contract
 

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from jsonstub import JsonStub
 
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.egress.kubernetes import PodRunner, pod_runners
 from chaosext.egress.probes import egress_block_active
+from tests.jsonstub import JsonStub
 
 pytestmark = [pytest.mark.contract]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.netns]
+pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "ops/devops/tenant/jwks-chaos.sh"

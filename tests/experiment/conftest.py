@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from experiment_util import ExperimentRunner, Netns, needs_root_iptables
 
 from chaosext.lab.testing import running_lab
+from tests.experiment.experiment_util import ExperimentRunner, Netns, needs_root_iptables
 
 
 @pytest.fixture

@@ -7,9 +7,11 @@ the verdict fails although Chaos Toolkit's exit code alone would not say why.
 from __future__ import annotations
 
 import pytest
-from experiment_util import ExperimentRunner, iptables_rules
 
 from chaosext.lab.testing import free_ports
+from tests.experiment.experiment_util import ExperimentRunner, iptables_rules
+
+pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
 
 def _urls() -> dict[str, str]:

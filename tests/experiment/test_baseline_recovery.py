@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from experiment_util import ExperimentRunner, Outcome, iptables_rules, wait_for
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.netns]
+from tests.experiment.experiment_util import ExperimentRunner, Outcome, iptables_rules, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.slow, pytest.mark.netns]
 
 
 class RulePoller:

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubestub import KubeStub
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "egress"))
-from envoy_util import RealEnvoy, real_envoy
+from tests.egress.envoy_util import RealEnvoy, real_envoy
+from tests.kubestub import KubeStub
 
-pytestmark = pytest.mark.contract
+pytestmark = [pytest.mark.contract, pytest.mark.e2e]  # real `chaos run` processes, a real Envoy
 
 REPO = Path(__file__).resolve().parents[2]
 CHAOS = str(Path(sys.executable).parent / "chaos")

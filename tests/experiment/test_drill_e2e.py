@@ -5,9 +5,10 @@ fails auth-expired-audited."""
 from __future__ import annotations
 
 import pytest
-from experiment_util import DRILL, ExperimentRunner
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+from tests.experiment.experiment_util import DRILL, ExperimentRunner
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.slow]
 
 #: two tenants at 150 req/s: every tenant/service pair clears the error-rate alert's guard (>= 100 requests an hour)
 DRILL_ENV = {"OUTAGE_SECONDS": "18", "TENANTS": "t01,t02", "K6_RATE": "150"}

@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from experiment_util import ExperimentRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "egress"))
-from envoy_util import require_envoy
+from tests.egress.envoy_util import require_envoy
+from tests.experiment.experiment_util import ExperimentRunner
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.netns]
+pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.slow, pytest.mark.netns]
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from experiment_util import ExperimentRunner, wait_for
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+from tests.experiment.experiment_util import ExperimentRunner, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.slow]
 
 
 def _failing_checks(outcome) -> set[str]:

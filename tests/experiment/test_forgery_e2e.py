@@ -9,9 +9,10 @@ already catches it and nothing is injected: verdict NOT RUN (short runs, no outa
 from __future__ import annotations
 
 import pytest
-from experiment_util import ExperimentRunner
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+from tests.experiment.experiment_util import ExperimentRunner
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.slow]
 
 
 def _before_probe(outcome, name: str) -> dict:

@@ -42,6 +42,7 @@ def test_env_and_literal_secrets_reach_the_token_and_backend_settings(monkeypatc
         assert backends.auth_for("prometheus", {}, given).headers["Authorization"] == "Bearer from-the-env-fallback"
 
 
+@pytest.mark.e2e
 @pytest.mark.lab
 @pytest.mark.slow
 def test_a_run_with_client_credentials_from_the_environment_leaves_no_token_or_secret_behind(

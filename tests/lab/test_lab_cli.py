@@ -18,7 +18,7 @@ from chaosext.core.procs import free_ports, process_alive
 from chaosext.lab.processes import find_lab_processes
 from chaosext.lab.testing import lab_up_argv, running_lab
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
 RESOURCE = {"policy": "policies", "vuln": "findings", "notify": "notifications"}
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from jsonstub import JsonStub
 
 from chaosext.core.procs import free_port
 from chaosext.lab import promconfig
+from tests.jsonstub import JsonStub
 
 
 def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], seconds: float) -> Any:
@@ -25,6 +25,7 @@ def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], seconds: float) 
         time.sleep(0.5)
 
 
+@pytest.mark.e2e
 @pytest.mark.lab
 def test_prometheus_scrapes_every_component(lab: dict[str, Any]) -> None:
     url = lab["prometheus_url"] + "/api/v1/targets"
@@ -42,6 +43,7 @@ def test_prometheus_scrapes_every_component(lab: dict[str, Any]) -> None:
     assert lab["config"]["authority_host"] not in authority["scrapeUrl"]
 
 
+@pytest.mark.e2e
 @pytest.mark.lab
 def test_repository_rules_are_loaded_with_lab_for_durations(lab: dict[str, Any]) -> None:
     sources = promconfig.find_rule_files(promconfig.default_rules_dir())
@@ -58,6 +60,7 @@ def test_repository_rules_are_loaded_with_lab_for_durations(lab: dict[str, Any])
         (r["name"], r.get("lastError")) for g in groups for r in g["rules"] if r["health"] == "err"]
 
 
+@pytest.mark.e2e
 @pytest.mark.lab
 def test_alertmanager_is_ready_without_gossip(lab: dict[str, Any]) -> None:
     am = lab["alertmanager_url"]
@@ -67,6 +70,7 @@ def test_alertmanager_is_ready_without_gossip(lab: dict[str, Any]) -> None:
     assert "null" in status["config"]["original"]
 
 
+@pytest.mark.e2e
 @pytest.mark.lab
 def test_an_alert_with_a_production_for_reaches_alertmanager_in_seconds(
         lab_factory: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
@@ -112,6 +116,7 @@ def test_parse_duration_refuses_garbage(text: str) -> None:
         promconfig.parse_duration(text)
 
 
+@pytest.mark.e2e
 def test_sample_limit_backstop_fails_a_scrape_that_exposes_too_many_series(tmp_path: Path) -> None:
     """Cardinality backstop: the generated config's sample_limit makes real Prometheus refuse a target that
     exposes more series than the limit (up=0, "sample limit exceeded") instead of ingesting them."""

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chaosext.core.procs import free_port
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
 AUTH_HOST = "127.0.0.2"
 SVC_HOST = "127.0.0.1"
@@ -187,7 +187,7 @@ def make_lab(tmp: Path) -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, dict[str, Svc]]]:
+def lab_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, dict[str, Svc]]]:
     """One authority and the three services with normal timings (vuln with a tiny rate limit)."""
     with make_lab(tmp_path_factory.mktemp("servers")) as lab:
         lab.start_authority()
@@ -207,8 +207,8 @@ def counter(svc: Svc, name: str, **labels: str) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-def test_discovery_and_jwks(lab):
-    lab, _ = lab
+def test_discovery_and_jwks(lab_processes):
+    lab, _ = lab_processes
     disco = requests.get(f"{lab.issuer}/.well-known/openid-configuration", timeout=5).json()
     assert disco["issuer"] == lab.issuer and disco["jwks_uri"] == f"{lab.issuer}/.well-known/jwks.json"
     keys = requests.get(disco["jwks_uri"], timeout=5).json()["keys"]
@@ -219,8 +219,8 @@ def test_discovery_and_jwks(lab):
     assert jwt.get_unverified_header(lab.token())["kid"] in {k["kid"] for k in keys}
 
 
-def test_valid_token_on_read_and_write_routes(lab):
-    lab, svcs = lab
+def test_valid_token_on_read_and_write_routes(lab_processes):
+    lab, svcs = lab_processes
     token = lab.token("t01")
     for name in ("policy", "notify"):
         svc = svcs[name]
@@ -240,8 +240,8 @@ def test_valid_token_on_read_and_write_routes(lab):
                        + "/{id}", status="200") >= 2
 
 
-def test_rejected_tokens_get_401_and_an_audit_event(lab):
-    lab, svcs = lab
+def test_rejected_tokens_get_401_and_an_audit_event(lab_processes):
+    lab, svcs = lab_processes
     svc = svcs["policy"]
     now = int(time.time())
     cases = {
@@ -270,8 +270,8 @@ def test_rejected_tokens_get_401_and_an_audit_event(lab):
     assert svc.call(none_token, tenant="t03").status_code == 401
 
 
-def test_tenant_mismatch_is_403_and_audited(lab):
-    lab, svcs = lab
+def test_tenant_mismatch_is_403_and_audited(lab_processes):
+    lab, svcs = lab_processes
     tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     headers = {HEADER: "t05", "Authorization": f"Bearer {lab.token('t04')}", "traceparent": tp}
     resp = requests.get(svcs["policy"].base, headers=headers, timeout=5)
@@ -281,8 +281,8 @@ def test_tenant_mismatch_is_403_and_audited(lab):
     assert events[-1]["service"] == "policy" and events[-1]["subject"] == lab.client_id
 
 
-def test_rate_limit_429_is_counted(lab):
-    lab, svcs = lab
+def test_rate_limit_429_is_counted(lab_processes):
+    lab, svcs = lab_processes
     vuln = svcs["vuln"]
     token = lab.token("t06")
     statuses = [vuln.call(token, tenant="t06").status_code for _ in range(10)]
@@ -293,8 +293,8 @@ def test_rate_limit_429_is_counted(lab):
     assert vuln.call(lab.token("t08"), tenant="t08").status_code == 200
 
 
-def test_metrics_have_the_contract_names_and_labels(lab):
-    lab, svcs = lab
+def test_metrics_have_the_contract_names_and_labels(lab_processes):
+    lab, svcs = lab_processes
     token = lab.token("t09")
     notify = svcs["notify"]
     notify.call(token, tenant="t09")

@@ -21,7 +21,7 @@ import requests
 from chaosext.core import tokens
 from chaosext.lab.testing import free_ports
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
 CLIENT_ID, SECRET = "grant-test", "p@ss word:/+%"  # characters that HTTP Basic must form-url-encode
 

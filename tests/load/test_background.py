@@ -11,6 +11,8 @@ from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6, stop_k6
 from chaosext.load.probes import k6_live_metrics, k6_summary
 
+pytestmark = pytest.mark.e2e
+
 
 def _cmdlines_of_session(sid: int) -> list[bytes]:
     out = []

@@ -16,7 +16,7 @@ import pytest
 from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6, stop_k6
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 STARTER = textwrap.dedent("""
     import json, sys, threading, time

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from chaosext.load.actions import start_k6, stop_k6
 from chaosext.load.probes import k6_summary
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
 TENANTS = {f"t{i:02d}" for i in range(1, 13)}
 

@@ -12,11 +12,11 @@ from typing import Any, ClassVar
 
 import pytest
 from chaoslib.exceptions import ActivityFailed
-from jsonstub import JsonStub
 
 from chaosext.load import operator
 from chaosext.load.actions import start_k6_testrun, stop_k6_testrun
 from chaosext.load.probes import k6_testrun_status
+from tests.jsonstub import JsonStub
 
 pytestmark = pytest.mark.contract
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from chaoslib.exceptions import ActivityFailed
 from kubernetes.config import kube_config
-from kubestub import KubeStub, status
 
 from chaosext.core import kube
 from chaosext.load.actions import start_k6_testrun, stop_k6_testrun
 from chaosext.load.probes import k6_testrun_status
+from tests.kubestub import KubeStub, status
 
 pytestmark = pytest.mark.contract
 

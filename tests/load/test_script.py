@@ -11,6 +11,8 @@ from chaosext.load.k6 import find_k6
 
 from .conftest import SCRIPT, start_fake, stop
 
+pytestmark = pytest.mark.e2e
+
 
 def inspect(*env: str) -> dict:
     """`k6 inspect` of the script with -e variables; returns the options k6 derived."""

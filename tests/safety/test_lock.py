@@ -137,23 +137,29 @@ def test_a_reused_pid_does_not_keep_a_lock(state_dir: Path) -> None:
 
 def test_processes_racing_for_one_target_exactly_one_wins(tmp_path: Path) -> None:
     key = lock.lock_key("iptables", "netns:race", URL)
-    go = time.time() + 3.0  # every process sleeps until the same instant, then acquires
+    go = tmp_path / "go"  # every process waits, started and ready, until this file exists, then acquires
     code = textwrap.dedent("""
-        import sys, time
+        import os, sys, time
         from chaosext.safety import lock
-        key, run_id, go = sys.argv[1], sys.argv[2], float(sys.argv[3])
-        time.sleep(max(0, go - time.time()))
+        key, run_id, go = sys.argv[1], sys.argv[2], sys.argv[3]
+        print("ready", flush=True)
+        while not os.path.exists(go):
+            time.sleep(0.001)
         try:
             lock.acquire(key, run_id)
             print("won", flush=True)
         except lock.LockHeld as exc:
             print("held", flush=True)
-        time.sleep(3)  # keep holding while the others try
+        sys.stdin.read()  # keep holding until the test has every answer
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", code, key, f"race{i:04d}", str(go)], stdout=subprocess.PIPE,
-                              text=True) for i in range(8)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, key, f"race{i:04d}", str(go)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for i in range(8)]
     try:
-        outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+        assert [p.stdout.readline().strip() for p in procs if p.stdout] == ["ready"] * 8
+        go.touch()
+        outs = [p.stdout.readline().strip() for p in procs if p.stdout]
+        for p in procs:
+            p.communicate(timeout=60)
     finally:
         for p in procs:
             if p.poll() is None:

@@ -16,10 +16,9 @@ from chaosext.metrics import prom
 from chaosext.metrics.probes import jwks_cache_expired
 from chaosext.report.collect import query_ranges
 from chaosext.safety.controls import check_configuration
+from tests.core.authproxy import AuthProxy, make_ca
 
-from .authproxy import AuthProxy, make_ca
-
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
 TOKEN, ORG = "prom-test-token", "team-a"
 AM_USER, AM_PASS = "am-user", "am p@ss"

@@ -19,8 +19,6 @@ from chaosext.metrics import contract, prom
 from chaosext.metrics.probes import jwks_cache_expired
 from chaosext.report.collect import query_ranges
 
-pytestmark = pytest.mark.lab
-
 OVERRIDES = {
     "metric_requests": "http_server_requests_seconds_count",
     "metric_requests_matchers": 'uri!~"/actuator.*"',
@@ -127,6 +125,8 @@ def wait_scraped(url: str, metric: str) -> float:
     raise AssertionError(f"Prometheus did not scrape {metric} within 30 s")
 
 
+@pytest.mark.e2e
+@pytest.mark.lab
 def test_error_rate_cache_state_and_unverified_accepts_through_overridden_selectors(
         scraped: tuple[SpringLike, str], tmp_path: Path) -> None:
     svc, url = scraped
@@ -189,6 +189,8 @@ def test_the_defaults_are_the_lab_names_the_error_rate_always_used() -> None:
     assert contract.current() == contract.MetricContract()
 
 
+@pytest.mark.e2e
+@pytest.mark.lab
 def test_doctor_finds_the_services_metrics_only_through_the_right_settings(
         scraped: tuple[SpringLike, str], monkeypatch: pytest.MonkeyPatch) -> None:
     from chaosext.doctor import check_metrics

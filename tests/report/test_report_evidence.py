@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import re
-import socket
 import stat
 import struct
 import time
@@ -19,16 +18,7 @@ import requests
 from chaosext.report import collect
 from chaosext.report.cli import build_report
 from chaosext.report.plots import make_plots
-
-from .traffic import Pump, service_urls, token
-
-
-@pytest.fixture
-def unused_port() -> int:
-    """A loopback port nothing listens on (bound and released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.traffic import Pump, service_urls, token
 
 
 def _journal(tmp_path: Path, start: float, end: float, outputs: list[dict[str, Any]]) -> Path:
@@ -63,6 +53,7 @@ def _size(png: bytes) -> tuple[int, int]:
     return struct.unpack(">II", png[16:24])
 
 
+@pytest.mark.e2e
 @pytest.mark.lab
 def test_saved_evidence_draws_the_run_after_prometheus_is_gone(lab: dict[str, Any], tmp_path: Path) -> None:
     base = service_urls(lab)["policy"]

@@ -18,9 +18,9 @@ from chaosext import __version__
 from chaosext.lab import supervisor
 from chaosext.lab.testing import lab_up_argv
 
-pytestmark = [pytest.mark.slow, pytest.mark.lab]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.lab]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DISTRO_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DISTRO_PYTHON = "/usr/bin/python3"
 NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".chaosext-lab",
@@ -88,7 +88,7 @@ def test_setup_on_the_distribution_python_then_cli_discovery_and_a_lab(tmp_path:
     assert {"block_jwks_egress", "restore_jwks_egress"} <= names, sorted(names)
 
     # the README's test command runs from the venv too (a fast subset: the docs' commands checked against the CLIs)
-    tests = run(["scripts/test", "tests/test_docs.py", "-q", "-p", "no:cacheprovider", "-k",
+    tests = run(["scripts/test", "tests/repo/test_docs.py", "-q", "-p", "no:cacheprovider", "-k",
                  "command_shown or configuration_key"], checkout, timeout=300)
     assert tests.returncode == 0 and " passed" in tests.stdout, tests.stdout[-3000:] + tests.stderr[-2000:]
 

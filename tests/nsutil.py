@@ -1,4 +1,4 @@
-"""Helpers of the ops tests (kept out of conftest.py so test modules import them by a unique module name)."""
+"""Run a command inside a network namespace the test created, as a user would (the doctor and report tests)."""
 from __future__ import annotations
 
 import os

@@ -10,7 +10,7 @@ import pytest
 import requests
 import yaml
 
-from .traffic import Pump, call, service_urls, token
+from tests.traffic import Pump, call, service_urls, token
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT_DIR = ROOT / "ops" / "devops" / "tenant"
@@ -188,6 +188,7 @@ def _query(prom: str, expr: str) -> dict[str, Any]:
     return resp.json()
 
 
+@pytest.mark.e2e
 @pytest.mark.lab
 def test_every_panel_query_returns_data_from_the_lab(lab: dict[str, Any]) -> None:
     prom = lab["prometheus_url"]

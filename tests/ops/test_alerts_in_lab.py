@@ -16,10 +16,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from chaosext.core.config import DEFAULT_ALERTS
+from tests.traffic import Pump, service_urls, token
 
-from .traffic import Pump, service_urls, token
-
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.slow]
 
 
 def prometheus_alerts(state: dict[str, Any]) -> list[dict[str, Any]]:

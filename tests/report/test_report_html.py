@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from ops_util import in_ns
 
 from chaosext.report.cli import report
+from tests.nsutil import in_ns
 
-pytestmark = [pytest.mark.lab, pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.netns, pytest.mark.slow]
 
 
 def _png_pixels(path: Path) -> tuple[int, int, set[bytes]]:
@@ -73,11 +73,11 @@ def screenshot(html: Path, png: Path, profile: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def rendered(netns: str, ns_lab: dict[str, Any], lab_journal: Path) -> dict[str, Any]:
+def rendered(module_netns: str, ns_lab: dict[str, Any], lab_journal: Path) -> dict[str, Any]:
     """The report of the lab run, rendered by the CLI inside the namespace while the lab's Prometheus still runs."""
     out = lab_journal.parent
     html, ranges = out / "report.html", out / "ranges.json"
-    proc = in_ns(netns, ["chaosext", "report", str(lab_journal), "-o", str(html), "--save-ranges", str(ranges)],
+    proc = in_ns(module_netns, ["chaosext", "report", str(lab_journal), "-o", str(html), "--save-ranges", str(ranges)],
                  env={"CHAOSEXT_LAB_DIR": ns_lab["state_dir"]})
     assert proc.returncode == 0, proc.stderr
     return {"html": html, "ranges": ranges, "stdout": proc.stdout, "stderr": proc.stderr, "journal": lab_journal}

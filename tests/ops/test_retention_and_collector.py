@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 import yaml
-from jsonstub import JsonStub
 
 from chaosext.audit import schema, sources
 from chaosext.lab import promconfig
 from chaosext.lab.audit import AuditLog
+from tests.jsonstub import JsonStub
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT_DIR = ROOT / "ops" / "devops" / "tenant"

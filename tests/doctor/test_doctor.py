@@ -16,23 +16,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jsonstub import JsonStub
-from ops_util import in_ns
 
 from chaosext.doctor import check_approval, check_envoy, check_kube
+from tests.jsonstub import JsonStub
+from tests.nsutil import in_ns
 
 
 def _doctor(netns: str, *args: str, env: dict[str, str] | None = None):
     return in_ns(netns, [sys.executable, "-m", "chaosext.cli", "doctor", *args], env=env, timeout=60)
 
 
+@pytest.mark.e2e
 @pytest.mark.lab
 @pytest.mark.netns
-def test_doctor_passes_against_a_running_lab(netns: str, ns_lab: dict[str, Any]) -> None:
+def test_doctor_passes_against_a_running_lab(module_netns: str, ns_lab: dict[str, Any]) -> None:
     """Everything a real run needs, checked against the lab with tokens by the client-credentials grant (the lab's
     client given as a real IdP's would be: TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET)."""
     env = {"TOKEN_CLIENT_ID": ns_lab["client_id"], "TOKEN_CLIENT_SECRET": ns_lab["client_secret"]}
-    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--json", env=env)
+    proc = _doctor(module_netns, "--state-dir", ns_lab["state_dir"], "--json", env=env)
     report = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stdout
     checks = {c["name"]: c for c in report["checks"]}
@@ -49,46 +50,49 @@ def test_doctor_passes_against_a_running_lab(netns: str, ns_lab: dict[str, Any])
     assert ns_lab["client_secret"] not in proc.stdout and "eyJ" not in proc.stdout + proc.stderr  # no JWT printed
 
 
+@pytest.mark.e2e
 @pytest.mark.lab
 @pytest.mark.netns
-def test_doctor_catches_services_that_would_fail_the_probes(netns: str, ns_lab: dict[str, Any]) -> None:
+def test_doctor_catches_services_that_would_fail_the_probes(module_netns: str, ns_lab: dict[str, Any]) -> None:
     """Two broken set-ups a reachability check would pass: tokens for another audience (every service answers 401
     to them), and SERVICE_URLS naming the wrong service (its read route 404s)."""
     comps = ns_lab["components"]
-    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--json", env={"TOKEN_AUDIENCE": "another-api"})
+    proc = _doctor(module_netns, "--state-dir", ns_lab["state_dir"], "--json", env={"TOKEN_AUDIENCE": "another-api"})
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
     assert proc.returncode == 1 and checks["tokens"]["ok"]
     policy = checks["service: policy"]
     assert policy["status"] == "MISSING" and "HTTP 401" in policy["detail"] and "TOKEN_AUDIENCE" in policy["fix"]
     swapped = f"policy={comps['vuln']['url']},vuln={comps['vuln']['url']},notify={comps['notify']['url']}"
-    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--json", env={"SERVICE_URLS": swapped})
+    proc = _doctor(module_netns, "--state-dir", ns_lab["state_dir"], "--json", env={"SERVICE_URLS": swapped})
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
     assert proc.returncode == 1 and checks["service: vuln"]["ok"]
     assert "HTTP 404" in checks["service: policy"]["detail"] and "SERVICE_URLS" in checks["service: policy"]["fix"]
 
 
+@pytest.mark.e2e
 @pytest.mark.lab
 @pytest.mark.netns
 def test_doctor_warns_when_the_fault_would_block_an_address_the_idp_does_not_publish(
-        netns: str, ns_lab: dict[str, Any], unused_port: int) -> None:
+        module_netns: str, ns_lab: dict[str, Any], unused_port: int) -> None:
     """JWKS_URL elsewhere than discovery's jwks_uri: the fault would block something the services may never use."""
     elsewhere = f"http://127.0.0.1:{unused_port}/.well-known/jwks.json"
-    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--json", env={"JWKS_URL": elsewhere})
+    proc = _doctor(module_netns, "--state-dir", ns_lab["state_dir"], "--json", env={"JWKS_URL": elsewhere})
     jwks = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "idp jwks_uri")
     assert jwks["status"] == "warn" and elsewhere in jwks["detail"] and ns_lab["jwks_url"] in jwks["detail"]
     assert "fetch the keys" in jwks["fix"]
 
 
+@pytest.mark.e2e
 @pytest.mark.lab
 @pytest.mark.netns
-def test_doctor_refuses_an_unapproved_target_and_names_the_approval(netns: str, ns_lab: dict[str, Any]) -> None:
-    target = "netns:" + netns  # the lab's own namespace, named as a remote target would be
-    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--target", target, "--json",
+def test_doctor_refuses_an_unapproved_target_and_names_the_approval(module_netns: str, ns_lab: dict[str, Any]) -> None:
+    target = "netns:" + module_netns  # the lab's own namespace, named as a remote target would be
+    proc = _doctor(module_netns, "--state-dir", ns_lab["state_dir"], "--target", target, "--json",
                    env={"CHAOSEXT_APPROVE": ""})
     approval = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "approval")
     assert proc.returncode == 1 and approval["status"] == "MISSING"
     assert f"CHAOSEXT_APPROVE={target}" in approval["fix"] and "chaos-gameday" in approval["fix"]
-    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], "--target", target, "--json",
+    proc = _doctor(module_netns, "--state-dir", ns_lab["state_dir"], "--target", target, "--json",
                    env={"CHAOSEXT_APPROVE": target})
     approval = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "approval")
     assert approval["ok"] and target in approval["detail"]
@@ -105,9 +109,10 @@ def test_approval_check_needs_the_exact_target(monkeypatch: pytest.MonkeyPatch, 
     assert check_approval({"chaosext_lab_dir": str(tmp_path)}).ok  # the local lab needs none
 
 
+@pytest.mark.e2e
 @pytest.mark.lab
 @pytest.mark.netns
-def test_doctor_fails_without_k6_and_names_the_fix(netns: str, ns_lab: dict[str, Any], tmp_path: Path) -> None:
+def test_doctor_fails_without_k6_and_names_the_fix(module_netns: str, ns_lab: dict[str, Any], tmp_path: Path) -> None:
     bare = tmp_path / "bin"
     bare.mkdir()
     for tool in ("iptables", "ip6tables", "ip"):
@@ -116,7 +121,7 @@ def test_doctor_fails_without_k6_and_names_the_fix(netns: str, ns_lab: dict[str,
                 (bare / tool).symlink_to(Path(d, tool))
                 break
     env = {"PATH": str(bare), "K6_BIN": ""}
-    proc = in_ns(netns, [sys.executable, "-m", "chaosext.cli", "doctor", "--state-dir", ns_lab["state_dir"]],
+    proc = in_ns(module_netns, [sys.executable, "-m", "chaosext.cli", "doctor", "--state-dir", ns_lab["state_dir"]],
                  env=env, timeout=60)
     assert proc.returncode == 1, proc.stdout
     line = next(x for x in proc.stdout.splitlines() if " k6 " in f" {x} ")
@@ -125,11 +130,12 @@ def test_doctor_fails_without_k6_and_names_the_fix(netns: str, ns_lab: dict[str,
     assert "required check(s) missing" in proc.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.lab
 @pytest.mark.netns
-def test_doctor_fails_on_a_dead_prometheus(netns: str, ns_lab: dict[str, Any], unused_port: int) -> None:
+def test_doctor_fails_on_a_dead_prometheus(module_netns: str, ns_lab: dict[str, Any], unused_port: int) -> None:
     dead = f"http://127.0.0.1:{unused_port}"
-    proc = _doctor(netns, "--state-dir", ns_lab["state_dir"], env={"PROMETHEUS_URL": dead})
+    proc = _doctor(module_netns, "--state-dir", ns_lab["state_dir"], env={"PROMETHEUS_URL": dead})
     assert proc.returncode == 1
     prom = [x for x in proc.stdout.splitlines() if x.startswith("MISSING") and "prometheus" in x]
     assert prom and dead in prom[0] and "(env)" in prom[0]
@@ -137,6 +143,7 @@ def test_doctor_fails_on_a_dead_prometheus(netns: str, ns_lab: dict[str, Any], u
     assert any(x.startswith("ok") and "alertmanager" in x for x in proc.stdout.splitlines())
 
 
+@pytest.mark.e2e
 @pytest.mark.netns
 def test_doctor_fails_without_cap_net_admin(tmp_path: Path) -> None:
     """In a rootless user namespace (`unshare -rn` maps us to root but the iptables lock/tables need the real one)

@@ -15,9 +15,9 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 
-from .traffic import service_urls, token
+from tests.traffic import service_urls, token
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
 TENANT = "t04"
 

@@ -1,0 +1,197 @@
+"""The experiment's configuration (chaosext.core.config): parsing (lists with ranges, SERVICE_URLS, FORGERY_ROUTES,
+numbers), defaults from the running lab, and validation whose every problem says what to set. No network."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from chaosext.core.config import ExperimentConfig, load_config, parse_routes, validate
+from chaosext.core.errors import ConfigError
+from chaosext.safety.controls import approval_problem
+
+NO_LAB = {"chaosext_lab_dir": "/nonexistent"}
+
+
+@pytest.fixture(autouse=True)
+def no_settings_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every setting comes from the test's configuration, whatever the shell running the tests exports."""
+    for f in dataclasses.fields(ExperimentConfig):
+        monkeypatch.delenv(f.name.upper(), raising=False)
+    for name in ("SERVICE_URLS", "CHAOSEXT_LAB_DIR", "CHAOSEXT_RUN_DIR", "CHAOSEXT_RUN_ID", "CHAOSEXT_APPROVE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_config_defaults_come_from_the_running_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / "state.json").write_text(json.dumps({
+        "version": 1, "config": {"jwks_ttl": 7, "jwks_max_stale": 70},
+        "components": {"policy": {"pid": 1, "url": "http://127.0.0.1:1111"},
+                       "prometheus": {"pid": 2, "url": "http://127.0.0.1:2"}},
+        "jwks_url": "http://127.0.0.2:3333/.well-known/jwks.json", "authority_url": "http://127.0.0.2:3333",
+        "audit_file": str(lab / "audit.jsonl"), "prometheus_url": "http://127.0.0.1:4444",
+        "alertmanager_url": "http://127.0.0.1:5555"}))
+    monkeypatch.delenv("CHAOSEXT_RUN_DIR", raising=False)
+    cfg = load_config({"chaosext_lab_dir": str(lab), "outage_seconds": "20", "tenants": "t01..t03"})
+    assert cfg.services == {"policy": "http://127.0.0.1:1111"}
+    assert cfg.jwks_url.startswith("http://127.0.0.2:3333") and cfg.prometheus_url.endswith(":4444")
+    assert (cfg.jwks_ttl, cfg.jwks_max_stale, cfg.outage_seconds) == (7.0, 70.0, 20)
+    assert cfg.tenants == ("t01", "t02", "t03")
+    assert cfg.audit_source == f"file:{lab / 'audit.jsonl'}" and cfg.run_dir == str(lab / "run")
+    assert cfg.is_lab_target and not validate(cfg) and not approval_problem(cfg)
+    (lab / "state.json").write_text("{broken")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_config({"chaosext_lab_dir": str(lab)})
+
+
+def test_config_errors_say_what_to_do() -> None:
+    with pytest.raises(ValueError, match="SERVICE_URLS entry 'policy' is not name=url"):
+        load_config({"service_urls": "policy", "chaosext_lab_dir": "/nonexistent"})
+    with pytest.raises(ValueError, match="K6_RATE='lots' is not a number"):
+        load_config({"k6_rate": "lots", "chaosext_lab_dir": "/nonexistent"})
+    cfg = load_config({"chaosext_lab_dir": "/nonexistent", "error_rate_max": "5", "fault_mode": "melt",
+                       "audit_source": "s3:bucket", "jwks_ttl": "100", "jwks_max_stale": "10"})
+    text = " | ".join(validate(cfg))
+    for expected in ("ERROR_RATE_MAX=5.0 must be a fraction", "FAULT_MODE='melt' is unknown",
+                     "AUDIT_SOURCE='s3:bucket' must be", "JWKS_MAX_STALE=10.0 is below JWKS_TTL=100.0"):
+        assert expected in text
+
+
+@pytest.mark.parametrize("given, tenants", [
+    ("t01..t12", tuple(f"t{i:02d}" for i in range(1, 13))),
+    ("t1..t3", ("t1", "t2", "t3")),
+    ("a08..a11", ("a08", "a09", "a10", "a11")),
+    ("t01..t02, acme ,, t10", ("t01", "t02", "acme", "t10")),
+    (["t01", " t02 "], ("t01", "t02")),
+])
+def test_tenants_are_a_list_with_ranges(given: object, tenants: tuple[str, ...]) -> None:
+    assert load_config({**NO_LAB, "tenants": given}).tenants == tenants
+
+
+def test_every_list_setting_reads_commas_and_ranges_alike() -> None:
+    cfg = load_config({**NO_LAB, "expiry_alerts": "jwks_cache_miss_spike, tenant_error_rate_gt_0_5pct",
+                       "forgery_skip": "alg-none,", "refused_statuses": "401, 403,404"})
+    assert cfg.expiry_alerts == ("jwks_cache_miss_spike", "tenant_error_rate_gt_0_5pct")
+    assert cfg.forgery_skip == ("alg-none",) and cfg.refused_statuses == (401, 403, 404)
+
+
+def test_the_environment_fills_what_the_configuration_leaves_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTAGE_SECONDS", "45")
+    monkeypatch.setenv("TENANTS", "t01..t02")
+    cfg = load_config({**NO_LAB, "outage_seconds": "${OUTAGE_SECONDS}", "k6_rate": ""})
+    assert (cfg.outage_seconds, cfg.tenants, cfg.k6_rate) == (45, ("t01", "t02"), ExperimentConfig().k6_rate)
+    assert load_config({**NO_LAB, "outage_seconds": "30"}).outage_seconds == 30
+
+
+def test_without_a_lab_the_documented_lab_defaults() -> None:
+    cfg = load_config(NO_LAB)
+    assert cfg.services == {"policy": "http://127.0.0.1:8451", "vuln": "http://127.0.0.1:8452",
+                            "notify": "http://127.0.0.1:8453"}
+    assert cfg.tenants == tuple(f"t{i:02d}" for i in range(1, 13)) and cfg.outage_seconds == 300
+    assert (cfg.run_dir, cfg.lab_running) == (".chaosext-run", False)
+    assert not validate(cfg)
+
+
+def test_service_urls_are_name_url_pairs_each_name_once() -> None:
+    cfg = load_config({**NO_LAB, "service_urls": " policy=http://10.0.0.1:80/ , orders=https://orders.example "})
+    assert cfg.services == {"policy": "http://10.0.0.1:80", "orders": "https://orders.example"}
+    assert load_config({**NO_LAB, "service_urls": {"a": "http://x/"}}).services == {"a": "http://x"}
+    with pytest.raises(ConfigError, match="SERVICE_URLS names 'policy' twice"):
+        load_config({**NO_LAB, "service_urls": "policy=http://a,policy=http://b"})
+    with pytest.raises(ConfigError, match="'=http://a' is not name=url"):
+        load_config({**NO_LAB, "service_urls": "=http://a"})
+
+
+def test_run_id_picks_the_runs_directory_under_the_run_base(tmp_path: Path) -> None:
+    cfg = load_config({**NO_LAB, "chaosext_run_dir": str(tmp_path), "chaosext_run_id": "0a1b2c3d"})
+    assert (cfg.run_base, cfg.run_dir, cfg.run_id) == (str(tmp_path), str(tmp_path / "0a1b2c3d"), "0a1b2c3d")
+    with pytest.raises(ConfigError, match="not a chaosext run id"):
+        load_config({**NO_LAB, "chaosext_run_id": "../../etc"})
+
+
+def test_the_unverified_accepts_backstop_can_be_switched_off() -> None:
+    assert load_config({**NO_LAB, "unverified_accepts_selector": "off"}).unverified_accepts_selector == ""
+    assert load_config({**NO_LAB, "unverified_accepts_selector": "x_total"}).unverified_accepts_selector == "x_total"
+    assert 'key_source="none"' in load_config(NO_LAB).unverified_accepts_selector
+
+
+def test_forgery_routes_as_text_or_mapping() -> None:
+    text = "policy=GET /api/v1/policies|post /api/v1/policies; vuln=GET /api/v1/findings;"
+    assert parse_routes(text) == {"policy": (("GET", "/api/v1/policies"), ("POST", "/api/v1/policies")),
+                                  "vuln": (("GET", "/api/v1/findings"),)}
+    assert parse_routes({"notify": ["DELETE /n/1"], "vuln": "GET /f|PUT /f"}) == {
+        "notify": (("DELETE", "/n/1"),), "vuln": (("GET", "/f"), ("PUT", "/f"))}
+    assert parse_routes("") == {} and parse_routes(None) == {}
+    assert load_config({**NO_LAB, "forgery_routes": text}).forgery_routes == parse_routes(text)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("GET /api/v1/policies", "entry 'GET /api/v1/policies' is not service=METHOD /path"),
+    ("policy=FETCH /x", "route 'FETCH /x' of policy is not 'METHOD /path'"),
+    ("policy=GET api/v1", "route 'GET api/v1' of policy is not 'METHOD /path'"),
+    ("policy=", "route '' of policy is not 'METHOD /path'"),
+    ({"policy": []}, "gives policy no route"),
+])
+def test_a_forgery_route_that_cannot_be_read_is_refused_with_an_example(bad: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_routes(bad)
+    assert "e.g. policy=GET /api/v1/policies|POST /api/v1/policies" in str(caught.value)
+
+
+@pytest.mark.parametrize("override, problem", [
+    ({"outage_seconds": "0"}, "OUTAGE_SECONDS=0 must be a positive number of seconds"),
+    ({"outage_seconds": "3590"}, "use OUTAGE_SECONDS=3428 or less"),
+    ({"outage_seconds": "3590", "max_outage_seconds": "4000"}, None),
+    ({"baseline_seconds": "4"}, "BASELINE_SECONDS=4 is too short"),
+    ({"baseline_min_requests": "0"}, "BASELINE_MIN_REQUESTS=0 must be at least 1"),
+    ({"recovery_seconds": "0"}, "RECOVERY_SECONDS=0 must be at least 1"),
+    ({"heartbeat_grace": "3"}, "HEARTBEAT_GRACE=3.0 must be at least 4 s"),
+    ({"fault_via": "ebpf"}, "FAULT_VIA='ebpf' is unknown; use one of iptables, envoy, k8s-networkpolicy, istio"),
+    ({"jwks_url": "ftp://idp/jwks"}, "JWKS_URL='ftp://idp/jwks' is not an http(s) URL"),
+    ({"prometheus_url": "http://127.0.0.1:99999"}, "PROMETHEUS_URL='http://127.0.0.1:99999' has an invalid port"),
+    ({"service_urls": "policy=127.0.0.1:8451"}, "SERVICE_URLS[policy]='127.0.0.1:8451' is not an http(s) URL"),
+    ({"tenants": ","}, "TENANTS is empty"),
+    ({"tenants": "t05..t03"}, "TENANTS is empty"),
+    ({"k6_rate": "0"}, "K6_RATE=0 must be a positive number"),
+    ({"abort_error_rate": "0"}, "ABORT_ERROR_RATE=0.0 must be > 0"),
+    ({"audit_source": "loki:not-a-url"}, "AUDIT_SOURCE='not-a-url' is not an http(s) URL"),
+    ({"audit_source": "file:"}, "AUDIT_SOURCE='file:' must be file:<path>, loki:<url> or clickhouse:<url>"),
+    ({"refused_statuses": "401,200"}, "REFUSED_STATUSES=401,200 must list HTTP statuses outside 2xx"),
+    ({"refused_statuses": "401,700"}, "REFUSED_STATUSES=401,700 must list"),
+    ({"forgery_concurrency": "0"}, "FORGERY_CONCURRENCY=0 must be >= 1"),
+    ({"forgery_timeout": "0"}, "FORGERY_TIMEOUT=0.0 must be > 0 seconds"),
+    ({"forgery_routes": "orders=GET /o"}, "FORGERY_ROUTES names service 'orders', which SERVICE_URLS does not"),
+    ({"tokens_file": "/nonexistent/tokens.json"}, "TOKENS_FILE='/nonexistent/tokens.json' does not exist"),
+])
+def test_each_invalid_setting_is_one_problem_that_names_it(override: dict[str, str], problem: str | None) -> None:
+    problems = validate(load_config({**NO_LAB, **override}))
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0], problems
+
+
+@pytest.mark.parametrize("override, lab_target", [
+    ({}, True),
+    ({"fault_via": "envoy", "fault_target": "http://127.0.0.1:9901"}, True),
+    ({"fault_via": "envoy", "fault_target": "envoy:http://[::1]:9901"}, True),
+    ({"fault_via": "envoy", "fault_target": "http://envoy.internal:9901"}, False),
+    ({"fault_target": "netns:lab"}, False),
+    ({"service_urls": "policy=http://localhost:8451,vuln=http://10.1.2.3:8452"}, False),
+    ({"jwks_url": "https://idp.example.com/.well-known/jwks.json"}, False),
+])
+def test_only_a_fault_and_urls_on_this_machines_loopback_are_a_lab_target(override: dict[str, str],
+                                                                         lab_target: bool) -> None:
+    cfg = load_config({**NO_LAB, **override})
+    assert cfg.is_lab_target is lab_target
+    assert (approval_problem(cfg) == "") is lab_target
+
+
+def test_the_resolved_settings_are_json_for_the_journal() -> None:
+    cfg = load_config({**NO_LAB, "forgery_routes": "policy=GET /p", "tenants": "t01..t02"})
+    d = json.loads(json.dumps(cfg.as_dict()))
+    assert d["tenants"] == ["t01", "t02"] and d["forgery_routes"] == {"policy": ["GET /p"]}
+    assert d["refused_statuses"] == [401, 403]
