@@ -2,7 +2,7 @@
 
 This module is the single contract between ``ops/devops/tenant/otel-collector.yaml`` (which writes the events) and
 ``chaosext.audit.probes`` (which reads them back from Loki or ClickHouse). A test
-(``tests/observability/test_collector_schema.py``) checks the collector config against these constants, so the probe
+(``tests/ops/test_retention_and_collector.py``) checks the collector config against these constants, so the probe
 and the collector cannot drift apart silently.
 
 How one audit line travels (see docs/architecture.md, "Audit events"):

@@ -21,9 +21,8 @@ from typing import Any
 from chaosext.core.config import load_config
 from chaosext.core.errors import ChaosextError
 from chaosext.core.heartbeat import age
-from chaosext.core.procs import free_port, proc_start_time, process_alive
+from chaosext.core.procs import process_alive
 
-#: free_port, process_alive and proc_start_time come from chaosext.core.procs (re-exported for the run records' users)
 __all__ = [
     "K6NotFoundError",
     "K6RunError",
@@ -32,14 +31,11 @@ __all__ = [
     "find_k6",
     "k6_version",
     "default_script",
-    "free_port",
     "exit_meaning",
     "runs_dir",
     "read_run",
     "list_runs",
     "latest_run",
-    "process_alive",
-    "proc_start_time",
     "read_exit_code",
     "signal_group",
     "wait_exit",

@@ -10,6 +10,7 @@ import requests
 
 from chaosext.core.labstate import load_state
 from chaosext.core.settings import setting
+from chaosext.outage import evidence
 from chaosext.report import collect
 from chaosext.report.plots import make_plots
 from chaosext.report.render import render_html
@@ -53,7 +54,7 @@ def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str =
         ranges_path = collect.evidence_in_journal(journal, journal_path)  # saved at judge time by the experiment
     if ranges_path:
         ranges = collect.load_ranges(ranges_path)
-        windows = collect.load_windows(ranges_path)
+        windows = evidence.load_windows(ranges_path)
         sources.append(f"metrics: recorded ranges {ranges_path}")
         if windows:
             sources.append("windows: " + ", ".join(f"{n} {e - s:.0f} s" for n, (s, e) in windows.items()))
@@ -61,7 +62,7 @@ def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str =
             end = max(([end] if end is not None else []) + [w[1] for w in windows.values()])
     elif prometheus_url and start is not None and end is not None:
         try:
-            ranges = collect.query_ranges(prometheus_url, start, end)
+            ranges = evidence.query_ranges(prometheus_url, start, end)
             sources.append(f"metrics: {prometheus_url} /api/v1/query_range")
         except (requests.RequestException, ValueError, KeyError) as exc:
             warnings.append(f"Prometheus at {prometheus_url} gave no ranges ({type(exc).__name__}: {exc}); metric "

@@ -4,7 +4,8 @@ Sources, in order of preference for the metric ranges: the evidence file the run
 named in the journal), a JSON file of ranges recorded during the run (``--ranges``), else Prometheus
 ``/api/v1/query_range`` for the journal's start..end window (``--prometheus-url``). All use the Prometheus API's matrix
 shape: ``{name: [{"metric": {...}, "values": [[unix_ts, "value"], ...]}, ...]}``. The queries, ``query_ranges``,
-``save_evidence`` and ``load_windows`` are the evidence module's, re-exported here for the report.
+``save_evidence`` and ``load_windows`` are ``chaosext.outage.evidence``'s (the experiment saves the evidence at judge
+time; the report reads it).
 """
 from __future__ import annotations
 
@@ -14,21 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from chaosext.core.walk import iter_dicts
-from chaosext.outage.evidence import (
-    EVIDENCE_FILE,
-    EVIDENCE_FORMAT,
-    QUERIES,
-    contract_queries,
-    load_windows,
-    query_ranges,
-    save_evidence,
-)
+from chaosext.outage.evidence import EVIDENCE_FORMAT
 from chaosext.verdict import judge
 
 __all__ = [
-    "QUERIES", "AUDIT_ACTIONS", "EVIDENCE_FORMAT", "EVIDENCE_FILE", "load_journal", "parse_time", "verdict_of",
-    "timeline", "probe_results", "outage_window", "query_ranges", "contract_queries", "load_ranges", "load_windows",
-    "audit_events", "save_evidence", "evidence_in_journal", "k6_p95_ms",
+    "AUDIT_ACTIONS", "load_journal", "parse_time", "verdict_of", "timeline", "probe_results", "outage_window",
+    "load_ranges", "audit_events", "evidence_in_journal", "k6_p95_ms",
 ]
 
 AUDIT_ACTIONS = ("auth.degraded", "auth.recovered", "auth.expired")

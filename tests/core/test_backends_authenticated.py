@@ -14,7 +14,7 @@ import requests
 from chaosext.core import backends
 from chaosext.metrics import prom
 from chaosext.metrics.probes import jwks_cache_expired
-from chaosext.report.collect import query_ranges
+from chaosext.outage.evidence import query_ranges
 from chaosext.safety.controls import check_configuration
 from tests.core.authproxy import AuthProxy, make_ca
 

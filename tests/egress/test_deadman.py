@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from chaosext.core import procs
 from chaosext.core.heartbeat import Heartbeat
 from chaosext.egress import watchdog
 from chaosext.egress.actions import block_jwks_egress
@@ -64,7 +65,7 @@ def k6_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     finally:
         for rec in k6mod.list_runs(runs):
             for pid in (rec["pid"], rec.get("k6_pid") or 0):
-                if pid and k6mod.process_alive(pid):
+                if pid and procs.process_alive(pid):
                     os.killpg(pid, signal.SIGKILL)
         proc.kill()
         proc.wait(10)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from chaoslib.exceptions import ActivityFailed
 
+from chaosext.core import procs
 from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6, stop_k6
 from chaosext.load.probes import k6_live_metrics, k6_summary
@@ -58,7 +59,7 @@ def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_sto
         stopped = stop_k6(owner_run_id="exp00001", timeout=20)
     assert stopped["stopped"] == 1
     assert stopped["exit_code"] == 105 and stopped["exit_meaning"] == "stopped by signal"
-    assert not k6mod.process_alive(started["pid"])
+    assert not procs.process_alive(started["pid"])
     summary = k6_summary()
     assert summary["found"] and summary["stopped_early"] is True
     assert summary["exit_code"] == 105 and summary["exit_meaning"] != "thresholds failed"
@@ -83,7 +84,7 @@ def test_a_run_that_ends_by_itself_reports_its_own_exit_code(k6_env: dict, tmp_p
 
 
 def test_live_metrics_of_a_k6_that_is_gone_do_not_raise(k6_env: dict) -> None:
-    out = k6_live_metrics(address=f"127.0.0.1:{k6mod.free_port()}")
+    out = k6_live_metrics(address=f"127.0.0.1:{procs.free_port()}")
     assert out["reachable"] is False and "unreachable" in out["error"]
 
 
@@ -121,7 +122,7 @@ def test_bad_input_fails_before_k6_starts(k6_env: dict, kwargs: dict, message: s
 
 def test_a_script_exception_is_explained_not_mistaken_for_a_threshold_failure(k6_env: dict) -> None:
     """k6 exits 107 when setup() cannot get tokens; the probe says so and quotes k6's error."""
-    started = start_k6(rate=10, duration="5s", env={"AUTHORITY_URL": f"http://127.0.0.1:{k6mod.free_port()}"})
+    started = start_k6(rate=10, duration="5s", env={"AUTHORITY_URL": f"http://127.0.0.1:{procs.free_port()}"})
     summary = k6_summary(run_id=started["run_id"], wait_seconds=30)
     for _ in range(50):
         if summary["exit_code"] is not None:

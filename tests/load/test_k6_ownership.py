@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from chaosext.core import procs
 from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6, stop_k6
 
@@ -77,7 +78,7 @@ def _kill_run(run_dir: str) -> None:
     except OSError:
         return
     for pid in (rec["pid"], rec.get("k6_pid") or 0):
-        if pid and k6mod.process_alive(pid):
+        if pid and procs.process_alive(pid):
             os.killpg(pid, signal.SIGKILL)
 
 
@@ -93,7 +94,7 @@ def test_k6_dies_within_seconds_when_the_process_that_started_it_is_killed(k6_en
             assert k6mod.read_run(Path(started["run_dir"]))["alive"], "k6 died with the starting thread"
         starter.send_signal(signal.SIGKILL)
         starter.wait(10)
-        took = _wait(lambda: not k6mod.process_alive(k6_pid) and not k6mod.read_run(Path(started["run_dir"]))["alive"],
+        took = _wait(lambda: not procs.process_alive(k6_pid) and not k6mod.read_run(Path(started["run_dir"]))["alive"],
                      20)
         assert took is not None, "k6 outlived the process that started it by 20 s"
         rec = k6mod.read_run(Path(started["run_dir"]))
@@ -112,7 +113,7 @@ def test_a_killed_supervisor_takes_k6_with_it(k6_env: dict) -> None:
     try:
         k6_pid = _k6_pid(started["run_dir"])
         os.kill(started["pid"], signal.SIGKILL)
-        assert _wait(lambda: not k6mod.process_alive(k6_pid), 10) is not None, "k6 outlived its supervisor"
+        assert _wait(lambda: not procs.process_alive(k6_pid), 10) is not None, "k6 outlived its supervisor"
         assert not k6mod.read_run(Path(started["run_dir"]))["alive"]
     finally:
         _kill_run(started["run_dir"])

@@ -17,7 +17,7 @@ import requests
 from chaosext.lab.testing import free_ports
 from chaosext.metrics import contract, prom
 from chaosext.metrics.probes import jwks_cache_expired
-from chaosext.report.collect import query_ranges
+from chaosext.outage.evidence import query_ranges
 
 OVERRIDES = {
     "metric_requests": "http_server_requests_seconds_count",

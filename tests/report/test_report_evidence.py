@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from chaosext.report import collect
+from chaosext.outage import evidence
 from chaosext.report.cli import build_report
 from chaosext.report.plots import make_plots
 from tests.traffic import Pump, service_urls, token
@@ -70,14 +70,14 @@ def test_saved_evidence_draws_the_run_after_prometheus_is_gone(lab: dict[str, An
     thirds = (t3 - t0) / 3
     windows = {"baseline": (t0, t0 + thirds), "outage": (t0 + thirds, t0 + 2 * thirds),
                "recovery": (t0 + 2 * thirds, t3)}
-    saved = collect.save_evidence(lab["prometheus_url"], windows, str(tmp_path / "run"))
+    saved = evidence.save_evidence(lab["prometheus_url"], windows, str(tmp_path / "run"))
 
     assert saved["ok"] is True and saved["error"] == "", saved
     path = Path(saved["evidence_file"])
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert saved["series"]["error_rate"] >= 1 and saved["series"]["p95_latency"] >= 1, saved["series"]
     assert saved["series"]["jwks_cache_state"] >= 1 and saved["points"] > 0
-    assert collect.load_windows(path) == {k: (float(a), float(b)) for k, (a, b) in windows.items()}
+    assert evidence.load_windows(path) == {k: (float(a), float(b)) for k, (a, b) in windows.items()}
 
     # the journal names the file (as the experiment does at judge time); Prometheus is unreachable now
     journal = _journal(tmp_path, t0, t3, [{"ok": True, **saved}, {"ok": True, "p95_read_ms": 1.2, "p95_write_ms": 1.4}])
@@ -118,9 +118,9 @@ def test_a_report_without_metric_data_says_so_in_its_banner(tmp_path: Path, unus
 def test_save_evidence_refuses_unusable_windows_and_survives_a_dead_prometheus(tmp_path: Path,
                                                                               unused_port: int) -> None:
     with pytest.raises(ValueError, match="at least one window"):
-        collect.save_evidence("http://127.0.0.1:9", {}, str(tmp_path))
+        evidence.save_evidence("http://127.0.0.1:9", {}, str(tmp_path))
     with pytest.raises(ValueError, match="before start"):
-        collect.save_evidence("http://127.0.0.1:9", {"outage": (10.0, 5.0)}, str(tmp_path))
-    saved = collect.save_evidence(f"http://127.0.0.1:{unused_port}", {"outage": (1.0, 2.0)}, str(tmp_path / "run"))
+        evidence.save_evidence("http://127.0.0.1:9", {"outage": (10.0, 5.0)}, str(tmp_path))
+    saved = evidence.save_evidence(f"http://127.0.0.1:{unused_port}", {"outage": (1.0, 2.0)}, str(tmp_path / "run"))
     assert saved["ok"] is False and "gave no ranges" in saved["error"]
     assert json.loads(Path(saved["evidence_file"]).read_text())["windows"] == {"outage": [1.0, 2.0]}
