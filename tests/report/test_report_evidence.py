@@ -57,13 +57,17 @@ def _size(png: bytes) -> tuple[int, int]:
 @pytest.mark.lab
 def test_saved_evidence_draws_the_run_after_prometheus_is_gone(lab: dict[str, Any], tmp_path: Path) -> None:
     base = service_urls(lab)["policy"]
+    def t07_requests() -> float:
+        body = requests.get(lab["prometheus_url"] + "/api/v1/query", timeout=5,
+                            params={"query": 'sum(tenant_requests_total{tenant="t07"})'}).json()
+        return float(body["data"]["result"][0]["value"][1]) if body["data"]["result"] else 0.0
+
+    before = t07_requests()  # the lab is shared: earlier tests may have sent t07 traffic already
     t0 = time.time()
     with Pump(base, "/api/v1/policies", "t07", token(lab, "t07"), rps=10):
         deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:  # until Prometheus has a few scrapes of the traffic
-            body = requests.get(lab["prometheus_url"] + "/api/v1/query", timeout=5,
-                                params={"query": 'sum(tenant_requests_total{tenant="t07"})'}).json()
-            if body["data"]["result"] and float(body["data"]["result"][0]["value"][1]) > 60:
+        while time.monotonic() < deadline:  # until Prometheus has a few scrapes of THIS traffic
+            if t07_requests() > before + 60:
                 break
             time.sleep(1)
     t3 = time.time()
