@@ -66,8 +66,8 @@ def test_saved_evidence_draws_the_run_after_prometheus_is_gone(lab: dict[str, An
     t0 = time.time()
     with Pump(base, "/api/v1/policies", "t07", token(lab, "t07"), rps=10):
         deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:  # until Prometheus has a few scrapes of THIS traffic
-            if t07_requests() > before + 60:
+        while time.monotonic() < deadline:  # until Prometheus has several scrapes (every 2 s) of THIS traffic
+            if t07_requests() > before + 60 and time.time() - t0 >= 20:  # rate() over 10 s needs two samples
                 break
             time.sleep(1)
     t3 = time.time()
