@@ -13,7 +13,7 @@ Every reader returns events as dicts with the audit fields (docs/architecture.md
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -96,19 +96,26 @@ def _matching(lines: Iterable[str], action: str, since: float, until: float) -> 
     return out
 
 
+def _ask(store: str, url: str, form: str, send: Callable[[], requests.Response]) -> requests.Response:
+    """``send()`` to the audit store; AuditError saying what to check when it refuses or cannot be reached."""
+    try:
+        return send()
+    except backends.BackendError as exc:  # its message says which credentials or CA to set
+        raise AuditError(f"{store} query failed: {exc}") from None
+    except requests.RequestException as exc:
+        raise AuditError(f"{store} at {url} unreachable ({type(exc).__name__}); check the URL in AUDIT_SOURCE "
+                         f"({form}) and that {store} is up") from None
+
+
 def read_loki(url: str, action: str, since: float, until: float, services: tuple[str, ...] = (),
               timeout: float = 10.0) -> list[AuditEvent]:
     """Events with ``action`` in [since, until] from Loki's ``query_range`` (direction forward, limit 5000); AuditError
     when Loki cannot be read."""
     params = {"query": schema.loki_query(action, services), "start": str(int(since * 1e9)),
               "end": str(int(until * 1e9)), "limit": "5000", "direction": "forward"}
-    try:  # credentials, tenant (X-Scope-OrgID) and TLS from chaosext.core.backends
-        r = backends.get("loki", url.rstrip("/") + "/loki/api/v1/query_range", params=params, timeout=timeout)
-    except backends.BackendError as exc:  # its message says which credentials or CA to set
-        raise AuditError(f"Loki query_range failed: {exc}") from None
-    except requests.RequestException as exc:
-        raise AuditError(f"Loki at {url} unreachable ({type(exc).__name__}); check the URL in AUDIT_SOURCE "
-                         f"(loki:<base URL>) and that Loki is up") from None
+    # credentials, tenant (X-Scope-OrgID) and TLS from chaosext.core.backends
+    r = _ask("Loki", url, "loki:<base URL>", lambda: backends.get(
+        "loki", url.rstrip("/") + "/loki/api/v1/query_range", params=params, timeout=timeout))
     body = _json("Loki", url, r)
     if not isinstance(body, dict) or body.get("status") != "success" \
             or (body.get("data") or {}).get("resultType") != "streams":
@@ -142,13 +149,9 @@ def read_clickhouse(url: str, action: str, since: float, until: float, services:
     else:
         query = schema.clickhouse_query(action=action, since_unix=since, services=services,
                                         database=backends.auth_for("clickhouse").database)
-    try:  # user, password, database and TLS from chaosext.core.backends
-        r = backends.post("clickhouse", url.rstrip("/") + "/", data=query.encode(), timeout=timeout)
-    except backends.BackendError as exc:  # its message says which credentials or CA to set
-        raise AuditError(f"ClickHouse query failed: {exc}") from None
-    except requests.RequestException as exc:
-        raise AuditError(f"ClickHouse at {url} unreachable ({type(exc).__name__}); check the URL in AUDIT_SOURCE "
-                         f"(clickhouse:<HTTP interface URL>) and that ClickHouse is up") from None
+    # user, password, database and TLS from chaosext.core.backends
+    r = _ask("ClickHouse", url, "clickhouse:<HTTP interface URL>", lambda: backends.post(
+        "clickhouse", url.rstrip("/") + "/", data=query.encode(), timeout=timeout))
     body = _json("ClickHouse", url, r)
     if not isinstance(body, dict):
         raise AuditError(f"ClickHouse at {url} answered {str(body)[:200]}, not FORMAT JSON's object; end AUDIT_SQL "
