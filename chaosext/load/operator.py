@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chaosext.core import kube
-from chaosext.core.errors import ChaosextError
+from chaosext.core.errors import ChaosextError, ConfigError
 from chaosext.core.settings import Configuration, Secrets
 
 __all__ = ["GROUP", "VERSION", "PLURAL", "OperatorError", "build_testrun", "build_configmap", "build_secret",
@@ -48,12 +48,12 @@ def build_testrun(name: str, namespace: str, parallelism: int, configmap: str, s
     """The TestRun object (plain dict) for the k6-operator: ``env`` as plain values, ``secret_keys`` read from the
     Secret :func:`secret_name` (``valueFrom.secretKeyRef``). Raises ValueError on bad input."""
     if parallelism < 1:
-        raise ValueError(f"parallelism={parallelism}: give the number of k6 runner pods (>= 1)")
+        raise ConfigError(f"parallelism={parallelism}: give the number of k6 runner pods (>= 1)")
     if not name or not namespace or not configmap or not script_file:
-        raise ValueError("name, namespace, configmap and script_file must all be non-empty")
+        raise ConfigError("name, namespace, configmap and script_file must all be non-empty")
     clash = sorted(set(env) & set(secret_keys))
     if clash:
-        raise ValueError(f"{', '.join(clash)} must come from the credentials Secret, not from env")
+        raise ConfigError(f"{', '.join(clash)} must come from the credentials Secret, not from env")
     plain: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in sorted(env.items())]
     from_secret: list[dict[str, Any]] = [
         {"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name(name), "key": k}}} for k in sorted(secret_keys)]
@@ -73,7 +73,7 @@ def build_testrun(name: str, namespace: str, parallelism: int, configmap: str, s
 def build_configmap(name: str, namespace: str, script_file: str, script_text: str, run_id: str) -> dict[str, Any]:
     """The ConfigMap holding the script (plain dict)."""
     if len(script_text.encode()) > 1_000_000:
-        raise ValueError("the script is larger than a ConfigMap can hold (1 MiB); use a volumeClaim instead")
+        raise ConfigError("the script is larger than a ConfigMap can hold (1 MiB); use a volumeClaim instead")
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": namespace, "labels": _labels(run_id)},
             "data": {script_file: script_text}}

@@ -18,6 +18,8 @@ from typing import Any
 import requests
 
 from chaosext.core.config import ExperimentConfig
+from chaosext.core.errors import ConfigError
+from chaosext.core.names import UNAUTHENTICATED_TENANT
 from chaosext.core.runfile import CheckResult, load_run
 from chaosext.metrics import contract, prom
 from chaosext.metrics.prom import ERROR_SELECTOR, TOTAL_SELECTOR
@@ -46,7 +48,7 @@ QUERIES: dict[str, str] = {
     # server side, from the services' histogram (bucket boundaries at 0.3 s and 0.6 s, 0.5 ms resolution at the
     # bottom); the unauthenticated pseudo-tenant's fast 401s are not users' latency
     "p95_latency": ("histogram_quantile(0.95, sum by (service, le) "
-                    "(rate(tenant_request_duration_seconds_bucket{{tenant!=\"__unauthenticated__\"}}[{w}])))"),
+                    f"(rate(tenant_request_duration_seconds_bucket{{{{tenant!=\"{UNAUTHENTICATED_TENANT}\"}}}}[{{w}}])))"),
     "jwks_cache_state": "max by (service, state) (jwks_cache_state)",
     "jwks_cache_age": "max by (service) (jwks_cache_age_seconds)",
     # pending/firing per alert name (Prometheus' own ALERTS series)
@@ -98,15 +100,15 @@ def save_evidence(prometheus_url: str, windows: dict[str, tuple[float, float]], 
     then holds the windows and whatever was fetched), never an exception.
     """
     if not windows:
-        raise ValueError("save_evidence needs at least one window, e.g. {'outage': (start, end)} in unix seconds")
+        raise ConfigError("save_evidence needs at least one window, e.g. {'outage': (start, end)} in unix seconds")
     clean: dict[str, list[float]] = {}
     for name, pair in windows.items():
         try:
             start, end = float(pair[0]), float(pair[1])
         except (TypeError, ValueError, IndexError) as exc:
-            raise ValueError(f"window {name!r}: expected (start, end) unix seconds, got {pair!r}") from exc
+            raise ConfigError(f"window {name!r}: expected (start, end) unix seconds, got {pair!r}") from exc
         if not (math.isfinite(start) and math.isfinite(end)) or end < start:
-            raise ValueError(f"window {name!r}: end {end} is before start {start}")
+            raise ConfigError(f"window {name!r}: end {end} is before start {start}")
         clean[str(name)] = [start, end]
     span = (min(w[0] for w in clean.values()), max(w[1] for w in clean.values()))
     error = ""

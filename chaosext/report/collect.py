@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chaosext.core.errors import ChaosextError
 from chaosext.core.walk import iter_dicts
 from chaosext.outage.evidence import EVIDENCE_FORMAT
 from chaosext.verdict import judge
 
 __all__ = [
-    "AUDIT_ACTIONS", "load_journal", "parse_time", "verdict_of", "timeline", "probe_results", "outage_window",
-    "load_ranges", "audit_events", "evidence_in_journal", "k6_p95_ms",
+    "JournalError", "AUDIT_ACTIONS", "load_journal", "parse_time", "verdict_of", "timeline", "probe_results",
+    "outage_window", "load_ranges", "audit_events", "evidence_in_journal", "k6_p95_ms",
 ]
 
 AUDIT_ACTIONS = ("auth.degraded", "auth.recovered", "auth.expired")
@@ -28,17 +29,21 @@ FAULT_ACTIONS = ("block_jwks_egress",)
 RESTORE_ACTIONS = ("restore_jwks_egress",)
 
 
+class JournalError(ChaosextError, ValueError):
+    """A journal or evidence file cannot be read; the message says which file and what to do."""
+
+
 def load_journal(path: str | Path) -> dict[str, Any]:
     """Read a Chaos Toolkit journal.json; ValueError with the fix when it is not one."""
     try:
         journal = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ValueError(f"cannot read journal {path}: {exc.strerror}; pass the file `chaos run --journal-path` "
+        raise JournalError(f"cannot read journal {path}: {exc.strerror}; pass the file `chaos run --journal-path` "
                          f"wrote") from exc
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not JSON ({exc}); was the run interrupted while writing it?") from exc
+        raise JournalError(f"{path} is not JSON ({exc}); was the run interrupted while writing it?") from exc
     if not isinstance(journal, dict) or "experiment" not in journal or "run" not in journal:
-        raise ValueError(f"{path} is not a Chaos Toolkit journal (no 'experiment'/'run' keys)")
+        raise JournalError(f"{path} is not a Chaos Toolkit journal (no 'experiment'/'run' keys)")
     return journal
 
 
@@ -171,7 +176,7 @@ def load_ranges(path: str | Path) -> dict[str, list[dict[str, Any]]]:
     evidence file written by save_evidence."""
     doc = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected an object {{query name: matrix}}")
+        raise JournalError(f"{path}: expected an object {{query name: matrix}}")
     if doc.get("format") == EVIDENCE_FORMAT:
         doc = doc.get("ranges") or {}
     out = {}
