@@ -60,10 +60,17 @@ def test_with_credentials_the_preflight_and_the_probes_read_through_the_gateways
     problems = [p for p in check_configuration(cfg) if "PROMETHEUS" in p or "ALERTMANAGER" in p]
     assert problems == []
     assert jwks_cache_expired(configuration=cfg, secrets=SECRETS) == {"phase": "before-fault", "expired": []}
-    assert prom.query(cfg["prometheus_url"], "up")  # instant query (prometheus-api-client) through the gateway
-    now = time.time()
-    ranges = query_ranges(cfg["prometheus_url"], now - 60, now, {"up": "up"})  # range query, as the report does
-    assert ranges["up"] and ranges["up"][0]["values"]
+    # instant and range queries (prometheus-api-client; the range query as the report does) through the gateway; a
+    # lab started a moment ago may hold no scrape yet, so wait until both see one
+    deadline = time.time() + 30
+    while True:
+        now = time.time()
+        instant, ranges = prom.query(cfg["prometheus_url"], "up"), query_ranges(cfg["prometheus_url"], now - 60, now,
+                                                                                 {"up": "up"})
+        if (instant and ranges["up"]) or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert instant and ranges["up"] and ranges["up"][0]["values"]
     assert isinstance(prom.prometheus_alerts(cfg["prometheus_url"]), list)
     assert isinstance(prom.alertmanager_alerts(cfg["alertmanager_url"]), list)
     assert proxies["prometheus"].forwarded > before and proxies["alertmanager"].forwarded > 0
