@@ -19,75 +19,35 @@ from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.egress.kubernetes import PodRunner, pod_runners
 from chaosext.egress.probes import egress_block_active
-from tests.jsonstub import JsonStub
+from tests.kubestub import KubeStub, status
 
 pytestmark = [pytest.mark.contract]
 
-PLURALS = {"networkpolicies", "virtualservices", "serviceentries", "gateways", "pods"}
+class FakeKube(KubeStub):
+    """The shared Kubernetes API stub plus the pods' ``ephemeralcontainers`` subresource (the k8s-pod target)."""
 
-
-def status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
-
-
-class FakeKube:
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, dict]] = {}  # collection path -> name -> object
-        self.requests: list[tuple[str, str, Any]] = []
-        self.forced: dict[tuple[str, str], tuple[int, dict]] = {}
-
-    def add(self, collection: str, obj: dict) -> None:
+    def add(self, collection: str, obj: dict[str, Any]) -> None:
         self.objects.setdefault(collection, {})[obj["metadata"]["name"]] = obj
 
-    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, dict]:
-        self.requests.append((method, path, body))
-        if (method, path) in self.forced:
-            return self.forced[(method, path)]
+    def _handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         parts = path.rstrip("/").split("/")
-        if parts[-1] in PLURALS:
-            coll, name = path.rstrip("/"), ""
-        elif parts[-2] in PLURALS:
-            coll, name = "/".join(parts[:-1]), parts[-1]
-        elif parts[-1] == "ephemeralcontainers" and method == "PATCH":
-            pod = self.objects.get("/".join(parts[:-2]), {}).get(parts[-2])
-            if not pod:
-                return 404, status(404, "NotFound", f'pods "{parts[-2]}" not found')
-            pod["spec"].setdefault("ephemeralContainers", []).extend(body["spec"]["ephemeralContainers"])
-            pod["status"]["ephemeralContainerStatuses"] = [
-                {"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
-                 "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}
-                for c in pod["spec"]["ephemeralContainers"]]
-            return 200, pod
-        else:
-            return 404, status(404, "NotFound", "the server could not find the requested resource")
-        store = self.objects.setdefault(coll, {})
-        if method == "POST":
-            name = body["metadata"]["name"]
-            if name in store:
-                return 409, status(409, "AlreadyExists", f'"{name}" already exists')
-            store[name] = body
-            return 201, body
-        if method == "GET" and not name:
-            wanted = dict(kv.split("=", 1) for kv in query.get("labelSelector", "").split(",") if "=" in kv)
-            items = [o for o in store.values()
-                     if all(o["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())]
-            return 200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}
-        if name not in store:
-            return 404, status(404, "NotFound", f'"{name}" not found')
-        if method == "GET":
-            return 200, store[name]
-        if method == "DELETE":
-            del store[name]
-            return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
-        return 405, status(405, "MethodNotAllowed", method)
+        if parts[-1] != "ephemeralcontainers" or method != "PATCH":
+            return super()._handle(method, path, query, body)
+        pod = self.objects.get("/".join(parts[:-2]), {}).get(parts[-2])
+        if not pod:
+            return 404, status(404, "NotFound", f'pods "{parts[-2]}" not found')
+        pod["spec"].setdefault("ephemeralContainers", []).extend(body["spec"]["ephemeralContainers"])
+        pod["status"]["ephemeralContainerStatuses"] = [
+            {"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
+             "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}
+            for c in pod["spec"]["ephemeralContainers"]]
+        return 200, pod
 
 
 @pytest.fixture
 def kube() -> Iterator[tuple[FakeKube, str]]:
-    fake = FakeKube()
-    with JsonStub(fake.handle, json_body=True) as stub:
-        yield fake, stub.url
+    with FakeKube() as fake:
+        yield fake, fake.url
 
 
 NP = "/apis/networking.k8s.io/v1/namespaces/tenancy/networkpolicies"
@@ -105,7 +65,7 @@ def test_networkpolicy_denies_only_the_jwks_address_and_port_and_is_removed_by_l
     fake, api = kube
     out = _np(api)
 
-    method, path, body = fake.requests[0]
+    method, path, body, _ = fake.requests[0]
     assert (method, path) == ("POST", NP)
     assert body["metadata"]["name"] == f"chaosext-jwks-{out['run_id']}"
     assert body["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "chaosext",
@@ -123,7 +83,7 @@ def test_networkpolicy_denies_only_the_jwks_address_and_port_and_is_removed_by_l
                                configuration={"KUBE_API_URL": api})["active"] is True
 
     restore_jwks_egress(via="k8s-networkpolicy", target="tenancy/app=policy", kube_api_url=api)
-    assert ("DELETE", f"{NP}/chaosext-jwks-{out['run_id']}", None) in fake.requests
+    assert ("DELETE", f"{NP}/chaosext-jwks-{out['run_id']}", None) in [r[:3] for r in fake.requests]
     assert fake.objects[NP] == {}
     again = restore_jwks_egress(via="k8s-networkpolicy", target="tenancy/app=policy", kube_api_url=api)
     assert again["left"] == []
