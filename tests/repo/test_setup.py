@@ -71,6 +71,11 @@ def test_setup_on_the_distribution_python_then_cli_discovery_and_a_lab(tmp_path:
     if not chaosext_in_system_before:
         assert not importable_by_distro_python("chaosext", work)
 
+    # the venv is private: third-party packages ship example tokens (PyJWT's README in its METADATA)
+    readable = [os.path.join(d, n) for d, dirs, files in os.walk(venv) for n in dirs + files
+                if os.lstat(os.path.join(d, n)).st_mode & 0o077 and not os.path.islink(os.path.join(d, n))]
+    assert not readable, f"{len(readable)} paths in .venv readable by others, e.g. {readable[:3]}"
+
     bin_ = venv / "bin"
     version = run([str(bin_ / "chaosext"), "--version"], work)
     assert version.returncode == 0 and __version__ in version.stdout, version.stdout + version.stderr
