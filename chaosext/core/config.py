@@ -202,11 +202,6 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
-def _get(configuration: Configuration, key: str) -> Any:
-    """Setting ``key`` via the one resolver (configuration, then the env var); '' when unset."""
-    return raw_setting(configuration, key)
-
-
 def _parse_services(value: Any) -> dict[str, str]:
     """``policy=http://...,vuln=http://...`` (or a dict) -> {name: url}."""
     if isinstance(value, dict):
@@ -285,7 +280,7 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
     Raises ConfigError (a ValueError) with a clear message on values that cannot even be parsed (not a number, bad
     SERVICE_URLS).
     """
-    lab_dir = str(_get(configuration, "chaosext_lab_dir") or ".chaosext-lab")
+    lab_dir = str(raw_setting(configuration, "chaosext_lab_dir", ".chaosext-lab"))
     state = lab_state(lab_dir) or {}
     comps = state.get("components") or {}
     lab_cfg = state.get("config") or {}
@@ -293,11 +288,10 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
     audit_file = state.get("audit_file") or LAB_DEFAULTS["audit_file"]
 
     def pick(key: str, default: Any) -> Any:
-        v = _get(configuration, key)
-        return default if v in (None, "") else v
+        return raw_setting(configuration, key, default)
 
     run_base = str(pick("chaosext_run_dir", str(Path(lab_dir) / "run") if state else ".chaosext-run"))
-    run_id = str(_get(configuration, "chaosext_run_id") or "")
+    run_id = str(raw_setting(configuration, "chaosext_run_id"))
     if run_id and not RUN_ID_RE.fullmatch(run_id):
         raise ConfigError(f"chaosext_run_id={run_id!r} is not a chaosext run id (8 lower-case hex digits)")
     run_dir = str(Path(run_base) / run_id) if run_id else run_base
