@@ -10,10 +10,10 @@ import time
 import requests
 from chaoslib.types import Configuration, Secrets
 
-from chaosext.audit.sources import read_events
+from chaosext.audit.sources import AuditEvent, read_events
 from chaosext.core.config import ExperimentConfig, load_config
 from chaosext.core.errors import activity
-from chaosext.core.judging import Judging, outage_check
+from chaosext.core.judging import Judging, outage_check, retry_until
 from chaosext.core.runfile import CheckResult, Run, load_run
 from chaosext.metrics import contract, prom
 
@@ -71,21 +71,22 @@ def audit_pipeline_healthy(configuration: Configuration = None, secrets: Secrets
         start, end = run.outage_window() or (time.time(), time.time())
         since, want, actions = start - 5, _degraded_services(cfg, run, start, end), ("auth.recovered",)
         deadline = max(end + cfg.recovery_seconds, time.time() + PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0))
-    recorded: set[str] = set()
-    count = 0
-    while True:
-        recorded, count = set(), 0
+
+    def look() -> tuple[set[str], int]:
+        """The services with an event of ``actions`` since ``since``, and how many events there were."""
+        seen: set[str] = set()
+        count = 0
         for action in actions:
             events = read_events(cfg.audit_source, action, since, time.time() + 5, tuple(sorted(want)),
                                  cfg.audit_sql)
             count += len(events)
-            recorded |= {str(e["service"]) for e in events if e.get("service")}
-            if want <= recorded:
+            seen |= {str(e["service"]) for e in events if e.get("service")}
+            if want <= seen:
                 break
-        missing = sorted(want - recorded)
-        if not missing or time.time() >= deadline:
-            break
-        time.sleep(2.0)
+        return seen, count
+
+    recorded, count = retry_until(look, lambda found: want <= found[0], deadline, 2.0)
+    missing = sorted(want - recorded)
     what = "an audit event" if phase_ == "baseline" else "auth.recovered"
     return {"phase": phase_, "ok": not missing, "expected": sorted(want), "missing": missing, "events": count,
             "source": cfg.audit_kind,
@@ -103,14 +104,15 @@ def audit_degraded_recorded(judging: Judging) -> CheckResult:
     cfg, (start, end) = judging.cfg, judging.window
     affected = _stale_services(cfg, judging.run, start, end)
     deadline = time.time() + PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0)
-    while True:
-        events = read_events(cfg.audit_source, "auth.degraded", start - 5, time.time() + 5,
-                             tuple(sorted(affected)), cfg.audit_sql)
-        recorded = {str(e["service"]) for e in events if e.get("service")}
-        missing = sorted(affected - recorded)
-        if not missing or time.time() >= deadline:
-            break
-        time.sleep(2.0)
+
+    def services(events: list[AuditEvent]) -> set[str]:
+        return {str(e["service"]) for e in events if e.get("service")}
+
+    events = retry_until(lambda: read_events(cfg.audit_source, "auth.degraded", start - 5, time.time() + 5,
+                                             tuple(sorted(affected)), cfg.audit_sql),
+                         lambda found: affected <= services(found), deadline, 2.0)
+    recorded = services(events)
+    missing = sorted(affected - recorded)
     return {"phase": "outage", "ok": not missing, "affected": sorted(affected), "recorded": sorted(recorded),
             "missing": missing, "source": cfg.audit_kind, "events": len(events),
             "note": "" if affected else "no service served stale keys during the outage (shorter than the TTL?)"}

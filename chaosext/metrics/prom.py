@@ -25,6 +25,7 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from chaosext.core import backends
+from chaosext.core.judging import retry_until
 from chaosext.core.names import UNAUTHENTICATED_TENANT
 from chaosext.metrics import contract
 
@@ -194,12 +195,10 @@ def alertmanager_alerts(base_url: str, timeout: float = 10.0) -> list[dict[str, 
 
 def wait_for_samples(base_url: str, until: float, timeout: float = 30.0) -> bool:
     """Wait (up to ``timeout`` s) until Prometheus holds a request-counter sample at or after ``until``."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def reached() -> bool:
         try:
-            if latest_sample_time(base_url) >= until:
-                return True
+            return latest_sample_time(base_url) >= until
         except (requests.RequestException, RuntimeError):
-            pass
-        time.sleep(1.0)
-    return False
+            return False
+
+    return retry_until(reached, bool, time.time() + timeout, 1.0)

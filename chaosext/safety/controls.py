@@ -21,14 +21,23 @@ import logging
 import time
 from typing import Any
 
+import requests
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets, Settings
 
 from chaosext.auth.forgery import parse_skip
-from chaosext.core import runfile, signals
+from chaosext.auth.probes import ensure_tokens
+from chaosext.core import backends, kube, runfile, signals
 from chaosext.core.config import ExperimentConfig, load_config, validate
+from chaosext.core.heartbeat import Heartbeat
+from chaosext.core.judging import retry_until
 from chaosext.core.limits import deadline_seconds
+from chaosext.egress.actions import block_jwks_egress
+from chaosext.egress.base import FaultError, split_targets
+from chaosext.load.actions import start_k6
+from chaosext.metrics import contract, prom
 from chaosext.outage.evidence import save_run_evidence
+from chaosext.safety import lock as locks
 from chaosext.safety.cleanup import restore_fault, stop_load
 from chaosext.safety.preflight import check_reachable
 
@@ -45,7 +54,6 @@ def approval_problem(cfg: Any) -> str:
     """'' when the target is the local lab or CHAOSEXT_APPROVE names it; else what to do."""
     if cfg.is_lab_target:
         return ""
-    from chaosext.egress.base import FaultError, split_targets
 
     approved = {a.strip() for a in cfg.approve.split(",") if a.strip()}
     try:
@@ -97,8 +105,6 @@ def _is_dry(context: Any) -> str:
 
 def _plan(cfg: ExperimentConfig, configuration: Configuration = None) -> list[str]:
     """The planned timeline and the exact fault commands / API calls (dry run)."""
-    from chaosext.egress.actions import block_jwks_egress
-
     planned = block_jwks_egress(jwks_url=cfg.jwks_url, via=cfg.fault_via, target=cfg.fault_target,
                                 mode=cfg.fault_mode, duration_seconds=deadline_seconds(cfg.outage_seconds),
                                 dry_run=True, max_duration_seconds=cfg.max_outage_seconds,
@@ -129,28 +135,19 @@ def _resolved(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def _wait_for_baseline_traffic(cfg: ExperimentConfig) -> float:
     """Wait until the baseline window holds BASELINE_MIN_REQUESTS (k6 warming up); returns the requests seen."""
-    import requests
-
-    from chaosext.metrics import prom
-
-    deadline = time.time() + cfg.baseline_seconds + 15
-    seen = 0.0
-    while time.time() < deadline:
+    def requests_in_window() -> float:
+        now = time.time()
         try:
-            now = time.time()
-            seen = prom.error_rate_between(cfg.prometheus_url, now - cfg.baseline_seconds, now)["requests"]
+            return float(prom.error_rate_between(cfg.prometheus_url, now - cfg.baseline_seconds, now)["requests"])
         except (requests.RequestException, RuntimeError, ValueError):
-            seen = 0.0
-        if seen >= cfg.baseline_min_requests:
-            break
-        time.sleep(1.0)
-    return seen
+            return 0.0
+
+    return retry_until(requests_in_window, lambda seen: seen >= cfg.baseline_min_requests,
+                       time.time() + cfg.baseline_seconds + 15, 1.0)
 
 
 def _take_lock(cfg: ExperimentConfig, run_id: str) -> None:
     """One run per target at a time: take the target's lock or refuse, naming the running one (changes nothing)."""
-    from chaosext.safety import lock as locks
-
     ends_at = time.time() + cfg.baseline_seconds + deadline_seconds(cfg.outage_seconds) \
         + cfg.recovery_seconds
     key = locks.lock_key(cfg.fault_via, cfg.fault_target, cfg.jwks_url)
@@ -166,10 +163,6 @@ def _take_lock(cfg: ExperimentConfig, run_id: str) -> None:
 def _start_run(cfg: ExperimentConfig, configuration: dict[str, Any], secrets: Secrets = None) -> dict[str, Any]:
     """Create the run, start the heartbeat, fetch tokens, start k6 and warm the baseline up. Undoes itself on
     failure (the lock is already held)."""
-    from chaosext.auth.probes import ensure_tokens
-    from chaosext.core.heartbeat import Heartbeat
-    from chaosext.load.actions import start_k6
-
     run_id = cfg.run_id
     try:
         runfile.new_run(cfg.run_base, run_id)
@@ -198,8 +191,6 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
                               secrets: Secrets = None, **kwargs: Any) -> None:
     """Validate everything and refuse to start (InterruptExecution) before any change; then start the run."""
     signals.install()
-    from chaosext.core import backends, kube
-    from chaosext.metrics import contract
 
     try:
         backends.register(configuration, secrets)  # backend credentials for every probe of this run (never logged)
