@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from chaosext.core import procs
-from chaosext.core.heartbeat import Heartbeat
 from chaosext.egress import watchdog
 from chaosext.egress.actions import block_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6
+from chaosext.run.heartbeat import Heartbeat
 from tests.egress.egress_util import wait_for
 
 GRACE = 3.0
