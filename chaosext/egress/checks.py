@@ -228,14 +228,12 @@ def fault_findings(ctx: RunContext) -> list[Finding]:
     options = fault_settings(ctx).options
     out: list[Finding] = []
     if fault.via == "iptables":
-        pods = [i for i in fault.items if i.startswith("k8s-pod:")]
-        for item in fault.items:
-            kind, _, value = item.partition(":")
+        items = [item.partition(":") for item in fault.items]
+        for kind, _, value in items:
             if kind in ("local", "netns", "pid") and "*" not in value:
                 netns, pid = (value if kind == "netns" else ""), (value if kind == "pid" else "")
                 out += [check_rules("iptables", netns, pid), check_rules("ip6tables", netns, pid)]
-        for item in pods[:1]:  # rules go into the pods' network namespaces through the API server
-            value = item.removeprefix("k8s-pod:")
+        for _, _, value in [i for i in items if i[0] == "k8s-pod"][:1]:  # rules go into the pods' netns via the API
             out += check_kube(value.split("/", 1)[0], "iptables-in-pod", None, value, options, ctx.secrets)
     elif fault.via == "envoy":
         out += check_envoy(fault.admin_url)
