@@ -27,12 +27,14 @@ __all__ = ["run_checks", "render_table", "doctor"]
 def run_checks(target: str = "", via: str = "", prometheus_url: str = "", alertmanager_url: str = "",
                state_dir: str = "") -> list[Finding]:
     """Every pre-flight finding for this target and fault method (options over the settings from the environment and
-    the running lab), in the order a person would fix them. ConfigError when a setting cannot even be parsed."""
-    target = target or str(raw_setting(None, "fault_target", "local"))
-    configuration: dict[str, Any] = {"fault_target": target,
-                                     "fault_via": via or str(raw_setting(None, "fault_via", "")) or default_via(target)}
-    for key, value in (("prometheus_url", prometheus_url), ("alertmanager_url", alertmanager_url),
-                       ("chaosext_lab_dir", state_dir)):
+    the running lab, resolved exactly as a run resolves them), in the order a person would fix them. Only a
+    ``--target`` given here without ``--via`` (and no FAULT_VIA) picks its method from its form (an Envoy URL: envoy,
+    ``<ns>/<selector>``: k8s-networkpolicy). ConfigError when a setting cannot even be parsed."""
+    configuration: dict[str, Any] = {}
+    if target and not via and not raw_setting(None, "fault_via", ""):
+        via = default_via(target)
+    for key, value in (("fault_target", target), ("fault_via", via), ("prometheus_url", prometheus_url),
+                       ("alertmanager_url", alertmanager_url), ("chaosext_lab_dir", state_dir)):
         if value:
             configuration[key] = value
     return preflight(RunContext(load_config(configuration)))
