@@ -28,13 +28,11 @@ from chaosext.run.memory import RunMemory, memory
 from chaosext.run.record import Run, edit_run, load_run, new_run
 from chaosext.run.store import run_directory
 
-__all__ = ["RunContext", "run_context", "new_run_context", "create_run", "RUN_ID_KEY", "RUN_BASE_KEY",
-           "HEARTBEAT_KEY", "DRY_RUN_KEY"]
+__all__ = ["RunContext", "run_context", "new_run_context", "create_run", "RUN_ID_KEY", "RUN_BASE_KEY", "DRY_RUN_KEY"]
 
 #: the configuration keys the safety control sets for the rest of the run
 RUN_ID_KEY = "chaosext_run_id"
 RUN_BASE_KEY = "chaosext_run_dir"
-HEARTBEAT_KEY = "chaosext_heartbeat_file"
 DRY_RUN_KEY = "chaosext_dry_run"
 
 
