@@ -30,7 +30,7 @@ from chaosext.core.faulttarget import FaultTarget, parse_fault_target
 from chaosext.core.labstate import load_state
 from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_outage, deadline_seconds
 from chaosext.core.names import FAULT_MODES, FAULT_VIAS, LAB_SERVICES, check_run_id
-from chaosext.core.settings import Configuration, raw_setting
+from chaosext.core.settings import Configuration, raw_setting, setting_origin
 from chaosext.core.target import METRIC_SETTINGS, TOKEN_SETTINGS, MetricContract, TokenConfig
 
 __all__ = [
@@ -229,6 +229,9 @@ class ExperimentConfig:
     lab_dir: str = setting_field(".chaosext-lab", key="chaosext_lab_dir", parse=_str)
     lab_running: bool = False
     approve: str = setting_field("", key="chaosext_approve", parse=_str)
+    #: where each setting's value came from (configuration key -> configuration, env, lab or default), for
+    #: messages such as doctor's
+    origins: dict[str, str] = field(default_factory=dict, compare=False)
 
     # ---------------------------------------------------------------------------------------------- derived
     @property
@@ -345,6 +348,7 @@ def load_config(configuration: Configuration = None) -> ExperimentConfig:
     state: LabValues = lab_state(lab_dir) or {}
     logger.debug("chaosext: resolving the run's settings (lab state %s)", "found" if state else "none")
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     for f in dataclasses.fields(ExperimentConfig):
         parse = f.metadata.get("parse")
         if parse is None:
@@ -354,10 +358,13 @@ def load_config(configuration: Configuration = None) -> ExperimentConfig:
         lab_value = lab(state) if lab is not None and state else None
         key = _key(f)
         raw = raw_setting(configuration, key, "")
+        origin = setting_origin(configuration, key) if raw != "" else ""
         if raw == "" and lab_value is not None:
-            raw = lab_value
+            raw, origin = lab_value, "lab"
         values[f.name] = default if raw == "" else parse(key, raw)
+        origins[key] = origin or "default"
     values["lab_running"] = bool(state)
+    values["origins"] = origins
     values["metrics"] = MetricContract.parse({name: str(raw_setting(configuration, key, getattr(MetricContract(),
                                                                                                name)))
                                               for name, key in METRIC_SETTINGS.items()})

@@ -17,6 +17,8 @@ def check_ready(ctx: RunContext, name: str) -> Finding:
     env = name.upper() + "_URL"
     backend = ctx.backend(name)
     full = backend.url.rstrip("/") + "/-/ready"
+    origin = ctx.cfg.origins.get(f"{name}_url", "default")
+    full += f" ({origin})"
     try:
         backend.get("/-/ready", timeout=HTTP_TIMEOUT)
     except BackendError as exc:

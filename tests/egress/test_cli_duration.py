@@ -38,9 +38,6 @@ def test_a_negative_duration_is_refused() -> None:
     assert result.exit_code != 0 and "must be > 0" in result.output
 
 
-@pytest.mark.xfail(strict=True, reason="production bug: chaosext/egress/cli.py:132 passes `duration or 0`, so an "
-                                       "explicit --duration 0 becomes 'unset' and the fault gets the default "
-                                       "deadline (315 s) instead of being refused as before the renovation")
 def test_a_zero_duration_is_refused_not_turned_into_the_default() -> None:
     result = dry_block("--duration", "0")
     assert result.exit_code != 0 and "must be > 0" in result.output

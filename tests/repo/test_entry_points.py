@@ -27,10 +27,6 @@ def test_plain_arguments_keep_their_types() -> None:
     assert types["driver_options"] == "mapping"
 
 
-@pytest.mark.xfail(strict=True, reason="production regression: the entry points annotate configuration/secrets with "
-                                       "chaosext.core.settings.Configuration / Secrets (Mapping[str, Any] | None, "
-                                       "chaosext/core/settings.py:26-27), which chaos discover types as 'object'; "
-                                       "chaoslib.types.Configuration / Secrets (plain Dict) were 'mapping'")
 def test_no_argument_of_any_entry_point_is_typed_object() -> None:
     objects = {(a["name"], arg["name"]) for a in _activities() for arg in a.get("arguments", [])
                if arg.get("type") == "object"}

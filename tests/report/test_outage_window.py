@@ -38,8 +38,5 @@ def test_a_journal_of_an_older_chaosext_without_a_restore_ends_at_the_faults_lif
     assert outage_window(journal({"duration_seconds": 135}, restore=False)) == (START, START + 135)
 
 
-@pytest.mark.xfail(strict=True, reason="production bug: block_jwks_egress reports the fault's lifetime as "
-                                       "deadline_seconds since the renovation, but chaosext/report/collect.py:134 "
-                                       "still looks for duration_seconds / duration / outage_seconds only")
 def test_without_a_restore_the_window_ends_at_the_deadline_block_jwks_egress_reported() -> None:
     assert outage_window(journal({"deadline_seconds": 135}, restore=False)) == (START, START + 135)
