@@ -4,8 +4,6 @@ argument is typed "object" — `chaos init` and the experiment editors only know
 Toolkit facts": ``X | None``, ``Mapping`` and string annotations all become "object")."""
 from __future__ import annotations
 
-import pytest
-
 import chaosext
 
 

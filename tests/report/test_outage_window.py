@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
-
 from chaosext.report.collect import outage_window
 
 START = 1_764_450_000.0
