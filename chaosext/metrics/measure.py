@@ -1,14 +1,13 @@
-"""What the metrics domain measures: the services' key-cache states, the expiry alerts, the request counters.
+"""What the metrics domain measures: the expiry alerts and the request counters (the services' key-cache states are
+:mod:`chaosext.metrics.cache`).
 
 Plain measurements for the judges in ``chaosext.outage`` (baseline and recovery probes, the watch step, the outage
-checks). Prometheus is read through :mod:`chaosext.metrics.prom` with the run's metric contract; a service's
-``/healthz`` ``jwks`` block (:func:`health`) is the lab's convenience where a service exports no cache series.
+checks). Prometheus is read through :mod:`chaosext.metrics.prom` with the run's metric contract.
 """
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import requests
 
@@ -16,38 +15,11 @@ from chaosext.metrics import prom
 from chaosext.metrics.prom import prom_of
 from chaosext.run.context import RunContext
 
-__all__ = ["Counts", "health", "cache_states", "active_expiry_alerts", "firing_now", "fired_since", "in_alertmanager",
-           "services_in_state", "quietest_tenant_rate", "error_counts"]
+__all__ = ["Counts", "active_expiry_alerts", "firing_now", "fired_since", "in_alertmanager", "quietest_tenant_rate",
+           "error_counts"]
 
 #: (errors, requests) cumulative counters, as Prometheus sums them (``chaosext.metrics.prom.counts_at``)
 Counts = tuple[float, float]
-
-
-def health(url: str, timeout: float = 3.0) -> dict[str, Any]:
-    """The service's ``/healthz`` ``jwks`` block ({"state": ..., "age_seconds": ...}); {} when unavailable."""
-    try:
-        r = requests.get(url + "/healthz", timeout=timeout)
-        return dict(r.json().get("jwks") or {})
-    except (requests.RequestException, ValueError, AttributeError):
-        return {}
-
-
-def cache_states(ctx: RunContext) -> dict[str, tuple[str, str]]:
-    """service -> (state, source): from the metric contract's cache series in Prometheus; ``/healthz`` only where the
-    service has no such series (a lab convenience); ``unknown`` / ``none`` when neither answers."""
-    cfg = ctx.cfg
-    states: dict[str, tuple[str, str]] = {}
-    try:
-        for svc, state in prom.cache_states(prom_of(ctx)).items():
-            if svc in cfg.services:
-                states[svc] = (state, "prometheus")
-    except (requests.RequestException, RuntimeError, ValueError):
-        pass
-    for svc, url in cfg.services.items():
-        if svc not in states:
-            h = health(url)
-            states[svc] = (h.get("state", "unknown"), "healthz" if h else "none")
-    return states
 
 
 def active_expiry_alerts(ctx: RunContext) -> dict[str, list[str]]:
@@ -91,18 +63,6 @@ def fired_since(ctx: RunContext, names: tuple[str, ...], since: float) -> set[st
 def in_alertmanager(ctx: RunContext, names: tuple[str, ...]) -> set[str]:
     """Which of ``names`` Alertmanager holds now."""
     return {a["labels"].get("alertname") for a in prom.alertmanager_alerts(ctx.backend("alertmanager"))} & set(names)
-
-
-def services_in_state(ctx: RunContext, state: str, start: float, end: float) -> set[str]:
-    """Services whose cache series of ``state`` (``expired``: METRIC_CACHE_EXPIRED, ``stale``: METRIC_CACHE_STALE)
-    was 1 at any time in [start, end]; empty when Prometheus does not answer."""
-    c = ctx.cfg.metrics
-    selector = c.cache_expired if state == "expired" else c.cache_stale
-    rng = max(1, math.ceil(end - start))
-    try:
-        return set(prom.services_where(prom_of(ctx), selector, end, rng)) & set(ctx.cfg.services)
-    except (requests.RequestException, RuntimeError):
-        return set()
 
 
 def quietest_tenant_rate(ctx: RunContext, at: float) -> float | None:

@@ -20,7 +20,8 @@ from chaosext.auth.measure import unverified_accepts
 from chaosext.core.poll import retry_until
 from chaosext.load.probes import k6_summary
 from chaosext.metrics import prom
-from chaosext.metrics.measure import fired_since, in_alertmanager, quietest_tenant_rate, services_in_state
+from chaosext.metrics.cache import services_in_state
+from chaosext.metrics.measure import fired_since, in_alertmanager, quietest_tenant_rate
 from chaosext.outage.judging import Judging
 from chaosext.run.record import CheckResult
 

@@ -14,7 +14,8 @@ from chaosext.auth.measure import ForgeryPlan, valid_token_statuses
 from chaosext.core.poll import retry_until
 from chaosext.core.settings import Configuration, Secrets
 from chaosext.metrics import prom
-from chaosext.metrics.measure import active_expiry_alerts, cache_states, services_in_state
+from chaosext.metrics.cache import read_caches, services_in_state
+from chaosext.metrics.measure import active_expiry_alerts
 from chaosext.outage.notebook import load_notebook
 from chaosext.run.context import RunContext, run_context
 from chaosext.run.record import CheckResult
@@ -25,7 +26,7 @@ __all__ = ["jwks_caches_fresh", "valid_tokens_accepted", "forged_tokens_refused"
 
 
 def jwks_caches_fresh(configuration: Configuration = None, secrets: Secrets = None) -> CheckResult:
-    """Every service's JWKS cache is fresh (its cache series in Prometheus, else its ``/healthz``), live.
+    """Every service's JWKS cache is fresh (read through its cache signal: ``chaosext.metrics.cache``), live.
 
     Baseline: fresh before the fault (a stale or expired cache is already degraded). Recovery: every service fetched
     the JWKS again within RECOVERY_SECONDS of the restore (``not_recovered`` names the ones that did not). The
@@ -34,15 +35,21 @@ def jwks_caches_fresh(configuration: Configuration = None, secrets: Secrets = No
     ctx = run_context(configuration, secrets)
     run = ctx.record()
     phase = run.phase
-    states = retry_until(lambda: cache_states(ctx), lambda st: all(state == "fresh" for state, _ in st.values()),
+    states = retry_until(lambda: read_caches(ctx), lambda st: all(r.state in ("fresh", "unknown") for r in st.values()),
                          run.recovery_deadline(ctx.cfg.recovery_seconds), 1.0)
-    bad = sorted(s for s, (state, _) in states.items() if state != "fresh")
-    if phase == "recovery" and not bad:
+    unknown = sorted(s for s, r in states.items() if r.state == "unknown")
+    bad = sorted(s for s, r in states.items() if r.state not in ("fresh", "unknown"))
+    if phase == "recovery" and not bad and not unknown:
         with ctx.edit() as recorded:
             recorded.recovered_at = time.time()
     key = "not_recovered" if phase == "recovery" else "not_fresh"
-    return {"phase": phase, "ok": not bad, key: bad, "states": {s: st for s, (st, _) in states.items()},
-            "source": sorted({src for _, src in states.values()})}
+    out: CheckResult = {"phase": phase, "ok": not bad, key: bad, "states": {s: r.state for s, r in states.items()},
+                        "source": sorted({r.source for r in states.values()})}
+    if unknown:  # no signal says: an honest gap, never a silent "fresh"
+        out["not_judged"] = {s: states[s].detail for s in unknown}
+        out["gap"] = f"the cache state of {', '.join(unknown)} cannot be read: " + "; ".join(
+            states[s].detail for s in unknown)
+    return out
 
 
 def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets = None) -> CheckResult:
