@@ -232,6 +232,11 @@ class Route:
         """``METHOD /path``."""
         return f"{self.method} {self.path}"
 
+    @property
+    def templated(self) -> bool:
+        """True when the path holds a placeholder (``{id}``: k6 fills in a number; the probes skip such routes)."""
+        return "{" in self.path
+
 
 @dataclass(frozen=True)
 class CacheSignal:
@@ -271,16 +276,19 @@ class Service:
 
     @property
     def probe_route(self) -> Route | None:
-        """The route a valid token is checked on (None when the service has no read route)."""
-        return self.probe or next((r for r in self.routes if r.kind == "read"), None)
+        """The route a valid token is checked on: ``probe``, else the first read route without a placeholder (None
+        when the service has none)."""
+        return self.probe or next((r for r in self.routes if r.kind == "read" and not r.templated), None)
 
     @property
     def forgery_routes(self) -> tuple[Route, ...]:
-        """The routes forged tokens go to."""
+        """The routes forged tokens go to: ``forgery``, else the first read and the first write route without a
+        placeholder."""
         if self.forgery:
             return self.forgery
-        reads = [r for r in self.routes if r.kind == "read"][:1]
-        writes = [r for r in self.routes if r.kind == "write"][:1]
+        plain = [r for r in self.routes if not r.templated]
+        reads = [r for r in plain if r.kind == "read"][:1]
+        writes = [r for r in plain if r.kind == "write"][:1]
         return tuple(reads + writes)
 
 
