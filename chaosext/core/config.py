@@ -150,7 +150,8 @@ class ExperimentConfig:
     authority_url: str = setting_field("", parse=_url)
     #: the tenant services: the description's, with SERVICE_URLS / FORGERY_ROUTES over it
     services: dict[str, Service] = setting_field({})
-    tenant_header: str = setting_field("X-StellaOps-Tenant", parse=_header)
+    #: the header carrying the tenant ('' = none: the tenant travels only in the token)
+    tenant_header: str = setting_field("", parse=_header)
     tenants: tuple[str, ...] = setting_field(DEFAULT_TENANTS, parse=_list)
     audience: str = setting_field("", parse=_str)
     token: TokenConfig = setting_field(TokenConfig())
