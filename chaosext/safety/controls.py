@@ -146,13 +146,16 @@ def _wait_for_baseline_traffic(cfg: ExperimentConfig) -> float:
                        time.time() + cfg.baseline_seconds + 15, 1.0)
 
 
-def _take_lock(cfg: ExperimentConfig, run_id: str) -> None:
-    """One run per target at a time: take the target's lock or refuse, naming the running one (changes nothing)."""
+def _take_lock(cfg: ExperimentConfig, run_id: str, configuration: Configuration = None) -> None:
+    """One run per target at a time: take the target's lock (and a cluster target's Lease) or refuse, naming the
+    running one (changes nothing)."""
     ends_at = time.time() + cfg.baseline_seconds + deadline_seconds(cfg.outage_seconds) \
         + cfg.recovery_seconds
     key = locks.lock_key(cfg.fault_via, cfg.fault_target, cfg.jwks_url)
     try:
-        _RUN["lock"] = locks.acquire(key, run_id, {"ends_at": ends_at, "outage_seconds": cfg.outage_seconds})
+        lease = locks.cluster_lease(cfg.fault_via, cfg.fault_target, key, configuration)
+        _RUN["lock"] = locks.acquire(key, run_id, {"ends_at": ends_at, "outage_seconds": cfg.outage_seconds},
+                                     lease=lease)
     except locks.LockHeld as exc:
         logger.error("pre-flight: %s", exc)
         raise InterruptExecution(f"chaosext safety: not starting, nothing was changed. {exc}") from None
@@ -166,7 +169,8 @@ def _start_run(cfg: ExperimentConfig, configuration: dict[str, Any], secrets: Se
     run_id = cfg.run_id
     try:
         runfile.new_run(cfg.run_base, run_id)
-        _RUN["heartbeat"] = Heartbeat(str(runfile.run_directory(cfg.run_base, run_id) / "heartbeat"))
+        _RUN["heartbeat"] = Heartbeat(str(runfile.run_directory(cfg.run_base, run_id) / "heartbeat"),
+                                      on_beat=_RUN["lock"].renew if "lock" in _RUN else None)
         _RUN["heartbeat"].start()
         tenants = sorted(ensure_tokens(cfg, secrets, configuration))
         duration = cfg.baseline_seconds + deadline_seconds(cfg.outage_seconds) \
@@ -213,7 +217,7 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
         configuration.update(_resolved(cfg), chaosext_dry_run=dry)
         return
     run_id = runfile.new_run_id()
-    _take_lock(cfg, run_id)
+    _take_lock(cfg, run_id, configuration)
     problems = check_reachable(cfg)
     if problems:
         _finish(cfg)
