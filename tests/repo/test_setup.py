@@ -169,7 +169,7 @@ def test_the_footprint_pages_remove_everything_leaves_the_clone_clean(checkout: 
     home.mkdir()
     env = {**distro_env(), "HOME": str(home), "PATH": f"{checkout / '.venv' / 'bin'}:{DISTRO_PATH}"}
     for var in ("CHAOSEXT_STATE_DIR", "CHAOSEXT_RUN_DIR", "CHAOSEXT_LAB_DIR", "CHAOSEXT_K6_DIR", "MPLCONFIGDIR",
-                "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+                "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "PYTHONDONTWRITEBYTECODE"):  # bytecode caches are made, as usual
         env.pop(var, None)
     ns = f"cxfp{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, timeout=20)
