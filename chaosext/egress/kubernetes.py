@@ -30,6 +30,7 @@ import time
 from typing import Any, cast
 
 from chaosext.core import kube
+from chaosext.core.faulttarget import TargetError, k8s_namespace_selector
 from chaosext.core.settings import Secrets
 from chaosext.egress.base import FaultError, FaultSpec, TargetNotFound
 
@@ -55,15 +56,12 @@ def api_client(options: dict[str, Any], secrets: Secrets = None) -> Any:
 
 
 def parse_target(target: str) -> tuple[str, str]:
-    """``(namespace, selector or pod name)`` from ``[k8s:|k8s-pod:]<namespace>/<selector>``."""
-    for prefix in ("k8s-pod:", "k8s:"):
-        if target.startswith(prefix):
-            target = target[len(prefix):]
-    namespace, _, selector = target.partition("/")
-    if not namespace or namespace in ("local",) or ":" in namespace:
-        raise FaultError(f"Kubernetes target {target!r} must look like <namespace>/<label selector>, e.g. "
-                         "tenancy/app=policy")
-    return namespace, selector
+    """``(namespace, selector or pod name)`` of a Kubernetes target (``chaosext.core.faulttarget``, the one parser),
+    its errors as FaultError."""
+    try:
+        return k8s_namespace_selector(target)
+    except TargetError as exc:
+        raise FaultError(str(exc)) from None
 
 
 def _labels(selector: str) -> dict[str, str]:

@@ -12,8 +12,10 @@ from typing import Any
 import click
 import requests
 
-from chaosext.core.labstate import load_state
-from chaosext.core.settings import setting
+from chaosext.core.backends import backend
+from chaosext.core.config import ExperimentConfig, load_config
+from chaosext.core.settings import raw_setting
+from chaosext.metrics.prom import Prom
 from chaosext.outage import evidence
 from chaosext.report import collect
 from chaosext.report.render import render_html
@@ -38,25 +40,20 @@ def private_matplotlib_dir() -> Iterator[str]:
                 os.environ["MPLCONFIGDIR"] = before
 
 
-def _lab_state(state_dir: str) -> dict[str, Any]:
-    """The lab's state.json ({} when there is no lab or its state file is broken)."""
-    try:
-        return load_state(state_dir or None) or {}
-    except ValueError:
-        return {}
+def _settings(state_dir: str) -> ExperimentConfig:
+    """The settings from the environment and the running lab (the same resolver as a run)."""
+    return load_config({"chaosext_lab_dir": state_dir} if state_dir else None)
 
 
-def _audit_path(audit: str, state_dir: str) -> str:
-    """--audit, else $AUDIT_SOURCE when it is ``file:<path>``, else the lab state's audit file."""
+def _audit_path(audit: str, cfg: ExperimentConfig) -> str:
+    """--audit, else AUDIT_SOURCE when it is ``file:<path>`` (the lab's when it runs)."""
     if audit:
         return audit
-    source = setting(None, "audit_source")
-    if source.startswith("file:"):
-        return source[len("file:"):]
-    return str(_lab_state(state_dir).get("audit_file", ""))
+    configured = raw_setting(None, "audit_source", "") or cfg.lab_running
+    return cfg.audit_location if configured and cfg.audit_kind == "file" else ""
 
 
-def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str = "", audit_path: str = "",
+def build_report(journal_path: str, prometheus: Prom | None = None, ranges_path: str = "", audit_path: str = "",
                  error_rate_max: float | None = None, save_ranges: str = "") -> tuple[str, dict[str, Any], list[str]]:
     """(html, verdict, warnings) for a journal; never raises for missing metrics, only for a bad journal."""
     journal = collect.load_journal(journal_path)
@@ -80,12 +77,12 @@ def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str =
             sources.append("windows: " + ", ".join(f"{n} {e - s:.0f} s" for n, (s, e) in windows.items()))
             start = min(([start] if start is not None else []) + [w[0] for w in windows.values()])
             end = max(([end] if end is not None else []) + [w[1] for w in windows.values()])
-    elif prometheus_url and start is not None and end is not None:
+    elif prometheus is not None and start is not None and end is not None:
         try:
-            ranges = evidence.query_ranges(prometheus_url, start, end)
-            sources.append(f"metrics: {prometheus_url} /api/v1/query_range")
+            ranges = evidence.query_ranges(prometheus, start, end)
+            sources.append(f"metrics: {prometheus.url} /api/v1/query_range")
         except (requests.RequestException, ValueError, KeyError) as exc:
-            warnings.append(f"Prometheus at {prometheus_url} gave no ranges ({type(exc).__name__}: {exc}); metric "
+            warnings.append(f"Prometheus at {prometheus.url} gave no ranges ({type(exc).__name__}: {exc}); metric "
                             f"plots are empty. Re-run while it still holds the data, or pass --ranges FILE.")
     else:
         warnings.append("no Prometheus URL and no --ranges file: metric plots are empty "
@@ -124,17 +121,22 @@ Examples:
 @click.option("--save-ranges", default="", type=click.Path(dir_okay=False),
               help="also write the ranges fetched from Prometheus here (to re-render later offline)")
 @click.option("--audit", default="", help="audit JSONL (default: AUDIT_SOURCE=file:..., else the lab's)")
-@click.option("--error-rate-max", type=float, default=lambda: float(setting(None, "error_rate_max", "0.01")),
-              show_default="$ERROR_RATE_MAX or 0.01", help="tolerance line on the error-rate plot")
+@click.option("--error-rate-max", type=float, default=None, show_default="$ERROR_RATE_MAX or 0.01",
+              help="tolerance line on the error-rate plot")
 @click.option("--state-dir", default="", help="lab state directory to find Prometheus and the audit file")
 def report(journal: str, output: str, prometheus_url: str, ranges_path: str, save_ranges: str, audit: str,
-           error_rate_max: float, state_dir: str) -> None:
+           error_rate_max: float | None, state_dir: str) -> None:
     """Write a self-contained HTML report (verdict, plots, probes, timeline) for JOURNAL."""
-    prometheus_url = prometheus_url or setting(None, "prometheus_url") or \
-        str(_lab_state(state_dir).get("prometheus_url", ""))
     try:
-        html, verdict, warnings = build_report(journal, prometheus_url, ranges_path or "",
-                                               _audit_path(audit, state_dir), error_rate_max, save_ranges)
+        cfg = _settings(state_dir)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    configured = prometheus_url or raw_setting(None, "prometheus_url", "") or cfg.lab_running
+    prom = Prom(backend("prometheus", prometheus_url or cfg.prometheus_url, cfg), cfg.metrics) if configured else None
+    try:
+        html, verdict, warnings = build_report(journal, prom, ranges_path or "", _audit_path(audit, cfg),
+                                               cfg.error_rate_max if error_rate_max is None else error_rate_max,
+                                               save_ranges)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     Path(output).write_text(html, encoding="utf-8")

@@ -53,8 +53,10 @@ from urllib.parse import urlsplit
 
 from chaosext.core import kube
 from chaosext.core.errors import ChaosextError, ConfigError
+from chaosext.core.faulttarget import k8s_namespace_selector, parse_fault_target
+from chaosext.core.kube import KubeOptions
 from chaosext.core.procs import proc_start_time, process_alive
-from chaosext.core.settings import Configuration
+from chaosext.core.settings import Secrets
 from chaosext.egress import watchdog
 from chaosext.egress.base import FaultError, load_records, parse_jwks_url, split_targets, state_dir
 
@@ -107,8 +109,9 @@ def is_cluster_target(via: str, target: str) -> bool:
     if via in CLUSTER_VIAS:
         return True
     try:
-        return via == "iptables" and any(t.startswith("k8s-pod:") for t in split_targets(target))
-    except FaultError:
+        return via == "iptables" and any(i.partition(":")[0] == "k8s-pod"
+                                         for i in parse_fault_target(via, target).items)
+    except ConfigError:
         return False
 
 
@@ -334,17 +337,16 @@ def _epoch(value: Any) -> float:
         return 0.0
 
 
-def cluster_lease(via: str, target: str, key: str, configuration: Configuration = None) -> ClusterLease | None:
+def cluster_lease(via: str, target: str, key: str, options: KubeOptions = None,
+                  secrets: Secrets = None) -> ClusterLease | None:
     """The Lease that locks ``key`` in the cluster, for a cluster target (None for a target on this host).
-    ``configuration``: the experiment's (``KUBE_API_URL``, ``KUBE_CONTEXT``), for chaosext's one Kubernetes client."""
+    ``options`` (``kube_api_url``, ``kube_context``: the run's KUBE_API_URL / KUBE_CONTEXT) and ``secrets`` (the
+    KUBERNETES_* credentials) build chaosext's one Kubernetes client."""
     if not is_cluster_target(via, target):
         return None
-    from chaosext.egress.kubernetes import parse_target
-
-    first = next((t for t in split_targets(target) if t.startswith("k8s-pod:")), target) if via == "iptables" \
-        else target
-    namespace, _ = parse_target(first)
-    return ClusterLease(namespace=namespace, key=key, configuration=dict(configuration or {}))
+    items = [i for i in parse_fault_target(via, target).items if via != "iptables" or i.partition(":")[0] == "k8s-pod"]
+    namespace, _ = k8s_namespace_selector(items[0])
+    return ClusterLease(namespace=namespace, key=key, options=dict(options or {}), secrets=secrets)
 
 
 @dataclass
@@ -353,7 +355,9 @@ class ClusterLease:
 
     namespace: str
     key: str
-    configuration: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: kube_api_url / kube_context, and the activity's KUBERNETES_* secrets (never kept beyond the run)
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
+    secrets: Secrets = field(default=None, repr=False)
     duration: int = LEASE_SECONDS
     #: the API client (chaosext.core.kube.api_client by default; tests pass one)
     api: Any = field(default=None, repr=False)
@@ -376,7 +380,7 @@ class ClusterLease:
 
         if self.api is None:
             try:
-                self.api = kube.api_client(self.configuration)
+                self.api = kube.api_client(self.options, self.secrets)
             except kube.KubeConfigError as exc:
                 raise LockHeld(f"cannot take the cluster lock on {self.key}: {exc}. Nothing was changed.",
                                {}) from None

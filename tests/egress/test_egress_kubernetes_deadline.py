@@ -38,7 +38,7 @@ def kube() -> Iterator[KubeStub]:
 
 def block(stub: KubeStub, via: str = "k8s-networkpolicy", **kw: Any) -> dict[str, Any]:
     """A fault applied by a run that then dies: no watchdog, nothing on this machine will ever lift it."""
-    args = {"jwks_url": URL, "via": via, "target": "tenancy/app=policy", "mode": "reject", "duration_seconds": 120,
+    args = {"jwks_url": URL, "via": via, "target": "tenancy/app=policy", "mode": "reject", "deadline_seconds": 120,
             "use_watchdog": False, "kube_api_url": stub.url, **kw}
     return block_jwks_egress(**args)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chaosext.core.heartbeat import Heartbeat
+from chaosext.run.heartbeat import Heartbeat
 from chaosext.safety import lock
 from tests.kubestub import KubeStub, status
 
