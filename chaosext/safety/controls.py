@@ -112,12 +112,16 @@ def _wait_for_baseline_traffic(ctx: RunContext) -> float:
 
 
 def _take_lock(ctx: RunContext) -> None:
-    """One run per target at a time: take the target's lock or refuse, naming the running one (changes nothing)."""
+    """One run per target at a time: take the target's lock (and a cluster target's Lease) or refuse, naming the
+    running one (changes nothing)."""
     cfg = ctx.cfg
     ends_at = time.time() + cfg.baseline_seconds + cfg.deadline_seconds + cfg.recovery_seconds
     key = locks.lock_key(cfg.fault_via, cfg.fault_target, cfg.jwks_url)
     try:
-        held = locks.acquire(key, ctx.run_id, {"ends_at": ends_at, "outage_seconds": cfg.outage_seconds})
+        lease = locks.cluster_lease(cfg.fault_via, cfg.fault_target, key,
+                                    {"kube_api_url": cfg.kube_api_url, "kube_context": cfg.kube_context}, ctx.secrets)
+        held = locks.acquire(key, ctx.run_id, {"ends_at": ends_at, "outage_seconds": cfg.outage_seconds},
+                             lease=lease)
     except locks.LockHeld as exc:
         logger.error("pre-flight: %s", exc)
         raise InterruptExecution(f"chaosext safety: not starting, nothing was changed. {exc}") from None
@@ -132,7 +136,9 @@ def _start_run(ctx: RunContext) -> dict[str, Any]:
     cfg = ctx.cfg
     try:
         create_run(ctx)
-        ctx.memory.heartbeat = Heartbeat(ctx.heartbeat_file).start()
+        lock = ctx.memory.lock
+        renew = getattr(lock, "renew", None)  # the cluster Lease is renewed with every beat
+        ctx.memory.heartbeat = Heartbeat(ctx.heartbeat_file, on_beat=renew).start()
         duration = cfg.baseline_seconds + cfg.deadline_seconds + cfg.recovery_seconds + cfg.alert_wait_seconds + 120
         k6 = start(ctx, duration=f"{duration}s")
         with ctx.edit() as run:
