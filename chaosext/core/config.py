@@ -27,6 +27,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from chaosext.core.errors import ConfigError
+from chaosext.core.failures import (
+    DEFAULT_ERROR_STATUS,
+    DEFAULT_SLOW_SECONDS,
+    MALFORMED_KINDS,
+    UNREACHABLE,
+    failure_problem,
+)
 from chaosext.core.faulttarget import FaultTarget, parse_fault_target
 from chaosext.core.labstate import load_state
 from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_outage, deadline_seconds
@@ -48,6 +55,7 @@ __all__ = [
     "ExperimentConfig",
     "load_config",
     "validate",
+    "failure_problems",
     "parse_routes",
     "lab_state",
     "is_loopback_url",
@@ -143,6 +151,21 @@ class ExperimentConfig:
     kube_context: str = setting_field("", parse=_str)
     #: targets a fleet fault applies to at once ('' = the driver's default)
     fault_parallelism: str = setting_field("", parse=_str)
+    #: how the JWKS fails (docs/failure-modes.md; ``chaosext.core.failures``): unreachable (FAULT_MODE), slow,
+    #: http-error, empty-keys, malformed, rotated, tls-untrusted, rotation-during-outage, cold-start-during-outage
+    jwks_failure: str = setting_field(UNREACHABLE, parse=_str)
+    #: slow: every JWKS answer delayed this long (seconds)
+    jwks_slow_seconds: float = setting_field(float(DEFAULT_SLOW_SECONDS), parse=_float)
+    #: http-error: the status the JWKS answers
+    jwks_error_status: int = setting_field(DEFAULT_ERROR_STATUS, parse=_int)
+    #: malformed: not-json (an HTML page served as 200) or truncated (JSON cut in the middle of a key)
+    jwks_malformed: str = setting_field("not-json", parse=_str)
+    #: rotation-during-outage: POST here makes the IdP sign with a new key (the lab's Authority /admin/rotate)
+    rotate_url: str = setting_field("", parse=_url, lab=lambda lab: lab.get("rotate_url") or None)
+    #: cold-start-during-outage: POST here restarts one instance of a service cold ({service_url} is filled in)
+    cold_start_url: str = setting_field("", parse=_str, lab=lambda lab: lab.get("cold_start_url") or None)
+    #: cold-start-during-outage: the services one instance of which starts cold ('' = the first service)
+    cold_start_service: tuple[str, ...] = setting_field((), parse=_list)
     # ---------------------------------------------------------------------------------------------- the target
     #: the target description (docs/target.md); empty: the running lab's
     target_file: str = setting_field("", parse=_str)
@@ -186,6 +209,8 @@ class ExperimentConfig:
     expiry_alerts: tuple[str, ...] = setting_field(DEFAULT_ALERTS, parse=_list)
     #: seconds the alert probe waits for the expiry alerts to show up after the outage
     alert_wait_seconds: int = setting_field(45, parse=_int)
+    #: p95 latency the services must keep during the outage (seconds; the lab's read SLO)
+    latency_slo_seconds: float = setting_field(0.3, parse=_float)
     #: seconds between progress lines / checks of the watch step
     watch_interval: float = setting_field(5.0, parse=_float)
     #: statuses that count as a service refusing a forged token (anything else but 2xx is inconclusive)
@@ -230,6 +255,14 @@ class ExperimentConfig:
     def fault(self) -> FaultTarget:
         """FAULT_VIA / FAULT_TARGET parsed (``chaosext.core.faulttarget``); TargetError when they do not fit."""
         return parse_fault_target(self.fault_via, self.fault_target, self.envoy_admin_url)
+
+    @property
+    def cold_started(self) -> tuple[str, ...]:
+        """The services one instance of which cold-starts in ``cold-start-during-outage`` (COLD_START_SERVICE, else
+        the first service); () in every other mode."""
+        if self.jwks_failure != "cold-start-during-outage":
+            return ()
+        return self.cold_start_service or tuple(self.services)[:1]
 
     @property
     def audit_kind(self) -> str:
@@ -516,6 +549,41 @@ def _check_url(name: str, url: str) -> str | None:
     return None
 
 
+def failure_problems(cfg: ExperimentConfig) -> list[str]:
+    """JWKS_FAILURE and its parameters: a mode the driver can make against this target, parameters in range, what a
+    scenario needs (no network)."""
+    problem = failure_problem(cfg.jwks_failure, cfg.fault_via, cfg.fault_target, cfg.jwks_url)
+    if problem:
+        return [problem]
+    problems = []
+    mode = cfg.jwks_failure
+    if mode == "slow" and cfg.jwks_slow_seconds <= 0:
+        problems.append(f"JWKS_SLOW_SECONDS={cfg.jwks_slow_seconds:g} must be > 0 (default {DEFAULT_SLOW_SECONDS})")
+    if mode == "slow" and cfg.jwks_slow_seconds >= cfg.outage_seconds:
+        problems.append(f"JWKS_SLOW_SECONDS={cfg.jwks_slow_seconds:g} is not shorter than OUTAGE_SECONDS="
+                        f"{cfg.outage_seconds}: no delayed answer would arrive during the outage")
+    if mode == "http-error" and not 400 <= cfg.jwks_error_status <= 599:
+        problems.append(f"JWKS_ERROR_STATUS={cfg.jwks_error_status} must be an HTTP error status 400-599 (default "
+                        f"{DEFAULT_ERROR_STATUS})")
+    if mode == "malformed" and cfg.jwks_malformed not in MALFORMED_KINDS:
+        problems.append(f"JWKS_MALFORMED={cfg.jwks_malformed!r}: use one of {', '.join(MALFORMED_KINDS)}")
+    if mode == "rotation-during-outage" and (err := _check_url("ROTATE_URL", cfg.rotate_url)):
+        problems.append(f"{err} (rotation-during-outage: the URL a POST to makes the IdP sign with a new key; the "
+                        f"lab gives its own)")
+    if mode == "cold-start-during-outage":
+        if not cfg.cold_start_url or ("{service_url}" not in cfg.cold_start_url and \
+                _check_url("COLD_START_URL", cfg.cold_start_url)):
+            problems.append(f"COLD_START_URL={cfg.cold_start_url!r}: give the URL a POST to restarts one instance "
+                            f"of a service cold (may hold {{service_url}}; the lab gives its own)")
+        unknown = [s for s in cfg.cold_start_service if cfg.services and s not in cfg.services]
+        if unknown:
+            problems.append(f"COLD_START_SERVICE names {', '.join(unknown)}, which the target does not have; use "
+                            f"{', '.join(cfg.services)}")
+    if cfg.latency_slo_seconds <= 0:
+        problems.append(f"LATENCY_SLO_SECONDS={cfg.latency_slo_seconds:g} must be > 0 (default 0.3)")
+    return problems
+
+
 def validate(cfg: ExperimentConfig) -> list[str]:
     """Problems with the configuration (no network), each a sentence saying what to fix. Empty list = fine."""
     problems: list[str] = []
@@ -542,6 +610,7 @@ def validate(cfg: ExperimentConfig) -> list[str]:
         problems.append(str(exc))
     if cfg.fault_mode not in FAULT_MODES:
         problems.append(f"FAULT_MODE={cfg.fault_mode!r} is unknown; use one of {', '.join(FAULT_MODES)}")
+    problems += failure_problems(cfg)
     for name, url in (("JWKS_URL", cfg.jwks_url), ("AUTHORITY_URL", cfg.authority_url),
                       ("PROMETHEUS_URL", cfg.prometheus_url), ("ALERTMANAGER_URL", cfg.alertmanager_url)):
         if err := _check_url(name, url):

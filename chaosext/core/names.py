@@ -9,7 +9,7 @@ import re
 from chaosext.core.errors import ConfigError
 
 __all__ = ["FAULT_VIAS", "FAULT_MODES", "UNAUTHENTICATED_TENANT", "ENVOY_RUNTIME_PREFIX",
-           "ENVOY_STAT_PREFIX", "JWKS_CACHE_MODES", "RUN_ID_RE", "check_run_id"]
+           "ENVOY_STAT_PREFIX", "JWKS_CACHE_MODES", "RUN_ID_RE", "check_run_id", "SOCKET_MARK"]
 
 #: how the fault is injected (``FAULT_VIA``)
 FAULT_VIAS = ("iptables", "envoy", "k8s-networkpolicy", "istio")
@@ -23,6 +23,10 @@ ENVOY_RUNTIME_PREFIX = "chaosext.jwks"
 ENVOY_STAT_PREFIX = "jwks_egress"
 #: the lab services' JWKS cache modes: last-known-good, hard TTL, no cache
 JWKS_CACHE_MODES = ("lkg", "hard-ttl", "none")
+#: the SO_MARK of chaosext's own connections that a run's iptables fault lets through when its spec says so
+#: (rotation-during-outage: chaosext asks the IdP for new tokens while the services cannot reach it; only a process
+#: with CAP_NET_ADMIN can set a mark)
+SOCKET_MARK = 0xC4A05E
 #: a chaosext run id: 8 lower-case hex digits; it names the run directory, the fault's chain, tags and labels
 RUN_ID_RE = re.compile(r"[0-9a-f]{8}")
 
