@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ __all__ = [
     "TokenCache",
     "token_settings",
     "discover_token_endpoint",
+    "marked_session",
     "client_credentials_token",
     "tokens_for",
     "k6_token_env",
@@ -117,11 +119,29 @@ def token_settings(cfg: ExperimentConfig, secrets: Secrets = None) -> TokenSetti
     )
 
 
-def discover_token_endpoint(authority_url: str, timeout: float = 5.0) -> str:
+def marked_session(mark: int) -> requests.Session:
+    """A requests session whose connections carry the socket mark ``mark`` (SO_MARK; needs CAP_NET_ADMIN, else the
+    connections are unmarked): a run's iptables fault can let exactly these through (``SOCKET_MARK``)."""
+    from urllib3.connection import HTTPConnection
+
+    class Marked(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["socket_options"] = [*HTTPConnection.default_socket_options,
+                                        (socket.SOL_SOCKET, getattr(socket, "SO_MARK", 36), mark)]
+            super().init_poolmanager(*args, **kwargs)
+
+    session = requests.Session()
+    if os.geteuid() == 0:  # only a process with CAP_NET_ADMIN may set a mark (else every connect would fail)
+        session.mount("http://", Marked())
+        session.mount("https://", Marked())
+    return session
+
+
+def discover_token_endpoint(authority_url: str, timeout: float = 5.0, session: requests.Session | None = None) -> str:
     """``token_endpoint`` of ``AUTHORITY_URL/.well-known/openid-configuration`` (OIDC Discovery 1.0 §4)."""
     url = authority_url.rstrip("/") + "/.well-known/openid-configuration"
     try:
-        r = requests.get(url, timeout=timeout)
+        r = (session or requests).get(url, timeout=timeout)
         r.raise_for_status()
         endpoint = r.json().get("token_endpoint")
     except (requests.RequestException, ValueError, AttributeError) as exc:
@@ -134,7 +154,7 @@ def discover_token_endpoint(authority_url: str, timeout: float = 5.0) -> str:
 
 def client_credentials_token(token_endpoint: str, client_id: str, client_secret: str,
                              method: str = "client_secret_basic", params: dict[str, str] | None = None,
-                             timeout: float = 10.0) -> dict[str, Any]:
+                             timeout: float = 10.0, session: requests.Session | None = None) -> dict[str, Any]:
     """One client-credentials grant: the token response (``access_token``, ``expires_in`` ...).
 
     Raises TokenError with the IdP's ``error`` / ``error_description`` (RFC 6749 §5.2), never the secret.
@@ -147,7 +167,7 @@ def client_credentials_token(token_endpoint: str, client_id: str, client_secret:
         raw = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
     try:
-        r = requests.post(token_endpoint, data=form, headers=headers, timeout=timeout)
+        r = (session or requests).post(token_endpoint, data=form, headers=headers, timeout=timeout)
     except requests.RequestException as exc:
         raise TokenError(f"token endpoint {token_endpoint} unreachable ({type(exc).__name__})") from None
     try:
@@ -180,7 +200,8 @@ def _from_file(path: str, wanted: list[str]) -> dict[str, str]:
 
 
 def tokens_for(settings: TokenSettings, tenants: list[str] | tuple[str, ...], cache: TokenCache,
-               min_valid_seconds: float = 0.0, timeout: float = 10.0) -> dict[str, str]:
+               min_valid_seconds: float = 0.0, timeout: float = 10.0,
+               session: requests.Session | None = None) -> dict[str, str]:
     """``{tenant: access token}`` for every tenant: ``cache`` (the run's memory), then TOKENS_FILE, then the
     client-credentials grant (whose tokens are added to ``cache``).
 
@@ -204,7 +225,7 @@ def tokens_for(settings: TokenSettings, tenants: list[str] | tuple[str, ...], ca
         raise TokenError(f"no token for tenant(s) {', '.join(missing)}: give client credentials (secrets "
                          f"token_client_id / token_client_secret, or env TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET), "
                          f"or TOKENS_FILE, or start the lab (chaosext lab up)")
-    endpoint = settings.token_endpoint or discover_token_endpoint(settings.authority_url, timeout)
+    endpoint = settings.token_endpoint or discover_token_endpoint(settings.authority_url, timeout, session)
     for tenant in missing:
         params: dict[str, str] = {}
         if settings.tenant_param:
@@ -214,7 +235,7 @@ def tokens_for(settings: TokenSettings, tenants: list[str] | tuple[str, ...], ca
         if settings.audience and settings.audience_param:
             params[settings.audience_param] = settings.audience
         cid, secret = settings.client_for(tenant)
-        body = client_credentials_token(endpoint, cid, secret, settings.auth_method, params, timeout)
+        body = client_credentials_token(endpoint, cid, secret, settings.auth_method, params, timeout, session)
         lifetime = float(body.get("expires_in") or 3600)
         if lifetime < min_valid_seconds:
             raise TokenError(f"the IdP issues tokens valid for {lifetime:.0f} s but this run needs "

@@ -18,10 +18,10 @@ def build_driver(via: str, options: dict[str, Any] | None = None, secrets: Mappi
     (the activity's, never recorded) carry the Kubernetes credentials of the drivers that call the API.
 
     Each driver's module is imported only when it is picked: the Kubernetes client alone takes a second to import."""
-    if via == "iptables":
-        from chaosext.egress.iptables import IptablesDriver
+    if via == "iptables":  # every JWKS_FAILURE: the plain fault, or the redirect to the run's impostor
+        from chaosext.egress.redirect import RedirectingDriver
 
-        return IptablesDriver(options, secrets=secrets)
+        return RedirectingDriver(options, secrets=secrets)
     if via == "envoy":
         from chaosext.egress.envoy import EnvoyDriver
 

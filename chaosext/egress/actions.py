@@ -13,8 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import requests
+
 from chaosext.core import kube
 from chaosext.core.errors import ActivityMapping, ActivityResult
+from chaosext.core.failures import ANSWER_MODES, UNREACHABLE, failure_problem
 from chaosext.core.limits import max_deadline_seconds
 from chaosext.core.settings import Configuration, Secrets, is_unset
 from chaosext.egress import build_driver, watchdog
@@ -72,6 +75,35 @@ def fault_settings(ctx: RunContext, jwks_url: str = "", via: str = "", target: s
                          options={k: v for k, v in options.items() if v not in ("", None)})
 
 
+def failure_options(ctx: RunContext, failure: str, via: str, jwks_url: str, fetch: bool = True) -> dict[str, Any]:
+    """What the driver needs to make ``failure`` (JWKS_FAILURE), kept in the fault's spec options: the mode, the
+    answer's parameters and, where the impostor serves the real key set (slow: after the delay; tls-untrusted: to a
+    client that skipped verification), that key set, fetched now, before the fault (``fetch``; a dry run does not).
+    rotation-during-outage on iptables lets chaosext's own marked connections through (its new tokens)."""
+    cfg = ctx.cfg
+    options: dict[str, Any] = {"jwks_failure": failure}
+    if failure in ANSWER_MODES:
+        params: dict[str, Any] = {"slow_seconds": cfg.jwks_slow_seconds, "error_status": cfg.jwks_error_status,
+                                  "malformed": cfg.jwks_malformed}
+        if via == "iptables" and failure in ("slow", "tls-untrusted") and fetch:
+            params["real_jwks"] = _real_jwks(jwks_url)
+        options["answer"] = params
+    if failure == "rotation-during-outage" and via == "iptables":
+        options["exempt_mark"] = True
+    return options
+
+
+def _real_jwks(jwks_url: str) -> str:
+    """The JWKS as it answers now (before the fault): what the impostor serves after the delay (slow)."""
+    try:
+        r = requests.get(jwks_url, timeout=5)
+        r.raise_for_status()
+        return r.text
+    except requests.RequestException as exc:
+        raise FaultError(f"cannot fetch {jwks_url} before the fault ({type(exc).__name__}): the impostor serves "
+                         f"the real key set after the delay, so it must be readable now") from None
+
+
 def _active_record(via: str, target: str, jwks_url: str) -> FaultRecord | None:
     now = time.time()
     for rec in load_records():
@@ -127,10 +159,12 @@ def block_jwks_egress(
     heartbeat_file: str = "",
     heartbeat_grace_seconds: float = 0,
     k6_dir: str = "",
+    jwks_failure: str = "",
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> ActivityResult:
-    """Make the JWKS endpoint unreachable from the target until restored or its deadline passes.
+    """Make the JWKS endpoint fail the way JWKS_FAILURE says (default: unreachable) from the target, until restored
+    or its deadline passes.
 
     Every argument left unset comes from the run's settings. jwks_url: the JWKS URL (its host and port are blocked;
     every A/AAAA record). via: ``iptables`` | ``envoy`` | ``k8s-networkpolicy`` | ``istio``. target: iptables
@@ -147,22 +181,30 @@ def block_jwks_egress(
     same target and endpoint is refused.
     heartbeat_file (default: the experiment run's heartbeat): the watchdog lifts the fault, and stops the k6 runs of
     this run id (in ``k6_dir``, default the run's), once it is ``heartbeat_grace_seconds`` old (0: the run's
-    HEARTBEAT_GRACE, default 10): the dead-man switch. Returns what was done, incl. ``run_id``.
+    HEARTBEAT_GRACE, default 10): the dead-man switch. jwks_failure (default: the run's JWKS_FAILURE): unreachable
+    (``mode`` says how), slow, http-error, empty-keys, malformed, rotated, tls-untrusted, rotation-during-outage,
+    cold-start-during-outage (docs/failure-modes.md); one the driver cannot make is refused before any change, naming
+    what it can make. Returns what was done, incl. ``run_id``.
     """
     return block(run_context(configuration, secrets), jwks_url, via, target, mode, deadline_seconds, dry_run,
                  max_outage_seconds, verify, verify_timeout_seconds, use_watchdog, run_id, envoy_admin_url,
-                 kube_api_url, kube_context, driver_options, heartbeat_file, heartbeat_grace_seconds, k6_dir)
+                 kube_api_url, kube_context, driver_options, heartbeat_file, heartbeat_grace_seconds, k6_dir,
+                 jwks_failure)
 
 
 def block(ctx: RunContext, jwks_url: str = "", via: str = "", target: str = "", mode: str = "",
           deadline_seconds: int = 0, dry_run: bool = False, max_outage_seconds: int = 0, verify: bool = True,
           verify_timeout_seconds: float = 1.0, use_watchdog: bool = True, run_id: str = "", envoy_admin_url: str = "",
           kube_api_url: str = "", kube_context: str = "", driver_options: dict[str, Any] | None = None,
-          heartbeat_file: str = "", heartbeat_grace_seconds: float = 0, k6_dir: str = "") -> dict[str, Any]:
+          heartbeat_file: str = "", heartbeat_grace_seconds: float = 0, k6_dir: str = "",
+          jwks_failure: str = "") -> dict[str, Any]:
     """:func:`block_jwks_egress` for a run context (the safety control's dry-run plan, the ``egress`` CLI)."""
     secrets = ctx.secrets
     s = fault_settings(ctx, jwks_url, via, target, mode, envoy_admin_url, kube_api_url, kube_context,
                        driver_options, verify_timeout_seconds)
+    failure = ctx.cfg.jwks_failure if is_unset(jwks_failure) else jwks_failure
+    if problem := failure_problem(failure, s.via, s.target, s.jwks_url):
+        raise FaultError(problem)  # before anything changes, naming what the driver can make
     cap = max_deadline_seconds(max_outage_seconds or ctx.cfg.max_outage_seconds)
     deadline = deadline_seconds or ctx.cfg.deadline_seconds
     run_id = run_id or ctx.run_id
@@ -173,10 +215,14 @@ def block(ctx: RunContext, jwks_url: str = "", via: str = "", target: str = "", 
         raise FaultError(f"fault {existing['spec']['run_id']} of another run is already active on {s.target} for "
                          f"{s.jwks_url}; one run per target at a time (let it end, or `chaosext restore --run-id "
                          f"{existing['spec']['run_id']}`)")
-    if existing and existing["spec"]["mode"] != s.mode:
+    if existing and (existing["spec"]["mode"], existing["spec"].get("options", {}).get("jwks_failure", UNREACHABLE)) \
+            != (s.mode, failure):
         raise FaultError(f"a {existing['spec']['mode']} fault {existing['spec']['run_id']} is already active on "
                          f"{s.target}; restore it first (chaosext restore --target {s.target})")
-    spec = make_spec(s.jwks_url, s.via, s.target, s.mode, deadline, cap, options=s.options, run_id=run_id,
+    options = {**s.options, **failure_options(ctx, failure, s.via, s.jwks_url, fetch=not dry_run and not existing)}
+    if existing:
+        options = {**options, **{k: v for k, v in existing["spec"].get("options", {}).items() if k == "answer"}}
+    spec = make_spec(s.jwks_url, s.via, s.target, s.mode, deadline, cap, options=options, run_id=run_id,
                      expires_at=existing["spec"]["expires_at"] if existing else 0.0,
                      resolve=s.via in ("iptables", "k8s-networkpolicy"))
     heartbeat = heartbeat_file or ctx.heartbeat_file
@@ -185,7 +231,7 @@ def block(ctx: RunContext, jwks_url: str = "", via: str = "", target: str = "", 
         k6_dir = str(runs_dir(str(ctx.run_dir / "k6")))
     driver = build_driver(spec.via, spec.options, secrets)
     result: dict[str, Any] = {"run_id": spec.run_id, "via": spec.via, "target": spec.target, "mode": spec.mode,
-                              "jwks_url": spec.jwks_url, "host": spec.host, "port": spec.port,
+                              "jwks_failure": failure, "jwks_url": spec.jwks_url, "host": spec.host, "port": spec.port,
                               "addresses": list(spec.addresses), "deadline_seconds": spec.duration_seconds,
                               "expires_at": spec.expires_at, "reused": bool(existing), "dry_run": bool(dry_run)}
     if dry_run:

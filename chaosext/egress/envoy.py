@@ -3,8 +3,13 @@
 The filter (docs/egress.md has the config) reads its own runtime keys under ``<prefix>`` (default
 ``chaosext.jwks``), never the global ``fault.http.*``:
 
-* reject -> ``<prefix>.abort.abort_percent=100`` and ``<prefix>.abort.http_status=503`` (an immediate 503)
-* drop   -> ``<prefix>.delay.fixed_delay_percent=100`` and ``<prefix>.delay.fixed_duration_ms=<duration>`` (a hang)
+* unreachable, reject -> ``<prefix>.abort.abort_percent=100`` and ``<prefix>.abort.http_status=503`` (an immediate
+  503); drop -> ``<prefix>.delay.fixed_delay_percent=100`` and ``<prefix>.delay.fixed_duration_ms=<duration>`` (a hang)
+* slow -> the delay keys with ``JWKS_SLOW_SECONDS``; http-error -> the abort keys with ``JWKS_ERROR_STATUS``
+* empty-keys, malformed (not-json | truncated), rotated -> ``<prefix>.body.<variant>_percent=100``: the JWKS route's
+  ``runtime_fraction`` switch to a ``direct_response`` with the mode's canned 200 (``chaosext.core.failures``; the
+  lab's bootstrap and docs/egress.md carry these routes, ``chaosext.lab.envoy.body_routes``)
+* tls-untrusted: refused (the services speak plain HTTP to Envoy)
 
 plus ``<prefix>.run_id`` / ``<prefix>.expires_at`` as tags. ``POST /runtime_modify`` needs an admin runtime layer
 (503 "No admin layer specified" otherwise); an empty value deletes an override. Verified with ``GET /runtime`` and
@@ -21,10 +26,11 @@ from urllib.parse import urlencode
 
 import requests
 
+from chaosext.core.failures import BODY_MODES, body_variants, failure_problem
 from chaosext.core.names import ENVOY_RUNTIME_PREFIX, ENVOY_STAT_PREFIX
 from chaosext.egress.base import FaultError, FaultSpec
 
-__all__ = ["EnvoyDriver", "DEFAULT_ADMIN_URL", "DEFAULT_PREFIX"]
+__all__ = ["EnvoyDriver", "DEFAULT_ADMIN_URL", "DEFAULT_PREFIX", "body_variant"]
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9901"
 DEFAULT_PREFIX = ENVOY_RUNTIME_PREFIX
@@ -59,9 +65,20 @@ class EnvoyDriver:
         return str(self.options.get("envoy_admin_url") or DEFAULT_ADMIN_URL).rstrip("/")
 
     def keys(self, spec: FaultSpec) -> dict[str, str]:
-        """The runtime overrides this fault sets."""
+        """The runtime overrides this fault sets (module docstring: one set per JWKS_FAILURE)."""
         p = self.prefix
-        if spec.mode == "reject":
+        failure = str(spec.options.get("jwks_failure") or "unreachable")
+        params = dict(spec.options.get("answer") or {})
+        if problem := failure_problem(failure, self.via):
+            raise FaultError(problem)
+        if failure in BODY_MODES:
+            fault = {f"{p}.body.{body_variant(failure, params)}_percent": "100"}
+        elif failure == "http-error":
+            fault = {f"{p}.abort.abort_percent": "100", f"{p}.abort.http_status": str(params.get("error_status"))}
+        elif failure == "slow":
+            ms = int(float(params.get("slow_seconds") or 0) * 1000)
+            fault = {f"{p}.delay.fixed_delay_percent": "100", f"{p}.delay.fixed_duration_ms": str(ms)}
+        elif spec.mode == "reject":
             fault = {f"{p}.abort.abort_percent": "100", f"{p}.abort.http_status": "503"}
         else:
             ms = int(self.options.get("envoy_delay_ms", spec.duration_seconds * 1000))
@@ -72,7 +89,8 @@ class EnvoyDriver:
         """Every key this driver may set (restore clears them all)."""
         p = self.prefix
         return [f"{p}.abort.abort_percent", f"{p}.abort.http_status", f"{p}.delay.fixed_delay_percent",
-                f"{p}.delay.fixed_duration_ms", f"{p}.run_id", f"{p}.expires_at"]
+                f"{p}.delay.fixed_duration_ms", *(f"{p}.body.{name}_percent" for name in body_variants()),
+                f"{p}.run_id", f"{p}.expires_at"]
 
     def _request(self, method: str, url: str) -> requests.Response:
         try:
@@ -146,8 +164,10 @@ class EnvoyDriver:
 
     def fetch(self, spec: FaultSpec) -> dict[str, Any]:
         """One GET of the JWKS URL (which must go through this Envoy): ``{"status": int, "error": "" | "timeout" |
-        ..., "blocked": bool}``; blocked = 503 at once (reject) or no answer within ``verify_timeout`` (drop)."""
+        ..., "blocked": bool}``; blocked = 503 at once (reject), no answer within ``verify_timeout`` (drop, slow),
+        JWKS_ERROR_STATUS (http-error), or exactly the mode's canned body (empty-keys, malformed, rotated)."""
         timeout = float(self.options.get("verify_timeout", 1.0))
+        resp: requests.Response | None = None
         try:
             resp = requests.get(spec.jwks_url, timeout=timeout, headers={"Connection": "close"})
             out: dict[str, Any] = {"status": resp.status_code, "error": ""}
@@ -155,7 +175,17 @@ class EnvoyDriver:
             out = {"status": 0, "error": "timeout"}
         except requests.RequestException as exc:
             out = {"status": 0, "error": type(exc).__name__}
-        out["blocked"] = out["status"] == 503 if spec.mode == "reject" else out["error"] == "timeout"
+        failure = str(spec.options.get("jwks_failure") or "unreachable")
+        params = dict(spec.options.get("answer") or {})
+        if failure in BODY_MODES:
+            body = body_variants()[body_variant(failure, params)].body
+            out["blocked"] = out["status"] == 200 and resp is not None and resp.content == body
+        elif failure == "http-error":
+            out["blocked"] = out["status"] == int(params.get("error_status") or 0)
+        elif failure == "slow" or spec.mode != "reject":
+            out["blocked"] = out["error"] == "timeout"
+        else:
+            out["blocked"] = out["status"] == 503
         return out
 
     def verify(self, spec: FaultSpec) -> dict[str, Any]:
@@ -190,3 +220,10 @@ class EnvoyDriver:
             raise FaultError(f"Envoy still holds chaosext runtime keys after clearing: {left}; clear them by hand: "
                              f"{self.describe_revert_at(target)}")
         return [f"cleared {k}" for k in sorted(have)]
+
+
+def body_variant(failure: str, params: dict[str, Any]) -> str:
+    """The direct-response route a body mode switches on: empty_keys, not_json, truncated or rotated."""
+    if failure == "malformed":
+        return "truncated" if params.get("malformed") == "truncated" else "not_json"
+    return failure.replace("-", "_")

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from chaosext.core.names import SOCKET_MARK
 from chaosext.egress.base import (
     FaultError,
     FaultSpec,
@@ -265,7 +266,9 @@ def _family_addresses(spec: FaultSpec, version: int) -> list[str]:
 def _rule(spec: FaultSpec, address: str, version: int) -> list[str]:
     prefix = 32 if version == 4 else 128
     target = ["DROP"] if spec.mode == "drop" else ["REJECT", "--reject-with", "tcp-reset"]
-    return [spec.chain, "-d", f"{address}/{prefix}", "-p", "tcp", "-m", "tcp", "--dport", str(spec.port),
+    # option exempt_mark: chaosext's own marked connections pass (rotation-during-outage asks the IdP for tokens)
+    exempt = ["-m", "mark", "!", "--mark", hex(SOCKET_MARK)] if spec.options.get("exempt_mark") else []
+    return [spec.chain, "-d", f"{address}/{prefix}", "-p", "tcp", "-m", "tcp", "--dport", str(spec.port), *exempt,
             "-m", "time", "--datestop", _datestop(spec.expires_at),
             "-m", "comment", "--comment", spec.tag, "-j", *target]
 

@@ -30,6 +30,7 @@ import time
 from typing import Any, cast
 
 from chaosext.core import kube
+from chaosext.core.failures import BODY_MODES, answer, failure_problem
 from chaosext.core.faulttarget import TargetError, k8s_namespace_selector
 from chaosext.core.settings import Secrets
 from chaosext.egress.base import FaultError, FaultSpec, TargetNotFound
@@ -341,6 +342,8 @@ class NetworkPolicyDriver(_K8sObjectDriver):
         return f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies" + (f"/{name}" if name else "")
 
     def body(self, spec: FaultSpec, namespace: str, selector: str) -> dict[str, Any]:
+        if problem := failure_problem(str(spec.options.get("jwks_failure") or "unreachable"), self.via):
+            raise FaultError(problem)  # a NetworkPolicy can only make the JWKS unreachable
         if "=" not in selector and selector:
             raise FaultError(f"NetworkPolicy selects pods by labels: give <namespace>/k=v, not a pod name ({selector})")
         if not spec.addresses:
@@ -392,10 +395,15 @@ ISTIO = ("networking.istio.io", "v1beta1")
 
 
 class IstioDriver(_K8sObjectDriver):
-    """An Istio VirtualService for the JWKS host: HTTP abort 503 (reject) or a delay as long as the outage (drop),
-    for requests from the selected pods (``sourceLabels``), visible only in the namespace (``exportTo: ["."]``);
-    other requests to the host keep their normal route. Refused for TLS passthrough egress (https JWKS URL, or a
-    ServiceEntry/Gateway that passes TLS through): Istio HTTP faults cannot apply there."""
+    """An Istio VirtualService for the JWKS host, for requests from the selected pods (``sourceLabels``), visible
+    only in the namespace (``exportTo: ["."]``); other requests to the host keep their normal route. Per JWKS_FAILURE:
+    unreachable: HTTP abort 503 (reject) or a delay as long as the outage (drop); slow: a delay of
+    JWKS_SLOW_SECONDS; http-error: an abort with JWKS_ERROR_STATUS; empty-keys / malformed / rotated: a
+    ``directResponse`` (status 200, the mode's canned body, ``content-type`` set through ``headers.response``).
+    ``directResponse`` is in Istio's HTTPRoute from Istio 1.15.0 on (istio/api "Virtual Service Direct Response",
+    #2407); an older Istio refuses the object. tls-untrusted is refused (no TLS of the services' to break). Refused for
+    TLS passthrough egress (https JWKS URL, or a ServiceEntry/Gateway that passes TLS through): Istio HTTP faults
+    cannot apply there."""
 
     via = "istio"
     kind = "VirtualService"
@@ -408,21 +416,36 @@ class IstioDriver(_K8sObjectDriver):
         if spec.jwks_url.startswith("https:"):
             raise FaultError("the JWKS URL is https: the sidecar sees TLS passthrough, where Istio HTTP faults "
                              "cannot apply; use via=iptables (k8s-pod target) or k8s-networkpolicy")
-        if spec.mode == "reject":
-            fault = {"abort": {"httpStatus": 503, "percentage": {"value": 100.0}}}
-        else:
-            fault = {"delay": {"fixedDelay": f"{spec.duration_seconds}s", "percentage": {"value": 100.0}}}
+        failure = str(spec.options.get("jwks_failure") or "unreachable")
+        params = dict(spec.options.get("answer") or {})
+        if problem := failure_problem(failure, self.via):
+            raise FaultError(problem)
         route = [{"destination": {"host": spec.host, "port": {"number": spec.port}}}]
         match: dict[str, Any] = {"port": spec.port}
         if selector:
             match["sourceLabels"] = _labels(selector)
+        rule: dict[str, Any] = {"name": "chaosext-jwks-fault", "match": [match]}
+        if failure in BODY_MODES:
+            canned = answer(failure, malformed=str(params.get("malformed") or "not-json"))
+            rule.update(directResponse={"status": canned.status, "body": {"string": canned.text}},
+                        headers={"response": {"set": {"content-type": canned.content_type}}})
+        elif failure == "http-error":
+            rule.update(fault={"abort": {"httpStatus": int(params.get("error_status") or 503),
+                                         "percentage": {"value": 100.0}}}, route=route)
+        elif failure == "slow":
+            rule.update(fault={"delay": {"fixedDelay": f"{float(params.get('slow_seconds') or 0):g}s",
+                                         "percentage": {"value": 100.0}}}, route=route)
+        elif spec.mode == "reject":
+            rule.update(fault={"abort": {"httpStatus": 503, "percentage": {"value": 100.0}}}, route=route)
+        else:
+            rule.update(fault={"delay": {"fixedDelay": f"{spec.duration_seconds}s", "percentage": {"value": 100.0}}},
+                        route=route)
         return {
             "apiVersion": f"{ISTIO[0]}/{ISTIO[1]}",
             "kind": "VirtualService",
             "metadata": _metadata(spec, namespace),
             "spec": {"hosts": [spec.host], "exportTo": ["."],
-                     "http": [{"name": "chaosext-jwks-fault", "match": [match], "fault": fault, "route": route},
-                              {"name": "chaosext-passthrough", "route": route}]},
+                     "http": [rule, {"name": "chaosext-passthrough", "route": route}]},
         }
 
     def preflight(self, spec: FaultSpec, namespace: str) -> None:
