@@ -11,7 +11,7 @@ import click
 
 from chaosext.core.labstate import STATE_DIR_ENV, StateError, resolve_state_dir
 from chaosext.lab import supervisor
-from chaosext.lab.plan import HOLES, SERVICES, LabConfig, LabError
+from chaosext.lab.plan import HOLES, SERVICE_KNOBS, SERVICES, LabConfig, LabError
 
 __all__ = ["lab"]
 
@@ -33,6 +33,14 @@ def _holes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
     bad = [n for n in names if n not in HOLES]
     if bad:
         raise click.BadParameter(f"{','.join(bad)} unknown; give a comma list from {','.join(HOLES)}")
+    return names
+
+
+def _service_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in value.split(",") if s.strip())
+    bad = [n for n in names if n not in (*SERVICES, "all")]
+    if bad:
+        raise click.BadParameter(f"{','.join(bad)} unknown; give a comma list from {','.join(SERVICES)}, or all")
     return names
 
 
@@ -75,7 +83,7 @@ def _lab_options(command: Any) -> Any:
             command = click.option(name, is_flag=True, help=kw["help"])(command)
             continue
         if typing.get_origin(kind) is tuple:
-            callback = _services if f.name == "services" else _holes
+            callback = _services if f.name == "services" else _service_list if f.name in SERVICE_KNOBS else _holes
             command = click.option(name, default=",".join(f.default), callback=callback, **kw)(command)
             continue
         if meta.get("choices"):

@@ -13,12 +13,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from chaosext.core.failures import body_variants
 from chaosext.core.names import ENVOY_RUNTIME_PREFIX as DEFAULT_PREFIX
 from chaosext.core.names import ENVOY_STAT_PREFIX as DEFAULT_STAT_PREFIX
 from chaosext.lab.common import base_url, find_binary
 
 __all__ = ["ENVOY_BIN", "FAULT_FILTER_NAME", "UPSTREAM_CLUSTER", "ENVOY_HINT", "EGRESS_MODES", "layered_runtime",
-           "http_filters", "bootstrap", "write_bootstrap", "envoy_argv", "find_envoy", "lab_component",
+           "http_filters", "body_routes", "bootstrap", "write_bootstrap", "envoy_argv", "find_envoy", "lab_component",
            "write_lab_bootstrap", "add_jwt_gateway", "service_url"]
 
 ENVOY_BIN = "envoy"
@@ -55,6 +56,20 @@ def http_filters(cluster: str = UPSTREAM_CLUSTER, prefix: str = DEFAULT_PREFIX) 
     ]
 
 
+def body_routes(prefix: str = DEFAULT_PREFIX) -> list[dict[str, Any]]:
+    """The JWKS route's body switches (JWKS_FAILURE empty-keys, malformed, rotated): one route per canned answer,
+    matched only while its runtime key ``<prefix>.body.<variant>_percent`` says so (``runtime_fraction``, default 0),
+    answering with a ``direct_response`` instead of the upstream. They go before the route to the JWKS upstream."""
+    zero = {"numerator": 0, "denominator": "HUNDRED"}
+    return [{"name": f"chaosext_body_{name}",
+             "match": {"prefix": "/", "runtime_fraction": {"default_value": dict(zero),
+                                                           "runtime_key": f"{prefix}.body.{name}_percent"}},
+             "direct_response": {"status": answer.status, "body": {"inline_string": answer.text}},
+             "response_headers_to_add": [{"header": {"key": "content-type", "value": answer.content_type},
+                                          "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
+            for name, answer in body_variants().items()]
+
+
 def _address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
@@ -69,7 +84,7 @@ def bootstrap(admin: tuple[str, int], listen: tuple[str, int], upstream: tuple[s
         "stat_prefix": stat_prefix,
         "route_config": {"name": "jwks", "virtual_hosts": [{
             "name": "jwks", "domains": ["*"],
-            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": UPSTREAM_CLUSTER}}]}]},
+            "routes": [*body_routes(prefix), {"match": {"prefix": "/"}, "route": {"cluster": UPSTREAM_CLUSTER}}]}]},
         "http_filters": http_filters(UPSTREAM_CLUSTER, prefix),
     }
     return {

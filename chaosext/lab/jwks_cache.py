@@ -11,14 +11,22 @@ Behaviour (mirrors production libraries, see docs/lab-servers.md):
   ``max_stale`` seconds after the last successful fetch; then the cache is *expired* and fails closed.
 * single-flight: concurrent refreshes share one fetch.
 * failed fetches back off exponentially with jitter (capped, so recovery is seen quickly).
-* a payload is swapped in atomically only after it parsed into at least one usable RS256 key; a bad payload keeps
-  the old keys.
-* a lookup for an unknown ``kid`` triggers at most one refresh per ``unknown_kid_interval`` seconds.
+* a payload is swapped in atomically only after it parsed into at least one usable RS256 key; a bad payload (an
+  error status, an empty key set, a body that is no JWKS) keeps the old keys, and so does a key set that shares no
+  key with a cache still within its lifetime (a correct IdP publishes a new key next to the old one before it signs
+  with it: a set without any of the keys in use is a misconfigured or impersonated JWKS; it is taken once the cache
+  expired).
+* a lookup for an unknown ``kid`` triggers at most one refresh per ``unknown_kid_interval`` seconds; while the last
+  fetch failed, that refresh runs in the background and the lookup answers at once.
 * events: ``auth.degraded`` once per transition to stale, ``auth.expired`` at hard expiry, ``auth.recovered`` when a
   fetch succeeds after either.
 
 Modes: ``lkg`` (the default above), ``hard-ttl`` (misbehaviour: no last-known-good, expired at ``ttl``), ``none``
-(misbehaviour: no cache, one fetch per lookup).
+(misbehaviour: no cache, one fetch per lookup). Misbehaviour knobs (``JWKS_FAILURE`` each catches one, docs/lab.md):
+``swap`` (the cache is replaced by whatever the JWKS answered: an error page or an empty set empties it),
+``fetch_inline`` (once past the TTL every lookup waits for a fetch, on the request path), ``unknown_kid_storm`` (every
+unknown kid fetches, awaited, no rate limit), ``pinned`` (the key set of the first good fetch is kept for ever: a
+rotated key is never picked up).
 """
 import asyncio
 import json
@@ -40,6 +48,7 @@ __all__ = [
     "MODES",
     "STATES",
     "InvalidJwks",
+    "JwksAnswer",
     "JwksCache",
     "Lookup",
     "VerifiedTokenCache",
@@ -56,6 +65,16 @@ Fetcher = Callable[[], Awaitable[Any]]
 
 class InvalidJwks(ValueError):
     """The JWKS payload holds no usable RS256 signing key."""
+
+
+class JwksAnswer(RuntimeError):
+    """The JWKS answered, with an error status: ``status`` and the ``body`` it sent (a fetcher raises it so that the
+    ``swap`` knob can take the body for a key set, as a library that never checks the status does)."""
+
+    def __init__(self, status: int, body: bytes, url: str = "") -> None:
+        super().__init__(f"HTTP {status} from {url}" if url else f"HTTP {status}")
+        self.status = status
+        self.body = body
 
 
 def parse_jwks(payload: Any) -> dict[str, Any]:
@@ -119,6 +138,10 @@ class JwksCache:
         on_state: Callable[[str], None] | None = None,
         on_fetch: Callable[[str, str], None] | None = None,
         refetch_after_failure: bool = True,
+        swap: bool = False,
+        fetch_inline: bool = False,
+        unknown_kid_storm: bool = False,
+        pinned: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"cache mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -142,6 +165,11 @@ class JwksCache:
         self._on_fetch = on_fetch or (lambda result, detail: None)
         #: False = misbehaviour knob: once a fetch failed, never fetch again (a service that never recovers)
         self.refetch_after_failure = refetch_after_failure
+        #: misbehaviour knobs (module docstring)
+        self.swap = swap
+        self.fetch_inline = fetch_inline
+        self.unknown_kid_storm = unknown_kid_storm
+        self.pinned = pinned
 
         self._keys: dict[str, Any] = {}
         self._fetched_at: float | None = None
@@ -152,13 +180,14 @@ class JwksCache:
         self._next_attempt = now()
         self._last_unknown_kid_refresh = -math.inf
         self._inflight: asyncio.Future[bool] | None = None
+        self._background: asyncio.Future[bool] | None = None  # an unknown kid's refresh while the JWKS fails
         self._alerted = False  # degraded/expired announced and not yet recovered
 
     # ---- state ------------------------------------------------------------------------------------------------
     def _compute_state(self, now: float) -> str:
         if not self._keys:
             return "empty" if self._fetched_at is None else "expired"
-        if self.mode == "none":
+        if self.mode == "none" or self.pinned:
             return "fresh"
         age = now - self._fetched_at  # type: ignore[operator]
         if age < self.ttl:
@@ -221,10 +250,14 @@ class JwksCache:
     # ---- fetching ---------------------------------------------------------------------------------------------
     async def _fetch_once(self) -> bool:
         result, detail, keys = "success", "", None
+        answered: Any = None  # what the JWKS answered, also with an error status (the swap knob takes it)
         try:
             payload = await self._fetcher()
+            answered = payload
         except asyncio.CancelledError:
             raise
+        except JwksAnswer as exc:
+            result, detail, answered = "error", str(exc), exc.body
         except Exception as exc:  # any transport/HTTP failure counts as an error
             result, detail = "error", (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:300]
         else:
@@ -233,6 +266,16 @@ class JwksCache:
             except InvalidJwks as exc:
                 result, detail = "invalid", str(exc)
         now = self._now()
+        if keys is not None and self._keys and not set(keys) & set(self._keys) and not self.swap \
+                and self._compute_state(now) in ("fresh", "stale"):
+            # a set without any key in use, while the cache is still good: never replaces it (module docstring)
+            result, detail, keys = "invalid", f"no key in common with the cached set {sorted(self._keys)}: kept", None
+        if keys is None and self.swap and answered is not None:
+            try:  # the swap knob: whatever answered replaces the cache, an empty set when it holds no key
+                swapped = parse_jwks(answered)
+            except InvalidJwks:
+                swapped = {}
+            self._keys, self._fetched_at = swapped, now
         if keys is not None:
             self._keys = keys  # atomic swap: only after a valid payload
             self._fetched_at = now
@@ -258,6 +301,8 @@ class JwksCache:
         """Fetch now, sharing a fetch already in flight. True if the keys were (or are being) renewed."""
         if not self.refetch_after_failure and self._failures:
             return False  # the --no-refetch-after-failure knob: stuck after the first failure
+        if self.pinned and self._fetched_at is not None and self._keys:
+            return False  # the pinned knob: the first good key set, for ever
         if self.mode == "none":
             return await self._fetch_once()
         if self._inflight is None:
@@ -283,14 +328,23 @@ class JwksCache:
             await self._fetch_once()
             return self._after(kid)
         state = self._update_state()
+        if state == "stale" and self.fetch_inline:
+            await self.refresh()  # the fetch_inline knob: the request waits for the JWKS (no timeout of its own)
+            state = self._update_state()
         if state in ("fresh", "stale"):
             key = self._keys.get(kid)
             if key is not None:
                 return Lookup(key, state)
+            if self.unknown_kid_storm:
+                await self._fetch_once()  # the knob: one fetch per unknown kid, awaited, no rate limit
+                return self._after(kid)
             now = self._now()
             if self._inflight is not None or now - self._last_unknown_kid_refresh >= self.unknown_kid_interval:
                 if self._inflight is None:
                     self._last_unknown_kid_refresh = now
+                if self._failures:  # the JWKS is failing: refresh in the background, refuse this token now
+                    self._background = asyncio.ensure_future(self.refresh())
+                    return self._after(kid)
                 await self.refresh()
             return self._after(kid)
         # empty or expired: wait for a fetch only while none has failed (cold start). Once the identity provider is
@@ -306,6 +360,20 @@ class JwksCache:
         self._update_state()
         if self.mode != "none" and self._now() >= self._next_attempt:
             await self.refresh()
+
+    def reset(self) -> None:
+        """Forget every key, as a freshly started instance has none (the lab's cold start); the refresh task fetches
+        again at once."""
+        self._keys = {}
+        self._fetched_at = None
+        self._failures = 0
+        self.last_fetch_ok = None
+        self.last_error = ""
+        self._next_attempt = self._now()
+        self._last_unknown_kid_refresh = -math.inf
+        self._alerted = False
+        self._state = "empty"
+        self._on_state("empty")
 
     def next_delay(self, cap: float = 1.0) -> float:
         """Seconds until the next thing to do (a refresh or a state boundary), between 0.01 and ``cap``."""

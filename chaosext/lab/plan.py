@@ -17,7 +17,8 @@ from chaosext.core.names import JWKS_CACHE_MODES
 from chaosext.lab import envoy as lab_envoy
 from chaosext.lab.common import HOLES, base_url, find_binary
 
-__all__ = ["SERVICES", "CACHE_MODES", "HOLES", "APT_HINT", "CLIENTS_FILE", "LAB_CLIENT_ID", "FIRST_WAVE", "LabError",
+__all__ = ["SERVICES", "SERVICE_KNOBS", "CACHE_MODES", "HOLES", "APT_HINT", "CLIENTS_FILE", "LAB_CLIENT_ID",
+           "FIRST_WAVE", "LabError",
            "flag", "LabConfig", "Component", "plan", "waves", "preflight"]
 
 #: the lab's tenant services (a real target names its own in its target description)
@@ -30,6 +31,9 @@ CLIENTS_FILE = "clients.json"
 LAB_CLIENT_ID = "chaosext-lab"
 #: started and ready before the rest: the services fetch the JWKS (from the Authority, or through Envoy) at start
 FIRST_WAVE = ("authority", "envoy")
+#: misbehaviour knobs that name the services they apply to (a comma list, or ``all``); each is the service's flag
+#: ``--<name with dashes>`` (chaosext.lab.service)
+SERVICE_KNOBS = ("jwks_swap", "jwks_fetch_inline", "jwks_unknown_kid_storm", "jwks_pinned", "ready_without_keys")
 #: the settings that must be TCP ports, as flags ``--<name with dashes>``
 _PORT_FIELDS = ("authority_port", "ops_port", "prometheus_port", "alertmanager_port", "envoy_port", "envoy_admin_port",
                 "envoy_jwt_port") + tuple(f"{s}_port" for s in SERVICES)
@@ -97,6 +101,22 @@ class LabConfig:
                                "lossy pipeline)", metavar="ACTIONS", show_default=False)
     inject_5xx: float = flag(0.0, "Misbehaviour knob: answer this fraction of authenticated requests with 503 (an "
                                   "unhealthy service)", minimum=0, maximum=1)
+    #: JWKS_FAILURE knobs: each a comma list of services (or ``all``), each caught by its mode's run (docs/lab.md)
+    jwks_swap: tuple[str, ...] = flag((), "Misbehaviour knob: these services (comma list, or all) replace their key "
+                                          "cache with whatever the JWKS answered (an error page, an empty or foreign "
+                                          "key set: every key lost at once)", metavar="SERVICES", show_default=False)
+    jwks_fetch_inline: tuple[str, ...] = flag((), "Misbehaviour knob: these services fetch the JWKS on the request "
+                                                  "path, without a timeout, once their keys are past the TTL (every "
+                                                  "request waits for a slow JWKS)", metavar="SERVICES",
+                                              show_default=False)
+    jwks_unknown_kid_storm: tuple[str, ...] = flag((), "Misbehaviour knob: these services fetch the JWKS for every "
+                                                       "token with an unknown kid, awaited, with no rate limit",
+                                                   metavar="SERVICES", show_default=False)
+    jwks_pinned: tuple[str, ...] = flag((), "Misbehaviour knob: these services keep the first key set they fetched "
+                                            "for ever (a rotated signing key is never picked up)", metavar="SERVICES",
+                                        show_default=False)
+    ready_without_keys: tuple[str, ...] = flag((), "Misbehaviour knob: these services report ready (GET /ready 200) "
+                                                   "while they hold no key", metavar="SERVICES", show_default=False)
     rate_limit: int = flag(500, "Per-tenant requests/s", minimum=1)
     rate_burst: int = flag(1000, minimum=1)
     tenant_header: str = flag("X-StellaOps-Tenant")
@@ -134,6 +154,9 @@ class LabConfig:
         self.state_dir = str(resolve_state_dir(self.state_dir or None))
         self.services = _names(self.services)
         self.holes = _names(self.holes)
+        for name in SERVICE_KNOBS:
+            value = _names(getattr(self, name))
+            setattr(self, name, tuple(self.services) if value == ("all",) else value)
 
     @property
     def state_path(self) -> Path:
@@ -162,6 +185,8 @@ class LabConfig:
         data = dataclasses.asdict(self)
         data["services"] = list(self.services)
         data["holes"] = list(self.holes)
+        for name in SERVICE_KNOBS:
+            data[name] = list(getattr(self, name))
         return data
 
     def identity(self) -> dict[str, Any]:
@@ -189,6 +214,11 @@ class LabConfig:
         if self.envoy_jwt_service and (self.egress != "envoy" or self.envoy_jwt_service not in self.services):
             problems.append(f"--envoy-jwt-service {self.envoy_jwt_service}: needs --egress envoy and one of the "
                             f"running --services")
+        for name in SERVICE_KNOBS:
+            wrong = [s for s in getattr(self, name) if s not in self.services]
+            if wrong:
+                problems.append(f"--{name.replace('_', '-')} {','.join(wrong)}: name running --services "
+                                f"({','.join(self.services)}) or all")
         if self.cache_mode not in CACHE_MODES:
             problems.append(f"--cache-mode {self.cache_mode}: use one of {', '.join(CACHE_MODES)}")
         return problems
@@ -274,6 +304,7 @@ def _service(cfg: LabConfig, name: str) -> Component:
     argv += ["--no-refetch-after-failure"] if cfg.no_refetch_after_failure else []
     argv += ["--audit-drop", cfg.audit_drop] if cfg.audit_drop else []
     argv += ["--inject-5xx", str(cfg.inject_5xx)] if cfg.inject_5xx else []
+    argv += ["--" + knob.replace("_", "-") for knob in SERVICE_KNOBS if name in getattr(cfg, knob)]
     url = base_url(cfg.host, port)
     return Component(name, argv, [(cfg.host, port)], url=lab_envoy.service_url(cfg, name, url),
                      health=f"{url}/healthz", port=port, extra={"metrics": f"{url}/metrics"})

@@ -7,7 +7,9 @@ rate limit, metrics and audit events.
 --audit-file PATH --cache-mode lkg|hard-ttl|none [--no-audit] [--fail-open] --tenant-cap 1000``
 
 Routes (docs/architecture.md): ``GET /api/v1/<items>``, ``GET /api/v1/<items>/{id}``, ``POST /api/v1/<items>``,
-``PUT /api/v1/<items>/{id}``, plus ``GET /healthz`` and ``GET /metrics`` without auth.
+``PUT /api/v1/<items>/{id}``, plus ``GET /healthz``, ``GET /metrics`` and ``GET /ready`` (200 while the JWKS cache
+holds a usable key, else 503: a load balancer keeps a cold instance out of rotation) without auth, and the lab's
+``POST /admin/cold-start`` (the instance forgets its keys, as a restarted one has none: the cold-start scenario).
 """
 import argparse
 import asyncio
@@ -42,7 +44,7 @@ from prometheus_client import (
 from chaosext.lab.aioserve import http_url, listen, port_arg, positive, run, setup_logging, stop_event
 from chaosext.lab.audit import AuditLog
 from chaosext.lab.common import HOLES
-from chaosext.lab.jwks_cache import MODES, STATES, JwksCache, VerifiedTokenCache
+from chaosext.lab.jwks_cache import MODES, STATES, JwksAnswer, JwksCache, VerifiedTokenCache
 from chaosext.lab.tenancy import UNAUTHENTICATED, RateLimiter, TenantLabels
 
 if TYPE_CHECKING:
@@ -422,6 +424,21 @@ class TenantService:
             "audit_suppressed": self.audit.suppressed,
         })
 
+    async def ready(self, request: web.Request) -> web.Response:
+        """200 while a key is usable (fresh or stale), else 503 not ready; the --ready-without-keys knob: always 200."""
+        state = self.jwks.state
+        ok = state in ("fresh", "stale") or self.args.ready_without_keys
+        return web.json_response({"ready": ok, "jwks": state}, status=200 if ok else 503)
+
+    async def cold_start(self, request: web.Request) -> web.Response:
+        """The lab's cold start: the instance forgets every key and every verified token, as a restarted instance
+        has none, and fetches again (its listener stays up: the requests it gets are what a restarted instance in
+        rotation would get)."""
+        self.jwks.reset()
+        self.tokens.clear()
+        log.warning("cold start: every key forgotten")
+        return web.json_response({"cold_start": True, "jwks": self.jwks.snapshot()})
+
     async def metrics(self, request: web.Request) -> web.Response:
         self.jwks.state  # noqa: B018 - evaluate the state now so the gauges are current
         resp = web.Response(body=generate_latest())
@@ -459,6 +476,8 @@ def build_app(svc: TenantService) -> web.Application:
         web.put(base + "/{id}", svc.route(base + "/{id}", "write", svc.write_item)),
         web.get("/healthz", svc.healthz),
         web.get("/metrics", svc.metrics),
+        web.get("/ready", svc.ready),
+        web.post("/admin/cold-start", svc.cold_start),
     ])
     return app
 
@@ -490,6 +509,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="misbehaviour knob: after a failed JWKS fetch never fetch again (never recovers)")
     p.add_argument("--inject-5xx", type=positive(float, allow_zero=True), default=0.0,
                    help="misbehaviour knob: answer this fraction of authenticated requests with 503")
+    p.add_argument("--jwks-swap", action="store_true",
+                   help="misbehaviour knob: the key cache is replaced by whatever the JWKS answered (an error page, "
+                        "an empty or foreign key set)")
+    p.add_argument("--jwks-fetch-inline", action="store_true",
+                   help="misbehaviour knob: once past the TTL every request waits for a JWKS fetch, which has no "
+                        "timeout")
+    p.add_argument("--jwks-unknown-kid-storm", action="store_true",
+                   help="misbehaviour knob: every token with an unknown kid fetches the JWKS, awaited, no rate limit")
+    p.add_argument("--jwks-pinned", action="store_true",
+                   help="misbehaviour knob: the first key set fetched is kept for ever (a rotated key is never seen)")
+    p.add_argument("--ready-without-keys", action="store_true",
+                   help="misbehaviour knob: GET /ready answers 200 while the instance holds no key")
     p.add_argument("--fail-open", action="store_true",
                    help="misbehaviour knob (a security bug on purpose): accept unverifiable tokens during an outage")
     p.add_argument("--hole", action="append", choices=HOLES, default=[],
@@ -520,10 +551,10 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"error: cannot open audit file {args.audit_file}: {exc.strerror}; choose a writable --audit-file",
               file=sys.stderr)
         return 1
-    session = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=args.jwks_timeout),
-        connector=aiohttp.TCPConnector(force_close=True, limit=8),
-    )
+    # --jwks-fetch-inline: a fetch without a timeout of its own (the library's default), which a slow JWKS holds open
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None) if args.jwks_fetch_inline \
+        else aiohttp.ClientTimeout(total=args.jwks_timeout)
+    session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(force_close=True, limit=8))
     resource = f"jwks:{args.jwks_url}"
     states = {s: CACHE_STATE.labels(name, s) for s in STATES}
     fetches = {r: FETCHES.labels(name, r) for r in ("success", "error", "invalid")}
@@ -534,7 +565,7 @@ async def _serve(args: argparse.Namespace) -> int:
     async def fetch() -> bytes:
         async with session.get(args.jwks_url, headers={"Accept": "application/json"}) as resp:
             if resp.status != 200:
-                raise RuntimeError(f"HTTP {resp.status} from {args.jwks_url}")
+                raise JwksAnswer(resp.status, await resp.read(), args.jwks_url)
             return await resp.read()
 
     def on_state(state: str) -> None:
@@ -552,7 +583,9 @@ async def _serve(args: argparse.Namespace) -> int:
     cache = JwksCache(fetch, ttl=args.jwks_ttl, max_stale=args.jwks_max_stale, mode=args.cache_mode,
                       unknown_kid_interval=args.unknown_kid_interval, on_event=on_event, on_state=on_state,
                       refetch_after_failure=not args.no_refetch_after_failure,
-                      on_fetch=lambda result, detail: fetches[result].inc())
+                      on_fetch=lambda result, detail: fetches[result].inc(), swap=args.jwks_swap,
+                      fetch_inline=args.jwks_fetch_inline, unknown_kid_storm=args.jwks_unknown_kid_storm,
+                      pinned=args.jwks_pinned)
     on_state("empty")
     CACHE_AGE.labels(name).set_function(cache.age)
     svc = TenantService(args, cache, audit)

@@ -21,6 +21,7 @@ from typing import Any
 from chaosext.core.labstate import STATE_VERSION, StateError, clear_state, load_state, resolve_state_dir, save_state
 from chaosext.lab import configs, processes
 from chaosext.lab import target as lab_target
+from chaosext.lab.common import base_url
 from chaosext.lab.plan import (
     APT_HINT,
     CACHE_MODES,
@@ -194,6 +195,9 @@ def _state_for(cfg: LabConfig, comps: dict[str, dict[str, Any]], client: dict[st
         "prometheus_url": comps["prometheus"]["url"] if "prometheus" in comps else None,
         "alertmanager_url": comps["alertmanager"]["url"] if "alertmanager" in comps else None,
         "fault": {"via": "iptables", "target": "local", "host": cfg.authority_host, "port": cfg.authority_port},
+        # the scenarios' hooks (ROTATE_URL, COLD_START_URL): the Authority's key rotation, a service's cold start
+        "rotate_url": f"{base_url(cfg.ops_host, cfg.ops_port)}/admin/rotate",
+        "cold_start_url": "{service_url}/admin/cold-start",
         **_envoy_state(comps, cfg),
     }
 

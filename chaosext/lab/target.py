@@ -32,7 +32,8 @@ def describe(cfg: LabConfig, comps: dict[str, dict[str, Any]]) -> dict[str, Any]
     services = {name: {"url": comps[name]["url"], "routes": _routes(name),
                        "cache": {"http": {"url": comps[name]["health"], "field": "jwks.state",
                                           "age_field": "jwks.age_seconds",
-                                          "states": {s: [s] for s in ("fresh", "stale", "expired", "empty")}}}}
+                                          "states": {s: [s] for s in ("fresh", "stale", "expired", "empty")}}},
+                       "ready": comps[name]["health"].rsplit("/", 1)[0] + "/ready"}
                 for name in cfg.services}
     tenants = [t for t in cfg.tenants.split(",") if t] if cfg.tenants else list(LAB_TENANTS)
     doc: dict[str, Any] = {
