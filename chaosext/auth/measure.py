@@ -10,6 +10,7 @@ the IdP-signed bad-claim tokens the forgery catalogue needs (:func:`prepare_forg
 failure counts for the claimed tenant), which keeps them out of the error rates (docs/experiment.md).
 """
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,11 +19,13 @@ import requests
 from chaosext.auth.forgery import CLASSES, MINTED, Material, build_catalogue, key_documents
 from chaosext.auth.judge import Attempt, KeyServer, judge_attempts, probe_round
 from chaosext.core.config import ExperimentConfig
+from chaosext.core.names import SOCKET_MARK
 from chaosext.core.target import Service
 from chaosext.core.tokens import (
     TokenError,
     client_credentials_token,
     discover_token_endpoint,
+    marked_session,
     token_settings,
     tokens_for,
 )
@@ -30,7 +33,8 @@ from chaosext.metrics.prom import prom_of, query, query_scalar, wait_for_samples
 from chaosext.run.context import RunContext
 from chaosext.run.record import CheckResult
 
-__all__ = ["call", "ensure_tokens", "prepare_forgery", "ForgeryPlan", "forgery_plan", "valid_token_statuses",
+__all__ = ["call", "timed_call", "ensure_tokens", "new_key_tokens",
+           "prepare_forgery", "ForgeryPlan", "forgery_plan", "valid_token_statuses",
            "unverified_accepts", "CHECK_TENANTS", "TOKEN_MARGIN_SECONDS"]
 
 #: how many tenants' tokens each check uses
@@ -58,6 +62,26 @@ def call(cfg: ExperimentConfig, svc: Service, token: str, tenant: str, timeout: 
         return r.status_code
     except requests.RequestException:
         return 0
+
+
+def timed_call(cfg: ExperimentConfig, svc: Service, token: str, tenant: str,
+               timeout: float = 3.0) -> tuple[int, float]:
+    """:func:`call`, and how long the answer took (milliseconds, client side; the timeout when none came)."""
+    start = time.monotonic()
+    status = call(cfg, svc, token, tenant, timeout)
+    return status, round((time.monotonic() - start) * 1000, 1)
+
+
+def new_key_tokens(ctx: RunContext, tenants: Sequence[str] | None = None) -> dict[str, str]:
+    """Fresh tokens of the first tenants from the IdP, now (never from a cache): after a rotation they carry the new
+    key's kid. Asked through connections marked SOCKET_MARK, which the run's own iptables fault lets through (the
+    services still cannot reach the JWKS); kept in the run's memory only. TokenError says what to fix."""
+    cfg = ctx.cfg
+    wanted = list(tenants or cfg.tenants[:CHECK_TENANTS])
+    with marked_session(SOCKET_MARK) as session:
+        fresh = tokens_for(token_settings(cfg, ctx.secrets), wanted, {}, timeout=10, session=session)
+    ctx.memory.rotated_tokens.update(fresh)
+    return fresh
 
 
 def ensure_tokens(ctx: RunContext, tenants: Sequence[str] | None = None) -> dict[str, str]:

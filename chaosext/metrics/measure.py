@@ -82,8 +82,8 @@ def quietest_tenant_rate(ctx: RunContext, at: float) -> float | None:
 
 def error_counts(ctx: RunContext, at: float | None = None, fallback: Counts = (0.0, 0.0)) -> Counts:
     """Prometheus' (errors, requests) counters at ``at`` (now); ``fallback`` when Prometheus does not answer."""
-    try:
-        return prom.counts_at(prom_of(ctx), at)
+    try:  # the cold-started instances of cold-start-during-outage are judged on their own
+        return prom.counts_at(prom_of(ctx), at, ctx.cfg.cold_started)
     except (requests.RequestException, RuntimeError):
         return fallback
 

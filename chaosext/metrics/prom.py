@@ -45,6 +45,8 @@ __all__ = [
     "query_scalar",
     "counts_at",
     "error_rate_between",
+    "error_rates_by_service",
+    "latency_p95_by_service",
     "prometheus_alerts",
     "alertmanager_alerts",
     "latest_sample_time",
@@ -135,23 +137,69 @@ def query_scalar(prom: Prom, promql: str, at: float | None = None, timeout: floa
     return sum(float(s["value"][1]) for s in query(prom, promql, at, timeout))
 
 
-def counts_at(prom: Prom, at: float | None = None) -> tuple[float, float]:
-    """(errors, total) request counters summed over every service at time ``at`` (now when None)."""
+def _without(c: MetricContract, selector: str, services: tuple[str, ...]) -> str:
+    """``selector`` without the series of ``services`` (their service label)."""
+    if not services:
+        return selector
+    regex = "|".join(services)  # service names: plain words (a PromQL string takes no regex escapes)
+    matcher = f'{c.service_label}!~"{regex}"'
+    return selector[:-2] + "{" + matcher + "}" if selector.endswith("{}") else selector[:-1] + "," + matcher + "}"
+
+
+def counts_at(prom: Prom, at: float | None = None, exclude: tuple[str, ...] = ()) -> tuple[float, float]:
+    """(errors, total) request counters summed over every service (but ``exclude``) at time ``at`` (now when
+    None)."""
     c = prom.contract
-    return (query_scalar(prom, f"sum({c.error_selector()})", at),
-            query_scalar(prom, f"sum({c.total_selector()})", at))
+    return (query_scalar(prom, f"sum({_without(c, c.error_selector(), exclude)})", at),
+            query_scalar(prom, f"sum({_without(c, c.total_selector(), exclude)})", at))
 
 
-def error_rate_between(prom: Prom, start: float, end: float) -> dict[str, Any]:
-    """Server-side error rate of requests counted between ``start`` and ``end`` (unix seconds).
+def error_rate_between(prom: Prom, start: float, end: float, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Server-side error rate of requests counted between ``start`` and ``end`` (unix seconds), over every service
+    but ``exclude`` (the cold-started ones of cold-start-during-outage, judged on their own).
 
     Counter values at ``end`` minus those at ``start`` (a series absent at ``start`` counts from 0, which
     ``increase()`` would miss for the 401 series that first appear during an outage).
     """
-    e0, t0 = counts_at(prom, start)
-    e1, t1 = counts_at(prom, end)
+    e0, t0 = counts_at(prom, start, exclude)
+    e1, t1 = counts_at(prom, end, exclude)
     errors, total = max(0.0, e1 - e0), max(0.0, t1 - t0)
     return {"errors": errors, "requests": total, "error_rate": (errors / total) if total else 0.0}
+
+
+def error_rates_by_service(prom: Prom, start: float, end: float) -> dict[str, dict[str, float]]:
+    """Per service: {errors, requests, error_rate} counted between ``start`` and ``end`` (as
+    :func:`error_rate_between`)."""
+    c = prom.contract
+
+    def at(selector: str, t: float) -> dict[str, float]:
+        return {c.service_of(s): float(s["value"][1]) for s in query(prom, c.by_service(selector, "sum"), t)}
+
+    e0, t0 = at(c.error_selector(), start), at(c.total_selector(), start)
+    e1, t1 = at(c.error_selector(), end), at(c.total_selector(), end)
+    out = {}
+    for service in t1:
+        errors = max(0.0, e1.get(service, 0.0) - e0.get(service, 0.0))
+        total = max(0.0, t1[service] - t0.get(service, 0.0))
+        out[service] = {"errors": errors, "requests": total, "error_rate": errors / total if total else 0.0}
+    return out
+
+
+def latency_p95_by_service(prom: Prom, start: float, end: float) -> dict[str, float]:
+    """Per service: the p95 request duration (seconds) of the requests that finished between ``start`` and ``end``,
+    from the contract's latency histogram (``histogram_quantile`` over ``increase`` of its buckets); {} when the
+    histogram has no series. A service whose every request in the window is slower than the top bucket is +Inf."""
+    c = prom.contract
+    if not c.latency_histogram:
+        return {}
+    window = max(1, int(end - start + 0.999))
+    inner = f"sum by (le, {c.service_label}) (increase({c.latency_histogram}_bucket[{window}s]))"
+    out = {}
+    for sample in query(prom, f"histogram_quantile(0.95, {inner})", at=end):
+        value = float(sample["value"][1])
+        if value == value:  # NaN: no request finished in the window
+            out[c.service_of(sample)] = value
+    return out
 
 
 def latest_sample_time(prom: Prom, metric: str = "") -> float:

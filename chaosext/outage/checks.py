@@ -17,12 +17,14 @@ from chaosext.audit.measure import PIPELINE_WAIT_SECONDS, services_of
 from chaosext.audit.sources import AuditEvent, read_events, role_mapped
 from chaosext.auth.judge import merge_judgments
 from chaosext.auth.measure import unverified_accepts
+from chaosext.core.failures import SCENARIOS
 from chaosext.core.poll import retry_until
 from chaosext.load.probes import k6_summary
 from chaosext.metrics import prom
 from chaosext.metrics.cache import services_in_state
 from chaosext.metrics.measure import expiry_rules_gap, fired_since, in_alertmanager, quietest_tenant_rate
 from chaosext.outage.judging import Judging
+from chaosext.outage.scenario import load_scenario
 from chaosext.run.record import CheckResult
 
 __all__ = ["outage_held", "cached_key_fallback", "no_fail_open", "server_error_rate", "client_error_rate",
@@ -56,7 +58,9 @@ def outage_held(judging: Judging) -> CheckResult:
         "planned_seconds": cfg.outage_seconds, "aborted": bool(outage and outage.aborted),
         "reason": outage.reason if outage else ""}
     if broken:
-        out["why"] = (f"outage did not hold: the JWKS was reachable from the target {broken[0].elapsed:.0f}s "
+        what = "reachable from the target" if cfg.jwks_failure in ("unreachable", *SCENARIOS) else \
+            f"no longer failing as {cfg.jwks_failure} from the target"
+        out["why"] = (f"outage did not hold: the JWKS was {what} {broken[0].elapsed:.0f}s "
                       f"into the outage ({broken[0].fault_detail}); held {out['measured_seconds']}s of "
                       f"{cfg.outage_seconds}s")
     elif not obs:
@@ -90,9 +94,14 @@ def cached_key_fallback(judging: Judging) -> CheckResult:
     must have got 200. ``ok`` false names the failures."""
     cfg = judging.cfg
     deadlines = _service_deadlines(judging)
+    # cold-start-during-outage: a cold-started instance holds no key by design; cold-start-fails-closed judges it
+    cold = {name: float(info.get("at") or 0) for name, info in
+            dict(load_scenario(judging.ctx).get("cold_start") or {}).items()}
     checks, failures, after_lifetime = 0, [], 0
     for obs in judging.notebook.observations:
         for service, s in obs.services.items():
+            if service in cold and obs.t >= cold[service]:
+                continue
             for tenant, status in s.valid.items():
                 if obs.t >= deadlines.get(service, 0):
                     after_lifetime += 1
@@ -104,6 +113,8 @@ def cached_key_fallback(judging: Judging) -> CheckResult:
     return {"phase": "outage", "ok": checks > 0 and not failures, "checks": checks, "failures": failures[:10],
             "failed": len(failures), "checks_past_lifetime": after_lifetime,
             "max_stale_seconds": cfg.jwks_max_stale,
+            "services_failed": sorted({f["service"] for f in failures}),
+            **({"cold_started": sorted(cold)} if cold else {}),
             "note": "" if checks else "no valid-token check ran within the cache lifetime during the outage"}
 
 
@@ -133,7 +144,10 @@ def no_fail_open(judging: Judging) -> CheckResult:
             f"METRIC BACKSTOP: the services counted {backstop['unverified_accepts']:.0f} request(s) accepted "
             f"without a verified key during the outage ({backstop['selector']})") if backstop.get("exported")
             else backstop["note"]]))
-    return {"phase": "outage", **total, "metric_backstop": backstop}
+    named = {str(f.get("service")) for f in [*(total.get("accepted") or []), *(total.get("inconclusive") or [])]
+             if isinstance(f, dict) and f.get("service")}
+    return {"phase": "outage", **total, "metric_backstop": backstop,
+            "services_failed": sorted(named | set(backstop.get("services") or []))}
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -145,12 +159,24 @@ def server_error_rate(judging: Judging) -> CheckResult:
     cfg, (start, end) = judging.cfg, judging.window
     p = prom.prom_of(judging.ctx)
     fresh = prom.wait_for_samples(p, end, timeout=SCRAPE_WAIT_SECONDS)
-    res = prom.error_rate_between(p, start, end)
-    return {"phase": "outage", "ok": res["requests"] > 0 and res["error_rate"] < cfg.error_rate_max,
-            "error_rate": round(res["error_rate"], 5), "errors": round(res["errors"]),
-            "requests": round(res["requests"]), "max": cfg.error_rate_max,
-            "window_seconds": round(end - start, 1), "scraped_past_end": fresh,
-            "note": "" if res["requests"] else "no requests counted in the outage window: is k6 running?"}
+    res = prom.error_rate_between(p, start, end, cfg.cold_started)
+    by_service = {s: r for s, r in prom.error_rates_by_service(p, start, end).items()
+                  if s in cfg.services and s not in cfg.cold_started}
+    out: CheckResult = {
+        "phase": "outage", "ok": res["requests"] > 0 and res["error_rate"] < cfg.error_rate_max,
+        "error_rate": round(res["error_rate"], 5), "errors": round(res["errors"]),
+        "requests": round(res["requests"]), "max": cfg.error_rate_max,
+        "window_seconds": round(end - start, 1), "scraped_past_end": fresh,
+        "per_service": {s: {"error_rate": round(r["error_rate"], 5), "requests": round(r["requests"])}
+                        for s, r in sorted(by_service.items())},
+        "services_failed": sorted(s for s, r in by_service.items()
+                                  if r["requests"] and r["error_rate"] >= cfg.error_rate_max),
+        "note": "" if res["requests"] else "no requests counted in the outage window: is k6 running?"}
+    if cfg.cold_started:
+        out["excluded"] = list(cfg.cold_started)
+        out["note"] = (out["note"] + "; " if out["note"] else "") + (
+            f"the cold-started {', '.join(cfg.cold_started)} are judged by cold-start-fails-closed")
+    return out
 
 
 def client_error_rate(judging: Judging) -> CheckResult:
@@ -160,6 +186,11 @@ def client_error_rate(judging: Judging) -> CheckResult:
     the outage window. Without snapshots, this run's k6 summary (its whole run) is used and says so.
     """
     cfg, run = judging.cfg, judging.run
+    if cfg.cold_started:
+        return {"phase": "outage", "ok": True, "not_judged": True, "max": cfg.error_rate_max,
+                "gap": f"k6 drives the cold-started instance of {', '.join(cfg.cold_started)} too, which must refuse "
+                       f"every request while it has no key (cold-start-fails-closed judges it; the server-side rate "
+                       f"judges the others); judge the client-side rate in the unreachable mode"}
     first = run.outage.k6_start if run.outage else None
     last = run.outage.k6_end if run.outage else None
     if first is not None and last is not None and first.http_reqs is not None and last.http_reqs is not None:
@@ -250,6 +281,11 @@ def alerts_match_cache_state(judging: Judging) -> CheckResult:
     """
     cfg, ctx, (start, end) = judging.cfg, judging.ctx, judging.window
     names = cfg.expiry_alerts
+    if cfg.cold_started:
+        return {"phase": "outage", "ok": True, "not_judged": True, "expected": list(names),
+                "gap": f"the cold-started {', '.join(cfg.cold_started)} refuse every request by design, which pages "
+                       f"like an expired cache; whether the alerts fire iff a cache expired is judged in the "
+                       f"unreachable mode"}
     if gap := expiry_rules_gap(judging.ctx):
         return {"phase": "outage", "ok": True, "not_judged": True, "expected": list(names), "gap": gap}
     try:

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from chaosext.core.settings import Configuration, Secrets
-from chaosext.outage import checks, drill
+from chaosext.outage import checks, drill, modes
 from chaosext.outage.evidence import save_run_evidence
 from chaosext.outage.judging import Check, judging_of
 from chaosext.outage.notebook import Judgments, edit_notebook
+from chaosext.outage.services import per_service
 from chaosext.run.context import RunContext, run_context
 from chaosext.run.record import CheckResult
 
@@ -31,6 +32,7 @@ OUTAGE_CHECKS: Checks = (
     ("client-error-rate-below-max", checks.client_error_rate),
     ("auth-degraded-audited", checks.audit_degraded_recorded),
     ("alerts-fire-iff-cache-expired", checks.alerts_match_cache_state),
+    ("latency-within-slo", modes.latency_within_slo),
 )
 
 #: the expiry drill's checks, in its hypothesis's order
@@ -66,7 +68,8 @@ def _summary(ctx: RunContext, results: dict[str, CheckResult] | None) -> dict[st
         why = "dry run: nothing was injected" if ctx.dry_run else "no outage was recorded: the fault was not applied"
         return {"ok": False, "judged": False, "failed": ["no-outage"], "why": why, "checks": {}}
     failed = [n for n, r in results.items() if not r.get("ok")]
-    return {"ok": not failed, "failed": failed, "checks": results}
+    return {"ok": not failed, "failed": failed, "mode": ctx.cfg.jwks_failure, "checks": results,
+            "per_service": per_service(results, ctx.cfg.services)}
 
 
 def judge_outage(configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
@@ -74,10 +77,13 @@ def judge_outage(configuration: Configuration = None, secrets: Secrets = None) -
 
     Chaos Toolkit's steady-state hypothesis stops at its first failing probe, so the journal would not say whether
     the later ones (e.g. the alerts) passed. This step, last in the method, runs them all and ``chaosext verdict``
-    prints every one of them. Also saves the judged series for the report (``evidence``).
+    prints every one of them, with JWKS_FAILURE's own checks (``chaosext.outage.modes``) and which service failed
+    which check (``per_service``, the scorecard's cells). Also saves the judged series for the report
+    (``evidence``).
     """
     ctx = run_context(configuration, secrets)
-    summary = _summary(ctx, run_checks(ctx, OUTAGE_CHECKS))
+    which = (*OUTAGE_CHECKS, *modes.mode_checks(ctx.cfg.jwks_failure))  # JWKS_FAILURE's own checks after them
+    summary = _summary(ctx, run_checks(ctx, which))
     return {**summary, "evidence": save_run_evidence(ctx)} if summary.get("checks") else summary
 
 

@@ -35,23 +35,41 @@ def _counts(value: Any) -> dict[str, int]:
 
 @dataclass
 class ServiceObservation:
-    """One service at one watch tick: its JWKS cache, the status each tenant's valid token got, and the forged
-    requests of the tick (tried / refused / accepted / inconclusive)."""
+    """One service at one watch tick: its JWKS cache, the status each tenant's valid token got (and how long the
+    slowest took), the forged requests of the tick (tried / refused / accepted / inconclusive); in
+    rotation-during-outage the status each tenant's NEW-key token got, in cold-start-during-outage what its ``ready``
+    URL answered."""
 
     state: str = "unknown"
     #: seconds since the cache's last good JWKS fetch (None when the service does not say)
     age: float | None = None
     valid: dict[str, int] = field(default_factory=dict)
     forged: dict[str, int] = field(default_factory=dict)
+    #: the slowest valid-token answer of the tick, milliseconds (client side)
+    latency_ms: float | None = None
+    #: rotation-during-outage: tenant -> status of its token signed with the IdP's new key, and the slowest answer
+    new_kid: dict[str, int] = field(default_factory=dict)
+    new_kid_ms: float | None = None
+    #: cold-start-during-outage: the status of the service's ``ready`` URL (0: no answer; None: not asked)
+    ready: int | None = None
 
     @classmethod
     def from_json(cls, value: Any) -> ServiceObservation:
         d = obj(value)
+        ready = d.get("ready")
         return cls(state=text(d.get("state")) or "unknown", age=opt_num(d.get("age")), valid=_counts(d.get("valid")),
-                   forged=_counts(d.get("forged")))
+                   forged=_counts(d.get("forged")), latency_ms=opt_num(d.get("latency_ms")),
+                   new_kid=_counts(d.get("new_kid")), new_kid_ms=opt_num(d.get("new_kid_ms")),
+                   ready=ready if isinstance(ready, int) and not isinstance(ready, bool) else None)
 
     def to_json(self) -> dict[str, Any]:
-        return {"state": self.state, "age": self.age, "valid": dict(self.valid), "forged": dict(self.forged)}
+        out = {"state": self.state, "age": self.age, "valid": dict(self.valid), "forged": dict(self.forged),
+               "latency_ms": self.latency_ms}
+        if self.new_kid:
+            out.update(new_kid=dict(self.new_kid), new_kid_ms=self.new_kid_ms)
+        if self.ready is not None:
+            out["ready"] = self.ready
+        return out
 
 
 @dataclass

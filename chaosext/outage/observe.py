@@ -12,7 +12,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from chaosext.auth.measure import ForgeryPlan, call
+import requests
+
+from chaosext.auth.measure import ForgeryPlan, timed_call
 from chaosext.egress.base import Driver, FaultSpec
 from chaosext.load.probes import k6_live_metrics
 from chaosext.metrics.cache import read_caches
@@ -52,6 +54,10 @@ def fault_check(spec: FaultSpec, driver: Driver) -> tuple[bool, str]:
     if check.get("blocked"):
         return True, ""
     probes = [p for t in check.get("targets") or [] for p in t.get("probes") or []]
+    if any("impostor" in p for p in probes):  # JWKS_FAILURE answered by the run's impostor (chaosext.egress.redirect)
+        wrong = [p for p in probes if not p.get("impostor")]
+        return False, (f"not answered by the run's impostor at {','.join(str(p.get('address')) for p in wrong)} "
+                       f"({wrong[0].get('error')})" if wrong else "the redirect's rules or impostor missing")
     reachable = [p.get("address") for p in probes if p.get("reachable")]
     return False, f"reachable at {','.join(reachable)}" if reachable else "rules/keys of the fault missing"
 
@@ -68,25 +74,53 @@ def forged_counts(attempts: Iterable[Mapping[str, Any]], refused_statuses: Itera
     return per
 
 
+def _ready(url: str, timeout: float = 3.0) -> int:
+    """The status of a service's readiness URL (0: no answer)."""
+    try:
+        return requests.get(url, timeout=timeout).status_code
+    except requests.RequestException:
+        return 0
+
+
 def observe_services(ctx: RunContext, tokens: Mapping[str, str], forged: ForgeryPlan | None, tick: int,
-                     start: float) -> tuple[dict[str, ServiceObservation], CheckResult | None]:
+                     start: float, new_tokens: Mapping[str, str] | None = None,
+                     ready_of: tuple[str, ...] = ()) -> tuple[dict[str, ServiceObservation], CheckResult | None]:
     """One round of checks against every service, all requests in parallel (a slow answer cannot stall the tick):
-    the cache state (each service's own signal, ``chaosext.metrics.cache``), each tenant's valid token, and this
-    tick's forged tokens.
+    the cache state (each service's own signal, ``chaosext.metrics.cache``), each tenant's valid token (and how long
+    the slowest answer took), this tick's forged tokens; ``new_tokens`` (rotation-during-outage: tokens signed with
+    the IdP's new key) on every service; the ``ready`` URL of the services in ``ready_of`` (cold-start-during-outage).
 
     Returns the per-service observations and the forgery judge's result for the tick (None without a plan); the
     forged requests are timed from ``start`` (the block)."""
     cfg = ctx.cfg
-    valid_jobs: dict[tuple[str, str], Future[int]] = {}
-    with ThreadPoolExecutor(max_workers=min(32, len(cfg.services) * (len(tokens) + 1) + 2)) as pool:
+    new_tokens = new_tokens or {}
+    valid_jobs: dict[tuple[str, str], Future[tuple[int, float]]] = {}
+    new_jobs: dict[tuple[str, str], Future[tuple[int, float]]] = {}
+    ready_jobs: dict[str, Future[int]] = {}
+    workers = min(32, len(cfg.services) * (len(tokens) + len(new_tokens) + 2) + 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         rounds = pool.submit(forged.round, cfg, tick) if forged is not None else None
         caches = pool.submit(read_caches, ctx)
         for name, svc in cfg.services.items():
             for tenant, tok in tokens.items():
-                valid_jobs[(name, tenant)] = pool.submit(call, cfg, svc, tok, tenant)
+                valid_jobs[(name, tenant)] = pool.submit(timed_call, cfg, svc, tok, tenant)
+            for tenant, tok in new_tokens.items():
+                new_jobs[(name, tenant)] = pool.submit(timed_call, cfg, svc, tok, tenant)
+            if name in ready_of and svc.ready_url:
+                ready_jobs[name] = pool.submit(_ready, svc.ready_url)
     out = {name: ServiceObservation(state=r.state, age=r.age) for name, r in caches.result().items()}
-    for (service, tenant), fut in valid_jobs.items():
-        out[service].valid[tenant] = fut.result()
+    for (service, tenant), timed in valid_jobs.items():
+        status, ms = timed.result()
+        obs = out.setdefault(service, ServiceObservation())
+        obs.valid[tenant] = status
+        obs.latency_ms = max(ms, obs.latency_ms or 0.0)
+    for (service, tenant), timed in new_jobs.items():
+        status, ms = timed.result()
+        obs = out.setdefault(service, ServiceObservation())
+        obs.new_kid[tenant] = status
+        obs.new_kid_ms = max(ms, obs.new_kid_ms or 0.0)
+    for service, fut in ready_jobs.items():
+        out.setdefault(service, ServiceObservation()).ready = fut.result()
     if rounds is None or forged is None:
         return out, None
     attempts = rounds.result()

@@ -68,8 +68,9 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
     base = error_counts(ctx, start)
     prev, reason, tick = base, "", 0
     observations: list[Observation] = []
-    logger.info("[outage] JWKS blocked for %ss (fault %s); watching %s every %.0fs", duration, spec.run_id,
-                ",".join(cfg.services), interval)
+    logger.info("[outage] JWKS %s for %ss (fault %s); watching %s every %.0fs",
+                "blocked" if cfg.jwks_failure == "unreachable" else f"failing ({cfg.jwks_failure})", duration,
+                spec.run_id, ",".join(cfg.services), interval)
     pool = ThreadPoolExecutor(max_workers=1)
     try:
         while True:
@@ -78,7 +79,8 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
                 reason = SIGTERM_REASON
                 break
             held = pool.submit(fault_check, spec, driver)
-            services, forgery = observe_services(ctx, tokens, forged, tick, start)
+            services, forgery = observe_services(ctx, tokens, forged, tick, start, ctx.memory.rotated_tokens,
+                                                 cfg.cold_started)
             holds, detail = held.result()
             counts = error_counts(ctx, fallback=prev)
             rates, prev = tick_rates(base, prev, counts), counts

@@ -34,6 +34,8 @@ class RunMemory:
     tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     #: the forgery catalogue's material prepared before the fault: {"jwks": ..., "minted": {class: token}}
     forgery: dict[str, Any] = field(default_factory=dict)
+    #: rotation-during-outage: tenant -> a token signed with the IdP's new key (got during the outage)
+    rotated_tokens: dict[str, str] = field(default_factory=dict)
     #: the safety control's target lock and heartbeat
     lock: Releasable | None = None
     heartbeat: Stoppable | None = None
