@@ -47,12 +47,12 @@ from chaosext.run.context import (
 )
 from chaosext.run.heartbeat import Heartbeat
 from chaosext.run.memory import forget
-from chaosext.run.record import Baseline, FaultInfo, K6Info
+from chaosext.run.record import Baseline, Closed, FaultInfo, K6Info
 from chaosext.run.store import new_run_id
 from chaosext.safety import lock as locks
 from chaosext.safety.approval import approval_problem
 from chaosext.safety.cleanup import restore_fault, stop_load
-from chaosext.safety.preflight import live_findings, refusals, static_findings
+from chaosext.safety.preflight import live_findings, refusals, static_findings, warnings
 
 __all__ = ["configure_control", "before_experiment_control", "after_activity_control", "after_experiment_control",
            "approval_problem"]
@@ -170,8 +170,11 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
         raise InterruptExecution(f"chaosext safety: not starting, nothing was changed. {exc}") from None
     dry = _is_dry(context)
     ctx = RunContext(cfg, secrets, dry)
-    if failed := refusals(static_findings(ctx)):
+    static = static_findings(ctx)
+    if failed := refusals(static):
         raise _refuse(failed)
+    for f in warnings(static):
+        logger.warning("pre-flight: %s", f.sentence())
     if dry:
         for line in _plan(ctx):
             logger.info("[dry run] %s", line)
@@ -179,9 +182,12 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
         return
     ctx = new_run_context(cfg, new_run_id(), secrets)
     _take_lock(ctx)
-    if failed := refusals(live_findings(ctx)):
+    live = live_findings(ctx)
+    if failed := refusals(live):
         _finish(ctx)
         raise _refuse(failed)
+    for f in warnings(live):
+        logger.warning("pre-flight: %s", f.sentence())
     configuration.update({RUN_ID_KEY: ctx.run_id, RUN_BASE_KEY: cfg.run_base})
     started = _start_run(ctx)
     logger.info("chaosext safety: run %s started (target %s%s, outage %ss, services %s, k6 %s, baseline window "
@@ -231,10 +237,19 @@ def after_experiment_control(context: Experiment = None, state: Journal = None, 
         return  # the run never started anything (the configuration did not even parse)
     if ctx.run_id:
         out = _finish(ctx)  # restore first: nothing may delay lifting the fault
+        egress, load = out.get("egress", {}), out.get("load", {})
+        closed = Closed(at=time.time(), fault_restored=bool(egress.get("restored")),
+                        error=str(egress.get("error") or ""), k6_stopped=bool(load.get("stopped")))
+        try:
+            with ctx.edit() as run:
+                run.closed = closed
+        except OSError as exc:
+            logger.warning("chaosext safety: could not record the run's end: %s", exc)
+        if isinstance(state, dict):  # the journal Chaos Toolkit writes after this hook: the verdict reads it
+            state["chaosext"] = {"run_id": ctx.run_id, "closed": closed.to_json()}
         evidence = save_run_evidence(ctx)  # the same file judge-outage named, now with the recovery window
         if not evidence.get("ok"):
             logger.warning("chaosext safety: evidence for the report not saved: %s", evidence.get("error"))
-        egress, load = out.get("egress", {}), out.get("load", {})
         logger.info("chaosext safety: after run %s: egress %s, k6 %s", ctx.run_id,
                     "restored" if egress.get("restored") else f"NOT restored ({egress.get('error')})",
                     "stopped" if load.get("stopped") else f"not stopped ({load.get('error')})")
