@@ -21,6 +21,7 @@ Declared in the experiment's ``controls`` block::
 """
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -31,6 +32,7 @@ from chaosext.core import signals
 from chaosext.core.config import load_config
 from chaosext.core.errors import ConfigError
 from chaosext.core.findings import Finding
+from chaosext.core.names import RUN_ID_RE
 from chaosext.core.poll import retry_until
 from chaosext.egress.actions import block
 from chaosext.load.actions import start
@@ -47,7 +49,7 @@ from chaosext.run.context import (
 )
 from chaosext.run.heartbeat import Heartbeat
 from chaosext.run.memory import forget
-from chaosext.run.record import Baseline, Closed, FaultInfo, K6Info
+from chaosext.run.record import Baseline, Closed, FaultInfo, K6Info, load_run
 from chaosext.run.store import new_run_id
 from chaosext.safety import lock as locks
 from chaosext.safety.approval import approval_problem
@@ -111,6 +113,37 @@ def _wait_for_baseline_traffic(ctx: RunContext) -> float:
                        time.time() + cfg.baseline_seconds + 15, 1.0)
 
 
+def _previous_end(ctx: RunContext) -> float:
+    """When the last earlier run on the same target (fault method, target, JWKS) in this run base was closed (0: none
+    found)."""
+    cfg = ctx.cfg
+    base = Path(cfg.run_base)
+    latest = 0.0
+    for d in base.iterdir() if base.is_dir() else ():
+        if d.name == ctx.run_id or not RUN_ID_RE.fullmatch(d.name) or d.is_symlink():
+            continue
+        run = load_run(d)
+        same = all(run.config.get(k) == getattr(cfg, k) for k in ("fault_via", "fault_target", "jwks_url"))
+        if same and run.closed is not None:
+            latest = max(latest, run.closed.at)
+    return latest
+
+
+def _cool_down(ctx: RunContext) -> None:
+    """The baseline window must not hold the previous run on this target (its outage, its recovery): wait until
+    BASELINE_SECONDS have passed since it was closed."""
+    wait = _previous_end(ctx) + ctx.cfg.baseline_seconds - time.time()
+    if wait <= 0:
+        return
+    logger.info("chaosext safety: cool-down %.0fs: the previous run on this target ended %.0fs ago and the baseline "
+                "window (%ss) must not hold it", wait, ctx.cfg.baseline_seconds - wait, ctx.cfg.baseline_seconds)
+    end = time.time() + wait
+    while time.time() < end:
+        if signals.terminating():
+            raise InterruptExecution("SIGTERM received during the cool-down: nothing was changed")
+        time.sleep(min(1.0, max(0.0, end - time.time())))
+
+
 def _take_lock(ctx: RunContext) -> None:
     """One run per target at a time: take the target's lock (and a cluster target's Lease) or refuse, naming the
     running one (changes nothing)."""
@@ -143,6 +176,7 @@ def _start_run(ctx: RunContext) -> dict[str, Any]:
         k6 = start(ctx, duration=f"{duration}s")
         with ctx.edit() as run:
             run.k6 = K6Info.from_json(k6)
+        _cool_down(ctx)
         seen = _wait_for_baseline_traffic(ctx)
         with ctx.edit() as run:
             run.baseline = Baseline(judged_at=time.time(), window_seconds=cfg.baseline_seconds, requests=seen)
