@@ -192,7 +192,21 @@ def _start_run(ctx: RunContext) -> dict[str, Any]:
 
 def before_experiment_control(context: Experiment = None, configuration: Configuration = None,
                               secrets: Secrets = None, **kwargs: Any) -> None:
-    """Run the pre-flight and refuse to start (InterruptExecution) before any change; then start the run."""
+    """Run the pre-flight and refuse to start (InterruptExecution) before any change; then start the run.
+
+    chaoslib logs and IGNORES any other exception a control raises and runs the experiment anyway, without this
+    control's lock, approval, heartbeat and restore: so every unexpected error here becomes an InterruptExecution."""
+    try:
+        _before_experiment(context, configuration, secrets)
+    except InterruptExecution:
+        raise
+    except Exception as exc:
+        logger.error("chaosext safety: internal error before the run: %s", exc, exc_info=True)
+        raise InterruptExecution(f"chaosext safety: not starting: the safety control failed ({type(exc).__name__}: "
+                                 f"{exc}); nothing was injected") from exc
+
+
+def _before_experiment(context: Experiment, configuration: Configuration, secrets: Secrets) -> None:
     signals.install()
     if not isinstance(configuration, dict):
         raise InterruptExecution("chaosext safety: not starting, nothing was changed. the experiment has no "
@@ -216,7 +230,11 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
         return
     ctx = new_run_context(cfg, new_run_id(), secrets)
     _take_lock(ctx)
-    live = live_findings(ctx)
+    try:
+        live = live_findings(ctx)
+    except BaseException:
+        _finish(ctx)  # the lock is held: give it back whatever went wrong
+        raise
     if failed := refusals(live):
         _finish(ctx)
         raise _refuse(failed)
