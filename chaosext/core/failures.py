@@ -115,8 +115,8 @@ def answer(failure: str, error_status: int = DEFAULT_ERROR_STATUS, malformed: st
         return Answer(200, "application/json", _NOT_JSON if malformed == "not-json" else _TRUNCATED)
     if failure == "rotated":
         return Answer(200, "application/json", json.dumps(ROTATED_JWKS, separators=(",", ":")).encode())
-    if failure == "tls-untrusted":
-        return Answer(200, "application/json", real_jwks or b'{"keys": []}')
+    if failure == "tls-untrusted":  # behind the untrusted certificate: keys not the IdP's (a man in the middle)
+        return Answer(200, "application/json", json.dumps(ROTATED_JWKS, separators=(",", ":")).encode())
     raise ValueError(f"JWKS_FAILURE={failure!r} has no answer of its own")
 
 
@@ -166,14 +166,14 @@ def failure_problem(failure: str, via: str, target: str = "", jwks_url: str = ""
                 f"fail); {_can(via)} but tls-untrusted")
     if via == "iptables" and needs_impostor(failure):
         try:
-            pods = [i for i in split_items(target or "local") if i.startswith("k8s-pod:")]
+            pods = [i for i in split_items(target or "local") if i.partition(":")[0] == "k8s-pod"]
         except ValueError:
             pods = []
         if pods:
             return (f"FAULT_TARGET={target}: JWKS_FAILURE={failure} needs chaosext's impostor listening inside the "
-                    f"target's network namespace, which chaosext cannot enter for a k8s-pod: target (run on the node "
-                    f"with a pid: target, or use FAULT_VIA=istio); for pods iptables can make: "
-                    f"{UNREACHABLE}, {', '.join(SCENARIOS)}")
+                    f"target's network namespace, which chaosext cannot enter for a pod reached through the "
+                    f"Kubernetes API (run on the node with a pid target, or use FAULT_VIA=istio); for pods iptables "
+                    f"can make: {UNREACHABLE}, {', '.join(SCENARIOS)}")
         if scheme == "https" and failure in ("http-error", *BODY_MODES):
             return (f"JWKS_FAILURE={failure}: the JWKS is https and cannot be impersonated without the services "
                     f"trusting the impostor's certificate; a service that verifies TLS sees that as a TLS failure, "

@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
-
 from chaosext.core import kube
 from chaosext.core.errors import ActivityMapping, ActivityResult
 from chaosext.core.failures import ANSWER_MODES, UNREACHABLE, failure_problem
@@ -75,33 +73,18 @@ def fault_settings(ctx: RunContext, jwks_url: str = "", via: str = "", target: s
                          options={k: v for k, v in options.items() if v not in ("", None)})
 
 
-def failure_options(ctx: RunContext, failure: str, via: str, jwks_url: str, fetch: bool = True) -> dict[str, Any]:
-    """What the driver needs to make ``failure`` (JWKS_FAILURE), kept in the fault's spec options: the mode, the
-    answer's parameters and, where the impostor serves the real key set (slow: after the delay; tls-untrusted: to a
-    client that skipped verification), that key set, fetched now, before the fault (``fetch``; a dry run does not).
-    rotation-during-outage on iptables lets chaosext's own marked connections through (its new tokens)."""
+def failure_options(ctx: RunContext, failure: str, via: str) -> dict[str, Any]:
+    """What the driver needs to make ``failure`` (JWKS_FAILURE), kept in the fault's spec options: the mode and the
+    answer's parameters; rotation-during-outage on iptables lets chaosext's own marked connections through (its
+    new-key tokens)."""
     cfg = ctx.cfg
     options: dict[str, Any] = {"jwks_failure": failure}
     if failure in ANSWER_MODES:
-        params: dict[str, Any] = {"slow_seconds": cfg.jwks_slow_seconds, "error_status": cfg.jwks_error_status,
-                                  "malformed": cfg.jwks_malformed}
-        if via == "iptables" and failure in ("slow", "tls-untrusted") and fetch:
-            params["real_jwks"] = _real_jwks(jwks_url)
-        options["answer"] = params
+        options["answer"] = {"slow_seconds": cfg.jwks_slow_seconds, "error_status": cfg.jwks_error_status,
+                             "malformed": cfg.jwks_malformed}
     if failure == "rotation-during-outage" and via == "iptables":
         options["exempt_mark"] = True
     return options
-
-
-def _real_jwks(jwks_url: str) -> str:
-    """The JWKS as it answers now (before the fault): what the impostor serves after the delay (slow)."""
-    try:
-        r = requests.get(jwks_url, timeout=5)
-        r.raise_for_status()
-        return r.text
-    except requests.RequestException as exc:
-        raise FaultError(f"cannot fetch {jwks_url} before the fault ({type(exc).__name__}): the impostor serves "
-                         f"the real key set after the delay, so it must be readable now") from None
 
 
 def _active_record(via: str, target: str, jwks_url: str) -> FaultRecord | None:
@@ -219,9 +202,7 @@ def block(ctx: RunContext, jwks_url: str = "", via: str = "", target: str = "", 
             != (s.mode, failure):
         raise FaultError(f"a {existing['spec']['mode']} fault {existing['spec']['run_id']} is already active on "
                          f"{s.target}; restore it first (chaosext restore --target {s.target})")
-    options = {**s.options, **failure_options(ctx, failure, s.via, s.jwks_url, fetch=not dry_run and not existing)}
-    if existing:
-        options = {**options, **{k: v for k, v in existing["spec"].get("options", {}).items() if k == "answer"}}
+    options = {**s.options, **failure_options(ctx, failure, s.via)}
     spec = make_spec(s.jwks_url, s.via, s.target, s.mode, deadline, cap, options=options, run_id=run_id,
                      expires_at=existing["spec"]["expires_at"] if existing else 0.0,
                      resolve=s.via in ("iptables", "k8s-networkpolicy"))

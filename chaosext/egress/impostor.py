@@ -204,7 +204,12 @@ async def _serve(run_id: str, answer: dict[str, Any], socks: list[socket.socket]
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=max(10.0, delay))
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+                # no HTTP request (a TLS client of an https JWKS in slow): hold it for the delay, then close
+                await asyncio.sleep(delay)
+                return
             path = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else ""
             if path == f"{VERIFY_PATH}/{run_id}":
                 writer.write(verify)

@@ -23,6 +23,7 @@ their tags and the impostor by its command line.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import ipaddress
 import re
 import shlex
@@ -31,6 +32,7 @@ import ssl
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from chaosext.core.failures import Answer, answer, needs_impostor
 from chaosext.egress import impostor
@@ -59,14 +61,45 @@ def answering(spec: FaultSpec) -> str:
     return failure if needs_impostor(failure) else ""
 
 
-def impostor_answer(spec: FaultSpec) -> Answer:
-    """What the impostor serves for ``spec`` (its options carry the mode's parameters and, for slow and
-    tls-untrusted, the real JWKS fetched before the fault)."""
+def impostor_answer(spec: FaultSpec, real_jwks: bytes = b"") -> Answer:
+    """What the impostor serves for ``spec`` (its options carry the mode's parameters; ``slow`` serves ``real_jwks``
+    after the delay)."""
     params = dict(spec.options.get("answer") or {})
     return answer(answering(spec), error_status=int(params.get("error_status") or 503),
                   malformed=str(params.get("malformed") or "not-json"),
-                  slow_seconds=float(params.get("slow_seconds") or 0.0),
-                  real_jwks=str(params.get("real_jwks") or "").encode())
+                  slow_seconds=float(params.get("slow_seconds") or 0.0), real_jwks=real_jwks)
+
+
+def _real_jwks(runner: Runner, spec: FaultSpec, timeout: float = 5.0) -> bytes:
+    """The JWKS as the target fetches it now, before the redirect (what ``slow`` serves after the delay): one GET
+    over a socket made inside the target's namespace. An https JWKS: b'' (the impostor cannot answer TLS for it,
+    it holds the connection for the delay and closes it)."""
+    if urlsplit(spec.jwks_url).scheme != "http":
+        return b""
+    address = spec.addresses[0]
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    nspath = getattr(runner, "nspath", "")
+    sock = _in_netns(nspath, lambda: socket.socket(family, socket.SOCK_STREAM)) if nspath else \
+        socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    conn = http.client.HTTPConnection(spec.host, spec.port, timeout=timeout)
+    try:
+        sock.connect((address, spec.port))
+        conn.sock = sock
+        parts = urlsplit(spec.jwks_url)
+        conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                     headers={"Accept": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise FaultError(f"{spec.jwks_url} answered {resp.status} from {runner.label} before the fault: slow "
+                             f"serves the real key set after the delay, so it must answer now")
+        return body
+    except (OSError, http.client.HTTPException) as exc:
+        raise FaultError(f"cannot fetch {spec.jwks_url} from {runner.label} before the fault "
+                         f"({type(exc).__name__}): slow serves the real key set after the delay") from None
+    finally:
+        conn.close()
 
 
 def _nat_rule(spec: FaultSpec, address: str, port: int) -> list[str]:
@@ -214,7 +247,8 @@ class RedirectingDriver(IptablesDriver):
             return super().apply(spec)
         runners = self._local_runners(spec)
         v6 = any(v == 6 for _, v, _ in self._families(spec))
-        pid, port = impostor.spawn(spec.run_id, impostor_answer(spec), spec.expires_at,
+        real = _real_jwks(runners[0], spec) if failure == "slow" else b""
+        pid, port = impostor.spawn(spec.run_id, impostor_answer(spec, real), spec.expires_at,
                                    [r.nspath for r in runners], v6=v6,
                                    tls_host=spec.host if failure == "tls-untrusted" else "")
         try:

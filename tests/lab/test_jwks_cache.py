@@ -229,7 +229,10 @@ def test_verified_token_cache_never_outlives_its_key():
     run(cache.maintain())
     tokens.put("tok", {"exp": wall.t + 3600, "tenant": "t01"}, "kid-a")
     assert tokens.get("tok") == {"exp": wall.t + 3600, "tenant": "t01"}
-    # the kid is rotated out of the JWKS: the entry goes at once
+    # the kid is rotated out of the JWKS (after an overlap, as an IdP rotates): the entry goes at once
+    fetcher.payload = {"keys": [JWK_A, JWK_B]}
+    clock.t += 1.9
+    run(cache.maintain())
     fetcher.payload = {"keys": [JWK_B]}
     clock.t += 1.9
     run(cache.maintain())

@@ -57,7 +57,7 @@ def _fake_world(monkeypatch: pytest.MonkeyPatch, error_share: float, lifted: fro
     monkeypatch.setattr(watch, "k6_snapshot", lambda address: None)
     monkeypatch.setattr(watch, "firing_now", lambda ctx: (set(), set()))
     monkeypatch.setattr(watch, "error_counts", lambda ctx, at=None, fallback=(0.0, 0.0): next(counts))
-    monkeypatch.setattr(watch, "observe_services", lambda ctx, tokens, forged, tick, start: (
+    monkeypatch.setattr(watch, "observe_services", lambda ctx, tokens, forged, tick, start, *rest: (
         {"policy": ServiceObservation(state="stale", age=4.0, valid={"t01": 200})}, None))
 
 
