@@ -12,10 +12,11 @@ from chaosext.doctor import doctor
 from chaosext.egress.cli import restore
 from chaosext.lab.cli import lab
 from chaosext.report.cli import report
+from chaosext.scorecard import scorecard
 from chaosext.verdict import verdict
 
 #: every subcommand; a domain adds its command here
-SUBCOMMANDS: tuple[click.Command, ...] = (lab, restore, verdict, report, doctor)
+SUBCOMMANDS: tuple[click.Command, ...] = (lab, restore, verdict, report, doctor, scorecard)
 
 
 @click.group(
@@ -26,6 +27,7 @@ Examples:
   chaos run experiments/jwks-outage.json
   chaosext verdict journal.json        # exit 0 only if the run really passed
   chaosext restore --all               # panic button: remove every fault chaosext made
+  chaosext scorecard                   # every JWKS failure mode in turn: services x modes
 """,
 )
 @click.version_option(__version__, prog_name="chaosext")

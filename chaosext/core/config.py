@@ -125,6 +125,12 @@ def _list(key: str, value: Raw) -> tuple[str, ...]:
     return _parse_list(value)
 
 
+def _alerts(key: str, value: Raw) -> tuple[str, ...]:
+    """EXPIRY_ALERTS: alert names; ``none`` = no alert is judged (the same as ``expiry_alerts: []`` in TARGET_FILE)."""
+    names = _parse_list(value)
+    return () if [n.lower() for n in names] == ["none"] else names
+
+
 def _statuses(key: str, value: Raw) -> tuple[int, ...]:
     return tuple(_int(key, s) for s in _parse_list(value))
 
@@ -206,7 +212,7 @@ class ExperimentConfig:
     jwks_ttl: float = setting_field(300.0, parse=_float)
     jwks_max_stale: float = setting_field(3600.0, parse=_float)
     #: alerts that must fire if and only if the cache expired
-    expiry_alerts: tuple[str, ...] = setting_field(DEFAULT_ALERTS, parse=_list)
+    expiry_alerts: tuple[str, ...] = setting_field(DEFAULT_ALERTS, parse=_alerts)
     #: seconds the alert probe waits for the expiry alerts to show up after the outage
     alert_wait_seconds: int = setting_field(45, parse=_int)
     #: p95 latency the services must keep during the outage (seconds; the lab's read SLO)

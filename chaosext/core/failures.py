@@ -163,7 +163,7 @@ def failure_problem(failure: str, via: str, target: str = "", jwks_url: str = ""
     scheme = urlsplit(jwks_url).scheme if jwks_url else ""
     if failure == "tls-untrusted" and scheme == "http":
         return (f"JWKS_FAILURE=tls-untrusted needs an https JWKS_URL ({jwks_url} is plain http: there is no TLS to "
-                f"fail); {_can(via)} but tls-untrusted")
+                f"fail)")
     if via == "iptables" and needs_impostor(failure):
         try:
             pods = [i for i in split_items(target or "local") if i.partition(":")[0] == "k8s-pod"]

@@ -262,7 +262,8 @@ class TenantService:
         self.name = args.service
         self.jwks = jwks
         self.audit = audit
-        self.tokens = VerifiedTokenCache(jwks, ttl=args.token_cache_ttl)
+        # --jwks-fetch-inline: a library that fetches on the request path keeps no verified-token cache in front
+        self.tokens = VerifiedTokenCache(jwks, ttl=0 if args.jwks_fetch_inline else args.token_cache_ttl)
         self.holes = frozenset(args.hole or ())
         self.auth = Authenticator(self.name, jwks, self.tokens, args.issuer, args.audience, args.fail_open,
                                   self.holes)

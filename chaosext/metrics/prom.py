@@ -51,6 +51,7 @@ __all__ = [
     "alertmanager_alerts",
     "latest_sample_time",
     "wait_for_samples",
+    "scraped_since",
     "services_where",
     "unverified_accepts_between",
 ]
@@ -243,6 +244,21 @@ def alertmanager_alerts(alertmanager: Backend, timeout: float = 10.0) -> list[di
     r = alertmanager.get("/api/v2/alerts", timeout=timeout)
     alerts: list[dict[str, Any]] = r.json()
     return alerts
+
+
+def scraped_since(prom: Prom, since: float, timeout: float = 30.0) -> float:
+    """Wait (up to ``timeout`` s) until every series of the request counter has a sample at or after ``since`` (each
+    service scraped once more); the oldest of those samples' times, or 0.0 when that did not happen in time. A window
+    that starts there counts nothing from before ``since`` (the counters at ``since`` are the last scrape before it)."""
+    def oldest() -> float:
+        try:
+            res = query(prom, f"min(timestamp({prom.contract.total_selector()}))")
+            return float(res[0]["value"][1]) if res else 0.0
+        except (requests.RequestException, RuntimeError, ValueError):
+            return 0.0
+
+    found = retry_until(oldest, lambda t: t >= since, time.time() + timeout, 0.5)
+    return found if found >= since else 0.0
 
 
 def wait_for_samples(prom: Prom, until: float, timeout: float = 30.0) -> bool:

@@ -106,6 +106,9 @@ def error_rate(ctx: RunContext) -> CheckResult:
         res = prom.error_rate_between(p, start, end)
     else:
         start = run.recovery_start()
+        # the counters at ``start`` are the last scrape before it, up to one scrape interval older: start the window
+        # at the first scrape after the recovery, so the errors of the last seconds before it are not counted in
+        start = prom.scraped_since(p, start, timeout=max(5.0, cfg.recovery_seconds / 2)) or start
         want = min(cfg.baseline_min_requests, 50)
         deadline = max(run.recovery_deadline(cfg.recovery_seconds), time.time() + 5)
         while True:
