@@ -188,15 +188,19 @@ def exit_code(doc: dict[str, Any]) -> int:
     return 0
 
 
-def render_table(doc: dict[str, Any], width: int = 24) -> str:
-    """services × modes as fixed-width text; under it the run-level failures and the not-run reasons."""
+def render_table(doc: dict[str, Any], width: int = 40) -> str:
+    """services × modes as fixed-width text (a failed cell names its first check, ``+n`` the others); under it every
+    failure in full, the run-level failures and the not-run reasons."""
     modes, services = doc["modes"], doc["services"]
-    col = max(9, min(width, max(len(m) for m in modes)))
 
     def short(cell: dict[str, Any]) -> str:
         if cell["status"] == "failed":
-            return ("FAILED " + ",".join(cell.get("checks") or []))[:col]
+            checks = cell.get("checks") or []
+            return f"FAILED {checks[0]}" + (f" +{len(checks) - 1}" if len(checks) > 1 else "") if checks else "FAILED"
         return cell["status"].upper() if cell["status"] == "held" else "not run"
+
+    texts = [short(doc["cells"][m][s]) for m in modes for s in services] + list(modes)
+    col = max(9, min(width, max(len(t) for t in texts)))
 
     name_w = max(len("service"), *(len(s) for s in services), len("(the run)"))
     lines = [f"{'service':<{name_w}}  " + "  ".join(f"{m[:col]:<{col}}" for m in modes)]

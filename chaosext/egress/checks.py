@@ -12,6 +12,7 @@ from typing import Any
 import requests
 
 from chaosext.core import kube
+from chaosext.core.failures import BODY_MODES
 from chaosext.core.findings import HTTP_TIMEOUT, Finding
 from chaosext.core.settings import Secrets
 from chaosext.core.walk import iter_dicts
@@ -169,8 +170,10 @@ def _check_pods(target: str, via: str, api: Any, options: dict[str, Any], pod_ru
     return out
 
 
-def check_envoy(admin_url: str) -> list[Finding]:
-    """Envoy admin answers /server_info, and the bootstrap has an admin runtime layer (/runtime_modify works)."""
+def check_envoy(admin_url: str, body_key: str = "") -> list[Finding]:
+    """Envoy admin answers /server_info, and the bootstrap has an admin runtime layer (/runtime_modify works); with
+    ``body_key`` (JWKS_FAILURE empty-keys / malformed / rotated) a route answers a direct response while that runtime
+    key says so (docs/egress.md)."""
     base = admin_url.rstrip("/")
     try:
         info = requests.get(base + "/server_info", timeout=HTTP_TIMEOUT)
@@ -195,7 +198,21 @@ def check_envoy(admin_url: str) -> list[Finding]:
                         "" if admin_layers else "add `- name: admin\\n  admin_layer: {}` to the bootstrap's "
                                                 "layered_runtime.layers (else /runtime_modify answers 503)"))
     checks.append(_check_fault_filter(dump.json()))
+    if body_key:
+        checks.append(_check_body_route(dump.json(), body_key))
     return checks
+
+
+def _check_body_route(dump: Any, key: str) -> Finding:
+    """A route switched by ``key`` (``runtime_fraction.runtime_key``) answers a ``direct_response``: without it the
+    key the driver sets changes nothing."""
+    found = [d for d in iter_dicts(dump) if "direct_response" in d
+             and (d.get("match") or {}).get("runtime_fraction", {}).get("runtime_key") == key]
+    return Finding("envoy body route", bool(found),
+                   f"a route answers its direct response while {key} says so" if found else
+                   f"no route with a direct_response is switched by the runtime key {key}",
+                   "" if found else "add the JWKS route's body switches of docs/egress.md (chaosext_body_*) before "
+                                    "the route to the JWKS upstream")
 
 
 def _check_fault_filter(dump: Any) -> Finding:
@@ -240,7 +257,12 @@ def fault_findings(ctx: RunContext) -> list[Finding]:
         for _, _, value in [i for i in items if i[0] == "k8s-pod"][:1]:  # rules go into the pods' netns via the API
             out += check_kube(value.split("/", 1)[0], "iptables-in-pod", None, value, options, ctx.secrets)
     elif fault.via == "envoy":
-        out += check_envoy(fault.admin_url)
+        from chaosext.egress.envoy import DEFAULT_PREFIX, body_variant  # the Envoy driver only when an Envoy is checked
+
+        failure = cfg.jwks_failure
+        body = "" if failure not in BODY_MODES else \
+            f"{DEFAULT_PREFIX}.body.{body_variant(failure, {'malformed': cfg.jwks_malformed})}_percent"
+        out += check_envoy(fault.admin_url, body)
     else:
         value = fault.items[0]
         out += check_kube(value.split("/", 1)[0], fault.via, None, value, options, ctx.secrets)

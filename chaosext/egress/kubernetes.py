@@ -448,6 +448,18 @@ class IstioDriver(_K8sObjectDriver):
                      "http": [rule, {"name": "chaosext-passthrough", "route": route}]},
         }
 
+    def verify(self, spec: FaultSpec) -> dict[str, Any]:
+        """The object as applied; for a direct response also why it is not (an Istio before 1.15 has no
+        ``directResponse`` in its VirtualService schema and the API server prunes the field)."""
+        out = super().verify(spec)
+        if out.get("present") and not out.get("blocked") and spec.options.get("jwks_failure") in BODY_MODES:
+            ns, _ = parse_target(spec.target)
+            rules = (self._get(ns, f"chaosext-jwks-{spec.run_id}").get("spec") or {}).get("http") or [{}]
+            if "directResponse" not in rules[0]:
+                out["why"] = ("the API server dropped the rule's directResponse: this Istio's VirtualService has none "
+                              "(it came with Istio 1.15); make the mode with FAULT_VIA=envoy or iptables")
+        return out
+
     def preflight(self, spec: FaultSpec, namespace: str) -> None:
         """Refuse TLS passthrough (ServiceEntry TLS/HTTPS port, Gateway PASSTHROUGH) and a competing VirtualService."""
         from kubernetes.client.exceptions import ApiException
