@@ -28,7 +28,7 @@ from chaosext.egress.actions import block_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.egress.envoy import EnvoyDriver, body_variant
 from chaosext.egress.kubernetes import IstioDriver
-from chaosext.lab.envoy import bootstrap, body_routes
+from chaosext.lab.envoy import body_routes, bootstrap
 from chaosext.lab.jwks_cache import InvalidJwks, parse_jwks
 from chaosext.safety import controls
 from tests.targetutil import target_config
@@ -142,7 +142,7 @@ def test_doctor_and_the_safety_control_refuse_the_same_before_anything(tmp_path:
                                                 ("iptables", "local", "not-a-mode")])
 def test_block_refuses_before_it_records_or_contacts_anything(tmp_path: Path, monkeypatch, via, target, failure):
     monkeypatch.setenv("CHAOSEXT_STATE_DIR", str(tmp_path / "faults"))
-    with pytest.raises(FaultError, match="can make|use one of"):
+    with pytest.raises(FaultError, match=r"can make|use one of"):
         block_jwks_egress(HTTP, via=via, target=target, jwks_failure=failure, deadline_seconds=60, use_watchdog=False,
                           kube_api_url="http://127.0.0.1:9")
     assert not (tmp_path / "faults").exists()

@@ -86,7 +86,7 @@ class PreDirectResponseIstio(KubeStub):
 
 
 def test_an_istio_without_direct_response_prunes_it_and_the_fault_is_undone_saying_why(state_dir):
-    with PreDirectResponseIstio() as old, pytest.raises(FaultError, match="came with Istio 1.15"):
+    with PreDirectResponseIstio() as old, pytest.raises(FaultError, match=r"came with Istio 1\.15"):
         _istio(old, "empty-keys")
     assert old.objects[VS] == {}  # removed again
 

@@ -127,7 +127,7 @@ def test_pinned_knob_never_takes_a_new_key():
 
 
 def test_reset_is_a_cold_start_with_no_key_until_the_next_fetch():
-    cache, clock, fetcher, events, _ = make()
+    cache, clock, fetcher, _events, _ = make()
     run(cache.maintain())
     cache.reset()
     assert cache.state == "empty" and cache.kids() == []
