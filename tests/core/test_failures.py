@@ -146,3 +146,12 @@ def test_block_refuses_before_it_records_or_contacts_anything(tmp_path: Path, mo
         block_jwks_egress(HTTP, via=via, target=target, jwks_failure=failure, deadline_seconds=60, use_watchdog=False,
                           kube_api_url="http://127.0.0.1:9")
     assert not (tmp_path / "faults").exists()
+
+
+def test_docs_show_the_body_route_the_lab_and_the_driver_use():
+    import yaml
+
+    section = (Path(__file__).parents[2] / "docs" / "egress.md").read_text().split("**JWKS failure modes**", 1)[1]
+    shown = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])["routes"]
+    assert json.loads(json.dumps(shown)) == body_routes()[:1]
+
