@@ -12,7 +12,7 @@ __all__ = ["__version__", "discover", "ACTIVITY_MODULES"]
 
 #: Modules whose ``__all__`` holds Chaos Toolkit actions and probes.
 ACTIVITY_MODULES: dict[str, tuple[str, ...]] = {
-    "actions": ("chaosext.egress.actions", "chaosext.load.actions"),
+    "actions": ("chaosext.egress.actions", "chaosext.load.actions", "chaosext.outage.scenario"),
     "probes": (
         "chaosext.egress.probes",
         "chaosext.load.probes",

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-__all__ = ["verdict", "judge", "render", "classify", "EXIT_CODES", "forgery_table"]
+__all__ = ["verdict", "judge", "render", "classify", "EXIT_CODES", "forgery_table", "per_service_lines"]
 
 #: verdict -> exit code of ``chaosext verdict``
 EXIT_CODES = {"PASS": 0, "FAIL": 1, "UNREADABLE": 2, "NOT RUN": 3, "DRY RUN": 4}
@@ -91,6 +91,20 @@ def forgery_table(res: dict[str, Any]) -> list[str]:
                      f"{finding.get('status')}")
     if res.get("why"):
         lines.append(f"    why: {res['why']}")
+    return lines
+
+
+def per_service_lines(out: dict[str, Any]) -> list[str]:
+    """judge-outage's JWKS_FAILURE mode and which service failed which check (``per_service``): each service's line,
+    then the failures no service is named in."""
+    view = out.get("per_service")
+    if not isinstance(view, dict) or not isinstance(view.get("services"), dict):
+        return []
+    lines = ["", f"  per service (JWKS_FAILURE={out.get('mode', 'unreachable')}):"]
+    for service, failed in view["services"].items():
+        lines.append(f"    {service:<16} {'FAILED ' + ', '.join(failed) if failed else 'held'}")
+    if view.get("run"):
+        lines.append(f"    {'(the run)':<16} FAILED {', '.join(view['run'])}")
     return lines
 
 
@@ -243,6 +257,7 @@ def render(journal: dict[str, Any], width: int = 118, wide: bool = False) -> str
         forged = out["checks"].get("no-fail-open")
         if isinstance(forged, dict) and isinstance(forged.get("classes"), dict):
             lines += forgery_table(forged)
+        lines += per_service_lines(out)
     else:
         why = out.get("why") if isinstance(out, dict) else ""
         lines.append(f"OUTAGE: not judged{f' ({why})' if why else ''}")

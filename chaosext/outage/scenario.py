@@ -13,7 +13,6 @@ An action (it changes the system under test: the IdP's keys, a service instance)
 ``scenario.json`` in the run directory (this module is the only reader and writer); the tokens stay in the run's
 memory. For every other mode it does nothing.
 """
-from __future__ import annotations
 
 import logging
 import time
@@ -30,7 +29,8 @@ from chaosext.egress.actions import run_fault
 from chaosext.run.context import RunContext, run_context
 from chaosext.run.store import read_json, write_json
 
-__all__ = ["start_scenario", "load_scenario", "SCENARIO_FILE", "ScenarioError"]
+#: the Chaos Toolkit action; ``load_scenario`` (and ``SCENARIO_FILE``) are what the outage checks read
+__all__ = ["start_scenario"]
 
 SCENARIO_FILE = "scenario.json"
 logger = logging.getLogger("chaostoolkit")

@@ -87,8 +87,8 @@ def _plan(ctx: RunContext) -> list[str]:
     planned = block(ctx, dry_run=True)
     lines = [f"t+0s      start k6 ({cfg.k6_rate} req/s over {len(cfg.tenants)} tenants) and warm up the baseline "
              f"window ({cfg.baseline_seconds}s, >= {cfg.baseline_min_requests} requests)",
-             f"t+~{cfg.baseline_seconds}s  baseline judged; then block the JWKS ({cfg.fault_via} on "
-             f"{cfg.fault_target}, mode {cfg.fault_mode}):"]
+             f"t+~{cfg.baseline_seconds}s  baseline judged; then make the JWKS fail ({cfg.jwks_failure}) with "
+             f"{cfg.fault_via} on {cfg.fault_target} (mode {cfg.fault_mode}):"]
     lines += [f"            {c}" for c in planned.get("commands", [])]
     lines += [f"            the fault's own deadline: outage + {cfg.deadline_seconds - cfg.outage_seconds} s "
               f"(kernel/watchdog); dead-man switch: heartbeat lost for {cfg.heartbeat_grace:.0f} s",

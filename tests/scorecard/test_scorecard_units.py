@@ -107,3 +107,18 @@ def test_exit_code_table_json_and_html_say_the_same() -> None:
 def test_bad_options_are_refused(tmp_path: Path, argv: list[str]) -> None:
     result = CliRunner().invoke(sc.scorecard, [*argv, "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and not (tmp_path / "o").exists()
+
+
+def test_the_verdict_says_which_service_failed_which_check_in_which_mode() -> None:
+    from chaosext.verdict import render
+
+    checks = {"cached-key-fallback": {"ok": False, "services_failed": ["policy"]},
+              "client-error-rate-below-max": {"ok": False}}
+    doc = journal(checks)
+    judged = doc["run"][-1]["output"]
+    judged.update(mode="empty-keys", per_service={"services": {"policy": ["cached-key-fallback"], "vuln": []},
+                                                   "run": ["client-error-rate-below-max"], "not_judged": []})
+    text = render(doc, wide=True)
+    assert "per service (JWKS_FAILURE=empty-keys):" in text
+    assert "policy           FAILED cached-key-fallback" in text and "vuln             held" in text
+    assert "(the run)        FAILED client-error-rate-below-max" in text
