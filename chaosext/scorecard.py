@@ -4,10 +4,10 @@ Each mode is a full run of the experiment (``chaos run experiments/jwks-outage.j
 baseline, outage, recovery), so every run keeps the safety control's rules: the target lock, the approval of a non-lab
 target, the heartbeat and dead-man watchdog, the deadline, the restore on every exit. A mode the chosen driver cannot
 make (``chaosext.core.failures``), or whose settings are missing (ROTATE_URL, COLD_START_URL), is "not run" with the
-reason, and nothing is started for it; a mode that fails does not stop the rest. After a run that did not pass the
-scorecard lets the target settle: it waits until the next baseline window cannot hold that run, and until no expiry
-alert is active (at most ``--settle-max`` seconds; a target that does not settle gets a "not run: baseline" cell
-from the next run's own baseline, honestly).
+reason, and nothing is started for it; a mode that fails does not stop the rest. Each run's safety control keeps the
+previous run out of its baseline window (its cool-down: BASELINE_SECONDS after the previous run on the target); after
+a run that did not pass the scorecard also waits until no expiry alert is active (at most ``--settle-max`` seconds; a
+target that does not settle gets a "not run: baseline" cell from the next run's own baseline, honestly).
 
 Per mode and service the cell is ``held``, ``failed`` with the checks the service failed (the outage checks and the
 recovery, ``chaosext.outage.services``), or ``not run`` and why; failures no service is named in (the client-side
@@ -41,8 +41,6 @@ __all__ = ["scorecard", "run_scorecard", "cells_of", "render_table", "parse_mode
 
 #: the experiment each mode runs (the repository's; ``--experiment`` for another)
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "jwks-outage.json"
-#: seconds a scrape may lag: the next baseline window starts this long after the previous run ended
-SCRAPE_SLACK_SECONDS = 5.0
 
 
 def parse_modes(text: str) -> list[str]:
@@ -104,11 +102,9 @@ def cells_of(journal: dict[str, Any], services: list[str]) -> tuple[dict[str, di
     return cells, run
 
 
-def _settle(cfg: ExperimentConfig, since: float, settle_max: float) -> None:
-    """Wait until a baseline window no longer holds the previous run, and no expiry alert is active (bounded)."""
-    wait = since + cfg.baseline_seconds + SCRAPE_SLACK_SECONDS - time.time()
-    if wait > 0:
-        time.sleep(wait)
+def _settle(cfg: ExperimentConfig, settle_max: float) -> None:
+    """Wait until no expiry alert is active (bounded; the safety control itself keeps the previous run out of the
+    next baseline window: its cool-down)."""
     if not cfg.expiry_alerts:
         return
     deadline = time.time() + settle_max
@@ -143,8 +139,8 @@ def run_scorecard(modes: list[str], out_dir: Path, env: dict[str, str], experime
             doc["runs"][mode] = {"verdict": "NOT RUN", "reasons": [why], "run_failed": [], "seconds": 0.0,
                                  "capability": True}
             continue
-        if settle:  # the previous run did not pass: its errors or alerts must not be the next baseline's
-            _settle(cfg, last_end, settle_max)
+        if settle:  # the previous run did not pass: its alerts must not be the next baseline's
+            _settle(cfg, settle_max)
         work = out_dir / mode
         work.mkdir(parents=True, exist_ok=True)
         journal_path = work / "journal.json"
