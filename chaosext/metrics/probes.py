@@ -52,27 +52,40 @@ def error_rate_within_max(configuration: Configuration = None, secrets: Secrets 
     cfg = load_config(configuration)
     run = load_run(cfg.run_dir)
     phase = run.phase
+    services = tuple(cfg.services)
     if phase == "baseline":
         end = time.time()
         start, want = end - cfg.baseline_seconds, cfg.baseline_min_requests
-        res = prom.error_rate_between(cfg.prometheus_url, start, end)
+        res = prom.error_rate_between(cfg.prometheus_url, start, end, services)
     else:
         start = run.recovery_start()
         want = min(cfg.baseline_min_requests, 50)
         deadline = max(run.recovery_deadline(cfg.recovery_seconds), time.time() + 5)
         while True:
             end = time.time()
-            res = prom.error_rate_between(cfg.prometheus_url, start, end)
-            if (res["requests"] >= want and end - start >= 5) or end >= deadline:
+            res = prom.error_rate_between(cfg.prometheus_url, start, end, services)
+            if (res["requests"] >= want and end - start >= 5 and not res["problems"]) or end >= deadline:
                 break
             time.sleep(1.0)
-    ok = res["requests"] >= want and res["error_rate"] < cfg.error_rate_max
-    note = "" if res["requests"] >= want else (
-        f"only {res['requests']:.0f} requests in the window (need {want}): is k6 running, and is PROMETHEUS_URL "
-        f"the one that scrapes the services?")
-    return {"phase": phase, "ok": ok, "error_rate": round(res["error_rate"], 5), "errors": round(res["errors"]),
-            "requests": round(res["requests"]), "max": cfg.error_rate_max, "window_seconds": round(end - start, 1),
-            "note": note}
+    return _error_rate_result(cfg, phase, res, start, end, want)
+
+
+def _error_rate_result(cfg: ExperimentConfig, phase: str, res: dict[str, Any], start: float, end: float,
+                       want: int) -> CheckResult:
+    """The error-rate checks' result: ``ok`` needs ``want`` requests, every driven service's traffic and a rate
+    below ERROR_RATE_MAX; a failing one names the services without traffic and shows the top errors."""
+    notes = list(res.get("problems") or [])
+    if res["requests"] < want:
+        notes.append(f"only {res['requests']:.0f} requests in the window (need {want}): is k6 running, and is "
+                     f"PROMETHEUS_URL the one that scrapes the services?")
+    ok = not notes and res["error_rate"] < cfg.error_rate_max
+    out: CheckResult = {"phase": phase, "ok": ok, "error_rate": round(res["error_rate"], 5),
+                        "errors": round(res["errors"]), "requests": round(res["requests"]), "max": cfg.error_rate_max,
+                        "window_seconds": round(end - start, 1), "services": res.get("services", {}),
+                        "note": "; ".join(notes)}
+    if not ok and res.get("top_errors"):
+        out["top_errors"] = res["top_errors"]  # status x service x tenant, largest first
+    return out
 
 
 def _active_expiry_alerts(cfg: ExperimentConfig) -> dict[str, list[str]]:
@@ -184,16 +197,14 @@ def outage_held(judging: Judging) -> CheckResult:
 def server_error_rate(judging: Judging) -> CheckResult:
     """Server-side error rate over the outage window, from ``tenant_requests_total`` in Prometheus.
 
-    ``ok`` when requests were counted and errors / requests < ERROR_RATE_MAX. Not ok when no outage was recorded.
+    ``ok`` when requests were counted, every service the run drives showed traffic and was still scraped at the
+    window's end (a service killed in the outage is named), and errors / requests < ERROR_RATE_MAX; a failing one
+    shows its top (status, service, tenant) errors. Not ok when no outage was recorded.
     """
     cfg, (start, end) = judging.cfg, judging.window
     fresh = prom.wait_for_samples(cfg.prometheus_url, end, timeout=SCRAPE_WAIT_SECONDS)
-    res = prom.error_rate_between(cfg.prometheus_url, start, end)
-    return {"phase": "outage", "ok": res["requests"] > 0 and res["error_rate"] < cfg.error_rate_max,
-            "error_rate": round(res["error_rate"], 5), "errors": round(res["errors"]),
-            "requests": round(res["requests"]), "max": cfg.error_rate_max,
-            "window_seconds": round(end - start, 1), "scraped_past_end": fresh,
-            "note": "" if res["requests"] else "no requests counted in the outage window: is k6 running?"}
+    res = prom.error_rate_between(cfg.prometheus_url, start, end, tuple(cfg.services))
+    return {**_error_rate_result(cfg, "outage", res, start, end, 1), "scraped_past_end": fresh}
 
 
 @activity

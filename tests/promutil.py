@@ -1,0 +1,90 @@
+"""A real Prometheus (the Debian binary) scraping exporters a test controls, for tests of what chaosext reads from it.
+
+    with exporter(lambda: "my_total 3\n") as target, scraping(tmp, {"orders": (target, "/metrics")}) as url:
+        prom.query(url, "my_total")
+
+``exporter(text)`` serves ``text()`` (the Prometheus text format) on a free loopback port; ``scraping`` starts
+Prometheus with a 1 s scrape interval on its own TSDB and waits until it answers; both stop when the block ends.
+"""
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from chaosext.lab.testing import free_ports
+from chaosext.metrics import prom
+
+__all__ = ["exporter", "scraping", "wait_scraped"]
+
+
+@contextlib.contextmanager
+def exporter(text: Callable[[], str]) -> Iterator[str]:
+    """Serve ``text()`` on every GET; yields ``host:port``."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = text().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def scraping(tmp: Path, jobs: dict[str, tuple[str, str]], extra_job_yaml: str = "") -> Iterator[str]:
+    """A Prometheus scraping ``{job: (host:port, metrics path)}`` every second; yields its URL."""
+    (port,) = free_ports(["127.0.0.1"])
+    config = "global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n"
+    for job, (target, path) in jobs.items():
+        config += (f"  - job_name: {job}\n    metrics_path: {path}\n{extra_job_yaml}"
+                   f"    static_configs: [{{targets: ['{target}']}}]\n")
+    (tmp / "prometheus.yml").write_text(config)
+    with open(tmp / "prometheus.log", "wb") as log:  # Prometheus keeps its own copy of the descriptor
+        proc = subprocess.Popen(["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
+                                 f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp / "prometheus.log").read_text()[-2000:]
+            try:
+                if prom.query(url, "up"):
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def wait_scraped(url: str, metric: str) -> float:
+    """Wait until Prometheus holds a sample of ``metric`` taken after now; returns the time it saw it."""
+    now = time.time()
+    deadline = now + 30
+    while time.time() < deadline:
+        if prom.latest_sample_time(url, metric) > now + 0.5:
+            return time.time()
+        time.sleep(0.3)
+    raise AssertionError(f"Prometheus did not scrape {metric} within 30 s")
