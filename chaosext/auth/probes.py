@@ -18,8 +18,8 @@ from typing import Any
 import requests
 from chaoslib.types import Configuration, Secrets
 
-from chaosext.auth.forgery import CLASSES, MINTED, Material, build_catalogue, key_documents
-from chaosext.auth.judge import Attempt, KeyServer, judge_attempts, merge_judgments, probe_round
+from chaosext.auth.forgery import CLASSES, MINTED, build_catalogues, key_documents, tenant_materials
+from chaosext.auth.judge import Attempt, KeyServer, judge_attempts, merge_judgments, probe_round, with_coverage
 from chaosext.core.config import ExperimentConfig, load_config
 from chaosext.core.errors import activity
 from chaosext.core.judging import Judging, outage_check, retry_until
@@ -32,7 +32,7 @@ from chaosext.core.tokens import (
     token_settings,
     tokens_for,
 )
-from chaosext.metrics.prom import query, query_scalar, wait_for_samples
+from chaosext.metrics.prom import increase_between, wait_for_samples
 
 #: the Chaos Toolkit probes (``chaos discover``); ensure_tokens, prepare_forgery, forgery_plan, ForgeryPlan and
 #: unverified_accepts are helpers of the safety control, the watch step and the drill
@@ -108,39 +108,59 @@ def _mint_via_authority(cfg: ExperimentConfig, tenant: str) -> Mint | None:
 _PREPARED: dict[str, dict[str, Any]] = {}
 
 
+def forgery_tokens(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None
+                   ) -> tuple[dict[str, str], list[str]]:
+    """Valid tokens of every tenant the run drives (TENANTS, in order): the forgery catalogue attacks each of them,
+    since a service may fail open for some tenants only. Returns (tokens, tenants without a token): the forgeries
+    of those cannot be built, and the checks say so. Before the fault only (the IdP is unreachable during it)."""
+    tokens: dict[str, str] = {}
+    missing: list[str] = []
+    for tenant in cfg.tenants:
+        try:
+            tokens.update(ensure_tokens(cfg, secrets, configuration, tenants=[tenant]))
+        except TokenError:
+            missing.append(tenant)
+    return tokens, missing
+
+
 def prepare_forgery(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Before the fault: fetch the JWKS and have the IdP sign the bad-claim tokens; kept in memory (they are tokens)."""
+    """Before the fault: every tenant's token, the JWKS and the IdP-signed bad-claim tokens of every tenant; kept in
+    memory (they are tokens)."""
     if cfg.run_dir in _PREPARED:
         return _PREPARED[cfg.run_dir]
-    tokens = ensure_tokens(cfg)
-    tenant = cfg.tenants[0]
-    material = Material(jwks=_fetch_jwks(cfg), token=tokens[tenant], tenant=tenant,
-                        mint=_mint_via_authority(cfg, tenant))
-    minted: dict[str, str | None] = {}
-    for name in MINTED:
-        if name not in cfg.forgery_skip:
-            minted.update({f.name: f.token for f in CLASSES[name](material)})
-    prepared = _PREPARED[cfg.run_dir] = {"jwks": material.jwks, "minted": minted}
+    tokens, missing = forgery_tokens(cfg)
+    materials = tenant_materials(_fetch_jwks(cfg), tokens, mint_for=lambda t: _mint_via_authority(cfg, t))
+    minted: dict[str, dict[str, str | None]] = {}
+    for m in materials:
+        for name in MINTED:
+            if name not in cfg.forgery_skip:
+                minted.setdefault(m.tenant, {}).update({f.name: f.token for f in CLASSES[name](m)})
+    jwks = materials[0].jwks if materials else {}
+    prepared = _PREPARED[cfg.run_dir] = {"jwks": jwks, "minted": minted, "tenants": list(tokens),
+                                         "missing": missing}
     return prepared
 
 
 class ForgeryPlan:
-    """The catalogue for one run, and the key server its jku/x5u forgeries point at (started per round)."""
+    """The catalogue for one run (every tenant's), and the key server its jku/x5u forgeries point at (started per
+    round)."""
 
     def __init__(self, cfg: ExperimentConfig, prepare: bool = True) -> None:
         # during the outage the IdP is unreachable: use what was prepared before the fault, never wait on it
         prepared = prepare_forgery(cfg) if prepare else _PREPARED.get(cfg.run_dir, {})
-        tokens = ensure_tokens(cfg)
-        tenant = cfg.tenants[0]
-        other = next((t for t in cfg.tenants[1:] if t != tenant), "")
-        minted = dict(prepared.get("minted") or {})
+        tenants = prepared.get("tenants") or list(cfg.tenants[:CHECK_TENANTS])  # else the control's, in memory
+        tokens = ensure_tokens(cfg, tenants=tenants)
+        minted: dict[str, dict[str, str | None]] = prepared.get("minted") or {}
+        #: the tenants the run drives, and those no forgery could be built for (no valid token)
+        self.tenants = list(cfg.tenants)
+        self.missing = [t for t in cfg.tenants if t not in tokens]
         with KeyServer({}) as probe:  # a free loopback port for the key URL; the rounds serve on it
             port = int(probe.url.rsplit(":", 1)[1])
         self.key_url = f"http://127.0.0.1:{port}"
-        self.material = Material(jwks=prepared.get("jwks") or {}, token=tokens[tenant], tenant=tenant,
-                                 other_tenant=other, key_url=self.key_url,
-                                 mint=lambda name, overrides, omit: minted.get(name))
-        self.forgeries, self.skipped = build_catalogue(self.material, cfg.forgery_skip)
+        materials = tenant_materials(prepared.get("jwks") or {}, tokens, self.key_url,
+                                     mint_for=lambda t: lambda name, overrides, omit: minted.get(t, {}).get(name))
+        self.material = materials[0]
+        self.forgeries, self.skipped = build_catalogues(materials, cfg.forgery_skip)
         if "alg-confusion" in self.skipped and not prepared.get("jwks"):
             self.skipped["alg-confusion"] = "the JWKS could not be fetched before the fault"
         if not prepare and not prepared:
@@ -164,6 +184,9 @@ class ForgeryPlan:
               block_time: float | None) -> CheckResult:
         """judge_attempts with this run's settings; a fetch of the probe's key URL is itself a finding."""
         j = judge_attempts(attempts, cfg.refused_statuses, self.skipped, block_time)
+        j["tenants"] = self.tenants
+        if self.missing:
+            j["tenants_without_token"] = self.missing
         if self.key_fetches:
             j["key_url_fetched"] = sorted(set(self.key_fetches))
             j["ok"] = False
@@ -264,28 +287,29 @@ def cached_key_fallback(judging: Judging) -> CheckResult:
 def _live_fail_open(cfg: ExperimentConfig, phase: str) -> CheckResult:
     plan = ForgeryPlan(cfg)
     j = plan.judge(cfg, plan.round(cfg), None)
-    return {"phase": phase, **j}
+    return {"phase": phase, **with_coverage(j, plan.tenants, plan.missing)}
 
 
 def unverified_accepts(cfg: ExperimentConfig, start: float, end: float) -> dict[str, Any]:
     """The metric-side backstop: requests the services themselves counted as accepted WITHOUT a verified key between
-    ``start`` and ``end`` (METRIC_UNVERIFIED_ACCEPTS; the lab's is jwt_validations_total{result="valid",
-    key_source="none"}). Catches acceptance of tokens the catalogue does not send, e.g. k6's own traffic let in
-    while the cache was expired. ``exported`` False (never a failure) when Prometheus has no such series."""
+    ``start`` and each service's first scrape after ``end``, so the last tick's forged requests count
+    (METRIC_UNVERIFIED_ACCEPTS; the lab's is jwt_validations_total{result="valid", key_source="none"}). Catches
+    acceptance of tokens the catalogue does not send, e.g. k6's own traffic let in while the cache was expired.
+    ``exported`` False (never a failure) when Prometheus has no such series."""
     sel = cfg.unverified_accepts_selector
     if not sel:
         return {"ok": True, "exported": False, "note": "METRIC_UNVERIFIED_ACCEPTS=off: backstop switched off"}
-    wait_for_samples(cfg.prometheus_url, end, timeout=SCRAPE_WAIT_SECONDS)
+    # every service's first scrape after the end: what the last tick's forged requests made it count
+    wait_for_samples(cfg.prometheus_url, end, timeout=SCRAPE_WAIT_SECONDS, services=tuple(cfg.services))
     try:
-        if not query(cfg.prometheus_url, f"count({sel})", at=end + 1):
-            return {"ok": True, "exported": False, "selector": sel,
-                    "note": "the services do not export this series; see docs/experiment.md to add it"}
-        before = query_scalar(cfg.prometheus_url, f"sum({sel})", at=start)
-        after = query_scalar(cfg.prometheus_url, f"sum({sel})", at=end + 1)
+        series = increase_between(cfg.prometheus_url, sel, start, end, through_next_scrape=True)
     except (requests.RequestException, RuntimeError, ValueError) as exc:
         return {"ok": False, "exported": None, "selector": sel,
                 "note": f"Prometheus query failed ({type(exc).__name__}); the backstop could not be checked"}
-    count = max(0.0, after - before)
+    if not series:
+        return {"ok": True, "exported": False, "selector": sel,
+                "note": "the services do not export this series; see docs/experiment.md to add it"}
+    count = sum(s.count for s in series)
     return {"ok": count == 0, "exported": True, "selector": sel, "unverified_accepts": count}
 
 
@@ -295,8 +319,10 @@ def no_fail_open(judging: Judging) -> CheckResult:
     """No service accepts a forged token during the outage: the whole forgery catalogue (``chaosext.auth.forgery``)
     on a read and a write route of every service, with real tenants, plus the services' own metric (backstop).
 
-    Judges every round the watch step made during the outage (every class each tick; the baseline and recovery
-    rounds are ``forged_tokens_refused``). A refusal is a status in REFUSED_STATUSES;
+    Judges every round the watch step made during the outage (every class each tick, rotating over every tenant
+    the run drives: ``coverage`` states how much of the class × tenant matrix was attacked and the rotation's bound;
+    a driven tenant never attacked fails the check; the baseline and recovery rounds are ``forged_tokens_refused``).
+    A refusal is a status in REFUSED_STATUSES;
     2xx is a fail-open finding; anything else is inconclusive and fails too (``why`` says what to allow).
     ``classes`` shows, per class, tried/refused/accepted/inconclusive and the first acceptance in seconds after the
     block (``first_accepted_s``); skipped classes say why.
@@ -311,6 +337,8 @@ def no_fail_open(judging: Judging) -> CheckResult:
     if not total.get("tried"):
         total["ok"] = False
         total["why"] = "; ".join(filter(None, [total["why"], "no forged request was sent during the outage"]))
+    total = with_coverage(total, cfg.tenants, [t for j in ticks[:1] for t in j.get("tenants_without_token") or []],
+                          len(ticks), cfg.watch_interval)
     backstop = unverified_accepts(cfg, *judging.window)
     if not backstop["ok"]:
         total["ok"] = False

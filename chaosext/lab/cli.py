@@ -97,6 +97,9 @@ Examples:
 @click.option("--holes", default="", callback=_holes, metavar="LIST",
               help="Misbehaviour knobs: JWT validation holes on purpose, one per forgery class family "
                    f"(comma list of {', '.join(HOLES)}); the no-fail-open check must catch each")
+@click.option("--hole-tenants", default="", metavar="LIST",
+              help="Misbehaviour knob: the --holes and --fail-open apply to these tenants only (comma list of the "
+                   "token's tenant claim, e.g. t03); the forgery catalogue attacks every tenant and must catch it")
 @click.option("--audit-drop", default="", metavar="ACTIONS",
               help="Misbehaviour knob: never audit these actions, e.g. auth.degraded,auth.recovered (a lossy pipeline)")
 @click.option("--no-refetch-after-failure", is_flag=True,

@@ -73,6 +73,9 @@ class LabConfig:
     #: JWT validation holes on purpose (chaosext.lab.common.HOLES), one per forgery class family (a comma list is
     #: accepted and split)
     holes: tuple[str, ...] = ()
+    #: the holes and --fail-open apply to these tenants only (the token's tenant claim); empty = every tenant (a comma
+    #: list is accepted and split)
+    hole_tenants: tuple[str, ...] = ()
     no_refetch_after_failure: bool = False
     audit_drop: str = ""
     inject_5xx: float = 0.0
@@ -105,6 +108,7 @@ class LabConfig:
         self.state_dir = str(resolve_state_dir(self.state_dir or None))
         self.services = _names(self.services)
         self.holes = _names(self.holes)
+        self.hole_tenants = _names(self.hole_tenants)
 
     @property
     def state_path(self) -> Path:
@@ -133,6 +137,7 @@ class LabConfig:
         data = dataclasses.asdict(self)
         data["services"] = list(self.services)
         data["holes"] = list(self.holes)
+        data["hole_tenants"] = list(self.hole_tenants)
         return data
 
     def identity(self) -> dict[str, Any]:
@@ -242,6 +247,8 @@ def _service(cfg: LabConfig, name: str) -> Component:
     argv += ["--fail-open"] if cfg.fail_open else []
     for hole in cfg.holes:
         argv += ["--hole", hole]
+    for tenant in cfg.hole_tenants:
+        argv += ["--hole-tenant", tenant]
     argv += ["--no-refetch-after-failure"] if cfg.no_refetch_after_failure else []
     argv += ["--audit-drop", cfg.audit_drop] if cfg.audit_drop else []
     argv += ["--inject-5xx", str(cfg.inject_5xx)] if cfg.inject_5xx else []
