@@ -14,7 +14,9 @@ Every run has its own directory ``<run base>/<run id>/`` (mode 0700; run base = 
      "alerts_seen": {"prometheus": {"name": first_seen_unix}, "alertmanager": {...}},
      "forgery_ticks": [{...}],                                       # the forgery judge's result of every watch tick
      "judgments": {"server_error_rate": {...}, ...},                # judge_outage: every outage check, run once
-     "recovered_at": null | ...}                                    # every cache fresh again after the restore
+     "recovered_at": null | ...,                                    # every cache fresh again after the restore
+     "journal_record": null | {"view": {...}, "hmac": "hex"}}       # the journal's judged view, sealed at the end
+                                                                    # (chaosext.core.journal_record)
 
 :class:`Run` and the classes it holds are that file; :func:`load_run`, :func:`save_run`, :func:`new_run` and
 :func:`edit_run` are the only ways to read or write it. Tokens are never written here (they stay in the memory of the
@@ -303,6 +305,8 @@ class Run:
     judgments: Judgments = field(default_factory=Judgments)
     #: when every service's cache was fresh again after the restore (the recovery's error-rate window starts here)
     recovered_at: float | None = None
+    #: the journal's judged view and its HMAC, kept by the safety control at the end (chaosext.core.journal_record)
+    journal_record: dict[str, Any] | None = None
 
     # -------------------------------------------------------------------------------- reading
     @property
@@ -370,7 +374,8 @@ class Run:
                    fault=FaultInfo.from_json(fault) if fault else None, outage=Outage.from_json(d.get("outage")),
                    observations=[Observation.from_json(o) for o in _objs(d.get("observations"))],
                    alerts_seen=AlertsSeen.from_json(d.get("alerts_seen")), forgery_ticks=_objs(d.get("forgery_ticks")),
-                   judgments=Judgments.from_json(d.get("judgments")), recovered_at=_opt_float(d.get("recovered_at")))
+                   judgments=Judgments.from_json(d.get("judgments")), recovered_at=_opt_float(d.get("recovered_at")),
+                   journal_record=_obj(d.get("journal_record")) or None)
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "created_at": self.created_at, "pid": self.pid, "run_dir": self.run_dir,
@@ -380,7 +385,7 @@ class Run:
                 "outage": self.outage.to_json() if self.outage else None,
                 "observations": [o.to_json() for o in self.observations], "alerts_seen": self.alerts_seen.to_json(),
                 "forgery_ticks": list(self.forgery_ticks), "judgments": self.judgments.to_json(),
-                "recovered_at": self.recovered_at}
+                "recovered_at": self.recovered_at, "journal_record": self.journal_record}
 
 
 # ------------------------------------------------------------------------------------------------ the file

@@ -26,8 +26,8 @@ from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets, Settings
 
 from chaosext.auth.forgery import parse_skip
-from chaosext.auth.probes import ensure_tokens
-from chaosext.core import backends, kube, runfile, signals
+from chaosext.auth.probes import ensure_tokens, forgery_tokens
+from chaosext.core import backends, journal_record, kube, runfile, signals
 from chaosext.core.config import ExperimentConfig, load_config, validate
 from chaosext.core.heartbeat import Heartbeat
 from chaosext.core.judging import retry_until
@@ -166,9 +166,11 @@ def _start_run(cfg: ExperimentConfig, configuration: dict[str, Any], secrets: Se
     run_id = cfg.run_id
     try:
         runfile.new_run(cfg.run_base, run_id)
+        journal_record.new_key(runfile.run_directory(cfg.run_base, run_id))  # seals this run's journal at the end
         _RUN["heartbeat"] = Heartbeat(str(runfile.run_directory(cfg.run_base, run_id) / "heartbeat"))
         _RUN["heartbeat"].start()
         tenants = sorted(ensure_tokens(cfg, secrets, configuration))
+        forgery_tokens(cfg, secrets, configuration)  # every driven tenant's, for the forgeries (kept in memory)
         duration = cfg.baseline_seconds + deadline_seconds(cfg.outage_seconds) \
             + cfg.recovery_seconds + cfg.alert_wait_seconds + 120
         k6 = start_k6(duration=f"{duration}s", owner_run_id=run_id, configuration=configuration, secrets=secrets)
@@ -282,4 +284,21 @@ def after_experiment_control(context: Experiment = None, state: Journal = None, 
         logger.info("chaosext safety: after run %s: egress %s, k6 %s", cfg.run_id,
                     "restored" if egress.get("restored") else f"NOT restored ({egress.get('error')})",
                     "stopped" if load.get("stopped") else f"not stopped ({load.get('error')})")
+        if isinstance(state, dict):
+            _record_journal(cfg, state)
     signals.uninstall()
+
+
+def _record_journal(cfg: ExperimentConfig, journal: dict[str, Any]) -> None:
+    """Keep the journal's judged view, sealed with this run's key, in the run file, and name the run in the journal
+    (``chaosext verdict`` cross-checks one against the other: chaosext.core.journal_record). Never raises."""
+    try:
+        key = journal_record.read_key(cfg.run_dir)
+        view = journal_record.judged_view(journal)
+        with runfile.edit_run(cfg.run_dir) as run:
+            run.journal_record = {"view": view, "hmac": journal_record.seal(key, cfg.run_id, view)}
+        journal.setdefault("extensions", []).append({"name": journal_record.EXTENSION, "run_id": cfg.run_id,
+                                                     "run_dir": str(runfile.run_path(cfg.run_dir).parent.resolve())})
+    except (OSError, ValueError) as exc:
+        logger.warning("chaosext safety: the journal of run %s could not be recorded (%s): its verdict cannot be "
+                       "cross-checked and will not pass", cfg.run_id, exc)

@@ -1,0 +1,221 @@
+"""What a release gate reads from `chaosext verdict`: a forged token accepted in any phase FAILS (exit 1, on top),
+"not run" is for availability only, an outage that never made a cache stale is NOT EXERCISED (5), an incomplete
+journal is unreadable (2), and a journal is checked against its run's own record (run.json, sealed with a per-run
+key by the safety control): an edited journal FAILS, saying where it differs, and no journal passes without it.
+
+Journals here have the exact shape `chaos run experiments/jwks-outage.json` writes (the e2e tests in
+tests/experiment run the real thing); the record is written by the safety control's own code.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from chaosext.core import journal_record, runfile
+from chaosext.core.config import load_config
+from chaosext.safety import controls
+from chaosext.verdict import EXIT_CODES, classify, verdict
+
+RUN_ID = "ab12cd34"
+
+
+def _probe(name: str, output: dict[str, Any]) -> dict[str, Any]:
+    return {"activity": {"type": "probe", "name": name, "tolerance": {"type": "jsonpath", "path": "$.ok",
+                                                                     "expect": True}},
+            "status": "succeeded", "output": output, "tolerance_met": bool(output.get("ok"))}
+
+
+def _step(name: str, output: Any, status: str = "succeeded") -> dict[str, Any]:
+    return {"activity": {"type": "action", "name": name}, "status": status, "output": output}
+
+
+def _forged(accepted: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    accepted = accepted or []
+    return {"ok": not accepted, "tried": 40, "accepted_count": len(accepted), "inconclusive_count": 0,
+            "classes": {"alg-none": {"tried": 20, "refused": 20 - len(accepted), "accepted": len(accepted),
+                                     "inconclusive": 0, "first_accepted_s": None},
+                        "unknown-kid": {"tried": 20, "refused": 20, "accepted": 0, "inconclusive": 0,
+                                        "first_accepted_s": None}},
+            "accepted": accepted, "inconclusive": [], "skipped": {}, "refused_statuses": [401, 403],
+            "why": "FAIL-OPEN: ..." if accepted else "", **extra}
+
+
+HOLE = {"class": "alg-none", "variant": "none", "service": "policy", "tenant": "t03", "method": "GET",
+        "route": "/api/v1/policies", "status": 200, "at_s": None}
+
+
+def _live(phase: str, forged: dict[str, Any] | None = None) -> dict[str, Any]:
+    forged = forged or _forged()
+    probes = [_probe("jwks-caches-fresh", {"ok": True, "phase": phase}),
+              _probe("forged-tokens-refused", {"phase": phase, **forged}),
+              _probe("error-rate-below-max", {"ok": True, "phase": phase, "error_rate": 0.0, "requests": 900})]
+    return {"steady_state_met": all(p["tolerance_met"] for p in probes), "probes": probes}
+
+
+def _journal(affected: tuple[str, ...] = ("policy", "vuln"), before: dict[str, Any] | None = None,
+             no_fail_open: dict[str, Any] | None = None) -> dict[str, Any]:
+    checks = {"outage-held": {"ok": True, "planned_seconds": 12, "ticks": 6},
+              "no-fail-open": {"phase": "outage", **(no_fail_open or _forged(
+                  coverage={"tenants": 3, "attacked": 3, "missing": [], "pairs": 60, "pairs_total": 60,
+                            "ticks": 6, "bound_ticks": 3, "bound_seconds": 6.0}))},
+              "server-error-rate-below-max": {"ok": True, "error_rate": 0.0, "requests": 1200},
+              "auth-degraded-audited": {"ok": True, "affected": list(affected), "recorded": list(affected)},
+              "alerts-fire-iff-cache-expired": {"ok": True, "cache_expired": False, "expired_services": []}}
+    failed = [n for n, r in checks.items() if not r.get("ok")]
+    j = {"chaoslib-version": "1.44.0", "platform": "Linux", "node": "lab",
+         "experiment": {"title": "Tenant APIs survive a 12s outage", "steady-state-hypothesis": {}},
+         "start": "2026-12-01T10:00:00", "end": "2026-12-01T10:01:00", "duration": 60.0,
+         "status": "completed", "deviated": False,
+         "steady_states": {"before": before or _live("baseline"), "after": _live("recovery"), "during": []},
+         "run": [_step("block-jwks-egress", {"run_id": RUN_ID, "verification": {"blocked": True}}),
+                 _step("watch-outage", {"watched": True, "ticks": 6}),
+                 _step("restore-jwks-egress", {"restored": True}),
+                 _step("judge-outage", {"ok": not failed, "failed": failed, "checks": checks})],
+         "rollbacks": [_step("restore-jwks-egress", {"restored": False}), _step("stop-k6", {"stopped": []})]}
+    if before is not None and not before["steady_state_met"]:
+        j["run"], j["steady_states"]["after"] = [], None
+    return j
+
+
+def _sealed(tmp_path: Path, journal: dict[str, Any], run_id: str = RUN_ID) -> dict[str, Any]:
+    """What the safety control does for a real run: a run directory and key at the start; the judged view sealed in
+    run.json and the run named in the journal at the end. Returns the journal as `chaos run` writes it."""
+    run = runfile.new_run(str(tmp_path / "runs"), run_id)
+    journal_record.new_key(run.run_dir)
+    with runfile.edit_run(run.run_dir) as recorded:
+        out = journal["run"][-1]["output"] if journal["run"] else {}
+        recorded.judgments = runfile.Judgments({f"check_{n}": r for n, r in (out.get("checks") or {}).items()})
+    cfg = load_config({"chaosext_run_dir": str(tmp_path / "runs"), "chaosext_run_id": run_id,
+                       "chaosext_lab_dir": str(tmp_path / "no-lab")})
+    controls._record_journal(cfg, journal)
+    written: dict[str, Any] = json.loads(json.dumps(journal))
+    return written
+
+
+class Verdict:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _verdict(tmp_path: Path, journal: Any, *args: str) -> Verdict:
+    """`chaosext verdict --wide journal.json ...` (the command itself, in this process)."""
+    path = tmp_path / "journal.json"
+    path.write_text(json.dumps(journal))
+    r = CliRunner().invoke(verdict, ["--wide", str(path), *args])
+    return Verdict(r.exit_code, r.stdout, r.stderr)
+
+
+def test_a_clean_run_whose_journal_matches_its_record_passes(tmp_path: Path) -> None:
+    v = _verdict(tmp_path, _sealed(tmp_path, _journal()))
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert "VERDICT: PASS" in v.stdout and "run record: verified" in v.stdout
+    assert "every class x tenant pair within 3 ticks (6.0s), this outage had 6" in v.stdout
+
+
+def test_a_forged_token_accepted_in_the_baseline_is_a_security_failure_not_not_run(tmp_path: Path) -> None:
+    """The baseline stopped the run before the fault (Chaos Toolkit skipped the method): still exit 1, the finding
+    first, naming class, tenant, service and route."""
+    journal = _sealed(tmp_path, _journal(before=_live("baseline", _forged([HOLE]))))
+    v = _verdict(tmp_path, journal, "--json")
+    out = json.loads(v.stdout)
+    assert v.returncode == 1 and out["verdict"] == "FAIL" and out["exit_code"] == 1
+    assert out["reasons"][0].startswith("SECURITY: 1 forged token(s) ACCEPTED in the baseline, before the fault")
+    assert "alg-none (none) on policy tenant t03 GET /api/v1/policies -> 200" in out["reasons"][0]
+    screen = _verdict(tmp_path, journal).stdout.splitlines()
+    assert screen[3].startswith("SECURITY FINDINGS") and "tenant t03" in screen[4]
+
+
+@pytest.mark.parametrize("where", ["outage", "recovery", "key-url", "backstop"])
+def test_a_security_finding_in_any_phase_is_on_top(tmp_path: Path, where: str) -> None:
+    journal = _journal()
+    if where == "outage":
+        journal["run"][-1]["output"]["checks"]["no-fail-open"] = {"phase": "outage", **_forged([HOLE])}
+    elif where == "recovery":
+        journal["steady_states"]["after"] = _live("recovery", _forged([HOLE]))
+    elif where == "key-url":
+        journal["run"][-1]["output"]["checks"]["no-fail-open"]["key_url_fetched"] = ["/jwks.json"]
+    else:
+        journal["run"][-1]["output"]["checks"]["no-fail-open"]["metric_backstop"] = {
+            "ok": False, "exported": True, "unverified_accepts": 4.0, "selector": "jwt_validations_total{...}"}
+    kind, reasons = classify(journal)
+    assert kind == "FAIL" and reasons[0].startswith("SECURITY:"), reasons
+
+
+def test_an_unhealthy_baseline_without_a_security_finding_is_not_run(tmp_path: Path) -> None:
+    before = _live("baseline")
+    before["probes"][0] = _probe("jwks-caches-fresh", {"ok": False, "phase": "baseline", "not_fresh": ["vuln"]})
+    before["steady_state_met"] = False
+    kind, reasons = classify(_journal(before=before))
+    assert kind == "NOT RUN" and EXIT_CODES[kind] == 3 and "jwks-caches-fresh" in reasons[0]
+
+
+def test_an_outage_that_made_no_cache_stale_is_not_exercised(tmp_path: Path) -> None:
+    v = _verdict(tmp_path, _sealed(tmp_path, _journal(affected=())))
+    assert v.returncode == 5 and "VERDICT: NOT EXERCISED (exit 5)" in v.stdout, v.stdout
+    assert "no service served stale keys" in v.stdout and "OUTAGE_SECONDS (12s)" in v.stdout
+
+
+@pytest.mark.parametrize("text", ['{"status": "completed"}', "[]", '{"status": "completed", "run": [], '
+                                  '"steady_states": {}, "rollbacks": [], "experiment": {}, "x": 1}'.replace(
+                                      '"status": "completed", ', '"status": "running", ')])
+def test_an_incomplete_journal_is_unreadable(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "journal.json"
+    path.write_text(text)
+    v = subprocess.run([sys.executable, "-m", "chaosext.cli", "verdict", str(path)], capture_output=True, text=True,
+                       timeout=60, check=False)  # once as a user runs it
+    assert v.returncode == 2 and "cannot read" in v.stderr and "Chaos Toolkit journal" in v.stderr, v.stderr
+
+
+def test_an_edited_journal_fails_and_says_where_it_differs(tmp_path: Path) -> None:
+    """A failed run (no-fail-open accepted a forged token) whose journal was edited to read as a pass."""
+    failing = _journal(no_fail_open=_forged([HOLE]))
+    journal = _sealed(tmp_path, failing)
+    edited = copy.deepcopy(journal)
+    judge_out = edited["run"][-1]["output"]
+    judge_out["checks"]["no-fail-open"] = {"phase": "outage", **_forged()}
+    judge_out["ok"], judge_out["failed"] = True, []
+    assert classify(edited)[0] == "PASS"  # the journal alone would pass: only the record can tell
+    v = _verdict(tmp_path, edited, "--json")
+    out = json.loads(v.stdout)
+    assert v.returncode == 1 and out["verdict"] == "FAIL" and out["record"]["status"] == "mismatch"
+    assert out["reasons"][0].startswith("THE JOURNAL DISAGREES WITH ITS RUN'S RECORD")
+    assert any("run[judge-outage].output.checks.no-fail-open" in r for r in out["reasons"]), out["reasons"]
+    assert any("not the judgments the run recorded in run.json: no-fail-open" in r for r in out["reasons"])
+
+
+def test_no_pass_without_a_trustworthy_record(tmp_path: Path) -> None:
+    journal = _sealed(tmp_path, _journal())
+    run_dir = Path(journal["extensions"][0]["run_dir"])
+    # the journal names no run (the extension removed): cannot be checked
+    bare = {k: v for k, v in journal.items() if k != "extensions"}
+    v = _verdict(tmp_path, bare)
+    assert v.returncode == 2 and "VERDICT: UNVERIFIED" in v.stdout and "names no chaosext run" in v.stdout
+    # a run directory others may write is not a record to trust
+    os.chmod(run_dir, 0o755)
+    v = _verdict(tmp_path, journal)
+    assert v.returncode == 2 and "open to others" in v.stdout
+    os.chmod(run_dir, 0o700)
+    # the record itself edited to match an edited journal: its seal no longer matches
+    data = json.loads((run_dir / "run.json").read_text())
+    data["journal_record"]["view"]["status"] = "failed"
+    (run_dir / "run.json").write_text(json.dumps(data))
+    v = _verdict(tmp_path, journal)
+    assert v.returncode == 1 and "was altered (its seal does not match)" in v.stdout
+    # --run-dir points at another run's record: no match either
+    other_journal = _sealed(tmp_path / "other", _journal(), run_id="0badc0de")
+    assert _verdict(tmp_path, other_journal).returncode == 0
+    v = _verdict(tmp_path, journal, "--run-dir", other_journal["extensions"][0]["run_dir"])
+    assert v.returncode == 1 and f"the journal names run {RUN_ID}" in v.stdout and "is run 0badc0de" in v.stdout
+
+
+def test_the_exit_codes_are_the_documented_ones() -> None:
+    assert EXIT_CODES == {"PASS": 0, "FAIL": 1, "UNREADABLE": 2, "UNVERIFIED": 2, "NOT RUN": 3, "DRY RUN": 4,
+                          "NOT EXERCISED": 5}
