@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 from chaosext.core.errors import ConfigError
 from chaosext.core.labstate import load_state
-from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_deadline
+from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_deadline, k6_rate_problem
 from chaosext.core.names import FAULT_MODES, FAULT_VIAS, LAB_SERVICES
 from chaosext.core.settings import Configuration, raw_setting, setting
 
@@ -402,8 +402,8 @@ def validate(cfg: ExperimentConfig) -> list[str]:
         problems.append("TENANTS is empty; give at least one tenant id (e.g. t01,t02,t03)")
     if not 0 < cfg.error_rate_max < 1:
         problems.append(f"ERROR_RATE_MAX={cfg.error_rate_max} must be a fraction between 0 and 1 (default 0.01)")
-    if cfg.k6_rate <= 0:
-        problems.append(f"K6_RATE={cfg.k6_rate} must be a positive number of requests per second")
+    if rate := k6_rate_problem(cfg.k6_rate):
+        problems.append(rate)
     if cfg.abort_error_rate <= 0:
         problems.append(f"ABORT_ERROR_RATE={cfg.abort_error_rate} must be > 0 (a value above 1 disables the guard)")
     if cfg.jwks_max_stale < cfg.jwks_ttl:

@@ -22,6 +22,7 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosext.core.config import load_config
 from chaosext.core.errors import ActivityMapping, ActivityResult, ConfigError, activity
+from chaosext.core.limits import k6_rate_problem
 from chaosext.core.procs import free_port, proc_start_time
 from chaosext.core.tokens import k6_token_env
 from chaosext.load import k6 as k6mod
@@ -71,6 +72,12 @@ def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus:
         out["LOAD_MAX_VUS"] = str(max_vus)
     for k, v in env.items():
         out[str(k)] = str(v)
+    try:
+        problem = k6_rate_problem(int(out["K6_RATE"]))
+    except ValueError:
+        problem = f"K6_RATE={out['K6_RATE']!r} is not a whole number of requests per second"
+    if problem:
+        raise ConfigError(problem)
     return out
 
 
@@ -93,13 +100,14 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
     """
     if rate < 0:
         raise ConfigError(f"rate={rate}: give requests per second (> 0), or 0 for the configuration's K6_RATE")
+
     _check_duration(duration)
     script_env = _script_env(env)
     script = script or k6mod.default_script()
     if not os.path.isfile(script):
         raise ConfigError(f"k6 script {script} does not exist; pass script=<path to k6-tenant-load.js>")
-    binary = k6mod.find_k6()
     variables = _script_vars(rate, duration, "", vus, max_vus, script_env, configuration)
+    binary = k6mod.find_k6()
     secret_env = k6_token_env(configuration, secrets)[1]
 
     conf = configuration if isinstance(configuration, dict) else {}

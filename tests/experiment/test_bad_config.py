@@ -29,7 +29,8 @@ def _urls() -> dict[str, str]:
     ({}, "is unreachable (ConnectionError)"),  # Prometheus (and the rest) down
     ({"K6_BIN": "/nonexistent/k6"}, "K6_BIN=/nonexistent/k6 is not an executable file"),
     ({"FAULT_TARGET": "netns:prod"}, "set CHAOSEXT_APPROVE=netns:prod"),
-], ids=["negative-outage", "unknown-via", "bad-url", "prometheus-down", "no-k6", "unapproved-target"])
+    ({"K6_RATE": "999999999999"}, "K6_RATE=999999999999 is above the limit of 50000 requests/s"),
+], ids=["negative-outage", "unknown-via", "bad-url", "prometheus-down", "no-k6", "unapproved-target", "k6-rate"])
 def test_bad_configuration_stops_before_any_fault(experiment: ExperimentRunner, override: dict, message: str) -> None:
     urls = _urls()
     out = experiment.run(None, **{**urls, **override})
