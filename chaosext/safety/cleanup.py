@@ -19,6 +19,9 @@ logger = logging.getLogger("chaostoolkit")
 def run_configuration(cfg: ExperimentConfig) -> dict[str, Any]:
     """The Chaos Toolkit configuration that names this run (for calling entry points directly)."""
     d = cfg.as_dict()
+    # the resolved backstop selector under its setting's name (as_dict's field name is the deprecated old setting,
+    # which would make every run warn about a setting nobody set)
+    d["metric_unverified_accepts"] = d.pop("unverified_accepts_selector") or "off"
     d["service_urls"] = ",".join(f"{k}={v}" for k, v in cfg.services.items())
     d["chaosext_run_dir"] = cfg.run_base
     d["chaosext_lab_dir"] = cfg.lab_dir

@@ -42,3 +42,19 @@ def test_the_old_name_still_works_and_says_it_is_deprecated(monkeypatch: pytest.
     warnings = [r.getMessage() for r in caplog.records if "UNVERIFIED_ACCEPTS_SELECTOR" in r.getMessage()]
     assert len(warnings) == 1 and "rename it METRIC_UNVERIFIED_ACCEPTS" in warnings[0]  # once, not per read
     assert both({"metric_unverified_accepts": "jwt_accepted_unverified_total"})[0] == "jwt_accepted_unverified_total"
+
+
+def test_a_run_that_never_set_the_old_name_gets_no_deprecation_warning(caplog: pytest.LogCaptureFixture,
+                                                                       tmp_path: Path) -> None:
+    """The safety control calls restore/stop_k6 with the run's resolved configuration at the end of every run: the
+    resolved selector must travel under its current name, not the old one (a default scripts/lab-experiment printed
+    the warning for a setting nobody set)."""
+    from chaosext.safety.cleanup import run_configuration
+
+    cfg = load_config({"chaosext_run_dir": str(tmp_path), "chaosext_run_id": "ab12cd34"})
+    with caplog.at_level(logging.WARNING, logger="chaostoolkit"):
+        again = load_config(run_configuration(cfg))
+    assert again.unverified_accepts_selector == cfg.unverified_accepts_selector == DEFAULT_UNVERIFIED_ACCEPTS
+    assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
+    off = load_config({"chaosext_run_dir": str(tmp_path), "metric_unverified_accepts": "off"})
+    assert load_config(run_configuration(off)).unverified_accepts_selector == ""
