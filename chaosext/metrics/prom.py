@@ -224,25 +224,27 @@ def _scrape_interval(times: list[float]) -> float | None:
 def service_traffic(series: list[SeriesCount], services: list[str] | tuple[str, ...], end: float
                     ) -> dict[str, dict[str, Any]]:
     """Per service the run drives: requests counted in the window and whether Prometheus still scraped it at the
-    window's end (its last sample within 2.5 scrape intervals of ``end``; a SIGKILLed service's series stop).
+    window's end (its last sample within 2.5 scrape intervals of ``end``; a SIGKILLed service's series stop). The
+    scrape interval is the service's own (the median gap between its scrapes), else the other services'.
 
     ``{service: {"requests", "last_sample_s_before_end", "scrape_interval_s", "problem"}}``; ``problem`` is '' or
     what is wrong, naming the service."""
     c = contract.current()
+    mine = {svc: [s for s in series if s.labels.get(c.service_label) == svc] for svc in services}
+    own = {svc: _scrape_interval(sorted({t for s in found for t in s.times})) for svc, found in mine.items()}
+    known = sorted(i for i in own.values() if i is not None)
     out: dict[str, dict[str, Any]] = {}
-    for svc in services:
-        mine = [s for s in series if s.labels.get(c.service_label) == svc]
-        times = sorted({t for s in mine for t in s.times})
-        requests_ = sum(s.count for s in mine)
-        last = max((s.last_t for s in mine if s.last_t is not None), default=None)
-        interval = _scrape_interval(times)
+    for svc, found in mine.items():
+        requests_ = sum(s.count for s in found)
+        last = max((s.last_t for s in found if s.last_t is not None), default=None)
+        interval = own[svc] or (known[len(known) // 2] if known else None)
         before_end = None if last is None else round(max(0.0, end - last), 1)
         problem = ""
         if last is None:
             problem = f"{svc}: no sample of its request counter in the window (down, not scraped, or no such label)"
-        elif before_end is not None and before_end > 2.5 * (interval or 0) + 1.0:
+        elif interval is not None and before_end is not None and before_end > 2.5 * interval + 1.0:
             problem = (f"{svc}: its request counter was last scraped {before_end:.0f}s before the window's end "
-                       f"(every ~{interval or 0:.0f}s before): the service or its scrape died in the window")
+                       f"(every ~{interval:.0f}s before): the service or its scrape died in the window")
         elif requests_ <= 0:
             problem = f"{svc}: no request counted in the window (is k6 driving it?)"
         out[svc] = {"requests": round(requests_), "last_sample_s_before_end": before_end,

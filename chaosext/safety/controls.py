@@ -134,16 +134,19 @@ def _resolved(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def _wait_for_baseline_traffic(cfg: ExperimentConfig) -> float:
-    """Wait until the baseline window holds BASELINE_MIN_REQUESTS (k6 warming up); returns the requests seen."""
-    def requests_in_window() -> float:
+    """Wait until the baseline window holds BASELINE_MIN_REQUESTS and traffic of every service the run drives (k6
+    warming up), counted the way the baseline probe counts; returns the requests seen."""
+    def requests_in_window() -> tuple[float, bool]:
         now = time.time()
         try:
-            return float(prom.error_rate_between(cfg.prometheus_url, now - cfg.baseline_seconds, now)["requests"])
+            res = prom.error_rate_between(cfg.prometheus_url, now - cfg.baseline_seconds, now, tuple(cfg.services))
         except (requests.RequestException, RuntimeError, ValueError):
-            return 0.0
+            return 0.0, False
+        return float(res["requests"]), not res["problems"]
 
-    return retry_until(requests_in_window, lambda seen: seen >= cfg.baseline_min_requests,
-                       time.time() + cfg.baseline_seconds + 15, 1.0)
+    seen, _ = retry_until(requests_in_window, lambda r: r[0] >= cfg.baseline_min_requests and r[1],
+                          time.time() + cfg.baseline_seconds + 15, 1.0)
+    return seen
 
 
 def _take_lock(cfg: ExperimentConfig, run_id: str) -> None:
