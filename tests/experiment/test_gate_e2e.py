@@ -1,0 +1,116 @@
+"""End to end, what a release gate reads from `chaosext verdict` after a real `chaos run` against a lab (issue 22):
+
+- a JWT hole planted for ONE tenant (lab ``--hole-tenants``) is caught: the forgeries attack every tenant the run
+  drives; accepted in the baseline it is a security failure (exit 1, on top), not "not run";
+- a service that fails open for one tenant only during the outage is caught by the watch's rotation, and an edited
+  journal of that run that reads as a pass is refused because it disagrees with the run's own record;
+- a service SIGKILLed mid-outage fails the server-side error-rate check by name (its traffic vanished);
+- an outage shorter than the services' JWKS TTL never made a cache stale: NOT EXERCISED (exit 5), never a pass.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.experiment.experiment_util import ExperimentRunner, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.slow]
+
+
+def _verdict_json(journal: dict, tmp: Path) -> tuple[int, dict]:
+    path = tmp / "edited-journal.json"
+    path.write_text(json.dumps(journal))
+    v = subprocess.run([sys.executable, "-m", "chaosext.cli", "verdict", "--json", str(path)], capture_output=True,
+                       text=True, timeout=60, check=False)
+    return v.returncode, json.loads(v.stdout)
+
+
+def test_a_hole_for_one_tenant_is_a_security_failure_in_the_baseline(experiment: ExperimentRunner,
+                                                                     lab_factory) -> None:
+    """alg none accepted for t03 only (the third of the three tenants the run drives): the baseline's forgery round
+    catches it; no fault is injected, and the verdict is FAIL (exit 1) with the finding first, not NOT RUN."""
+    lab = lab_factory(jwks_ttl=3, jwks_max_stale=120, holes=("accept-alg-none",), hole_tenants=("t03",))
+    out = experiment.run(lab, OUTAGE_SECONDS="10")
+    assert out.verdict_rc == 1, out.verdict_out + out.output[-3000:]
+    assert not out.journal.get("run"), "a fault was injected although the baseline failed"
+    forged = next(p["output"] for p in out.journal["steady_states"]["before"]["probes"]
+                  if p["activity"]["name"] == "forged-tokens-refused")
+    assert {a["tenant"] for a in forged["accepted"]} == {"t03"} and forged["classes"]["alg-none"]["accepted"] > 0
+    assert forged["coverage"]["attacked"] == forged["coverage"]["tenants"] == 3
+    lines = out.verdict_out.splitlines()
+    assert lines[3].startswith("SECURITY FINDINGS") and "in the baseline, before the fault" in lines[4]
+    verdict_at = next(i for i, line in enumerate(lines) if line.startswith("VERDICT:"))
+    assert lines[verdict_at] == "VERDICT: FAIL (exit 1)" and lines[verdict_at + 1].startswith("  - SECURITY:")
+    assert "tenant t03" in lines[verdict_at + 1]
+
+
+def test_failing_open_for_one_tenant_in_the_outage_is_caught_and_an_edited_journal_is_refused(
+        experiment: ExperimentRunner, lab_factory, tmp_path: Path) -> None:
+    lab = lab_factory(jwks_ttl=3, jwks_max_stale=120, fail_open=True, hole_tenants=("t02",))
+    out = experiment.run(lab, OUTAGE_SECONDS="12")
+    assert out.verdict_rc == 1, out.verdict_out + out.output[-3000:]
+    result = out.check("no-fail-open")
+    assert result["accepted_count"] > 0 and {a["tenant"] for a in result["accepted"]} == {"t02"}, result
+    assert result["coverage"]["missing"] == [] and result["coverage"]["bound_ticks"] == 3
+    assert "SECURITY:" in out.verdict_out.split("VERDICT:", 1)[1].splitlines()[1]
+    assert "during the outage" in out.verdict_out and "this outage had" in out.verdict_out
+
+    # the journal edited to read as a pass (every outage check ok): the journal alone would pass; its run's own
+    # record (run.json, sealed by the safety control) says otherwise
+    edited = copy.deepcopy(out.journal)
+    judge = next(r for r in edited["run"] if r["activity"]["name"] == "judge-outage")["output"]
+    for res in judge["checks"].values():
+        res.update(ok=True, accepted_count=0, accepted=[], why="", metric_backstop={"ok": True})
+    judge.update(ok=True, failed=[])
+    rc, verdict = _verdict_json(edited, tmp_path)
+    assert rc == 1 and verdict["verdict"] == "FAIL" and verdict["record"]["status"] == "mismatch", verdict
+    assert verdict["reasons"][0].startswith("THE JOURNAL DISAGREES WITH ITS RUN'S RECORD")
+    assert any("no-fail-open" in r for r in verdict["reasons"]), verdict["reasons"]
+    # and the untouched journal is verified against the same record
+    rc, verdict = _verdict_json(out.journal, tmp_path)
+    assert rc == 1 and verdict["record"]["status"] == "verified"
+
+
+def test_a_service_killed_mid_outage_fails_the_server_side_check_by_name(experiment: ExperimentRunner,
+                                                                         lab_factory) -> None:
+    lab = lab_factory(jwks_ttl=3, jwks_max_stale=120)
+    proc, env = experiment.start(lab, OUTAGE_SECONDS="16")
+
+    def ticks() -> int:
+        try:
+            run = json.loads(next(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/run.json")).read_text())
+        except (OSError, ValueError, StopIteration):
+            return 0
+        return len(run.get("observations") or []) if (run.get("outage") or {}).get("start") else 0
+
+    try:
+        assert wait_for(lambda: ticks() >= 2, timeout=90), "the outage never started"
+        os.kill(lab["components"]["policy"]["pid"], signal.SIGKILL)
+        out = experiment.finish(proc, env, lab)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    server = out.check("server-error-rate-below-max")
+    assert server["ok"] is False, server
+    assert "policy: its request counter was last scraped" in server["note"], server
+    assert server["services"]["vuln"] > 0 and server["services"]["notify"] > 0
+    assert out.verdict_rc == 1 and "server-error-rate-below-max" in out.verdict_out
+
+
+def test_an_outage_shorter_than_the_ttl_is_not_exercised(experiment: ExperimentRunner, lab_factory) -> None:
+    """The lab's default TTL (300 s) and a 10 s outage: no cache goes stale, nothing fails — and nothing about
+    stale keys was proven. Exit 5, named; no deprecation warning for settings nobody set either."""
+    lab = lab_factory()
+    out = experiment.run(lab, OUTAGE_SECONDS="10")
+    assert out.verdict_rc == 5, out.verdict_out + out.output[-3000:]
+    assert "VERDICT: NOT EXERCISED (exit 5)" in out.verdict_out and "no service served stale keys" in out.verdict_out
+    assert out.check("auth-degraded-audited")["affected"] == []
+    assert "deprecated" not in out.output.lower(), [line for line in out.output.splitlines() if "deprecat" in line]
