@@ -272,6 +272,55 @@ def test_thresholds_table_has_the_values_the_code_and_rules_use() -> None:
         assert cells[1].split(" for ")[0] in readme, f"README does not name the {cells[0]} ({cells[1]})"
 
 
+# ---------------------------------------------------------------- the verdict's exit codes: one table, no contradiction
+WORKFLOW = ROOT / ".github" / "workflows" / "jwks-outage.yml"
+VERDICT_NAMES = r"(PASS|FAIL|UNREADABLE|UNVERIFIED|NOT RUN|DRY RUN|NOT EXERCISED)"
+
+
+def _exit_code_claims(body: str) -> set[tuple[str, int]]:
+    """(verdict, exit code) pairs a text states: "3 NOT RUN", "NOT EXERCISED (5)", "FAIL (exit 1)", "exit 5 ... "."""
+    pairs = {(m.group(2), int(m.group(1))) for m in re.finditer(rf"\b([0-9]) `?{VERDICT_NAMES}\b", body)}
+    pairs |= {(m.group(1), int(m.group(2))) for m in re.finditer(rf"\b{VERDICT_NAMES}`? \((?:exit )?([0-9])\)", body)}
+    return pairs
+
+
+def test_the_verdicts_exit_codes_are_one_table_that_says_what_to_gate_on() -> None:
+    """docs/experiment.md#exit-codes is THE table (every verdict, its code, whether a gate passes); README, the
+    runbook and the gated workflow point at it, say to gate on 0 only, and never state another code for a verdict;
+    nor do `chaosext verdict --help` and the verdict module."""
+    from click.testing import CliRunner
+
+    from chaosext import verdict as verdict_module
+
+    doc = text(ROOT / "docs" / "experiment.md")
+    table = doc.split('<a id="exit-codes"></a>', 1)[1].split("\n\n", 2)[1]
+    rows = table_rows(table)
+    assert rows[0][:4] == ["exit", "verdict", "meaning", "a gate"]
+    listed = {cells[1].strip("`"): int(cells[0]) for cells in rows[1:]}
+    assert listed == verdict_module.EXIT_CODES
+    gate = {cells[1].strip("`"): cells[3] for cells in rows[1:]}
+    assert gate.pop("PASS") == "**pass**" and set(gate.values()) == {"block"}
+    helptext = CliRunner().invoke(verdict_module.verdict, ["--help"]).output
+    for name, body in (("README.md", text(README)), ("docs/runbook.md", text(ROOT / "docs" / "runbook.md")),
+                       ("the workflow", text(WORKFLOW)), ("verdict --help", helptext),
+                       ("chaosext/verdict.py", verdict_module.__doc__ or ""), ("docs/experiment.md", doc)):
+        wrong = {(v, c) for v, c in _exit_code_claims(body) if verdict_module.EXIT_CODES.get(v) != c}
+        assert not wrong, f"{name} states exit codes the verdict does not use: {sorted(wrong)}"
+    for name, body in (("README.md", text(README)), ("docs/runbook.md", text(ROOT / "docs" / "runbook.md"))):
+        assert "experiment.md#exit-codes" in body and re.search(r"(gate|PASS).{0,40}exit 0 only|exit 0 only", body), \
+            name
+    workflow = text(WORKFLOW)
+    assert "docs/experiment.md#exit-codes" in workflow and "only exit 0 (PASS)" in workflow
+    assert "gate on exit 0 only" in helptext.lower().replace("\n", " ").replace("  ", " ") or \
+        "Gate a release on exit 0 only" in helptext
+
+
+def test_the_exit_code_check_catches_a_contradiction() -> None:
+    assert _exit_code_claims("exit codes: 3 not run, 3 NOT RUN, `NOT EXERCISED` (5), FAIL (exit 1)") == {
+        ("NOT RUN", 3), ("NOT EXERCISED", 5), ("FAIL", 1)}
+    assert ("NOT RUN", 2) in _exit_code_claims("2 NOT RUN")
+
+
 # ---------------------------------------------------------------- benchmark figures come from the committed result
 
 
