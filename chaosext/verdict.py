@@ -45,9 +45,9 @@ JOURNAL_KEYS = ("experiment", "status", "steady_states", "run", "rollbacks")
 JOURNAL_STATUSES = ("completed", "failed", "aborted", "interrupted")
 
 #: output keys shown first when summarising a probe's value
-_KEY_ORDER = ("ok", "phase", "error_rate", "max", "requests", "errors", "cache_expired", "expired_services",
+_KEY_ORDER = ("ok", "phase", "error_rate", "max", "requests", "errors", "note", "cache_expired", "expired_services",
               "firing_prometheus", "in_alertmanager", "affected", "missing", "checks", "failed", "failures",
-              "accepted_count", "inconclusive_count", "tried", "why", "note")
+              "accepted_count", "inconclusive_count", "tried", "why")
 
 
 def _cut(text: str, width: int | None) -> str:
@@ -391,7 +391,16 @@ def _probe_lines(st: dict[str, Any], name_w: int, tol_w: int, val_w: int | None,
         tol = _tolerance((p.get("activity") or {}).get("tolerance"))
         lines.append(f"  {_cut(name, cut_name):<{name_w}} {'PASS' if ok else 'FAIL':<6} "
                      f"{_cut(tol, cut_tol):<{tol_w}} {_short(value, val_w)}")
+        lines += _top_errors(value, ok)
     return lines
+
+
+def _top_errors(res: Any, ok: Any) -> list[str]:
+    """A failing error-rate check's largest errors: status x service x tenant."""
+    if ok or not isinstance(res, dict) or not res.get("top_errors"):
+        return []
+    return ["      top errors (status x service x tenant): " + ", ".join(
+        f"{e.get('status')} {e.get('service')} {e.get('tenant') or '-'}: {e.get('errors')}" for e in res["top_errors"])]
 
 
 def _state_block(title: str, st: dict[str, Any] | None, name_w: int, tol_w: int, val_w: int | None,
@@ -436,10 +445,7 @@ def render(journal: dict[str, Any], width: int = 118, wide: bool = False, record
             ok = isinstance(res, dict) and res.get("ok") is True
             lines.append(f"  {_cut(name, cut_name):<{name_w}} {'PASS' if ok else 'FAIL':<6} "
                          f"{'$.ok == true':<{tol_w}} {_short(res, val_w)}")
-            if not ok and isinstance(res, dict) and res.get("top_errors"):
-                lines.append("      top errors (status x service x tenant): " + ", ".join(
-                    f"{e.get('status')} {e.get('service')} {e.get('tenant') or '-'}: {e.get('errors')}"
-                    for e in res["top_errors"]))
+            lines += _top_errors(res, ok)
         forged = out["checks"].get("no-fail-open")
         if isinstance(forged, dict) and isinstance(forged.get("classes"), dict):
             lines += forgery_table(forged)

@@ -219,3 +219,16 @@ def test_no_pass_without_a_trustworthy_record(tmp_path: Path) -> None:
 def test_the_exit_codes_are_the_documented_ones() -> None:
     assert EXIT_CODES == {"PASS": 0, "FAIL": 1, "UNREADABLE": 2, "UNVERIFIED": 2, "NOT RUN": 3, "DRY RUN": 4,
                           "NOT EXERCISED": 5}
+
+
+def test_a_failing_error_rate_check_shows_its_top_statuses_services_and_tenants(tmp_path: Path) -> None:
+    journal = _journal()
+    checks = journal["run"][-1]["output"]["checks"]
+    checks["server-error-rate-below-max"] = {
+        "ok": False, "error_rate": 0.2, "requests": 1000, "errors": 200, "note": "",
+        "top_errors": [{"status": "401", "service": "vuln", "tenant": "t02", "errors": 150},
+                       {"status": "503", "service": "policy", "tenant": "t01", "errors": 50}]}
+    journal["run"][-1]["output"].update(ok=False, failed=["server-error-rate-below-max"])
+    v = _verdict(tmp_path, _sealed(tmp_path, journal))
+    assert v.returncode == 1
+    assert "top errors (status x service x tenant): 401 vuln t02: 150, 503 policy t01: 50" in v.stdout
