@@ -79,12 +79,15 @@ def scraping(tmp: Path, jobs: dict[str, tuple[str, str]], extra_job_yaml: str = 
         proc.wait(20)
 
 
-def wait_scraped(url: str, metric: str) -> float:
-    """Wait until Prometheus holds a sample of ``metric`` taken after now; returns the time it saw it."""
+def wait_scraped(url: str, metric: str, every_series: bool = False) -> float:
+    """Wait until Prometheus holds a sample of ``metric`` taken after now (of every series of it with
+    ``every_series``: every target scraped again); returns the time it saw it."""
     now = time.time()
     deadline = now + 30
     while time.time() < deadline:
-        if prom.latest_sample_time(url, metric) > now + 0.5:
+        newest = prom.query(url, f"min(timestamp({metric}))") if every_series else None
+        seen = float(newest[0]["value"][1]) if newest else prom.latest_sample_time(url, metric)
+        if seen > now + 0.5:
             return time.time()
         time.sleep(0.3)
     raise AssertionError(f"Prometheus did not scrape {metric} within 30 s")

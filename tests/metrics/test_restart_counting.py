@@ -32,9 +32,10 @@ class Service:
         with self.lock:
             self.counts[(tenant, str(status))] += n
 
-    def restart(self) -> None:
+    def restart(self, *served: tuple[str, int, int]) -> None:
+        """A new process that has served ``(tenant, status, n)`` by its first scrape (one atomic change)."""
         with self.lock:
-            self.counts.clear()
+            self.counts = Counter({(tenant, str(status)): n for tenant, status, n in served})
 
     def text(self) -> str:
         with self.lock:
@@ -59,17 +60,15 @@ def test_a_restart_in_the_window_neither_zeroes_the_count_nor_hides_errors(lab_l
     policy.add("t01", 503, 3)
     vuln.add("t02", 200, 700)
     for _ in range(3):  # samples of the old process well before the window (a series first seen in it counts whole)
-        wait_scraped(url, "tenant_requests_total")
-    start = wait_scraped(url, "tenant_requests_total")
+        wait_scraped(url, "tenant_requests_total", every_series=True)
+    start = wait_scraped(url, "tenant_requests_total", every_series=True)
     policy.add("t01", 200, 100)
     vuln.add("t02", 200, 50)
-    wait_scraped(url, "tenant_requests_total")
-    policy.restart()  # a new process: 40 good requests, 7 503s (more than the old process's 3), 4 401s (a new series)
-    policy.add("t01", 200, 40)
-    policy.add("t01", 503, 7)
-    policy.add("t02", 401, 4)
+    wait_scraped(url, "tenant_requests_total", every_series=True)
+    # a new process: 40 good requests, 7 503s (more than the old process's 3), 4 401s (a new series)
+    policy.restart(("t01", 200, 40), ("t01", 503, 7), ("t02", 401, 4))
     vuln.add("t02", 200, 50)
-    end = wait_scraped(url, "tenant_requests_total")
+    end = wait_scraped(url, "tenant_requests_total", every_series=True)
 
     res = prom.error_rate_between(url, start, end)
     assert (res["requests"], res["errors"]) == (100 + 40 + 7 + 4 + 100, 7 + 4)
