@@ -277,13 +277,27 @@ def check_record(journal: dict[str, Any], run_dir: str = "") -> RecordCheck:
     if not journal_record.hmac_ok(key, run_id, record):
         return RecordCheck("mismatch", [f"the run's record in {path} was altered (its seal does not match)"], run_dir)
     why = journal_record.differences(journal_record.judged_view(journal), record["view"])
-    recorded = sorted(journal_record.canonical(v) for v in (run.get("judgments") or {}).values())
-    judged = (_judge_step(journal)[1].get("checks") or {})
-    if recorded and sorted(journal_record.canonical(v) for v in judged.values()) != recorded:
-        changed = [n for n, v in judged.items() if journal_record.canonical(v) not in recorded]
-        why.append(f"the outage checks in the journal are not the judgments the run recorded in run.json"
-                   f"{': ' + ', '.join(changed) if changed else ''}")
+    why += _judgments_differ(journal, Path(run_dir))
     return RecordCheck("mismatch" if why else "verified", why, run_dir)
+
+
+def _judgments_differ(journal: dict[str, Any], run_dir: Path) -> list[str]:
+    """The judge step's checks in the journal against the judgments the run recorded in its outage notebook
+    (``outage.json``; none recorded: nothing to compare)."""
+    try:
+        notebook = json.loads(journal_record.read_private(run_dir / "outage.json", "the outage notebook"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        return [f"the outage notebook cannot be read or trusted ({exc})"]
+    judgments = notebook.get("judgments") if isinstance(notebook, dict) else None
+    recorded = sorted(journal_record.canonical(v) for v in (judgments or {}).values())
+    judged = _judge_step(journal)[1].get("checks") or {}
+    if not recorded or sorted(journal_record.canonical(v) for v in judged.values()) == recorded:
+        return []
+    changed = [n for n, v in judged.items() if journal_record.canonical(v) not in recorded]
+    return [f"the outage checks in the journal are not the judgments the run recorded in outage.json"
+            f"{': ' + ', '.join(changed) if changed else ''}"]
 
 
 def _failed_probes(state: dict[str, Any] | None) -> list[str]:

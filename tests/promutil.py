@@ -19,10 +19,17 @@ from typing import Any
 
 import requests
 
+from chaosext.core.backends import backend
+from chaosext.core.config import ExperimentConfig
 from chaosext.lab.testing import free_ports
 from chaosext.metrics import prom
 
-__all__ = ["exporter", "scraping", "wait_scraped"]
+__all__ = ["exporter", "scraping", "wait_scraped", "prom_at"]
+
+
+def prom_at(url: str) -> prom.Prom:
+    """The Prometheus at ``url`` (no credentials) with the lab's metric names."""
+    return prom.Prom(backend("prometheus", url, ExperimentConfig()))
 
 
 @contextlib.contextmanager
@@ -68,7 +75,7 @@ def scraping(tmp: Path, jobs: dict[str, tuple[str, str]], extra_job_yaml: str = 
         while time.monotonic() < deadline:
             assert proc.poll() is None, (tmp / "prometheus.log").read_text()[-2000:]
             try:
-                if prom.query(url, "up"):
+                if prom.query(prom_at(url), "up"):
                     break
             except requests.RequestException:
                 pass
@@ -85,8 +92,9 @@ def wait_scraped(url: str, metric: str, every_series: bool = False) -> float:
     now = time.time()
     deadline = now + 30
     while time.time() < deadline:
-        newest = prom.query(url, f"min(timestamp({metric}))") if every_series else None
-        seen = float(newest[0]["value"][1]) if newest else prom.latest_sample_time(url, metric)
+        p = prom_at(url)
+        newest = prom.query(p, f"min(timestamp({metric}))") if every_series else None
+        seen = float(newest[0]["value"][1]) if newest else prom.latest_sample_time(p, metric)
         if seen > now + 0.5:
             return time.time()
         time.sleep(0.3)

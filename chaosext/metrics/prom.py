@@ -1,9 +1,11 @@
 """Prometheus / Alertmanager reads for the probes, the watch step and the report (every call has its own timeout).
 
-Queries go through ``prometheus-api-client`` (``PrometheusConnect.custom_query`` / ``custom_query_range``) with the
-credentials of ``chaosext.core.backends`` (bearer token, basic auth, custom headers such as ``X-Scope-OrgID``, CA bundle
-or insecure). Hand-written, and only where that client has nothing: Prometheus ``GET /api/v1/alerts`` and Alertmanager
-``GET /api/v2/alerts`` (prometheus-api-client 0.7 has no alerts API and no Alertmanager client at all).
+Every function takes a :class:`Prom`: the Prometheus backend (URL and this activity's credentials,
+``chaosext.core.backends``) and the run's metric contract (``chaosext.core.target``); :func:`prom_of` builds it from a
+run context. Queries go through ``prometheus-api-client`` (``PrometheusConnect.custom_query`` /
+``custom_query_range``) with those credentials (bearer token, basic auth, custom headers such as ``X-Scope-OrgID``,
+CA bundle or insecure). Hand-written, and only where that client has nothing: Prometheus ``GET /api/v1/alerts`` and
+Alertmanager ``GET /api/v2/alerts`` (prometheus-api-client 0.7 has no alerts API and no Alertmanager client at all).
 
 Error accounting used everywhere in chaosext (docs/experiment.md, "What counts as an error"):
 a request is an error when its status is 5xx, or 401 attributed to a real tenant. A 401 whose token failed on its
@@ -19,7 +21,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -28,12 +30,15 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from chaosext.core import backends
-from chaosext.core.judging import retry_until
+from chaosext.core.backends import Backend, BackendError
 from chaosext.core.names import UNAUTHENTICATED_TENANT
-from chaosext.metrics import contract
+from chaosext.core.poll import retry_until
+from chaosext.core.target import PROBE_TENANT, MetricContract
+from chaosext.run.context import RunContext
 
 __all__ = [
+    "Prom",
+    "prom_of",
     "PROBE_TENANT",
     "UNAUTHENTICATED_TENANT",
     "ERROR_SELECTOR",
@@ -55,14 +60,28 @@ __all__ = [
     "unverified_accepts_between",
 ]
 
-#: Tenant (header and claim) of chaosext's own forged-token requests, excluded from every error rate.
-#: (UNAUTHENTICATED_TENANT: the services label a request whose token never authenticated for a tenant it has not yet
-#: admitted with it, so the forged-token requests land there. k6's tenants are admitted before the fault.)
-PROBE_TENANT = contract.PROBE_TENANT
 #: The default contract's selectors (the lab's names). The functions below use the run's contract
-#: (``chaosext.metrics.contract``, METRIC_* settings), which equals these unless overridden.
-ERROR_SELECTOR = contract.MetricContract().error_selector()
-TOTAL_SELECTOR = contract.MetricContract().total_selector()
+#: (``chaosext.core.target``, METRIC_* settings), which equals these unless overridden.
+ERROR_SELECTOR = MetricContract().error_selector()
+TOTAL_SELECTOR = MetricContract().total_selector()
+
+
+@dataclass(frozen=True)
+class Prom:
+    """Prometheus as one activity reads it: the backend (URL + credentials) and the run's metric contract."""
+
+    backend: Backend
+    contract: MetricContract = field(default_factory=MetricContract)
+
+    @property
+    def url(self) -> str:
+        """The Prometheus base URL."""
+        return self.backend.url.rstrip("/")
+
+
+def prom_of(ctx: RunContext) -> Prom:
+    """The run's Prometheus (PROMETHEUS_URL, the activity's credentials, the run's metric contract)."""
+    return Prom(ctx.backend("prometheus"), ctx.cfg.metrics)
 
 
 #: how far before a window :func:`increase_between` looks for a series' last value (Prometheus' staleness delta)
@@ -71,38 +90,38 @@ LOOKBACK_SECONDS = 300.0
 T = TypeVar("T")
 
 
-def _connect(base_url: str, timeout: float, session: requests.Session) -> PrometheusConnect:
+def _connect(prom: Prom, timeout: float, session: requests.Session) -> PrometheusConnect:
     """A PrometheusConnect on ``session`` (this run's Prometheus credentials), no retries: the caller's timeout is the
     bound. Needs prometheus-api-client >= 0.7 (``session``, ``timeout`` and ``retry`` arguments)."""
     # the client annotates timeout as int, but hands it to requests, which takes seconds as a float
-    return PrometheusConnect(url=base_url.rstrip("/"), session=session, timeout=timeout,  # type: ignore[arg-type]
+    return PrometheusConnect(url=prom.url, session=session, timeout=timeout,  # type: ignore[arg-type]
                              retry=Retry(total=0, raise_on_status=False))
 
 
-def _call(base_url: str, what: str, fn: Callable[[], T]) -> T:
+def _call(prom: Prom, what: str, fn: Callable[[], T]) -> T:
     """Run ``fn()``; turn the client's errors into BackendError (a requests.RequestException) saying why."""
     try:
         return fn()
     except PrometheusApiClientException as exc:
         text = str(exc)
         if "Status Code 401" in text or "Status Code 403" in text:
-            auth = backends.auth_for("prometheus")
-            raise backends.BackendError(
-                f"Prometheus at {base_url} refused {what} ({text[:40]}) with {auth.described}: give its credentials "
+            raise BackendError(
+                f"Prometheus at {prom.url} refused {what} ({text[:40]}) with {prom.backend.auth.described}: give its "
+                f"credentials "
                 f"(prometheus_bearer_token, or prometheus_username/prometheus_password, or prometheus_headers) in "
                 f"the experiment's secrets or the environment") from None
-        raise backends.BackendError(f"Prometheus at {base_url}: {what} failed: {text[:300]}") from None
+        raise BackendError(f"Prometheus at {prom.url}: {what} failed: {text[:300]}") from None
     except requests.exceptions.SSLError:
-        raise backends.BackendError(f"Prometheus at {base_url}: TLS verification failed; set PROMETHEUS_CA_BUNDLE "
-                                    f"to its CA's PEM file") from None
+        raise BackendError(f"Prometheus at {prom.url}: TLS verification failed; set PROMETHEUS_CA_BUNDLE "
+                           f"to its CA's PEM file") from None
 
 
-def query(base_url: str, promql: str, at: float | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
+def query(prom: Prom, promql: str, at: float | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Instant query -> the ``data.result`` vector (list of {"metric": {...}, "value": [ts, "v"]})."""
     params = {"time": f"{at:.3f}"} if at is not None else {}  # custom_query treats {} as no parameters
-    with backends.auth_for("prometheus").session() as session:
-        pc = _connect(base_url, timeout, session)
-        result = _call(base_url, f"query {promql!r}", lambda: pc.custom_query(promql, params=params))
+    with prom.backend.auth.session() as session:
+        pc = _connect(prom, timeout, session)
+        result = _call(prom, f"query {promql!r}", lambda: pc.custom_query(promql, params=params))
     # custom_query returns data.result without data.resultType: a scalar result is the bare [ts, "v"] pair
     if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
         return [{"metric": {}, "value": result}]
@@ -110,27 +129,27 @@ def query(base_url: str, promql: str, at: float | None = None, timeout: float = 
     return vector
 
 
-def query_range(base_url: str, promql: str, start: float, end: float, step: float,
+def query_range(prom: Prom, promql: str, start: float, end: float, step: float,
                 timeout: float = 10.0) -> list[dict[str, Any]]:
     """Range query -> the ``data.result`` matrix (list of {"metric": {...}, "values": [[ts, "v"], ...]})."""
-    with backends.auth_for("prometheus").session() as session:
-        pc = _connect(base_url, timeout, session)
-        matrix: list[dict[str, Any]] = _call(base_url, f"query_range {promql!r}", lambda: pc.custom_query_range(
+    with prom.backend.auth.session() as session:
+        pc = _connect(prom, timeout, session)
+        matrix: list[dict[str, Any]] = _call(prom, f"query_range {promql!r}", lambda: pc.custom_query_range(
             promql, start_time=datetime.fromtimestamp(start, UTC),
             end_time=datetime.fromtimestamp(end, UTC), step=f"{step:g}s"))
     return matrix
 
 
-def query_scalar(base_url: str, promql: str, at: float | None = None, timeout: float = 10.0) -> float:
+def query_scalar(prom: Prom, promql: str, at: float | None = None, timeout: float = 10.0) -> float:
     """Sum of every sample the query returns (0.0 when it returns nothing)."""
-    return sum(float(s["value"][1]) for s in query(base_url, promql, at, timeout))
+    return sum(float(s["value"][1]) for s in query(prom, promql, at, timeout))
 
 
-def counts_at(base_url: str, at: float | None = None) -> tuple[float, float]:
+def counts_at(prom: Prom, at: float | None = None) -> tuple[float, float]:
     """(errors, total) request counters summed over every service at time ``at`` (now when None)."""
-    c = contract.current()
-    return (query_scalar(base_url, f"sum({c.error_selector()})", at),
-            query_scalar(base_url, f"sum({c.total_selector()})", at))
+    c = prom.contract
+    return (query_scalar(prom, f"sum({c.error_selector()})", at),
+            query_scalar(prom, f"sum({c.total_selector()})", at))
 
 
 @dataclass(frozen=True)
@@ -181,7 +200,7 @@ def _count_series(samples: list[tuple[float, float]], start: float, end: float, 
     return count, last, tuple(times)
 
 
-def increase_between(base_url: str, selector: str, start: float, end: float, through_next_scrape: bool = False,
+def increase_between(prom: Prom, selector: str, start: float, end: float, through_next_scrape: bool = False,
                      lookback: float = LOOKBACK_SECONDS) -> list[SeriesCount]:
     """What every series of the counter ``selector`` counted between ``start`` and ``end`` (unix s), exactly.
 
@@ -198,9 +217,9 @@ def increase_between(base_url: str, selector: str, start: float, end: float, thr
     ``end``."""
     at = time.time() if through_next_scrape else end
     rng = max(1, math.ceil(at - start + lookback))
-    svc = contract.current().service_label
+    svc = prom.contract.service_label
     found = [(dict(s.get("metric") or {}), _samples(s.get("values") or []))
-             for s in query(base_url, f"{selector}[{rng}s]", at=at)]
+             for s in query(prom, f"{selector}[{rng}s]", at=at)]
 
     def target(labels: dict[str, str]) -> tuple[str, str, str]:
         return labels.get("job", ""), labels.get("instance", ""), labels.get(svc, "")
@@ -221,7 +240,7 @@ def _scrape_interval(times: list[float]) -> float | None:
     return gaps[len(gaps) // 2] if gaps else None
 
 
-def service_traffic(series: list[SeriesCount], services: list[str] | tuple[str, ...], end: float
+def service_traffic(c: MetricContract, series: list[SeriesCount], services: list[str] | tuple[str, ...], end: float
                     ) -> dict[str, dict[str, Any]]:
     """Per service the run drives: requests counted in the window and whether Prometheus still scraped it at the
     window's end (its last sample within 2.5 scrape intervals of ``end``; a SIGKILLed service's series stop). The
@@ -229,7 +248,6 @@ def service_traffic(series: list[SeriesCount], services: list[str] | tuple[str, 
 
     ``{service: {"requests", "last_sample_s_before_end", "scrape_interval_s", "problem"}}``; ``problem`` is '' or
     what is wrong, naming the service."""
-    c = contract.current()
     mine = {svc: [s for s in series if s.labels.get(c.service_label) == svc] for svc in services}
     own = {svc: _scrape_interval(sorted({t for s in found for t in s.times})) for svc, found in mine.items()}
     known = sorted(i for i in own.values() if i is not None)
@@ -252,7 +270,7 @@ def service_traffic(series: list[SeriesCount], services: list[str] | tuple[str, 
     return out
 
 
-def error_rate_between(base_url: str, start: float, end: float, services: list[str] | tuple[str, ...] = (),
+def error_rate_between(prom: Prom, start: float, end: float, services: list[str] | tuple[str, ...] = (),
                        top: int = 5) -> dict[str, Any]:
     """Server-side error rate of the requests counted between ``start`` and ``end`` (unix seconds).
 
@@ -260,8 +278,8 @@ def error_rate_between(base_url: str, start: float, end: float, services: list[s
     neither zeroes the count nor hides its errors. ``services``: the services the run drives; each must show
     traffic and still be scraped at the end (``services`` and ``problems`` say which does not). ``top_errors``:
     the ``top`` (status, service, tenant) error counts, largest first."""
-    c = contract.current()
-    series = increase_between(base_url, c.total_selector(), start, end)
+    c = prom.contract
+    series = increase_between(prom, c.total_selector(), start, end)
     is_error = re.compile(f"(?:{c.error_status})")
     errors = [s for s in series if is_error.fullmatch(s.labels.get(c.status_label, ""))]
     n_err, n_tot = sum(s.count for s in errors), sum(s.count for s in series)
@@ -275,83 +293,83 @@ def error_rate_between(base_url: str, start: float, end: float, services: list[s
                            "top_errors": [{"status": k[0], "service": k[1], "tenant": k[2], "errors": round(n)}
                                           for n, k in ranked]}
     if services:
-        traffic = service_traffic(series, services, end)
+        traffic = service_traffic(c, series, services, end)
         out["services"] = {svc: t["requests"] for svc, t in traffic.items()}
         out["problems"] = [t["problem"] for t in traffic.values() if t["problem"]]
     return out
 
 
-def latest_sample_time(base_url: str, metric: str = "") -> float:
+def latest_sample_time(prom: Prom, metric: str = "") -> float:
     """Unix time of the newest sample of ``metric`` (default: the contract's request counter); 0.0 when none."""
-    res = query(base_url, f"max(timestamp({metric or contract.current().requests}))")
+    res = query(prom, f"max(timestamp({metric or prom.contract.requests}))")
     return float(res[0]["value"][1]) if res else 0.0
 
 
-def services_where(base_url: str, selector: str, at: float | None = None, range_seconds: float = 0.0) -> list[str]:
+def services_where(prom: Prom, selector: str, at: float | None = None, range_seconds: float = 0.0) -> list[str]:
     """Services (the contract's service label) for which ``selector`` is >= 1 at ``at``, or at any time in the
     ``range_seconds`` before it. Used with the contract's ``cache_expired`` / ``cache_stale`` selectors."""
-    c = contract.current()
+    c = prom.contract
     inner = f"max_over_time({selector}[{max(1, int(range_seconds + 0.999))}s])" if range_seconds else selector
-    return sorted({c.service_of(s) for s in query(base_url, c.by_service(inner), at) if float(s["value"][1]) >= 1})
+    return sorted({c.service_of(s) for s in query(prom, c.by_service(inner), at) if float(s["value"][1]) >= 1})
 
 
-def cache_states(base_url: str, at: float | None = None) -> dict[str, str]:
+def cache_states(prom: Prom, at: float | None = None) -> dict[str, str]:
     """Per service, its key cache's state from its metrics: the lab's ``jwks_cache_state{state}`` (fresh, stale,
     expired, ...) under the default contract; else ``expired`` / ``stale`` / ``fresh`` from the contract's
     METRIC_CACHE_EXPIRED and METRIC_CACHE_STALE series. Services without such series are absent."""
-    c = contract.current()
-    if c == contract.MetricContract():
+    c = prom.contract
+    if c.is_lab:
         return {s["metric"].get("service", "?"): s["metric"].get("state", "?")
-                for s in query(base_url, "max by (service, state) (jwks_cache_state) == 1", at)}
+                for s in query(prom, "max by (service, state) (jwks_cache_state) == 1", at)}
     present = {c.service_of(s) for sel in (c.cache_expired, c.cache_stale)
-               for s in query(base_url, c.by_service(sel), at)}
-    expired = set(services_where(base_url, c.cache_expired, at))
-    stale = set(services_where(base_url, c.cache_stale, at))
+               for s in query(prom, c.by_service(sel), at)}
+    expired = set(services_where(prom, c.cache_expired, at))
+    stale = set(services_where(prom, c.cache_stale, at))
     return {svc: "expired" if svc in expired else "stale" if svc in stale else "fresh" for svc in present}
 
 
-def unverified_accepts_between(base_url: str, start: float, end: float) -> dict[str, float]:
+def unverified_accepts_between(prom: Prom, start: float, end: float) -> dict[str, float]:
     """Per service: tokens accepted without a verified signature between ``start`` and ``end`` (the contract's
     ``unverified_accepts`` counter; a fail-open service), up to each series' first scrape after ``end`` (what was
     accepted on the last tick is scraped after it): call it once Prometheus has scraped past ``end``
     (:func:`wait_for_samples`). Empty when none."""
-    c = contract.current()
+    c = prom.contract
     if not c.unverified_accepts:  # METRIC_UNVERIFIED_ACCEPTS=off
         return {}
     per: dict[str, float] = {}
-    for s in increase_between(base_url, c.unverified_accepts, start, end, through_next_scrape=True):
+    for s in increase_between(prom, c.unverified_accepts, start, end, through_next_scrape=True):
         if s.count > 0:
             svc = c.service_of({"metric": s.labels})
             per[svc] = per.get(svc, 0.0) + s.count
     return per
 
 
-def prometheus_alerts(base_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+def prometheus_alerts(prom: Prom, timeout: float = 10.0) -> list[dict[str, Any]]:
     """``GET /api/v1/alerts`` -> list of {"labels": {...}, "state": "pending|firing", ...}."""
-    r = backends.get("prometheus", base_url.rstrip("/") + "/api/v1/alerts", timeout=timeout)
+    r = prom.backend.get("/api/v1/alerts", timeout=timeout)
     alerts: list[dict[str, Any]] = r.json()["data"]["alerts"]
     return alerts
 
 
-def alertmanager_alerts(base_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+def alertmanager_alerts(alertmanager: Backend, timeout: float = 10.0) -> list[dict[str, Any]]:
     """``GET /api/v2/alerts`` -> list of {"labels": {...}, "status": {"state": "active|suppressed|..."}, ...}."""
-    r = backends.get("alertmanager", base_url.rstrip("/") + "/api/v2/alerts", timeout=timeout)
+    r = alertmanager.get("/api/v2/alerts", timeout=timeout)
     alerts: list[dict[str, Any]] = r.json()
     return alerts
 
 
-def wait_for_samples(base_url: str, until: float, timeout: float = 30.0,
+def wait_for_samples(prom: Prom, until: float, timeout: float = 30.0,
                      services: list[str] | tuple[str, ...] = ()) -> bool:
     """Wait (up to ``timeout`` s) until Prometheus holds a request-counter sample at or after ``until``: of any
     series, or with ``services``, of every one of them (a dead service makes this wait the whole ``timeout``)."""
-    c = contract.current()
+    c = prom.contract
 
     def reached() -> bool:
         try:
             if not services:
-                return latest_sample_time(base_url) >= until
+                return latest_sample_time(prom) >= until
             newest = {c.service_of(s): float(s["value"][1])
-                      for s in query(base_url, c.by_service(f"timestamp({c.requests})"))}
+                      for s in query(prom, c.by_service(f"timestamp({c.requests})"))}
             return all(newest.get(svc, 0.0) >= until for svc in services)
         except (requests.RequestException, RuntimeError):
             return False

@@ -1,16 +1,19 @@
 """The Prometheus reads behind the probes (chaosext.metrics.prom): error-rate arithmetic, cache states, unverified
 accepts, and the errors that say what to give, against a stub answering Prometheus' documented
-``GET /api/v1/query`` shapes (``{"status": "success", "data": {"resultType": "vector", "result": [...]}}``)."""
+``GET /api/v1/query`` shapes (``{"status": "success", "data": {"resultType": "vector", "result": [...]}}``, and
+``"matrix"`` with the raw samples for a range-vector selector)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from chaosext.core import backends
-from chaosext.metrics import contract, prom
+from chaosext.core.config import ExperimentConfig
+from chaosext.core.target import MetricContract
+from chaosext.metrics import prom
 from tests.jsonstub import Handler, JsonStub
 
 pytestmark = [pytest.mark.contract]
@@ -49,12 +52,9 @@ def req(service: str, tenant: str, status: str) -> dict[str, str]:
     return {"service": service, "tenant": tenant, "status": status, "route": "/api/v1/x"}
 
 
-@pytest.fixture(autouse=True)
-def default_contract() -> Iterator[None]:
-    contract.reset()
-    backends.reset()
-    yield
-    contract.reset()
+def prom_at(url: str, contract: MetricContract | None = None) -> prom.Prom:
+    """The Prometheus at ``url`` (no credentials) read with ``contract`` (default: the lab's names)."""
+    return prom.Prom(backends.backend("prometheus", url, ExperimentConfig()), contract or MetricContract())
 
 
 def test_error_rate_counts_series_that_appear_during_the_window(stub: Stub) -> None:
@@ -63,7 +63,7 @@ def test_error_rate_counts_series_that_appear_during_the_window(stub: Stub) -> N
     s = stub(raw([(req("policy", "t01", "200"), [(990, 1000), (1020, 1500), (1050, 2000)]),
                   (req("policy", "t01", "401"), [(1020, 10), (1050, 30)])],
                  expect_selector=prom.TOTAL_SELECTOR))
-    res = prom.error_rate_between(s.url, start, end)
+    res = prom.error_rate_between(prom_at(s.url), start, end)
     assert (res["errors"], res["requests"], res["error_rate"]) == (30.0, 1030.0, 30 / 1030)
 
 
@@ -74,7 +74,7 @@ def test_a_restart_inside_the_window_neither_zeroes_the_count_nor_hides_errors(s
     s = stub(raw([(req("policy", "t01", "200"), [(96, 5000), (110, 5100), (130, 40), (150, 90)]),
                   (req("policy", "t01", "503"), [(96, 3), (110, 3), (130, 7), (150, 12)]),
                   (req("vuln", "t02", "200"), [(96, 700), (110, 720), (130, 760), (150, 800)])]))
-    res = prom.error_rate_between(s.url, start, end, services=("policy", "vuln"))
+    res = prom.error_rate_between(prom_at(s.url), start, end, services=("policy", "vuln"))
     # policy: 100 before the restart + 90 after; 503: 7 + 5 after the restart; vuln: 100
     assert res["requests"] == 100 + 90 + 12 + 100 and res["errors"] == 12
     assert res["services"] == {"policy": 202, "vuln": 100} and res["problems"] == []
@@ -88,7 +88,7 @@ def test_a_service_that_vanished_in_the_window_is_named(stub: Stub) -> None:
     every10 = [float(t) for t in range(90, 181, 10)]
     s = stub(raw([(req("policy", "t01", "200"), [(t, 10 * t) for t in every10]),
                   (req("notify", "t01", "200"), [(t, 10 * t) for t in every10 if t <= 120])]))
-    res = prom.error_rate_between(s.url, start, end, services=("policy", "notify", "vuln"))
+    res = prom.error_rate_between(prom_at(s.url), start, end, services=("policy", "notify", "vuln"))
     assert res["services"] == {"policy": 800, "notify": 200, "vuln": 0}
     assert [p.split(":")[0] for p in res["problems"]] == ["notify", "vuln"]
     assert "last scraped 60s before the window's end" in res["problems"][0]
@@ -109,20 +109,20 @@ def test_errors_are_5xx_and_401_of_real_tenants_only() -> None:
 def test_no_request_in_the_window_is_a_zero_rate_not_a_division_by_zero(stub: Stub) -> None:
     s = stub(raw([(req("policy", "t01", "500"), [(0.5, 5), (1.5, 5), (2.0, 5)]),
                   (req("policy", "t01", "200"), [(0.5, 100), (1.5, 100), (2.0, 100)])]))
-    res = prom.error_rate_between(s.url, 1.0, 2.0)
+    res = prom.error_rate_between(prom_at(s.url), 1.0, 2.0)
     assert (res["errors"], res["requests"], res["error_rate"]) == (0.0, 0.0, 0.0)
     empty = stub(raw([]))  # no series at all
-    assert prom.error_rate_between(empty.url, 1.0, 2.0)["error_rate"] == 0.0
+    assert prom.error_rate_between(prom_at(empty.url), 1.0, 2.0)["error_rate"] == 0.0
 
 
 def test_the_error_rate_follows_the_metric_contract(stub: Stub) -> None:
     """METRIC_* settings: another counter, status label, no tenant label; the same arithmetic."""
-    contract.register({"metric_requests": "http_server_requests_seconds_count", "metric_status_label": "code",
-                       "metric_tenant_label": "none", "metric_error_status": "5.."})
+    contract = MetricContract.parse({"requests": "http_server_requests_seconds_count", "status_label": "code",
+                                     "tenant_label": "none", "error_status": "5.."})
     s = stub(raw([({"code": "500", "service": "a"}, [(5.0, 1), (15.0, 4), (20.0, 7)]),
                   ({"code": "200", "service": "a"}, [(5.0, 99), (15.0, 200), (20.0, 293)])],
                  expect_selector="http_server_requests_seconds_count{}"))
-    res = prom.error_rate_between(s.url, 10.0, 20.0)
+    res = prom.error_rate_between(prom_at(s.url, contract), 10.0, 20.0)
     assert (res["errors"], res["requests"], res["error_rate"]) == (6.0, 200.0, 0.03)
     assert res["top_errors"] == [{"status": "500", "service": "a", "tenant": "", "errors": 6}]
 
@@ -134,9 +134,9 @@ def test_a_scalar_answer_is_one_sample_and_query_scalar_sums_the_samples(stub: S
         return vector(({"service": "a"}, 2), ({"service": "b"}, 3.5))
 
     s = stub(handler)
-    assert prom.query(s.url, "scalar(x)") == [{"metric": {}, "value": [1000.0, "4.5"]}]
-    assert prom.query_scalar(s.url, "scalar(x)") == 4.5
-    assert prom.query_scalar(s.url, "x") == 5.5
+    assert prom.query(prom_at(s.url), "scalar(x)") == [{"metric": {}, "value": [1000.0, "4.5"]}]
+    assert prom.query_scalar(prom_at(s.url), "scalar(x)") == 4.5
+    assert prom.query_scalar(prom_at(s.url), "x") == 5.5
 
 
 def test_services_where_a_selector_held_in_the_range(stub: Stub) -> None:
@@ -148,25 +148,25 @@ def test_services_where_a_selector_held_in_the_range(stub: Stub) -> None:
         return vector(({"service": "vuln"}, 1), ({"service": "notify"}, 0), ({"service": "policy"}, 1))
 
     s = stub(handler)
-    expired = contract.current().cache_expired
-    assert prom.services_where(s.url, expired, at=500.0, range_seconds=12.2) == ["policy", "vuln"]
+    expired = MetricContract().cache_expired
+    assert prom.services_where(prom_at(s.url), expired, at=500.0, range_seconds=12.2) == ["policy", "vuln"]
     assert queries[-1]["query"] == f"max by (service) (max_over_time({expired}[13s]))"
     assert float(queries[-1]["time"]) == 500.0
-    prom.services_where(s.url, expired)
+    prom.services_where(prom_at(s.url), expired)
     assert queries[-1]["query"] == f"max by (service) ({expired})" and "time" not in queries[-1]
 
 
 def test_cache_states_per_service_from_the_labs_state_gauge(stub: Stub) -> None:
     s = stub(lambda m, p, q, b: vector(({"service": "policy", "state": "stale"}, 1),
                                        ({"service": "vuln", "state": "fresh"}, 1)))
-    assert prom.cache_states(s.url) == {"policy": "stale", "vuln": "fresh"}
+    assert prom.cache_states(prom_at(s.url)) == {"policy": "stale", "vuln": "fresh"}
 
 
 def test_cache_states_from_a_contracts_expired_and_stale_series(stub: Stub) -> None:
     """A service exporting its own cache gauges (METRIC_CACHE_EXPIRED / METRIC_CACHE_STALE): expired beats stale,
     a service with the series at 0 is fresh, a service without them is absent."""
-    contract.register({"metric_service_label": "app", "metric_cache_expired": "keys_expired",
-                       "metric_cache_stale": "keys_stale"})
+    contract = MetricContract.parse({"service_label": "app", "cache_expired": "keys_expired",
+                                     "cache_stale": "keys_stale"})
 
     def handler(method: str, path: str, q: dict[str, str], body: Any) -> tuple[int, Any]:
         if "keys_expired" in q["query"]:
@@ -174,24 +174,24 @@ def test_cache_states_from_a_contracts_expired_and_stale_series(stub: Stub) -> N
         return vector(({"app": "orders"}, 1), ({"app": "billing"}, 1), ({"app": "audit"}, 0))
 
     s = stub(handler)
-    assert prom.cache_states(s.url) == {"orders": "expired", "billing": "stale", "audit": "fresh"}
+    assert prom.cache_states(prom_at(s.url, contract)) == {"orders": "expired", "billing": "stale", "audit": "fresh"}
 
 
 def test_unverified_accepts_count_through_the_first_scrape_after_the_end(stub: Stub) -> None:
     """Tokens accepted without a verified key: a service absent at the start counts from 0, services without an
     increase are left out, and what was accepted on the last tick before the end (scraped 1.5 s after it, later
     than the old `end + 1 s` query looked) counts; a later scrape does not."""
-    sel = contract.current().unverified_accepts
+    sel = MetricContract().unverified_accepts
     s = stub(raw([({"service": "policy"}, [(9.0, 2), (19.0, 2), (21.5, 2)]),
                   ({"service": "vuln"}, [(9.0, 5), (19.0, 9), (21.5, 12), (23.5, 40)]),
                   ({"service": "notify"}, [(19.0, 1)])], expect_selector=sel))
-    assert prom.unverified_accepts_between(s.url, 10.0, 20.0) == {"vuln": 7.0, "notify": 1.0}
+    assert prom.unverified_accepts_between(prom_at(s.url), 10.0, 20.0) == {"vuln": 7.0, "notify": 1.0}
 
 
 def test_refused_credentials_say_what_to_give(stub: Stub) -> None:
     s = stub(lambda m, p, q, b: (401, {"status": "error", "error": "unauthorized"}))
     with pytest.raises(backends.BackendError, match=r"refused .* give its credentials \(prometheus_bearer_token"):
-        prom.query(s.url, "up")
+        prom.query(prom_at(s.url), "up")
     broken = stub(lambda m, p, q, b: (422, {"status": "error", "errorType": "bad_data", "error": "parse error"}))
     with pytest.raises(backends.BackendError, match=f"Prometheus at {broken.url}: query 'up\\(' failed"):
-        prom.query(broken.url, "up(")
+        prom.query(prom_at(broken.url), "up(")

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from chaosext.core.config import load_config
-from chaosext.metrics import contract, prom
-from chaosext.metrics.probes import error_rate_within_max
+from chaosext.metrics import prom
+from chaosext.outage.hypothesis import error_rate_within_max
+from chaosext.run.context import run_context
 from chaosext.safety import controls
-from tests.promutil import exporter, scraping, wait_scraped
+from tests.promutil import exporter, prom_at, scraping, wait_scraped
+from tests.runutil import start_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
@@ -46,12 +47,10 @@ class Service:
 
 @pytest.fixture
 def lab_like(tmp_path: Path) -> Iterator[tuple[Service, Service, str]]:
-    contract.reset()
     policy, vuln = Service("policy"), Service("vuln")
     with exporter(policy.text) as p, exporter(vuln.text) as v, \
             scraping(tmp_path, {"policy": (p, "/metrics"), "vuln": (v, "/metrics")}) as url:
         yield policy, vuln, url
-    contract.reset()
 
 
 def test_a_restart_in_the_window_neither_zeroes_the_count_nor_hides_errors(lab_like, tmp_path: Path) -> None:
@@ -70,19 +69,18 @@ def test_a_restart_in_the_window_neither_zeroes_the_count_nor_hides_errors(lab_l
     vuln.add("t02", 200, 50)
     end = wait_scraped(url, "tenant_requests_total", every_series=True)
 
-    res = prom.error_rate_between(url, start, end)
+    res = prom.error_rate_between(prom_at(url), start, end)
     assert (res["requests"], res["errors"]) == (100 + 40 + 7 + 4 + 100, 7 + 4)
-    res = prom.error_rate_between(url, start, end, ("policy", "vuln"))
+    res = prom.error_rate_between(prom_at(url), start, end, ("policy", "vuln"))
     assert res["services"] == {"policy": 151, "vuln": 100} and res["problems"] == []
     assert res["top_errors"] == [{"status": "503", "service": "policy", "tenant": "t01", "errors": 7},
                                  {"status": "401", "service": "policy", "tenant": "t02", "errors": 4}]
 
     # the safety control's warm-up count and the baseline probe: the same window, the same count
     seconds = int(end - start) + 1  # from about 1 s before the start
-    configuration = {"prometheus_url": url, "baseline_seconds": str(seconds), "baseline_min_requests": "1",
-                     "service_urls": "policy=http://127.0.0.1:9,vuln=http://127.0.0.1:9",
-                     "chaosext_lab_dir": str(tmp_path / "no-lab"), "chaosext_run_dir": str(tmp_path / "runs")}
-    control_count = controls._wait_for_baseline_traffic(load_config(configuration))
+    configuration = start_run(tmp_path, prometheus_url=url, baseline_seconds=str(seconds), baseline_min_requests="1",
+                              service_urls="policy=http://127.0.0.1:9,vuln=http://127.0.0.1:9")
+    control_count = controls._wait_for_baseline_traffic(run_context(configuration))
     probe = error_rate_within_max(configuration=configuration)
     assert control_count == probe["requests"] == 251, (control_count, probe)
     assert probe["ok"] is False and probe["error_rate"] == pytest.approx(11 / 251, abs=1e-5)

@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from chaosext.core import journal_record, runfile
-from chaosext.core.config import load_config
+from chaosext.core import journal_record
+from chaosext.outage.notebook import Judgments, edit_notebook
+from chaosext.run.context import run_context
 from chaosext.safety import controls
 from chaosext.verdict import EXIT_CODES, classify, verdict
+from tests.runutil import start_run
 
 RUN_ID = "ab12cd34"
 
@@ -86,16 +88,16 @@ def _journal(affected: tuple[str, ...] = ("policy", "vuln"), before: dict[str, A
 
 
 def _sealed(tmp_path: Path, journal: dict[str, Any], run_id: str = RUN_ID) -> dict[str, Any]:
-    """What the safety control does for a real run: a run directory and key at the start; the judged view sealed in
-    run.json and the run named in the journal at the end. Returns the journal as `chaos run` writes it."""
-    run = runfile.new_run(str(tmp_path / "runs"), run_id)
-    journal_record.new_key(run.run_dir)
-    with runfile.edit_run(run.run_dir) as recorded:
-        out = journal["run"][-1]["output"] if journal["run"] else {}
-        recorded.judgments = runfile.Judgments({f"check_{n}": r for n, r in (out.get("checks") or {}).items()})
-    cfg = load_config({"chaosext_run_dir": str(tmp_path / "runs"), "chaosext_run_id": run_id,
-                       "chaosext_lab_dir": str(tmp_path / "no-lab")})
-    controls._record_journal(cfg, journal)
+    """What the safety control does for a real run: a run directory and key at the start (and judge-outage's
+    judgments in the outage notebook); the judged view sealed in run.json and the run named in the journal at the
+    end. Returns the journal as `chaos run` writes it."""
+    ctx = run_context(start_run(tmp_path, run_id))
+    assert ctx.run_dir is not None
+    journal_record.new_key(ctx.run_dir)
+    out = journal["run"][-1]["output"] if journal["run"] else {}
+    with edit_notebook(ctx.run_dir) as notebook:
+        notebook.judgments = Judgments({f"check_{n}": r for n, r in (out.get("checks") or {}).items()})
+    controls._record_journal(ctx, journal)
     written: dict[str, Any] = json.loads(json.dumps(journal))
     return written
 
@@ -188,7 +190,7 @@ def test_an_edited_journal_fails_and_says_where_it_differs(tmp_path: Path) -> No
     assert v.returncode == 1 and out["verdict"] == "FAIL" and out["record"]["status"] == "mismatch"
     assert out["reasons"][0].startswith("THE JOURNAL DISAGREES WITH ITS RUN'S RECORD")
     assert any("run[judge-outage].output.checks.no-fail-open" in r for r in out["reasons"]), out["reasons"]
-    assert any("not the judgments the run recorded in run.json: no-fail-open" in r for r in out["reasons"])
+    assert any("not the judgments the run recorded in outage.json: no-fail-open" in r for r in out["reasons"])
 
 
 def test_no_pass_without_a_trustworthy_record(tmp_path: Path) -> None:
@@ -210,6 +212,7 @@ def test_no_pass_without_a_trustworthy_record(tmp_path: Path) -> None:
     v = _verdict(tmp_path, journal)
     assert v.returncode == 1 and "was altered (its seal does not match)" in v.stdout
     # --run-dir points at another run's record: no match either
+    (tmp_path / "other").mkdir()
     other_journal = _sealed(tmp_path / "other", _journal(), run_id="0badc0de")
     assert _verdict(tmp_path, other_journal).returncode == 0
     v = _verdict(tmp_path, journal, "--run-dir", other_journal["extensions"][0]["run_dir"])
