@@ -84,11 +84,12 @@ def test_a_service_killed_mid_outage_fails_the_server_side_check_by_name(experim
     proc, env = experiment.start(lab, OUTAGE_SECONDS="16")
 
     def ticks() -> int:
+        """Watch ticks recorded so far (the outage notebook, outage.json, once the outage started)."""
         try:
-            run = json.loads(next(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/run.json")).read_text())
+            notebook = json.loads(next(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/outage.json")).read_text())
         except (OSError, ValueError, StopIteration):
             return 0
-        return len(run.get("observations") or []) if (run.get("outage") or {}).get("start") else 0
+        return len(notebook.get("observations") or [])
 
     try:
         assert wait_for(lambda: ticks() >= 2, timeout=90), "the outage never started"
