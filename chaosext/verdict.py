@@ -11,6 +11,9 @@ when activities of the method failed. The verdict passes only when all of these 
 - the run's status is ``completed`` and it did not deviate;
 - the baseline held, the fault was applied AND verified, the outage was watched, this run's restore succeeded, every
   outage check passed (``judge-outage``), and the recovery held;
+- the run was closed cleanly: the safety control's always-restore at the very end lifted the fault and stopped k6
+  (``closed`` in the journal's ``chaosext`` entry, sealed with the record). A fault left in place (restore failed,
+  rules left) FAILS the run, named on top, even when every probe passed;
 - no activity of the method or the rollbacks failed, and the abort guard did not cut the outage short;
 - the outage exercised the stale-key path: some service served stale keys (or failed closed). An outage shorter
   than the services' JWKS TTL proves nothing about stale keys: NOT EXERCISED, never a pass.
@@ -35,7 +38,7 @@ import click
 from chaosext.core import journal_record
 
 __all__ = ["verdict", "judge", "render", "classify", "EXIT_CODES", "forgery_table", "security_findings",
-           "journal_problem", "check_record", "RecordCheck"]
+           "closing_findings", "journal_problem", "check_record", "RecordCheck"]
 
 #: verdict -> exit code of ``chaosext verdict`` (gate a release on 0 only)
 EXIT_CODES = {"PASS": 0, "FAIL": 1, "UNREADABLE": 2, "UNVERIFIED": 2, "NOT RUN": 3, "DRY RUN": 4,
@@ -201,6 +204,25 @@ def security_findings(journal: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(findings))
 
 
+def closing_findings(journal: dict[str, Any]) -> list[str]:
+    """What the run left behind, as the safety control recorded it when it closed the run (the journal's
+    ``chaosext`` entry, ``closed``: sealed with the run's record): its fault not lifted, its k6 not stopped. Each
+    fails the run, whatever the probes said."""
+    closed = journal_record.closed_of(journal)
+    if closed is None:
+        return []
+    run_id = str(journal_record.entry_of(journal).get("run_id") or "?")
+    out = []
+    if closed.get("fault_restored") is not True:
+        out.append(f"THE FAULT WAS NOT LIFTED: the safety control's restore at the end of run {run_id} failed "
+                   f"({closed.get('error') or 'no reason recorded'}); the JWKS may still be blocked from the target: "
+                   f"run `chaosext restore --run-id {run_id}` (or `chaosext restore --all`) now")
+    if closed.get("k6_stopped") is False:
+        out.append(f"the k6 load of run {run_id} was not stopped when the run closed: it may still be driving the "
+                   f"target; `chaosext restore --all` stops orphaned k6 runs")
+    return out
+
+
 def _not_exercised(journal: dict[str, Any]) -> str:
     """Why the outage did not exercise the stale-key path ('' when it did, or when this is not judge-outage): no
     service was seen serving stale keys or failing closed."""
@@ -253,8 +275,7 @@ def check_record(journal: dict[str, Any], run_dir: str = "") -> RecordCheck:
     """Compare the journal with the judged view its run sealed in ``run.json`` (``chaosext.core.journal_record``):
     the run directory the journal names (or ``run_dir``), its key, the record's own HMAC, the view, and the outage
     judgments the run recorded."""
-    ext = next((e for e in journal.get("extensions") or [] if isinstance(e, dict)
-                and e.get("name") == journal_record.EXTENSION), {})
+    ext = journal_record.entry_of(journal)
     run_dir = run_dir or str(ext.get("run_dir") or "")
     if not run_dir:
         return RecordCheck("absent", ["the journal names no chaosext run (no 'chaosext' extension): it was not "
@@ -326,15 +347,16 @@ def _classify(journal: dict[str, Any]) -> tuple[str, list[str]]:
     """The journal alone: (verdict, reasons)."""
     if ((journal.get("experiment") or {}).get("dry")):
         return "DRY RUN", [f"chaos run --dry {journal['experiment']['dry']}: nothing was injected, nothing judged"]
-    findings = security_findings(journal)
+    findings = security_findings(journal) + closing_findings(journal)
     states = journal.get("steady_states") or {}
     before = states.get("before")
     if before and not before.get("steady_state_met"):
         why = ["baseline unhealthy: no fault was injected; failing: " + ", ".join(_failed_probes(before) or ["?"])]
         return ("FAIL", findings + why) if findings else ("NOT RUN", why)
     if not before and not journal.get("run"):
-        return "NOT RUN", [f"refused before any change (run status {journal.get('status')!r}): see the safety "
-                           f"control's messages in the chaos output"]
+        why = [f"refused before any change (run status {journal.get('status')!r}): see the safety control's "
+               f"messages in the chaos output"]
+        return ("FAIL", findings + why) if findings else ("NOT RUN", why)
     reasons = judge(journal)
     if reasons:
         return "FAIL", reasons
@@ -345,7 +367,7 @@ def _classify(journal: dict[str, Any]) -> tuple[str, list[str]]:
 
 def judge(journal: dict[str, Any]) -> list[str]:
     """Reasons the run did not pass ([] = pass), security findings first."""
-    reasons: list[str] = security_findings(journal)
+    reasons: list[str] = security_findings(journal) + closing_findings(journal)
     status = journal.get("status")
     if status != "completed":
         reasons.append(f"run status is {status!r}, not 'completed'")
@@ -376,7 +398,12 @@ def judge(journal: dict[str, Any]) -> list[str]:
         reasons.append("the outage was not watched")
     restore = _activity(journal, "restore-jwks-egress")
     if block_out.get("verification", {}).get("blocked") and (restore is None or restore.get("status") != "succeeded"):
-        reasons.append("this run's restore did not succeed")
+        closed = journal_record.closed_of(journal)
+        if closed is not None and closed.get("fault_restored") is True:
+            reasons.append("the method's restore-jwks-egress did not " + ("run" if restore is None else "succeed")
+                           + "; the safety control lifted the fault when the run closed")
+        elif closed is None:
+            reasons.append("this run's restore did not succeed")
     judge_run = _activity(journal, "judge-outage") or _activity(journal, "judge-drill")
     if block_out.get("verification", {}).get("blocked") and judge_run is None:
         reasons.append("the outage was not judged (no judge-outage)")
@@ -440,9 +467,15 @@ def render(journal: dict[str, Any], width: int = 118, wide: bool = False, record
     if findings:
         lines += ["", "SECURITY FINDINGS (a forged token got in: the run FAILS, whatever else held):"]
         lines += [f"  ! {_cut(f, None if wide else width - 4)}" for f in findings]
+    left = closing_findings(journal)
+    if left:
+        lines += ["", "LEFT BEHIND (the safety control could not undo this run's changes: the run FAILS):"]
+        lines += [f"  ! {_cut(f, None if wide else width - 4)}" for f in left]
     if record is not None:
         lines.append(f"run record: {record.status}" + (f" ({record.run_dir})" if record.run_dir else "")
                      + (f": {record.why[0]}" if record.why and record.status != "verified" else ""))
+    if journal_record.closed_of(journal) is not None and not left:
+        lines.append("run closed: fault lifted, k6 stopped (the safety control's always-restore)")
     states = journal.get("steady_states") or {}
     name_w, tol_w = 30, 22
     val_w: int | None = None if wide else max(20, width - name_w - tol_w - 12)
@@ -499,11 +532,12 @@ def verdict(journal_path: str, as_json: bool, wide: bool, run_dir: str) -> None:
 
     \b
     PASS only when the baseline held, the fault was applied and verified, the outage held, exercised the stale-key
-    path and passed every check, this run's restore succeeded, the services recovered, no forged token was accepted
-    in any phase, and the journal agrees with its run's own record (run.json; run the verdict as the user who ran
-    chaos). Gate a release on exit 0 only. Exit codes: 0 PASS, 1 FAIL (also: a forged token accepted in any phase,
-    or a journal that disagrees with its run's record), 2 UNREADABLE / UNVERIFIED, 3 NOT RUN (availability
-    precondition: no fault injected), 4 DRY RUN, 5 NOT EXERCISED (no cache went stale). Table: docs/experiment.md.
+    path and passed every check, this run's restore succeeded and the run closed with its fault lifted, the services
+    recovered, no forged token was accepted in any phase, and the journal agrees with its run's own record (run.json;
+    run the verdict as the user who ran chaos). Gate a release on exit 0 only. Exit codes: 0 PASS, 1 FAIL (also: a
+    forged token accepted in any phase, a fault left in place, or a journal that disagrees with its run's record), 2
+    UNREADABLE / UNVERIFIED, 3 NOT RUN (availability precondition: no fault injected), 4 DRY RUN, 5 NOT EXERCISED (no
+    cache went stale). Table: docs/experiment.md.
     Example: chaos run experiments/jwks-outage.json; chaosext verdict journal.json
     Example: chaosext verdict --wide journal.json | less -S
     """

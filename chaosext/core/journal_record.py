@@ -5,8 +5,11 @@ safety control (its after-experiment hook, with the journal Chaos Toolkit is abo
 *judged view* in the run file (``run.json``: :func:`judged_view` — status, deviated, every steady-state probe's name,
 status, tolerance result and output, every method and rollback activity's name, status and output) with an
 HMAC-SHA256 over it, keyed by a secret of that run alone in ``<run dir>/record.key`` (mode 0600 in the 0700 run
-directory, both owned by the user who ran chaos: root-private). It also names the run in the journal
-(``journal["extensions"]``: ``{"name": "chaosext", "run_id", "run_dir"}``) so the verdict can find the record.
+directory, both owned by the user who ran chaos: root-private). Before sealing it names the run in the journal, with
+how the run was closed (one entry of ``journal["extensions"]``: ``{"name": "chaosext", "run_id", "run_dir",
+"closed": {"at", "fault_restored", "error", "k6_stopped"}}``: the control's always-restore at the very end, the truth
+when the method's own restore never ran), so the verdict can find the record; ``closed`` is part of the judged view,
+so it is sealed too.
 
 The verdict recomputes the view of the journal it is given and compares: equal (and the record's own HMAC right)
 = verified; different = the journal disagrees with its run's record, and :func:`differences` says where. Paths the
@@ -24,9 +27,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KEY_FILE", "EXTENSION", "judged_view", "canonical", "new_key", "read_key", "seal", "hmac_ok",
-           "differences",
-           "private_problem", "read_private"]
+__all__ = ["KEY_FILE", "EXTENSION", "entry_of", "closed_of", "judged_view", "canonical", "new_key", "read_key",
+           "seal", "hmac_ok", "differences", "private_problem", "read_private"]
 
 #: the per-run key's file name in the run directory
 KEY_FILE = "record.key"
@@ -43,11 +45,27 @@ def _activity(entry: Any, probe: bool) -> dict[str, Any]:
     return view
 
 
+def entry_of(journal: dict[str, Any]) -> dict[str, Any]:
+    """The journal's ``chaosext`` extension entry (the last one; {} when it names no chaosext run)."""
+    found: dict[str, Any] = {}
+    for entry in journal.get("extensions") or []:
+        if isinstance(entry, dict) and entry.get("name") == EXTENSION:
+            found = entry
+    return found
+
+
+def closed_of(journal: dict[str, Any]) -> dict[str, Any] | None:
+    """How the safety control closed the run, as the journal says (``{"at", "fault_restored", "error",
+    "k6_stopped"}``); None when the journal does not say."""
+    closed = entry_of(journal).get("closed")
+    return closed if isinstance(closed, dict) else None
+
+
 def judged_view(journal: dict[str, Any]) -> dict[str, Any]:
     """What the verdict judges in a journal, and nothing that may differ between the copy in memory and the file
     (timings, tracebacks): normalised through JSON like the written file."""
     states = journal.get("steady_states") or {}
-    view = {"status": journal.get("status"), "deviated": journal.get("deviated"),
+    view = {"status": journal.get("status"), "deviated": journal.get("deviated"), "closed": closed_of(journal),
             "steady_states": {when: None if not isinstance(states.get(when), dict) else {
                 "steady_state_met": states[when].get("steady_state_met"),
                 "probes": [_activity(p, True) for p in states[when].get("probes") or []]}

@@ -17,8 +17,9 @@ it (through :mod:`chaosext.run.store`).
 
 Who writes what: the safety control (the run, its config, k6, the baseline, a failed fault), the watch step (the
 outage window), the recovery probe ``jwks-caches-fresh`` (``recovered_at``), and the safety control again at the very
-end (``journal_record``: the journal's judged view, sealed with the run's key, which ``chaosext verdict`` checks a
-journal against). What the outage looked like tick by tick
+end (``closed``: how its always-restore went, which the next run's cool-down reads; then ``journal_record``: the
+journal's judged view, the journal's copy of ``closed`` included, sealed with the run's key, which ``chaosext
+verdict`` checks a journal against). What the outage looked like tick by tick
 and how it was judged is the outage's own notebook (``outage.json``, ``chaosext.outage.notebook``). Tokens are never
 written here. A file of an older chaosext (missing keys) loads with defaults; unknown keys are dropped on the next
 write.

@@ -302,23 +302,28 @@ def after_experiment_control(context: Experiment = None, state: Journal = None, 
                 run.closed = closed
         except OSError as exc:
             logger.warning("chaosext safety: could not record the run's end: %s", exc)
-        if isinstance(state, dict):  # the journal Chaos Toolkit writes after this hook: the verdict reads it
-            state["chaosext"] = {"run_id": ctx.run_id, "closed": closed.to_json()}
         evidence = save_run_evidence(ctx)  # the same file judge-outage named, now with the recovery window
         if not evidence.get("ok"):
             logger.warning("chaosext safety: evidence for the report not saved: %s", evidence.get("error"))
         logger.info("chaosext safety: after run %s: egress %s, k6 %s", ctx.run_id,
                     "restored" if egress.get("restored") else f"NOT restored ({egress.get('error')})",
                     "stopped" if load.get("stopped") else f"not stopped ({load.get('error')})")
-        if isinstance(state, dict):
-            _record_journal(ctx, state)
+        if isinstance(state, dict):  # the journal Chaos Toolkit writes after this hook: the verdict reads it
+            _record_journal(ctx, state, closed)
         forget(ctx.run_id)
     signals.uninstall()
 
 
-def _record_journal(ctx: RunContext, journal: dict[str, Any]) -> None:
-    """Keep the journal's judged view, sealed with this run's key, in the run record, and name the run in the
-    journal (``chaosext verdict`` cross-checks one against the other: chaosext.core.journal_record). Never raises."""
+def _record_journal(ctx: RunContext, journal: dict[str, Any], closed: Closed) -> None:
+    """Name the run in the journal with how it was closed (its ``chaosext`` extension entry), then keep the
+    journal's judged view, that entry's ``closed`` included, sealed with this run's key, in the run record
+    (``chaosext verdict`` cross-checks one against the other: chaosext.core.journal_record). Never raises: a journal
+    that could not be sealed still says how the run was closed, and will not pass."""
+    entry = {"name": journal_record.EXTENSION, "run_id": ctx.run_id,
+             "run_dir": str(ctx.run_dir.resolve()) if ctx.run_dir is not None else "", "closed": closed.to_json()}
+    others = [e for e in journal.get("extensions") or []
+              if not (isinstance(e, dict) and e.get("name") == journal_record.EXTENSION)]
+    journal["extensions"] = [*others, entry]
     if ctx.run_dir is None:
         return
     try:
@@ -326,8 +331,6 @@ def _record_journal(ctx: RunContext, journal: dict[str, Any]) -> None:
         view = journal_record.judged_view(journal)
         with ctx.edit() as run:
             run.journal_record = {"view": view, "hmac": journal_record.seal(key, ctx.run_id, view)}
-        journal.setdefault("extensions", []).append({"name": journal_record.EXTENSION, "run_id": ctx.run_id,
-                                                     "run_dir": str(ctx.run_dir.resolve())})
     except (OSError, ValueError) as exc:
         logger.warning("chaosext safety: the journal of run %s could not be recorded (%s): its verdict cannot be "
                        "cross-checked and will not pass", ctx.run_id, exc)

@@ -20,9 +20,10 @@ import pytest
 from click.testing import CliRunner
 
 from chaosext.core import journal_record
+from chaosext.egress.base import FaultError
 from chaosext.outage.notebook import Judgments, edit_notebook
 from chaosext.run.context import run_context
-from chaosext.safety import controls
+from chaosext.safety import cleanup, controls
 from chaosext.verdict import EXIT_CODES, classify, verdict
 from tests.runutil import start_run
 
@@ -87,17 +88,36 @@ def _journal(affected: tuple[str, ...] = ("policy", "vuln"), before: dict[str, A
     return j
 
 
-def _sealed(tmp_path: Path, journal: dict[str, Any], run_id: str = RUN_ID) -> dict[str, Any]:
+def _sealed(tmp_path: Path, journal: dict[str, Any], run_id: str = RUN_ID, restore_error: str = "",
+            k6_error: str = "") -> dict[str, Any]:
     """What the safety control does for a real run: a run directory and key at the start (and judge-outage's
-    judgments in the outage notebook); the judged view sealed in run.json and the run named in the journal at the
-    end. Returns the journal as `chaos run` writes it."""
-    ctx = run_context(start_run(tmp_path, run_id))
+    judgments in the outage notebook); at the end its after-experiment hook, its own code: the always-restore,
+    ``closed`` in run.json, the run named in the journal with how it was closed, the judged view sealed in run.json.
+    No fault was applied here, so the restore and the k6 stop it calls are this test's: ``restore_error`` makes the
+    restore fail the way the driver does when rules are left (FaultError), ``k6_error`` the stop. Returns the
+    journal as `chaos run` writes it."""
+    conf = start_run(tmp_path, run_id)
+    ctx = run_context(conf)
     assert ctx.run_dir is not None
     journal_record.new_key(ctx.run_dir)
     out = journal["run"][-1]["output"] if journal["run"] else {}
     with edit_notebook(ctx.run_dir) as notebook:
         notebook.judgments = Judgments({f"check_{n}": r for n, r in (out.get("checks") or {}).items()})
-    controls._record_journal(ctx, journal)
+
+    def restore_run(ctx: Any, reason: str = "") -> dict[str, Any]:
+        if restore_error:
+            raise FaultError(restore_error)
+        return {"restored": [], "left": [], "nothing_to_restore": True}
+
+    def stop(ctx: Any, owner_run_id: str = "") -> dict[str, Any]:
+        if k6_error:
+            raise RuntimeError(k6_error)
+        return {"stopped": []}
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cleanup, "restore_run", restore_run)
+        mp.setattr(cleanup, "stop", stop)
+        controls.after_experiment_control(context=journal["experiment"], state=journal, configuration=conf)
     written: dict[str, Any] = json.loads(json.dumps(journal))
     return written
 
@@ -235,3 +255,69 @@ def test_a_failing_error_rate_check_shows_its_top_statuses_services_and_tenants(
     v = _verdict(tmp_path, _sealed(tmp_path, journal))
     assert v.returncode == 1
     assert "top errors (status x service x tenant): 401 vuln t02: 150, 503 policy t01: 50" in v.stdout
+
+
+LEFT = ("chaosext faults left on local after restore: ['iptables -A CHAOSEXT-ab12cd34 -d 127.0.0.2/32 -p tcp -j DROP']"
+        "; remove them with `chaosext restore --all --via iptables --target local`")
+
+
+def test_a_fault_the_run_did_not_lift_fails_it_even_when_every_check_passed(tmp_path: Path) -> None:
+    """The safety control's always-restore at the end failed (rules left): every probe and outage check passed, the
+    record is intact, and still the run FAILS, the fault named on top and in the first reason."""
+    journal = _sealed(tmp_path, _journal(), restore_error=LEFT)
+    entry = journal_record.entry_of(journal)
+    assert entry["closed"]["fault_restored"] is False and entry["closed"]["error"].startswith("FaultError: chaosext")
+    run = json.loads((Path(entry["run_dir"]) / "run.json").read_text())
+    assert run["closed"]["fault_restored"] is False  # the record the control keeps (the next run's cool-down reads it)
+    assert run["journal_record"]["view"]["closed"] == entry["closed"]  # and sealed with the journal's view
+    v = _verdict(tmp_path, journal, "--json")
+    out = json.loads(v.stdout)
+    assert v.returncode == 1 and out["verdict"] == "FAIL" and out["record"]["status"] == "verified", out
+    assert out["reasons"][0].startswith(f"THE FAULT WAS NOT LIFTED: the safety control's restore at the end of run "
+                                        f"{RUN_ID} failed (FaultError: chaosext faults left on local")
+    assert f"`chaosext restore --run-id {RUN_ID}`" in out["reasons"][0]
+    screen = _verdict(tmp_path, journal).stdout
+    assert "LEFT BEHIND (the safety control could not undo this run's changes: the run FAILS):" in screen
+    assert "run closed: fault lifted" not in screen
+
+
+def test_a_journal_edited_to_say_the_fault_was_lifted_disagrees_with_its_record(tmp_path: Path) -> None:
+    journal = _sealed(tmp_path, _journal(), restore_error=LEFT)
+    edited = copy.deepcopy(journal)
+    journal_record.entry_of(edited)["closed"].update(fault_restored=True, error="")
+    assert classify(edited)[0] == "PASS"  # the journal alone would pass: the seal covers how the run was closed
+    out = json.loads(_verdict(tmp_path, edited, "--json").stdout)
+    assert out["verdict"] == "FAIL" and out["record"]["status"] == "mismatch"
+    assert any("closed.fault_restored: journal true, run record false" in r for r in out["reasons"]), out["reasons"]
+
+
+def test_a_clean_close_is_shown_and_a_k6_left_running_fails(tmp_path: Path) -> None:
+    v = _verdict(tmp_path, _sealed(tmp_path, _journal()))
+    assert v.returncode == 0 and "run closed: fault lifted, k6 stopped" in v.stdout
+    (tmp_path / "k6").mkdir()
+    out = json.loads(_verdict(tmp_path, _sealed(tmp_path / "k6", _journal(), k6_error="k6 did not stop"),
+                              "--json").stdout)
+    assert out["verdict"] == "FAIL" and out["reasons"][0].startswith(f"the k6 load of run {RUN_ID} was not stopped")
+
+
+def test_an_interrupted_run_whose_control_lifted_the_fault_says_so(tmp_path: Path) -> None:
+    """Ctrl-C in the outage: the method's restore never ran; the safety control lifted the fault when the run
+    closed. The verdict fails the run (interrupted) but does not claim the restore failed."""
+    journal = _journal()
+    journal["status"] = "interrupted"
+    journal["run"] = journal["run"][:2]
+    journal["steady_states"]["after"] = None
+    out = json.loads(_verdict(tmp_path, _sealed(tmp_path, journal), "--json").stdout)
+    assert out["verdict"] == "FAIL" and "run status is 'interrupted', not 'completed'" in out["reasons"]
+    assert "this run's restore did not succeed" not in out["reasons"]
+    assert ("the method's restore-jwks-egress did not run; the safety control lifted the fault when the run closed"
+            in out["reasons"]), out["reasons"]
+
+
+def test_a_fault_left_after_an_unhealthy_baseline_is_a_failure_not_not_run(tmp_path: Path) -> None:
+    before = _live("baseline")
+    before["probes"][0] = _probe("jwks-caches-fresh", {"ok": False, "phase": "baseline", "not_fresh": ["vuln"]})
+    before["steady_state_met"] = False
+    out = json.loads(_verdict(tmp_path, _sealed(tmp_path, _journal(before=before), restore_error=LEFT),
+                              "--json").stdout)
+    assert out["verdict"] == "FAIL" and out["reasons"][0].startswith("THE FAULT WAS NOT LIFTED")
