@@ -16,14 +16,18 @@ when activities of the method failed. The verdict passes only when all of these 
   rules left) FAILS the run, named on top, even when every probe passed;
 - no activity of the method or the rollbacks failed, and the abort guard did not cut the outage short;
 - the outage exercised the stale-key path: some service served stale keys (or failed closed). An outage shorter
-  than the services' JWKS TTL proves nothing about stale keys: NOT EXERCISED, never a pass.
+  than the services' JWKS TTL proves nothing about stale keys: NOT EXERCISED, never a pass;
+- every check was judged: a check that could not be judged on this target says so (``not_judged`` and a ``gap``
+  naming what to configure: a service without a cache signal, no audit action mapped, expiry alert rules missing or
+  not loaded; a dry run's probes) and the run is INCOMPLETE, every gap listed with its check, never a pass.
 
 It prints three blocks — baseline, outage, recovery — with every check, its value, tolerance and pass/fail, then the
 method's activities and the reasons. Exit codes (``EXIT_CODES``; the table of docs/experiment.md, "Reading the
 verdict", says which to gate on): 0 PASS; 1 FAIL (a finding, a security finding, or a journal that disagrees with its
 run's record); 2 UNREADABLE (not a complete journal) or UNVERIFIED (a journal that would pass, whose run record cannot
 be read); 3 NOT RUN (an availability precondition: the baseline was unhealthy for a reason other than security, or
-the safety control refused before changing anything); 4 DRY RUN; 5 NOT EXERCISED.
+the safety control refused before changing anything); 4 DRY RUN; 5 NOT EXERCISED; 6 INCOMPLETE (nothing failed, but
+a check could not be judged on this target: its gap says what to configure).
 """
 from __future__ import annotations
 
@@ -38,11 +42,11 @@ import click
 from chaosext.core import journal_record
 
 __all__ = ["verdict", "judge", "render", "classify", "EXIT_CODES", "forgery_table", "security_findings",
-           "closing_findings", "journal_problem", "check_record", "RecordCheck"]
+           "closing_findings", "gaps", "journal_problem", "check_record", "RecordCheck"]
 
 #: verdict -> exit code of ``chaosext verdict`` (gate a release on 0 only)
 EXIT_CODES = {"PASS": 0, "FAIL": 1, "UNREADABLE": 2, "UNVERIFIED": 2, "NOT RUN": 3, "DRY RUN": 4,
-              "NOT EXERCISED": 5}
+              "NOT EXERCISED": 5, "INCOMPLETE": 6}
 #: the keys every journal Chaos Toolkit writes has (a refused run's too)
 JOURNAL_KEYS = ("experiment", "status", "steady_states", "run", "rollbacks")
 JOURNAL_STATUSES = ("completed", "failed", "aborted", "interrupted")
@@ -223,6 +227,25 @@ def closing_findings(journal: dict[str, Any]) -> list[str]:
     return out
 
 
+def _not_judged(res: Any) -> bool:
+    return isinstance(res, dict) and res.get("not_judged") is True
+
+
+def gaps(journal: dict[str, Any]) -> list[str]:
+    """Every check of the journal that could not be judged (its result says ``not_judged``), as ``check (phase):
+    why`` — the result's ``gap`` names what to configure (a dry run's probes say so in their ``note``): the
+    baseline probes, the outage checks of the judge step, the recovery probes, in that order."""
+    states = journal.get("steady_states") or {}
+    results: list[tuple[str, str, Any]] = [
+        ((p.get("activity") or {}).get("name", "?"), "baseline", p.get("output"))
+        for p in (states.get("before") or {}).get("probes") or []]
+    results += [(name, "outage", res) for name, res in (_judge_step(journal)[1].get("checks") or {}).items()]
+    results += [((p.get("activity") or {}).get("name", "?"), "recovery", p.get("output"))
+                for p in (states.get("after") or {}).get("probes") or []]
+    return list(dict.fromkeys(f"{name} ({phase}): {res.get('gap') or res.get('note') or 'no reason given'}"
+                              for name, phase, res in results if _not_judged(res)))
+
+
 def _not_exercised(journal: dict[str, Any]) -> str:
     """Why the outage did not exercise the stale-key path ('' when it did, or when this is not judge-outage): no
     service was seen serving stale keys or failing closed."""
@@ -328,8 +351,9 @@ def _failed_probes(state: dict[str, Any] | None) -> list[str]:
 
 def classify(journal: dict[str, Any], record: RecordCheck | None = None) -> tuple[str, list[str]]:
     """(verdict, reasons): ``PASS`` | ``FAIL`` | ``UNREADABLE`` | ``UNVERIFIED`` | ``NOT RUN`` | ``DRY RUN`` |
-    ``NOT EXERCISED`` (``EXIT_CODES``). ``record``: the journal checked against its run's record (``check_record``;
-    None = not checked, e.g. the report): a mismatch FAILS, and a journal that would pass must be ``verified``."""
+    ``NOT EXERCISED`` | ``INCOMPLETE`` (``EXIT_CODES``). ``record``: the journal checked against its run's record
+    (``check_record``; None = not checked, e.g. the report): a mismatch FAILS, and a journal that would pass (or
+    would be NOT EXERCISED or INCOMPLETE) must be ``verified``."""
     if problem := journal_problem(journal):
         return "UNREADABLE", [problem]
     kind, reasons = _classify(journal)
@@ -338,7 +362,7 @@ def classify(journal: dict[str, Any], record: RecordCheck | None = None) -> tupl
     if record.status == "mismatch":
         return "FAIL", [f"THE JOURNAL DISAGREES WITH ITS RUN'S RECORD ({record.run_dir}): {w}" for w in record.why] \
             + reasons
-    if kind in ("PASS", "NOT EXERCISED") and record.status != "verified":
+    if kind in ("PASS", "NOT EXERCISED", "INCOMPLETE") and record.status != "verified":
         return "UNVERIFIED", [f"no pass without the run's record: {w}" for w in record.why] + reasons
     return kind, reasons
 
@@ -348,20 +372,23 @@ def _classify(journal: dict[str, Any]) -> tuple[str, list[str]]:
     if ((journal.get("experiment") or {}).get("dry")):
         return "DRY RUN", [f"chaos run --dry {journal['experiment']['dry']}: nothing was injected, nothing judged"]
     findings = security_findings(journal) + closing_findings(journal)
+    unjudged = [f"not judged: {g}" for g in gaps(journal)]  # listed whatever the outcome; alone: INCOMPLETE
     states = journal.get("steady_states") or {}
     before = states.get("before")
     if before and not before.get("steady_state_met"):
         why = ["baseline unhealthy: no fault was injected; failing: " + ", ".join(_failed_probes(before) or ["?"])]
-        return ("FAIL", findings + why) if findings else ("NOT RUN", why)
+        return ("FAIL", findings + why + unjudged) if findings else ("NOT RUN", why + unjudged)
     if not before and not journal.get("run"):
         why = [f"refused before any change (run status {journal.get('status')!r}): see the safety control's "
                f"messages in the chaos output"]
         return ("FAIL", findings + why) if findings else ("NOT RUN", why)
     reasons = judge(journal)
     if reasons:
-        return "FAIL", reasons
+        return "FAIL", reasons + unjudged
     if stale := _not_exercised(journal):
-        return "NOT EXERCISED", [stale]
+        return "NOT EXERCISED", [stale, *unjudged]
+    if unjudged:
+        return "INCOMPLETE", unjudged
     return "PASS", []
 
 
@@ -430,10 +457,15 @@ def _probe_lines(st: dict[str, Any], name_w: int, tol_w: int, val_w: int | None,
         value = p.get("output") if p.get("status") == "succeeded" else \
             f"ERROR {''.join(p.get('exception') or [])[-200:].strip()}"
         tol = _tolerance((p.get("activity") or {}).get("tolerance"))
-        lines.append(f"  {_cut(name, cut_name):<{name_w}} {'PASS' if ok else 'FAIL':<6} "
+        lines.append(f"  {_cut(name, cut_name):<{name_w}} {_result(ok, value):<6} "
                      f"{_cut(tol, cut_tol):<{tol_w}} {_short(value, val_w)}")
         lines += _top_errors(value, ok)
     return lines
+
+
+def _result(ok: Any, res: Any) -> str:
+    """A check's result column: PASS, FAIL, or GAP (it passed only because it could not be judged here)."""
+    return "FAIL" if not ok else "GAP" if _not_judged(res) else "PASS"
 
 
 def _top_errors(res: Any, ok: Any) -> list[str]:
@@ -449,7 +481,9 @@ def _state_block(title: str, st: dict[str, Any] | None, name_w: int, tol_w: int,
     """One steady-state block (baseline or recovery): its title line, every probe, failed forgery tables."""
     if not st:
         return ["", f"{title}: not run"]
-    return (["", f"{title}: {'held' if st.get('steady_state_met') else 'NOT MET'}"]
+    unjudged = sum(_not_judged(p.get("output")) for p in st.get("probes") or [])
+    return (["", f"{title}: {'held' if st.get('steady_state_met') else 'NOT MET'}"
+                 + (f" ({unjudged} not judged: GAP, see the verdict)" if unjudged else "")]
             + _probe_lines(st, name_w, tol_w, val_w, cut_name, cut_tol) + _failed_forgery_tables(st))
 
 
@@ -485,12 +519,13 @@ def render(journal: dict[str, Any], width: int = 118, wide: bool = False, record
     lines.append("")
     out = _judge_step(journal)[1]
     if out.get("checks"):
+        unjudged = sum(_not_judged(r) for r in out["checks"].values())
         lines.append(f"OUTAGE: {'held' if not out.get('failed') else 'FAILED'} (every check, even after the first "
-                     f"failure)")
+                     f"failure{f'; {unjudged} not judged: GAP, see the verdict' if unjudged else ''})")
         lines.append(f"  {'check':<{name_w}} {'result':<6} {'tolerance':<{tol_w}} value")
         for name, res in out["checks"].items():
             ok = isinstance(res, dict) and res.get("ok") is True
-            lines.append(f"  {_cut(name, cut_name):<{name_w}} {'PASS' if ok else 'FAIL':<6} "
+            lines.append(f"  {_cut(name, cut_name):<{name_w}} {_result(ok, res):<6} "
                          f"{'$.ok == true':<{tol_w}} {_short(res, val_w)}")
             lines += _top_errors(res, ok)
         forged = out["checks"].get("no-fail-open")
@@ -521,8 +556,8 @@ def render(journal: dict[str, Any], width: int = 118, wide: bool = False, record
 
 @click.command("verdict")
 @click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False), default="journal.json")
-@click.option("--json", "as_json", is_flag=True, help="Print {pass, verdict, exit_code, reasons, security, record} as "
-                                                      "JSON instead of the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print {pass, verdict, exit_code, reasons, security, gaps, "
+                                                      "record} as JSON instead of the table.")
 @click.option("--wide", is_flag=True, help="Cut nothing: every probe name, tolerance and value whole (long lines).")
 @click.option("--run-dir", default="", metavar="DIR",
               help="The run's directory (<CHAOSEXT_RUN_DIR>/<run id>) holding the record the journal is checked "
@@ -537,7 +572,8 @@ def verdict(journal_path: str, as_json: bool, wide: bool, run_dir: str) -> None:
     run the verdict as the user who ran chaos). Gate a release on exit 0 only. Exit codes: 0 PASS, 1 FAIL (also: a
     forged token accepted in any phase, a fault left in place, or a journal that disagrees with its run's record), 2
     UNREADABLE / UNVERIFIED, 3 NOT RUN (availability precondition: no fault injected), 4 DRY RUN, 5 NOT EXERCISED (no
-    cache went stale). Table: docs/experiment.md.
+    cache went stale), 6 INCOMPLETE (a check could not be judged on this target: every gap is listed with what to
+    configure). Table: docs/experiment.md.
     Example: chaos run experiments/jwks-outage.json; chaosext verdict journal.json
     Example: chaosext verdict --wide journal.json | less -S
     """
@@ -554,7 +590,7 @@ def verdict(journal_path: str, as_json: bool, wide: bool, run_dir: str) -> None:
     kind, reasons = classify(journal, record)
     if as_json:
         click.echo(json.dumps({"pass": kind == "PASS", "verdict": kind, "exit_code": EXIT_CODES[kind],
-                               "reasons": reasons, "security": security_findings(journal),
+                               "reasons": reasons, "security": security_findings(journal), "gaps": gaps(journal),
                                "record": {"status": record.status, "run_dir": record.run_dir, "why": record.why}}))
     else:
         click.echo(render(journal, wide=wide, record=record))

@@ -241,7 +241,7 @@ def test_no_pass_without_a_trustworthy_record(tmp_path: Path) -> None:
 
 def test_the_exit_codes_are_the_documented_ones() -> None:
     assert EXIT_CODES == {"PASS": 0, "FAIL": 1, "UNREADABLE": 2, "UNVERIFIED": 2, "NOT RUN": 3, "DRY RUN": 4,
-                          "NOT EXERCISED": 5}
+                          "NOT EXERCISED": 5, "INCOMPLETE": 6}
 
 
 def test_a_failing_error_rate_check_shows_its_top_statuses_services_and_tenants(tmp_path: Path) -> None:
@@ -321,3 +321,81 @@ def test_a_fault_left_after_an_unhealthy_baseline_is_a_failure_not_not_run(tmp_p
     out = json.loads(_verdict(tmp_path, _sealed(tmp_path, _journal(before=before), restore_error=LEFT),
                               "--json").stdout)
     assert out["verdict"] == "FAIL" and out["reasons"][0].startswith("THE FAULT WAS NOT LIFTED")
+
+
+#: an outage check and a recovery probe that could not be judged on the target, shaped as chaosext.outage.checks
+#: (alerts_match_cache_state with expiry_rules_gap) and chaosext.outage.hypothesis (jwks_caches_fresh) return them
+ALERTS_GAP = {"phase": "outage", "ok": True, "not_judged": True, "expected": ["JwksKeysExpired"],
+              "gap": "Prometheus at http://10.77.0.4:9090 has no alerting rule named JwksKeysExpired (EXPIRY_ALERTS): "
+                     "'it did not fire' would prove nothing; load the rules or fix EXPIRY_ALERTS"}
+CACHE_GAP = {"phase": "recovery", "ok": True, "not_recovered": [], "states": {"orders": "unknown"},
+             "source": ["none"], "not_judged": True,
+             "unknown": {"orders": "no cache series for orders (METRIC_CACHE_* by service)"},
+             "gap": "the cache state of orders cannot be read: no cache series for orders (METRIC_CACHE_* by service)"}
+
+
+def _with_gaps(journal: dict[str, Any]) -> dict[str, Any]:
+    journal["run"][-1]["output"]["checks"]["alerts-fire-iff-cache-expired"] = ALERTS_GAP
+    journal["run"][-1]["output"]["not_judged"] = ["alerts-fire-iff-cache-expired"]
+    journal["steady_states"]["after"]["probes"][0] = _probe("jwks-caches-fresh", CACHE_GAP)
+    return journal
+
+
+def test_checks_not_judged_on_this_target_are_incomplete_never_a_pass(tmp_path: Path) -> None:
+    """Every check that could be judged passed; two could not (no alert rules loaded, a service without a cache
+    signal): INCOMPLETE, exit 6, every gap listed with its check, its phase and what to configure."""
+    journal = _sealed(tmp_path, _with_gaps(_journal()))
+    v = _verdict(tmp_path, journal, "--json")
+    out = json.loads(v.stdout)
+    assert (v.returncode, out["verdict"], out["pass"], out["record"]["status"]) == (6, "INCOMPLETE", False,
+                                                                                   "verified"), out
+    assert out["reasons"] == [
+        "not judged: alerts-fire-iff-cache-expired (outage): Prometheus at http://10.77.0.4:9090 has no alerting "
+        "rule named JwksKeysExpired (EXPIRY_ALERTS): 'it did not fire' would prove nothing; load the rules or fix "
+        "EXPIRY_ALERTS",
+        "not judged: jwks-caches-fresh (recovery): the cache state of orders cannot be read: no cache series for "
+        "orders (METRIC_CACHE_* by service)"]
+    assert out["gaps"] == [r.removeprefix("not judged: ") for r in out["reasons"]]
+    screen = _verdict(tmp_path, journal).stdout
+    assert "VERDICT: INCOMPLETE (exit 6)" in screen and "VERDICT: PASS" not in screen
+    assert "OUTAGE: held (every check, even after the first failure; 1 not judged: GAP, see the verdict)" in screen
+    assert "RECOVERY (after the restore): held (1 not judged: GAP, see the verdict)" in screen
+    rows = [line.split() for line in screen.splitlines()]
+    assert ["alerts-fire-iff-cache-expired", "GAP"] in [r[:2] for r in rows]
+    assert ["jwks-caches-fresh", "GAP"] in [r[:2] for r in rows]
+
+
+def test_gaps_are_listed_after_what_failed_and_a_security_finding_still_wins(tmp_path: Path) -> None:
+    kind, reasons = classify(_with_gaps(_journal(no_fail_open=_forged([HOLE]))))
+    assert kind == "FAIL" and reasons[0].startswith("SECURITY:")
+    assert [r for r in reasons if r.startswith("not judged: ")] == reasons[-2:] and len(reasons) > 2
+    kind, reasons = classify(_with_gaps(_journal(affected=())))
+    assert kind == "NOT EXERCISED" and reasons[0].startswith("NOT EXERCISED") and len(reasons) == 3
+
+
+def test_a_dry_run_is_never_a_pass_even_without_its_dry_mark(tmp_path: Path) -> None:
+    """The probes of `chaos run --dry actions` judge nothing and say so (chaosext.outage.hypothesis.dry): the verdict
+    is DRY RUN; the same journal without Chaos Toolkit's `dry` mark is INCOMPLETE, not PASS."""
+    from chaosext.core.config import load_config
+    from chaosext.outage.hypothesis import dry
+    from chaosext.run.context import RunContext
+    from tests.runutil import settings
+
+    skipped = dry(RunContext(load_config(settings(tmp_path)), None, "actions"))
+    assert skipped is not None and skipped["ok"] is True
+    journal = _journal()
+    for when in ("before", "after"):
+        journal["steady_states"][when]["probes"] = [
+            {**p, "output": {**skipped}, "tolerance_met": True} for p in journal["steady_states"][when]["probes"]]
+    journal["experiment"]["dry"] = "actions"
+    assert classify(journal)[0] == "DRY RUN"
+    del journal["experiment"]["dry"]
+    kind, reasons = classify(journal)
+    assert kind == "INCOMPLETE" and len(reasons) == 6
+    assert reasons[0] == ("not judged: jwks-caches-fresh (baseline): dry run (actions): nothing was started or "
+                          "injected, so nothing is judged")
+
+
+def test_the_exit_codes_are_distinct_where_a_gate_must_tell_them_apart() -> None:
+    assert EXIT_CODES["INCOMPLETE"] == 6 and EXIT_CODES["FAIL"] == 1
+    assert len({EXIT_CODES[k] for k in ("PASS", "FAIL", "NOT RUN", "DRY RUN", "NOT EXERCISED", "INCOMPLETE")}) == 6
