@@ -5,10 +5,13 @@
 
 ``exporter(text)`` serves ``text()`` (the Prometheus text format) on a free loopback port; ``scraping`` starts
 Prometheus with a 1 s scrape interval on its own TSDB and waits until it answers; both stop when the block ends.
+Without a Prometheus: ``raw(series)`` is a handler for ``tests.jsonstub`` answering range-vector instant queries with
+given raw samples, in Prometheus' documented ``matrix`` shape.
 """
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import threading
 import time
@@ -23,8 +26,12 @@ from chaosext.core.backends import backend
 from chaosext.core.config import ExperimentConfig
 from chaosext.lab.testing import free_ports
 from chaosext.metrics import prom
+from tests.jsonstub import Handler
 
-__all__ = ["exporter", "scraping", "wait_scraped", "prom_at"]
+__all__ = ["exporter", "scraping", "wait_scraped", "prom_at", "raw", "Series"]
+
+#: counter series: (labels, [(time, value), ...]) each
+Series = list[tuple[dict[str, str], list[tuple[float, float]]]]
 
 
 def prom_at(url: str) -> prom.Prom:
@@ -99,3 +106,21 @@ def wait_scraped(url: str, metric: str, every_series: bool = False) -> float:
             return time.time()
         time.sleep(0.3)
     raise AssertionError(f"Prometheus did not scrape {metric} within 30 s")
+
+
+def raw(series: Series, expect_selector: str | None = None) -> Handler:
+    """A Prometheus holding these counter series (labels, [(time, value), ...]): answers an instant query of
+    ``selector[Ns]`` at ``time`` with each series' raw samples in (time - N, time], as a ``matrix`` (Prometheus'
+    documented shape for a range-vector instant query)."""
+    def handler(method: str, path: str, q: dict[str, str], body: Any) -> tuple[int, Any]:
+        assert path == "/api/v1/query"
+        m = re.fullmatch(r"(.+)\[(\d+)s\]", q["query"])
+        assert m, q["query"]
+        if expect_selector is not None:
+            assert m.group(1) == expect_selector, m.group(1)
+        at, rng = float(q["time"]), float(m.group(2))
+        result = [{"metric": labels, "values": [[t, str(v)] for t, v in samples if at - rng < t <= at]}
+                  for labels, samples in series]
+        return 200, {"status": "success", "data": {"resultType": "matrix",
+                                                   "result": [r for r in result if r["values"]]}}
+    return handler

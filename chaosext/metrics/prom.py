@@ -46,7 +46,6 @@ __all__ = [
     "query",
     "query_range",
     "query_scalar",
-    "counts_at",
     "SeriesCount",
     "increase_between",
     "service_traffic",
@@ -142,13 +141,6 @@ def query_range(prom: Prom, promql: str, start: float, end: float, step: float,
 def query_scalar(prom: Prom, promql: str, at: float | None = None, timeout: float = 10.0) -> float:
     """Sum of every sample the query returns (0.0 when it returns nothing)."""
     return sum(float(s["value"][1]) for s in query(prom, promql, at, timeout))
-
-
-def counts_at(prom: Prom, at: float | None = None) -> tuple[float, float]:
-    """(errors, total) request counters summed over every service at time ``at`` (now when None)."""
-    c = prom.contract
-    return (query_scalar(prom, f"sum({c.error_selector()})", at),
-            query_scalar(prom, f"sum({c.total_selector()})", at))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from chaosext.core.config import ExperimentConfig
 from chaosext.core.target import MetricContract
 from chaosext.metrics import prom
 from tests.jsonstub import Handler, JsonStub
+from tests.promutil import raw
 
 pytestmark = [pytest.mark.contract]
 
@@ -25,27 +26,6 @@ def vector(*samples: tuple[dict[str, str], float]) -> tuple[int, dict[str, Any]]
     """An instant-vector answer: (labels, value) per sample."""
     return 200, {"status": "success", "data": {"resultType": "vector", "result": [
         {"metric": labels, "value": [1000.0, str(value)]} for labels, value in samples]}}
-
-
-Series = list[tuple[dict[str, str], list[tuple[float, float]]]]
-
-
-def raw(series: Series, expect_selector: str | None = None) -> Handler:
-    """A Prometheus holding these counter series (labels, [(time, value), ...]): answers an instant query of
-    ``selector[Ns]`` at ``time`` with each series' raw samples in (time - N, time], as a ``matrix`` (Prometheus'
-    documented shape for a range-vector instant query)."""
-    def handler(method: str, path: str, q: dict[str, str], body: Any) -> tuple[int, Any]:
-        assert path == "/api/v1/query"
-        m = re.fullmatch(r"(.+)\[(\d+)s\]", q["query"])
-        assert m, q["query"]
-        if expect_selector is not None:
-            assert m.group(1) == expect_selector, m.group(1)
-        at, rng = float(q["time"]), float(m.group(2))
-        result = [{"metric": labels, "values": [[t, str(v)] for t, v in samples if at - rng < t <= at]}
-                  for labels, samples in series]
-        return 200, {"status": "success", "data": {"resultType": "matrix",
-                                                   "result": [r for r in result if r["values"]]}}
-    return handler
 
 
 def req(service: str, tenant: str, status: str) -> dict[str, str]:
