@@ -5,13 +5,18 @@
 - a service that fails open for one tenant only during the outage is caught by the watch's rotation, and an edited
   journal of that run that reads as a pass is refused because it disagrees with the run's own record;
 - a service SIGKILLed mid-outage fails the server-side error-rate check by name (its traffic vanished);
-- an outage shorter than the services' JWKS TTL never made a cache stale: NOT EXERCISED (exit 5), never a pass.
+- an outage shorter than the services' JWKS TTL never made a cache stale: NOT EXERCISED (exit 5), never a pass;
+- an expiry alert the target's Prometheus has no rule for cannot be judged: INCOMPLETE (exit 6), the gap named with
+  its check, never a pass;
+- a restore that cannot lift the fault (its rules cannot be deleted) FAILS the run, named on top: the safety
+  control's close, sealed with the run's record, says the fault was not lifted.
 """
 from __future__ import annotations
 
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,3 +120,60 @@ def test_an_outage_shorter_than_the_ttl_is_not_exercised(experiment: ExperimentR
     assert "VERDICT: NOT EXERCISED (exit 5)" in out.verdict_out and "no service served stale keys" in out.verdict_out
     assert out.check("auth-degraded-audited")["affected"] == []
     assert "deprecated" not in out.output.lower(), [line for line in out.output.splitlines() if "deprecat" in line]
+
+
+def _undeletable_chains(bindir: Path) -> str:
+    """``iptables-restore`` / ``ip6tables-restore`` in ``bindir`` that refuse every transaction deleting a chaosext
+    chain (as the kernel refuses to delete a chain something still references) and hand the rest to the real ones;
+    returns a PATH with them first."""
+    bindir.mkdir()
+    for binary in ("iptables-restore", "ip6tables-restore"):
+        real = shutil.which(binary)
+        assert real, binary
+        wrapper = bindir / binary
+        wrapper.write_text(f"""#!/bin/sh
+input=$(cat)
+case "$input" in *"-X CHAOSEXT-"*) echo "{binary}: chain in use (this test keeps it)" >&2; exit 1 ;; esac
+printf '%s\\n' "$input" | exec {real} "$@"
+""")
+        wrapper.chmod(0o755)
+    return f"{bindir}:{os.environ.get('PATH', '')}"
+
+
+def test_a_fault_the_restore_cannot_lift_fails_the_run_naming_it(experiment: ExperimentRunner, lab_factory,
+                                                                 tmp_path: Path) -> None:
+    """Every restore of the run fails (the method's, the rollback's, the safety control's always-restore): the
+    verdict is FAIL (exit 1) with the fault named on top and first among the reasons, read from the run's close that
+    the control sealed with the record (verified); the rules really are still there until `chaosext restore --all`."""
+    lab = lab_factory(jwks_ttl=3, jwks_max_stale=120)
+    out = experiment.run(lab, OUTAGE_SECONDS="8", PATH=_undeletable_chains(tmp_path / "sabotage"))
+    left = experiment.cleanup()  # what was still there, then `chaosext restore --all` without the wrappers
+    assert experiment.cleanup() == []
+    assert out.verdict_rc == 1, out.verdict_out + out.output[-3000:]
+    entry = next(e for e in out.journal["extensions"] if e.get("name") == "chaosext")
+    assert entry["closed"]["fault_restored"] is False and entry["run_id"] in entry["closed"]["error"], entry
+    assert out.run["closed"] == entry["closed"] and out.run["journal_record"]["view"]["closed"] == entry["closed"]
+    lines = out.verdict_out.splitlines()
+    assert "LEFT BEHIND (the safety control could not undo this run's changes: the run FAILS):" in lines
+    assert any(line.startswith("run record: verified") for line in lines), out.verdict_out
+    verdict_at = next(i for i, line in enumerate(lines) if line.startswith("VERDICT:"))
+    assert lines[verdict_at] == "VERDICT: FAIL (exit 1)"
+    assert lines[verdict_at + 1].startswith(f"  - THE FAULT WAS NOT LIFTED: the safety control's restore at the end "
+                                            f"of run {entry['run_id']} failed")
+    assert any(f"CHAOSEXT-{entry['run_id']}" in line for line in left), left
+
+
+def test_an_expiry_alert_prometheus_has_no_rule_for_is_incomplete_not_pass(experiment: ExperimentRunner,
+                                                                            lab_factory) -> None:
+    """A healthy lab whose run names an expiry alert its Prometheus never loaded: every other check passes, the
+    alerts check is a gap ("it did not fire" would prove nothing), and the verdict is INCOMPLETE (exit 6)."""
+    lab = lab_factory(jwks_ttl=3, jwks_max_stale=120)
+    out = experiment.run(lab, OUTAGE_SECONDS="10", EXPIRY_ALERTS="JwksKeysExpiredNowhere")
+    assert out.verdict_rc == 6, out.verdict_out + out.output[-3000:]
+    alerts = out.check("alerts-fire-iff-cache-expired")
+    assert alerts["not_judged"] is True and "no alerting rule named JwksKeysExpiredNowhere" in alerts["gap"], alerts
+    lines = out.verdict_out.splitlines()
+    verdict_at = next(i for i, line in enumerate(lines) if line.startswith("VERDICT:"))
+    assert lines[verdict_at] == "VERDICT: INCOMPLETE (exit 6)" and "VERDICT: PASS" not in out.verdict_out
+    assert lines[verdict_at + 1].startswith("  - not judged: alerts-fire-iff-cache-expired (outage): Prometheus at ")
+    assert any(line.split()[:2] == ["alerts-fire-iff-cache-expired", "GAP"] for line in lines), out.verdict_out
