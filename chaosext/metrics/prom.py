@@ -192,7 +192,7 @@ def _count_series(samples: list[tuple[float, float]], start: float, end: float, 
 
 
 def increase_between(prom: Prom, selector: str, start: float, end: float, through_next_scrape: bool = False,
-                     lookback: float = LOOKBACK_SECONDS) -> list[SeriesCount]:
+                     lookback: float = LOOKBACK_SECONDS, from_next_scrape: bool = False) -> list[SeriesCount]:
     """What every series of the counter ``selector`` counted between ``start`` and ``end`` (unix s), exactly.
 
     The ``increase()`` of DESIGN.md done on the raw samples, per series: the window's samples (an instant query of
@@ -205,7 +205,9 @@ def increase_between(prom: Prom, selector: str, start: float, end: float, throug
     extrapolation: counts are whole. A series that vanished inside the window (a dead process) keeps what it counted
     up to its last scrape (see ``last_t``). ``through_next_scrape``: also count each series' first sample after
     ``end`` (requests made just before ``end`` are scraped after it); query only once Prometheus has scraped past
-    ``end``."""
+    ``end``. ``from_next_scrape``: count only what each target counted after its first scrape at or after ``start``
+    (a window that starts at a moment seen through another signal, e.g. every cache fresh again: the first scrape
+    after it also carries what was counted before it, since the previous scrape; that is left out)."""
     at = time.time() if through_next_scrape else end
     rng = max(1, math.ceil(at - start + lookback))
     svc = prom.contract.service_label
@@ -218,9 +220,17 @@ def increase_between(prom: Prom, selector: str, start: float, end: float, throug
     restarts: dict[tuple[str, str, str], set[float]] = {}
     for labels, samples in found:
         restarts.setdefault(target(labels), set()).update(_resets(samples))
+    begins: dict[tuple[str, str, str], float] = {}
+    if from_next_scrape:
+        for labels, samples in found:
+            first = min((t for t, _ in samples if start <= t <= end), default=None)
+            if first is not None:
+                key = target(labels)
+                begins[key] = min(begins.get(key, first), first)
     out = []
     for labels, samples in found:
-        count, last, times = _count_series(samples, start, end, through_next_scrape, restarts[target(labels)])
+        key = target(labels)
+        count, last, times = _count_series(samples, begins.get(key, start), end, through_next_scrape, restarts[key])
         out.append(SeriesCount(labels, count, last, times))
     return out
 
@@ -262,15 +272,16 @@ def service_traffic(c: MetricContract, series: list[SeriesCount], services: list
 
 
 def error_rate_between(prom: Prom, start: float, end: float, services: list[str] | tuple[str, ...] = (),
-                       top: int = 5) -> dict[str, Any]:
+                       top: int = 5, from_next_scrape: bool = False) -> dict[str, Any]:
     """Server-side error rate of the requests counted between ``start`` and ``end`` (unix seconds).
 
     Counted per series with restarts handled (:func:`increase_between`), so a service restarted inside the window
     neither zeroes the count nor hides its errors. ``services``: the services the run drives; each must show
     traffic and still be scraped at the end (``services`` and ``problems`` say which does not). ``top_errors``:
-    the ``top`` (status, service, tenant) error counts, largest first."""
+    the ``top`` (status, service, tenant) error counts, largest first. ``from_next_scrape``: see
+    :func:`increase_between` (the recovery window)."""
     c = prom.contract
-    series = increase_between(prom, c.total_selector(), start, end)
+    series = increase_between(prom, c.total_selector(), start, end, from_next_scrape=from_next_scrape)
     is_error = re.compile(f"(?:{c.error_status})")
     errors = [s for s in series if is_error.fullmatch(s.labels.get(c.status_label, ""))]
     n_err, n_tot = sum(s.count for s in errors), sum(s.count for s in series)

@@ -114,7 +114,9 @@ def error_rate(ctx: RunContext) -> CheckResult:
         deadline = max(run.recovery_deadline(cfg.recovery_seconds), time.time() + 5)
         while True:
             end = time.time()
-            res = prom.error_rate_between(p, start, end, services)
+            # from each service's first scrape after the recovery began: the scrape straddling it also carries the
+            # errors made before the caches were fresh again
+            res = prom.error_rate_between(p, start, end, services, from_next_scrape=True)
             if (res["requests"] >= want and end - start >= 5 and not res["problems"]) or end >= deadline:
                 break
             time.sleep(1.0)
@@ -125,9 +127,10 @@ def error_rate_within_max(configuration: Configuration = None, secrets: Secrets 
     """Server-side error rate (Prometheus) below ERROR_RATE_MAX, live.
 
     Baseline (before the fault): over the last BASELINE_SECONDS, which must hold at least BASELINE_MIN_REQUESTS
-    requests (the safety control's k6 warms it up). Recovery (after the restore): from the moment every service's
-    cache was fresh again (else the restore) until now, waiting for enough requests within RECOVERY_SECONDS. Every
-    service the run drives must show traffic in the window; counted per series, restarts included
+    requests (the safety control's k6 warms it up). Recovery (after the restore): from each service's first scrape
+    after the moment every service's cache was fresh again (else the restore) until now — the scrape straddling that
+    moment also carries errors made before it — waiting for enough requests within RECOVERY_SECONDS. Every service
+    the run drives must show traffic in the window; counted per series, restarts included
     (``chaosext.metrics.prom.error_rate_between``).
     """
     ctx = run_context(configuration, secrets)

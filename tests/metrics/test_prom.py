@@ -154,3 +154,16 @@ def test_refused_credentials_say_what_to_give(stub: Stub) -> None:
     broken = stub(lambda m, p, q, b: (422, {"status": "error", "errorType": "bad_data", "error": "parse error"}))
     with pytest.raises(backends.BackendError, match=f"Prometheus at {broken.url}: query 'up\\(' failed"):
         prom.query(prom_at(broken.url), "up(")
+
+
+def test_a_window_from_the_next_scrape_leaves_out_what_the_straddling_scrape_carries(stub: Stub) -> None:
+    """The recovery window starts at a moment seen through another signal (every cache fresh at 100): the scrape at
+    101 also holds the 503s made between 99 and 100. Counted from each target's first scrape at or after the start,
+    only what came after it counts; a series born after that scrape (a 401 at 105) counts whole."""
+    s = stub(raw([(req("policy", "t01", "200"), [(99, 1000), (101, 1100), (103, 1300), (105, 1500)]),
+                  (req("policy", "t01", "503"), [(99, 10), (101, 40), (103, 40), (105, 40)]),
+                  (req("policy", "t01", "401"), [(105, 2)])]))
+    exact = prom.error_rate_between(prom_at(s.url), 100.0, 106.0)
+    assert (exact["requests"], exact["errors"]) == (100 + 400 + 30 + 2, 30 + 2)
+    recovery = prom.error_rate_between(prom_at(s.url), 100.0, 106.0, from_next_scrape=True)
+    assert (recovery["requests"], recovery["errors"]) == (400 + 2, 2)
