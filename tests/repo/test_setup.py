@@ -25,7 +25,7 @@ DISTRO_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DISTRO_PYTHON = "/usr/bin/python3"
 NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".chaosext-lab",
                                     "bench-results", "build", "journal.json", "report.html", "chaostoolkit.log",
-                                    ".chaosext-run", "discovery.json")
+                                    ".chaosext-run", "discovery.json", "node_modules")
 
 
 def distro_env() -> dict[str, str]:
