@@ -202,12 +202,13 @@ def check_duration(duration_seconds: int, max_duration_seconds: int = MAX_OUTAGE
         duration = int(duration_seconds)
         cap = int(max_duration_seconds)
     except (TypeError, ValueError):
-        raise FaultError(f"duration_seconds {duration_seconds!r} is not a whole number of seconds") from None
+        raise FaultError(f"the fault's deadline {duration_seconds!r} is not a whole number of seconds") from None
     if duration <= 0:
-        raise FaultError(f"duration_seconds must be > 0 (got {duration}); the fault needs a deadline")
+        raise FaultError(f"the fault's deadline must be > 0 seconds (got {duration}); the fault needs a deadline")
     if duration > cap:
         raise FaultError(
-            f"duration_seconds {duration} is above the cap of {cap} s; shorten it or raise max_duration_seconds"
+            f"the fault's deadline of {duration} s is above the cap of {cap} s (the deadline of MAX_OUTAGE_SECONDS); "
+            f"shorten the outage or raise MAX_OUTAGE_SECONDS"
         )
     return duration
 

@@ -88,7 +88,7 @@ Examples:
   chaosext restore                                   # this host's recorded faults (iptables, local)
   chaosext restore --all                             # + every chaosext rule found by its tags, no record needed
   chaosext restore --all --dry-run --target netns:lab   # show what would go
-  chaosext restore --all --via k8s-networkpolicy --target tenancy/app=policy
+  chaosext restore --all --via k8s-networkpolicy --target tenancy/app=orders
   chaosext restore --all --via envoy --target http://127.0.0.1:9901
   chaosext restore --all --k6-dir .chaosext-run/k6   # + orphaned k6 runs recorded there
 """)
@@ -126,6 +126,10 @@ def _block(jwks_url: str, via: str | None, target: str | None, mode: str | None,
            dry_run: bool, envoy_admin_url: str, kube_api_url: str, kube_context: str, heartbeat: str = "",
            heartbeat_grace: float = 0) -> dict[str, Any]:
     # an option not given is unset (0): the settings then give OUTAGE_SECONDS' deadline / MAX_OUTAGE_SECONDS
+    for flag, value in (("--duration", duration), ("--max-duration", max_duration)):
+        if value is not None and value <= 0:
+            raise FaultError(f"{flag} {value} must be > 0 seconds (the fault needs a deadline), or leave it out for "
+                             f"the settings' value")
     return block_jwks_egress(jwks_url=jwks_url, via=via or "", target=target or "", mode=mode or "", dry_run=dry_run,
                              envoy_admin_url=envoy_admin_url, kube_api_url=kube_api_url, kube_context=kube_context,
                              heartbeat_file=heartbeat, heartbeat_grace_seconds=heartbeat_grace,

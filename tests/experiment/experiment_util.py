@@ -153,8 +153,9 @@ class ExperimentRunner:
         env = self.env_for(lab, **extra)
         journal = Path(env["_WORK"]) / "journal.json"
         self.journals.append(journal)
-        return self.popen(["chaos", "--no-log-file", "run", "--journal-path", str(journal), str(self.experiment)],
-                          env), env
+        log = Path(env["_WORK"]) / "chaostoolkit.log"  # Chaos Toolkit's debug log of the run
+        return self.popen(["chaos", "--log-file", str(log), "run", "--journal-path", str(journal),
+                           str(self.experiment)], env), env
 
     def popen(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         """Start ``argv`` (chaos, chaosext ...) inside the namespace, in a process group of its own."""

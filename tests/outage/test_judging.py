@@ -101,7 +101,8 @@ def test_a_chaosext_error_reaches_the_caller_as_itself_and_the_journal_as_its_me
     bad = {"chaosext_lab_dir": str(tmp_path / "nolab"), "outage_seconds": "lots"}
     activity = {"type": "probe", "name": "fails-closed-after-expiry",
                 "provider": {"type": "python", "module": "chaosext.outage.drill", "func": "fails_closed_after_expiry"}}
-    with pytest.raises(ActivityFailed, match=r"ConfigError: OUTAGE_SECONDS='lots' is not a whole number; set it to e\.g\. 1$"):
+    with pytest.raises(ActivityFailed,
+                       match=r"ConfigError: OUTAGE_SECONDS='lots' is not a whole number; set it to e\.g\. 1$"):
         run_python_activity(activity, bad, {})
 
 

@@ -12,7 +12,7 @@ from chaosext.egress.base import FaultSpec
 from chaosext.outage import watch
 from chaosext.outage.checks import outage_held
 from chaosext.outage.judging import judging_of
-from chaosext.outage.notebook import ServiceObservation, load_notebook
+from chaosext.outage.notebook import Judgments, ServiceObservation, edit_notebook, load_notebook
 from chaosext.run.context import run_context
 from chaosext.run.record import load_run
 from tests.runutil import RUN_ID, run_dir, start_run
@@ -129,3 +129,15 @@ def test_without_a_fault_of_this_run_there_is_nothing_to_watch(tmp_path: Path,
     assert watch.watch_outage(configuration=conf) == {"watched": False, "reason": "this run applied no fault",
                                                        "ticks": 0}
     assert load_run(run_dir(conf)).outage is None and load_notebook(run_dir(conf)).observations == []
+
+
+def test_a_new_outage_starts_a_fresh_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_world(monkeypatch, error_share=0.0)
+    conf = _conf(tmp_path, outage_seconds="2")
+    watch.watch_outage(configuration=conf)
+    with edit_notebook(run_dir(conf)) as first:
+        assert [o.elapsed for o in first.observations] == [0.0, 1.0, 2.0]
+        first.judgments = Judgments({"outage_held": {"ok": True}})
+    watch.watch_outage(duration_seconds=1, configuration=conf)
+    again = load_notebook(run_dir(conf))
+    assert [o.elapsed for o in again.observations] == [0.0, 1.0] and again.judgments == Judgments()
