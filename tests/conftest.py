@@ -39,7 +39,7 @@ E2E_FIXTURES = frozenset({
     "lab_processes", "own_lab", "authority",  # tests/lab
     "scraped",  # tests/metrics/test_metric_contract.py
     "proxies",  # tests/core/test_backends_authenticated.py
-    "shop", "shop_ns", "shop_variant",  # tests/targets/nodeapi (the second target)
+    "shop", "shop_ns", "shop_variant", "shop_runner",  # tests/targets/nodeapi (the second target)
 })
 
 

@@ -22,10 +22,14 @@ import requests
 
 from tests.targets.nodeapi.target import IDP_ADDR, IDP_PORT, Target
 
-__all__ = ["InNetns", "jwks_blocked", "audit_events", "TEST_RULE_COMMENT"]
+__all__ = ["InNetns", "jwks_blocked", "audit_events", "TEST_RULE_COMMENT", "SHOP_ENV"]
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
+#: short timings for CI: the services' TTL is 5 s, so a 20 s outage has them serving stale keys for 15 s (max-stale
+#: 120 s: within the lifetime); k6 at 60 requests/s over both services and the three tenants
+SHOP_ENV = {"OUTAGE_SECONDS": "20", "WATCH_INTERVAL": "2", "K6_RATE": "60", "BASELINE_SECONDS": "10",
+            "BASELINE_MIN_REQUESTS": "30", "RECOVERY_SECONDS": "30", "ALERT_WAIT_SECONDS": "20"}
 #: the comment on the test's own iptables rule (never chaosext's)
 TEST_RULE_COMMENT = "shop-target-test"
 

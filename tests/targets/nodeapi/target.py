@@ -2,16 +2,17 @@
 """The `shop` target: a second system under test for chaosext, built from widely used parts that chaosext did not
 write, started in network namespaces of its own.
 
-    python3 tests/targets/nodeapi/target.py up --dir /tmp/shop      # start; prints the description's path
-    python3 tests/targets/nodeapi/target.py restart orders --fail-open --dir /tmp/shop
-    python3 tests/targets/nodeapi/target.py rotate --dir /tmp/shop   # a new IdP signing key (the old one stays)
-    python3 tests/targets/nodeapi/target.py down --dir /tmp/shop     # stop everything, delete the namespaces
+    python3 tests/targets/nodeapi/target.py --dir /tmp/shop up      # start (namespace `shop`); prints TARGET_FILE
+    python3 tests/targets/nodeapi/target.py --dir /tmp/shop restart orders --fail-open
+    python3 tests/targets/nodeapi/target.py --dir /tmp/shop rotate   # a new IdP signing key (the old one stays)
+    python3 tests/targets/nodeapi/target.py --dir /tmp/shop down     # stop everything, delete the namespaces
 
 What runs (needs root, iproute2, Node.js >= 20.19 with ``npm ci`` done here (scripts/setup does it), and Debian's
 prometheus and prometheus-alertmanager):
 
-- network namespace ``<name>`` (the apps): the ``orders`` service (express + jose's remote JWKS cache) on
-  127.0.0.1:8081, the ``billing`` service (express + jsonwebtoken + jwks-rsa 4.1's cache) on 127.0.0.1:8082,
+- network namespace ``<name>`` (the apps; ``up --name``, default ``shop``): the ``orders`` service (express + jose's
+  remote JWKS cache) on 127.0.0.1:8081, the ``billing`` service (express + jsonwebtoken + jwks-rsa 4.1's cache) on
+  127.0.0.1:8082,
   Prometheus on 127.0.0.1:9090 scraping both (job ``shop-apis``) with the rules of alerts.yml, Alertmanager on
   127.0.0.1:9093; chaosext and k6 run here too (``ip netns exec <name> ...``);
 - network namespace ``<name>-idp``, joined to the apps by a veth pair (10.77.0.1 <-> 10.77.0.2): the identity
@@ -445,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path("./.shop-target"), help="where the target's files live")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the target; prints TARGET_FILE")
+    up.add_argument("--name", default="shop", help="the apps' network namespace (the IdP's: <name>-idp)")
     for v in VARIANTS:
         up.add_argument(v, action="append", default=[], metavar="SERVICE", help=f"start SERVICE with {v}")
     restart = sub.add_parser("restart", help="restart one service (its counters start at 0)")
@@ -460,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             flags = {n: [v for v in VARIANTS if n in getattr(args, _dest(v))] for n in SERVICES}
             started = time.monotonic()
-            t = Target(home).up(flags)
+            t = Target(home, name=args.name).up(flags)
             print(f"up in {time.monotonic() - started:.1f}s: namespace {t.name} (IdP in {t.idp_netns})")
             print(f"TARGET_FILE={t.description_file}")
             print(f"secrets (TOKEN_CLIENTS, mode 0600): {t.secrets_file}")
