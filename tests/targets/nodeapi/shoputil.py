@@ -9,7 +9,6 @@ host.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import subprocess
 import time
@@ -20,12 +19,11 @@ from typing import Any, TypeVar
 
 import requests
 
-from tests.targets.nodeapi.target import IDP_ADDR, IDP_PORT, Target
+from tests.targets.nodeapi.target import IDP_ADDR, IDP_PORT, Target, enter_netns
 
 __all__ = ["InNetns", "jwks_blocked", "audit_events", "TEST_RULE_COMMENT", "SHOP_ENV"]
 
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 #: short timings for CI: the services' TTL is 5 s, so a 20 s outage has them serving stale keys for 15 s (max-stale
 #: 120 s: within the lifetime); k6 at 60 requests/s over both services and the three tenants
 SHOP_ENV = {"OUTAGE_SECONDS": "20", "WATCH_INTERVAL": "2", "K6_RATE": "60", "BASELINE_SECONDS": "10",
@@ -43,10 +41,7 @@ class InNetns:
         self._session: requests.Session | None = None
 
     def _enter(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        with open(f"/run/netns/{self.netns}") as fh:
-            if libc.setns(fh.fileno(), CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns {self.netns}")
+        enter_netns(self.netns)
         self._session = requests.Session()
 
     def call(self, fn: Callable[..., T], *args: Any, timeout: float = 60, **kwargs: Any) -> T:

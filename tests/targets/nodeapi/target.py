@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -37,10 +38,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 TENANTS = ("acme", "globex", "initech")
 APPS_ADDR, IDP_ADDR = "10.77.0.1", "10.77.0.2"
@@ -174,29 +180,36 @@ def node_binary() -> str:
     return node
 
 
-def ns_run(netns: str, argv: list[str], timeout: float = 10) -> subprocess.CompletedProcess[str]:
-    """Run argv inside the namespace."""
-    return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, timeout=timeout,
-                          check=False)
+CLONE_NEWNET = 0x40000000
 
 
-_HTTP_GET = """
-import sys, urllib.request, urllib.error
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])) as r:
-        print(r.status); sys.stdout.write(r.read().decode())
-except urllib.error.HTTPError as e:
-    print(e.code); sys.stdout.write(e.read().decode())
-except Exception as e:
-    print(0); sys.stdout.write(repr(e))
-"""
+def enter_netns(netns: str) -> None:
+    """Move the calling thread (only it: ``setns`` is per thread) into the network namespace; its sockets are then
+    opened in there."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(f"/run/netns/{netns}") as fh:
+        if libc.setns(fh.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {netns}")
 
 
-def ns_get(netns: str, url: str, timeout: float = 3) -> tuple[int, str]:
-    """HTTP GET from inside the namespace: (status or 0, body)."""
-    out = ns_run(netns, [sys.executable, "-c", _HTTP_GET, url, str(timeout)], timeout=timeout + 10).stdout
-    status, _, body = out.partition("\n")
-    return int(status or 0), body
+def in_netns(netns: str, fn: Callable[[], T]) -> T:
+    """``fn()`` on a short-lived thread that entered the namespace (the rest of this process never leaves its own)."""
+    with ThreadPoolExecutor(max_workers=1, initializer=enter_netns, initargs=(netns,)) as pool:
+        return pool.submit(fn).result()
+
+
+def http(netns: str, url: str, method: str = "GET", timeout: float = 3) -> tuple[int, str]:
+    """One HTTP request from inside the namespace: (status, or 0 when nothing answered; body)."""
+    def send() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=timeout) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError as exc:
+            return 0, repr(exc)
+
+    return in_netns(netns, send)
 
 
 # ------------------------------------------------------------------------------------------------- the target
@@ -282,10 +295,7 @@ class Target:
         try:
             self._network()
             self._files()
-            self._spawn("idp", [node, str(HERE / "idp.mjs"), str(self.home / "idp.json")], self.idp_netns)
-            self._wait_http(self.name, f"http://{IDP_ADDR}:{IDP_PORT}/.well-known/openid-configuration", wait)
-            for name in SERVICES:
-                self._spawn_service(name)
+            # Alertmanager and Prometheus need nothing else: they start while the IdP does
             self._spawn("alertmanager", [
                 "prometheus-alertmanager", f"--config.file={self.home / 'alertmanager.yml'}",
                 f"--storage.path={self.home / 'alertmanager'}",
@@ -294,6 +304,10 @@ class Target:
                 "prometheus", f"--config.file={self.home / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.home / 'prometheus'}", f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}",
                 f"--rules.alert.resend-delay={SCRAPE_SECONDS}s"], self.name)
+            self._spawn("idp", [node, str(HERE / "idp.mjs"), str(self.home / "idp.json")], self.idp_netns)
+            self._wait_http(self.name, f"http://{IDP_ADDR}:{IDP_PORT}/.well-known/openid-configuration", wait)
+            for name in SERVICES:  # they load the JWKS as they start: the IdP must answer first
+                self._spawn_service(name)
             for name, svc in SERVICES.items():
                 self._wait_http(self.name, f"http://127.0.0.1:{svc['port']}/ready", wait, what=name)
             self._wait_http(self.name, f"http://127.0.0.1:{ALERTMANAGER_PORT}/-/ready", wait)
@@ -367,13 +381,13 @@ class Target:
         deadline = time.monotonic() + wait
         status, body = 0, ""
         while time.monotonic() < deadline:
-            status, body = ns_get(netns, url)
+            status, body = http(netns, url)
             if status == 200:
                 return
             dead = [p.name for p in self.procs.values() if not self.alive(p)]
             if dead:
                 raise TargetError(f"{', '.join(dead)} exited: see {self.home / 'logs'}")
-            time.sleep(0.3)
+            time.sleep(0.2)
         raise TargetError(f"{what or url} not ready after {wait:.0f}s (last: {status} {body[:200]})")
 
     # -------------------------------------------------------------- change it
@@ -390,13 +404,10 @@ class Target:
 
     def rotate(self) -> dict[str, Any]:
         """A new IdP signing key, published first; the previous one stays in the JWKS."""
-        out = ns_run(self.name, [sys.executable, "-c",
-                                 "import sys, urllib.request\nr = urllib.request.urlopen(urllib.request.Request("
-                                 "sys.argv[1], method='POST'), timeout=5)\nprint(r.read().decode())",
-                                 f"http://{IDP_ADDR}:{IDP_OPS_PORT}/admin/rotate"])
-        if out.returncode != 0:
-            raise TargetError(f"rotate failed: {out.stderr.strip()}")
-        result: dict[str, Any] = json.loads(out.stdout)
+        status, body = http(self.name, f"http://{IDP_ADDR}:{IDP_OPS_PORT}/admin/rotate", method="POST")
+        if status != 200:
+            raise TargetError(f"rotate failed: {status} {body[:200]}")
+        result: dict[str, Any] = json.loads(body)
         return result
 
     # -------------------------------------------------------------- stop
