@@ -305,7 +305,7 @@ def _typed(hint: Any, value: Any) -> Any:
         make: Any = hint
         return make(**{f.name: _typed(hints[f.name], value[f.name]) for f in dataclasses.fields(hint)
                        if f.name in value and f.init})
-    if origin is tuple and isinstance(value, list):
+    if origin is tuple and isinstance(value, (list, tuple)):  # JSON gives lists; to_json's asdict keeps tuples
         args = typing.get_args(hint)
         item: Any = args[0] if args else Any
         return tuple(_typed(item, v) for v in value)
