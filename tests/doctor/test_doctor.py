@@ -70,7 +70,7 @@ def test_doctor_catches_services_that_would_fail_the_probes(module_netns: str, n
     proc = _doctor(module_netns, "--state-dir", ns_lab["state_dir"], "--json", env={"SERVICE_URLS": swapped})
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
     assert proc.returncode == 1 and checks["service: vuln"]["ok"]
-    assert "HTTP 404" in checks["service: policy"]["detail"] and "SERVICE_URLS" in checks["service: policy"]["fix"]
+    assert "HTTP 404" in checks["service: policy"]["detail"] and "services.policy" in checks["service: policy"]["fix"]
 
 
 @pytest.mark.e2e
@@ -159,7 +159,9 @@ def test_doctor_fails_without_cap_net_admin(tmp_path: Path) -> None:
 
     proc = subprocess.run(["unshare", "-rn", sys.executable, "-m", "chaosext.cli", "doctor", "--json",
                            "--prometheus-url", "http://127.0.0.1:9", "--alertmanager-url", "http://127.0.0.1:9"],
-                          capture_output=True, text=True, timeout=60, env=dict(os.environ))
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "TARGET_FILE": target_config(tmp_path)["target_file"],
+                               "CHAOSEXT_LAB_DIR": str(tmp_path / "no-lab")})  # a valid target: the checks run
     report = json.loads(proc.stdout)
     ipt = next(c for c in report["checks"] if c["name"] == "iptables")
     assert ipt["ok"] or "CAP_NET_ADMIN" in ipt["fix"]
