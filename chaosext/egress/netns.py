@@ -5,7 +5,8 @@ namespaces in turn and, from there, start each target's command (a process is bo
 or make its socket (a socket stays in the namespace it was made in); the threads end afterwards, so no other thread
 of the process ever leaves its namespace. Then one loop feeds every process its input, reads its output and sees it
 end (:func:`run_all`), and one loop waits for every connect (:func:`connect_all`). N targets cost N process starts,
-spread over the cores, and one timeout -- not one ``nsenter`` per command, nor one timeout per target.
+spread over the cores, and one timeout -- not one ``nsenter`` per command, nor one timeout per target. Rule listings
+need no process at all where iptables is the nf_tables variant (:func:`listings` reads the kernel's ruleset).
 
 :func:`run_all` can also *stage* a batch: every process gets its input but a held-back tail (an
 ``iptables-restore`` transaction without its ``COMMIT``), and once all of them wait on their input the tails are sent
@@ -32,12 +33,12 @@ from typing import Any, TypeVar
 
 from chaosext.egress.base import FaultError, Ran, TargetNotFound, classify_error
 
-__all__ = ["Job", "run_all", "connect_all", "in_netns", "enter", "path_is_local", "fd_budget", "WORKERS",
-           "LOCAL_VERIFY_TIMEOUT"]
+__all__ = ["Job", "run_all", "connect_all", "listings", "nft_backed", "in_netns", "enter", "path_is_local",
+           "fd_budget", "WORKERS", "LOCAL_VERIFY_TIMEOUT"]
 
 CLONE_NEWNET = 0x40000000
-#: threads that enter namespaces and start processes / make sockets (process starts are kernel work: a few
-#: threads keep both cores busy; more only contend for the GIL)
+#: threads that enter namespaces and start processes / make sockets (a process start is mostly the kernel's work,
+#: done with the GIL released: a few threads keep the cores busy)
 WORKERS = 4
 #: drop mode: seconds without an answer that prove a connect is dropped when the path stays on this host
 #: (:func:`path_is_local`); a SYN to a namespace of this host is answered by its kernel within microseconds
@@ -110,12 +111,12 @@ def _open_fds() -> int:
 
 
 def _in_workers(items: Sequence[T], nspath: Callable[[T], str], work: Callable[[int, T], None],
-                workers: int = WORKERS) -> None:
+                workers: int = WORKERS) -> dict[int, BaseException]:
     """``work(index, item)`` for every item, from up to ``workers`` threads, each inside ``nspath(item)``
-    ("" = the caller's namespace) when it runs it; items of one namespace are taken together (one setns). The
-    errors raised, by index, come back together as one :class:`_WorkerErrors` once every item was tried."""
+    ("" = the caller's namespace) when it runs it; items of one namespace are taken together (one setns). Returns
+    the errors raised, by index, once every item was tried."""
     if not items:
-        return
+        return {}
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     order = sorted(range(len(items)), key=lambda i: nspath(items[i]))
     lock = threading.Lock()
@@ -154,14 +155,7 @@ def _in_workers(items: Sequence[T], nspath: Callable[[T], str], work: Callable[[
             t.join()
     finally:
         os.close(home)
-    if errors:
-        raise _WorkerErrors(errors)
-
-
-class _WorkerErrors(Exception):
-    def __init__(self, errors: dict[int, BaseException]) -> None:
-        super().__init__(f"{len(errors)} item(s) failed")
-        self.errors = errors
+    return errors
 
 
 # ---------------------------------------------------------------- commands
@@ -370,11 +364,8 @@ def _run_wave(jobs: list[Job], limit: float, staged: bool, ready_timeout: float,
         with lock:
             procs[index] = _Proc(job, child, data.encode())
 
-    try:
-        _in_workers(jobs, lambda j: j.nspath, spawn, workers)
-    except _WorkerErrors as failed:
-        for index, exc in failed.errors.items():
-            results[index].error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+    for index, exc in _in_workers(jobs, lambda j: j.nspath, spawn, workers).items():
+        results[index].error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
     sel = selectors.DefaultSelector()
     fd_owner: dict[int, tuple[int, str]] = {}
     try:
@@ -524,12 +515,10 @@ def connect_all(probes: Sequence[tuple[str, str, int]], timeout: float,
     size = max(1, fd_budget(len(probes)))  # one socket each
     for first in range(0, len(probes), size):
         chunk = list(range(first, min(len(probes), first + size)))
-        try:
-            _in_workers(chunk, lambda i: probes[i][0], lambda _, i: start(i, probes[i]))
-        except _WorkerErrors as failed:
-            for pos, exc in failed.errors.items():  # a namespace that cannot be entered: its probes say why
-                results[chunk[pos]]["error"] = _error_text(exc)
-                results[chunk[pos]]["gone"] = isinstance(exc, TargetNotFound)
+        failed = _in_workers(chunk, lambda i: probes[i][0], lambda _, i: start(i, probes[i]))
+        for pos, exc in failed.items():  # a namespace that cannot be entered: its probes say why
+            results[chunk[pos]]["error"] = _error_text(exc)
+            results[chunk[pos]]["gone"] = isinstance(exc, TargetNotFound)
         _wait_connects(socks, results)
         socks.clear()
     return results
@@ -744,9 +733,6 @@ def listings(items: Sequence[tuple[str, list[str]]]) -> list[dict[str, list[str]
             sock.settimeout(5.0)
             out[index] = {binary: _family_lines(sock, _NFPROTO[binary]) for binary in item[1]}
 
-    try:
-        _in_workers(items, lambda item: item[0], read)
-    except _WorkerErrors as failed:
-        for index, exc in failed.errors.items():
-            out[index] = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+    for index, exc in _in_workers(items, lambda item: item[0], read).items():
+        out[index] = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
     return out
