@@ -342,6 +342,14 @@ def _restore_input(lines: list[str]) -> str:
     return "*filter\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n"
 
 
+def _revert_script(run_id: str) -> str:
+    """The transaction removing ``run_id``'s jump, rules and chain, as apply made them; the kernel refuses it
+    (nothing changed) unless exactly that jump and that chain exist."""
+    chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
+    return _restore_input([_shown_line(["-D", "OUTPUT", "-m", "comment", "--comment", tag, "-j", chain]),
+                           f"-F {chain}", f"-X {chain}"])
+
+
 @dataclass(frozen=True)
 class Done(Generic[R, T]):
     """One runner's part of a fan-out: its result, or the error it raised; ``at``: wall time it finished."""
@@ -553,7 +561,7 @@ class IptablesDriver:
 
     def _revert_input(self, spec: FaultSpec) -> str:
         """Jump, rules and chain gone in one transaction; refused (nothing changed) unless exactly that exists."""
-        return _restore_input([_shown_line(["-D", *_jump(spec)]), f"-F {spec.chain}", f"-X {spec.chain}"])
+        return _revert_script(spec.run_id)
 
     def describe(self, spec: FaultSpec) -> list[str]:
         """What apply runs inside each target, per family: one ``iptables-restore --noflush`` with exactly this
@@ -670,7 +678,7 @@ class IptablesDriver:
         failed = [(d.runner, d.error) for d in results if d.error]
         if failed:
             _, stuck, _ = self._remove_all(runners, spec.run_id, self._revert_input(spec),
-                                           [b for b, _, _ in self._families(spec)])
+                                           _present([b for b, _, _ in self._families(spec)]))
             reasons = "; ".join(f"{runner.label}: {_error_text(error)}" for runner, error in failed)
             rolled = (f"the other {len(runners) - len(failed)} target(s) were restored" if not stuck
                       else f"ROLLBACK INCOMPLETE, run `chaosext restore --run-id {spec.run_id}`: {'; '.join(stuck)}")
@@ -772,19 +780,20 @@ class IptablesDriver:
         gone."""
         runners = runner_for(spec.target, self.options or spec.options, missing_ok=True, secrets=self.secrets)
         removed, left, spread = self._remove_all(runners, spec.run_id, self._revert_input(spec),
-                                                 [b for b, _, _ in self._families(spec)])
+                                                 _present([b for b, _, _ in self._families(spec)]))
         if left:
             raise FaultError(f"could not remove every chaosext:{spec.run_id} rule: {left}")
         return {"removed": removed, "left": left, "spread": spread}
 
     def _remove_all(self, runners: list[Runner], run_id: str, script: str = "",
-                    binaries: list[str] | None = None) -> tuple[list[str], list[str], dict[str, Any]]:
+                    families: Callable[[Runner], list[str]] | None = None,
+                    ) -> tuple[list[str], list[str], dict[str, Any]]:
         """Remove ``run_id`` from every runner, all at once; ``(removed, left, spread)``. Targets that are gone count
         as clean.
 
         With ``script`` (the exact revert transaction, :meth:`_revert_input`), first that transaction in each family
-        of ``binaries``, committed together. Where it is refused (already gone, or changed since) -- or without a
-        script -- one listing, then one transaction deleting whatever of the run is there; a family whose
+        ``families(runner)``, committed together. Where it is refused (already gone, or changed since) -- or without
+        a script -- one listing, then one transaction deleting whatever of the run is there; a family whose
         transaction fails is listed again to say what is left."""
         removed: list[str] = []
         left: list[str] = []
@@ -792,8 +801,8 @@ class IptablesDriver:
         self._learn_binaries(runners, [b for b, _ in FAMILIES])
         rest = list(runners)
         if script:
-            families = _present(binaries or [])
-            staged = self._staged(runners, lambda r: [(b, script) for b in families(r)])
+            of = families or _present([b for b, _ in FAMILIES])
+            staged = self._staged(runners, lambda r: [(b, script) for b in of(r)])
             rest = []
             for runner in runners:
                 first = staged.get(id(runner), Staged())
@@ -862,7 +871,7 @@ class IptablesDriver:
         runners = runner_for(target, self.options, secrets=self.secrets)
         self._learn_binaries(runners, [b for b, _ in FAMILIES])
 
-        for d in _list_all(runners, _present([b for b, _ in FAMILIES]), self.parallelism):
+        for d in self._read_rules(runners, [b for b, _ in FAMILIES]):
             if isinstance(d.error, TargetNotFound):
                 continue
             for binary, lines in d.value.items():  # another error is raised here
@@ -890,7 +899,17 @@ class IptablesDriver:
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
         """Remove one run's rules found by :meth:`find_orphans` in every target (no FaultSpec needed)."""
         runners = runner_for(target, self.options, missing_ok=True, secrets=self.secrets)
-        removed, left, _ = self._remove_all(runners, run_id)
+        self._learn_binaries(runners, [b for b, _ in FAMILIES])
+        holding: dict[int, list[str]] = {}
+        for done in self._read_rules(runners, [b for b, _ in FAMILIES]):
+            if isinstance(done.error, TargetNotFound):
+                continue  # gone, and its rules with it
+            held = [b for b, lines in done.value.items() if _owned_lines(lines, run_id)] if done.error is None \
+                else _present([b for b, _ in FAMILIES])(done.runner)  # unreadable: try, then list and say what is left
+            if held:
+                holding[id(done.runner)] = held
+        removed, left, _ = self._remove_all([r for r in runners if id(r) in holding], run_id,
+                                            _revert_script(run_id), lambda r: holding[id(r)])
         if left:
             raise FaultError(f"could not remove every chaosext:{run_id} rule: {left}")
         return removed

@@ -686,15 +686,45 @@ def _dump(sock: socket.socket, message: int, family: int) -> list[bytes]:
             pos += (length + 3) & ~3
 
 
-def _rule_line(attrs: dict[int, bytes]) -> str:
-    """A rule as ``iptables -S`` starts it: chain, comments and target (the matches it does not need left out)."""
-    words = ["-A", _text(attrs.get(2, b""))]
+def _be(value: bytes) -> int:
+    return int.from_bytes(value[:4], "big")
+
+
+def _rule_line(attrs: dict[int, bytes], version: int) -> str:
+    """A rule of IP ``version`` as ``iptables -S`` shows it, with what the checks read: chain, destination, TCP
+    destination port, comments and target (other matches are left out)."""
+    daddr = (16, 4) if version == 4 else (24, 16)  # where the destination address is in the IP header
+    chain = _text(attrs.get(2, b""))
+    dest: list[str] = []
+    proto: list[str] = []
+    comments: list[str] = []
     target: list[str] = []
+    loaded: tuple[str, int, int] | None = None  # what the last payload/meta expression put in the register
+    prefix: int | None = None
     for _, element in _nest(attrs.get(4, b"")):
         expr = dict(_nest(element))
         name, data = _text(expr.get(1, b"")), dict(_nest(expr.get(2, b"")))
-        if name == "match" and _text(data.get(1, b"")) == "comment":
-            words += ["-m", "comment", "--comment", f'"{_text(data.get(3, b""))}"']
+        if name == "payload":  # base 1: network header, 2: transport header
+            base = {1: "network", 2: "transport"}.get(_be(data.get(2, b"")), "")
+            loaded, prefix = (base, _be(data.get(3, b"")), _be(data.get(4, b""))), None
+        elif name == "meta":
+            loaded, prefix = ("l4proto", 0, 1) if _be(data.get(2, b"")) == 16 else None, None
+        elif name == "bitwise" and loaded:  # a mask before the comparison: a network prefix
+            bits = dict(_nest(data.get(4, b""))).get(1, b"")
+            prefix = sum(bin(b).count("1") for b in bits) if bits else None
+        elif name == "cmp" and loaded and _be(data.get(2, b"\0\0\0\0")) == 0:  # equal
+            value = dict(_nest(data.get(3, b""))).get(1, b"")
+            kind, offset, length = loaded
+            if kind == "network" and offset == daddr[0] and length <= daddr[1]:  # a short load is a prefix
+                address = ipaddress.ip_address(value[:length].ljust(daddr[1], b"\0"))
+                dest = ["-d", f"{address}/{prefix if prefix is not None else length * 8}"]
+            elif kind == "l4proto" and value[:1] == b"\x06":
+                proto = ["-p", "tcp"]
+            elif kind == "transport" and (offset, length) == (2, 2):
+                proto = ["-p", "tcp", "-m", "tcp", "--dport", str(int.from_bytes(value[:2], "big"))]
+            loaded = None
+        elif name == "match" and _text(data.get(1, b"")) == "comment":
+            comments += ["-m", "comment", "--comment", f'"{_text(data.get(3, b""))}"']
         elif name == "target":
             target = ["-j", _text(data.get(1, b""))]
         elif name == "immediate" and 2 in data:
@@ -707,17 +737,18 @@ def _rule_line(attrs: dict[int, bytes]) -> str:
     udata = attrs.get(7, b"")
     pos = 0
     while pos + 2 <= len(udata):  # rule userdata TLVs: type 0 is a comment
-        kind, length = udata[pos], udata[pos + 1]
-        if kind == 0:
-            words += ["-m", "comment", "--comment", f'"{_text(udata[pos + 2:pos + 2 + length])}"']
+        tlv, length = udata[pos], udata[pos + 1]
+        if tlv == 0:
+            comments += ["-m", "comment", "--comment", f'"{_text(udata[pos + 2:pos + 2 + length])}"']
         pos += 2 + length
-    return " ".join(words + target)
+    return " ".join(["-A", chain, *dest, *proto, *comments, *target])
 
 
 def _family_lines(sock: socket.socket, family: int) -> list[str]:
     chains = [dict(_nest(m)) for m in _dump(sock, _NFT_MSG_GETCHAIN, family)]
     lines = [f"-N {_text(c.get(3, b''))}" for c in chains if 4 not in c]  # no hook: a user chain
-    return lines + [_rule_line(dict(_nest(m))) for m in _dump(sock, _NFT_MSG_GETRULE, family)]
+    version = 4 if family == _NFPROTO["iptables"] else 6
+    return lines + [_rule_line(dict(_nest(m)), version) for m in _dump(sock, _NFT_MSG_GETRULE, family)]
 
 
 def listings(items: Sequence[tuple[str, list[str]]]) -> list[dict[str, list[str]] | Exception]:

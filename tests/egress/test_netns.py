@@ -12,7 +12,7 @@ import pytest
 
 from chaosext.egress import netns
 from chaosext.egress.base import TargetNotFound
-from chaosext.egress.iptables import _held
+from chaosext.egress.iptables import _held, _rule_endpoint
 from tests.egress.netfleet import SERVER_ADDRESS, Fleet, fleet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
@@ -131,5 +131,9 @@ def test_the_kernel_listing_holds_what_iptables_lists_for_the_checks(twenty):
     for run_id in ("0a1b2c3d", "ffff0000", "00000000"):
         assert facts(_held(read, run_id)) == facts(_held({"iptables": listed, "ip6tables": []}, run_id))
     assert _held(read, "0a1b2c3d")["jump_positions"] == [3]
+    # restore --all reads which endpoint a run blocks from the same listing
+    assert [_rule_endpoint(line) for line in read["iptables"] if "CHAOSEXT-0a1b2c3d -" in line] == [
+        _rule_endpoint(line) for line in listed if "CHAOSEXT-0a1b2c3d -" in line] == ["10.215.0.1:8440",
+                                                                                       "10.215.0.2:8440"]
     [gone] = netns.listings([("/run/netns/cxnothing-here", ["iptables"])])
     assert isinstance(gone, TargetNotFound)
