@@ -467,15 +467,26 @@ def _staged_transactions(runners: list[Runner], inputs: Callable[[Runner], list[
     ``COMMIT``; once every process waits on its stdin (it has parsed its rules) or a few seconds passed, all the
     ``COMMIT`` lines go out in one go (:func:`chaosext.egress.netns.run_all`). The kernel commits each target's
     transaction as that line arrives, so the targets are cut off within milliseconds of each other rather than one
-    process start apart. Returns ``{id(runner): Staged}``."""
+    process start apart. Local targets are not staged where iptables is the legacy variant: every legacy
+    ``iptables-restore`` holds one host-wide lock (``/run/xtables.lock``) from its table line to its end, so staged
+    ones would wait for each other until ``-w`` gives up; there they commit one after another as the lock allows.
+    Returns ``{id(runner): Staged}``."""
     items: list[Item] = []
     owners: list[tuple[Runner, str]] = []
     for runner in runners:
         for binary, script in inputs(runner):
             items.append((runner, [f"{binary}-restore", *WAIT, "--noflush"], script[:-len("COMMIT\n")], "COMMIT\n"))
             owners.append((runner, binary))
+    locked = {b for _, b in owners if not netns.nft_backed(b)}
+    ran_all: list[Ran] = [Ran() for _ in items]
+    for local in (True, False):
+        chosen = [i for i, (runner, _) in enumerate(owners) if isinstance(runner, HostRunner) == local]
+        done = _batch([items[i] for i in chosen], parallelism, staged=staged and not (local and locked),
+                      capture=False)
+        for i, ran in zip(chosen, done, strict=True):
+            ran_all[i] = ran
     out: dict[int, Staged] = {}
-    for (runner, binary), ran in zip(owners, _batch(items, parallelism, staged=staged, capture=False), strict=True):
+    for (runner, binary), ran in zip(owners, ran_all, strict=True):
         entry = out.setdefault(id(runner), Staged())
         if ran.error is not None:
             entry.error = entry.error or ran.error

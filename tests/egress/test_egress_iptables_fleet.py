@@ -477,3 +477,37 @@ def test_execs_in_parallel_leave_the_shared_api_client_to_the_other_calls(pods):
     assert [r.stdout for r in ran] == ["ok\n"] * 20
     assert api.call_api.__func__ is client.ApiClient.call_api
     assert len(client.CoreV1Api(api).list_namespaced_pod("tenancy").items) == 20
+
+
+@pytest.fixture
+def legacy_path(tmp_path, monkeypatch) -> None:
+    """`iptables`, `ip6tables` and their -restore/-save on PATH are the legacy variant (x_tables, one host-wide lock)
+    for this test: nothing is read over nf_tables netlink, and local targets are not staged."""
+    if not os.path.exists("/usr/sbin/iptables-legacy-restore"):
+        pytest.skip("no iptables-legacy on this host")
+    for family in ("iptables", "ip6tables"):
+        for suffix in ("", "-restore", "-save"):
+            (tmp_path / f"{family}{suffix}").symlink_to(f"/usr/sbin/{family}-legacy{suffix}")
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+
+
+@pytest.mark.e2e
+@pytest.mark.netns
+@pytest.mark.parametrize("sized", [20], indirect=True)
+def test_with_legacy_iptables_every_target_is_blocked_checked_and_swept_from_iptables_listings(legacy_path, sized,
+                                                                                               state_dir):
+    from chaosext.egress import netns
+
+    assert not netns.nft_backed("iptables")
+    out = block_jwks_egress(sized.url, target=sized.glob, mode="reject", duration_seconds=60, **FAST)
+
+    assert out["verification"]["blocked"] is True
+    assert all(t["rules"] == 2 and t["jump_positions"] == [1] for t in out["verification"]["targets"])
+    assert sorted(sized.all_rules()) == sorted(sized.clients)  # iptables-legacy-save sees them
+    (state_dir / f"{out['run_id']}.json").unlink()
+    cli = subprocess.run([sys.executable, "-m", "chaosext.cli", "restore", "--all", "--target", sized.glob],
+                         capture_output=True, text=True, timeout=120, env={**os.environ,
+                                                                           "CHAOSEXT_STATE_DIR": str(state_dir)})
+    assert cli.returncode == 0, cli.stderr
+    assert f"removed fault {out['run_id']}" in cli.stdout
+    assert sized.all_rules() == {}
