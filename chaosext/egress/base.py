@@ -21,8 +21,10 @@ from typing import Any, NotRequired, Protocol, TypedDict
 from urllib.parse import urlsplit
 
 from chaosext.core.errors import ChaosextError
+from chaosext.core.faulttarget import ITEM_KINDS, TargetError, split_items
 from chaosext.core.limits import MAX_OUTAGE_SECONDS
 from chaosext.core.names import FAULT_MODES, FAULT_VIAS
+from chaosext.core.procs import proc_start_time
 
 __all__ = [
     "FaultSpec",
@@ -48,6 +50,8 @@ __all__ = [
     "save_record",
     "load_records",
     "delete_record",
+    "this_process",
+    "owned_by_this_process",
     "probe_endpoint",
     "expected_error",
     "classify_error",
@@ -71,41 +75,17 @@ class TargetNotFound(FaultError):
 
 
 #: target kinds of the iptables driver (``local`` has no name)
-TARGET_KINDS = ("local", "netns", "pid", "k8s-pod")
+TARGET_KINDS = ITEM_KINDS
 
 
 def split_targets(target: str) -> list[str]:
-    """One target string per item of a comma-separated ``FAULT_TARGET``, in order, without duplicates.
-
-    Each item is ``local``, ``netns:<name or glob>``, ``pid:<pid>`` or ``k8s-pod:<namespace>/<pod or selector>``. An
-    item without a kind continues the one before it: ``pid:10,11`` is two pids, ``netns:a,b`` two namespaces,
-    ``k8s-pod:ns/app=x,tier=web`` one selector of two labels (a part with ``=``), ``k8s-pod:ns/p1,p2`` two pods.
-    Globs are expanded later (by the driver, against the namespaces that exist then).
-    """
-    items: list[str] = []
-    for raw in str(target or "local").split(","):
-        part = raw.strip()
-        if not part:
-            raise FaultError(f"target {target!r} has an empty item; separate targets with single commas")
-        kind, sep, name = part.partition(":")
-        if part == "local" or (sep and kind in TARGET_KINDS):
-            if sep and not name:
-                raise FaultError(f"target item {part!r} names nothing: give {kind}:<name>")
-            items.append(part)
-            continue
-        if not items or items[-1] == "local":
-            raise FaultError(f"unknown target {part!r}: use local, netns:<name|glob>, pid:<pid> or "
-                             "k8s-pod:<namespace>/<pod|selector>, comma-separated for several")
-        prev_kind, _, prev_name = items[-1].partition(":")
-        if prev_kind == "k8s-pod":
-            namespace, _, selector = prev_name.partition("/")
-            if "=" in part and "=" in selector:
-                items[-1] = f"{items[-1]},{part}"  # one more label of the same selector
-            else:
-                items.append(f"k8s-pod:{namespace}/{part}")
-        else:
-            items.append(f"{prev_kind}:{part}")
-    return list(dict.fromkeys(items))
+    """The iptables items of a comma-separated ``FAULT_TARGET`` (``chaosext.core.faulttarget.split_items``, the one
+    parser), its errors as FaultError. Globs are expanded later (by the driver, against the namespaces that exist
+    then)."""
+    try:
+        return list(split_items(target))
+    except TargetError as exc:
+        raise FaultError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -224,12 +204,13 @@ def check_duration(duration_seconds: int, max_duration_seconds: int = MAX_OUTAGE
         duration = int(duration_seconds)
         cap = int(max_duration_seconds)
     except (TypeError, ValueError):
-        raise FaultError(f"duration_seconds {duration_seconds!r} is not a whole number of seconds") from None
+        raise FaultError(f"the fault's deadline {duration_seconds!r} is not a whole number of seconds") from None
     if duration <= 0:
-        raise FaultError(f"duration_seconds must be > 0 (got {duration}); the fault needs a deadline")
+        raise FaultError(f"the fault's deadline must be > 0 seconds (got {duration}); the fault needs a deadline")
     if duration > cap:
         raise FaultError(
-            f"duration_seconds {duration} is above the cap of {cap} s; shorten it or raise max_duration_seconds"
+            f"the fault's deadline of {duration} s is above the cap of {cap} s (the deadline of MAX_OUTAGE_SECONDS); "
+            f"shorten the outage or raise MAX_OUTAGE_SECONDS"
         )
     return duration
 
@@ -324,15 +305,18 @@ class FaultRecord(TypedDict):
     status: str
     #: the dead-man watchdog's pid (0: none)
     watchdog_pid: NotRequired[int]
+    #: the process that applied the fault: {"pid", "start"} (start: its start time in clock ticks since boot)
+    owner: NotRequired[dict[str, int]]
     path: NotRequired[str]
 
 
 def save_record(spec: FaultSpec, status: str, watchdog_pid: int | None = None) -> Path:
-    """Write ``<state_dir>/<run_id>.json`` atomically; returns its path."""
+    """Write ``<state_dir>/<run_id>.json`` atomically, with this process as the fault's owner; returns its path."""
     d = state_dir()
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{spec.run_id}.json"
-    record: FaultRecord = {"spec": spec.to_dict(), "recorded_at": time.time(), "status": status}
+    record: FaultRecord = {"spec": spec.to_dict(), "recorded_at": time.time(), "status": status,
+                           "owner": this_process()}
     if watchdog_pid is not None:
         record["watchdog_pid"] = watchdog_pid
     tmp = path.with_suffix(".tmp")
@@ -354,6 +338,16 @@ def load_records() -> list[FaultRecord]:
         rec["path"] = str(path)
         out.append(rec)
     return out
+
+
+def this_process() -> dict[str, int]:
+    """This process as a fault record names its owner: pid and start time (a reused pid is not the owner)."""
+    return {"pid": os.getpid(), "start": int(proc_start_time(os.getpid()) or 0)}
+
+
+def owned_by_this_process(record: FaultRecord) -> bool:
+    """True when this very process applied the fault of ``record``."""
+    return record.get("owner") == this_process()
 
 
 def delete_record(run_id: str) -> bool:

@@ -4,7 +4,7 @@
 re-parented to init, runs in its own session, and survives SIGKILL of the chaosext process (and of its process
 group). It lifts the fault (the driver's ``revert``), deletes the fault record and exits:
 
-- **heartbeat** (optional): when the run's heartbeat file (``chaosext.core.heartbeat``, renewed every 2 s by the
+- **heartbeat** (optional): when the run's heartbeat file (``chaosext.run.heartbeat``, renewed every 2 s by the
   running experiment) is older than ``grace`` (``HEARTBEAT_GRACE``, default 10 s) -- the experiment process was
   SIGKILLed, OOM-killed or hangs. It polls every second, so the fault is lifted within grace + ~2 s; it also stops
   the k6 runs recorded for the fault's run id (``owner_run_id`` in the k6 runs dir ``k6_dir``). A heartbeat file that
@@ -28,11 +28,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from chaosext.core.heartbeat import HEARTBEAT_GRACE, age
 from chaosext.core.procs import find_processes
 from chaosext.egress import build_driver
 from chaosext.egress.base import FaultError, FaultSpec, delete_record, state_dir
 from chaosext.load import k6
+from chaosext.run.heartbeat import HEARTBEAT_GRACE, age
 
 __all__ = ["spawn", "stop", "find", "main", "GRACE_SECONDS", "HEARTBEAT_GRACE", "POLL_SECONDS"]
 

@@ -72,7 +72,7 @@ def _blocked(f: Fleet, client: str) -> bool:
 def test_a_list_blocks_exactly_its_targets_and_a_glob_blocks_every_match(four, state_dir):
     listed = four.clients[:3]
     out = block_jwks_egress(four.url, target=",".join(f"netns:{c}" for c in listed), mode="reject",
-                            duration_seconds=60, **FAST)
+                            deadline_seconds=60, **FAST)
 
     assert out["verification"]["blocked"] is True
     assert sorted(t["target"] for t in out["verification"]["targets"]) == sorted(f"netns:{c}" for c in listed)
@@ -86,7 +86,7 @@ def test_a_list_blocks_exactly_its_targets_and_a_glob_blocks_every_match(four, s
     assert four.all_rules() == {}
     assert watchdog.find(out["run_id"]) == []
 
-    out = block_jwks_egress(four.url, target=four.glob, mode="reject", duration_seconds=60, **FAST)
+    out = block_jwks_egress(four.url, target=four.glob, mode="reject", deadline_seconds=60, **FAST)
 
     assert sorted(out["applied"]["targets"]) == sorted(f"netns:{c}" for c in four.clients)  # not the server
     assert all(_blocked(four, c) for c in four.clients)
@@ -99,9 +99,9 @@ def test_a_list_blocks_exactly_its_targets_and_a_glob_blocks_every_match(four, s
 @pytest.mark.netns
 def test_a_glob_that_matches_nothing_and_a_missing_list_item_are_refused_before_any_rule(four, state_dir):
     with pytest.raises(FaultError, match="no network namespace matches"):
-        block_jwks_egress(four.url, target=f"netns:{four.prefix}nothing*", duration_seconds=60, **FAST)
+        block_jwks_egress(four.url, target=f"netns:{four.prefix}nothing*", deadline_seconds=60, **FAST)
     with pytest.raises(FaultError, match=f"netns:{four.prefix}gone.*not found"):
-        block_jwks_egress(four.url, target=f"{four.glob},netns:{four.prefix}gone", duration_seconds=60, **FAST)
+        block_jwks_egress(four.url, target=f"{four.glob},netns:{four.prefix}gone", deadline_seconds=60, **FAST)
     assert four.all_rules() == {}
     assert not list(state_dir.glob("*.json"))
 
@@ -131,7 +131,7 @@ def test_a_target_that_fails_midway_is_named_and_every_other_target_is_left_clea
     _vanish_once_the_others_are_blocked(monkeypatch, sized, victim)
 
     with pytest.raises(FaultError) as err:
-        block_jwks_egress(sized.url, target=sized.glob, mode="reject", duration_seconds=60, **FAST)
+        block_jwks_egress(sized.url, target=sized.glob, mode="reject", deadline_seconds=60, **FAST)
 
     assert f"failed on 1 of {n} target(s): netns:{victim}" in str(err.value)
     assert f"the other {n - 1} target(s) were restored" in str(err.value)
@@ -156,7 +156,7 @@ def test_a_target_that_vanishes_right_after_resolve_is_named_and_nothing_is_left
 
     monkeypatch.setattr(IptablesDriver, "preflight", preflight)
     with pytest.raises(FaultError, match=f"failed on 1 of {n} target\\(s\\): netns:{victim}: .*were restored"):
-        block_jwks_egress(sized.url, target=sized.target_list, mode="reject", duration_seconds=60, **FAST)
+        block_jwks_egress(sized.url, target=sized.target_list, mode="reject", deadline_seconds=60, **FAST)
     assert sized.all_rules() == {}
     assert not list(state_dir.glob("*.json"))
 
@@ -168,7 +168,7 @@ def test_a_big_fleet_in_drop_mode_is_blocked_checked_at_once_and_restored(big, s
     stays on this host (each client reaches the JWKS stand-in on-link through its veth), every target holds the
     whole rule set, and the restore leaves every target clean and answering."""
     n = len(big.clients)
-    out = block_jwks_egress(big.url, target=big.glob, mode="drop", duration_seconds=60)
+    out = block_jwks_egress(big.url, target=big.glob, mode="drop", deadline_seconds=60)
 
     check = out["verification"]
     assert check["blocked"] is True and len(check["targets"]) == n
@@ -305,7 +305,7 @@ def test_the_watchdog_restores_every_target_of_a_sigkilled_run(sized, state_dir)
     code = (
         "import json,sys,time\n"
         "from chaosext.egress.actions import block_jwks_egress\n"
-        f"out = block_jwks_egress({sized.url!r}, target={sized.glob!r}, mode='reject', duration_seconds={deadline},"
+        f"out = block_jwks_egress({sized.url!r}, target={sized.glob!r}, mode='reject', deadline_seconds={deadline},"
         " verify_timeout_seconds=0.5)\n"
         "print(json.dumps(out), flush=True)\n"
         "time.sleep(120)\n"
@@ -332,7 +332,7 @@ def test_the_watchdog_restores_every_target_of_a_sigkilled_run(sized, state_dir)
 @pytest.mark.netns
 @SIZES
 def test_restore_all_cleans_every_target_of_a_glob_without_records(sized, state_dir):
-    out = block_jwks_egress(sized.url, target=sized.glob, mode="drop", duration_seconds=60, **FAST)
+    out = block_jwks_egress(sized.url, target=sized.glob, mode="drop", deadline_seconds=60, **FAST)
     (state_dir / f"{out['run_id']}.json").unlink()
     sized.remove_client(sized.clients[0])  # a target gone meanwhile holds nothing to remove
 
@@ -367,7 +367,7 @@ def test_k8s_pod_selector_resolves_to_every_running_pod_and_the_dry_run_shows_ea
     assert len(both) == 58 and both[-1].label == "k8s-pod:tenancy/notify-0"  # policy-0 once
 
     out = block_jwks_egress("http://10.96.40.7:8440/.well-known/jwks.json", target="k8s-pod:tenancy/app=policy",
-                            mode="reject", duration_seconds=60, dry_run=True, kube_api_url=api)
+                            mode="reject", deadline_seconds=60, dry_run=True, kube_api_url=api)
     heads = [c for c in out["commands"] if "iptables-restore" in c]
     assert len(heads) == 57 and all(c.startswith("kubectl exec -n tenancy policy-") for c in heads)
     assert not [r for r in fake.requests if r[0] != "GET"]
@@ -408,7 +408,7 @@ def test_pods_are_blocked_and_restored_with_one_exec_each_per_step_committed_tog
     write = WSClient.write_stdin
     monkeypatch.setattr(WSClient, "write_stdin", lambda ws, data: (sent.append(data), write(ws, data))[1])
 
-    out = block_jwks_egress(f.url, target=target, mode="reject", duration_seconds=60, kube_api_url=stub.url, **FAST)
+    out = block_jwks_egress(f.url, target=target, mode="reject", deadline_seconds=60, kube_api_url=stub.url, **FAST)
 
     assert out["verification"]["blocked"] is True
     assert sorted(f.all_rules()) == sorted(f.clients)
@@ -450,7 +450,7 @@ def test_a_pod_that_goes_away_midway_is_named_and_every_other_pod_is_left_clean(
     monkeypatch.setattr(IptablesDriver, "preflight", preflight)
     with pytest.raises(FaultError, match=r"failed on 1 of 20 target\(s\): k8s-pod:tenancy/policy-7: .*gone.*"
                                          r"the other 19 target\(s\) were restored"):
-        block_jwks_egress(f.url, target="k8s-pod:tenancy/app=policy", mode="reject", duration_seconds=60,
+        block_jwks_egress(f.url, target="k8s-pod:tenancy/app=policy", mode="reject", deadline_seconds=60,
                           kube_api_url=stub.url, **FAST)
     assert f.all_rules() == {}
     assert not list(state_dir.glob("*.json"))
@@ -499,7 +499,7 @@ def test_with_legacy_iptables_every_target_is_blocked_checked_and_swept_from_ipt
     from chaosext.egress import netns
 
     assert not netns.nft_backed("iptables")
-    out = block_jwks_egress(sized.url, target=sized.glob, mode="reject", duration_seconds=60, **FAST)
+    out = block_jwks_egress(sized.url, target=sized.glob, mode="reject", deadline_seconds=60, **FAST)
 
     assert out["verification"]["blocked"] is True
     assert all(t["rules"] == 2 and t["jump_positions"] == [1] for t in out["verification"]["targets"])

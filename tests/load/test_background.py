@@ -5,9 +5,9 @@ import time
 from pathlib import Path
 
 import pytest
-from chaoslib.exceptions import ActivityFailed
 
 from chaosext.core import procs
+from chaosext.core.errors import ConfigError
 from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6, stop_k6
 from chaosext.load.probes import k6_live_metrics, k6_summary
@@ -32,9 +32,9 @@ def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_sto
     # the client credentials come from the experiment's secrets block here, not from the environment
     monkeypatch.delenv("TOKEN_CLIENT_ID")
     monkeypatch.delenv("TOKEN_CLIENT_SECRET")
-    started = start_k6(rate=20, duration="60s", owner_run_id="exp00001",
+    started = start_k6(rate=20, duration="60s", owner_run_id="e0000001",
                        secrets={"token_client_id": "fake-client", "token_client_secret": "fake-secret"})
-    assert started["owner_run_id"] == "exp00001"
+    assert started["owner_run_id"] == "e0000001"
     try:
         cmdlines = _cmdlines_of_session(started["pid"])
         assert cmdlines and not [c for c in cmdlines if b"fake-secret" in c], "a secret in argv"
@@ -56,7 +56,7 @@ def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_sto
         assert stop_k6(owner_run_id="other001")["stopped"] == 0
         assert k6mod.read_run(Path(started["run_dir"]))["alive"]
     finally:
-        stopped = stop_k6(owner_run_id="exp00001", timeout=20)
+        stopped = stop_k6(owner_run_id="e0000001", timeout=20)
     assert stopped["stopped"] == 1
     assert stopped["exit_code"] == 105 and stopped["exit_meaning"] == "stopped by signal"
     assert not procs.process_alive(started["pid"])
@@ -65,7 +65,7 @@ def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_sto
     assert summary["exit_code"] == 105 and summary["exit_meaning"] != "thresholds failed"
     assert summary["thresholds_ok"] is True and summary["http_req_failed_rate"] == 0
     assert summary["requests"]["total"] > 0 and summary["p95_read_ms"] is not None
-    again = stop_k6(configuration={"chaosext_run_id": "exp00001"})
+    again = stop_k6(configuration={"chaosext_run_id": "e0000001"})
     assert again["stopped"] == 0 and again["exit_code"] == 105, "stop_k6 is idempotent (rollbacks)"
 
 
@@ -90,11 +90,11 @@ def test_live_metrics_of_a_k6_that_is_gone_do_not_raise(k6_env: dict) -> None:
 
 def test_missing_k6_fails_before_anything_starts_with_the_fix(k6_env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("K6_BIN", "/nonexistent/k6")
-    with pytest.raises(ActivityFailed, match="K6_BIN=/nonexistent/k6 is not an executable"):
+    with pytest.raises(k6mod.K6NotFoundError, match="K6_BIN=/nonexistent/k6 is not an executable"):
         start_k6(rate=10, duration="5s")
     monkeypatch.delenv("K6_BIN")
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(ActivityFailed, match=r"requirements-tools\.txt"):
+    with pytest.raises(k6mod.K6NotFoundError, match=r"requirements-tools\.txt"):
         start_k6(rate=10, duration="5s")
     assert not k6_env["runs"].exists() or not list(k6_env["runs"].iterdir())
 
@@ -108,14 +108,14 @@ def test_k6_bin_is_honoured_and_its_version_reported(monkeypatch: pytest.MonkeyP
     assert k6mod.k6_version().startswith("v1.")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"duration": "5 minutes"}, "k6 duration"),
-    ({"rate": -1}, "requests per second"),
-    ({"script": "/nonexistent.js"}, "does not exist"),
-    ({"env": {"SERVICE_URLS": "billing=http://127.0.0.1:1"}}, "k6 rejects"),
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"duration": "5 minutes"}, ConfigError, "k6 duration"),
+    ({"rate": -1}, ConfigError, "requests per second"),
+    ({"script": "/nonexistent.js"}, ConfigError, "does not exist"),
+    ({"env": {"SERVICE_URLS": "billing=http://127.0.0.1:1"}}, k6mod.K6RunError, "k6 rejects"),
 ])
-def test_bad_input_fails_before_k6_starts(k6_env: dict, kwargs: dict, message: str) -> None:
-    with pytest.raises(ActivityFailed, match=message):
+def test_bad_input_fails_before_k6_starts(k6_env: dict, kwargs: dict, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
         start_k6(**kwargs)
     assert not list(k6_env["runs"].glob("*/run.json"))
 

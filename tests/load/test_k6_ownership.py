@@ -120,16 +120,16 @@ def test_a_killed_supervisor_takes_k6_with_it(k6_env: dict) -> None:
 
 
 def test_stop_k6_by_owner_stops_only_that_runs_k6(k6_env: dict) -> None:
-    mine = start_k6(rate=10, duration="120s", owner_run_id="exp000aa")
-    other = start_k6(rate=10, duration="120s", owner_run_id="exp000bb")
+    mine = start_k6(rate=10, duration="120s", owner_run_id="e00000aa")
+    other = start_k6(rate=10, duration="120s", owner_run_id="e00000bb")
     try:
         assert _wait(lambda: _serving(mine) and _serving(other), 30) is not None
-        out = stop_k6(owner_run_id="exp000aa", timeout=20)
+        out = stop_k6(owner_run_id="e00000aa", timeout=20)
         assert out["stopped"] == 1 and [r["run_id"] for r in out["runs"]] == [mine["run_id"]]
         assert out["exit_code"] == 105
         assert not k6mod.read_run(Path(mine["run_dir"]))["alive"]
         assert k6mod.read_run(Path(other["run_dir"]))["alive"], "another run's k6 was stopped"
-        via_config = stop_k6(configuration={"chaosext_run_id": "exp000bb"}, timeout=20)
+        via_config = stop_k6(configuration={"chaosext_run_id": "e00000bb"}, timeout=20)
         assert via_config["stopped"] == 1 and not k6mod.read_run(Path(other["run_dir"]))["alive"]
     finally:
         _kill_run(mine["run_dir"])
