@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import ipaddress
 import os
 import resource
@@ -265,16 +266,13 @@ class _Spawner:
         return pid.value
 
 
-_SPAWNER: list[_Spawner | None] = []
-
-
+@functools.lru_cache(maxsize=1)
 def _spawner() -> _Spawner | None:
-    if not _SPAWNER:
-        try:
-            _SPAWNER.append(_Spawner())
-        except (AttributeError, OSError):
-            _SPAWNER.append(None)
-    return _SPAWNER[0]
+    """The process's one :class:`_Spawner` (its attributes are set up once), or None where libc lacks one."""
+    try:
+        return _Spawner()
+    except (AttributeError, OSError):
+        return None
 
 
 def _start(job: Job) -> _Child:

@@ -33,7 +33,7 @@ def _paths(f: Fleet) -> list[str]:
 @pytest.mark.parametrize("spawner", ["posix_spawn", "subprocess"])
 def test_every_command_runs_in_its_own_namespace_and_a_gone_namespace_is_named(twenty, spawner, monkeypatch):
     if spawner == "subprocess":
-        monkeypatch.setattr(netns, "_SPAWNER", [None])  # the fallback where libc has no posix_spawn extensions
+        monkeypatch.setattr(netns, "_spawner", lambda: None)  # the fallback where libc has no posix_spawn extensions
     gone = twenty.clients[5]
     twenty.remove_client(gone)
     jobs = [netns.Job(["sh", "-c", "ip -o -4 addr show scope global | awk '{print $4}'; cat; echo oops >&2; exit 3"],
