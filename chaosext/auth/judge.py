@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from chaosext.auth.forgery import CLASSES, Forgery
 
-__all__ = ["probe_round", "judge_attempts", "merge_judgments", "select_round", "KeyServer", "LAB_ROUTES",
-           "default_routes", "WRITE_BODY", "Attempt", "Finding"]
+__all__ = ["probe_round", "judge_attempts", "merge_judgments", "select_round", "KeyServer",
+           "WRITE_BODY", "Attempt", "Finding"]
 
 #: one forged request and its answer (``class`` is a keyword, hence the functional form)
 Attempt = TypedDict("Attempt", {"class": str, "variant": str, "service": str, "tenant": str, "route": str,
@@ -35,19 +35,10 @@ Finding = TypedDict("Finding", {"class": str, "variant": str | None, "service": 
 #: an open keep-alive connection
 _Conn: TypeAlias = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
-#: the lab services' read and write routes (docs/architecture.md, "Tenant service HTTP surface")
-LAB_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
-    name: (("GET", f"/api/v1/{items}"), ("POST", f"/api/v1/{items}"))
-    for name, items in (("policy", "policies"), ("vuln", "findings"), ("notify", "notifications"))}
 #: body of a forged write (a service that accepts it stores this harmless marker)
 WRITE_BODY = b'{"chaosext":"forged-token probe; a 2xx here is a fail-open finding"}'
 #: findings kept per list in a judgment
 KEEP = 10
-
-
-def default_routes(service: str) -> tuple[tuple[str, str], ...]:
-    """The lab's read and write route for a lab service name, else ``GET /`` and ``POST /`` (set FORGERY_ROUTES)."""
-    return LAB_ROUTES.get(service, (("GET", "/"), ("POST", "/")))
 
 
 def select_round(forgeries: list[Forgery], tick: int | None) -> list[Forgery]:
@@ -133,7 +124,8 @@ async def _send_all(jobs: list[tuple[str, str, str, Forgery]], header: str, conc
     async def one(url: str, method: str, path: str, forgery: Forgery) -> int:
         scheme, host, port, head = route(url, method, path)
         body = WRITE_BODY if method != "GET" else b""
-        request = head + (f"Authorization: Bearer {forgery.token}\r\n{header}: {forgery.tenant}\r\n"
+        tenant_line = f"{header}: {forgery.tenant}\r\n" if header else ""
+        request = head + (f"Authorization: Bearer {forgery.token}\r\n{tenant_line}"
                           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
         pool = idle.setdefault((scheme, host, port), [])
         for attempt in (0, 1):  # a reused keep-alive connection the server had closed: once more on a new one
@@ -165,21 +157,22 @@ async def _send_all(jobs: list[tuple[str, str, str, Forgery]], header: str, conc
 
 
 def probe_round(services: dict[str, str], forgeries: list[Forgery], tenant_header: str,
-                routes: dict[str, tuple[tuple[str, str], ...]] | None = None, tick: int | None = None,
+                routes: dict[str, tuple[tuple[str, str], ...]], tick: int | None = None,
                 concurrency: int = 32, timeout: float = 5.0) -> list[Attempt]:
-    """Send the forgeries (all, or this tick's rotation: :func:`select_round`) to every route of every service.
+    """Send the forgeries (all, or this tick's rotation: :func:`select_round`) to every route of every service
+    (``routes``: per service, its (method, path) forgery routes; a ``tenant_header`` of '' sends the tenant in the
+    token only).
 
     One asyncio loop with a small HTTP/1.1 client (keep-alive per host: a tick of 1700 requests must not cost
     seconds of CPU), at most ``concurrency`` requests in flight, each answered within ``timeout`` seconds or 0.
     Returns one attempt a request: {class, variant, service, tenant, route, method, status (0 = no answer), t}."""
     chosen = select_round(forgeries, tick)
-    routes = routes or {}
     attempts: list[Attempt] = []
     jobs: list[tuple[str, str, str, Forgery]] = []
     per_service_index: list[int] = []
     for service, url in services.items():
         k = 0
-        for method, path in routes.get(service) or default_routes(service):
+        for method, path in routes.get(service, ()):
             for f in chosen:
                 attempts.append({"class": f.name, "variant": f.variant, "service": service, "tenant": f.tenant,
                                  "route": path, "method": method, "status": 0, "t": 0.0})  # both set below

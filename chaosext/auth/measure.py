@@ -18,6 +18,7 @@ import requests
 from chaosext.auth.forgery import CLASSES, MINTED, Material, build_catalogue, key_documents
 from chaosext.auth.judge import Attempt, KeyServer, judge_attempts, probe_round
 from chaosext.core.config import ExperimentConfig
+from chaosext.core.target import Service
 from chaosext.core.tokens import (
     TokenError,
     client_credentials_token,
@@ -29,11 +30,8 @@ from chaosext.metrics.prom import prom_of, query, query_scalar, wait_for_samples
 from chaosext.run.context import RunContext
 from chaosext.run.record import CheckResult
 
-__all__ = ["READ_PATHS", "read_path", "call", "ensure_tokens", "prepare_forgery", "ForgeryPlan", "forgery_plan",
-           "valid_token_statuses", "unverified_accepts", "CHECK_TENANTS", "TOKEN_MARGIN_SECONDS"]
-
-#: read route per lab service
-READ_PATHS = {"policy": "/api/v1/policies", "vuln": "/api/v1/findings", "notify": "/api/v1/notifications"}
+__all__ = ["call", "ensure_tokens", "prepare_forgery", "ForgeryPlan", "forgery_plan", "valid_token_statuses",
+           "unverified_accepts", "CHECK_TENANTS", "TOKEN_MARGIN_SECONDS"]
 
 #: how many tenants' tokens each check uses
 CHECK_TENANTS = 3
@@ -43,16 +41,20 @@ SCRAPE_WAIT_SECONDS = 30.0
 TOKEN_MARGIN_SECONDS = 600
 
 
-def read_path(service: str) -> str:
-    """The authenticated read route probed on ``service`` (``/`` for services the lab does not know)."""
-    return READ_PATHS.get(service, "/")
-
-
-def call(cfg: ExperimentConfig, service: str, url: str, token: str, tenant: str, timeout: float = 3.0) -> int:
-    """GET the service's read route with ``token`` for ``tenant``: the HTTP status, or 0 when it did not answer."""
+def call(cfg: ExperimentConfig, svc: Service, token: str, tenant: str, timeout: float = 3.0) -> int:
+    """The service's probe route (``Service.probe_route``) with ``token`` for ``tenant``: the HTTP status, or 0 when
+    it did not answer (or the service has no read route to probe)."""
+    route = svc.probe_route
+    if route is None:
+        return 0
+    headers = {"Authorization": f"Bearer {token}"}
+    if cfg.tenant_header:
+        headers[cfg.tenant_header] = tenant
+    if route.body:
+        headers["Content-Type"] = "application/json"
     try:
-        r = requests.get(url + read_path(service), timeout=timeout,
-                         headers={"Authorization": f"Bearer {token}", cfg.tenant_header: tenant})
+        r = requests.request(route.method, svc.url + route.path, data=route.body.encode() or None, timeout=timeout,
+                             headers=headers)
         return r.status_code
     except requests.RequestException:
         return 0
@@ -153,9 +155,10 @@ class ForgeryPlan:
               services: dict[str, str] | None = None) -> list[Attempt]:
         """One round (all variants when ``tick`` is None, else this tick's rotation) against every service."""
         with KeyServer(self.documents, port=self.port) as keys:
-            attempts = probe_round(services if services is not None else cfg.services, self.forgeries,
-                                   cfg.tenant_header, cfg.forgery_routes, tick, cfg.forgery_concurrency,
-                                   cfg.forgery_timeout)
+            attempts = probe_round(services if services is not None else cfg.service_urls, self.forgeries,
+                                   cfg.tenant_header, {name: tuple((r.method, r.path) for r in s.forgery_routes)
+                                                       for name, s in cfg.services.items()},
+                                   tick, cfg.forgery_concurrency, cfg.forgery_timeout)
         self.key_fetches.extend(keys.fetches)
         return attempts
 
@@ -185,9 +188,9 @@ def valid_token_statuses(ctx: RunContext) -> CheckResult:
     tokens = ensure_tokens(ctx)
     failures = []
     checks = 0
-    for service, url in cfg.services.items():
+    for service, svc in cfg.services.items():
         for tenant, token in tokens.items():
-            status = call(cfg, service, url, token, tenant)
+            status = call(cfg, svc, token, tenant)
             checks += 1
             if status != 200:
                 failures.append({"service": service, "tenant": tenant, "status": status})

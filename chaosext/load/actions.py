@@ -56,7 +56,7 @@ def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus:
     out = {
         "K6_RATE": str(rate or cfg.k6_rate),
         "LOAD_DURATION": duration or f"{cfg.outage_seconds + 60}s",
-        "SERVICE_URLS": ",".join(f"{k}={v}" for k, v in cfg.services.items()),
+        "SERVICE_URLS": ",".join(f"{k}={v}" for k, v in cfg.service_urls.items()),
         "TENANTS": ",".join(cfg.tenants),
         "TENANT_HEADER": cfg.tenant_header,
         "AUTHORITY_URL": cfg.authority_url,

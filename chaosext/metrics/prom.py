@@ -50,7 +50,6 @@ __all__ = [
     "latest_sample_time",
     "wait_for_samples",
     "services_where",
-    "cache_states",
     "unverified_accepts_between",
 ]
 
@@ -167,21 +166,6 @@ def services_where(prom: Prom, selector: str, at: float | None = None, range_sec
     c = prom.contract
     inner = f"max_over_time({selector}[{max(1, int(range_seconds + 0.999))}s])" if range_seconds else selector
     return sorted({c.service_of(s) for s in query(prom, c.by_service(inner), at) if float(s["value"][1]) >= 1})
-
-
-def cache_states(prom: Prom, at: float | None = None) -> dict[str, str]:
-    """Per service, its key cache's state from its metrics: the lab's ``jwks_cache_state{state}`` (fresh, stale,
-    expired, ...) under the default contract; else ``expired`` / ``stale`` / ``fresh`` from the contract's
-    METRIC_CACHE_EXPIRED and METRIC_CACHE_STALE series. Services without such series are absent."""
-    c = prom.contract
-    if c.is_lab:
-        return {s["metric"].get("service", "?"): s["metric"].get("state", "?")
-                for s in query(prom, "max by (service, state) (jwks_cache_state) == 1", at)}
-    present = {c.service_of(s) for sel in (c.cache_expired, c.cache_stale)
-               for s in query(prom, c.by_service(sel), at)}
-    expired = set(services_where(prom, c.cache_expired, at))
-    stale = set(services_where(prom, c.cache_stale, at))
-    return {svc: "expired" if svc in expired else "stale" if svc in stale else "fresh" for svc in present}
 
 
 def unverified_accepts_between(prom: Prom, start: float, end: float) -> dict[str, float]:
