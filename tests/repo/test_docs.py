@@ -382,6 +382,39 @@ def test_bench_readme_renders_every_part_of_a_result() -> None:
     assert bench.readme_block("x\n" + block + "\ny") == block
 
 
+SCALE_RESULT = ROOT / "bench-results" / "egress-scale.json"
+
+
+def test_readme_fleet_scale_table_is_the_committed_result() -> None:
+    bench = _bench_readme()
+    assert SCALE_RESULT.exists(), "bench-results/egress-scale.json is not committed"
+    current = bench.readme_block(text(README), bench.SCALE_BEGIN, bench.SCALE_END)
+    assert current is not None, "README.md lost its bench-scale:begin/bench-scale:end markers"
+    expected = bench.render_scale(json.loads(text(SCALE_RESULT)))
+    assert current == expected, "README's fleet-scale table differs from the committed result; run " \
+                                "`scripts/bench-readme --write`. Expected:\n" + expected
+
+
+def test_bench_readme_renders_a_fleet_scale_result() -> None:
+    bench = _bench_readme()
+    row = {"runs": 3, "apply_spread_s": 0.009, "apply_cpu_s": 2.42, "revert_spread_s": 0.142, "revert_cpu_s": 2.18,
+           "cli_block_s": 4.06, "cli_restore_s": 3.6}
+    res = {"date": "2026-12-07T01:31:54+00:00", "runs": 3, "verify_timeout_s": 1.0, "local_verify_timeout_s": 0.2,
+           "machine": {"cpus": 2, "loadavg_start": [3.33, 0, 0], "loadavg_end": [25.1, 0, 0],
+                       "iptables": "iptables v1.8.9 (nf_tables)"},
+           "rows": [{**row, "targets": 100, "mode": "drop", "apply_s": 0.502, "revert_s": 0.244},
+                    {**row, "targets": 1000, "mode": "drop", "apply_s": 3.347, "revert_s": 2.87}],
+           "growth": {"drop": {"apply_ms_per_target": {"100->1000": 3.161},
+                               "revert_ms_per_target": {"100->1000": 2.918}}}}
+    block = bench.render_scale(res)
+    for shown in ("| 1,000 | drop | 3,347 ms | 9 ms | 2,870 ms | 142 ms | 2.42 s / 2.18 s | 4.06 s / 3.60 s |",
+                  "| 100 | drop | 502 ms |", "Growth, drop (ms per extra target, apply + verify / revert + verify): "
+                  "100→1000: 3.16 / 2.92.", "Measured 2026-12-07 on a 2-CPU machine (load average 3.33 at the start",
+                  "median of 3 runs", "drop-mode check 0.2 s"):
+        assert shown in block, shown
+    assert bench.readme_block("x\n" + block + "\ny", bench.SCALE_BEGIN, bench.SCALE_END) == block
+
+
 # ---------------------------------------------------------------- no contradictions left over
 
 
