@@ -114,9 +114,9 @@ def verify_request(run_id: str) -> bytes:
 def _in_netns(nspath: str, fn: Callable[[], socket.socket]) -> socket.socket:
     if not nspath:
         return fn()
-    from chaosext.egress.iptables import _in_netns as enter  # the one setns helper (a thread of its own)
+    from chaosext.egress.netns import in_netns  # the one setns helper (a thread of its own)
 
-    return enter(nspath, fn)
+    return in_netns(nspath, fn)
 
 
 def _listener(family: socket.AddressFamily, host: str, port: int) -> socket.socket:

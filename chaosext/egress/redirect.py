@@ -46,11 +46,11 @@ from chaosext.egress.iptables import (
     _datestop,
     _error_text,
     _fan_out,
-    _in_netns,
     _restore_input,
     _shown_line,
     runner_for,
 )
+from chaosext.egress.netns import in_netns
 
 __all__ = ["RedirectingDriver", "answering", "impostor_answer"]
 
@@ -79,7 +79,7 @@ def _real_jwks(runner: Runner, spec: FaultSpec, timeout: float = 5.0) -> bytes:
     address = spec.addresses[0]
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     nspath = getattr(runner, "nspath", "")
-    sock = _in_netns(nspath, lambda: socket.socket(family, socket.SOCK_STREAM)) if nspath else \
+    sock = in_netns(nspath, lambda: socket.socket(family, socket.SOCK_STREAM)) if nspath else \
         socket.socket(family, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     conn = http.client.HTTPConnection(spec.host, spec.port, timeout=timeout)
@@ -274,7 +274,7 @@ class RedirectingDriver(IptablesDriver):
         nspath = getattr(runner, "nspath", "")
         start = time.monotonic()
         out: dict[str, Any] = {"address": address, "port": spec.port, "impostor": False, "error": ""}
-        sock = _in_netns(nspath, lambda: socket.socket(family, socket.SOCK_STREAM)) if nspath else \
+        sock = in_netns(nspath, lambda: socket.socket(family, socket.SOCK_STREAM)) if nspath else \
             socket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         conn: socket.socket = sock
@@ -299,9 +299,7 @@ class RedirectingDriver(IptablesDriver):
         out["elapsed_ms"] = round((time.monotonic() - start) * 1000, 1)
         return out
 
-    def _verify_one(self, runner: Runner, spec: FaultSpec) -> dict[str, Any]:
-        if not answering(spec):
-            return super()._verify_one(runner, spec)
+    def _verify_answering(self, runner: Runner, spec: FaultSpec) -> dict[str, Any]:
         timeout = float(spec.options.get("verify_timeout", 1.0))
         families = self._families(spec)
         filtered = self.rules_of(runner, spec.run_id, [b for b, _, _ in families])
@@ -324,12 +322,18 @@ class RedirectingDriver(IptablesDriver):
                 "jump_positions": filtered["jump_positions"], "probes": probes}
 
     def verify(self, spec: FaultSpec) -> dict[str, Any]:
-        out = super().verify(spec)
-        if answering(spec):
-            alive = impostor.find(spec.run_id)
-            out.update(expected_error="", impostor_pids=alive, answering=answering(spec))
-            out["blocked"] = bool(out["blocked"] and alive)
-        return out
+        """The plain fault's verification, or for an answering mode in every target: the filter and nat rules in
+        place (jumps first) and a fresh connection to every JWKS address answered by this run's impostor."""
+        if not answering(spec):
+            return super().verify(spec)
+        runners = runner_for(spec.target, spec.options, missing_ok=True, secrets=self.secrets)
+        done = _fan_out(lambda r: self._verify_answering(r, spec), runners, self.parallelism)
+        targets = [{"target": d.runner.label, "blocked": False, "error": _error_text(d.error)} if d.error
+                   else d.value for d in done]
+        alive = impostor.find(spec.run_id)
+        return {"blocked": bool(targets) and all(t["blocked"] for t in targets) and bool(alive), "targets": targets,
+                "expired": time.time() >= spec.expires_at, "expected_error": "", "impostor_pids": alive,
+                "answering": answering(spec)}
 
     def revert(self, spec: FaultSpec) -> dict[str, Any]:
         if not answering(spec):
