@@ -13,7 +13,8 @@ Per mode and service the cell is ``held``, ``failed`` with the checks the servic
 recovery, ``chaosext.outage.services``), or ``not run`` and why; failures no service is named in (the client-side
 error rate, a fault that did not hold, an aborted outage) are the run's row. The table goes to stdout, the JSON
 document to ``--json`` (for CI), the HTML page to ``--html`` (``chaosext.report.scorecard``). Exit 0 when every mode
-that ran held for every service, 1 when anything failed, 3 when nothing failed but a mode that could run did not.
+that ran passed, every service held, 1 when anything failed, 3 when nothing failed but a mode that could run was not
+run or not judged completely (``chaosext verdict``'s NOT RUN, NOT EXERCISED, INCOMPLETE, UNVERIFIED).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from chaosext.metrics.measure import active_expiry_alerts
 from chaosext.outage.services import per_service
 from chaosext.report.scorecard import render_scorecard_html
 from chaosext.run.context import RunContext
-from chaosext.verdict import classify
+from chaosext.verdict import check_record, classify
 
 __all__ = ["scorecard", "run_scorecard", "cells_of", "render_table", "parse_modes", "EXPERIMENT"]
 
@@ -82,11 +83,17 @@ def _judged(journal: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def cells_of(journal: dict[str, Any], services: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """(per-service cells, the run's summary) of one mode's journal."""
-    kind, reasons = classify(journal)
+#: verdicts whose run judged no service (each cell says why)
+UNJUDGED = ("NOT RUN", "DRY RUN", "UNREADABLE", "NOT EXERCISED")
+
+
+def cells_of(journal: dict[str, Any], services: list[str],
+             verified: bool = True) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(per-service cells, the run's summary) of one mode's journal, judged as ``chaosext verdict`` judges it (against
+    its run's record unless ``verified`` is False)."""
+    kind, reasons = classify(journal, check_record(journal) if verified else None)
     run: dict[str, Any] = {"verdict": kind, "reasons": reasons, "run_failed": []}
-    if kind in ("NOT RUN", "DRY RUN"):
+    if kind in UNJUDGED:
         why = reasons[0] if reasons else kind.lower()
         return {s: {"status": "not run", "why": why} for s in services}, run
     judged = _judged(journal)
@@ -172,14 +179,15 @@ def run_scorecard(modes: list[str], out_dir: Path, env: dict[str, str], experime
 
 
 def exit_code(doc: dict[str, Any]) -> int:
-    """0 every mode that ran held for every service; 1 anything failed; 3 nothing failed but a mode that could run
-    did not."""
+    """0 every mode that ran passed (its verdict PASS) with every service held; 1 anything failed; 3 nothing failed
+    but a mode that could run was not run or not judged completely (the verdict's NOT RUN, NOT EXERCISED,
+    INCOMPLETE, UNVERIFIED, UNREADABLE). A mode the driver cannot make does not count."""
     cells = [c for per in doc["cells"].values() for c in per.values()]
     if any(c["status"] == "failed" for c in cells) or any(r.get("run_failed") for r in doc["runs"].values()):
         return 1
     if any(r.get("verdict") == "FAIL" for r in doc["runs"].values()):
         return 1
-    if any(r.get("verdict") == "NOT RUN" and not r.get("capability") for r in doc["runs"].values()):
+    if any(r.get("verdict") != "PASS" and not r.get("capability") for r in doc["runs"].values()):
         return 3
     return 0
 
@@ -215,8 +223,10 @@ def render_table(doc: dict[str, Any], width: int = 40) -> str:
             lines.append(f"{m}: " + "; ".join([f"{s} failed {', '.join(c)}" for s, c in failed.items()]
                                              + ([f"the run failed {', '.join(run['run_failed'])}"]
                                                 if run.get("run_failed") else [])))
-        elif run.get("verdict") == "NOT RUN":
+        elif run.get("verdict") in UNJUDGED:
             lines.append(f"{m}: not run: {(run.get('reasons') or ['?'])[0]}")
+        elif run.get("verdict") != "PASS":
+            lines.append(f"{m}: {run.get('verdict')}: {'; '.join(run.get('reasons') or [])}")
     lines.append(f"{len(modes)} modes in {doc.get('wall_seconds', 0):.0f} s")
     return "\n".join(lines)
 
@@ -250,7 +260,7 @@ def scorecard(modes: str, outage_seconds: int | None, variables: tuple[str, ...]
     \b
     Each mode is a full run (baseline, outage, recovery) with every rule of a run: lock, approval, dead-man switch,
     restore. A mode the driver cannot make is "not run" with why; a failed mode does not stop the rest.
-    Exit 0 every mode that ran held for every service, 1 something failed, 3 a mode that could run did not.
+    Exit 0 every mode that ran passed, 1 something failed, 3 a mode not run or not judged completely.
     """
     env: dict[str, str] = {}
     for item in variables:

@@ -142,10 +142,11 @@ def alerts_clear(ctx: RunContext) -> CheckResult:
     cfg = ctx.cfg
     run = ctx.record()
     phase = run.phase
-    if phase == "recovery" and cfg.cold_started:
-        return {"phase": phase, "ok": True, "not_judged": True, "expected_clear": list(cfg.expiry_alerts),
-                "gap": f"the cold-started {', '.join(cfg.cold_started)} refused every request by design, which fires "
-                       f"the expiry alerts; they resolve with their 5-minute windows, after RECOVERY_SECONDS"}
+    if phase == "recovery" and cfg.cold_started:  # as the expiry drill's recovery (drill.alerts_clear_before_fault)
+        return {"phase": phase, "ok": True, "expected_clear": list(cfg.expiry_alerts),
+                "note": f"the cold-started {', '.join(cfg.cold_started)} had no key by design, which fires the expiry "
+                        f"alerts (judged: alerts-fire-iff-cache-expired); they resolve with their 5-minute windows, "
+                        f"after RECOVERY_SECONDS"}
     active = retry_until(lambda: active_expiry_alerts(ctx), lambda a: not a["prometheus"] and not a["alertmanager"],
                          run.recovery_deadline(cfg.recovery_seconds), 2.0)
     clear = not active["prometheus"] and not active["alertmanager"]

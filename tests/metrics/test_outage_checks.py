@@ -204,6 +204,26 @@ def test_alerts_the_watch_saw_count_although_they_resolved_since(monitoring: tup
     assert checks.expired_services(judging(conf)) == {"policy": "healthz"}
 
 
+def test_a_cold_started_instance_with_no_key_must_page_like_an_expired_cache(
+        monitoring: tuple[Monitoring, dict[str, str]], tmp_path: Path) -> None:
+    """cold-start-during-outage: the restarted instance has no key at all (state ``empty``); it refuses every request
+    by design, and the expiry alerts must say so, as for an expired cache. A service not cold-started that is empty
+    is not counted (the lab's ``empty`` before the first fetch is no outage)."""
+    m, urls = monitoring
+    conf = configuration(tmp_path, urls, jwks_failure="cold-start-during-outage",
+                         cold_start_url="{service_url}/admin/cold-start", cold_start_service="vuln")
+    record_outage(conf, [{"policy": "stale", "vuln": "empty"}])
+    res = checks.alerts_match_cache_state(judging(conf))
+    assert res["ok"] is False and res["cache_expired"] is True and res["expired_services"] == ["vuln"]
+    m.firing = m.in_alertmanager = {MISS, ERROR_RATE}
+    assert checks.alerts_match_cache_state(judging(conf))["ok"] is True
+    m.firing = m.in_alertmanager = set()
+    conf = configuration(tmp_path / "warm", urls)
+    record_outage(conf, [{"policy": "stale", "vuln": "empty"}])
+    res = checks.alerts_match_cache_state(judging(conf))
+    assert res["ok"] is True and res["cache_expired"] is False
+
+
 def _series(service: str, status: str, samples: list[tuple[float, float]]) -> tuple[dict[str, str],
                                                                                  list[tuple[float, float]]]:
     return {"service": service, "tenant": "t01", "status": status, "route": "/r"}, samples

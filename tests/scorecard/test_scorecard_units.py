@@ -23,18 +23,22 @@ def journal(checks: dict[str, Any] | None = None, after_ok: bool = True, baselin
     before = {"steady_state_met": baseline_ok, "probes": [
         {**ok, "activity": {"name": "jwks-caches-fresh"}, "tolerance_met": baseline_ok}]}
     if not baseline_ok:
-        return {"status": "completed", "deviated": False, "steady_states": {"before": before}, "run": []}
+        return {"experiment": {"title": "t"}, "status": "completed", "deviated": False, "rollbacks": [],
+                "steady_states": {"before": before}, "run": []}
     after_probe = {**ok, "activity": {"name": "valid-tokens-accepted"}} if after_ok else {
         "status": "succeeded", "tolerance_met": False, "activity": {"name": "valid-tokens-accepted"},
         "output": {"ok": False, "failures": [{"service": "vuln", "status": 401}]}}
-    failed = [n for n, r in (checks or {}).items() if not r.get("ok")]
-    judged = {"ok": not failed, "failed": failed, "checks": checks or {}}
+    # the services served stale keys: the outage exercised the stale-key path (else the verdict's NOT EXERCISED)
+    checks = {"auth-degraded-audited": {"ok": True, "affected": SERVICES}, **(checks or {})}
+    failed = [n for n, r in checks.items() if not r.get("ok")]
+    judged = {"ok": not failed, "failed": failed, "checks": checks}
     run = [{"activity": {"name": "block-jwks-egress"}, "status": "succeeded",
             "output": {"run_id": "ab12cd34", "verification": {"blocked": True}}},
            {"activity": {"name": "watch-outage"}, "status": "succeeded", "output": {"watched": True, "ticks": 3}},
            {"activity": {"name": "restore-jwks-egress"}, "status": "succeeded", "output": {}},
            {"activity": {"name": "judge-outage"}, "status": "succeeded", "output": judged}]
-    return {"status": "completed", "deviated": not after_ok, "run": run,
+    return {"experiment": {"title": "t"}, "status": "completed", "deviated": not after_ok, "run": run,
+            "rollbacks": [],
             "steady_states": {"before": before, "after": {"steady_state_met": after_ok, "probes": [after_probe]}}}
 
 
@@ -68,21 +72,22 @@ def test_a_journal_becomes_per_service_cells_with_the_runs_failures_apart() -> N
     checks = {"cached-key-fallback": {"ok": False, "services_failed": ["policy"]},
               "latency-within-slo": {"ok": True, "services_failed": []},
               "client-error-rate-below-max": {"ok": False, "error_rate": 0.2}}
-    cells, run = sc.cells_of(journal(checks, after_ok=False), SERVICES)
+    cells, run = sc.cells_of(journal(checks, after_ok=False), SERVICES, verified=False)
 
     assert cells == {"policy": {"status": "failed", "checks": ["cached-key-fallback"]},
                      "vuln": {"status": "failed", "checks": ["recovery: valid-tokens-accepted"]},
                      "notify": {"status": "held"}}
     assert run["verdict"] == "FAIL" and run["run_failed"] == ["client-error-rate-below-max"]
-    held, passed = sc.cells_of(journal({"no-fail-open": {"ok": True}}), SERVICES)
+    held, passed = sc.cells_of(journal({"no-fail-open": {"ok": True}}), SERVICES, verified=False)
     assert {c["status"] for c in held.values()} == {"held"} and passed["verdict"] == "PASS"
-    refused, why = sc.cells_of(journal(baseline_ok=False), SERVICES)
+    refused, why = sc.cells_of(journal(baseline_ok=False), SERVICES, verified=False)
     assert {c["status"] for c in refused.values()} == {"not run"} and "baseline unhealthy" in refused["vuln"]["why"]
     assert why["verdict"] == "NOT RUN"
 
 
 def test_exit_code_table_json_and_html_say_the_same() -> None:
-    cells, run = sc.cells_of(journal({"cached-key-fallback": {"ok": False, "services_failed": ["policy"]}}), SERVICES)
+    cells, run = sc.cells_of(journal({"cached-key-fallback": {"ok": False, "services_failed": ["policy"]}}), SERVICES,
+                           verified=False)
     doc = {"modes": ["empty-keys", "tls-untrusted"], "services": SERVICES, "wall_seconds": 61.0,
            "target": {"via": "iptables", "target": "local", "jwks_url": "http://127.0.0.2:8440/jwks"},
            "cells": {"empty-keys": cells, "tls-untrusted": {s: {"status": "not run", "why": "needs https"}
