@@ -183,6 +183,9 @@ class TokenConfig:
     scope: str = ""
     audience: str = ""
     audience_param: str = "audience"
+    #: another API this IdP issues the test client tokens for (sent as ``audience_param``): the ``wrong-aud``
+    #: forgery is a real token for it ('' = not tried)
+    other_audience: str = ""
     #: JSON file {tenant: token} for IdPs a client cannot ask
     tokens_file: str = field(default="")
 
@@ -331,7 +334,8 @@ _SCHEMA: dict[str, Any] = {
     "identity_provider": {"authority_url": "authority_url", "jwks_url": "jwks_url", "audience": "audience",
                           "token": {"endpoint": "token_endpoint", "auth_method": "token_auth_method",
                                     "tenant_param": "token_tenant_param", "audience_param": "token_audience_param",
-                                    "scope": "token_scope", "tokens_file": "tokens_file"},
+                                    "other_audience": "token_other_audience", "scope": "token_scope",
+                                    "tokens_file": "tokens_file"},
                           "jwks_cache": {"ttl_seconds": "jwks_ttl", "max_stale_seconds": "jwks_max_stale"}},
     "tenants": "tenants",
     "tenant_header": "tenant_header",
@@ -340,7 +344,7 @@ _SCHEMA: dict[str, Any] = {
     "alertmanager": {"url": "alertmanager_url"},
     "expiry_alerts": "expiry_alerts",
     "audit": {"source": "audit_source", "fields": None, "actions": None, "logql": "audit_logql", "sql": "audit_sql"},
-    "forgery": {"refused_statuses": "refused_statuses", "skip": "forgery_skip"},
+    "forgery": {"refused_statuses": "refused_statuses", "skip": "forgery_skip", "tokens_file": "forgery_tokens_file"},
 }
 _SERVICE_KEYS = ("url", "routes", "probe", "forgery_routes", "cache", "ready")
 _ROUTE_KEYS = ("method", "path", "body", "weight", "kind")
