@@ -150,7 +150,8 @@ class ExperimentConfig:
     authority_url: str = setting_field("", parse=_url)
     #: the tenant services: the description's, with SERVICE_URLS / FORGERY_ROUTES over it
     services: dict[str, Service] = setting_field({})
-    tenant_header: str = setting_field("X-StellaOps-Tenant", parse=_header)
+    #: the header carrying the tenant ('' = none: the tenant travels only in the token)
+    tenant_header: str = setting_field("", parse=_header)
     tenants: tuple[str, ...] = setting_field(DEFAULT_TENANTS, parse=_list)
     audience: str = setting_field("", parse=_str)
     token: TokenConfig = setting_field(TokenConfig())
@@ -440,7 +441,7 @@ def is_loopback_url(url: str) -> bool:
 
 
 def _parse_services(value: Any) -> dict[str, str]:
-    """``policy=http://...,vuln=http://...`` (or a dict) -> {name: url}."""
+    """``orders=http://...,billing=http://...`` (or a dict) -> {name: url}."""
     if isinstance(value, dict):
         return {str(k): str(v).rstrip("/") for k, v in value.items()}
     out: dict[str, str] = {}
@@ -450,7 +451,7 @@ def _parse_services(value: Any) -> dict[str, str]:
             continue
         name, sep, url = part.partition("=")
         if not sep or not name.strip() or not url.strip():
-            raise ConfigError(f"SERVICE_URLS entry {part!r} is not name=url (e.g. policy=http://127.0.0.1:8451)")
+            raise ConfigError(f"SERVICE_URLS entry {part!r} is not name=url (e.g. orders=http://10.0.0.5:8080)")
         if name.strip() in out:
             raise ConfigError(f"SERVICE_URLS names {name.strip()!r} twice; every service needs its own name")
         out[name.strip()] = url.strip().rstrip("/")
@@ -478,7 +479,7 @@ def parse_routes(value: Any) -> dict[str, tuple[tuple[str, str], ...]]:
     Raises ConfigError with an example when an entry cannot be read."""
     if not value:
         return {}
-    example = "policy=GET /api/v1/policies|POST /api/v1/policies;vuln=GET /api/v1/findings|POST /api/v1/findings"
+    example = "orders=GET /v2/orders|POST /v2/orders;billing=GET /invoices|POST /invoices"
     if isinstance(value, dict):
         entries = {str(k): v if isinstance(v, (list, tuple)) else str(v).split("|") for k, v in value.items()}
     else:

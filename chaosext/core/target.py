@@ -27,6 +27,8 @@ setting                        default                                          
 ``METRIC_CACHE_EMPTY``         ``jwks_cache_state{state="empty"}``              1 while it holds no key at all (a
                                                                                 cold start)
 ``METRIC_CACHE_LOOKUPS``       ``jwks_cache_lookups_total``                     key lookups (label ``result``)
+``METRIC_LATENCY_HISTOGRAM``   ``tenant_request_duration_seconds``              request-duration histogram (base
+                                                                                name, without ``_bucket``)
 ``METRIC_UNVERIFIED_ACCEPTS``  ``jwt_validations_total{result="valid",``        tokens accepted without a verified
                                ``key_source="none"}``                           signature (fail-open; ``off``: the
                                                                                 backstop is switched off)
@@ -90,6 +92,8 @@ class MetricContract:
     cache_expired: str = 'jwks_cache_state{state="expired"}'
     cache_empty: str = 'jwks_cache_state{state="empty"}'
     cache_lookups: str = "jwks_cache_lookups_total"
+    #: the services' request-duration histogram (base name, without ``_bucket``): the report's latency plot, the rules
+    latency_histogram: str = "tenant_request_duration_seconds"
     #: '' when METRIC_UNVERIFIED_ACCEPTS=off
     unverified_accepts: str = DEFAULT_UNVERIFIED_ACCEPTS
 
@@ -136,6 +140,9 @@ class MetricContract:
         if not _METRIC_RE.match(c.requests):
             problems.append(f"METRIC_REQUESTS={c.requests!r} is not a metric name "
                             f"(e.g. http_server_requests_seconds_count)")
+        if not _METRIC_RE.match(c.latency_histogram):
+            problems.append(f"METRIC_LATENCY_HISTOGRAM={c.latency_histogram!r} is not a metric name (the histogram's "
+                            f"base name, e.g. http_request_duration_seconds)")
         for name in ("status_label", "service_label") + (("tenant_label",) if c.tenant_label else ()):
             if not _LABEL_RE.match(getattr(c, name)):
                 problems.append(f"{METRIC_SETTINGS[name].upper()}={getattr(c, name)!r} is not a label name "
@@ -232,6 +239,11 @@ class Route:
         """``METHOD /path``."""
         return f"{self.method} {self.path}"
 
+    @property
+    def templated(self) -> bool:
+        """True when the path holds a placeholder (``{id}``: k6 fills in a number; the probes skip such routes)."""
+        return "{" in self.path
+
 
 @dataclass(frozen=True)
 class CacheSignal:
@@ -271,16 +283,19 @@ class Service:
 
     @property
     def probe_route(self) -> Route | None:
-        """The route a valid token is checked on (None when the service has no read route)."""
-        return self.probe or next((r for r in self.routes if r.kind == "read"), None)
+        """The route a valid token is checked on: ``probe``, else the first read route without a placeholder (None
+        when the service has none)."""
+        return self.probe or next((r for r in self.routes if r.kind == "read" and not r.templated), None)
 
     @property
     def forgery_routes(self) -> tuple[Route, ...]:
-        """The routes forged tokens go to."""
+        """The routes forged tokens go to: ``forgery``, else the first read and the first write route without a
+        placeholder."""
         if self.forgery:
             return self.forgery
-        reads = [r for r in self.routes if r.kind == "read"][:1]
-        writes = [r for r in self.routes if r.kind == "write"][:1]
+        plain = [r for r in self.routes if not r.templated]
+        reads = [r for r in plain if r.kind == "read"][:1]
+        writes = [r for r in plain if r.kind == "write"][:1]
         return tuple(reads + writes)
 
 

@@ -88,7 +88,7 @@ Examples:
   chaosext restore                                   # this host's recorded faults (iptables, local)
   chaosext restore --all                             # + every chaosext rule found by its tags, no record needed
   chaosext restore --all --dry-run --target netns:lab   # show what would go
-  chaosext restore --all --via k8s-networkpolicy --target tenancy/app=policy
+  chaosext restore --all --via k8s-networkpolicy --target tenancy/app=orders
   chaosext restore --all --via envoy --target http://127.0.0.1:9901
   chaosext restore --all --k6-dir .chaosext-run/k6   # + orphaned k6 runs recorded there
 """)

@@ -13,14 +13,15 @@ from typing import Any
 from chaosext.core import procs
 from chaosext.core.errors import ChaosextError
 from chaosext.core.labstate import resolve_state_dir
-from chaosext.core.names import JWKS_CACHE_MODES, LAB_SERVICES
+from chaosext.core.names import JWKS_CACHE_MODES
 from chaosext.lab import envoy as lab_envoy
 from chaosext.lab.common import HOLES, base_url, find_binary
 
 __all__ = ["SERVICES", "CACHE_MODES", "HOLES", "APT_HINT", "CLIENTS_FILE", "LAB_CLIENT_ID", "FIRST_WAVE", "LabError",
            "flag", "LabConfig", "Component", "plan", "waves", "preflight"]
 
-SERVICES = LAB_SERVICES
+#: the lab's tenant services (a real target names its own in its target description)
+SERVICES = ("policy", "vuln", "notify")
 CACHE_MODES = JWKS_CACHE_MODES
 APT_HINT = ("install it with `apt-get install prometheus prometheus-alertmanager`, or run "
             "`chaosext lab up --no-prometheus`")

@@ -7,9 +7,11 @@ import requests
 from chaosext.core.backends import BackendError
 from chaosext.core.findings import HTTP_TIMEOUT, Finding
 from chaosext.metrics import prom
+from chaosext.metrics.cache import read_caches
+from chaosext.metrics.measure import expiry_rules_gap
 from chaosext.run.context import RunContext
 
-__all__ = ["check_ready", "check_metrics"]
+__all__ = ["check_ready", "check_metrics", "check_judgeable"]
 
 
 def check_ready(ctx: RunContext, name: str) -> Finding:
@@ -66,4 +68,21 @@ def check_metrics(ctx: RunContext) -> list[Finding]:
                            f"{selector}: no series in Prometheus (no traffic yet, or other metric names?)",
                            "" if n else f"set {named} to what your services export (docs/experiment.md, "
                                         f"'Adapting to your services' metrics')", required=False))
+    return out
+
+
+def check_judgeable(ctx: RunContext) -> list[Finding]:
+    """What the metric checks will not be able to judge on this target (warnings, listed before the run): a service
+    whose cache state no signal gives, expiry alerts that are not named or not loaded in Prometheus."""
+    out = []
+    unknown = {name: r.detail for name, r in read_caches(ctx).items() if r.state == "unknown"}
+    for name, detail in unknown.items():
+        out.append(Finding(f"not judged: cache of {name}", False, f"its JWKS cache state cannot be read ({detail}); "
+                           "jwks-caches-fresh, cached-key-fallback and auth-degraded-audited will say so",
+                           f"give services.{name}.cache in TARGET_FILE (docs/target.md) or METRIC_CACHE_* series",
+                           required=False))
+    if gap := expiry_rules_gap(ctx):
+        out.append(Finding("not judged: expiry alerts", False, gap,
+                           "name the alerts that fire when a cache expires (EXPIRY_ALERTS) and load them",
+                           required=False))
     return out

@@ -16,7 +16,7 @@ from chaosext.metrics.prom import prom_of
 from chaosext.run.context import RunContext
 
 __all__ = ["Counts", "active_expiry_alerts", "firing_now", "fired_since", "in_alertmanager", "quietest_tenant_rate",
-           "error_counts"]
+           "error_counts", "loaded_alert_rules", "expiry_rules_gap"]
 
 #: (errors, requests) cumulative counters, as Prometheus sums them (``chaosext.metrics.prom.counts_at``)
 Counts = tuple[float, float]
@@ -87,3 +87,26 @@ def error_counts(ctx: RunContext, at: float | None = None, fallback: Counts = (0
     except (requests.RequestException, RuntimeError):
         return fallback
 
+
+
+def loaded_alert_rules(ctx: RunContext) -> set[str]:
+    """The names of the alerting rules Prometheus has loaded (``GET /api/v1/rules?type=alert``)."""
+    body = prom_of(ctx).backend.get("/api/v1/rules", params={"type": "alert"}, timeout=10).json()
+    return {str(r.get("name")) for g in (body.get("data") or {}).get("groups") or [] for r in g.get("rules") or []
+            if r.get("type", "alerting") == "alerting"}
+
+
+def expiry_rules_gap(ctx: RunContext) -> str:
+    """Why the expiry alerts cannot be judged ('' when they can): none named, or not loaded in Prometheus (then
+    "none fired" would pass vacuously)."""
+    names = ctx.cfg.expiry_alerts
+    if not names:
+        return "no expiry alert is named (EXPIRY_ALERTS, expiry_alerts in TARGET_FILE): alerting cannot be judged"
+    try:
+        missing = sorted(set(names) - loaded_alert_rules(ctx))
+    except (requests.RequestException, ValueError, AttributeError) as exc:
+        return f"Prometheus' loaded rules could not be read ({type(exc).__name__}): alerting cannot be judged"
+    if missing:
+        return (f"Prometheus at {ctx.cfg.prometheus_url} has no alerting rule named {', '.join(missing)} "
+                f"(EXPIRY_ALERTS): 'it did not fire' would prove nothing; load the rules or fix EXPIRY_ALERTS")
+    return ""

@@ -14,14 +14,14 @@ from typing import Any
 import requests
 
 from chaosext.audit.measure import PIPELINE_WAIT_SECONDS, services_of
-from chaosext.audit.sources import AuditEvent, read_events
+from chaosext.audit.sources import AuditEvent, read_events, role_mapped
 from chaosext.auth.judge import merge_judgments
 from chaosext.auth.measure import unverified_accepts
 from chaosext.core.poll import retry_until
 from chaosext.load.probes import k6_summary
 from chaosext.metrics import prom
 from chaosext.metrics.cache import services_in_state
-from chaosext.metrics.measure import fired_since, in_alertmanager, quietest_tenant_rate
+from chaosext.metrics.measure import expiry_rules_gap, fired_since, in_alertmanager, quietest_tenant_rate
 from chaosext.outage.judging import Judging
 from chaosext.run.record import CheckResult
 
@@ -217,17 +217,22 @@ def expired_services(judging: Judging) -> dict[str, str]:
 
 
 def audit_degraded_recorded(judging: Judging) -> CheckResult:
-    """``auth.degraded`` is in the audit store for each service that served stale keys during the outage.
+    """The target's ``degraded`` audit action (``auth.degraded`` in the lab) is in the audit store for each service
+    that served stale keys during the outage.
 
     ``ok`` false lists the services with no event (``missing``). When no service went stale (outage shorter than
     the TTL), there is nothing to record and ``ok`` is true with ``affected`` empty.
     """
     cfg, ctx, start = judging.cfg, judging.ctx, judging.start
     affected = stale_services(judging)
+    if not role_mapped(ctx, "degraded"):
+        return {"phase": "outage", "ok": True, "not_judged": True, "affected": sorted(affected),
+                "gap": "the target names no audit action for serving stale keys (audit.actions.degraded in "
+                       "TARGET_FILE): whether the services audited the degradation cannot be judged"}
     deadline = time.time() + PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0)
 
     def look() -> list[AuditEvent]:
-        return read_events(ctx, "auth.degraded", start - 5, time.time() + 5, tuple(sorted(affected)))
+        return read_events(ctx, "degraded", start - 5, time.time() + 5, tuple(sorted(affected)))
 
     events = retry_until(look, lambda found: affected <= services_of(found), deadline, 2.0)
     recorded = services_of(events)
@@ -245,6 +250,8 @@ def alerts_match_cache_state(judging: Judging) -> CheckResult:
     """
     cfg, ctx, (start, end) = judging.cfg, judging.ctx, judging.window
     names = cfg.expiry_alerts
+    if gap := expiry_rules_gap(judging.ctx):
+        return {"phase": "outage", "ok": True, "not_judged": True, "expected": list(names), "gap": gap}
     try:
         expired = expired_services(judging)
     except requests.RequestException as exc:  # pragma: no cover - services_in_state already swallows these

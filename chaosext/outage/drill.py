@@ -14,7 +14,7 @@ once and keeps the results.
 import time
 
 from chaosext.audit.measure import PIPELINE_WAIT_SECONDS, services_of
-from chaosext.audit.sources import read_events
+from chaosext.audit.sources import read_events, role_mapped
 from chaosext.core.poll import retry_until
 from chaosext.core.settings import Configuration, Secrets
 from chaosext.outage.checks import alerts_match_cache_state
@@ -83,7 +83,10 @@ def expiry_audited(judging: Judging) -> CheckResult:
     cfg = judging.cfg
     expired = set(judging.notebook.first_seen("expired"))
     deadline = time.time() + PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0)
-    events = retry_until(lambda: read_events(judging.ctx, "auth.expired", judging.start - 5, time.time() + 5,
+    if not role_mapped(judging.ctx, "expired"):
+        return {"phase": "outage", "ok": True, "not_judged": True, "affected": sorted(expired),
+                "gap": "the target names no audit action for failing closed (audit.actions.expired in TARGET_FILE)"}
+    events = retry_until(lambda: read_events(judging.ctx, "expired", judging.start - 5, time.time() + 5,
                                              tuple(sorted(expired))),
                          lambda found: expired <= services_of(found), deadline, 2.0)
     missing = sorted(expired - services_of(events))

@@ -9,7 +9,8 @@ retries until it holds or RECOVERY_SECONDS after the restore have passed; a base
 import time
 from typing import Any
 
-from chaosext.audit.measure import LIVE_ACTIONS, PIPELINE_WAIT_SECONDS, services_recorded
+from chaosext.audit.measure import PIPELINE_WAIT_SECONDS, services_recorded
+from chaosext.audit.sources import role_mapped
 from chaosext.auth.measure import ForgeryPlan, valid_token_statuses
 from chaosext.core.poll import retry_until
 from chaosext.core.settings import Configuration, Secrets
@@ -46,7 +47,8 @@ def jwks_caches_fresh(configuration: Configuration = None, secrets: Secrets = No
     out: CheckResult = {"phase": phase, "ok": not bad, key: bad, "states": {s: r.state for s, r in states.items()},
                         "source": sorted({r.source for r in states.values()})}
     if unknown:  # no signal says: an honest gap, never a silent "fresh"
-        out["not_judged"] = {s: states[s].detail for s in unknown}
+        out["not_judged"] = True
+        out["unknown"] = {s: states[s].detail for s in unknown}
         out["gap"] = f"the cache state of {', '.join(unknown)} cannot be read: " + "; ".join(
             states[s].detail for s in unknown)
     return out
@@ -153,30 +155,41 @@ def audit_pipeline_healthy(configuration: Configuration = None, secrets: Secrets
 
     Baseline (before the fault): AUDIT_SOURCE answers and holds at least one event of every service from the last
     BASELINE_SECONDS (the forged-token check, run just before in the hypothesis, makes every healthy service audit a
-    rejection). Recovery (after the restore): ``auth.recovered`` for every service that was degraded during the
-    outage, within RECOVERY_SECONDS.
+    rejection: the target's ``audit.actions.rejected``; any event counts). Recovery (after the restore): the target's
+    ``recovered`` action for every service that was degraded during the outage, within RECOVERY_SECONDS. A target
+    that names no such action cannot be judged here: the result says so (``gap``), never a silent pass.
     """
     ctx = run_context(configuration, secrets)
     cfg = ctx.cfg
     run = ctx.record()
     phase = run.phase
-    actions: tuple[str, ...]
     wait = PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0)
+    gap = ""
     if phase == "baseline":
-        since = time.time() - cfg.baseline_seconds
-        want, actions = set(cfg.services), LIVE_ACTIONS
+        since, want, roles = time.time() - cfg.baseline_seconds, set(cfg.services), ("",)
         deadline = time.time() + wait
+        what = "an audit event"
     else:
         start, end = run.outage_window() or (time.time(), time.time())
-        since, want, actions = start - 5, _degraded_services(ctx, start, end), ("auth.recovered",)
+        since, want, roles = start - 5, _degraded_services(ctx, start, end), ("recovered",)
         deadline = max(end + cfg.recovery_seconds, time.time() + wait)
+        what = f"{cfg.audit.action('recovered') or 'recovered'} (audit.actions.recovered)"
+        if not role_mapped(ctx, "recovered"):
+            return {"phase": phase, "ok": True, "expected": sorted(want), "missing": [], "events": 0,
+                    "source": cfg.audit_kind, "not_judged": True,
+                    "gap": "the target names no audit action for a recovery (audit.actions.recovered in "
+                           "TARGET_FILE): whether the services audited their recovery cannot be judged"}
 
-    found: tuple[set[str], int] = retry_until(lambda: services_recorded(ctx, actions, since, time.time() + 5, want),
+    found: tuple[set[str], int] = retry_until(lambda: services_recorded(ctx, roles, since, time.time() + 5, want),
                                              lambda f: want <= f[0], deadline, 2.0)
     recorded, count = found
     missing = sorted(want - recorded)
-    what = "an audit event" if phase == "baseline" else "auth.recovered"
-    out: dict[str, Any] = {"phase": phase, "ok": not missing, "expected": sorted(want), "missing": missing,
-                           "events": count, "source": cfg.audit_kind,
+    if phase == "baseline" and missing and not role_mapped(ctx, "rejected"):
+        gap = (f"no audit event from {', '.join(missing)} before the fault, and the target names no action it "
+               f"audits a refused token with (audit.actions.rejected): the pipeline's liveness cannot be proven")
+    out: dict[str, Any] = {"phase": phase, "ok": not missing or bool(gap), "expected": sorted(want),
+                           "missing": missing, "events": count, "source": cfg.audit_kind,
                            "why": "" if not missing else f"no {what} from {', '.join(missing)} in {cfg.audit_source}"}
+    if gap:
+        out.update(not_judged=True, gap=gap)
     return out

@@ -8,7 +8,7 @@ before it takes the target lock), :func:`live_findings` ask the target, the IdP 
 """
 from __future__ import annotations
 
-from chaosext.audit.checks import check_audit
+from chaosext.audit.checks import check_audit, check_audit_mapping
 from chaosext.auth.checks import (
     check_discovery,
     check_forgery_skip,
@@ -21,7 +21,7 @@ from chaosext.core.config import validate
 from chaosext.core.findings import Finding
 from chaosext.egress.checks import fault_findings
 from chaosext.load.checks import check_k6
-from chaosext.metrics.checks import check_metrics, check_ready
+from chaosext.metrics.checks import check_judgeable, check_metrics, check_ready
 from chaosext.run.context import RunContext
 from chaosext.safety.approval import approval_problem
 
@@ -65,8 +65,10 @@ def live_findings(ctx: RunContext, need_k6: bool = True) -> list[Finding]:
     out.append(prometheus)
     if prometheus.ok:
         out += check_metrics(ctx)
+        out += check_judgeable(ctx)
     out.append(check_ready(ctx, "alertmanager"))
     out.append(check_audit(ctx))
+    out += check_audit_mapping(ctx)
     return out
 
 
