@@ -247,9 +247,9 @@ def start_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "defau
 
     The script and the load plan (``k6-load-plan.json``: the target's services, routes, tenants and tenant header)
     go into ConfigMap ``configmap`` (created or replaced when ``create_configmap``; otherwise the plan is merged into
-    the existing one, next to your script); K6_RATE is the total over all pods. The client credentials the script gets its tokens with go into a Secret the runner pods read (never
-    the TestRun). Kubernetes credentials as for chaostoolkit-kubernetes (kubeconfig, in-pod, or KUBERNETES_HOST ...),
-    or KUBE_API_URL.
+    the existing one, next to your script); K6_RATE is the total over all pods. The client credentials the script
+    gets its tokens with go into a Secret the runner pods read (never the TestRun). Kubernetes credentials as for
+    chaostoolkit-kubernetes (kubeconfig, in-pod, or KUBERNETES_HOST ...), or KUBE_API_URL.
     """
     cfg = run_context(configuration, secrets).cfg
     # the plan sits next to the script in the ConfigMap (the runner pods mount it at /test): a path relative to the

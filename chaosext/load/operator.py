@@ -2,9 +2,9 @@
 
 The script is served from a ConfigMap (``spec.script.configMap``), with the load plan (``k6-load-plan.json``,
 ``chaosext.load.plan``) beside it: the operator mounts the whole ConfigMap at ``/test`` in the runner pods, where the
-script opens the plan by its name (``TARGET_JSON``, relative to the script); ``spec.parallelism`` splits the arrival rate
-between the runner pods (k6 execution segments), so K6_RATE stays the total. The OAuth2 client credentials the script
-needs for its tokens (``TOKEN_CLIENT_ID`` / ``TOKEN_CLIENT_SECRET`` / ``TOKEN_CLIENTS``) go into a Secret
+script opens the plan by its name (``TARGET_JSON``, relative to the script); ``spec.parallelism`` splits the arrival
+rate between the runner pods (k6 execution segments), so K6_RATE stays the total. The OAuth2 client credentials the
+script needs for its tokens (``TOKEN_CLIENT_ID`` / ``TOKEN_CLIENT_SECRET`` / ``TOKEN_CLIENTS``) go into a Secret
 ``<name>-token-client`` created with the TestRun and read by the runner pods through ``env[].valueFrom.secretKeyRef``:
 never in the TestRun, the ConfigMap or an argument. The Secret is owned by the TestRun (``ownerReferences``, so the
 cluster deletes it with it) and :func:`delete_testrun` deletes it too. Every object carries the labels

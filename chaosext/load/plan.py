@@ -11,10 +11,11 @@ secret (tokens and client credentials travel by k6's environment only)::
                    "routes": [{"method": "GET", "path": "/v2/orders/{id}", "body": "", "weight": 9,
                                "kind": "read"}, ...]}]}
 
-How the script uses it: reads and writes are two arrival-rate scenarios holding ``LOAD_READ_SHARE`` of ``K6_RATE``;
-each iteration picks one service among those with a route of its kind (each equally often), then one of that
-service's routes of that kind by ``weight``; a ``{name}`` segment of a path (``/v2/orders/{id}``) is filled with a
-number from 1 to 100 and the route template is the request's ``name`` tag.
+How the script uses it: reads and writes are two arrival-rate scenarios holding ``LOAD_READ_SHARE`` of ``K6_RATE``
+(a target without write routes: reads only, at the whole rate); each iteration picks one route of its kind across
+all the services by ``weight`` (a route's share of its kind is its weight over the kind's total); a ``{name}`` segment
+of a path (``/v2/orders/{id}``) is filled with a number from 1 to 100 and the route template is the request's
+``name`` tag.
 """
 from __future__ import annotations
 
@@ -35,15 +36,15 @@ PLAN_FILE = "k6-load-plan.json"
 def load_plan(cfg: ExperimentConfig) -> dict[str, Any]:
     """The plan of the run's settings; ConfigError when it would drive nothing (no service with a route of weight
     above 0, or no tenant)."""
-    services = [{"name": svc.name, "url": svc.url,
-                 "routes": [{"method": r.method, "path": r.path, "body": r.body, "weight": r.weight, "kind": r.kind}
-                            for r in svc.routes]}
-                for svc in cfg.services.values()]
-    if not any(r["weight"] > 0 for s in services for r in s["routes"]):
+    if not any(r.weight > 0 for svc in cfg.services.values() for r in svc.routes):
         raise ConfigError("the load has nothing to drive: describe each service's routes (method, path, weight > 0) "
                           "in TARGET_FILE's services.<name>.routes (docs/target.md)")
     if not cfg.tenants:
         raise ConfigError("the load needs at least one tenant: set TENANTS or tenants in TARGET_FILE")
+    services = [{"name": svc.name, "url": svc.url,
+                 "routes": [{"method": r.method, "path": r.path, "body": r.body, "weight": r.weight, "kind": r.kind}
+                            for r in svc.routes]}
+                for svc in cfg.services.values()]
     return {"tenant_header": cfg.tenant_header, "tenants": list(cfg.tenants), "services": services}
 
 

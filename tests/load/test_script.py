@@ -142,17 +142,15 @@ def _template(path: str, templates: list[str]) -> str:
 
 
 def expected_shares(routes: dict[str, list[dict]], read_share: float) -> dict[tuple[str, str, str], float]:
-    """(service, METHOD, template) -> the share of all requests it should get: LOAD_READ_SHARE to reads, each
-    service with routes of a kind an equal part of that kind, its routes of that kind by weight."""
+    """(service, METHOD, template) -> the share of all requests it should get: LOAD_READ_SHARE to reads, and within
+    a kind each route its weight over the kind's total across the services."""
     out = {}
     for kind, kind_share in (("read", read_share), ("write", 1 - read_share)):
-        per_service = {s: [r for r in rs if (r["method"] in ("GET", "HEAD")) == (kind == "read")]
-                       for s, rs in routes.items()}
-        per_service = {s: rs for s, rs in per_service.items() if rs}
-        for svc, rs in per_service.items():
-            total = sum(r.get("weight", 1) for r in rs)
-            for r in rs:
-                out[(svc, r["method"], r["path"])] = kind_share / len(per_service) * r.get("weight", 1) / total
+        of_kind = [(svc, r) for svc, rs in routes.items() for r in rs
+                   if (r["method"] in ("GET", "HEAD")) == (kind == "read")]
+        total = sum(r.get("weight", 1) for _, r in of_kind)
+        for svc, r in of_kind:
+            out[(svc, r["method"], r["path"])] = kind_share * r.get("weight", 1) / total
     return out
 
 

@@ -6,9 +6,9 @@
 //    "services": [{"name": "orders", "url": "http://...", "routes": [{"method", "path", "body", "weight", "kind"}]}]}
 // Open model: two constant-arrival-rate scenarios, tagged kind=read / kind=write, hold the LOAD_READ_SHARE split of
 // K6_RATE requests/s (a target without write routes: reads only, at the whole rate, and the summary says so). Every
-// iteration sends ONE request: one of the services that have a route of its kind (each equally often), one of that
-// service's routes of that kind (by weight), a tenant chosen at random per request with that tenant's token. A
-// {name} segment of a path (/v2/orders/{id}) gets a number from 1 to 100. Tags are kind, service and name (the route
+// iteration sends ONE request: one route of its kind across all the services, chosen by weight (a route's share of
+// its kind is its weight over the kind's total), as a tenant chosen at random per request with that tenant's token.
+// A {name} segment of a path (/v2/orders/{id}) gets a number from 1 to 100. Tags are kind, service and name (the route
 // template); never the tenant (that would explode series).
 //
 // Environment (-e):
@@ -112,21 +112,19 @@ function readPlan(path) {
   return { header, tenants, services };
 }
 
-// Per kind: the services with a route of that kind (weight > 0), each with its routes of that kind and their weights.
+// Per kind: every route of that kind (weight > 0) across the services, with its service, and the weights' total.
 function targetsOf(services, kind) {
-  const out = [];
+  const routes = [];
   for (const svc of services) {
-    const routes = svc.routes.filter((r) => r.kind === kind && r.weight > 0);
-    const total = routes.reduce((sum, r) => sum + r.weight, 0);
-    if (total > 0) out.push({ name: svc.name, url: svc.url, routes, total });
+    for (const r of svc.routes) if (r.kind === kind && r.weight > 0) routes.push({ ...r, service: svc.name, url: svc.url });
   }
-  return out;
+  return { routes, total: routes.reduce((sum, r) => sum + r.weight, 0) };
 }
 
 const PLAN_PATH = requiredEnv('TARGET_JSON');
 const PLAN = readPlan(PLAN_PATH);
 const TARGETS = { read: targetsOf(PLAN.services, 'read'), write: targetsOf(PLAN.services, 'write') };
-if (TARGETS.read.length === 0 && TARGETS.write.length === 0) {
+if (TARGETS.read.total === 0 && TARGETS.write.total === 0) {
   throw new Error(`TARGET_JSON=${PLAN_PATH}: no service has a route with a weight above 0; describe what to drive ` +
     'in the target description (services.<name>.routes, docs/target.md)');
 }
@@ -135,7 +133,7 @@ const RATE = intEnv('K6_RATE', 0);
 const READ_SHARE = Number(__ENV.LOAD_READ_SHARE || '0.9');
 if (!(READ_SHARE > 0 && READ_SHARE < 1)) throw new Error(`LOAD_READ_SHARE=${__ENV.LOAD_READ_SHARE}: expected 0 < share < 1`);
 // A kind the target has no route of gets no scenario: the other kind carries the whole rate.
-const KINDS = ['read', 'write'].filter((k) => TARGETS[k].length > 0);
+const KINDS = ['read', 'write'].filter((k) => TARGETS[k].total > 0);
 if (RATE < KINDS.length) {
   throw new Error(`K6_RATE=${RATE_TEXT}: expected at least ${KINDS.length} requests/s (one per scenario: ${KINDS.join(', ')})`);
 }
@@ -277,17 +275,16 @@ function itemId() {
   return String(1 + Math.floor(Math.random() * 100));
 }
 
-// One request of ``kind``: a service that has routes of that kind, one of its routes by weight, a random tenant.
+// One request of ``kind``: one of that kind's routes across the services, by weight; a random tenant.
 function send(data, kind) {
-  const svc = pick(TARGETS[kind]);
-  const route = weighted(svc.routes, svc.total);
+  const route = weighted(TARGETS[kind].routes, TARGETS[kind].total);
   const tenant = pick(TENANTS);
   const headers = { Authorization: `Bearer ${data.tokens[tenant]}` };
   if (TENANT_HEADER) headers[TENANT_HEADER] = tenant;
   if (route.body) headers['Content-Type'] = 'application/json';
   const path = route.path.replace(/\{[^}/]*\}/g, itemId);
-  http.request(route.method, svc.url + path, route.body || null,
-    { headers, timeout: HTTP_TIMEOUT, tags: { service: svc.name, name: route.path } });
+  http.request(route.method, route.url + path, route.body || null,
+    { headers, timeout: HTTP_TIMEOUT, tags: { service: route.service, name: route.path } });
 }
 
 export function read(data) {
@@ -322,7 +319,7 @@ export function handleSummary(data) {
       rate: RATE, read_rate: READ_RATE, write_rate: WRITE_RATE, duration: DURATION,
       vus: VUS, max_vus: MAX_VUS, services: PLAN.services.map((s) => s.name), tenants: TENANTS.length,
       tenant_header: TENANT_HEADER, kinds: KINDS, only: ONLY,
-      services_by_kind: Object.fromEntries(KINDS.map((k) => [k, TARGETS[k].map((t) => t.name)])),
+      routes: Object.fromEntries(KINDS.map((k) => [k, TARGETS[k].routes.length])),
     },
     thresholds,
     thresholds_ok: allOk,
