@@ -92,7 +92,7 @@ def dashboard(target_file: str, out_dir: str, state_dir: str) -> None:
 @render.command("load-plan", epilog="""\b
 Examples:
   chaosext render load-plan --target-file target.yaml --out plan.json
-  k6 run -e TARGET_JSON=plan.json -e K6_RATE=200 -e AUTHORITY_URL=https://idp.example ops/devops/tenant/k6-tenant-load.js
+  k6 run -e TARGET_JSON=plan.json -e K6_RATE=200 -e AUTHORITY_URL=https://idp.example k6-tenant-load.js
 """)
 @_TARGET
 @click.option("--out", "out_file", default=PLAN_FILE, show_default=True, type=click.Path(dir_okay=False),

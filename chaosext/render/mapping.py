@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from chaosext.core.rulefiles import EXPECTED_SERVICES_RECORD
 from chaosext.core.target import CACHE_STATES, MetricContract, Service
+from chaosext.metrics.cache import own_queries, state_expr
 from chaosext.render.promql import Matcher, Names, parse_selector
 
 __all__ = ["LAB", "BUILTIN", "Mapping", "mapping_for"]
@@ -69,8 +70,8 @@ class Mapping:
                                          LAB.tenant_label: c.tenant_label or None}
         return Names(labels=labels, selector=self._selector)
 
-    def _own_cache_queries(self) -> dict[str, dict[str, str]]:
-        return {n: s.cache.queries for n, s in self.services.items() if s.cache.kind == "prometheus"}
+    def _own_cache_queries(self) -> dict[str, str]:
+        return {n: q for state in CACHE_STATES for n, q in own_queries(self.services, state).items()}
 
     # ---------------------------------------------------------------------------------------------- selectors
     def _selector(self, name: str, matchers: tuple[Matcher, ...]) -> str | None:
@@ -127,11 +128,10 @@ class Mapping:
         matcher (a series that names a target's service), the request counter."""
         state = next((m.unquoted for m in matchers if m.label == "state" and m.op == "="), "")
         rest = tuple(m for m in matchers if m.label != "state")
-        own = self._own_cache_queries()
         if state not in CACHE_STATES:
             return "" if self.is_lab else self._requests(rest) or _selector_text(self.contract.requests, rest)
         contract_expr = getattr(self.contract, f"cache_{state}")
-        if contract_expr == getattr(LAB, f"cache_{state}") and not own:
+        if contract_expr == getattr(LAB, f"cache_{state}") and not self._own_cache_queries():
             return ""
         expr = contract_expr
         try:  # a plain selector takes the other matchers (a dashboard's service filter)
@@ -141,10 +141,7 @@ class Mapping:
             if rest:
                 self.note(f"the cache-state expression of METRIC_CACHE_{state.upper()} is not a plain selector: "
                           f"{', '.join(m.text for m in rest)} is not applied to it")
-        parts = [f'label_replace(max(({queries[state]})), {_quote(self.contract.service_label)}, {_quote(svc)}, '
-                 f'"", "")' for svc, queries in own.items() if queries.get(state)]
-        combined = " or ".join([*parts, f"({expr})"]) if parts else expr
-        return f'label_replace(clamp_max(({combined}), 1), "state", {_quote(state)}, "", "")'
+        return state_expr(state, expr, own_queries(self.services, state), self.contract.service_label)
 
     def note(self, text: str) -> None:
         """Remember something the rendering's reader must know (once)."""
