@@ -283,9 +283,10 @@ class ExperimentConfig:
 
 
 def _jsonable(value: Any) -> Any:
+    """Plain JSON values: dataclasses as objects, tuples as lists, at any depth."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if isinstance(value, tuple):
+        return _jsonable(asdict(value))
+    if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -305,7 +306,7 @@ def _typed(hint: Any, value: Any) -> Any:
         make: Any = hint
         return make(**{f.name: _typed(hints[f.name], value[f.name]) for f in dataclasses.fields(hint)
                        if f.name in value and f.init})
-    if origin is tuple and isinstance(value, list):
+    if origin is tuple and isinstance(value, (list, tuple)):
         args = typing.get_args(hint)
         item: Any = args[0] if args else Any
         return tuple(_typed(item, v) for v in value)

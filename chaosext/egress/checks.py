@@ -56,16 +56,20 @@ def check_rules(binary: str, netns: str = "", pid: str = "") -> Finding:
 
 
 #: (verb, group, resource) the fault needs per method
+#: the run's cluster lock (chaosext.safety.lock.ClusterLease), on every cluster target
+_LEASE = [(verb, "coordination.k8s.io", "leases") for verb in ("get", "create", "update", "delete")]
+#: the fault's cluster-side deadline (the Job that owns the NetworkPolicy / VirtualService, chaosext.egress.kubernetes)
+_DEADLINE_JOB = [(verb, "batch", "jobs") for verb in ("create", "delete", "list")]
 K8S_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
     "k8s-networkpolicy": [("create", "networking.k8s.io", "networkpolicies"),
                           ("delete", "networking.k8s.io", "networkpolicies"),
                           ("list", "networking.k8s.io", "networkpolicies"),
-                          ("list", "", "pods")],
-    "iptables-in-pod": [("list", "", "pods"), ("create", "", "pods/exec")],
+                          ("list", "", "pods"), *_DEADLINE_JOB, *_LEASE],
+    "iptables-in-pod": [("list", "", "pods"), ("create", "", "pods/exec"), *_LEASE],
     "istio": [("create", "networking.istio.io", "virtualservices"),
               ("delete", "networking.istio.io", "virtualservices"),
               ("list", "networking.istio.io", "virtualservices"),
-              ("list", "", "pods")],
+              ("list", "", "pods"), *_DEADLINE_JOB, *_LEASE],
 }
 
 

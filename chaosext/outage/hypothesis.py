@@ -26,6 +26,15 @@ __all__ = ["jwks_caches_fresh", "valid_tokens_accepted", "forged_tokens_refused"
            "expiry_alerts_clear", "audit_pipeline_healthy"]
 
 
+def dry(ctx: RunContext) -> CheckResult | None:
+    """A dry run (``chaos run --dry actions``) changes nothing and starts no load: a probe then judges nothing and says
+    so (``ok``, so the rehearsal shows no false alarm; ``chaosext verdict`` says DRY RUN). None outside a dry run."""
+    if not ctx.dry_run:
+        return None
+    return {"phase": "dry-run", "ok": True, "not_judged": True,
+            "note": f"dry run ({ctx.dry_run}): nothing was started or injected, so nothing is judged"}
+
+
 def jwks_caches_fresh(configuration: Configuration = None, secrets: Secrets = None) -> CheckResult:
     """Every service's JWKS cache is fresh (read through its cache signal: ``chaosext.metrics.cache``), live.
 
@@ -34,6 +43,8 @@ def jwks_caches_fresh(configuration: Configuration = None, secrets: Secrets = No
     moment they all are is noted in the run record (``recovered_at``): the recovery's error-rate window starts there.
     """
     ctx = run_context(configuration, secrets)
+    if (skipped := dry(ctx)) is not None:
+        return skipped
     run = ctx.record()
     phase = run.phase
     states = retry_until(lambda: read_caches(ctx), lambda st: all(r.state in ("fresh", "unknown") for r in st.values()),
@@ -61,6 +72,8 @@ def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets 
     RECOVERY_SECONDS have passed since the restore.
     """
     ctx = run_context(configuration, secrets)
+    if (skipped := dry(ctx)) is not None:
+        return skipped
     run = ctx.record()
     result = retry_until(lambda: valid_token_statuses(ctx), lambda r: bool(r["ok"]),
                          run.recovery_deadline(ctx.cfg.recovery_seconds), 1.0)
@@ -74,6 +87,8 @@ def forged_tokens_refused(configuration: Configuration = None, secrets: Secrets 
     A refusal is a status in REFUSED_STATUSES; 2xx is a fail-open finding; anything else is inconclusive and fails
     too (``why`` says which statuses to allow). ``classes`` shows tried/refused/accepted/inconclusive per class."""
     ctx = run_context(configuration, secrets)
+    if (skipped := dry(ctx)) is not None:
+        return skipped
     plan = ForgeryPlan(ctx)
     judged = plan.judge(ctx.cfg, plan.round(ctx.cfg), None)
     return {"phase": ctx.record().phase, **judged}
@@ -115,7 +130,8 @@ def error_rate_within_max(configuration: Configuration = None, secrets: Secrets 
     requests (the safety control's k6 warms it up). Recovery (after the restore): from the moment every service's
     cache was fresh again (else the restore) until now, waiting for enough requests within RECOVERY_SECONDS.
     """
-    return error_rate(run_context(configuration, secrets))
+    ctx = run_context(configuration, secrets)
+    return dry(ctx) or error_rate(ctx)
 
 
 def alerts_clear(ctx: RunContext) -> CheckResult:
@@ -139,7 +155,8 @@ def expiry_alerts_clear(configuration: Configuration = None, secrets: Secrets = 
     Baseline: an alert already active means the system is unhealthy (and a new alert could not be told from an old
     one), so no fault is injected. Recovery: every expiry alert that fired has resolved within RECOVERY_SECONDS.
     """
-    return alerts_clear(run_context(configuration, secrets))
+    ctx = run_context(configuration, secrets)
+    return dry(ctx) or alerts_clear(ctx)
 
 
 def _degraded_services(ctx: RunContext, start: float, end: float) -> set[str]:
@@ -160,6 +177,8 @@ def audit_pipeline_healthy(configuration: Configuration = None, secrets: Secrets
     that names no such action cannot be judged here: the result says so (``gap``), never a silent pass.
     """
     ctx = run_context(configuration, secrets)
+    if (skipped := dry(ctx)) is not None:
+        return skipped
     cfg = ctx.cfg
     run = ctx.record()
     phase = run.phase

@@ -2,7 +2,8 @@
 
 It is declared a *probe* in the experiments because it never changes the system under test: it sends GETs, valid and
 forged tokens, asks the fault driver to verify (read-only) and reads Prometheus, Alertmanager and k6. What it writes
-is the run's own notebook, the run file (``chaosext.core.runfile``): the outage window and one observation per tick,
+is the run's own record: the outage window on its timeline (``chaosext.run.record``) and one observation per tick
+in the outage notebook (``chaosext.outage.notebook``),
 which the outage checks judge afterwards (``chaosext.outage.judge``) — during the outage is the only time they can be
 seen. Ending the outage early is a decision (``chaosext.outage.guard``), not an action: the watch returns, and the
 restore step that follows restores and records why.

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +18,26 @@ from chaosext.core.settings import raw_setting
 from chaosext.metrics.prom import Prom
 from chaosext.outage import evidence
 from chaosext.report import collect
-from chaosext.report.plots import make_plots
 from chaosext.report.render import render_html
 
-__all__ = ["report", "build_report"]
+__all__ = ["report", "build_report", "private_matplotlib_dir"]
+
+
+@contextmanager
+def private_matplotlib_dir() -> Iterator[str]:
+    """matplotlib's config and font cache in a temporary directory, removed afterwards (``MPLCONFIGDIR``): making a
+    report leaves nothing in ``~/.cache/matplotlib`` or ``~/.config/matplotlib`` (root's, under sudo). matplotlib is
+    imported only inside (chaosext.report.plots), so no other command touches them either."""
+    before = os.environ.get("MPLCONFIGDIR")
+    with tempfile.TemporaryDirectory(prefix="chaosext-matplotlib-") as tmp:
+        os.environ["MPLCONFIGDIR"] = tmp
+        try:
+            yield tmp
+        finally:
+            if before is None:
+                os.environ.pop("MPLCONFIGDIR", None)
+            else:
+                os.environ["MPLCONFIGDIR"] = before
 
 
 def _settings(state_dir: str) -> ExperimentConfig:
@@ -80,8 +100,11 @@ def build_report(journal_path: str, prometheus: Prom | None = None, ranges_path:
     sources.append(f"audit: {audit_path} ({len(events)} auth.* events)" if audit_path
                    else "audit: none given (--audit or AUDIT_SOURCE=file:...)")
     span = (start, end) if start is not None and end is not None and end > start else None
-    plots = make_plots(ranges, events, window, span, error_rate_max, windows, collect.k6_p95_ms(journal),
-                       plan.notes if plan else None, plan.cache_gaps if plan else None)
+    with private_matplotlib_dir():
+        from chaosext.report.plots import make_plots
+
+        plots = make_plots(ranges, events, window, span, error_rate_max, windows, collect.k6_p95_ms(journal),
+                           plan.notes if plan else None, plan.cache_gaps if plan else None)
     verdict = collect.verdict_of(journal)
     html = render_html(journal, verdict, collect.timeline(journal), collect.probe_results(journal), plots,
                        window, start, end, sources)

@@ -25,7 +25,7 @@ from chaosext.metrics.checks import check_judgeable, check_metrics, check_ready
 from chaosext.run.context import RunContext
 from chaosext.safety.approval import approval_problem
 
-__all__ = ["static_findings", "live_findings", "preflight", "refusals"]
+__all__ = ["static_findings", "live_findings", "preflight", "refusals", "warnings"]
 
 
 def check_approval(ctx: RunContext) -> Finding:
@@ -41,6 +41,21 @@ def check_approval(ctx: RunContext) -> Finding:
     return Finding("approval", True, f"CHAOSEXT_APPROVE names {cfg.target_name}")
 
 
+def check_exercised(ctx: RunContext) -> Finding:
+    """Warn when the outage cannot exercise the stale-key path: not longer than the services' soft TTL, no cache goes
+    stale, nothing is audited as degraded, and the verdict can only say NOT EXERCISED."""
+    cfg = ctx.cfg
+    if cfg.outage_seconds > cfg.jwks_ttl:
+        return Finding("outage vs cache TTL", True, f"OUTAGE_SECONDS={cfg.outage_seconds} outlasts the services' "
+                                                    f"JWKS_TTL={cfg.jwks_ttl:g}: their caches go stale during it")
+    return Finding("outage vs cache TTL", False,
+                   f"OUTAGE_SECONDS={cfg.outage_seconds} is not longer than the services' JWKS_TTL={cfg.jwks_ttl:g}: "
+                   f"no cache goes stale, the stale-key path is not exercised, and the verdict can only say NOT "
+                   f"EXERCISED",
+                   f"make OUTAGE_SECONDS longer than {cfg.jwks_ttl:g} (on the lab, or shorten the TTL: chaosext lab up "
+                   f"--jwks-ttl {max(1, cfg.outage_seconds // 5)})", required=False)
+
+
 def static_findings(ctx: RunContext) -> list[Finding]:
     """The settings themselves (values, limits, the fault target's form) and the approval: no network, no change."""
     problems = validate(ctx.cfg)
@@ -48,6 +63,7 @@ def static_findings(ctx: RunContext) -> list[Finding]:
            for p in problems] or [Finding("configuration", True, "every setting is valid")]
     out.append(check_forgery_skip(ctx))
     if not problems:
+        out.append(check_exercised(ctx))
         out.append(check_approval(ctx))
     return out
 
@@ -81,3 +97,8 @@ def preflight(ctx: RunContext, need_k6: bool = True) -> list[Finding]:
 def refusals(findings: list[Finding]) -> list[Finding]:
     """The findings that stop a run."""
     return [f for f in findings if f.refuses]
+
+
+def warnings(findings: list[Finding]) -> list[Finding]:
+    """The findings a run goes on with but says before it starts (doctor's ``warn`` lines)."""
+    return [f for f in findings if not f.ok and not f.required]

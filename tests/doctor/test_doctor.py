@@ -252,6 +252,26 @@ def test_kube_permissions_from_self_subject_access_reviews(fake_server: tuple[st
     assert {s["spec"]["resourceAttributes"]["namespace"] for s in handler.seen} == {"chaosext-lab"}
 
 
+@pytest.mark.contract
+@pytest.mark.parametrize("via", ["k8s-networkpolicy", "istio", "iptables-in-pod"])
+def test_kube_permissions_include_the_deadline_job_and_the_cluster_lock(fake_server: tuple[str, _Fake],
+                                                                      via: str) -> None:
+    """The fault's cluster-side deadline (a Job owning the NetworkPolicy / VirtualService) and the run's cluster lock
+    (a Lease) need RBAC of their own: doctor asks for it before a run does."""
+    from kubernetes import client
+
+    url, handler = fake_server
+    handler.routes[("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")] = (201, _allow_all)
+    handler.routes[("GET", "/version/")] = (200, _VERSION)
+    cfg = client.Configuration()
+    cfg.host = url
+    names = {c.name for c in check_kube("tenancy", via, client.ApiClient(cfg))}
+    lease = {f"k8s: {verb} leases.coordination.k8s.io in tenancy" for verb in ("get", "create", "update", "delete")}
+    jobs = {f"k8s: {verb} jobs.batch in tenancy" for verb in ("create", "delete", "list")}
+    assert lease <= names, sorted(names)
+    assert (jobs <= names) == (via != "iptables-in-pod"), sorted(names)
+
+
 #: `GET /version` as documented (k8s.io/apimachinery/pkg/version.Info); the Python client asks for `/version/`
 _VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "gitCommit": "0" * 40, "gitTreeState": "clean",
             "buildDate": "2024-08-13T07:28:49Z", "goVersion": "go1.22.5", "compiler": "gc", "platform": "linux/amd64"}

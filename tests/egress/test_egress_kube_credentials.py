@@ -51,7 +51,8 @@ def test_fault_probe_and_restore_send_the_secrets_api_key_as_bearer(stub: KubeSt
     out = block_jwks_egress(URL, via="k8s-networkpolicy", target="tenancy/app=policy", deadline_seconds=120,
                             use_watchdog=False, secrets=secrets)
     assert out["verification"]["blocked"] is True
-    assert [r.method for r in stub.requests][:2] == ["POST", "GET"]  # create, then read back (verify)
+    # create the deadline Job, the policy it owns, then read the policy back (verify)
+    assert [r.method for r in stub.requests][:3] == ["POST", "POST", "GET"]
     record = next(state_dir.glob("*.json")).read_text()
     assert TOKEN not in record and stub.url not in record  # the record keeps options, never credentials
 
