@@ -55,14 +55,21 @@ def shop_mapping(**overrides: str) -> Mapping:
 
 # ------------------------------------------------------------------------------------------------ the lab's names
 def test_the_labs_names_give_the_shipped_rules_and_dashboard_byte_for_byte(tmp_path: Path) -> None:
-    """Rendered from the lab's own description (as `chaosext lab up` writes it), nothing changes."""
-    from chaosext.lab.plan import SERVICES
+    """Rendered from the lab's own description (what `chaosext lab up` writes), nothing changes."""
+    from chaosext.lab import target as lab_target
+    from chaosext.lab.plan import LabConfig
 
-    lab = mapping_for(MetricContract(), {n: Service(n, "http://127.0.0.1:1") for n in SERVICES}, [])
+    cfg = LabConfig(state_dir=str(tmp_path / "lab"))
+    comps = {name: {"url": f"http://127.0.0.1:{8451 + i}", "health": f"http://127.0.0.1:{8451 + i}/healthz"}
+             for i, name in enumerate(cfg.services)}
+    described = tmp_path / "target.json"
+    described.write_text(json.dumps(lab_target.describe(cfg, comps)))
+    settings = load_config({"target_file": str(described), "chaosext_lab_dir": str(tmp_path / "no-lab")})
+    lab = mapping_for(settings.metrics, settings.services, [])
     rendered = render_rules(lab, "the lab")
     for name in RULE_FILES:
         assert rendered.files[name] == (SHIPPED / name).read_text(encoding="utf-8"), name
-    assert rendered.left_out == {}
+    assert rendered.left_out == {} and rendered.notes == []
     dash, left_out = render_dashboard(lab)
     assert dashboard_text(dash) == (SHIPPED / "dashboards" / "tenant-audit.json").read_text(encoding="utf-8")
     assert left_out == []
@@ -255,3 +262,22 @@ def test_the_rendering_reads_the_target_description_like_a_run(tmp_path: Path) -
     assert 'label_replace(vector(1), "app", "orders", "", "")' in rendered.files["services.yaml"]
     assert "http_requests_total{" in rendered.files["recording-rules.yaml"]
     assert json.dumps(str(target))[1:-1] in rendered.files["alerts.yaml"].split("groups:")[0]
+
+
+def test_every_query_of_another_targets_dashboard_is_valid_promql(tmp_path: Path) -> None:
+    """promtool evaluates each rendered panel query (Grafana's variables filled in as for "All"): a query the rewrite
+    broke would not parse. Its legends and variables speak the target's labels."""
+    dash, _ = render_dashboard(shop_mapping())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    assert exprs and not [e for e in exprs if re.search(r"\btenant_requests_total\b|\bby \(tenant|service=~", e)]
+    legends = " ".join(t.get("legendFormat", "") for p in dash["panels"] for t in p.get("targets", []))
+    assert "{{org}}" in legends and "{{app}}" in legends and "{{tenant}}" not in legends
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["service"]["query"]["query"] == 'label_values(http_requests_total{job="tenant-apis"}, app)'
+    tests = [{"expr": e.replace("$__rate_interval", "1m").replace("$tenant", ".*").replace("$service", ".*"),
+              "eval_time": "1m", "exp_samples": []} for e in exprs]
+    path = tmp_path / "dashboard.test.yaml"
+    path.write_text(yaml.safe_dump({"rule_files": [], "evaluation_interval": "1m", "tests": [
+        {"interval": "1m", "input_series": [], "promql_expr_test": tests}]}))
+    proc = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
