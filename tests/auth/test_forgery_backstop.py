@@ -2,11 +2,18 @@
 ``/api/v1/query`` response shape (the real Prometheus path is covered end to end in tests/experiment)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from chaosext.auth.measure import unverified_accepts
 from chaosext.core.config import load_config, validate
+from chaosext.core.errors import ConfigError
+from chaosext.core.target import Route
 from chaosext.run.context import RunContext
 from chaosext.safety.preflight import refusals, static_findings
 from tests.jsonstub import JsonStub
+from tests.targetutil import target_config
 
 SEL = 'jwt_validations_total{result="valid",key_source="none"}'
 
@@ -45,15 +52,17 @@ def test_none_accepted_passes_and_a_service_without_the_series_is_no_failure() -
     assert unverified_accepts(_ctx("http://127.0.0.1:9", metric_unverified_accepts="off"), 1, 2)["exported"] is False
 
 
-def test_forgery_settings_parse_and_bad_values_say_what_to_do() -> None:
-    cfg = load_config({"chaosext_lab_dir": "/nonexistent-lab", "refused_statuses": "401,403,404",
-                       "forgery_skip": "x5u,jku", "forgery_routes": "policy=GET /a|POST /b"})
+def test_forgery_settings_parse_and_bad_values_say_what_to_do(tmp_path: Path) -> None:
+    target = target_config(tmp_path)
+    cfg = load_config({**target, "refused_statuses": "401,403,404", "forgery_skip": "x5u,jku",
+                       "forgery_routes": "orders=GET /a|POST /b"})
     assert cfg.refused_statuses == (401, 403, 404) and cfg.forgery_skip == ("x5u", "jku")
-    assert cfg.forgery_routes == {"policy": (("GET", "/a"), ("POST", "/b"))} and not validate(cfg)
-    bad = load_config({"chaosext_lab_dir": "/nonexistent-lab", "refused_statuses": "401,200",
-                       "forgery_routes": "nosuch=GET /", "forgery_concurrency": "0"})
+    assert cfg.services["orders"].forgery_routes == (Route("GET", "/a"), Route("POST", "/b")) and not validate(cfg)
+    bad = load_config({**target, "refused_statuses": "401,200", "forgery_concurrency": "0"})
     problems = " ".join(validate(bad))
-    assert "REFUSED_STATUSES=401,200" in problems and "'nosuch'" in problems and "FORGERY_CONCURRENCY" in problems
+    assert "REFUSED_STATUSES=401,200" in problems and "FORGERY_CONCURRENCY" in problems
+    with pytest.raises(ConfigError, match="FORGERY_ROUTES names service 'nosuch'"):
+        load_config({**target, "forgery_routes": "nosuch=GET /"})
     # the safety control refuses an unknown forgery class before anything starts
     ctx = RunContext(load_config({"chaosext_lab_dir": "/nonexistent-lab", "forgery_skip": "alg-nope"}))
     refused = [f.sentence() for f in refusals(static_findings(ctx))]

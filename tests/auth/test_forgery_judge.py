@@ -3,6 +3,8 @@ and one round against a real local HTTP server (routes, tenants, rotation, key s
 from __future__ import annotations
 
 import http.server
+import re
+import socketserver
 import threading
 from typing import ClassVar
 
@@ -92,7 +94,9 @@ def test_probe_round_sends_read_and_write_with_the_real_tenant() -> None:
     try:
         url = f"http://127.0.0.1:{srv.server_address[1]}"
         fs = [Forgery("alg-none", "none", "aaa.bbb.", "t02", "")]
-        attempts = probe_round({"policy": url, "gone": "http://127.0.0.1:9"}, fs, "X-Tenant", tick=0,
+        routes = {"policy": (("GET", "/api/v1/policies"), ("POST", "/api/v1/policies")),
+                  "gone": (("GET", "/"), ("POST", "/"))}
+        attempts = probe_round({"policy": url, "gone": "http://127.0.0.1:9"}, fs, "X-Tenant", routes, tick=0,
                                timeout=2.0)
     finally:
         srv.shutdown()
@@ -104,6 +108,35 @@ def test_probe_round_sends_read_and_write_with_the_real_tenant() -> None:
         ("GET", "/api/v1/policies", "t02", "Bearer aaa.bbb."), ("POST", "/api/v1/policies", "t02", "Bearer aaa.bbb.")}
     j = judge_attempts(attempts, (401, 403))
     assert j["accepted_count"] == 1 and j["inconclusive_count"] == 2
+
+
+def test_without_a_tenant_header_the_tenant_travels_only_in_the_token() -> None:
+    """TENANT_HEADER none: the forged requests carry no tenant header at all (not a line with an empty header name,
+    which a strict service refuses with 400 for the wrong reason). Read from the raw bytes on the wire: Python's own
+    HTTP server would drop such a line silently."""
+    heads: list[bytes] = []
+
+    class Raw(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                head += self.rfile.readline()
+            heads.append(head)
+            self.wfile.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Raw) as srv:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            attempts = probe_round({"orders": f"http://127.0.0.1:{srv.server_address[1]}"},
+                                   [Forgery("alg-none", "none", "aaa.bbb.", "t02", "")], "",
+                                   {"orders": (("GET", "/v2/orders"),)}, timeout=2.0)
+        finally:
+            srv.shutdown()
+    assert [(a["route"], a["status"]) for a in attempts] == [("/v2/orders", 401)]
+    (head,) = heads
+    lines = head.decode().split("\r\n")[1:-2]
+    assert "Authorization: Bearer aaa.bbb." in lines and all(re.match(r"[!-9;-~]+: ", x) for x in lines), lines
+    assert b"t02" not in head
 
 
 def test_key_server_serves_and_counts_fetches() -> None:
@@ -151,8 +184,8 @@ def test_keep_alive_chunked_and_server_closed_connections_are_all_answers() -> N
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         fs = [Forgery("alg-none", str(i), "aaa.bbb.", "t01", "") for i in range(60)]
-        attempts = probe_round({"policy": f"http://127.0.0.1:{srv.server_address[1]}"}, fs, "X-Tenant", tick=None,
-                               concurrency=4, timeout=5.0)
+        attempts = probe_round({"policy": f"http://127.0.0.1:{srv.server_address[1]}"}, fs, "X-Tenant",
+                               {"policy": (("GET", "/p"), ("POST", "/p"))}, tick=None, concurrency=4, timeout=5.0)
     finally:
         srv.shutdown()
         srv.server_close()

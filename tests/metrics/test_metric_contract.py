@@ -19,7 +19,7 @@ from chaosext.core.config import ExperimentConfig, load_config
 from chaosext.core.target import ContractError, MetricContract
 from chaosext.lab.testing import free_ports
 from chaosext.metrics import prom
-from chaosext.metrics.measure import cache_states
+from chaosext.metrics.cache import CacheReading, read_caches
 from chaosext.outage.evidence import query_ranges
 from chaosext.run.context import RunContext
 
@@ -163,8 +163,8 @@ def test_error_rate_cache_state_and_unverified_accepts_through_overridden_select
     assert res["error_rate"] == pytest.approx(8 / 58)
     assert prom.services_where(p, ctx.cfg.metrics.cache_expired) == ["orders"]
     assert prom.services_where(p, ctx.cfg.metrics.cache_stale) == []
-    assert prom.cache_states(p) == {"orders": "expired"}
-    assert cache_states(ctx) == {"orders": ("expired", "prometheus")}  # what the baseline/recovery cache probe reads
+    # what the baseline/recovery cache probe reads: the service has no signal of its own, the contract's series say
+    assert read_caches(ctx) == {"orders": CacheReading("expired", None, "metrics")}
     assert prom.unverified_accepts_between(p, start, end) == {"orders": 2}
     # the report plots the same error rate, per service under the plots' "service" label
     time.sleep(4)  # a few more scrapes, so the plot's 10 s rate windows hold several samples
@@ -189,7 +189,11 @@ def test_bad_metric_settings_are_refused_naming_the_setting(tmp_path: Path) -> N
     with pytest.raises(ContractError, match="METRIC_SERVICE_LABEL"):
         _contract(tmp_path, metric_service_label="app-name")
     with pytest.raises(ContractError, match="METRIC_CACHE_EXPIRED"):
-        _contract(tmp_path, metric_cache_expired="max(x) > 0")
+        _contract(tmp_path, metric_cache_expired="max(x > 0")
+    with pytest.raises(ContractError, match="METRIC_CACHE_FRESH"):
+        _contract(tmp_path, metric_cache_fresh='keys{app="x"')
+    expression = "max by (application) (keys_cached) == 0"  # any PromQL whose series carry the service label
+    assert _contract(tmp_path, metric_cache_empty=expression).cache_empty == expression
     with pytest.raises(ContractError, match="METRIC_REQUESTS_MATCHERS"):
         _contract(tmp_path, metric_requests_matchers='{job="api"}')
     no_tenant = _contract(tmp_path, metric_tenant_label="none", metric_error_status="5..")

@@ -3,8 +3,9 @@ which expiry alerts must fire given the services' cache states (alerts_match_cac
 server- and client-side error rates over the outage window.
 
 Prometheus and Alertmanager are stubs answering their documented shapes (``GET /api/v1/query`` instant vectors,
-``GET /api/v2/alerts`` a list of alerts with ``labels``); the run record and the outage notebook are written the way
-the watch step records an outage (``record_outage`` below is the one place that knows their layout).
+``GET /api/v1/rules`` the loaded rule groups, ``GET /api/v2/alerts`` a list of alerts with ``labels``); the run
+record and the outage notebook are written the way the watch step records an outage (``record_outage`` below is the
+one place that knows their layout).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from chaosext.core.config import DEFAULT_ALERTS
+from chaosext.metrics.checks import check_judgeable
 from chaosext.outage import checks
 from chaosext.outage.judging import Judging, judging_of
 from chaosext.outage.notebook import Notebook, save_notebook
@@ -24,6 +26,7 @@ from chaosext.run.context import run_context
 from chaosext.run.record import Outage, edit_run
 from tests.jsonstub import Handler, JsonStub
 from tests.runutil import run_dir, start_run
+from tests.targetutil import description, write_target
 
 pytestmark = [pytest.mark.contract]
 
@@ -31,17 +34,30 @@ MISS, ERROR_RATE = DEFAULT_ALERTS  # the expiry alerts: jwks_cache_miss_spike, t
 
 
 class Monitoring:
-    """What the stub Prometheus and Alertmanager report: services whose cache-expired series was 1, alerts that were
-    firing (Prometheus ``ALERTS``), alerts Alertmanager holds, and request counters at given times."""
+    """What the stub Prometheus and Alertmanager report: services whose cache-expired series was 1, the alerting
+    rules Prometheus has loaded, alerts that were firing (Prometheus ``ALERTS``), alerts Alertmanager holds, and
+    request counters at given times."""
 
     def __init__(self) -> None:
         self.expired: set[str] = set()
+        self.rules: set[str] | None = {MISS, ERROR_RATE, "tenant_latency_p95_high"}  # None: /api/v1/rules fails
         self.firing: set[str] = set()
         self.in_alertmanager: set[str] = set()
         self.counters: dict[float, tuple[float, float]] = {}  # time -> (errors, requests)
         self.queries: list[str] = []
 
     def prometheus(self, method: str, path: str, q: dict[str, str], body: Any) -> tuple[int, Any]:
+        if path == "/api/v1/rules":
+            if self.rules is None:
+                return 503, "unavailable"
+            alerting = [{"name": n, "query": "vector(1)", "duration": 10, "labels": {}, "annotations": {},
+                         "alerts": [], "health": "ok", "type": "alerting", "state": "inactive"}
+                        for n in sorted(self.rules)]
+            recording = [{"name": "tenant:requests:rate5m", "query": "vector(1)", "health": "ok",
+                          "type": "recording"}]
+            groups = [{"name": "tenant-alerts", "file": "/etc/prometheus/alerts.yaml", "interval": 2,
+                       "rules": alerting if q.get("type") == "alert" else alerting + recording}]
+            return 200, {"status": "success", "data": {"groups": groups}}
         assert path == "/api/v1/query", path
         query = q["query"]
         self.queries.append(query)
@@ -74,9 +90,13 @@ def monitoring(stub: Callable[[Handler], JsonStub]) -> tuple[Monitoring, dict[st
     return m, {"prometheus_url": stub(m.prometheus).url, "alertmanager_url": stub(m.alertmanager).url}
 
 
+#: the services of the recorded outages below (no cache signal of their own: the metric contract's series)
+SERVICE_URLS = "policy=http://127.0.0.1:9,vuln=http://127.0.0.1:9,notify=http://127.0.0.1:9"
+
+
 def configuration(tmp_path: Path, urls: dict[str, str], **settings: str) -> dict[str, str]:
     """A run of its own (run record in tmp_path), no lab, no waiting for alerts."""
-    return start_run(tmp_path, alert_wait_seconds="0", **urls, **settings)
+    return start_run(tmp_path, alert_wait_seconds="0", service_urls=SERVICE_URLS, **{**urls, **settings})
 
 
 def record_outage(conf: dict[str, str], states: list[dict[str, str]], start: float = 0.0, end: float = 0.0,
@@ -216,3 +236,36 @@ def test_client_error_rate_from_k6s_counters_at_the_outages_start_and_end(
     record_outage(conf, [STALE], k6=k6)
     res = checks.client_error_rate(judging(conf))
     assert res["ok"] is ok and res["error_rate"] == rate
+
+
+def test_expiry_alerts_prometheus_has_not_loaded_are_not_judged(monitoring: tuple[Monitoring, dict[str, str]],
+                                                                tmp_path: Path) -> None:
+    """"No expiry alert fired" proves nothing when the rules that would fire are not loaded: the check says it could
+    not judge (``not_judged`` and the gap), never a silent pass; doctor lists the same gap before the run."""
+    m, urls = monitoring
+    conf = configuration(tmp_path, urls)
+    record_outage(conf, [STALE, STALE])
+    m.rules = {MISS, "tenant_latency_p95_high"}  # tenant_error_rate_gt_0_5pct is not loaded
+    res = checks.alerts_match_cache_state(judging(conf))
+    assert res["ok"] is True and res["not_judged"] is True and "cache_expired" not in res
+    assert f"no alerting rule named {ERROR_RATE}" in res["gap"] and MISS not in res["gap"]
+    assert not any(q.startswith("max by (alertname)") for q in m.queries)  # nothing was judged from ALERTS
+    gap = {f.name: f for f in check_judgeable(run_context(conf))}["not judged: expiry alerts"]
+    assert not gap.ok and not gap.required and ERROR_RATE in gap.detail and "EXPIRY_ALERTS" in gap.fix
+    m.rules = None  # Prometheus cannot say which rules it loaded
+    res = checks.alerts_match_cache_state(judging(conf))
+    assert res["not_judged"] is True and "could not be read" in res["gap"]
+    m.rules = {MISS, ERROR_RATE}  # every rule there: judged again
+    res = checks.alerts_match_cache_state(judging(conf))
+    assert "not_judged" not in res and res["ok"] is True and res["cache_expired"] is False
+    assert "not judged: expiry alerts" not in {f.name for f in check_judgeable(run_context(conf))}
+
+
+def test_a_target_that_names_no_expiry_alert_is_not_judged(monitoring: tuple[Monitoring, dict[str, str]],
+                                                          tmp_path: Path) -> None:
+    _, urls = monitoring
+    conf = configuration(tmp_path, urls, target_file=write_target(tmp_path, description(expiry_alerts=[])))
+    record_outage(conf, [EXPIRED])
+    res = checks.alerts_match_cache_state(judging(conf))
+    assert res["ok"] is True and res["not_judged"] is True and res["expected"] == []
+    assert "no expiry alert is named" in res["gap"]

@@ -1,6 +1,7 @@
-"""The Prometheus reads behind the probes (chaosext.metrics.prom): error-rate arithmetic, cache states, unverified
-accepts, and the errors that say what to give, against a stub answering Prometheus' documented
-``GET /api/v1/query`` shapes (``{"status": "success", "data": {"resultType": "vector", "result": [...]}}``)."""
+"""The Prometheus reads behind the probes (chaosext.metrics.prom): error-rate arithmetic, services where a selector
+held, unverified accepts, and the errors that say what to give (the cache states: tests/metrics/test_cache.py),
+against a stub answering Prometheus' documented ``GET /api/v1/query`` shapes (``{"status": "success", "data":
+{"resultType": "vector", "result": [...]}}``)."""
 from __future__ import annotations
 
 import re
@@ -132,27 +133,6 @@ def test_services_where_a_selector_held_in_the_range(stub: Stub) -> None:
     assert float(queries[-1]["time"]) == 500.0
     prom.services_where(prom_at(s.url), expired)
     assert queries[-1]["query"] == f"max by (service) ({expired})" and "time" not in queries[-1]
-
-
-def test_cache_states_per_service_from_the_labs_state_gauge(stub: Stub) -> None:
-    s = stub(lambda m, p, q, b: vector(({"service": "policy", "state": "stale"}, 1),
-                                       ({"service": "vuln", "state": "fresh"}, 1)))
-    assert prom.cache_states(prom_at(s.url)) == {"policy": "stale", "vuln": "fresh"}
-
-
-def test_cache_states_from_a_contracts_expired_and_stale_series(stub: Stub) -> None:
-    """A service exporting its own cache gauges (METRIC_CACHE_EXPIRED / METRIC_CACHE_STALE): expired beats stale,
-    a service with the series at 0 is fresh, a service without them is absent."""
-    contract = MetricContract.parse({"service_label": "app", "cache_expired": "keys_expired",
-                                     "cache_stale": "keys_stale"})
-
-    def handler(method: str, path: str, q: dict[str, str], body: Any) -> tuple[int, Any]:
-        if "keys_expired" in q["query"]:
-            return vector(({"app": "orders"}, 1), ({"app": "billing"}, 0), ({"app": "audit"}, 0))
-        return vector(({"app": "orders"}, 1), ({"app": "billing"}, 1), ({"app": "audit"}, 0))
-
-    s = stub(handler)
-    assert prom.cache_states(prom_at(s.url, contract)) == {"orders": "expired", "billing": "stale", "audit": "fresh"}
 
 
 def test_unverified_accepts_are_the_increase_per_service(stub: Stub) -> None:
