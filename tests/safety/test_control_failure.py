@@ -16,7 +16,7 @@ def test_an_unexpected_error_in_the_control_stops_the_run(monkeypatch: pytest.Mo
         raise AttributeError("'dict' object has no attribute 'kind'")
 
     monkeypatch.setattr(controls, "_before_experiment", broken)
-    with pytest.raises(InterruptExecution, match="the safety control failed .*AttributeError"):
+    with pytest.raises(InterruptExecution, match=r"the safety control failed .*AttributeError"):
         controls.before_experiment_control(context={}, configuration={}, secrets=None)
 
 
