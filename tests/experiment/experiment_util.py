@@ -232,6 +232,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.3
     return None
 
 
+def in_outage(env: dict[str, str]) -> bool:
+    """True once the run started with ``env`` has begun its outage (run.json) and the watch has recorded its first
+    tick (the outage notebook, outage.json, beside it)."""
+    try:
+        run_file = next(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/run.json"))
+        run = json.loads(run_file.read_text())
+        notebook = json.loads(run_file.with_name("outage.json").read_text())
+    except (StopIteration, OSError, ValueError):
+        return False
+    return bool((run.get("outage") or {}).get("start")) and len(notebook.get("observations") or []) >= 1
+
+
 def _has_wide() -> bool:
     """Whether this chaosext's verdict has --wide (values uncut)."""
     out = subprocess.run([sys.executable, "-m", "chaosext.cli", "verdict", "--help"], capture_output=True, text=True,
@@ -239,6 +251,6 @@ def _has_wide() -> bool:
     return "--wide" in out
 
 
-__all__ = ["DRILL", "EXPERIMENT", "ExperimentRunner", "Outcome", "Netns", "wait_for", "iptables_rules", "FAST_ENV",
-           "needs_root_iptables",
+__all__ = ["DRILL", "EXPERIMENT", "ExperimentRunner", "Outcome", "Netns", "wait_for", "in_outage", "iptables_rules",
+           "FAST_ENV", "needs_root_iptables",
            "ns_pids"]
