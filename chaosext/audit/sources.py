@@ -45,10 +45,15 @@ class AuditEvent(schema.AuditRecord):
 
 
 def parse_timestamp(value: Any) -> float:
-    """ISO-8601 (``...Z``), ClickHouse DateTime64 (``2026-11-29 21:40:00.123000000``, UTC) or unix s/ns -> unix s."""
+    """ISO-8601 (``...Z``), ClickHouse DateTime64 (``2026-11-29 21:40:00.123000000``, UTC) or a unix time in s, ms
+    (JavaScript's ``Date.now()``: pino's default ``time``, logback's), us or ns -> unix s. The unit is told by the
+    magnitude: now is ~1.8e9 s = 1.8e12 ms = 1.8e15 us = 1.8e18 ns."""
     if isinstance(value, (int, float)):
         v = float(value)
-        return v / 1e9 if v > 1e14 else v
+        for unit, scale in ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3)):
+            if abs(v) >= unit:
+                return v / scale
+        return v
     text = str(value).strip()
     if text.replace(".", "", 1).isdigit():
         return parse_timestamp(float(text))

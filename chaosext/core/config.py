@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 from chaosext.core.errors import ConfigError
 from chaosext.core.faulttarget import FaultTarget, parse_fault_target
 from chaosext.core.labstate import load_state
-from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_outage, deadline_seconds
+from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_outage, deadline_seconds, k6_rate_problem
 from chaosext.core.names import FAULT_MODES, FAULT_VIAS, check_run_id
 from chaosext.core.settings import Configuration, raw_setting, setting_origin
 from chaosext.core.target import (
@@ -563,8 +563,8 @@ def validate(cfg: ExperimentConfig) -> list[str]:
         problems.append("TENANTS is empty; give at least one tenant id (e.g. t01,t02,t03), or tenants in TARGET_FILE")
     if not 0 < cfg.error_rate_max < 1:
         problems.append(f"ERROR_RATE_MAX={cfg.error_rate_max} must be a fraction between 0 and 1 (default 0.01)")
-    if cfg.k6_rate <= 0:
-        problems.append(f"K6_RATE={cfg.k6_rate} must be a positive number of requests per second")
+    if rate := k6_rate_problem(cfg.k6_rate):
+        problems.append(rate)
     if cfg.abort_error_rate <= 0:
         problems.append(f"ABORT_ERROR_RATE={cfg.abort_error_rate} must be > 0 (a value above 1 disables the guard)")
     if cfg.jwks_max_stale < cfg.jwks_ttl:

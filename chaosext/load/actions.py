@@ -21,6 +21,7 @@ from typing import Any
 
 from chaosext.core.config import ExperimentConfig
 from chaosext.core.errors import ActivityMapping, ActivityResult, ConfigError
+from chaosext.core.limits import k6_rate_problem
 from chaosext.core.procs import free_port, proc_start_time
 from chaosext.core.settings import Configuration, Secrets
 from chaosext.core.tokens import k6_token_env
@@ -72,6 +73,12 @@ def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus:
         out["LOAD_MAX_VUS"] = str(max_vus)
     for k, v in env.items():
         out[str(k)] = str(v)
+    try:
+        problem = k6_rate_problem(int(out["K6_RATE"]))
+    except ValueError:
+        problem = f"K6_RATE={out['K6_RATE']!r} is not a whole number of requests per second"
+    if problem:
+        raise ConfigError(problem)
     return out
 
 
@@ -109,6 +116,7 @@ def start(ctx: RunContext, script: str = "", rate: int = 0, duration: str = "", 
     script = script or k6mod.default_script()
     if not os.path.isfile(script):
         raise ConfigError(f"k6 script {script} does not exist; pass script=<path to k6-tenant-load.js>")
+    _script_vars(rate, duration, "", vus, max_vus, script_env, ctx.cfg, "")  # K6_RATE etc.: refused before any change
     binary = k6mod.find_k6()
     plan_json(ctx.cfg)  # a target with nothing to drive is refused before anything is written
     secret_env = k6_token_env(ctx.cfg, secrets)[1]

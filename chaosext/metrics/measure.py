@@ -16,9 +16,9 @@ from chaosext.metrics.prom import prom_of
 from chaosext.run.context import RunContext
 
 __all__ = ["Counts", "active_expiry_alerts", "firing_now", "fired_since", "in_alertmanager", "quietest_tenant_rate",
-           "error_counts", "loaded_alert_rules", "expiry_rules_gap"]
+           "error_counts_between", "loaded_alert_rules", "expiry_rules_gap"]
 
-#: (errors, requests) cumulative counters, as Prometheus sums them (``chaosext.metrics.prom.counts_at``)
+#: (errors, requests) the services counted in a window (``error_counts_between``)
 Counts = tuple[float, float]
 
 
@@ -80,13 +80,15 @@ def quietest_tenant_rate(ctx: RunContext, at: float) -> float | None:
     return float(res[0]["value"][1]) if res else None
 
 
-def error_counts(ctx: RunContext, at: float | None = None, fallback: Counts = (0.0, 0.0)) -> Counts:
-    """Prometheus' (errors, requests) counters at ``at`` (now); ``fallback`` when Prometheus does not answer."""
+def error_counts_between(ctx: RunContext, start: float, end: float) -> Counts | None:
+    """(errors, requests) the services counted between ``start`` and ``end`` (unix s): per series, a counter reset
+    (a restarted service) neither makes it negative nor hides what the new process counted
+    (``chaosext.metrics.prom.error_rate_between``); None when Prometheus does not answer."""
     try:
-        return prom.counts_at(prom_of(ctx), at)
-    except (requests.RequestException, RuntimeError):
-        return fallback
-
+        res = prom.error_rate_between(prom_of(ctx), start, end)
+    except (requests.RequestException, RuntimeError, ValueError):
+        return None
+    return float(res["errors"]), float(res["requests"])
 
 
 def loaded_alert_rules(ctx: RunContext) -> set[str]:

@@ -11,12 +11,14 @@ from typing import Any
 
 from chaosext.audit.measure import PIPELINE_WAIT_SECONDS, services_recorded
 from chaosext.audit.sources import role_mapped
+from chaosext.auth.judge import with_coverage
 from chaosext.auth.measure import ForgeryPlan, valid_token_statuses
 from chaosext.core.poll import retry_until
 from chaosext.core.settings import Configuration, Secrets
 from chaosext.metrics import prom
 from chaosext.metrics.cache import read_caches, services_in_state
 from chaosext.metrics.measure import active_expiry_alerts
+from chaosext.outage.checks import error_rate_result
 from chaosext.outage.notebook import load_notebook
 from chaosext.run.context import RunContext, run_context
 from chaosext.run.record import CheckResult
@@ -81,8 +83,9 @@ def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets 
 
 
 def forged_tokens_refused(configuration: Configuration = None, secrets: Secrets = None) -> CheckResult:
-    """The whole forgery catalogue (every variant, ``chaosext.auth.forgery``) is refused by every service on its read
-    and write route, live: the baseline before the fault and the recovery after the restore.
+    """The whole forgery catalogue (``chaosext.auth.forgery``: every class for every tenant the run drives, every
+    variant for the first) is refused by every service on its read and write route, live: the baseline before the
+    fault and the recovery after the restore.
 
     A refusal is a status in REFUSED_STATUSES; 2xx is a fail-open finding; anything else is inconclusive and fails
     too (``why`` says which statuses to allow). ``classes`` shows tried/refused/accepted/inconclusive per class."""
@@ -90,7 +93,7 @@ def forged_tokens_refused(configuration: Configuration = None, secrets: Secrets 
     if (skipped := dry(ctx)) is not None:
         return skipped
     plan = ForgeryPlan(ctx)
-    judged = plan.judge(ctx.cfg, plan.round(ctx.cfg), None)
+    judged = with_coverage(plan.judge(ctx.cfg, plan.round(ctx.cfg), None), plan.tenants)
     return {"phase": ctx.record().phase, **judged}
 
 
@@ -100,35 +103,35 @@ def error_rate(ctx: RunContext) -> CheckResult:
     run = ctx.record()
     phase = run.phase
     p = prom.prom_of(ctx)
+    services = tuple(cfg.services)
     if phase == "baseline":
         end = time.time()
         start, want = end - cfg.baseline_seconds, cfg.baseline_min_requests
-        res = prom.error_rate_between(p, start, end)
+        res = prom.error_rate_between(p, start, end, services)
     else:
         start = run.recovery_start()
         want = min(cfg.baseline_min_requests, 50)
         deadline = max(run.recovery_deadline(cfg.recovery_seconds), time.time() + 5)
         while True:
             end = time.time()
-            res = prom.error_rate_between(p, start, end)
-            if (res["requests"] >= want and end - start >= 5) or end >= deadline:
+            # from each service's first scrape after the recovery began: the scrape straddling it also carries the
+            # errors made before the caches were fresh again
+            res = prom.error_rate_between(p, start, end, services, from_next_scrape=True)
+            if (res["requests"] >= want and end - start >= 5 and not res["problems"]) or end >= deadline:
                 break
             time.sleep(1.0)
-    ok = res["requests"] >= want and res["error_rate"] < cfg.error_rate_max
-    note = "" if res["requests"] >= want else (
-        f"only {res['requests']:.0f} requests in the window (need {want}): is k6 running, and is PROMETHEUS_URL "
-        f"the one that scrapes the services?")
-    return {"phase": phase, "ok": ok, "error_rate": round(res["error_rate"], 5), "errors": round(res["errors"]),
-            "requests": round(res["requests"]), "max": cfg.error_rate_max, "window_seconds": round(end - start, 1),
-            "note": note}
+    return error_rate_result(cfg, phase, res, start, end, want)
 
 
 def error_rate_within_max(configuration: Configuration = None, secrets: Secrets = None) -> CheckResult:
     """Server-side error rate (Prometheus) below ERROR_RATE_MAX, live.
 
     Baseline (before the fault): over the last BASELINE_SECONDS, which must hold at least BASELINE_MIN_REQUESTS
-    requests (the safety control's k6 warms it up). Recovery (after the restore): from the moment every service's
-    cache was fresh again (else the restore) until now, waiting for enough requests within RECOVERY_SECONDS.
+    requests (the safety control's k6 warms it up). Recovery (after the restore): from each service's first scrape
+    after the moment every service's cache was fresh again (else the restore) until now — the scrape straddling that
+    moment also carries errors made before it — waiting for enough requests within RECOVERY_SECONDS. Every service
+    the run drives must show traffic in the window; counted per series, restarts included
+    (``chaosext.metrics.prom.error_rate_between``).
     """
     ctx = run_context(configuration, secrets)
     return dry(ctx) or error_rate(ctx)

@@ -34,10 +34,13 @@ class TickRates:
     recent_requests: float
 
 
-def tick_rates(base: Counts, prev: Counts, now: Counts) -> TickRates:
-    """Rates from the counters at the outage's start (``base``), the previous tick (``prev``) and now."""
-    d_err, d_tot = now[0] - prev[0], now[1] - prev[1]
-    c_err, c_tot = now[0] - base[0], now[1] - base[1]
+def tick_rates(total: Counts, tick: Counts) -> TickRates:
+    """Rates since the outage began (``total``: what every tick so far counted, summed) and over the last tick
+    (``tick``: what was counted since the previous tick). Both are counts of a window (increases, restarts handled:
+    ``chaosext.metrics.measure.error_counts_between``), never a difference of two cumulative sums, so a service that
+    restarts cannot make them negative; clipped at 0 all the same."""
+    c_err, c_tot = max(0.0, total[0]), max(0.0, total[1])
+    d_err, d_tot = max(0.0, tick[0]), max(0.0, tick[1])
     return TickRates(overall=c_err / c_tot if c_tot > 0 else 0.0, recent=d_err / d_tot if d_tot > 0 else 0.0,
                      requests=c_tot, recent_requests=d_tot)
 

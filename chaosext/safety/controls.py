@@ -28,7 +28,7 @@ import requests
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets, Settings
 
-from chaosext.core import signals
+from chaosext.core import journal_record, signals
 from chaosext.core.config import load_config
 from chaosext.core.errors import ConfigError
 from chaosext.core.findings import Finding
@@ -98,19 +98,22 @@ def _plan(ctx: RunContext) -> list[str]:
 
 
 def _wait_for_baseline_traffic(ctx: RunContext) -> float:
-    """Wait until the baseline window holds BASELINE_MIN_REQUESTS (k6 warming up); returns the requests seen."""
+    """Wait until the baseline window holds BASELINE_MIN_REQUESTS and traffic of every service the run drives (k6
+    warming up), counted the way the baseline probe counts; returns the requests seen."""
     cfg = ctx.cfg
     p = prom.prom_of(ctx)
 
-    def requests_in_window() -> float:
+    def requests_in_window() -> tuple[float, bool]:
         now = time.time()
         try:
-            return float(prom.error_rate_between(p, now - cfg.baseline_seconds, now)["requests"])
+            res = prom.error_rate_between(p, now - cfg.baseline_seconds, now, tuple(cfg.services))
         except (requests.RequestException, RuntimeError, ValueError):
-            return 0.0
+            return 0.0, False
+        return float(res["requests"]), not res["problems"]
 
-    return retry_until(requests_in_window, lambda seen: seen >= cfg.baseline_min_requests,
-                       time.time() + cfg.baseline_seconds + 15, 1.0)
+    seen, _ = retry_until(requests_in_window, lambda r: r[0] >= cfg.baseline_min_requests and r[1],
+                          time.time() + cfg.baseline_seconds + 15, 1.0)
+    return seen
 
 
 def _previous_end(ctx: RunContext) -> float:
@@ -169,6 +172,8 @@ def _start_run(ctx: RunContext) -> dict[str, Any]:
     cfg = ctx.cfg
     try:
         create_run(ctx)
+        if ctx.run_dir is not None:
+            journal_record.new_key(ctx.run_dir)  # seals this run's journal at the end (chaosext verdict checks it)
         lock = ctx.memory.lock
         renew = getattr(lock, "renew", None)  # the cluster Lease is renewed with every beat
         ctx.memory.heartbeat = Heartbeat(ctx.heartbeat_file, on_beat=renew).start()
@@ -297,13 +302,35 @@ def after_experiment_control(context: Experiment = None, state: Journal = None, 
                 run.closed = closed
         except OSError as exc:
             logger.warning("chaosext safety: could not record the run's end: %s", exc)
-        if isinstance(state, dict):  # the journal Chaos Toolkit writes after this hook: the verdict reads it
-            state["chaosext"] = {"run_id": ctx.run_id, "closed": closed.to_json()}
         evidence = save_run_evidence(ctx)  # the same file judge-outage named, now with the recovery window
         if not evidence.get("ok"):
             logger.warning("chaosext safety: evidence for the report not saved: %s", evidence.get("error"))
         logger.info("chaosext safety: after run %s: egress %s, k6 %s", ctx.run_id,
                     "restored" if egress.get("restored") else f"NOT restored ({egress.get('error')})",
                     "stopped" if load.get("stopped") else f"not stopped ({load.get('error')})")
+        if isinstance(state, dict):  # the journal Chaos Toolkit writes after this hook: the verdict reads it
+            _record_journal(ctx, state, closed)
         forget(ctx.run_id)
     signals.uninstall()
+
+
+def _record_journal(ctx: RunContext, journal: dict[str, Any], closed: Closed) -> None:
+    """Name the run in the journal with how it was closed (its ``chaosext`` extension entry), then keep the
+    journal's judged view, that entry's ``closed`` included, sealed with this run's key, in the run record
+    (``chaosext verdict`` cross-checks one against the other: chaosext.core.journal_record). Never raises: a journal
+    that could not be sealed still says how the run was closed, and will not pass."""
+    entry = {"name": journal_record.EXTENSION, "run_id": ctx.run_id,
+             "run_dir": str(ctx.run_dir.resolve()) if ctx.run_dir is not None else "", "closed": closed.to_json()}
+    others = [e for e in journal.get("extensions") or []
+              if not (isinstance(e, dict) and e.get("name") == journal_record.EXTENSION)]
+    journal["extensions"] = [*others, entry]
+    if ctx.run_dir is None:
+        return
+    try:
+        key = journal_record.read_key(ctx.run_dir)
+        view = journal_record.judged_view(journal)
+        with ctx.edit() as run:
+            run.journal_record = {"view": view, "hmac": journal_record.seal(key, ctx.run_id, view)}
+    except (OSError, ValueError) as exc:
+        logger.warning("chaosext safety: the journal of run %s could not be recorded (%s): its verdict cannot be "
+                       "cross-checked and will not pass", ctx.run_id, exc)

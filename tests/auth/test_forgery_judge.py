@@ -12,7 +12,14 @@ import pytest
 import requests
 
 from chaosext.auth.forgery import Forgery
-from chaosext.auth.judge import KeyServer, judge_attempts, merge_judgments, probe_round, select_round
+from chaosext.auth.judge import (
+    KeyServer,
+    judge_attempts,
+    merge_judgments,
+    probe_round,
+    select_round,
+    with_coverage,
+)
 from chaosext.core.config import parse_routes
 
 
@@ -61,6 +68,41 @@ def test_rotation_sends_every_class_each_tick_and_every_variant_over_ticks() -> 
     assert [f.name for f in select_round(fs, 0)] == ["a", "b"]
     assert {select_round(fs, t)[0].variant for t in range(3)} == {"0", "1", "2"}
     assert select_round(fs, None) == fs
+
+
+TENANTS = ("t01", "t02", "t03")
+PER_TENANT = [Forgery(c, v, f"tok-{c}{v}-{t}", t, "") for t in TENANTS
+              for c, variants in (("a", ("0", "1")), ("b", ("0",)), ("c", ("0",))) for v in variants]
+
+
+def test_rotation_attacks_every_tenant_every_tick_and_every_pair_within_n_ticks() -> None:
+    """One catalogue per tenant: a tick sends every class once, class i for tenant (tick + i) mod N, so with N
+    tenants and at least N classes every tenant is attacked on every tick and every class x tenant pair within N
+    ticks, each pair's variants over its visits; a live round covers every pair and every variant."""
+    for k in range(5):
+        tick = select_round(PER_TENANT, k)
+        assert sorted(f.name for f in tick) == ["a", "b", "c"] and {f.tenant for f in tick} == set(TENANTS)
+    pairs = {(f.name, f.tenant) for k in range(3) for f in select_round(PER_TENANT, k)}
+    assert pairs == {(c, t) for c in "abc" for t in TENANTS}
+    assert {f.variant for k in range(6) for f in select_round(PER_TENANT, k) if (f.name, f.tenant) == ("a", "t02")} \
+        == {"0", "1"}
+    live = select_round(PER_TENANT, None)
+    assert {(f.name, f.tenant) for f in live} == pairs
+    assert {f.variant for f in live if f.name == "a"} == {"0", "1"} and len(live) == 3 * 3 + 1
+
+
+def test_coverage_states_the_bound_and_fails_for_a_tenant_never_attacked() -> None:
+    one_tick = judge_attempts([{**_a(f.name, 401), "tenant": f.tenant} for f in select_round(PER_TENANT, 0)], (401,))
+    j = with_coverage(one_tick, TENANTS, ticks=1, tick_seconds=5)
+    assert j["ok"] is True and j["coverage"] == {"tenants": 3, "attacked": 3, "missing": [], "pairs": 3,
+                                                 "pairs_total": 9, "ticks": 1, "bound_ticks": 3,
+                                                 "bound_seconds": 15.0}
+    four = with_coverage(one_tick, (*TENANTS, "t04"), ["t04"])
+    assert four["ok"] is False and four["coverage"]["missing"] == ["t04"]
+    assert "1 of 4 tenants never attacked (t04): no valid token for t04" in four["why"]
+    merged = merge_judgments([judge_attempts([{**_a(f.name, 401), "tenant": f.tenant}
+                                              for f in select_round(PER_TENANT, k)], (401,)) for k in range(3)])
+    assert with_coverage(merged, TENANTS, ticks=3, tick_seconds=5)["coverage"]["pairs"] == 9
 
 
 def test_routes_parse_and_bad_entries_say_what_to_do() -> None:

@@ -315,3 +315,16 @@ def test_every_setting_the_run_keeps_reads_back_the_same(tmp_path: Path) -> None
     assert back.fault.items == ("tenancy/app=policy",) and back.run_dir == "/var/tmp/chaosext-runs/0a1b2c3d"
     assert ExperimentConfig.from_json({"outage_seconds": 42, "no_such_setting": 1}) == dataclasses.replace(
         default, outage_seconds=42)  # unknown keys ignored, missing ones default
+
+
+def test_a_described_target_reads_back_the_same_without_a_json_file(tmp_path: Path) -> None:
+    """run_context rebuilds the settings from ``to_json()`` in memory (no JSON text in between: dataclasses.asdict
+    keeps tuples): a service's routes must come back as routes, not as dicts (k6's load plan reads ``route.method``)."""
+    target = tmp_path / "target.json"
+    target.write_text(json.dumps({"version": 1, "services": {"orders": {
+        "url": "http://127.0.0.1:8081", "routes": [{"method": "GET", "path": "/v2/orders", "weight": 9},
+                                                    {"method": "POST", "path": "/v2/orders", "body": {"sku": "x"}}]}}}))
+    cfg = load_config({"chaosext_lab_dir": str(tmp_path / "nolab"), "target_file": str(target)})
+    back = ExperimentConfig.from_json(cfg.to_json())
+    assert back == cfg
+    assert [r.text for r in back.services["orders"].routes] == ["GET /v2/orders", "POST /v2/orders"]

@@ -122,9 +122,12 @@ class Outcome:
 class ExperimentRunner:
     """Runs the experiment inside its namespace against labs there, and cleans up every fault it made."""
 
-    def __init__(self, tmp: Path, netns: Netns) -> None:
+    def __init__(self, tmp: Path, netns: Netns | Any, base_env: dict[str, str] | None = None) -> None:
+        """``netns``: anything with the namespace's ``name`` and ``prefix``; ``base_env``: the run's timings and
+        settings (default FAST_ENV, for the lab)."""
         self.tmp = tmp
         self.netns = netns
+        self.base_env = FAST_ENV if base_env is None else base_env
         self.count = 0
         self.fault_dir = tmp / "faults"
         self.ports: set[int] = set()
@@ -137,7 +140,7 @@ class ExperimentRunner:
         work = self.tmp / f"run{self.count}"
         work.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in EXPERIMENT_VARS}
-        env.update(FAST_ENV)
+        env.update(self.base_env)
         env.update({"CHAOSEXT_STATE_DIR": str(self.fault_dir), "CHAOSEXT_RUN_DIR": str(work / "run"),
                     "PYTHONUNBUFFERED": "1"})
         if lab is not None:

@@ -40,8 +40,9 @@ def _urls(where: Path) -> dict[str, str]:
     ({"FAULT_TARGET": "netns:prod"}, "CHAOSEXT_APPROVE=netns:prod"),
     ({"OUTAGE_SECONDS": "4000"}, "OUTAGE_SECONDS=4000 is above MAX_OUTAGE_SECONDS=3600"),
     ({"FAULT_TARGET": "envoy:http://127.0.0.1:9901"}, "FAULT_VIA=iptables works on"),
+    ({"K6_RATE": "999999999999"}, "K6_RATE=999999999999 is above the limit of 50000 requests/s"),
 ], ids=["negative-outage", "unknown-via", "bad-url", "prometheus-down", "no-k6", "unapproved-target", "over-cap",
-        "target-of-another-driver"])
+        "target-of-another-driver", "k6-rate"])
 def test_bad_configuration_stops_before_any_fault(experiment: ExperimentRunner, override: dict, message: str,
                                                   tmp_path: Path) -> None:
     urls = _urls(tmp_path / "target")

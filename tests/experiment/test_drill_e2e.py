@@ -23,10 +23,7 @@ def _checks(outcome) -> dict:
 
 
 @pytest.mark.parametrize("knob, lab_flags, failing", [
-    pytest.param("healthy", {}, set(), marks=pytest.mark.xfail(
-        strict=False, reason="recovery's error-rate-below-max counts errors made before the caches were fresh (the "
-        "HTTP cache signal is read before Prometheus scrapes the counters): tests/outage/test_recovery_window.py, "
-        "strict there; most runs fail, one whose scrape falls just right passes")),
+    ("healthy", {}, set()),
     ("fail-open", {"fail_open": True}, {"fails-closed-after-expiry", "no-fail-open"}),
     ("audit-drops-expired", {"audit_drop": "auth.expired"}, {"auth-expired-audited"}),
 ])

@@ -43,7 +43,8 @@ class Monitoring:
         self.rules: set[str] | None = {MISS, ERROR_RATE, "tenant_latency_p95_high"}  # None: /api/v1/rules fails
         self.firing: set[str] = set()
         self.in_alertmanager: set[str] = set()
-        self.counters: dict[float, tuple[float, float]] = {}  # time -> (errors, requests)
+        #: raw request-counter samples: (labels, [(time, value), ...]) per series
+        self.requests: list[tuple[dict[str, str], list[tuple[float, float]]]] = []
         self.queries: list[str] = []
 
     def prometheus(self, method: str, path: str, q: dict[str, str], body: Any) -> tuple[int, Any]:
@@ -70,9 +71,11 @@ class Monitoring:
             result = [{"metric": {"alertname": n}, "value": [0, "1"]} for n in sorted(self.firing & names)]
         elif query.startswith("max(timestamp("):
             result = [{"metric": {}, "value": [0, str(time.time() + 3600)]}]  # scraped past the window's end
-        elif query.startswith("sum(tenant_requests_total"):
-            errors, requests = self.counters[float(q["time"])]
-            result = [{"metric": {}, "value": [0, str(errors if "status=~" in query else requests)]}]
+        elif query.startswith("tenant_requests_total{") and (rng := re.search(r"\[(\d+)s\]$", query)):
+            at, n = float(q["time"]), float(rng.group(1))
+            return 200, {"status": "success", "data": {"resultType": "matrix", "result": [
+                {"metric": labels, "values": [[t, str(v)] for t, v in samples if at - n < t <= at]}
+                for labels, samples in self.requests]}}
         else:  # the quietest tenant's rate: no answer
             result = []
         return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
@@ -96,7 +99,7 @@ SERVICE_URLS = "policy=http://127.0.0.1:9,vuln=http://127.0.0.1:9,notify=http://
 
 def configuration(tmp_path: Path, urls: dict[str, str], **settings: str) -> dict[str, str]:
     """A run of its own (run record in tmp_path), no lab, no waiting for alerts."""
-    return start_run(tmp_path, alert_wait_seconds="0", service_urls=SERVICE_URLS, **{**urls, **settings})
+    return start_run(tmp_path, **{"alert_wait_seconds": "0", "service_urls": SERVICE_URLS, **urls, **settings})
 
 
 def record_outage(conf: dict[str, str], states: list[dict[str, str]], start: float = 0.0, end: float = 0.0,
@@ -201,21 +204,46 @@ def test_alerts_the_watch_saw_count_although_they_resolved_since(monitoring: tup
     assert checks.expired_services(judging(conf)) == {"policy": "healthz"}
 
 
+def _series(service: str, status: str, samples: list[tuple[float, float]]) -> tuple[dict[str, str],
+                                                                                 list[tuple[float, float]]]:
+    return {"service": service, "tenant": "t01", "status": status, "route": "/r"}, samples
+
+
 def test_server_error_rate_over_the_outage_window(monitoring: tuple[Monitoring, dict[str, str]],
                                                   tmp_path: Path) -> None:
     m, urls = monitoring
-    conf = configuration(tmp_path, urls, error_rate_max="0.01")
+    conf = configuration(tmp_path, urls, error_rate_max="0.01", service_urls="policy=http://127.0.0.1:9")
     start, end = 1000.0, 1030.0
     record_outage(conf, [STALE], start=start, end=end)
-    m.counters = {start: (10, 5000), end: (14, 6000)}
+    every5 = [start - 5 + 5 * i for i in range(8)]  # scraped every 5 s, from before the window to its end
+    m.requests = [_series("policy", "200", [(t, 5000 + 33 * (t - every5[0])) for t in every5]),
+                  _series("policy", "500", [(t, 10 + (t >= 1010) * 4) for t in every5])]
     res = checks.server_error_rate(judging(conf))
-    assert (res["ok"], res["errors"], res["requests"], res["error_rate"]) == (True, 4, 1000, 0.004)
-    m.counters = {start: (10, 5000), end: (30, 6000)}
+    assert (res["ok"], res["errors"], res["requests"], res["services"]) == (True, 4, 990 + 4, {"policy": 994})
+    assert res["error_rate"] == pytest.approx(4 / 994, abs=1e-5)
+    m.requests[1] = _series("policy", "500", [(t, 10 + (t >= 1010) * 30) for t in every5])
     res = checks.server_error_rate(judging(conf))
-    assert res["ok"] is False and res["error_rate"] == 0.02
-    m.counters = {start: (10, 5000), end: (10, 5000)}
+    assert res["ok"] is False and res["error_rate"] == pytest.approx(30 / 1020, abs=1e-5)
+    assert res["top_errors"] == [{"status": "500", "service": "policy", "tenant": "t01", "errors": 30}]
+    m.requests = [_series("policy", "200", [(t, 5000) for t in every5])]
     res = checks.server_error_rate(judging(conf))
-    assert res["ok"] is False and "no requests counted in the outage window" in res["note"]
+    assert res["ok"] is False and "policy: no request counted in the window" in res["note"]
+
+
+def test_a_service_killed_in_the_outage_fails_the_server_side_check_by_name(
+        monitoring: tuple[Monitoring, dict[str, str]], tmp_path: Path) -> None:
+    """policy is SIGKILLed halfway through: its series stop at its last scrape; the requests counted elsewhere are
+    all fine, yet the check fails, naming policy (the dead service's failed requests are nowhere in Prometheus)."""
+    m, urls = monitoring
+    conf = configuration(tmp_path, urls, service_urls="policy=http://127.0.0.1:9,vuln=http://127.0.0.1:9")
+    start, end = 1000.0, 1060.0
+    record_outage(conf, [STALE], start=start, end=end)
+    every2 = [start - 2 + 2 * i for i in range(32)]
+    m.requests = [_series("vuln", "200", [(t, 50 * t) for t in every2]),
+                  _series("policy", "200", [(t, 50 * t) for t in every2 if t <= 1030])]
+    res = checks.server_error_rate(judging(conf))
+    assert res["ok"] is False and res["error_rate"] == 0.0 and res["services"] == {"policy": 1500, "vuln": 3000}
+    assert "policy: its request counter was last scraped 30s before the window's end" in res["note"]
 
 
 @pytest.mark.parametrize("k6, ok, rate", [
