@@ -93,6 +93,7 @@ class MetricContract:
     cache_empty: str = 'jwks_cache_state{state="empty"}'
     cache_lookups: str = "jwks_cache_lookups_total"
     #: the services' request-duration histogram (base name, without ``_bucket``): the report's latency plot, the rules
+    #: ('' when METRIC_LATENCY_HISTOGRAM=off: the target has none)
     latency_histogram: str = "tenant_request_duration_seconds"
     #: '' when METRIC_UNVERIFIED_ACCEPTS=off
     unverified_accepts: str = DEFAULT_UNVERIFIED_ACCEPTS
@@ -135,12 +136,14 @@ class MetricContract:
             values["tenant_label"] = ""
         if values.get("unverified_accepts") == "off":
             values["unverified_accepts"] = ""
+        if values.get("latency_histogram") in ("off", "none"):
+            values["latency_histogram"] = ""
         c = cls(**values)
         problems = []
         if not _METRIC_RE.match(c.requests):
             problems.append(f"METRIC_REQUESTS={c.requests!r} is not a metric name "
                             f"(e.g. http_server_requests_seconds_count)")
-        if not _METRIC_RE.match(c.latency_histogram):
+        if c.latency_histogram and not _METRIC_RE.match(c.latency_histogram):
             problems.append(f"METRIC_LATENCY_HISTOGRAM={c.latency_histogram!r} is not a metric name (the histogram's "
                             f"base name, e.g. http_request_duration_seconds)")
         for name in ("status_label", "service_label") + (("tenant_label",) if c.tenant_label else ()):
