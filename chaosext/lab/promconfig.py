@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from chaosext.core.rulefiles import SERVICES_RULES_FILE, expected_services_rules
+
 __all__ = [
     "PromConfigError",
     "default_rules_dir",
@@ -25,6 +27,7 @@ __all__ = [
     "cap_rule_durations",
     "set_runbook_base",
     "write_rule_copies",
+    "write_services_rules",
     "prometheus_config",
     "alertmanager_config",
     "write_yaml",
@@ -122,6 +125,14 @@ def write_rule_copies(sources: list[Path], dest_dir: Path, cap_seconds: int,
         dest.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=4096), encoding="utf-8")
         written.append(dest)
     return written
+
+
+def write_services_rules(dest_dir: Path, services: tuple[str, ...] | list[str]) -> Path:
+    """Write ``services.yaml`` (the services the lab runs, for ``tenant_service_metrics_absent``) into dest_dir."""
+    dest = dest_dir / SERVICES_RULES_FILE
+    dest.write_text(expected_services_rules(services, source="`chaosext lab up` (the services it runs)"),
+                    encoding="utf-8")
+    return dest
 
 
 #: Scrape backstop for tenant cardinality: a target exposing more samples than this fails its scrape (``up`` = 0,
