@@ -20,18 +20,24 @@ Every run has its own directory ``<run base>/<run id>/`` (mode 0700; run base = 
 :func:`edit_run` are the only ways to read or write it. Tokens are never written here (they stay in the memory of the
 ``chaos`` process). ``outage`` null = no fault yet. A file written by an older chaosext (missing keys) loads with
 defaults; unknown keys are dropped on the next write.
+
+The run base, the run directory and the run file are handled root-safe (:mod:`chaosext.core.safefs`): the
+directories must belong to the user chaosext runs as and be writable by nobody else (else ``UnsafePath``), the file is
+written through a temp file with a random name and read without following a symlink, and the run id must be a run id
+(:mod:`chaosext.core.ids`) before it becomes a path.
 """
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from chaosext.core import ids, safefs
 
 __all__ = [
     "CheckResult", "K6Info", "Baseline", "FaultInfo", "K6Snapshot", "Outage", "ServiceObservation", "Observation",
@@ -390,42 +396,39 @@ def run_path(run_dir: str) -> Path:
 
 
 def run_directory(run_base: str, run_id: str) -> Path:
-    """``<run base>/<run id>``."""
-    return Path(run_base) / run_id
+    """``<run base>/<run id>`` (ConfigError unless ``run_id`` is a run id: it never becomes ``../x``)."""
+    return Path(run_base) / ids.check_run_id(run_id)
 
 
 def new_run_id() -> str:
     """A fresh run id (8 hex digits)."""
-    return secrets.token_hex(4)
+    return ids.new_run_id()
 
 
 def load_run(run_dir: str) -> Run:
-    """The run file of ``run_dir`` (an empty :class:`Run` when there is none or it is unreadable)."""
+    """The run file of ``run_dir`` (an empty :class:`Run` when there is none or it is not JSON). A run file that is
+    a symlink, another user's or writable by others raises :class:`~chaosext.core.safefs.UnsafePath`."""
     try:
-        return Run.from_json(json.loads(run_path(run_dir).read_text()))
+        return Run.from_json(json.loads(safefs.read_text(run_path(run_dir))))
+    except safefs.UnsafePath:
+        raise
     except (OSError, ValueError):
         return Run()
 
 
 def save_run(run_dir: str, run: Run) -> None:
-    """Write the run file atomically (temp file + rename) in a 0700 directory, readable by its owner only."""
-    path = run_path(run_dir)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(run.to_json(), indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    """Write the run file (0600) atomically (a temp file with a random name + rename) in its 0700 directory."""
+    safefs.write_file(run_path(run_dir), json.dumps(run.to_json(), indent=1, sort_keys=True))
 
 
 def new_run(run_base: str, run_id: str = "") -> Run:
-    """Start a new run: its own 0700 directory and run file."""
-    run_id = run_id or new_run_id()
-    directory = run_directory(run_base, run_id)
-    Path(run_base).mkdir(parents=True, exist_ok=True)
-    directory.mkdir(mode=0o700)
-    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
-    run = Run(run_id=run_id, created_at=time.time(), pid=os.getpid(), run_dir=str(directory.resolve()))
+    """Start a new run: its own 0700 directory (it must not exist yet) and run file."""
+    run_id = ids.check_run_id(run_id or new_run_id())
+    with safefs.open_dir(run_base, create=True) as base:
+        os.mkdir(run_id, 0o700, dir_fd=base.fd)  # FileExistsError: never reuse another run's directory
+        base.subdir(run_id).close()  # mode 0700 whatever the umask, and checked
+        directory = Path(base.shown(run_id))
+    run = Run(run_id=run_id, created_at=time.time(), pid=os.getpid(), run_dir=str(directory))
     save_run(str(directory), run)
     return run
 

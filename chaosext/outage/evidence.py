@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from chaosext.core import safefs
 from chaosext.core.config import ExperimentConfig
 from chaosext.core.errors import ConfigError
 from chaosext.core.names import UNAUTHENTICATED_TENANT
@@ -116,15 +116,9 @@ def save_evidence(prometheus_url: str, windows: dict[str, tuple[float, float]], 
         ranges = query_ranges(prometheus_url, span[0], max(span[1], span[0] + 1))
     except (requests.RequestException, ValueError, KeyError) as exc:
         ranges, error = {}, f"{prometheus_url} gave no ranges: {type(exc).__name__}: {exc}"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = out / EVIDENCE_FILE
     doc = {"format": EVIDENCE_FORMAT, "prometheus_url": prometheus_url, "windows": clean, "span": list(span),
            "ranges": ranges, "error": error}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(doc, handle)
-    os.chmod(path, 0o600)
+    path = safefs.write_file(Path(out_dir) / EVIDENCE_FILE, json.dumps(doc))  # root-safe, 0600 in a 0700 directory
     series = {name: len(matrix) for name, matrix in ranges.items()}
     points = sum(len(item.get("values", [])) for matrix in ranges.values() for item in matrix)
     return {"ok": not error and points > 0, "evidence_file": str(path), "windows": clean, "series": series,
