@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from chaosext.core.errors import ChaosextError
 from chaosext.core.names import FAULT_MODES
 from chaosext.core.settings import setting
 from chaosext.egress.actions import block_jwks_egress, settings
@@ -53,11 +54,15 @@ def _panic(via: str | None, target: str | None, run_id: str, all_: bool, dry_run
     try:
         out = restore_faults(s["via"], s["target"], run_id=run_id, all_on_target=all_, dry_run=dry_run, verify=False,
                       options=s["options"])
-    except FaultError as exc:
+    except ChaosextError as exc:  # FaultError, an unsafe state directory, a run id that is not one
         click.echo(f"restore: {exc}", err=True)
         return 2
     if all_:
-        out["k6"] = _stop_orphaned_k6(k6_dir, dry_run)
+        try:
+            out["k6"] = _stop_orphaned_k6(k6_dir, dry_run)
+        except ChaosextError as exc:  # an unsafe k6 runs dir: nothing in it is signalled
+            click.echo(f"restore: k6 runs not swept: {exc}", err=True)
+            return 2
     if as_json:
         click.echo(json.dumps(out, indent=1))
     else:
