@@ -32,9 +32,9 @@ def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_sto
     # the client credentials come from the experiment's secrets block here, not from the environment
     monkeypatch.delenv("TOKEN_CLIENT_ID")
     monkeypatch.delenv("TOKEN_CLIENT_SECRET")
-    started = start_k6(rate=20, duration="60s", owner_run_id="exp00001",
+    started = start_k6(rate=20, duration="60s", owner_run_id="e0000001",
                        secrets={"token_client_id": "fake-client", "token_client_secret": "fake-secret"})
-    assert started["owner_run_id"] == "exp00001"
+    assert started["owner_run_id"] == "e0000001"
     try:
         cmdlines = _cmdlines_of_session(started["pid"])
         assert cmdlines and not [c for c in cmdlines if b"fake-secret" in c], "a secret in argv"
@@ -53,10 +53,10 @@ def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_sto
         assert live["reachable"] and live["http_req_failed_rate"] == 0 and live["http_reqs"] > 0
         nothing = stop_k6()  # no run named: another run's k6 is never stopped
         assert nothing["stopped"] == 0 and nothing["running_elsewhere"] == [started["run_id"]]
-        assert stop_k6(owner_run_id="other001")["stopped"] == 0
+        assert stop_k6(owner_run_id="0f4e0001")["stopped"] == 0
         assert k6mod.read_run(Path(started["run_dir"]))["alive"]
     finally:
-        stopped = stop_k6(owner_run_id="exp00001", timeout=20)
+        stopped = stop_k6(owner_run_id="e0000001", timeout=20)
     assert stopped["stopped"] == 1
     assert stopped["exit_code"] == 105 and stopped["exit_meaning"] == "stopped by signal"
     assert not procs.process_alive(started["pid"])
@@ -65,7 +65,7 @@ def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_sto
     assert summary["exit_code"] == 105 and summary["exit_meaning"] != "thresholds failed"
     assert summary["thresholds_ok"] is True and summary["http_req_failed_rate"] == 0
     assert summary["requests"]["total"] > 0 and summary["p95_read_ms"] is not None
-    again = stop_k6(configuration={"chaosext_run_id": "exp00001"})
+    again = stop_k6(configuration={"chaosext_run_id": "e0000001"})
     assert again["stopped"] == 0 and again["exit_code"] == 105, "stop_k6 is idempotent (rollbacks)"
 
 

@@ -46,7 +46,7 @@ def _wait(predicate, timeout: float) -> float | None:
 
 
 def _start_in_child(how: str) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, "-c", STARTER, "exp0kill", how], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", STARTER, "e0001c11", how], stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line:
         proc.kill()
@@ -87,7 +87,7 @@ def test_k6_dies_within_seconds_when_the_process_that_started_it_is_killed(k6_en
     starter, started = _start_in_child(how)
     try:
         k6_pid = _k6_pid(started["run_dir"])
-        assert started["owner_run_id"] == "exp0kill"
+        assert started["owner_run_id"] == "e0001c11"
         assert os.getpgid(k6_pid) == k6_pid, "k6 runs in a process group of its own"
         if how == "thread":  # the thread that started k6 has ended: k6 must still run (PDEATHSIG is per thread)
             time.sleep(2)
@@ -109,7 +109,7 @@ def test_k6_dies_within_seconds_when_the_process_that_started_it_is_killed(k6_en
 
 
 def test_a_killed_supervisor_takes_k6_with_it(k6_env: dict) -> None:
-    started = start_k6(rate=10, duration="120s", owner_run_id="exp0sup")
+    started = start_k6(rate=10, duration="120s", owner_run_id="e0005aaa")
     try:
         k6_pid = _k6_pid(started["run_dir"])
         os.kill(started["pid"], signal.SIGKILL)
@@ -120,16 +120,16 @@ def test_a_killed_supervisor_takes_k6_with_it(k6_env: dict) -> None:
 
 
 def test_stop_k6_by_owner_stops_only_that_runs_k6(k6_env: dict) -> None:
-    mine = start_k6(rate=10, duration="120s", owner_run_id="exp000aa")
-    other = start_k6(rate=10, duration="120s", owner_run_id="exp000bb")
+    mine = start_k6(rate=10, duration="120s", owner_run_id="e00000aa")
+    other = start_k6(rate=10, duration="120s", owner_run_id="e00000bb")
     try:
         assert _wait(lambda: _serving(mine) and _serving(other), 30) is not None
-        out = stop_k6(owner_run_id="exp000aa", timeout=20)
+        out = stop_k6(owner_run_id="e00000aa", timeout=20)
         assert out["stopped"] == 1 and [r["run_id"] for r in out["runs"]] == [mine["run_id"]]
         assert out["exit_code"] == 105
         assert not k6mod.read_run(Path(mine["run_dir"]))["alive"]
         assert k6mod.read_run(Path(other["run_dir"]))["alive"], "another run's k6 was stopped"
-        via_config = stop_k6(configuration={"chaosext_run_id": "exp000bb"}, timeout=20)
+        via_config = stop_k6(configuration={"chaosext_run_id": "e00000bb"}, timeout=20)
         assert via_config["stopped"] == 1 and not k6mod.read_run(Path(other["run_dir"]))["alive"]
     finally:
         _kill_run(mine["run_dir"])
@@ -143,8 +143,8 @@ def test_restore_all_stops_orphaned_k6_and_leaves_a_live_runs_k6(k6_env: dict, t
     stale.touch()
     fresh.touch()
     os.utime(stale, (time.time() - 60, time.time() - 60))
-    orphan = start_k6(rate=10, duration="120s", owner_run_id="exp0dead", heartbeat_file=str(stale))
-    live = start_k6(rate=10, duration="120s", owner_run_id="exp0live", heartbeat_file=str(fresh))
+    orphan = start_k6(rate=10, duration="120s", owner_run_id="e000dead", heartbeat_file=str(stale))
+    live = start_k6(rate=10, duration="120s", owner_run_id="e0001ffe", heartbeat_file=str(fresh))
     try:
         assert _wait(lambda: (Path(orphan["run_dir"]) / "k6.pid").exists(), 20)
         env = {**os.environ, "CHAOSEXT_STATE_DIR": str(tmp_path / "faults")}
