@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from chaosext.core import ids
 from chaosext.egress.base import (
     FaultError,
     FaultSpec,
@@ -44,7 +45,8 @@ __all__ = ["IptablesDriver", "Runner", "HostRunner", "runner_for", "FAMILIES"]
 
 #: binary and address version of each family
 FAMILIES = (("iptables", 4), ("ip6tables", 6))
-CHAIN_RE = re.compile(r"^CHAOSEXT-([0-9a-z]+)$")
+#: a comment as ``iptables -S`` prints it (quoted when it holds more than a word)
+_COMMENT = re.compile(r'--comment\s+("(?:[^"\\]|\\.)*"|\S+)')
 SEPARATOR = "chaosext-family-separator"
 WAIT = ["-w", "5"]
 CAP_NET_ADMIN = 12
@@ -311,10 +313,32 @@ def _shown_line(argv: list[str]) -> str:
     return " ".join(f'"{a}"' if a.startswith("chaosext:") else a for a in argv)
 
 
+def _jump_target(words: list[str]) -> str:
+    """The ``-j`` target of a rule's words ('' when none)."""
+    return words[words.index("-j") + 1] if "-j" in words[:-1] else ""
+
+
+def _owner(line: str) -> str:
+    """The run id that owns a listing line, by exact name only (chaosext.core.ids): a chain ``CHAOSEXT-<run id>``
+    (its ``-N`` line, a rule in it, a jump to it) or a comment that is exactly ``chaosext:<run id>``. '' when the line
+    is not chaosext's: ``chaosext:ssh`` or a user chain ``CHAOSEXT-corpfw`` is somebody else's."""
+    words = line.split()
+    if len(words) < 2:
+        return ""
+    comment = _COMMENT.search(line)
+    return (ids.run_id_of_chain(words[1]) or ids.run_id_of_chain(_jump_target(words))
+            or (ids.run_id_of_tag(comment.group(1)) if comment else ""))
+
+
+def _belongs(line: str, run_id: str) -> bool:
+    """The listing line is ``run_id``'s (exactly: :func:`_owner`)."""
+    return bool(run_id) and _owner(line) == run_id
+
+
 def _run_lines(lines: list[str], chain: str, tag: str) -> list[str]:
     """The ``-A`` lines of a listing that belong to the run (its chain's rules, tagged rules, jumps to its chain)."""
-    return [line for line in lines if line.startswith("-A ") and (f"-j {chain}" in line or tag in line
-                                                                  or line.split()[1] == chain)]
+    run_id = ids.run_id_of_chain(chain)
+    return [line for line in lines if line.startswith("-A ") and _belongs(line, run_id)]
 
 
 def _restore_input(lines: list[str]) -> str:
@@ -504,12 +528,12 @@ class IptablesDriver:
         have = [line for line in lines if line.startswith(f"-A {chain} ")]
         wanted = self._wanted(spec, version, addrs)
         chain_ok = f"-N {chain}" in lines and have == wanted
-        jump_ok = jumps == [1] and not any(f"-j {chain}" in line for line in output[1:])
+        jump_ok = jumps == [1] and not any(_jump_target(line.split()) == chain for line in output[1:])
         if chain_ok and jump_ok:
             return ""
         todo = [] if chain_ok else [f":{chain} - [0:0]", *wanted]
         if not jump_ok:
-            todo += ["-D" + line[2:] for line in output if f"-j {chain}" in line]
+            todo += ["-D" + line[2:] for line in output if _jump_target(line.split()) == chain]
             todo.append(_shown_line(["-I", "OUTPUT", "1", *_jump(spec)[1:]]))
         return _restore_input(todo)
 
@@ -634,7 +658,7 @@ class IptablesDriver:
     def rules_of(self, runner: Runner, run_id: str, binaries: list[str] | None = None) -> dict[str, Any]:
         """What the target holds for ``run_id``: rule lines per family (``binaries``, default both) and the jump
         position in OUTPUT."""
-        chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
+        chain = ids.chain_name(run_id)
         found: dict[str, Any] = {"rules": [], "chains": [], "jump_positions": []}
         binaries = [b for b, _ in FAMILIES if runner.has(b) and (binaries is None or b in binaries)]
         for binary, lines in _listings(runner, binaries).items():
@@ -644,9 +668,9 @@ class IptablesDriver:
                     position += 1
                 if line == f"-N {chain}":
                     found["chains"].append(binary)
-                elif line.startswith("-A ") and (f"-j {chain}" in line or tag in line):
+                elif line.startswith("-A ") and _belongs(line, run_id):
                     found["rules"].append(f"{binary} {line}")
-                    if line.startswith("-A OUTPUT ") and f"-j {chain}" in line:
+                    if line.startswith("-A OUTPUT ") and _jump_target(line.split()) == chain:
                         found["jump_positions"].append(position)
         return found
 
@@ -739,11 +763,11 @@ class IptablesDriver:
     def _plan_remove(self, runner: Runner, run_id: str,
                      binaries: list[str] | None = None) -> list[tuple[str, list[str]]]:
         """One listing of the target; ``[(binary, restore lines)]`` deleting ``run_id``'s jumps, rules and chain."""
-        chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
+        chain, tag = ids.chain_name(run_id), ids.tag(run_id)
         plan: list[tuple[str, list[str]]] = []
         present = [b for b, _ in FAMILIES if runner.has(b) and (binaries is None or b in binaries)]
         for binary, lines in _listings(runner, present).items():
-            if not any(chain in line or tag in line for line in lines):
+            if not any(_belongs(line, run_id) for line in lines):
                 continue
             todo = ["-D" + line[2:] for line in _run_lines(lines, chain, tag) if line.split()[1] != chain]
             if f"-N {chain}" in lines:
@@ -755,7 +779,6 @@ class IptablesDriver:
                        plan: list[tuple[str, list[str]]]) -> tuple[list[str], list[str]]:
         """One restore transaction per family (a single kernel commit instead of one per delete); ``(removed,
         left)``: a family whose transaction failed is listed again to say what is left."""
-        chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
         removed: list[str] = []
         failed: list[str] = []
         for binary, todo in plan:
@@ -765,7 +788,7 @@ class IptablesDriver:
             else:
                 failed.append(binary)
         left = [f"{binary} {line}" for binary, lines in _listings(runner, failed).items()
-                for line in lines if chain in line or tag in line]
+                for line in lines if _belongs(line, run_id)]
         return removed, left
 
     def _remove_run(self, runner: Runner, run_id: str) -> tuple[list[str], list[str]]:
@@ -786,11 +809,7 @@ class IptablesDriver:
             for binary, lines in d.value.items():  # another error is raised here
                 for line in lines:
                     words = line.split()
-                    run_id = ""
-                    if words[:1] == ["-N"] and (chain := CHAIN_RE.match(words[1])):
-                        run_id = chain.group(1)
-                    elif tagged := re.search(r"chaosext:([0-9a-z]+)", line):
-                        run_id = tagged.group(1)
+                    run_id = _owner(line)  # exact names only: a look-alike is somebody else's
                     if run_id:
                         item = found.setdefault(run_id, {"run_id": run_id, "via": self.via, "target": target,
                                                          "rules": 0, "families": [], "endpoints": [],
@@ -807,6 +826,7 @@ class IptablesDriver:
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
         """Remove one run's rules found by :meth:`find_orphans` in every target (no FaultSpec needed)."""
+        ids.check_run_id(run_id)
         runners = runner_for(target, self.options, missing_ok=True, secrets=self.secrets)
         removed, left, _ = self._remove_everywhere(runners, run_id)
         if left:

@@ -3,7 +3,9 @@
 Target for ``k8s-networkpolicy`` and ``istio``: ``<namespace>/<label selector>`` (``k=v,k2=v2``; empty selector =
 every pod of the namespace); a ``k8s:`` or ``k8s-pod:`` prefix is accepted. Every object carries the labels
 ``app.kubernetes.io/managed-by=chaosext`` and ``chaosext.io/run-id=<run_id>`` and the annotation
-``chaosext.io/expires-at`` (UTC), is named ``chaosext-jwks-<run_id>`` and is found again by those labels alone.
+``chaosext.io/expires-at`` (UTC), is named ``chaosext-jwks-<run_id>`` and is found again by those labels alone -- and
+is chaosext's only when its run id label is exactly a run id and its name exactly ``chaosext-jwks-<that run id>``
+(``chaosext.core.ids``): another object that merely carries the managed-by label is never deleted.
 
 The client is chaosext's one Kubernetes client (:func:`chaosext.core.kube.api_client`): options ``kube_api_url`` (an
 API URL without auth, e.g. ``kubectl proxy``) and ``kube_context``, else chaostoolkit-kubernetes' conventions
@@ -17,7 +19,7 @@ import shlex
 import time
 from typing import Any, cast
 
-from chaosext.core import kube
+from chaosext.core import ids, kube
 from chaosext.core.settings import Secrets
 from chaosext.egress.base import FaultError, FaultSpec, TargetNotFound
 
@@ -171,16 +173,21 @@ class _K8sObjectDriver:
             if exc.status == 404:
                 return []
             raise _api_error(exc, f"list {self.kind} in {ns}") from None
-        return [{"run_id": i["metadata"].get("labels", {}).get(RUN_LABEL, ""), "via": self.via, "target": target,
-                 "name": i["metadata"]["name"], "namespace": ns,
-                 "expires_at": i["metadata"].get("annotations", {}).get("chaosext.io/expires-at", "")}
-                for i in items]
+        found = []
+        for i in items:  # chaosext's only when the run id label and the name both have chaosext's exact shape
+            run_id = str((i["metadata"].get("labels") or {}).get(RUN_LABEL, ""))
+            if not ids.is_run_id(run_id) or i["metadata"].get("name") != ids.object_name(run_id):
+                continue
+            found.append({"run_id": run_id, "via": self.via, "target": target, "name": i["metadata"]["name"],
+                          "namespace": ns,
+                          "expires_at": (i["metadata"].get("annotations") or {}).get("chaosext.io/expires-at", "")})
+        return found
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
         from kubernetes.client.exceptions import ApiException
 
         ns, _ = parse_target(target)
-        names = {f"chaosext-jwks-{run_id}"} | {o["name"] for o in self.find_orphans(target) if o["run_id"] == run_id}
+        names = {ids.object_name(run_id)}  # the one exact name of this run's object
         removed = []
         for name in sorted(names):
             try:
