@@ -10,16 +10,15 @@ sentence that says what to do. The network checks (Prometheus up, k6 installed .
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
+from chaosext.core import labid, safefs, urls
 from chaosext.core.errors import ConfigError
-from chaosext.core.labstate import load_state
+from chaosext.core.ids import RUN_ID_RE
+from chaosext.core.labstate import default_state_dir, load_state
 from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_deadline
 from chaosext.core.names import FAULT_MODES, FAULT_VIAS, LAB_SERVICES
 from chaosext.core.settings import Configuration, raw_setting, setting
@@ -55,7 +54,6 @@ DEFAULT_TENANTS = tuple(f"t{i:02d}" for i in range(1, 13))
 #: Alerts that fire when a JWKS cache expires and never otherwise (D1: 401s of an expired cache are no_keys errors of
 #: real tenants; tenant_auth_failures_spike is the tenant's own client and stays silent on expiry).
 DEFAULT_ALERTS = ("jwks_cache_miss_spike", "tenant_error_rate_gt_0_5pct")
-RUN_ID_RE = re.compile(r"[0-9a-f]{8}")
 #: the lab's counter of tokens accepted without a verified signature (METRIC_UNVERIFIED_ACCEPTS' default)
 DEFAULT_UNVERIFIED_ACCEPTS = 'jwt_validations_total{result="valid",key_source="none"}'
 logger = logging.getLogger("chaostoolkit")
@@ -158,19 +156,19 @@ class ExperimentConfig:
 
     @property
     def is_lab_target(self) -> bool:
-        """True when every URL the fault and the probes touch is on this machine's loopback and the fault is local
-        (iptables on this host, or the lab's Envoy: FAULT_VIA=envoy with a loopback admin URL as FAULT_TARGET)."""
-        urls = [self.jwks_url, self.authority_url, *self.services.values()]
-        local = (self.fault_via == "iptables" and self.fault_target == "local") or (
-            self.fault_via == "envoy" and is_loopback_url(self.fault_target.removeprefix("envoy:")))
-        return local and all(map(is_loopback_url, urls))
+        """True when the running lab's state file names this very target (chaosext.core.labid: its URLs, its
+        network namespace, its fault); an address on loopback alone is not the lab."""
+        return labid.is_lab_target(self)
 
     @property
     def target_name(self) -> str:
         """The name CHAOSEXT_APPROVE must give to allow a non-lab target."""
         if self.fault_target != "local":
             return self.fault_target
-        return urlparse(self.jwks_url).hostname or self.jwks_url
+        try:
+            return urls.parse(self.jwks_url).host
+        except urls.UrlError:
+            return self.jwks_url
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able) of the resolved settings."""
@@ -192,14 +190,9 @@ def lab_state(lab_dir: str) -> dict[str, Any] | None:
 
 
 def is_loopback_url(url: str) -> bool:
-    """True when the URL's host is localhost or a loopback address (127.0.0.0/8, ::1)."""
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """True when the URL's host is localhost or a loopback address (127.0.0.0/8, ::1). Loopback is not the lab
+    (see ``ExperimentConfig.is_lab_target``)."""
+    return urls.is_loopback(url)
 
 
 def _parse_services(value: Any) -> dict[str, str]:
@@ -280,7 +273,7 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
     Raises ConfigError (a ValueError) with a clear message on values that cannot even be parsed (not a number, bad
     SERVICE_URLS).
     """
-    lab_dir = str(raw_setting(configuration, "chaosext_lab_dir", ".chaosext-lab"))
+    lab_dir = str(raw_setting(configuration, "chaosext_lab_dir", default_state_dir()))
     state = lab_state(lab_dir) or {}
     comps = state.get("components") or {}
     lab_cfg = state.get("config") or {}
@@ -290,7 +283,8 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
     def pick(key: str, default: Any) -> Any:
         return raw_setting(configuration, key, default)
 
-    run_base = str(pick("chaosext_run_dir", str(Path(lab_dir) / "run") if state else ".chaosext-run"))
+    run_base = str(pick("chaosext_run_dir", str(Path(lab_dir) / "run") if state
+                        else safefs.default_dir(".chaosext-run", "run")))
     run_id = str(raw_setting(configuration, "chaosext_run_id"))
     if run_id and not RUN_ID_RE.fullmatch(run_id):
         raise ConfigError(f"chaosext_run_id={run_id!r} is not a chaosext run id (8 lower-case hex digits)")
@@ -351,14 +345,8 @@ def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig
 
 
 def _check_url(name: str, url: str) -> str | None:
-    p = urlparse(url)
-    if p.scheme not in ("http", "https") or not p.hostname:
-        return f"{name}={url!r} is not an http(s) URL; set it to e.g. http://127.0.0.1:9490"
-    try:
-        _ = p.port  # parses the port: out of range or not a number raises
-    except ValueError:
-        return f"{name}={url!r} has an invalid port"
-    return None
+    # one parser decides and sends (chaosext.core.urls): no user info, backslash or parser disagreement
+    return urls.problem(url, name) or None
 
 
 def validate(cfg: ExperimentConfig) -> list[str]:

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chaosext.core import urls
 from chaosext.core.errors import ConfigError
 from chaosext.core.settings import Configuration, Secrets, is_unset, setting
 
@@ -132,6 +133,8 @@ def source(configuration: Configuration = None, secrets: Secrets = None) -> Kube
     when an explicit ``KUBERNETES_HOST`` would be ignored."""
     proxy = setting(configuration, "kube_api_url").strip()
     if proxy:
+        if why := urls.problem(proxy, "KUBE_API_URL"):  # the one parser that also sends (chaosext.core.urls)
+            raise KubeConfigError(why)
         return KubeSource("proxy", proxy.rstrip("/"), auth="none")
     creds = _credentials(secrets)
 
@@ -161,6 +164,8 @@ def source(configuration: Configuration = None, secrets: Secrets = None) -> Kube
                                   f"KUBERNETES_HOST; unset one of them")
         return KubeSource("in-pod", auth="service account")
     if host:
+        if why := urls.problem(host, "KUBERNETES_HOST"):
+            raise KubeConfigError(why)
         auth = "bearer" if lookup("KUBERNETES_API_KEY") else "client cert" if lookup("KUBERNETES_CERT_FILE") \
             else "basic" if lookup("KUBERNETES_USERNAME") else "none"
         verified = not host.startswith("https:") or "KUBERNETES_VERIFY_SSL" in creds \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from chaosext.core.config import ExperimentConfig, load_config, parse_routes, validate
 from chaosext.core.errors import ConfigError
 from chaosext.safety.controls import approval_problem
+from tests.labfake import LAB, write_running_lab
 
 NO_LAB = {"chaosext_lab_dir": "/nonexistent"}
 
@@ -26,17 +28,10 @@ def no_settings_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_config_defaults_come_from_the_running_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lab = tmp_path / "lab"
-    lab.mkdir()
-    (lab / "state.json").write_text(json.dumps({
-        "version": 1, "config": {"jwks_ttl": 7, "jwks_max_stale": 70},
-        "components": {"policy": {"pid": 1, "url": "http://127.0.0.1:1111"},
-                       "prometheus": {"pid": 2, "url": "http://127.0.0.1:2"}},
-        "jwks_url": "http://127.0.0.2:3333/.well-known/jwks.json", "authority_url": "http://127.0.0.2:3333",
-        "audit_file": str(lab / "audit.jsonl"), "prometheus_url": "http://127.0.0.1:4444",
-        "alertmanager_url": "http://127.0.0.1:5555"}))
+    write_running_lab(lab)
     monkeypatch.delenv("CHAOSEXT_RUN_DIR", raising=False)
     cfg = load_config({"chaosext_lab_dir": str(lab), "outage_seconds": "20", "tenants": "t01..t03"})
-    assert cfg.services == {"policy": "http://127.0.0.1:1111"}
+    assert cfg.services == LAB["service_urls"]
     assert cfg.jwks_url.startswith("http://127.0.0.2:3333") and cfg.prometheus_url.endswith(":4444")
     assert (cfg.jwks_ttl, cfg.jwks_max_stale, cfg.outage_seconds) == (7.0, 70.0, 20)
     assert cfg.tenants == ("t01", "t02", "t03")
@@ -91,7 +86,8 @@ def test_without_a_lab_the_documented_lab_defaults() -> None:
     assert cfg.services == {"policy": "http://127.0.0.1:8451", "vuln": "http://127.0.0.1:8452",
                             "notify": "http://127.0.0.1:8453"}
     assert cfg.tenants == tuple(f"t{i:02d}" for i in range(1, 13)) and cfg.outage_seconds == 300
-    assert (cfg.run_dir, cfg.lab_running) == (".chaosext-run", False)
+    # a user's run base is in the working directory; root's is root-private (chaosext.core.safefs.default_dir)
+    assert (cfg.run_dir, cfg.lab_running) == ("/var/lib/chaosext/run" if os.geteuid() == 0 else ".chaosext-run", False)
     assert not validate(cfg)
 
 
@@ -174,20 +170,46 @@ def test_each_invalid_setting_is_one_problem_that_names_it(override: dict[str, s
         assert len(problems) == 1 and problem in problems[0], problems
 
 
-@pytest.mark.parametrize("override, lab_target", [
-    ({}, True),
-    ({"fault_via": "envoy", "fault_target": "http://127.0.0.1:9901"}, True),
-    ({"fault_via": "envoy", "fault_target": "envoy:http://[::1]:9901"}, True),
-    ({"fault_via": "envoy", "fault_target": "http://envoy.internal:9901"}, False),
-    ({"fault_target": "netns:lab"}, False),
-    ({"service_urls": "policy=http://localhost:8451,vuln=http://10.1.2.3:8452"}, False),
-    ({"jwks_url": "https://idp.example.com/.well-known/jwks.json"}, False),
+@pytest.mark.parametrize("override, state, lab_target", [
+    ({}, {}, True),
+    ({"fault_via": "envoy", "fault_target": "http://127.0.0.1:9901"}, {"envoy_admin_url": "http://127.0.0.1:9901"},
+     True),
+    ({"fault_via": "envoy", "fault_target": "envoy:http://[::1]:9901/"}, {"envoy_admin_url": "http://[::1]:9901"},
+     True),
+    # a loopback Envoy admin that is not the lab's (a kubectl port-forward to production is loopback too)
+    ({"fault_via": "envoy", "fault_target": "http://127.0.0.1:9901"}, {"envoy_admin_url": "http://127.0.0.1:9902"},
+     False),
+    ({"fault_via": "envoy", "fault_target": "http://127.0.0.1:9901"}, {}, False),
+    ({"fault_target": "netns:lab"}, {}, False),
+    ({"service_urls": "policy=http://127.0.0.1:8451"}, {}, False),  # loopback, but not one of the lab's services
+    ({"jwks_url": "http://127.0.0.1:3333/.well-known/jwks.json"}, {}, False),
+    ({"jwks_url": "https://idp.example.com/.well-known/jwks.json"}, {}, False),
+    # FAULT_TARGET=local where this process is not in the lab's network namespace (another team's namespace)
+    ({}, {"netns": "4:4026531840"}, False),
+    # the lab's authority process is gone: its state file is left over, nothing there is the lab any more
+    ({}, {"components": {"authority": {"pid": 2 ** 22 + 1, "start_ticks": 1}}}, False),
 ])
-def test_only_a_fault_and_urls_on_this_machines_loopback_are_a_lab_target(override: dict[str, str],
-                                                                         lab_target: bool) -> None:
-    cfg = load_config({**NO_LAB, **override})
+def test_the_lab_is_recognised_by_its_state_file_never_by_loopback(
+        tmp_path: Path, override: dict[str, str], state: dict[str, object], lab_target: bool) -> None:
+    write_running_lab(tmp_path / "lab", **state)
+    cfg = load_config({"chaosext_lab_dir": str(tmp_path / "lab"), **override})
     assert cfg.is_lab_target is lab_target
     assert (approval_problem(cfg) == "") is lab_target
+
+
+def test_loopback_urls_without_a_running_lab_need_approval() -> None:
+    """The documented lab defaults are all loopback: without a lab whose state names them, they need approval."""
+    cfg = load_config(NO_LAB)
+    assert not cfg.is_lab_target
+    assert "CHAOSEXT_APPROVE=127.0.0.2" in approval_problem(cfg)
+
+
+def test_a_state_file_another_user_could_write_is_no_lab(tmp_path: Path) -> None:
+    """state.json decides what the lab is: one in a directory others can write is refused, never trusted."""
+    write_running_lab(tmp_path / "lab")
+    (tmp_path / "lab").chmod(0o777)
+    with pytest.raises(ValueError, match="writable by group or others"):
+        load_config({"chaosext_lab_dir": str(tmp_path / "lab")})
 
 
 def test_the_resolved_settings_are_json_for_the_journal() -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from chaosext.doctor import check_approval, check_envoy, check_kube
 from tests.jsonstub import JsonStub
+from tests.labfake import write_running_lab
 from tests.nsutil import in_ns
 
 
@@ -106,7 +107,9 @@ def test_approval_check_needs_the_exact_target(monkeypatch: pytest.MonkeyPatch, 
     wrong = check_approval({**base, "chaosext_approve": "staging/app=vuln"})
     assert not wrong.ok and "does not name" in wrong.detail and "CHAOSEXT_APPROVE=staging/app=policy" in wrong.fix
     assert check_approval({**base, "chaosext_approve": "staging/app=policy"}).ok
-    assert check_approval({"chaosext_lab_dir": str(tmp_path)}).ok  # the local lab needs none
+    assert not check_approval({"chaosext_lab_dir": str(tmp_path)}).ok  # loopback defaults but no lab: approval
+    write_running_lab(tmp_path / "lab")
+    assert check_approval({"chaosext_lab_dir": str(tmp_path / "lab")}).ok  # the running lab itself needs none
 
 
 @pytest.mark.e2e
