@@ -17,6 +17,11 @@ Secrets are read from the experiment's ``secrets`` (scope ``chaosext``) or else 
 name in upper case; settings from the ``configuration`` or else the environment. The safety control registers the
 run's secrets once (:func:`register`), so every probe, the watch step and the report use them without passing them
 around; without registration (the ``chaosext`` CLI) the environment alone is used. Nothing here is ever logged.
+
+Credentials never leave for another origin: every request goes through ``chaosext.core.urls.SameOriginSession``,
+which follows a redirect only within the backend's own scheme, host and port (a 307 to another host gets nothing:
+no Authorization, no ``X-ClickHouse-Key``, no custom header, no body). A backend that is given credentials must be
+https unless it is the running lab's or ``CHAOSEXT_ALLOW_HTTP`` is true (``chaosext.core.urls.check_transport``).
 """
 from __future__ import annotations
 
@@ -28,8 +33,10 @@ from typing import Any
 
 import requests
 
+from chaosext.core import labid, urls
 from chaosext.core.errors import ChaosextError
-from chaosext.core.settings import secret_value, setting
+from chaosext.core.labstate import default_state_dir
+from chaosext.core.settings import raw_setting, secret_value, setting
 
 __all__ = ["BACKENDS", "BackendAuth", "BackendError", "register", "auth_for", "get", "post", "reset"]
 
@@ -52,6 +59,15 @@ class BackendAuth:
     verify: bool | str = True
     #: ClickHouse only: the database holding the audit table (CLICKHOUSE_DATABASE; '' = the collector's default)
     database: str = ""
+    #: CHAOSEXT_ALLOW_HTTP: credentials may go over plain http outside the lab
+    allow_http: bool = False
+    #: the lab state directory (a lab's own backend may be plain http: chaosext.core.labid)
+    lab_dir: str = ""
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when requests carry a header or HTTP Basic credentials."""
+        return bool(self.headers or self.basic)
 
     @property
     def described(self) -> str:
@@ -67,12 +83,26 @@ class BackendAuth:
         return " + ".join(kinds) or "no credentials"
 
     def session(self) -> requests.Session:
-        """A requests Session carrying these settings."""
-        s = requests.Session()
+        """A requests Session carrying these settings that never follows a redirect to another origin."""
+        s = urls.session()
         s.headers.update(self.headers)
         s.auth = self.basic
         s.verify = self.verify
         return s
+
+    def session_for(self, url: str) -> requests.Session:
+        """:meth:`session`, after checking that ``url`` may get these credentials (BackendError otherwise): parsed by
+        the one URL parser, and https unless it is the running lab's or CHAOSEXT_ALLOW_HTTP is true."""
+        try:
+            if self.has_credentials:
+                http = urls.parse(url, f"{self.name} URL").scheme == "http"
+                lab = http and labid.is_lab_url(url, labid.running_lab(self.lab_dir or None))
+                urls.check_transport(url, f"{self.name} URL", lab, self.allow_http)
+            else:
+                urls.parse(url, f"{self.name} URL")
+        except (urls.UrlError, ValueError) as exc:
+            raise BackendError(str(exc)) from None
+        return self.session()
 
 
 def _headers(name: str, secrets: dict[str, Any] | None) -> dict[str, str]:
@@ -114,7 +144,8 @@ def _resolve(name: str, configuration: dict[str, Any] | None, secrets: dict[str,
         verify = False
     elif ca := setting(configuration, f"{name}_ca_bundle"):
         verify = ca
-    return BackendAuth(name, headers, basic, verify, database)
+    return BackendAuth(name, headers, basic, verify, database, allow_http=urls.allow_http(configuration),
+                       lab_dir=str(raw_setting(configuration, "chaosext_lab_dir", default_state_dir())))
 
 
 def register(configuration: dict[str, Any] | None, secrets: dict[str, Any] | None) -> None:
@@ -155,9 +186,11 @@ def _explain(name: str, url: str, resp: requests.Response, auth: BackendAuth) ->
 def _send(method: str, name: str, url: str, timeout: float, **kw: Any) -> requests.Response:
     auth = auth_for(name)
     try:
-        with auth.session() as s:
+        with auth.session_for(url) as s:
             # verify per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a Session's verify
             resp = s.request(method, url, timeout=timeout, verify=auth.verify, **kw)
+    except urls.CrossOriginRedirect as exc:
+        raise BackendError(f"{name}: {exc}") from None
     except requests.exceptions.SSLError as exc:
         raise BackendError(f"{name} at {url}: TLS verification failed ({exc.__class__.__name__}); set "
                            f"{name.upper()}_CA_BUNDLE to its CA's PEM file") from None

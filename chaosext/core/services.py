@@ -10,6 +10,7 @@ from typing import Any
 
 import requests
 
+from chaosext.core import urls
 from chaosext.core.config import ExperimentConfig
 
 __all__ = ["READ_PATHS", "read_path", "call", "health"]
@@ -24,10 +25,12 @@ def read_path(service: str) -> str:
 
 
 def call(cfg: ExperimentConfig, service: str, url: str, token: str, tenant: str, timeout: float = 3.0) -> int:
-    """GET the service's read route with ``token`` for ``tenant``: the HTTP status, or 0 when it did not answer."""
+    """GET the service's read route with ``token`` for ``tenant``: the HTTP status, or 0 when it did not answer. A
+    redirect to another origin is not followed (the token stays with the service: chaosext.core.urls)."""
     try:
-        r = requests.get(url + read_path(service), timeout=timeout,
-                         headers={"Authorization": f"Bearer {token}", cfg.tenant_header: tenant})
+        with urls.session() as s:
+            r = s.get(url + read_path(service), timeout=timeout,
+                      headers={"Authorization": f"Bearer {token}", cfg.tenant_header: tenant})
         return r.status_code
     except requests.RequestException:
         return 0

@@ -14,7 +14,13 @@ The probes and k6 need a valid token for each tenant they act as. This module ge
 Client credentials come from the experiment's ``secrets`` (scope ``chaosext``: ``token_client_id``,
 ``token_client_secret``, or ``token_clients`` = ``{tenant: {"client_id", "client_secret"}}`` for an IdP with one
 client per tenant), else the environment (``TOKEN_CLIENT_ID``, ``TOKEN_CLIENT_SECRET``, ``TOKEN_CLIENTS``), else the
-running lab's test client (``chaosext lab status --json``: ``client_id`` / ``client_secret``).
+running lab's test client (``chaosext lab status --json``: ``client_id`` / ``client_secret``; only when
+``AUTHORITY_URL`` is that very lab's, :mod:`chaosext.core.labid`).
+
+The client secret goes only where it should (:func:`token_endpoint`): a discovered ``token_endpoint`` must share
+``AUTHORITY_URL``'s origin (scheme, host, port) unless ``TOKEN_ENDPOINT`` names it explicitly; the endpoint must be
+https unless it is the running lab's or ``CHAOSEXT_ALLOW_HTTP`` is true; and no request follows a redirect to another
+origin (``chaosext.core.urls.SameOriginSession``: a 307 elsewhere gets neither the Basic header nor the form).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from urllib.parse import quote_plus
 
 import requests
 
+from chaosext.core import labid, urls
 from chaosext.core.config import lab_state, load_config
 from chaosext.core.errors import ChaosextError
 from chaosext.core.settings import SECRETS_SCOPE, secret_value, setting
@@ -42,6 +49,7 @@ __all__ = [
     "setting",
     "token_settings",
     "discover_token_endpoint",
+    "token_endpoint",
     "client_credentials_token",
     "tokens_for",
     "k6_token_env",
@@ -74,6 +82,10 @@ class TokenSettings:
     audience_param: str = "audience"
     tokens_file: str = ""
     source: str = ""
+    #: AUTHORITY_URL is the running lab's (chaosext.core.labid): its own endpoints may be plain http
+    lab: bool = False
+    #: CHAOSEXT_ALLOW_HTTP: the client secret may go over plain http outside the lab
+    allow_http: bool = False
 
     def client_for(self, tenant: str) -> tuple[str, str]:
         """(client_id, client_secret) used for ``tenant``."""
@@ -97,9 +109,10 @@ def token_settings(configuration: dict[str, Any] | None, secrets: dict[str, Any]
     client_id = str(secret_value(secrets, "token_client_id"))
     client_secret = str(secret_value(secrets, "token_client_secret"))
     source = "secrets/env" if client_id or client_secret else ""
-    if not client_id and not client_secret and cfg.lab_running:
+    lab = cfg.lab_running and labid.is_lab_url(cfg.authority_url, labid.running_lab(cfg.lab_dir))
+    if not client_id and not client_secret and lab:
         state = lab_state(cfg.lab_dir) or {}
-        if (state.get("authority_url") or "").rstrip("/") == cfg.authority_url:
+        if labid.same_url(state.get("authority_url"), cfg.authority_url):
             client_id, client_secret = state.get("client_id") or "", state.get("client_secret") or ""
             source = "lab client"
     method = setting(configuration, "token_auth_method", "client_secret_basic")
@@ -118,21 +131,45 @@ def token_settings(configuration: dict[str, Any] | None, secrets: dict[str, Any]
         audience_param=setting(configuration, "token_audience_param", "audience"),
         tokens_file=cfg.tokens_file,
         source=source,
+        lab=lab,
+        allow_http=urls.allow_http(configuration),
     )
 
 
 def discover_token_endpoint(authority_url: str, timeout: float = 5.0) -> str:
-    """``token_endpoint`` of ``AUTHORITY_URL/.well-known/openid-configuration`` (OIDC Discovery 1.0 §4)."""
+    """``token_endpoint`` of ``AUTHORITY_URL/.well-known/openid-configuration`` (OIDC Discovery 1.0 §4). It must be on
+    the authority's own origin (a discovery document naming another host would receive the client secret): TokenError
+    otherwise, saying to set TOKEN_ENDPOINT explicitly if that host is right."""
     url = authority_url.rstrip("/") + "/.well-known/openid-configuration"
     try:
-        r = requests.get(url, timeout=timeout)
+        urls.parse(url, "AUTHORITY_URL")
+        with urls.session() as s:
+            r = s.get(url, timeout=timeout)
         r.raise_for_status()
         endpoint = r.json().get("token_endpoint")
+    except urls.UrlError as exc:
+        raise TokenError(f"OIDC discovery: {exc}") from None
     except (requests.RequestException, ValueError, AttributeError) as exc:
         raise TokenError(f"OIDC discovery at {url} failed ({type(exc).__name__}); check AUTHORITY_URL or set "
                          f"TOKEN_ENDPOINT") from None
     if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
         raise TokenError(f"{url} names no token_endpoint; set TOKEN_ENDPOINT")
+    if not urls.same_origin(endpoint, authority_url):
+        raise TokenError(f"{url} names token_endpoint {endpoint}, which is not on the authority's origin "
+                         f"({authority_url}); chaosext does not send the client secret there. If that endpoint is "
+                         f"right, set TOKEN_ENDPOINT={endpoint} explicitly")
+    return endpoint
+
+
+def token_endpoint(settings: TokenSettings, timeout: float = 10.0) -> str:
+    """Where the client credentials go: ``TOKEN_ENDPOINT`` when given, else the discovered one (same origin as the
+    authority); https unless it is the running lab's or CHAOSEXT_ALLOW_HTTP is true. TokenError otherwise."""
+    endpoint = settings.token_endpoint or discover_token_endpoint(settings.authority_url, timeout)
+    lab = settings.lab and urls.same_origin(endpoint, settings.authority_url)
+    try:
+        urls.check_transport(endpoint, "token endpoint", lab, settings.allow_http)
+    except urls.UrlError as exc:
+        raise TokenError(str(exc)) from None
     return endpoint
 
 
@@ -151,7 +188,11 @@ def client_credentials_token(token_endpoint: str, client_id: str, client_secret:
         raw = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
     try:
-        r = requests.post(token_endpoint, data=form, headers=headers, timeout=timeout)
+        urls.parse(token_endpoint, "token endpoint")
+        with urls.session() as s:  # a redirect to another origin gets neither the Basic header nor the form
+            r = s.post(token_endpoint, data=form, headers=headers, timeout=timeout)
+    except urls.UrlError as exc:  # CrossOriginRedirect too
+        raise TokenError(str(exc)) from None
     except requests.RequestException as exc:
         raise TokenError(f"token endpoint {token_endpoint} unreachable ({type(exc).__name__})") from None
     try:
@@ -207,7 +248,7 @@ def tokens_for(settings: TokenSettings, tenants: list[str] | tuple[str, ...], mi
         raise TokenError(f"no token for tenant(s) {', '.join(missing)}: give client credentials (secrets "
                          f"token_client_id / token_client_secret, or env TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET), "
                          f"or TOKENS_FILE, or start the lab (chaosext lab up)")
-    endpoint = settings.token_endpoint or discover_token_endpoint(settings.authority_url, timeout)
+    endpoint = token_endpoint(settings, timeout)
     for tenant in missing:
         params: dict[str, str] = {}
         if settings.tenant_param:

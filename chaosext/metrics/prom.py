@@ -90,7 +90,7 @@ def _call(base_url: str, what: str, fn: Callable[[], T]) -> T:
 def query(base_url: str, promql: str, at: float | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Instant query -> the ``data.result`` vector (list of {"metric": {...}, "value": [ts, "v"]})."""
     params = {"time": f"{at:.3f}"} if at is not None else {}  # custom_query treats {} as no parameters
-    with backends.auth_for("prometheus").session() as session:
+    with backends.auth_for("prometheus").session_for(base_url) as session:
         pc = _connect(base_url, timeout, session)
         result = _call(base_url, f"query {promql!r}", lambda: pc.custom_query(promql, params=params))
     # custom_query returns data.result without data.resultType: a scalar result is the bare [ts, "v"] pair
@@ -103,7 +103,7 @@ def query(base_url: str, promql: str, at: float | None = None, timeout: float = 
 def query_range(base_url: str, promql: str, start: float, end: float, step: float,
                 timeout: float = 10.0) -> list[dict[str, Any]]:
     """Range query -> the ``data.result`` matrix (list of {"metric": {...}, "values": [[ts, "v"], ...]})."""
-    with backends.auth_for("prometheus").session() as session:
+    with backends.auth_for("prometheus").session_for(base_url) as session:
         pc = _connect(base_url, timeout, session)
         matrix: list[dict[str, Any]] = _call(base_url, f"query_range {promql!r}", lambda: pc.custom_query_range(
             promql, start_time=datetime.fromtimestamp(start, UTC),
