@@ -18,8 +18,9 @@ from typing import Any
 import requests
 from chaoslib.types import Configuration, Secrets
 
+from chaosext.auth import keyserver
 from chaosext.auth.forgery import CLASSES, MINTED, Material, build_catalogue, key_documents
-from chaosext.auth.judge import Attempt, KeyServer, judge_attempts, merge_judgments, probe_round
+from chaosext.auth.judge import Attempt, judge_attempts, merge_judgments, probe_round
 from chaosext.core.config import ExperimentConfig, load_config
 from chaosext.core.errors import activity
 from chaosext.core.judging import Judging, outage_check, retry_until
@@ -28,7 +29,7 @@ from chaosext.core.services import call
 from chaosext.core.tokens import (
     TokenError,
     client_credentials_token,
-    discover_token_endpoint,
+    token_endpoint,
     token_settings,
     tokens_for,
 )
@@ -95,7 +96,7 @@ def _mint_via_authority(cfg: ExperimentConfig, tenant: str) -> Mint | None:
         params = {"tenant": tenant, "audience": cfg.audience, "ttl": str(cfg.outage_seconds + 900),
                   "test_claims": json.dumps(overrides), "omit": ",".join(omit)}
         try:
-            endpoint = settings.token_endpoint or discover_token_endpoint(settings.authority_url, 5)
+            endpoint = token_endpoint(settings, 5)
             return str(client_credentials_token(endpoint, settings.client_id, settings.client_secret,
                                                 settings.auth_method, params, timeout=5)["access_token"])
         except (TokenError, KeyError):
@@ -125,18 +126,18 @@ def prepare_forgery(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 class ForgeryPlan:
-    """The catalogue for one run, and the key server its jku/x5u forgeries point at (started per round)."""
+    """The catalogue for one run, and the key URL its jku/x5u forgeries point at: served by the run's one key
+    listener (``chaosext.auth.keyserver``), or "not testable here" when the services may not reach this machine."""
 
-    def __init__(self, cfg: ExperimentConfig, prepare: bool = True) -> None:
+    def __init__(self, cfg: ExperimentConfig, prepare: bool = True, configuration: Configuration = None) -> None:
         # during the outage the IdP is unreachable: use what was prepared before the fault, never wait on it
         prepared = prepare_forgery(cfg) if prepare else _PREPARED.get(cfg.run_dir, {})
         tokens = ensure_tokens(cfg)
         tenant = cfg.tenants[0]
         other = next((t for t in cfg.tenants[1:] if t != tenant), "")
         minted = dict(prepared.get("minted") or {})
-        with KeyServer({}) as probe:  # a free loopback port for the key URL; the rounds serve on it
-            port = int(probe.url.rsplit(":", 1)[1])
-        self.key_url = f"http://127.0.0.1:{port}"
+        self.keys = keyserver.key_url_for(cfg, configuration)
+        self.key_url = self.keys.url
         self.material = Material(jwks=prepared.get("jwks") or {}, token=tokens[tenant], tenant=tenant,
                                  other_tenant=other, key_url=self.key_url,
                                  mint=lambda name, overrides, omit: minted.get(name))
@@ -146,18 +147,20 @@ class ForgeryPlan:
         if not prepare and not prepared:
             for name in set(MINTED) & set(self.skipped):
                 self.skipped[name] = "not prepared before the fault (forged-tokens-refused was not in the baseline)"
+        if not self.key_url:
+            for name in {"jku", "x5u"} & set(self.skipped) - set(cfg.forgery_skip):
+                self.skipped[name] = self.keys.reason  # never tried, never counted as refused
         self.documents = key_documents(self.material)
-        self.port = port
+        self.keys.serve(self.documents)
         self.key_fetches: list[str] = []
 
     def round(self, cfg: ExperimentConfig, tick: int | None = None,
               services: dict[str, str] | None = None) -> list[Attempt]:
         """One round (all variants when ``tick`` is None, else this tick's rotation) against every service."""
-        with KeyServer(self.documents, port=self.port) as keys:
-            attempts = probe_round(services if services is not None else cfg.services, self.forgeries,
-                                   cfg.tenant_header, cfg.forgery_routes, tick, cfg.forgery_concurrency,
-                                   cfg.forgery_timeout)
-        self.key_fetches.extend(keys.fetches)
+        attempts = probe_round(services if services is not None else cfg.services, self.forgeries,
+                               cfg.tenant_header, cfg.forgery_routes, tick, cfg.forgery_concurrency,
+                               cfg.forgery_timeout)
+        self.key_fetches = self.keys.fetches()
         return attempts
 
     def judge(self, cfg: ExperimentConfig, attempts: Sequence[Mapping[str, Any]],
@@ -172,10 +175,10 @@ class ForgeryPlan:
         return j
 
 
-def forgery_plan(cfg: ExperimentConfig) -> ForgeryPlan | None:
+def forgery_plan(cfg: ExperimentConfig, configuration: Configuration = None) -> ForgeryPlan | None:
     """The watch step's catalogue (None when there is no valid token to build it from)."""
     try:
-        return ForgeryPlan(cfg, prepare=False)
+        return ForgeryPlan(cfg, prepare=False, configuration=configuration)
     except (KeyError, IndexError, OSError, RuntimeError, requests.RequestException):
         return None
 
@@ -202,7 +205,7 @@ def forged_tokens_refused(configuration: Configuration = None, secrets: Secrets 
     A refusal is a status in REFUSED_STATUSES; 2xx is a fail-open finding; anything else is inconclusive and fails
     too (``why`` says which statuses to allow). ``classes`` shows tried/refused/accepted/inconclusive per class."""
     cfg = load_config(configuration)
-    return _live_fail_open(cfg, load_run(cfg.run_dir).phase)
+    return _live_fail_open(cfg, load_run(cfg.run_dir).phase, configuration)
 
 
 def _live_fallback(cfg: ExperimentConfig, secrets: Secrets = None, configuration: Configuration = None) -> CheckResult:
@@ -261,8 +264,8 @@ def cached_key_fallback(judging: Judging) -> CheckResult:
             "note": "" if checks else "no valid-token check ran within the cache lifetime during the outage"}
 
 
-def _live_fail_open(cfg: ExperimentConfig, phase: str) -> CheckResult:
-    plan = ForgeryPlan(cfg)
+def _live_fail_open(cfg: ExperimentConfig, phase: str, configuration: Configuration = None) -> CheckResult:
+    plan = ForgeryPlan(cfg, configuration=configuration)
     j = plan.judge(cfg, plan.round(cfg), None)
     return {"phase": phase, **j}
 

@@ -58,7 +58,7 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
     interval = max(1.0, cfg.watch_interval)
     guard = AbortGuard(cfg.abort_error_rate, cfg.abort_after_seconds)
     tokens = ensure_tokens(cfg)
-    forged = forgery_plan(cfg) if tokens else None
+    forged = forgery_plan(cfg, configuration) if tokens else None
     run = load_run(cfg.run_dir)
     k6_address = run.k6.address if run.k6 is not None else ""
     start = time.time()

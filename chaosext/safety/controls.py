@@ -25,9 +25,10 @@ import requests
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets, Settings
 
+from chaosext.auth import keyserver
 from chaosext.auth.forgery import parse_skip
 from chaosext.auth.probes import ensure_tokens
-from chaosext.core import backends, kube, runfile, signals
+from chaosext.core import backends, kube, labid, runfile, signals
 from chaosext.core.config import ExperimentConfig, load_config, validate
 from chaosext.core.heartbeat import Heartbeat
 from chaosext.core.judging import retry_until
@@ -85,6 +86,8 @@ def check_configuration(configuration: Configuration = None, network: bool = Tru
         problems.append(str(exc))
     if gate := approval_problem(cfg):
         problems.append(gate)
+    problems += labid.token_transport_problems(cfg, configuration)  # tokens only over https outside the lab
+    problems += keyserver.config_problems(configuration)  # FORGERY_KEY_URL / FORGERY_KEY_LISTEN
     if not problems and network:
         problems = check_reachable(cfg, configuration)
     return problems
@@ -256,6 +259,7 @@ def _finish(cfg: ExperimentConfig) -> dict[str, Any]:
     hb = _RUN.pop("heartbeat", None)
     if hb is not None:
         hb.stop()
+    keyserver.close_all()  # the run's one jku/x5u key listener
     held = _RUN.pop("lock", None)
     if held is not None:
         try:
