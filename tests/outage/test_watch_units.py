@@ -49,7 +49,7 @@ def _fake_world(monkeypatch: pytest.MonkeyPatch, error_share: float, lifted: fro
     monkeypatch.setattr(watch, "fault_record", lambda run_id: {"spec": SPEC.to_dict()} if run_id == RUN_ID else None)
     monkeypatch.setattr(watch, "build_driver", lambda via, options: Driver(set(lifted)))
     monkeypatch.setattr(watch, "ensure_tokens", lambda cfg: {"t01": "not-a-real-token"})
-    monkeypatch.setattr(watch, "forgery_plan", lambda cfg: None)
+    monkeypatch.setattr(watch, "forgery_plan", lambda cfg, configuration=None: None)
     monkeypatch.setattr(watch, "k6_snapshot", lambda address: None)
     monkeypatch.setattr(watch, "alert_names", lambda cfg: (set(), set()))
     monkeypatch.setattr(watch, "error_counts", lambda cfg, at=None, fallback=(0.0, 0.0): next(counts))
