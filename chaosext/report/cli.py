@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
 import requests
 
+from chaosext.core import safefs
 from chaosext.core.labstate import load_state
 from chaosext.core.settings import setting
 from chaosext.outage import evidence
@@ -71,7 +71,7 @@ def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str =
         warnings.append("no Prometheus URL and no --ranges file: metric plots are empty "
                         "(pass --prometheus-url or set PROMETHEUS_URL).")
     if ranges and save_ranges:
-        Path(save_ranges).write_text(json.dumps(ranges), encoding="utf-8")
+        safefs.write_file(save_ranges, json.dumps(ranges), mode=0o644)  # root-safe; shareable, nothing secret
     if warnings:
         sources += [f"warning: {w}" for w in warnings]
     events = collect.audit_events(audit_path, start, end) if audit_path else []
@@ -114,7 +114,10 @@ def report(journal: str, output: str, prometheus_url: str, ranges_path: str, sav
                                                _audit_path(audit, state_dir), error_rate_max, save_ranges)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    Path(output).write_text(html, encoding="utf-8")
+    try:  # root-safe: never through a symlink, never into a directory another user could change
+        safefs.write_file(output, html, mode=0o644)  # a report is meant to be shared: readable, nothing secret
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc}") from None
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"wrote {output} (verdict: {verdict['summary']}); open it in a browser")
