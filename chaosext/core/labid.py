@@ -11,8 +11,9 @@ names that very target:
   name that namespace), so loopback addresses mean the same servers here as there;
 - ``JWKS_URL`` and ``AUTHORITY_URL`` are the lab's, and every service of ``SERVICE_URLS`` is one of the lab's
   (compared as requests sends them: :func:`chaosext.core.urls.parse`);
-- the fault goes where the lab's state says: iptables on ``local`` (or the lab's namespace), or the lab's own Envoy
-  admin URL with ``FAULT_VIA=envoy``.
+- the fault goes where the lab's state says: iptables on ``local`` (this process's namespace, the lab's), or the
+  lab's own Envoy admin URL with ``FAULT_VIA=envoy``; any other target (``netns:...``, ``pid:...``, a cluster) needs
+  approval even when it happens to be the lab.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class Target(Protocol):
     @property
     def services(self) -> dict[str, str]: ...
 
-__all__ = ["running_lab", "same_url", "lab_urls", "is_lab_url", "lab_problem", "is_lab_target", "named_netns_id",
+__all__ = ["running_lab", "same_url", "lab_urls", "is_lab_url", "lab_problem", "is_lab_target",
            "token_transport_problems"]
 
 
@@ -91,25 +92,11 @@ def is_lab_url(url: str, state: dict[str, Any] | None) -> bool:
     return bool(state) and _in_lab_netns(state or {}) and any(same_url(url, u) for u in lab_urls(state or {}))
 
 
-def named_netns_id(name: str) -> str:
-    """``netns_id`` of the named network namespace ``/run/netns/<name>`` ('' when there is none)."""
-    if not name or "/" in name or name in (".", ".."):
-        return ""
-    try:
-        st = os.stat(f"/run/netns/{name}")
-    except OSError:
-        return ""
-    return f"{st.st_dev}:{st.st_ino}"
-
-
 def _fault_problem(cfg: Target, state: dict[str, Any]) -> str:
     if cfg.fault_via == "iptables":
         if cfg.fault_target == "local":
-            return ""
-        kind, _, name = cfg.fault_target.partition(":")
-        if kind == "netns" and named_netns_id(name) and named_netns_id(name) == state.get("netns"):
-            return ""
-        return f"FAULT_TARGET={cfg.fault_target} is not the lab's network namespace"
+            return ""  # this process's namespace, which _in_lab_netns found to be the lab's
+        return f"FAULT_TARGET={cfg.fault_target} names another target than the lab (local, in its namespace)"
     if cfg.fault_via == "envoy":
         admin = cfg.fault_target.removeprefix("envoy:")
         if state.get("envoy_admin_url") and same_url(admin, state["envoy_admin_url"]):

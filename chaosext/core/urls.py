@@ -72,6 +72,8 @@ def parse(url: Any, what: str = "URL") -> Url:
     """``url`` read the way requests sends it, or :class:`UrlError` (see the module docstring)."""
     if not isinstance(url, str) or not url:
         raise _fail(what, str(url), "is empty or not text")
+    if url.split(":", 1)[0].lower() not in _DEFAULT_PORTS or not url[len(url.split(":", 1)[0]):].startswith("://"):
+        raise _fail(what, url, "is not an http(s) URL")
     if "\\" in url:
         raise _fail(what, url, "has a backslash (parsers disagree on where such a URL goes)")
     if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):

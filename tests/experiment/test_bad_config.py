@@ -19,7 +19,10 @@ def _urls() -> dict[str, str]:
     return {"JWKS_URL": f"http://127.0.0.2:{jwks}/.well-known/jwks.json", "AUTHORITY_URL": f"http://127.0.0.2:{jwks}",
             "PROMETHEUS_URL": f"http://127.0.0.1:{prom}", "ALERTMANAGER_URL": f"http://127.0.0.1:{am}",
             "SERVICE_URLS": f"policy=http://127.0.0.1:{svc}", "AUDIT_SOURCE": "file:/tmp/chaosext-no-such/audit.jsonl",
-            "CHAOSEXT_LAB_DIR": "/nonexistent-chaosext-lab"}
+            "CHAOSEXT_LAB_DIR": "/nonexistent-chaosext-lab",
+            # loopback without a lab is not the lab (issue 27): approved and plain http allowed, so that each case
+            # stops on the problem it is about
+            "CHAOSEXT_APPROVE": "127.0.0.2", "CHAOSEXT_ALLOW_HTTP": "true"}
 
 
 @pytest.mark.parametrize("override, message", [

@@ -358,8 +358,8 @@ def test_footprint_names_what_the_code_creates() -> None:
     from chaosext.core.labstate import DEFAULT_STATE_DIR
     from chaosext.core.safefs import ROOT_STATE_DIR
     from chaosext.egress import watchdog
-    from chaosext.egress.kubernetes import DEBUG_CONTAINER
     from chaosext.egress.envoy import DEFAULT_PREFIX, EnvoyDriver
+    from chaosext.egress.kubernetes import DEBUG_CONTAINER
     from chaosext.load.actions import start_k6_testrun
 
     page = text(ROOT / "docs" / "footprint.md")
