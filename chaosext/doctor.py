@@ -21,7 +21,7 @@ from typing import Any
 import click
 import requests
 
-from chaosext.core import backends, kube
+from chaosext.core import backends, kube, labid
 from chaosext.core.config import load_config
 from chaosext.core.settings import setting
 from chaosext.core.walk import iter_dicts
@@ -344,7 +344,8 @@ def check_approval(configuration: dict[str, Any] | None) -> Check:
         return Check("approval", True, "the local lab: no approval needed")
     if approval_problem(cfg):
         given = f"CHAOSEXT_APPROVE={cfg.approve!r} does not name" if cfg.approve else "CHAOSEXT_APPROVE is unset for"
-        return Check("approval", False, f"{given} target {cfg.target_name!r} (not the local lab)",
+        return Check("approval", False, f"{given} target {cfg.target_name!r} (not the local lab: "
+                                        f"{labid.lab_problem(cfg)})",
                      f"export CHAOSEXT_APPROVE={cfg.target_name} once the owners agreed (in CI: the variable "
                      f"CHAOSEXT_APPROVE of the chaos-gameday environment, docs/runbook.md)")
     return Check("approval", True, f"CHAOSEXT_APPROVE names {cfg.target_name}")

@@ -113,6 +113,9 @@ def lab_problem(cfg: Target) -> str:
         return str(exc)
     if state is None:
         return f"no lab runs in {cfg.lab_dir}"
+    if not state.get("netns"):
+        return (f"the lab state in {cfg.lab_dir} names no network namespace (an older chaosext started it): restart "
+                f"the lab (chaosext lab down, then chaosext lab up)")
     if not _in_lab_netns(state):
         return "this process does not run in the lab's network namespace"
     for name, url, lab in (("JWKS_URL", cfg.jwks_url, state.get("jwks_url")),
