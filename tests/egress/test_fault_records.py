@@ -32,6 +32,8 @@ def _forged(run_id: str, target: str = "netns:cx-none-27") -> dict[str, object]:
     return {"spec": {**spec, "run_id": run_id}, "recorded_at": 1.0, "status": "active"}
 
 
+@pytest.mark.e2e
+@pytest.mark.netns
 def test_a_record_whose_run_id_is_a_path_never_makes_restore_delete_a_file(state_dir: Path) -> None:
     state_dir.mkdir(mode=0o700)
     victim = state_dir.parent / "victim.json"
@@ -44,6 +46,8 @@ def test_a_record_whose_run_id_is_a_path_never_makes_restore_delete_a_file(state
     assert load_records() == []  # the record is never acted on
 
 
+@pytest.mark.e2e
+@pytest.mark.netns
 def test_a_record_another_user_wrote_is_never_acted_on(attacker: Attacker) -> None:
     """A state directory the user can write (e.g. CHAOSEXT_STATE_DIR pointing into it) would let it pick driver,
     target and URLs: the directory itself is refused."""

@@ -12,9 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chaosext.core.procs import proc_start_time
 from tests.conftest import Attacker
 
+pytestmark = [pytest.mark.e2e, pytest.mark.netns]  # restore --all runs in a private network namespace
 RUN_ID = "6b6b6b6b"
 
 
