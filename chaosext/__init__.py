@@ -15,11 +15,9 @@ ACTIVITY_MODULES: dict[str, tuple[str, ...]] = {
     "actions": ("chaosext.egress.actions", "chaosext.load.actions"),
     "probes": (
         "chaosext.egress.probes",
-        "chaosext.auth.probes",
-        "chaosext.auth.drill",
-        "chaosext.metrics.probes",
-        "chaosext.audit.probes",
         "chaosext.load.probes",
+        "chaosext.outage.hypothesis",
+        "chaosext.outage.drill",
         "chaosext.outage.watch",
         "chaosext.outage.judge",
     ),

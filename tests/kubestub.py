@@ -9,13 +9,29 @@ and ``metadata.uid`` / ``resourceVersion`` / ``creationTimestamp`` filled in; a 
 Objects live at ``/api/v1/namespaces/{ns}/{plural}/{name}`` and ``/apis/{group}/{version}/namespaces/{ns}/{plural}/
 {name}``. Every request is in ``requests`` as ``Seen(method, path, body, authorization)``.
 
+Optimistic concurrency as the API conventions describe it: every write gives the object a new
+``metadata.resourceVersion``; a ``PUT`` whose body carries another ``resourceVersion`` than the stored one, and a
+``DELETE`` whose ``preconditions`` (``uid``, ``resourceVersion``) do not match, answer ``409 Conflict``. A ``POST``
+with an ``ownerReferences`` entry missing ``apiVersion``/``kind``/``name``/``uid``, or a Job whose pod template's
+``restartPolicy`` is not ``Never``/``OnFailure`` or whose ``activeDeadlineSeconds`` is not positive, answers
+``422 Invalid``.
+
+:meth:`KubeStub.run_controllers` plays, at a given time, what the cluster's controllers do on their own (the
+documented behaviour of the Job controller, the TTL-after-finished controller and the garbage collector): a Job past
+``status.startTime`` + ``spec.activeDeadlineSeconds`` gets the condition ``Failed`` / ``DeadlineExceeded``; a finished
+Job with ``ttlSecondsAfterFinished`` is deleted that many seconds later; an object whose every owner (by uid, in the
+same namespace -- a namespaced owner in another namespace counts as absent) is gone is deleted. The stub's clock is
+``KubeStub.now`` (epoch seconds); creation sets ``creationTimestamp`` (and a Job's ``status.startTime``) from it.
+
     with KubeStub() as kube:            # kube.url -> KUBERNETES_HOST or KUBE_API_URL
         ...
         kube.objects["/api/v1/namespaces/perf/secrets"]["load-token-client"]
+        kube.run_controllers(at=kube.now + 600)   # what the cluster does by itself 10 minutes later
 """
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 from typing import Any, NamedTuple
 
@@ -35,6 +51,36 @@ def status(code: int, reason: str, message: str) -> dict[str, Any]:
             "reason": reason, "code": code}
 
 
+def _stamp(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _epoch(stamp: str) -> float:
+    import calendar
+
+    return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
+
+
+def _invalid(body: dict[str, Any]) -> str:
+    """Why the API server would refuse to create ``body`` (the validation rules these tests rely on), or ''."""
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        missing = [k for k in ("apiVersion", "kind", "name", "uid") if not ref.get(k)]
+        if missing:
+            return f"metadata.ownerReferences: Required value: {', '.join(missing)}"
+    if body.get("kind") == "Job":
+        spec = body.get("spec", {})
+        policy = spec.get("template", {}).get("spec", {}).get("restartPolicy")
+        if policy not in ("Never", "OnFailure"):
+            return f'spec.template.spec.restartPolicy: Unsupported value: "{policy}"'
+        deadline = spec.get("activeDeadlineSeconds")
+        if deadline is not None and (not isinstance(deadline, int) or deadline <= 0):
+            return "spec.activeDeadlineSeconds: Invalid value: must be greater than 0"
+        ttl = spec.get("ttlSecondsAfterFinished")
+        if ttl is not None and (not isinstance(ttl, int) or ttl < 0):
+            return "spec.ttlSecondsAfterFinished: Invalid value: must be greater than or equal to 0"
+    return ""
+
+
 def _merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
     """JSON merge patch (RFC 7386): maps merge, anything else replaces, null deletes."""
     for key, value in patch.items():
@@ -51,14 +97,19 @@ class KubeStub:
 
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, dict[str, Any]]] = {}
+        #: the stub's clock (epoch seconds): creation timestamps and the controllers' notion of "now"
+        self.now = time.time()
+        self._version = 0
         #: (method, collection path) -> (status, body): answer this instead (e.g. a 404 for a missing CRD)
         self.forced: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        #: the query parameters of every request, in the order of ``requests`` (e.g. ``propagationPolicy``)
+        self.queries: list[dict[str, str]] = []
         self._stub = JsonStub(self._handle, json_body=True, record=self._record)
         self.url = self._stub.url
         self.requests: list[Seen] = self._stub.requests
 
-    @staticmethod
-    def _record(r: Request) -> Seen:
+    def _record(self, r: Request) -> Seen:
+        self.queries.append(r.query)
         return Seen(r.method, r.path, r.body, r.headers.get("Authorization"))
 
     def collection(self, path: str) -> tuple[str, str]:
@@ -79,8 +130,12 @@ class KubeStub:
             name = body["metadata"]["name"]
             if name in store:
                 return 409, status(409, "AlreadyExists", f'"{name}" already exists')
-            body["metadata"].update(uid=str(uuid.uuid4()), resourceVersion="1",
-                                    creationTimestamp="2026-12-01T10:00:00Z")
+            if why := _invalid(body):
+                return 422, status(422, "Invalid", f'{body.get("kind")} "{name}" is invalid: {why}')
+            body["metadata"].update(uid=str(uuid.uuid4()), resourceVersion=self._next_version(),
+                                    creationTimestamp=_stamp(self.now))
+            if body.get("kind") == "Job":
+                body.setdefault("status", {})["startTime"] = _stamp(self.now)
             store[name] = body
             return 201, body
         if method == "GET" and not name:
@@ -93,15 +148,86 @@ class KubeStub:
         if method == "GET":
             return 200, store[name]
         if method == "PUT":
+            sent = (body.get("metadata") or {}).get("resourceVersion")
+            if sent and sent != store[name]["metadata"].get("resourceVersion"):
+                return 409, status(409, "Conflict", f'Operation cannot be fulfilled on "{name}": the object has been '
+                                                    f"modified; please apply your changes to the latest version and "
+                                                    f"try again")
+            body.setdefault("metadata", {}).update(uid=store[name]["metadata"].get("uid"),
+                                                   creationTimestamp=store[name]["metadata"].get("creationTimestamp"),
+                                                   resourceVersion=self._next_version())
             store[name] = body
             return 200, body
         if method == "PATCH":
             _merge(store[name], body)
+            store[name]["metadata"]["resourceVersion"] = self._next_version()
             return 200, store[name]
         if method == "DELETE":
+            pre = (body or {}).get("preconditions") or {}
+            meta = store[name]["metadata"]
+            if any(pre.get(k) and pre[k] != meta.get(k) for k in ("uid", "resourceVersion")):
+                return 409, status(409, "Conflict", f'Operation cannot be fulfilled on "{name}": the precondition '
+                                                    f"does not hold")
             del store[name]
             return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
         return 405, status(405, "MethodNotAllowed", method)
+
+    def _next_version(self) -> str:
+        self._version += 1
+        return str(self._version)
+
+    # ------------------------------------------------------------------ what the cluster does by itself
+    def get(self, collection: str, name: str) -> dict[str, Any] | None:
+        """The stored object (None when absent)."""
+        return self.objects.get(collection, {}).get(name)
+
+    def run_controllers(self, at: float) -> list[str]:
+        """Advance the clock to ``at`` and play the Job, TTL-after-finished and garbage-collector controllers until
+        nothing changes; returns what they did (``"failed Job ns/name"``, ``"deleted <collection>/<name>"``)."""
+        self.now = at
+        done: list[str] = []
+        changed = True
+        while changed:
+            changed = False
+            for coll, store in list(self.objects.items()):
+                for name, obj in list(store.items()):
+                    if obj.get("kind") == "Job" and self._job_step(coll, name, obj, done):
+                        changed = True
+            live = {(coll.split("/namespaces/")[1].split("/")[0], o["metadata"].get("uid"))
+                    for coll, store in self.objects.items() if "/namespaces/" in coll for o in store.values()}
+            for coll, store in list(self.objects.items()):
+                if "/namespaces/" not in coll:
+                    continue
+                ns = coll.split("/namespaces/")[1].split("/")[0]
+                for name, obj in list(store.items()):
+                    refs = obj["metadata"].get("ownerReferences") or []
+                    if refs and not any((ns, r.get("uid")) in live for r in refs):
+                        del store[name]
+                        done.append(f"deleted {coll}/{name} (garbage collector: no owner left)")
+                        changed = True
+        return done
+
+    def _job_step(self, coll: str, name: str, job: dict[str, Any], done: list[str]) -> bool:
+        spec, st = job.get("spec", {}), job.setdefault("status", {})
+        finished = next((c for c in st.get("conditions", []) if c.get("type") in ("Complete", "Failed")
+                         and c.get("status") == "True"), None)
+        if finished is None:
+            deadline = spec.get("activeDeadlineSeconds")
+            if deadline and self.now >= _epoch(st["startTime"]) + deadline:
+                st["conditions"] = [*st.get("conditions", []), {
+                    "type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                    "message": "Job was active longer than specified deadline",
+                    "lastTransitionTime": _stamp(_epoch(st["startTime"]) + deadline)}]
+                st["active"] = 0
+                done.append(f"failed Job {coll}/{name} (DeadlineExceeded)")
+                return True
+            return False
+        ttl = spec.get("ttlSecondsAfterFinished")
+        if ttl is not None and self.now >= _epoch(finished["lastTransitionTime"]) + ttl:
+            del self.objects[coll][name]
+            done.append(f"deleted {coll}/{name} (ttlSecondsAfterFinished)")
+            return True
+        return False
 
     def close(self) -> None:
         self._stub.close()

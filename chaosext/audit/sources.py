@@ -20,8 +20,9 @@ from typing import Any, cast
 import requests
 
 from chaosext.audit import schema
-from chaosext.core import backends
+from chaosext.core.backends import Backend, BackendError
 from chaosext.core.errors import ChaosextError, ConfigError
+from chaosext.run.context import RunContext
 
 __all__ = ["AuditError", "AuditEvent", "parse_timestamp", "read_file", "read_loki", "read_clickhouse",
            "read_events"]
@@ -100,22 +101,23 @@ def _ask(store: str, url: str, form: str, send: Callable[[], requests.Response])
     """``send()`` to the audit store; AuditError saying what to check when it refuses or cannot be reached."""
     try:
         return send()
-    except backends.BackendError as exc:  # its message says which credentials or CA to set
+    except BackendError as exc:  # its message says which credentials or CA to set
         raise AuditError(f"{store} query failed: {exc}") from None
     except requests.RequestException as exc:
         raise AuditError(f"{store} at {url} unreachable ({type(exc).__name__}); check the URL in AUDIT_SOURCE "
                          f"({form}) and that {store} is up") from None
 
 
-def read_loki(url: str, action: str, since: float, until: float, services: tuple[str, ...] = (),
+def read_loki(loki: Backend, action: str, since: float, until: float, services: tuple[str, ...] = (),
               timeout: float = 10.0) -> list[AuditEvent]:
     """Events with ``action`` in [since, until] from Loki's ``query_range`` (direction forward, limit 5000); AuditError
     when Loki cannot be read."""
     params = {"query": schema.loki_query(action, services), "start": str(int(since * 1e9)),
               "end": str(int(until * 1e9)), "limit": "5000", "direction": "forward"}
     # credentials, tenant (X-Scope-OrgID) and TLS from chaosext.core.backends
-    r = _ask("Loki", url, "loki:<base URL>", lambda: backends.get(
-        "loki", url.rstrip("/") + "/loki/api/v1/query_range", params=params, timeout=timeout))
+    url = loki.url
+    r = _ask("Loki", url, "loki:<base URL>", lambda: loki.get("/loki/api/v1/query_range", params=params,
+                                                              timeout=timeout))
     body = _json("Loki", url, r)
     if not isinstance(body, dict) or body.get("status") != "success" \
             or (body.get("data") or {}).get("resultType") != "streams":
@@ -140,7 +142,7 @@ def read_loki(url: str, action: str, since: float, until: float, services: tuple
     return out
 
 
-def read_clickhouse(url: str, action: str, since: float, until: float, services: tuple[str, ...] = (),
+def read_clickhouse(clickhouse: Backend, action: str, since: float, until: float, services: tuple[str, ...] = (),
                     sql: str = "", timeout: float = 10.0) -> list[AuditEvent]:
     """Events with ``action`` in [since, until] from ClickHouse's HTTP interface (``FORMAT JSON``); AuditError when
     ClickHouse cannot be read."""
@@ -148,10 +150,11 @@ def read_clickhouse(url: str, action: str, since: float, until: float, services:
         query = sql.format(since=since, until=until, action=action)
     else:
         query = schema.clickhouse_query(action=action, since_unix=since, services=services,
-                                        database=backends.auth_for("clickhouse").database)
+                                        database=clickhouse.auth.database)
     # user, password, database and TLS from chaosext.core.backends
-    r = _ask("ClickHouse", url, "clickhouse:<HTTP interface URL>", lambda: backends.post(
-        "clickhouse", url.rstrip("/") + "/", data=query.encode(), timeout=timeout))
+    url = clickhouse.url
+    r = _ask("ClickHouse", url, "clickhouse:<HTTP interface URL>", lambda: clickhouse.post(
+        "/", data=query.encode(), timeout=timeout))
     body = _json("ClickHouse", url, r)
     if not isinstance(body, dict):
         raise AuditError(f"ClickHouse at {url} answered {str(body)[:200]}, not FORMAT JSON's object; end AUDIT_SQL "
@@ -165,14 +168,16 @@ def read_clickhouse(url: str, action: str, since: float, until: float, services:
     return out
 
 
-def read_events(source: str, action: str, since: float, until: float, services: tuple[str, ...] = (),
-                sql: str = "") -> list[AuditEvent]:
-    """Dispatch on AUDIT_SOURCE (``file:``, ``loki:``, ``clickhouse:``); ConfigError for another kind."""
-    kind, _, where = source.partition(":")
+def read_events(ctx: RunContext, action: str, since: float, until: float,
+                services: tuple[str, ...] = ()) -> list[AuditEvent]:
+    """The run's AUDIT_SOURCE (``file:``, ``loki:``, ``clickhouse:``, with AUDIT_SQL and the activity's
+    credentials); ConfigError for another kind."""
+    cfg = ctx.cfg
+    kind, where = cfg.audit_kind, cfg.audit_location
     if kind == "file":
         return read_file(where, action, since, until)
     if kind == "loki":
-        return read_loki(where, action, since, until, services)
+        return read_loki(ctx.backend("loki"), action, since, until, services)
     if kind == "clickhouse":
-        return read_clickhouse(where, action, since, until, services, sql)
-    raise ConfigError(f"AUDIT_SOURCE={source!r} must be file:<path>, loki:<url> or clickhouse:<url>")
+        return read_clickhouse(ctx.backend("clickhouse"), action, since, until, services, cfg.audit_sql)
+    raise ConfigError(f"AUDIT_SOURCE={cfg.audit_source!r} must be file:<path>, loki:<url> or clickhouse:<url>")

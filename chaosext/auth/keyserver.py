@@ -8,37 +8,48 @@ class exists for. So:
 - ``FORGERY_KEY_URL`` (a URL of this machine the services can reach, e.g. ``http://10.0.0.5:8099``; a path is
   allowed) and ``FORGERY_KEY_LISTEN`` (``host:port`` to listen on; default the key URL's host and port when the host
   is an IP address, else ``0.0.0.0:<its port>``) set it explicitly;
-- without them, the classes are tried only against the running lab (:mod:`chaosext.core.labid`: its services are
-  on this host, in this network namespace), with a listener on 127.0.0.1;
+- without them, the classes are tried only against the running lab (``chaosext.core.labid``: its services are on this
+  host, in this network namespace), with a listener on 127.0.0.1;
 - otherwise they are reported "not testable here" with what to set, never tried and never counted as refused.
 
-One listener (per listen address) lives for the whole run in this process: every round of every check serves from
-it, each forgery plan under a random path prefix of its own (fetches are counted per plan), so nobody can squat the
-port between rounds. :func:`close_all` stops them (the safety control, after the experiment). What it serves is
-the attacker's public key and a self-signed certificate -- nothing secret.
+One listener lives for the whole run, in the run's memory (``chaosext.run.memory``): every round of every check serves
+from it, each forgery plan under a random path prefix of its own (fetches are counted per plan), so nobody can squat
+the port between rounds; the safety control closes it after the experiment. What it serves is the attacker's public
+key and a self-signed certificate -- nothing secret.
 """
 from __future__ import annotations
 
 import ipaddress
 import secrets
-import threading
 from dataclasses import dataclass, field
 
 from chaosext.auth.judge import KeyServer
 from chaosext.core import urls
 from chaosext.core.config import ExperimentConfig
 from chaosext.core.errors import ConfigError
-from chaosext.core.settings import Configuration, setting
+from chaosext.run.context import RunContext
 
-__all__ = ["KeyUrl", "key_url_for", "close_all", "config_problems", "NOT_TESTABLE"]
+__all__ = ["KeyUrl", "KeyListener", "key_url_for", "config_problems", "NOT_TESTABLE"]
 
 NOT_TESTABLE = ("not testable here: the services are not the running lab on this host, so they may not reach a key "
                 "server of this machine; set FORGERY_KEY_URL to a URL of this machine they can reach (and "
                 "FORGERY_KEY_LISTEN to the address to listen on)")
 
-_LOCK = threading.Lock()
-#: listen address -> the running listener (one per address for the whole process / run)
-_LISTENERS: dict[tuple[str, int], KeyServer] = {}
+
+class KeyListener:
+    """A started :class:`~chaosext.auth.judge.KeyServer` on ``address`` (the run's one listener)."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.server = KeyServer({}, host=address[0], port=address[1])
+        self.server.__enter__()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def close(self) -> None:
+        self.server.__exit__(None, None, None)
 
 
 @dataclass
@@ -48,19 +59,19 @@ class KeyUrl:
     #: base URL the forgeries name ('' = not testable: see ``reason``)
     url: str = ""
     reason: str = ""
-    server: KeyServer | None = field(default=None, repr=False)
+    listener: KeyListener | None = field(default=None, repr=False)
     prefix: str = ""
 
     def serve(self, documents: dict[str, tuple[str, bytes]]) -> None:
         """Serve ``documents`` ({path: (content type, body)}) under this plan's prefix."""
-        if self.server is not None:
-            self.server.documents.update({self.prefix + path: doc for path, doc in documents.items()})
+        if self.listener is not None:
+            self.listener.server.documents.update({self.prefix + path: doc for path, doc in documents.items()})
 
     def fetches(self) -> list[str]:
         """Paths of this plan's documents that were fetched so far."""
-        if self.server is None:
+        if self.listener is None:
             return []
-        return [p for p in list(self.server.fetches) if p.startswith(self.prefix + "/")]
+        return [p for p in list(self.listener.server.fetches) if p.startswith(self.prefix + "/")]
 
 
 def _listen_address(key_url: urls.Url, listen: str) -> tuple[str, int]:
@@ -82,53 +93,44 @@ def _listen_address(key_url: urls.Url, listen: str) -> tuple[str, int]:
         return "0.0.0.0", key_url.port
 
 
-def _listener(address: tuple[str, int]) -> KeyServer:
-    with _LOCK:
-        server = _LISTENERS.get(address)
-        if server is None:
-            server = KeyServer({}, host=address[0], port=address[1])
-            server.__enter__()
-            _LISTENERS[address] = server
-        return server
+def _listener(ctx: RunContext, address: tuple[str, int]) -> KeyListener:
+    """The run's one listener on ``address`` (started on first use, kept in the run's memory)."""
+    mem = ctx.memory
+    with mem.lock_guard:
+        held = mem.key_server
+        if isinstance(held, KeyListener) and held.address == address:
+            return held
+        if held is not None:
+            held.close()
+        mem.key_server = listener = KeyListener(address)
+        return listener
 
 
-def config_problems(configuration: Configuration = None) -> list[str]:
+def config_problems(cfg: ExperimentConfig) -> list[str]:
     """What is wrong with FORGERY_KEY_URL / FORGERY_KEY_LISTEN (checked before the run starts); [] when fine."""
-    explicit = setting(configuration, "forgery_key_url").strip()
-    listen = setting(configuration, "forgery_key_listen").strip()
-    if not explicit:
+    if not cfg.forgery_key_url:
         return ["FORGERY_KEY_LISTEN is set without FORGERY_KEY_URL: give the URL the services reach it at"] \
-            if listen else []
+            if cfg.forgery_key_listen else []
     try:
-        _listen_address(urls.parse(explicit, "FORGERY_KEY_URL"), listen)
+        _listen_address(urls.parse(cfg.forgery_key_url, "FORGERY_KEY_URL"), cfg.forgery_key_listen)
     except ConfigError as exc:
         return [str(exc)]
     return []
 
 
-def key_url_for(cfg: ExperimentConfig, configuration: Configuration = None) -> KeyUrl:
+def key_url_for(ctx: RunContext) -> KeyUrl:
     """The key URL of a new forgery plan (module docstring). ConfigError when FORGERY_KEY_URL / _LISTEN are unusable;
     OSError when the address cannot be listened on."""
-    explicit = setting(configuration, "forgery_key_url").strip()
-    listen = setting(configuration, "forgery_key_listen").strip()
+    cfg = ctx.cfg
     prefix = "/" + secrets.token_hex(8)
-    if explicit:
+    if cfg.forgery_key_url:
         try:
-            parsed = urls.parse(explicit, "FORGERY_KEY_URL")
+            parsed = urls.parse(cfg.forgery_key_url, "FORGERY_KEY_URL")
         except urls.UrlError as exc:
             raise ConfigError(str(exc)) from None
-        server = _listener(_listen_address(parsed, listen))
-        return KeyUrl(url=explicit.rstrip("/") + prefix, server=server, prefix=prefix)
+        listener = _listener(ctx, _listen_address(parsed, cfg.forgery_key_listen))
+        return KeyUrl(url=cfg.forgery_key_url.rstrip("/") + prefix, listener=listener, prefix=prefix)
     if not cfg.is_lab_target:
         return KeyUrl(reason=NOT_TESTABLE)
-    server = _listener(("127.0.0.1", 0))
-    return KeyUrl(url=server.url + prefix, server=server, prefix=prefix)
-
-
-def close_all() -> None:
-    """Stop every listener (after the run)."""
-    with _LOCK:
-        servers = list(_LISTENERS.values())
-        _LISTENERS.clear()
-    for server in servers:
-        server.__exit__(None, None, None)
+    listener = _listener(ctx, ("127.0.0.1", 0))
+    return KeyUrl(url=listener.url + prefix, listener=listener, prefix=prefix)

@@ -13,10 +13,11 @@ One table (docs/experiment.md, "Authenticated backends"). For backend ``<b>`` in
 ``CLICKHOUSE_DATABASE``    setting: the database (``X-ClickHouse-Database``)
 =========================  ===================================================================================
 
-Secrets are read from the experiment's ``secrets`` (scope ``chaosext``) or else the environment variable of the same
-name in upper case; settings from the ``configuration`` or else the environment. The safety control registers the
-run's secrets once (:func:`register`), so every probe, the watch step and the report use them without passing them
-around; without registration (the ``chaosext`` CLI) the environment alone is used. Nothing here is ever logged.
+Secrets are read from the activity's ``secrets`` (scope ``chaosext``) or else the environment variable of the same
+name in upper case; the TLS settings are part of the run's settings (``ExperimentConfig``). Like
+chaostoolkit-kubernetes' clients, a :class:`Backend` is built for each activity from the secrets Chaos Toolkit hands
+it (``backend(name, url, cfg, secrets)``, or ``RunContext.backend``) and nothing is kept between activities. Nothing
+here is ever logged.
 
 Credentials never leave for another origin: every request goes through ``chaosext.core.urls.SameOriginSession``,
 which follows a redirect only within the backend's own scheme, host and port (a 307 to another host gets nothing:
@@ -27,22 +28,19 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
 from chaosext.core import labid, urls
+from chaosext.core.config import BACKEND_NAMES, ExperimentConfig
 from chaosext.core.errors import ChaosextError
-from chaosext.core.labstate import default_state_dir
-from chaosext.core.settings import raw_setting, secret_value, setting
+from chaosext.core.settings import Secrets, secret_value
 
-__all__ = ["BACKENDS", "BackendAuth", "BackendError", "register", "auth_for", "get", "post", "reset"]
+__all__ = ["BACKENDS", "BackendAuth", "BackendError", "Backend", "auth_for", "backend"]
 
-BACKENDS = ("prometheus", "alertmanager", "loki", "clickhouse")
-_REGISTERED: dict[str, BackendAuth] = {}
-_LOCK = threading.Lock()
+BACKENDS = BACKEND_NAMES
 
 
 class BackendError(ChaosextError, requests.RequestException):
@@ -105,7 +103,7 @@ class BackendAuth:
         return self.session()
 
 
-def _headers(name: str, secrets: dict[str, Any] | None) -> dict[str, str]:
+def _headers(name: str, secrets: Secrets) -> dict[str, str]:
     raw = secret_value(secrets, f"{name}_headers")
     if raw in (None, ""):
         return {}
@@ -117,7 +115,8 @@ def _headers(name: str, secrets: dict[str, Any] | None) -> dict[str, str]:
                            f'{{"X-Scope-OrgID": "team-a"}}') from None
 
 
-def _resolve(name: str, configuration: dict[str, Any] | None, secrets: dict[str, Any] | None) -> BackendAuth:
+def auth_for(name: str, cfg: ExperimentConfig, secrets: Secrets = None) -> BackendAuth:
+    """Credentials of backend ``name``: secrets from ``secrets`` (else the environment), TLS from ``cfg``."""
     headers = _headers(name, secrets)
     basic = None
     database = ""
@@ -127,7 +126,7 @@ def _resolve(name: str, configuration: dict[str, Any] | None, secrets: dict[str,
             headers["X-ClickHouse-User"] = str(user)
         if password:
             headers["X-ClickHouse-Key"] = str(password)
-        if database := setting(configuration, "clickhouse_database"):
+        if database := cfg.clickhouse_database:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", database):
                 raise BackendError(f"CLICKHOUSE_DATABASE={database!r} is not a database name (letters, digits, _)")
             headers["X-ClickHouse-Database"] = database  # the default database of AUDIT_SQL's unqualified names
@@ -137,40 +136,14 @@ def _resolve(name: str, configuration: dict[str, Any] | None, secrets: dict[str,
         user, password = secret_value(secrets, f"{name}_username"), secret_value(secrets, f"{name}_password")
         if user or password:
             basic = (str(user), str(password))
-    if name == "loki" and (tenant := setting(configuration, "loki_tenant")):
-        headers["X-Scope-OrgID"] = tenant
+    if name == "loki" and cfg.loki_tenant:
+        headers["X-Scope-OrgID"] = cfg.loki_tenant
     verify: bool | str = True
-    if setting(configuration, f"{name}_insecure").lower() in ("1", "true", "yes"):
+    if name in cfg.backend_insecure:
         verify = False
-    elif ca := setting(configuration, f"{name}_ca_bundle"):
+    elif ca := cfg.backend_ca_bundles.get(name, ""):
         verify = ca
-    return BackendAuth(name, headers, basic, verify, database, allow_http=urls.allow_http(configuration),
-                       lab_dir=str(raw_setting(configuration, "chaosext_lab_dir", default_state_dir())))
-
-
-def register(configuration: dict[str, Any] | None, secrets: dict[str, Any] | None) -> None:
-    """Resolve every backend's credentials once for this run (called by the safety control before the fault)."""
-    resolved = {name: _resolve(name, configuration, secrets) for name in BACKENDS}
-    with _LOCK:
-        _REGISTERED.update(resolved)
-
-
-def reset() -> None:
-    """Forget registered credentials (tests; a new run in the same process)."""
-    with _LOCK:
-        _REGISTERED.clear()
-
-
-def auth_for(name: str, configuration: dict[str, Any] | None = None,
-             secrets: dict[str, Any] | None = None) -> BackendAuth:
-    """Credentials for backend ``name``: from ``configuration``/``secrets`` when given, else the registered ones,
-    else the environment."""
-    if configuration is not None or secrets is not None:
-        return _resolve(name, configuration, secrets)
-    with _LOCK:
-        if name in _REGISTERED:
-            return _REGISTERED[name]
-    return _resolve(name, None, None)
+    return BackendAuth(name, headers, basic, verify, database, allow_http=cfg.allow_http, lab_dir=cfg.lab_dir)
 
 
 def _explain(name: str, url: str, resp: requests.Response, auth: BackendAuth) -> BackendError:
@@ -183,27 +156,38 @@ def _explain(name: str, url: str, resp: requests.Response, auth: BackendAuth) ->
     return BackendError(f"{name} at {url} answered {resp.status_code}: {resp.text[:300]}", response=resp)
 
 
-def _send(method: str, name: str, url: str, timeout: float, **kw: Any) -> requests.Response:
-    auth = auth_for(name)
-    try:
-        with auth.session_for(url) as s:
-            # verify per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a Session's verify
-            resp = s.request(method, url, timeout=timeout, verify=auth.verify, **kw)
-    except urls.CrossOriginRedirect as exc:
-        raise BackendError(f"{name}: {exc}") from None
-    except requests.exceptions.SSLError as exc:
-        raise BackendError(f"{name} at {url}: TLS verification failed ({exc.__class__.__name__}); set "
-                           f"{name.upper()}_CA_BUNDLE to its CA's PEM file") from None
-    if resp.status_code >= 400:
-        raise _explain(name, url, resp, auth)
-    return resp
+@dataclass(frozen=True)
+class Backend:
+    """One backend at one URL with its credentials: ``get``/``post`` raise BackendError on >= 400."""
+
+    name: str
+    url: str
+    auth: BackendAuth = field(repr=False)
+
+    def get(self, path: str = "", timeout: float = 10.0, **kw: Any) -> requests.Response:
+        """GET ``<url><path>``."""
+        return self._send("GET", path, timeout, **kw)
+
+    def post(self, path: str = "", timeout: float = 10.0, **kw: Any) -> requests.Response:
+        """POST to ``<url><path>``."""
+        return self._send("POST", path, timeout, **kw)
+
+    def _send(self, method: str, path: str, timeout: float, **kw: Any) -> requests.Response:
+        url = self.url.rstrip("/") + path if path else self.url
+        try:
+            with self.auth.session_for(url) as s:
+                # verify per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a Session's verify
+                resp = s.request(method, url, timeout=timeout, verify=self.auth.verify, **kw)
+        except urls.CrossOriginRedirect as exc:
+            raise BackendError(f"{self.name}: {exc}") from None
+        except requests.exceptions.SSLError as exc:
+            raise BackendError(f"{self.name} at {url}: TLS verification failed ({exc.__class__.__name__}); set "
+                               f"{self.name.upper()}_CA_BUNDLE to its CA's PEM file") from None
+        if resp.status_code >= 400:
+            raise _explain(self.name, url, resp, self.auth)
+        return resp
 
 
-def get(name: str, url: str, timeout: float = 10.0, **kw: Any) -> requests.Response:
-    """GET ``url`` of backend ``name`` with its credentials; BackendError (a RequestException) on >= 400."""
-    return _send("GET", name, url, timeout, **kw)
-
-
-def post(name: str, url: str, timeout: float = 10.0, **kw: Any) -> requests.Response:
-    """POST to ``url`` of backend ``name`` with its credentials; BackendError (a RequestException) on >= 400."""
-    return _send("POST", name, url, timeout, **kw)
+def backend(name: str, url: str, cfg: ExperimentConfig, secrets: Secrets = None) -> Backend:
+    """Backend ``name`` at ``url`` with its credentials (see :func:`auth_for`)."""
+    return Backend(name, url, auth_for(name, cfg, secrets))

@@ -1,27 +1,36 @@
-"""The experiment's configuration: parse, fill defaults from the running lab, validate.
+"""The run's settings: every setting chaosext reads, each parsed, defaulted and checked in one place.
 
 Chaos Toolkit hands every activity the ``configuration`` mapping built from the experiment's ``configuration`` block
 (env vars -> keys, see ``experiments/jwks-outage.json``). Keys are the env var names in lower case
-(``OUTAGE_SECONDS`` -> ``outage_seconds``). An empty value means "the lab's value": read from the lab state
-(``chaosext.core.labstate.load_state``) when a lab is running, else the documented lab default (docs/architecture.md).
+(``OUTAGE_SECONDS`` -> ``outage_seconds``). Each field of :class:`ExperimentConfig` is one setting: its key, its
+parser and its default are in the field's declaration (:func:`setting_field`), and :func:`load_config` reads them all
+through the one resolver (``chaosext.core.settings``: the configuration, then the environment variable), then the
+running lab's value where the setting has one (``lab=`` in the declaration; ``chaosext.core.labstate``), then the
+default. An empty value means "the lab's value" (or the default).
 
-``load_config(configuration)`` never touches the network; ``validate(cfg)`` returns a list of problems, each a
-sentence that says what to do. The network checks (Prometheus up, k6 installed ...) are ``chaosext.safety.preflight``.
+``load_config`` never touches the network and runs once per experiment run: the safety control keeps the result in
+the run record and every activity of the run reads it from there (``chaosext.run.context``). ``validate(cfg)`` returns
+a list of problems, each a sentence that says what to do.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from chaosext.core import labid, safefs, urls
 from chaosext.core.errors import ConfigError
-from chaosext.core.ids import RUN_ID_RE
+from chaosext.core.faulttarget import FaultTarget, parse_fault_target
 from chaosext.core.labstate import default_state_dir, load_state
-from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_deadline
-from chaosext.core.names import FAULT_MODES, FAULT_VIAS, LAB_SERVICES
-from chaosext.core.settings import Configuration, raw_setting, setting
+from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_outage, deadline_seconds
+from chaosext.core.names import FAULT_MODES, FAULT_VIAS, LAB_SERVICES, check_run_id
+from chaosext.core.settings import Configuration, raw_setting, setting_origin
+from chaosext.core.target import METRIC_SETTINGS, TOKEN_SETTINGS, MetricContract, TokenConfig
 
 __all__ = [
     "ExperimentConfig",
@@ -30,11 +39,14 @@ __all__ = [
     "parse_routes",
     "lab_state",
     "is_loopback_url",
-    "unverified_accepts_selector",
-    "DEFAULT_UNVERIFIED_ACCEPTS",
+    "setting_field",
+    "SETTINGS",
     "FAULT_VIAS",
     "FAULT_MODES",
     "LAB_DEFAULTS",
+    "DEFAULT_TENANTS",
+    "DEFAULT_ALERTS",
+    "BACKEND_NAMES",
 ]
 
 
@@ -54,95 +66,192 @@ DEFAULT_TENANTS = tuple(f"t{i:02d}" for i in range(1, 13))
 #: Alerts that fire when a JWKS cache expires and never otherwise (D1: 401s of an expired cache are no_keys errors of
 #: real tenants; tenant_auth_failures_spike is the tenant's own client and stays silent on expiry).
 DEFAULT_ALERTS = ("jwks_cache_miss_spike", "tenant_error_rate_gt_0_5pct")
-#: the lab's counter of tokens accepted without a verified signature (METRIC_UNVERIFIED_ACCEPTS' default)
-DEFAULT_UNVERIFIED_ACCEPTS = 'jwt_validations_total{result="valid",key_source="none"}'
+#: the backends whose TLS settings (``<NAME>_CA_BUNDLE``, ``<NAME>_INSECURE``) are part of the run's settings
+BACKEND_NAMES = ("prometheus", "alertmanager", "loki", "clickhouse")
 logger = logging.getLogger("chaostoolkit")
-_WARNED: set[str] = set()
+
+#: a value straight from the resolver (configuration, environment, lab state or default), before parsing
+Raw = Any
+#: the lab state's values of the settings that have one (``lab=`` of :func:`setting_field`)
+LabValues = dict[str, Any]
 
 
-def unverified_accepts_selector(configuration: Configuration) -> str:
-    """METRIC_UNVERIFIED_ACCEPTS, the one place this setting is read (the metric contract and the forgery backstop
-    both use this): the selector of requests the services accepted without a verified key; "" when ``off``.
+def setting_field(default: Any, *, key: str = "", parse: Callable[[str, Raw], Any] | None = None,
+                  lab: Callable[[LabValues], Any] | None = None, doc: str = "") -> Any:
+    """Declare one setting of :class:`ExperimentConfig`: its default, its configuration key (default: the field's
+    name; the environment variable is the key in upper case), how to parse the raw value, and where the running lab
+    holds its value."""
+    factory = (lambda: type(default)(default)) if isinstance(default, (dict, list)) else None
+    meta = {"key": key, "parse": parse, "lab": lab, "doc": doc}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
-    The old name UNVERIFIED_ACCEPTS_SELECTOR is still read when the new one is unset, with a deprecation warning."""
-    value = setting(configuration, "metric_unverified_accepts").strip()
-    if not value:
-        value = setting(configuration, "unverified_accepts_selector").strip()
-        if value and "unverified_accepts_selector" not in _WARNED:
-            _WARNED.add("unverified_accepts_selector")
-            logger.warning("UNVERIFIED_ACCEPTS_SELECTOR is deprecated and will be removed: rename it "
-                           "METRIC_UNVERIFIED_ACCEPTS (configuration key metric_unverified_accepts), same value; "
-                           "`off` still switches the metric backstop off")
-    value = value or DEFAULT_UNVERIFIED_ACCEPTS
-    return "" if value == "off" else value
+
+def _int(key: str, value: Raw) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key.upper()}={value!r} is not a whole number; set it to e.g. 1") from None
+
+
+def _float(key: str, value: Raw) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key.upper()}={value!r} is not a number; set it to e.g. 1.0") from None
+
+
+def _str(key: str, value: Raw) -> str:
+    return str(value).strip()
+
+
+def _url(key: str, value: Raw) -> str:
+    return str(value).strip().rstrip("/")
+
+
+def _flag(key: str, value: Raw) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _list(key: str, value: Raw) -> tuple[str, ...]:
+    return _parse_list(value)
+
+
+def _statuses(key: str, value: Raw) -> tuple[int, ...]:
+    return tuple(_int(key, s) for s in _parse_list(value))
+
+
+def _services(key: str, value: Raw) -> dict[str, str]:
+    return _parse_services(value)
+
+
+def _routes(key: str, value: Raw) -> dict[str, tuple[tuple[str, str], ...]]:
+    return parse_routes(value)
+
+
+def _lab_services(lab: LabValues) -> str | None:
+    comps = lab.get("components") or {}
+    found = {n: c["url"].rstrip("/") for n, c in comps.items() if n in LAB_SERVICES and c.get("url")}
+    return ",".join(f"{n}={u}" for n, u in found.items()) or None
+
+
+def _lab_cfg(name: str) -> Callable[[LabValues], Any]:
+    return lambda lab: (lab.get("config") or {}).get(name)
+
+
+def _lab(name: str) -> Callable[[LabValues], Any]:
+    return lambda lab: lab.get(name)
+
+
+def _lab_audit(lab: LabValues) -> str | None:
+    return f"file:{lab['audit_file']}" if lab.get("audit_file") else None
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Every setting the probes, the watch step and the safety control use (resolved, typed)."""
+    """Every setting of a run, resolved and typed (one field = one setting; docs/experiment.md has the table)."""
 
-    outage_seconds: int = 300
-    fault_via: str = "iptables"
-    fault_target: str = "local"
-    fault_mode: str = "drop"
-    jwks_url: str = LAB_DEFAULTS["jwks_url"]
-    authority_url: str = LAB_DEFAULTS["authority_url"]
-    services: dict[str, str] = field(default_factory=lambda: dict(LAB_DEFAULTS["services"]))
-    tenant_header: str = "X-StellaOps-Tenant"
-    tenants: tuple[str, ...] = DEFAULT_TENANTS
-    prometheus_url: str = LAB_DEFAULTS["prometheus_url"]
-    alertmanager_url: str = LAB_DEFAULTS["alertmanager_url"]
-    audit_source: str = "file:" + LAB_DEFAULTS["audit_file"]
-    k6_rate: int = 200
-    error_rate_max: float = 0.01
-    #: the abort guard restores early when the server-side error rate stays above this (> 1 disables it)
-    abort_error_rate: float = 0.5
-    #: ... for this many consecutive seconds
-    abort_after_seconds: int = 30
-    #: expected soft TTL / hard lifetime (max-stale) of the services' JWKS cache, seconds
-    jwks_ttl: float = LAB_DEFAULTS["jwks_ttl"]
-    jwks_max_stale: float = LAB_DEFAULTS["jwks_max_stale"]
-    #: alerts that must fire if and only if the cache expired
-    expiry_alerts: tuple[str, ...] = DEFAULT_ALERTS
-    #: seconds the alert probe waits for the expiry alerts to show up after the outage
-    alert_wait_seconds: int = 45
-    audience: str = "stellaops-api"
-    #: optional JSON file {tenant: token} for real systems (tokens are otherwise requested from the lab authority)
-    tokens_file: str = ""
+    # ---------------------------------------------------------------------------------------------- the fault
+    outage_seconds: int = setting_field(300, parse=_int, doc="how long the JWKS is unreachable")
+    #: OUTAGE_SECONDS may not exceed it; the fault's own deadline is the outage + its margin (``deadline_seconds``)
+    max_outage_seconds: int = setting_field(MAX_OUTAGE_SECONDS, parse=_int)
+    fault_via: str = setting_field("iptables", parse=_str)
+    fault_target: str = setting_field("local", parse=_str)
+    fault_mode: str = setting_field("drop", parse=_str)
+    envoy_admin_url: str = setting_field("", parse=_url)
+    kube_api_url: str = setting_field("", parse=_url)
+    kube_context: str = setting_field("", parse=_str)
+    #: targets a fleet fault applies to at once ('' = the driver's default)
+    fault_parallelism: str = setting_field("", parse=_str)
+    # ---------------------------------------------------------------------------------------------- the target
+    jwks_url: str = setting_field(LAB_DEFAULTS["jwks_url"], parse=_str, lab=_lab("jwks_url"))
+    authority_url: str = setting_field(LAB_DEFAULTS["authority_url"], parse=_url, lab=_lab("authority_url"))
+    services: dict[str, str] = setting_field(dict(LAB_DEFAULTS["services"]), key="service_urls", parse=_services,
+                                             lab=_lab_services)
+    tenant_header: str = setting_field("X-StellaOps-Tenant", parse=_str)
+    tenants: tuple[str, ...] = setting_field(DEFAULT_TENANTS, parse=_list)
+    audience: str = setting_field("stellaops-api", parse=_str, lab=_lab_cfg("audience"))
+    token: TokenConfig = setting_field(TokenConfig())
+    metrics: MetricContract = setting_field(MetricContract())
+    # ---------------------------------------------------------------------------------------------- observation
+    prometheus_url: str = setting_field(LAB_DEFAULTS["prometheus_url"], parse=_url, lab=_lab("prometheus_url"))
+    alertmanager_url: str = setting_field(LAB_DEFAULTS["alertmanager_url"], parse=_url,
+                                          lab=_lab("alertmanager_url"))
+    audit_source: str = setting_field("file:" + LAB_DEFAULTS["audit_file"], parse=_str, lab=_lab_audit)
     #: custom SQL for AUDIT_SOURCE=clickhouse:... ({since} and {until} are unix seconds)
-    audit_sql: str = ""
+    audit_sql: str = setting_field("", parse=_str)
+    loki_tenant: str = setting_field("", parse=_str)
+    clickhouse_database: str = setting_field("", parse=_str)
+    #: per backend: the CA bundle of ``<NAME>_CA_BUNDLE`` ('' = the system's)
+    backend_ca_bundles: dict[str, str] = setting_field({})
+    #: backends whose TLS certificate is not verified (``<NAME>_INSECURE=true``; a lab with a self-signed one)
+    backend_insecure: tuple[str, ...] = setting_field(())
+    # ---------------------------------------------------------------------------------------------- judging
+    k6_rate: int = setting_field(200, parse=_int)
+    error_rate_max: float = setting_field(0.01, parse=_float)
+    #: the abort guard restores early when the server-side error rate stays above this (> 1 disables it)
+    abort_error_rate: float = setting_field(0.5, parse=_float)
+    #: ... for this many consecutive seconds
+    abort_after_seconds: int = setting_field(30, parse=_int)
+    #: expected soft TTL / hard lifetime (max-stale) of the services' JWKS cache, seconds
+    jwks_ttl: float = setting_field(LAB_DEFAULTS["jwks_ttl"], parse=_float, lab=_lab_cfg("jwks_ttl"))
+    jwks_max_stale: float = setting_field(LAB_DEFAULTS["jwks_max_stale"], parse=_float, lab=_lab_cfg("jwks_max_stale"))
+    #: alerts that must fire if and only if the cache expired
+    expiry_alerts: tuple[str, ...] = setting_field(DEFAULT_ALERTS, parse=_list)
+    #: seconds the alert probe waits for the expiry alerts to show up after the outage
+    alert_wait_seconds: int = setting_field(45, parse=_int)
     #: seconds between progress lines / checks of the watch step
-    watch_interval: float = 5.0
+    watch_interval: float = setting_field(5.0, parse=_float)
     #: statuses that count as a service refusing a forged token (anything else but 2xx is inconclusive)
-    refused_statuses: tuple[int, ...] = (401, 403)
+    refused_statuses: tuple[int, ...] = setting_field((401, 403), parse=_statuses)
     #: forgery classes switched off by name (shown as skipped in the verdict)
-    forgery_skip: tuple[str, ...] = ()
+    forgery_skip: tuple[str, ...] = setting_field((), parse=_list)
     #: per service: the (method, path) routes forged tokens are sent to (default: the lab's read and write route)
-    forgery_routes: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    forgery_routes: dict[str, tuple[tuple[str, str], ...]] = setting_field({}, parse=_routes)
     #: forged requests in flight at once, and each one's timeout in seconds
-    forgery_concurrency: int = 32
-    forgery_timeout: float = 5.0
-    #: Prometheus selector of requests a service accepted WITHOUT a verified key (the no-fail-open metric backstop):
-    #: the metric contract's METRIC_UNVERIFIED_ACCEPTS (:func:`unverified_accepts_selector`); "" when ``off``
-    unverified_accepts_selector: str = DEFAULT_UNVERIFIED_ACCEPTS
-    #: this run's directory: ``<run base>/<run id>`` once the safety control started a run, else the run base
-    run_dir: str = ".chaosext-run"
-    #: where run directories live (CHAOSEXT_RUN_DIR, else ``<lab state dir>/run``, else ``.chaosext-run``)
-    run_base: str = ".chaosext-run"
-    #: the experiment run's id (D2 in docs/architecture.md): set by the safety control, "" before it ran
-    run_id: str = ""
+    forgery_concurrency: int = setting_field(32, parse=_int)
+    forgery_timeout: float = setting_field(5.0, parse=_float)
     #: live baseline before the fault: window (s) and the least requests it must hold
-    baseline_seconds: int = 60
-    baseline_min_requests: int = 100
+    baseline_seconds: int = setting_field(60, parse=_int)
+    baseline_min_requests: int = setting_field(100, parse=_int)
     #: after the restore: how long the services may take to recover (s)
-    recovery_seconds: int = 60
-    #: cap on the fault's whole lifetime (outage + deadline margin), seconds
-    max_outage_seconds: int = MAX_OUTAGE_SECONDS
+    recovery_seconds: int = setting_field(60, parse=_int)
     #: the dead-man switch lifts the fault this long after the run's heartbeat stops (s)
-    heartbeat_grace: float = 10.0
-    lab_dir: str = ".chaosext-lab"
+    heartbeat_grace: float = setting_field(10.0, parse=_float)
+    # ---------------------------------------------------------------------------------------------- the run
+    #: where run directories live (CHAOSEXT_RUN_DIR, else ``<lab state dir>/run``, else ``.chaosext-run``)
+    run_base: str = setting_field(".chaosext-run", key="chaosext_run_dir", parse=_str,
+                                  lab=lambda lab: str(Path(lab["state_dir"]) / "run") if lab.get("state_dir") else None)
+    #: the experiment run's id (docs/architecture.md, "Runs"): set by the safety control, "" before it ran
+    run_id: str = setting_field("", key="chaosext_run_id", parse=_str)
+    lab_dir: str = setting_field(".chaosext-lab", key="chaosext_lab_dir", parse=_str)
     lab_running: bool = False
-    approve: str = ""
+    approve: str = setting_field("", key="chaosext_approve", parse=_str)
+    #: CHAOSEXT_ALLOW_HTTP: credentials may go over plain http to a target that is not the lab (docs/security.md)
+    allow_http: bool = setting_field(False, key="chaosext_allow_http", parse=_flag)
+    #: where the jku/x5u forgeries point (a URL of this machine the services reach), and where its listener binds
+    forgery_key_url: str = setting_field("", parse=_url)
+    forgery_key_listen: str = setting_field("", parse=_str)
+    #: where each setting's value came from (configuration key -> configuration, env, lab or default), for
+    #: messages such as doctor's
+    origins: dict[str, str] = field(default_factory=dict, compare=False)
+
+    # ---------------------------------------------------------------------------------------------- derived
+    @property
+    def run_dir(self) -> str:
+        """This run's directory ``<run base>/<run id>`` ('' outside a run)."""
+        return str(Path(self.run_base) / self.run_id) if self.run_id else ""
+
+    @property
+    def deadline_seconds(self) -> int:
+        """The fault's own deadline: OUTAGE_SECONDS plus its safety margin (``chaosext.core.limits``)."""
+        return deadline_seconds(self.outage_seconds)
+
+    @cached_property
+    def fault(self) -> FaultTarget:
+        """FAULT_VIA / FAULT_TARGET parsed (``chaosext.core.faulttarget``); TargetError when they do not fit."""
+        return parse_fault_target(self.fault_via, self.fault_target, self.envoy_admin_url)
 
     @property
     def audit_kind(self) -> str:
@@ -170,15 +279,113 @@ class ExperimentConfig:
         except urls.UrlError:
             return self.jwks_url
 
+    # ---------------------------------------------------------------------------------------------- JSON
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON of every setting (the run record keeps it; :meth:`from_json` reads it back). No secret."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
     def as_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-able) of the resolved settings."""
-        d = asdict(self)
-        d["tenants"] = list(self.tenants)
-        d["expiry_alerts"] = list(self.expiry_alerts)
-        d["refused_statuses"] = list(self.refused_statuses)
-        d["forgery_skip"] = list(self.forgery_skip)
+        """Plain dict (JSON-able) of the resolved settings (routes as ``METHOD /path``, for people)."""
+        d = self.to_json()
         d["forgery_routes"] = {k: [f"{m} {p}" for m, p in v] for k, v in self.forgery_routes.items()}
         return d
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ExperimentConfig:
+        """The settings :meth:`to_json` wrote (unknown keys ignored, missing ones default)."""
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in doc:
+                values[f.name] = _typed(hints[f.name], doc[f.name])
+        return cls(**values)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    """``value`` (JSON) as the type ``hint`` names: tuples from lists, dataclasses from objects."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+        names = {f.name for f in dataclasses.fields(hint)}
+        make: Any = hint
+        return make(**{k: v for k, v in value.items() if k in names})
+    if origin is tuple and isinstance(value, list):
+        args = typing.get_args(hint)
+        inner = args[0] if args else Any
+        return tuple(_typed(inner, v) for v in value)
+    if origin is dict and isinstance(value, Mapping):
+        args = typing.get_args(hint)
+        inner = args[1] if len(args) == 2 else Any
+        return {str(k): _typed(inner, v) for k, v in value.items()}
+    return value
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    factory: Any = f.default_factory
+    return f.default if f.default is not dataclasses.MISSING else factory()
+
+
+def _key(f: dataclasses.Field[Any]) -> str:
+    return str(f.metadata.get("key") or f.name)
+
+
+#: configuration key -> field of every plain setting (the sub-settings of ``metrics`` and ``token`` have their own)
+SETTINGS: dict[str, str] = {_key(f): f.name for f in dataclasses.fields(ExperimentConfig) if f.metadata.get("parse")}
+
+
+def load_config(configuration: Configuration = None) -> ExperimentConfig:
+    """Resolve the Chaos Toolkit configuration (+ env vars, + lab state) into an ExperimentConfig.
+
+    Raises ConfigError (a ValueError) with a clear message on values that cannot even be parsed (not a number, bad
+    SERVICE_URLS, a malformed run id or metric name). Outside the lab CLI, the safety control calls it once per run.
+    """
+    lab_dir = str(raw_setting(configuration, "chaosext_lab_dir", default_state_dir()))
+    state: LabValues = lab_state(lab_dir) or {}
+    logger.debug("chaosext: resolving the run's settings (lab state %s)", "found" if state else "none")
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for f in dataclasses.fields(ExperimentConfig):
+        parse = f.metadata.get("parse")
+        if parse is None:
+            continue
+        default = _default(f)
+        lab = f.metadata.get("lab")
+        lab_value = lab(state) if lab is not None and state else None
+        key = _key(f)
+        raw = raw_setting(configuration, key, "")
+        origin = setting_origin(configuration, key) if raw != "" else ""
+        if raw == "" and lab_value is not None:
+            raw, origin = lab_value, "lab"
+        values[f.name] = default if raw == "" else parse(key, raw)
+        origins[key] = origin or "default"
+    # the defaults that depend on who runs chaosext: root's state is root-private (chaosext.core.safefs)
+    if origins.get("chaosext_lab_dir") == "default":
+        values["lab_dir"] = lab_dir
+    if origins.get("chaosext_run_dir") == "default":
+        values["run_base"] = safefs.default_dir(".chaosext-run", "run")
+    values["lab_running"] = bool(state)
+    values["origins"] = origins
+    values["metrics"] = MetricContract.parse({name: str(raw_setting(configuration, key, getattr(MetricContract(),
+                                                                                               name)))
+                                              for name, key in METRIC_SETTINGS.items()})
+    values["token"] = TokenConfig.parse({name: str(raw_setting(configuration, key, getattr(TokenConfig(), name)))
+                                         for name, key in TOKEN_SETTINGS.items()})
+    values["backend_ca_bundles"] = {n: str(raw_setting(configuration, f"{n}_ca_bundle", "")).strip()
+                                    for n in BACKEND_NAMES if str(raw_setting(configuration, f"{n}_ca_bundle", ""))}
+    values["backend_insecure"] = tuple(n for n in BACKEND_NAMES
+                                       if _flag(n, raw_setting(configuration, f"{n}_insecure", "")))
+    if values["run_id"]:
+        check_run_id(values["run_id"])  # it names a directory: nothing else may reach the file system
+    return ExperimentConfig(**values)
 
 
 def lab_state(lab_dir: str) -> dict[str, Any] | None:
@@ -260,90 +467,6 @@ def parse_routes(value: Any) -> dict[str, tuple[tuple[str, str], ...]]:
     return out
 
 
-def _number(key: str, value: Any, kind: type) -> Any:
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key.upper()}={value!r} is not a number; set it to e.g. {kind(1)}") from None
-
-
-def load_config(configuration: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Resolve the Chaos Toolkit configuration (+ env vars, + lab state) into an ExperimentConfig.
-
-    Raises ConfigError (a ValueError) with a clear message on values that cannot even be parsed (not a number, bad
-    SERVICE_URLS).
-    """
-    lab_dir = str(raw_setting(configuration, "chaosext_lab_dir", default_state_dir()))
-    state = lab_state(lab_dir) or {}
-    comps = state.get("components") or {}
-    lab_cfg = state.get("config") or {}
-    lab_services = {n: c["url"].rstrip("/") for n, c in comps.items() if n in LAB_SERVICES and c.get("url")}
-    audit_file = state.get("audit_file") or LAB_DEFAULTS["audit_file"]
-
-    def pick(key: str, default: Any) -> Any:
-        return raw_setting(configuration, key, default)
-
-    run_base = str(pick("chaosext_run_dir", str(Path(lab_dir) / "run") if state
-                        else safefs.default_dir(".chaosext-run", "run")))
-    run_id = str(raw_setting(configuration, "chaosext_run_id"))
-    if run_id and not RUN_ID_RE.fullmatch(run_id):
-        raise ConfigError(f"chaosext_run_id={run_id!r} is not a chaosext run id (8 lower-case hex digits)")
-    run_dir = str(Path(run_base) / run_id) if run_id else run_base
-    defaults = ExperimentConfig()
-    return ExperimentConfig(
-        outage_seconds=_number("outage_seconds", pick("outage_seconds", 300), int),
-        fault_via=str(pick("fault_via", "iptables")),
-        fault_target=str(pick("fault_target", "local")),
-        fault_mode=str(pick("fault_mode", "drop")),
-        jwks_url=str(pick("jwks_url", state.get("jwks_url") or LAB_DEFAULTS["jwks_url"])),
-        authority_url=str(pick("authority_url", state.get("authority_url")
-                               or LAB_DEFAULTS["authority_url"])).rstrip("/"),
-        services=_parse_services(pick("service_urls", lab_services or LAB_DEFAULTS["services"])),
-        tenant_header=str(pick("tenant_header", "X-StellaOps-Tenant")),
-        tenants=_parse_list(pick("tenants", ",".join(DEFAULT_TENANTS))),
-        prometheus_url=str(pick("prometheus_url", state.get("prometheus_url")
-                                or LAB_DEFAULTS["prometheus_url"])).rstrip("/"),
-        alertmanager_url=str(pick("alertmanager_url", state.get("alertmanager_url")
-                                  or LAB_DEFAULTS["alertmanager_url"])).rstrip("/"),
-        audit_source=str(pick("audit_source", "file:" + audit_file)),
-        k6_rate=_number("k6_rate", pick("k6_rate", defaults.k6_rate), int),
-        error_rate_max=_number("error_rate_max", pick("error_rate_max", 0.01), float),
-        abort_error_rate=_number("abort_error_rate", pick("abort_error_rate", defaults.abort_error_rate), float),
-        abort_after_seconds=_number("abort_after_seconds", pick("abort_after_seconds", defaults.abort_after_seconds),
-                                    int),
-        jwks_ttl=_number("jwks_ttl", pick("jwks_ttl", lab_cfg.get("jwks_ttl", LAB_DEFAULTS["jwks_ttl"])), float),
-        jwks_max_stale=_number("jwks_max_stale", pick("jwks_max_stale", lab_cfg.get("jwks_max_stale",
-                                                                               LAB_DEFAULTS["jwks_max_stale"])), float),
-        expiry_alerts=_parse_list(pick("expiry_alerts", ",".join(DEFAULT_ALERTS))),
-        alert_wait_seconds=_number("alert_wait_seconds", pick("alert_wait_seconds", defaults.alert_wait_seconds), int),
-        audience=str(pick("audience", lab_cfg.get("audience", "stellaops-api"))),
-        tokens_file=str(pick("tokens_file", "")),
-        audit_sql=str(pick("audit_sql", "")),
-        watch_interval=_number("watch_interval", pick("watch_interval", defaults.watch_interval), float),
-        refused_statuses=tuple(_number("refused_statuses", s, int) for s in _parse_list(
-            pick("refused_statuses", "401,403"))),
-        forgery_skip=_parse_list(pick("forgery_skip", "")),
-        forgery_routes=parse_routes(pick("forgery_routes", "")),
-        forgery_concurrency=_number("forgery_concurrency", pick("forgery_concurrency", defaults.forgery_concurrency),
-                                    int),
-        forgery_timeout=_number("forgery_timeout", pick("forgery_timeout", defaults.forgery_timeout), float),
-        unverified_accepts_selector=unverified_accepts_selector(configuration),
-        run_dir=run_dir,
-        run_base=run_base,
-        run_id=run_id,
-        baseline_seconds=_number("baseline_seconds", pick("baseline_seconds", defaults.baseline_seconds), int),
-        baseline_min_requests=_number("baseline_min_requests",
-                                      pick("baseline_min_requests", defaults.baseline_min_requests), int),
-        recovery_seconds=_number("recovery_seconds", pick("recovery_seconds", defaults.recovery_seconds), int),
-        max_outage_seconds=_number("max_outage_seconds", pick("max_outage_seconds", defaults.max_outage_seconds),
-                                   int),
-        heartbeat_grace=_number("heartbeat_grace", pick("heartbeat_grace", defaults.heartbeat_grace), float),
-        lab_dir=lab_dir,
-        lab_running=bool(state),
-        approve=str(pick("chaosext_approve", "")),
-    )
-
-
 def _check_url(name: str, url: str) -> str | None:
     # one parser decides and sends (chaosext.core.urls): no user info, backslash or parser disagreement
     return urls.problem(url, name) or None
@@ -356,7 +479,7 @@ def validate(cfg: ExperimentConfig) -> list[str]:
         problems.append(f"OUTAGE_SECONDS={cfg.outage_seconds} must be a positive number of seconds (default 300)")
     else:
         try:
-            check_deadline(cfg.outage_seconds, cfg.max_outage_seconds)
+            check_outage(cfg.outage_seconds, cfg.max_outage_seconds)
         except ConfigError as exc:
             problems.append(str(exc))
     if cfg.baseline_seconds < 5:
@@ -369,12 +492,12 @@ def validate(cfg: ExperimentConfig) -> list[str]:
     if cfg.heartbeat_grace < 4:
         problems.append(f"HEARTBEAT_GRACE={cfg.heartbeat_grace} must be at least 4 s (the heartbeat is renewed every "
                         f"2 s; default 10)")
-    if cfg.fault_via not in FAULT_VIAS:
-        problems.append(f"FAULT_VIA={cfg.fault_via!r} is unknown; use one of {', '.join(FAULT_VIAS)}")
+    try:
+        _ = cfg.fault  # FAULT_VIA and FAULT_TARGET, parsed by the one parser
+    except ConfigError as exc:
+        problems.append(str(exc))
     if cfg.fault_mode not in FAULT_MODES:
         problems.append(f"FAULT_MODE={cfg.fault_mode!r} is unknown; use one of {', '.join(FAULT_MODES)}")
-    if not cfg.fault_target:
-        problems.append("FAULT_TARGET is empty; use 'local' for this host or name the target (e.g. netns:<name>)")
     for name, url in (("JWKS_URL", cfg.jwks_url), ("AUTHORITY_URL", cfg.authority_url),
                       ("PROMETHEUS_URL", cfg.prometheus_url), ("ALERTMANAGER_URL", cfg.alertmanager_url)):
         if err := _check_url(name, url):
@@ -412,6 +535,6 @@ def validate(cfg: ExperimentConfig) -> list[str]:
     for svc in sorted(set(cfg.forgery_routes) - set(cfg.services)):
         problems.append(f"FORGERY_ROUTES names service {svc!r}, which SERVICE_URLS does not; use one of "
                         f"{', '.join(cfg.services)}")
-    if cfg.tokens_file and not Path(cfg.tokens_file).is_file():
-        problems.append(f"TOKENS_FILE={cfg.tokens_file!r} does not exist; give a JSON file {{tenant: token}}")
+    if cfg.token.tokens_file and not Path(cfg.token.tokens_file).is_file():
+        problems.append(f"TOKENS_FILE={cfg.token.tokens_file!r} does not exist; give a JSON file {{tenant: token}}")
     return problems

@@ -1,11 +1,26 @@
-"""The root of chaosext's errors, and the one place where they become Chaos Toolkit's ``ActivityFailed``.
+"""The root of chaosext's errors, and the types of a Chaos Toolkit entry point's mapping result and argument.
 
 Every error chaosext raises on purpose is a :class:`ChaosextError` whose message says what to do. Domain errors
 subclass it (``ConfigError``, ``FaultError``, ``TokenError``, ``BackendError``, ``AuditError``, ``K6NotFoundError``,
-``LockHeld`` ...). Chaos Toolkit entry points are wrapped by :func:`activity`, which turns a ``ChaosextError`` into
-``ActivityFailed`` with the same message, so a journal shows the fix instead of a traceback. The raised error is also
-still an instance of the domain error's class (``except FaultError`` in a Python caller such as the ``chaosext``
-CLI keeps working): its class derives from both ``ActivityFailed`` and the original class.
+``LockHeld`` ...); a Python caller (the ``chaosext`` CLI, a test) catches the domain error it expects. Chaos Toolkit
+needs nothing more: chaoslib 1.44 turns any exception an activity raises into ``ActivityFailed`` carrying
+``<class>: <message>`` (``chaoslib.provider.python``), so the journal shows the fix, not a traceback.
+
+The tree::
+
+    ChaosextError
+    ├── ConfigError (ValueError)       a setting cannot be used
+    │   ├── StateError                 the lab's state.json is broken
+    │   ├── TargetError                FAULT_VIA / FAULT_TARGET cannot be read
+    │   ├── ContractError              a METRIC_* setting is not a name/selector
+    │   └── KubeConfigError            no (unambiguous) way to the Kubernetes API
+    ├── FaultError (RuntimeError)      a fault could not be planned, applied or removed
+    │   └── TargetNotFound             the target (namespace, process, pod) is gone
+    ├── TokenError (RuntimeError)      no token could be had
+    ├── BackendError (RequestException)  Prometheus / Alertmanager / Loki / ClickHouse refused or failed
+    ├── AuditError (RuntimeError)      the audit store answered something else than audit rows
+    ├── K6NotFoundError, K6RunError    k6 is missing / refused the script
+    └── LockHeld                       another run holds the target
 
 ``ActivityResult`` and ``ActivityMapping`` type an entry point's mapping result and optional mapping argument:
 ``chaos discover`` names a type from the annotation itself and knows only plain ``dict`` ("mapping"; ``dict[str, Any]``
@@ -13,16 +28,9 @@ or ``X | None`` would be "object"), so they are plain ``dict`` at run time and t
 """
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from chaoslib.exceptions import ActivityFailed
-
-__all__ = ["ChaosextError", "ConfigError", "activity", "as_activity_failed", "ActivityResult", "ActivityMapping"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
+__all__ = ["ChaosextError", "ConfigError", "ActivityResult", "ActivityMapping"]
 
 if TYPE_CHECKING:
     ActivityResult: TypeAlias = dict[str, Any]
@@ -38,30 +46,3 @@ class ChaosextError(Exception):
 
 class ConfigError(ChaosextError, ValueError):
     """A setting cannot be used (not a number, unknown name, malformed list ...)."""
-
-
-_AS_ACTIVITY_FAILED: dict[type[ChaosextError], type[ActivityFailed]] = {}
-
-
-def as_activity_failed(exc: ChaosextError) -> ActivityFailed:
-    """``exc`` as an ``ActivityFailed`` with the same message that is still an instance of ``exc``'s class."""
-    cls = type(exc)
-    bridged = _AS_ACTIVITY_FAILED.get(cls)
-    if bridged is None:
-        bridged = type(cls.__name__, (ActivityFailed, cls), {"__module__": cls.__module__, "__doc__": cls.__doc__})
-        _AS_ACTIVITY_FAILED[cls] = bridged
-    return bridged(str(exc))
-
-
-def activity(fn: Callable[P, R]) -> Callable[P, R]:
-    """Decorator for Chaos Toolkit probes and actions: a ``ChaosextError`` becomes ``ActivityFailed`` (same message,
-    see :func:`as_activity_failed`); the signature and docstring stay the function's (``chaos discover``)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except ChaosextError as exc:
-            raise as_activity_failed(exc) from None
-
-    return wrapper

@@ -5,10 +5,10 @@ It is built the way chaostoolkit-kubernetes builds its own, from the same names 
 (``chaosk8s.create_k8s_api_client``), so an experiment that mixes chaosext and chaostoolkit-kubernetes activities
 talks to one cluster with one set of credentials. In this order:
 
-1. ``KUBE_API_URL`` (the experiment's configuration, else the environment; chaosext's own): an API URL that needs no
-   authentication, e.g. ``kubectl proxy``'s ``http://127.0.0.1:8001``. Nothing below is read then.
+1. ``KUBE_API_URL`` (a run setting; chaosext's own): an API URL that needs no authentication, e.g.
+   ``kubectl proxy``'s ``http://127.0.0.1:8001``. Nothing below is read then.
 2. a kubeconfig file (``$KUBECONFIG``, default ``~/.kube/config``) when it exists, in context ``KUBE_CONTEXT``
-   (configuration, else env; chaosext's name, kept as an alias) else ``KUBERNETES_CONTEXT`` (secrets, else env;
+   (a run setting; chaosext's name, kept as an alias) else ``KUBERNETES_CONTEXT`` (secrets, else env;
    chaostoolkit-kubernetes' name), else the kubeconfig's current context;
 3. the pod's service account when ``CHAOSTOOLKIT_IN_POD=true`` (chaostoolkit-kubernetes), or -- chaosext's addition --
    inside a pod (``KUBERNETES_SERVICE_HOST`` is set) with neither a kubeconfig nor ``KUBERNETES_HOST``;
@@ -17,25 +17,26 @@ talks to one cluster with one set of credentials. In this order:
    ``KUBERNETES_PASSWORD``; TLS is verified only when ``KUBERNETES_VERIFY_SSL`` is set (to any value; CA:
    ``KUBERNETES_CA_CERT_FILE``) -- chaostoolkit-kubernetes' default, which ``chaosext doctor`` warns about.
 
-``KUBERNETES_*`` values come from the experiment's ``secrets`` (chaostoolkit-kubernetes' upper-case names; lower
-case accepted; scope ``chaosext`` or any scope the activity asks for), else the run's secrets registered by the
-safety control (:func:`register`), else the environment. Where chaostoolkit-kubernetes would silently ignore an
+``KUBE_API_URL`` and ``KUBE_CONTEXT`` are the run's settings, handed in as ``options`` (``kube_api_url``,
+``kube_context``: a fault driver's options, or ``ExperimentConfig``'s values). ``KUBERNETES_*`` values come from the
+activity's ``secrets`` (chaostoolkit-kubernetes' upper-case names; lower case accepted; scope ``chaosext`` or any scope
+the activity asks for), else the environment; like chaostoolkit-kubernetes, the client is built for each activity
+from what it is handed and nothing is kept. Where chaostoolkit-kubernetes would silently ignore an
 explicit ``KUBERNETES_HOST`` (a kubeconfig exists and no context is named, or ``CHAOSTOOLKIT_IN_POD=true``), chaosext
 refuses instead: a chaos tool must never pick a cluster the operator did not mean. Nothing here logs a credential.
 """
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from chaosext.core import urls
 from chaosext.core.errors import ConfigError
-from chaosext.core.settings import Configuration, Secrets, is_unset, setting
+from chaosext.core.settings import Secrets, is_unset
 
-__all__ = ["KUBE_SECRET_KEYS", "KubeConfigError", "KubeSource", "kube_secrets", "register", "reset", "source",
+__all__ = ["KUBE_SECRET_KEYS", "KubeConfigError", "KubeSource", "KubeOptions", "kube_secrets", "source",
            "api_client", "credential_env", "describe"]
 
 #: chaostoolkit-kubernetes' credential names (``chaosk8s.create_k8s_api_client``)
@@ -44,8 +45,8 @@ KUBE_SECRET_KEYS = (
     "KUBERNETES_CERT_FILE", "KUBERNETES_KEY_FILE", "KUBERNETES_USERNAME", "KUBERNETES_PASSWORD",
     "KUBERNETES_VERIFY_SSL", "KUBERNETES_CA_CERT_FILE", "KUBERNETES_DEBUG",
 )
-_REGISTERED: dict[str, str] = {}
-_LOCK = threading.Lock()
+#: ``kube_api_url`` / ``kube_context`` (KUBE_API_URL / KUBE_CONTEXT): a driver's options or the run's settings
+KubeOptions = Mapping[str, Any] | None
 
 
 class KubeConfigError(ConfigError):
@@ -91,34 +92,15 @@ def kube_secrets(secrets: Secrets) -> dict[str, str]:
     return out
 
 
-def register(secrets: Secrets) -> None:
-    """Remember this run's Kubernetes credentials (the safety control, once per run), for the steps that are not
-    handed the secrets themselves (the watch step, the always-restore, the pre-flight check)."""
-    found = kube_secrets(secrets)
-    with _LOCK:
-        _REGISTERED.clear()
-        _REGISTERED.update(found)
-
-
-def reset() -> None:
-    """Forget the registered credentials (tests; a new run in the same process)."""
-    with _LOCK:
-        _REGISTERED.clear()
-
-
-def _credentials(secrets: Secrets) -> dict[str, str]:
-    """The activity's own KUBERNETES_* secrets, else the run's registered ones (the environment is read later)."""
-    given = kube_secrets(secrets)
-    if given:
-        return given
-    with _LOCK:
-        return dict(_REGISTERED)
+def _option(options: KubeOptions, name: str) -> str:
+    value = (options or {}).get(name)
+    return "" if is_unset(value) else str(value).strip()
 
 
 def credential_env(secrets: Secrets = None) -> dict[str, str]:
     """The KUBERNETES_* secrets in effect, as environment variables for a child process that must reach the same
     API (the dead-man watchdog); never for argv or a file."""
-    return _credentials(secrets)
+    return kube_secrets(secrets)
 
 
 def _kubeconfig_path() -> str:
@@ -128,20 +110,20 @@ def _kubeconfig_path() -> str:
     return str(get_config_path())
 
 
-def source(configuration: Configuration = None, secrets: Secrets = None) -> KubeSource:
+def source(options: KubeOptions = None, secrets: Secrets = None) -> KubeSource:
     """Which API and credentials :func:`api_client` would use (no network). KubeConfigError when there are none, or
     when an explicit ``KUBERNETES_HOST`` would be ignored."""
-    proxy = setting(configuration, "kube_api_url").strip()
+    proxy = _option(options, "kube_api_url")
     if proxy:
         if why := urls.problem(proxy, "KUBE_API_URL"):  # the one parser that also sends (chaosext.core.urls)
             raise KubeConfigError(why)
         return KubeSource("proxy", proxy.rstrip("/"), auth="none")
-    creds = _credentials(secrets)
+    creds = kube_secrets(secrets)
 
     def lookup(name: str) -> str:
         return creds.get(name) or os.environ.get(name, "")
 
-    context = setting(configuration, "kube_context") or lookup("KUBERNETES_CONTEXT")
+    context = _option(options, "kube_context") or lookup("KUBERNETES_CONTEXT")
     host = lookup("KUBERNETES_HOST")
     path = _kubeconfig_path()
     in_pod = os.environ.get("CHAOSTOOLKIT_IN_POD") == "true"
@@ -179,19 +161,18 @@ def source(configuration: Configuration = None, secrets: Secrets = None) -> Kube
         f"proxy`")
 
 
-def api_client(configuration: Configuration = None, secrets: Secrets = None) -> Any:
+def api_client(options: KubeOptions = None, secrets: Secrets = None) -> Any:
     """A ``kubernetes.client.ApiClient`` for :func:`source` (see the module docstring); KubeConfigError when there
-    is none. ``configuration`` may be the experiment's configuration or a fault driver's options (``kube_api_url``,
-    ``kube_context``)."""
+    is none."""
     from chaosk8s import create_k8s_api_client
     from kubernetes import client, config
 
-    src = source(configuration, secrets)
+    src = source(options, secrets)
     if src.kind == "proxy":
         cfg = client.Configuration()
         cfg.host = src.where
         return client.ApiClient(cfg)
-    creds = _credentials(secrets)
+    creds = kube_secrets(secrets)
     if src.context:
         creds["KUBERNETES_CONTEXT"] = src.context
     try:
@@ -208,9 +189,9 @@ def api_client(configuration: Configuration = None, secrets: Secrets = None) -> 
                               f"`kubectl proxy`") from None
 
 
-def describe(configuration: Configuration = None, secrets: Secrets = None) -> str:
+def describe(options: KubeOptions = None, secrets: Secrets = None) -> str:
     """One line naming the API and how chaosext authenticates to it (no credential), for ``chaosext doctor``."""
-    src = source(configuration, secrets)
+    src = source(options, secrets)
     if src.kind == "proxy":
         return f"KUBE_API_URL {src.where} (no authentication, e.g. `kubectl proxy`)"
     if src.kind == "kubeconfig":

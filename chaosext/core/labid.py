@@ -22,8 +22,7 @@ from typing import Any, Protocol
 
 from chaosext.core.labstate import load_state
 from chaosext.core.procs import netns_id, process_alive
-from chaosext.core.settings import Configuration
-from chaosext.core.urls import UrlError, allow_http, check_transport, parse
+from chaosext.core.urls import UrlError, check_transport, parse
 
 
 class Target(Protocol):
@@ -41,6 +40,8 @@ class Target(Protocol):
     def authority_url(self) -> str: ...
     @property
     def services(self) -> dict[str, str]: ...
+    @property
+    def allow_http(self) -> bool: ...
 
 __all__ = ["running_lab", "same_url", "lab_urls", "is_lab_url", "lab_problem", "is_lab_target",
            "token_transport_problems"]
@@ -134,7 +135,7 @@ def is_lab_target(cfg: Target) -> bool:
     return not lab_problem(cfg)
 
 
-def token_transport_problems(cfg: Target, configuration: Configuration = None) -> list[str]:
+def token_transport_problems(cfg: Target) -> list[str]:
     """Each service URL that would get tenants' tokens over plain http outside the lab (unless CHAOSEXT_ALLOW_HTTP),
     as a sentence saying what to do; [] when none. (The token endpoint and the backends are checked where the
     credentials are sent: chaosext.core.tokens, chaosext.core.backends.)"""
@@ -142,7 +143,6 @@ def token_transport_problems(cfg: Target, configuration: Configuration = None) -
         state = running_lab(cfg.lab_dir)
     except ValueError:
         state = None
-    allowed = allow_http(configuration)
     problems = []
     for svc, url in cfg.services.items():
         try:
@@ -150,7 +150,8 @@ def token_transport_problems(cfg: Target, configuration: Configuration = None) -
         except UrlError:
             continue  # validate() says what is wrong with it
         try:
-            check_transport(url, f"SERVICE_URLS[{svc}] (it gets tenants' tokens)", is_lab_url(url, state), allowed)
+            check_transport(url, f"SERVICE_URLS[{svc}] (it gets tenants' tokens)", is_lab_url(url, state),
+                            cfg.allow_http)
         except UrlError as exc:
             problems.append(str(exc))
     return problems

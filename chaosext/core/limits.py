@@ -1,8 +1,10 @@
-"""Limits on a fault's lifetime: the outage, its deadline margin and the cap (``MAX_OUTAGE_SECONDS``).
+"""Limits on a fault's lifetime: the outage (``OUTAGE_SECONDS``), its cap (``MAX_OUTAGE_SECONDS``) and the deadline.
 
-The deadline is the outage plus a margin that is small next to it: :func:`deadline_seconds` =
-``OUTAGE_SECONDS + max(15, ceil(5 % of OUTAGE_SECONDS))``; :func:`check_deadline` refuses an outage whose deadline
-exceeds the cap with the largest outage that fits. The fault's drivers and watchdog enforce the deadline.
+Two names, two meanings: the *outage* is how long the JWKS is meant to be unreachable (the watch step ends it and the
+method restores), capped by ``MAX_OUTAGE_SECONDS`` (:func:`check_outage`); the fault's *deadline* is the outage plus a
+margin small next to it (:func:`deadline_seconds` = ``OUTAGE_SECONDS + max(15, ceil(5 % of OUTAGE_SECONDS))``), after
+which the kernel (iptables ``--datestop``) or the watchdog lifts the fault even when nothing else runs. A deadline is
+never longer than :func:`max_deadline_seconds` of the cap.
 """
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ import math
 
 from chaosext.core.errors import ConfigError
 
-__all__ = ["MAX_OUTAGE_SECONDS", "MIN_MARGIN_SECONDS", "MARGIN_FRACTION", "deadline_seconds", "check_deadline"]
+__all__ = ["MAX_OUTAGE_SECONDS", "MIN_MARGIN_SECONDS", "MARGIN_FRACTION", "deadline_seconds", "max_deadline_seconds",
+           "check_outage"]
 
-#: The default cap on a fault's whole lifetime (outage + margin), seconds.
+#: The default cap on OUTAGE_SECONDS (the fault's deadline adds its margin: :func:`max_deadline_seconds`).
 MAX_OUTAGE_SECONDS = 3600
 #: The deadline margin: max(MIN_MARGIN_SECONDS, ceil(MARGIN_FRACTION * outage)).
 MIN_MARGIN_SECONDS = 15
@@ -28,20 +31,23 @@ def deadline_seconds(outage_seconds: int) -> int:
     return outage + max(MIN_MARGIN_SECONDS, math.ceil(outage * MARGIN_FRACTION))
 
 
-def check_deadline(outage_seconds: int, max_outage_seconds: int = MAX_OUTAGE_SECONDS) -> int:
-    """The deadline of ``outage_seconds`` (:func:`deadline_seconds`) if it fits the cap, else ConfigError saying the
-    largest OUTAGE_SECONDS that fits and the MAX_OUTAGE_SECONDS this outage would need."""
+def max_deadline_seconds(max_outage_seconds: int = MAX_OUTAGE_SECONDS) -> int:
+    """The longest deadline a fault may have under the cap: the deadline of the longest allowed outage."""
+    return deadline_seconds(max_outage_seconds)
+
+
+def check_outage(outage_seconds: int, max_outage_seconds: int = MAX_OUTAGE_SECONDS) -> int:
+    """The deadline of ``outage_seconds`` (:func:`deadline_seconds`) when the outage is within the cap, else
+    ConfigError saying which OUTAGE_SECONDS or MAX_OUTAGE_SECONDS would do."""
     try:
         outage, cap = int(outage_seconds), int(max_outage_seconds)
     except (TypeError, ValueError):
         raise ConfigError(f"OUTAGE_SECONDS={outage_seconds!r} / MAX_OUTAGE_SECONDS={max_outage_seconds!r}: give "
-                         f"whole seconds") from None
+                          f"whole seconds") from None
     if outage <= 0:
         raise ConfigError(f"OUTAGE_SECONDS={outage} must be > 0")
-    deadline = deadline_seconds(outage)
-    if deadline > cap:
-        fits = max((o for o in range(cap, 0, -1) if deadline_seconds(o) <= cap), default=0)
-        raise ConfigError(f"OUTAGE_SECONDS={outage} plus its safety margin of {deadline - outage} s gives a fault "
-                         f"deadline of {deadline} s, above MAX_OUTAGE_SECONDS={cap}; use OUTAGE_SECONDS={fits} or "
-                         f"less, or raise MAX_OUTAGE_SECONDS to {deadline}")
-    return deadline
+    if outage > cap:
+        raise ConfigError(f"OUTAGE_SECONDS={outage} is above MAX_OUTAGE_SECONDS={cap}; use OUTAGE_SECONDS={cap} or "
+                          f"less, or raise MAX_OUTAGE_SECONDS to {outage} (the fault's own deadline adds "
+                          f"{deadline_seconds(outage) - outage} s to it)")
+    return deadline_seconds(outage)

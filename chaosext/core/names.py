@@ -4,8 +4,12 @@ The lab and the extension meet only over the network and through these documente
 """
 from __future__ import annotations
 
+import re
+
+from chaosext.core.errors import ConfigError
+
 __all__ = ["FAULT_VIAS", "FAULT_MODES", "LAB_SERVICES", "UNAUTHENTICATED_TENANT", "ENVOY_RUNTIME_PREFIX",
-           "ENVOY_STAT_PREFIX", "JWKS_CACHE_MODES"]
+           "ENVOY_STAT_PREFIX", "JWKS_CACHE_MODES", "RUN_ID_RE", "check_run_id"]
 
 #: how the fault is injected (``FAULT_VIA``)
 FAULT_VIAS = ("iptables", "envoy", "k8s-networkpolicy", "istio")
@@ -21,3 +25,13 @@ ENVOY_RUNTIME_PREFIX = "chaosext.jwks"
 ENVOY_STAT_PREFIX = "jwks_egress"
 #: the lab services' JWKS cache modes: last-known-good, hard TTL, no cache
 JWKS_CACHE_MODES = ("lkg", "hard-ttl", "none")
+#: a chaosext run id: 8 lower-case hex digits; it names the run directory, the fault's chain, tags and labels
+RUN_ID_RE = re.compile(r"[0-9a-f]{8}")
+
+
+def check_run_id(run_id: object, what: str = "run id") -> str:
+    """``run_id`` when it is a chaosext run id, else ConfigError naming ``what`` (an id names directories, chains,
+    labels and iptables-restore input: it is checked wherever one comes in, issue 27)."""
+    if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
+        raise ConfigError(f"{what}={run_id!r} is not a chaosext run id (8 lower-case hex digits, e.g. 1a2b3c4d)")
+    return run_id

@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-__all__ = ["SECRETS_SCOPE", "Configuration", "Secrets", "is_unset", "raw_setting", "setting", "argument_or_setting",
-           "secret_value"]
+__all__ = ["SECRETS_SCOPE", "Configuration", "Secrets", "is_unset", "raw_setting", "setting_origin", "setting",
+           "argument_or_setting", "secret_value"]
 
 #: the experiment's ``secrets`` scope chaosext reads (``"secrets": ["chaosext"]`` on its activities)
 SECRETS_SCOPE = "chaosext"
 
-Configuration = Mapping[str, Any] | None
-Secrets = Mapping[str, Any] | None
+if TYPE_CHECKING:
+    Configuration: TypeAlias = Mapping[str, Any] | None
+    Secrets: TypeAlias = Mapping[str, Any] | None
+else:  # what `chaos discover` shows for an entry point's configuration/secrets: a mapping (plain dict), not "object"
+    Configuration = dict
+    Secrets = dict
 
 
 def is_unset(value: Any) -> bool:
@@ -42,6 +46,15 @@ def raw_setting(configuration: Configuration, name: str, default: Any = "") -> A
             return conf[k]
     env = os.environ.get(key.upper(), "")
     return default if is_unset(env) else env
+
+
+def setting_origin(configuration: Configuration, name: str) -> str:
+    """Where :func:`raw_setting` finds ``name``: ``configuration``, ``env`` (the environment), or '' (not set)."""
+    key = name.lower()
+    conf = configuration or {}
+    if any(not is_unset(conf.get(k)) for k in (key, key.upper())):
+        return "configuration"
+    return "" if is_unset(os.environ.get(key.upper(), "")) else "env"
 
 
 def setting(configuration: Configuration, name: str, default: str = "") -> str:

@@ -2,8 +2,8 @@
 
 The probes and k6 need a valid token for each tenant they act as. This module gets them, in this order:
 
-1. the in-memory cache of this process (tokens are fetched once, before the fault, and kept for the run — never
-   written to the run file, a journal or a log);
+1. the cache the caller passes (a run's memory, ``chaosext.run.memory``: tokens are fetched once, before the fault,
+   and kept for the run — never written to the run file, a journal or a log);
 2. ``TOKENS_FILE`` (JSON ``{tenant: token}``, the fallback for IdPs a client cannot ask);
 3. the client-credentials grant: ``token_endpoint`` from ``AUTHORITY_URL/.well-known/openid-configuration`` (or
    ``TOKEN_ENDPOINT``), client authentication ``client_secret_basic`` (default) or ``client_secret_post``
@@ -37,28 +37,26 @@ from urllib.parse import quote_plus
 import requests
 
 from chaosext.core import labid, urls
-from chaosext.core.config import lab_state, load_config
+from chaosext.core.config import ExperimentConfig, lab_state
 from chaosext.core.errors import ChaosextError
-from chaosext.core.settings import SECRETS_SCOPE, secret_value, setting
+from chaosext.core.settings import SECRETS_SCOPE, Secrets, secret_value
 
 __all__ = [
     "SECRETS_SCOPE",
     "TokenError",
     "TokenSettings",
     "secret_value",
-    "setting",
+    "TokenCache",
     "token_settings",
     "discover_token_endpoint",
     "token_endpoint",
     "client_credentials_token",
     "tokens_for",
     "k6_token_env",
-    "clear_cache",
 ]
 
-AUTH_METHODS = ("client_secret_basic", "client_secret_post")
-
-_CACHE: dict[tuple[str, str], tuple[str, float]] = {}
+#: (authority URL, tenant) -> (token, expiry unix seconds): a run's memory (``chaosext.run.memory``), never a file
+TokenCache = dict[tuple[str, str], tuple[str, float]]
 _LOCK = threading.Lock()
 
 
@@ -103,9 +101,9 @@ def _parse_clients(value: Any) -> dict[str, tuple[str, str]]:
             from None
 
 
-def token_settings(configuration: dict[str, Any] | None, secrets: dict[str, Any] | None = None) -> TokenSettings:
-    """Resolve the token settings from configuration, secrets, the environment and the running lab."""
-    cfg = load_config(configuration)
+def token_settings(cfg: ExperimentConfig, secrets: Secrets = None) -> TokenSettings:
+    """The token settings of the run (``cfg.token``) with the client credentials from ``secrets``, the environment
+    or the running lab."""
     client_id = str(secret_value(secrets, "token_client_id"))
     client_secret = str(secret_value(secrets, "token_client_secret"))
     source = "secrets/env" if client_id or client_secret else ""
@@ -115,24 +113,22 @@ def token_settings(configuration: dict[str, Any] | None, secrets: dict[str, Any]
         if labid.same_url(state.get("authority_url"), cfg.authority_url):
             client_id, client_secret = state.get("client_id") or "", state.get("client_secret") or ""
             source = "lab client"
-    method = setting(configuration, "token_auth_method", "client_secret_basic")
-    if method not in AUTH_METHODS:
-        raise TokenError(f"TOKEN_AUTH_METHOD={method!r} is unknown; use {' or '.join(AUTH_METHODS)}")
+    t = cfg.token
     return TokenSettings(
         authority_url=cfg.authority_url,
-        token_endpoint=setting(configuration, "token_endpoint"),
+        token_endpoint=t.endpoint,
         client_id=client_id,
         client_secret=client_secret,
         tenant_clients=_parse_clients(secret_value(secrets, "token_clients")),
-        auth_method=method,
-        tenant_param=setting(configuration, "token_tenant_param", "tenant"),
-        scope=setting(configuration, "token_scope"),
-        audience=setting(configuration, "token_audience"),
-        audience_param=setting(configuration, "token_audience_param", "audience"),
-        tokens_file=cfg.tokens_file,
+        auth_method=t.auth_method,
+        tenant_param=t.tenant_param,
+        scope=t.scope,
+        audience=t.audience,
+        audience_param=t.audience_param,
+        tokens_file=t.tokens_file,
         source=source,
         lab=lab,
-        allow_http=urls.allow_http(configuration),
+        allow_http=cfg.allow_http,
     )
 
 
@@ -224,9 +220,10 @@ def _from_file(path: str, wanted: list[str]) -> dict[str, str]:
     return {t: str(doc[t]) for t in wanted if isinstance(doc, dict) and doc.get(t)}
 
 
-def tokens_for(settings: TokenSettings, tenants: list[str] | tuple[str, ...], min_valid_seconds: float = 0.0,
-               timeout: float = 10.0) -> dict[str, str]:
-    """``{tenant: access token}`` for every tenant: cache, then TOKENS_FILE, then the client-credentials grant.
+def tokens_for(settings: TokenSettings, tenants: list[str] | tuple[str, ...], cache: TokenCache,
+               min_valid_seconds: float = 0.0, timeout: float = 10.0) -> dict[str, str]:
+    """``{tenant: access token}`` for every tenant: ``cache`` (the run's memory), then TOKENS_FILE, then the
+    client-credentials grant (whose tokens are added to ``cache``).
 
     ``min_valid_seconds``: tokens that expire sooner are refused with a TokenError (a token that dies during the
     outage would turn into 401s nobody could tell from a real failure).
@@ -235,7 +232,7 @@ def tokens_for(settings: TokenSettings, tenants: list[str] | tuple[str, ...], mi
     out: dict[str, str] = {}
     with _LOCK:
         for t in tenants:
-            hit = _CACHE.get((settings.authority_url, t))
+            hit = cache.get((settings.authority_url, t))
             if hit and hit[1] > now:
                 out[t] = hit[0]
     missing = [t for t in tenants if t not in out]
@@ -266,18 +263,17 @@ def tokens_for(settings: TokenSettings, tenants: list[str] | tuple[str, ...], mi
                              f"OUTAGE_SECONDS, or give TOKENS_FILE")
         out[tenant] = str(body["access_token"])
         with _LOCK:
-            _CACHE[(settings.authority_url, tenant)] = (out[tenant], time.time() + lifetime)
+            cache[(settings.authority_url, tenant)] = (out[tenant], time.time() + lifetime)
     return out
 
 
-def k6_token_env(configuration: dict[str, Any] | None, secrets: dict[str, Any] | None = None
-                 ) -> tuple[dict[str, str], dict[str, str]]:
+def k6_token_env(cfg: ExperimentConfig, secrets: Secrets = None) -> tuple[dict[str, str], dict[str, str]]:
     """(script variables, secret environment) for k6-tenant-load.js to get its tokens the same standard way.
 
     The first part is safe for ``-e`` (argv); the second holds the client credentials and must go into k6's process
     environment only (``k6 run`` includes it in ``__ENV``).
     """
-    s = token_settings(configuration, secrets)
+    s = token_settings(cfg, secrets)
     variables = {"TOKEN_AUTH_METHOD": s.auth_method, "TOKEN_TENANT_PARAM": s.tenant_param,
                  "TOKEN_AUDIENCE_PARAM": s.audience_param}
     for key, value in (("TOKEN_ENDPOINT", s.token_endpoint), ("TOKEN_SCOPE", s.scope),
@@ -289,9 +285,3 @@ def k6_token_env(configuration: dict[str, Any] | None, secrets: dict[str, Any] |
         env["TOKEN_CLIENTS"] = json.dumps({t: {"client_id": c[0], "client_secret": c[1]}
                                           for t, c in s.tenant_clients.items()})
     return variables, {k: v for k, v in env.items() if v}
-
-
-def clear_cache() -> None:
-    """Forget every cached token (tests; a new run in the same process)."""
-    with _LOCK:
-        _CACHE.clear()

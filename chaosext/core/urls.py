@@ -27,10 +27,9 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
 from chaosext.core.errors import ConfigError
-from chaosext.core.settings import Configuration, setting
 
 __all__ = ["UrlError", "CrossOriginRedirect", "Url", "parse", "problem", "origin", "same_origin", "is_loopback",
-           "SameOriginSession", "session", "allow_http", "check_transport", "ALLOW_HTTP_SETTING"]
+           "SameOriginSession", "session", "check_transport", "ALLOW_HTTP_SETTING"]
 
 #: the setting that allows credentials over plain http outside the lab
 ALLOW_HTTP_SETTING = "CHAOSEXT_ALLOW_HTTP"
@@ -158,14 +157,9 @@ def session() -> SameOriginSession:
     return SameOriginSession()
 
 
-def allow_http(configuration: Configuration = None) -> bool:
-    """``CHAOSEXT_ALLOW_HTTP`` (configuration, else environment) is set to true."""
-    return setting(configuration, ALLOW_HTTP_SETTING.lower()).strip().lower() in ("1", "true", "yes", "on")
-
-
 def check_transport(url: str, what: str, lab: bool, allowed: bool) -> Url:
     """``url`` parsed, for a request that carries credentials: https, unless it is the lab's (``lab``: identity,
-    :mod:`chaosext.core.labid`) or plain http is ``allowed`` (:func:`allow_http`). UrlError otherwise."""
+    :mod:`chaosext.core.labid`) or plain http is ``allowed`` (CHAOSEXT_ALLOW_HTTP). UrlError otherwise."""
     parsed = parse(url, what)
     if parsed.scheme != "https" and not lab and not allowed:
         raise UrlError(f"{what}={url!r} is plain http and not the running lab's: chaosext sends credentials there "

@@ -1,26 +1,26 @@
 """Chaos Toolkit actions: block the services' egress to the JWKS endpoint, and restore it.
 
-Each argument left empty falls back to the one resolver (``chaosext.core.settings``: the experiment configuration's
-lower-case key, then the environment variable) for ``JWKS_URL``, ``FAULT_VIA``, ``FAULT_TARGET``, ``FAULT_MODE``,
-``OUTAGE_SECONDS``, ``MAX_OUTAGE_SECONDS``, ``ENVOY_ADMIN_URL``, ``KUBE_API_URL``, ``KUBE_CONTEXT``,
-``FAULT_PARALLELISM``, then to the lab defaults. The same functions back ``chaosext restore`` and
-``ops/devops/tenant/jwks-chaos.sh``.
+Every argument defaults to "unset" and then comes from the run's settings (``chaosext.run.context``: ``JWKS_URL``,
+``FAULT_VIA``, ``FAULT_TARGET``, ``FAULT_MODE``, ``OUTAGE_SECONDS`` and its deadline, ``MAX_OUTAGE_SECONDS``,
+``ENVOY_ADMIN_URL``, ``KUBE_API_URL``, ``KUBE_CONTEXT``, ``FAULT_PARALLELISM``), so the experiment's steps need no
+arguments. The same functions back ``chaosext restore`` and ``ops/devops/tenant/jwks-chaos.sh``.
+
+A fault belongs to a run: in an experiment run it carries the run's id; outside one (an experiment without the
+safety control, a Python caller) a fault record names the process that applied it, and that process's restore finds
+it again (:func:`restore_jwks_egress`).
 """
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from chaoslib.types import Configuration, Secrets
-
-from chaosext.core import ids, kube
-from chaosext.core.config import load_config
-from chaosext.core.errors import ActivityMapping, ActivityResult, ConfigError, activity
+from chaosext.core import kube
+from chaosext.core.errors import ActivityMapping, ActivityResult, ConfigError
+from chaosext.core.limits import max_deadline_seconds
+from chaosext.core.names import check_run_id
 from chaosext.core.procs import proc_start_time
-from chaosext.core.runfile import load_run
-from chaosext.core.settings import argument_or_setting, is_unset
+from chaosext.core.settings import Configuration, Secrets, is_unset
 from chaosext.egress import build_driver, watchdog
 from chaosext.egress.base import (
-    DEFAULT_JWKS_URL,
-    MAX_OUTAGE_SECONDS,
     Driver,
     FaultError,
     FaultRecord,
@@ -28,50 +28,50 @@ from chaosext.egress.base import (
     delete_record,
     load_records,
     make_spec,
+    owned_by_this_process,
     parse_jwks_url,
     resolve_addresses,
     save_record,
 )
 from chaosext.egress.iptables import runner_for
 from chaosext.load.k6 import runs_dir
+from chaosext.run.context import RunContext, run_context
 
+#: the Chaos Toolkit actions; ``block`` / ``restore_run`` are the same for a run context (the safety control, the CLI)
 __all__ = ["block_jwks_egress", "restore_jwks_egress"]
 
 
-def settings(
-    jwks_url: str = "",
-    via: str = "",
-    target: str = "",
-    mode: str = "",
-    duration_seconds: int | str | None = None,
-    max_duration_seconds: int | str | None = None,
-    verify_timeout_seconds: float = 1.0,
-    envoy_admin_url: str = "",
-    kube_api_url: str = "",
-    kube_context: str = "",
-    driver_options: dict[str, Any] | None = None,
-    configuration: Configuration = None,
-) -> dict[str, Any]:
-    """Arguments merged with the configuration fallbacks and defaults (no side effects)."""
-    c = configuration or {}
+@dataclass(frozen=True)
+class FaultSettings:
+    """Where and how the fault goes: the activity's arguments over the run's settings."""
+
+    jwks_url: str
+    via: str
+    target: str
+    mode: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def fault_settings(ctx: RunContext, jwks_url: str = "", via: str = "", target: str = "", mode: str = "",
+                   envoy_admin_url: str = "", kube_api_url: str = "", kube_context: str = "",
+                   driver_options: dict[str, Any] | None = None, verify_timeout_seconds: float = 1.0) -> FaultSettings:
+    """The arguments that are set, else the run's settings (no side effects)."""
+    cfg = ctx.cfg
+
+    def given(value: Any, default: Any) -> Any:
+        return default if is_unset(value) else value
+
     options = {
         "verify_timeout": float(verify_timeout_seconds),
-        "envoy_admin_url": argument_or_setting(envoy_admin_url, c, "ENVOY_ADMIN_URL", ""),
-        "kube_api_url": argument_or_setting(kube_api_url, c, "KUBE_API_URL", ""),
-        "kube_context": argument_or_setting(kube_context, c, "KUBE_CONTEXT", ""),
-        "parallelism": argument_or_setting(None, c, "FAULT_PARALLELISM", ""),
+        "envoy_admin_url": given(envoy_admin_url, cfg.envoy_admin_url),
+        "kube_api_url": given(kube_api_url, cfg.kube_api_url),
+        "kube_context": given(kube_context, cfg.kube_context),
+        "parallelism": cfg.fault_parallelism,
         **(driver_options or {}),
     }
-    return {
-        "jwks_url": argument_or_setting(jwks_url, c, "JWKS_URL", DEFAULT_JWKS_URL),
-        "via": argument_or_setting(via, c, "FAULT_VIA", "iptables"),
-        "target": argument_or_setting(target, c, "FAULT_TARGET", "local"),
-        "mode": argument_or_setting(mode, c, "FAULT_MODE", "drop"),
-        "duration_seconds": argument_or_setting(duration_seconds, c, "OUTAGE_SECONDS", 300),
-        "max_duration_seconds": argument_or_setting(max_duration_seconds, c, "MAX_OUTAGE_SECONDS",
-                                                    MAX_OUTAGE_SECONDS),
-        "options": {k: v for k, v in options.items() if v not in ("", None)},
-    }
+    return FaultSettings(jwks_url=given(jwks_url, cfg.jwks_url), via=given(via, cfg.fault_via),
+                         target=given(target, cfg.fault_target), mode=given(mode, cfg.fault_mode),
+                         options={k: v for k, v in options.items() if v not in ("", None)})
 
 
 def _active_record(via: str, target: str, jwks_url: str) -> FaultRecord | None:
@@ -83,18 +83,6 @@ def _active_record(via: str, target: str, jwks_url: str) -> FaultRecord | None:
     return None
 
 
-def _config_str(configuration: Configuration, key: str) -> str:
-    """A string value the run put into the configuration ('' when absent or an unresolved ``${...}``)."""
-    value = (configuration or {}).get(key)
-    return "" if not isinstance(value, str) or is_unset(value) else value
-
-
-def run_fault_id(configuration: Configuration) -> str:
-    """The run id this experiment run's fault carries: the safety control's run id, else the id of a fault
-    ``block_jwks_egress`` applied earlier in this same run ('' when the run applied none)."""
-    return _config_str(configuration, "chaosext_run_id") or _config_str(configuration, "chaosext_fault_run_id")
-
-
 def fault_record(run_id: str) -> FaultRecord | None:
     """The fault record of ``run_id`` on this machine, or None."""
     for rec in load_records():
@@ -103,29 +91,33 @@ def fault_record(run_id: str) -> FaultRecord | None:
     return None
 
 
-def _heartbeat_settings(heartbeat_file: str, grace_seconds: Any, configuration: Configuration) -> tuple[str, float]:
-    """The heartbeat file and HEARTBEAT_GRACE (argument, else configuration, else 10 s), checked before any change."""
-    heartbeat = str(argument_or_setting(heartbeat_file, configuration, "chaosext_heartbeat_file", ""))
-    value = argument_or_setting(grace_seconds or "", configuration, "heartbeat_grace", watchdog.HEARTBEAT_GRACE)
-    try:
-        grace = float(value)
-    except (TypeError, ValueError):
-        grace = -1.0
+def run_fault(ctx: RunContext) -> FaultSpec | None:
+    """The fault this run applied: the run id's, else (outside a run) the last one this very process applied."""
+    if ctx.run_id:
+        rec = fault_record(ctx.run_id)
+    else:
+        own = [r for r in load_records() if owned_by_this_process(r)]
+        rec = max(own, key=lambda r: r["recorded_at"]) if own else None
+    return FaultSpec.from_dict(rec["spec"]) if rec else None
+
+
+def _grace(ctx: RunContext, grace_seconds: float) -> float:
+    """HEARTBEAT_GRACE (the argument when > 0, else the run's), checked before any change."""
+    grace = float(grace_seconds) if grace_seconds else ctx.cfg.heartbeat_grace
     if grace <= 0:
-        raise FaultError(f"HEARTBEAT_GRACE={value!r}: give the seconds without a heartbeat after which the fault is "
+        raise FaultError(f"HEARTBEAT_GRACE={grace!r}: give the seconds without a heartbeat after which the fault is "
                          f"lifted (> 0, default 10)")
-    return heartbeat, grace
+    return grace
 
 
-@activity
 def block_jwks_egress(
     jwks_url: str = "",
-    via: str = "iptables",
-    target: str = "local",
-    mode: str = "drop",
-    duration_seconds: int = 300,
+    via: str = "",
+    target: str = "",
+    mode: str = "",
+    deadline_seconds: int = 0,
     dry_run: bool = False,
-    max_duration_seconds: int = 3600,
+    max_outage_seconds: int = 0,
     verify: bool = True,
     verify_timeout_seconds: float = 1.0,
     use_watchdog: bool = True,
@@ -140,50 +132,63 @@ def block_jwks_egress(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> ActivityResult:
-    """Make the JWKS endpoint unreachable from the target until restored or ``duration_seconds`` pass.
+    """Make the JWKS endpoint unreachable from the target until restored or its deadline passes.
 
-    jwks_url: the JWKS URL (host and port are blocked; every A/AAAA record). Empty: configuration ``JWKS_URL``,
-    else ``http://127.0.0.2:8440/.well-known/jwks.json``. via: ``iptables`` | ``envoy`` | ``k8s-networkpolicy`` |
-    ``istio``. target: iptables ``local`` | ``netns:<name|glob>`` | ``pid:<pid>`` | ``k8s-pod:<ns>/<pod|selector>``,
-    or several comma-separated (applied in parallel, ``FAULT_PARALLELISM`` at once, all or none);
-    envoy: the admin URL; k8s-networkpolicy / istio: ``<namespace>/<label selector>``. mode: ``drop`` (timeouts,
-    like an unreachable network) or ``reject`` (refused at once, like a dead host). duration_seconds: the deadline,
-    enforced by the kernel (iptables ``-m time --datestop``) and by a detached watchdog (``use_watchdog``), capped
-    by ``max_duration_seconds``. dry_run: return the exact commands / API calls without making them. verify: check
-    from inside the target that the fault bites the way ``mode`` says, and undo it if it does not.
-    run_id: the fault's id (default: the experiment run's ``chaosext_run_id``, else the active fault's on this target
-    and endpoint, else a new one). Blocking again with the same run id reuses the fault (one rule set); a fault of
-    ANOTHER run on the same target and endpoint is refused.
-    heartbeat_file (default: the experiment run's ``chaosext_heartbeat_file``): the run's heartbeat; the watchdog
-    lifts the fault, and stops the k6 runs of this run id (in ``k6_dir``, default the run's), once it is
-    ``heartbeat_grace_seconds`` old (0: the configuration's HEARTBEAT_GRACE, else 10): the dead-man switch. Returns
-    what was done, incl. ``run_id``.
+    Every argument left unset comes from the run's settings. jwks_url: the JWKS URL (its host and port are blocked;
+    every A/AAAA record). via: ``iptables`` | ``envoy`` | ``k8s-networkpolicy`` | ``istio``. target: iptables
+    ``local`` | ``netns:<name|glob>`` | ``pid:<pid>`` | ``k8s-pod:<ns>/<pod|selector>``, or several comma-separated
+    (applied in parallel, ``FAULT_PARALLELISM`` at once, all or none); envoy: the admin URL; k8s-networkpolicy /
+    istio: ``<namespace>/<label selector>``. mode: ``drop`` (timeouts, like an unreachable network) or ``reject``
+    (refused at once, like a dead host). deadline_seconds: how long the fault may live at most (default: the run's
+    OUTAGE_SECONDS plus its safety margin), enforced by the kernel (iptables ``-m time --datestop``) and by a detached
+    watchdog (``use_watchdog``); it may not exceed the deadline of MAX_OUTAGE_SECONDS (``max_outage_seconds``).
+    dry_run: return the exact commands / API calls without making them. verify: check from inside the target that
+    the fault bites the way ``mode`` says, and undo it if it does not.
+    run_id: the fault's id (default: the experiment run's, else the active fault's on this target and endpoint, else
+    a new one). Blocking again with the same run id reuses the fault (one rule set); a fault of ANOTHER run on the
+    same target and endpoint is refused.
+    heartbeat_file (default: the experiment run's heartbeat): the watchdog lifts the fault, and stops the k6 runs of
+    this run id (in ``k6_dir``, default the run's), once it is ``heartbeat_grace_seconds`` old (0: the run's
+    HEARTBEAT_GRACE, default 10): the dead-man switch. Returns what was done, incl. ``run_id``.
     """
-    s = settings(jwks_url, via, target, mode, duration_seconds, max_duration_seconds, verify_timeout_seconds,
-                 envoy_admin_url, kube_api_url, kube_context, driver_options, configuration)
-    run_id = run_id or _config_str(configuration, "chaosext_run_id")
-    existing = _active_record(s["via"], s["target"], s["jwks_url"])
+    return block(run_context(configuration, secrets), jwks_url, via, target, mode, deadline_seconds, dry_run,
+                 max_outage_seconds, verify, verify_timeout_seconds, use_watchdog, run_id, envoy_admin_url,
+                 kube_api_url, kube_context, driver_options, heartbeat_file, heartbeat_grace_seconds, k6_dir)
+
+
+def block(ctx: RunContext, jwks_url: str = "", via: str = "", target: str = "", mode: str = "",
+          deadline_seconds: int = 0, dry_run: bool = False, max_outage_seconds: int = 0, verify: bool = True,
+          verify_timeout_seconds: float = 1.0, use_watchdog: bool = True, run_id: str = "", envoy_admin_url: str = "",
+          kube_api_url: str = "", kube_context: str = "", driver_options: dict[str, Any] | None = None,
+          heartbeat_file: str = "", heartbeat_grace_seconds: float = 0, k6_dir: str = "") -> dict[str, Any]:
+    """:func:`block_jwks_egress` for a run context (the safety control's dry-run plan, the ``egress`` CLI)."""
+    secrets = ctx.secrets
+    s = fault_settings(ctx, jwks_url, via, target, mode, envoy_admin_url, kube_api_url, kube_context,
+                       driver_options, verify_timeout_seconds)
+    cap = max_deadline_seconds(max_outage_seconds or ctx.cfg.max_outage_seconds)
+    deadline = deadline_seconds or ctx.cfg.deadline_seconds
+    run_id = run_id or ctx.run_id
+    existing = _active_record(s.via, s.target, s.jwks_url)
     if existing and not run_id:
         run_id = existing["spec"]["run_id"]  # no run of our own named: blocking again reuses the active fault
     if existing and existing["spec"]["run_id"] != run_id:
-        raise FaultError(f"fault {existing['spec']['run_id']} of another run is already active on {s['target']} for "
-                         f"{s['jwks_url']}; one run per target at a time (let it end, or `chaosext restore --run-id "
+        raise FaultError(f"fault {existing['spec']['run_id']} of another run is already active on {s.target} for "
+                         f"{s.jwks_url}; one run per target at a time (let it end, or `chaosext restore --run-id "
                          f"{existing['spec']['run_id']}`)")
-    if existing and existing["spec"]["mode"] != s["mode"]:
+    if existing and existing["spec"]["mode"] != s.mode:
         raise FaultError(f"a {existing['spec']['mode']} fault {existing['spec']['run_id']} is already active on "
-                         f"{s['target']}; restore it first (chaosext restore --target {s['target']})")
-    spec = make_spec(s["jwks_url"], s["via"], s["target"], s["mode"], s["duration_seconds"],
-                     s["max_duration_seconds"], options=s["options"],
-                     run_id=run_id,
+                         f"{s.target}; restore it first (chaosext restore --target {s.target})")
+    spec = make_spec(s.jwks_url, s.via, s.target, s.mode, deadline, cap, options=s.options, run_id=run_id,
                      expires_at=existing["spec"]["expires_at"] if existing else 0.0,
-                     resolve=s["via"] in ("iptables", "k8s-networkpolicy"))
-    heartbeat, grace = _heartbeat_settings(heartbeat_file, heartbeat_grace_seconds, configuration)
-    if heartbeat and not k6_dir:
-        k6_dir = str(runs_dir("", configuration))
+                     resolve=s.via in ("iptables", "k8s-networkpolicy"))
+    heartbeat = heartbeat_file or ctx.heartbeat_file
+    grace = _grace(ctx, heartbeat_grace_seconds)
+    if heartbeat and not k6_dir and ctx.run_dir is not None:
+        k6_dir = str(runs_dir(str(ctx.run_dir / "k6")))
     driver = build_driver(spec.via, spec.options, secrets)
     result: dict[str, Any] = {"run_id": spec.run_id, "via": spec.via, "target": spec.target, "mode": spec.mode,
                               "jwks_url": spec.jwks_url, "host": spec.host, "port": spec.port,
-                              "addresses": list(spec.addresses), "duration_seconds": spec.duration_seconds,
+                              "addresses": list(spec.addresses), "deadline_seconds": spec.duration_seconds,
                               "expires_at": spec.expires_at, "reused": bool(existing), "dry_run": bool(dry_run)}
     if dry_run:
         result["commands"] = driver.describe(spec)
@@ -194,8 +199,6 @@ def block_jwks_egress(
     except BaseException:
         delete_record(spec.run_id)
         raise
-    if isinstance(configuration, dict):
-        configuration["chaosext_fault_run_id"] = spec.run_id  # this run's restore finds its own fault
     pid = 0
     if use_watchdog and not (existing and watchdog.find(spec.run_id)):
         # the watchdog reverts with the same Kubernetes credentials: in its environment, never its argv or a file
@@ -213,17 +216,17 @@ def block_jwks_egress(
     return result
 
 
-def target_problem(via: str, target: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
-    """'' when the fault's target exists and is reachable for the driver; else what to do. Changes nothing."""
-    s = settings("", via, target, configuration=configuration)
+def target_problem(ctx: RunContext) -> str:
+    """'' when the run's fault target exists and is reachable for its driver; else what to do. Changes nothing."""
+    s = fault_settings(ctx)
     try:
-        driver = build_driver(s["via"], s["options"], secrets)
-        if s["via"] == "iptables":
-            runner_for(s["target"], s["options"], secrets=secrets)
+        driver = build_driver(s.via, s.options, ctx.secrets)
+        if s.via == "iptables":
+            runner_for(s.target, s.options, secrets=ctx.secrets)
         else:
-            driver.find_orphans(s["target"])  # reads the admin API / the Kubernetes API: reachable and allowed
+            driver.find_orphans(s.target)  # reads the admin API / the Kubernetes API: reachable and allowed
     except FaultError as exc:
-        return f"FAULT_TARGET={target!r} ({via}): {exc}"
+        return f"FAULT_TARGET={s.target!r} ({s.via}): {exc}"
     return ""
 
 
@@ -267,7 +270,7 @@ def restore(
     ``run_id`` must be a run id (FaultError otherwise: it is never matched loosely nor turned into a path)."""
     if run_id:
         try:
-            ids.check_run_id(run_id)
+            check_run_id(run_id, "run id")
         except ConfigError as exc:
             raise FaultError(str(exc)) from None
 
@@ -319,11 +322,10 @@ def restore(
     return {"restored": removed, "left": left, "nothing_to_restore": not removed, "dry_run": bool(dry_run)}
 
 
-@activity
 def restore_jwks_egress(
     jwks_url: str = "",
-    via: str = "iptables",
-    target: str = "local",
+    via: str = "",
+    target: str = "",
     run_id: str = "",
     reason: str = "",
     dry_run: bool = False,
@@ -337,41 +339,46 @@ def restore_jwks_egress(
 ) -> ActivityResult:
     """Undo THIS run's JWKS egress fault, and only that one.
 
-    run_id: the fault to remove; default the experiment run's (``chaosext_run_id``, or the id ``block_jwks_egress``
-    returned earlier in this run). In an experiment run (a configuration with ``chaosext_*`` keys) a run that applied
-    no fault restores nothing, so a refused or failed run can never lift another run's outage; faults of other runs
-    stay. Called outside a run (no such configuration), it removes what is recorded for via/target, else the faults
+    run_id: the fault to remove; default the experiment run's. Outside a run (no run id: an experiment without the
+    safety control, a Python caller) the faults this very process applied on via/target; a process that applied
+    none restores nothing when it runs an experiment (a refused or failed run can never lift another run's outage),
+    and, called from Python without an experiment's configuration, what is recorded for via/target, else the faults
     found on the target by their tags that block this JWKS endpoint. ``chaosext restore`` is the manual way and
     ``chaosext restore --all`` the panic button that sweeps everything. Restoring twice succeeds. reason: why this
-    restore happens now (e.g. the abort guard), recorded in the result and the journal. With verify, reports (from the
-    target) that the endpoint answers again. Fails only if a rule/object of this run could not be removed.
+    restore happens now (default: why the run's outage ended, e.g. the abort guard), recorded in the result and the
+    journal. With verify, reports (from the target) that the endpoint answers again. Fails only if a rule/object of
+    this run could not be removed.
     """
-    run_id = run_id if run_id and not run_id.startswith("${") else run_fault_id(configuration)
-    in_run = isinstance(configuration, dict) and any(str(k).startswith("chaosext_") for k in configuration)
-    if not run_id and in_run:
+    experiment = any(str(k).startswith("chaosext_") for k in (configuration or {}))
+    return restore_run(run_context(configuration, secrets), jwks_url, via, target, run_id, reason, dry_run, verify,
+                       envoy_admin_url, kube_api_url, kube_context, driver_options, experiment)
+
+
+def restore_run(ctx: RunContext, jwks_url: str = "", via: str = "", target: str = "", run_id: str = "",
+                reason: str = "", dry_run: bool = False, verify: bool = True, envoy_admin_url: str = "",
+                kube_api_url: str = "", kube_context: str = "", driver_options: dict[str, Any] | None = None,
+                experiment: bool = True) -> dict[str, Any]:
+    """:func:`restore_jwks_egress` for a run context (the safety control's always-restore)."""
+    secrets = ctx.secrets
+    s = fault_settings(ctx, jwks_url, via, target, "", envoy_admin_url, kube_api_url, kube_context, driver_options)
+    run_ids = [run_id] if run_id and not is_unset(run_id) else [ctx.run_id] if ctx.run_id else [
+        r["spec"]["run_id"] for r in load_records()
+        if owned_by_this_process(r) and (r["spec"]["via"], r["spec"]["target"]) == (s.via, s.target)]
+    if not run_ids and experiment:
         return {"restored": [], "left": [], "nothing_to_restore": True, "dry_run": bool(dry_run),
-                "note": "this run applied no fault: nothing to restore"}
-    s = settings(jwks_url, via, target, "", None, None, 1.0, envoy_admin_url, kube_api_url, kube_context,
-                 driver_options, configuration)
-    # outside an experiment run (no chaosext_* configuration): what is recorded for via/target, else what the tags show
-    out = restore(s["via"], s["target"], run_id=run_id, jwks_url="" if run_id or not jwks_url else s["jwks_url"],
-                  dry_run=dry_run, verify=verify, options=s["options"], secrets=secrets)
-    out["run_id"] = run_id
-    out["reason"] = reason or _outage_reason(configuration)
+                "run_id": "", "note": "this run applied no fault: nothing to restore"}
+    outs = [restore(s.via, s.target, run_id=rid, dry_run=dry_run, verify=verify, options=s.options,
+                    secrets=secrets) for rid in run_ids] or [
+        restore(s.via, s.target, jwks_url="" if not jwks_url else s.jwks_url, dry_run=dry_run, verify=verify,
+                options=s.options, secrets=secrets)]
+    out: dict[str, Any] = {"restored": [r for o in outs for r in o["restored"]],
+                           "left": [r for o in outs for r in o["left"]], "dry_run": bool(dry_run)}
+    out["nothing_to_restore"] = not out["restored"]
+    out["run_id"] = ",".join(run_ids)
+    outage = ctx.record().outage
+    out["reason"] = reason or (outage.reason or ("planned end of the outage" if outage.end is not None else "")
+                               if outage is not None else "")
     if out["left"]:
-        raise FaultError(f"chaosext faults left on {s['target']} after restore: {out['left']}; remove them with "
-                         f"`chaosext restore --all --via {s['via']} --target {s['target']}`")
+        raise FaultError(f"chaosext faults left on {s.target} after restore: {out['left']}; remove them with "
+                         f"`chaosext restore --all --via {s.via} --target {s.target}`")
     return out
-
-
-def _outage_reason(configuration: Configuration) -> str:
-    """Why the outage ended, from the run file the watch step wrote ('' outside an experiment run)."""
-    if not _config_str(configuration, "chaosext_run_id"):
-        return ""
-    try:
-        outage = load_run(load_config(configuration).run_dir).outage
-    except ValueError:
-        return ""
-    if outage is None:
-        return ""
-    return outage.reason or ("planned end of the outage" if outage.end is not None else "")

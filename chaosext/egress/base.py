@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import socket
 import ssl
 import sys
@@ -26,8 +27,10 @@ from urllib.parse import urlsplit
 
 from chaosext.core import ids, safefs, urls
 from chaosext.core.errors import ChaosextError, ConfigError
+from chaosext.core.faulttarget import ITEM_KINDS, TargetError, split_items
 from chaosext.core.limits import MAX_OUTAGE_SECONDS
-from chaosext.core.names import FAULT_MODES, FAULT_VIAS
+from chaosext.core.names import FAULT_MODES, FAULT_VIAS, check_run_id
+from chaosext.core.procs import proc_start_time
 
 __all__ = [
     "FaultSpec",
@@ -53,6 +56,8 @@ __all__ = [
     "save_record",
     "load_records",
     "delete_record",
+    "this_process",
+    "owned_by_this_process",
     "probe_endpoint",
     "expected_error",
 ]
@@ -75,41 +80,17 @@ class TargetNotFound(FaultError):
 
 
 #: target kinds of the iptables driver (``local`` has no name)
-TARGET_KINDS = ("local", "netns", "pid", "k8s-pod")
+TARGET_KINDS = ITEM_KINDS
 
 
 def split_targets(target: str) -> list[str]:
-    """One target string per item of a comma-separated ``FAULT_TARGET``, in order, without duplicates.
-
-    Each item is ``local``, ``netns:<name or glob>``, ``pid:<pid>`` or ``k8s-pod:<namespace>/<pod or selector>``. An
-    item without a kind continues the one before it: ``pid:10,11`` is two pids, ``netns:a,b`` two namespaces,
-    ``k8s-pod:ns/app=x,tier=web`` one selector of two labels (a part with ``=``), ``k8s-pod:ns/p1,p2`` two pods.
-    Globs are expanded later (by the driver, against the namespaces that exist then).
-    """
-    items: list[str] = []
-    for raw in str(target or "local").split(","):
-        part = raw.strip()
-        if not part:
-            raise FaultError(f"target {target!r} has an empty item; separate targets with single commas")
-        kind, sep, name = part.partition(":")
-        if part == "local" or (sep and kind in TARGET_KINDS):
-            if sep and not name:
-                raise FaultError(f"target item {part!r} names nothing: give {kind}:<name>")
-            items.append(part)
-            continue
-        if not items or items[-1] == "local":
-            raise FaultError(f"unknown target {part!r}: use local, netns:<name|glob>, pid:<pid> or "
-                             "k8s-pod:<namespace>/<pod|selector>, comma-separated for several")
-        prev_kind, _, prev_name = items[-1].partition(":")
-        if prev_kind == "k8s-pod":
-            namespace, _, selector = prev_name.partition("/")
-            if "=" in part and "=" in selector:
-                items[-1] = f"{items[-1]},{part}"  # one more label of the same selector
-            else:
-                items.append(f"k8s-pod:{namespace}/{part}")
-        else:
-            items.append(f"{prev_kind}:{part}")
-    return list(dict.fromkeys(items))
+    """The iptables items of a comma-separated ``FAULT_TARGET`` (``chaosext.core.faulttarget.split_items``, the one
+    parser), its errors as FaultError. Globs are expanded later (by the driver, against the namespaces that exist
+    then)."""
+    try:
+        return list(split_items(target))
+    except TargetError as exc:
+        raise FaultError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -167,7 +148,7 @@ class FaultSpec:
     def check(self) -> None:
         """FaultError unless every field is one :func:`make_spec` could have made."""
         try:
-            ids.check_run_id(self.run_id, "fault run id")
+            check_run_id(self.run_id, "fault run id")
         except ConfigError as exc:
             raise FaultError(str(exc)) from None
         if self.via not in VIAS or self.mode not in MODES:
@@ -255,12 +236,13 @@ def check_duration(duration_seconds: int, max_duration_seconds: int = MAX_OUTAGE
         duration = int(duration_seconds)
         cap = int(max_duration_seconds)
     except (TypeError, ValueError):
-        raise FaultError(f"duration_seconds {duration_seconds!r} is not a whole number of seconds") from None
+        raise FaultError(f"the fault's deadline {duration_seconds!r} is not a whole number of seconds") from None
     if duration <= 0:
-        raise FaultError(f"duration_seconds must be > 0 (got {duration}); the fault needs a deadline")
+        raise FaultError(f"the fault's deadline must be > 0 seconds (got {duration}); the fault needs a deadline")
     if duration > cap:
         raise FaultError(
-            f"duration_seconds {duration} is above the cap of {cap} s; shorten it or raise max_duration_seconds"
+            f"the fault's deadline of {duration} s is above the cap of {cap} s (the deadline of MAX_OUTAGE_SECONDS); "
+            f"shorten the outage or raise MAX_OUTAGE_SECONDS"
         )
     return duration
 
@@ -299,7 +281,7 @@ def check_not_control_plane(host: str, port: int, addresses: tuple[str, ...]) ->
 
 def new_run_id() -> str:
     """A short random hex id naming one fault (chain CHAOSEXT-<run_id>)."""
-    return ids.new_run_id()
+    return secrets.token_hex(4)
 
 
 def make_spec(
@@ -361,6 +343,8 @@ class FaultRecord(TypedDict):
     #: the dead-man watchdog's pid (0: none) and its start time (``chaosext.core.procs.proc_start_time``)
     watchdog_pid: NotRequired[int]
     watchdog_start_time: NotRequired[str]
+    #: the process that applied the fault: {"pid", "start"} (start: its start time in clock ticks since boot)
+    owner: NotRequired[dict[str, int]]
     path: NotRequired[str]
 
 
@@ -369,12 +353,14 @@ RECORD_STATUSES = ("applying", "active")
 
 def save_record(spec: FaultSpec, status: str, watchdog_pid: int | None = None,
                 watchdog_start_time: str | None = None) -> Path:
-    """Write ``<state_dir>/<run_id>.json`` (0600, in a 0700 directory) atomically; returns its path."""
-    record: FaultRecord = {"spec": spec.to_dict(), "recorded_at": time.time(), "status": status}
+    """Write ``<state_dir>/<run_id>.json`` (0600, in a 0700 directory) atomically, with this process as the fault's
+    owner; returns its path."""
+    record: FaultRecord = {"spec": spec.to_dict(), "recorded_at": time.time(), "status": status,
+                           "owner": this_process()}
     if watchdog_pid is not None:
         record["watchdog_pid"] = watchdog_pid
         record["watchdog_start_time"] = watchdog_start_time or ""
-    return safefs.write_file(state_dir() / f"{ids.check_run_id(spec.run_id)}.json",
+    return safefs.write_file(state_dir() / f"{check_run_id(spec.run_id)}.json",
                              json.dumps(record, indent=1, sort_keys=True))
 
 
@@ -390,8 +376,15 @@ def _checked_record(d: safefs.SafeDir, name: str) -> FaultRecord:
             or not isinstance(rec.get("watchdog_pid", 0), int) or not isinstance(rec.get("watchdog_start_time", ""),
                                                                                    str):
         raise FaultError("status, time or watchdog are not what chaosext writes")
+    owner = rec.get("owner")
+    if owner is not None and not (isinstance(owner, dict) and all(isinstance(owner.get(k), int) and
+                                                                  not isinstance(owner.get(k), bool)
+                                                                  for k in ("pid", "start"))):
+        raise FaultError("its owner is not what chaosext writes")
     checked: FaultRecord = {"spec": spec.to_dict(), "recorded_at": float(rec["recorded_at"]),
                             "status": str(rec["status"]), "path": d.shown(name)}
+    if owner is not None:
+        checked["owner"] = {"pid": int(owner["pid"]), "start": int(owner["start"])}
     if "watchdog_pid" in rec:
         checked["watchdog_pid"] = int(rec["watchdog_pid"])
         checked["watchdog_start_time"] = str(rec.get("watchdog_start_time", ""))
@@ -418,10 +411,20 @@ def load_records() -> list[FaultRecord]:
     return out
 
 
+def this_process() -> dict[str, int]:
+    """This process as a fault record names its owner: pid and start time (a reused pid is not the owner)."""
+    return {"pid": os.getpid(), "start": int(proc_start_time(os.getpid()) or 0)}
+
+
+def owned_by_this_process(record: FaultRecord) -> bool:
+    """True when this very process applied the fault of ``record``."""
+    return record.get("owner") == this_process()
+
+
 def delete_record(run_id: str) -> bool:
     """Remove the record of ``run_id`` (a run id, never a path); True if there was one."""
     try:
-        ids.check_run_id(run_id)
+        check_run_id(run_id)
     except ConfigError as exc:
         raise FaultError(str(exc)) from None
     return safefs.remove(state_dir() / f"{run_id}.json")

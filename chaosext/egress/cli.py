@@ -10,12 +10,13 @@ from typing import Any
 
 import click
 
+from chaosext.core.config import load_config
 from chaosext.core.errors import ChaosextError
 from chaosext.core.names import FAULT_MODES
-from chaosext.core.settings import setting
-from chaosext.egress.actions import block_jwks_egress, settings
+from chaosext.egress.actions import FaultSettings, block_jwks_egress, fault_settings
 from chaosext.egress.actions import restore as restore_faults
 from chaosext.egress.base import VIAS, FaultError, load_records
+from chaosext.run.context import RunContext
 
 __all__ = ["restore", "egress"]
 
@@ -40,20 +41,24 @@ def _kube_opts(f: Any) -> Any:
 
 def _stop_orphaned_k6(k6_dir: str, dry_run: bool) -> list[dict[str, Any]]:
     """Stop (or, dry run, list) the k6 runs under the runs dir whose owner process is gone or heartbeat stale."""
-    from chaosext.core.heartbeat import HEARTBEAT_GRACE
     from chaosext.load import k6
 
-    grace = float(setting(None, "heartbeat_grace", str(HEARTBEAT_GRACE)))
-    return k6.stop_orphans(k6.runs_dir(k6_dir), grace=grace, dry_run=dry_run)
+    return k6.stop_orphans(k6.runs_dir(k6_dir), grace=load_config().heartbeat_grace, dry_run=dry_run)
+
+
+def _settings(via: str | None, target: str | None, envoy_admin_url: str = "", kube_api_url: str = "",
+              kube_context: str = "") -> FaultSettings:
+    """The command's options over the settings from the environment (and the running lab)."""
+    return fault_settings(RunContext(load_config()), "", via or "", target or "", envoy_admin_url=envoy_admin_url,
+                          kube_api_url=kube_api_url, kube_context=kube_context)
 
 
 def _panic(via: str | None, target: str | None, run_id: str, all_: bool, dry_run: bool, envoy_admin_url: str,
            kube_api_url: str, kube_context: str, as_json: bool, k6_dir: str = "") -> int:
-    s = settings("", via or "", target or "", envoy_admin_url=envoy_admin_url, kube_api_url=kube_api_url,
-                 kube_context=kube_context, configuration=None)
+    s = _settings(via, target, envoy_admin_url, kube_api_url, kube_context)
     try:
-        out = restore_faults(s["via"], s["target"], run_id=run_id, all_on_target=all_, dry_run=dry_run, verify=False,
-                      options=s["options"])
+        out = restore_faults(s.via, s.target, run_id=run_id, all_on_target=all_, dry_run=dry_run, verify=False,
+                             options=s.options)
     except ChaosextError as exc:  # FaultError, an unsafe state directory, a run id that is not one
         click.echo(f"restore: {exc}", err=True)
         return 2
@@ -71,13 +76,13 @@ def _panic(via: str | None, target: str | None, run_id: str, all_: bool, dry_run
                        f"experiment run {item['owner_run_id'] or '?'}): {item['orphan_reason']}")
         for item in out["restored"]:
             verb = "would remove" if dry_run else "removed"
-            where = f"{item.get('via', s['via'])} on {item.get('target', s['target'])}"
+            where = f"{item.get('via', s.via)} on {item.get('target', s.target)}"
             click.echo(f"{verb} fault {item['run_id']} ({where})")
             for line in item.get("commands", []) + item.get("removed", []):
                 click.echo(f"  {line}")
         if not out["restored"]:
             hint = "" if all_ else "; --all also searches by tags"
-            click.echo(f"nothing to restore ({s['via']} on {s['target']}{hint})")
+            click.echo(f"nothing to restore ({s.via} on {s.target}{hint})")
         for item in out["left"]:
             click.echo(f"STILL PRESENT: {item}", err=True)
     return 1 if out["left"] else 0
@@ -125,13 +130,15 @@ def _block(jwks_url: str, via: str | None, target: str | None, mode: str | None,
            max_duration: int | None,
            dry_run: bool, envoy_admin_url: str, kube_api_url: str, kube_context: str, heartbeat: str = "",
            heartbeat_grace: float = 0) -> dict[str, Any]:
-    # an option not given is "" (unset): the one resolver then reads $OUTAGE_SECONDS / $MAX_OUTAGE_SECONDS
-    given: dict[str, Any] = {"duration_seconds": "" if duration is None else duration,
-                             "max_duration_seconds": "" if max_duration is None else max_duration}
+    # an option not given is unset (0): the settings then give OUTAGE_SECONDS' deadline / MAX_OUTAGE_SECONDS
+    for flag, value in (("--duration", duration), ("--max-duration", max_duration)):
+        if value is not None and value <= 0:
+            raise FaultError(f"{flag} {value} must be > 0 seconds (the fault needs a deadline), or leave it out for "
+                             f"the settings' value")
     return block_jwks_egress(jwks_url=jwks_url, via=via or "", target=target or "", mode=mode or "", dry_run=dry_run,
                              envoy_admin_url=envoy_admin_url, kube_api_url=kube_api_url, kube_context=kube_context,
                              heartbeat_file=heartbeat, heartbeat_grace_seconds=heartbeat_grace,
-                             configuration=None, **given)
+                             deadline_seconds=duration or 0, max_outage_seconds=max_duration or 0)
 
 
 _block_opts = [
@@ -139,8 +146,10 @@ _block_opts = [
     _via,
     _target,
     click.option("--mode", type=click.Choice(FAULT_MODES), default=None, help="drop = timeouts, reject = refused"),
-    click.option("--duration", type=int, default=None, help="deadline in seconds (default $OUTAGE_SECONDS or 300)"),
-    click.option("--max-duration", type=int, default=None, help="cap on --duration (default 3600)"),
+    click.option("--duration", type=int, default=None, help="how long the fault lives, seconds (default the "
+                 "deadline of $OUTAGE_SECONDS: it plus max(15 s, 5 %%))"),
+    click.option("--max-duration", type=int, default=None, help="the longest outage allowed (default "
+                 "$MAX_OUTAGE_SECONDS or 3600); --duration may not exceed its deadline"),
     click.option("--dry-run", is_flag=True, help="print the exact commands / API calls, change nothing"),
     click.option("--heartbeat", default="", help="heartbeat file: the watchdog lifts the fault once it is older than "
                  "--heartbeat-grace (`run` renews it itself every 2 s; with `block`, the caller must)"),
@@ -175,16 +184,16 @@ def status_cmd(as_json: bool, via: str | None, target: str | None, **kw: Any) ->
     """Faults recorded here and faults found on the target by tags; exit 3 if a block is active."""
     from chaosext.egress import build_driver
 
-    s = settings("", via or "", target or "", configuration=None, **kw)
+    s = _settings(via, target, **kw)
     try:
-        found = build_driver(s["via"], s["options"]).find_orphans(s["target"])
+        found = build_driver(s.via, s.options).find_orphans(s.target)
     except FaultError as exc:
         raise click.ClickException(str(exc)) from None
     recorded = [r["spec"] for r in load_records()]
     if as_json:
         click.echo(json.dumps({"active": found, "recorded": recorded}, indent=1))
     else:
-        click.echo(f"{s['via']} on {s['target']}: {len(found)} active chaosext fault(s)")
+        click.echo(f"{s.via} on {s.target}: {len(found)} active chaosext fault(s)")
         for f in found:
             click.echo(f"  {f}")
         for r in recorded:
@@ -217,7 +226,7 @@ def run_cmd(**kw: Any) -> None:
     signal.signal(signal.SIGTERM, stop)
     pulse = None
     if kw["heartbeat"] and not kw["dry_run"]:
-        from chaosext.core.heartbeat import Heartbeat
+        from chaosext.run.heartbeat import Heartbeat
 
         pulse = Heartbeat(kw["heartbeat"]).start()  # dies with this process: the watchdog then lifts the fault
     try:

@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import requests
 
 from chaosext.core import ids, urls
-from chaosext.core.names import ENVOY_RUNTIME_PREFIX, ENVOY_STAT_PREFIX
+from chaosext.core.names import ENVOY_RUNTIME_PREFIX, ENVOY_STAT_PREFIX, check_run_id
 from chaosext.egress.base import FaultError, FaultSpec
 
 __all__ = ["EnvoyDriver", "DEFAULT_ADMIN_URL", "DEFAULT_PREFIX"]
@@ -195,7 +195,7 @@ class EnvoyDriver:
                  "keys": sorted(self.active(have)), "expires_at": have.get(f"{self.prefix}.expires_at", "")}]
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
-        ids.check_run_id(run_id)
+        check_run_id(run_id)
         have = self.runtime(target)
         if not self.active(have) or have.get(f"{self.prefix}.run_id") != run_id:
             return []  # nothing of this run (another run's or somebody else's keys stay)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from chaosext.core import ids
+from chaosext.core.names import check_run_id
 from chaosext.egress.base import (
     FaultError,
     FaultSpec,
@@ -826,7 +827,7 @@ class IptablesDriver:
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
         """Remove one run's rules found by :meth:`find_orphans` in every target (no FaultSpec needed)."""
-        ids.check_run_id(run_id)
+        check_run_id(run_id)
         runners = runner_for(target, self.options, missing_ok=True, secrets=self.secrets)
         removed, left, _ = self._remove_everywhere(runners, run_id)
         if left:

@@ -5,7 +5,18 @@ every pod of the namespace); a ``k8s:`` or ``k8s-pod:`` prefix is accepted. Ever
 ``app.kubernetes.io/managed-by=chaosext`` and ``chaosext.io/run-id=<run_id>`` and the annotation
 ``chaosext.io/expires-at`` (UTC), is named ``chaosext-jwks-<run_id>`` and is found again by those labels alone -- and
 is chaosext's only when its run id label is exactly a run id and its name exactly ``chaosext-jwks-<that run id>``
-(``chaosext.core.ids``): another object that merely carries the managed-by label is never deleted.
+(``chaosext-deadline-<that run id>`` for the deadline Job; ``chaosext.core.ids``): another object that merely carries
+the managed-by label is never deleted.
+
+**The cluster-side deadline.** Before the NetworkPolicy / VirtualService, the driver creates in the same namespace a
+Job ``chaosext-deadline-<run_id>`` (same labels, plus ``chaosext.io/role=deadline``) with ``activeDeadlineSeconds``
+= the seconds left to the fault's deadline and ``ttlSecondsAfterFinished: 0``, and the fault object names that Job in
+its ``metadata.ownerReferences``. At the deadline the Job controller fails the Job (``DeadlineExceeded``), the
+TTL-after-finished controller deletes it, and the garbage collector deletes what it owns: the fault goes away with no
+chaosext process alive anywhere (a CI runner that died, a closed laptop). The Job's pod only waits (a pause image,
+option ``k8s_deadline_image``; it needs no network, no token, no privilege); the deadline holds even when the pod
+cannot start, because it counts from the Job's start. Needs RBAC for ``jobs.batch`` (create, delete, list) besides
+the fault's own kind; ``ownerReferences`` without ``blockOwnerDeletion`` need no more.
 
 The client is chaosext's one Kubernetes client (:func:`chaosext.core.kube.api_client`): options ``kube_api_url`` (an
 API URL without auth, e.g. ``kubectl proxy``) and ``kube_context``, else chaostoolkit-kubernetes' conventions
@@ -15,20 +26,27 @@ experiment's secrets or the environment). Every call has ``_request_timeout``.
 from __future__ import annotations
 
 import ipaddress
+import json
+import math
 import shlex
 import time
 from typing import Any, cast
 
 from chaosext.core import ids, kube
+from chaosext.core.faulttarget import TargetError, k8s_namespace_selector
 from chaosext.core.settings import Secrets
 from chaosext.egress.base import FaultError, FaultSpec, TargetNotFound
 
 __all__ = ["NetworkPolicyDriver", "IstioDriver", "PodRunner", "pod_runners", "parse_target", "api_client",
-           "MANAGED_BY", "RUN_LABEL"]
+           "deadline_job", "MANAGED_BY", "RUN_LABEL", "ROLE_LABEL", "DEADLINE_IMAGE"]
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 RUN_LABEL = "chaosext.io/run-id"
+ROLE_LABEL = "chaosext.io/role"
 TIMEOUT = 10
+#: the deadline Job's container: it only has to exist until the deadline (pause never exits; 65535 is its own user)
+DEADLINE_IMAGE = "registry.k8s.io/pause:3.10"
+JOBS_PATH = "/apis/batch/v1/namespaces/{namespace}/jobs"
 
 
 def api_client(options: dict[str, Any], secrets: Secrets = None) -> Any:
@@ -41,15 +59,12 @@ def api_client(options: dict[str, Any], secrets: Secrets = None) -> Any:
 
 
 def parse_target(target: str) -> tuple[str, str]:
-    """``(namespace, selector or pod name)`` from ``[k8s:|k8s-pod:]<namespace>/<selector>``."""
-    for prefix in ("k8s-pod:", "k8s:"):
-        if target.startswith(prefix):
-            target = target[len(prefix):]
-    namespace, _, selector = target.partition("/")
-    if not namespace or namespace in ("local",) or ":" in namespace:
-        raise FaultError(f"Kubernetes target {target!r} must look like <namespace>/<label selector>, e.g. "
-                         "tenancy/app=policy")
-    return namespace, selector
+    """``(namespace, selector or pod name)`` of a Kubernetes target (``chaosext.core.faulttarget``, the one parser),
+    its errors as FaultError."""
+    try:
+        return k8s_namespace_selector(target)
+    except TargetError as exc:
+        raise FaultError(str(exc)) from None
 
 
 def _labels(selector: str) -> dict[str, str]:
@@ -71,6 +86,11 @@ def _api_error(exc: Exception, what: str) -> FaultError:
     return FaultError(f"Kubernetes API error while trying to {what}: {status} {getattr(exc, 'reason', exc)}")
 
 
+def _owner(job: dict[str, Any], uid: str) -> dict[str, Any]:
+    """An ownerReference naming ``job`` (same namespace: garbage collection of a namespaced dependent needs that)."""
+    return {"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"], "uid": uid}
+
+
 def _metadata(spec: FaultSpec, namespace: str) -> dict[str, Any]:
     return {
         "name": f"chaosext-jwks-{spec.run_id}",
@@ -81,8 +101,60 @@ def _metadata(spec: FaultSpec, namespace: str) -> dict[str, Any]:
     }
 
 
+def _deadline_name(run_id: str) -> str:
+    return f"chaosext-deadline-{run_id}"
+
+
+def deadline_job(spec: FaultSpec, namespace: str, image: str = DEADLINE_IMAGE) -> dict[str, Any]:
+    """The Job whose end removes the fault: failed by the Job controller at the fault's deadline
+    (``activeDeadlineSeconds``, counted from the Job's start), deleted at once after (``ttlSecondsAfterFinished``),
+    taking the objects it owns with it. Its pod runs ``image`` (a pause container) as an unprivileged user with no
+    service-account token, and meets the ``restricted`` Pod Security Standard."""
+    left = spec.expires_at - time.time() if spec.expires_at else float(spec.duration_seconds)
+    labels = {MANAGED_BY: "chaosext", RUN_LABEL: spec.run_id, ROLE_LABEL: "deadline"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": _deadline_name(spec.run_id), "namespace": namespace, "labels": labels,
+                     "annotations": {"chaosext.io/expires-at": _metadata(spec, namespace)["annotations"][
+                         "chaosext.io/expires-at"], "chaosext.io/jwks-url": spec.jwks_url}},
+        "spec": {
+            "activeDeadlineSeconds": max(1, math.ceil(left)),
+            "ttlSecondsAfterFinished": 0,
+            "backoffLimit": 6,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 0,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65535, "runAsGroup": 65535,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "deadline", "image": image,
+                        "resources": {"requests": {"cpu": "1m", "memory": "8Mi"},
+                                      "limits": {"cpu": "10m", "memory": "16Mi"}},
+                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}},
+                    }],
+                },
+            },
+        },
+    }
+
+
+def _exactly_ours(obj: dict[str, Any], name_of: Any) -> bool:
+    """An object is chaosext's only when its run-id label is exactly a run id and its name is exactly the one
+    chaosext gives that run's object (``name_of(run_id)``): the managed-by label alone proves nothing."""
+    meta = obj.get("metadata") or {}
+    run_id = str((meta.get("labels") or {}).get(RUN_LABEL, ""))
+    return ids.is_run_id(run_id) and meta.get("name") == name_of(run_id)
+
+
 class _K8sObjectDriver:
-    """What NetworkPolicy and Istio share: create (409 = already there), get, delete (404 = gone), list by label."""
+    """What NetworkPolicy and Istio share: create (409 = already there), get, delete (404 = gone), list by label;
+    and the deadline Job that owns the object (module docstring)."""
 
     via = ""
     kind = ""
@@ -119,14 +191,56 @@ class _K8sObjectDriver:
         raise NotImplementedError
 
     def describe(self, spec: FaultSpec) -> list[str]:
-        import json
-
         ns, selector = parse_target(spec.target)
-        return [f"POST {self.path(ns)} {json.dumps(self.body(spec, ns, selector), sort_keys=True)}"]
+        job = deadline_job(spec, ns, self._deadline_image())
+        body = self.body(spec, ns, selector)
+        body["metadata"]["ownerReferences"] = [_owner(job, "<uid of the Job created above>")]
+        return [f"POST {JOBS_PATH.format(namespace=ns)} {json.dumps(job, sort_keys=True)}",
+                f"POST {self.path(ns)} {json.dumps(body, sort_keys=True)}"]
 
     def describe_revert(self, spec: FaultSpec) -> list[str]:
         ns, _ = parse_target(spec.target)
-        return [f"DELETE {self.path(ns, f'chaosext-jwks-{spec.run_id}')}"]
+        return [f"DELETE {self.path(ns, f'chaosext-jwks-{spec.run_id}')}",
+                f"DELETE {JOBS_PATH.format(namespace=ns)}/{_deadline_name(spec.run_id)} "
+                f"(propagationPolicy: Background)"]
+
+    def _deadline_image(self) -> str:
+        return str(self.options.get("k8s_deadline_image") or DEADLINE_IMAGE)
+
+    def _batch(self) -> Any:
+        from kubernetes import client
+
+        return client.BatchV1Api(self.api)
+
+    def _ensure_deadline(self, spec: FaultSpec, ns: str) -> dict[str, Any]:
+        """Create this run's deadline Job (or find it: the same run applied twice) and return it."""
+        from kubernetes.client.exceptions import ApiException
+
+        job = deadline_job(spec, ns, self._deadline_image())
+        name = job["metadata"]["name"]
+        try:
+            created = self._batch().create_namespaced_job(ns, job, _request_timeout=TIMEOUT)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise _api_error(exc, f"create the deadline Job {ns}/{name} (the fault's cluster-side expiry; "
+                                      f"RBAC: create jobs.batch)") from None
+            created = self._batch().read_namespaced_job(name, ns, _request_timeout=TIMEOUT)
+        have = cast(dict[str, Any], self.api.sanitize_for_serialization(created))
+        if not have.get("metadata", {}).get("uid"):
+            raise FaultError(f"the API server returned the deadline Job {ns}/{name} without a uid")
+        return have
+
+    def _delete_deadline(self, ns: str, name: str) -> bool:
+        """Delete a deadline Job and its pod (Background: the API's default for Jobs would orphan the pod)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._batch().delete_namespaced_job(name, ns, propagation_policy="Background", _request_timeout=TIMEOUT)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise _api_error(exc, f"delete the deadline Job {ns}/{name}") from None
 
     def apply(self, spec: FaultSpec) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
@@ -134,14 +248,19 @@ class _K8sObjectDriver:
         ns, selector = parse_target(spec.target)
         body = self.body(spec, ns, selector)
         self.preflight(spec, ns)
+        job = self._ensure_deadline(spec, ns)  # first: the fault never exists without its cluster-side deadline
+        body["metadata"]["ownerReferences"] = [_owner(job, job["metadata"]["uid"])]
         try:
             self._create(ns, body)
             created = True
         except ApiException as exc:
             if exc.status != 409:
+                self._delete_deadline(ns, job["metadata"]["name"])
                 raise _api_error(exc, f"create {self.kind} in {ns}") from None
             created = False  # same run applied twice: one object
-        return {"created": created, "kind": self.kind, "namespace": ns, "name": body["metadata"]["name"]}
+        return {"created": created, "kind": self.kind, "namespace": ns, "name": body["metadata"]["name"],
+                "deadline_job": job["metadata"]["name"],
+                "active_deadline_seconds": job.get("spec", {}).get("activeDeadlineSeconds")}
 
     def preflight(self, spec: FaultSpec, namespace: str) -> None:
         """Refuse before creating anything (overridden)."""
@@ -157,7 +276,9 @@ class _K8sObjectDriver:
             if exc.status == 404:
                 return {"blocked": False, "present": False}
             raise _api_error(exc, f"read {self.kind}") from None
+        owners = [o for o in (have.get("metadata", {}).get("ownerReferences") or []) if o.get("kind") == "Job"]
         return {"blocked": have.get("spec") == want, "present": True, "checked": "object in the API",
+                "cluster_deadline": owners[0]["name"] if owners else "",
                 "note": "enforcement depends on the CNI / mesh; check with jwks_reachable from a k8s-pod target"}
 
     def revert(self, spec: FaultSpec) -> dict[str, Any]:
@@ -173,15 +294,29 @@ class _K8sObjectDriver:
             if exc.status == 404:
                 return []
             raise _api_error(exc, f"list {self.kind} in {ns}") from None
-        found = []
-        for i in items:  # chaosext's only when the run id label and the name both have chaosext's exact shape
-            run_id = str((i["metadata"].get("labels") or {}).get(RUN_LABEL, ""))
-            if not ids.is_run_id(run_id) or i["metadata"].get("name") != ids.object_name(run_id):
-                continue
-            found.append({"run_id": run_id, "via": self.via, "target": target, "name": i["metadata"]["name"],
-                          "namespace": ns,
-                          "expires_at": (i["metadata"].get("annotations") or {}).get("chaosext.io/expires-at", "")})
-        return found
+        found = [{"run_id": i["metadata"].get("labels", {}).get(RUN_LABEL, ""), "via": self.via, "target": target,
+                  "name": i["metadata"]["name"], "namespace": ns, "kind": self.kind,
+                  "expires_at": i["metadata"].get("annotations", {}).get("chaosext.io/expires-at", "")}
+                 for i in items if _exactly_ours(i, ids.object_name)]
+        return found + [j for j in self._deadline_jobs(target) if j["run_id"] not in {f["run_id"] for f in found}]
+
+    def _deadline_jobs(self, target: str) -> list[dict[str, Any]]:
+        """Deadline Jobs on the target's namespace (one left alone when a run died between its two creates)."""
+        from kubernetes.client.exceptions import ApiException
+
+        ns, _ = parse_target(target)
+        try:
+            res = self._batch().list_namespaced_job(ns, label_selector=f"{MANAGED_BY}=chaosext,{ROLE_LABEL}=deadline",
+                                                    _request_timeout=TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise _api_error(exc, f"list the deadline Jobs in {ns} (RBAC: list jobs.batch)") from None
+        items = self.api.sanitize_for_serialization(res).get("items", [])
+        return [{"run_id": j["metadata"].get("labels", {}).get(RUN_LABEL, ""), "via": self.via, "target": target,
+                 "name": j["metadata"]["name"], "namespace": ns, "kind": "Job",
+                 "expires_at": j["metadata"].get("annotations", {}).get("chaosext.io/expires-at", "")}
+                for j in items if _exactly_ours(j, _deadline_name)]
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
         from kubernetes.client.exceptions import ApiException
@@ -196,6 +331,8 @@ class _K8sObjectDriver:
             except ApiException as exc:
                 if exc.status != 404:
                     raise _api_error(exc, f"delete {self.kind} {ns}/{name}") from None
+        if self._delete_deadline(ns, _deadline_name(run_id)):
+            removed.append(f"deleted Job {ns}/{_deadline_name(run_id)} (the fault's cluster-side deadline)")
         return removed
 
 

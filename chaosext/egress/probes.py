@@ -1,19 +1,18 @@
 """Chaos Toolkit probes: is the JWKS endpoint reachable from the target, and is a chaosext block active there.
 
-Empty arguments fall back to the configuration (``JWKS_URL``, ``FAULT_VIA``, ``FAULT_TARGET``), then lab defaults.
+Empty arguments come from the run's settings (``JWKS_URL``, ``FAULT_VIA``, ``FAULT_TARGET``).
 """
-from chaoslib.types import Configuration, Secrets
-
-from chaosext.core.errors import ActivityResult, activity
+from chaosext.core.errors import ActivityResult
+from chaosext.core.settings import Configuration, Secrets
 from chaosext.egress import build_driver
-from chaosext.egress.actions import settings
+from chaosext.egress.actions import fault_settings
 from chaosext.egress.base import load_records, parse_jwks_url, resolve_addresses
 from chaosext.egress.iptables import HostRunner, Runner, runner_for
+from chaosext.run.context import run_context
 
 __all__ = ["jwks_reachable", "egress_block_active"]
 
 
-@activity
 def jwks_reachable(
     jwks_url: str = "",
     target: str = "",
@@ -28,13 +27,13 @@ def jwks_reachable(
     "error": "" | "timeout" | "refused" | "reset" | ..., "elapsed_ms": float, "status": int, "addresses": [...]}``;
     reachable only if every address answered with an HTTP status line.
     """
-    s = settings(jwks_url, "", target, configuration=configuration)
-    host, port = parse_jwks_url(s["jwks_url"])
+    s = fault_settings(run_context(configuration, secrets), jwks_url, "", target)
+    host, port = parse_jwks_url(s.jwks_url)
     addresses = resolve_addresses(host, port)
-    kind = s["target"].partition(":")[0]
-    runners: list[Runner] = runner_for(s["target"], s["options"], secrets=secrets) \
+    kind = s.target.partition(":")[0]
+    runners: list[Runner] = runner_for(s.target, s.options, secrets=secrets) \
         if kind in ("local", "netns", "pid", "k8s-pod") else [HostRunner("local")]
-    results = [dict(r.probe(a, port, float(timeout_seconds), s["jwks_url"]), target=r.label)
+    results = [dict(r.probe(a, port, float(timeout_seconds), s.jwks_url), target=r.label)
                for r in runners for a in addresses]
     failed = [r for r in results if not r["reachable"]]
     return {
@@ -42,13 +41,12 @@ def jwks_reachable(
         "error": failed[0]["error"] if failed else "",
         "elapsed_ms": max(r["elapsed_ms"] for r in results),
         "status": results[0].get("status", 0),
-        "url": s["jwks_url"],
-        "target": s["target"],
+        "url": s.jwks_url,
+        "target": s.target,
         "addresses": results,
     }
 
 
-@activity
 def egress_block_active(
     jwks_url: str = "",
     via: str = "",
@@ -60,8 +58,8 @@ def egress_block_active(
 
     Returns ``{"active": bool, "faults": [{"run_id": ..., ...}], "recorded": [run_id, ...]}``.
     """
-    s = settings(jwks_url, via, target, configuration=configuration)
-    faults = build_driver(s["via"], s["options"], secrets).find_orphans(s["target"])
+    s = fault_settings(run_context(configuration, secrets), jwks_url, via, target)
+    faults = build_driver(s.via, s.options, secrets).find_orphans(s.target)
     recorded = [r["spec"]["run_id"] for r in load_records()
-                if r["spec"]["via"] == s["via"] and r["spec"]["target"] == s["target"]]
-    return {"active": bool(faults), "faults": faults, "recorded": recorded, "via": s["via"], "target": s["target"]}
+                if r["spec"]["via"] == s.via and r["spec"]["target"] == s.target]
+    return {"active": bool(faults), "faults": faults, "recorded": recorded, "via": s.via, "target": s.target}

@@ -4,7 +4,7 @@
 re-parented to init, runs in its own session, and survives SIGKILL of the chaosext process (and of its process
 group). It lifts the fault (the driver's ``revert``), deletes the fault record and exits:
 
-- **heartbeat** (optional): when the run's heartbeat file (``chaosext.core.heartbeat``, renewed every 2 s by the
+- **heartbeat** (optional): when the run's heartbeat file (``chaosext.run.heartbeat``, renewed every 2 s by the
   running experiment) is older than ``grace`` (``HEARTBEAT_GRACE``, default 10 s) -- the experiment process was
   SIGKILLed, OOM-killed or hangs. It polls every second, so the fault is lifted within grace + ~2 s; it also stops
   the k6 runs recorded for the fault's run id (``owner_run_id`` in the k6 runs dir ``k6_dir``). A heartbeat file that
@@ -38,11 +38,12 @@ from typing import Any
 
 from chaosext.core import ids, safefs
 from chaosext.core.errors import ChaosextError
-from chaosext.core.heartbeat import HEARTBEAT_GRACE, age
+from chaosext.core.names import check_run_id
 from chaosext.core.procs import find_processes, minimal_env, proc_start_time, process_alive, signal_verified
 from chaosext.egress import build_driver
 from chaosext.egress.base import FaultError, FaultSpec, delete_record, state_dir
 from chaosext.load import k6
+from chaosext.run.heartbeat import HEARTBEAT_GRACE, age
 
 __all__ = ["spawn", "stop", "find", "main", "GRACE_SECONDS", "HEARTBEAT_GRACE", "POLL_SECONDS"]
 
@@ -62,7 +63,7 @@ def spawn(spec: FaultSpec, heartbeat: str = "", grace: float = HEARTBEAT_GRACE, 
     if grace <= 0:
         raise FaultError(f"heartbeat grace {grace!r}: give seconds > 0 (HEARTBEAT_GRACE, default 10)")
     # argv names the run and its target (so `ps` tells an operator which fault it guards), nothing else of the spec
-    argv = [sys.executable, "-m", MODULE, "--run-id", ids.check_run_id(spec.run_id), "--target", spec.target]
+    argv = [sys.executable, "-m", MODULE, "--run-id", check_run_id(spec.run_id), "--target", spec.target]
     if heartbeat:
         argv += ["--heartbeat", os.path.abspath(heartbeat), "--grace", str(float(grace))]
         if k6_dir:
@@ -97,7 +98,7 @@ def find(run_id: str = "") -> list[int]:
     """Pids of running watchdogs (of ``run_id`` only, if given): processes of the user chaosext runs as with exactly
     a watchdog's command line."""
     if run_id:
-        ids.check_run_id(run_id)
+        check_run_id(run_id)
     return find_processes(lambda argv: _is_watchdog(argv, run_id), uid=os.geteuid())
 
 
@@ -118,7 +119,7 @@ def stop(run_id: str, wait: float = 5.0) -> list[int]:
 
 def _log(run_id: str, message: str) -> None:
     try:
-        fd = safefs.open_append(state_dir() / f"{ids.check_run_id(run_id)}.watchdog.log")
+        fd = safefs.open_append(state_dir() / f"{check_run_id(run_id)}.watchdog.log")
         with os.fdopen(fd, "a") as fh:
             fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}\n")
     except (OSError, ValueError):

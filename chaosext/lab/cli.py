@@ -1,16 +1,17 @@
 """`chaosext lab up | down | status`: the embedded lab on loopback (see docs/lab.md)."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
+import typing
 from typing import Any
 
 import click
 
 from chaosext.core.labstate import STATE_DIR_ENV, StateError, resolve_state_dir
 from chaosext.lab import supervisor
-from chaosext.lab.envoy import EGRESS_MODES
-from chaosext.lab.plan import CACHE_MODES, HOLES, SERVICES, LabConfig, LabError
+from chaosext.lab.plan import HOLES, SERVICES, LabConfig, LabError
 
 __all__ = ["lab"]
 
@@ -58,6 +59,37 @@ def lab() -> None:
     """
 
 
+def _lab_options(command: Any) -> Any:
+    """One click option per :class:`LabConfig` field (``x_y`` -> ``--x-y``), from the field's own default and help:
+    the settings are declared once, in LabConfig."""
+    hints = typing.get_type_hints(LabConfig)
+    for f in reversed(dataclasses.fields(LabConfig)):
+        meta, name = f.metadata, "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        kw: dict[str, Any] = {"help": meta.get("help") or None, "show_default": meta.get("show_default", True)}
+        if meta.get("metavar"):
+            kw["metavar"] = meta["metavar"]
+        if f.name == "state_dir":
+            command = click.option(name, envvar=STATE_DIR_ENV, default=None, show_envvar=True, help=kw["help"])(command)
+            continue
+        if kind is bool:
+            command = click.option(name, is_flag=True, help=kw["help"])(command)
+            continue
+        if typing.get_origin(kind) is tuple:
+            callback = _services if f.name == "services" else _holes
+            command = click.option(name, default=",".join(f.default), callback=callback, **kw)(command)
+            continue
+        if meta.get("choices"):
+            kw["type"] = click.Choice(meta["choices"])
+        elif kind in (int, float) and (meta.get("min") is not None or meta.get("max") is not None):
+            rng = click.IntRange if kind is int else click.FloatRange
+            kw["type"] = rng(min=meta.get("min"), max=meta.get("max"))
+        else:
+            kw["type"] = kind
+        command = click.option(name, default=f.default, **kw)(command)
+    return command
+
+
 @lab.command(epilog="""\b
 Examples:
   chaosext lab up
@@ -66,73 +98,7 @@ Examples:
   chaosext lab up --no-prometheus --fail-open       # no Prometheus; the security bug on purpose
   chaosext lab up --holes accept-alg-none,ignore-exp # JWT validation holes the forgery catalogue must catch
 """)
-@_STATE_DIR
-@click.option("--authority-host", default="127.0.0.2", show_default=True,
-              help="Authority public listener (JWKS, token): the address the egress fault blocks")
-@click.option("--authority-port", type=int, default=8440, show_default=True)
-@click.option("--ops-host", default="127.0.0.1", show_default=True,
-              help="Authority ops listener (/metrics, /healthz, /admin/rotate); stays reachable during the fault")
-@click.option("--ops-port", type=int, default=8441, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Listen address of the services, Prometheus and Alertmanager")
-@click.option("--policy-port", type=int, default=8451, show_default=True)
-@click.option("--vuln-port", type=int, default=8452, show_default=True)
-@click.option("--notify-port", type=int, default=8453, show_default=True)
-@click.option("--prometheus-port", type=int, default=9490, show_default=True)
-@click.option("--alertmanager-port", type=int, default=9493, show_default=True)
-@click.option("--services", default=",".join(SERVICES), show_default=True, callback=_services,
-              help="Tenant services to run")
-@click.option("--audience", default="stellaops-api", show_default=True)
-@click.option("--tenants", default="", help="Authority's tenant list, e.g. t01,t02 (default: the Authority's own)")
-@click.option("--rotate-overlap", type=click.IntRange(min=0), default=600, show_default=True,
-              help="Seconds an old signing key stays published after a rotation")
-@click.option("--jwks-ttl", type=click.IntRange(min=1), default=300, show_default=True,
-              help="Services' JWKS cache soft TTL, seconds")
-@click.option("--jwks-max-stale", type=click.IntRange(min=1), default=3600, show_default=True,
-              help="Hard limit, seconds: after it the services fail closed (401)")
-@click.option("--cache-mode", type=click.Choice(CACHE_MODES), default="lkg", show_default=True,
-              help="lkg = last known good (production-like); hard-ttl / none = misbehaviour knobs")
-@click.option("--no-audit", is_flag=True, help="Misbehaviour knob: write no audit events")
-@click.option("--fail-open", is_flag=True,
-              help="Misbehaviour knob: accept tokens it cannot verify while the JWKS is unreachable (a security bug)")
-@click.option("--holes", default="", callback=_holes, metavar="LIST",
-              help="Misbehaviour knobs: JWT validation holes on purpose, one per forgery class family "
-                   f"(comma list of {', '.join(HOLES)}); the no-fail-open check must catch each")
-@click.option("--audit-drop", default="", metavar="ACTIONS",
-              help="Misbehaviour knob: never audit these actions, e.g. auth.degraded,auth.recovered (a lossy pipeline)")
-@click.option("--no-refetch-after-failure", is_flag=True,
-              help="Misbehaviour knob: after a failed JWKS fetch never fetch again (a service that never recovers)")
-@click.option("--inject-5xx", type=click.FloatRange(min=0, max=1), default=0.0, show_default=True,
-              help="Misbehaviour knob: answer this fraction of authenticated requests with 503 (an unhealthy service)")
-@click.option("--rate-limit", type=click.IntRange(min=1), default=500, show_default=True,
-              help="Per-tenant requests/s")
-@click.option("--rate-burst", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--tenant-header", default="X-StellaOps-Tenant", show_default=True)
-@click.option("--tenant-cap", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Distinct tenant label values per service before folding into __overflow__")
-@click.option("--alert-for", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Lab override: cap every alert rule's for:/keep_firing_for: at this many seconds "
-                   "(a rewritten copy in <state>/prometheus/rules; production values stay in alerts.yaml)")
-@click.option("--scrape-interval", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Prometheus scrape and rule evaluation interval, seconds")
-@click.option("--rules-dir", default="", help="Prometheus rule files to load [default: the repository's "
-                                              "ops/devops/tenant/]")
-@click.option("--no-prometheus", is_flag=True, help="Run without Prometheus and Alertmanager")
-@click.option("--prometheus-bin", default="prometheus", show_default=True)
-@click.option("--promtool-bin", default="promtool", show_default=True)
-@click.option("--alertmanager-bin", default="prometheus-alertmanager", show_default=True)
-@click.option("--ready-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
-              help="Seconds to wait for all components to be ready")
-@click.option("--egress", type=click.Choice(EGRESS_MODES), default="iptables", show_default=True,
-              help="envoy: the services fetch the JWKS through a real Envoy whose route carries the fault filter "
-                   "(fault: FAULT_VIA=envoy FAULT_TARGET=<envoy admin URL>, see `lab status --json`)")
-@click.option("--envoy-port", type=int, default=8444, show_default=True, help="Envoy JWKS listener (--egress envoy)")
-@click.option("--envoy-admin-port", type=int, default=9901, show_default=True, help="Envoy admin (--egress envoy)")
-@click.option("--envoy-bin", default="envoy", show_default=True)
-@click.option("--envoy-jwt-service", default="", help="With --egress envoy: reach this service through an Envoy that "
-              "validates tokens itself (jwt_authn, remote_jwks through the faulted listener, cache_duration = "
-              "--jwks-ttl)")
-@click.option("--envoy-jwt-port", type=int, default=8454, show_default=True, help="Envoy jwt gateway listener")
+@_lab_options
 @click.option("--json", "as_json", is_flag=True, help="Print state.json instead of the summary")
 def up(as_json: bool, **options: Any) -> None:
     """Start the lab in the background and wait until every component is ready (safe to run twice)."""

@@ -18,7 +18,7 @@ from chaosext.lab import envoy as lab_envoy
 from chaosext.lab.common import HOLES, base_url, find_binary
 
 __all__ = ["SERVICES", "CACHE_MODES", "HOLES", "APT_HINT", "CLIENTS_FILE", "LAB_CLIENT_ID", "FIRST_WAVE", "LabError",
-           "LabConfig", "Component", "plan", "waves", "preflight"]
+           "flag", "LabConfig", "Component", "plan", "waves", "preflight"]
 
 SERVICES = LAB_SERVICES
 CACHE_MODES = JWKS_CACHE_MODES
@@ -45,58 +45,87 @@ def _names(value: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def flag(default: Any, help: str = "", *, choices: Iterable[str] = (), minimum: float | None = None,
+         maximum: float | None = None, metavar: str = "", show_default: bool = True) -> Any:
+    """One `chaosext lab up` flag (``--<field with dashes>``): its default and what ``--help`` says; the command is
+    built from these fields (``chaosext.lab.cli``), so a setting is declared once."""
+    meta = {"help": help, "choices": tuple(choices), "min": minimum, "max": maximum, "metavar": metavar,
+            "show_default": show_default}
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class LabConfig:
     """Every `chaosext lab up` setting (field ``x_y`` is flag ``--x-y``). Defaults are docs/architecture.md's."""
 
-    state_dir: str = ""
-    authority_host: str = "127.0.0.2"
-    authority_port: int = 8440
-    ops_host: str = "127.0.0.1"
-    ops_port: int = 8441
-    host: str = "127.0.0.1"
-    policy_port: int = 8451
-    vuln_port: int = 8452
-    notify_port: int = 8453
-    prometheus_port: int = 9490
-    alertmanager_port: int = 9493
+    state_dir: str = flag("", "Lab state directory (state.json, logs/, audit.jsonl, prometheus/) "
+                              "[default: ./.chaosext-lab; as root /var/lib/chaosext/lab]. It must belong to you and "
+                              "nobody else may write it or any directory above it", show_default=False)
+    authority_host: str = flag("127.0.0.2", "Authority public listener (JWKS, token): the address the egress fault "
+                                            "blocks")
+    authority_port: int = flag(8440)
+    ops_host: str = flag("127.0.0.1", "Authority ops listener (/metrics, /healthz, /admin/rotate); stays reachable "
+                                      "during the fault")
+    ops_port: int = flag(8441)
+    host: str = flag("127.0.0.1", "Listen address of the services, Prometheus and Alertmanager")
+    policy_port: int = flag(8451)
+    vuln_port: int = flag(8452)
+    notify_port: int = flag(8453)
+    prometheus_port: int = flag(9490)
+    alertmanager_port: int = flag(9493)
     #: a tuple of names from SERVICES (a comma list is accepted and split)
-    services: tuple[str, ...] = SERVICES
-    audience: str = "stellaops-api"
-    tenants: str = ""
-    rotate_overlap: int = 600
-    jwks_ttl: int = 300
-    jwks_max_stale: int = 3600
-    cache_mode: str = "lkg"
-    no_audit: bool = False
-    fail_open: bool = False
+    services: tuple[str, ...] = flag(SERVICES, "Tenant services to run (comma list)", metavar="LIST")
+    audience: str = flag("stellaops-api")
+    tenants: str = flag("", "Authority's tenant list, e.g. t01,t02 (default: the Authority's own)",
+                        show_default=False)
+    rotate_overlap: int = flag(600, "Seconds an old signing key stays published after a rotation", minimum=0)
+    jwks_ttl: int = flag(300, "Services' JWKS cache soft TTL, seconds", minimum=1)
+    jwks_max_stale: int = flag(3600, "Hard limit, seconds: after it the services fail closed (401)", minimum=1)
+    cache_mode: str = flag("lkg", "lkg = last known good (production-like); hard-ttl / none = misbehaviour knobs",
+                           choices=JWKS_CACHE_MODES)
+    no_audit: bool = flag(False, "Misbehaviour knob: write no audit events")
+    fail_open: bool = flag(False, "Misbehaviour knob: accept tokens it cannot verify while the JWKS is unreachable "
+                                  "(a security bug)")
     #: JWT validation holes on purpose (chaosext.lab.common.HOLES), one per forgery class family (a comma list is
     #: accepted and split)
-    holes: tuple[str, ...] = ()
-    no_refetch_after_failure: bool = False
-    audit_drop: str = ""
-    inject_5xx: float = 0.0
-    rate_limit: int = 500
-    rate_burst: int = 1000
-    tenant_header: str = "X-StellaOps-Tenant"
-    tenant_cap: int = 1000
-    alert_for: int = 10
-    scrape_interval: int = 2
-    no_prometheus: bool = False
-    rules_dir: str = ""
-    prometheus_bin: str = "prometheus"
-    promtool_bin: str = "promtool"
-    alertmanager_bin: str = "prometheus-alertmanager"
-    ready_timeout: float = 60.0
+    holes: tuple[str, ...] = flag((), "Misbehaviour knobs: JWT validation holes on purpose, one per forgery class "
+                                      f"family (comma list of {', '.join(HOLES)}); the no-fail-open check must catch "
+                                      f"each", metavar="LIST", show_default=False)
+    no_refetch_after_failure: bool = flag(False, "Misbehaviour knob: after a failed JWKS fetch never fetch again (a "
+                                                 "service that never recovers)")
+    audit_drop: str = flag("", "Misbehaviour knob: never audit these actions, e.g. auth.degraded,auth.recovered (a "
+                               "lossy pipeline)", metavar="ACTIONS", show_default=False)
+    inject_5xx: float = flag(0.0, "Misbehaviour knob: answer this fraction of authenticated requests with 503 (an "
+                                  "unhealthy service)", minimum=0, maximum=1)
+    rate_limit: int = flag(500, "Per-tenant requests/s", minimum=1)
+    rate_burst: int = flag(1000, minimum=1)
+    tenant_header: str = flag("X-StellaOps-Tenant")
+    tenant_cap: int = flag(1000, "Distinct tenant label values per service before folding into __overflow__",
+                           minimum=1)
+    alert_for: int = flag(10, "Lab override: cap every alert rule's for:/keep_firing_for: at this many seconds (a "
+                              "rewritten copy in <state>/prometheus/rules; production values stay in alerts.yaml)",
+                          minimum=0)
+    scrape_interval: int = flag(2, "Prometheus scrape and rule evaluation interval, seconds", minimum=1)
+    no_prometheus: bool = flag(False, "Run without Prometheus and Alertmanager")
+    rules_dir: str = flag("", "Prometheus rule files to load [default: the repository's ops/devops/tenant/]",
+                          show_default=False)
+    prometheus_bin: str = flag("prometheus")
+    promtool_bin: str = flag("promtool")
+    alertmanager_bin: str = flag("prometheus-alertmanager")
+    ready_timeout: float = flag(60.0, "Seconds to wait for all components to be ready", minimum=0.1)
     #: iptables: services fetch the Authority directly; envoy: through a real Envoy (listener envoy_port, admin
     #: envoy_admin_port, both on host) whose route carries the fault filter (chaosext.lab.envoy)
-    egress: str = "iptables"
-    envoy_port: int = 8444
-    envoy_admin_port: int = 9901
-    envoy_bin: str = "envoy"
+    egress: str = flag("iptables", "envoy: the services fetch the JWKS through a real Envoy whose route carries the "
+                                   "fault filter (fault: FAULT_VIA=envoy FAULT_TARGET=<envoy admin URL>, see `lab "
+                                   "status --json`)", choices=lab_envoy.EGRESS_MODES)
+    envoy_port: int = flag(8444, "Envoy JWKS listener (--egress envoy)")
+    envoy_admin_port: int = flag(9901, "Envoy admin (--egress envoy)")
+    envoy_bin: str = flag("envoy")
     #: with egress envoy: this service is reached through an Envoy jwt_authn gateway on envoy_jwt_port
-    envoy_jwt_service: str = ""
-    envoy_jwt_port: int = 8454
+    envoy_jwt_service: str = flag("", "With --egress envoy: reach this service through an Envoy that validates "
+                                      "tokens itself (jwt_authn, remote_jwks through the faulted listener, "
+                                      "cache_duration = --jwks-ttl)", show_default=False)
+    envoy_jwt_port: int = flag(8454, "Envoy jwt gateway listener")
 
     #: fields that do not change what the running lab is (ignored when `up` finds a lab already running)
     RUNTIME_ONLY = ("state_dir", "ready_timeout")

@@ -18,20 +18,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chaoslib.types import Configuration, Secrets
-
-from chaosext.core import ids, safefs
-from chaosext.core.config import load_config
-from chaosext.core.errors import ActivityMapping, ActivityResult, ConfigError, activity
+from chaosext.core import safefs
+from chaosext.core.config import ExperimentConfig
+from chaosext.core.errors import ActivityMapping, ActivityResult, ConfigError
+from chaosext.core.names import check_run_id
 from chaosext.core.procs import free_port, minimal_env, proc_start_time
+from chaosext.core.settings import Configuration, Secrets
 from chaosext.core.tokens import k6_token_env
 from chaosext.load import k6 as k6mod
 from chaosext.load import operator
+from chaosext.run.context import RunContext, run_context
 
+#: the Chaos Toolkit actions; ``start`` / ``stop`` are the same for a run context (the safety control)
 __all__ = ["start_k6", "stop_k6", "start_k6_testrun", "stop_k6_testrun"]
 
 DURATION_RE = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
-#: Popen objects of the k6 runs this process started (so their exit is reaped).
+#: Popen objects of the k6 runs this process started, so their exit is reaped: a handle only this process can hold
 _CHILDREN: dict[str, subprocess.Popen[bytes]] = {}
 RUNNER = k6mod.RUNNER
 
@@ -51,9 +53,8 @@ def _script_env(env: object) -> dict[str, Any]:
 
 
 def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus: int, env: dict[str, Any],
-                 configuration: Configuration) -> dict[str, str]:
-    """The ``-e`` variables of k6-tenant-load.js, from the experiment configuration plus ``env``."""
-    cfg = load_config(configuration)
+                 cfg: ExperimentConfig) -> dict[str, str]:
+    """The ``-e`` variables of k6-tenant-load.js, from the run's settings plus ``env``."""
     out = {
         "K6_RATE": str(rate or cfg.k6_rate),
         "LOAD_DURATION": duration or f"{cfg.outage_seconds + 60}s",
@@ -62,10 +63,10 @@ def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus:
         "TENANT_HEADER": cfg.tenant_header,
         "AUTHORITY_URL": cfg.authority_url,
         "SUMMARY_FILE": summary_file,
-        **k6_token_env(configuration)[0],  # non-secret token settings; the client secret goes by environment
+        **k6_token_env(cfg)[0],  # non-secret token settings; the client secret goes by environment
     }
-    if cfg.tokens_file:
-        out["TOKENS_FILE"] = str(Path(cfg.tokens_file).resolve())
+    if cfg.token.tokens_file:
+        out["TOKENS_FILE"] = str(Path(cfg.token.tokens_file).resolve())
     if vus:
         out["LOAD_VUS"] = str(vus)
     if max_vus:
@@ -75,7 +76,6 @@ def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus:
     return out
 
 
-@activity
 def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: str = "",
              env: ActivityMapping = None, vus: int = 0, max_vus: int = 0, run_dir: str = "", owner_run_id: str = "",
              heartbeat_file: str = "", configuration: Configuration = None, secrets: Secrets = None) -> ActivityResult:
@@ -89,12 +89,21 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
     user can read its metrics or pause/stop the load; docs/footprint.md). k6 gets a minimal environment
     (``chaosext.core.procs.minimal_env``, k6's own ``K6_*`` options, the client credentials), never root's whole one.
     The run directory and its files are created root-safe (0700 / 0600, ``chaosext.core.safefs``).
-    ``owner_run_id`` (default: the configuration's ``chaosext_run_id``) is the experiment run this k6 belongs to;
-    ``heartbeat_file`` (default: the configuration's ``chaosext_heartbeat_file``) that run's heartbeat:
+    ``owner_run_id`` (default: the experiment run's id) is the experiment run this k6 belongs to;
+    ``heartbeat_file`` (default: the experiment run's heartbeat) that run's heartbeat:
     ``chaosext restore --all`` stops a k6 whose owner process is gone or whose heartbeat is stale. k6 runs under
     ``python3 -m chaosext.load.runner``, which stops it within seconds when this process dies.
     Returns ``{"run_id", "owner_run_id", "pid", "address", "summary_file", "log_file", "rate", "duration", ...}``.
     """
+    return start(run_context(configuration, secrets), script, rate, duration, summary_file, env, vus, max_vus, run_dir,
+                 owner_run_id, heartbeat_file)
+
+
+def start(ctx: RunContext, script: str = "", rate: int = 0, duration: str = "", summary_file: str = "",
+          env: dict[str, Any] | None = None, vus: int = 0, max_vus: int = 0, run_dir: str = "",
+          owner_run_id: str = "", heartbeat_file: str = "") -> dict[str, Any]:
+    """:func:`start_k6` for a run context (the safety control starts the run's k6 with it)."""
+    secrets = ctx.secrets
     if rate < 0:
         raise ConfigError(f"rate={rate}: give requests per second (> 0), or 0 for the configuration's K6_RATE")
     _check_duration(duration)
@@ -103,16 +112,15 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
     if not os.path.isfile(script):
         raise ConfigError(f"k6 script {script} does not exist; pass script=<path to k6-tenant-load.js>")
     binary = k6mod.find_k6()
-    variables = _script_vars(rate, duration, "", vus, max_vus, script_env, configuration)
-    secret_env = k6_token_env(configuration, secrets)[1]
+    variables = _script_vars(rate, duration, "", vus, max_vus, script_env, ctx.cfg)
+    secret_env = k6_token_env(ctx.cfg, secrets)[1]
 
-    conf = configuration if isinstance(configuration, dict) else {}
-    owner_run_id = str(owner_run_id or conf.get("chaosext_run_id") or "")
+    owner_run_id = str(owner_run_id or ctx.run_id)
     if owner_run_id:
-        ids.check_run_id(owner_run_id, "owner_run_id")
-    heartbeat_file = str(heartbeat_file or conf.get("chaosext_heartbeat_file") or "")
+        check_run_id(owner_run_id, "owner_run_id")
+    heartbeat_file = str(heartbeat_file or ctx.heartbeat_file)
     run_id = _secrets.token_hex(4)
-    with safefs.open_dir(k6mod.runs_dir(run_dir, configuration), create=True) as base:
+    with safefs.open_dir(k6mod.runs_dir(run_dir, ctx), create=True) as base:  # root-safe, 0700
         os.mkdir(run_id, 0o700, dir_fd=base.fd)
         base.subdir(run_id).close()
         path = Path(base.shown(run_id))
@@ -179,27 +187,31 @@ def _stop_one(rec: dict[str, Any], timeout: float) -> dict[str, Any]:
     return result
 
 
-@activity
 def stop_k6(run_id: str = "", owner_run_id: str = "", timeout: float = 30.0, run_dir: str = "",
             configuration: Configuration = None, secrets: Secrets = None) -> ActivityResult:
     """Stop this experiment run's background k6 gracefully (SIGINT: k6 exits 105 and still writes its summary);
     wait at most ``timeout`` s per run, then SIGTERM, then SIGKILL.
 
-    ``run_id``: that k6 run (as returned by ``start_k6``). ``owner_run_id`` (default: the configuration's
-    ``chaosext_run_id``): every k6 run started for that experiment run. With neither, nothing is stopped (another
+    ``run_id``: that k6 run (as returned by ``start_k6``). ``owner_run_id`` (default: the experiment run's id):
+    every k6 run started for that experiment run. With neither, nothing is stopped (another
     run's k6 is never touched) and the result says so. Idempotent: safe in rollbacks; a run that started no k6 stops
     nothing. Returns ``{"stopped", "runs": [...], "exit_code", "exit_meaning", "summary_file"}`` (the last three for
     the latest run stopped or found).
     """
+    return stop(run_context(configuration, secrets), run_id, owner_run_id, timeout, run_dir)
+
+
+def stop(ctx: RunContext, run_id: str = "", owner_run_id: str = "", timeout: float = 30.0,
+         run_dir: str = "") -> dict[str, Any]:
+    """:func:`stop_k6` for a run context (the safety control stops the run's k6 with it)."""
     if timeout <= 0:
         raise ConfigError(f"timeout={timeout}: give the seconds to wait for k6 to exit (> 0)")
-    base = k6mod.runs_dir(run_dir, configuration)
-    conf = configuration if isinstance(configuration, dict) else {}
-    owner_run_id = str(owner_run_id or ("" if run_id else conf.get("chaosext_run_id") or ""))
+    base = k6mod.runs_dir(run_dir, ctx)
+    owner_run_id = str(owner_run_id or ("" if run_id else ctx.run_id))
     if owner_run_id:
-        ids.check_run_id(owner_run_id, "owner_run_id")
+        check_run_id(owner_run_id, "owner_run_id")
     if run_id:
-        ids.check_run_id(run_id, "k6 run_id")
+        check_run_id(run_id, "k6 run_id")
         if not (base / run_id / "run.json").is_file():
             raise ConfigError(f"no k6 run {run_id!r} recorded in {base}; start_k6 returns the run_id to pass")
         targets = [k6mod.read_run(base / run_id)]
@@ -219,7 +231,6 @@ def stop_k6(run_id: str = "", owner_run_id: str = "", timeout: float = 30.0, run
             "summary_file": last.get("summary_file", "")}
 
 
-@activity
 def start_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "default", parallelism: int = 4,
                      configmap: str = "k6-tenant-load", script_file: str = "k6-tenant-load.js",
                      create_configmap: bool = True, script: str = "", rate: int = 0, duration: str = "",
@@ -232,19 +243,25 @@ def start_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "defau
     the TestRun). Kubernetes credentials as for chaostoolkit-kubernetes (kubeconfig, in-pod, or KUBERNETES_HOST ...),
     or KUBE_API_URL.
     """
-    variables = _script_vars(rate, duration, "/tmp/k6-summary.json", 0, 0, _script_env(env), configuration)
+    cfg = run_context(configuration, secrets).cfg
+    variables = _script_vars(rate, duration, "/tmp/k6-summary.json", 0, 0, _script_env(env), cfg)
     _check_duration(duration)
-    secret_env = k6_token_env(configuration, secrets)[1]
+    secret_env = k6_token_env(cfg, secrets)[1]
     return operator.submit_testrun(name=name, namespace=namespace, parallelism=parallelism, configmap=configmap,
                                    script_file=script_file, env=variables,
                                    script_text=Path(script or k6mod.default_script()).read_text()
-                                   if create_configmap else "", secrets=secrets, configuration=configuration,
+                                   if create_configmap else "", secrets=secrets, options=_kube_options(cfg),
                                    secret_env=secret_env)
 
 
-@activity
 def stop_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "default",
                     configuration: Configuration = None, secrets: Secrets = None) -> ActivityResult:
     """Delete the k6-operator ``TestRun`` (the operator stops its pods) and its credentials Secret; a missing TestRun
     is not an error."""
-    return operator.delete_testrun(name=name, namespace=namespace, secrets=secrets, configuration=configuration)
+    return operator.delete_testrun(name=name, namespace=namespace, secrets=secrets,
+                                   options=_kube_options(run_context(configuration, secrets).cfg))
+
+
+def _kube_options(cfg: ExperimentConfig) -> dict[str, str]:
+    """KUBE_API_URL / KUBE_CONTEXT of the run, as the Kubernetes client takes them."""
+    return {"kube_api_url": cfg.kube_api_url, "kube_context": cfg.kube_context}

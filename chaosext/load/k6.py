@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from chaosext.core import ids, safefs
-from chaosext.core.config import load_config
 from chaosext.core.errors import ChaosextError
-from chaosext.core.heartbeat import age
 from chaosext.core.procs import is_process, process_alive, signal_verified
+from chaosext.run.context import RunContext
+from chaosext.run.heartbeat import age
 
 __all__ = [
     "K6NotFoundError",
@@ -130,17 +130,16 @@ def exit_meaning(code: Any) -> str:
     return EXIT_CODES.get(code, f"error (exit {code})")
 
 
-def runs_dir(run_dir: str = "", configuration: dict[str, Any] | None = None) -> Path:
-    """Where background runs are recorded: ``run_dir``, else ``$CHAOSEXT_K6_DIR``, else ``<experiment run dir>/k6``."""
+def runs_dir(run_dir: str = "", ctx: RunContext | None = None) -> Path:
+    """Where background runs are recorded: ``run_dir``, else ``$CHAOSEXT_K6_DIR``, else ``<experiment run dir>/k6``
+    (the run of ``ctx``), else ``<run base>/k6`` (root's default run base is root-private: chaosext.core.safefs)."""
     if run_dir:
         return Path(run_dir)
     if os.environ.get("CHAOSEXT_K6_DIR"):
         return Path(os.environ["CHAOSEXT_K6_DIR"])
-    try:
-        base = load_config(configuration).run_dir
-    except Exception:  # the experiment config is not there or not valid: a local default still works
-        base = safefs.default_dir(".chaosext-run", "run")
-    return Path(base) / "k6"
+    if ctx is not None:
+        return (ctx.run_dir or Path(ctx.cfg.run_base)) / "k6"
+    return Path(safefs.default_dir(".chaosext-run", "run")) / "k6"
 
 
 class K6RecordError(ChaosextError, ValueError):

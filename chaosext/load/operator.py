@@ -18,7 +18,8 @@ from typing import Any
 
 from chaosext.core import kube
 from chaosext.core.errors import ChaosextError, ConfigError
-from chaosext.core.settings import Configuration, Secrets
+from chaosext.core.kube import KubeOptions
+from chaosext.core.settings import Secrets
 
 __all__ = ["GROUP", "VERSION", "PLURAL", "OperatorError", "build_testrun", "build_configmap", "build_secret",
            "secret_name", "submit_testrun", "delete_testrun", "testrun_status", "api_client"]
@@ -86,9 +87,9 @@ def build_secret(testrun: str, namespace: str, values: Mapping[str, str], run_id
             "stringData": {k: str(v) for k, v in values.items()}}
 
 
-def api_client(configuration: Configuration = None, secrets: Secrets = None) -> Any:
+def api_client(options: KubeOptions = None, secrets: Secrets = None) -> Any:
     """chaosext's one Kubernetes client (:func:`chaosext.core.kube.api_client`)."""
-    return kube.api_client(configuration, secrets)
+    return kube.api_client(options, secrets)
 
 
 def _failed(what: str, exc: Any, hint: str = "") -> OperatorError:
@@ -97,12 +98,12 @@ def _failed(what: str, exc: Any, hint: str = "") -> OperatorError:
 
 def submit_testrun(name: str, namespace: str, parallelism: int, configmap: str, script_file: str,
                    env: Mapping[str, str], script_text: str = "", secrets: Secrets = None,
-                   configuration: Configuration = None, secret_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+                   options: KubeOptions = None, secret_env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Create (or replace) the script ConfigMap when ``script_text`` is given and the credentials Secret when
     ``secret_env`` holds any (``k6_token_env``'s secret part), then create the TestRun and make it the Secret's owner.
 
     An existing TestRun of the same name is an error (the operator does not restart a finished one): delete it first.
-    ``secrets`` / ``configuration``: the Kubernetes client's credentials and settings (``KUBE_API_URL`` ...).
+    ``secrets`` / ``options``: the Kubernetes client's credentials and settings (``kube_api_url``, ``kube_context``).
     """
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
@@ -111,7 +112,7 @@ def submit_testrun(name: str, namespace: str, parallelism: int, configmap: str, 
     creds = {k: v for k, v in (secret_env or {}).items() if v}
     testrun = build_testrun(name, namespace, parallelism, configmap, script_file, env, run_id,
                             secret_keys=tuple(creds))
-    api = api_client(configuration, secrets)
+    api = api_client(options, secrets)
     core: Any = client.CoreV1Api(api)  # plain dict bodies, as the API takes them
     custom: Any = client.CustomObjectsApi(api)
     configmap_action = "kept"
@@ -172,13 +173,13 @@ def _delete_secret(core: Any, name: str, namespace: str) -> bool:
 
 
 def delete_testrun(name: str, namespace: str, secrets: Secrets = None,
-                   configuration: Configuration = None) -> dict[str, Any]:
+                   options: KubeOptions = None) -> dict[str, Any]:
     """Delete the TestRun (foreground: its jobs and pods go with it) and its credentials Secret; an absent one
     counts as deleted."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    api = api_client(configuration, secrets)
+    api = api_client(options, secrets)
     custom: Any = client.CustomObjectsApi(api)
     try:
         custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
@@ -196,12 +197,12 @@ def delete_testrun(name: str, namespace: str, secrets: Secrets = None,
 
 
 def testrun_status(name: str, namespace: str, secrets: Secrets = None,
-                   configuration: Configuration = None) -> dict[str, Any]:
+                   options: KubeOptions = None) -> dict[str, Any]:
     """The TestRun's ``status.stage`` (initialization, initialized, created, started, stopped, finished, error)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    custom: Any = client.CustomObjectsApi(api_client(configuration, secrets))
+    custom: Any = client.CustomObjectsApi(api_client(options, secrets))
     try:
         obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
                                                   _request_timeout=API_TIMEOUT)

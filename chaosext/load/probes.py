@@ -14,19 +14,19 @@ from typing import Any
 import requests
 from chaoslib.types import Configuration, Secrets
 
-from chaosext.core import ids
-from chaosext.core.errors import activity
+from chaosext.core.names import check_run_id
 from chaosext.load import k6 as k6mod
 from chaosext.load import operator
+from chaosext.run.context import run_context
 
 __all__ = ["k6_summary", "k6_live_metrics", "k6_testrun_status"]
 
 
 def _find_run(run_id: str, summary_file: str, run_dir: str, configuration: Configuration) -> dict[str, Any]:
     """The run record matching ``run_id`` / ``summary_file``, else the latest run; {} when none is recorded."""
-    base = k6mod.runs_dir(run_dir, configuration)
+    base = k6mod.runs_dir(run_dir, run_context(configuration) if not run_dir else None)
     if run_id:
-        ids.check_run_id(run_id, "k6 run_id")  # never a path such as ../x
+        check_run_id(run_id, "k6 run_id")  # never a path such as ../x
         return k6mod.read_run(base / run_id) if (base / run_id / "run.json").is_file() else {}
     runs = k6mod.list_runs(base)
     if summary_file:
@@ -48,7 +48,6 @@ def _last_error(log_file: str) -> str:
     return ""
 
 
-@activity
 def k6_summary(summary_file: str = "", run_id: str = "", wait_seconds: float = 10.0, run_dir: str = "",
                configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
     """What k6 measured: per-threshold pass flags, error rate, p95 by kind, achieved rate, dropped iterations.
@@ -104,7 +103,6 @@ def k6_summary(summary_file: str = "", run_id: str = "", wait_seconds: float = 1
     return out
 
 
-@activity
 def k6_live_metrics(run_id: str = "", address: str = "", run_dir: str = "", configuration: Configuration = None,
                     secrets: Secrets = None) -> dict[str, Any]:
     """k6's live error rate and request count from its REST API (``GET /v1/metrics/...``), for progress lines.
@@ -142,9 +140,10 @@ def k6_live_metrics(run_id: str = "", address: str = "", run_dir: str = "", conf
     return out
 
 
-@activity
 def k6_testrun_status(name: str = "chaosext-tenant-load", namespace: str = "default",
                       configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
     """Stage of a k6-operator TestRun (``exists``, ``stage``, ``finished``)."""
-    return operator.testrun_status(name=name, namespace=namespace, secrets=secrets, configuration=configuration)
+    cfg = run_context(configuration, secrets).cfg
+    return operator.testrun_status(name=name, namespace=namespace, secrets=secrets,
+                                   options={"kube_api_url": cfg.kube_api_url, "kube_context": cfg.kube_context})
 

@@ -1,9 +1,11 @@
 """Prometheus / Alertmanager reads for the probes, the watch step and the report (every call has its own timeout).
 
-Queries go through ``prometheus-api-client`` (``PrometheusConnect.custom_query`` / ``custom_query_range``) with the
-credentials of ``chaosext.core.backends`` (bearer token, basic auth, custom headers such as ``X-Scope-OrgID``, CA bundle
-or insecure). Hand-written, and only where that client has nothing: Prometheus ``GET /api/v1/alerts`` and Alertmanager
-``GET /api/v2/alerts`` (prometheus-api-client 0.7 has no alerts API and no Alertmanager client at all).
+Every function takes a :class:`Prom`: the Prometheus backend (URL and this activity's credentials,
+``chaosext.core.backends``) and the run's metric contract (``chaosext.core.target``); :func:`prom_of` builds it from a
+run context. Queries go through ``prometheus-api-client`` (``PrometheusConnect.custom_query`` /
+``custom_query_range``) with those credentials (bearer token, basic auth, custom headers such as ``X-Scope-OrgID``,
+CA bundle or insecure). Hand-written, and only where that client has nothing: Prometheus ``GET /api/v1/alerts`` and
+Alertmanager ``GET /api/v2/alerts`` (prometheus-api-client 0.7 has no alerts API and no Alertmanager client at all).
 
 Error accounting used everywhere in chaosext (docs/experiment.md, "What counts as an error"):
 a request is an error when its status is 5xx, or 401 attributed to a real tenant. A 401 whose token failed on its
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -24,12 +27,15 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from chaosext.core import backends
-from chaosext.core.judging import retry_until
+from chaosext.core.backends import Backend, BackendError
 from chaosext.core.names import UNAUTHENTICATED_TENANT
-from chaosext.metrics import contract
+from chaosext.core.poll import retry_until
+from chaosext.core.target import PROBE_TENANT, MetricContract
+from chaosext.run.context import RunContext
 
 __all__ = [
+    "Prom",
+    "prom_of",
     "PROBE_TENANT",
     "UNAUTHENTICATED_TENANT",
     "ERROR_SELECTOR",
@@ -48,51 +54,65 @@ __all__ = [
     "unverified_accepts_between",
 ]
 
-#: Tenant (header and claim) of chaosext's own forged-token requests, excluded from every error rate.
-#: (UNAUTHENTICATED_TENANT: the services label a request whose token never authenticated for a tenant it has not yet
-#: admitted with it, so the forged-token requests land there. k6's tenants are admitted before the fault.)
-PROBE_TENANT = contract.PROBE_TENANT
 #: The default contract's selectors (the lab's names). The functions below use the run's contract
-#: (``chaosext.metrics.contract``, METRIC_* settings), which equals these unless overridden.
-ERROR_SELECTOR = contract.MetricContract().error_selector()
-TOTAL_SELECTOR = contract.MetricContract().total_selector()
+#: (``chaosext.core.target``, METRIC_* settings), which equals these unless overridden.
+ERROR_SELECTOR = MetricContract().error_selector()
+TOTAL_SELECTOR = MetricContract().total_selector()
+
+
+@dataclass(frozen=True)
+class Prom:
+    """Prometheus as one activity reads it: the backend (URL + credentials) and the run's metric contract."""
+
+    backend: Backend
+    contract: MetricContract = field(default_factory=MetricContract)
+
+    @property
+    def url(self) -> str:
+        """The Prometheus base URL."""
+        return self.backend.url.rstrip("/")
+
+
+def prom_of(ctx: RunContext) -> Prom:
+    """The run's Prometheus (PROMETHEUS_URL, the activity's credentials, the run's metric contract)."""
+    return Prom(ctx.backend("prometheus"), ctx.cfg.metrics)
 
 
 T = TypeVar("T")
 
 
-def _connect(base_url: str, timeout: float, session: requests.Session) -> PrometheusConnect:
+def _connect(prom: Prom, timeout: float, session: requests.Session) -> PrometheusConnect:
     """A PrometheusConnect on ``session`` (this run's Prometheus credentials), no retries: the caller's timeout is the
     bound. Needs prometheus-api-client >= 0.7 (``session``, ``timeout`` and ``retry`` arguments)."""
     # the client annotates timeout as int, but hands it to requests, which takes seconds as a float
-    return PrometheusConnect(url=base_url.rstrip("/"), session=session, timeout=timeout,  # type: ignore[arg-type]
+    return PrometheusConnect(url=prom.url, session=session, timeout=timeout,  # type: ignore[arg-type]
                              retry=Retry(total=0, raise_on_status=False))
 
 
-def _call(base_url: str, what: str, fn: Callable[[], T]) -> T:
+def _call(prom: Prom, what: str, fn: Callable[[], T]) -> T:
     """Run ``fn()``; turn the client's errors into BackendError (a requests.RequestException) saying why."""
     try:
         return fn()
     except PrometheusApiClientException as exc:
         text = str(exc)
         if "Status Code 401" in text or "Status Code 403" in text:
-            auth = backends.auth_for("prometheus")
-            raise backends.BackendError(
-                f"Prometheus at {base_url} refused {what} ({text[:40]}) with {auth.described}: give its credentials "
+            raise BackendError(
+                f"Prometheus at {prom.url} refused {what} ({text[:40]}) with {prom.backend.auth.described}: give its "
+                f"credentials "
                 f"(prometheus_bearer_token, or prometheus_username/prometheus_password, or prometheus_headers) in "
                 f"the experiment's secrets or the environment") from None
-        raise backends.BackendError(f"Prometheus at {base_url}: {what} failed: {text[:300]}") from None
+        raise BackendError(f"Prometheus at {prom.url}: {what} failed: {text[:300]}") from None
     except requests.exceptions.SSLError:
-        raise backends.BackendError(f"Prometheus at {base_url}: TLS verification failed; set PROMETHEUS_CA_BUNDLE "
-                                    f"to its CA's PEM file") from None
+        raise BackendError(f"Prometheus at {prom.url}: TLS verification failed; set PROMETHEUS_CA_BUNDLE "
+                           f"to its CA's PEM file") from None
 
 
-def query(base_url: str, promql: str, at: float | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
+def query(prom: Prom, promql: str, at: float | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Instant query -> the ``data.result`` vector (list of {"metric": {...}, "value": [ts, "v"]})."""
     params = {"time": f"{at:.3f}"} if at is not None else {}  # custom_query treats {} as no parameters
-    with backends.auth_for("prometheus").session_for(base_url) as session:
-        pc = _connect(base_url, timeout, session)
-        result = _call(base_url, f"query {promql!r}", lambda: pc.custom_query(promql, params=params))
+    with prom.backend.auth.session_for(prom.url) as session:
+        pc = _connect(prom, timeout, session)
+        result = _call(prom, f"query {promql!r}", lambda: pc.custom_query(promql, params=params))
     # custom_query returns data.result without data.resultType: a scalar result is the bare [ts, "v"] pair
     if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
         return [{"metric": {}, "value": result}]
@@ -100,104 +120,104 @@ def query(base_url: str, promql: str, at: float | None = None, timeout: float = 
     return vector
 
 
-def query_range(base_url: str, promql: str, start: float, end: float, step: float,
+def query_range(prom: Prom, promql: str, start: float, end: float, step: float,
                 timeout: float = 10.0) -> list[dict[str, Any]]:
     """Range query -> the ``data.result`` matrix (list of {"metric": {...}, "values": [[ts, "v"], ...]})."""
-    with backends.auth_for("prometheus").session_for(base_url) as session:
-        pc = _connect(base_url, timeout, session)
-        matrix: list[dict[str, Any]] = _call(base_url, f"query_range {promql!r}", lambda: pc.custom_query_range(
+    with prom.backend.auth.session_for(prom.url) as session:
+        pc = _connect(prom, timeout, session)
+        matrix: list[dict[str, Any]] = _call(prom, f"query_range {promql!r}", lambda: pc.custom_query_range(
             promql, start_time=datetime.fromtimestamp(start, UTC),
             end_time=datetime.fromtimestamp(end, UTC), step=f"{step:g}s"))
     return matrix
 
 
-def query_scalar(base_url: str, promql: str, at: float | None = None, timeout: float = 10.0) -> float:
+def query_scalar(prom: Prom, promql: str, at: float | None = None, timeout: float = 10.0) -> float:
     """Sum of every sample the query returns (0.0 when it returns nothing)."""
-    return sum(float(s["value"][1]) for s in query(base_url, promql, at, timeout))
+    return sum(float(s["value"][1]) for s in query(prom, promql, at, timeout))
 
 
-def counts_at(base_url: str, at: float | None = None) -> tuple[float, float]:
+def counts_at(prom: Prom, at: float | None = None) -> tuple[float, float]:
     """(errors, total) request counters summed over every service at time ``at`` (now when None)."""
-    c = contract.current()
-    return (query_scalar(base_url, f"sum({c.error_selector()})", at),
-            query_scalar(base_url, f"sum({c.total_selector()})", at))
+    c = prom.contract
+    return (query_scalar(prom, f"sum({c.error_selector()})", at),
+            query_scalar(prom, f"sum({c.total_selector()})", at))
 
 
-def error_rate_between(base_url: str, start: float, end: float) -> dict[str, Any]:
+def error_rate_between(prom: Prom, start: float, end: float) -> dict[str, Any]:
     """Server-side error rate of requests counted between ``start`` and ``end`` (unix seconds).
 
     Counter values at ``end`` minus those at ``start`` (a series absent at ``start`` counts from 0, which
     ``increase()`` would miss for the 401 series that first appear during an outage).
     """
-    e0, t0 = counts_at(base_url, start)
-    e1, t1 = counts_at(base_url, end)
+    e0, t0 = counts_at(prom, start)
+    e1, t1 = counts_at(prom, end)
     errors, total = max(0.0, e1 - e0), max(0.0, t1 - t0)
     return {"errors": errors, "requests": total, "error_rate": (errors / total) if total else 0.0}
 
 
-def latest_sample_time(base_url: str, metric: str = "") -> float:
+def latest_sample_time(prom: Prom, metric: str = "") -> float:
     """Unix time of the newest sample of ``metric`` (default: the contract's request counter); 0.0 when none."""
-    res = query(base_url, f"max(timestamp({metric or contract.current().requests}))")
+    res = query(prom, f"max(timestamp({metric or prom.contract.requests}))")
     return float(res[0]["value"][1]) if res else 0.0
 
 
-def services_where(base_url: str, selector: str, at: float | None = None, range_seconds: float = 0.0) -> list[str]:
+def services_where(prom: Prom, selector: str, at: float | None = None, range_seconds: float = 0.0) -> list[str]:
     """Services (the contract's service label) for which ``selector`` is >= 1 at ``at``, or at any time in the
     ``range_seconds`` before it. Used with the contract's ``cache_expired`` / ``cache_stale`` selectors."""
-    c = contract.current()
+    c = prom.contract
     inner = f"max_over_time({selector}[{max(1, int(range_seconds + 0.999))}s])" if range_seconds else selector
-    return sorted({c.service_of(s) for s in query(base_url, c.by_service(inner), at) if float(s["value"][1]) >= 1})
+    return sorted({c.service_of(s) for s in query(prom, c.by_service(inner), at) if float(s["value"][1]) >= 1})
 
 
-def cache_states(base_url: str, at: float | None = None) -> dict[str, str]:
+def cache_states(prom: Prom, at: float | None = None) -> dict[str, str]:
     """Per service, its key cache's state from its metrics: the lab's ``jwks_cache_state{state}`` (fresh, stale,
     expired, ...) under the default contract; else ``expired`` / ``stale`` / ``fresh`` from the contract's
     METRIC_CACHE_EXPIRED and METRIC_CACHE_STALE series. Services without such series are absent."""
-    c = contract.current()
-    if c == contract.MetricContract():
+    c = prom.contract
+    if c.is_lab:
         return {s["metric"].get("service", "?"): s["metric"].get("state", "?")
-                for s in query(base_url, "max by (service, state) (jwks_cache_state) == 1", at)}
+                for s in query(prom, "max by (service, state) (jwks_cache_state) == 1", at)}
     present = {c.service_of(s) for sel in (c.cache_expired, c.cache_stale)
-               for s in query(base_url, c.by_service(sel), at)}
-    expired = set(services_where(base_url, c.cache_expired, at))
-    stale = set(services_where(base_url, c.cache_stale, at))
+               for s in query(prom, c.by_service(sel), at)}
+    expired = set(services_where(prom, c.cache_expired, at))
+    stale = set(services_where(prom, c.cache_stale, at))
     return {svc: "expired" if svc in expired else "stale" if svc in stale else "fresh" for svc in present}
 
 
-def unverified_accepts_between(base_url: str, start: float, end: float) -> dict[str, float]:
+def unverified_accepts_between(prom: Prom, start: float, end: float) -> dict[str, float]:
     """Per service: tokens accepted without a verified signature between ``start`` and ``end`` (the contract's
     ``unverified_accepts`` counter; a fail-open service). Empty when none."""
-    c = contract.current()
+    c = prom.contract
     if not c.unverified_accepts:  # METRIC_UNVERIFIED_ACCEPTS=off
         return {}
 
     def at(t: float) -> dict[str, float]:
         return {c.service_of(s): float(s["value"][1])
-                for s in query(base_url, c.by_service(c.unverified_accepts, "sum"), t)}
+                for s in query(prom, c.by_service(c.unverified_accepts, "sum"), t)}
 
     before, after = at(start), at(end)
     return {svc: n - before.get(svc, 0.0) for svc, n in after.items() if n - before.get(svc, 0.0) > 0}
 
 
-def prometheus_alerts(base_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+def prometheus_alerts(prom: Prom, timeout: float = 10.0) -> list[dict[str, Any]]:
     """``GET /api/v1/alerts`` -> list of {"labels": {...}, "state": "pending|firing", ...}."""
-    r = backends.get("prometheus", base_url.rstrip("/") + "/api/v1/alerts", timeout=timeout)
+    r = prom.backend.get("/api/v1/alerts", timeout=timeout)
     alerts: list[dict[str, Any]] = r.json()["data"]["alerts"]
     return alerts
 
 
-def alertmanager_alerts(base_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+def alertmanager_alerts(alertmanager: Backend, timeout: float = 10.0) -> list[dict[str, Any]]:
     """``GET /api/v2/alerts`` -> list of {"labels": {...}, "status": {"state": "active|suppressed|..."}, ...}."""
-    r = backends.get("alertmanager", base_url.rstrip("/") + "/api/v2/alerts", timeout=timeout)
+    r = alertmanager.get("/api/v2/alerts", timeout=timeout)
     alerts: list[dict[str, Any]] = r.json()
     return alerts
 
 
-def wait_for_samples(base_url: str, until: float, timeout: float = 30.0) -> bool:
+def wait_for_samples(prom: Prom, until: float, timeout: float = 30.0) -> bool:
     """Wait (up to ``timeout`` s) until Prometheus holds a request-counter sample at or after ``until``."""
     def reached() -> bool:
         try:
-            return latest_sample_time(base_url) >= until
+            return latest_sample_time(prom) >= until
         except (requests.RequestException, RuntimeError):
             return False
 

@@ -6,5 +6,9 @@
 - :mod:`chaosext.outage.judge` — ``judge_outage`` / ``judge_drill``: every outage check once, kept in the run file;
 - :mod:`chaosext.outage.evidence` — the judged series saved next to the run file for ``chaosext report``.
 
-The run file itself is ``chaosext.core.runfile``; the checks live in their domains (metrics, auth, audit).
+- :mod:`chaosext.outage.hypothesis` — the baseline and recovery probes around the outage;
+- :mod:`chaosext.outage.checks`, :mod:`chaosext.outage.drill` — every outage check, over what the run recorded
+  (:mod:`chaosext.outage.judging`), in the outage notebook (:mod:`chaosext.outage.notebook`).
+
+The run's record itself is ``chaosext.run.record``; the domains (metrics, auth, audit) export the measurements.
 """

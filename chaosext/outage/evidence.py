@@ -17,12 +17,13 @@ from typing import Any
 import requests
 
 from chaosext.core import safefs
-from chaosext.core.config import ExperimentConfig
 from chaosext.core.errors import ConfigError
 from chaosext.core.names import UNAUTHENTICATED_TENANT
-from chaosext.core.runfile import CheckResult, load_run
-from chaosext.metrics import contract, prom
-from chaosext.metrics.prom import ERROR_SELECTOR, TOTAL_SELECTOR
+from chaosext.core.target import MetricContract
+from chaosext.metrics import prom
+from chaosext.metrics.prom import ERROR_SELECTOR, TOTAL_SELECTOR, Prom, prom_of
+from chaosext.run.context import RunContext
+from chaosext.run.record import CheckResult
 
 __all__ = ["QUERIES", "EVIDENCE_FORMAT", "EVIDENCE_FILE", "HTTP_TIMEOUT", "contract_queries", "query_ranges",
            "save_evidence", "load_windows", "run_windows", "save_run_evidence"]
@@ -56,11 +57,10 @@ QUERIES: dict[str, str] = {
 }
 
 
-def contract_queries() -> dict[str, str]:
+def contract_queries(c: MetricContract) -> dict[str, str]:
     """QUERIES with the error rate over the run's metric contract (METRIC_* settings; the same as QUERIES with the
     lab's names), its service label copied to ``service`` for the plots."""
-    c = contract.current()
-    if c == contract.MetricContract():
+    if c.is_lab:
         return dict(QUERIES)
 
     def rate(selector: str) -> str:
@@ -73,7 +73,7 @@ def contract_queries() -> dict[str, str]:
                                      f" / {rate(c.total_selector())}"}
 
 
-def query_ranges(prometheus_url: str, start: float, end: float,
+def query_ranges(p: Prom, start: float, end: float,
                  queries: dict[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Run each query over [start, end] with ``/api/v1/query_range``; a step giving ~300 points.
 
@@ -82,13 +82,13 @@ def query_ranges(prometheus_url: str, start: float, end: float,
     step = max(2, math.ceil((end - start) / 300))
     window = f"{max(10, 4 * step)}s"
     out: dict[str, list[dict[str, Any]]] = {}
-    for name, template in (queries or contract_queries()).items():
-        out[name] = prom.query_range(prometheus_url, template.format(w=window), start, end, step,
+    for name, template in (queries or contract_queries(p.contract)).items():
+        out[name] = prom.query_range(p, template.format(w=window), start, end, step,
                                      timeout=HTTP_TIMEOUT)
     return out
 
 
-def save_evidence(prometheus_url: str, windows: dict[str, tuple[float, float]], out_dir: str) -> dict[str, Any]:
+def save_evidence(p: Prom, windows: dict[str, tuple[float, float]], out_dir: str) -> dict[str, Any]:
     """Save the series the experiment judged, for its windows (e.g. baseline, outage, recovery), into
     ``<out_dir>/evidence.json`` (mode 0600), so ``chaosext report`` draws the same pictures after the lab is gone or
     Prometheus has rotated the data.
@@ -113,10 +113,10 @@ def save_evidence(prometheus_url: str, windows: dict[str, tuple[float, float]], 
     span = (min(w[0] for w in clean.values()), max(w[1] for w in clean.values()))
     error = ""
     try:
-        ranges = query_ranges(prometheus_url, span[0], max(span[1], span[0] + 1))
+        ranges = query_ranges(p, span[0], max(span[1], span[0] + 1))
     except (requests.RequestException, ValueError, KeyError) as exc:
-        ranges, error = {}, f"{prometheus_url} gave no ranges: {type(exc).__name__}: {exc}"
-    doc = {"format": EVIDENCE_FORMAT, "prometheus_url": prometheus_url, "windows": clean, "span": list(span),
+        ranges, error = {}, f"{p.url} gave no ranges: {type(exc).__name__}: {exc}"
+    doc = {"format": EVIDENCE_FORMAT, "prometheus_url": p.url, "windows": clean, "span": list(span),
            "ranges": ranges, "error": error}
     path = safefs.write_file(Path(out_dir) / EVIDENCE_FILE, json.dumps(doc))  # root-safe, 0600 in a 0700 directory
     series = {name: len(matrix) for name, matrix in ranges.items()}
@@ -133,9 +133,9 @@ def load_windows(path: str | Path) -> dict[str, tuple[float, float]]:
     return {}
 
 
-def run_windows(cfg: ExperimentConfig) -> dict[str, tuple[float, float]]:
-    """The run's baseline, outage and (once it began) recovery windows, unix seconds, from its run file."""
-    run = load_run(cfg.run_dir)
+def run_windows(ctx: RunContext) -> dict[str, tuple[float, float]]:
+    """The run's baseline, outage and (once it began) recovery windows, unix seconds, from its run record."""
+    run = ctx.record()
     now = time.time()
     windows: dict[str, tuple[float, float]] = {}
     if run.baseline is not None:
@@ -148,12 +148,12 @@ def run_windows(cfg: ExperimentConfig) -> dict[str, tuple[float, float]]:
     return windows
 
 
-def save_run_evidence(cfg: ExperimentConfig) -> CheckResult:
+def save_run_evidence(ctx: RunContext) -> CheckResult:
     """:func:`save_evidence` for this run's windows into its run directory; never raises."""
-    windows = run_windows(cfg)
-    if not windows:
+    windows = run_windows(ctx)
+    if not windows or ctx.run_dir is None:
         return {"ok": False, "error": "no window recorded"}
     try:
-        return save_evidence(cfg.prometheus_url, windows, cfg.run_dir)
+        return save_evidence(prom_of(ctx), windows, str(ctx.run_dir))
     except (ValueError, OSError) as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chaosext.core.runfile import Observation
+from chaosext.outage.notebook import Observation
 
 __all__ = ["AbortGuard", "Decision", "decide", "SIGTERM_REASON"]
 

@@ -12,21 +12,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
-from chaosext.auth.probes import ForgeryPlan
-from chaosext.core.config import ExperimentConfig
-from chaosext.core.runfile import CheckResult, K6Snapshot, ServiceObservation
-from chaosext.core.services import call, health
+from chaosext.auth.measure import ForgeryPlan, call
 from chaosext.egress.base import Driver, FaultSpec
 from chaosext.load.probes import k6_live_metrics
-from chaosext.metrics import prom
+from chaosext.metrics.measure import Counts, health
+from chaosext.outage.notebook import ServiceObservation
+from chaosext.run.context import RunContext
+from chaosext.run.record import CheckResult, K6Snapshot
 
-__all__ = ["Counts", "TickRates", "tick_rates", "error_counts", "fault_check", "forged_counts", "observe_services",
-           "k6_snapshot", "alert_names"]
-
-#: (errors, requests) cumulative counters, as Prometheus sums them (``chaosext.metrics.prom.counts_at``)
-Counts = tuple[float, float]
+__all__ = ["TickRates", "tick_rates", "fault_check", "forged_counts", "observe_services", "k6_snapshot"]
 
 
 @dataclass(frozen=True)
@@ -45,14 +39,6 @@ def tick_rates(base: Counts, prev: Counts, now: Counts) -> TickRates:
     c_err, c_tot = now[0] - base[0], now[1] - base[1]
     return TickRates(overall=c_err / c_tot if c_tot > 0 else 0.0, recent=d_err / d_tot if d_tot > 0 else 0.0,
                      requests=c_tot, recent_requests=d_tot)
-
-
-def error_counts(cfg: ExperimentConfig, at: float | None = None, fallback: Counts = (0.0, 0.0)) -> Counts:
-    """Prometheus' (errors, requests) counters at ``at`` (now); ``fallback`` when Prometheus does not answer."""
-    try:
-        return prom.counts_at(cfg.prometheus_url, at)
-    except (requests.RequestException, RuntimeError):
-        return fallback
 
 
 def fault_check(spec: FaultSpec, driver: Driver) -> tuple[bool, str]:
@@ -81,13 +67,14 @@ def forged_counts(attempts: Iterable[Mapping[str, Any]], refused_statuses: Itera
     return per
 
 
-def observe_services(cfg: ExperimentConfig, tokens: Mapping[str, str], forged: ForgeryPlan | None, tick: int,
+def observe_services(ctx: RunContext, tokens: Mapping[str, str], forged: ForgeryPlan | None, tick: int,
                      start: float) -> tuple[dict[str, ServiceObservation], CheckResult | None]:
     """One round of checks against every service, all requests in parallel (a slow answer cannot stall the tick):
     the cache state (``/healthz``), each tenant's valid token, and this tick's forged tokens.
 
     Returns the per-service observations and the forgery judge's result for the tick (None without a plan); the
     forged requests are timed from ``start`` (the block)."""
+    cfg = ctx.cfg
     health_jobs: dict[str, Future[dict[str, Any]]] = {}
     valid_jobs: dict[tuple[str, str], Future[int]] = {}
     with ThreadPoolExecutor(max_workers=min(32, len(cfg.services) * (len(tokens) + 1) + 1)) as pool:
@@ -122,18 +109,3 @@ def k6_snapshot(address: str) -> K6Snapshot | None:
     reqs, failed = live.get("http_reqs"), live.get("http_req_failed_rate")
     return K6Snapshot(t=time.time(), http_reqs=float(reqs) if isinstance(reqs, (int, float)) else None,
                       http_req_failed_rate=float(failed) if isinstance(failed, (int, float)) else None)
-
-
-def alert_names(cfg: ExperimentConfig) -> tuple[set[str], set[str]]:
-    """EXPIRY_ALERTS firing in Prometheus, and present in Alertmanager, now (empty when either does not answer)."""
-    names = set(cfg.expiry_alerts)
-    try:
-        in_prom = {str(a["labels"].get("alertname")) for a in prom.prometheus_alerts(cfg.prometheus_url)
-                   if a.get("state") == "firing"} & names
-    except (requests.RequestException, KeyError, ValueError):
-        in_prom = set()
-    try:
-        in_am = {str(a["labels"].get("alertname")) for a in prom.alertmanager_alerts(cfg.alertmanager_url)} & names
-    except (requests.RequestException, KeyError, ValueError):
-        in_am = set()
-    return in_prom, in_am

@@ -2,7 +2,8 @@
 
 It is declared a *probe* in the experiments because it never changes the system under test: it sends GETs, valid and
 forged tokens, asks the fault driver to verify (read-only) and reads Prometheus, Alertmanager and k6. What it writes
-is the run's own notebook, the run file (``chaosext.core.runfile``): the outage window and one observation per tick,
+is the run's own record: the outage window on its timeline (``chaosext.run.record``) and one observation per tick
+in the outage notebook (``chaosext.outage.notebook``),
 which the outage checks judge afterwards (``chaosext.outage.judge``) — during the outage is the only time they can be
 seen. Ending the outage early is a decision (``chaosext.outage.guard``), not an action: the watch returns, and the
 restore step that follows restores and records why.
@@ -13,25 +14,23 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chaoslib.exceptions import InterruptExecution
-from chaoslib.types import Configuration, Secrets
 
-from chaosext.auth.probes import ensure_tokens, forgery_plan
+from chaosext.auth.measure import ensure_tokens, forgery_plan
 from chaosext.core import signals
-from chaosext.core.config import load_config
-from chaosext.core.errors import activity
-from chaosext.core.runfile import Observation, edit_run, load_run
+from chaosext.core.settings import Configuration, Secrets
 from chaosext.egress import build_driver
-from chaosext.egress.actions import fault_record, run_fault_id
-from chaosext.egress.base import FaultSpec
+from chaosext.egress.actions import run_fault
+from chaosext.metrics.measure import error_counts, firing_now
 from chaosext.outage.guard import SIGTERM_REASON, AbortGuard, decide
-from chaosext.outage.observe import alert_names, error_counts, fault_check, k6_snapshot, observe_services, tick_rates
+from chaosext.outage.notebook import Notebook, Observation, save_notebook
+from chaosext.outage.observe import fault_check, k6_snapshot, observe_services, tick_rates
+from chaosext.run.context import run_context
 
 __all__ = ["watch_outage"]
 
 logger = logging.getLogger("chaostoolkit")
 
 
-@activity
 def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
                  secrets: Secrets = None) -> dict[str, Any]:
     """Watch the services through the outage (OUTAGE_SECONDS unless ``duration_seconds`` > 0), then return.
@@ -44,28 +43,29 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
     or a fault that failed) — there is no outage to watch. A probe that records: it never changes the system, it
     writes only this run's own run file (what the outage checks judge). Returns a summary dict.
     """
-    cfg = load_config(configuration)
-    fault_id = run_fault_id(configuration)
-    record = fault_record(fault_id) if fault_id else None
-    if record is None:
-        why = ("dry run: no fault was applied" if (configuration or {}).get("chaosext_dry_run")
-               else "this run applied no fault")
+    ctx = run_context(configuration, secrets)
+    cfg = ctx.cfg
+    spec = run_fault(ctx)
+    if spec is None:
+        why = "dry run: no fault was applied" if ctx.dry_run else "this run applied no fault"
         logger.info("[outage] not watching: %s", why)
         return {"watched": False, "reason": why, "ticks": 0}
-    spec = FaultSpec.from_dict(record["spec"])
-    driver = build_driver(spec.via, spec.options)
+    driver = build_driver(spec.via, spec.options, secrets)
     duration = duration_seconds if duration_seconds > 0 else cfg.outage_seconds
     interval = max(1.0, cfg.watch_interval)
     guard = AbortGuard(cfg.abort_error_rate, cfg.abort_after_seconds)
-    tokens = ensure_tokens(cfg)
-    forged = forgery_plan(cfg, configuration) if tokens else None
-    run = load_run(cfg.run_dir)
+    tokens = ensure_tokens(ctx)
+    forged = forgery_plan(ctx) if tokens else None
+    run = ctx.record()
     k6_address = run.k6.address if run.k6 is not None else ""
     start = time.time()
     end_by = start + duration
-    with edit_run(cfg.run_dir) as run:
+    with ctx.edit() as run:
         run.begin_outage(start, spec.run_id, k6_snapshot(k6_address))
-    base = error_counts(cfg, start)
+    notebook = Notebook()
+    if ctx.run_dir is not None:
+        save_notebook(ctx.run_dir, notebook)  # a fresh notebook for this outage
+    base = error_counts(ctx, start)
     prev, reason, tick = base, "", 0
     observations: list[Observation] = []
     logger.info("[outage] JWKS blocked for %ss (fault %s); watching %s every %.0fs", duration, spec.run_id,
@@ -78,17 +78,18 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
                 reason = SIGTERM_REASON
                 break
             held = pool.submit(fault_check, spec, driver)
-            services, forgery = observe_services(cfg, tokens, forged, tick, start)
+            services, forgery = observe_services(ctx, tokens, forged, tick, start)
             holds, detail = held.result()
-            counts = error_counts(cfg, fallback=prev)
+            counts = error_counts(ctx, fallback=prev)
             rates, prev = tick_rates(base, prev, counts), counts
-            in_prom, in_am = alert_names(cfg)
+            in_prom, in_am = firing_now(ctx)
             obs = Observation(t=now, elapsed=now - start, error_rate=rates.overall, recent_error_rate=rates.recent,
                               requests=rates.requests, recent_requests=rates.recent_requests, fault_holds=holds,
                               fault_detail=detail, services=services)
             observations.append(obs)
-            with edit_run(cfg.run_dir) as run:
-                run.add_tick(obs, forgery, in_prom, in_am)
+            notebook.add_tick(obs, forgery, in_prom, in_am)
+            if ctx.run_dir is not None:
+                save_notebook(ctx.run_dir, notebook)
             cache = " ".join(f"{n}={s.state}" for n, s in services.items())
             logger.info("[outage] %4.0fs left | error rate %.2f%% (last %.0fs: %.2f%%) of %d req | cache %s%s%s",
                         max(0.0, end_by - now), rates.overall * 100, interval, rates.recent * 100, rates.requests,
@@ -106,7 +107,7 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
     finally:
         pool.shutdown(wait=False)
         end = time.time()
-        with edit_run(cfg.run_dir) as run:
+        with ctx.edit() as run:
             run.end_outage(end, reason, k6_snapshot(k6_address))
         if reason.startswith("abort guard"):
             logger.warning("[outage] %s: ending the outage now (the restore step restores)", reason)

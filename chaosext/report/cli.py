@@ -2,41 +2,58 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 import requests
 
 from chaosext.core import safefs
-from chaosext.core.labstate import load_state
-from chaosext.core.settings import setting
+from chaosext.core.backends import backend
+from chaosext.core.config import ExperimentConfig, load_config
+from chaosext.core.settings import raw_setting
+from chaosext.metrics.prom import Prom
 from chaosext.outage import evidence
 from chaosext.report import collect
-from chaosext.report.plots import make_plots
 from chaosext.report.render import render_html
 
-__all__ = ["report", "build_report"]
+__all__ = ["report", "build_report", "private_matplotlib_dir"]
 
 
-def _lab_state(state_dir: str) -> dict[str, Any]:
-    """The lab's state.json ({} when there is no lab or its state file is broken)."""
-    try:
-        return load_state(state_dir or None) or {}
-    except ValueError:
-        return {}
+@contextmanager
+def private_matplotlib_dir() -> Iterator[str]:
+    """matplotlib's config and font cache in a temporary directory, removed afterwards (``MPLCONFIGDIR``): making a
+    report leaves nothing in ``~/.cache/matplotlib`` or ``~/.config/matplotlib`` (root's, under sudo). matplotlib is
+    imported only inside (chaosext.report.plots), so no other command touches them either."""
+    before = os.environ.get("MPLCONFIGDIR")
+    with tempfile.TemporaryDirectory(prefix="chaosext-matplotlib-") as tmp:
+        os.environ["MPLCONFIGDIR"] = tmp
+        try:
+            yield tmp
+        finally:
+            if before is None:
+                os.environ.pop("MPLCONFIGDIR", None)
+            else:
+                os.environ["MPLCONFIGDIR"] = before
 
 
-def _audit_path(audit: str, state_dir: str) -> str:
-    """--audit, else $AUDIT_SOURCE when it is ``file:<path>``, else the lab state's audit file."""
+def _settings(state_dir: str) -> ExperimentConfig:
+    """The settings from the environment and the running lab (the same resolver as a run)."""
+    return load_config({"chaosext_lab_dir": state_dir} if state_dir else None)
+
+
+def _audit_path(audit: str, cfg: ExperimentConfig) -> str:
+    """--audit, else AUDIT_SOURCE when it is ``file:<path>`` (the lab's when it runs)."""
     if audit:
         return audit
-    source = setting(None, "audit_source")
-    if source.startswith("file:"):
-        return source[len("file:"):]
-    return str(_lab_state(state_dir).get("audit_file", ""))
+    configured = raw_setting(None, "audit_source", "") or cfg.lab_running
+    return cfg.audit_location if configured and cfg.audit_kind == "file" else ""
 
 
-def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str = "", audit_path: str = "",
+def build_report(journal_path: str, prometheus: Prom | None = None, ranges_path: str = "", audit_path: str = "",
                  error_rate_max: float | None = None, save_ranges: str = "") -> tuple[str, dict[str, Any], list[str]]:
     """(html, verdict, warnings) for a journal; never raises for missing metrics, only for a bad journal."""
     journal = collect.load_journal(journal_path)
@@ -60,12 +77,12 @@ def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str =
             sources.append("windows: " + ", ".join(f"{n} {e - s:.0f} s" for n, (s, e) in windows.items()))
             start = min(([start] if start is not None else []) + [w[0] for w in windows.values()])
             end = max(([end] if end is not None else []) + [w[1] for w in windows.values()])
-    elif prometheus_url and start is not None and end is not None:
+    elif prometheus is not None and start is not None and end is not None:
         try:
-            ranges = evidence.query_ranges(prometheus_url, start, end)
-            sources.append(f"metrics: {prometheus_url} /api/v1/query_range")
+            ranges = evidence.query_ranges(prometheus, start, end)
+            sources.append(f"metrics: {prometheus.url} /api/v1/query_range")
         except (requests.RequestException, ValueError, KeyError) as exc:
-            warnings.append(f"Prometheus at {prometheus_url} gave no ranges ({type(exc).__name__}: {exc}); metric "
+            warnings.append(f"Prometheus at {prometheus.url} gave no ranges ({type(exc).__name__}: {exc}); metric "
                             f"plots are empty. Re-run while it still holds the data, or pass --ranges FILE.")
     else:
         warnings.append("no Prometheus URL and no --ranges file: metric plots are empty "
@@ -78,7 +95,10 @@ def build_report(journal_path: str, prometheus_url: str = "", ranges_path: str =
     sources.append(f"audit: {audit_path} ({len(events)} auth.* events)" if audit_path
                    else "audit: none given (--audit or AUDIT_SOURCE=file:...)")
     span = (start, end) if start is not None and end is not None and end > start else None
-    plots = make_plots(ranges, events, window, span, error_rate_max, windows, collect.k6_p95_ms(journal))
+    with private_matplotlib_dir():
+        from chaosext.report.plots import make_plots
+
+        plots = make_plots(ranges, events, window, span, error_rate_max, windows, collect.k6_p95_ms(journal))
     verdict = collect.verdict_of(journal)
     html = render_html(journal, verdict, collect.timeline(journal), collect.probe_results(journal), plots,
                        window, start, end, sources)
@@ -101,17 +121,22 @@ Examples:
 @click.option("--save-ranges", default="", type=click.Path(dir_okay=False),
               help="also write the ranges fetched from Prometheus here (to re-render later offline)")
 @click.option("--audit", default="", help="audit JSONL (default: AUDIT_SOURCE=file:..., else the lab's)")
-@click.option("--error-rate-max", type=float, default=lambda: float(setting(None, "error_rate_max", "0.01")),
-              show_default="$ERROR_RATE_MAX or 0.01", help="tolerance line on the error-rate plot")
+@click.option("--error-rate-max", type=float, default=None, show_default="$ERROR_RATE_MAX or 0.01",
+              help="tolerance line on the error-rate plot")
 @click.option("--state-dir", default="", help="lab state directory to find Prometheus and the audit file")
 def report(journal: str, output: str, prometheus_url: str, ranges_path: str, save_ranges: str, audit: str,
-           error_rate_max: float, state_dir: str) -> None:
+           error_rate_max: float | None, state_dir: str) -> None:
     """Write a self-contained HTML report (verdict, plots, probes, timeline) for JOURNAL."""
-    prometheus_url = prometheus_url or setting(None, "prometheus_url") or \
-        str(_lab_state(state_dir).get("prometheus_url", ""))
     try:
-        html, verdict, warnings = build_report(journal, prometheus_url, ranges_path or "",
-                                               _audit_path(audit, state_dir), error_rate_max, save_ranges)
+        cfg = _settings(state_dir)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    configured = prometheus_url or raw_setting(None, "prometheus_url", "") or cfg.lab_running
+    prom = Prom(backend("prometheus", prometheus_url or cfg.prometheus_url, cfg), cfg.metrics) if configured else None
+    try:
+        html, verdict, warnings = build_report(journal, prom, ranges_path or "", _audit_path(audit, cfg),
+                                               cfg.error_rate_max if error_rate_max is None else error_rate_max,
+                                               save_ranges)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     try:  # root-safe: never through a symlink, never into a directory another user could change

@@ -131,7 +131,7 @@ def outage_window(journal: dict[str, Any]) -> tuple[float, float] | None:
             args = ((item.get("activity") or {}).get("provider") or {}).get("arguments") or {}
             output = item.get("output")
             output = output if isinstance(output, dict) else {}
-            for key in ("duration_seconds", "duration", "outage_seconds"):
+            for key in ("deadline_seconds", "duration_seconds", "duration", "outage_seconds"):
                 value = output.get(key, args.get(key))
                 if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
                     duration = float(value)

@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chaosext import __version__
-from chaosext.report.plots import Plot
+
+if TYPE_CHECKING:  # matplotlib is imported only while a report is made (chaosext.report.cli)
+    from chaosext.report.plots import Plot
 
 __all__ = ["render_html"]
 

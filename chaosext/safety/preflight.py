@@ -1,69 +1,87 @@
-"""Checks before anything changes: is everything a run needs reachable (network and tools)?
+"""The one pre-flight: every check a run must pass before anything changes, in the order a person fixes them.
 
-``check_reachable`` is run by the safety control after the static validation (``chaosext.core.config.validate``)
-and by ``chaosext doctor``; each problem is a sentence that says what to do.
+``chaosext doctor`` prints this list and the safety control refuses a run on any failed required finding of the
+same list, so doctor refuses exactly what a run would. Each domain owns its checks (``chaosext.egress.checks``,
+``chaosext.load.checks``, ``chaosext.auth.checks``, ``chaosext.metrics.checks``, ``chaosext.audit.checks``); this module
+only puts them in order. Two stages: :func:`static_findings` need no network and change nothing (the control runs them
+before it takes the target lock), :func:`live_findings` ask the target, the IdP and the backends (after the lock).
 """
 from __future__ import annotations
 
-import socket
-from pathlib import Path
-from urllib.parse import urlparse
+from chaosext.audit.checks import check_audit
+from chaosext.auth.checks import (
+    check_discovery,
+    check_forgery_skip,
+    check_jwks,
+    check_jwks_uri,
+    check_key_url,
+    check_services,
+    check_tenant_tokens,
+    check_token_transport,
+)
+from chaosext.core import labid
+from chaosext.core.config import validate
+from chaosext.core.findings import Finding
+from chaosext.egress.checks import fault_findings
+from chaosext.load.checks import check_k6
+from chaosext.metrics.checks import check_metrics, check_ready
+from chaosext.run.context import RunContext
+from chaosext.safety.approval import approval_problem
 
-import requests
-
-from chaosext.core import backends
-from chaosext.core.config import ExperimentConfig
-from chaosext.core.settings import Configuration
-from chaosext.egress.actions import target_problem
-from chaosext.load.k6 import K6NotFoundError, find_k6
-
-__all__ = ["check_reachable"]
-
-
-def _tcp_reachable(url: str, timeout: float = 3.0) -> bool:
-    p = urlparse(url)
-    port = p.port or (443 if p.scheme == "https" else 80)
-    try:
-        with socket.create_connection((p.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+__all__ = ["static_findings", "live_findings", "preflight", "refusals"]
 
 
-def check_reachable(cfg: ExperimentConfig, configuration: Configuration = None, need_k6: bool = True) -> list[str]:
-    """Network / environment problems before the fault (the fault's target, Prometheus, Alertmanager, services, JWKS,
-    k6); [] when everything a run needs answers. ``configuration`` carries the driver settings (ENVOY_ADMIN_URL ...)."""
-    problems: list[str] = []
-    if target := target_problem(cfg.fault_via, cfg.fault_target, configuration):
-        problems.append(target)
+def check_approval(ctx: RunContext) -> Finding:
+    """CHAOSEXT_APPROVE names the target when it is not the local lab (else the run is refused)."""
+    cfg = ctx.cfg
+    if cfg.is_lab_target:
+        return Finding("approval", True, "the local lab: no approval needed")
+    if approval_problem(cfg):
+        given = f"CHAOSEXT_APPROVE={cfg.approve!r} does not name" if cfg.approve else "CHAOSEXT_APPROVE is unset for"
+        return Finding("approval", False, f"{given} target {cfg.target_name!r} (not the local lab: "
+                                          f"{labid.lab_problem(cfg)})",
+                       f"export CHAOSEXT_APPROVE={cfg.target_name} once the owners agreed (in CI: the variable "
+                       f"CHAOSEXT_APPROVE of the chaos-gameday environment, docs/runbook.md)")
+    return Finding("approval", True, f"CHAOSEXT_APPROVE names {cfg.target_name}")
+
+
+def static_findings(ctx: RunContext) -> list[Finding]:
+    """The settings themselves (values, limits, the fault target's form) and the approval: no network, no change."""
+    problems = validate(ctx.cfg)
+    out = [Finding("configuration", False, p, "fix the setting named (docs/experiment.md has the table)")
+           for p in problems] or [Finding("configuration", True, "every setting is valid")]
+    out.append(check_forgery_skip(ctx))
+    out.append(check_key_url(ctx))
+    if not problems:
+        out.append(check_approval(ctx))
+        out.append(check_token_transport(ctx))  # tokens only over https outside the lab (docs/security.md)
+    return out
+
+
+def live_findings(ctx: RunContext, need_k6: bool = True) -> list[Finding]:
+    """What the run needs from the machine, the target, the IdP and the backends, asked now (changes nothing; the
+    tokens it fetches stay in the run's memory)."""
+    out = fault_findings(ctx)
     if need_k6:
-        try:
-            find_k6()
-        except K6NotFoundError as exc:
-            problems.append(str(exc))
-    for name, url, path in (("PROMETHEUS_URL", cfg.prometheus_url, "/-/ready"),
-                            ("ALERTMANAGER_URL", cfg.alertmanager_url, "/-/ready")):
-        try:  # with the backend's credentials (chaosext.core.backends)
-            backends.get(name.split("_")[0].lower(), url + path, timeout=5)
-        except backends.BackendError as exc:
-            problems.append(f"{name}={url}: {exc}")
-        except requests.RequestException as exc:
-            problems.append(f"{name}={url} is unreachable ({type(exc).__name__}); start it (chaosext lab up) or "
-                            f"point {name} at a running one")
-    for svc, url in cfg.services.items():
-        if not _tcp_reachable(url):
-            problems.append(f"service {svc} at {url} is unreachable; start the lab (chaosext lab up) or fix "
-                            f"SERVICE_URLS")
-    try:
-        r = requests.get(cfg.jwks_url, timeout=5)
-        if r.status_code != 200 or "keys" not in r.json():
-            problems.append(f"JWKS_URL={cfg.jwks_url} did not return a JWKS (status {r.status_code}); before the "
-                            f"fault it must be reachable, or the experiment proves nothing")
-    except (requests.RequestException, ValueError) as exc:
-        problems.append(f"JWKS_URL={cfg.jwks_url} is unreachable before the fault ({type(exc).__name__}); is an "
-                        f"old fault still active? run `chaosext restore --all`")
-    if cfg.audit_kind == "file":
-        parent = Path(cfg.audit_location).parent
-        if not parent.is_dir():
-            problems.append(f"AUDIT_SOURCE file directory {parent} does not exist; is the lab running?")
-    return problems
+        out.append(check_k6())
+    out.append(check_jwks(ctx))
+    out += [check_discovery(ctx), check_jwks_uri(ctx), *check_tenant_tokens(ctx)]
+    out += check_services(ctx)
+    prometheus = check_ready(ctx, "prometheus")
+    out.append(prometheus)
+    if prometheus.ok:
+        out += check_metrics(ctx)
+    out.append(check_ready(ctx, "alertmanager"))
+    out.append(check_audit(ctx))
+    return out
+
+
+def preflight(ctx: RunContext, need_k6: bool = True) -> list[Finding]:
+    """Every finding, static then live (the live ones only when the static ones passed)."""
+    static = static_findings(ctx)
+    return static if refusals(static) else static + live_findings(ctx, need_k6)
+
+
+def refusals(findings: list[Finding]) -> list[Finding]:
+    """The findings that stop a run."""
+    return [f for f in findings if f.refuses]

@@ -16,12 +16,22 @@ from typing import Any
 
 import pytest
 
-from chaosext.audit import probes as audit_probes
 from chaosext.audit import schema
 from chaosext.audit.sources import parse_timestamp, read_clickhouse, read_loki
-from chaosext.core.runfile import Run, edit_run, new_run
+from chaosext.core.backends import Backend, backend
+from chaosext.core.config import ExperimentConfig
+from chaosext.outage import checks
+from chaosext.outage.judging import judging_of
+from chaosext.outage.notebook import Notebook, save_notebook
+from chaosext.run.context import run_context
+from chaosext.run.record import edit_run
+from tests.runutil import run_dir, start_run
 
 pytestmark = [pytest.mark.contract]
+
+
+def _store(name: str, url: str) -> Backend:
+    return backend(name, url, ExperimentConfig())
 
 
 def _line(service: str, action: str, ts: float) -> str:
@@ -44,7 +54,7 @@ def test_loki_reader_against_documented_query_range_shape(stub) -> None:
                          {"structuredMetadata": {"action": "auth.degraded"}}]]}]}}
 
     s = stub(loki)
-    events = read_loki(s.url, "auth.degraded", now - 60, now, ("policy", "vuln"))
+    events = read_loki(_store("loki", s.url), "auth.degraded", now - 60, now, ("policy", "vuln"))
     assert sorted(e["service"] for e in events) == ["policy", "vuln"]
     assert abs(events[0]["ts"] - (now - 5)) < 0.01
     q = s.requests[0].query
@@ -66,13 +76,14 @@ def test_clickhouse_reader_against_documented_format_json_shape(stub) -> None:
                      "statistics": {"elapsed": 0.001, "rows_read": "12", "bytes_read": "3456"}}
 
     s = stub(clickhouse)
-    events = read_clickhouse(s.url, "auth.degraded", now - 60, now, ("notify",))
+    events = read_clickhouse(_store("clickhouse", s.url), "auth.degraded", now - 60, now, ("notify",))
     assert [e["service"] for e in events] == ["notify"]
     assert events[0]["ts"] == pytest.approx(int(now - 3) + 0.123456, abs=1e-5)
     sql = s.requests[0][3].decode()
     assert f"FROM {schema.CLICKHOUSE_DATABASE}.{schema.CLICKHOUSE_TABLE}" in sql and "'notify'" in sql
     # custom SQL (AUDIT_SQL) gets the window substituted
-    read_clickhouse(s.url, "auth.degraded", now - 60, now, sql="SELECT * FROM logs WHERE t > {since} FORMAT JSON")
+    read_clickhouse(_store("clickhouse", s.url), "auth.degraded", now - 60, now,
+                    sql="SELECT * FROM logs WHERE t > {since} FORMAT JSON")
     assert s.requests[1][3].decode() == f"SELECT * FROM logs WHERE t > {now - 60} FORMAT JSON"
 
 
@@ -81,23 +92,21 @@ def test_audit_probe_judges_each_stale_service(stub, tmp_path: Path, monkeypatch
     now = time.time()
     vuln = {"stream": {"service_name": "vuln"}, "values": [[str(int(now * 1e9)), _line("vuln", "auth.degraded", now)]]}
     s = stub(lambda m, p, q, b: (200, {"status": "success", "data": {"resultType": "streams", "result": [vuln]}}))
-    monkeypatch.setitem(audit_probes.PIPELINE_WAIT_SECONDS, "loki", 0.0)
+    monkeypatch.setitem(checks.PIPELINE_WAIT_SECONDS, "loki", 0.0)
     closed = stub(lambda m, p, q, b: (503, {}))  # Prometheus down: the watch observations alone decide
-    conf = {"chaosext_lab_dir": "/nonexistent", "chaosext_run_dir": str(tmp_path / "run"),
-            "audit_source": f"loki:{s.url}", "prometheus_url": closed.url,
-            "service_urls": "policy=http://127.0.0.1:1,vuln=http://127.0.0.1:2,notify=http://127.0.0.1:3"}
-    conf["chaosext_run_id"] = new_run(conf["chaosext_run_dir"]).run_id
-    run_dir = str(Path(conf["chaosext_run_dir"]) / conf["chaosext_run_id"])
-    before = audit_probes.audit_degraded_recorded(conf)  # an outage check never passes vacuously
-    assert before["phase"] == "no-outage" and before["ok"] is False
-    recorded = Run.from_json({"outage": {"start": now - 20, "end": now - 1},
-                              "observations": [{"t": now - 10, "elapsed": 10, "services": {
-                                  "policy": {"state": "stale"}, "vuln": {"state": "stale"},
-                                  "notify": {"state": "fresh"}}}]})
-    with edit_run(run_dir) as run:
-        run.outage, run.observations = recorded.outage, recorded.observations
-    res = audit_probes.audit_degraded_recorded(conf)
+    conf = start_run(tmp_path, audit_source=f"loki:{s.url}", prometheus_url=closed.url,
+                     service_urls="policy=http://127.0.0.1:1,vuln=http://127.0.0.1:2,notify=http://127.0.0.1:3")
+    assert judging_of(run_context(conf)) is None  # no outage recorded: nothing to judge (never a vacuous pass)
+    with edit_run(run_dir(conf)) as run:
+        run.begin_outage(now - 20, "ab12cd34", None)
+        run.end_outage(now - 1, "", None)
+    save_notebook(run_dir(conf), Notebook.from_json({"observations": [{"t": now - 10, "elapsed": 10, "services": {
+        "policy": {"state": "stale"}, "vuln": {"state": "stale"}, "notify": {"state": "fresh"}}}]}))
+    judging = judging_of(run_context(conf))
+    assert judging is not None
+    res = checks.audit_degraded_recorded(judging)
     assert res["affected"] == ["policy", "vuln"] and res["missing"] == ["policy"] and res["ok"] is False
+    assert res["source"] == "loki" and res["recorded"] == ["vuln"]
 
 
 def test_parse_timestamp_forms() -> None:

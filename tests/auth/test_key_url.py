@@ -27,10 +27,11 @@ from tests.nsutil import NsPair, netns_pair
 HERE = Path(__file__).resolve().parent
 PROBE = textwrap.dedent("""
     import json
-    from chaosext.auth.probes import ForgeryPlan
-    from chaosext.core.config import load_config
-    cfg = load_config(None)
-    plan = ForgeryPlan(cfg)
+    from chaosext.auth.measure import ForgeryPlan
+    from chaosext.run.context import run_context
+    ctx = run_context(None)
+    cfg = ctx.cfg
+    plan = ForgeryPlan(ctx)
     first = plan.judge(cfg, plan.round(cfg), None)
     second = plan.judge(cfg, plan.round(cfg), None)  # a second round: the same listener, the same key URL
     print(json.dumps({"jku": first["classes"].get("jku"), "x5u": first["classes"].get("x5u"),
@@ -107,16 +108,19 @@ def test_the_lab_gets_a_loopback_key_url_and_other_targets_are_not_testable(tmp_
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from chaosext.auth import keyserver
     from chaosext.core.config import load_config
+    from chaosext.run.context import RunContext
 
     monkeypatch.delenv("FORGERY_KEY_URL", raising=False)
     monkeypatch.delenv("FORGERY_KEY_LISTEN", raising=False)
     write_running_lab(tmp_path / "lab")
+    ctx = RunContext(load_config({"chaosext_lab_dir": str(tmp_path / "lab")}))
     try:
-        lab = keyserver.key_url_for(load_config({"chaosext_lab_dir": str(tmp_path / "lab")}))
-        again = keyserver.key_url_for(load_config({"chaosext_lab_dir": str(tmp_path / "lab")}))
-        assert lab.url.startswith("http://127.0.0.1:") and lab.server is again.server  # one listener for the run
+        lab, again = keyserver.key_url_for(ctx), keyserver.key_url_for(ctx)
+        assert lab.url.startswith("http://127.0.0.1:") and lab.listener is again.listener  # one listener for the run
         assert lab.url != again.url  # each plan under a path of its own
-        other = keyserver.key_url_for(load_config({"chaosext_lab_dir": str(tmp_path / "no-lab")}))
+        other = keyserver.key_url_for(RunContext(load_config({"chaosext_lab_dir": str(tmp_path / "no-lab")})))
         assert other.url == "" and "not testable here" in other.reason
     finally:
-        keyserver.close_all()
+        if ctx.memory.key_server is not None:
+            ctx.memory.key_server.close()
+            ctx.memory.key_server = None

@@ -35,7 +35,8 @@ def test_config_defaults_come_from_the_running_lab(tmp_path: Path, monkeypatch: 
     assert cfg.jwks_url.startswith("http://127.0.0.2:3333") and cfg.prometheus_url.endswith(":4444")
     assert (cfg.jwks_ttl, cfg.jwks_max_stale, cfg.outage_seconds) == (7.0, 70.0, 20)
     assert cfg.tenants == ("t01", "t02", "t03")
-    assert cfg.audit_source == f"file:{lab / 'audit.jsonl'}" and cfg.run_dir == str(lab / "run")
+    assert cfg.audit_source == f"file:{lab / 'audit.jsonl'}" and cfg.run_base == str(lab / "run")
+    assert cfg.run_dir == ""  # no run yet: the run directory is <run base>/<run id> once the control made one
     assert cfg.is_lab_target and not validate(cfg) and not approval_problem(cfg)
     (lab / "state.json").write_text("{broken")
     with pytest.raises(ValueError, match="corrupt"):
@@ -45,7 +46,7 @@ def test_config_defaults_come_from_the_running_lab(tmp_path: Path, monkeypatch: 
 def test_config_errors_say_what_to_do() -> None:
     with pytest.raises(ValueError, match="SERVICE_URLS entry 'policy' is not name=url"):
         load_config({"service_urls": "policy", "chaosext_lab_dir": "/nonexistent"})
-    with pytest.raises(ValueError, match="K6_RATE='lots' is not a number"):
+    with pytest.raises(ValueError, match="K6_RATE='lots' is not a whole number"):
         load_config({"k6_rate": "lots", "chaosext_lab_dir": "/nonexistent"})
     cfg = load_config({"chaosext_lab_dir": "/nonexistent", "error_rate_max": "5", "fault_mode": "melt",
                        "audit_source": "s3:bucket", "jwks_ttl": "100", "jwks_max_stale": "10"})
@@ -87,7 +88,8 @@ def test_without_a_lab_the_documented_lab_defaults() -> None:
                             "notify": "http://127.0.0.1:8453"}
     assert cfg.tenants == tuple(f"t{i:02d}" for i in range(1, 13)) and cfg.outage_seconds == 300
     # a user's run base is in the working directory; root's is root-private (chaosext.core.safefs.default_dir)
-    assert (cfg.run_dir, cfg.lab_running) == ("/var/lib/chaosext/run" if os.geteuid() == 0 else ".chaosext-run", False)
+    base = "/var/lib/chaosext/run" if os.geteuid() == 0 else ".chaosext-run"
+    assert (cfg.run_base, cfg.run_dir, cfg.lab_running) == (base, "", False)
     assert not validate(cfg)
 
 
@@ -109,9 +111,9 @@ def test_run_id_picks_the_runs_directory_under_the_run_base(tmp_path: Path) -> N
 
 
 def test_the_unverified_accepts_backstop_can_be_switched_off() -> None:
-    assert load_config({**NO_LAB, "unverified_accepts_selector": "off"}).unverified_accepts_selector == ""
-    assert load_config({**NO_LAB, "unverified_accepts_selector": "x_total"}).unverified_accepts_selector == "x_total"
-    assert 'key_source="none"' in load_config(NO_LAB).unverified_accepts_selector
+    assert load_config({**NO_LAB, "metric_unverified_accepts": "off"}).metrics.unverified_accepts == ""
+    assert load_config({**NO_LAB, "metric_unverified_accepts": "x_total"}).metrics.unverified_accepts == "x_total"
+    assert 'key_source="none"' in load_config(NO_LAB).metrics.unverified_accepts
 
 
 def test_forgery_routes_as_text_or_mapping() -> None:
@@ -139,8 +141,11 @@ def test_a_forgery_route_that_cannot_be_read_is_refused_with_an_example(bad: obj
 
 @pytest.mark.parametrize("override, problem", [
     ({"outage_seconds": "0"}, "OUTAGE_SECONDS=0 must be a positive number of seconds"),
-    ({"outage_seconds": "3590"}, "use OUTAGE_SECONDS=3428 or less"),
-    ({"outage_seconds": "3590", "max_outage_seconds": "4000"}, None),
+    ({"outage_seconds": "3601"},
+     "OUTAGE_SECONDS=3601 is above MAX_OUTAGE_SECONDS=3600; use OUTAGE_SECONDS=3600 or less"),
+    ({"outage_seconds": "3600"}, None),  # the cap is on the outage; the fault's deadline adds its margin to it
+    ({"outage_seconds": "3601", "max_outage_seconds": "4000"}, None),
+    ({"outage_seconds": "120", "max_outage_seconds": "60"}, "raise MAX_OUTAGE_SECONDS to 120"),
     ({"baseline_seconds": "4"}, "BASELINE_SECONDS=4 is too short"),
     ({"baseline_min_requests": "0"}, "BASELINE_MIN_REQUESTS=0 must be at least 1"),
     ({"recovery_seconds": "0"}, "RECOVERY_SECONDS=0 must be at least 1"),
@@ -217,3 +222,60 @@ def test_the_resolved_settings_are_json_for_the_journal() -> None:
     d = json.loads(json.dumps(cfg.as_dict()))
     assert d["tenants"] == ["t01", "t02"] and d["forgery_routes"] == {"policy": ["GET /p"]}
     assert d["refused_statuses"] == [401, 403]
+
+
+#: a value other than the default for every setting (configuration key -> value)
+EVERY_SETTING = {
+    "outage_seconds": "90", "max_outage_seconds": "1200", "fault_via": "k8s-networkpolicy",
+    "fault_target": "tenancy/app=policy", "fault_mode": "reject", "envoy_admin_url": "http://127.0.0.1:9902",
+    "kube_api_url": "http://127.0.0.1:8001", "kube_context": "kind-chaos", "fault_parallelism": "4",
+    "jwks_url": "https://idp.example/.well-known/jwks.json", "authority_url": "https://idp.example",
+    "service_urls": "orders=http://10.0.0.1:80,billing=http://10.0.0.2:80", "tenant_header": "X-Tenant",
+    "tenants": "a01..a03", "audience": "orders-api", "prometheus_url": "https://prom.example",
+    "alertmanager_url": "https://am.example", "audit_source": "clickhouse:https://ch.example",
+    "audit_sql": "SELECT 1 FORMAT JSON", "loki_tenant": "team-a", "clickhouse_database": "audit",
+    "k6_rate": "50", "error_rate_max": "0.02", "abort_error_rate": "0.7", "abort_after_seconds": "12",
+    "jwks_ttl": "30", "jwks_max_stale": "90", "expiry_alerts": "a_alert,b_alert", "alert_wait_seconds": "10",
+    "watch_interval": "2.5", "refused_statuses": "401", "forgery_skip": "x5u,jku",
+    "forgery_routes": "orders=GET /o|POST /o;billing=DELETE /b/1", "forgery_concurrency": "4",
+    "forgery_timeout": "1.5", "baseline_seconds": "30", "baseline_min_requests": "20", "recovery_seconds": "45",
+    "heartbeat_grace": "6", "chaosext_run_dir": "/var/tmp/chaosext-runs", "chaosext_run_id": "0a1b2c3d",
+    "chaosext_approve": "tenancy/app=policy", "chaosext_allow_http": "true",
+    "forgery_key_url": "http://10.0.0.9:8099", "forgery_key_listen": "0.0.0.0:8099",
+    "metric_requests": "http_server_requests_seconds_count", "metric_requests_matchers": 'job="api"',
+    "metric_status_label": "code", "metric_error_status": "5..", "metric_tenant_label": "tenant_id",
+    "metric_service_label": "application", "metric_cache_expired": 'keys_usable{usable="false"}',
+    "metric_cache_stale": "keys_stale", "metric_cache_lookups": "key_lookups_total",
+    "metric_unverified_accepts": "off",
+    "token_endpoint": "https://idp.example/token", "token_auth_method": "client_secret_post",
+    "token_tenant_param": "org", "token_scope": "api.read", "token_audience": "orders",
+    "token_audience_param": "resource", "tokens_file": "/etc/chaosext/tokens.json",
+    "prometheus_ca_bundle": "/etc/ssl/prom-ca.pem", "loki_ca_bundle": "/etc/ssl/loki-ca.pem",
+    "alertmanager_insecure": "true", "clickhouse_insecure": "yes",
+}
+
+
+def test_every_setting_the_run_keeps_reads_back_the_same(tmp_path: Path) -> None:
+    """The safety control keeps the resolved settings in the run record (``to_json``) and every activity reads them
+    back (``from_json``): each field, with nested contracts, tuples and mappings of tuples, must survive as it was."""
+    cfg = dataclasses.replace(load_config({"chaosext_lab_dir": str(tmp_path / "nolab"), **EVERY_SETTING}),
+                              lab_running=True)
+    default = ExperimentConfig()
+    same = [f.name for f in dataclasses.fields(ExperimentConfig) if getattr(cfg, f.name) == getattr(default, f.name)]
+    assert same == [], f"give EVERY_SETTING a non-default value for {same}: else the round trip does not test them"
+    for nested in (cfg.metrics, cfg.token):
+        unchanged = [f.name for f in dataclasses.fields(nested) if getattr(nested, f.name) ==
+                     getattr(type(nested)(), f.name)]
+        assert unchanged == [], f"{type(nested).__name__}: give {unchanged} a non-default value"
+    doc = json.loads(json.dumps(cfg.to_json()))  # what run.json holds
+    back = ExperimentConfig.from_json(doc)
+    assert back == cfg
+    for f in dataclasses.fields(ExperimentConfig):
+        assert type(getattr(back, f.name)) is type(getattr(cfg, f.name)), f.name
+    assert back.forgery_routes == {"orders": (("GET", "/o"), ("POST", "/o")), "billing": (("DELETE", "/b/1"),)}
+    assert back.backend_insecure == ("alertmanager", "clickhouse") and back.tenants == ("a01", "a02", "a03")
+    assert back.backend_ca_bundles == {"prometheus": "/etc/ssl/prom-ca.pem", "loki": "/etc/ssl/loki-ca.pem"}
+    assert back.metrics.unverified_accepts == "" and back.token.auth_method == "client_secret_post"
+    assert back.fault.items == ("tenancy/app=policy",) and back.run_dir == "/var/tmp/chaosext-runs/0a1b2c3d"
+    assert ExperimentConfig.from_json({"outage_seconds": 42, "no_such_setting": 1}) == dataclasses.replace(
+        default, outage_seconds=42)  # unknown keys ignored, missing ones default

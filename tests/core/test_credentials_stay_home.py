@@ -14,9 +14,17 @@ from typing import Any
 import pytest
 
 from chaosext.core import backends
+from chaosext.core.config import ExperimentConfig, load_config
 from chaosext.core.tokens import TokenSettings, client_credentials_token, token_settings, tokens_for
 from chaosext.metrics import prom
 from tests.redirector import SECRET, Server
+
+NO_LAB = {"chaosext_lab_dir": "/nonexistent"}
+
+
+def _cfg(**conf: str) -> ExperimentConfig:
+    """The run's settings (no lab); the backend credentials come from the environment, as secrets do."""
+    return load_config({**NO_LAB, **conf})
 
 
 @pytest.fixture
@@ -24,7 +32,6 @@ def servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Server, Server]]:
     """(the server that redirects, the other origin it redirects to)."""
     for name in ("CHAOSEXT_ALLOW_HTTP", "CHAOSEXT_LAB_DIR", "TOKEN_ENDPOINT", "TOKEN_CLIENT_ID", "TOKEN_CLIENT_SECRET"):
         monkeypatch.delenv(name, raising=False)
-    backends.reset()
     home, elsewhere = Server(), Server()
     home.redirect_to = elsewhere.url
     try:
@@ -32,7 +39,6 @@ def servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Server, Server]]:
     finally:
         home.close()
         elsewhere.close()
-        backends.reset()
 
 
 def test_a_307_token_endpoint_never_gets_the_client_secret_to_another_origin(servers: tuple[Server, Server]) -> None:
@@ -44,20 +50,20 @@ def test_a_307_token_endpoint_never_gets_the_client_secret_to_another_origin(ser
 
 
 @pytest.mark.parametrize("backend, call", [
-    ("clickhouse", lambda url: backends.post("clickhouse", url + "/?query=SELECT%201", timeout=5, data="x")),
-    ("loki", lambda url: backends.get("loki", url + "/loki/api/v1/query_range", timeout=5)),
-    ("prometheus", lambda url: prom.query(url, "up", timeout=5)),
+    ("clickhouse", lambda url, cfg: backends.backend("clickhouse", url, cfg).post("/?query=SELECT%201", timeout=5,
+                                                                                  data="x")),
+    ("loki", lambda url, cfg: backends.backend("loki", url, cfg).get("/loki/api/v1/query_range", timeout=5)),
+    ("prometheus", lambda url, cfg: prom.query(prom.Prom(backends.backend("prometheus", url, cfg)), "up", timeout=5)),
 ])
 def test_backend_credentials_never_follow_a_redirect_to_another_origin(
         servers: tuple[Server, Server], monkeypatch: pytest.MonkeyPatch, backend: str, call: Any) -> None:
     home, elsewhere = servers
-    monkeypatch.setenv("CHAOSEXT_ALLOW_HTTP", "true")  # plain http on purpose here: only the redirect is tested
     monkeypatch.setenv("CLICKHOUSE_USER", "reader")
     monkeypatch.setenv("CLICKHOUSE_PASSWORD", SECRET)
     monkeypatch.setenv("LOKI_HEADERS", json.dumps({"X-Api-Key": SECRET}))
     monkeypatch.setenv("PROMETHEUS_HEADERS", json.dumps({"X-Api-Key": SECRET}))
     with pytest.raises(Exception):  # noqa: B017 - BackendError or RequestException: what matters is below
-        call(home.url)
+        call(home.url, _cfg(chaosext_allow_http="true"))  # plain http on purpose: only the redirect is tested
     assert home.seen and home.leaked()  # the credentials did go where they belong
     assert not elsewhere.seen, f"{backend}: the redirect to another origin was followed"
 
@@ -66,31 +72,29 @@ def test_credentials_need_https_outside_the_lab_unless_allowed(servers: tuple[Se
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     home, _ = servers
     home.redirect_to = ""
-    settings = token_settings({"authority_url": home.url, "token_endpoint": home.url + "/token",
-                               "chaosext_lab_dir": "/nonexistent"},
-                              {"token_client_id": "client-1", "token_client_secret": SECRET})
+    creds = {"token_client_id": "client-1", "token_client_secret": SECRET}
+    settings = token_settings(_cfg(authority_url=home.url, token_endpoint=home.url + "/token"), creds)
     with pytest.raises(Exception, match="CHAOSEXT_ALLOW_HTTP"):
-        tokens_for(settings, ["t01"], timeout=5)
+        tokens_for(settings, ["t01"], {}, timeout=5)
     monkeypatch.setenv("LOKI_PASSWORD", SECRET)
     monkeypatch.setenv("LOKI_USERNAME", "reader")
     with pytest.raises(Exception, match="CHAOSEXT_ALLOW_HTTP"):
-        backends.get("loki", home.url + "/loki/api/v1/query_range", timeout=5)
+        backends.backend("loki", home.url, _cfg()).get("/loki/api/v1/query_range", timeout=5)
     assert not home.seen, "a credential went over plain http to a server that is not the lab"
-    allowed = token_settings({"authority_url": home.url, "token_endpoint": home.url + "/token",
-                              "chaosext_lab_dir": "/nonexistent", "chaosext_allow_http": "true"},
-                             {"token_client_id": "client-1", "token_client_secret": SECRET})
-    assert tokens_for(allowed, ["t01"], timeout=5) == {"t01": "tok"}  # the documented setting allows it
+    allowed = token_settings(_cfg(authority_url=home.url, token_endpoint=home.url + "/token",
+                                  chaosext_allow_http="true"), creds)
+    assert tokens_for(allowed, ["t01"], {}, timeout=5) == {"t01": "tok"}  # the documented setting allows it
 
 
 def test_a_discovered_token_endpoint_must_share_the_authoritys_origin(servers: tuple[Server, Server]) -> None:
     home, elsewhere = servers
     home.redirect_to = ""
     home.answer = lambda path: {"issuer": home.url, "token_endpoint": elsewhere.url + "/token"}
-    conf = {"authority_url": home.url, "chaosext_lab_dir": "/nonexistent", "chaosext_allow_http": "true"}
+    conf = {"authority_url": home.url, "chaosext_allow_http": "true"}
     creds = {"token_client_id": "client-1", "token_client_secret": SECRET}
     with pytest.raises(Exception, match="not on the authority's origin"):
-        tokens_for(token_settings(conf, creds), ["t01"], timeout=5)
+        tokens_for(token_settings(_cfg(**conf), creds), ["t01"], {}, timeout=5)
     assert not elsewhere.seen
-    explicit: TokenSettings = token_settings({**conf, "token_endpoint": elsewhere.url + "/token"}, creds)
-    assert tokens_for(explicit, ["t01"], timeout=5) == {"t01": "tok"}  # configured on purpose: allowed
+    explicit: TokenSettings = token_settings(_cfg(**conf, token_endpoint=elsewhere.url + "/token"), creds)
+    assert tokens_for(explicit, ["t01"], {}, timeout=5) == {"t01": "tok"}  # configured on purpose: allowed
     assert [r["path"] for r in elsewhere.seen] == ["/token"]

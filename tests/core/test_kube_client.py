@@ -16,6 +16,7 @@ from kubernetes import client
 from kubernetes.config import kube_config
 
 from chaosext.core import kube
+from chaosext.core.config import load_config
 from tests.kubestub import KubeStub
 
 pytestmark = pytest.mark.contract
@@ -25,14 +26,12 @@ NP = "/apis/networking.k8s.io/v1/namespaces/tenancy/networkpolicies"
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No kubeconfig, no pod, no KUBERNETES_* or KUBE_* from the machine; no registered run credentials."""
+    """No kubeconfig, no pod, no KUBERNETES_* or KUBE_* from the machine."""
     use_kubeconfig(monkeypatch, tmp_path / "no-kubeconfig")
     for var in ("KUBERNETES_SERVICE_HOST", "CHAOSTOOLKIT_IN_POD", "KUBE_API_URL", "KUBE_CONTEXT", "HTTP_PROXY",
                 "NO_PROXY", *kube.KUBE_SECRET_KEYS):
         monkeypatch.delenv(var, raising=False)
-    kube.reset()
     yield
-    kube.reset()
     client.Configuration.set_default(None)  # a kubeconfig load sets the process-wide default
 
 
@@ -40,6 +39,13 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None
 def stub() -> Iterator[KubeStub]:
     with KubeStub() as k:
         yield k
+
+
+def run_options(configuration: dict[str, str] | None = None) -> dict[str, str]:
+    """KUBE_API_URL / KUBE_CONTEXT as the run's settings resolve them (configuration, else environment): the options
+    a fault driver hands the client."""
+    cfg = load_config({"chaosext_lab_dir": "/nonexistent-lab", **(configuration or {})})
+    return {"kube_api_url": cfg.kube_api_url, "kube_context": cfg.kube_context}
 
 
 def list_policies(api: object) -> None:
@@ -93,15 +99,19 @@ def test_secrets_scopes_prefix_and_lower_case_names(stub: KubeStub, monkeypatch:
     assert stub.requests[-1].authorization == "Token from-env"
 
 
-def test_the_run_s_registered_secrets_serve_steps_handed_none(stub: KubeStub) -> None:
-    """The safety control registers the run's secrets; the watch step / always-restore call without them."""
-    kube.register({"chaosext": {"KUBERNETES_HOST": stub.url, "KUBERNETES_API_KEY": "run-t0ken"}})
-    list_policies(kube.api_client())
+def test_each_activity_gets_a_client_from_its_own_secrets_and_nothing_is_kept(stub: KubeStub) -> None:
+    """Like chaostoolkit-kubernetes: the client is built from the secrets an activity is handed (a control's whole
+    ``{scope: {...}}`` mapping too); a later call handed none finds no credentials left behind."""
+    control = {"chaosext": {"KUBERNETES_HOST": stub.url, "KUBERNETES_API_KEY": "run-t0ken"}}
+    list_policies(kube.api_client(None, control))
     assert stub.requests[-1].authorization == "Bearer run-t0ken"
-    assert kube.credential_env() == {"KUBERNETES_HOST": stub.url, "KUBERNETES_API_KEY": "run-t0ken"}
+    assert kube.credential_env(control) == {"KUBERNETES_HOST": stub.url, "KUBERNETES_API_KEY": "run-t0ken"}
     given = {"KUBERNETES_HOST": stub.url, "KUBERNETES_API_KEY": "activity-t0ken"}
-    list_policies(kube.api_client(None, given))  # an activity's own secrets win
+    list_policies(kube.api_client(None, given))
     assert stub.requests[-1].authorization == "Bearer activity-t0ken"
+    with pytest.raises(kube.KubeConfigError, match="no Kubernetes context"):
+        kube.api_client()
+    assert kube.credential_env() == {}
 
 
 def test_kube_api_url_is_unauthenticated_and_wins_over_everything(stub: KubeStub, tmp_path: Path,
@@ -111,9 +121,9 @@ def test_kube_api_url_is_unauthenticated_and_wins_over_everything(stub: KubeStub
     list_policies(kube.api_client({"kube_api_url": stub.url + "/"}, secrets))  # a driver's options
     assert stub.requests[-1].authorization is None
     monkeypatch.setenv("KUBE_API_URL", stub.url)  # the environment, when the configuration has none
-    list_policies(kube.api_client(None, secrets))
+    list_policies(kube.api_client(run_options(), secrets))
     assert len(stub.requests) == 2 and stub.requests[-1].authorization is None
-    assert kube.describe().startswith(f"KUBE_API_URL {stub.url} (no authentication")
+    assert kube.describe(run_options()).startswith(f"KUBE_API_URL {stub.url} (no authentication")
 
 
 @pytest.mark.parametrize("how", ["KUBE_CONTEXT env", "kube_context configuration", "KUBERNETES_CONTEXT secret",
@@ -130,9 +140,9 @@ def test_kubeconfig_context_by_either_name(stub: KubeStub, tmp_path: Path, monke
         secrets = {"KUBERNETES_CONTEXT": "stub"}
     else:
         monkeypatch.setenv("KUBERNETES_CONTEXT", "stub")
-    list_policies(kube.api_client(configuration, secrets))
+    list_policies(kube.api_client(run_options(configuration), secrets))
     assert stub.requests[-1][:2] == ("GET", NP) and stub.requests[-1].authorization == "Bearer kc-t0ken"
-    assert kube.describe(configuration, secrets) == f"kubeconfig {tmp_path / 'kubeconfig'}, context stub"
+    assert kube.describe(run_options(configuration), secrets) == f"kubeconfig {tmp_path / 'kubeconfig'}, context stub"
 
 
 def test_kube_context_alias_wins_over_kubernetes_context(stub: KubeStub, tmp_path: Path,
@@ -193,7 +203,7 @@ def test_an_unverified_https_host_is_flagged(monkeypatch: pytest.MonkeyPatch) ->
 def test_doctor_checks_the_same_client_and_flags_an_unverified_host(stub: KubeStub) -> None:
     """`chaosext doctor` builds the fault's client (here from KUBERNETES_HOST + KUBERNETES_API_KEY) and says which
     one it is; an https KUBERNETES_HOST without KUBERNETES_VERIFY_SSL is a warning with the fix."""
-    from chaosext.doctor import check_kube
+    from chaosext.egress.checks import check_kube
 
     stub.forced[("GET", "/version")] = (200, {  # k8s.io/apimachinery/pkg/version.Info
         "major": "1", "minor": "31", "gitVersion": "v1.31.0", "gitCommit": "0" * 40, "gitTreeState": "clean",

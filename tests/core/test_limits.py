@@ -1,6 +1,7 @@
-"""The fault's deadline (chaosext.core.limits): the outage plus a margin that is small next to it (max 15 s, 5 %), and
-the cap MAX_OUTAGE_SECONDS, refused with the largest outage that fits. The watchdog and the drivers enforce the
-deadline (tests/egress/test_deadman.py); this is its arithmetic."""
+"""The fault's lifetime (chaosext.core.limits): MAX_OUTAGE_SECONDS caps OUTAGE_SECONDS itself, refused with the
+largest outage that fits; the fault's deadline is the outage plus a margin that is small next to it (max 15 s, 5 %),
+never longer than the deadline of the cap. The watchdog and the drivers enforce the deadline
+(tests/egress/test_deadman.py); this is its arithmetic."""
 from __future__ import annotations
 
 import pytest
@@ -9,19 +10,20 @@ from chaosext.core import limits
 from chaosext.core.errors import ConfigError
 
 
-def test_deadline_margin_is_small_next_to_the_outage_and_checked_against_the_cap() -> None:
+def test_the_cap_is_on_the_outage_and_the_deadline_adds_a_small_margin() -> None:
     assert limits.deadline_seconds(20) == 35 and limits.deadline_seconds(120) == 135
     assert limits.deadline_seconds(300) == 315 and limits.deadline_seconds(1000) == 1050
-    assert limits.check_deadline(3428) == 3600
-    with pytest.raises(ConfigError, match=r"OUTAGE_SECONDS=3590 .* deadline of 3770 s, above MAX_OUTAGE_SECONDS=3600; "
-                                         r"use OUTAGE_SECONDS=3428 or less, or raise MAX_OUTAGE_SECONDS to 3770"):
-        limits.check_deadline(3590)
+    assert limits.check_outage(3600) == 3780 == limits.max_deadline_seconds()  # the cap itself fits
+    with pytest.raises(ConfigError, match=r"^OUTAGE_SECONDS=3601 is above MAX_OUTAGE_SECONDS=3600; use "
+                                         r"OUTAGE_SECONDS=3600 or less, or raise MAX_OUTAGE_SECONDS to 3601 \(the "
+                                         r"fault's own deadline adds 181 s to it\)$"):
+        limits.check_outage(3601)
     with pytest.raises(ConfigError, match="OUTAGE_SECONDS=3500"):
-        limits.check_deadline(3500, 3600)
-    assert limits.check_deadline(3500, 3700) == 3675
+        limits.check_outage(3500, 3400)
+    assert limits.check_outage(3500, 3600) == 3675
     for bad in (0, -5, "abc"):
         with pytest.raises(ConfigError, match="OUTAGE_SECONDS"):
-            limits.check_deadline(bad)  # type: ignore[arg-type]  # settings arrive as text
+            limits.check_outage(bad)  # type: ignore[arg-type]  # settings arrive as text
 
 
 @pytest.mark.parametrize("outage, deadline", [
@@ -35,19 +37,18 @@ def test_the_margin_is_15_s_up_to_300_s_then_5_percent_rounded_up(outage: int, d
 def test_the_suggested_outage_is_the_largest_that_fits_the_cap() -> None:
     for cap in (100, 316, 1000, 3600, 7200):
         with pytest.raises(ConfigError, match=r"use OUTAGE_SECONDS=(\d+) or less") as caught:
-            limits.check_deadline(cap, cap)
+            limits.check_outage(cap + 1, cap)
         fits = int(caught.value.args[0].split("use OUTAGE_SECONDS=")[1].split()[0])
-        assert limits.check_deadline(fits, cap) <= cap
-        with pytest.raises(ConfigError):
-            limits.check_deadline(fits + 1, cap)
+        assert fits == cap and limits.check_outage(fits, cap) == limits.max_deadline_seconds(cap)
+        assert all(limits.deadline_seconds(o) <= limits.max_deadline_seconds(cap) for o in (1, cap // 2, cap))
 
 
-def test_a_cap_below_any_deadline_names_the_cap_the_outage_needs() -> None:
-    with pytest.raises(ConfigError, match="raise MAX_OUTAGE_SECONDS to 25"):
-        limits.check_deadline(10, 15)
+def test_a_cap_below_the_outage_names_the_cap_the_outage_needs() -> None:
+    with pytest.raises(ConfigError, match=r"raise MAX_OUTAGE_SECONDS to 10 \(the fault's own deadline adds 15 s"):
+        limits.check_outage(10, 5)
 
 
 def test_settings_given_as_text_are_whole_seconds_or_refused() -> None:
-    assert limits.check_deadline("120", "200") == 135  # type: ignore[arg-type]
+    assert limits.check_outage("120", "200") == 135  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"MAX_OUTAGE_SECONDS='lots'.*whole seconds"):
-        limits.check_deadline(120, "lots")  # type: ignore[arg-type]
+        limits.check_outage(120, "lots")  # type: ignore[arg-type]

@@ -1,44 +1,46 @@
-"""METRIC_UNVERIFIED_ACCEPTS is the one setting for "tokens accepted without a verified key": the metric contract and
-the forgery backstop read the same value; the old name UNVERIFIED_ACCEPTS_SELECTOR still works, with a deprecation
-warning; ``off`` switches the backstop off everywhere."""
+"""METRIC_UNVERIFIED_ACCEPTS is the one setting for "tokens accepted without a verified key": it is parsed once into
+the run's metric contract (``cfg.metrics.unverified_accepts``), which the forgery backstop, the per-service reading
+and the pre-flight metric check all read; ``off`` switches the backstop off everywhere."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
 
-from chaosext.core import config
-from chaosext.core.config import DEFAULT_UNVERIFIED_ACCEPTS, load_config
-from chaosext.metrics import contract
+from chaosext.auth.measure import unverified_accepts
+from chaosext.core.config import load_config
+from chaosext.core.target import DEFAULT_UNVERIFIED_ACCEPTS
+from chaosext.metrics import prom
+from chaosext.metrics.checks import check_metrics
+from chaosext.run.context import RunContext
 
 SPRING = 'auth_tokens_accepted_total{verified="false"}'
+DEAD = "http://127.0.0.1:9"  # nothing listens: a switched-off backstop must not even ask
 
 
 @pytest.fixture(autouse=True)
 def _clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("METRIC_UNVERIFIED_ACCEPTS", "UNVERIFIED_ACCEPTS_SELECTOR"):
-        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("METRIC_UNVERIFIED_ACCEPTS", raising=False)
     monkeypatch.setenv("CHAOSEXT_LAB_DIR", str(tmp_path / "no-lab"))
-    monkeypatch.setattr(config, "_WARNED", set())
 
 
-def both(configuration: dict[str, str] | None) -> tuple[str, str]:
-    return load_config(configuration).unverified_accepts_selector, contract.resolve(configuration).unverified_accepts
+def ctx(configuration: dict[str, str] | None = None) -> RunContext:
+    return RunContext(load_config({"prometheus_url": DEAD, **(configuration or {})}))
 
 
-def test_one_value_for_the_backstop_and_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert both(None) == (DEFAULT_UNVERIFIED_ACCEPTS, DEFAULT_UNVERIFIED_ACCEPTS)
-    assert both({"metric_unverified_accepts": SPRING}) == (SPRING, SPRING)
+def test_one_value_from_the_configuration_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ctx().cfg.metrics.unverified_accepts == DEFAULT_UNVERIFIED_ACCEPTS
+    assert ctx({"metric_unverified_accepts": SPRING}).cfg.metrics.unverified_accepts == SPRING
     monkeypatch.setenv("METRIC_UNVERIFIED_ACCEPTS", "off")
-    assert both(None) == ("", "")
+    assert ctx().cfg.metrics.unverified_accepts == ""
 
 
-def test_the_old_name_still_works_and_says_it_is_deprecated(monkeypatch: pytest.MonkeyPatch,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setenv("UNVERIFIED_ACCEPTS_SELECTOR", SPRING)
-    with caplog.at_level(logging.WARNING, logger="chaostoolkit"):
-        assert both(None) == (SPRING, SPRING)
-    warnings = [r.getMessage() for r in caplog.records if "UNVERIFIED_ACCEPTS_SELECTOR" in r.getMessage()]
-    assert len(warnings) == 1 and "rename it METRIC_UNVERIFIED_ACCEPTS" in warnings[0]  # once, not per read
-    assert both({"metric_unverified_accepts": "jwt_accepted_unverified_total"})[0] == "jwt_accepted_unverified_total"
+def test_off_switches_the_backstop_off_everywhere() -> None:
+    off = ctx({"metric_unverified_accepts": "off"})
+    assert unverified_accepts(off, 1.0, 2.0) == {"ok": True, "exported": False,
+                                                 "note": "METRIC_UNVERIFIED_ACCEPTS=off: backstop switched off"}
+    assert prom.unverified_accepts_between(prom.prom_of(off), 1.0, 2.0) == {}
+    line = next(f for f in check_metrics(off) if f.name == "metric: unverified accepts")
+    assert line.ok and not line.required and "not checked" in line.detail
+    on = next(f for f in check_metrics(ctx()) if f.name == "metric: unverified accepts")
+    assert not on.ok and DEFAULT_UNVERIFIED_ACCEPTS in on.detail  # switched on, it asks (here: nobody answers)

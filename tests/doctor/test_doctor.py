@@ -17,7 +17,10 @@ from typing import Any
 
 import pytest
 
-from chaosext.doctor import check_approval, check_envoy, check_kube
+from chaosext.core.config import load_config
+from chaosext.egress.checks import check_envoy, check_kube
+from chaosext.run.context import RunContext
+from chaosext.safety.preflight import check_approval
 from tests.jsonstub import JsonStub
 from tests.labfake import write_running_lab
 from tests.nsutil import in_ns
@@ -103,13 +106,17 @@ def test_approval_check_needs_the_exact_target(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.delenv("CHAOSEXT_APPROVE", raising=False)
     base = {"fault_target": "staging/app=policy", "fault_via": "k8s-networkpolicy",
             "chaosext_lab_dir": str(tmp_path)}
-    assert not check_approval(base).ok
-    wrong = check_approval({**base, "chaosext_approve": "staging/app=vuln"})
+
+    def approval(configuration: dict[str, str]) -> Any:
+        return check_approval(RunContext(load_config(configuration)))
+
+    assert not approval(base).ok
+    wrong = approval({**base, "chaosext_approve": "staging/app=vuln"})
     assert not wrong.ok and "does not name" in wrong.detail and "CHAOSEXT_APPROVE=staging/app=policy" in wrong.fix
-    assert check_approval({**base, "chaosext_approve": "staging/app=policy"}).ok
-    assert not check_approval({"chaosext_lab_dir": str(tmp_path)}).ok  # loopback defaults but no lab: approval
+    assert approval({**base, "chaosext_approve": "staging/app=policy"}).ok
+    assert not approval({"chaosext_lab_dir": str(tmp_path)}).ok  # loopback defaults but no lab: approval needed
     write_running_lab(tmp_path / "lab")
-    assert check_approval({"chaosext_lab_dir": str(tmp_path / "lab")}).ok  # the running lab itself needs none
+    assert approval({"chaosext_lab_dir": str(tmp_path / "lab")}).ok  # the running lab itself needs none
 
 
 @pytest.mark.e2e
@@ -162,15 +169,21 @@ def test_doctor_fails_without_cap_net_admin(tmp_path: Path) -> None:
     assert proc.returncode == 1  # the dead Prometheus is required
 
 
-def test_doctor_rejects_a_target_it_does_not_know() -> None:
+def test_doctor_rejects_a_target_it_does_not_know(tmp_path: Path) -> None:
+    """The one FAULT_TARGET parser refuses it in the pre-flight's configuration line, naming the forms it takes, and
+    nothing past the static checks runs (no network, no tool)."""
     from click.testing import CliRunner
 
     from chaosext.doctor import doctor
 
-    result = CliRunner().invoke(doctor, ["--target", "bogus"])
-    assert result.exit_code == 2 and "netns:<name>" in result.output
-    result = CliRunner().invoke(doctor, ["--via", "envoy", "--target", "local"])
-    assert result.exit_code == 2 and "envoy:<admin-url>" in result.output
+    lab = ["--state-dir", str(tmp_path / "nolab"), "--json"]
+    for args, forms in ((["--target", "bogus"], "netns:<name|glob>"),
+                        (["--via", "envoy", "--target", "netns:lab"], "envoy:<admin-url>")):
+        result = CliRunner().invoke(doctor, [*args, *lab])
+        assert result.exit_code == 1, result.output
+        checks = {c["name"]: c for c in json.loads(result.output)["checks"]}
+        assert checks["configuration"]["status"] == "MISSING" and forms in checks["configuration"]["detail"]
+        assert set(checks) == {"configuration", "forgery classes", "jku/x5u key URL"}
 
 
 class _Fake:
@@ -240,6 +253,26 @@ def test_kube_permissions_from_self_subject_access_reviews(fake_server: tuple[st
     denied = by_name["k8s: delete networkpolicies.networking.k8s.io in chaosext-lab"]
     assert not denied.ok and "Role" in denied.fix and denied.detail == "RBAC: no rule"
     assert {s["spec"]["resourceAttributes"]["namespace"] for s in handler.seen} == {"chaosext-lab"}
+
+
+@pytest.mark.contract
+@pytest.mark.parametrize("via", ["k8s-networkpolicy", "istio", "iptables-in-pod"])
+def test_kube_permissions_include_the_deadline_job_and_the_cluster_lock(fake_server: tuple[str, _Fake],
+                                                                      via: str) -> None:
+    """The fault's cluster-side deadline (a Job owning the NetworkPolicy / VirtualService) and the run's cluster lock
+    (a Lease) need RBAC of their own: doctor asks for it before a run does."""
+    from kubernetes import client
+
+    url, handler = fake_server
+    handler.routes[("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")] = (201, _allow_all)
+    handler.routes[("GET", "/version/")] = (200, _VERSION)
+    cfg = client.Configuration()
+    cfg.host = url
+    names = {c.name for c in check_kube("tenancy", via, client.ApiClient(cfg))}
+    lease = {f"k8s: {verb} leases.coordination.k8s.io in tenancy" for verb in ("get", "create", "update", "delete")}
+    jobs = {f"k8s: {verb} jobs.batch in tenancy" for verb in ("create", "delete", "list")}
+    assert lease <= names, sorted(names)
+    assert (jobs <= names) == (via != "iptables-in-pod"), sorted(names)
 
 
 #: `GET /version` as documented (k8s.io/apimachinery/pkg/version.Info); the Python client asks for `/version/`

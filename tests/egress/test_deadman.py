@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from chaosext.core import procs
-from chaosext.core.heartbeat import Heartbeat
+from chaosext.core.errors import ConfigError
 from chaosext.egress import watchdog
 from chaosext.egress.actions import block_jwks_egress
 from chaosext.egress.base import FaultError
 from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6
+from chaosext.run.heartbeat import Heartbeat
 from tests.egress.egress_util import wait_for
 
 GRACE = 3.0
@@ -78,7 +79,7 @@ def test_a_stopped_heartbeat_lifts_the_fault_and_stops_only_that_runs_k6(netpair
     pulse = Heartbeat(str(tmp_path / "run" / "heartbeat"), interval=0.5).start()
     other = None
     try:
-        out = block_jwks_egress(netpair.url(), target=netpair.target, mode="reject", duration_seconds=120,
+        out = block_jwks_egress(netpair.url(), target=netpair.target, mode="reject", deadline_seconds=120,
                                 verify_timeout_seconds=0.5, heartbeat_file=pulse.path, heartbeat_grace_seconds=GRACE,
                                 k6_dir=str(k6_dir))
         mine = _idle_k6(tmp_path, out["run_id"])
@@ -136,7 +137,7 @@ def test_sigkill_of_the_holder_lifts_the_fault_within_grace(netpair, state_dir, 
 def test_the_deadline_lifts_the_fault_of_a_live_run_and_leaves_its_k6(netpair, state_dir, k6_dir, tmp_path):
     pulse = Heartbeat(str(tmp_path / "heartbeat"), interval=0.5).start()
     try:
-        out = block_jwks_egress(netpair.url(), target=netpair.target, mode="reject", duration_seconds=5,
+        out = block_jwks_egress(netpair.url(), target=netpair.target, mode="reject", deadline_seconds=5,
                                 verify_timeout_seconds=0.5, heartbeat_file=pulse.path, heartbeat_grace_seconds=GRACE,
                                 k6_dir=str(k6_dir))
         mine = _idle_k6(tmp_path, out["run_id"])
@@ -154,8 +155,10 @@ def test_the_deadline_lifts_the_fault_of_a_live_run_and_leaves_its_k6(netpair, s
 @pytest.mark.e2e
 @pytest.mark.netns
 def test_a_bad_heartbeat_grace_is_refused_before_any_rule_exists(netpair, state_dir, tmp_path):
-    for config in ({"HEARTBEAT_GRACE": "abc"}, {"HEARTBEAT_GRACE": "-3"}):
-        with pytest.raises(FaultError, match=r"HEARTBEAT_GRACE=.* give the seconds without a heartbeat"):
-            block_jwks_egress(netpair.url(), target=netpair.target, duration_seconds=30, verify_timeout_seconds=0.5,
+    for config, error, message in (
+            ({"HEARTBEAT_GRACE": "abc"}, ConfigError, r"HEARTBEAT_GRACE='abc' is not a number"),  # the setting
+            ({"HEARTBEAT_GRACE": "-3"}, FaultError, r"HEARTBEAT_GRACE=.* give the seconds without a heartbeat")):
+        with pytest.raises(error, match=message):
+            block_jwks_egress(netpair.url(), target=netpair.target, deadline_seconds=30, verify_timeout_seconds=0.5,
                               heartbeat_file=str(tmp_path / "hb"), configuration=config)
     assert netpair.rules() == [] and not list(state_dir.glob("*.json"))

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from chaosext.doctor import check_envoy
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.egress.base import FaultError, load_records
+from chaosext.egress.checks import check_envoy
 from chaosext.egress.cli import restore
 from chaosext.egress.envoy import DEFAULT_PREFIX, EnvoyDriver
 from chaosext.egress.probes import egress_block_active
@@ -49,7 +49,7 @@ def block(proxy: RealEnvoy, mode: str, duration: int = 60, **kw: object) -> dict
     kw.setdefault("driver_options", OPTS)
     kw.setdefault("run_id", RUN)
     return block_jwks_egress(proxy.jwks_url, via="envoy", target=proxy.admin_url, mode=mode,
-                             duration_seconds=duration, **kw)
+                             deadline_seconds=duration, **kw)
 
 
 def chaosext_keys(proxy: RealEnvoy) -> dict[str, str]:
@@ -175,7 +175,7 @@ def test_watchdog_clears_the_keys_at_the_deadline_after_the_applier_is_sigkilled
     code = ("import json, sys, time\n"
             "from chaosext.egress.actions import block_jwks_egress\n"
             "out = block_jwks_egress(sys.argv[1], via='envoy', target=sys.argv[2], mode='reject',\n"
-            "                        duration_seconds=4, driver_options={'envoy_stat_prefix': 'jwks_egress'})\n"
+            "                        deadline_seconds=4, driver_options={'envoy_stat_prefix': 'jwks_egress'})\n"
             "print(json.dumps(out), flush=True)\n"
             "time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, envoy.jwks_url, envoy.admin_url], stdout=subprocess.PIPE,
@@ -229,7 +229,7 @@ def test_doctor_passes_a_complete_envoy_and_names_what_a_broken_one_lacks(tmp_pa
 def test_unreachable_admin_is_refused_before_anything(state_dir):
     with pytest.raises(FaultError, match="Envoy admin unreachable"):
         block_jwks_egress("http://authority.example:8440/jwks", via="envoy", target="http://127.0.0.1:9",
-                          mode="reject", duration_seconds=60, use_watchdog=False)
+                          mode="reject", deadline_seconds=60, use_watchdog=False)
     assert not list(state_dir.glob("*.json")) if state_dir.exists() else True
 
 

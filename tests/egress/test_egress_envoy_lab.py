@@ -59,7 +59,7 @@ def test_the_envoy_fault_fails_the_services_fetches_and_restore_heals_them(envoy
     admin = envoy_lab["fault"]["target"]
     assert wait_for(lambda: fetches(envoy_lab, "success") > 0, timeout=30)
     try:
-        out = block_jwks_egress(envoy_lab["jwks_url"], via="envoy", target=admin, mode=mode, duration_seconds=120,
+        out = block_jwks_egress(envoy_lab["jwks_url"], via="envoy", target=admin, mode=mode, deadline_seconds=120,
                                 use_watchdog=False, run_id="e1e1e1e1", driver_options={"envoy_verify_fetch": True})
         assert out["verification"]["blocked"] is True
         errors = fetches(envoy_lab, "error")
@@ -135,7 +135,7 @@ def test_a_service_behind_the_envoy_jwt_gateway_fails_closed_after_cache_duratio
         assert oct(Path(state["audit_file"]).stat().st_mode & 0o777) == "0o640"
         admin = state["envoy_admin_url"]
         try:
-            block_jwks_egress(state["jwks_url"], via="envoy", target=admin, mode="reject", duration_seconds=120,
+            block_jwks_egress(state["jwks_url"], via="envoy", target=admin, mode="reject", deadline_seconds=120,
                               use_watchdog=False, run_id="e2e2e2e2")
             assert wait_for(lambda: call().text == "Jwks remote fetch is failed", timeout=40, interval=0.5)
             assert call().status_code == 401

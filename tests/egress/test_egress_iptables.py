@@ -22,7 +22,7 @@ FAST = {"verify_timeout_seconds": 0.5}
 
 
 def _block(pair, mode="drop", **kw):
-    args = {"jwks_url": pair.url(), "target": pair.target, "mode": mode, "duration_seconds": 60, **FAST, **kw}
+    args = {"jwks_url": pair.url(), "target": pair.target, "mode": mode, "deadline_seconds": 60, **FAST, **kw}
     return block_jwks_egress(**args)
 
 
@@ -85,7 +85,7 @@ def test_blocking_with_another_mode_while_active_is_refused(netpair):
 
 
 def test_the_kernel_deadline_lifts_the_block_with_no_chaosext_process_alive(netpair, state_dir):
-    out = _block(netpair, "reject", duration_seconds=2, use_watchdog=False)
+    out = _block(netpair, "reject", deadline_seconds=2, use_watchdog=False)
     assert out["watchdog_pid"] == 0 and watchdog.find(out["run_id"]) == []
     assert jwks_reachable(netpair.url(), netpair.target, 0.5)["error"] == "refused"
 
@@ -100,7 +100,7 @@ def test_the_watchdog_removes_the_chain_after_the_parent_was_sigkilled(netpair, 
     code = (
         "import json,sys,time\n"
         "from chaosext.egress.actions import block_jwks_egress\n"
-        f"out = block_jwks_egress({netpair.url()!r}, target={netpair.target!r}, mode='reject', duration_seconds=2,"
+        f"out = block_jwks_egress({netpair.url()!r}, target={netpair.target!r}, mode='reject', deadline_seconds=2,"
         " verify_timeout_seconds=0.5)\n"
         "print(json.dumps(out), flush=True)\n"
         "time.sleep(120)\n"
@@ -176,7 +176,7 @@ def test_ipv6_and_every_a_and_aaaa_record_are_blocked(netpair, monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: records)
     url = f"http://jwks.example.test:{netpair.port}/.well-known/jwks.json"
 
-    out = block_jwks_egress(url, target=netpair.target, mode="reject", duration_seconds=60, **FAST)
+    out = block_jwks_egress(url, target=netpair.target, mode="reject", deadline_seconds=60, **FAST)
 
     assert out["addresses"] == [netpair.v4, netpair.v6]
     rules = netpair.rules()
@@ -197,7 +197,7 @@ def test_pid_target_blocks_in_the_network_namespace_of_that_process(netpair):
     assert wait_for(lambda: _netns_of(sleeper.pid) != _netns_of(os.getpid()), timeout=5)
     target = f"pid:{sleeper.pid}"  # ip netns exec execs sleep in place: same pid
 
-    out = block_jwks_egress(netpair.url(), target=target, mode="reject", duration_seconds=60, **FAST)
+    out = block_jwks_egress(netpair.url(), target=target, mode="reject", deadline_seconds=60, **FAST)
 
     assert out["verification"]["blocked"] is True
     assert jwks_reachable(netpair.url(), netpair.target, 0.5)["error"] == "refused"  # same netns, seen by name
@@ -232,10 +232,9 @@ def test_dry_run_prints_the_commands_and_changes_nothing(netpair, state_dir):
 BAD = [
     ({"via": "carrier-pigeon"}, "unknown via"),
     ({"mode": "explode"}, "unknown mode"),
-    ({"duration_seconds": 0}, "must be > 0"),
-    ({"duration_seconds": -5}, "must be > 0"),
-    ({"duration_seconds": 7200}, "above the cap"),
-    ({"duration_seconds": 100, "max_duration_seconds": 50}, "above the cap"),
+    ({"deadline_seconds": -5}, "must be > 0"),
+    ({"deadline_seconds": 7200}, "above the cap"),
+    ({"deadline_seconds": 100, "max_outage_seconds": 50}, "above the cap"),
     ({"jwks_url": "http://10.213.0.2:70000/jwks"}, "port"),
     ({"jwks_url": "http://10.213.0.2:53/jwks"}, "DNS"),
     ({"jwks_url": "https://10.213.0.2:6443/jwks"}, "Kubernetes API"),

@@ -47,7 +47,7 @@ def _blocked(f: Fleet, client: str) -> bool:
 def test_a_list_blocks_exactly_its_targets_and_a_glob_blocks_every_match(four, state_dir):
     listed = four.clients[:3]
     out = block_jwks_egress(four.url, target=",".join(f"netns:{c}" for c in listed), mode="reject",
-                            duration_seconds=60, **FAST)
+                            deadline_seconds=60, **FAST)
 
     assert out["verification"]["blocked"] is True
     assert sorted(t["target"] for t in out["verification"]["targets"]) == sorted(f"netns:{c}" for c in listed)
@@ -61,7 +61,7 @@ def test_a_list_blocks_exactly_its_targets_and_a_glob_blocks_every_match(four, s
     assert four.all_rules() == {}
     assert watchdog.find(out["run_id"]) == []
 
-    out = block_jwks_egress(four.url, target=four.glob, mode="reject", duration_seconds=60, **FAST)
+    out = block_jwks_egress(four.url, target=four.glob, mode="reject", deadline_seconds=60, **FAST)
 
     assert sorted(out["applied"]["targets"]) == sorted(f"netns:{c}" for c in four.clients)  # not the server
     assert all(_blocked(four, c) for c in four.clients)
@@ -74,9 +74,9 @@ def test_a_list_blocks_exactly_its_targets_and_a_glob_blocks_every_match(four, s
 @pytest.mark.netns
 def test_a_glob_that_matches_nothing_and_a_missing_list_item_are_refused_before_any_rule(four, state_dir):
     with pytest.raises(FaultError, match="no network namespace matches"):
-        block_jwks_egress(four.url, target=f"netns:{four.prefix}nothing*", duration_seconds=60, **FAST)
+        block_jwks_egress(four.url, target=f"netns:{four.prefix}nothing*", deadline_seconds=60, **FAST)
     with pytest.raises(FaultError, match=f"netns:{four.prefix}gone.*not found"):
-        block_jwks_egress(four.url, target=f"{four.glob},netns:{four.prefix}gone", duration_seconds=60, **FAST)
+        block_jwks_egress(four.url, target=f"{four.glob},netns:{four.prefix}gone", deadline_seconds=60, **FAST)
     assert four.all_rules() == {}
     assert not list(state_dir.glob("*.json"))
 
@@ -104,7 +104,7 @@ def test_a_target_that_fails_midway_is_named_and_every_other_target_is_left_clea
     _vanish_once_the_others_are_blocked(monkeypatch, four, victim)
 
     with pytest.raises(FaultError) as err:
-        block_jwks_egress(four.url, target=four.glob, mode="reject", duration_seconds=60, **FAST)
+        block_jwks_egress(four.url, target=four.glob, mode="reject", deadline_seconds=60, **FAST)
 
     assert f"failed on 1 of 4 target(s): netns:{victim}" in str(err.value)
     assert "the other 3 target(s) were restored" in str(err.value)
@@ -127,7 +127,7 @@ def test_a_target_that_vanishes_right_after_resolve_is_named_and_nothing_is_left
 
     monkeypatch.setattr(IptablesDriver, "preflight", preflight)
     with pytest.raises(FaultError, match=f"failed on 1 of 4 target\\(s\\): netns:{victim}: .*were restored"):
-        block_jwks_egress(four.url, target=four.target_list, mode="reject", duration_seconds=60, **FAST)
+        block_jwks_egress(four.url, target=four.target_list, mode="reject", deadline_seconds=60, **FAST)
     assert four.all_rules() == {}
     assert not list(state_dir.glob("*.json"))
 
@@ -244,7 +244,7 @@ def test_the_watchdog_restores_every_target_of_a_sigkilled_run(four, state_dir):
     code = (
         "import json,sys,time\n"
         "from chaosext.egress.actions import block_jwks_egress\n"
-        f"out = block_jwks_egress({four.url!r}, target={four.glob!r}, mode='reject', duration_seconds=2,"
+        f"out = block_jwks_egress({four.url!r}, target={four.glob!r}, mode='reject', deadline_seconds=2,"
         " verify_timeout_seconds=0.5)\n"
         "print(json.dumps(out), flush=True)\n"
         "time.sleep(120)\n"
@@ -270,7 +270,7 @@ def test_the_watchdog_restores_every_target_of_a_sigkilled_run(four, state_dir):
 @pytest.mark.e2e
 @pytest.mark.netns
 def test_restore_all_cleans_every_target_of_a_glob_without_records(four, state_dir):
-    out = block_jwks_egress(four.url, target=four.glob, mode="drop", duration_seconds=60, **FAST)
+    out = block_jwks_egress(four.url, target=four.glob, mode="drop", deadline_seconds=60, **FAST)
     (state_dir / f"{out['run_id']}.json").unlink()
     four.remove_client(four.clients[0])  # a target gone meanwhile holds nothing to remove
 
@@ -305,7 +305,7 @@ def test_k8s_pod_selector_resolves_to_every_running_pod_and_the_dry_run_shows_ea
     assert len(both) == 58 and both[-1].label == "k8s-pod:tenancy/notify-0"  # policy-0 once
 
     out = block_jwks_egress("http://10.96.40.7:8440/.well-known/jwks.json", target="k8s-pod:tenancy/app=policy",
-                            mode="reject", duration_seconds=60, dry_run=True, kube_api_url=api)
+                            mode="reject", deadline_seconds=60, dry_run=True, kube_api_url=api)
     heads = [c for c in out["commands"] if "iptables-restore" in c]
     assert len(heads) == 57 and all(c.startswith("kubectl exec -n tenancy policy-") for c in heads)
     assert not [r for r in fake.requests if r[0] != "GET"]

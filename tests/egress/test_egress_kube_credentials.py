@@ -38,10 +38,8 @@ def stub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, state_dir: Path) -> It
     for var in ("KUBERNETES_SERVICE_HOST", "CHAOSTOOLKIT_IN_POD", "KUBE_API_URL", "KUBE_CONTEXT", "HTTP_PROXY",
                 "NO_PROXY", *kube.KUBE_SECRET_KEYS):
         monkeypatch.delenv(var, raising=False)
-    kube.reset()
     with KubeStub() as k:
         yield k
-    kube.reset()
 
 
 def secrets_for(stub: KubeStub) -> dict[str, str]:
@@ -50,10 +48,11 @@ def secrets_for(stub: KubeStub) -> dict[str, str]:
 
 def test_fault_probe_and_restore_send_the_secrets_api_key_as_bearer(stub: KubeStub, state_dir: Path) -> None:
     secrets = secrets_for(stub)
-    out = block_jwks_egress(URL, via="k8s-networkpolicy", target="tenancy/app=policy", duration_seconds=120,
+    out = block_jwks_egress(URL, via="k8s-networkpolicy", target="tenancy/app=policy", deadline_seconds=120,
                             use_watchdog=False, secrets=secrets)
     assert out["verification"]["blocked"] is True
-    assert [r.method for r in stub.requests][:2] == ["POST", "GET"]  # create, then read back (verify)
+    # create the deadline Job, the policy it owns, then read the policy back (verify)
+    assert [r.method for r in stub.requests][:3] == ["POST", "POST", "GET"]
     record = next(state_dir.glob("*.json")).read_text()
     assert TOKEN not in record and stub.url not in record  # the record keeps options, never credentials
 
@@ -66,14 +65,14 @@ def test_fault_probe_and_restore_send_the_secrets_api_key_as_bearer(stub: KubeSt
 
 def test_without_credentials_the_fault_stops_before_any_change(stub: KubeStub, state_dir: Path) -> None:
     with pytest.raises(FaultError, match="no Kubernetes context"):
-        block_jwks_egress(URL, via="k8s-networkpolicy", target="tenancy/app=policy", duration_seconds=60,
+        block_jwks_egress(URL, via="k8s-networkpolicy", target="tenancy/app=policy", deadline_seconds=60,
                           use_watchdog=False)
     assert stub.requests == [] and not list(state_dir.glob("*.json"))
 
 
 def test_k8s_pod_target_lists_pods_with_the_same_credentials(stub: KubeStub, state_dir: Path) -> None:
     with pytest.raises(FaultError, match="no running pod"):
-        block_jwks_egress(URL, target="k8s-pod:tenancy/app=policy", duration_seconds=60, use_watchdog=False,
+        block_jwks_egress(URL, target="k8s-pod:tenancy/app=policy", deadline_seconds=60, use_watchdog=False,
                           secrets=secrets_for(stub))
     assert [(r.method, r.path, r.authorization) for r in stub.requests] == [
         ("GET", "/api/v1/namespaces/tenancy/pods", f"Bearer {TOKEN}")]
@@ -84,7 +83,7 @@ def test_the_dead_man_watchdog_reverts_with_the_run_s_credentials(stub: KubeStub
     """The credentials exist only in the experiment's secrets (not in this process's environment): the detached
     watchdog still removes the NetworkPolicy once the run's heartbeat stops. They reach it through its environment,
     not its command line."""
-    out = block_jwks_egress(URL, via="k8s-networkpolicy", target="tenancy/app=policy", duration_seconds=120,
+    out = block_jwks_egress(URL, via="k8s-networkpolicy", target="tenancy/app=policy", deadline_seconds=120,
                             verify=False, heartbeat_file=str(tmp_path / "heartbeat"), heartbeat_grace_seconds=1,
                             k6_dir=str(tmp_path / "k6"), secrets=secrets_for(stub))
     try:

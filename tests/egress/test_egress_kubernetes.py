@@ -51,13 +51,14 @@ def kube() -> Iterator[tuple[FakeKube, str]]:
 
 
 NP = "/apis/networking.k8s.io/v1/namespaces/tenancy/networkpolicies"
+JOBS = "/apis/batch/v1/namespaces/tenancy/jobs"
 VS = "/apis/networking.istio.io/v1beta1/namespaces/tenancy/virtualservices"
 URL = "http://10.96.40.7:8440/.well-known/jwks.json"
 
 
 def _np(api: str, **kw: Any) -> dict:
     args = {"jwks_url": URL, "via": "k8s-networkpolicy", "target": "tenancy/app=policy", "mode": "drop",
-            "duration_seconds": 120, "use_watchdog": False, "kube_api_url": api, **kw}
+            "deadline_seconds": 120, "use_watchdog": False, "kube_api_url": api, **kw}
     return block_jwks_egress(**args)
 
 
@@ -65,8 +66,8 @@ def test_networkpolicy_denies_only_the_jwks_address_and_port_and_is_removed_by_l
     fake, api = kube
     out = _np(api)
 
-    method, path, body, _ = fake.requests[0]
-    assert (method, path) == ("POST", NP)
+    assert [r[:2] for r in fake.requests if r[0] == "POST"] == [("POST", JOBS), ("POST", NP)]  # the deadline first
+    body = next(r for r in fake.requests if r[1] == NP)[2]
     assert body["metadata"]["name"] == f"chaosext-jwks-{out['run_id']}"
     assert body["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "chaosext",
                                           "chaosext.io/run-id": out["run_id"]}
@@ -84,7 +85,7 @@ def test_networkpolicy_denies_only_the_jwks_address_and_port_and_is_removed_by_l
 
     restore_jwks_egress(via="k8s-networkpolicy", target="tenancy/app=policy", kube_api_url=api)
     assert ("DELETE", f"{NP}/chaosext-jwks-{out['run_id']}", None) in [r[:3] for r in fake.requests]
-    assert fake.objects[NP] == {}
+    assert fake.objects[NP] == {} and fake.objects[JOBS] == {}
     again = restore_jwks_egress(via="k8s-networkpolicy", target="tenancy/app=policy", kube_api_url=api)
     assert again["left"] == []
 
@@ -92,7 +93,7 @@ def test_networkpolicy_denies_only_the_jwks_address_and_port_and_is_removed_by_l
 def test_networkpolicy_ipv6_addresses_go_to_the_v6_block(kube, state_dir):
     fake, api = kube
     _np(api, jwks_url="http://[fd00:10::7]:8440/jwks")
-    to = fake.requests[0][2]["spec"]["egress"][0]["to"]
+    to = next(r for r in fake.requests if r[1] == NP)[2]["spec"]["egress"][0]["to"]
     assert to == [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0", "except": ["fd00:10::7/128"]}}]
 
 
@@ -133,18 +134,18 @@ def test_no_kube_context_is_a_clear_error(state_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(FaultError, match="no Kubernetes context"):
-        block_jwks_egress(URL, via="k8s-networkpolicy", target="tenancy/app=policy", duration_seconds=60,
+        block_jwks_egress(URL, via="k8s-networkpolicy", target="tenancy/app=policy", deadline_seconds=60,
                           use_watchdog=False)
 
 
 def test_istio_abort_for_the_authority_host_from_the_selected_pods(kube, state_dir):
     fake, api = kube
     out = block_jwks_egress("http://authority.auth.svc.cluster.local:8440/jwks", via="istio",
-                            target="tenancy/app=policy", mode="reject", duration_seconds=60, use_watchdog=False,
+                            target="tenancy/app=policy", mode="reject", deadline_seconds=60, use_watchdog=False,
                             kube_api_url=api)
     post = [r for r in fake.requests if r[0] == "POST"]
-    assert [p[1] for p in post] == [VS]
-    spec = post[0][2]["spec"]
+    assert [p[1] for p in post] == [JOBS, VS]
+    spec = post[1][2]["spec"]
     assert spec["hosts"] == ["authority.auth.svc.cluster.local"] and spec["exportTo"] == ["."]
     assert spec["http"][0]["fault"] == {"abort": {"httpStatus": 503, "percentage": {"value": 100.0}}}
     assert spec["http"][0]["match"] == [{"port": 8440, "sourceLabels": {"app": "policy"}}]
@@ -157,8 +158,8 @@ def test_istio_abort_for_the_authority_host_from_the_selected_pods(kube, state_d
 def test_istio_drop_is_a_delay_as_long_as_the_outage(kube, state_dir):
     fake, api = kube
     block_jwks_egress("http://authority:8440/jwks", via="istio", target="tenancy/", mode="drop",
-                      duration_seconds=45, use_watchdog=False, kube_api_url=api)
-    http = next(r for r in fake.requests if r[0] == "POST")[2]["spec"]["http"][0]
+                      deadline_seconds=45, use_watchdog=False, kube_api_url=api)
+    http = next(r for r in fake.requests if r[0] == "POST" and r[1] != JOBS)[2]["spec"]["http"][0]
     assert http["fault"]["delay"]["fixedDelay"] == "45s" and "sourceLabels" not in http["match"][0]
 
 
@@ -184,7 +185,7 @@ def test_istio_refuses_tls_passthrough_and_competing_routes(kube, state_dir, set
         if plural != "virtualservices":
             fake.add(f"/apis/networking.istio.io/v1beta1/{plural}", setup["obj"])
     with pytest.raises(FaultError, match=message):
-        block_jwks_egress(url, via="istio", target="tenancy/app=policy", mode="reject", duration_seconds=60,
+        block_jwks_egress(url, via="istio", target="tenancy/app=policy", mode="reject", deadline_seconds=60,
                           use_watchdog=False, kube_api_url=api)
     assert not [r for r in fake.requests if r[0] == "POST"]
 
@@ -222,9 +223,9 @@ def test_k8s_pod_target_refuses_host_network_pods_and_missing_pods(kube, state_d
     fake, api = kube
     fake.add("/api/v1/namespaces/tenancy/pods", _pod("node-agent", host_network=True))
     with pytest.raises(FaultError, match="hostNetwork"):
-        block_jwks_egress(URL, target="k8s-pod:tenancy/node-agent", duration_seconds=60, use_watchdog=False,
+        block_jwks_egress(URL, target="k8s-pod:tenancy/node-agent", deadline_seconds=60, use_watchdog=False,
                           kube_api_url=api)
     with pytest.raises(FaultError, match="not found"):
-        block_jwks_egress(URL, target="k8s-pod:tenancy/nope", duration_seconds=60, use_watchdog=False,
+        block_jwks_egress(URL, target="k8s-pod:tenancy/nope", deadline_seconds=60, use_watchdog=False,
                           kube_api_url=api)
     assert not [r for r in fake.requests if r[0] in ("POST", "PATCH")]

@@ -105,6 +105,7 @@ class Outcome:
     journal: dict[str, Any]
     verdict_rc: int
     verdict_out: str
+    #: the run's record and its outage notebook, merged (run.json + outage.json)
     run: dict[str, Any]
     lab: dict[str, Any]
     env: dict[str, str] = field(default_factory=dict)
@@ -152,8 +153,9 @@ class ExperimentRunner:
         env = self.env_for(lab, **extra)
         journal = Path(env["_WORK"]) / "journal.json"
         self.journals.append(journal)
-        return self.popen(["chaos", "--no-log-file", "run", "--journal-path", str(journal), str(self.experiment)],
-                          env), env
+        log = Path(env["_WORK"]) / "chaostoolkit.log"  # Chaos Toolkit's debug log of the run
+        return self.popen(["chaos", "--log-file", str(log), "run", "--journal-path", str(journal),
+                           str(self.experiment)], env), env
 
     def popen(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         """Start ``argv`` (chaos, chaosext ...) inside the namespace, in a process group of its own."""
@@ -175,10 +177,20 @@ class ExperimentRunner:
         v = subprocess.run([sys.executable, "-m", "chaosext.cli", "verdict", "--wide", str(journal_path)]
                            if _has_wide() else [sys.executable, "-m", "chaosext.cli", "verdict", str(journal_path)],
                            capture_output=True, text=True, timeout=60, check=False)
-        run = {}
+        run: dict[str, Any] = {}
         for run_file in sorted(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/run.json")):
-            run = json.loads(run_file.read_text())  # this test's runs dir holds this one run
+            # this test's runs dir holds this one run: its record (run.json) and its outage notebook (outage.json)
+            notebook = run_file.with_name("outage.json")
+            run = {**json.loads(run_file.read_text()),
+                   **(json.loads(notebook.read_text()) if notebook.exists() else {})}
         return Outcome(proc.returncode, output, journal, v.returncode, v.stdout + v.stderr, run, lab or {}, env)
+
+    def doctor(self, lab: dict[str, Any] | None, **extra: str) -> tuple[int, str]:
+        """``chaosext doctor`` inside the namespace with the environment a run would get: (exit code, output)."""
+        env = self.env_for(lab, **extra)
+        proc = self.popen(["chaosext", "doctor"], env)
+        output, _ = proc.communicate(timeout=180)
+        return proc.returncode, output
 
     def run(self, lab: dict[str, Any] | None, **extra: str) -> Outcome:
         proc, env = self.start(lab, **extra)

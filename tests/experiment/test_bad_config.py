@@ -1,8 +1,9 @@
-"""A bad configuration stops `chaos run` before any fault, with a message that says what to fix.
+"""A bad configuration stops `chaos run` before any fault, with a message that says what to fix — and `chaosext
+doctor`, run with the same environment, refuses the same thing (one pre-flight list for both).
 
 No lab is needed: every URL points at a free (closed) loopback port, so nothing could even be reached; the checks
-are that the safety control refused to start, the method never ran, no iptables rule exists for the JWKS port, and
-the verdict fails although Chaos Toolkit's exit code alone would not say why.
+are that the safety control refused to start, the method never ran, no iptables rule exists for the JWKS port, the
+verdict fails although Chaos Toolkit's exit code alone would not say why, and doctor exits 1 naming the same problem.
 """
 from __future__ import annotations
 
@@ -29,10 +30,13 @@ def _urls() -> dict[str, str]:
     ({"OUTAGE_SECONDS": "-5"}, "OUTAGE_SECONDS=-5 must be a positive number"),
     ({"FAULT_VIA": "carrier-pigeon"}, "FAULT_VIA='carrier-pigeon' is unknown"),
     ({"PROMETHEUS_URL": "not a url"}, "PROMETHEUS_URL='not a url' is not an http(s) URL"),
-    ({}, "is unreachable (ConnectionError)"),  # Prometheus (and the rest) down
+    ({}, "unreachable: ConnectionError"),  # Prometheus (and the rest) down
     ({"K6_BIN": "/nonexistent/k6"}, "K6_BIN=/nonexistent/k6 is not an executable file"),
-    ({"FAULT_TARGET": "netns:prod"}, "set CHAOSEXT_APPROVE=netns:prod"),
-], ids=["negative-outage", "unknown-via", "bad-url", "prometheus-down", "no-k6", "unapproved-target"])
+    ({"FAULT_TARGET": "netns:prod"}, "CHAOSEXT_APPROVE=netns:prod"),
+    ({"OUTAGE_SECONDS": "4000"}, "OUTAGE_SECONDS=4000 is above MAX_OUTAGE_SECONDS=3600"),
+    ({"FAULT_TARGET": "envoy:http://127.0.0.1:9901"}, "FAULT_VIA=iptables works on"),
+], ids=["negative-outage", "unknown-via", "bad-url", "prometheus-down", "no-k6", "unapproved-target", "over-cap",
+        "target-of-another-driver"])
 def test_bad_configuration_stops_before_any_fault(experiment: ExperimentRunner, override: dict, message: str) -> None:
     urls = _urls()
     out = experiment.run(None, **{**urls, **override})
@@ -44,3 +48,28 @@ def test_bad_configuration_stops_before_any_fault(experiment: ExperimentRunner, 
     port = urls["JWKS_URL"].split(":")[2].split("/")[0]
     assert f"--dport {port}" not in iptables_rules(experiment.netns.name)
     assert out.verdict_rc == 3 and "VERDICT: NOT RUN" in out.verdict_out and "interrupted" in out.verdict_out
+    # doctor refuses exactly what the run refused, with the same words
+    rc, said = experiment.doctor(None, **{**urls, **override})
+    assert rc == 1 and message in said and "MISSING" in said, said
+
+
+@pytest.mark.lab
+def test_live_refusals_are_doctors_too(experiment: ExperimentRunner, lab_factory) -> None:
+    """Against a running lab, what only the live pre-flight can see (a refused client, a service that does not answer,
+    an audit file nobody writes) stops `chaos run` before any change, and doctor with the same settings refuses the
+    same thing; on the healthy lab doctor passes."""
+    lab = lab_factory(jwks_ttl=3, jwks_max_stale=120)
+    closed = free_ports(["127.0.0.1"])[0]
+    services = ",".join(f"{n}={u}" for n, u in lab["service_urls"].items())
+    cases = [({"TOKEN_CLIENT_ID": "chaosext-lab", "TOKEN_CLIENT_SECRET": "wrong"}, "invalid_client"),
+             ({"SERVICE_URLS": f"{services},ghost=http://127.0.0.1:{closed}"}, "service: ghost"),
+             ({"AUDIT_SOURCE": "file:/nonexistent-chaosext/audit.jsonl"}, "directory does not exist")]
+    for override, message in cases:
+        out = experiment.run(lab, **override)
+        assert "not starting, nothing was changed" in out.output and message in out.output, out.output[-3000:]
+        assert not out.journal.get("run") and out.verdict_rc == 3
+        rc, said = experiment.doctor(lab, **override)
+        assert rc == 1 and message in said, said
+    rc, said = experiment.doctor(lab)
+    assert rc == 0, said
+    assert f"--dport {lab['jwks_url'].split(':')[2].split('/')[0]}" not in iptables_rules(experiment.netns.name)

@@ -95,7 +95,7 @@ def test_envoy_admin_url_reaches_the_envoy_driver(tmp_path: Path, envoy: RealEnv
     """FAULT_TARGET stays ``local``: the admin URL comes only from ENVOY_ADMIN_URL, as configured."""
     declared = {"type": "env", "key": "ENVOY_ADMIN_URL", "default": ""}
     configuration: dict[str, Any] = {"envoy_admin_url": envoy.admin_url if source == "configuration" else declared}
-    block = {"jwks_url": envoy.jwks_url, "via": "envoy", "mode": "reject", "duration_seconds": 60,
+    block = {"jwks_url": envoy.jwks_url, "via": "envoy", "mode": "reject", "deadline_seconds": 60,
              "use_watchdog": False, "driver_options": {"envoy_stat_prefix": "jwks_egress", "envoy_verify_fetch": True}}
     look = {"func": ("chaosext.egress.probes", "egress_block_active"), "arguments": {"via": "envoy"}}
     path = experiment(tmp_path / "exp.json", configuration, block, look)
@@ -133,7 +133,7 @@ def kube() -> Iterator[KubeStub]:
 
 
 K8S_BLOCK = {"jwks_url": "http://10.96.40.7:8440/.well-known/jwks.json", "via": "k8s-networkpolicy",
-             "target": "tenancy/app=policy", "duration_seconds": 120, "use_watchdog": False}
+             "target": "tenancy/app=policy", "deadline_seconds": 120, "use_watchdog": False}
 K8S_LOOK = {"func": ("chaosext.egress.probes", "egress_block_active"),
             "arguments": {"via": "k8s-networkpolicy", "target": "tenancy/app=policy"}}
 

@@ -72,6 +72,9 @@ def test_healthy_lab_passes(experiment: ExperimentRunner, lab_factory) -> None:
     for path in [*run_dir.rglob("*.json"), Path(out.env["_WORK"]) / "journal.json"]:
         assert "eyJ" not in path.read_text(errors="replace"), f"a JWT was written to {path}"
     assert oct(next(run_dir.glob("*/run.json")).stat().st_mode & 0o777) == "0o600"
+    # the settings were resolved once for the whole run (the safety control); every activity read them from the run
+    log = (Path(out.env["_WORK"]) / "chaostoolkit.log").read_text()
+    assert log.count("chaosext: resolving the run's settings") == 1, "load_config ran more than once in the run"
     assert oct(next(run_dir.glob("*/run.json")).parent.stat().st_mode & 0o777) == "0o700"
 
 

@@ -6,6 +6,7 @@ import pytest
 from chaoslib.secret import load_secrets
 
 from chaosext.core import backends
+from chaosext.core.config import load_config
 from chaosext.core.tokens import token_settings
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "jwks-outage.json"
@@ -35,11 +36,12 @@ def test_env_and_literal_secrets_reach_the_token_and_backend_settings(monkeypatc
     block["chaosext"]["token_client_id"] = "probe-client"
     block["chaosext"]["token_client_secret"] = {"type": "env", "key": "IDP_SECRET"}
     secrets = load_secrets(block)  # what chaostoolkit does; controls get this, activities get secrets["chaosext"]
+    cfg = load_config({"authority_url": "http://idp.example"})
     for given in (secrets, secrets["chaosext"]):
-        s = token_settings({"authority_url": "http://idp.example"}, given)
+        s = token_settings(cfg, given)
         assert (s.client_id, s.client_secret, s.source) == ("probe-client", "from-a-named-variable", "secrets/env")
         # an empty value in the block falls back to the environment variable of the same name
-        assert backends.auth_for("prometheus", {}, given).headers["Authorization"] == "Bearer from-the-env-fallback"
+        assert backends.auth_for("prometheus", cfg, given).headers["Authorization"] == "Bearer from-the-env-fallback"
 
 
 @pytest.mark.e2e

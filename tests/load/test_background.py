@@ -5,9 +5,9 @@ import time
 from pathlib import Path
 
 import pytest
-from chaoslib.exceptions import ActivityFailed
 
 from chaosext.core import procs
+from chaosext.core.errors import ConfigError
 from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6, stop_k6
 from chaosext.load.probes import k6_live_metrics, k6_summary
@@ -90,11 +90,11 @@ def test_live_metrics_of_a_k6_that_is_gone_do_not_raise(k6_env: dict) -> None:
 
 def test_missing_k6_fails_before_anything_starts_with_the_fix(k6_env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("K6_BIN", "/nonexistent/k6")
-    with pytest.raises(ActivityFailed, match="K6_BIN=/nonexistent/k6 is not an executable"):
+    with pytest.raises(k6mod.K6NotFoundError, match="K6_BIN=/nonexistent/k6 is not an executable"):
         start_k6(rate=10, duration="5s")
     monkeypatch.delenv("K6_BIN")
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(ActivityFailed, match=r"requirements-tools\.txt"):
+    with pytest.raises(k6mod.K6NotFoundError, match=r"requirements-tools\.txt"):
         start_k6(rate=10, duration="5s")
     assert not k6_env["runs"].exists() or not list(k6_env["runs"].iterdir())
 
@@ -108,14 +108,14 @@ def test_k6_bin_is_honoured_and_its_version_reported(monkeypatch: pytest.MonkeyP
     assert k6mod.k6_version().startswith("v1.")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"duration": "5 minutes"}, "k6 duration"),
-    ({"rate": -1}, "requests per second"),
-    ({"script": "/nonexistent.js"}, "does not exist"),
-    ({"env": {"SERVICE_URLS": "billing=http://127.0.0.1:1"}}, "k6 rejects"),
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"duration": "5 minutes"}, ConfigError, "k6 duration"),
+    ({"rate": -1}, ConfigError, "requests per second"),
+    ({"script": "/nonexistent.js"}, ConfigError, "does not exist"),
+    ({"env": {"SERVICE_URLS": "billing=http://127.0.0.1:1"}}, k6mod.K6RunError, "k6 rejects"),
 ])
-def test_bad_input_fails_before_k6_starts(k6_env: dict, kwargs: dict, message: str) -> None:
-    with pytest.raises(ActivityFailed, match=message):
+def test_bad_input_fails_before_k6_starts(k6_env: dict, kwargs: dict, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
         start_k6(**kwargs)
     assert not list(k6_env["runs"].glob("*/run.json"))
 

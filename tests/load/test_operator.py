@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chaoslib.exceptions import ActivityFailed
 
 from chaosext.load import operator
 from chaosext.load.actions import start_k6_testrun, stop_k6_testrun
@@ -75,7 +74,7 @@ def test_submit_creates_configmap_and_testrun_then_status_and_delete(api: Operat
     assert all(seen.authorization == "Bearer t0ken" for seen in api.requests)
 
     assert k6_testrun_status(name="load", namespace="perf", secrets=kube)["stage"] == "started"
-    with pytest.raises(ActivityFailed, match="exists already"):
+    with pytest.raises(operator.OperatorError, match="exists already"):
         start_k6_testrun(name="load", namespace="perf", secrets=kube)  # configmap replaced, TestRun refused
     assert ("PUT", f"{CONFIGMAPS}/k6-tenant-load", "Bearer t0ken") in [(r.method, r.path, r.authorization)
                                                                         for r in api.requests]
@@ -88,5 +87,5 @@ def test_submit_creates_configmap_and_testrun_then_status_and_delete(api: Operat
 
 def test_missing_operator_crd_is_reported_with_the_fix(api: OperatorApi, kube: dict) -> None:
     api.forced[("POST", TESTRUNS)] = (404, status(404, "NotFound", "the server could not find the requested resource"))
-    with pytest.raises(ActivityFailed, match="k6-operator installed"):
+    with pytest.raises(operator.OperatorError, match="k6-operator installed"):
         start_k6_testrun(name="load", namespace="perf", create_configmap=False, secrets=kube)

@@ -14,10 +14,14 @@ from typing import Any
 import pytest
 import requests
 
+from chaosext.core.backends import backend
+from chaosext.core.config import ExperimentConfig, load_config
+from chaosext.core.target import ContractError, MetricContract
 from chaosext.lab.testing import free_ports
-from chaosext.metrics import contract, prom
-from chaosext.metrics.probes import jwks_cache_expired
+from chaosext.metrics import prom
+from chaosext.metrics.measure import cache_states
 from chaosext.outage.evidence import query_ranges
+from chaosext.run.context import RunContext
 
 OVERRIDES = {
     "metric_requests": "http_server_requests_seconds_count",
@@ -93,7 +97,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SpringLi
         while time.monotonic() < deadline:
             assert proc.poll() is None, (tmp / "prometheus.log").read_text()[-2000:]
             try:
-                if prom.query(url, "up"):
+                if prom.query(_prom(url), "up"):
                     break
             except requests.RequestException:
                 pass
@@ -107,11 +111,15 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SpringLi
         server.server_close()
 
 
-@pytest.fixture(autouse=True)
-def fresh_contract() -> Iterator[None]:
-    contract.reset()
-    yield
-    contract.reset()
+def _prom(url: str) -> prom.Prom:
+    """The Prometheus at ``url`` with the lab's metric names."""
+    return prom.Prom(backend("prometheus", url, ExperimentConfig()))
+
+
+def _ctx(url: str, tmp_path: Path, settings: dict[str, str]) -> RunContext:
+    """A run's context reading Prometheus at ``url`` with these METRIC_* settings (the service is "orders")."""
+    return RunContext(load_config({"prometheus_url": url, "chaosext_lab_dir": str(tmp_path / "no-lab"),
+                                   "service_urls": "orders=http://127.0.0.1:9", **settings}))
 
 
 def wait_scraped(url: str, metric: str) -> float:
@@ -119,7 +127,7 @@ def wait_scraped(url: str, metric: str) -> float:
     now = time.time()
     deadline = now + 30
     while time.time() < deadline:
-        if prom.latest_sample_time(url, metric) > now + 0.5:
+        if prom.latest_sample_time(_prom(url), metric) > now + 0.5:
             return time.time()
         time.sleep(0.3)
     raise AssertionError(f"Prometheus did not scrape {metric} within 30 s")
@@ -148,65 +156,71 @@ def test_error_rate_cache_state_and_unverified_accepts_through_overridden_select
     svc.unverified = 2
     end = wait_scraped(url, "http_server_requests_seconds_count")
 
-    contract.register(OVERRIDES)
-    res = prom.error_rate_between(url, start, end)
+    ctx = _ctx(url, tmp_path, OVERRIDES)
+    p = prom.prom_of(ctx)
+    res = prom.error_rate_between(p, start, end)
     assert (res["errors"], res["requests"]) == (8, 58)
     assert res["error_rate"] == pytest.approx(8 / 58)
-    cfg = {"prometheus_url": url, "chaosext_lab_dir": str(tmp_path / "no-lab"), "chaosext_run_dir": str(tmp_path)}
-    assert jwks_cache_expired(configuration=cfg) == {"phase": "before-fault", "expired": ["orders"]}
-    assert prom.services_where(url, contract.current().cache_stale) == []
-    assert prom.cache_states(url) == {"orders": "expired"}  # what the baseline/recovery cache probe reads
-    assert prom.unverified_accepts_between(url, start, end) == {"orders": 2}
+    assert prom.services_where(p, ctx.cfg.metrics.cache_expired) == ["orders"]
+    assert prom.services_where(p, ctx.cfg.metrics.cache_stale) == []
+    assert prom.cache_states(p) == {"orders": "expired"}
+    assert cache_states(ctx) == {"orders": ("expired", "prometheus")}  # what the baseline/recovery cache probe reads
+    assert prom.unverified_accepts_between(p, start, end) == {"orders": 2}
     # the report plots the same error rate, per service under the plots' "service" label
     time.sleep(4)  # a few more scrapes, so the plot's 10 s rate windows hold several samples
-    plotted = query_ranges(url, start, time.time())["error_rate"]
+    plotted = query_ranges(p, start, time.time())["error_rate"]
     assert [s["metric"] for s in plotted] == [{"service": "orders"}]
     assert max(float(v) for _, v in plotted[0]["values"]) > 0
 
     # the default contract finds none of this service's requests: no "0 % errors" pass from the wrong names
-    contract.reset()
-    assert prom.error_rate_between(url, start, end)["requests"] == 0
-    assert jwks_cache_expired(configuration=cfg)["expired"] == []
+    default = _ctx(url, tmp_path, {})
+    assert prom.error_rate_between(prom.prom_of(default), start, end)["requests"] == 0
+    assert prom.services_where(prom.prom_of(default), default.cfg.metrics.cache_expired) == []
 
 
-def test_bad_metric_settings_are_refused_naming_the_setting() -> None:
-    with pytest.raises(contract.ContractError, match="METRIC_REQUESTS="):
-        contract.resolve({"metric_requests": "http requests"})
-    with pytest.raises(contract.ContractError, match="METRIC_SERVICE_LABEL"):
-        contract.resolve({"metric_service_label": "app-name"})
-    with pytest.raises(contract.ContractError, match="METRIC_CACHE_EXPIRED"):
-        contract.resolve({"metric_cache_expired": "max(x) > 0"})
-    with pytest.raises(contract.ContractError, match="METRIC_REQUESTS_MATCHERS"):
-        contract.resolve({"metric_requests_matchers": '{job="api"}'})
-    no_tenant = contract.resolve({"metric_tenant_label": "none", "metric_error_status": "5.."})
+def _contract(tmp_path: Path, **settings: str) -> MetricContract:
+    """The run's metric contract as the settings are resolved (``load_config`` parses it once into ``cfg.metrics``)."""
+    return load_config({"chaosext_lab_dir": str(tmp_path / "no-lab"), **settings}).metrics
+
+
+def test_bad_metric_settings_are_refused_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ContractError, match="METRIC_REQUESTS="):
+        _contract(tmp_path, metric_requests="http requests")
+    with pytest.raises(ContractError, match="METRIC_SERVICE_LABEL"):
+        _contract(tmp_path, metric_service_label="app-name")
+    with pytest.raises(ContractError, match="METRIC_CACHE_EXPIRED"):
+        _contract(tmp_path, metric_cache_expired="max(x) > 0")
+    with pytest.raises(ContractError, match="METRIC_REQUESTS_MATCHERS"):
+        _contract(tmp_path, metric_requests_matchers='{job="api"}')
+    no_tenant = _contract(tmp_path, metric_tenant_label="none", metric_error_status="5..")
     assert no_tenant.error_selector() == 'tenant_requests_total{status=~"5.."}'
 
 
-def test_the_defaults_are_the_lab_names_the_error_rate_always_used() -> None:
+def test_the_defaults_are_the_lab_names_the_error_rate_always_used(tmp_path: Path) -> None:
     assert prom.ERROR_SELECTOR == ('tenant_requests_total{status=~"5..|401",'
                                    'tenant!~"chaosext-probe|__unauthenticated__"}')
     assert prom.TOTAL_SELECTOR == 'tenant_requests_total{tenant!~"chaosext-probe|__unauthenticated__"}'
-    assert contract.current() == contract.MetricContract()
+    assert _contract(tmp_path) == MetricContract()
 
 
 @pytest.mark.e2e
 @pytest.mark.lab
 def test_doctor_finds_the_services_metrics_only_through_the_right_settings(
-        scraped: tuple[SpringLike, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from chaosext.doctor import check_metrics
+        scraped: tuple[SpringLike, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from chaosext.metrics.checks import check_metrics
 
     svc, url = scraped
     svc.add("t03", 200, 1)
     wait_scraped(url, "http_server_requests_seconds_count")
-    by_name = {c.name: c for c in check_metrics(url)}  # the lab's names: this service has none of them
+    by_name = {c.name: c for c in check_metrics(_ctx(url, tmp_path, {}))}  # the lab's names: it has none of them
     assert by_name["metric: requests"].status == "warn" and "METRIC_REQUESTS" in by_name["metric: requests"].fix
     assert by_name["metric: cache expired"].status == "warn"
     for key, value in OVERRIDES.items():
         monkeypatch.setenv(key.upper(), value)
-    by_name = {c.name: c for c in check_metrics(url)}
+    by_name = {c.name: c for c in check_metrics(_ctx(url, tmp_path, {}))}  # the settings from the environment
     assert by_name["metric: requests"].ok and by_name["metric: cache expired"].ok
     assert by_name["metric: unverified accepts"].ok
     assert by_name["metric: cache lookups"].status == "warn"  # this service has no lookup counter: optional
     monkeypatch.setenv("METRIC_SERVICE_LABEL", "service")
-    requests_check = {c.name: c for c in check_metrics(url)}["metric: requests"]
+    requests_check = {c.name: c for c in check_metrics(_ctx(url, tmp_path, {}))}["metric: requests"]
     assert requests_check.status == "MISSING" and "no label(s) service" in requests_check.detail

@@ -1,26 +1,29 @@
-"""The outage checks of chaosext.metrics.probes judged from a recorded outage, without a lab: which expiry alerts must
-fire given the services' cache states (alerts_match_cache_state, jwks_cache_expired), and the server- and client-side
-error rates over the outage window.
+"""The outage checks that read the metrics (chaosext.outage.checks) judged from a recorded outage, without a lab:
+which expiry alerts must fire given the services' cache states (alerts_match_cache_state, expired_services), and the
+server- and client-side error rates over the outage window.
 
 Prometheus and Alertmanager are stubs answering their documented shapes (``GET /api/v1/query`` instant vectors,
-``GET /api/v2/alerts`` a list of alerts with ``labels``); the run file is written the way the watch step records an
-outage (``record_outage`` below is the one place that knows its layout).
+``GET /api/v2/alerts`` a list of alerts with ``labels``); the run record and the outage notebook are written the way
+the watch step records an outage (``record_outage`` below is the one place that knows their layout).
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chaosext.core.config import DEFAULT_ALERTS
-from chaosext.core.runfile import Run, edit_run, new_run
-from chaosext.metrics import contract, probes
+from chaosext.outage import checks
+from chaosext.outage.judging import Judging, judging_of
+from chaosext.outage.notebook import Notebook, save_notebook
+from chaosext.run.context import run_context
+from chaosext.run.record import Outage, edit_run
 from tests.jsonstub import Handler, JsonStub
+from tests.runutil import run_dir, start_run
 
 pytestmark = [pytest.mark.contract]
 
@@ -65,41 +68,37 @@ class Monitoring:
 
 
 @pytest.fixture
-def monitoring(stub: Callable[[Handler], JsonStub]) -> Iterator[tuple[Monitoring, dict[str, str]]]:
+def monitoring(stub: Callable[[Handler], JsonStub]) -> tuple[Monitoring, dict[str, str]]:
     """(state of the stubs, their URLs as the experiment's configuration gives them)."""
     m = Monitoring()
-    contract.reset()
-    yield m, {"prometheus_url": stub(m.prometheus).url, "alertmanager_url": stub(m.alertmanager).url}
-    contract.reset()
+    return m, {"prometheus_url": stub(m.prometheus).url, "alertmanager_url": stub(m.alertmanager).url}
 
 
-def configuration(tmp_path: Path, urls: dict[str, str]) -> dict[str, str]:
-    """A run of its own (run file in tmp_path), no lab, no waiting for alerts."""
-    base = tmp_path / "run"
-    run_id = new_run(str(base)).run_id
-    return {"chaosext_lab_dir": str(tmp_path / "no-lab"), "chaosext_run_dir": str(base), "chaosext_run_id": run_id,
-            "alert_wait_seconds": "0", **urls}
-
-
-def update_run(run_dir: str, **changes: Any) -> None:
-    """Set top-level sections of the run file from their JSON form (what the watch step would have written)."""
-    with edit_run(run_dir) as run:
-        merged = Run.from_json({**run.to_json(), **changes})
-        for f in dataclasses.fields(Run):
-            setattr(run, f.name, getattr(merged, f.name))
+def configuration(tmp_path: Path, urls: dict[str, str], **settings: str) -> dict[str, str]:
+    """A run of its own (run record in tmp_path), no lab, no waiting for alerts."""
+    return start_run(tmp_path, alert_wait_seconds="0", **urls, **settings)
 
 
 def record_outage(conf: dict[str, str], states: list[dict[str, str]], start: float = 0.0, end: float = 0.0,
-                  alerts_seen: dict[str, dict[str, float]] | None = None, **more: Any) -> None:
-    """Record an outage the way the watch step does: the window, one observation per tick with every service's cache
-    state (``states``), and the alerts the watch saw firing."""
+                  alerts_seen: dict[str, dict[str, float]] | None = None, k6: dict[str, Any] | None = None) -> None:
+    """Record an outage the way the watch step does: the window (with k6's counters at its start and end) in the run
+    record; one observation per tick with every service's cache state (``states``) and the alerts the watch saw
+    firing in the outage notebook."""
     end = end or time.time() - 1
     start = start or end - 30
-    run_dir = str(Path(conf["chaosext_run_dir"]) / conf["chaosext_run_id"])
     observations = [{"t": start + i + 1, "elapsed": i + 1, "services": {n: {"state": s} for n, s in tick.items()}}
                     for i, tick in enumerate(states)]
-    update_run(run_dir, outage={"start": start, "end": end, "aborted": False, "reason": ""},
-               observations=observations, alerts_seen=alerts_seen or {"prometheus": {}, "alertmanager": {}}, **more)
+    with edit_run(run_dir(conf)) as run:
+        run.outage = Outage.from_json({"start": start, "end": end, "aborted": False, "reason": "", "k6": k6 or {}})
+    save_notebook(run_dir(conf), Notebook.from_json(
+        {"observations": observations, "alerts_seen": alerts_seen or {"prometheus": {}, "alertmanager": {}}}))
+
+
+def judging(conf: dict[str, str]) -> Judging:
+    """The recorded outage, as ``judge_outage`` hands it to every check."""
+    found = judging_of(run_context(conf))
+    assert found is not None
+    return found
 
 
 STALE = {"policy": "stale", "vuln": "stale"}
@@ -107,9 +106,13 @@ EXPIRED = {"policy": "expired", "vuln": "stale"}
 
 
 def test_no_outage_recorded_is_never_a_pass(monitoring: tuple[Monitoring, dict[str, str]], tmp_path: Path) -> None:
+    from chaosext.outage.judge import judge_outage
+
     _, urls = monitoring
-    res = probes.alerts_match_cache_state(configuration(tmp_path, urls))
-    assert res["ok"] is False and res["phase"] == "no-outage"
+    conf = configuration(tmp_path, urls)
+    assert judging_of(run_context(conf)) is None
+    res = judge_outage(configuration=conf)
+    assert res["ok"] is False and res["failed"] == ["no-outage"] and res["checks"] == {}
 
 
 def test_an_expired_cache_needs_every_expiry_alert_firing_and_in_alertmanager(
@@ -118,7 +121,7 @@ def test_an_expired_cache_needs_every_expiry_alert_firing_and_in_alertmanager(
     conf = configuration(tmp_path, urls)
     record_outage(conf, [STALE, EXPIRED])
     m.firing = m.in_alertmanager = {MISS, ERROR_RATE, "tenant_latency_p95_high"}
-    res = probes.alerts_match_cache_state(conf)
+    res = checks.alerts_match_cache_state(judging(conf))
     assert res["ok"] is True and res["cache_expired"] is True and res["expired_services"] == ["policy"]
     assert res["firing_prometheus"] == sorted([MISS, ERROR_RATE]) and res["expected"] == [MISS, ERROR_RATE]
 
@@ -130,12 +133,12 @@ def test_an_expired_cache_with_an_alert_missing_fails_naming_it(monitoring: tupl
     record_outage(conf, [EXPIRED])
     m.firing = {MISS, ERROR_RATE}
     m.in_alertmanager = {MISS}  # fired, but never reached Alertmanager (routing, inhibition ...)
-    res = probes.alerts_match_cache_state(conf)
+    res = checks.alerts_match_cache_state(judging(conf))
     assert res["ok"] is False and res["cache_expired"] is True
     assert f"missing in Alertmanager: ['{ERROR_RATE}']" in res["why"]
     m.in_alertmanager = {MISS, ERROR_RATE}
     m.firing = {ERROR_RATE}
-    res = probes.alerts_match_cache_state(conf)
+    res = checks.alerts_match_cache_state(judging(conf))
     assert res["ok"] is False and f"not firing in Prometheus: ['{MISS}']" in res["why"]
 
 
@@ -146,10 +149,10 @@ def test_a_cache_that_never_expired_must_fire_no_expiry_alert(monitoring: tuple[
     conf = configuration(tmp_path, urls)
     record_outage(conf, [STALE, STALE])
     m.firing = m.in_alertmanager = {"tenant_latency_p95_high"}  # other alerts are not this check's business
-    res = probes.alerts_match_cache_state(conf)
+    res = checks.alerts_match_cache_state(judging(conf))
     assert res["ok"] is True and res["cache_expired"] is False and res["expired_services"] == []
     m.in_alertmanager = {MISS}
-    res = probes.alerts_match_cache_state(conf)
+    res = checks.alerts_match_cache_state(judging(conf))
     assert res["ok"] is False and f"cache never expired but these alerts fired: ['{MISS}']" in res["why"]
 
 
@@ -160,10 +163,9 @@ def test_an_expiry_only_prometheus_saw_counts_too(monitoring: tuple[Monitoring, 
     conf = configuration(tmp_path, urls)
     record_outage(conf, [STALE])
     m.expired = {"notify"}
-    res = probes.alerts_match_cache_state(conf)
+    res = checks.alerts_match_cache_state(judging(conf))
     assert res["ok"] is False and res["cache_expired"] is True and res["expired_services"] == ["notify"]
-    assert probes.jwks_cache_expired(conf) == {"phase": "outage", "expired": ["notify"],
-                                               "source": {"notify": "prometheus"}}
+    assert checks.expired_services(judging(conf)) == {"notify": "prometheus"}
     assert any("max_over_time(" in q and 'jwks_cache_state{state="expired"}' in q for q in m.queries)
 
 
@@ -174,25 +176,25 @@ def test_alerts_the_watch_saw_count_although_they_resolved_since(monitoring: tup
     now = time.time()
     record_outage(conf, [EXPIRED], alerts_seen={"prometheus": {MISS: now - 10, ERROR_RATE: now - 9},
                                                 "alertmanager": {MISS: now - 8, ERROR_RATE: now - 7}})
-    res = probes.alerts_match_cache_state(conf)
+    res = checks.alerts_match_cache_state(judging(conf))
     assert res["ok"] is True, res["why"]
-    assert probes.jwks_cache_expired(conf)["source"] == {"policy": "healthz"}
+    assert checks.expired_services(judging(conf)) == {"policy": "healthz"}
 
 
 def test_server_error_rate_over_the_outage_window(monitoring: tuple[Monitoring, dict[str, str]],
                                                   tmp_path: Path) -> None:
     m, urls = monitoring
-    conf = {**configuration(tmp_path, urls), "error_rate_max": "0.01"}
+    conf = configuration(tmp_path, urls, error_rate_max="0.01")
     start, end = 1000.0, 1030.0
     record_outage(conf, [STALE], start=start, end=end)
     m.counters = {start: (10, 5000), end: (14, 6000)}
-    res = probes.server_error_rate(conf)
+    res = checks.server_error_rate(judging(conf))
     assert (res["ok"], res["errors"], res["requests"], res["error_rate"]) == (True, 4, 1000, 0.004)
     m.counters = {start: (10, 5000), end: (30, 6000)}
-    res = probes.server_error_rate(conf)
+    res = checks.server_error_rate(judging(conf))
     assert res["ok"] is False and res["error_rate"] == 0.02
     m.counters = {start: (10, 5000), end: (10, 5000)}
-    res = probes.server_error_rate(conf)
+    res = checks.server_error_rate(judging(conf))
     assert res["ok"] is False and "no requests counted in the outage window" in res["note"]
 
 
@@ -210,9 +212,7 @@ def test_client_error_rate_from_k6s_counters_at_the_outages_start_and_end(
     """k6 reports a cumulative request count and failure rate; the outage's own rate is failures(end) - failures(start)
     over requests(end) - requests(start). No request in the outage is no pass."""
     _, urls = monitoring
-    conf = {**configuration(tmp_path, urls), "error_rate_max": "0.01"}
-    record_outage(conf, [STALE])
-    run_dir = str(Path(conf["chaosext_run_dir"]) / conf["chaosext_run_id"])
-    update_run(run_dir, outage={"start": time.time() - 30, "end": time.time() - 1, "k6": k6})
-    res = probes.client_error_rate(conf)
+    conf = configuration(tmp_path, urls, error_rate_max="0.01")
+    record_outage(conf, [STALE], k6=k6)
+    res = checks.client_error_rate(judging(conf))
     assert res["ok"] is ok and res["error_rate"] == rate

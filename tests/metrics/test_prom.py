@@ -4,13 +4,15 @@ accepts, and the errors that say what to give, against a stub answering Promethe
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from chaosext.core import backends
-from chaosext.metrics import contract, prom
+from chaosext.core.config import ExperimentConfig
+from chaosext.core.target import MetricContract
+from chaosext.metrics import prom
 from tests.jsonstub import Handler, JsonStub
 
 pytestmark = [pytest.mark.contract]
@@ -36,12 +38,9 @@ def counters(errors: dict[float, float | None], total: dict[float, float | None]
     return handler
 
 
-@pytest.fixture(autouse=True)
-def default_contract() -> Iterator[None]:
-    contract.reset()
-    backends.reset()
-    yield
-    contract.reset()
+def prom_at(url: str, contract: MetricContract | None = None) -> prom.Prom:
+    """The Prometheus at ``url`` (no credentials) read with ``contract`` (default: the lab's names)."""
+    return prom.Prom(backends.backend("prometheus", url, ExperimentConfig()), contract or MetricContract())
 
 
 def test_error_rate_counts_series_that_appear_during_the_window(stub: Stub) -> None:
@@ -58,7 +57,7 @@ def test_error_rate_counts_series_that_appear_during_the_window(stub: Stub) -> N
         return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
 
     s = stub(promapi)
-    res = prom.error_rate_between(s.url, start, end)
+    res = prom.error_rate_between(prom_at(s.url), start, end)
     assert res == {"errors": 30.0, "requests": 1000.0, "error_rate": 0.03}
 
 
@@ -75,22 +74,22 @@ def test_errors_are_5xx_and_401_of_real_tenants_only() -> None:
 
 def test_no_request_in_the_window_is_a_zero_rate_not_a_division_by_zero(stub: Stub) -> None:
     s = stub(counters({1.0: 5, 2.0: 5}, {1.0: 100, 2.0: 100}))
-    assert prom.error_rate_between(s.url, 1.0, 2.0) == {"errors": 0.0, "requests": 0.0, "error_rate": 0.0}
+    assert prom.error_rate_between(prom_at(s.url), 1.0, 2.0) == {"errors": 0.0, "requests": 0.0, "error_rate": 0.0}
     empty = stub(counters({1.0: None, 2.0: None}, {1.0: None, 2.0: None}))  # no series at all
-    assert prom.error_rate_between(empty.url, 1.0, 2.0)["error_rate"] == 0.0
+    assert prom.error_rate_between(prom_at(empty.url), 1.0, 2.0)["error_rate"] == 0.0
 
 
 def test_a_counter_reset_in_the_window_never_gives_a_negative_count(stub: Stub) -> None:
     """A service restarted during the window: its counters start again from 0; nothing negative is reported."""
     s = stub(counters({1.0: 50, 2.0: 3}, {1.0: 5000, 2.0: 200}))
-    res = prom.error_rate_between(s.url, 1.0, 2.0)
+    res = prom.error_rate_between(prom_at(s.url), 1.0, 2.0)
     assert res["errors"] >= 0 and res["requests"] >= 0 and 0.0 <= res["error_rate"] <= 1.0
 
 
 def test_the_error_rate_follows_the_metric_contract(stub: Stub) -> None:
     """METRIC_* settings: another counter, status label, no tenant label; the same arithmetic."""
-    contract.register({"metric_requests": "http_server_requests_seconds_count", "metric_status_label": "code",
-                       "metric_tenant_label": "none", "metric_error_status": "5.."})
+    contract = MetricContract.parse({"requests": "http_server_requests_seconds_count", "status_label": "code",
+                                     "tenant_label": "none", "error_status": "5.."})
     seen: list[str] = []
 
     def handler(method: str, path: str, q: dict[str, str], body: Any) -> tuple[int, Any]:
@@ -100,7 +99,8 @@ def test_the_error_rate_follows_the_metric_contract(stub: Stub) -> None:
             errors, float(q["time"])]))
 
     s = stub(handler)
-    assert prom.error_rate_between(s.url, 10.0, 20.0) == {"errors": 6.0, "requests": 200.0, "error_rate": 0.03}
+    assert prom.error_rate_between(prom_at(s.url, contract), 10.0, 20.0) == {"errors": 6.0, "requests": 200.0,
+                                                                        "error_rate": 0.03}
     assert 'sum(http_server_requests_seconds_count{code=~"5.."})' in seen
     assert "sum(http_server_requests_seconds_count{})" in seen
 
@@ -112,9 +112,9 @@ def test_a_scalar_answer_is_one_sample_and_query_scalar_sums_the_samples(stub: S
         return vector(({"service": "a"}, 2), ({"service": "b"}, 3.5))
 
     s = stub(handler)
-    assert prom.query(s.url, "scalar(x)") == [{"metric": {}, "value": [1000.0, "4.5"]}]
-    assert prom.query_scalar(s.url, "scalar(x)") == 4.5
-    assert prom.query_scalar(s.url, "x") == 5.5
+    assert prom.query(prom_at(s.url), "scalar(x)") == [{"metric": {}, "value": [1000.0, "4.5"]}]
+    assert prom.query_scalar(prom_at(s.url), "scalar(x)") == 4.5
+    assert prom.query_scalar(prom_at(s.url), "x") == 5.5
 
 
 def test_services_where_a_selector_held_in_the_range(stub: Stub) -> None:
@@ -126,25 +126,25 @@ def test_services_where_a_selector_held_in_the_range(stub: Stub) -> None:
         return vector(({"service": "vuln"}, 1), ({"service": "notify"}, 0), ({"service": "policy"}, 1))
 
     s = stub(handler)
-    expired = contract.current().cache_expired
-    assert prom.services_where(s.url, expired, at=500.0, range_seconds=12.2) == ["policy", "vuln"]
+    expired = MetricContract().cache_expired
+    assert prom.services_where(prom_at(s.url), expired, at=500.0, range_seconds=12.2) == ["policy", "vuln"]
     assert queries[-1]["query"] == f"max by (service) (max_over_time({expired}[13s]))"
     assert float(queries[-1]["time"]) == 500.0
-    prom.services_where(s.url, expired)
+    prom.services_where(prom_at(s.url), expired)
     assert queries[-1]["query"] == f"max by (service) ({expired})" and "time" not in queries[-1]
 
 
 def test_cache_states_per_service_from_the_labs_state_gauge(stub: Stub) -> None:
     s = stub(lambda m, p, q, b: vector(({"service": "policy", "state": "stale"}, 1),
                                        ({"service": "vuln", "state": "fresh"}, 1)))
-    assert prom.cache_states(s.url) == {"policy": "stale", "vuln": "fresh"}
+    assert prom.cache_states(prom_at(s.url)) == {"policy": "stale", "vuln": "fresh"}
 
 
 def test_cache_states_from_a_contracts_expired_and_stale_series(stub: Stub) -> None:
     """A service exporting its own cache gauges (METRIC_CACHE_EXPIRED / METRIC_CACHE_STALE): expired beats stale,
     a service with the series at 0 is fresh, a service without them is absent."""
-    contract.register({"metric_service_label": "app", "metric_cache_expired": "keys_expired",
-                       "metric_cache_stale": "keys_stale"})
+    contract = MetricContract.parse({"service_label": "app", "cache_expired": "keys_expired",
+                                     "cache_stale": "keys_stale"})
 
     def handler(method: str, path: str, q: dict[str, str], body: Any) -> tuple[int, Any]:
         if "keys_expired" in q["query"]:
@@ -152,7 +152,7 @@ def test_cache_states_from_a_contracts_expired_and_stale_series(stub: Stub) -> N
         return vector(({"app": "orders"}, 1), ({"app": "billing"}, 1), ({"app": "audit"}, 0))
 
     s = stub(handler)
-    assert prom.cache_states(s.url) == {"orders": "expired", "billing": "stale", "audit": "fresh"}
+    assert prom.cache_states(prom_at(s.url, contract)) == {"orders": "expired", "billing": "stale", "audit": "fresh"}
 
 
 def test_unverified_accepts_are_the_increase_per_service(stub: Stub) -> None:
@@ -161,13 +161,13 @@ def test_unverified_accepts_are_the_increase_per_service(stub: Stub) -> None:
     at = {10.0: [({"service": "policy"}, 2), ({"service": "vuln"}, 5)],
           20.0: [({"service": "policy"}, 2), ({"service": "vuln"}, 9), ({"service": "notify"}, 1)]}
     s = stub(lambda m, p, q, b: vector(*at[float(q["time"])]))
-    assert prom.unverified_accepts_between(s.url, 10.0, 20.0) == {"vuln": 4.0, "notify": 1.0}
+    assert prom.unverified_accepts_between(prom_at(s.url), 10.0, 20.0) == {"vuln": 4.0, "notify": 1.0}
 
 
 def test_refused_credentials_say_what_to_give(stub: Stub) -> None:
     s = stub(lambda m, p, q, b: (401, {"status": "error", "error": "unauthorized"}))
     with pytest.raises(backends.BackendError, match=r"refused .* give its credentials \(prometheus_bearer_token"):
-        prom.query(s.url, "up")
+        prom.query(prom_at(s.url), "up")
     broken = stub(lambda m, p, q, b: (422, {"status": "error", "errorType": "bad_data", "error": "parse error"}))
     with pytest.raises(backends.BackendError, match=f"Prometheus at {broken.url}: query 'up\\(' failed"):
-        prom.query(broken.url, "up(")
+        prom.query(prom_at(broken.url), "up(")

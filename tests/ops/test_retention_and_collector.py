@@ -21,8 +21,10 @@ import pytest
 import yaml
 
 from chaosext.audit import schema, sources
+from chaosext.core.config import load_config
 from chaosext.lab import promconfig
 from chaosext.lab.audit import AuditLog
+from chaosext.run.context import RunContext
 from tests.jsonstub import JsonStub
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,6 +257,11 @@ def _clickhouse_value(row: dict[str, Any], expr: str) -> Any:
     return row[m.group(1)].get(m.group(2), "") if m.group(2) else row[m.group(1)]
 
 
+def _reading(tmp_path: Path, audit_source: str) -> RunContext:
+    """A run's context reading the audit store at ``audit_source`` (no lab, no credentials)."""
+    return RunContext(load_config({"audit_source": audit_source, "chaosext_lab_dir": str(tmp_path / "no-lab")}))
+
+
 @pytest.mark.contract
 def test_audit_probe_reads_back_what_the_collector_wrote_to_loki(tmp_path: Path) -> None:
     entries = [_loki_entry(r) for r in _written(tmp_path)]
@@ -269,10 +276,10 @@ def test_audit_probe_reads_back_what_the_collector_wrote_to_loki(tmp_path: Path)
         return 200, {"status": "success", "data": {"resultType": "streams", "result": result, "stats": {}}}
 
     with JsonStub(loki) as stub:
-        url = stub.url
-        events = sources.read_loki(url, "auth.degraded", 0, 4e9, services=("policy",))
-        everything = sources.read_loki(url, "auth.degraded", 0, 4e9)
-        none = sources.read_loki(url, "auth.recovered", 0, 4e9)
+        ctx = _reading(tmp_path, f"loki:{stub.url}")  # AUDIT_SOURCE as the probes read it
+        events = sources.read_events(ctx, "auth.degraded", 0, 4e9, services=("policy",))
+        everything = sources.read_events(ctx, "auth.degraded", 0, 4e9)
+        none = sources.read_events(ctx, "auth.recovered", 0, 4e9)
     assert [(e["service"], e["tenant"], e["action"]) for e in events] == [("policy", "*", "auth.degraded")]
     assert sorted(e["service"] for e in everything) == ["policy", "vuln"]
     assert none == []
@@ -298,9 +305,9 @@ def test_audit_probe_reads_back_what_the_collector_wrote_to_clickhouse(tmp_path:
                      "rows": len(data), "statistics": {"elapsed": 0.001, "rows_read": len(rows), "bytes_read": 1}}
 
     with JsonStub(clickhouse) as stub:
-        url = stub.url
-        events = sources.read_clickhouse(url, "auth.degraded", 0, 4e9, services=("vuln",))
-        rejected = sources.read_clickhouse(url, "auth.rejected", 0, 4e9)
+        ctx = _reading(tmp_path, f"clickhouse:{stub.url}")  # AUDIT_SOURCE as the probes read it
+        events = sources.read_events(ctx, "auth.degraded", 0, 4e9, services=("vuln",))
+        rejected = sources.read_events(ctx, "auth.rejected", 0, 4e9)
     assert [(e["service"], e["tenant"], e["subject"]) for e in events] == [("vuln", "*", "system")]
     assert sorted((e["service"], e["tenant"], e["result"]) for e in rejected) == [
         ("policy", "t01", "no_keys"), ("vuln", "t01", "no_keys")]

@@ -1,8 +1,8 @@
 """The abort decision on its own: observations and a clock in, stop or go on out (no lab, no process, no sleep)."""
 from __future__ import annotations
 
-from chaosext.core.runfile import Observation
 from chaosext.outage.guard import SIGTERM_REASON, AbortGuard, decide
+from chaosext.outage.notebook import Observation
 
 GUARD = AbortGuard(max_error_rate=0.5, after_seconds=30)
 END_BY = 1_000.0

@@ -1,6 +1,6 @@
 """Judging once after the outage, without a lab: every check runs even after a failure, a check that raises fails
-with its error, the results are kept in the run file (the checks then return them), and no outage = not judged.
-Plus the windows the evidence file is saved for."""
+with its error, the results are kept in the outage notebook (a probe naming the check then returns them), and no
+outage = not judged. Plus the windows the evidence file is saved for."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,29 +8,27 @@ from typing import Any
 
 import pytest
 
-from chaosext.core.config import load_config
-from chaosext.core.judging import Judging, outage_check
-from chaosext.core.runfile import Baseline, CheckResult, edit_run, load_run, new_run
 from chaosext.outage import judge
 from chaosext.outage.evidence import run_windows, save_run_evidence
+from chaosext.outage.judging import Judging, recorded_or_judged
+from chaosext.outage.notebook import load_notebook
+from chaosext.run.context import run_context
+from chaosext.run.record import Baseline, CheckResult, edit_run
+from tests.runutil import run_dir, start_run
 
-RUN_ID = "ab12cd34"
 calls: list[str] = []
 
 
-@outage_check("alpha")
 def alpha_check(judging: Judging) -> CheckResult:
     calls.append("alpha")
     return {"phase": "outage", "ok": False, "why": "alpha failed"}
 
 
-@outage_check("beta")
 def beta_check(judging: Judging) -> CheckResult:
     calls.append("beta")
     raise RuntimeError("beta blew up")
 
 
-@outage_check("gamma")
 def gamma_check(judging: Judging) -> CheckResult:
     calls.append("gamma")
     return {"phase": "outage", "ok": True}
@@ -40,33 +38,31 @@ CHECKS = (("alpha", alpha_check), ("beta", beta_check), ("gamma", gamma_check))
 
 
 def _conf(tmp: Path) -> dict[str, Any]:
-    conf = {"chaosext_lab_dir": str(tmp / "nolab"), "chaosext_run_dir": str(tmp / "runs"),
-            "prometheus_url": "http://127.0.0.1:9", "baseline_seconds": "60"}
-    new_run(conf["chaosext_run_dir"], RUN_ID)
-    conf["chaosext_run_id"] = RUN_ID
-    return conf
+    return start_run(tmp, prometheus_url="http://127.0.0.1:9", baseline_seconds="60")
 
 
-def _outage(tmp: Path, start: float = 1000.0, end: float | None = 1030.0) -> None:
-    with edit_run(str(tmp / "runs" / RUN_ID)) as run:
-        run.begin_outage(start, RUN_ID, None)
+def _outage(conf: dict[str, Any], start: float = 1000.0, end: float | None = 1030.0) -> None:
+    with edit_run(run_dir(conf)) as run:
+        run.begin_outage(start, "ab12cd34", None)
         if end is not None:
             run.end_outage(end, "", None)
 
 
 def test_every_check_runs_once_and_is_kept_by_its_function(tmp_path: Path) -> None:
     conf = _conf(tmp_path)
-    _outage(tmp_path)
+    _outage(conf)
     calls.clear()
-    results = judge.run_checks(conf, CHECKS)
+    ctx = run_context(conf)
+    results = judge.run_checks(ctx, CHECKS)
+    assert results is not None
     assert calls == ["alpha", "beta", "gamma"]  # a failing or raising check does not stop the others
     assert results["alpha"]["ok"] is False and results["gamma"]["ok"] is True
     assert results["beta"] == {"ok": False, "error": "RuntimeError: beta blew up"}
-    recorded = load_run(str(tmp_path / "runs" / RUN_ID)).judgments.results
+    recorded = load_notebook(run_dir(conf)).judgments.results
     assert set(recorded) == {"alpha_check", "beta_check", "gamma_check"}
     calls.clear()
-    assert alpha_check(configuration=conf) == results["alpha"] and calls == []  # the recorded result, not again
-    judge.run_checks(conf, CHECKS)  # judging again judges afresh
+    assert recorded_or_judged(ctx, alpha_check) == results["alpha"] and calls == []  # the recorded result, not again
+    judge.run_checks(ctx, CHECKS)  # judging again judges afresh
     assert calls == ["alpha", "beta", "gamma"]
 
 
@@ -77,18 +73,30 @@ def test_judge_outage_without_an_outage_judges_nothing(tmp_path: Path) -> None:
                    "why": "no outage was recorded: the fault was not applied"}
     assert judge.judge_outage(configuration={**conf, "chaosext_dry_run": "actions"})["why"] == \
         "dry run: nothing was injected"
+    assert judge.run_checks(run_context(conf), CHECKS) is None
 
 
 def test_judge_outage_names_the_failed_checks_and_saves_evidence(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     conf = _conf(tmp_path)
-    _outage(tmp_path)
+    _outage(conf)
     monkeypatch.setattr(judge, "OUTAGE_CHECKS", CHECKS)
     out = judge.judge_outage(configuration=conf)
     assert out["ok"] is False and out["failed"] == ["alpha", "beta"] and list(out["checks"]) == ["alpha", "beta",
                                                                                                   "gamma"]
     assert out["evidence"]["ok"] is False and "gave no ranges" in out["evidence"]["error"]  # Prometheus is down
-    assert Path(out["evidence"]["evidence_file"]) == tmp_path / "runs" / RUN_ID / "evidence.json"
+    assert Path(out["evidence"]["evidence_file"]) == run_dir(conf) / "evidence.json"
+
+
+def test_judge_drill_records_the_drill_checks_the_same_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = _conf(tmp_path)
+    assert judge.judge_drill(configuration=conf)["failed"] == ["no-outage"]
+    _outage(conf)
+    monkeypatch.setattr(judge, "DRILL_CHECKS", CHECKS[::-1])
+    calls.clear()
+    out = judge.judge_drill(configuration=conf)
+    assert calls == ["gamma", "beta", "alpha"] and out["failed"] == ["beta", "alpha"] and "evidence" not in out
+    assert set(load_notebook(run_dir(conf)).judgments.results) == {"alpha_check", "beta_check", "gamma_check"}
 
 
 def test_the_drill_and_the_experiment_judge_the_same_way() -> None:
@@ -99,17 +107,16 @@ def test_the_drill_and_the_experiment_judge_the_same_way() -> None:
     assert {"fails-closed-after-expiry", "auth-expired-audited", "expiry-alerts-fired"} <= set(drill)
 
 
-def test_evidence_windows_come_from_the_run_file(tmp_path: Path) -> None:
+def test_evidence_windows_come_from_the_run_record(tmp_path: Path) -> None:
     conf = _conf(tmp_path)
-    cfg = load_config(conf)
-    assert run_windows(cfg) == {}
-    assert save_run_evidence(cfg) == {"ok": False, "error": "no window recorded"}
-    with edit_run(cfg.run_dir) as run:
+    ctx = run_context(conf)
+    assert run_windows(ctx) == {}
+    assert save_run_evidence(ctx) == {"ok": False, "error": "no window recorded"}
+    with edit_run(run_dir(conf)) as run:
         run.baseline = Baseline(judged_at=990.0, window_seconds=60, requests=100.0)
-    _outage(tmp_path, 1000.0, None)
-    windows = run_windows(cfg)
+    _outage(conf, 1000.0, None)
+    windows = run_windows(ctx)
     assert windows["baseline"] == (930.0, 990.0) and windows["outage"][0] == 1000.0 and "recovery" not in windows
-    _outage(tmp_path, 1000.0, 1030.0)
-    windows = run_windows(cfg)
+    _outage(conf, 1000.0, 1030.0)
+    windows = run_windows(ctx)
     assert windows["outage"] == (1000.0, 1030.0) and windows["recovery"][0] == 1030.0
-

@@ -1,5 +1,6 @@
 """The watch step's loop with its readings faked and a fake clock (no lab, no fault, no sleeping): what it records
-in the run file, when the abort guard ends it, and how the outage checks then judge what it recorded."""
+(the outage window in the run record, one observation per tick in the outage notebook), when the abort guard ends it,
+and how the outage checks then judge what it recorded."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,12 +8,15 @@ from typing import Any
 
 import pytest
 
-from chaosext.core.runfile import ServiceObservation, load_run, new_run
 from chaosext.egress.base import FaultSpec
-from chaosext.metrics.probes import outage_held
 from chaosext.outage import watch
+from chaosext.outage.checks import outage_held
+from chaosext.outage.judging import judging_of
+from chaosext.outage.notebook import Judgments, ServiceObservation, edit_notebook, load_notebook
+from chaosext.run.context import run_context
+from chaosext.run.record import load_run
+from tests.runutil import RUN_ID, run_dir, start_run
 
-RUN_ID = "ab12cd34"
 SPEC = FaultSpec(jwks_url="http://127.0.0.2:8440/.well-known/jwks.json", host="127.0.0.2", port=8440,
                  addresses=("127.0.0.2",), via="iptables", target="local", mode="drop", duration_seconds=60,
                  run_id=RUN_ID)
@@ -46,58 +50,70 @@ def _fake_world(monkeypatch: pytest.MonkeyPatch, error_share: float, lifted: fro
     """Every tick: 100 more requests, ``error_share`` of them errors; caches stale; alerts never fire."""
     counts = iter((float(error_share * 100 * i), float(100 * i)) for i in range(1000))
     monkeypatch.setattr(watch, "time", FakeClock())
-    monkeypatch.setattr(watch, "fault_record", lambda run_id: {"spec": SPEC.to_dict()} if run_id == RUN_ID else None)
-    monkeypatch.setattr(watch, "build_driver", lambda via, options: Driver(set(lifted)))
-    monkeypatch.setattr(watch, "ensure_tokens", lambda cfg: {"t01": "not-a-real-token"})
-    monkeypatch.setattr(watch, "forgery_plan", lambda cfg, configuration=None: None)
+    monkeypatch.setattr(watch, "run_fault", lambda ctx: SPEC if ctx.run_id == RUN_ID else None)
+    monkeypatch.setattr(watch, "build_driver", lambda via, options, secrets=None: Driver(set(lifted)))
+    monkeypatch.setattr(watch, "ensure_tokens", lambda ctx: {"t01": "not-a-real-token"})
+    monkeypatch.setattr(watch, "forgery_plan", lambda ctx: None)
     monkeypatch.setattr(watch, "k6_snapshot", lambda address: None)
-    monkeypatch.setattr(watch, "alert_names", lambda cfg: (set(), set()))
-    monkeypatch.setattr(watch, "error_counts", lambda cfg, at=None, fallback=(0.0, 0.0): next(counts))
-    monkeypatch.setattr(watch, "observe_services", lambda cfg, tokens, forged, tick, start: (
+    monkeypatch.setattr(watch, "firing_now", lambda ctx: (set(), set()))
+    monkeypatch.setattr(watch, "error_counts", lambda ctx, at=None, fallback=(0.0, 0.0): next(counts))
+    monkeypatch.setattr(watch, "observe_services", lambda ctx, tokens, forged, tick, start: (
         {"policy": ServiceObservation(state="stale", age=4.0, valid={"t01": 200})}, None))
 
 
 def _conf(tmp: Path, **extra: str) -> dict[str, Any]:
-    conf = {"chaosext_lab_dir": str(tmp / "nolab"), "chaosext_run_dir": str(tmp / "runs"),
-            "service_urls": "policy=http://127.0.0.1:9", "watch_interval": "1", "outage_seconds": "30",
-            "abort_error_rate": "0.5", "abort_after_seconds": "2", **extra}
-    new_run(conf["chaosext_run_dir"], RUN_ID)
-    conf["chaosext_run_id"] = RUN_ID
-    return conf
+    return start_run(tmp, **{"service_urls": "policy=http://127.0.0.1:9", "watch_interval": "1",
+                             "outage_seconds": "30", "abort_error_rate": "0.5", "abort_after_seconds": "2", **extra})
 
 
-def test_the_abort_guard_ends_the_watch_and_the_run_file_says_why(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def _held(conf: dict[str, Any]) -> dict[str, Any]:
+    judging = judging_of(run_context(conf))
+    assert judging is not None
+    return outage_held(judging)
+
+
+def test_the_abort_guard_ends_the_watch_and_the_run_record_says_why(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_world(monkeypatch, error_share=0.9)
     conf = _conf(tmp_path)
     out = watch.watch_outage(configuration=conf)
     assert out["watched"] and out["aborted"] and out["reason"] == "abort guard: error rate above 50% for 2s"
     assert out["ticks"] == 3 and out["seconds"] == 2.0  # ticks at 0, 1 and 2 s: above the threshold for 2 s
-    run = load_run(str(tmp_path / "runs" / RUN_ID))
+    run = load_run(run_dir(conf))
     assert run.outage is not None and run.outage.aborted and run.outage.reason == out["reason"]
     assert run.outage.fault_run_id == RUN_ID and run.phase == "recovery"
-    assert [o.elapsed for o in run.observations] == [0.0, 1.0, 2.0]
-    assert all(o.fault_holds and o.recent_error_rate == pytest.approx(0.9) for o in run.observations)
-    assert run.observations[-1].services["policy"].valid == {"t01": 200}
-    held = outage_held(configuration=conf)
+    observations = load_notebook(run_dir(conf)).observations
+    assert [o.elapsed for o in observations] == [0.0, 1.0, 2.0]
+    assert all(o.fault_holds and o.recent_error_rate == pytest.approx(0.9) for o in observations)
+    assert observations[-1].services["policy"].valid == {"t01": 200}
+    held = _held(conf)
     assert held["ok"] and held["aborted"] and held["reason"].startswith("abort guard")
 
 
 def test_a_guard_above_one_lets_the_outage_run_its_course(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_world(monkeypatch, error_share=1.0)
-    out = watch.watch_outage(duration_seconds=3, configuration=_conf(tmp_path, abort_error_rate="2"))
+    conf = _conf(tmp_path, abort_error_rate="2")
+    out = watch.watch_outage(duration_seconds=3, configuration=conf)
     assert out["watched"] and not out["aborted"] and out["reason"] == "" and out["ticks"] == 4
-    run = load_run(str(tmp_path / "runs" / RUN_ID))
+    run = load_run(run_dir(conf))
     assert run.outage is not None and run.outage.end == run.outage.start + 3 and not run.outage.aborted
+
+
+def test_the_watch_reads_the_settings_the_run_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A setting handed to a later activity (Chaos Toolkit's copy of the configuration) does not change the run: the
+    abort guard the run started with still ends the outage."""
+    _fake_world(monkeypatch, error_share=0.9)
+    conf = _conf(tmp_path)
+    out = watch.watch_outage(configuration={**conf, "abort_error_rate": "2", "outage_seconds": "1"})
+    assert out["aborted"] and out["reason"] == "abort guard: error rate above 50% for 2s" and out["ticks"] == 3
 
 
 def test_a_lifted_fault_is_recorded_and_fails_outage_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_world(monkeypatch, error_share=0.0, lifted=frozenset({2}))
     conf = _conf(tmp_path, outage_seconds="4")
     assert watch.watch_outage(configuration=conf)["ticks"] == 5
-    run = load_run(str(tmp_path / "runs" / RUN_ID))
-    assert [o.fault_holds for o in run.observations] == [True, True, False, True, True]
-    held = outage_held(configuration=conf)
+    assert [o.fault_holds for o in load_notebook(run_dir(conf)).observations] == [True, True, False, True, True]
+    held = _held(conf)
     assert not held["ok"] and held["ticks_not_held"] == 1 and held["measured_seconds"] == 2.0
     assert held["why"].startswith("outage did not hold: the JWKS was reachable from the target 2s into the outage")
 
@@ -105,7 +121,23 @@ def test_a_lifted_fault_is_recorded_and_fails_outage_held(tmp_path: Path, monkey
 def test_without_a_fault_of_this_run_there_is_nothing_to_watch(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_world(monkeypatch, error_share=0.0)
-    conf = {**_conf(tmp_path), "chaosext_run_id": "", "chaosext_dry_run": "actions"}
-    assert watch.watch_outage(configuration=conf) == {"watched": False, "reason": "dry run: no fault was applied",
+    conf = _conf(tmp_path)
+    dry = {**conf, "chaosext_run_id": "", "chaosext_dry_run": "actions"}
+    assert watch.watch_outage(configuration=dry) == {"watched": False, "reason": "dry run: no fault was applied",
+                                                      "ticks": 0}
+    monkeypatch.setattr(watch, "run_fault", lambda ctx: None)  # a run whose fault failed: no record of it
+    assert watch.watch_outage(configuration=conf) == {"watched": False, "reason": "this run applied no fault",
                                                        "ticks": 0}
-    assert load_run(str(tmp_path / "runs" / RUN_ID)).outage is None
+    assert load_run(run_dir(conf)).outage is None and load_notebook(run_dir(conf)).observations == []
+
+
+def test_a_new_outage_starts_a_fresh_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_world(monkeypatch, error_share=0.0)
+    conf = _conf(tmp_path, outage_seconds="2")
+    watch.watch_outage(configuration=conf)
+    with edit_notebook(run_dir(conf)) as first:
+        assert [o.elapsed for o in first.observations] == [0.0, 1.0, 2.0]
+        first.judgments = Judgments({"outage_held": {"ok": True}})
+    watch.watch_outage(duration_seconds=1, configuration=conf)
+    again = load_notebook(run_dir(conf))
+    assert [o.elapsed for o in again.observations] == [0.0, 1.0] and again.judgments == Judgments()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from chaosext.doctor import VIAS, doctor
+from chaosext.core.faulttarget import VIA_FORMS
+from chaosext.doctor import doctor
 from chaosext.verdict import verdict
 
 LONG_NAME = "server-side-error-rate-of-every-tenant-during-the-outage"
@@ -43,6 +44,6 @@ def test_doctor_via_offers_only_real_methods(monkeypatch) -> None:
     monkeypatch.delenv("FAULT_VIA", raising=False)
     help_text = CliRunner().invoke(doctor, ["--help"]).output
     choices = re.search(r"--via \[([^\]]*)\]", help_text).group(1).split("|")
-    assert choices == list(VIAS) and "" not in choices
+    assert choices == list(VIA_FORMS) and "" not in choices
     empty = CliRunner().invoke(doctor, ["--via", ""])
     assert empty.exit_code == 2 and "Invalid value for '--via'" in empty.output

@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 import requests
 
+from chaosext.core.backends import backend
+from chaosext.core.config import ExperimentConfig
+from chaosext.metrics.prom import Prom
 from chaosext.outage import evidence
 from chaosext.report.cli import build_report
 from chaosext.report.plots import make_plots
@@ -41,6 +44,11 @@ def _journal(tmp_path: Path, start: float, end: float, outputs: list[dict[str, A
     path = tmp_path / "journal.json"
     path.write_text(json.dumps(doc))
     return path
+
+
+def _prom(url: str) -> Prom:
+    """Prometheus at ``url``, no credentials, the lab's metric names."""
+    return Prom(backend("prometheus", url, ExperimentConfig()))
 
 
 def _pngs(html: str) -> dict[str, bytes]:
@@ -74,7 +82,7 @@ def test_saved_evidence_draws_the_run_after_prometheus_is_gone(lab: dict[str, An
     thirds = (t3 - t0) / 3
     windows = {"baseline": (t0, t0 + thirds), "outage": (t0 + thirds, t0 + 2 * thirds),
                "recovery": (t0 + 2 * thirds, t3)}
-    saved = evidence.save_evidence(lab["prometheus_url"], windows, str(tmp_path / "run"))
+    saved = evidence.save_evidence(_prom(lab["prometheus_url"]), windows, str(tmp_path / "run"))
 
     assert saved["ok"] is True and saved["error"] == "", saved
     path = Path(saved["evidence_file"])
@@ -85,7 +93,7 @@ def test_saved_evidence_draws_the_run_after_prometheus_is_gone(lab: dict[str, An
 
     # the journal names the file (as the experiment does at judge time); Prometheus is unreachable now
     journal = _journal(tmp_path, t0, t3, [{"ok": True, **saved}, {"ok": True, "p95_read_ms": 1.2, "p95_write_ms": 1.4}])
-    html, _verdict, warnings = build_report(str(journal), prometheus_url="http://127.0.0.1:9")
+    html, _verdict, warnings = build_report(str(journal), prometheus=_prom("http://127.0.0.1:9"))
     pngs = _pngs(html)
     assert {"error_rate", "p95_latency", "jwks_cache_state"} <= set(pngs), sorted(pngs)
     assert "NO DATA" not in html and warnings == []
@@ -112,7 +120,7 @@ def test_alert_states_plot_shows_pending_and_firing() -> None:
 def test_a_report_without_metric_data_says_so_in_its_banner(tmp_path: Path, unused_port: int) -> None:
     now = time.time()
     journal = _journal(tmp_path, now - 60, now, [{"ok": True}])
-    html, _verdict, warnings = build_report(str(journal), prometheus_url=f"http://127.0.0.1:{unused_port}")
+    html, _verdict, warnings = build_report(str(journal), prometheus=_prom(f"http://127.0.0.1:{unused_port}"))
     banner = re.search(r'<div class="verdict (\w+)"><b>([^<]+)</b>', html)
     assert banner and "NO DATA" in banner.group(2), banner and banner.groups()
     assert banner.group(1) != "pass"
@@ -122,9 +130,10 @@ def test_a_report_without_metric_data_says_so_in_its_banner(tmp_path: Path, unus
 def test_save_evidence_refuses_unusable_windows_and_survives_a_dead_prometheus(tmp_path: Path,
                                                                               unused_port: int) -> None:
     with pytest.raises(ValueError, match="at least one window"):
-        evidence.save_evidence("http://127.0.0.1:9", {}, str(tmp_path))
+        evidence.save_evidence(_prom("http://127.0.0.1:9"), {}, str(tmp_path))
     with pytest.raises(ValueError, match="before start"):
-        evidence.save_evidence("http://127.0.0.1:9", {"outage": (10.0, 5.0)}, str(tmp_path))
-    saved = evidence.save_evidence(f"http://127.0.0.1:{unused_port}", {"outage": (1.0, 2.0)}, str(tmp_path / "run"))
+        evidence.save_evidence(_prom("http://127.0.0.1:9"), {"outage": (10.0, 5.0)}, str(tmp_path))
+    dead = _prom(f"http://127.0.0.1:{unused_port}")
+    saved = evidence.save_evidence(dead, {"outage": (1.0, 2.0)}, str(tmp_path / "run"))
     assert saved["ok"] is False and "gave no ranges" in saved["error"]
     assert json.loads(Path(saved["evidence_file"]).read_text())["windows"] == {"outage": [1.0, 2.0]}

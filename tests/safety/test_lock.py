@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -28,12 +29,67 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_key_is_normalised_to_target_and_jwks_host_port() -> None:
+    host = socket.gethostname()
     a = lock.lock_key("iptables", "netns:a", "http://Auth.Example:80/.well-known/jwks.json")
     assert a == lock.lock_key("iptables", " netns:a ", "http://auth.example/other") \
-        == "iptables|netns:a|auth.example:80"
+        == f"iptables|netns:a|auth.example:80@{host}"  # no namespace a here: the host alone
     assert a != lock.lock_key("iptables", "netns:b", "http://auth.example/x")
     assert a != lock.lock_key("iptables", "netns:a", "https://auth.example/x")  # port 443
-    assert lock.lock_key("iptables", "local", "http://[fd00::2]:8440/j") == "iptables|local|[fd00::2]:8440"
+    own_netns = os.stat("/proc/self/ns/net").st_ino
+    assert lock.lock_key("iptables", "local", "http://[fd00::2]:8440/j") \
+        == f"iptables|local|[fd00::2]:8440@{host}/net:{own_netns}"
+    assert lock.lock_key("envoy", "http://127.0.0.1:9901", URL).endswith(f"@{host}/net:{own_netns}")
+    # targets every machine shares carry no host: the cluster Lease excludes the other machines
+    assert lock.lock_key("envoy", "http://envoy-admin.mesh:9901", URL) == "envoy|http://envoy-admin.mesh:9901|" \
+        "127.0.0.2:8440"
+    for via, target in (("k8s-networkpolicy", "tenancy/app=policy"), ("istio", "tenancy/app=policy"),
+                        ("iptables", "k8s-pod:tenancy/app=policy")):
+        assert lock.lock_key(via, target, URL) == f"{via}|{target}|127.0.0.2:8440"
+
+
+def _in_netns(netns: str, code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", textwrap.dedent(code), *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+
+
+@pytest.mark.e2e
+@pytest.mark.netns
+def test_labs_in_two_network_namespaces_do_not_block_each_other_but_one_namespace_does(state_dir: Path) -> None:
+    """Two `chaos run`s, each inside its own namespace with FAULT_TARGET=local and the same JWKS address (the lab's
+    127.0.0.2:8440), share one state dir (root's HOME) and must both run; a second run inside the same namespace is
+    refused. Before the key carried the namespace, the second lab's run was refused."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for ip netns")
+    from tests.experiment.experiment_util import Netns
+
+    hold = """
+        import sys
+        from chaosext.safety import lock
+        try:
+            lock.acquire(lock.lock_key("iptables", "local", sys.argv[1]), sys.argv[2])
+            print("won", flush=True)
+        except lock.LockHeld as exc:
+            print("held:", exc, flush=True)
+        sys.stdin.read()
+    """
+    first, second = Netns(), Netns()
+    procs: list[subprocess.Popen] = []
+    try:
+        for ns, run_id in ((first, "nsaa0001"), (second, "nsbb0002"), (first, "nsaa0003")):
+            procs.append(_in_netns(ns.name, hold, URL, run_id))
+            assert procs[-1].stdout
+            answers = procs[-1].stdout.readline().strip()
+            if run_id == "nsaa0003":
+                assert answers.startswith("held:") and "in use by run nsaa0001" in answers, answers
+            else:
+                assert answers == "won", answers
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
+        first.close()
+        second.close()
 
 
 def test_second_acquire_is_refused_naming_the_holder_and_changes_nothing(state_dir: Path) -> None:

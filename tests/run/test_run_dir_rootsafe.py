@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chaosext.core import heartbeat, runfile
+from chaosext.run import heartbeat, record
 from tests.conftest import Attacker
 
 RUN_ID = "1a2b3c4d"
@@ -38,14 +38,14 @@ def test_a_run_base_the_user_owns_is_refused_and_its_heartbeat_is_never_trusted(
     attacker.sh("mkdir .chaosext-run")
     refused = None
     try:
-        runfile.new_run(str(base), RUN_ID)
+        record.new_run(str(base), RUN_ID)
         pulse = heartbeat.Heartbeat(str(base / RUN_ID / "heartbeat")).start()
     except PermissionError as exc:
         refused = exc
     else:  # what the user can do next in a directory of its own: swap the run directory for a symlink
         attacker.sh(f"mv .chaosext-run/{RUN_ID} .chaosext-run/old && ln -s {victim} .chaosext-run/{RUN_ID}")
         pulse.beat()
-        runfile.save_run(str(base / RUN_ID), runfile.Run(run_id=RUN_ID))
+        record.save_run(str(base / RUN_ID), record.Run(run_id=RUN_ID))
         pulse.stop()
     assert _mode(victim / "heartbeat") == 0o644, "root chmod-ed a file through the swapped run directory"
     assert (victim / "run.json").read_text() == "precious\n", "root wrote the run file through the symlink"
@@ -58,7 +58,7 @@ def test_a_run_base_the_user_owns_is_refused_and_its_heartbeat_is_never_trusted(
 def test_the_heartbeat_never_follows_a_run_directory_swapped_after_it_started(tmp_path: Path) -> None:
     victim = _victim_dir(tmp_path)
     base = tmp_path / "run"
-    runfile.new_run(str(base), RUN_ID)
+    record.new_run(str(base), RUN_ID)
     pulse = heartbeat.Heartbeat(str(base / RUN_ID / "heartbeat")).start()
     try:
         (base / RUN_ID).rename(base / "moved")
@@ -75,7 +75,7 @@ def test_run_directories_are_0700_and_their_files_0600(tmp_path: Path) -> None:
     old = os.umask(0o022)  # a permissive umask must not widen anything
     try:
         base = tmp_path / "base" / "run"
-        runfile.new_run(str(base), RUN_ID)
+        record.new_run(str(base), RUN_ID)
         pulse = heartbeat.Heartbeat(str(base / RUN_ID / "heartbeat")).start()
         pulse.stop()
     finally:
@@ -88,5 +88,5 @@ def test_run_directories_are_0700_and_their_files_0600(tmp_path: Path) -> None:
 
 def test_a_run_id_never_becomes_a_path(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a chaosext run id"):
-        runfile.new_run(str(tmp_path / "run"), "../x")
+        record.new_run(str(tmp_path / "run"), "../x")
     assert not (tmp_path / "x").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from chaosext.core import safefs
 from chaosext.core.errors import ConfigError
@@ -42,11 +43,14 @@ class Heartbeat:
     pass ``remove=True`` to delete it.
     """
 
-    def __init__(self, path: str, interval: float = HEARTBEAT_INTERVAL) -> None:
+    def __init__(self, path: str, interval: float = HEARTBEAT_INTERVAL,
+                 on_beat: Callable[[], object] | None = None) -> None:
         if interval <= 0:
             raise ConfigError(f"heartbeat interval {interval!r}: give seconds > 0 (default {HEARTBEAT_INTERVAL})")
         self.path = str(path)
         self.interval = float(interval)
+        #: called after every beat of the thread (the run's cluster Lease renews with the pulse); must not block long
+        self.on_beat = on_beat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fd = -1
@@ -76,6 +80,11 @@ class Heartbeat:
                 self.beat()
             except OSError:  # the run dir went away: nothing to renew; the watchdog will see the pulse stop
                 pass
+            if self.on_beat is not None:
+                try:
+                    self.on_beat()
+                except Exception:  # a renewal that failed must not stop the pulse the dead-man switch watches
+                    pass
 
     def stop(self, remove: bool = False) -> None:
         """Stop beating (idempotent); with ``remove`` also delete the file."""

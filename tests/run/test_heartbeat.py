@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chaosext.core.heartbeat import Heartbeat, age
+from chaosext.run.heartbeat import Heartbeat, age
 
 
 def test_beats_keep_the_file_young_and_stop_lets_it_age(tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ def test_the_beats_stop_when_the_process_is_killed(tmp_path: Path) -> None:
     path = tmp_path / "heartbeat"
     code = textwrap.dedent(f"""
         import time
-        from chaosext.core.heartbeat import Heartbeat
+        from chaosext.run.heartbeat import Heartbeat
         Heartbeat({str(path)!r}, interval=0.2).start()
         time.sleep(600)
     """)
