@@ -87,10 +87,19 @@ def _in_lab_netns(state: dict[str, Any]) -> bool:
     return isinstance(ns, str) and bool(ns) and ns == netns_id()
 
 
+def _origin(url: Any) -> str:
+    try:
+        return parse(url).origin
+    except UrlError:
+        return ""
+
+
 def is_lab_url(url: str, state: dict[str, Any] | None) -> bool:
-    """True when ``state`` is a running lab's, this process runs in its network namespace and ``url`` is one of
-    the lab's URLs."""
-    return bool(state) and _in_lab_netns(state or {}) and any(same_url(url, u) for u in lab_urls(state or {}))
+    """True when ``state`` is a running lab's, this process runs in its network namespace and ``url`` is on the
+    origin (scheme, host, port) of one of the lab's URLs (``http://127.0.0.1:9490/-/ready`` is the lab's Prometheus)."""
+    origin = _origin(url)
+    return bool(origin) and bool(state) and _in_lab_netns(state or {}) \
+        and any(origin == _origin(u) for u in lab_urls(state or {}))
 
 
 def _fault_problem(cfg: Target, state: dict[str, Any]) -> str:
