@@ -51,7 +51,7 @@ def test_restore_all_removes_only_rules_and_chains_whose_names_are_exactly_chaos
     for rule in USER_RULES:
         _ns_iptables(netns, *rule)
     before = _ns_iptables(netns, "-S").splitlines()
-    out = block_jwks_egress(jwks_url=URL, via="iptables", target=f"netns:{netns}", duration_seconds=60,
+    out = block_jwks_egress(jwks_url=URL, via="iptables", target=f"netns:{netns}", deadline_seconds=60,
                             use_watchdog=False, verify=False, run_id="1a2b3c4d")
     assert any("CHAOSEXT-1a2b3c4d " in line or line.endswith("CHAOSEXT-1a2b3c4d")
                for line in _ns_iptables(netns, "-S").splitlines())

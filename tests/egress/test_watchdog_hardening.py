@@ -32,7 +32,7 @@ def netns() -> Iterator[str]:
 
 
 def _block(netns: str) -> dict[str, object]:
-    return block_jwks_egress(jwks_url=URL, via="iptables", target=f"netns:{netns}", duration_seconds=120,
+    return block_jwks_egress(jwks_url=URL, via="iptables", target=f"netns:{netns}", deadline_seconds=120,
                              verify=False, run_id="1a2b3c4d", driver_options={"spec_marker": "only-on-stdin"})
 
 

@@ -76,12 +76,12 @@ def test_labs_in_two_network_namespaces_do_not_block_each_other_but_one_namespac
     first, second = Netns(), Netns()
     procs: list[subprocess.Popen] = []
     try:
-        for ns, run_id in ((first, "nsaa0001"), (second, "nsbb0002"), (first, "nsaa0003")):
+        for ns, run_id in ((first, "aaaa0001"), (second, "bbbb0002"), (first, "aaaa0003")):
             procs.append(_in_netns(ns.name, hold, URL, run_id))
             assert procs[-1].stdout
             answers = procs[-1].stdout.readline().strip()
-            if run_id == "nsaa0003":
-                assert answers.startswith("held:") and "in use by run nsaa0001" in answers, answers
+            if run_id == "aaaa0003":
+                assert answers.startswith("held:") and "in use by run aaaa0001" in answers, answers
             else:
                 assert answers == "won", answers
     finally:

@@ -34,7 +34,7 @@ IN_NEAR = textwrap.dedent("""
         from chaosext.egress.actions import block_jwks_egress
         try:
             block_jwks_egress(jwks_url="http://127.0.0.2:8440/.well-known/jwks.json", via="envoy",
-                              target=conf["fault_target"], duration_seconds=60, use_watchdog=False, verify=False,
+                              target=conf["fault_target"], deadline_seconds=60, use_watchdog=False, verify=False,
                               run_id="1a2b3c4d")
             out["block"] = "applied"
         except Exception as exc:
