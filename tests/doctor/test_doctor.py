@@ -80,7 +80,9 @@ def test_doctor_warns_when_the_fault_would_block_an_address_the_idp_does_not_pub
         module_netns: str, ns_lab: dict[str, Any], unused_port: int) -> None:
     """JWKS_URL elsewhere than discovery's jwks_uri: the fault would block something the services may never use."""
     elsewhere = f"http://127.0.0.1:{unused_port}/.well-known/jwks.json"
-    proc = _doctor(module_netns, "--state-dir", ns_lab["state_dir"], "--json", env={"JWKS_URL": elsewhere})
+    # a JWKS_URL the lab's state file does not name is not the lab's: approved, as any other target would be
+    proc = _doctor(module_netns, "--state-dir", ns_lab["state_dir"], "--json",
+                   env={"JWKS_URL": elsewhere, "CHAOSEXT_APPROVE": "127.0.0.1"})
     jwks = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "idp jwks_uri")
     assert jwks["status"] == "warn" and elsewhere in jwks["detail"] and ns_lab["jwks_url"] in jwks["detail"]
     assert "fetch the keys" in jwks["fix"]
@@ -160,9 +162,12 @@ def test_doctor_fails_without_cap_net_admin(tmp_path: Path) -> None:
     the check either passes (rules listable) or fails with the CAP_NET_ADMIN fix - never a traceback."""
     import subprocess
 
+    # no lab runs there, so the loopback target and its plain-http services are approved as any other would be
+    env = dict(os.environ, CHAOSEXT_APPROVE="127.0.0.2", CHAOSEXT_ALLOW_HTTP="true",
+               CHAOSEXT_LAB_DIR=str(tmp_path / "no-lab"))
     proc = subprocess.run(["unshare", "-rn", sys.executable, "-m", "chaosext.cli", "doctor", "--json",
                            "--prometheus-url", "http://127.0.0.1:9", "--alertmanager-url", "http://127.0.0.1:9"],
-                          capture_output=True, text=True, timeout=60, env=dict(os.environ))
+                          capture_output=True, text=True, timeout=60, env=env)
     report = json.loads(proc.stdout)
     ipt = next(c for c in report["checks"] if c["name"] == "iptables")
     assert ipt["ok"] or "CAP_NET_ADMIN" in ipt["fix"]

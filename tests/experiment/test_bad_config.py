@@ -62,7 +62,9 @@ def test_live_refusals_are_doctors_too(experiment: ExperimentRunner, lab_factory
     closed = free_ports(["127.0.0.1"])[0]
     services = ",".join(f"{n}={u}" for n, u in lab["service_urls"].items())
     cases = [({"TOKEN_CLIENT_ID": "chaosext-lab", "TOKEN_CLIENT_SECRET": "wrong"}, "invalid_client"),
-             ({"SERVICE_URLS": f"{services},ghost=http://127.0.0.1:{closed}"}, "service: ghost"),
+             # a service the lab's state file does not name makes the target not the lab: approved, http allowed
+             ({"SERVICE_URLS": f"{services},ghost=http://127.0.0.1:{closed}", "CHAOSEXT_APPROVE": "127.0.0.2",
+               "CHAOSEXT_ALLOW_HTTP": "true"}, "service: ghost"),
              ({"AUDIT_SOURCE": "file:/nonexistent-chaosext/audit.jsonl"}, "directory does not exist")]
     for override, message in cases:
         out = experiment.run(lab, **override)
