@@ -88,7 +88,7 @@ def build_report(journal_path: str, prometheus: Prom | None = None, ranges_path:
         warnings.append("no Prometheus URL and no --ranges file: metric plots are empty "
                         "(pass --prometheus-url or set PROMETHEUS_URL).")
     if ranges and save_ranges:
-        safefs.write_file(save_ranges, json.dumps(ranges), mode=0o644)  # root-safe; shareable, nothing secret
+        safefs.write_output(save_ranges, json.dumps(ranges))  # root-safe; shareable, nothing secret
     if warnings:
         sources += [f"warning: {w}" for w in warnings]
     events = collect.audit_events(audit_path, start, end) if audit_path else []
@@ -140,7 +140,7 @@ def report(journal: str, output: str, prometheus_url: str, ranges_path: str, sav
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     try:  # root-safe: never through a symlink, never into a directory another user could change
-        safefs.write_file(output, html, mode=0o644)  # a report is meant to be shared: readable, nothing secret
+        safefs.write_output(output, html)  # a report is meant to be shared: readable, nothing secret
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc}") from None
     for warning in warnings:
