@@ -170,11 +170,12 @@ def test_signal_mid_outage_restores_and_stops_k6(experiment: ExperimentRunner, l
     lab = lab_factory(jwks_ttl=3, jwks_max_stale=120)
     proc, env = experiment.start(lab, OUTAGE_SECONDS="150")
     def outage_running() -> bool:
-        try:
+        try:  # the outage window is in run.json, the watch's ticks in the outage notebook next to it
             run = json.loads(next(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/run.json")).read_text())
+            notebook = json.loads(next(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/outage.json")).read_text())
         except (OSError, ValueError, StopIteration):
             return False
-        return bool((run.get("outage") or {}).get("start")) and len(run.get("observations") or []) >= 1
+        return bool((run.get("outage") or {}).get("start")) and len(notebook.get("observations") or []) >= 1
 
     try:
         assert wait_for(outage_running, timeout=60), "the outage never started"

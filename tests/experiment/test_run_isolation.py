@@ -29,9 +29,18 @@ def _run_file(env: dict) -> dict:
         return {}
 
 
+def _ticks(env: dict) -> list:
+    """The watch's ticks so far: the outage notebook (outage.json) next to run.json."""
+    try:
+        notebook = next(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/outage.json"))
+        return json.loads(notebook.read_text()).get("observations") or []
+    except (StopIteration, OSError, ValueError):
+        return []
+
+
 def _in_outage(env: dict) -> bool:
     run = _run_file(env)
-    return bool((run.get("outage") or {}).get("start")) and len(run.get("observations") or []) >= 1
+    return bool((run.get("outage") or {}).get("start")) and len(_ticks(env)) >= 1
 
 
 def _k6_alive(env: dict) -> bool:
