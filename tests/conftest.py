@@ -38,11 +38,12 @@ E2E_FIXTURES = frozenset({
     "lab", "lab_factory", "module_netns", "ns_lab",  # this file
     "lab_journal",  # tests/report
     "netns", "experiment",  # tests/experiment (netns also tests/lab/test_lab_cli.py)
-    "netpair", "envoy", "k6_dir",  # tests/egress
+    "netpair", "envoy", "k6_dir", "four", "sized", "big", "pods", "twenty",  # tests/egress
     "k6_env",  # tests/load
     "lab_processes", "own_lab", "authority",  # tests/lab
     "scraped",  # tests/metrics/test_metric_contract.py
     "proxies",  # tests/core/test_backends_authenticated.py
+    "shop", "shop_ns", "shop_variant", "shop_runner",  # tests/targets/nodeapi (the second target)
 })
 
 

@@ -5,6 +5,8 @@
         # or (status, payload, content_type) to choose the Content-Type
 
     with JsonStub(handler) as stub:                    # ThreadingHTTPServer on 127.0.0.1, free port
+    JsonStub(handler, upgrade=take_over)               # take_over(request, http_handler) -> True: it served a
+                                                       # request with `Upgrade: websocket` itself (tests/kubestub.py)
         call_the_client(stub.url)
     stub.requests                                      # every request, in order (see Request / record=)
 
@@ -35,9 +37,14 @@ class Request(NamedTuple):
 Handler = Callable[[str, str, dict[str, str], Any], tuple[Any, ...]]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # clients that open many connections at once (a fleet of pods) are not refused
+
+
 class JsonStub:
     def __init__(self, handler: Handler, *, json_body: bool = False,
-                 record: Callable[[Request], Any] | None = None) -> None:
+                 record: Callable[[Request], Any] | None = None,
+                 upgrade: Callable[[Request, BaseHTTPRequestHandler], bool] | None = None) -> None:
         self.requests: list[Any] = []
         self.errors: list[BaseException] = []
         stub = self
@@ -51,6 +58,9 @@ class JsonStub:
                     body = (json.loads(raw) if raw else None) if json_body else raw
                     req = Request(self.command, url.path, query, body, self.path, self.headers)
                     stub.requests.append(record(req) if record else req)
+                    if upgrade and self.headers.get("Upgrade", "").lower() == "websocket" and upgrade(req, self):
+                        self.close_connection = True
+                        return
                     status, payload, *ctype = handler(req.method, req.path, req.query, req.body)
                 except Exception as e:
                     stub.errors.append(e)
@@ -72,7 +82,7 @@ class JsonStub:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server = _Server(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         # shutdown() waits for the serve loop's next poll: a short interval keeps each test's teardown short
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)

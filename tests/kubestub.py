@@ -27,15 +27,36 @@ same namespace -- a namespaced owner in another namespace counts as absent) is g
         ...
         kube.objects["/api/v1/namespaces/perf/secrets"]["load-token-client"]
         kube.run_controllers(at=kube.now + 600)   # what the cluster does by itself 10 minutes later
+
+Pod exec (``GET /api/v1/namespaces/{ns}/pods/{name}/exec?command=...&container=...&stdin=...``, upgraded to a
+websocket) speaks the ``v4.channel.k8s.io`` subprotocol of the Kubernetes API server: every binary frame starts with a
+channel byte -- 0 stdin (client to server), 1 stdout, 2 stderr, 3 the error channel, where the server sends one
+``Status`` when the command ends: ``{"metadata": {}, "status": "Success"}``, or ``"status": "Failure"``, reason
+``NonZeroExitCode`` and ``details.causes: [{"reason": "ExitCode", "message": "<code>"}]`` -- then a close frame. A pod
+that does not exist answers the handshake with a 404 ``Status``. What the command does is the test's:
+``KubeStub(exec_process=start)`` with ``start(namespace, pod, container, argv) -> subprocess.Popen`` (stdin, stdout
+and stderr pipes), e.g. the command run inside a network namespace standing in for the pod's.
 """
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import json
+import subprocess
+import threading
 import time
 import uuid
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
+from typing import Any, BinaryIO, NamedTuple
+from urllib.parse import parse_qs, urlsplit
 
 from tests.jsonstub import JsonStub, Request
+
+#: start(namespace, pod, container, argv) -> a process with stdin, stdout and stderr pipes
+ExecProcess = Callable[[str, str, str, list[str]], subprocess.Popen]
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 
 
 class Seen(NamedTuple):
@@ -92,19 +113,58 @@ def _merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
             into[key] = copy.deepcopy(value)
 
 
+def _ws_frame(payload: bytes, opcode: int = 2) -> bytes:
+    """One unmasked server frame (RFC 6455 5.2): FIN, opcode, length, payload."""
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([n])
+    elif n < 1 << 16:
+        head += bytes([126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([127]) + n.to_bytes(8, "big")
+    return head + payload
+
+
+def _ws_read(rfile: BinaryIO) -> tuple[int, bytes] | None:
+    """One client frame (masked, RFC 6455 5.3): (opcode, payload), or None when the connection ended."""
+    try:
+        head = rfile.read(2)
+    except (OSError, ValueError):  # the connection was closed under us
+        return None
+    if len(head) < 2:
+        return None
+    n = head[1] & 0x7F
+    if n == 126:
+        n = int.from_bytes(rfile.read(2), "big")
+    elif n == 127:
+        n = int.from_bytes(rfile.read(8), "big")
+    try:
+        mask = rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+        data = rfile.read(n)
+    except (OSError, ValueError):
+        return None
+    return head[0] & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
 class KubeStub:
     """The stub server; ``objects`` maps a collection path to ``{name: object}``."""
 
-    def __init__(self) -> None:
+    def __init__(self, exec_process: ExecProcess | None = None) -> None:
         self.objects: dict[str, dict[str, dict[str, Any]]] = {}
         #: the stub's clock (epoch seconds): creation timestamps and the controllers' notion of "now"
         self.now = time.time()
         self._version = 0
         #: (method, collection path) -> (status, body): answer this instead (e.g. a 404 for a missing CRD)
         self.forced: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        self.exec_process = exec_process
+        #: every exec: (namespace, pod, container, argv)
+        self.execs: list[tuple[str, str, str, list[str]]] = []
+        #: every stdin frame an exec received: (pod, wall time, data)
+        self.stdin_frames: list[tuple[str, float, bytes]] = []
         #: the query parameters of every request, in the order of ``requests`` (e.g. ``propagationPolicy``)
         self.queries: list[dict[str, str]] = []
-        self._stub = JsonStub(self._handle, json_body=True, record=self._record)
+        self._stub = JsonStub(self._handle, json_body=True, record=self._record, upgrade=self._exec)
         self.url = self._stub.url
         self.requests: list[Seen] = self._stub.requests
 
@@ -171,6 +231,79 @@ class KubeStub:
             del store[name]
             return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
         return 405, status(405, "MethodNotAllowed", method)
+
+    def _exec(self, request: Request, http: BaseHTTPRequestHandler) -> bool:
+        """Serve a pod exec over a websocket (see the module docstring); False for any other upgrade."""
+        parts = request.path.rstrip("/").split("/")
+        if parts[-1] != "exec" or len(parts) != 8 or parts[5] != "pods":
+            return False
+        namespace, pod = parts[4], parts[6]
+        query = parse_qs(urlsplit(request.target).query)
+        argv, container = query.get("command", []), (query.get("container") or [""])[0]
+        if pod not in self.objects.get(f"/api/v1/namespaces/{namespace}/pods", {}) or self.exec_process is None:
+            body = json.dumps(status(404, "NotFound", f'pods "{pod}" not found')).encode()
+            http.send_response(404)
+            http.send_header("Content-Type", "application/json")
+            http.send_header("Content-Length", str(len(body)))
+            http.end_headers()
+            http.wfile.write(body)
+            return True
+        self.execs.append((namespace, pod, container, argv))
+        key = request.headers.get("Sec-WebSocket-Key", "")
+        http.send_response(101)
+        http.send_header("Upgrade", "websocket")
+        http.send_header("Connection", "Upgrade")
+        http.send_header("Sec-WebSocket-Accept",
+                         base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode())
+        http.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
+        http.end_headers()
+        http.wfile.flush()
+        proc = self.exec_process(namespace, pod, container, argv)
+        lock = threading.Lock()
+
+        def send(frame: bytes) -> None:
+            with lock:
+                try:
+                    http.wfile.write(frame)
+                    http.wfile.flush()
+                except OSError:
+                    pass
+
+        def pump(pipe: Any, channel: int) -> None:
+            for chunk in iter(lambda: pipe.read1(65536), b""):
+                send(_ws_frame(bytes([channel]) + chunk))
+
+        def feed() -> None:  # stdin frames (channel 0) into the process, until the client closes
+            while (frame := _ws_read(http.rfile)) is not None and frame[0] != 8:
+                if frame[1][:1] == b"\0" and proc.stdin is not None:
+                    self.stdin_frames.append((pod, time.time(), frame[1][1:]))
+                    try:
+                        proc.stdin.write(frame[1][1:])
+                        proc.stdin.flush()
+                    except OSError:
+                        pass
+            if proc.stdin is not None:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+
+        readers = [threading.Thread(target=pump, args=(proc.stdout, 1), daemon=True),
+                   threading.Thread(target=pump, args=(proc.stderr, 2), daemon=True)]
+        for t in readers:
+            t.start()
+        threading.Thread(target=feed, daemon=True).start()
+        for t in readers:
+            t.join()
+        code = proc.wait()
+        result: dict[str, Any] = {"metadata": {}, "status": "Success"} if code == 0 else {
+            "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+            "message": f"command terminated with non-zero exit code: error executing command {argv}, exit code "
+                       f"{code}",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+        send(_ws_frame(b"\3" + json.dumps(result).encode()))
+        send(_ws_frame(b"\x03\xe8", opcode=8))  # close, 1000 normal
+        return True
 
     def _next_version(self) -> str:
         self._version += 1

@@ -10,9 +10,10 @@ import requests
 from chaosext.audit.sources import read_events
 from chaosext.core.backends import BackendError
 from chaosext.core.findings import Finding
+from chaosext.core.target import AUDIT_ROLES
 from chaosext.run.context import RunContext
 
-__all__ = ["check_audit"]
+__all__ = ["check_audit", "check_audit_mapping"]
 
 
 def check_audit(ctx: RunContext) -> Finding:
@@ -25,7 +26,7 @@ def check_audit(ctx: RunContext) -> Finding:
                        "clickhouse:<url>")
     now = time.time()
     try:
-        events = read_events(ctx, "auth.degraded", now - 86400, now, tuple(cfg.services))
+        events = read_events(ctx, "", now - 86400, now, tuple(cfg.services))
     except BackendError as exc:
         kind = cfg.audit_kind.upper()
         return Finding(name, False, f"{cfg.audit_source}: {exc}",
@@ -33,4 +34,15 @@ def check_audit(ctx: RunContext) -> Finding:
     except (requests.RequestException, OSError, ValueError, RuntimeError) as exc:
         return Finding(name, False, f"{cfg.audit_source}: {type(exc).__name__}: {str(exc)[:200]}",
                        "set AUDIT_SOURCE to file:<path>, loki:<url> or clickhouse:<url> reachable from here")
-    return Finding(name, True, f"{cfg.audit_source}: readable ({len(events)} auth.degraded event(s) in the last 24 h)")
+    return Finding(name, True, f"{cfg.audit_source}: readable ({len(events)} event(s) in the last 24 h)")
+
+
+def check_audit_mapping(ctx: RunContext) -> list[Finding]:
+    """The audit actions the target does not name (warnings, listed before the run): the checks that look for them
+    will say they could not judge."""
+    uses = {"degraded": "auth-degraded-audited", "recovered": "the recovery's audit-pipeline-healthy",
+            "expired": "the drill's auth-expired-audited", "rejected": "the baseline's audit-pipeline-healthy (proof "
+                                                                      "the pipeline is alive)"}
+    return [Finding(f"not judged: audit {role}", False, f"the target names no audit action for {role!r}: {uses[role]} "
+                    f"cannot be judged", f"give audit.actions.{role} in TARGET_FILE (docs/target.md)", required=False)
+            for role in AUDIT_ROLES if not ctx.cfg.audit.action(role)]

@@ -10,12 +10,10 @@ from collections.abc import Iterable
 from chaosext.audit.sources import AuditEvent, read_events
 from chaosext.run.context import RunContext
 
-__all__ = ["PIPELINE_WAIT_SECONDS", "LIVE_ACTIONS", "services_of", "services_recorded"]
+__all__ = ["PIPELINE_WAIT_SECONDS", "services_of", "services_recorded"]
 
 #: seconds to wait for events still on their way through the pipeline (collector -> Loki/ClickHouse)
 PIPELINE_WAIT_SECONDS = {"file": 5.0, "loki": 30.0, "clickhouse": 30.0}
-#: actions any healthy service writes (a rejected token is audited, so the live forged-token check leaves events)
-LIVE_ACTIONS = ("auth.rejected", "tenant.mismatch", "auth.degraded", "auth.recovered", "auth.expired")
 
 
 def services_of(events: Iterable[AuditEvent]) -> set[str]:
@@ -23,14 +21,14 @@ def services_of(events: Iterable[AuditEvent]) -> set[str]:
     return {str(e["service"]) for e in events if e.get("service")}
 
 
-def services_recorded(ctx: RunContext, actions: tuple[str, ...], since: float, until: float,
+def services_recorded(ctx: RunContext, roles: tuple[str, ...], since: float, until: float,
                       wanted: set[str]) -> tuple[set[str], int]:
-    """The services with an event of any of ``actions`` in [since, until], and how many events there were (stops
-    reading once every service of ``wanted`` was found)."""
+    """The services with an event of any of ``roles`` ('' = any action) in [since, until], and how many events there
+    were (stops reading once every service of ``wanted`` was found)."""
     seen: set[str] = set()
     count = 0
-    for action in actions:
-        events = read_events(ctx, action, since, until, tuple(sorted(wanted)))
+    for role in roles:
+        events = read_events(ctx, role, since, until, tuple(sorted(wanted)))
         count += len(events)
         seen |= services_of(events)
         if wanted <= seen:

@@ -78,7 +78,7 @@ LOKI_SERVICE_LABEL = "service_name"
 #: Loki structured-metadata key of the record's trace id (set from ``traceId``).
 LOKI_TRACE_ID_FIELD = "trace_id"
 
-#: Stream selector; ``services`` is a regex alternation such as ``policy|vuln|notify`` (``.+`` for all).
+#: Stream selector; ``services`` is a regex alternation such as ``orders|billing`` (``.+`` for all).
 LOKI_SELECTOR_TEMPLATE = '{{service_namespace="{namespace}", service_name=~"{services}"}}'
 #: Full LogQL: log attributes are structured metadata, filtered with a label filter after the selector.
 LOKI_QUERY_TEMPLATE = LOKI_SELECTOR_TEMPLATE + ' | action="{action}"'
@@ -110,11 +110,10 @@ def _sql_string(value: str) -> str:
 
 
 def loki_query(action: str = "auth.degraded", services: tuple[str, ...] = (), tenant: str = "") -> str:
-    """LogQL that selects audit events with ``action`` (optionally only these services / this tenant)."""
+    """LogQL that selects audit events with ``action`` ('' = any; optionally only these services / this tenant)."""
     svc = "|".join(re.escape(s) for s in services) if services else ".+"
-    query = LOKI_QUERY_TEMPLATE.format(
-        namespace=SERVICE_NAMESPACE, services=_logql_string(svc), action=_logql_string(action)
-    )
+    template = LOKI_QUERY_TEMPLATE if action else LOKI_SELECTOR_TEMPLATE
+    query = template.format(namespace=SERVICE_NAMESPACE, services=_logql_string(svc), action=_logql_string(action))
     if tenant:
         query += f' | tenant="{_logql_string(tenant)}"'
     return query

@@ -10,7 +10,7 @@ import requests
 
 from chaosext.auth import keyserver
 from chaosext.auth.forgery import parse_skip
-from chaosext.auth.measure import TOKEN_MARGIN_SECONDS, call, read_path
+from chaosext.auth.measure import TOKEN_MARGIN_SECONDS, call
 from chaosext.core import labid
 from chaosext.core.findings import HTTP_TIMEOUT, Finding
 from chaosext.core.tokens import TokenError, token_endpoint, token_settings, tokens_for
@@ -146,21 +146,22 @@ def check_services(ctx: RunContext) -> list[Finding]:
     tokens = {t: tok for (authority, t), (tok, _) in ctx.memory.tokens.items()
               if authority == settings.authority_url and t in cfg.tenants}
     out = []
-    for i, (name, url) in enumerate(cfg.services.items()):
-        where = f"GET {url}{read_path(name)}"
+    for i, (name, svc) in enumerate(cfg.services.items()):
+        route = svc.probe_route
+        where = f"{route.method} {svc.url}{route.path}" if route else f"{svc.url} (no read route)"
         if not tokens:
             out.append(Finding(f"service: {name}", False, f"{where}: not called, no valid token",
                                "fix the token checks above first"))
             continue
         tenant = sorted(tokens)[i % len(tokens)]
-        status = call(cfg, name, url, tokens[tenant], tenant, timeout=HTTP_TIMEOUT)
-        fix = {0: f"start it, or fix SERVICE_URLS ({name}={url}); run from where it is reachable (in CI: "
+        status = call(cfg, svc, tokens[tenant], tenant, timeout=HTTP_TIMEOUT)
+        fix = {0: f"start it, or fix SERVICE_URLS ({name}={svc.url}); run from where it is reachable (in CI: "
                   f"CHAOSEXT_RUNS_ON, or a port-forward)",
                401: f"it rejects a valid token of {tenant}: it must trust AUTHORITY_URL's issuer and keys and the "
                     f"token's audience (TOKEN_AUDIENCE)",
                403: f"it refuses tenant {tenant} with its own token: check TENANT_HEADER={cfg.tenant_header} and "
                     f"the IdP's tenant claim (TOKEN_TENANT_PARAM)",
-               404: f"no read route {read_path(name)} there: check the service's URL in SERVICE_URLS"}
+               404: f"no route {where} there: check services.{name}.probe / routes in TARGET_FILE and its URL"}
         detail = f"{where} as {tenant}: " + ("no answer" if status == 0 else f"HTTP {status}")
         out.append(Finding(f"service: {name}", status == 200, detail,
                            "" if status == 200 else fix.get(status, "it must answer 200 to a valid token; check its "

@@ -6,8 +6,9 @@ needs a token the probe cannot make (the claim classes need the IdP to sign a to
 the lab authority can, a real IdP cannot) or that the user switched off (``FORGERY_SKIP``) is reported as skipped
 with the reason, never dropped silently.
 
-Pure: no network. ``build_catalogue(material)`` -> (forgeries, skipped). The watch step sends them
-(``chaosext.auth.judge.probe_round``) and judges the answers (``judge_attempts``).
+Pure: no network. ``build_catalogue(material)`` -> (forgeries, skipped) for one tenant; ``build_catalogues`` over
+``tenant_materials(...)`` for every tenant the run drives. The watch step sends them
+(``chaosext.auth.judge.probe_round``, which rotates classes over tenants) and judges the answers (``judge_attempts``).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
     from cryptography.x509 import Certificate
 
-__all__ = ["Forgery", "Material", "CLASSES", "MINTED", "build_catalogue", "parse_skip", "key_documents",
+__all__ = ["Forgery", "Material", "CLASSES", "MINTED", "build_catalogue", "build_catalogues", "tenant_materials",
+           "parse_skip", "key_documents",
            "public_key_secrets", "b64url", "b64url_decode", "split_token"]
 
 #: ``mint(class name, overrides, omit) -> token``: a token the IdP itself signed for the valid token's tenant and
@@ -85,6 +87,8 @@ class Material:
     tenant: str
     #: another real tenant (cross-tenant class); "" when there is only one
     other_tenant: str = ""
+    #: a valid IdP-signed token of ``other_tenant`` (foreign-signature class); "" when there is none
+    other_token: str = ""
     #: a URL the probe controls, for ``jku``/``x5u`` (serves ``key_documents``); "" skips those classes
     key_url: str = ""
     mint: Mint | None = None
@@ -211,6 +215,39 @@ def bad_signature(m: Material) -> list[Forgery]:
     return [Forgery("bad-signature", "flipped-byte", f"{h}.{p}.{b64url(bytes(raw))}", m.tenant, "bad signature")]
 
 
+def empty_signature(m: Material) -> list[Forgery]:
+    """Signature stripped under a real algorithm: the valid RS256 header (the IdP's ``kid``) and claims with an
+    empty signature (``header.payload.``). Catches a verifier that treats a missing signature as "nothing to check"
+    (ServiceStack CVE-2020-28042) or looks up a verified-token cache by the signing input alone (RFC 7515 §5.2)."""
+    h, p, _ = m.token.split(".")
+    return [Forgery("empty-signature", "RS256-no-signature", f"{h}.{p}.", m.tenant, "bad signature")]
+
+
+def truncated_signature(m: Material) -> list[Forgery]:
+    """Signature stripped under a real algorithm: the valid token with its RS256 signature cut short (half of it;
+    all but its last byte). Catches a verifier that compares only as many bytes as it was given, or a token cache
+    keyed by the signing input (RFC 7515 §5.2: the whole signature must verify)."""
+    h, p, s = m.token.split(".")
+    raw = b64url_decode(s)
+    return [Forgery("truncated-signature", variant, f"{h}.{p}.{b64url(cut)}", m.tenant, "bad signature")
+            for variant, cut in (("half", raw[: len(raw) // 2]), ("one-byte-short", raw[:-1]))]
+
+
+def foreign_signature(m: Material) -> list[Forgery]:
+    """A real IdP signature on the wrong token, under a real algorithm: another tenant's valid token's signature on
+    this token's header and claims, and this token's own signature on its claims with a new ``jti``. Catches a
+    verifier (or a verified-token cache) that trusts a signature it has seen verify before without checking that
+    it signs THIS header and payload (RFC 7515 §5.2)."""
+    h, p, s = m.token.split(".")
+    out = []
+    if m.other_token:
+        out.append(Forgery("foreign-signature", "other-tenant-token", f"{h}.{p}.{m.other_token.split('.')[2]}",
+                           m.tenant, "bad signature"))
+    edited = {**m.claims, "jti": "chaosext-" + secrets.token_hex(6)}
+    out.append(Forgery("foreign-signature", "edited-claims", f"{h}.{_json(edited)}.{s}", m.tenant, "bad signature"))
+    return out
+
+
 def embedded_jwk(m: Material) -> list[Forgery]:
     """A token that brings its own key in the ``jwk`` header, signed by it (CVE-2018-0114 class; RFC 8725 §3.1/§3.10
     by extension: a key the token supplies is not a trusted key). Keeps the real ``kid``."""
@@ -311,6 +348,9 @@ CLASSES: dict[str, Callable[[Material], list[Forgery]]] = {
     "alg-confusion": alg_confusion,
     "unknown-kid": unknown_kid,
     "bad-signature": bad_signature,
+    "empty-signature": empty_signature,
+    "truncated-signature": truncated_signature,
+    "foreign-signature": foreign_signature,
     "embedded-jwk": embedded_jwk,
     "jku": jku,
     "x5u": x5u,
@@ -344,6 +384,42 @@ def parse_skip(value: Any) -> tuple[str, ...]:
     if unknown:
         raise ConfigError(f"FORGERY_SKIP names unknown classes {unknown}; remove them (known: {', '.join(CLASSES)})")
     return names
+
+
+def tenant_materials(jwks: dict[str, Any], tokens: dict[str, str], key_url: str = "",
+                     mint_for: Callable[[str], Mint | None] | None = None,
+                     attacker_key: RSAPrivateKey | None = None) -> list[Material]:
+    """One :class:`Material` per tenant of ``tokens`` ({tenant: valid token}, in the run's tenant order): the
+    forgeries of every tenant the run drives (a service may fail open for some tenants only). Each tenant's
+    cross-tenant and foreign-signature forgeries use the next tenant (in a ring); one attacker key and certificate
+    for all (the key URL serves one key); ``mint_for(tenant)`` is that tenant's IdP minting, if any."""
+    key = attacker_key if attacker_key is not None else _new_attacker_key()
+    tenants = list(tokens)
+    out: list[Material] = []
+    for i, tenant in enumerate(tenants):
+        other = tenants[(i + 1) % len(tenants)] if len(tenants) > 1 else ""
+        m = Material(jwks=jwks, token=tokens[tenant], tenant=tenant, other_tenant=other,
+                     other_token=tokens.get(other, ""), key_url=key_url,
+                     mint=mint_for(tenant) if mint_for else None, attacker_key=key)
+        if out:
+            m._cert = out[0].cert  # the certificate the key URL serves
+        out.append(m)
+    return out
+
+
+def build_catalogues(materials: list[Material], skip: tuple[str, ...] = ()
+                     ) -> tuple[list[Forgery], dict[str, str]]:
+    """:func:`build_catalogue` for every tenant's material, concatenated in tenant order; a class is skipped when it
+    built nothing for any tenant (with the first tenant's reason)."""
+    forgeries: list[Forgery] = []
+    skipped: dict[str, str] = {}
+    for m in materials:
+        made, why = build_catalogue(m, skip)
+        forgeries.extend(made)
+        for name, reason in why.items():
+            skipped.setdefault(name, reason)
+    built = {f.name for f in forgeries}
+    return forgeries, {name: reason for name, reason in skipped.items() if name not in built}
 
 
 def build_catalogue(m: Material, skip: tuple[str, ...] = ()) -> tuple[list[Forgery], dict[str, str]]:

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from chaosext.auth.forgery import CLASSES, Forgery
 
-__all__ = ["probe_round", "judge_attempts", "merge_judgments", "select_round", "KeyServer", "LAB_ROUTES",
-           "default_routes", "WRITE_BODY", "Attempt", "Finding"]
+__all__ = ["probe_round", "judge_attempts", "merge_judgments", "select_round", "coverage", "with_coverage",
+           "KeyServer", "WRITE_BODY", "Attempt", "Finding"]
 
 #: one forged request and its answer (``class`` is a keyword, hence the functional form)
 Attempt = TypedDict("Attempt", {"class": str, "variant": str, "service": str, "tenant": str, "route": str,
@@ -35,30 +35,70 @@ Finding = TypedDict("Finding", {"class": str, "variant": str | None, "service": 
 #: an open keep-alive connection
 _Conn: TypeAlias = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
-#: the lab services' read and write routes (docs/architecture.md, "Tenant service HTTP surface")
-LAB_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
-    name: (("GET", f"/api/v1/{items}"), ("POST", f"/api/v1/{items}"))
-    for name, items in (("policy", "policies"), ("vuln", "findings"), ("notify", "notifications"))}
 #: body of a forged write (a service that accepts it stores this harmless marker)
 WRITE_BODY = b'{"chaosext":"forged-token probe; a 2xx here is a fail-open finding"}'
 #: findings kept per list in a judgment
 KEEP = 10
 
 
-def default_routes(service: str) -> tuple[tuple[str, str], ...]:
-    """The lab's read and write route for a lab service name, else ``GET /`` and ``POST /`` (set FORGERY_ROUTES)."""
-    return LAB_ROUTES.get(service, (("GET", "/"), ("POST", "/")))
-
-
 def select_round(forgeries: list[Forgery], tick: int | None) -> list[Forgery]:
-    """All forgeries (``tick`` None), or one variant of every class, rotating through the variants by ``tick``:
-    every class every tick, every variant over successive ticks."""
-    if tick is None:
-        return list(forgeries)
-    by_class: dict[str, list[Forgery]] = {}
+    """Which forgeries a round sends. Forgeries carry their tenant (one catalogue per tenant the run drives).
+
+    ``tick`` None (a live round: baseline, recovery): every class for every tenant — every variant for the first
+    tenant, one variant for each other tenant (rotating with the tenant). A watch tick ``k``: every class once,
+    class number ``i`` for tenant number ``(k + i) mod N`` (N = the tenants the class has forgeries for) and, for
+    that tenant, its next variant: so with N at most the number of classes every tenant is attacked on every tick,
+    and every class × tenant pair within N ticks (every variant over the pair's visits)."""
+    by_class: dict[str, dict[str, list[Forgery]]] = {}
     for f in forgeries:
-        by_class.setdefault(f.name, []).append(f)
-    return [variants[tick % len(variants)] for variants in by_class.values()]
+        by_class.setdefault(f.name, {}).setdefault(f.tenant, []).append(f)
+    chosen: list[Forgery] = []
+    for i, per_tenant in enumerate(by_class.values()):
+        tenants = list(per_tenant)
+        if tick is None:
+            for j, tenant in enumerate(tenants):
+                variants = per_tenant[tenant]
+                chosen.extend(variants if j == 0 else [variants[j % len(variants)]])
+        else:
+            n = len(tenants)
+            variants = per_tenant[tenants[(tick + i) % n]]
+            chosen.append(variants[((tick + i) // n) % len(variants)])
+    return chosen
+
+
+def coverage(judgment: Mapping[str, Any], tenants: Iterable[str]) -> dict[str, Any]:
+    """How much of the class × tenant matrix a judgment's forged requests covered, against the ``tenants`` the run
+    drives: {tenants, attacked, missing (tenants never attacked), pairs, pairs_total}."""
+    driven = list(dict.fromkeys(tenants))
+    per_class = {name: set(ts) for name, ts in (judgment.get("class_tenants") or {}).items()}
+    attacked = set().union(*per_class.values()) if per_class else set()
+    return {"tenants": len(driven), "attacked": len(attacked & set(driven)),
+            "missing": [t for t in driven if t not in attacked],
+            "pairs": sum(len(ts & set(driven)) for ts in per_class.values()),
+            "pairs_total": len(per_class) * len(driven)}
+
+
+def with_coverage(judgment: dict[str, Any], tenants: Iterable[str], no_token: Iterable[str] = (),
+                  ticks: int | None = None, tick_seconds: float = 0.0) -> dict[str, Any]:
+    """``judgment`` with its ``coverage`` (:func:`coverage`) of the ``tenants`` the run drives; not ok when a driven
+    tenant was never attacked (``no_token``: tenants without a valid token to forge from). For the watch's ticks
+    (``ticks`` of ``tick_seconds``) the coverage also states the rotation's bound: every class × tenant pair within
+    N ticks (N tenants)."""
+    cov = coverage(judgment, tenants)
+    if ticks is not None:
+        cov.update(ticks=ticks, bound_ticks=cov["tenants"], bound_seconds=round(cov["tenants"] * tick_seconds, 1))
+    out = {**judgment, "coverage": cov}
+    if cov["missing"] and judgment.get("tried"):
+        tokenless = [t for t in cov["missing"] if t in set(no_token)]
+        shown = ", ".join(cov["missing"][:5]) + (" ..." if len(cov["missing"]) > 5 else "")
+        why = f"{len(cov['missing'])} of {cov['tenants']} tenants never attacked ({shown})"
+        if tokenless:
+            why += f": no valid token for {', '.join(tokenless[:5])} (TOKENS_FILE / the IdP client), so no forgery"
+        elif ticks is not None:
+            why += f": the outage had {ticks} ticks; the rotation attacks every tenant within {cov['bound_ticks']}"
+        out["ok"] = False
+        out["why"] = "; ".join(filter(None, [str(judgment.get("why") or ""), why]))
+    return out
 
 
 async def _exchange(conn: _Conn | None, scheme: str, host: str, port: int, request: bytes,
@@ -133,7 +173,8 @@ async def _send_all(jobs: list[tuple[str, str, str, Forgery]], header: str, conc
     async def one(url: str, method: str, path: str, forgery: Forgery) -> int:
         scheme, host, port, head = route(url, method, path)
         body = WRITE_BODY if method != "GET" else b""
-        request = head + (f"Authorization: Bearer {forgery.token}\r\n{header}: {forgery.tenant}\r\n"
+        tenant_line = f"{header}: {forgery.tenant}\r\n" if header else ""
+        request = head + (f"Authorization: Bearer {forgery.token}\r\n{tenant_line}"
                           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
         pool = idle.setdefault((scheme, host, port), [])
         for attempt in (0, 1):  # a reused keep-alive connection the server had closed: once more on a new one
@@ -165,21 +206,22 @@ async def _send_all(jobs: list[tuple[str, str, str, Forgery]], header: str, conc
 
 
 def probe_round(services: dict[str, str], forgeries: list[Forgery], tenant_header: str,
-                routes: dict[str, tuple[tuple[str, str], ...]] | None = None, tick: int | None = None,
+                routes: dict[str, tuple[tuple[str, str], ...]], tick: int | None = None,
                 concurrency: int = 32, timeout: float = 5.0) -> list[Attempt]:
-    """Send the forgeries (all, or this tick's rotation: :func:`select_round`) to every route of every service.
+    """Send the forgeries (all, or this tick's rotation: :func:`select_round`) to every route of every service
+    (``routes``: per service, its (method, path) forgery routes; a ``tenant_header`` of '' sends the tenant in the
+    token only).
 
     One asyncio loop with a small HTTP/1.1 client (keep-alive per host: a tick of 1700 requests must not cost
     seconds of CPU), at most ``concurrency`` requests in flight, each answered within ``timeout`` seconds or 0.
     Returns one attempt a request: {class, variant, service, tenant, route, method, status (0 = no answer), t}."""
     chosen = select_round(forgeries, tick)
-    routes = routes or {}
     attempts: list[Attempt] = []
     jobs: list[tuple[str, str, str, Forgery]] = []
     per_service_index: list[int] = []
     for service, url in services.items():
         k = 0
-        for method, path in routes.get(service) or default_routes(service):
+        for method, path in routes.get(service, ()):
             for f in chosen:
                 attempts.append({"class": f.name, "variant": f.variant, "service": service, "tenant": f.tenant,
                                  "route": path, "method": method, "status": 0, "t": 0.0})  # both set below
@@ -209,9 +251,11 @@ def judge_attempts(attempts: Iterable[Mapping[str, Any]], refused_statuses: Iter
     classes: dict[str, dict[str, Any]] = {}
     accepted: list[Finding] = []
     inconclusive: list[Finding] = []
+    class_tenants: dict[str, set[str]] = {}
     for a in attempts:
         c = classes.setdefault(a["class"], _empty())
         c["tried"] += 1
+        class_tenants.setdefault(a["class"], set()).add(str(a.get("tenant")))
         status = int(a.get("status") or 0)
         at = round(a["t"] - block_time, 1) if block_time is not None and a.get("t") is not None else None
         finding: Finding = {"class": a["class"], "variant": a.get("variant"), "service": a.get("service"),
@@ -229,7 +273,7 @@ def judge_attempts(attempts: Iterable[Mapping[str, Any]], refused_statuses: Iter
             c["inconclusive"] += 1
             if len(inconclusive) < KEEP:
                 inconclusive.append(finding)
-    return _finish(classes, accepted, inconclusive, skipped or {}, sorted(refused))
+    return _finish(classes, accepted, inconclusive, skipped or {}, sorted(refused), class_tenants)
 
 
 def merge_judgments(judgments: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -239,8 +283,11 @@ def merge_judgments(judgments: Iterable[dict[str, Any]]) -> dict[str, Any]:
     inconclusive: list[Finding] = []
     skipped: dict[str, str] = {}
     refused: list[int] = []
+    class_tenants: dict[str, set[str]] = {}
     for j in judgments:
         refused = j.get("refused_statuses") or refused
+        for name, tenants in (j.get("class_tenants") or {}).items():
+            class_tenants.setdefault(name, set()).update(tenants)
         skipped.update(j.get("skipped") or {})
         for name, c in (j.get("classes") or {}).items():
             if c.get("skipped"):
@@ -253,11 +300,11 @@ def merge_judgments(judgments: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 m["first_accepted_s"] = first
         accepted.extend(j.get("accepted") or [])
         inconclusive.extend(j.get("inconclusive") or [])
-    return _finish(classes, accepted[:KEEP], inconclusive[:KEEP], skipped, refused)
+    return _finish(classes, accepted[:KEEP], inconclusive[:KEEP], skipped, refused, class_tenants)
 
 
 def _finish(classes: dict[str, dict[str, Any]], accepted: list[Finding], inconclusive: list[Finding],
-            skipped: dict[str, str], refused: list[int]) -> dict[str, Any]:
+            skipped: dict[str, str], refused: list[int], class_tenants: dict[str, set[str]]) -> dict[str, Any]:
     ordered = {n: classes[n] for n in list(CLASSES) + sorted(set(classes) - set(CLASSES)) if n in classes}
     for name, reason in skipped.items():
         if name not in ordered:
@@ -282,7 +329,8 @@ def _finish(classes: dict[str, dict[str, Any]], accepted: list[Finding], inconcl
         why.append("no forged request was sent")
     return {"ok": tried > 0 and not n_acc and not n_inc, "tried": tried, "accepted_count": n_acc,
             "inconclusive_count": n_inc, "classes": ordered, "accepted": accepted, "inconclusive": inconclusive,
-            "skipped": dict(skipped), "refused_statuses": list(refused), "why": "; ".join(why)}
+            "skipped": dict(skipped), "refused_statuses": list(refused), "why": "; ".join(why),
+            "class_tenants": {n: sorted(class_tenants[n]) for n in ordered if n in class_tenants}}
 
 
 class KeyServer:

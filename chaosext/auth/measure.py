@@ -16,10 +16,11 @@ from typing import Any
 import requests
 
 from chaosext.auth import keyserver
-from chaosext.auth.forgery import CLASSES, MINTED, Material, build_catalogue, key_documents
+from chaosext.auth.forgery import CLASSES, MINTED, build_catalogues, key_documents, tenant_materials
 from chaosext.auth.judge import Attempt, judge_attempts, probe_round
 from chaosext.core import urls
 from chaosext.core.config import ExperimentConfig
+from chaosext.core.target import Service
 from chaosext.core.tokens import (
     TokenError,
     client_credentials_token,
@@ -27,15 +28,12 @@ from chaosext.core.tokens import (
     token_settings,
     tokens_for,
 )
-from chaosext.metrics.prom import prom_of, query, query_scalar, wait_for_samples
+from chaosext.metrics.prom import increase_between, prom_of, wait_for_samples
 from chaosext.run.context import RunContext
 from chaosext.run.record import CheckResult
 
-__all__ = ["READ_PATHS", "read_path", "call", "ensure_tokens", "prepare_forgery", "ForgeryPlan", "forgery_plan",
-           "valid_token_statuses", "unverified_accepts", "CHECK_TENANTS", "TOKEN_MARGIN_SECONDS"]
-
-#: read route per lab service
-READ_PATHS = {"policy": "/api/v1/policies", "vuln": "/api/v1/findings", "notify": "/api/v1/notifications"}
+__all__ = ["call", "ensure_tokens", "prepare_forgery", "ForgeryPlan", "forgery_plan", "valid_token_statuses",
+           "unverified_accepts", "CHECK_TENANTS", "TOKEN_MARGIN_SECONDS"]
 
 #: how many tenants' tokens each check uses
 CHECK_TENANTS = 3
@@ -45,18 +43,22 @@ SCRAPE_WAIT_SECONDS = 30.0
 TOKEN_MARGIN_SECONDS = 600
 
 
-def read_path(service: str) -> str:
-    """The authenticated read route probed on ``service`` (``/`` for services the lab does not know)."""
-    return READ_PATHS.get(service, "/")
-
-
-def call(cfg: ExperimentConfig, service: str, url: str, token: str, tenant: str, timeout: float = 3.0) -> int:
-    """GET the service's read route with ``token`` for ``tenant``: the HTTP status, or 0 when it did not answer. A
-    redirect to another origin is not followed (the token stays with the service: chaosext.core.urls)."""
+def call(cfg: ExperimentConfig, svc: Service, token: str, tenant: str, timeout: float = 3.0) -> int:
+    """The service's probe route (``Service.probe_route``) with ``token`` for ``tenant``: the HTTP status, or 0 when
+    it did not answer (or the service has no read route to probe). A redirect to another origin is not followed (the
+    token stays with the service: chaosext.core.urls)."""
+    route = svc.probe_route
+    if route is None:
+        return 0
+    headers = {"Authorization": f"Bearer {token}"}
+    if cfg.tenant_header:
+        headers[cfg.tenant_header] = tenant
+    if route.body:
+        headers["Content-Type"] = "application/json"
     try:
         with urls.session() as s:
-            r = s.get(url + read_path(service), timeout=timeout,
-                      headers={"Authorization": f"Bearer {token}", cfg.tenant_header: tenant})
+            r = s.request(route.method, svc.url + route.path, data=route.body.encode() or None, timeout=timeout,
+                          headers=headers)
         return r.status_code
     except requests.RequestException:
         return 0
@@ -108,42 +110,43 @@ def _mint_via_authority(ctx: RunContext, tenant: str) -> Mint | None:
 
 
 def prepare_forgery(ctx: RunContext) -> dict[str, Any]:
-    """Before the fault: fetch the JWKS and have the IdP sign the bad-claim tokens; kept in the run's memory (they
-    are tokens)."""
+    """Before the fault: the JWKS and the IdP-signed bad-claim tokens of every tenant the run drives (a service may
+    fail open for some tenants only); kept in the run's memory (they are tokens). The tenants' tokens come from the
+    run's memory (the pre-flight fetched one for every tenant)."""
     kept = ctx.memory.forgery
     if kept:
         return kept
     cfg = ctx.cfg
-    tokens = ensure_tokens(ctx)
-    tenant = cfg.tenants[0]
-    material = Material(jwks=_fetch_jwks(cfg), token=tokens[tenant], tenant=tenant,
-                        mint=_mint_via_authority(ctx, tenant))
-    minted: dict[str, str | None] = {}
-    for name in MINTED:
-        if name not in cfg.forgery_skip:
-            minted.update({f.name: f.token for f in CLASSES[name](material)})
-    kept.update(jwks=material.jwks, minted=minted)
+    tokens = ensure_tokens(ctx, cfg.tenants)
+    materials = tenant_materials(_fetch_jwks(cfg), tokens, mint_for=lambda t: _mint_via_authority(ctx, t))
+    minted: dict[str, dict[str, str | None]] = {}
+    for m in materials:
+        for name in MINTED:
+            if name not in cfg.forgery_skip:
+                minted.setdefault(m.tenant, {}).update({f.name: f.token for f in CLASSES[name](m)})
+    kept.update(jwks=materials[0].jwks if materials else {}, minted=minted)
     return kept
 
 
 class ForgeryPlan:
-    """The catalogue for one run, and the key URL its jku/x5u forgeries point at: served by the run's one key
-    listener (``chaosext.auth.keyserver``), or "not testable here" when the services may not reach this machine."""
+    """The catalogue for one run (every tenant's), and the key URL its jku/x5u forgeries point at: served by the run's
+    one key listener (``chaosext.auth.keyserver``), or "not testable here" when the services may not reach this
+    machine."""
 
     def __init__(self, ctx: RunContext, prepare: bool = True) -> None:
         # during the outage the IdP is unreachable: use what was prepared before the fault, never wait on it
         cfg = ctx.cfg
         prepared = prepare_forgery(ctx) if prepare else ctx.memory.forgery
-        tokens = ensure_tokens(ctx)
-        tenant = cfg.tenants[0]
-        other = next((t for t in cfg.tenants[1:] if t != tenant), "")
-        minted = dict(prepared.get("minted") or {})
+        tokens = ensure_tokens(ctx, cfg.tenants)  # from the run's memory: the pre-flight fetched every tenant's
+        minted: dict[str, dict[str, str | None]] = prepared.get("minted") or {}
+        #: the tenants the run drives (the forgeries attack every one)
+        self.tenants = list(cfg.tenants)
         self.keys = keyserver.key_url_for(ctx)
         self.key_url = self.keys.url
-        self.material = Material(jwks=prepared.get("jwks") or {}, token=tokens[tenant], tenant=tenant,
-                                 other_tenant=other, key_url=self.key_url,
-                                 mint=lambda name, overrides, omit: minted.get(name))
-        self.forgeries, self.skipped = build_catalogue(self.material, cfg.forgery_skip)
+        materials = tenant_materials(prepared.get("jwks") or {}, tokens, self.key_url,
+                                     mint_for=lambda t: lambda name, overrides, omit: minted.get(t, {}).get(name))
+        self.material = materials[0]
+        self.forgeries, self.skipped = build_catalogues(materials, cfg.forgery_skip)
         if "alg-confusion" in self.skipped and not prepared.get("jwks"):
             self.skipped["alg-confusion"] = "the JWKS could not be fetched before the fault"
         if not prepare and not prepared:
@@ -159,9 +162,10 @@ class ForgeryPlan:
     def round(self, cfg: ExperimentConfig, tick: int | None = None,
               services: dict[str, str] | None = None) -> list[Attempt]:
         """One round (all variants when ``tick`` is None, else this tick's rotation) against every service."""
-        attempts = probe_round(services if services is not None else cfg.services, self.forgeries,
-                               cfg.tenant_header, cfg.forgery_routes, tick, cfg.forgery_concurrency,
-                               cfg.forgery_timeout)
+        attempts = probe_round(services if services is not None else cfg.service_urls, self.forgeries,
+                               cfg.tenant_header, {name: tuple((r.method, r.path) for r in s.forgery_routes)
+                                                   for name, s in cfg.services.items()},
+                               tick, cfg.forgery_concurrency, cfg.forgery_timeout)
         self.key_fetches = self.keys.fetches()
         return attempts
 
@@ -169,6 +173,7 @@ class ForgeryPlan:
               block_time: float | None) -> CheckResult:
         """judge_attempts with this run's settings; a fetch of the probe's key URL is itself a finding."""
         j = judge_attempts(attempts, cfg.refused_statuses, self.skipped, block_time)
+        j["tenants"] = self.tenants
         if self.key_fetches:
             j["key_url_fetched"] = sorted(set(self.key_fetches))
             j["ok"] = False
@@ -191,9 +196,9 @@ def valid_token_statuses(ctx: RunContext) -> CheckResult:
     tokens = ensure_tokens(ctx)
     failures = []
     checks = 0
-    for service, url in cfg.services.items():
+    for service, svc in cfg.services.items():
         for tenant, token in tokens.items():
-            status = call(cfg, service, url, token, tenant)
+            status = call(cfg, svc, token, tenant)
             checks += 1
             if status != 200:
                 failures.append({"service": service, "tenant": tenant, "status": status})
@@ -202,22 +207,23 @@ def valid_token_statuses(ctx: RunContext) -> CheckResult:
 
 def unverified_accepts(ctx: RunContext, start: float, end: float) -> dict[str, Any]:
     """The metric-side backstop: requests the services themselves counted as accepted WITHOUT a verified key between
-    ``start`` and ``end`` (METRIC_UNVERIFIED_ACCEPTS; the lab's is jwt_validations_total{result="valid",
-    key_source="none"}). Catches acceptance of tokens the catalogue does not send, e.g. k6's own traffic let in
-    while the cache was expired. ``exported`` False (never a failure) when Prometheus has no such series."""
+    ``start`` and each service's first scrape after ``end``, so the last tick's forged requests count
+    (METRIC_UNVERIFIED_ACCEPTS; the lab's is jwt_validations_total{result="valid", key_source="none"}). Catches
+    acceptance of tokens the catalogue does not send, e.g. k6's own traffic let in while the cache was expired.
+    ``exported`` False (never a failure) when Prometheus has no such series."""
     sel = ctx.cfg.metrics.unverified_accepts
     if not sel:
         return {"ok": True, "exported": False, "note": "METRIC_UNVERIFIED_ACCEPTS=off: backstop switched off"}
     prom = prom_of(ctx)
-    wait_for_samples(prom, end, timeout=SCRAPE_WAIT_SECONDS)
+    # every service's first scrape after the end: what the last tick's forged requests made it count
+    wait_for_samples(prom, end, timeout=SCRAPE_WAIT_SECONDS, services=tuple(ctx.cfg.services))
     try:
-        if not query(prom, f"count({sel})", at=end + 1):
-            return {"ok": True, "exported": False, "selector": sel,
-                    "note": "the services do not export this series; see docs/experiment.md to add it"}
-        before = query_scalar(prom, f"sum({sel})", at=start)
-        after = query_scalar(prom, f"sum({sel})", at=end + 1)
+        series = increase_between(prom, sel, start, end, through_next_scrape=True)
     except (requests.RequestException, RuntimeError, ValueError) as exc:
         return {"ok": False, "exported": None, "selector": sel,
                 "note": f"Prometheus query failed ({type(exc).__name__}); the backstop could not be checked"}
-    count = max(0.0, after - before)
+    if not series:
+        return {"ok": True, "exported": False, "selector": sel,
+                "note": "the services do not export this series; see docs/experiment.md to add it"}
+    count = sum(s.count for s in series)
     return {"ok": count == 0, "exported": True, "selector": sel, "unverified_accepts": count}

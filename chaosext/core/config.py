@@ -5,8 +5,8 @@ Chaos Toolkit hands every activity the ``configuration`` mapping built from the 
 (``OUTAGE_SECONDS`` -> ``outage_seconds``). Each field of :class:`ExperimentConfig` is one setting: its key, its
 parser and its default are in the field's declaration (:func:`setting_field`), and :func:`load_config` reads them all
 through the one resolver (``chaosext.core.settings``: the configuration, then the environment variable), then the
-running lab's value where the setting has one (``lab=`` in the declaration; ``chaosext.core.labstate``), then the
-default. An empty value means "the lab's value" (or the default).
+target description (``TARGET_FILE``, ``chaosext.core.target``: what the target is; with none given, the running lab's
+own description, which ``chaosext lab up`` writes), then the default. An empty value means "not set here".
 
 ``load_config`` never touches the network and runs once per experiment run: the safety control keeps the result in
 the run record and every activity of the run reads it from there (``chaosext.run.context``). ``validate(cfg)`` returns
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -27,10 +28,20 @@ from chaosext.core import labid, safefs, urls
 from chaosext.core.errors import ConfigError
 from chaosext.core.faulttarget import FaultTarget, parse_fault_target
 from chaosext.core.labstate import default_state_dir, load_state
-from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_outage, deadline_seconds
-from chaosext.core.names import FAULT_MODES, FAULT_VIAS, LAB_SERVICES, check_run_id
+from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_outage, deadline_seconds, k6_rate_problem
+from chaosext.core.names import FAULT_MODES, FAULT_VIAS, check_run_id
 from chaosext.core.settings import Configuration, raw_setting, setting_origin
-from chaosext.core.target import METRIC_SETTINGS, TOKEN_SETTINGS, MetricContract, TokenConfig
+from chaosext.core.target import (
+    METRIC_SETTINGS,
+    TOKEN_SETTINGS,
+    AuditMapping,
+    MetricContract,
+    Service,
+    TargetDoc,
+    TokenConfig,
+    parse_route,
+    read_target,
+)
 
 __all__ = [
     "ExperimentConfig",
@@ -43,26 +54,13 @@ __all__ = [
     "SETTINGS",
     "FAULT_VIAS",
     "FAULT_MODES",
-    "LAB_DEFAULTS",
     "DEFAULT_TENANTS",
     "DEFAULT_ALERTS",
     "BACKEND_NAMES",
 ]
 
 
-#: The lab's documented defaults (docs/architecture.md), used when no lab state is found.
-LAB_DEFAULTS: dict[str, Any] = {
-    "jwks_url": "http://127.0.0.2:8440/.well-known/jwks.json",
-    "authority_url": "http://127.0.0.2:8440",
-    "services": {"policy": "http://127.0.0.1:8451", "vuln": "http://127.0.0.1:8452",
-                 "notify": "http://127.0.0.1:8453"},
-    "prometheus_url": "http://127.0.0.1:9490",
-    "alertmanager_url": "http://127.0.0.1:9493",
-    "audit_file": ".chaosext-lab/audit.jsonl",
-    "jwks_ttl": 300.0,
-    "jwks_max_stale": 3600.0,
-}
-DEFAULT_TENANTS = tuple(f"t{i:02d}" for i in range(1, 13))
+DEFAULT_TENANTS: tuple[str, ...] = ()
 #: Alerts that fire when a JWKS cache expires and never otherwise (D1: 401s of an expired cache are no_keys errors of
 #: real tenants; tenant_auth_failures_spike is the tenant's own client and stays silent on expiry).
 DEFAULT_ALERTS = ("jwks_cache_miss_spike", "tenant_error_rate_gt_0_5pct")
@@ -122,30 +120,10 @@ def _statuses(key: str, value: Raw) -> tuple[int, ...]:
     return tuple(_int(key, s) for s in _parse_list(value))
 
 
-def _services(key: str, value: Raw) -> dict[str, str]:
-    return _parse_services(value)
-
-
-def _routes(key: str, value: Raw) -> dict[str, tuple[tuple[str, str], ...]]:
-    return parse_routes(value)
-
-
-def _lab_services(lab: LabValues) -> str | None:
-    comps = lab.get("components") or {}
-    found = {n: c["url"].rstrip("/") for n, c in comps.items() if n in LAB_SERVICES and c.get("url")}
-    return ",".join(f"{n}={u}" for n, u in found.items()) or None
-
-
-def _lab_cfg(name: str) -> Callable[[LabValues], Any]:
-    return lambda lab: (lab.get("config") or {}).get(name)
-
-
-def _lab(name: str) -> Callable[[LabValues], Any]:
-    return lambda lab: lab.get(name)
-
-
-def _lab_audit(lab: LabValues) -> str | None:
-    return f"file:{lab['audit_file']}" if lab.get("audit_file") else None
+def _header(key: str, value: Raw) -> str:
+    """TENANT_HEADER: a header name; ``none`` = the tenant travels only in the token."""
+    text = str(value).strip()
+    return "" if text.lower() == "none" else text
 
 
 @dataclass(frozen=True)
@@ -165,22 +143,28 @@ class ExperimentConfig:
     #: targets a fleet fault applies to at once ('' = the driver's default)
     fault_parallelism: str = setting_field("", parse=_str)
     # ---------------------------------------------------------------------------------------------- the target
-    jwks_url: str = setting_field(LAB_DEFAULTS["jwks_url"], parse=_str, lab=_lab("jwks_url"))
-    authority_url: str = setting_field(LAB_DEFAULTS["authority_url"], parse=_url, lab=_lab("authority_url"))
-    services: dict[str, str] = setting_field(dict(LAB_DEFAULTS["services"]), key="service_urls", parse=_services,
-                                             lab=_lab_services)
-    tenant_header: str = setting_field("X-StellaOps-Tenant", parse=_str)
+    #: the target description (docs/target.md); empty: the running lab's
+    target_file: str = setting_field("", parse=_str)
+    jwks_url: str = setting_field("", parse=_str)
+    authority_url: str = setting_field("", parse=_url)
+    #: the tenant services: the description's, with SERVICE_URLS / FORGERY_ROUTES over it
+    services: dict[str, Service] = setting_field({})
+    #: the header carrying the tenant ('' = none: the tenant travels only in the token)
+    tenant_header: str = setting_field("", parse=_header)
     tenants: tuple[str, ...] = setting_field(DEFAULT_TENANTS, parse=_list)
-    audience: str = setting_field("stellaops-api", parse=_str, lab=_lab_cfg("audience"))
+    audience: str = setting_field("", parse=_str)
     token: TokenConfig = setting_field(TokenConfig())
     metrics: MetricContract = setting_field(MetricContract())
     # ---------------------------------------------------------------------------------------------- observation
-    prometheus_url: str = setting_field(LAB_DEFAULTS["prometheus_url"], parse=_url, lab=_lab("prometheus_url"))
-    alertmanager_url: str = setting_field(LAB_DEFAULTS["alertmanager_url"], parse=_url,
-                                          lab=_lab("alertmanager_url"))
-    audit_source: str = setting_field("file:" + LAB_DEFAULTS["audit_file"], parse=_str, lab=_lab_audit)
+    prometheus_url: str = setting_field("", parse=_url)
+    alertmanager_url: str = setting_field("", parse=_url)
+    audit_source: str = setting_field("", parse=_str)
+    #: how to read the target's audit events (field and action names: the description's ``audit``)
+    audit: AuditMapping = setting_field(AuditMapping())
     #: custom SQL for AUDIT_SOURCE=clickhouse:... ({since} and {until} are unix seconds)
     audit_sql: str = setting_field("", parse=_str)
+    #: LogQL stream selector and pipeline for AUDIT_SOURCE=loki:... ({services} and {action} are filled in)
+    audit_logql: str = setting_field("", parse=_str)
     loki_tenant: str = setting_field("", parse=_str)
     clickhouse_database: str = setting_field("", parse=_str)
     #: per backend: the CA bundle of ``<NAME>_CA_BUNDLE`` ('' = the system's)
@@ -195,8 +179,8 @@ class ExperimentConfig:
     #: ... for this many consecutive seconds
     abort_after_seconds: int = setting_field(30, parse=_int)
     #: expected soft TTL / hard lifetime (max-stale) of the services' JWKS cache, seconds
-    jwks_ttl: float = setting_field(LAB_DEFAULTS["jwks_ttl"], parse=_float, lab=_lab_cfg("jwks_ttl"))
-    jwks_max_stale: float = setting_field(LAB_DEFAULTS["jwks_max_stale"], parse=_float, lab=_lab_cfg("jwks_max_stale"))
+    jwks_ttl: float = setting_field(300.0, parse=_float)
+    jwks_max_stale: float = setting_field(3600.0, parse=_float)
     #: alerts that must fire if and only if the cache expired
     expiry_alerts: tuple[str, ...] = setting_field(DEFAULT_ALERTS, parse=_list)
     #: seconds the alert probe waits for the expiry alerts to show up after the outage
@@ -207,8 +191,6 @@ class ExperimentConfig:
     refused_statuses: tuple[int, ...] = setting_field((401, 403), parse=_statuses)
     #: forgery classes switched off by name (shown as skipped in the verdict)
     forgery_skip: tuple[str, ...] = setting_field((), parse=_list)
-    #: per service: the (method, path) routes forged tokens are sent to (default: the lab's read and write route)
-    forgery_routes: dict[str, tuple[tuple[str, str], ...]] = setting_field({}, parse=_routes)
     #: forged requests in flight at once, and each one's timeout in seconds
     forgery_concurrency: int = setting_field(32, parse=_int)
     forgery_timeout: float = setting_field(5.0, parse=_float)
@@ -284,11 +266,14 @@ class ExperimentConfig:
         """Plain JSON of every setting (the run record keeps it; :meth:`from_json` reads it back). No secret."""
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    @property
+    def service_urls(self) -> dict[str, str]:
+        """name -> base URL of every service."""
+        return {name: s.url for name, s in self.services.items()}
+
     def as_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-able) of the resolved settings (routes as ``METHOD /path``, for people)."""
-        d = self.to_json()
-        d["forgery_routes"] = {k: [f"{m} {p}" for m, p in v] for k, v in self.forgery_routes.items()}
-        return d
+        """Plain dict (JSON-able) of the resolved settings."""
+        return self.to_json()
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> ExperimentConfig:
@@ -302,9 +287,10 @@ class ExperimentConfig:
 
 
 def _jsonable(value: Any) -> Any:
+    """Plain JSON values: dataclasses as objects, tuples as lists, at any depth."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if isinstance(value, tuple):
+        return _jsonable(asdict(value))
+    if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -312,20 +298,26 @@ def _jsonable(value: Any) -> Any:
 
 
 def _typed(hint: Any, value: Any) -> Any:
-    """``value`` (JSON) as the type ``hint`` names: tuples from lists, dataclasses from objects."""
+    """``value`` (JSON) as the type ``hint`` names: tuples from lists, dataclasses (nested) from objects."""
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _typed(options[0], value) if options else value
     if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-        names = {f.name for f in dataclasses.fields(hint)}
+        hints = typing.get_type_hints(hint)
         make: Any = hint
-        return make(**{k: v for k, v in value.items() if k in names})
-    if origin is tuple and isinstance(value, list):
+        return make(**{f.name: _typed(hints[f.name], value[f.name]) for f in dataclasses.fields(hint)
+                       if f.name in value and f.init})
+    if origin is tuple and isinstance(value, (list, tuple)):
         args = typing.get_args(hint)
-        inner = args[0] if args else Any
-        return tuple(_typed(inner, v) for v in value)
+        item: Any = args[0] if args else Any
+        return tuple(_typed(item, v) for v in value)
     if origin is dict and isinstance(value, Mapping):
         args = typing.get_args(hint)
-        inner = args[1] if len(args) == 2 else Any
-        return {str(k): _typed(inner, v) for k, v in value.items()}
+        item = args[1] if len(args) == 2 else Any
+        return {str(k): _typed(item, v) for k, v in value.items()}
     return value
 
 
@@ -342,43 +334,94 @@ def _key(f: dataclasses.Field[Any]) -> str:
 SETTINGS: dict[str, str] = {_key(f): f.name for f in dataclasses.fields(ExperimentConfig) if f.metadata.get("parse")}
 
 
+#: a setting's value that says "explicitly nothing" where an empty value would mean "not set" (TOKEN_TENANT_PARAM,
+#: METRIC_TENANT_LABEL, TENANT_HEADER, METRIC_UNVERIFIED_ACCEPTS take it)
+NONE_WORDS = ("none", "off")
+
+
+def _from_target(configuration: Configuration, key: str, doc: TargetDoc, origin: str) -> tuple[Any, str]:
+    """(raw value, origin) of setting ``key``: the configuration / environment, else the target description (where a
+    present empty value counts: the description says "none"), else ('', '')."""
+    raw = raw_setting(configuration, key, "")
+    if raw != "":
+        return raw, setting_origin(configuration, key)
+    if key in doc.settings:
+        return doc.settings[key], origin
+    return "", ""
+
+
+def _services(configuration: Configuration, doc: TargetDoc) -> dict[str, Service]:
+    """The description's services; SERVICE_URLS names the services to drive (the description's routes and signals
+    for the names it knows, a bare service for a new name), FORGERY_ROUTES sets where forged tokens go."""
+    services = dict(doc.services)
+    urls = raw_setting(configuration, "service_urls", "")
+    if urls != "":
+        given = _parse_services(urls)
+        services = {name: dataclasses.replace(services[name], url=url) if name in services else Service(name, url)
+                    for name, url in given.items()}
+    routes = raw_setting(configuration, "forgery_routes", "")
+    for name, pairs in parse_routes(routes).items() if routes != "" else ():
+        if name not in services:
+            raise ConfigError(f"FORGERY_ROUTES names service {name!r}, which the target does not have; use one of "
+                              f"{', '.join(services) or '(no service described)'}")
+        services[name] = dataclasses.replace(services[name], forgery=tuple(
+            parse_route(f"{m} {p}", f"FORGERY_ROUTES[{name}]") for m, p in pairs))
+    return services
+
+
 def load_config(configuration: Configuration = None) -> ExperimentConfig:
-    """Resolve the Chaos Toolkit configuration (+ env vars, + lab state) into an ExperimentConfig.
+    """Resolve the Chaos Toolkit configuration (+ env vars, + the target description, + lab state) into an
+    ExperimentConfig.
 
     Raises ConfigError (a ValueError) with a clear message on values that cannot even be parsed (not a number, bad
-    SERVICE_URLS, a malformed run id or metric name). Outside the lab CLI, the safety control calls it once per run.
+    SERVICE_URLS, a target description that does not read, a malformed run id or metric name). The safety control
+    calls it once per run.
     """
     lab_dir = str(raw_setting(configuration, "chaosext_lab_dir", default_state_dir()))
     state: LabValues = lab_state(lab_dir) or {}
-    logger.debug("chaosext: resolving the run's settings (lab state %s)", "found" if state else "none")
+    given_file = str(raw_setting(configuration, "target_file", ""))
+    target_file = given_file or str(state.get("target_file") or "")
+    doc = read_target(target_file) if target_file else TargetDoc()
+    doc_origin = "target file" if given_file else "lab"
+    logger.debug("chaosext: resolving the run's settings (target %s)", target_file or "none")
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for f in dataclasses.fields(ExperimentConfig):
         parse = f.metadata.get("parse")
         if parse is None:
             continue
-        default = _default(f)
-        lab = f.metadata.get("lab")
-        lab_value = lab(state) if lab is not None and state else None
         key = _key(f)
-        raw = raw_setting(configuration, key, "")
-        origin = setting_origin(configuration, key) if raw != "" else ""
-        if raw == "" and lab_value is not None:
+        raw, origin = _from_target(configuration, key, doc, doc_origin)
+        lab = f.metadata.get("lab")
+        if raw == "" and lab is not None and state and (lab_value := lab(state)) is not None:
             raw, origin = lab_value, "lab"
-        values[f.name] = default if raw == "" else parse(key, raw)
+        values[f.name] = _default(f) if raw == "" and origin == "" else parse(key, raw)
         origins[key] = origin or "default"
     # the defaults that depend on who runs chaosext: root's state is root-private (chaosext.core.safefs)
     if origins.get("chaosext_lab_dir") == "default":
         values["lab_dir"] = lab_dir
     if origins.get("chaosext_run_dir") == "default":
         values["run_base"] = safefs.default_dir(".chaosext-run", "run")
+    values["target_file"] = target_file
     values["lab_running"] = bool(state)
     values["origins"] = origins
-    values["metrics"] = MetricContract.parse({name: str(raw_setting(configuration, key, getattr(MetricContract(),
-                                                                                               name)))
-                                              for name, key in METRIC_SETTINGS.items()})
-    values["token"] = TokenConfig.parse({name: str(raw_setting(configuration, key, getattr(TokenConfig(), name)))
-                                         for name, key in TOKEN_SETTINGS.items()})
+
+    def sub_settings(names: dict[str, str], defaults: Any) -> dict[str, str]:
+        out = {}
+        for name, key in names.items():
+            raw, origin = _from_target(configuration, key, doc, doc_origin)
+            out[name] = str(getattr(defaults, name) if raw == "" and origin == "" else raw)
+            origins[key] = origin or "default"
+        return out
+
+    values["metrics"] = MetricContract.parse(sub_settings(METRIC_SETTINGS, MetricContract()))
+    token = sub_settings(TOKEN_SETTINGS, TokenConfig())
+    if token["tenant_param"].strip().lower() in NONE_WORDS:
+        token["tenant_param"] = ""
+    values["token"] = TokenConfig.parse(token)
+    values["services"] = _services(configuration, doc)
+    if doc.audit is not None:
+        values["audit"] = doc.audit
     values["backend_ca_bundles"] = {n: str(raw_setting(configuration, f"{n}_ca_bundle", "")).strip()
                                     for n in BACKEND_NAMES if str(raw_setting(configuration, f"{n}_ca_bundle", ""))}
     values["backend_insecure"] = tuple(n for n in BACKEND_NAMES
@@ -403,7 +446,7 @@ def is_loopback_url(url: str) -> bool:
 
 
 def _parse_services(value: Any) -> dict[str, str]:
-    """``policy=http://...,vuln=http://...`` (or a dict) -> {name: url}."""
+    """``orders=http://...,billing=http://...`` (or a dict) -> {name: url}."""
     if isinstance(value, dict):
         return {str(k): str(v).rstrip("/") for k, v in value.items()}
     out: dict[str, str] = {}
@@ -413,7 +456,7 @@ def _parse_services(value: Any) -> dict[str, str]:
             continue
         name, sep, url = part.partition("=")
         if not sep or not name.strip() or not url.strip():
-            raise ConfigError(f"SERVICE_URLS entry {part!r} is not name=url (e.g. policy=http://127.0.0.1:8451)")
+            raise ConfigError(f"SERVICE_URLS entry {part!r} is not name=url (e.g. orders=http://10.0.0.5:8080)")
         if name.strip() in out:
             raise ConfigError(f"SERVICE_URLS names {name.strip()!r} twice; every service needs its own name")
         out[name.strip()] = url.strip().rstrip("/")
@@ -441,7 +484,7 @@ def parse_routes(value: Any) -> dict[str, tuple[tuple[str, str], ...]]:
     Raises ConfigError with an example when an entry cannot be read."""
     if not value:
         return {}
-    example = "policy=GET /api/v1/policies|POST /api/v1/policies;vuln=GET /api/v1/findings|POST /api/v1/findings"
+    example = "orders=GET /v2/orders|POST /v2/orders;billing=GET /invoices|POST /invoices"
     if isinstance(value, dict):
         entries = {str(k): v if isinstance(v, (list, tuple)) else str(v).split("|") for k, v in value.items()}
     else:
@@ -503,18 +546,23 @@ def validate(cfg: ExperimentConfig) -> list[str]:
         if err := _check_url(name, url):
             problems.append(err)
     if not cfg.services:
-        problems.append("SERVICE_URLS is empty; give name=url pairs, e.g. policy=http://127.0.0.1:8451")
-    for svc, url in cfg.services.items():
-        if err := _check_url(f"SERVICE_URLS[{svc}]", url):
+        problems.append("no service to drive: describe the target's services in TARGET_FILE (docs/target.md), or "
+                        "start the lab (chaosext lab up)")
+    for name, svc in cfg.services.items():
+        if err := _check_url(f"SERVICE_URLS[{name}]", svc.url):
             problems.append(err)
-    if not cfg.tenant_header:
-        problems.append("TENANT_HEADER is empty; the services read the tenant from it (default X-StellaOps-Tenant)")
+        if not svc.routes:
+            problems.append(f"service {name} has no routes: describe what to drive in TARGET_FILE's "
+                            f"services.{name}.routes (docs/target.md)")
+        elif svc.probe_route is None:
+            problems.append(f"service {name} has no read route for the valid-token probe: add a GET route or "
+                            f"services.{name}.probe in TARGET_FILE")
     if len(cfg.tenants) < 1:
-        problems.append("TENANTS is empty; give at least one tenant id (e.g. t01,t02,t03)")
+        problems.append("TENANTS is empty; give at least one tenant id (e.g. t01,t02,t03), or tenants in TARGET_FILE")
     if not 0 < cfg.error_rate_max < 1:
         problems.append(f"ERROR_RATE_MAX={cfg.error_rate_max} must be a fraction between 0 and 1 (default 0.01)")
-    if cfg.k6_rate <= 0:
-        problems.append(f"K6_RATE={cfg.k6_rate} must be a positive number of requests per second")
+    if rate := k6_rate_problem(cfg.k6_rate):
+        problems.append(rate)
     if cfg.abort_error_rate <= 0:
         problems.append(f"ABORT_ERROR_RATE={cfg.abort_error_rate} must be > 0 (a value above 1 disables the guard)")
     if cfg.jwks_max_stale < cfg.jwks_ttl:
@@ -532,9 +580,6 @@ def validate(cfg: ExperimentConfig) -> list[str]:
         problems.append(f"FORGERY_CONCURRENCY={cfg.forgery_concurrency} must be >= 1 (default 32)")
     if cfg.forgery_timeout <= 0:
         problems.append(f"FORGERY_TIMEOUT={cfg.forgery_timeout} must be > 0 seconds (default 5)")
-    for svc in sorted(set(cfg.forgery_routes) - set(cfg.services)):
-        problems.append(f"FORGERY_ROUTES names service {svc!r}, which SERVICE_URLS does not; use one of "
-                        f"{', '.join(cfg.services)}")
     if cfg.token.tokens_file and not Path(cfg.token.tokens_file).is_file():
         problems.append(f"TOKENS_FILE={cfg.token.tokens_file!r} does not exist; give a JSON file {{tenant: token}}")
     return problems

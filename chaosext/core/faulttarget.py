@@ -73,7 +73,7 @@ def k8s_namespace_selector(item: str) -> tuple[str, str]:
     namespace, _, selector = item.partition("/")
     if not namespace or namespace == "local" or ":" in namespace:
         raise TargetError(f"Kubernetes target {item!r} must look like <namespace>/<label selector>, e.g. "
-                          "tenancy/app=policy")
+                          "tenancy/app=orders")
     return namespace, selector
 
 

@@ -39,7 +39,7 @@ class Target(Protocol):
     @property
     def authority_url(self) -> str: ...
     @property
-    def services(self) -> dict[str, str]: ...
+    def service_urls(self) -> dict[str, str]: ...
     @property
     def allow_http(self) -> bool: ...
 
@@ -133,7 +133,7 @@ def lab_problem(cfg: Target) -> str:
         if not same_url(url, lab):
             return f"{name}={url} is not the lab's ({lab})"
     lab_services = list((state.get("service_urls") or {}).values())
-    for svc, url in cfg.services.items():
+    for svc, url in cfg.service_urls.items():
         if not any(same_url(url, u) for u in lab_services):
             return f"service {svc} at {url} is not one of the lab's services"
     return _fault_problem(cfg, state)
@@ -153,7 +153,7 @@ def token_transport_problems(cfg: Target) -> list[str]:
     except ValueError:
         state = None
     problems = []
-    for svc, url in cfg.services.items():
+    for svc, url in cfg.service_urls.items():
         try:
             parse(url)
         except UrlError:

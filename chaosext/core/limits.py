@@ -12,14 +12,27 @@ import math
 
 from chaosext.core.errors import ConfigError
 
-__all__ = ["MAX_OUTAGE_SECONDS", "MIN_MARGIN_SECONDS", "MARGIN_FRACTION", "deadline_seconds", "max_deadline_seconds",
-           "check_outage"]
+__all__ = ["MAX_OUTAGE_SECONDS", "MIN_MARGIN_SECONDS", "MARGIN_FRACTION", "MAX_K6_RATE", "deadline_seconds",
+           "max_deadline_seconds", "check_outage", "k6_rate_problem"]
 
 #: The default cap on OUTAGE_SECONDS (the fault's deadline adds its margin: :func:`max_deadline_seconds`).
 MAX_OUTAGE_SECONDS = 3600
 #: The deadline margin: max(MIN_MARGIN_SECONDS, ceil(MARGIN_FRACTION * outage)).
 MIN_MARGIN_SECONDS = 15
 MARGIN_FRACTION = 0.05
+#: The most requests/s K6_RATE may ask for: ten times the load the tenant script is sized for (5,000/s), far above
+#: what one k6 process drives; a larger number is a typo or a load test, not a chaos experiment.
+MAX_K6_RATE = 50_000
+
+
+def k6_rate_problem(rate: int) -> str:
+    """'' when ``rate`` (K6_RATE, requests/s) is within (0, MAX_K6_RATE]; else what to set."""
+    if rate <= 0:
+        return f"K6_RATE={rate} must be a positive number of requests per second (default 200)"
+    if rate > MAX_K6_RATE:
+        return (f"K6_RATE={rate} is above the limit of {MAX_K6_RATE} requests/s (a chaos experiment's load, not a "
+                f"load test); use {MAX_K6_RATE} or less (the tenant script is sized for 5000)")
+    return ""
 
 
 def deadline_seconds(outage_seconds: int) -> int:

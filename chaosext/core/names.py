@@ -8,15 +8,13 @@ import re
 
 from chaosext.core.errors import ConfigError
 
-__all__ = ["FAULT_VIAS", "FAULT_MODES", "LAB_SERVICES", "UNAUTHENTICATED_TENANT", "ENVOY_RUNTIME_PREFIX",
+__all__ = ["FAULT_VIAS", "FAULT_MODES", "UNAUTHENTICATED_TENANT", "ENVOY_RUNTIME_PREFIX",
            "ENVOY_STAT_PREFIX", "JWKS_CACHE_MODES", "RUN_ID_RE", "check_run_id"]
 
 #: how the fault is injected (``FAULT_VIA``)
 FAULT_VIAS = ("iptables", "envoy", "k8s-networkpolicy", "istio")
 #: how blocked packets fail (``FAULT_MODE``): drop = timeouts, reject = refused
 FAULT_MODES = ("drop", "reject")
-#: the lab's tenant services (a real target names its own in ``SERVICE_URLS``)
-LAB_SERVICES = ("policy", "vuln", "notify")
 #: the tenant label of a request whose token never authenticated (D1: not a tenant's error)
 UNAUTHENTICATED_TENANT = "__unauthenticated__"
 #: Envoy runtime keys the fault sets (``<prefix>.abort_percent`` ...) and the stat prefix of the JWKS cluster's

@@ -60,6 +60,8 @@ __all__ = [
     "owned_by_this_process",
     "probe_endpoint",
     "expected_error",
+    "classify_error",
+    "Ran",
 ]
 
 DEFAULT_JWKS_URL = "http://127.0.0.2:8440/.well-known/jwks.json"
@@ -430,6 +432,19 @@ def delete_record(run_id: str) -> bool:
     return safefs.remove(state_dir() / f"{run_id}.json")
 
 
+@dataclass
+class Ran:
+    """One command's outcome in one target of a batch (drivers run a command in many targets at once)."""
+
+    returncode: int = -1
+    stdout: str = ""
+    stderr: str = ""
+    #: wall time it ended (epoch seconds)
+    at: float = 0.0
+    #: why it could not run at all (the target is gone: TargetNotFound), or None
+    error: Exception | None = None
+
+
 # ---------------------------------------------------------------- reachability probe
 
 
@@ -438,7 +453,9 @@ def expected_error(mode: str) -> tuple[str, ...]:
     return ("timeout",) if mode == "drop" else ("refused", "reset")
 
 
-def _classify(exc: BaseException) -> str:
+def classify_error(exc: BaseException) -> str:
+    """A connect's error as the probes name it: ``timeout``, ``refused``, ``reset``, ``tls``, ``unreachable``, or
+    the exception's class name."""
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return "timeout"
     if isinstance(exc, ConnectionRefusedError):
@@ -485,7 +502,7 @@ def probe_endpoint(address: str, port: int, timeout: float = 2.0, url: str = "",
             result["status"] = int(line[1])
         result["reachable"] = True
     except (OSError, ValueError) as exc:
-        result["error"] = _classify(exc)
+        result["error"] = classify_error(exc)
     finally:
         sock.close()
     result["elapsed_ms"] = round((time.monotonic() - start) * 1000, 1)

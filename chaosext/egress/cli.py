@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from chaosext.core.config import load_config
 from chaosext.core.errors import ChaosextError
-from chaosext.core.names import FAULT_MODES
+from chaosext.core.names import FAULT_MODES, RUN_ID_RE
 from chaosext.egress.actions import FaultSettings, block_jwks_egress, fault_settings
 from chaosext.egress.actions import restore as restore_faults
 from chaosext.egress.base import VIAS, FaultError, load_records
@@ -40,10 +42,19 @@ def _kube_opts(f: Any) -> Any:
 
 
 def _stop_orphaned_k6(k6_dir: str, dry_run: bool) -> list[dict[str, Any]]:
-    """Stop (or, dry run, list) the k6 runs under the runs dir whose owner process is gone or heartbeat stale."""
+    """Stop (or, dry run, list) the k6 runs whose owner process is gone or whose heartbeat is stale: those under
+    ``k6_dir`` (or $CHAOSEXT_K6_DIR), else under every experiment run's directory of the run base
+    (``<run base>/<run id>/k6``) and the base's own ``k6``."""
     from chaosext.load import k6
 
-    return k6.stop_orphans(k6.runs_dir(k6_dir), grace=load_config().heartbeat_grace, dry_run=dry_run)
+    cfg = load_config()
+    if k6_dir or os.environ.get("CHAOSEXT_K6_DIR"):
+        bases = [k6.runs_dir(k6_dir)]
+    else:
+        root = Path(cfg.run_base)
+        bases = [root / "k6", *sorted(p / "k6" for p in root.iterdir() if RUN_ID_RE.fullmatch(p.name))] \
+            if root.is_dir() else []
+    return [item for base in bases for item in k6.stop_orphans(base, grace=cfg.heartbeat_grace, dry_run=dry_run)]
 
 
 def _settings(via: str | None, target: str | None, envoy_admin_url: str = "", kube_api_url: str = "",
@@ -93,7 +104,7 @@ Examples:
   chaosext restore                                   # this host's recorded faults (iptables, local)
   chaosext restore --all                             # + every chaosext rule found by its tags, no record needed
   chaosext restore --all --dry-run --target netns:lab   # show what would go
-  chaosext restore --all --via k8s-networkpolicy --target tenancy/app=policy
+  chaosext restore --all --via k8s-networkpolicy --target tenancy/app=orders
   chaosext restore --all --via envoy --target http://127.0.0.1:9901
   chaosext restore --all --k6-dir .chaosext-run/k6   # + orphaned k6 runs recorded there
 """)
@@ -104,7 +115,7 @@ Examples:
 @click.option("--dry-run", is_flag=True, help="print what would be removed, remove nothing")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.option("--k6-dir", default="", help="k6 runs dir searched by --all for orphaned k6 (default $CHAOSEXT_K6_DIR, "
-              "else <run dir>/k6)")
+              "else every <run base>/<run id>/k6)")
 @_kube_opts
 def restore(all_: bool, via: str | None, target: str | None, run_id: str, dry_run: bool, as_json: bool, k6_dir: str,
                 envoy_admin_url: str, kube_api_url: str, kube_context: str) -> None:
@@ -112,9 +123,9 @@ def restore(all_: bool, via: str | None, target: str | None, run_id: str, dry_ru
 
     Without --all: the faults recorded in $CHAOSEXT_STATE_DIR (default ~/.chaosext/faults) for that via/target,
     or, with none recorded, every fault found by tags. Exit 0 when nothing chaosext made is left.
-    --all also stops orphaned k6 runs: those recorded in the k6 runs dir (--k6-dir, else $CHAOSEXT_K6_DIR, else the
-    experiment's run dir + /k6) whose owner process is gone or whose owner's heartbeat is older than
-    $HEARTBEAT_GRACE (default 10 s).
+    --all also stops orphaned k6 runs: those recorded in the k6 runs dir (--k6-dir, else $CHAOSEXT_K6_DIR, else
+    every experiment run's <run base>/<run id>/k6) whose owner process is gone or whose owner's heartbeat is older
+    than $HEARTBEAT_GRACE (default 10 s).
     """
     sys.exit(_panic(via, target, run_id, all_, dry_run, envoy_admin_url, kube_api_url, kube_context, as_json,
                     k6_dir))

@@ -6,25 +6,24 @@ run in each pod through the Kubernetes API, see :mod:`chaosext.egress.kubernetes
 (:func:`chaosext.egress.base.split_targets`).
 
 Each target gets its whole rule set in one ``iptables-restore --noflush`` transaction per family, after one listing
-that makes re-applying a no-op; targets are worked on in parallel (option ``parallelism``), all or none.
-Every rule carries ``-m comment --comment chaosext:<run_id>`` and ``-m time --datestop <UTC deadline>``, so the
-kernel stops matching at the deadline even when no chaosext process is alive; the watchdog then deletes the chain.
+that makes re-applying a no-op; all targets are worked on at once (:func:`_batch`: local namespaces from one process
+through :mod:`chaosext.egress.netns`, pods through their own batch of exec calls), staged so that they commit
+together, all or none. Every rule carries ``-m comment --comment chaosext:<run_id>`` and ``-m time --datestop <UTC
+deadline>``, so the kernel stops matching at the deadline even when no chaosext process is alive; the watchdog then
+deletes the chain.
 """
 from __future__ import annotations
 
-import ctypes
 import fnmatch
 import ipaddress
 import json
 import os
 import re
-import resource
 import shlex
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,9 +32,11 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 
 from chaosext.core import ids
 from chaosext.core.names import check_run_id
+from chaosext.egress import netns
 from chaosext.egress.base import (
     FaultError,
     FaultSpec,
+    Ran,
     TargetNotFound,
     expected_error,
     probe_endpoint,
@@ -52,20 +53,24 @@ SEPARATOR = "chaosext-family-separator"
 WAIT = ["-w", "5"]
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
-CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
-#: targets worked on at once (driver option ``parallelism`` / configuration ``FAULT_PARALLELISM``)
+#: targets contacted at once (driver option ``parallelism`` / configuration ``FAULT_PARALLELISM``): pod exec calls
+#: being opened, threads starting processes in local namespaces (at most :data:`chaosext.egress.netns.WORKERS`);
+#: once started, every target's command runs at the same time
 DEFAULT_PARALLELISM = 16
-#: restore processes staged at once before their COMMIT (two pipe ends each); more targets go in waves
-STAGE_MAX = 128
-_LIBC = ctypes.CDLL(None, use_errno=True)
+#: restore processes staged at once before their COMMIT (also capped by the open-file limit); more go in waves
+STAGE_MAX = 4096
 
 T = TypeVar("T")
 R = TypeVar("R", bound="Runner")
 
 
 class Runner(Protocol):
-    """Runs commands and probes inside one target network namespace."""
+    """Runs commands and probes inside one target network namespace.
+
+    A runner class may also offer ``run_batch(items, parallelism, staged) -> list[Ran]`` (one command in each of many
+    runners of that class at once, see :func:`_batch`) and ``probe_batch(items, timeout) -> list[list[dict]]``;
+    :class:`HostRunner` is batched by :mod:`chaosext.egress.netns` instead."""
 
     label: str
 
@@ -110,23 +115,12 @@ class HostRunner:
                                   timeout=self.timeout, input=stdin)
 
         try:
-            cp = _in_netns(self.nspath, start) if self.nspath else start()
+            cp = netns.in_netns(self.nspath, start) if self.nspath else start()
         except FileNotFoundError as exc:
             raise FaultError(f"{exc.filename} not found on this host; install it (scripts/setup)") from None
         except subprocess.TimeoutExpired:
             raise FaultError(f"timed out after {self.timeout}s: {self.shown(argv)}") from None
         return cp.returncode, cp.stdout, cp.stderr
-
-    def start(self, argv: list[str]) -> subprocess.Popen[str]:
-        """Start ``argv`` in the target with its stdin and stderr as pipes (see :func:`_staged_transactions`)."""
-        def start() -> subprocess.Popen[str]:
-            return subprocess.Popen(argv if self.nspath else self.prefix + argv, stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-        try:
-            return _in_netns(self.nspath, start) if self.nspath else start()
-        except FileNotFoundError as exc:
-            raise FaultError(f"{exc.filename} not found on this host; install it (scripts/setup)") from None
 
     def shown(self, argv: list[str]) -> str:
         return shlex.join(self.prefix + argv)
@@ -136,7 +130,7 @@ class HostRunner:
             return probe_endpoint(address, port, timeout, url)
         if self.nspath:  # a socket made inside the target: no process to start (matters at 100 targets)
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            sock = _in_netns(self.nspath, lambda: socket.socket(family, socket.SOCK_STREAM))
+            sock = netns.in_netns(self.nspath, lambda: socket.socket(family, socket.SOCK_STREAM))
             return probe_endpoint(address, port, timeout, url, sock=sock)
         argv = [sys.executable, "-m", "chaosext.egress.base", "probe", address, str(port), str(timeout)]
         rc, out, err = self.run(argv + ([url] if url else []))
@@ -156,6 +150,27 @@ class HostRunner:
             raise FaultError("iptables needs CAP_NET_ADMIN: run as root (or in `unshare -rn` for a private netns)")
         if self.prefix and not caps >> CAP_SYS_ADMIN & 1:
             raise FaultError(f"entering {self.label} needs CAP_SYS_ADMIN: run as root")
+
+
+def _known_binaries(runner: Runner) -> dict[str, bool] | None:
+    """The runner's memory of which binaries it has (``known_binaries``, e.g. a pod's), or None."""
+    known = getattr(runner, "known_binaries", None)
+    return known if isinstance(known, dict) else None
+
+
+def _present(binaries: list[str]) -> Callable[[Runner], list[str]]:
+    """``runner -> the ones of binaries it has``; asked once for all local targets (they share this host's)."""
+    local: list[str] | None = None
+
+    def of(runner: Runner) -> list[str]:
+        nonlocal local
+        if isinstance(runner, HostRunner):
+            if local is None:
+                local = [b for b in binaries if runner.has(b)]
+            return local
+        return [b for b in binaries if runner.has(b)]
+
+    return of
 
 
 def _netns_runner(target: str, name: str) -> HostRunner:
@@ -226,37 +241,6 @@ def runner_for(target: str, options: dict[str, Any] | None = None, missing_ok: b
     return runners
 
 
-def _in_netns(nspath: str, fn: Callable[[], T]) -> T:
-    """``fn()`` run inside the network namespace ``nspath`` (what ``nsenter --net=<nspath>`` does, without a process).
-
-    ``setns`` switches only the calling thread, so ``fn`` runs in a short-lived thread of its own: the rest of the
-    process never leaves its namespace, whatever happens. Sockets it creates stay in that namespace; processes it
-    starts are born there."""
-    results: list[T] = []
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            with open(nspath) as target:
-                if _LIBC.setns(target.fileno(), CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns {nspath}: {os.strerror(err)}")
-        except OSError as exc:
-            errors.append(TargetNotFound(f"cannot enter network namespace {nspath}: {exc}"))
-            return
-        try:
-            results.append(fn())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=body, name="chaosext-in-netns")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return results[0]
-
-
 def _datestop(expires_at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(expires_at))
 
@@ -285,16 +269,20 @@ def _rule_endpoint(line: str) -> str:
     return f"{ipaddress.ip_interface(dest.group(1)).ip}:{port.group(1)}"
 
 
-def _listings(runner: Runner, binaries: list[str]) -> dict[str, list[str]]:
-    """``binary -S`` of the filter table for each family, in one process (one exec round trip in a pod)."""
+def _listing_commands(runner: Runner, binaries: list[str]) -> list[tuple[list[str], list[str]]]:
+    """The commands that list the filter table of each family (``binary -S``): ``[(argv, families it lists)]``. A
+    local target gets one process per family; another (a pod) one command for all (one exec round trip)."""
     if not binaries:
-        return {}
-    if len(binaries) == 1:
-        argv = [binaries[0], *WAIT, "-t", "filter", "-S"]
-    else:
-        argv = ["sh", "-c", f" && echo {SEPARATOR} && ".join(shlex.join([b, *WAIT, "-t", "filter", "-S"])
-                                                             for b in binaries)]
-    rc, out, err = runner.run(argv)
+        return []
+    if len(binaries) == 1 or isinstance(runner, HostRunner):
+        return [([b, *WAIT, "-t", "filter", "-S"], [b]) for b in binaries]
+    return [(["sh", "-c", f" && echo {SEPARATOR} && ".join(shlex.join([b, *WAIT, "-t", "filter", "-S"])
+                                                           for b in binaries)], binaries)]
+
+
+def _parsed_listing(runner: Runner, argv: list[str], binaries: list[str], rc: int, out: str,
+                    err: str) -> dict[str, list[str]]:
+    """The lines of each family from one listing command's outcome; TargetNotFound for a namespace that is gone."""
     if rc != 0:
         if isinstance(runner, HostRunner) and runner.nspath and not os.path.exists(runner.nspath):
             raise TargetNotFound(f"{runner.label} is gone: {err.strip()}")
@@ -303,6 +291,14 @@ def _listings(runner: Runner, binaries: list[str]) -> dict[str, list[str]]:
     if len(parts) != len(binaries):
         raise FaultError(f"cannot list rules in {runner.label}: unexpected output of {runner.shown(argv)}")
     return {b: part.splitlines() for b, part in zip(binaries, parts, strict=True)}
+
+
+def _listings(runner: Runner, binaries: list[str]) -> dict[str, list[str]]:
+    """``binary -S`` of the filter table for each family, in this one target."""
+    found: dict[str, list[str]] = {}
+    for argv, covered in _listing_commands(runner, binaries):
+        found.update(_parsed_listing(runner, argv, covered, *runner.run(argv)))
+    return found
 
 
 def _listing(runner: Runner, binary: str) -> list[str]:
@@ -342,8 +338,40 @@ def _run_lines(lines: list[str], chain: str, tag: str) -> list[str]:
     return [line for line in lines if line.startswith("-A ") and _belongs(line, run_id)]
 
 
+def _owned_lines(lines: list[str], run_id: str) -> list[str]:
+    """The lines of a listing that are ``run_id``'s (its chain, its rules, the jumps to it), by exact name only."""
+    return [line for line in lines if _belongs(line, run_id)]
+
+
+def _held(listings: dict[str, list[str]], run_id: str) -> dict[str, Any]:
+    """What listings of a target hold for ``run_id``: its rule lines (``binary line``), the families with its chain,
+    and the position of each jump to it in OUTPUT."""
+    chain = ids.chain_name(run_id)
+    found: dict[str, Any] = {"rules": [], "chains": [], "jump_positions": []}
+    for binary, lines in listings.items():
+        position = 0
+        for line in lines:
+            if line.startswith("-A OUTPUT "):
+                position += 1
+            if line == f"-N {chain}":
+                found["chains"].append(binary)
+            elif line.startswith("-A ") and _belongs(line, run_id):
+                found["rules"].append(f"{binary} {line}")
+                if line.startswith("-A OUTPUT ") and _jump_target(line.split()) == chain:
+                    found["jump_positions"].append(position)
+    return found
+
+
 def _restore_input(lines: list[str]) -> str:
     return "*filter\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n"
+
+
+def _revert_script(run_id: str) -> str:
+    """The transaction removing ``run_id``'s jump, rules and chain, as apply made them; the kernel refuses it
+    (nothing changed) unless exactly that jump and that chain exist."""
+    chain, tag = ids.chain_name(run_id), ids.tag(run_id)  # a run id that is not one never reaches the input
+    return _restore_input([_shown_line(["-D", "OUTPUT", "-m", "comment", "--comment", tag, "-j", chain]),
+                           f"-F {chain}", f"-X {chain}"])
 
 
 @dataclass(frozen=True)
@@ -378,12 +406,70 @@ def _fan_out(fn: Callable[[R], T], runners: Sequence[R], parallelism: int) -> li
         return list(pool.map(one, runners))
 
 
-def _wchan(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/wchan") as fh:
-            return fh.read()
-    except OSError:
-        return ""
+#: one command in one target: ``(runner, argv, stdin, held tail)`` (see :func:`_batch`)
+Item = tuple[Runner, list[str], str, str]
+
+
+def _batch(items: Sequence[Item], parallelism: int, staged: bool = False, capture: bool = True) -> list[Ran]:
+    """Every ``(runner, argv, stdin, held)`` at once; one :class:`Ran` each, in order, never raising for one.
+
+    Local targets (:class:`HostRunner`) go through :func:`chaosext.egress.netns.run_all` (processes started in their
+    namespaces from this process); a runner class with a ``run_batch`` of its own (pods) through that; any other one
+    by one, ``parallelism`` at a time. ``staged``: each command first gets its ``stdin``, and the ``held`` tails are
+    sent to all of them together once all wait for them. ``capture``: keep stdout."""
+    out: list[Ran] = [Ran() for _ in items]
+    groups: dict[type, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(type(item[0]), []).append(index)
+    for kind, indexes in groups.items():
+        chosen = [items[i] for i in indexes]
+        if kind is HostRunner:
+            jobs = [netns.Job(argv if cast(HostRunner, r).nspath else cast(HostRunner, r).prefix + argv,
+                              nspath=cast(HostRunner, r).nspath, stdin=stdin, held=held, capture=capture)
+                    for r, argv, stdin, held in chosen]
+            done = netns.run_all(jobs, staged=staged, wave=STAGE_MAX, workers=min(netns.WORKERS, parallelism))
+        elif hasattr(kind, "run_batch"):
+            done = kind.run_batch(chosen, parallelism, staged)
+        else:
+            def one(item: Item) -> Ran:
+                try:
+                    rc, stdout, stderr = item[0].run(item[1], stdin=item[2] + item[3])
+                    return Ran(rc, stdout, stderr, time.time())
+                except Exception as exc:
+                    return Ran(error=exc, at=time.time())
+
+            with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(chosen))),
+                                    thread_name_prefix="chaosext-egress") as pool:
+                done = list(pool.map(one, chosen))
+        for index, ran in zip(indexes, done, strict=True):
+            out[index] = ran
+    return out
+
+
+def _list_all(runners: Sequence[Runner], binaries: Callable[[Runner], list[str]],
+              parallelism: int) -> list[Done[Runner, dict[str, list[str]]]]:
+    """:func:`_listings` of every runner (the families ``binaries(runner)``), all at once (:func:`_batch`)."""
+    items: list[Item] = []
+    owners: list[tuple[int, list[str]]] = []
+    for pos, runner in enumerate(runners):
+        for argv, covered in _listing_commands(runner, binaries(runner)):
+            items.append((runner, argv, "", ""))
+            owners.append((pos, covered))
+    found: list[dict[str, list[str]]] = [{} for _ in runners]
+    errors: list[Exception | None] = [None for _ in runners]
+    at = [0.0 for _ in runners]
+    for (pos, covered), item, ran in zip(owners, items, _batch(items, parallelism), strict=True):
+        at[pos] = max(at[pos], ran.at)
+        if errors[pos] is not None:
+            continue
+        try:
+            if ran.error is not None:
+                raise ran.error
+            found[pos].update(_parsed_listing(runners[pos], item[1], covered, ran.returncode, ran.stdout,
+                                              ran.stderr))
+        except Exception as exc:
+            errors[pos] = exc
+    return [Done(r, None if errors[i] else found[i], errors[i], at[i] or time.time()) for i, r in enumerate(runners)]
 
 
 @dataclass
@@ -397,76 +483,40 @@ class Staged:
 
 
 def _staged_transactions(runners: list[Runner], inputs: Callable[[Runner], list[tuple[str, str]]],
-                         parallelism: int, timeout: float = 15.0) -> dict[int, Staged]:
-    """Run restore transactions in many local targets so that they commit at (nearly) the same moment.
+                         parallelism: int, staged: bool = True) -> dict[int, Staged]:
+    """Run one restore transaction per ``(binary, input)`` of ``inputs(runner)`` in every runner, all at once, so that
+    they commit at (nearly) the same moment.
 
-    For each :class:`HostRunner` (others are skipped) and each ``(binary, input)`` of ``inputs(runner)``, start
-    ``<binary>-restore --noflush`` in the target and feed it the input without its final ``COMMIT``; once every
-    process waits on its stdin (it has parsed its rules) or a few seconds passed, send all the ``COMMIT`` lines in
-    one go. The kernel commits each target's transaction as that line arrives, so the targets are cut off within
-    milliseconds of each other rather than one process start apart. Returns ``{id(runner): Staged}``."""
-    host = [r for r in runners if isinstance(r, HostRunner)]
+    ``staged``: every ``<binary>-restore --noflush`` is started in its target and fed its input without the final
+    ``COMMIT``; once every process waits on its stdin (it has parsed its rules) or a few seconds passed, all the
+    ``COMMIT`` lines go out in one go (:func:`chaosext.egress.netns.run_all`). The kernel commits each target's
+    transaction as that line arrives, so the targets are cut off within milliseconds of each other rather than one
+    process start apart. Local targets are not staged where iptables is the legacy variant: every legacy
+    ``iptables-restore`` holds one host-wide lock (``/run/xtables.lock``) from its table line to its end, so staged
+    ones would wait for each other until ``-w`` gives up; there they commit one after another as the lock allows.
+    Returns ``{id(runner): Staged}``."""
+    items: list[Item] = []
+    owners: list[tuple[Runner, str]] = []
+    for runner in runners:
+        for binary, script in inputs(runner):
+            items.append((runner, [f"{binary}-restore", *WAIT, "--noflush"], script[:-len("COMMIT\n")], "COMMIT\n"))
+            owners.append((runner, binary))
+    locked = {b for _, b in owners if not netns.nft_backed(b)}
+    ran_all: list[Ran] = [Ran() for _ in items]
+    for local in (True, False):
+        chosen = [i for i, (runner, _) in enumerate(owners) if isinstance(runner, HostRunner) == local]
+        done = _batch([items[i] for i in chosen], parallelism, staged=staged and not (local and locked),
+                      capture=False)
+        for i, ran in zip(chosen, done, strict=True):
+            ran_all[i] = ran
     out: dict[int, Staged] = {}
-    # two pipe ends stay open per staged process: keep far below the open-file limit
-    per_runner = max(1, len(inputs(host[0]))) if host else 1
-    size = max(1, min(STAGE_MAX, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 64) // 2) // per_runner)
-    for i in range(0, len(host), size):
-        wave = host[i:i + size]
-
-        def stage(runner: HostRunner) -> list[tuple[str, subprocess.Popen[str]]]:
-            procs: list[tuple[str, subprocess.Popen[str]]] = []
-            try:
-                for binary, script in inputs(runner):
-                    proc = runner.start([f"{binary}-restore", *WAIT, "--noflush"])
-                    procs.append((binary, proc))
-                    try:
-                        assert proc.stdin is not None  # started with stdin=PIPE
-                        proc.stdin.write(script[:-len("COMMIT\n")])
-                        proc.stdin.flush()
-                    except BrokenPipeError:
-                        pass  # it exited already; its return code and stderr say why
-            except BaseException:
-                for _, proc in procs:
-                    proc.kill()
-                    proc.wait()
-                raise
-            return procs
-
-        started = _fan_out(stage, wave, parallelism)
-        procs = [(id(d.runner), b, p) for d in started if not d.error for b, p in d.value]
-        out.update({id(d.runner): Staged(error=d.error) for d in started if d.error})
-        ready_by = time.monotonic() + 3.0
-        waiting = [p for _, _, p in procs]
-        while waiting and time.monotonic() < ready_by:
-            waiting = [p for p in waiting if p.poll() is None and "pipe" not in _wchan(p.pid)]
-            if waiting:
-                time.sleep(0.005)
-        for _, _, proc in procs:
-            try:
-                assert proc.stdin is not None  # started with stdin=PIPE
-                proc.stdin.write("COMMIT\n")
-                proc.stdin.close()
-            except OSError:
-                pass  # it exited already; its return code says why
-        finished: dict[int, float] = {}
-        end = time.monotonic() + timeout
-        while len(finished) < len(procs):
-            for _, _, proc in procs:
-                if proc.pid not in finished and proc.poll() is not None:
-                    finished[proc.pid] = time.time()
-            if len(finished) < len(procs):
-                if time.monotonic() > end:
-                    for _, _, proc in procs:
-                        if proc.poll() is None:
-                            proc.kill()
-                    end = time.monotonic() + 5.0
-                time.sleep(0.001)
-        for key, binary, proc in procs:
-            entry = out.setdefault(key, Staged())
-            entry.results[binary] = (proc.returncode, proc.stderr.read() if proc.stderr else "")
-            entry.at = max(entry.at, finished[proc.pid])
-            if proc.stderr:
-                proc.stderr.close()
+    for (runner, binary), ran in zip(owners, ran_all, strict=True):
+        entry = out.setdefault(id(runner), Staged())
+        if ran.error is not None:
+            entry.error = entry.error or ran.error
+            continue
+        entry.results[binary] = (ran.returncode, ran.stderr)
+        entry.at = max(entry.at, ran.at)
     return out
 
 
@@ -546,7 +596,7 @@ class IptablesDriver:
 
     def _revert_input(self, spec: FaultSpec) -> str:
         """Jump, rules and chain gone in one transaction; refused (nothing changed) unless exactly that exists."""
-        return _restore_input([_shown_line(["-D", *_jump(spec)]), f"-F {spec.chain}", f"-X {spec.chain}"])
+        return _revert_script(spec.run_id)
 
     def describe(self, spec: FaultSpec) -> list[str]:
         """What apply runs inside each target, per family: one ``iptables-restore --noflush`` with exactly this
@@ -575,22 +625,42 @@ class IptablesDriver:
         return lines
 
     def preflight(self, spec: FaultSpec) -> list[Runner]:
-        """Resolve every target and check each has what we need; nothing is changed."""
+        """Resolve every target and check each has what we need; nothing is changed. Local targets share this host's
+        binaries and capabilities, so one of each kind is checked; pods are asked once each, all at once."""
         _ = self.parallelism  # checked before anything changes
         runners = runner_for(spec.target, spec.options, secrets=self.secrets)
         binaries = [b for b, _, _ in self._families(spec)]
+        self._learn_binaries(runners, binaries)
+        checked: set[tuple[type, bool]] = set()
 
         def check(runner: Runner) -> None:
             if isinstance(runner, HostRunner):
+                kind = (HostRunner, bool(runner.prefix))
+                if kind in checked:
+                    return
+                checked.add(kind)
                 runner.check_capable()
             for binary in binaries:
                 if not runner.has(binary):
                     raise FaultError(f"{binary} not found in {runner.label}; install iptables (scripts/setup)")
 
-        for done in _fan_out(check, runners, self.parallelism):
-            if done.error:
-                raise done.error
+        for runner in runners:
+            check(runner)
         return runners
+
+    def _learn_binaries(self, runners: Sequence[Runner], binaries: list[str]) -> None:
+        """Ask every runner that remembers its binaries (``known_binaries``, pods) which of ``binaries`` it has, in
+        one command each, all at once, so that the ``has`` checks after it cost no round trip."""
+        asking = [(r, known) for r in runners if (known := _known_binaries(r)) is not None
+                  and any(b not in known for b in binaries)]
+        if not asking:
+            return
+        script = "; ".join(f"command -v {shlex.quote(b)} >/dev/null 2>&1 && echo {shlex.quote(b)}" for b in binaries)
+        for (_, known), ran in zip(asking, _batch([(r, ["sh", "-c", script + "; true"], "", "") for r, _ in asking],
+                                                  self.parallelism), strict=True):
+            if ran.error is None and ran.returncode == 0:
+                found = set(ran.stdout.split())
+                known.update({b: b in found for b in binaries})
 
     # -- doing
 
@@ -622,28 +692,28 @@ class IptablesDriver:
             changed.append(binary)
         return changed, at or time.time()
 
+    @property
+    def staged_commit(self) -> bool:
+        """Option ``staged_commit`` (default on): hold every target's COMMIT until all have parsed their input."""
+        return str(self.options.get("staged_commit", True)).lower() not in ("0", "false", "no", "off")
+
     def _staged(self, runners: list[Runner], inputs: Callable[[Runner], list[tuple[str, str]]]) -> dict[int, Staged]:
-        """:func:`_staged_transactions` for the local targets (option ``staged_commit``, default on)."""
-        if str(self.options.get("staged_commit", True)).lower() in ("0", "false", "no", "off"):
-            return {}
-        return _staged_transactions(runners, inputs, self.parallelism)
+        """:func:`_staged_transactions` for every target (the COMMITs held back unless ``staged_commit`` is off)."""
+        return _staged_transactions(runners, inputs, self.parallelism, staged=self.staged_commit)
 
     def apply(self, spec: FaultSpec) -> dict[str, Any]:
-        """Give every target the chain, its rules and the jump, targets in parallel (at most ``parallelism`` at
-        once); if any target fails, remove the fault from all of them again and raise a FaultError naming the failed
-        targets and why. One round of one transaction per target and family, so the first and the last target are
-        cut off as close together as the machine allows (``spread``); local targets commit together
-        (:func:`_staged_transactions`)."""
+        """Give every target the chain, its rules and the jump, all targets at once; if any target fails, remove the
+        fault from all of them again and raise a FaultError naming the failed targets and why. One round of one
+        transaction per target and family, committed together (:func:`_staged_transactions`), so the first and the
+        last target are cut off as close together as the machine allows (``spread``)."""
         runners = self.preflight(spec)
         fresh = [(b, self._fresh_input(spec, v, a)) for b, v, a in self._families(spec)]
         staged = self._staged(runners, lambda r: fresh)
         results = _fan_out(lambda r: self._apply_one(r, spec, staged.get(id(r))), runners, self.parallelism)
         failed = [(d.runner, d.error) for d in results if d.error]
         if failed:
-            undone = _fan_out(lambda r: self._remove_run(r, spec.run_id), runners, self.parallelism)
-            stuck = [f"{d.runner.label}: {_error_text(d.error) if d.error else d.value[1]}"
-                     for d in undone if (d.error and not isinstance(d.error, TargetNotFound))
-                     or (not d.error and d.value[1])]
+            _, stuck, _ = self._remove_all(runners, spec.run_id, self._revert_input(spec),
+                                           _present([b for b, _, _ in self._families(spec)]))
             reasons = "; ".join(f"{runner.label}: {_error_text(error)}" for runner, error in failed)
             rolled = (f"the other {len(runners) - len(failed)} target(s) were restored" if not stuck
                       else f"ROLLBACK INCOMPLETE, run `chaosext restore --run-id {spec.run_id}`: {'; '.join(stuck)}")
@@ -659,115 +729,169 @@ class IptablesDriver:
     def rules_of(self, runner: Runner, run_id: str, binaries: list[str] | None = None) -> dict[str, Any]:
         """What the target holds for ``run_id``: rule lines per family (``binaries``, default both) and the jump
         position in OUTPUT."""
-        chain = ids.chain_name(run_id)
-        found: dict[str, Any] = {"rules": [], "chains": [], "jump_positions": []}
         binaries = [b for b, _ in FAMILIES if runner.has(b) and (binaries is None or b in binaries)]
-        for binary, lines in _listings(runner, binaries).items():
-            position = 0
-            for line in lines:
-                if line.startswith("-A OUTPUT "):
-                    position += 1
-                if line == f"-N {chain}":
-                    found["chains"].append(binary)
-                elif line.startswith("-A ") and _belongs(line, run_id):
-                    found["rules"].append(f"{binary} {line}")
-                    if line.startswith("-A OUTPUT ") and _jump_target(line.split()) == chain:
-                        found["jump_positions"].append(position)
-        return found
+        return _held(_listings(runner, binaries), run_id)
 
-    def _verify_one(self, runner: Runner, spec: FaultSpec) -> dict[str, Any]:
+    def _read_rules(self, runners: list[Runner], binaries: list[str]) -> list[Done[Runner, dict[str, list[str]]]]:
+        """The listings the checks read, all targets at once: for local targets of an nf_tables iptables, read from
+        the kernel without a process (:func:`chaosext.egress.netns.listings`; a target whose read fails is listed
+        with ``iptables -S`` instead), else ``iptables -S`` in each (:func:`_list_all`)."""
+        present = _present(binaries)
+        host = [i for i, r in enumerate(runners) if isinstance(r, HostRunner)]
+        out: dict[int, Done[Runner, dict[str, list[str]]]] = {}
+        if host and all(netns.nft_backed(b) for b in present(runners[host[0]])):
+            read = netns.listings([(cast(HostRunner, runners[i]).nspath, present(runners[i])) for i in host])
+            for i, found in zip(host, read, strict=True):
+                if isinstance(found, TargetNotFound):
+                    out[i] = Done(runners[i], None, found, time.time())
+                elif not isinstance(found, Exception):
+                    out[i] = Done(runners[i], found, None, time.time())
+        rest = [i for i in range(len(runners)) if i not in out]
+        for i, done in zip(rest, _list_all([runners[i] for i in rest], present, self.parallelism), strict=True):
+            out[i] = done
+        return [out[i] for i in range(len(runners))]
+
+    def _probe_all(self, runners: Sequence[Runner], spec: FaultSpec) -> list[list[dict[str, Any]]]:
+        """A fresh connect to every JWKS address from inside every target, all at once: ``[probes of each runner]``.
+        Drop mode: no answer within ``verify_timeout`` (default 1 s) means dropped, or within ``local_verify_timeout``
+        (default 0.2 s) where the path stays on this host (:func:`chaosext.egress.netns.path_is_local`)."""
         timeout = float(spec.options.get("verify_timeout", 1.0))
-        want = expected_error(spec.mode)
-        families = self._families(spec)
-        held = self.rules_of(runner, spec.run_id, [b for b, _, _ in families])
-        expect_rules = sum(len(a) + 1 for _, _, a in families)
-        probes = [runner.probe(a, spec.port, timeout) for a in spec.addresses]
-        ok = (
-            len(held["rules"]) >= expect_rules
-            and all(p == 1 for p in held["jump_positions"])
-            and all(p["error"] in want for p in probes)
-        )
-        return {"target": runner.label, "blocked": ok, "rules": len(held["rules"]),
-                "jump_positions": held["jump_positions"], "probes": probes}
+        local = float(spec.options.get("local_verify_timeout", netns.LOCAL_VERIFY_TIMEOUT)) \
+            if spec.mode == "drop" else None
+        out: list[list[dict[str, Any]]] = [[] for _ in runners]
+        host = [i for i, r in enumerate(runners) if isinstance(r, HostRunner)]
+        asked = [(i, a) for i in host for a in spec.addresses]
+        found = netns.connect_all([(cast(HostRunner, runners[i]).nspath, a, spec.port) for i, a in asked], timeout,
+                                  local)
+        for (i, _), probe in zip(asked, found, strict=True):
+            out[i].append(probe)
+        others: dict[type, list[int]] = {}
+        for i, r in enumerate(runners):
+            if not isinstance(r, HostRunner):
+                others.setdefault(type(r), []).append(i)
+        for kind, indexes in others.items():
+            if hasattr(kind, "probe_batch"):
+                batch = kind.probe_batch([(runners[i], list(spec.addresses), spec.port) for i in indexes], timeout,
+                                         self.parallelism)
+            else:
+                batch = [d.result or [{"address": "", "port": spec.port, "reachable": False, "status": 0,
+                                       "elapsed_ms": 0.0, "error": _error_text(d.error or FaultError("?"))}]
+                         for d in _fan_out(lambda r: [r.probe(a, spec.port, timeout) for a in spec.addresses],
+                                           [runners[i] for i in indexes], self.parallelism)]
+            for i, probes in zip(indexes, batch, strict=True):
+                out[i] = probes
+        return out
 
     def verify(self, spec: FaultSpec) -> dict[str, Any]:
-        """In every target: rules present, jump first in OUTPUT, and a fresh connect fails the way ``mode`` says."""
+        """In every target: rules present, jump first in OUTPUT, and a fresh connect fails the way ``mode`` says.
+        All targets at once: one listing per target and family, and every connect in one loop (one timeout)."""
         runners = runner_for(spec.target, spec.options, missing_ok=True, secrets=self.secrets)
-        results = _fan_out(lambda r: self._verify_one(r, spec), runners, self.parallelism)
-        targets = [{"target": d.runner.label, "blocked": False, "error": _error_text(d.error)} if d.error
-                   else d.value for d in results]
+        families = self._families(spec)
+        binaries = [b for b, _, _ in families]
+        self._learn_binaries(runners, binaries)
+        listed = self._read_rules(runners, binaries)
+        probed = self._probe_all(runners, spec)
+        want = expected_error(spec.mode)
+        expect_rules = sum(len(a) + 1 for _, _, a in families)
+        targets: list[dict[str, Any]] = []
+        for done, probes in zip(listed, probed, strict=True):
+            if done.error:
+                targets.append({"target": done.runner.label, "blocked": False, "error": _error_text(done.error)})
+                continue
+            held = _held(done.value, spec.run_id)
+            ok = (
+                len(held["rules"]) >= expect_rules
+                and all(p == 1 for p in held["jump_positions"])
+                and bool(probes) and all(p["error"] in want for p in probes)
+            )
+            targets.append({"target": done.runner.label, "blocked": ok, "rules": len(held["rules"]),
+                            "jump_positions": held["jump_positions"], "probes": probes})
         return {"blocked": bool(targets) and all(t["blocked"] for t in targets), "targets": targets,
-                "expired": time.time() >= spec.expires_at, "expected_error": "|".join(expected_error(spec.mode))}
+                "expired": time.time() >= spec.expires_at, "expected_error": "|".join(want)}
 
     def revert(self, spec: FaultSpec) -> dict[str, Any]:
-        """Delete the jump(s), flush and delete the chain in both families of every target (targets in parallel;
-        one restore transaction per target and family); fine if already gone, or if a target itself is gone."""
+        """Delete the jump(s), flush and delete the chain in both families of every target, all at once (one restore
+        transaction per target and family, committed together); fine if already gone, or if a target itself is
+        gone."""
         runners = runner_for(spec.target, self.options or spec.options, missing_ok=True, secrets=self.secrets)
-        script = self._revert_input(spec)
-        staged = self._staged(runners, lambda r: [(b, script) for b, _, _ in self._families(spec)])
-        removed, left, spread = self._remove_everywhere(runners, spec.run_id,
-                                                        lambda r: self._revert_one(r, spec, staged.get(id(r))))
+        removed, left, spread = self._remove_all(runners, spec.run_id, self._revert_input(spec),
+                                                 _present([b for b, _, _ in self._families(spec)]))
         if left:
             raise FaultError(f"could not remove every chaosext:{spec.run_id} rule: {left}")
         return {"removed": removed, "left": left, "spread": spread}
 
-    def _revert_one(self, runner: Runner, spec: FaultSpec,
-                    first: Staged | None = None) -> tuple[list[str], list[str], float]:
-        """Per family of ``spec``: one transaction removing exactly what apply made (:meth:`_revert_input`;
-        ``first``: its outcome when it was already run staged); if the kernel refuses it (already gone, or changed
-        since), one listing and one transaction removing whatever of the run is there. ``(removed, left, time the
-        target was done)``."""
-        if first and first.error:
-            raise first.error
+    def _remove_all(self, runners: list[Runner], run_id: str, script: str = "",
+                    families: Callable[[Runner], list[str]] | None = None,
+                    ) -> tuple[list[str], list[str], dict[str, Any]]:
+        """Remove ``run_id`` from every runner, all at once; ``(removed, left, spread)``. Targets that are gone count
+        as clean.
+
+        With ``script`` (the exact revert transaction, :meth:`_revert_input`), first that transaction in each family
+        ``families(runner)``, committed together. Where it is refused (already gone, or changed since) -- or without
+        a script -- one listing, then one transaction deleting whatever of the run is there; a family whose
+        transaction fails is listed again to say what is left."""
         removed: list[str] = []
         left: list[str] = []
-        at = first.at if first else 0.0
-        script = self._revert_input(spec)
-        for binary, _, _ in self._families(spec):
-            if first and binary in first.results:
-                rc = first.results[binary][0]
-            else:
-                rc, _, _ = runner.run([f"{binary}-restore", *WAIT, "--noflush"], stdin=script)
-                at = time.time()
-            if rc == 0:
-                removed += [f"{binary} {line}" for line in script.splitlines()[1:-1]]
+        done_at: dict[int, float] = {}
+        self._learn_binaries(runners, [b for b, _ in FAMILIES])
+        rest = list(runners)
+        if script:
+            of = families or _present([b for b, _ in FAMILIES])
+            staged = self._staged(runners, lambda r: [(b, script) for b in of(r)])
+            rest = []
+            for runner in runners:
+                first = staged.get(id(runner), Staged())
+                if isinstance(first.error, TargetNotFound):
+                    continue  # the namespace / pod went away, and its rules with it
+                if first.error:
+                    left.append(f"{runner.label}: {_error_text(first.error)}")
+                    continue
+                if not first.results or any(rc != 0 for rc, _ in first.results.values()):
+                    rest.append(runner)  # refused (or not run): list, then remove what is there
+                    continue
+                removed += [f"{runner.label} {binary} {line}" for binary in first.results
+                            for line in script.splitlines()[1:-1]]
+                done_at[id(runner)] = first.at
+        listed = _list_all(rest, _present([b for b, _ in FAMILIES]), self.parallelism)
+        plans: list[tuple[Runner, str, list[str]]] = []
+        for done in listed:
+            if isinstance(done.error, TargetNotFound):
                 continue
-            gone, still = self._commit_remove(runner, spec.run_id, self._plan_remove(runner, spec.run_id, [binary]))
-            at = time.time()
-            removed += gone
-            left += still
-        return removed, left, at or time.time()
-
-    def _remove_everywhere(self, runners: list[Runner], run_id: str,
-                           one: Callable[[Runner], tuple[list[str], list[str], float]] | None = None,
-                           ) -> tuple[list[str], list[str], dict[str, Any]]:
-        """Remove ``run_id`` from every runner, in parallel, with ``one(runner)`` (default: list both families,
-        then one transaction each) returning ``(removed, left, done at)``; ``(removed, left, spread)``. Targets
-        that are gone count as clean."""
-        def listed_then_removed(runner: Runner) -> tuple[list[str], list[str], float]:
-            removed, left = self._remove_run(runner, run_id)
-            return removed, left, 0.0  # 0: the time the fan-out saw it finish
-
-        results = _fan_out(one or listed_then_removed, runners, self.parallelism)
-        removed: list[str] = []
-        left: list[str] = []
-        for d in results:
-            if isinstance(d.error, TargetNotFound):
-                continue  # the namespace / pod went away, and its rules with it
-            if d.error:
-                left.append(f"{d.runner.label}: {_error_text(d.error)}")
+            if done.error:
+                left.append(f"{done.runner.label}: {_error_text(done.error)}")
                 continue
-            removed += [f"{d.runner.label} {line}" for line in d.value[0]]
-            left += [f"{d.runner.label} {line}" for line in d.value[1]]
-        return removed, left, _spread([d.value[2] or d.at for d in results if not d.error])
+            plans += [(done.runner, binary, todo)
+                      for binary, todo in self._plan_remove(done.runner, run_id, listings=done.value)]
+        ran = _batch([(r, [f"{b}-restore", *WAIT, "--noflush"], _restore_input(todo), "") for r, b, todo in plans],
+                     self.parallelism, capture=False)
+        failed: dict[int, tuple[Runner, list[str]]] = {}
+        for (runner, binary, todo), outcome in zip(plans, ran, strict=True):
+            done_at[id(runner)] = max(done_at.get(id(runner), 0.0), outcome.at)
+            if outcome.error is None and outcome.returncode == 0:
+                removed += [f"{runner.label} {binary} {line}" for line in todo]
+            elif not isinstance(outcome.error, TargetNotFound):
+                failed.setdefault(id(runner), (runner, []))[1].append(binary)
+        again = _list_all([r for r, _ in failed.values()], lambda r: failed[id(r)][1], self.parallelism)
+        for done in again:
+            if isinstance(done.error, TargetNotFound):
+                continue
+            if done.error:
+                left.append(f"{done.runner.label}: {_error_text(done.error)}")
+                continue
+            left += [f"{done.runner.label} {binary} {line}" for binary, lines in done.value.items()
+                     for line in _owned_lines(lines, run_id)]
+        return removed, left, _spread([t for t in done_at.values() if t])
 
-    def _plan_remove(self, runner: Runner, run_id: str,
-                     binaries: list[str] | None = None) -> list[tuple[str, list[str]]]:
-        """One listing of the target; ``[(binary, restore lines)]`` deleting ``run_id``'s jumps, rules and chain."""
+    def _plan_remove(self, runner: Runner, run_id: str, binaries: list[str] | None = None,
+                     listings: dict[str, list[str]] | None = None) -> list[tuple[str, list[str]]]:
+        """One listing of the target (or ``listings``, made already); ``[(binary, restore lines)]`` deleting
+        ``run_id``'s jumps, rules and chain."""
         chain, tag = ids.chain_name(run_id), ids.tag(run_id)
         plan: list[tuple[str, list[str]]] = []
-        present = [b for b, _ in FAMILIES if runner.has(b) and (binaries is None or b in binaries)]
-        for binary, lines in _listings(runner, present).items():
+        if listings is None:
+            present = [b for b, _ in FAMILIES if runner.has(b) and (binaries is None or b in binaries)]
+            listings = _listings(runner, present)
+        for binary, lines in listings.items():
             if not any(_belongs(line, run_id) for line in lines):
                 continue
             todo = ["-D" + line[2:] for line in _run_lines(lines, chain, tag) if line.split()[1] != chain]
@@ -776,35 +900,13 @@ class IptablesDriver:
             plan.append((binary, todo))
         return plan
 
-    def _commit_remove(self, runner: Runner, run_id: str,
-                       plan: list[tuple[str, list[str]]]) -> tuple[list[str], list[str]]:
-        """One restore transaction per family (a single kernel commit instead of one per delete); ``(removed,
-        left)``: a family whose transaction failed is listed again to say what is left."""
-        removed: list[str] = []
-        failed: list[str] = []
-        for binary, todo in plan:
-            rc, _, _ = runner.run([f"{binary}-restore", *WAIT, "--noflush"], stdin=_restore_input(todo))
-            if rc == 0:
-                removed += [f"{binary} {line}" for line in todo]
-            else:
-                failed.append(binary)
-        left = [f"{binary} {line}" for binary, lines in _listings(runner, failed).items()
-                for line in lines if _belongs(line, run_id)]
-        return removed, left
-
-    def _remove_run(self, runner: Runner, run_id: str) -> tuple[list[str], list[str]]:
-        """Remove ``run_id`` from one target: ``(removed, left)``."""
-        return self._commit_remove(runner, run_id, self._plan_remove(runner, run_id))
-
     def find_orphans(self, target: str) -> list[dict[str, Any]]:
         """Every chaosext chain or tagged rule in every target ``target`` names, by name and comment alone."""
         found: dict[str, dict[str, Any]] = {}
         runners = runner_for(target, self.options, secrets=self.secrets)
+        self._learn_binaries(runners, [b for b, _ in FAMILIES])
 
-        def scan(runner: Runner) -> dict[str, list[str]]:
-            return _listings(runner, [b for b, _ in FAMILIES if runner.has(b)])
-
-        for d in _fan_out(scan, runners, self.parallelism):
+        for d in self._read_rules(runners, [b for b, _ in FAMILIES]):
             if isinstance(d.error, TargetNotFound):
                 continue
             for binary, lines in d.value.items():  # another error is raised here
@@ -829,7 +931,17 @@ class IptablesDriver:
         """Remove one run's rules found by :meth:`find_orphans` in every target (no FaultSpec needed)."""
         check_run_id(run_id)
         runners = runner_for(target, self.options, missing_ok=True, secrets=self.secrets)
-        removed, left, _ = self._remove_everywhere(runners, run_id)
+        self._learn_binaries(runners, [b for b, _ in FAMILIES])
+        holding: dict[int, list[str]] = {}
+        for done in self._read_rules(runners, [b for b, _ in FAMILIES]):
+            if isinstance(done.error, TargetNotFound):
+                continue  # gone, and its rules with it
+            held = [b for b, lines in done.value.items() if _owned_lines(lines, run_id)] if done.error is None \
+                else _present([b for b, _ in FAMILIES])(done.runner)  # unreadable: try, then list and say what is left
+            if held:
+                holding[id(done.runner)] = held
+        removed, left, _ = self._remove_all([r for r in runners if id(r) in holding], run_id,
+                                            _revert_script(run_id), lambda r: holding[id(r)])
         if left:
             raise FaultError(f"could not remove every chaosext:{run_id} rule: {left}")
         return removed

@@ -30,12 +30,14 @@ import json
 import math
 import shlex
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from chaosext.core import ids, kube
 from chaosext.core.faulttarget import TargetError, k8s_namespace_selector
 from chaosext.core.settings import Secrets
-from chaosext.egress.base import FaultError, FaultSpec, TargetNotFound
+from chaosext.egress.base import FaultError, FaultSpec, Ran, TargetNotFound
 
 __all__ = ["NetworkPolicyDriver", "IstioDriver", "PodRunner", "pod_runners", "parse_target", "api_client",
            "deadline_job", "MANAGED_BY", "RUN_LABEL", "ROLE_LABEL", "DEADLINE_IMAGE"]
@@ -489,11 +491,18 @@ class IstioDriver(_K8sObjectDriver):
 # ---------------------------------------------------------------- iptables inside a pod (target k8s-pod:)
 
 DEBUG_CONTAINER = "chaosext-netadmin"
+#: how long one batch of exec calls may take, once opened
+EXEC_SECONDS = 30.0
 
 
 class PodRunner:
     """Runs commands in a pod's network namespace: exec into ``container`` (image has iptables), or into an
-    ephemeral debug container with NET_ADMIN (option ``k8s_debug_image``, e.g. an image with iptables + bash)."""
+    ephemeral debug container with NET_ADMIN (option ``k8s_debug_image``, e.g. an image with iptables + bash).
+
+    Many pods at once (:meth:`run_batch`, :meth:`probe_batch`): every exec is opened first (``parallelism`` at a time:
+    the websocket handshakes), then one loop reads all of them until each has ended, so a batch costs about one exec
+    however many pods there are; a staged batch also holds back each command's last input line until every exec
+    has its input (``head -n <lines>`` ends the pod's stdin then), like the local targets' staged commit."""
 
     def __init__(self, api: Any, namespace: str, pod: dict[str, Any], options: dict[str, Any]) -> None:
         self.api = api
@@ -506,6 +515,8 @@ class PodRunner:
         self._needs_debug = bool(options.get("k8s_debug_image"))
         if self._needs_debug:
             self.container = DEBUG_CONTAINER  # added on first use, so a dry run changes nothing
+        #: which binaries the pod has, once asked (the driver asks every pod in one batch)
+        self.known_binaries: dict[str, bool] = {}
 
     def debug_container_body(self) -> dict[str, Any]:
         """The PATCH body adding the ephemeral NET_ADMIN container (it sleeps; commands are exec'd into it)."""
@@ -538,39 +549,177 @@ class PodRunner:
             time.sleep(1)
         raise FaultError(f"the ephemeral container in {self.label} did not start within 60 s")
 
-    def run(self, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
+    def open_exec(self, argv: list[str], stdin: bool = False) -> Any:
+        """Start ``argv`` in the pod (``connect_get_namespaced_pod_exec`` over a websocket) and return the open
+        ``WSClient``; :func:`_collect` reads it. TargetNotFound when the pod is gone."""
         from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.stream import stream
 
         if self._needs_debug:
             self.container = self.ensure_debug_container()
             self._needs_debug = False
-        if stdin:
-            argv = ["sh", "-c", f"printf %s {shlex.quote(stdin)} | {shlex.join(argv)}"]
-        from kubernetes.stream import stream
+        # stream() swaps call_api on the ApiClient it is given while it runs: a client of its own for each exec, so
+        # that execs in parallel threads and the other API calls never go through another exec's websocket
+        api: Any = client.ApiClient(self.api.configuration)
+        api.default_headers.update(self.api.default_headers)
+        try:
+            return stream(client.CoreV1Api(api).connect_get_namespaced_pod_exec, self.name, self.namespace,
+                          container=self.container, command=argv, stderr=True, stdin=stdin, stdout=True, tty=False,
+                          _preload_content=False, _request_timeout=TIMEOUT)
+        except ApiException as exc:
+            if " 404 " in f" {exc.reason} ":
+                raise TargetNotFound(f"{self.label} is gone (exec: 404)") from None
+            raise _api_error(exc, f"exec in {self.label}") from None
+        finally:
+            api.close()
 
-        core = client.CoreV1Api(self.api)
-        resp = stream(core.connect_get_namespaced_pod_exec, self.name, self.namespace, container=self.container,
-                      command=argv, stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
-                      _request_timeout=TIMEOUT)
-        resp.run_forever(timeout=TIMEOUT)
-        out, err = resp.read_stdout() or "", resp.read_stderr() or ""
-        resp.close()
-        return int(resp.returncode or 0), out, err
+    def run(self, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
+        ran = type(self).run_batch([(self, argv, stdin, "")], 1, staged=False)[0]
+        if ran.error is not None:
+            raise ran.error
+        return ran.returncode, ran.stdout, ran.stderr
+
+    @classmethod
+    def run_batch(cls, items: Sequence[tuple[Any, list[str], str, str]], parallelism: int,
+                  staged: bool = False) -> list[Ran]:
+        """``(pod runner, argv, stdin, held)`` each, all at once; one :class:`Ran` each, in order (never raises for
+        one pod). Input goes in the command line (``printf %s <input> | argv``), or -- ``staged`` -- through the
+        exec's stdin: the input first, then, once every exec has its input, the ``held`` tails together."""
+        def command(item: tuple[Any, list[str], str, str]) -> tuple[list[str], bool]:
+            _, argv, stdin, held = item
+            if staged:
+                lines = (stdin + held).count("\n")
+                return ["sh", "-c", f"head -n {lines} | {shlex.join(argv)}"], True
+            if stdin + held:
+                return ["sh", "-c", f"printf %s {shlex.quote(stdin + held)} | {shlex.join(argv)}"], False
+            return argv, False
+
+        def open_one(index: int) -> Any:
+            runner, _, stdin, _ = items[index]
+            argv, with_stdin = command(items[index])
+            ws = runner.open_exec(argv, stdin=with_stdin)
+            if with_stdin and stdin:
+                ws.write_stdin(stdin)
+            return ws
+
+        results = [Ran() for _ in items]
+        clients: list[Any] = [None for _ in items]
+        with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(items))),
+                                thread_name_prefix="chaosext-pod-exec") as pool:
+            futures = [pool.submit(open_one, i) for i in range(len(items))]
+            for i, future in enumerate(futures):
+                try:
+                    clients[i] = future.result()
+                except Exception as exc:
+                    results[i].error = exc
+                    results[i].at = time.time()
+        if staged:
+            for i, ws in enumerate(clients):
+                if ws is not None and ws.is_open():
+                    try:
+                        ws.write_stdin(items[i][3])
+                    except Exception as exc:  # the exec ended already: its status says why
+                        results[i].error = results[i].error or FaultError(f"{items[i][0].label}: {exc}")
+        _collect(clients, results, time.monotonic() + EXEC_SECONDS)
+        return results
 
     def shown(self, argv: list[str]) -> str:
         return f"kubectl exec -n {self.namespace} {self.name} -c {self.container} -- {shlex.join(argv)}"
 
-    def probe(self, address: str, port: int, timeout: float, url: str = "") -> dict[str, Any]:
+    @staticmethod
+    def _probe_command(address: str, port: int, timeout: float) -> str:
         host = f"[{address}]" if ":" in address else address
-        start = time.monotonic()
-        rc, _, err = self.run(["timeout", str(timeout), "bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}"])
+        return shlex.join(["timeout", str(timeout), "bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}"])
+
+    @staticmethod
+    def _probe_result(address: str, port: int, rc: int, err: str, elapsed: float) -> dict[str, Any]:
         error = "" if rc == 0 else "timeout" if rc == 124 else "refused" if "refused" in err else "reset" \
             if "reset" in err else f"rc={rc}"
         return {"address": address, "port": port, "reachable": rc == 0, "error": error, "status": 0,
-                "elapsed_ms": round((time.monotonic() - start) * 1000, 1)}
+                "elapsed_ms": round(elapsed * 1000, 1)}
+
+    def probe(self, address: str, port: int, timeout: float, url: str = "") -> dict[str, Any]:
+        return type(self).probe_batch([(self, [address], port)], timeout, 1)[0][0]
+
+    @classmethod
+    def probe_batch(cls, items: Sequence[tuple[Any, list[str], int]], timeout: float,
+                    parallelism: int) -> list[list[dict[str, Any]]]:
+        """A fresh TCP connect to each address from inside each pod (bash ``/dev/tcp``, ``timeout`` each): one exec
+        per pod connecting to all its addresses at once, all pods at once."""
+        scripts = []
+        for _, addresses, port in items:
+            parts = [f"( out=$({cls._probe_command(a, port, timeout)} 2>&1); echo \"{a} $? $out\" ) &"
+                     for a in addresses]
+            scripts.append(" ".join(parts) + " wait")
+        start = time.time()
+        ran = cls.run_batch([(r, ["sh", "-c", script], "", "") for (r, _, _), script in zip(items, scripts,
+                                                                                               strict=True)],
+                            parallelism)
+        out: list[list[dict[str, Any]]] = []
+        for (runner, addresses, port), outcome in zip(items, ran, strict=True):
+            elapsed = (outcome.at or time.time()) - start
+            seen = {}
+            for line in outcome.stdout.splitlines():
+                words = line.split(" ", 2)
+                if len(words) >= 2 and words[1].lstrip("-").isdigit():
+                    seen[words[0]] = (int(words[1]), words[2] if len(words) > 2 else "")
+            failed = str(outcome.error) if outcome.error is not None else f"no answer from {runner.label}"
+            out.append([cls._probe_result(a, port, *seen[a], elapsed) if a in seen else
+                        {"address": a, "port": port, "reachable": False, "error": failed, "status": 0,
+                         "elapsed_ms": round(elapsed * 1000, 1)} for a in addresses])
+        return out
 
     def has(self, binary: str) -> bool:
-        return self.run(["sh", "-c", f"command -v {shlex.quote(binary)}"])[0] == 0
+        if binary not in self.known_binaries:
+            self.known_binaries[binary] = self.run(["sh", "-c", f"command -v {shlex.quote(binary)}"])[0] == 0
+        return self.known_binaries[binary]
+
+
+def _collect(clients: list[Any], results: list[Ran], deadline: float) -> None:
+    """Read every open exec (``WSClient``) until it ends or ``deadline`` (monotonic) passes, all in one loop; fill
+    ``results`` with each one's exit code, output and end time."""
+    import select
+    import ssl
+
+    poller = select.poll()
+    live: dict[int, int] = {}  # fd -> index
+    for index, ws in enumerate(clients):
+        if ws is not None:
+            live[ws.sock.sock.fileno()] = index
+            poller.register(ws.sock.sock.fileno(), select.POLLIN)
+
+    def settle(fd: int) -> None:
+        index = live.pop(fd)
+        poller.unregister(fd)
+        ws = clients[index]
+        results[index].at = time.time()
+        try:
+            results[index].stdout = ws.read_stdout(timeout=0) or ""
+            results[index].stderr = ws.read_stderr(timeout=0) or ""
+            results[index].returncode = int(ws.returncode)
+        except Exception as exc:  # no status on channel 3: the exec was cut off
+            results[index].error = FaultError(f"exec ended without a status ({type(exc).__name__}: {exc})")
+        ws.close()
+
+    while live and time.monotonic() < deadline:
+        buffered = [fd for fd, i in live.items() if isinstance(clients[i].sock.sock, ssl.SSLSocket)
+                    and clients[i].sock.sock.pending()]
+        ready = buffered or [fd for fd, _ in poller.poll(max(0.0, min(0.5, deadline - time.monotonic())) * 1000)]
+        for fd in ready:
+            ws = clients[live[fd]]
+            try:
+                ws.update(timeout=0)
+            except Exception:
+                ws._connected = False  # a broken websocket: settle() says so
+            if not ws.is_open():
+                settle(fd)
+    for fd in list(live):
+        index = live[fd]
+        results[index].error = FaultError(f"exec did not end within {EXEC_SECONDS} s")
+        poller.unregister(fd)
+        clients[index].close()
+        live.pop(fd)
 
 
 def pod_runners(spec: str, options: dict[str, Any], api: Any = None, secrets: Secrets = None) -> list[PodRunner]:

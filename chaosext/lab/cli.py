@@ -37,6 +37,10 @@ def _holes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
     return names
 
 
+def _comma_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in value.split(",") if s.strip())
+
+
 def _fail(message: str) -> None:
     click.secho(f"chaosext lab: {message}", fg="red", err=True)
     sys.exit(1)
@@ -76,7 +80,7 @@ def _lab_options(command: Any) -> Any:
             command = click.option(name, is_flag=True, help=kw["help"])(command)
             continue
         if typing.get_origin(kind) is tuple:
-            callback = _services if f.name == "services" else _holes
+            callback = {"services": _services, "holes": _holes}.get(f.name, _comma_list)
             command = click.option(name, default=",".join(f.default), callback=callback, **kw)(command)
             continue
         if meta.get("choices"):

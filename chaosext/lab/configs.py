@@ -51,7 +51,8 @@ def write_monitoring(cfg: LabConfig, comps: list[Component]) -> list[Path]:
     except promconfig.PromConfigError as exc:
         raise LabError(str(exc)) from exc
     targets = {c.name: c.extra["metrics"].split("//", 1)[1].split("/", 1)[0] for c in comps if "metrics" in c.extra}
-    prom = promconfig.prometheus_config(targets, rules, f"{cfg.host}:{cfg.alertmanager_port}", cfg.scrape_interval)
+    prom = promconfig.prometheus_config(targets, rules, f"{cfg.host}:{cfg.alertmanager_port}", cfg.scrape_interval,
+                                        services=tuple(cfg.services))
     prom_file = promconfig.write_yaml(state / "prometheus" / "prometheus.yml", prom, _HEADER)
     am_file = promconfig.write_yaml(state / "alertmanager" / "alertmanager.yml", promconfig.alertmanager_config(),
                                     _HEADER)

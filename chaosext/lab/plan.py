@@ -13,14 +13,15 @@ from typing import Any
 from chaosext.core import procs
 from chaosext.core.errors import ChaosextError
 from chaosext.core.labstate import resolve_state_dir
-from chaosext.core.names import JWKS_CACHE_MODES, LAB_SERVICES
+from chaosext.core.names import JWKS_CACHE_MODES
 from chaosext.lab import envoy as lab_envoy
 from chaosext.lab.common import HOLES, base_url, find_binary
 
 __all__ = ["SERVICES", "CACHE_MODES", "HOLES", "APT_HINT", "CLIENTS_FILE", "LAB_CLIENT_ID", "FIRST_WAVE", "LabError",
            "flag", "LabConfig", "Component", "plan", "waves", "preflight"]
 
-SERVICES = LAB_SERVICES
+#: the lab's tenant services (a real target names its own in its target description)
+SERVICES = ("policy", "vuln", "notify")
 CACHE_MODES = JWKS_CACHE_MODES
 APT_HINT = ("install it with `apt-get install prometheus prometheus-alertmanager`, or run "
             "`chaosext lab up --no-prometheus`")
@@ -91,6 +92,11 @@ class LabConfig:
     holes: tuple[str, ...] = flag((), "Misbehaviour knobs: JWT validation holes on purpose, one per forgery class "
                                       f"family (comma list of {', '.join(HOLES)}); the no-fail-open check must catch "
                                       f"each", metavar="LIST", show_default=False)
+    #: the holes and fail_open apply to these tenants only (the token's tenant claim); empty: every tenant
+    hole_tenants: tuple[str, ...] = flag((), "Misbehaviour knob: the --holes and --fail-open apply to these tenants "
+                                             "only (comma list of the token's tenant claim, e.g. t03); the forgery "
+                                             "catalogue attacks every tenant and must catch it", metavar="LIST",
+                                         show_default=False)
     no_refetch_after_failure: bool = flag(False, "Misbehaviour knob: after a failed JWKS fetch never fetch again (a "
                                                  "service that never recovers)")
     audit_drop: str = flag("", "Misbehaviour knob: never audit these actions, e.g. auth.degraded,auth.recovered (a "
@@ -134,6 +140,7 @@ class LabConfig:
         self.state_dir = str(resolve_state_dir(self.state_dir or None))
         self.services = _names(self.services)
         self.holes = _names(self.holes)
+        self.hole_tenants = _names(self.hole_tenants)
 
     @property
     def state_path(self) -> Path:
@@ -162,6 +169,7 @@ class LabConfig:
         data = dataclasses.asdict(self)
         data["services"] = list(self.services)
         data["holes"] = list(self.holes)
+        data["hole_tenants"] = list(self.hole_tenants)
         return data
 
     def identity(self) -> dict[str, Any]:
@@ -271,6 +279,8 @@ def _service(cfg: LabConfig, name: str) -> Component:
     argv += ["--fail-open"] if cfg.fail_open else []
     for hole in cfg.holes:
         argv += ["--hole", hole]
+    for tenant in cfg.hole_tenants:
+        argv += ["--hole-tenant", tenant]
     argv += ["--no-refetch-after-failure"] if cfg.no_refetch_after_failure else []
     argv += ["--audit-drop", cfg.audit_drop] if cfg.audit_drop else []
     argv += ["--inject-5xx", str(cfg.inject_5xx)] if cfg.inject_5xx else []

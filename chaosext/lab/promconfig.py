@@ -130,18 +130,27 @@ def write_rule_copies(sources: list[Path], dest_dir: Path, cap_seconds: int,
 SAMPLE_LIMIT = 100_000
 
 
+def _scrape_job(job: str, target: str, sample_limit: int, service: bool) -> dict[str, Any]:
+    """One scrape job. A tenant service's target carries the target label ``service`` (so ``up`` of a dead target
+    still names its service: ``tenant_service_target_down`` joins on it), with ``honor_labels`` so the ``service``
+    label the process sets on its own series stays as it is (without it Prometheus renames it ``exported_service``)."""
+    if not service:
+        return {"job_name": job, "sample_limit": sample_limit, "static_configs": [{"targets": [target]}]}
+    return {"job_name": job, "sample_limit": sample_limit, "honor_labels": True,
+            "static_configs": [{"targets": [target], "labels": {"service": job}}]}
+
+
 def prometheus_config(targets: dict[str, str], rule_files: list[Path], alertmanager: str | None,
-                      interval_seconds: int = 2, sample_limit: int = SAMPLE_LIMIT) -> dict[str, Any]:
-    """prometheus.yml as a dict: one scrape job per component (``{job: "host:port"}``), rules, alerting."""
+                      interval_seconds: int = 2, sample_limit: int = SAMPLE_LIMIT,
+                      services: tuple[str, ...] = ()) -> dict[str, Any]:
+    """prometheus.yml as a dict: one scrape job per component (``{job: "host:port"}``), rules, alerting; the jobs
+    named in ``services`` are tenant services (target label ``service``)."""
     interval = f"{interval_seconds}s"
     config: dict[str, Any] = {
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval,
                    "external_labels": {"lab": "chaosext"}},
         "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [
-            {"job_name": job, "sample_limit": sample_limit, "static_configs": [{"targets": [target]}]}
-            for job, target in targets.items()
-        ],
+        "scrape_configs": [_scrape_job(job, target, sample_limit, job in services) for job, target in targets.items()],
     }
     if alertmanager:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}

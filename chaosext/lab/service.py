@@ -105,11 +105,14 @@ class Authenticator:
     """Bearer token -> claims, through the verified-token cache and the JWKS cache."""
 
     def __init__(self, service: str, jwks: JwksCache, tokens: VerifiedTokenCache, issuer: str, audience: str,
-                 fail_open: bool = False, holes: frozenset[str] = frozenset()) -> None:
+                 fail_open: bool = False, holes: frozenset[str] = frozenset(),
+                 hole_tenants: frozenset[str] = frozenset()) -> None:
         unknown = set(holes) - set(HOLES)
         if unknown:
             raise ValueError(f"unknown validation holes {sorted(unknown)}; known: {', '.join(HOLES)}")
         self.holes = frozenset(holes)
+        #: the holes and fail-open apply to tokens of these tenants only (empty: every tenant)
+        self.hole_tenants = frozenset(hole_tenants)
         self.service = service
         self.jwks = jwks
         self.tokens = tokens
@@ -135,7 +138,8 @@ class Authenticator:
         except jwt.PyJWTError:
             return None, "malformed", "none"
         kid = header.get("kid")
-        if self.holes and (holed := await self._holed(token, header)) is not None:
+        if self.holes and self.applies(_token_tenant(token)) \
+                and (holed := await self._holed(token, header)) is not None:
             return holed
         if header.get("alg") != "RS256" or not isinstance(kid, str):
             return None, "malformed", "none"
@@ -144,7 +148,7 @@ class Authenticator:
             # miss: the cache has no usable keys (expired/empty); unknown_kid: keys usable, this kid not among them
             # (a forged/foreign token, or a rotation not fetched yet). Only misses mean the cache failed.
             self._lookups["unknown_kid" if found.reason == "unknown_kid" else "miss"].inc()
-            if self.fail_open and self.jwks.in_outage():
+            if self.fail_open and self.jwks.in_outage() and self.applies(_token_tenant(token)):
                 return self._unverified(token)  # the security bug, on purpose (--fail-open)
             return None, found.reason, "none"
         self._lookups["hit" if found.source == "fresh" else "stale_hit"].inc()
@@ -160,6 +164,10 @@ class Authenticator:
             return None, "malformed", found.source
         self.tokens.put(token, claims, kid)
         return claims, "ok", found.source
+
+    def applies(self, tenant: str | None) -> bool:
+        """Whether the misbehaviour knobs apply to a token of ``tenant`` (``--hole-tenant``; none given: all)."""
+        return not self.hole_tenants or tenant in self.hole_tenants
 
     async def _holed(self, token: str, header: dict[str, Any]) -> tuple[Claims | None, str, str] | None:
         """The misbehaviour knobs (security bugs on purpose, one classic hole each); None = validate normally.
@@ -263,7 +271,7 @@ class TenantService:
         self.tokens = VerifiedTokenCache(jwks, ttl=args.token_cache_ttl)
         self.holes = frozenset(args.hole or ())
         self.auth = Authenticator(self.name, jwks, self.tokens, args.issuer, args.audience, args.fail_open,
-                                  self.holes)
+                                  self.holes, frozenset(args.hole_tenant or ()))
         self.limiter = RateLimiter(args.rate_limit, args.rate_burst)
         overflow = OVERFLOW.labels(self.name)
         self.labels = TenantLabels(args.tenant_cap, on_overflow=overflow.inc)
@@ -325,7 +333,8 @@ class TenantService:
             headers = request.headers
             claimed = headers.get(self.header, "")
             claims, reason, source = await self.auth.authenticate(headers.get("Authorization"))
-            if claims is None and "skip-signature-404" in self.holes and reason != "missing":
+            if claims is None and "skip-signature-404" in self.holes and reason != "missing" \
+                    and self.auth.applies(_token_tenant(headers.get("Authorization", "")[7:].strip())):
                 # the stand-in of issue 10: never checks signatures, hides behind 404 for tenants it does not know
                 if self.labels.known_or(claimed) == UNAUTHENTICATED:
                     self._count(UNAUTHENTICATED, template, 404, kind, time.perf_counter() - t0)
@@ -347,7 +356,7 @@ class TenantService:
                 self._validation("valid", reason, source)
                 tenant = claims["tenant"]
                 label = self.labels.label(tenant)
-                if tenant != claimed and "ignore-tenant" not in self.holes:
+                if tenant != claimed and not ("ignore-tenant" in self.holes and self.auth.applies(tenant)):
                     self.audit.request("tenant.mismatch", claimed or "-", str(claims.get("sub", "")),
                                        f"{request.method} {request.path}", "denied", headers.get("traceparent"))
                     resp = web.json_response({"error": "forbidden", "reason": "tenant_mismatch",
@@ -418,6 +427,7 @@ class TenantService:
             "cache_mode": self.jwks.mode,
             "fail_open": self.args.fail_open,
             "holes": sorted(self.holes),
+            "hole_tenants": sorted(self.auth.hole_tenants),
             "audit": not self.args.no_audit,
             "audit_suppressed": self.audit.suppressed,
         })
@@ -437,6 +447,15 @@ def _claims_unchecked(authorization: str) -> Claims:
     except jwt.PyJWTError:
         claims = {}
     return claims if isinstance(claims.get("tenant"), str) else {**claims, "tenant": ""}
+
+
+def _token_tenant(token: str) -> str | None:
+    """The tenant a token claims, nothing verified (which tenants the misbehaviour knobs apply to)."""
+    try:
+        tenant = jwt.decode(token, options={"verify_signature": False}).get("tenant")
+    except jwt.PyJWTError:
+        return None
+    return tenant if isinstance(tenant, str) else None
 
 
 def _unverified_subject(headers: Any) -> str:
@@ -494,6 +513,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="misbehaviour knob (a security bug on purpose): accept unverifiable tokens during an outage")
     p.add_argument("--hole", action="append", choices=HOLES, default=[],
                    help="misbehaviour knob (a JWT validation hole on purpose; repeatable): " + ", ".join(HOLES))
+    p.add_argument("--hole-tenant", action="append", default=[],
+                   help="misbehaviour knob: the holes and --fail-open apply to this tenant only (the token's tenant "
+                        "claim; repeatable; none = every tenant)")
     p.add_argument("--tenant-cap", type=positive(int), default=1000, help="distinct tenant label values")
     p.add_argument("--token-cache-ttl", type=positive(float, allow_zero=True), default=30.0,
                    help="verified-token cache lifetime, seconds (0 disables)")

@@ -21,6 +21,7 @@ from typing import Any
 from chaosext.core import procs, safefs
 from chaosext.core.labstate import STATE_VERSION, StateError, clear_state, load_state, resolve_state_dir, save_state
 from chaosext.lab import configs, processes
+from chaosext.lab import target as lab_target
 from chaosext.lab.plan import (
     APT_HINT,
     CACHE_MODES,
@@ -99,7 +100,9 @@ def up(cfg: LabConfig, echo: Echo = print) -> dict[str, Any]:
         preflight(cfg, comps)
         client = configs.write_all(cfg, comps)
         started = _start_all(comps, state_dir, cfg.ready_timeout, echo)
-        state = _state_for(cfg, {s.comp.name: processes.record(s) for s in started}, client)
+        records = {s.comp.name: processes.record(s) for s in started}
+        state = _state_for(cfg, records, client)
+        state["target_file"] = str(lab_target.write(cfg, records))
         save_state(state_dir, state)
         return state
 

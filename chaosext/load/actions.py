@@ -21,6 +21,7 @@ from typing import Any
 from chaosext.core import safefs
 from chaosext.core.config import ExperimentConfig
 from chaosext.core.errors import ActivityMapping, ActivityResult, ConfigError
+from chaosext.core.limits import k6_rate_problem
 from chaosext.core.names import check_run_id
 from chaosext.core.procs import free_port, minimal_env, proc_start_time
 from chaosext.core.settings import Configuration, Secrets
@@ -58,7 +59,7 @@ def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus:
     out = {
         "K6_RATE": str(rate or cfg.k6_rate),
         "LOAD_DURATION": duration or f"{cfg.outage_seconds + 60}s",
-        "SERVICE_URLS": ",".join(f"{k}={v}" for k, v in cfg.services.items()),
+        "SERVICE_URLS": ",".join(f"{k}={v}" for k, v in cfg.service_urls.items()),
         "TENANTS": ",".join(cfg.tenants),
         "TENANT_HEADER": cfg.tenant_header,
         "AUTHORITY_URL": cfg.authority_url,
@@ -73,6 +74,12 @@ def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus:
         out["LOAD_MAX_VUS"] = str(max_vus)
     for k, v in env.items():
         out[str(k)] = str(v)
+    try:
+        problem = k6_rate_problem(int(out["K6_RATE"]))
+    except ValueError:
+        problem = f"K6_RATE={out['K6_RATE']!r} is not a whole number of requests per second"
+    if problem:
+        raise ConfigError(problem)
     return out
 
 
@@ -111,8 +118,8 @@ def start(ctx: RunContext, script: str = "", rate: int = 0, duration: str = "", 
     script = script or k6mod.default_script()
     if not os.path.isfile(script):
         raise ConfigError(f"k6 script {script} does not exist; pass script=<path to k6-tenant-load.js>")
-    binary = k6mod.find_k6()
     variables = _script_vars(rate, duration, "", vus, max_vus, script_env, ctx.cfg)
+    binary = k6mod.find_k6()
     secret_env = k6_token_env(ctx.cfg, secrets)[1]
 
     owner_run_id = str(owner_run_id or ctx.run_id)

@@ -2,14 +2,29 @@
 Alertmanager answering with the given credentials, and the metric contract's series in Prometheus."""
 from __future__ import annotations
 
+import time
+
 import requests
 
 from chaosext.core.backends import BackendError
 from chaosext.core.findings import HTTP_TIMEOUT, Finding
+from chaosext.core.poll import retry_until
 from chaosext.metrics import prom
+from chaosext.metrics.cache import read_caches, signal_of
+from chaosext.metrics.measure import expiry_rules_gap
 from chaosext.run.context import RunContext
 
-__all__ = ["check_ready", "check_metrics"]
+__all__ = ["check_ready", "check_metrics", "check_judgeable", "FIRST_SCRAPE_WAIT_SECONDS"]
+
+#: how long doctor waits for a Prometheus that has scraped nothing yet (a lab that has just started)
+FIRST_SCRAPE_WAIT_SECONDS = 20.0
+
+
+def _scraped(p: prom.Prom) -> bool:
+    try:
+        return bool(prom.query(p, "count(up)", timeout=HTTP_TIMEOUT))
+    except requests.RequestException:
+        return False
 
 
 def check_ready(ctx: RunContext, name: str) -> Finding:
@@ -37,12 +52,22 @@ def check_metrics(ctx: RunContext) -> list[Finding]:
     label is an error (the error rate could not be judged)."""
     p = prom.prom_of(ctx)
     c = p.contract
+    # a Prometheus that has just started (right after `chaosext lab up`) has scraped nothing yet: wait for its first
+    # scrape before telling anyone their metric names are wrong
+    scraped = retry_until(lambda: _scraped(p), bool, time.time() + FIRST_SCRAPE_WAIT_SECONDS, 1.0)
+    if not scraped:
+        return [Finding("metric: scrapes", False, f"Prometheus at {p.url} has not scraped any target yet (no `up` "
+                        f"series after {FIRST_SCRAPE_WAIT_SECONDS:.0f} s)", "check its scrape configuration names the "
+                        "services; if it has just started, run doctor again in a minute", required=False)]
     wanted = [("metric: requests", c.total_selector(), "METRIC_REQUESTS / METRIC_TENANT_LABEL / "
-               "METRIC_REQUESTS_MATCHERS"),
-              ("metric: cache expired", c.cache_expired, "METRIC_CACHE_EXPIRED"),
-              ("metric: cache stale", c.cache_stale, "METRIC_CACHE_STALE"),
-              ("metric: cache lookups", c.cache_lookups, "METRIC_CACHE_LOOKUPS"),
-              ("metric: unverified accepts", c.unverified_accepts, "METRIC_UNVERIFIED_ACCEPTS")]
+               "METRIC_REQUESTS_MATCHERS")]
+    if any(signal_of(s) == "metrics" for s in ctx.cfg.services.values()):  # some service is read through them
+        wanted += [("metric: cache fresh", c.cache_fresh, "METRIC_CACHE_FRESH"),
+                   ("metric: cache stale", c.cache_stale, "METRIC_CACHE_STALE"),
+                   ("metric: cache expired", c.cache_expired, "METRIC_CACHE_EXPIRED"),
+                   ("metric: cache empty", c.cache_empty, "METRIC_CACHE_EMPTY")]
+    wanted += [("metric: cache lookups", c.cache_lookups, "METRIC_CACHE_LOOKUPS"),
+               ("metric: unverified accepts", c.unverified_accepts, "METRIC_UNVERIFIED_ACCEPTS")]
     out = []
     for name, selector, named in wanted:
         if not selector:  # METRIC_UNVERIFIED_ACCEPTS=off
@@ -62,8 +87,32 @@ def check_metrics(ctx: RunContext) -> list[Finding]:
                                    "set METRIC_STATUS_LABEL / METRIC_SERVICE_LABEL to the labels your services use"))
                 continue
         # no series at all may also mean no traffic yet (a fresh lab): a warning; wrong labels on series are an error
-        out.append(Finding(name, bool(n), f"{selector}: {n} series" if n else
-                           f"{selector}: no series in Prometheus (no traffic yet, or other metric names?)",
-                           "" if n else f"set {named} to what your services export (docs/experiment.md, "
-                                        f"'Adapting to your services' metrics')", required=False))
+        if n:
+            out.append(Finding(name, True, f"{selector}: {n} series"))
+        elif name == "metric: requests":
+            out.append(Finding(name, False, f"{selector}: no request counted yet", "normal before any traffic (the "
+                               f"run's k6 makes some); if the services have served requests, set {named} to the "
+                               f"counter they export (docs/experiment.md, 'Adapting to your services' metrics')",
+                               required=False))
+        else:
+            out.append(Finding(name, False, f"{selector}: no series in Prometheus although it scrapes", f"set {named} "
+                               f"to what your services export (docs/experiment.md, 'Adapting to your services' "
+                               f"metrics), or give the services a cache signal in TARGET_FILE", required=False))
+    return out
+
+
+def check_judgeable(ctx: RunContext) -> list[Finding]:
+    """What the metric checks will not be able to judge on this target (warnings, listed before the run): a service
+    whose cache state no signal gives, expiry alerts that are not named or not loaded in Prometheus."""
+    out = []
+    unknown = {name: r.detail for name, r in read_caches(ctx).items() if r.state == "unknown"}
+    for name, detail in unknown.items():
+        out.append(Finding(f"not judged: cache of {name}", False, f"its JWKS cache state cannot be read ({detail}); "
+                           "jwks-caches-fresh, cached-key-fallback and auth-degraded-audited will say so",
+                           f"give services.{name}.cache in TARGET_FILE (docs/target.md) or METRIC_CACHE_* series",
+                           required=False))
+    if gap := expiry_rules_gap(ctx):
+        out.append(Finding("not judged: expiry alerts", False, gap,
+                           "name the alerts that fire when a cache expires (EXPIRY_ALERTS) and load them",
+                           required=False))
     return out

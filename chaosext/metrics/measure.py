@@ -1,14 +1,13 @@
-"""What the metrics domain measures: the services' key-cache states, the expiry alerts, the request counters.
+"""What the metrics domain measures: the expiry alerts and the request counters (the services' key-cache states are
+:mod:`chaosext.metrics.cache`).
 
 Plain measurements for the judges in ``chaosext.outage`` (baseline and recovery probes, the watch step, the outage
-checks). Prometheus is read through :mod:`chaosext.metrics.prom` with the run's metric contract; a service's
-``/healthz`` ``jwks`` block (:func:`health`) is the lab's convenience where a service exports no cache series.
+checks). Prometheus is read through :mod:`chaosext.metrics.prom` with the run's metric contract.
 """
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import requests
 
@@ -16,38 +15,11 @@ from chaosext.metrics import prom
 from chaosext.metrics.prom import prom_of
 from chaosext.run.context import RunContext
 
-__all__ = ["Counts", "health", "cache_states", "active_expiry_alerts", "firing_now", "fired_since", "in_alertmanager",
-           "services_in_state", "quietest_tenant_rate", "error_counts"]
+__all__ = ["Counts", "active_expiry_alerts", "firing_now", "fired_since", "in_alertmanager", "quietest_tenant_rate",
+           "error_counts_between", "loaded_alert_rules", "expiry_rules_gap"]
 
-#: (errors, requests) cumulative counters, as Prometheus sums them (``chaosext.metrics.prom.counts_at``)
+#: (errors, requests) the services counted in a window (``error_counts_between``)
 Counts = tuple[float, float]
-
-
-def health(url: str, timeout: float = 3.0) -> dict[str, Any]:
-    """The service's ``/healthz`` ``jwks`` block ({"state": ..., "age_seconds": ...}); {} when unavailable."""
-    try:
-        r = requests.get(url + "/healthz", timeout=timeout)
-        return dict(r.json().get("jwks") or {})
-    except (requests.RequestException, ValueError, AttributeError):
-        return {}
-
-
-def cache_states(ctx: RunContext) -> dict[str, tuple[str, str]]:
-    """service -> (state, source): from the metric contract's cache series in Prometheus; ``/healthz`` only where the
-    service has no such series (a lab convenience); ``unknown`` / ``none`` when neither answers."""
-    cfg = ctx.cfg
-    states: dict[str, tuple[str, str]] = {}
-    try:
-        for svc, state in prom.cache_states(prom_of(ctx)).items():
-            if svc in cfg.services:
-                states[svc] = (state, "prometheus")
-    except (requests.RequestException, RuntimeError, ValueError):
-        pass
-    for svc, url in cfg.services.items():
-        if svc not in states:
-            h = health(url)
-            states[svc] = (h.get("state", "unknown"), "healthz" if h else "none")
-    return states
 
 
 def active_expiry_alerts(ctx: RunContext) -> dict[str, list[str]]:
@@ -93,18 +65,6 @@ def in_alertmanager(ctx: RunContext, names: tuple[str, ...]) -> set[str]:
     return {a["labels"].get("alertname") for a in prom.alertmanager_alerts(ctx.backend("alertmanager"))} & set(names)
 
 
-def services_in_state(ctx: RunContext, state: str, start: float, end: float) -> set[str]:
-    """Services whose cache series of ``state`` (``expired``: METRIC_CACHE_EXPIRED, ``stale``: METRIC_CACHE_STALE)
-    was 1 at any time in [start, end]; empty when Prometheus does not answer."""
-    c = ctx.cfg.metrics
-    selector = c.cache_expired if state == "expired" else c.cache_stale
-    rng = max(1, math.ceil(end - start))
-    try:
-        return set(prom.services_where(prom_of(ctx), selector, end, rng)) & set(ctx.cfg.services)
-    except (requests.RequestException, RuntimeError):
-        return set()
-
-
 def quietest_tenant_rate(ctx: RunContext, at: float) -> float | None:
     """The lowest per-tenant, per-service request rate over 5 minutes at ``at`` (the alerts' traffic guards use the
     same window), real tenants only; None when Prometheus has no answer. Explains a missing per-tenant alert."""
@@ -120,10 +80,35 @@ def quietest_tenant_rate(ctx: RunContext, at: float) -> float | None:
     return float(res[0]["value"][1]) if res else None
 
 
-def error_counts(ctx: RunContext, at: float | None = None, fallback: Counts = (0.0, 0.0)) -> Counts:
-    """Prometheus' (errors, requests) counters at ``at`` (now); ``fallback`` when Prometheus does not answer."""
+def error_counts_between(ctx: RunContext, start: float, end: float) -> Counts | None:
+    """(errors, requests) the services counted between ``start`` and ``end`` (unix s): per series, a counter reset
+    (a restarted service) neither makes it negative nor hides what the new process counted
+    (``chaosext.metrics.prom.error_rate_between``); None when Prometheus does not answer."""
     try:
-        return prom.counts_at(prom_of(ctx), at)
-    except (requests.RequestException, RuntimeError):
-        return fallback
+        res = prom.error_rate_between(prom_of(ctx), start, end)
+    except (requests.RequestException, RuntimeError, ValueError):
+        return None
+    return float(res["errors"]), float(res["requests"])
 
+
+def loaded_alert_rules(ctx: RunContext) -> set[str]:
+    """The names of the alerting rules Prometheus has loaded (``GET /api/v1/rules?type=alert``)."""
+    body = prom_of(ctx).backend.get("/api/v1/rules", params={"type": "alert"}, timeout=10).json()
+    return {str(r.get("name")) for g in (body.get("data") or {}).get("groups") or [] for r in g.get("rules") or []
+            if r.get("type", "alerting") == "alerting"}
+
+
+def expiry_rules_gap(ctx: RunContext) -> str:
+    """Why the expiry alerts cannot be judged ('' when they can): none named, or not loaded in Prometheus (then
+    "none fired" would pass vacuously)."""
+    names = ctx.cfg.expiry_alerts
+    if not names:
+        return "no expiry alert is named (EXPIRY_ALERTS, expiry_alerts in TARGET_FILE): alerting cannot be judged"
+    try:
+        missing = sorted(set(names) - loaded_alert_rules(ctx))
+    except (requests.RequestException, ValueError, AttributeError) as exc:
+        return f"Prometheus' loaded rules could not be read ({type(exc).__name__}): alerting cannot be judged"
+    if missing:
+        return (f"Prometheus at {ctx.cfg.prometheus_url} has no alerting rule named {', '.join(missing)} "
+                f"(EXPIRY_ALERTS): 'it did not fire' would prove nothing; load the rules or fix EXPIRY_ALERTS")
+    return ""

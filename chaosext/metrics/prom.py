@@ -16,6 +16,9 @@ are correct answers, not errors.
 """
 from __future__ import annotations
 
+import itertools
+import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,14 +46,15 @@ __all__ = [
     "query",
     "query_range",
     "query_scalar",
-    "counts_at",
+    "SeriesCount",
+    "increase_between",
+    "service_traffic",
     "error_rate_between",
     "prometheus_alerts",
     "alertmanager_alerts",
     "latest_sample_time",
     "wait_for_samples",
     "services_where",
-    "cache_states",
     "unverified_accepts_between",
 ]
 
@@ -77,6 +81,9 @@ def prom_of(ctx: RunContext) -> Prom:
     """The run's Prometheus (PROMETHEUS_URL, the activity's credentials, the run's metric contract)."""
     return Prom(ctx.backend("prometheus"), ctx.cfg.metrics)
 
+
+#: how far before a window :func:`increase_between` looks for a series' last value (Prometheus' staleness delta)
+LOOKBACK_SECONDS = 300.0
 
 T = TypeVar("T")
 
@@ -136,23 +143,162 @@ def query_scalar(prom: Prom, promql: str, at: float | None = None, timeout: floa
     return sum(float(s["value"][1]) for s in query(prom, promql, at, timeout))
 
 
-def counts_at(prom: Prom, at: float | None = None) -> tuple[float, float]:
-    """(errors, total) request counters summed over every service at time ``at`` (now when None)."""
+@dataclass(frozen=True)
+class SeriesCount:
+    """One counter series over a window: what it counted, and when Prometheus last scraped it."""
+
+    labels: dict[str, str]
+    #: increments inside the window, resets handled (see :func:`increase_between`)
+    count: float
+    #: unix time of its last sample inside the window (None: no sample there)
+    last_t: float | None
+    #: unix times of its samples inside the window (the service's scrape cadence)
+    times: tuple[float, ...] = ()
+
+
+def _samples(values: list[list[Any]]) -> list[tuple[float, float]]:
+    """[[t, "v"], ...] -> sorted (t, v), NaN dropped."""
+    out = sorted((float(t), float(v)) for t, v in values)
+    return [(t, v) for t, v in out if not math.isnan(v)]
+
+
+def _resets(samples: list[tuple[float, float]]) -> set[float]:
+    """Times at which the series fell below its previous value (its process restarted)."""
+    return {t for (_, a), (t, b) in itertools.pairwise(samples) if b < a}
+
+
+def _count_series(samples: list[tuple[float, float]], start: float, end: float, through_next_scrape: bool,
+                  restarts: set[float]) -> tuple[float, float | None, tuple[float, ...]]:
+    """(increments, last sample time, sample times) of one series' samples over (start, end]; ``restarts``: when
+    its process restarted (seen on any series of the same target), so a counter that climbed past its old value
+    after a restart still counts from 0."""
+    prev: float | None = None
+    for t, v in samples:
+        if t <= start:
+            prev = v  # the last value before the window: where its count starts
+    count, last, times, past_end = 0.0, None, [], False
+    for t, v in samples:
+        if t <= start:
+            continue
+        if t > end:
+            if not through_next_scrape or past_end:
+                break
+            past_end = True
+        # born inside the window or restarted: a counter starts at 0, so the value is what it counted
+        count += v if prev is None or v < prev or t in restarts else v - prev
+        prev, last = v, t
+        times.append(t)
+    return count, last, tuple(times)
+
+
+def increase_between(prom: Prom, selector: str, start: float, end: float, through_next_scrape: bool = False,
+                     lookback: float = LOOKBACK_SECONDS, from_next_scrape: bool = False) -> list[SeriesCount]:
+    """What every series of the counter ``selector`` counted between ``start`` and ``end`` (unix s), exactly.
+
+    The ``increase()`` of DESIGN.md done on the raw samples, per series: the window's samples (an instant query of
+    ``selector[range]``) are compared with the series' last sample before ``start`` (within ``lookback``). A value
+    below the previous one is a restart: the counter began again at 0, so the new value is what it counted; and
+    since one process's series are scraped together, a restart seen on any series of a target (same ``job``,
+    ``instance`` and service label) is a restart of all of them (its error series, with a few counts, may have
+    climbed past its old value already). A series with no sample before ``start`` was born in the window and counts
+    from 0 (PromQL's ``increase()`` would lose its first value: the 401 series that first appear in an outage). No
+    extrapolation: counts are whole. A series that vanished inside the window (a dead process) keeps what it counted
+    up to its last scrape (see ``last_t``). ``through_next_scrape``: also count each series' first sample after
+    ``end`` (requests made just before ``end`` are scraped after it); query only once Prometheus has scraped past
+    ``end``. ``from_next_scrape``: count only what each target counted after its first scrape at or after ``start``
+    (a window that starts at a moment seen through another signal, e.g. every cache fresh again: the first scrape
+    after it also carries what was counted before it, since the previous scrape; that is left out)."""
+    at = time.time() if through_next_scrape else end
+    rng = max(1, math.ceil(at - start + lookback))
+    svc = prom.contract.service_label
+    found = [(dict(s.get("metric") or {}), _samples(s.get("values") or []))
+             for s in query(prom, f"{selector}[{rng}s]", at=at)]
+
+    def target(labels: dict[str, str]) -> tuple[str, str, str]:
+        return labels.get("job", ""), labels.get("instance", ""), labels.get(svc, "")
+
+    restarts: dict[tuple[str, str, str], set[float]] = {}
+    for labels, samples in found:
+        restarts.setdefault(target(labels), set()).update(_resets(samples))
+    begins: dict[tuple[str, str, str], float] = {}
+    if from_next_scrape:
+        for labels, samples in found:
+            first = min((t for t, _ in samples if start <= t <= end), default=None)
+            if first is not None:
+                key = target(labels)
+                begins[key] = min(begins.get(key, first), first)
+    out = []
+    for labels, samples in found:
+        key = target(labels)
+        count, last, times = _count_series(samples, begins.get(key, start), end, through_next_scrape, restarts[key])
+        out.append(SeriesCount(labels, count, last, times))
+    return out
+
+
+def _scrape_interval(times: list[float]) -> float | None:
+    """The median gap between consecutive scrape times (None with fewer than two)."""
+    gaps = sorted(b - a for a, b in itertools.pairwise(times) if b > a)
+    return gaps[len(gaps) // 2] if gaps else None
+
+
+def service_traffic(c: MetricContract, series: list[SeriesCount], services: list[str] | tuple[str, ...], end: float
+                    ) -> dict[str, dict[str, Any]]:
+    """Per service the run drives: requests counted in the window and whether Prometheus still scraped it at the
+    window's end (its last sample within 2.5 scrape intervals of ``end``; a SIGKILLed service's series stop). The
+    scrape interval is the service's own (the median gap between its scrapes), else the other services'.
+
+    ``{service: {"requests", "last_sample_s_before_end", "scrape_interval_s", "problem"}}``; ``problem`` is '' or
+    what is wrong, naming the service."""
+    mine = {svc: [s for s in series if s.labels.get(c.service_label) == svc] for svc in services}
+    own = {svc: _scrape_interval(sorted({t for s in found for t in s.times})) for svc, found in mine.items()}
+    known = sorted(i for i in own.values() if i is not None)
+    out: dict[str, dict[str, Any]] = {}
+    for svc, found in mine.items():
+        requests_ = sum(s.count for s in found)
+        last = max((s.last_t for s in found if s.last_t is not None), default=None)
+        interval = own[svc] or (known[len(known) // 2] if known else None)
+        before_end = None if last is None else round(max(0.0, end - last), 1)
+        problem = ""
+        if last is None:
+            problem = f"{svc}: no sample of its request counter in the window (down, not scraped, or no such label)"
+        elif interval is not None and before_end is not None and before_end > 2.5 * interval + 1.0:
+            problem = (f"{svc}: its request counter was last scraped {before_end:.0f}s before the window's end "
+                       f"(every ~{interval:.0f}s before): the service or its scrape died in the window")
+        elif requests_ <= 0:
+            problem = f"{svc}: no request counted in the window (is k6 driving it?)"
+        out[svc] = {"requests": round(requests_), "last_sample_s_before_end": before_end,
+                    "scrape_interval_s": interval, "problem": problem}
+    return out
+
+
+def error_rate_between(prom: Prom, start: float, end: float, services: list[str] | tuple[str, ...] = (),
+                       top: int = 5, from_next_scrape: bool = False) -> dict[str, Any]:
+    """Server-side error rate of the requests counted between ``start`` and ``end`` (unix seconds).
+
+    Counted per series with restarts handled (:func:`increase_between`), so a service restarted inside the window
+    neither zeroes the count nor hides its errors. ``services``: the services the run drives; each must show
+    traffic and still be scraped at the end (``services`` and ``problems`` say which does not). ``top_errors``:
+    the ``top`` (status, service, tenant) error counts, largest first. ``from_next_scrape``: see
+    :func:`increase_between` (the recovery window)."""
     c = prom.contract
-    return (query_scalar(prom, f"sum({c.error_selector()})", at),
-            query_scalar(prom, f"sum({c.total_selector()})", at))
-
-
-def error_rate_between(prom: Prom, start: float, end: float) -> dict[str, Any]:
-    """Server-side error rate of requests counted between ``start`` and ``end`` (unix seconds).
-
-    Counter values at ``end`` minus those at ``start`` (a series absent at ``start`` counts from 0, which
-    ``increase()`` would miss for the 401 series that first appear during an outage).
-    """
-    e0, t0 = counts_at(prom, start)
-    e1, t1 = counts_at(prom, end)
-    errors, total = max(0.0, e1 - e0), max(0.0, t1 - t0)
-    return {"errors": errors, "requests": total, "error_rate": (errors / total) if total else 0.0}
+    series = increase_between(prom, c.total_selector(), start, end, from_next_scrape=from_next_scrape)
+    is_error = re.compile(f"(?:{c.error_status})")
+    errors = [s for s in series if is_error.fullmatch(s.labels.get(c.status_label, ""))]
+    n_err, n_tot = sum(s.count for s in errors), sum(s.count for s in series)
+    grouped: dict[tuple[str, str, str], float] = {}
+    for s in errors:
+        key = (s.labels.get(c.status_label, "?"), c.service_of({"metric": s.labels}),
+               s.labels.get(c.tenant_label, "") if c.tenant_label else "")
+        grouped[key] = grouped.get(key, 0.0) + s.count
+    ranked = sorted(((n, k) for k, n in grouped.items() if n > 0), reverse=True)[:top]
+    out: dict[str, Any] = {"errors": n_err, "requests": n_tot, "error_rate": (n_err / n_tot) if n_tot else 0.0,
+                           "top_errors": [{"status": k[0], "service": k[1], "tenant": k[2], "errors": round(n)}
+                                          for n, k in ranked]}
+    if services:
+        traffic = service_traffic(c, series, services, end)
+        out["services"] = {svc: t["requests"] for svc, t in traffic.items()}
+        out["problems"] = [t["problem"] for t in traffic.values() if t["problem"]]
+    return out
 
 
 def latest_sample_time(prom: Prom, metric: str = "") -> float:
@@ -169,34 +315,20 @@ def services_where(prom: Prom, selector: str, at: float | None = None, range_sec
     return sorted({c.service_of(s) for s in query(prom, c.by_service(inner), at) if float(s["value"][1]) >= 1})
 
 
-def cache_states(prom: Prom, at: float | None = None) -> dict[str, str]:
-    """Per service, its key cache's state from its metrics: the lab's ``jwks_cache_state{state}`` (fresh, stale,
-    expired, ...) under the default contract; else ``expired`` / ``stale`` / ``fresh`` from the contract's
-    METRIC_CACHE_EXPIRED and METRIC_CACHE_STALE series. Services without such series are absent."""
-    c = prom.contract
-    if c.is_lab:
-        return {s["metric"].get("service", "?"): s["metric"].get("state", "?")
-                for s in query(prom, "max by (service, state) (jwks_cache_state) == 1", at)}
-    present = {c.service_of(s) for sel in (c.cache_expired, c.cache_stale)
-               for s in query(prom, c.by_service(sel), at)}
-    expired = set(services_where(prom, c.cache_expired, at))
-    stale = set(services_where(prom, c.cache_stale, at))
-    return {svc: "expired" if svc in expired else "stale" if svc in stale else "fresh" for svc in present}
-
-
 def unverified_accepts_between(prom: Prom, start: float, end: float) -> dict[str, float]:
     """Per service: tokens accepted without a verified signature between ``start`` and ``end`` (the contract's
-    ``unverified_accepts`` counter; a fail-open service). Empty when none."""
+    ``unverified_accepts`` counter; a fail-open service), up to each series' first scrape after ``end`` (what was
+    accepted on the last tick is scraped after it): call it once Prometheus has scraped past ``end``
+    (:func:`wait_for_samples`). Empty when none."""
     c = prom.contract
     if not c.unverified_accepts:  # METRIC_UNVERIFIED_ACCEPTS=off
         return {}
-
-    def at(t: float) -> dict[str, float]:
-        return {c.service_of(s): float(s["value"][1])
-                for s in query(prom, c.by_service(c.unverified_accepts, "sum"), t)}
-
-    before, after = at(start), at(end)
-    return {svc: n - before.get(svc, 0.0) for svc, n in after.items() if n - before.get(svc, 0.0) > 0}
+    per: dict[str, float] = {}
+    for s in increase_between(prom, c.unverified_accepts, start, end, through_next_scrape=True):
+        if s.count > 0:
+            svc = c.service_of({"metric": s.labels})
+            per[svc] = per.get(svc, 0.0) + s.count
+    return per
 
 
 def prometheus_alerts(prom: Prom, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -213,11 +345,19 @@ def alertmanager_alerts(alertmanager: Backend, timeout: float = 10.0) -> list[di
     return alerts
 
 
-def wait_for_samples(prom: Prom, until: float, timeout: float = 30.0) -> bool:
-    """Wait (up to ``timeout`` s) until Prometheus holds a request-counter sample at or after ``until``."""
+def wait_for_samples(prom: Prom, until: float, timeout: float = 30.0,
+                     services: list[str] | tuple[str, ...] = ()) -> bool:
+    """Wait (up to ``timeout`` s) until Prometheus holds a request-counter sample at or after ``until``: of any
+    series, or with ``services``, of every one of them (a dead service makes this wait the whole ``timeout``)."""
+    c = prom.contract
+
     def reached() -> bool:
         try:
-            return latest_sample_time(prom) >= until
+            if not services:
+                return latest_sample_time(prom) >= until
+            newest = {c.service_of(s): float(s["value"][1])
+                      for s in query(prom, c.by_service(f"timestamp({c.requests})"))}
+            return all(newest.get(svc, 0.0) >= until for svc in services)
         except (requests.RequestException, RuntimeError):
             return False
 

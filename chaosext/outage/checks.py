@@ -14,17 +14,20 @@ from typing import Any
 import requests
 
 from chaosext.audit.measure import PIPELINE_WAIT_SECONDS, services_of
-from chaosext.audit.sources import AuditEvent, read_events
-from chaosext.auth.judge import merge_judgments
+from chaosext.audit.sources import AuditEvent, read_events, role_mapped
+from chaosext.auth.judge import merge_judgments, with_coverage
 from chaosext.auth.measure import unverified_accepts
+from chaosext.core.config import ExperimentConfig
 from chaosext.core.poll import retry_until
 from chaosext.load.probes import k6_summary
 from chaosext.metrics import prom
-from chaosext.metrics.measure import fired_since, in_alertmanager, quietest_tenant_rate, services_in_state
+from chaosext.metrics.cache import services_in_state
+from chaosext.metrics.measure import expiry_rules_gap, fired_since, in_alertmanager, quietest_tenant_rate
 from chaosext.outage.judging import Judging
 from chaosext.run.record import CheckResult
 
-__all__ = ["outage_held", "cached_key_fallback", "no_fail_open", "server_error_rate", "client_error_rate",
+__all__ = ["outage_held", "cached_key_fallback", "no_fail_open", "error_rate_result", "server_error_rate",
+           "client_error_rate",
            "audit_degraded_recorded", "alerts_match_cache_state", "expired_services", "stale_services",
            "SCRAPE_WAIT_SECONDS", "LIFETIME_MARGIN_SECONDS"]
 
@@ -110,8 +113,10 @@ def no_fail_open(judging: Judging) -> CheckResult:
     """No service accepts a forged token during the outage: the whole forgery catalogue (``chaosext.auth.forgery``)
     on a read and a write route of every service, with real tenants, plus the services' own metric (backstop).
 
-    Judges every round the watch step made during the outage (every class each tick; the baseline and recovery
-    rounds are ``forged_tokens_refused``). A refusal is a status in REFUSED_STATUSES;
+    Judges every round the watch step made during the outage (every class each tick, rotating over every tenant
+    the run drives: ``coverage`` states how much of the class × tenant matrix was attacked and the rotation's bound;
+    a driven tenant never attacked fails the check; the baseline and recovery rounds are ``forged_tokens_refused``).
+    A refusal is a status in REFUSED_STATUSES;
     2xx is a fail-open finding; anything else is inconclusive and fails too (``why`` says what to allow).
     ``classes`` shows, per class, tried/refused/accepted/inconclusive and the first acceptance in seconds after the
     block (``first_accepted_s``); skipped classes say why.
@@ -125,6 +130,7 @@ def no_fail_open(judging: Judging) -> CheckResult:
     if not total.get("tried"):
         total["ok"] = False
         total["why"] = "; ".join(filter(None, [total["why"], "no forged request was sent during the outage"]))
+    total = with_coverage(total, judging.cfg.tenants, ticks=len(ticks), tick_seconds=judging.cfg.watch_interval)
     backstop = unverified_accepts(judging.ctx, *judging.window)
     if not backstop["ok"]:
         total["ok"] = False
@@ -136,20 +142,38 @@ def no_fail_open(judging: Judging) -> CheckResult:
 
 
 # ------------------------------------------------------------------------------------------------ errors
-def server_error_rate(judging: Judging) -> CheckResult:
-    """Server-side error rate over the outage window, from the request counter of the metric contract.
+def error_rate_result(cfg: ExperimentConfig, phase: str, res: dict[str, Any], start: float, end: float,
+                      want: int) -> CheckResult:
+    """An error-rate check's result from ``prom.error_rate_between``: ``ok`` needs ``want`` requests, traffic of
+    every service the run drives and a rate below ERROR_RATE_MAX; a failing one names the services without traffic
+    (``note``) and shows the top (status, service, tenant) errors (``top_errors``)."""
+    notes = list(res.get("problems") or [])
+    if res["requests"] < want:
+        notes.append(f"only {res['requests']:.0f} requests in the window (need {want}): is k6 running, and is "
+                     f"PROMETHEUS_URL the one that scrapes the services?")
+    ok = not notes and res["error_rate"] < cfg.error_rate_max
+    out: CheckResult = {"phase": phase, "ok": ok, "error_rate": round(res["error_rate"], 5),
+                        "errors": round(res["errors"]), "requests": round(res["requests"]), "max": cfg.error_rate_max,
+                        "window_seconds": round(end - start, 1), "services": res.get("services", {}),
+                        "note": "; ".join(notes)}
+    if not ok and res.get("top_errors"):
+        out["top_errors"] = res["top_errors"]  # status x service x tenant, largest first
+    return out
 
-    ``ok`` when requests were counted and errors / requests < ERROR_RATE_MAX. Not ok when no outage was recorded.
+
+def server_error_rate(judging: Judging) -> CheckResult:
+    """Server-side error rate over the outage window, from the request counter of the metric contract, counted per
+    series with restarts handled (``chaosext.metrics.prom.error_rate_between``).
+
+    ``ok`` when requests were counted, every service the run drives showed traffic and was still scraped at the
+    window's end (a service killed in the outage is named), and errors / requests < ERROR_RATE_MAX; a failing one
+    shows its top (status, service, tenant) errors. Not ok when no outage was recorded.
     """
     cfg, (start, end) = judging.cfg, judging.window
     p = prom.prom_of(judging.ctx)
     fresh = prom.wait_for_samples(p, end, timeout=SCRAPE_WAIT_SECONDS)
-    res = prom.error_rate_between(p, start, end)
-    return {"phase": "outage", "ok": res["requests"] > 0 and res["error_rate"] < cfg.error_rate_max,
-            "error_rate": round(res["error_rate"], 5), "errors": round(res["errors"]),
-            "requests": round(res["requests"]), "max": cfg.error_rate_max,
-            "window_seconds": round(end - start, 1), "scraped_past_end": fresh,
-            "note": "" if res["requests"] else "no requests counted in the outage window: is k6 running?"}
+    res = prom.error_rate_between(p, start, end, tuple(cfg.services))
+    return {**error_rate_result(cfg, "outage", res, start, end, 1), "scraped_past_end": fresh}
 
 
 def client_error_rate(judging: Judging) -> CheckResult:
@@ -216,17 +240,22 @@ def expired_services(judging: Judging) -> dict[str, str]:
 
 
 def audit_degraded_recorded(judging: Judging) -> CheckResult:
-    """``auth.degraded`` is in the audit store for each service that served stale keys during the outage.
+    """The target's ``degraded`` audit action (``auth.degraded`` in the lab) is in the audit store for each service
+    that served stale keys during the outage.
 
     ``ok`` false lists the services with no event (``missing``). When no service went stale (outage shorter than
     the TTL), there is nothing to record and ``ok`` is true with ``affected`` empty.
     """
     cfg, ctx, start = judging.cfg, judging.ctx, judging.start
     affected = stale_services(judging)
+    if not role_mapped(ctx, "degraded"):
+        return {"phase": "outage", "ok": True, "not_judged": True, "affected": sorted(affected),
+                "gap": "the target names no audit action for serving stale keys (audit.actions.degraded in "
+                       "TARGET_FILE): whether the services audited the degradation cannot be judged"}
     deadline = time.time() + PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0)
 
     def look() -> list[AuditEvent]:
-        return read_events(ctx, "auth.degraded", start - 5, time.time() + 5, tuple(sorted(affected)))
+        return read_events(ctx, "degraded", start - 5, time.time() + 5, tuple(sorted(affected)))
 
     events = retry_until(look, lambda found: affected <= services_of(found), deadline, 2.0)
     recorded = services_of(events)
@@ -244,6 +273,8 @@ def alerts_match_cache_state(judging: Judging) -> CheckResult:
     """
     cfg, ctx, (start, end) = judging.cfg, judging.ctx, judging.window
     names = cfg.expiry_alerts
+    if gap := expiry_rules_gap(judging.ctx):
+        return {"phase": "outage", "ok": True, "not_judged": True, "expected": list(names), "gap": gap}
     try:
         expired = expired_services(judging)
     except requests.RequestException as exc:  # pragma: no cover - services_in_state already swallows these

@@ -14,11 +14,11 @@ once and keeps the results.
 import time
 
 from chaosext.audit.measure import PIPELINE_WAIT_SECONDS, services_of
-from chaosext.audit.sources import read_events
+from chaosext.audit.sources import read_events, role_mapped
 from chaosext.core.poll import retry_until
 from chaosext.core.settings import Configuration, Secrets
 from chaosext.outage.checks import alerts_match_cache_state
-from chaosext.outage.hypothesis import alerts_clear
+from chaosext.outage.hypothesis import alerts_clear, dry
 from chaosext.outage.judging import Judging, recorded_or_judged
 from chaosext.run.context import RunContext, run_context
 from chaosext.run.record import CheckResult
@@ -75,7 +75,8 @@ def fails_closed_after_expiry(configuration: Configuration = None, secrets: Secr
 
     Before the fault: checks the drill can work at all (OUTAGE_SECONDS > JWKS_MAX_STALE + a margin). After the
     outage: the result ``judge_drill`` recorded."""
-    return recorded_or_judged(run_context(configuration, secrets), fails_closed, before=_drill_can_work)
+    ctx = run_context(configuration, secrets)
+    return dry(ctx) or recorded_or_judged(ctx, fails_closed, before=_drill_can_work)
 
 
 def expiry_audited(judging: Judging) -> CheckResult:
@@ -83,7 +84,10 @@ def expiry_audited(judging: Judging) -> CheckResult:
     cfg = judging.cfg
     expired = set(judging.notebook.first_seen("expired"))
     deadline = time.time() + PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0)
-    events = retry_until(lambda: read_events(judging.ctx, "auth.expired", judging.start - 5, time.time() + 5,
+    if not role_mapped(judging.ctx, "expired"):
+        return {"phase": "outage", "ok": True, "not_judged": True, "affected": sorted(expired),
+                "gap": "the target names no audit action for failing closed (audit.actions.expired in TARGET_FILE)"}
+    events = retry_until(lambda: read_events(judging.ctx, "expired", judging.start - 5, time.time() + 5,
                                              tuple(sorted(expired))),
                          lambda found: expired <= services_of(found), deadline, 2.0)
     missing = sorted(expired - services_of(events))
@@ -106,6 +110,8 @@ def alerts_clear_before_fault(configuration: Configuration = None, secrets: Secr
     Recovery: not required. The drill makes the alerts fire on purpose, and over their 5-minute windows they resolve
     minutes after the restore, past RECOVERY_SECONDS; the drill judges that they fired (``expiry-alerts-fired``)."""
     ctx = run_context(configuration, secrets)
+    if (skipped := dry(ctx)) is not None:
+        return skipped
     if ctx.record().outage_window() is None:
         return alerts_clear(ctx)
     return {"phase": "recovery", "ok": True,

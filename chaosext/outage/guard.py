@@ -7,8 +7,11 @@ The watch asks :func:`decide` after every tick. In order:
    ``ABORT_ERROR_RATE`` for at least ``ABORT_AFTER_SECONDS`` (from the first such tick to now). A tick that counted no
    request, or whose rate is at or below the threshold, breaks the run of ticks. A threshold of 1 or more can never be
    exceeded, so ``ABORT_ERROR_RATE`` > 1 switches the guard off (the expiry drill wants the errors);
-3. the planned end reached -> stop, reason '' (the outage ran its course);
-4. else go on.
+3. the fault **lifted outside the run** -> stop: on the last ``LIFTED_TICKS`` ticks (not counting the first, when a
+   fault may still be settling) the driver found the JWKS reachable from the target again (the panic button, another
+   tool, a person, a broken driver): there is no outage left to watch, and ``outage-held`` judges it failed;
+4. the planned end reached -> stop, reason '' (the outage ran its course);
+5. else go on.
 
 The watch only decides: the restore step that follows restores and records the reason.
 """
@@ -19,9 +22,11 @@ from dataclasses import dataclass
 
 from chaosext.outage.notebook import Observation
 
-__all__ = ["AbortGuard", "Decision", "decide", "SIGTERM_REASON"]
+__all__ = ["AbortGuard", "Decision", "decide", "lifted", "SIGTERM_REASON", "LIFTED_TICKS"]
 
 SIGTERM_REASON = "interrupted (SIGTERM)"
+#: consecutive ticks with the fault found lifted after which the watch ends the outage
+LIFTED_TICKS = 2
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,23 @@ class Decision:
     reason: str = ""
 
 
+def lifted(observations: Sequence[Observation]) -> str:
+    """'' while the fault holds; else why the watch ends: the last LIFTED_TICKS ticks (after the first) found it
+    lifted."""
+    later = list(observations[1:])
+    if len(later) < LIFTED_TICKS or any(o.fault_holds is not False for o in later[-LIFTED_TICKS:]):
+        return ""
+    return (f"the fault was lifted outside this run ({later[-1].fault_detail or 'the JWKS answers again'}): the "
+            f"panic button, another tool or a person; nothing left to watch")
+
+
 def decide(guard: AbortGuard, observations: Sequence[Observation], now: float, end_by: float,
            terminating: bool = False) -> Decision:
     """Whether the watch ends after the ticks in ``observations`` at time ``now`` (see the module docstring)."""
     if terminating:
         return Decision(True, SIGTERM_REASON)
     if reason := guard.reason(observations, now):
+        return Decision(True, reason)
+    if reason := lifted(observations):
         return Decision(True, reason)
     return Decision(now >= end_by)

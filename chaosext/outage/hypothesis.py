@@ -9,12 +9,16 @@ retries until it holds or RECOVERY_SECONDS after the restore have passed; a base
 import time
 from typing import Any
 
-from chaosext.audit.measure import LIVE_ACTIONS, PIPELINE_WAIT_SECONDS, services_recorded
+from chaosext.audit.measure import PIPELINE_WAIT_SECONDS, services_recorded
+from chaosext.audit.sources import role_mapped
+from chaosext.auth.judge import with_coverage
 from chaosext.auth.measure import ForgeryPlan, valid_token_statuses
 from chaosext.core.poll import retry_until
 from chaosext.core.settings import Configuration, Secrets
 from chaosext.metrics import prom
-from chaosext.metrics.measure import active_expiry_alerts, cache_states, services_in_state
+from chaosext.metrics.cache import read_caches, services_in_state
+from chaosext.metrics.measure import active_expiry_alerts
+from chaosext.outage.checks import error_rate_result
 from chaosext.outage.notebook import load_notebook
 from chaosext.run.context import RunContext, run_context
 from chaosext.run.record import CheckResult
@@ -24,25 +28,43 @@ __all__ = ["jwks_caches_fresh", "valid_tokens_accepted", "forged_tokens_refused"
            "expiry_alerts_clear", "audit_pipeline_healthy"]
 
 
+def dry(ctx: RunContext) -> CheckResult | None:
+    """A dry run (``chaos run --dry actions``) changes nothing and starts no load: a probe then judges nothing and says
+    so (``ok``, so the rehearsal shows no false alarm; ``chaosext verdict`` says DRY RUN). None outside a dry run."""
+    if not ctx.dry_run:
+        return None
+    return {"phase": "dry-run", "ok": True, "not_judged": True,
+            "note": f"dry run ({ctx.dry_run}): nothing was started or injected, so nothing is judged"}
+
+
 def jwks_caches_fresh(configuration: Configuration = None, secrets: Secrets = None) -> CheckResult:
-    """Every service's JWKS cache is fresh (its cache series in Prometheus, else its ``/healthz``), live.
+    """Every service's JWKS cache is fresh (read through its cache signal: ``chaosext.metrics.cache``), live.
 
     Baseline: fresh before the fault (a stale or expired cache is already degraded). Recovery: every service fetched
     the JWKS again within RECOVERY_SECONDS of the restore (``not_recovered`` names the ones that did not). The
     moment they all are is noted in the run record (``recovered_at``): the recovery's error-rate window starts there.
     """
     ctx = run_context(configuration, secrets)
+    if (skipped := dry(ctx)) is not None:
+        return skipped
     run = ctx.record()
     phase = run.phase
-    states = retry_until(lambda: cache_states(ctx), lambda st: all(state == "fresh" for state, _ in st.values()),
+    states = retry_until(lambda: read_caches(ctx), lambda st: all(r.state in ("fresh", "unknown") for r in st.values()),
                          run.recovery_deadline(ctx.cfg.recovery_seconds), 1.0)
-    bad = sorted(s for s, (state, _) in states.items() if state != "fresh")
-    if phase == "recovery" and not bad:
+    unknown = sorted(s for s, r in states.items() if r.state == "unknown")
+    bad = sorted(s for s, r in states.items() if r.state not in ("fresh", "unknown"))
+    if phase == "recovery" and not bad and not unknown:
         with ctx.edit() as recorded:
             recorded.recovered_at = time.time()
     key = "not_recovered" if phase == "recovery" else "not_fresh"
-    return {"phase": phase, "ok": not bad, key: bad, "states": {s: st for s, (st, _) in states.items()},
-            "source": sorted({src for _, src in states.values()})}
+    out: CheckResult = {"phase": phase, "ok": not bad, key: bad, "states": {s: r.state for s, r in states.items()},
+                        "source": sorted({r.source for r in states.values()})}
+    if unknown:  # no signal says: an honest gap, never a silent "fresh"
+        out["not_judged"] = True
+        out["unknown"] = {s: states[s].detail for s in unknown}
+        out["gap"] = f"the cache state of {', '.join(unknown)} cannot be read: " + "; ".join(
+            states[s].detail for s in unknown)
+    return out
 
 
 def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets = None) -> CheckResult:
@@ -52,6 +74,8 @@ def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets 
     RECOVERY_SECONDS have passed since the restore.
     """
     ctx = run_context(configuration, secrets)
+    if (skipped := dry(ctx)) is not None:
+        return skipped
     run = ctx.record()
     result = retry_until(lambda: valid_token_statuses(ctx), lambda r: bool(r["ok"]),
                          run.recovery_deadline(ctx.cfg.recovery_seconds), 1.0)
@@ -59,14 +83,17 @@ def valid_tokens_accepted(configuration: Configuration = None, secrets: Secrets 
 
 
 def forged_tokens_refused(configuration: Configuration = None, secrets: Secrets = None) -> CheckResult:
-    """The whole forgery catalogue (every variant, ``chaosext.auth.forgery``) is refused by every service on its read
-    and write route, live: the baseline before the fault and the recovery after the restore.
+    """The whole forgery catalogue (``chaosext.auth.forgery``: every class for every tenant the run drives, every
+    variant for the first) is refused by every service on its read and write route, live: the baseline before the
+    fault and the recovery after the restore.
 
     A refusal is a status in REFUSED_STATUSES; 2xx is a fail-open finding; anything else is inconclusive and fails
     too (``why`` says which statuses to allow). ``classes`` shows tried/refused/accepted/inconclusive per class."""
     ctx = run_context(configuration, secrets)
+    if (skipped := dry(ctx)) is not None:
+        return skipped
     plan = ForgeryPlan(ctx)
-    judged = plan.judge(ctx.cfg, plan.round(ctx.cfg), None)
+    judged = with_coverage(plan.judge(ctx.cfg, plan.round(ctx.cfg), None), plan.tenants)
     return {"phase": ctx.record().phase, **judged}
 
 
@@ -76,37 +103,38 @@ def error_rate(ctx: RunContext) -> CheckResult:
     run = ctx.record()
     phase = run.phase
     p = prom.prom_of(ctx)
+    services = tuple(cfg.services)
     if phase == "baseline":
         end = time.time()
         start, want = end - cfg.baseline_seconds, cfg.baseline_min_requests
-        res = prom.error_rate_between(p, start, end)
+        res = prom.error_rate_between(p, start, end, services)
     else:
         start = run.recovery_start()
         want = min(cfg.baseline_min_requests, 50)
         deadline = max(run.recovery_deadline(cfg.recovery_seconds), time.time() + 5)
         while True:
             end = time.time()
-            res = prom.error_rate_between(p, start, end)
-            if (res["requests"] >= want and end - start >= 5) or end >= deadline:
+            # from each service's first scrape after the recovery began: the scrape straddling it also carries the
+            # errors made before the caches were fresh again
+            res = prom.error_rate_between(p, start, end, services, from_next_scrape=True)
+            if (res["requests"] >= want and end - start >= 5 and not res["problems"]) or end >= deadline:
                 break
             time.sleep(1.0)
-    ok = res["requests"] >= want and res["error_rate"] < cfg.error_rate_max
-    note = "" if res["requests"] >= want else (
-        f"only {res['requests']:.0f} requests in the window (need {want}): is k6 running, and is PROMETHEUS_URL "
-        f"the one that scrapes the services?")
-    return {"phase": phase, "ok": ok, "error_rate": round(res["error_rate"], 5), "errors": round(res["errors"]),
-            "requests": round(res["requests"]), "max": cfg.error_rate_max, "window_seconds": round(end - start, 1),
-            "note": note}
+    return error_rate_result(cfg, phase, res, start, end, want)
 
 
 def error_rate_within_max(configuration: Configuration = None, secrets: Secrets = None) -> CheckResult:
     """Server-side error rate (Prometheus) below ERROR_RATE_MAX, live.
 
     Baseline (before the fault): over the last BASELINE_SECONDS, which must hold at least BASELINE_MIN_REQUESTS
-    requests (the safety control's k6 warms it up). Recovery (after the restore): from the moment every service's
-    cache was fresh again (else the restore) until now, waiting for enough requests within RECOVERY_SECONDS.
+    requests (the safety control's k6 warms it up). Recovery (after the restore): from each service's first scrape
+    after the moment every service's cache was fresh again (else the restore) until now — the scrape straddling that
+    moment also carries errors made before it — waiting for enough requests within RECOVERY_SECONDS. Every service
+    the run drives must show traffic in the window; counted per series, restarts included
+    (``chaosext.metrics.prom.error_rate_between``).
     """
-    return error_rate(run_context(configuration, secrets))
+    ctx = run_context(configuration, secrets)
+    return dry(ctx) or error_rate(ctx)
 
 
 def alerts_clear(ctx: RunContext) -> CheckResult:
@@ -130,7 +158,8 @@ def expiry_alerts_clear(configuration: Configuration = None, secrets: Secrets = 
     Baseline: an alert already active means the system is unhealthy (and a new alert could not be told from an old
     one), so no fault is injected. Recovery: every expiry alert that fired has resolved within RECOVERY_SECONDS.
     """
-    return alerts_clear(run_context(configuration, secrets))
+    ctx = run_context(configuration, secrets)
+    return dry(ctx) or alerts_clear(ctx)
 
 
 def _degraded_services(ctx: RunContext, start: float, end: float) -> set[str]:
@@ -146,30 +175,43 @@ def audit_pipeline_healthy(configuration: Configuration = None, secrets: Secrets
 
     Baseline (before the fault): AUDIT_SOURCE answers and holds at least one event of every service from the last
     BASELINE_SECONDS (the forged-token check, run just before in the hypothesis, makes every healthy service audit a
-    rejection). Recovery (after the restore): ``auth.recovered`` for every service that was degraded during the
-    outage, within RECOVERY_SECONDS.
+    rejection: the target's ``audit.actions.rejected``; any event counts). Recovery (after the restore): the target's
+    ``recovered`` action for every service that was degraded during the outage, within RECOVERY_SECONDS. A target
+    that names no such action cannot be judged here: the result says so (``gap``), never a silent pass.
     """
     ctx = run_context(configuration, secrets)
+    if (skipped := dry(ctx)) is not None:
+        return skipped
     cfg = ctx.cfg
     run = ctx.record()
     phase = run.phase
-    actions: tuple[str, ...]
     wait = PIPELINE_WAIT_SECONDS.get(cfg.audit_kind, 10.0)
+    gap = ""
     if phase == "baseline":
-        since = time.time() - cfg.baseline_seconds
-        want, actions = set(cfg.services), LIVE_ACTIONS
+        since, want, roles = time.time() - cfg.baseline_seconds, set(cfg.services), ("",)
         deadline = time.time() + wait
+        what = "an audit event"
     else:
         start, end = run.outage_window() or (time.time(), time.time())
-        since, want, actions = start - 5, _degraded_services(ctx, start, end), ("auth.recovered",)
+        since, want, roles = start - 5, _degraded_services(ctx, start, end), ("recovered",)
         deadline = max(end + cfg.recovery_seconds, time.time() + wait)
+        what = f"{cfg.audit.action('recovered') or 'recovered'} (audit.actions.recovered)"
+        if not role_mapped(ctx, "recovered"):
+            return {"phase": phase, "ok": True, "expected": sorted(want), "missing": [], "events": 0,
+                    "source": cfg.audit_kind, "not_judged": True,
+                    "gap": "the target names no audit action for a recovery (audit.actions.recovered in "
+                           "TARGET_FILE): whether the services audited their recovery cannot be judged"}
 
-    found: tuple[set[str], int] = retry_until(lambda: services_recorded(ctx, actions, since, time.time() + 5, want),
+    found: tuple[set[str], int] = retry_until(lambda: services_recorded(ctx, roles, since, time.time() + 5, want),
                                              lambda f: want <= f[0], deadline, 2.0)
     recorded, count = found
     missing = sorted(want - recorded)
-    what = "an audit event" if phase == "baseline" else "auth.recovered"
-    out: dict[str, Any] = {"phase": phase, "ok": not missing, "expected": sorted(want), "missing": missing,
-                           "events": count, "source": cfg.audit_kind,
+    if phase == "baseline" and missing and not role_mapped(ctx, "rejected"):
+        gap = (f"no audit event from {', '.join(missing)} before the fault, and the target names no action it "
+               f"audits a refused token with (audit.actions.rejected): the pipeline's liveness cannot be proven")
+    out: dict[str, Any] = {"phase": phase, "ok": not missing or bool(gap), "expected": sorted(want),
+                           "missing": missing, "events": count, "source": cfg.audit_kind,
                            "why": "" if not missing else f"no {what} from {', '.join(missing)} in {cfg.audit_source}"}
+    if gap:
+        out.update(not_judged=True, gap=gap)
     return out

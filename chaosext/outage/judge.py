@@ -66,7 +66,10 @@ def _summary(ctx: RunContext, results: dict[str, CheckResult] | None) -> dict[st
         why = "dry run: nothing was injected" if ctx.dry_run else "no outage was recorded: the fault was not applied"
         return {"ok": False, "judged": False, "failed": ["no-outage"], "why": why, "checks": {}}
     failed = [n for n, r in results.items() if not r.get("ok")]
-    return {"ok": not failed, "failed": failed, "checks": results}
+    # checks that could not be judged on this target (their ``gap`` says why): ok, yet no pass (the verdict's
+    # INCOMPLETE)
+    unjudged = [n for n, r in results.items() if r.get("not_judged") is True]
+    return {"ok": not failed, "failed": failed, "not_judged": unjudged, "checks": results}
 
 
 def judge_outage(configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:

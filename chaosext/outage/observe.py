@@ -15,7 +15,8 @@ from typing import Any
 from chaosext.auth.measure import ForgeryPlan, call
 from chaosext.egress.base import Driver, FaultSpec
 from chaosext.load.probes import k6_live_metrics
-from chaosext.metrics.measure import Counts, health
+from chaosext.metrics.cache import read_caches
+from chaosext.metrics.measure import Counts
 from chaosext.outage.notebook import ServiceObservation
 from chaosext.run.context import RunContext
 from chaosext.run.record import CheckResult, K6Snapshot
@@ -33,10 +34,13 @@ class TickRates:
     recent_requests: float
 
 
-def tick_rates(base: Counts, prev: Counts, now: Counts) -> TickRates:
-    """Rates from the counters at the outage's start (``base``), the previous tick (``prev``) and now."""
-    d_err, d_tot = now[0] - prev[0], now[1] - prev[1]
-    c_err, c_tot = now[0] - base[0], now[1] - base[1]
+def tick_rates(total: Counts, tick: Counts) -> TickRates:
+    """Rates since the outage began (``total``: what every tick so far counted, summed) and over the last tick
+    (``tick``: what was counted since the previous tick). Both are counts of a window (increases, restarts handled:
+    ``chaosext.metrics.measure.error_counts_between``), never a difference of two cumulative sums, so a service that
+    restarts cannot make them negative; clipped at 0 all the same."""
+    c_err, c_tot = max(0.0, total[0]), max(0.0, total[1])
+    d_err, d_tot = max(0.0, tick[0]), max(0.0, tick[1])
     return TickRates(overall=c_err / c_tot if c_tot > 0 else 0.0, recent=d_err / d_tot if d_tot > 0 else 0.0,
                      requests=c_tot, recent_requests=d_tot)
 
@@ -70,25 +74,20 @@ def forged_counts(attempts: Iterable[Mapping[str, Any]], refused_statuses: Itera
 def observe_services(ctx: RunContext, tokens: Mapping[str, str], forged: ForgeryPlan | None, tick: int,
                      start: float) -> tuple[dict[str, ServiceObservation], CheckResult | None]:
     """One round of checks against every service, all requests in parallel (a slow answer cannot stall the tick):
-    the cache state (``/healthz``), each tenant's valid token, and this tick's forged tokens.
+    the cache state (each service's own signal, ``chaosext.metrics.cache``), each tenant's valid token, and this
+    tick's forged tokens.
 
     Returns the per-service observations and the forgery judge's result for the tick (None without a plan); the
     forged requests are timed from ``start`` (the block)."""
     cfg = ctx.cfg
-    health_jobs: dict[str, Future[dict[str, Any]]] = {}
     valid_jobs: dict[tuple[str, str], Future[int]] = {}
-    with ThreadPoolExecutor(max_workers=min(32, len(cfg.services) * (len(tokens) + 1) + 1)) as pool:
+    with ThreadPoolExecutor(max_workers=min(32, len(cfg.services) * (len(tokens) + 1) + 2)) as pool:
         rounds = pool.submit(forged.round, cfg, tick) if forged is not None else None
-        for service, url in cfg.services.items():
-            health_jobs[service] = pool.submit(health, url)
+        caches = pool.submit(read_caches, ctx)
+        for name, svc in cfg.services.items():
             for tenant, tok in tokens.items():
-                valid_jobs[(service, tenant)] = pool.submit(call, cfg, service, url, tok, tenant)
-    out: dict[str, ServiceObservation] = {}
-    for service, job in health_jobs.items():
-        h = job.result()
-        age = h.get("age_seconds")
-        out[service] = ServiceObservation(state=str(h.get("state", "unknown")),
-                                          age=float(age) if isinstance(age, (int, float)) else None)
+                valid_jobs[(name, tenant)] = pool.submit(call, cfg, svc, tok, tenant)
+    out = {name: ServiceObservation(state=r.state, age=r.age) for name, r in caches.result().items()}
     for (service, tenant), fut in valid_jobs.items():
         out[service].valid[tenant] = fut.result()
     if rounds is None or forged is None:

@@ -20,7 +20,7 @@ from chaosext.core import signals
 from chaosext.core.settings import Configuration, Secrets
 from chaosext.egress import build_driver
 from chaosext.egress.actions import run_fault
-from chaosext.metrics.measure import error_counts, firing_now
+from chaosext.metrics.measure import error_counts_between, firing_now
 from chaosext.outage.guard import SIGTERM_REASON, AbortGuard, decide
 from chaosext.outage.notebook import Notebook, Observation, save_notebook
 from chaosext.outage.observe import fault_check, k6_snapshot, observe_services, tick_rates
@@ -65,8 +65,7 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
     notebook = Notebook()
     if ctx.run_dir is not None:
         save_notebook(ctx.run_dir, notebook)  # a fresh notebook for this outage
-    base = error_counts(ctx, start)
-    prev, reason, tick = base, "", 0
+    counted_to, total, reason, tick = start, (0.0, 0.0), "", 0
     observations: list[Observation] = []
     logger.info("[outage] JWKS blocked for %ss (fault %s); watching %s every %.0fs", duration, spec.run_id,
                 ",".join(cfg.services), interval)
@@ -80,8 +79,12 @@ def watch_outage(duration_seconds: int = 0, configuration: Configuration = None,
             held = pool.submit(fault_check, spec, driver)
             services, forgery = observe_services(ctx, tokens, forged, tick, start)
             holds, detail = held.result()
-            counts = error_counts(ctx, fallback=prev)
-            rates, prev = tick_rates(base, prev, counts), counts
+            # what the services counted since the last tick Prometheus answered (restarts handled); none now:
+            # counted with the next tick instead
+            counts = error_counts_between(ctx, counted_to, now)
+            if counts is not None:
+                counted_to, total = now, (total[0] + counts[0], total[1] + counts[1])
+            rates = tick_rates(total, counts or (0.0, 0.0))
             in_prom, in_am = firing_now(ctx)
             obs = Observation(t=now, elapsed=now - start, error_rate=rates.overall, recent_error_rate=rates.recent,
                               requests=rates.requests, recent_requests=rates.recent_requests, fault_holds=holds,

@@ -17,7 +17,7 @@ from typing import Any
 from chaosext.core.errors import ChaosextError
 from chaosext.core.walk import iter_dicts
 from chaosext.outage.evidence import EVIDENCE_FORMAT
-from chaosext.verdict import judge
+from chaosext.verdict import classify
 
 __all__ = [
     "JournalError", "AUDIT_ACTIONS", "load_journal", "parse_time", "verdict_of", "timeline", "probe_results",
@@ -64,9 +64,11 @@ def parse_time(value: Any) -> float | None:
 
 
 def verdict_of(journal: dict[str, Any]) -> dict[str, Any]:
-    """The same judgement as `chaosext verdict` (``chaosext.verdict.judge``), as ``{passed, summary, reasons}``."""
-    reasons = judge(journal)
-    return {"passed": not reasons, "summary": "PASS" if not reasons else "FAIL", "reasons": reasons}
+    """The same judgement as `chaosext verdict` on the journal alone (``chaosext.verdict.classify``: security
+    findings, NOT EXERCISED ...; the cross-check with the run's record is the verdict command's), as
+    ``{passed, summary, reasons}``."""
+    kind, reasons = classify(journal)
+    return {"passed": kind == "PASS", "summary": kind, "reasons": reasons}
 
 
 def _func(item: dict[str, Any]) -> str:

@@ -38,7 +38,7 @@ class RunMemory:
 
     #: (authority URL, tenant) -> (access token, expiry as unix seconds)
     tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
-    #: the forgery catalogue's material prepared before the fault: {"jwks": ..., "minted": {class: token}}
+    #: the forgery catalogue's material prepared before the fault: {"jwks": ..., "minted": {tenant: {class: token}}}
     forgery: dict[str, Any] = field(default_factory=dict)
     #: the safety control's target lock and heartbeat
     lock: Releasable | None = None

@@ -10,10 +10,16 @@ it (through :mod:`chaosext.run.store`).
      "fault": null | {"applied": false, "error": "..."},            # set when block_jwks_egress failed
      "outage": null | {"start": ..., "end": null | ..., "aborted": false, "reason": "", "fault_run_id": "ab12cd34",
                        "k6": {"start": {"t", "http_reqs", "http_req_failed_rate"}, "end": {...}}},
-     "recovered_at": null | ...}                                    # every cache fresh again after the restore
+     "recovered_at": null | ...,                                    # every cache fresh again after the restore
+     "closed": null | {"at": ..., "fault_restored": true, "error": "", "k6_stopped": true},   # the control's last word
+     "journal_record": null | {"view": {...}, "hmac": "hex"}}       # the journal's judged view, sealed at the end
+                                                                    # (chaosext.core.journal_record)
 
 Who writes what: the safety control (the run, its config, k6, the baseline, a failed fault), the watch step (the
-outage window), the recovery probe ``jwks-caches-fresh`` (``recovered_at``). What the outage looked like tick by tick
+outage window), the recovery probe ``jwks-caches-fresh`` (``recovered_at``), and the safety control again at the very
+end (``closed``: how its always-restore went, which the next run's cool-down reads; then ``journal_record``: the
+journal's judged view, the journal's copy of ``closed`` included, sealed with the run's key, which ``chaosext
+verdict`` checks a journal against). What the outage looked like tick by tick
 and how it was judged is the outage's own notebook (``outage.json``, ``chaosext.outage.notebook``). Tokens are never
 written here. A file of an older chaosext (missing keys) loads with defaults; unknown keys are dropped on the next
 write.
@@ -30,7 +36,7 @@ from typing import Any
 
 from chaosext.run.store import make_run_directory, read_json, write_json
 
-__all__ = ["CheckResult", "K6Info", "Baseline", "FaultInfo", "K6Snapshot", "Outage", "Run", "RUN_FILE",
+__all__ = ["CheckResult", "K6Info", "Baseline", "FaultInfo", "K6Snapshot", "Outage", "Closed", "Run", "RUN_FILE",
            "load_run", "save_run", "new_run", "edit_run", "num", "opt_num", "text", "obj", "objs"]
 
 #: what a probe returns to Chaos Toolkit (and what a run keeps of a judged check): a JSON object
@@ -183,6 +189,29 @@ class Outage:
 
 
 @dataclass
+class Closed:
+    """How the safety control closed the run: its always-restore of the run's fault and stop of its k6 (the truth
+    when the method's own restore never ran: an interruption, the panic button)."""
+
+    at: float
+    fault_restored: bool
+    error: str = ""
+    k6_stopped: bool = True
+
+    @classmethod
+    def from_json(cls, value: Any) -> Closed | None:
+        d = obj(value)
+        if not opt_num(d.get("at")):
+            return None
+        return cls(num(d.get("at")), d.get("fault_restored") is True, text(d.get("error")),
+                   d.get("k6_stopped") is not False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "fault_restored": self.fault_restored, "error": self.error,
+                "k6_stopped": self.k6_stopped}
+
+
+@dataclass
 class Run:
     """One experiment run's record (see the module docstring for its JSON)."""
 
@@ -198,6 +227,10 @@ class Run:
     outage: Outage | None = None
     #: when every service's cache was fresh again after the restore (the recovery's error-rate window starts here)
     recovered_at: float | None = None
+    #: the safety control's always-restore at the end of the run
+    closed: Closed | None = None
+    #: the journal's judged view and its HMAC, kept by the safety control at the end (chaosext.core.journal_record)
+    journal_record: dict[str, Any] | None = None
 
     # -------------------------------------------------------------------------------- reading
     @property
@@ -249,7 +282,8 @@ class Run:
                    k6=K6Info.from_json(k6) if k6 else None,
                    baseline=Baseline.from_json(baseline) if baseline.get("judged_at") else None,
                    fault=FaultInfo.from_json(fault) if fault else None, outage=Outage.from_json(d.get("outage")),
-                   recovered_at=opt_num(d.get("recovered_at")))
+                   recovered_at=opt_num(d.get("recovered_at")), closed=Closed.from_json(d.get("closed")),
+                   journal_record=obj(d.get("journal_record")) or None)
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "created_at": self.created_at, "pid": self.pid, "run_dir": self.run_dir,
@@ -258,7 +292,8 @@ class Run:
                 "baseline": self.baseline.to_json() if self.baseline else None,
                 "fault": self.fault.to_json() if self.fault else None,
                 "outage": self.outage.to_json() if self.outage else None,
-                "recovered_at": self.recovered_at}
+                "recovered_at": self.recovered_at, "closed": self.closed.to_json() if self.closed else None,
+                "journal_record": self.journal_record}
 
 
 # ------------------------------------------------------------------------------------------------ the file

@@ -21,16 +21,18 @@ Declared in the experiment's ``controls`` block::
 """
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets, Settings
 
-from chaosext.core import signals
+from chaosext.core import journal_record, signals
 from chaosext.core.config import load_config
 from chaosext.core.errors import ConfigError
 from chaosext.core.findings import Finding
+from chaosext.core.names import RUN_ID_RE
 from chaosext.core.poll import retry_until
 from chaosext.egress.actions import block
 from chaosext.load.actions import start
@@ -47,12 +49,12 @@ from chaosext.run.context import (
 )
 from chaosext.run.heartbeat import Heartbeat
 from chaosext.run.memory import forget
-from chaosext.run.record import Baseline, FaultInfo, K6Info
+from chaosext.run.record import Baseline, Closed, FaultInfo, K6Info, load_run
 from chaosext.run.store import new_run_id
 from chaosext.safety import lock as locks
 from chaosext.safety.approval import approval_problem
 from chaosext.safety.cleanup import restore_fault, stop_load
-from chaosext.safety.preflight import live_findings, refusals, static_findings
+from chaosext.safety.preflight import live_findings, refusals, static_findings, warnings
 
 __all__ = ["configure_control", "before_experiment_control", "after_activity_control", "after_experiment_control",
            "approval_problem"]
@@ -96,19 +98,53 @@ def _plan(ctx: RunContext) -> list[str]:
 
 
 def _wait_for_baseline_traffic(ctx: RunContext) -> float:
-    """Wait until the baseline window holds BASELINE_MIN_REQUESTS (k6 warming up); returns the requests seen."""
+    """Wait until the baseline window holds BASELINE_MIN_REQUESTS and traffic of every service the run drives (k6
+    warming up), counted the way the baseline probe counts; returns the requests seen."""
     cfg = ctx.cfg
     p = prom.prom_of(ctx)
 
-    def requests_in_window() -> float:
+    def requests_in_window() -> tuple[float, bool]:
         now = time.time()
         try:
-            return float(prom.error_rate_between(p, now - cfg.baseline_seconds, now)["requests"])
+            res = prom.error_rate_between(p, now - cfg.baseline_seconds, now, tuple(cfg.services))
         except (requests.RequestException, RuntimeError, ValueError):
-            return 0.0
+            return 0.0, False
+        return float(res["requests"]), not res["problems"]
 
-    return retry_until(requests_in_window, lambda seen: seen >= cfg.baseline_min_requests,
-                       time.time() + cfg.baseline_seconds + 15, 1.0)
+    seen, _ = retry_until(requests_in_window, lambda r: r[0] >= cfg.baseline_min_requests and r[1],
+                          time.time() + cfg.baseline_seconds + 15, 1.0)
+    return seen
+
+
+def _previous_end(ctx: RunContext) -> float:
+    """When the last earlier run on the same target (fault method, target, JWKS) in this run base was closed (0: none
+    found)."""
+    cfg = ctx.cfg
+    base = Path(cfg.run_base)
+    latest = 0.0
+    for d in base.iterdir() if base.is_dir() else ():
+        if d.name == ctx.run_id or not RUN_ID_RE.fullmatch(d.name) or d.is_symlink():
+            continue
+        run = load_run(d)
+        same = all(run.config.get(k) == getattr(cfg, k) for k in ("fault_via", "fault_target", "jwks_url"))
+        if same and run.closed is not None:
+            latest = max(latest, run.closed.at)
+    return latest
+
+
+def _cool_down(ctx: RunContext) -> None:
+    """The baseline window must not hold the previous run on this target (its outage, its recovery): wait until
+    BASELINE_SECONDS have passed since it was closed."""
+    wait = _previous_end(ctx) + ctx.cfg.baseline_seconds - time.time()
+    if wait <= 0:
+        return
+    logger.info("chaosext safety: cool-down %.0fs: the previous run on this target ended %.0fs ago and the baseline "
+                "window (%ss) must not hold it", wait, ctx.cfg.baseline_seconds - wait, ctx.cfg.baseline_seconds)
+    end = time.time() + wait
+    while time.time() < end:
+        if signals.terminating():
+            raise InterruptExecution("SIGTERM received during the cool-down: nothing was changed")
+        time.sleep(min(1.0, max(0.0, end - time.time())))
 
 
 def _take_lock(ctx: RunContext) -> None:
@@ -136,6 +172,8 @@ def _start_run(ctx: RunContext) -> dict[str, Any]:
     cfg = ctx.cfg
     try:
         create_run(ctx)
+        if ctx.run_dir is not None:
+            journal_record.new_key(ctx.run_dir)  # seals this run's journal at the end (chaosext verdict checks it)
         lock = ctx.memory.lock
         renew = getattr(lock, "renew", None)  # the cluster Lease is renewed with every beat
         ctx.memory.heartbeat = Heartbeat(ctx.heartbeat_file, on_beat=renew).start()
@@ -143,6 +181,7 @@ def _start_run(ctx: RunContext) -> dict[str, Any]:
         k6 = start(ctx, duration=f"{duration}s")
         with ctx.edit() as run:
             run.k6 = K6Info.from_json(k6)
+        _cool_down(ctx)
         seen = _wait_for_baseline_traffic(ctx)
         with ctx.edit() as run:
             run.baseline = Baseline(judged_at=time.time(), window_seconds=cfg.baseline_seconds, requests=seen)
@@ -158,7 +197,21 @@ def _start_run(ctx: RunContext) -> dict[str, Any]:
 
 def before_experiment_control(context: Experiment = None, configuration: Configuration = None,
                               secrets: Secrets = None, **kwargs: Any) -> None:
-    """Run the pre-flight and refuse to start (InterruptExecution) before any change; then start the run."""
+    """Run the pre-flight and refuse to start (InterruptExecution) before any change; then start the run.
+
+    chaoslib logs and IGNORES any other exception a control raises and runs the experiment anyway, without this
+    control's lock, approval, heartbeat and restore: so every unexpected error here becomes an InterruptExecution."""
+    try:
+        _before_experiment(context, configuration, secrets)
+    except InterruptExecution:
+        raise
+    except Exception as exc:
+        logger.error("chaosext safety: internal error before the run: %s", exc, exc_info=True)
+        raise InterruptExecution(f"chaosext safety: not starting: the safety control failed ({type(exc).__name__}: "
+                                 f"{exc}); nothing was injected") from exc
+
+
+def _before_experiment(context: Experiment, configuration: Configuration, secrets: Secrets) -> None:
     signals.install()
     if not isinstance(configuration, dict):
         raise InterruptExecution("chaosext safety: not starting, nothing was changed. the experiment has no "
@@ -170,8 +223,11 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
         raise InterruptExecution(f"chaosext safety: not starting, nothing was changed. {exc}") from None
     dry = _is_dry(context)
     ctx = RunContext(cfg, secrets, dry)
-    if failed := refusals(static_findings(ctx)):
+    static = static_findings(ctx)
+    if failed := refusals(static):
         raise _refuse(failed)
+    for f in warnings(static):
+        logger.warning("pre-flight: %s", f.sentence())
     if dry:
         for line in _plan(ctx):
             logger.info("[dry run] %s", line)
@@ -179,9 +235,16 @@ def before_experiment_control(context: Experiment = None, configuration: Configu
         return
     ctx = new_run_context(cfg, new_run_id(), secrets)
     _take_lock(ctx)
-    if failed := refusals(live_findings(ctx)):
+    try:
+        live = live_findings(ctx)
+    except BaseException:
+        _finish(ctx)  # the lock is held: give it back whatever went wrong
+        raise
+    if failed := refusals(live):
         _finish(ctx)
         raise _refuse(failed)
+    for f in warnings(live):
+        logger.warning("pre-flight: %s", f.sentence())
     configuration.update({RUN_ID_KEY: ctx.run_id, RUN_BASE_KEY: cfg.run_base})
     started = _start_run(ctx)
     logger.info("chaosext safety: run %s started (target %s%s, outage %ss, services %s, k6 %s, baseline window "
@@ -234,12 +297,43 @@ def after_experiment_control(context: Experiment = None, state: Journal = None, 
         return  # the run never started anything (the configuration did not even parse)
     if ctx.run_id:
         out = _finish(ctx)  # restore first: nothing may delay lifting the fault
+        egress, load = out.get("egress", {}), out.get("load", {})
+        closed = Closed(at=time.time(), fault_restored=bool(egress.get("restored")),
+                        error=str(egress.get("error") or ""), k6_stopped=bool(load.get("stopped")))
+        try:
+            with ctx.edit() as run:
+                run.closed = closed
+        except OSError as exc:
+            logger.warning("chaosext safety: could not record the run's end: %s", exc)
         evidence = save_run_evidence(ctx)  # the same file judge-outage named, now with the recovery window
         if not evidence.get("ok"):
             logger.warning("chaosext safety: evidence for the report not saved: %s", evidence.get("error"))
-        egress, load = out.get("egress", {}), out.get("load", {})
         logger.info("chaosext safety: after run %s: egress %s, k6 %s", ctx.run_id,
                     "restored" if egress.get("restored") else f"NOT restored ({egress.get('error')})",
                     "stopped" if load.get("stopped") else f"not stopped ({load.get('error')})")
+        if isinstance(state, dict):  # the journal Chaos Toolkit writes after this hook: the verdict reads it
+            _record_journal(ctx, state, closed)
         forget(ctx.run_id)
     signals.uninstall()
+
+
+def _record_journal(ctx: RunContext, journal: dict[str, Any], closed: Closed) -> None:
+    """Name the run in the journal with how it was closed (its ``chaosext`` extension entry), then keep the
+    journal's judged view, that entry's ``closed`` included, sealed with this run's key, in the run record
+    (``chaosext verdict`` cross-checks one against the other: chaosext.core.journal_record). Never raises: a journal
+    that could not be sealed still says how the run was closed, and will not pass."""
+    entry = {"name": journal_record.EXTENSION, "run_id": ctx.run_id,
+             "run_dir": str(ctx.run_dir.resolve()) if ctx.run_dir is not None else "", "closed": closed.to_json()}
+    others = [e for e in journal.get("extensions") or []
+              if not (isinstance(e, dict) and e.get("name") == journal_record.EXTENSION)]
+    journal["extensions"] = [*others, entry]
+    if ctx.run_dir is None:
+        return
+    try:
+        key = journal_record.read_key(ctx.run_dir)
+        view = journal_record.judged_view(journal)
+        with ctx.edit() as run:
+            run.journal_record = {"view": view, "hmac": journal_record.seal(key, ctx.run_id, view)}
+    except (OSError, ValueError) as exc:
+        logger.warning("chaosext safety: the journal of run %s could not be recorded (%s): its verdict cannot be "
+                       "cross-checked and will not pass", ctx.run_id, exc)

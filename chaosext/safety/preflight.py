@@ -8,7 +8,7 @@ before it takes the target lock), :func:`live_findings` ask the target, the IdP 
 """
 from __future__ import annotations
 
-from chaosext.audit.checks import check_audit
+from chaosext.audit.checks import check_audit, check_audit_mapping
 from chaosext.auth.checks import (
     check_discovery,
     check_forgery_skip,
@@ -24,11 +24,11 @@ from chaosext.core.config import validate
 from chaosext.core.findings import Finding
 from chaosext.egress.checks import fault_findings
 from chaosext.load.checks import check_k6
-from chaosext.metrics.checks import check_metrics, check_ready
+from chaosext.metrics.checks import check_judgeable, check_metrics, check_ready
 from chaosext.run.context import RunContext
 from chaosext.safety.approval import approval_problem
 
-__all__ = ["static_findings", "live_findings", "preflight", "refusals"]
+__all__ = ["static_findings", "live_findings", "preflight", "refusals", "warnings"]
 
 
 def check_approval(ctx: RunContext) -> Finding:
@@ -45,6 +45,21 @@ def check_approval(ctx: RunContext) -> Finding:
     return Finding("approval", True, f"CHAOSEXT_APPROVE names {cfg.target_name}")
 
 
+def check_exercised(ctx: RunContext) -> Finding:
+    """Warn when the outage cannot exercise the stale-key path: not longer than the services' soft TTL, no cache goes
+    stale, nothing is audited as degraded, and the verdict can only say NOT EXERCISED."""
+    cfg = ctx.cfg
+    if cfg.outage_seconds > cfg.jwks_ttl:
+        return Finding("outage vs cache TTL", True, f"OUTAGE_SECONDS={cfg.outage_seconds} outlasts the services' "
+                                                    f"JWKS_TTL={cfg.jwks_ttl:g}: their caches go stale during it")
+    return Finding("outage vs cache TTL", False,
+                   f"OUTAGE_SECONDS={cfg.outage_seconds} is not longer than the services' JWKS_TTL={cfg.jwks_ttl:g}: "
+                   f"no cache goes stale, the stale-key path is not exercised, and the verdict can only say NOT "
+                   f"EXERCISED",
+                   f"make OUTAGE_SECONDS longer than {cfg.jwks_ttl:g} (on the lab, or shorten the TTL: chaosext lab up "
+                   f"--jwks-ttl {max(1, cfg.outage_seconds // 5)})", required=False)
+
+
 def static_findings(ctx: RunContext) -> list[Finding]:
     """The settings themselves (values, limits, the fault target's form) and the approval: no network, no change."""
     problems = validate(ctx.cfg)
@@ -53,6 +68,7 @@ def static_findings(ctx: RunContext) -> list[Finding]:
     out.append(check_forgery_skip(ctx))
     out.append(check_key_url(ctx))
     if not problems:
+        out.append(check_exercised(ctx))
         out.append(check_approval(ctx))
         out.append(check_token_transport(ctx))  # tokens only over https outside the lab (docs/security.md)
     return out
@@ -71,8 +87,10 @@ def live_findings(ctx: RunContext, need_k6: bool = True) -> list[Finding]:
     out.append(prometheus)
     if prometheus.ok:
         out += check_metrics(ctx)
+        out += check_judgeable(ctx)
     out.append(check_ready(ctx, "alertmanager"))
     out.append(check_audit(ctx))
+    out += check_audit_mapping(ctx)
     return out
 
 
@@ -85,3 +103,8 @@ def preflight(ctx: RunContext, need_k6: bool = True) -> list[Finding]:
 def refusals(findings: list[Finding]) -> list[Finding]:
     """The findings that stop a run."""
     return [f for f in findings if f.refuses]
+
+
+def warnings(findings: list[Finding]) -> list[Finding]:
+    """The findings a run goes on with but says before it starts (doctor's ``warn`` lines)."""
+    return [f for f in findings if not f.ok and not f.required]

@@ -113,3 +113,8 @@ def test_parse_timestamp_forms() -> None:
     assert parse_timestamp("2026-11-29T21:40:00.123Z") == pytest.approx(1795988400.123, abs=1e-3)
     assert parse_timestamp("2026-11-29 21:40:00.123456789") == pytest.approx(1795988400.123456, abs=1e-5)
     assert parse_timestamp(1795988400123456789) == pytest.approx(1795988400.123, abs=1e-3)
+    # pino's default `time` (and JavaScript's Date.now()) is milliseconds; microseconds and seconds are read too
+    assert parse_timestamp(1795988400123) == pytest.approx(1795988400.123, abs=1e-3)
+    assert parse_timestamp("1795988400123") == pytest.approx(1795988400.123, abs=1e-3)
+    assert parse_timestamp(1795988400123456) == pytest.approx(1795988400.123, abs=1e-3)
+    assert parse_timestamp(1795988400.5) == pytest.approx(1795988400.5)

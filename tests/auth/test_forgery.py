@@ -45,8 +45,9 @@ def mint(name: str = "", overrides: dict[str, Any] | None = None, omit: tuple[st
 
 
 VALID = mint()
-MATERIAL = Material(jwks=JWKS, token=VALID, tenant="t01", other_tenant="t02", key_url=KEY_URL, mint=mint,
-                    attacker_key=ATTACKER)
+OTHER = mint(tenant="t02")  # another tenant's valid token (the foreign-signature class borrows its signature)
+MATERIAL = Material(jwks=JWKS, token=VALID, tenant="t01", other_tenant="t02", other_token=OTHER, key_url=KEY_URL,
+                    mint=mint, attacker_key=ATTACKER)
 CATALOGUE, SKIPPED = build_catalogue(MATERIAL)
 SERVED = {KEY_URL + path: body for path, (_, body) in key_documents(MATERIAL).items()}
 
@@ -171,12 +172,36 @@ def _kid_injection_hole(token: str, header: dict) -> dict | None:
     return _claims_checked(token)
 
 
+#: tokens the service verified before (its clients' real traffic) and may keep in a verified-token cache
+VERIFIED = (VALID, OTHER)
+
+
+def _empty_signature_hole(token: str, header: dict) -> dict | None:
+    """An empty signature taken as "unsigned, nothing to verify" (ServiceStack CVE-2020-28042)."""
+    return _claims_checked(token) if token.endswith(".") and header.get("alg") == "RS256" else None
+
+
+def _signing_input_cache_hole(token: str, header: dict) -> dict | None:
+    """A verified-token cache keyed by the signing input (header.payload), the signature left out of the key."""
+    signing_input = token.rsplit(".", 1)[0]
+    return _claims_checked(token) if any(v.rsplit(".", 1)[0] == signing_input for v in VERIFIED) else None
+
+
+def _signature_cache_hole(token: str, header: dict) -> dict | None:
+    """A verified-token cache keyed by the signature alone: "this signature verified before" for any claims."""
+    signature = token.rsplit(".", 1)[1]
+    return _claims_checked(token) if signature and any(v.rsplit(".", 1)[1] == signature for v in VERIFIED) else None
+
+
 #: class -> a verifier with that class's one hole
 HOLES: dict[str, Callable[[str, str], dict]] = {
     "alg-none": verifier(pre=_none_hole),
     "alg-confusion": verifier(pre=_confused_hole),
     "unknown-kid": verifier(pre=_fail_open_hole),
     "bad-signature": verifier(pre=_skip_signature_hole),
+    "empty-signature": verifier(pre=_empty_signature_hole),
+    "truncated-signature": verifier(pre=_signing_input_cache_hole),
+    "foreign-signature": verifier(pre=_signature_cache_hole),
     "embedded-jwk": verifier(key_for=lambda h: RSAAlgorithm.from_jwk(h["jwk"]) if "jwk" in h else KEYS.get(h["kid"])),
     "jku": verifier(key_for=lambda h: _key_from_url(h["jku"], "jwks") if "jku" in h else KEYS.get(h["kid"])),
     "x5u": verifier(key_for=lambda h: _key_from_url(h["x5u"], "pem") if "x5u" in h else KEYS.get(h["kid"])),
@@ -200,6 +225,9 @@ def test_every_class_is_built_and_has_a_hole_verifier() -> None:
     assert {f.variant for f in CATALOGUE if f.name == "alg-none"} == {
         a + s for a in ("none", "None", "NONE", "nOnE") for s in ("", "+sig")}
     assert len([f for f in CATALOGUE if f.name == "alg-confusion"]) == 6  # HS256/384/512 x PEM/JWK, one key
+    assert {f.variant for f in CATALOGUE if f.name in ("empty-signature", "truncated-signature",
+                                                        "foreign-signature")} == {
+        "RS256-no-signature", "half", "one-byte-short", "other-tenant-token", "edited-claims"}
     assert all(f.tenant in ("t01", "t02") for f in CATALOGUE), "forged requests carry real tenants"
 
 
@@ -233,6 +261,36 @@ def test_only_the_attacked_property_differs(forged: forgery.Forgery) -> None:
                "nbf-future": {"nbf"}}.get(forged.name, set())
     assert changed <= allowed, changed
     assert claims["tenant"] == "t01" and claims["sub"] == "alice"
+
+
+@pytest.mark.parametrize("forged", [f for f in CATALOGUE if f.name in ("empty-signature", "truncated-signature",
+                                                                       "foreign-signature")],
+                         ids=lambda f: f"{f.name}:{f.variant}")
+def test_signature_stripping_keeps_a_real_algorithm_and_the_idps_key(forged: forgery.Forgery) -> None:
+    """Only the signature is wrong: RS256 and the IdP's published kid, so no algorithm or key check can refuse it;
+    a verifier must check the whole signature against this very header and payload."""
+    header = split_token(forged.token)[0]
+    assert header == split_token(VALID)[0] and header["alg"] == "RS256" and header["kid"] == KID
+    assert forged.token != VALID
+
+
+def test_every_tenant_gets_its_own_catalogue() -> None:
+    """tenant_materials + build_catalogues: each tenant's forgeries carry that tenant (claim and header), the
+    cross-tenant and foreign-signature classes use the next tenant in a ring, one attacker key and certificate."""
+    tokens = {t: mint(tenant=t) for t in ("t01", "t02", "t03")}
+    materials = forgery.tenant_materials(JWKS, tokens, KEY_URL, mint_for=lambda t: lambda n, o, om: mint(n, o, om, t),
+                                         attacker_key=ATTACKER)
+    forged, skipped = forgery.build_catalogues(materials)
+    assert not skipped and {m.attacker_jwk["n"] for m in materials} == {materials[0].attacker_jwk["n"]}
+    assert {m.cert.serial_number for m in materials} == {materials[0].cert.serial_number}
+    for tenant in tokens:
+        mine = [f for f in forged if f.tenant == tenant]
+        assert {f.name for f in mine} == set(CLASSES), tenant
+        for f in mine:
+            if f.name != "cross-tenant":  # a valid token of the previous tenant, sent with this tenant's header
+                assert split_token(f.token)[1]["tenant"] == tenant, (f.name, f.variant)
+    cross = {f.tenant: split_token(f.token)[1]["tenant"] for f in forged if f.name == "cross-tenant"}
+    assert cross == {"t02": "t01", "t03": "t02", "t01": "t03"}
 
 
 def test_skipped_classes_are_named_with_a_reason() -> None:

@@ -3,6 +3,8 @@ and one round against a real local HTTP server (routes, tenants, rotation, key s
 from __future__ import annotations
 
 import http.server
+import re
+import socketserver
 import threading
 from typing import ClassVar
 
@@ -10,7 +12,14 @@ import pytest
 import requests
 
 from chaosext.auth.forgery import Forgery
-from chaosext.auth.judge import KeyServer, judge_attempts, merge_judgments, probe_round, select_round
+from chaosext.auth.judge import (
+    KeyServer,
+    judge_attempts,
+    merge_judgments,
+    probe_round,
+    select_round,
+    with_coverage,
+)
 from chaosext.core.config import parse_routes
 
 
@@ -61,6 +70,41 @@ def test_rotation_sends_every_class_each_tick_and_every_variant_over_ticks() -> 
     assert select_round(fs, None) == fs
 
 
+TENANTS = ("t01", "t02", "t03")
+PER_TENANT = [Forgery(c, v, f"tok-{c}{v}-{t}", t, "") for t in TENANTS
+              for c, variants in (("a", ("0", "1")), ("b", ("0",)), ("c", ("0",))) for v in variants]
+
+
+def test_rotation_attacks_every_tenant_every_tick_and_every_pair_within_n_ticks() -> None:
+    """One catalogue per tenant: a tick sends every class once, class i for tenant (tick + i) mod N, so with N
+    tenants and at least N classes every tenant is attacked on every tick and every class x tenant pair within N
+    ticks, each pair's variants over its visits; a live round covers every pair and every variant."""
+    for k in range(5):
+        tick = select_round(PER_TENANT, k)
+        assert sorted(f.name for f in tick) == ["a", "b", "c"] and {f.tenant for f in tick} == set(TENANTS)
+    pairs = {(f.name, f.tenant) for k in range(3) for f in select_round(PER_TENANT, k)}
+    assert pairs == {(c, t) for c in "abc" for t in TENANTS}
+    assert {f.variant for k in range(6) for f in select_round(PER_TENANT, k) if (f.name, f.tenant) == ("a", "t02")} \
+        == {"0", "1"}
+    live = select_round(PER_TENANT, None)
+    assert {(f.name, f.tenant) for f in live} == pairs
+    assert {f.variant for f in live if f.name == "a"} == {"0", "1"} and len(live) == 3 * 3 + 1
+
+
+def test_coverage_states_the_bound_and_fails_for_a_tenant_never_attacked() -> None:
+    one_tick = judge_attempts([{**_a(f.name, 401), "tenant": f.tenant} for f in select_round(PER_TENANT, 0)], (401,))
+    j = with_coverage(one_tick, TENANTS, ticks=1, tick_seconds=5)
+    assert j["ok"] is True and j["coverage"] == {"tenants": 3, "attacked": 3, "missing": [], "pairs": 3,
+                                                 "pairs_total": 9, "ticks": 1, "bound_ticks": 3,
+                                                 "bound_seconds": 15.0}
+    four = with_coverage(one_tick, (*TENANTS, "t04"), ["t04"])
+    assert four["ok"] is False and four["coverage"]["missing"] == ["t04"]
+    assert "1 of 4 tenants never attacked (t04): no valid token for t04" in four["why"]
+    merged = merge_judgments([judge_attempts([{**_a(f.name, 401), "tenant": f.tenant}
+                                              for f in select_round(PER_TENANT, k)], (401,)) for k in range(3)])
+    assert with_coverage(merged, TENANTS, ticks=3, tick_seconds=5)["coverage"]["pairs"] == 9
+
+
 def test_routes_parse_and_bad_entries_say_what_to_do() -> None:
     assert parse_routes("policy=GET /a|POST /b;vuln=PUT /c/1") == {
         "policy": (("GET", "/a"), ("POST", "/b")), "vuln": (("PUT", "/c/1"),)}
@@ -92,7 +136,9 @@ def test_probe_round_sends_read_and_write_with_the_real_tenant() -> None:
     try:
         url = f"http://127.0.0.1:{srv.server_address[1]}"
         fs = [Forgery("alg-none", "none", "aaa.bbb.", "t02", "")]
-        attempts = probe_round({"policy": url, "gone": "http://127.0.0.1:9"}, fs, "X-Tenant", tick=0,
+        routes = {"policy": (("GET", "/api/v1/policies"), ("POST", "/api/v1/policies")),
+                  "gone": (("GET", "/"), ("POST", "/"))}
+        attempts = probe_round({"policy": url, "gone": "http://127.0.0.1:9"}, fs, "X-Tenant", routes, tick=0,
                                timeout=2.0)
     finally:
         srv.shutdown()
@@ -104,6 +150,35 @@ def test_probe_round_sends_read_and_write_with_the_real_tenant() -> None:
         ("GET", "/api/v1/policies", "t02", "Bearer aaa.bbb."), ("POST", "/api/v1/policies", "t02", "Bearer aaa.bbb.")}
     j = judge_attempts(attempts, (401, 403))
     assert j["accepted_count"] == 1 and j["inconclusive_count"] == 2
+
+
+def test_without_a_tenant_header_the_tenant_travels_only_in_the_token() -> None:
+    """TENANT_HEADER none: the forged requests carry no tenant header at all (not a line with an empty header name,
+    which a strict service refuses with 400 for the wrong reason). Read from the raw bytes on the wire: Python's own
+    HTTP server would drop such a line silently."""
+    heads: list[bytes] = []
+
+    class Raw(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                head += self.rfile.readline()
+            heads.append(head)
+            self.wfile.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Raw) as srv:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            attempts = probe_round({"orders": f"http://127.0.0.1:{srv.server_address[1]}"},
+                                   [Forgery("alg-none", "none", "aaa.bbb.", "t02", "")], "",
+                                   {"orders": (("GET", "/v2/orders"),)}, timeout=2.0)
+        finally:
+            srv.shutdown()
+    assert [(a["route"], a["status"]) for a in attempts] == [("/v2/orders", 401)]
+    (head,) = heads
+    lines = head.decode().split("\r\n")[1:-2]
+    assert "Authorization: Bearer aaa.bbb." in lines and all(re.match(r"[!-9;-~]+: ", x) for x in lines), lines
+    assert b"t02" not in head
 
 
 def test_key_server_serves_and_counts_fetches() -> None:
@@ -151,8 +226,8 @@ def test_keep_alive_chunked_and_server_closed_connections_are_all_answers() -> N
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         fs = [Forgery("alg-none", str(i), "aaa.bbb.", "t01", "") for i in range(60)]
-        attempts = probe_round({"policy": f"http://127.0.0.1:{srv.server_address[1]}"}, fs, "X-Tenant", tick=None,
-                               concurrency=4, timeout=5.0)
+        attempts = probe_round({"policy": f"http://127.0.0.1:{srv.server_address[1]}"}, fs, "X-Tenant",
+                               {"policy": (("GET", "/p"), ("POST", "/p"))}, tick=None, concurrency=4, timeout=5.0)
     finally:
         srv.shutdown()
         srv.server_close()

@@ -1,5 +1,6 @@
 """The experiment's configuration (chaosext.core.config): parsing (lists with ranges, SERVICE_URLS, FORGERY_ROUTES,
-numbers), defaults from the running lab, and validation whose every problem says what to set. No network."""
+numbers), the target from the running lab's description, and validation whose every problem says what to set. No
+network. The target description itself (TARGET_FILE, precedence per value) is tests/core/test_target.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,10 +12,18 @@ import pytest
 
 from chaosext.core.config import ExperimentConfig, load_config, parse_routes, validate
 from chaosext.core.errors import ConfigError
+from chaosext.core.target import Route
 from chaosext.safety.controls import approval_problem
-from tests.labfake import LAB, write_running_lab
+from tests.labfake import write_running_lab
+from tests.targetutil import description, target_config, write_lab
 
 NO_LAB = {"chaosext_lab_dir": "/nonexistent"}
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> dict[str, str]:
+    """A configuration naming a valid target description (tests/targetutil.py: orders, billing on loopback)."""
+    return target_config(tmp_path)
 
 
 @pytest.fixture(autouse=True)
@@ -27,20 +36,38 @@ def no_settings_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_config_defaults_come_from_the_running_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    lab = tmp_path / "lab"
-    write_running_lab(lab)
+    """A running lab names its own target description in state.json (``chaosext lab up`` writes it): with no
+    TARGET_FILE, the run's target is the lab's, and the run base is under the lab's state directory."""
+    lab = write_lab(tmp_path / "lab", description(
+        identity_provider={"authority_url": "http://127.0.0.2:3333",
+                           "jwks_url": "http://127.0.0.2:3333/.well-known/jwks.json",
+                           "jwks_cache": {"ttl_seconds": 7, "max_stale_seconds": 70}},
+        services={"policy": {"url": "http://127.0.0.1:1111", "routes": ["GET /api/v1/policies"]}},
+        prometheus={"url": "http://127.0.0.1:4444"}, alertmanager={"url": "http://127.0.0.1:5555"},
+        audit={"source": f"file:{tmp_path / 'lab' / 'audit.jsonl'}"}))
     monkeypatch.delenv("CHAOSEXT_RUN_DIR", raising=False)
     cfg = load_config({"chaosext_lab_dir": str(lab), "outage_seconds": "20", "tenants": "t01..t03"})
-    assert cfg.services == LAB["service_urls"]
+    assert cfg.service_urls == {"policy": "http://127.0.0.1:1111"} and cfg.lab_running
+    assert cfg.services["policy"].probe_route == Route("GET", "/api/v1/policies")
     assert cfg.jwks_url.startswith("http://127.0.0.2:3333") and cfg.prometheus_url.endswith(":4444")
     assert (cfg.jwks_ttl, cfg.jwks_max_stale, cfg.outage_seconds) == (7.0, 70.0, 20)
-    assert cfg.tenants == ("t01", "t02", "t03")
+    assert cfg.tenants == ("t01", "t02", "t03")  # the configuration over the lab's description
+    assert (cfg.origins["jwks_url"], cfg.origins["tenants"]) == ("lab", "configuration")
     assert cfg.audit_source == f"file:{lab / 'audit.jsonl'}" and cfg.run_base == str(lab / "run")
+    assert cfg.target_file == str(lab / "target.json")
     assert cfg.run_dir == ""  # no run yet: the run directory is <run base>/<run id> once the control made one
     assert cfg.is_lab_target and not validate(cfg) and not approval_problem(cfg)
     (lab / "state.json").write_text("{broken")
     with pytest.raises(ValueError, match="corrupt"):
         load_config({"chaosext_lab_dir": str(lab)})
+
+
+def test_a_target_file_given_wins_over_the_running_labs(tmp_path: Path) -> None:
+    lab = write_lab(tmp_path / "lab")
+    own = target_config(tmp_path / "own", description(tenants=["solo"]), chaosext_lab_dir=str(lab))
+    cfg = load_config(own)
+    assert cfg.tenants == ("solo",) and cfg.target_file == own["target_file"] and cfg.lab_running
+    assert cfg.origins["tenants"] == "target file"
 
 
 def test_config_errors_say_what_to_do() -> None:
@@ -82,21 +109,26 @@ def test_the_environment_fills_what_the_configuration_leaves_unset(monkeypatch: 
     assert load_config({**NO_LAB, "outage_seconds": "30"}).outage_seconds == 30
 
 
-def test_without_a_lab_the_documented_lab_defaults() -> None:
+def test_without_a_lab_or_a_target_file_the_target_is_empty_and_validate_says_what_to_give() -> None:
+    """No lab defaults stand in for a target that was not described: every fact of the target is empty, and the
+    run is refused with what to give."""
     cfg = load_config(NO_LAB)
-    assert cfg.services == {"policy": "http://127.0.0.1:8451", "vuln": "http://127.0.0.1:8452",
-                            "notify": "http://127.0.0.1:8453"}
-    assert cfg.tenants == tuple(f"t{i:02d}" for i in range(1, 13)) and cfg.outage_seconds == 300
+    assert (cfg.services, cfg.tenants, cfg.jwks_url, cfg.authority_url, cfg.audience) == ({}, (), "", "", "")
+    assert (cfg.prometheus_url, cfg.alertmanager_url, cfg.audit_source, cfg.tenant_header) == ("", "", "", "")
     # a user's run base is in the working directory; root's is root-private (chaosext.core.safefs.default_dir)
     base = "/var/lib/chaosext/run" if os.geteuid() == 0 else ".chaosext-run"
-    assert (cfg.run_base, cfg.run_dir, cfg.lab_running) == (base, "", False)
-    assert not validate(cfg)
+    assert (cfg.run_base, cfg.run_dir, cfg.lab_running, cfg.outage_seconds) == (base, "", False, 300)
+    text = " | ".join(validate(cfg))
+    for expected in ("no service to drive: describe the target's services in TARGET_FILE", "TENANTS is empty",
+                     "JWKS_URL=''", "AUTHORITY_URL=''", "PROMETHEUS_URL=''",
+                     "ALERTMANAGER_URL=''", "AUDIT_SOURCE='' must be"):
+        assert expected in text, text
 
 
 def test_service_urls_are_name_url_pairs_each_name_once() -> None:
     cfg = load_config({**NO_LAB, "service_urls": " policy=http://10.0.0.1:80/ , orders=https://orders.example "})
-    assert cfg.services == {"policy": "http://10.0.0.1:80", "orders": "https://orders.example"}
-    assert load_config({**NO_LAB, "service_urls": {"a": "http://x/"}}).services == {"a": "http://x"}
+    assert cfg.service_urls == {"policy": "http://10.0.0.1:80", "orders": "https://orders.example"}
+    assert load_config({**NO_LAB, "service_urls": {"a": "http://x/"}}).service_urls == {"a": "http://x"}
     with pytest.raises(ConfigError, match="SERVICE_URLS names 'policy' twice"):
         load_config({**NO_LAB, "service_urls": "policy=http://a,policy=http://b"})
     with pytest.raises(ConfigError, match="'=http://a' is not name=url"):
@@ -123,7 +155,9 @@ def test_forgery_routes_as_text_or_mapping() -> None:
     assert parse_routes({"notify": ["DELETE /n/1"], "vuln": "GET /f|PUT /f"}) == {
         "notify": (("DELETE", "/n/1"),), "vuln": (("GET", "/f"), ("PUT", "/f"))}
     assert parse_routes("") == {} and parse_routes(None) == {}
-    assert load_config({**NO_LAB, "forgery_routes": text}).forgery_routes == parse_routes(text)
+    cfg = load_config({**NO_LAB, "service_urls": "policy=http://p,vuln=http://v", "forgery_routes": text})
+    assert {n: tuple(r.text for r in s.forgery_routes) for n, s in cfg.services.items()} == {
+        "policy": ("GET /api/v1/policies", "POST /api/v1/policies"), "vuln": ("GET /api/v1/findings",)}
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -136,7 +170,7 @@ def test_forgery_routes_as_text_or_mapping() -> None:
 def test_a_forgery_route_that_cannot_be_read_is_refused_with_an_example(bad: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         parse_routes(bad)
-    assert "e.g. policy=GET /api/v1/policies|POST /api/v1/policies" in str(caught.value)
+    assert "e.g. orders=GET /v2/orders|POST /v2/orders" in str(caught.value)
 
 
 @pytest.mark.parametrize("override, problem", [
@@ -153,7 +187,8 @@ def test_a_forgery_route_that_cannot_be_read_is_refused_with_an_example(bad: obj
     ({"fault_via": "ebpf"}, "FAULT_VIA='ebpf' is unknown; use one of iptables, envoy, k8s-networkpolicy, istio"),
     ({"jwks_url": "ftp://idp/jwks"}, "JWKS_URL='ftp://idp/jwks' is not an http(s) URL"),
     ({"prometheus_url": "http://127.0.0.1:99999"}, "PROMETHEUS_URL='http://127.0.0.1:99999' has an invalid port"),
-    ({"service_urls": "policy=127.0.0.1:8451"}, "SERVICE_URLS[policy]='127.0.0.1:8451' is not an http(s) URL"),
+    ({"service_urls": "orders=127.0.0.1:8451"}, "SERVICE_URLS[orders]='127.0.0.1:8451' is not an http(s) URL"),
+    ({"service_urls": "orders=http://127.0.0.1:8451,shop=http://127.0.0.1:8452"}, "service shop has no routes"),
     ({"tenants": ","}, "TENANTS is empty"),
     ({"tenants": "t05..t03"}, "TENANTS is empty"),
     ({"k6_rate": "0"}, "K6_RATE=0 must be a positive number"),
@@ -164,11 +199,11 @@ def test_a_forgery_route_that_cannot_be_read_is_refused_with_an_example(bad: obj
     ({"refused_statuses": "401,700"}, "REFUSED_STATUSES=401,700 must list"),
     ({"forgery_concurrency": "0"}, "FORGERY_CONCURRENCY=0 must be >= 1"),
     ({"forgery_timeout": "0"}, "FORGERY_TIMEOUT=0.0 must be > 0 seconds"),
-    ({"forgery_routes": "orders=GET /o"}, "FORGERY_ROUTES names service 'orders', which SERVICE_URLS does not"),
     ({"tokens_file": "/nonexistent/tokens.json"}, "TOKENS_FILE='/nonexistent/tokens.json' does not exist"),
 ])
-def test_each_invalid_setting_is_one_problem_that_names_it(override: dict[str, str], problem: str | None) -> None:
-    problems = validate(load_config({**NO_LAB, **override}))
+def test_each_invalid_setting_is_one_problem_that_names_it(override: dict[str, str], problem: str | None,
+                                                          target: dict[str, str]) -> None:
+    problems = validate(load_config({**target, **override}))
     if problem is None:
         assert problems == []
     else:
@@ -202,11 +237,11 @@ def test_the_lab_is_recognised_by_its_state_file_never_by_loopback(
     assert (approval_problem(cfg) == "") is lab_target
 
 
-def test_loopback_urls_without_a_running_lab_need_approval() -> None:
-    """The documented lab defaults are all loopback: without a lab whose state names them, they need approval."""
-    cfg = load_config(NO_LAB)
+def test_loopback_urls_without_a_running_lab_need_approval(target: dict[str, str]) -> None:
+    """A target all on loopback (tests/targetutil.py): without a lab whose state names it, it needs approval."""
+    cfg = load_config(target)
     assert not cfg.is_lab_target
-    assert "CHAOSEXT_APPROVE=127.0.0.2" in approval_problem(cfg)
+    assert "CHAOSEXT_APPROVE=127.0.0.1" in approval_problem(cfg)
 
 
 def test_a_state_file_another_user_could_write_is_no_lab(tmp_path: Path) -> None:
@@ -217,12 +252,31 @@ def test_a_state_file_another_user_could_write_is_no_lab(tmp_path: Path) -> None
         load_config({"chaosext_lab_dir": str(tmp_path / "lab")})
 
 
-def test_the_resolved_settings_are_json_for_the_journal() -> None:
-    cfg = load_config({**NO_LAB, "forgery_routes": "policy=GET /p", "tenants": "t01..t02"})
+def test_the_resolved_settings_are_json_for_the_journal(target: dict[str, str]) -> None:
+    cfg = load_config({**target, "forgery_routes": "orders=GET /p", "tenants": "t01..t02"})
     d = json.loads(json.dumps(cfg.as_dict()))
-    assert d["tenants"] == ["t01", "t02"] and d["forgery_routes"] == {"policy": ["GET /p"]}
-    assert d["refused_statuses"] == [401, 403]
+    assert d["tenants"] == ["t01", "t02"] and d["refused_statuses"] == [401, 403]
+    assert [(r["method"], r["path"]) for r in d["services"]["orders"]["forgery"]] == [("GET", "/p")]
+    assert d["services"]["orders"]["url"] == "http://127.0.0.1:9/orders" and d["audit"]["fields"]["action"] == "action"
 
+
+#: what the target description gives beyond plain settings: services with every kind of route and cache signal, and
+#: an audit mapping (SERVICE_URLS below picks both services and moves them; their routes and signals stay)
+DESCRIBED = description(
+    services={"orders": {"url": "http://127.0.0.1:9/o", "probe": "HEAD /v2/orders/ping",
+                         "routes": [{"method": "GET", "path": "/v2/orders/{id}", "weight": 9},
+                                    {"method": "POST", "path": "/v2/orders", "body": {"sku": "x-1"}, "weight": 2,
+                                     "kind": "read"}],
+                         "forgery_routes": ["GET /v2/orders", "DELETE /v2/orders/1"],
+                         "cache": {"prometheus": {"fresh": "a > 0", "stale": "b == 1", "expired": "a == 0",
+                                                  "empty": "c == 0"}},
+                         "ready": "http://127.0.0.1:9/o/ready"},
+              "billing": {"url": "http://127.0.0.1:9/b", "routes": ["GET /invoices", "PATCH /invoices"],
+                          "cache": {"http": {"url": "http://127.0.0.1:9/b/health", "field": "jwks.state",
+                                             "age_field": "jwks.age", "states": {"fresh": ["ok", "good"],
+                                                                                 "expired": "failed"}}}}},
+    audit={"source": "file:/x", "fields": {"time": "ts", "service": "svc.name", "action": "event"},
+           "actions": {"degraded": "jwks.stale", "recovered": "", "rejected": "token.rejected"}})
 
 #: a value other than the default for every setting (configuration key -> value)
 EVERY_SETTING = {
@@ -237,7 +291,7 @@ EVERY_SETTING = {
     "k6_rate": "50", "error_rate_max": "0.02", "abort_error_rate": "0.7", "abort_after_seconds": "12",
     "jwks_ttl": "30", "jwks_max_stale": "90", "expiry_alerts": "a_alert,b_alert", "alert_wait_seconds": "10",
     "watch_interval": "2.5", "refused_statuses": "401", "forgery_skip": "x5u,jku",
-    "forgery_routes": "orders=GET /o|POST /o;billing=DELETE /b/1", "forgery_concurrency": "4",
+    "forgery_routes": "billing=DELETE /b/1", "forgery_concurrency": "4",
     "forgery_timeout": "1.5", "baseline_seconds": "30", "baseline_min_requests": "20", "recovery_seconds": "45",
     "heartbeat_grace": "6", "chaosext_run_dir": "/var/tmp/chaosext-runs", "chaosext_run_id": "0a1b2c3d",
     "chaosext_approve": "tenancy/app=policy", "chaosext_allow_http": "true",
@@ -246,7 +300,9 @@ EVERY_SETTING = {
     "metric_status_label": "code", "metric_error_status": "5..", "metric_tenant_label": "tenant_id",
     "metric_service_label": "application", "metric_cache_expired": 'keys_usable{usable="false"}',
     "metric_cache_stale": "keys_stale", "metric_cache_lookups": "key_lookups_total",
-    "metric_unverified_accepts": "off",
+    "metric_cache_fresh": "max by (application) (keys_cached) > 0", "metric_cache_empty": "keys_cached == 0",
+    "metric_latency_histogram": "http_server_requests_seconds", "metric_unverified_accepts": "off",
+    "audit_logql": '{app=~"{services}"} | json',
     "token_endpoint": "https://idp.example/token", "token_auth_method": "client_secret_post",
     "token_tenant_param": "org", "token_scope": "api.read", "token_audience": "orders",
     "token_audience_param": "resource", "tokens_file": "/etc/chaosext/tokens.json",
@@ -258,12 +314,11 @@ EVERY_SETTING = {
 def test_every_setting_the_run_keeps_reads_back_the_same(tmp_path: Path) -> None:
     """The safety control keeps the resolved settings in the run record (``to_json``) and every activity reads them
     back (``from_json``): each field, with nested contracts, tuples and mappings of tuples, must survive as it was."""
-    cfg = dataclasses.replace(load_config({"chaosext_lab_dir": str(tmp_path / "nolab"), **EVERY_SETTING}),
-                              lab_running=True)
+    cfg = dataclasses.replace(load_config(target_config(tmp_path, DESCRIBED, **EVERY_SETTING)), lab_running=True)
     default = ExperimentConfig()
     same = [f.name for f in dataclasses.fields(ExperimentConfig) if getattr(cfg, f.name) == getattr(default, f.name)]
     assert same == [], f"give EVERY_SETTING a non-default value for {same}: else the round trip does not test them"
-    for nested in (cfg.metrics, cfg.token):
+    for nested in (cfg.metrics, cfg.token, cfg.audit):
         unchanged = [f.name for f in dataclasses.fields(nested) if getattr(nested, f.name) ==
                      getattr(type(nested)(), f.name)]
         assert unchanged == [], f"{type(nested).__name__}: give {unchanged} a non-default value"
@@ -272,10 +327,34 @@ def test_every_setting_the_run_keeps_reads_back_the_same(tmp_path: Path) -> None
     assert back == cfg
     for f in dataclasses.fields(ExperimentConfig):
         assert type(getattr(back, f.name)) is type(getattr(cfg, f.name)), f.name
-    assert back.forgery_routes == {"orders": (("GET", "/o"), ("POST", "/o")), "billing": (("DELETE", "/b/1"),)}
+    assert back.service_urls == {"orders": "http://10.0.0.1:80", "billing": "http://10.0.0.2:80"}
+    orders, billing = back.services["orders"], back.services["billing"]
+    assert orders.routes == (Route("GET", "/v2/orders/{id}", "", 9, "read"),
+                             Route("POST", "/v2/orders", '{"sku":"x-1"}', 2, "read"))
+    assert orders.probe_route == Route("HEAD", "/v2/orders/ping") and orders.ready_url == "http://127.0.0.1:9/o/ready"
+    assert [r.text for r in orders.forgery_routes] == ["GET /v2/orders", "DELETE /v2/orders/1"]
+    assert orders.cache.kind == "prometheus" and orders.cache.queries["empty"] == "c == 0"
+    assert [r.text for r in billing.forgery_routes] == ["DELETE /b/1"]  # FORGERY_ROUTES over the description
+    assert billing.cache.words == {"fresh": ("ok", "good"), "expired": ("failed",)}
+    assert billing.cache.state_of("good") == "fresh" and billing.cache.age_field == "jwks.age"
+    assert back.audit.fields["service"] == "svc.name" and back.audit.action("recovered") == ""
+    assert back.audit.fields["tenant"] == "tenant"  # a field not mapped keeps chaosext's name
     assert back.backend_insecure == ("alertmanager", "clickhouse") and back.tenants == ("a01", "a02", "a03")
     assert back.backend_ca_bundles == {"prometheus": "/etc/ssl/prom-ca.pem", "loki": "/etc/ssl/loki-ca.pem"}
     assert back.metrics.unverified_accepts == "" and back.token.auth_method == "client_secret_post"
     assert back.fault.items == ("tenancy/app=policy",) and back.run_dir == "/var/tmp/chaosext-runs/0a1b2c3d"
     assert ExperimentConfig.from_json({"outage_seconds": 42, "no_such_setting": 1}) == dataclasses.replace(
         default, outage_seconds=42)  # unknown keys ignored, missing ones default
+
+
+def test_a_described_target_reads_back_the_same_without_a_json_file(tmp_path: Path) -> None:
+    """run_context rebuilds the settings from ``to_json()`` in memory (no JSON text in between: dataclasses.asdict
+    keeps tuples): a service's routes must come back as routes, not as dicts (k6's load plan reads ``route.method``)."""
+    target = tmp_path / "target.json"
+    target.write_text(json.dumps({"version": 1, "services": {"orders": {
+        "url": "http://127.0.0.1:8081", "routes": [{"method": "GET", "path": "/v2/orders", "weight": 9},
+                                                    {"method": "POST", "path": "/v2/orders", "body": {"sku": "x"}}]}}}))
+    cfg = load_config({"chaosext_lab_dir": str(tmp_path / "nolab"), "target_file": str(target)})
+    back = ExperimentConfig.from_json(cfg.to_json())
+    assert back == cfg
+    assert [r.text for r in back.services["orders"].routes] == ["GET /v2/orders", "POST /v2/orders"]

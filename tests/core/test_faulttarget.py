@@ -20,6 +20,7 @@ from chaosext.core.faulttarget import (
 )
 from chaosext.core.names import FAULT_VIAS
 from chaosext.egress.base import FaultError, split_targets
+from tests.targetutil import target_config
 
 
 @pytest.mark.parametrize("target, items", [
@@ -56,8 +57,8 @@ def test_envoy_local_is_envoy_admin_url_else_the_default(tmp_path: Path) -> None
     assert parse_fault_target("envoy", "local", "http://127.0.0.1:19901/").admin_url == "http://127.0.0.1:19901"
     assert parse_fault_target("envoy", "local").admin_url == DEFAULT_ENVOY_ADMIN_URL == "http://127.0.0.1:9901"
     assert parse_fault_target("envoy", "local").text == "local"
-    cfg = load_config({"chaosext_lab_dir": str(tmp_path / "nolab"), "fault_via": "envoy", "fault_target": "local",
-                       "envoy_admin_url": "http://127.0.0.1:19902"})
+    cfg = load_config(target_config(tmp_path, fault_via="envoy", fault_target="local",
+                                    envoy_admin_url="http://127.0.0.1:19902"))
     assert cfg.fault.admin_url == "http://127.0.0.1:19902" and not validate(cfg)  # the run's settings: the same
 
 

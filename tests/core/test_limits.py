@@ -52,3 +52,18 @@ def test_settings_given_as_text_are_whole_seconds_or_refused() -> None:
     assert limits.check_outage("120", "200") == 135  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"MAX_OUTAGE_SECONDS='lots'.*whole seconds"):
         limits.check_outage(120, "lots")  # type: ignore[arg-type]
+
+
+def test_k6_rate_has_a_documented_upper_bound_refused_before_anything_starts() -> None:
+    """K6_RATE=999999999999 used to be stopped only by the lock: the configuration check refuses it, saying the
+    limit (docs/experiment.md), and so does start_k6 itself, before k6 runs."""
+    from chaosext.core.config import load_config, validate
+    from chaosext.load.actions import start_k6
+
+    assert limits.k6_rate_problem(limits.MAX_K6_RATE) == "" and limits.k6_rate_problem(200) == ""
+    problems = validate(load_config({"chaosext_lab_dir": "/nonexistent-lab", "k6_rate": "999999999999"}))
+    assert any(f"K6_RATE=999999999999 is above the limit of {limits.MAX_K6_RATE}" in p for p in problems), problems
+    assert any("must be a positive number" in p for p in validate(load_config({
+        "chaosext_lab_dir": "/nonexistent-lab", "k6_rate": "0"})))
+    with pytest.raises(ConfigError, match=f"above the limit of {limits.MAX_K6_RATE}"):
+        start_k6(rate=limits.MAX_K6_RATE + 1, configuration={"chaosext_lab_dir": "/nonexistent-lab"})

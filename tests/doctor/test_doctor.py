@@ -22,8 +22,8 @@ from chaosext.egress.checks import check_envoy, check_kube
 from chaosext.run.context import RunContext
 from chaosext.safety.preflight import check_approval
 from tests.jsonstub import JsonStub
-from tests.labfake import write_running_lab
 from tests.nsutil import in_ns
+from tests.targetutil import target_config, write_lab
 
 
 def _doctor(netns: str, *args: str, env: dict[str, str] | None = None):
@@ -70,7 +70,7 @@ def test_doctor_catches_services_that_would_fail_the_probes(module_netns: str, n
     proc = _doctor(module_netns, "--state-dir", ns_lab["state_dir"], "--json", env={"SERVICE_URLS": swapped})
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
     assert proc.returncode == 1 and checks["service: vuln"]["ok"]
-    assert "HTTP 404" in checks["service: policy"]["detail"] and "SERVICE_URLS" in checks["service: policy"]["fix"]
+    assert "HTTP 404" in checks["service: policy"]["detail"] and "services.policy" in checks["service: policy"]["fix"]
 
 
 @pytest.mark.e2e
@@ -106,8 +106,7 @@ def test_doctor_refuses_an_unapproved_target_and_names_the_approval(module_netns
 
 def test_approval_check_needs_the_exact_target(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("CHAOSEXT_APPROVE", raising=False)
-    base = {"fault_target": "staging/app=policy", "fault_via": "k8s-networkpolicy",
-            "chaosext_lab_dir": str(tmp_path)}
+    base = target_config(tmp_path, fault_target="staging/app=policy", fault_via="k8s-networkpolicy")
 
     def approval(configuration: dict[str, str]) -> Any:
         return check_approval(RunContext(load_config(configuration)))
@@ -116,9 +115,8 @@ def test_approval_check_needs_the_exact_target(monkeypatch: pytest.MonkeyPatch, 
     wrong = approval({**base, "chaosext_approve": "staging/app=vuln"})
     assert not wrong.ok and "does not name" in wrong.detail and "CHAOSEXT_APPROVE=staging/app=policy" in wrong.fix
     assert approval({**base, "chaosext_approve": "staging/app=policy"}).ok
-    assert not approval({"chaosext_lab_dir": str(tmp_path)}).ok  # loopback defaults but no lab: approval needed
-    write_running_lab(tmp_path / "lab")
-    assert approval({"chaosext_lab_dir": str(tmp_path / "lab")}).ok  # the running lab itself needs none
+    assert not approval(target_config(tmp_path)).ok  # a loopback target but no lab: approval needed
+    assert approval({"chaosext_lab_dir": str(write_lab(tmp_path / "lab"))}).ok  # the running lab itself needs none
 
 
 @pytest.mark.e2e
@@ -162,19 +160,20 @@ def test_doctor_fails_without_cap_net_admin(tmp_path: Path) -> None:
     the check either passes (rules listable) or fails with the CAP_NET_ADMIN fix - never a traceback."""
     import subprocess
 
-    # no lab runs there, so the loopback target and its plain-http services are approved as any other would be
-    env = dict(os.environ, CHAOSEXT_APPROVE="127.0.0.2", CHAOSEXT_ALLOW_HTTP="true",
+    # a valid target, no lab: its loopback URLs and plain-http services are approved as any other target's would be
+    env = dict(os.environ, CHAOSEXT_APPROVE="127.0.0.1", CHAOSEXT_ALLOW_HTTP="true",
                CHAOSEXT_LAB_DIR=str(tmp_path / "no-lab"))
     proc = subprocess.run(["unshare", "-rn", sys.executable, "-m", "chaosext.cli", "doctor", "--json",
                            "--prometheus-url", "http://127.0.0.1:9", "--alertmanager-url", "http://127.0.0.1:9"],
-                          capture_output=True, text=True, timeout=60, env=env)
+                          capture_output=True, text=True, timeout=60,
+                          env={**env, "TARGET_FILE": target_config(tmp_path)["target_file"]})  # the checks run
     report = json.loads(proc.stdout)
     ipt = next(c for c in report["checks"] if c["name"] == "iptables")
     assert ipt["ok"] or "CAP_NET_ADMIN" in ipt["fix"]
     assert proc.returncode == 1  # the dead Prometheus is required
 
 
-def test_doctor_rejects_a_target_it_does_not_know(tmp_path: Path) -> None:
+def test_doctor_rejects_a_target_it_does_not_know(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The one FAULT_TARGET parser refuses it in the pre-flight's configuration line, naming the forms it takes, and
     nothing past the static checks runs (no network, no tool)."""
     from click.testing import CliRunner
@@ -182,6 +181,7 @@ def test_doctor_rejects_a_target_it_does_not_know(tmp_path: Path) -> None:
     from chaosext.doctor import doctor
 
     lab = ["--state-dir", str(tmp_path / "nolab"), "--json"]
+    monkeypatch.setenv("TARGET_FILE", target_config(tmp_path)["target_file"])  # every other setting is valid
     for args, forms in ((["--target", "bogus"], "netns:<name|glob>"),
                         (["--via", "envoy", "--target", "netns:lab"], "envoy:<admin-url>")):
         result = CliRunner().invoke(doctor, [*args, *lab])

@@ -19,7 +19,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 class DualStack(http.server.ThreadingHTTPServer):
     address_family = socket.AF_INET6
-    request_queue_size = 256  # many targets probe at once (tests/egress/netfleet.py); the default 5 drops SYNs
+    request_queue_size = 4096  # 1,000 targets probe at once (tests/egress/netfleet.py); the default 5 drops SYNs
 
     def server_bind(self) -> None:
         if self.address_family == socket.AF_INET6:

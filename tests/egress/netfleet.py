@@ -61,29 +61,66 @@ class Fleet:
         return out
 
     def all_rules(self) -> dict[str, list[str]]:
-        """``{client: rules}`` for the clients that hold any chaosext rule."""
-        return {c: r for c in self.clients if os.path.exists(f"/run/netns/{c}") and (r := self.rules(c))}
+        """``{client: rules}`` for the clients that hold any chaosext rule: ``iptables-save`` / ``ip6tables-save``
+        in every client at once (started in each namespace from this process, like the driver's own commands)."""
+        from chaosext.egress.netns import Job, run_all
+
+        there = [c for c in self.clients if os.path.exists(f"/run/netns/{c}")]
+        asked = [(c, b) for c in there for b in ("iptables", "ip6tables")]
+        saved = run_all([Job([f"{b}-save", "-t", "filter"], nspath=f"/run/netns/{c}") for c, b in asked])
+        found: dict[str, list[str]] = {}
+        for (client, binary), ran in zip(asked, saved, strict=True):
+            if ran.error is not None or ran.returncode != 0:
+                if os.path.exists(f"/run/netns/{client}"):
+                    raise RuntimeError(f"{binary}-save in {client} failed: {ran.error or ran.stderr}")
+                continue
+            found.setdefault(client, []).extend(f"{binary} {line}" for line in ran.stdout.splitlines()
+                                                if "CHAOSEXT" in line or "chaosext" in line)
+        return {c: r for c, r in found.items() if r}
 
     def remove_client(self, client: str) -> None:
         _ip("netns", "del", client)
 
 
+def _mac(i: int) -> str:
+    """A fixed locally administered MAC: 02:d7:00:00:<i>; -1 is the bridge's."""
+    n = 0xFFFF if i < 0 else i
+    return f"02:d7:00:00:{n >> 8:02x}:{n & 0xFF:02x}"
+
+
+def _client_address(i: int) -> str:
+    return f"10.215.{1 + i // 250}.{1 + i % 250}"
+
+
 def _create(prefix: str, n: int, procs: list[subprocess.Popen]) -> Fleet:
+    """The namespaces, links and addresses in a few ``ip -batch`` runs plus one small batch inside each client (run
+    at once from this process, entered with setns: chaosext's own :func:`run_all`). Neighbours are static: 1,000
+    clients would overflow the kernel's neighbour table (``gc_thresh3``, 1,024 entries host-wide) with ARP; no IPv6
+    link-local addresses (``addrgenmode none``): their multicast would be flooded to every port of the bridge."""
+    from chaosext.egress.netns import Job, run_all
+
     server = f"{prefix}srv"
     clients = [f"{prefix}c{i}" for i in range(n)]
-    _ip("netns", "add", server)
-    _ip("-n", server, "-batch", "-", stdin="link set lo up\nlink add br0 type bridge\n"
-        f"addr add {SERVER_ADDRESS}/16 dev br0\nlink set br0 up\n")
-    peers = []
-    for i, client in enumerate(clients):
-        _ip("netns", "add", client)
-        veth, peer = f"{prefix}v{i}", f"{prefix}p{i}"
-        _ip("link", "add", veth, "netns", client, "type", "veth", "peer", "name", peer, "netns", server)
-        _ip("-n", client, "-batch", "-", stdin=f"link set lo up\naddr add 10.215.{1 + i // 250}.{1 + i % 250}/16 "
-            f"dev {veth}\nlink set {veth} up\n")
-        peers.append(f"link set {peer} master br0 up\n")
-    if peers:
-        _ip("-n", server, "-batch", "-", stdin="".join(peers))
+    _ip("-batch", "-", stdin="".join(f"netns add {name}\n" for name in [server, *clients]))
+    _ip("-n", server, "-batch", "-", stdin=f"link set lo up\nlink add br0 address {_mac(-1)} type bridge\n"
+        f"link set br0 addrgenmode none\naddr add {SERVER_ADDRESS}/16 dev br0\nlink set br0 up\n")
+    _ip("-batch", "-", stdin="".join(
+        f"link add {prefix}v{i} address {_mac(i)} netns {client} type veth peer name {prefix}p{i} netns {server}\n"
+        for i, client in enumerate(clients)))
+    done = run_all([Job(["ip", "-batch", "-"], nspath=f"/run/netns/{client}", stdin=(
+        f"link set lo up\nlink set {prefix}v{i} addrgenmode none\naddr add {_client_address(i)}/16 dev {prefix}v{i}\n"
+        f"link set {prefix}v{i} up\n"
+        f"neigh replace {SERVER_ADDRESS} lladdr {_mac(-1)} dev {prefix}v{i} nud permanent\n"))
+        for i, client in enumerate(clients)])
+    failed = [f"{c}: {r.error or r.stderr.strip()}" for c, r in zip(clients, done, strict=True)
+              if r.error or r.returncode]
+    if failed:
+        raise RuntimeError(f"setting up the fleet failed: {failed[:3]}")
+    if clients:
+        _ip("-n", server, "-batch", "-", stdin="".join(
+            f"link set {prefix}p{i} addrgenmode none\nlink set {prefix}p{i} master br0 up\n"
+            f"neigh replace {_client_address(i)} lladdr {_mac(i)} dev br0 nud permanent\n"
+            for i in range(n)))
     srv = subprocess.Popen(["ip", "netns", "exec", server, sys.executable, str(HERE / "jwks_server.py"),
                             SERVER_ADDRESS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     procs.append(srv)
@@ -110,8 +147,10 @@ def fleet(n: int, prefix: str = "") -> Iterator[Fleet]:
             if p.poll() is None:
                 p.kill()
                 p.wait(timeout=10)
-        for name in _names(prefix):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+        names = _names(prefix)
+        if names:  # one process for all of them
+            subprocess.run(["ip", "-force", "-batch", "-"], input="".join(f"netns del {n}\n" for n in names),
+                           capture_output=True, text=True, timeout=120)
         left = _names(prefix)
         if left:
             raise RuntimeError(f"network namespaces left behind: {left}")

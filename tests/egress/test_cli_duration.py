@@ -14,9 +14,10 @@ from chaosext.egress.cli import egress
 
 @pytest.fixture(autouse=True)
 def _nothing_of_this_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("OUTAGE_SECONDS", "MAX_OUTAGE_SECONDS", "FAULT_VIA", "FAULT_TARGET", "JWKS_URL"):
+    for var in ("OUTAGE_SECONDS", "MAX_OUTAGE_SECONDS", "FAULT_VIA", "FAULT_TARGET", "JWKS_URL", "TARGET_FILE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("CHAOSEXT_LAB_DIR", str(tmp_path / "no-lab"))
+    monkeypatch.setenv("JWKS_URL", "http://127.0.0.1:9/jwks")  # the target's: no lab, no description needed
     monkeypatch.setenv("CHAOSEXT_STATE_DIR", str(tmp_path / "faults"))
 
 

@@ -122,9 +122,12 @@ class Outcome:
 class ExperimentRunner:
     """Runs the experiment inside its namespace against labs there, and cleans up every fault it made."""
 
-    def __init__(self, tmp: Path, netns: Netns) -> None:
+    def __init__(self, tmp: Path, netns: Netns | Any, base_env: dict[str, str] | None = None) -> None:
+        """``netns``: anything with the namespace's ``name`` and ``prefix``; ``base_env``: the run's timings and
+        settings (default FAST_ENV, for the lab)."""
         self.tmp = tmp
         self.netns = netns
+        self.base_env = FAST_ENV if base_env is None else base_env
         self.count = 0
         self.fault_dir = tmp / "faults"
         self.ports: set[int] = set()
@@ -137,7 +140,7 @@ class ExperimentRunner:
         work = self.tmp / f"run{self.count}"
         work.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in EXPERIMENT_VARS}
-        env.update(FAST_ENV)
+        env.update(self.base_env)
         env.update({"CHAOSEXT_STATE_DIR": str(self.fault_dir), "CHAOSEXT_RUN_DIR": str(work / "run"),
                     "PYTHONUNBUFFERED": "1"})
         if lab is not None:
@@ -232,6 +235,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.3
     return None
 
 
+def in_outage(env: dict[str, str]) -> bool:
+    """True once the run started with ``env`` has begun its outage (run.json) and the watch has recorded its first
+    tick (the outage notebook, outage.json, beside it)."""
+    try:
+        run_file = next(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/run.json"))
+        run = json.loads(run_file.read_text())
+        notebook = json.loads(run_file.with_name("outage.json").read_text())
+    except (StopIteration, OSError, ValueError):
+        return False
+    return bool((run.get("outage") or {}).get("start")) and len(notebook.get("observations") or []) >= 1
+
+
 def _has_wide() -> bool:
     """Whether this chaosext's verdict has --wide (values uncut)."""
     out = subprocess.run([sys.executable, "-m", "chaosext.cli", "verdict", "--help"], capture_output=True, text=True,
@@ -239,6 +254,6 @@ def _has_wide() -> bool:
     return "--wide" in out
 
 
-__all__ = ["DRILL", "EXPERIMENT", "ExperimentRunner", "Outcome", "Netns", "wait_for", "iptables_rules", "FAST_ENV",
-           "needs_root_iptables",
+__all__ = ["DRILL", "EXPERIMENT", "ExperimentRunner", "Outcome", "Netns", "wait_for", "in_outage", "iptables_rules",
+           "FAST_ENV", "needs_root_iptables",
            "ns_pids"]

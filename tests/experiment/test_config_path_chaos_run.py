@@ -22,6 +22,7 @@ import pytest
 
 from tests.egress.envoy_util import RealEnvoy, real_envoy
 from tests.kubestub import KubeStub
+from tests.targetutil import write_target
 
 pytestmark = [pytest.mark.contract, pytest.mark.e2e]  # real `chaos run` processes, a real Envoy
 
@@ -113,11 +114,13 @@ def test_envoy_admin_url_reaches_the_envoy_driver(tmp_path: Path, envoy: RealEnv
 
 def test_the_shipped_experiment_plans_the_fault_on_the_configured_envoy(tmp_path: Path) -> None:
     """`chaos run --dry activities experiments/jwks-outage.json`: the safety control's plan names the exact admin
-    calls, on the ENVOY_ADMIN_URL given with `--var` (the experiment's configuration), not the environment's."""
+    calls, on the ENVOY_ADMIN_URL given with `--var` (the experiment's configuration), not the environment's. The
+    target is a description (tests/targetutil.py) whose JWKS host 127.0.0.1 is the target approved."""
     wanted, other = "http://127.0.0.1:19901", "http://127.0.0.1:29901"
     journal, output = chaos_run(tmp_path, REPO / "experiments" / "jwks-outage.json", "--dry", "activities", "--var",
                                 f"envoy_admin_url={wanted}", FAULT_VIA="envoy", FAULT_TARGET="local",
-                                CHAOSEXT_APPROVE="127.0.0.2", CHAOSEXT_ALLOW_HTTP="true", ENVOY_ADMIN_URL=other)
+                                CHAOSEXT_APPROVE="127.0.0.1", CHAOSEXT_ALLOW_HTTP="true", ENVOY_ADMIN_URL=other,
+                                TARGET_FILE=write_target(tmp_path / "target"))
     assert f"[dry run]             GET {wanted}/runtime" in output, output[-3000:]
     assert f"POST {wanted}/runtime_modify?chaosext.jwks." in output and other not in output
     assert journal["status"] == "completed"

@@ -5,14 +5,13 @@ Every test gets its own lab (the misbehaviour knobs are lab flags) with cache ti
 """
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.experiment.experiment_util import ExperimentRunner, wait_for
+from tests.experiment.experiment_util import ExperimentRunner, in_outage, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.slow]
 
@@ -169,16 +168,8 @@ def test_signal_mid_outage_restores_and_stops_k6(experiment: ExperimentRunner, l
     """Interrupting the run during the outage leaves the JWKS reachable, no rule behind and k6 stopped."""
     lab = lab_factory(jwks_ttl=3, jwks_max_stale=120)
     proc, env = experiment.start(lab, OUTAGE_SECONDS="150")
-    def outage_running() -> bool:
-        try:  # the outage window is in run.json, the watch's ticks in the outage notebook next to it
-            run = json.loads(next(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/run.json")).read_text())
-            notebook = json.loads(next(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/outage.json")).read_text())
-        except (OSError, ValueError, StopIteration):
-            return False
-        return bool((run.get("outage") or {}).get("start")) and len(notebook.get("observations") or []) >= 1
-
     try:
-        assert wait_for(outage_running, timeout=60), "the outage never started"
+        assert wait_for(lambda: in_outage(env), timeout=60), "the outage never started"
         assert experiment.netns.get(lab["jwks_url"], timeout=1.5) == 0  # the fault is really on
         assert _k6_alive(env)
         began = time.monotonic()

@@ -3,8 +3,9 @@ catalogue, naming the class that got through; and the 404 stand-in (never checks
 not know) fails too, because the forged requests carry real tenants.
 
 A hole lets forged tokens in whether or not the JWKS is reachable, so the live baseline (``forged-tokens-refused``)
-already catches it and nothing is injected: verdict NOT RUN (short runs, no outage). The during-outage path
-(``no-fail-open``) is covered by the fail-open knob in test_experiment_e2e.py.
+already catches it and nothing is injected (short runs, no outage); a forged token accepted is a security finding, so
+the verdict is FAIL (exit 1), never "not run". The during-outage path (``no-fail-open``) is covered by the fail-open
+knob in test_experiment_e2e.py and per tenant in test_gate_e2e.py.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def test_each_hole_fails_the_baseline_naming_its_class(experiment: ExperimentRun
                                                        caught: set[str]) -> None:
     lab = lab_factory(jwks_ttl=3, jwks_max_stale=120, holes=(hole,))
     out = experiment.run(lab, OUTAGE_SECONDS="10")
-    assert out.verdict_rc == 3 and "VERDICT: NOT RUN" in out.verdict_out, out.verdict_out  # no fault injected
+    assert out.verdict_rc == 1 and "VERDICT: FAIL" in out.verdict_out, out.verdict_out  # a security finding
+    assert not out.journal.get("run"), "a fault was injected although the baseline failed"
     probe = _before_probe(out, "forged-tokens-refused")
     result = probe["output"]
     assert probe["tolerance_met"] is False and result["phase"] == "baseline"
@@ -51,3 +53,4 @@ def test_each_hole_fails_the_baseline_naming_its_class(experiment: ExperimentRun
     first = result["accepted"][0]
     assert first["tenant"] in ("t01", "t02", "t03") and first["route"].startswith("/api/v1/")
     assert "FAIL-OPEN" in result["why"]
+    assert out.verdict_out.split("VERDICT: FAIL", 1)[1].splitlines()[1].startswith("  - SECURITY:")

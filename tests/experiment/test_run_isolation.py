@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.experiment.experiment_util import ExperimentRunner, iptables_rules, wait_for
+from tests.experiment.experiment_util import ExperimentRunner, in_outage, iptables_rules, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.slow, pytest.mark.netns]
 
@@ -27,20 +27,6 @@ def _run_file(env: dict) -> dict:
         return json.loads(next(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/run.json")).read_text())
     except (StopIteration, OSError, ValueError):
         return {}
-
-
-def _ticks(env: dict) -> list:
-    """The watch's ticks so far: the outage notebook (outage.json) next to run.json."""
-    try:
-        notebook = next(Path(env["CHAOSEXT_RUN_DIR"]).glob("*/outage.json"))
-        return json.loads(notebook.read_text()).get("observations") or []
-    except (StopIteration, OSError, ValueError):
-        return []
-
-
-def _in_outage(env: dict) -> bool:
-    run = _run_file(env)
-    return bool((run.get("outage") or {}).get("start")) and len(_ticks(env)) >= 1
 
 
 def _k6_alive(env: dict) -> bool:
@@ -61,7 +47,7 @@ def test_other_runs_cannot_touch_a_running_outage(experiment: ExperimentRunner, 
         early = experiment.run(lab)
         assert f"is in use by run {_run_file(env_a)['run_id']}" in early.output, early.output[-3000:]
         assert early.verdict_rc == 3, early.verdict_out
-        assert wait_for(lambda: _in_outage(env_a), timeout=90), "run A never reached its outage"
+        assert wait_for(lambda: in_outage(env_a), timeout=90), "run A never reached its outage"
         run_a = _run_file(env_a)["run_id"]
         samples: list[bool] = []
         stop = threading.Event()
@@ -97,7 +83,7 @@ def test_a_fault_removed_by_hand_fails_the_outage(experiment: ExperimentRunner, 
     lab = lab_factory(jwks_ttl=3, jwks_max_stale=120)
     proc, env = experiment.start(lab, OUTAGE_SECONDS="24")
     try:
-        assert wait_for(lambda: _in_outage(env), timeout=90)
+        assert wait_for(lambda: in_outage(env), timeout=90)
         time.sleep(4)
         run_id = _run_file(env)["run_id"]
         lifted = subprocess.run(experiment.netns.prefix + [sys.executable, "-m", "chaosext.cli", "restore",
@@ -122,7 +108,7 @@ def test_sigkill_of_the_whole_run_is_undone_within_the_heartbeat_grace(experimen
     lab = lab_factory(jwks_ttl=3, jwks_max_stale=300)
     proc, env = experiment.start(lab, OUTAGE_SECONDS="150", HEARTBEAT_GRACE="6")
     try:
-        assert wait_for(lambda: _in_outage(env), timeout=90)
+        assert wait_for(lambda: in_outage(env), timeout=90)
         assert experiment.netns.get(lab["jwks_url"], timeout=1.5) == 0
         assert _k6_alive(env)
         killed = time.monotonic()

@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 import requests
 
+from chaosext.core.config import load_config, validate
 from chaosext.core.procs import free_ports, process_alive
 from chaosext.lab.processes import find_lab_processes
 from chaosext.lab.testing import lab_up_argv, running_lab
+from chaosext.metrics.cache import read_caches
+from chaosext.run.context import RunContext
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
@@ -80,6 +83,27 @@ def test_up_status_and_services_accept_an_authority_token(lab: dict[str, Any]) -
         assert ok.status_code == 200, (name, ok.status_code, ok.text)
         anonymous = requests.get(path, headers={header: "t01"}, timeout=5)
         assert anonymous.status_code == 401, name
+
+
+def test_up_describes_the_lab_as_a_target_chaosext_reads_like_any_other(lab: dict[str, Any]) -> None:
+    """`lab up` writes the lab's target description (docs/target.md) beside state.json and names it there; with no
+    TARGET_FILE the run's settings are the lab's through it: its services, every route answering a valid token, each
+    cache read fresh through its HTTP signal, and nothing to refuse."""
+    path = Path(lab["target_file"])
+    assert path.parent == Path(lab["state_dir"]) and stat.S_IMODE(path.stat().st_mode) == 0o600
+    cfg = load_config({"chaosext_lab_dir": lab["state_dir"]})
+    assert cfg.target_file == str(path) and cfg.service_urls == lab["service_urls"] and validate(cfg) == []
+    assert (cfg.jwks_url, cfg.tenant_header) == (lab["jwks_url"], lab["tenant_header"])
+    jwt = token(lab)
+    for svc in cfg.services.values():
+        for route in svc.routes:
+            url = svc.url + route.path.replace("{id}", "1")
+            answer = requests.request(route.method, url, data=route.body or None, timeout=5, headers={
+                "Authorization": f"Bearer {jwt}", cfg.tenant_header: "t01", "Content-Type": "application/json"})
+            ok = answer.ok or (route.templated and answer.status_code == 404)  # item 1 may not exist
+            assert ok, (svc.name, route.text, answer.status_code, answer.text)
+    readings = read_caches(RunContext(cfg))
+    assert {n: (r.state, r.source) for n, r in readings.items()} == {n: ("fresh", "http") for n in lab["service_urls"]}
 
 
 def test_up_twice_is_safe(lab: dict[str, Any]) -> None:

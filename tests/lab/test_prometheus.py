@@ -41,6 +41,16 @@ def test_prometheus_scrapes_every_component(lab: dict[str, Any]) -> None:
     authority = next(t for t in active if t["labels"]["job"] == "authority")
     assert authority["scrapeUrl"] == lab["components"]["authority"]["metrics"]
     assert lab["config"]["authority_host"] not in authority["scrapeUrl"]
+    # a tenant service's target carries its service's name, so `up` of a dead target still names it
+    # (tenant_service_target_down joins on it); the service's own `service` label on its series is kept as it is
+    services = set(lab["service_urls"])
+    assert {t["labels"]["job"]: t["labels"].get("service") for t in active if t["labels"]["job"] in services} == {
+        s: s for s in services}
+    query = lab["prometheus_url"] + "/api/v1/query"
+    up = requests.get(query, params={"query": 'up{service!=""}'}, timeout=5).json()["data"]["result"]
+    assert {r["metric"]["service"] for r in up} == services
+    renamed = requests.get(query, params={"query": '{exported_service!=""}'}, timeout=5).json()["data"]["result"]
+    assert renamed == []
 
 
 @pytest.mark.e2e

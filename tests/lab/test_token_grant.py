@@ -125,9 +125,9 @@ def test_errors_follow_rfc6749_section_5_2(authority: str) -> None:
 
 @pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
 def test_chaosext_gets_tenant_tokens_by_discovery_and_client_credentials(authority: str, method: str) -> None:
+    cache: tokens.TokenCache = {}  # the run's memory (chaosext.run.memory): this test's own
     settings = tokens.TokenSettings(authority_url=authority, client_id=CLIENT_ID, client_secret=SECRET,
                                     auth_method=method, scope="policy:read", allow_http=True)
-    cache: tokens.TokenCache = {}  # the run's memory
     got = tokens.tokens_for(settings, ["t01", "t02"], cache, min_valid_seconds=60)
     assert {t: jwt.decode(v, options={"verify_signature": False})["tenant"] for t, v in got.items()} == {
         "t01": "t01", "t02": "t02"}
@@ -137,46 +137,49 @@ def test_chaosext_gets_tenant_tokens_by_discovery_and_client_credentials(authori
 
 
 def test_chaosext_says_what_to_fix_on_a_bad_secret_and_never_shows_it(authority: str) -> None:
+    cache: tokens.TokenCache = {}  # the run's memory (chaosext.run.memory): this test's own
     settings = tokens.TokenSettings(authority_url=authority, client_id=CLIENT_ID, client_secret="hunter2-wrong",
                                     allow_http=True)
     with pytest.raises(tokens.TokenError) as err:
-        tokens.tokens_for(settings, ["t01"], {})
+        tokens.tokens_for(settings, ["t01"], cache)
     assert "401 invalid_client" in str(err.value) and "token_client_secret" in str(err.value)
     assert "hunter2" not in str(err.value) and "hunter2" not in repr(settings)
 
 
 def test_a_token_shorter_than_the_run_is_refused_before_the_fault(authority: str) -> None:
+    cache: tokens.TokenCache = {}  # the run's memory (chaosext.run.memory): this test's own
     settings = tokens.TokenSettings(authority_url=authority, client_id=CLIENT_ID, client_secret=SECRET, allow_http=True)
     with pytest.raises(tokens.TokenError, match="valid for 3600 s but this run needs 7200 s"):
-        tokens.tokens_for(settings, ["t01"], {}, min_valid_seconds=7200)
+        tokens.tokens_for(settings, ["t01"], cache, min_valid_seconds=7200)
 
 
 def test_per_tenant_clients_from_the_secrets_block(authority: str, monkeypatch: pytest.MonkeyPatch,
                                                    tmp_path: Path) -> None:
     """An IdP with one client per tenant: secrets.chaosext.token_clients (here both map to the one lab client)."""
+    cache: tokens.TokenCache = {}  # the run's memory (chaosext.run.memory): this test's own
     monkeypatch.setenv("CHAOSEXT_LAB_DIR", str(tmp_path / "no-lab"))
     secrets = {"chaosext": {"token_clients": json.dumps({
         "t01": {"client_id": CLIENT_ID, "client_secret": SECRET},
         "t02": {"client_id": CLIENT_ID, "client_secret": "wrong"}}), "token_client_id": "", "token_client_secret": ""}}
-    settings = tokens.token_settings(load_config({"authority_url": authority, "chaosext_allow_http": "true"}),
-                                     secrets)
+    settings = tokens.token_settings(load_config({"authority_url": authority, "chaosext_allow_http": "true"}), secrets)
     assert settings.client_for("t01") == (CLIENT_ID, SECRET)
-    assert "t01" in tokens.tokens_for(settings, ["t01"], {})
+    assert "t01" in tokens.tokens_for(settings, ["t01"], cache)
     with pytest.raises(tokens.TokenError, match="invalid_client"):
-        tokens.tokens_for(settings, ["t02"], {})
+        tokens.tokens_for(settings, ["t02"], cache)
 
 
 def test_tokens_file_is_the_fallback_and_must_not_be_readable_by_others(tmp_path: Path) -> None:
+    cache: tokens.TokenCache = {}  # the run's memory (chaosext.run.memory): this test's own
     path = tmp_path / "tokens.json"
     path.write_text(json.dumps({"t01": "a.b.c"}))
     path.chmod(0o644)
     settings = tokens.TokenSettings(authority_url="http://127.0.0.1:9", tokens_file=str(path))
     with pytest.raises(tokens.TokenError, match="chmod 600"):
-        tokens.tokens_for(settings, ["t01"], {})
+        tokens.tokens_for(settings, ["t01"], cache)
     path.chmod(0o600)
-    assert tokens.tokens_for(settings, ["t01"], {}) == {"t01": "a.b.c"}  # no IdP asked (port 9 is closed)
+    assert tokens.tokens_for(settings, ["t01"], cache) == {"t01": "a.b.c"}  # no IdP asked (port 9 is closed)
     with pytest.raises(tokens.TokenError, match=r"no token for tenant.*t02"):
-        tokens.tokens_for(settings, ["t01", "t02"], {})
+        tokens.tokens_for(settings, ["t01", "t02"], cache)
 
 
 def test_lab_up_makes_a_client_shown_by_status_json_and_stored_0600(lab: dict[str, Any]) -> None:

@@ -2,26 +2,21 @@
 tenant_id,application}`` and its own cache gauges), scraped by a real Prometheus the test starts, judged through
 overridden METRIC_* settings — and the same data under the default contract is not judged as if it were fine.
 """
-import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
-from chaosext.core.backends import backend
-from chaosext.core.config import ExperimentConfig, load_config
+from chaosext.core.config import load_config
 from chaosext.core.target import ContractError, MetricContract
-from chaosext.lab.testing import free_ports
 from chaosext.metrics import prom
-from chaosext.metrics.measure import cache_states
+from chaosext.metrics.cache import CacheReading, read_caches
 from chaosext.outage.evidence import query_ranges
 from chaosext.run.context import RunContext
+from tests.promutil import exporter, scraping, wait_scraped
 
 OVERRIDES = {
     "metric_requests": "http_server_requests_seconds_count",
@@ -67,70 +62,14 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SpringLi
     """The stub service and a real Prometheus scraping it every second; yields (stub, prometheus URL)."""
     tmp = tmp_path_factory.mktemp("contract")
     svc = SpringLike()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = svc.text().encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    (port,) = free_ports(["127.0.0.1"])
-    (tmp / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n  - job_name: orders\n    metrics_path: /actuator/prometheus\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{server.server_address[1]}']}}]\n")
-    with open(tmp / "prometheus.log", "wb") as log:  # Prometheus keeps its own copy of the descriptor
-        proc = subprocess.Popen(["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
-                                 f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                                stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp / "prometheus.log").read_text()[-2000:]
-            try:
-                if prom.query(_prom(url), "up"):
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
+    with exporter(svc.text) as target, scraping(tmp, {"orders": (target, "/actuator/prometheus")}) as url:
         yield svc, url
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
-        server.shutdown()
-        server.server_close()
-
-
-def _prom(url: str) -> prom.Prom:
-    """The Prometheus at ``url`` with the lab's metric names."""
-    return prom.Prom(backend("prometheus", url, ExperimentConfig()))
 
 
 def _ctx(url: str, tmp_path: Path, settings: dict[str, str]) -> RunContext:
     """A run's context reading Prometheus at ``url`` with these METRIC_* settings (the service is "orders")."""
     return RunContext(load_config({"prometheus_url": url, "chaosext_lab_dir": str(tmp_path / "no-lab"),
                                    "service_urls": "orders=http://127.0.0.1:9", **settings}))
-
-
-def wait_scraped(url: str, metric: str) -> float:
-    """Wait until Prometheus holds a sample of ``metric`` taken after now; returns that time."""
-    now = time.time()
-    deadline = now + 30
-    while time.time() < deadline:
-        if prom.latest_sample_time(_prom(url), metric) > now + 0.5:
-            return time.time()
-        time.sleep(0.3)
-    raise AssertionError(f"Prometheus did not scrape {metric} within 30 s")
 
 
 @pytest.mark.e2e
@@ -163,8 +102,8 @@ def test_error_rate_cache_state_and_unverified_accepts_through_overridden_select
     assert res["error_rate"] == pytest.approx(8 / 58)
     assert prom.services_where(p, ctx.cfg.metrics.cache_expired) == ["orders"]
     assert prom.services_where(p, ctx.cfg.metrics.cache_stale) == []
-    assert prom.cache_states(p) == {"orders": "expired"}
-    assert cache_states(ctx) == {"orders": ("expired", "prometheus")}  # what the baseline/recovery cache probe reads
+    # what the baseline/recovery cache probe reads: the service has no signal of its own, the contract's series say
+    assert read_caches(ctx) == {"orders": CacheReading("expired", None, "metrics")}
     assert prom.unverified_accepts_between(p, start, end) == {"orders": 2}
     # the report plots the same error rate, per service under the plots' "service" label
     time.sleep(4)  # a few more scrapes, so the plot's 10 s rate windows hold several samples
@@ -189,7 +128,11 @@ def test_bad_metric_settings_are_refused_naming_the_setting(tmp_path: Path) -> N
     with pytest.raises(ContractError, match="METRIC_SERVICE_LABEL"):
         _contract(tmp_path, metric_service_label="app-name")
     with pytest.raises(ContractError, match="METRIC_CACHE_EXPIRED"):
-        _contract(tmp_path, metric_cache_expired="max(x) > 0")
+        _contract(tmp_path, metric_cache_expired="max(x > 0")
+    with pytest.raises(ContractError, match="METRIC_CACHE_FRESH"):
+        _contract(tmp_path, metric_cache_fresh='keys{app="x"')
+    expression = "max by (application) (keys_cached) == 0"  # any PromQL whose series carry the service label
+    assert _contract(tmp_path, metric_cache_empty=expression).cache_empty == expression
     with pytest.raises(ContractError, match="METRIC_REQUESTS_MATCHERS"):
         _contract(tmp_path, metric_requests_matchers='{job="api"}')
     no_tenant = _contract(tmp_path, metric_tenant_label="none", metric_error_status="5..")

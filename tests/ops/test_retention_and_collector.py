@@ -277,9 +277,9 @@ def test_audit_probe_reads_back_what_the_collector_wrote_to_loki(tmp_path: Path)
 
     with JsonStub(loki) as stub:
         ctx = _reading(tmp_path, f"loki:{stub.url}")  # AUDIT_SOURCE as the probes read it
-        events = sources.read_events(ctx, "auth.degraded", 0, 4e9, services=("policy",))
-        everything = sources.read_events(ctx, "auth.degraded", 0, 4e9)
-        none = sources.read_events(ctx, "auth.recovered", 0, 4e9)
+        events = sources.read_events(ctx, "degraded", 0, 4e9, services=("policy",))  # the lab's auth.degraded
+        everything = sources.read_events(ctx, "degraded", 0, 4e9)
+        none = sources.read_events(ctx, "recovered", 0, 4e9)
     assert [(e["service"], e["tenant"], e["action"]) for e in events] == [("policy", "*", "auth.degraded")]
     assert sorted(e["service"] for e in everything) == ["policy", "vuln"]
     assert none == []
@@ -306,8 +306,8 @@ def test_audit_probe_reads_back_what_the_collector_wrote_to_clickhouse(tmp_path:
 
     with JsonStub(clickhouse) as stub:
         ctx = _reading(tmp_path, f"clickhouse:{stub.url}")  # AUDIT_SOURCE as the probes read it
-        events = sources.read_events(ctx, "auth.degraded", 0, 4e9, services=("vuln",))
-        rejected = sources.read_events(ctx, "auth.rejected", 0, 4e9)
+        events = sources.read_events(ctx, "degraded", 0, 4e9, services=("vuln",))
+        rejected = sources.read_events(ctx, "rejected", 0, 4e9)
     assert [(e["service"], e["tenant"], e["subject"]) for e in events] == [("vuln", "*", "system")]
     assert sorted((e["service"], e["tenant"], e["result"]) for e in rejected) == [
         ("policy", "t01", "no_keys"), ("vuln", "t01", "no_keys")]

@@ -34,6 +34,11 @@ def gamma_check(judging: Judging) -> CheckResult:
     return {"phase": "outage", "ok": True}
 
 
+def delta_check(judging: Judging) -> CheckResult:
+    calls.append("delta")
+    return {"phase": "outage", "ok": True, "not_judged": True, "gap": "no delta signal (delta in TARGET_FILE)"}
+
+
 CHECKS = (("alpha", alpha_check), ("beta", beta_check), ("gamma", gamma_check))
 
 
@@ -120,3 +125,12 @@ def test_evidence_windows_come_from_the_run_record(tmp_path: Path) -> None:
     _outage(conf, 1000.0, 1030.0)
     windows = run_windows(ctx)
     assert windows["outage"] == (1000.0, 1030.0) and windows["recovery"][0] == 1030.0
+
+
+def test_judge_outage_names_the_checks_it_could_not_judge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check with a gap is ok (never a refusal) and not failed, yet the step names it (the verdict's INCOMPLETE)."""
+    conf = _conf(tmp_path)
+    _outage(conf)
+    monkeypatch.setattr(judge, "OUTAGE_CHECKS", (("gamma", gamma_check), ("delta", delta_check)))
+    out = judge.judge_outage(configuration=conf)
+    assert out["ok"] is True and out["failed"] == [] and out["not_judged"] == ["delta"]

@@ -87,7 +87,7 @@ def test_the_judging_names_the_run_its_notebook_and_the_window(tmp_path: Path) -
     assert judging_of(run_context(conf)) is None
     _record_outage(conf, end=130.0)
     judging = judging_of(run_context(conf))
-    assert judging is not None and judging.window == (100.0, 130.0) and judging.cfg.services == {
+    assert judging is not None and judging.window == (100.0, 130.0) and judging.cfg.service_urls == {
         "policy": "http://127.0.0.1:9"}
     assert judging.notebook.observations == [] and judging.run.phase == "recovery"
 

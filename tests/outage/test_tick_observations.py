@@ -15,15 +15,20 @@ SPEC = FaultSpec(jwks_url="http://127.0.0.2:8440/.well-known/jwks.json", host="1
 
 
 def test_rates_since_the_outage_and_over_the_last_tick() -> None:
-    r = tick_rates(base=(10.0, 1000.0), prev=(20.0, 1500.0), now=(70.0, 2000.0))
+    r = tick_rates(total=(60.0, 1000.0), tick=(50.0, 500.0))
     assert r.overall == pytest.approx(60 / 1000) and r.recent == pytest.approx(50 / 500)
     assert (r.requests, r.recent_requests) == (1000.0, 500.0)
 
 
 def test_no_new_request_is_a_zero_rate_not_a_division_error() -> None:
-    r = tick_rates(base=(0.0, 0.0), prev=(5.0, 100.0), now=(5.0, 100.0))  # Prometheus down: the counters repeat
+    r = tick_rates(total=(5.0, 100.0), tick=(0.0, 0.0))  # Prometheus down: nothing counted this tick
     assert (r.recent, r.recent_requests) == (0.0, 0.0) and r.overall == pytest.approx(0.05)
-    assert tick_rates((0.0, 0.0), (0.0, 0.0), (0.0, 0.0)).overall == 0.0
+    assert tick_rates((0.0, 0.0), (0.0, 0.0)).overall == 0.0
+
+
+def test_a_count_is_never_negative() -> None:
+    r = tick_rates(total=(-3.0, -1103.0), tick=(-1.0, -50.0))
+    assert (r.requests, r.recent_requests, r.overall, r.recent) == (0.0, 0.0, 0.0, 0.0)
 
 
 def test_forged_requests_are_refused_accepted_or_inconclusive_per_service() -> None:

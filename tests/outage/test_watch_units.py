@@ -3,18 +3,23 @@
 and how the outage checks then judge what it recorded."""
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chaosext.egress.base import FaultSpec
+from chaosext.metrics import measure
 from chaosext.outage import watch
 from chaosext.outage.checks import outage_held
 from chaosext.outage.judging import judging_of
 from chaosext.outage.notebook import Judgments, ServiceObservation, edit_notebook, load_notebook
 from chaosext.run.context import run_context
 from chaosext.run.record import load_run
+from tests.jsonstub import Handler, JsonStub
+from tests.promutil import raw
 from tests.runutil import RUN_ID, run_dir, start_run
 
 SPEC = FaultSpec(jwks_url="http://127.0.0.2:8440/.well-known/jwks.json", host="127.0.0.2", port=8440,
@@ -48,7 +53,6 @@ class Driver:
 
 def _fake_world(monkeypatch: pytest.MonkeyPatch, error_share: float, lifted: frozenset[int] = frozenset()) -> None:
     """Every tick: 100 more requests, ``error_share`` of them errors; caches stale; alerts never fire."""
-    counts = iter((float(error_share * 100 * i), float(100 * i)) for i in range(1000))
     monkeypatch.setattr(watch, "time", FakeClock())
     monkeypatch.setattr(watch, "run_fault", lambda ctx: SPEC if ctx.run_id == RUN_ID else None)
     monkeypatch.setattr(watch, "build_driver", lambda via, options, secrets=None: Driver(set(lifted)))
@@ -56,7 +60,7 @@ def _fake_world(monkeypatch: pytest.MonkeyPatch, error_share: float, lifted: fro
     monkeypatch.setattr(watch, "forgery_plan", lambda ctx: None)
     monkeypatch.setattr(watch, "k6_snapshot", lambda address: None)
     monkeypatch.setattr(watch, "firing_now", lambda ctx: (set(), set()))
-    monkeypatch.setattr(watch, "error_counts", lambda ctx, at=None, fallback=(0.0, 0.0): next(counts))
+    monkeypatch.setattr(watch, "error_counts_between", lambda ctx, start, end: (error_share * 100, 100.0))
     monkeypatch.setattr(watch, "observe_services", lambda ctx, tokens, forged, tick, start: (
         {"policy": ServiceObservation(state="stale", age=4.0, valid={"t01": 200})}, None))
 
@@ -141,3 +145,34 @@ def test_a_new_outage_starts_a_fresh_notebook(tmp_path: Path, monkeypatch: pytes
     watch.watch_outage(duration_seconds=1, configuration=conf)
     again = load_notebook(run_dir(conf))
     assert [o.elapsed for o in again.observations] == [0.0, 1.0] and again.judgments == Judgments()
+
+
+def test_a_service_restarting_in_the_outage_neither_turns_the_count_negative_nor_hides_its_errors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub: Callable[[Handler], JsonStub],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """policy had served 5000 requests when the outage began and restarts 3.5 s into it (its counters begin again at
+    0); the new process answers 40 % errors. Counted as cumulative sums (now minus the outage's start) the progress
+    line said "of -4853 req" and the abort guard saw a negative tick, not the errors. Each tick now counts its own
+    window from Prometheus' raw samples (a stub in Prometheus' documented shape), restarts handled: the totals only
+    grow, the ticks after the restart count the new process's errors, and the abort guard acts on them."""
+    _fake_world(monkeypatch, error_share=0.0)
+    monkeypatch.setattr(watch, "error_counts_between", measure.error_counts_between)  # the real count
+    start, restart = watch.time.time(), watch.time.time() + 3.5
+    scrapes = [start - 30 + k + 0.5 for k in range(60)]  # scraped every second, half a second off the ticks
+    ok = [(t, 5000 + 100 * (t - start) if t < restart else 60 * (t - restart + 1)) for t in scrapes]
+    errors = [(t, 3.0 if t < restart else 40 * (t - restart + 1)) for t in scrapes]
+    labels = {"service": "policy", "tenant": "t01", "route": "/api/v1/x"}
+    s = stub(raw([({**labels, "status": "200"}, ok), ({**labels, "status": "503"}, errors)]))
+    conf = _conf(tmp_path, prometheus_url=s.url, abort_error_rate="0.3", abort_after_seconds="2",
+                 outage_seconds="10")
+    with caplog.at_level(logging.INFO, logger="chaostoolkit"):
+        out = watch.watch_outage(configuration=conf)
+    observations = load_notebook(run_dir(conf)).observations
+    # ticks at +0 (nothing yet), +1, +2, +3 (100 ok each), +4 (the new process: 60 ok + 40 errors) ...
+    assert [o.recent_requests for o in observations] == [0, 100, 100, 100, 100, 100, 100]
+    assert [o.requests for o in observations] == [0, 100, 200, 300, 400, 500, 600]
+    assert [round(o.recent_error_rate, 2) for o in observations] == [0, 0, 0, 0, 0.4, 0.4, 0.4]
+    assert out["aborted"] and out["reason"] == "abort guard: error rate above 30% for 2s"
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[outage]") and "req" in
+                r.getMessage()]
+    assert len(progress) == 7 and not [line for line in progress if "of -" in line], progress

@@ -193,6 +193,18 @@ def documented_settings() -> dict[str, str]:
     return out
 
 
+def built_in_default(key: str) -> str:
+    """The default ``load_config`` falls back to for the setting ``key`` (as the docs would write it; '' when the
+    setting has no plain default)."""
+    from chaosext.core.config import SETTINGS, ExperimentConfig
+
+    name = SETTINGS.get(key.lower())
+    if name is None:
+        return ""
+    value = getattr(ExperimentConfig(), name)
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS, ids=rel)
 def test_every_configuration_key_is_in_docs_experiment_md_with_its_default(experiment: Path) -> None:
     documented = documented_settings()
@@ -208,9 +220,11 @@ def test_every_configuration_key_is_in_docs_experiment_md_with_its_default(exper
                 documented[key].split(" (")[0] == str(default)  # "0.5 (jwks-expiry-drill: 2)": per-experiment
                 or f"{experiment.stem}: {default})" in documented[key]):
             problems.append(f"{key}: the experiment's default is {default!r}, the docs say {documented[key]!r}")
-        elif str(default) == "" and documented[key] and not re.search(r"lab|<|\+", documented[key]):
-            problems.append(f"{key}: no default in the experiment (the lab's value or computed), the docs say "
-                            f"{documented[key]!r}")
+        elif str(default) == "" and documented[key] and not re.search(r"lab|target|<|\+", documented[key]) \
+                and documented[key] != built_in_default(key):
+            problems.append(f"{key}: no default in the experiment (the target's value, the built-in default or "
+                            f"computed), the docs say {documented[key]!r}, the built-in default is "
+                            f"{built_in_default(key)!r}")
     assert not problems, f"docs/experiment.md, Configuration vs {rel(experiment)}:\n" + "\n".join(problems)
 
 
@@ -273,6 +287,55 @@ def test_thresholds_table_has_the_values_the_code_and_rules_use() -> None:
         assert cells[1].split(" for ")[0] in readme, f"README does not name the {cells[0]} ({cells[1]})"
 
 
+# ---------------------------------------------------------------- the verdict's exit codes: one table, no contradiction
+WORKFLOW = ROOT / ".github" / "workflows" / "jwks-outage.yml"
+VERDICT_NAMES = r"(PASS|FAIL|UNREADABLE|UNVERIFIED|NOT RUN|DRY RUN|NOT EXERCISED|INCOMPLETE)"
+
+
+def _exit_code_claims(body: str) -> set[tuple[str, int]]:
+    """(verdict, exit code) pairs a text states: "3 NOT RUN", "NOT EXERCISED (5)", "FAIL (exit 1)", "exit 5 ... "."""
+    pairs = {(m.group(2), int(m.group(1))) for m in re.finditer(rf"\b([0-9]) `?{VERDICT_NAMES}\b", body)}
+    pairs |= {(m.group(1), int(m.group(2))) for m in re.finditer(rf"\b{VERDICT_NAMES}`? \((?:exit )?([0-9])\)", body)}
+    return pairs
+
+
+def test_the_verdicts_exit_codes_are_one_table_that_says_what_to_gate_on() -> None:
+    """docs/experiment.md#exit-codes is THE table (every verdict, its code, whether a gate passes); README, the
+    runbook and the gated workflow point at it, say to gate on 0 only, and never state another code for a verdict;
+    nor do `chaosext verdict --help` and the verdict module."""
+    from click.testing import CliRunner
+
+    from chaosext import verdict as verdict_module
+
+    doc = text(ROOT / "docs" / "experiment.md")
+    table = doc.split('<a id="exit-codes"></a>', 1)[1].split("\n\n", 2)[1]
+    rows = table_rows(table)
+    assert rows[0][:4] == ["exit", "verdict", "meaning", "a gate"]
+    listed = {cells[1].strip("`"): int(cells[0]) for cells in rows[1:]}
+    assert listed == verdict_module.EXIT_CODES
+    gate = {cells[1].strip("`"): cells[3] for cells in rows[1:]}
+    assert gate.pop("PASS") == "**pass**" and set(gate.values()) == {"block"}
+    helptext = CliRunner().invoke(verdict_module.verdict, ["--help"]).output
+    for name, body in (("README.md", text(README)), ("docs/runbook.md", text(ROOT / "docs" / "runbook.md")),
+                       ("the workflow", text(WORKFLOW)), ("verdict --help", helptext),
+                       ("chaosext/verdict.py", verdict_module.__doc__ or ""), ("docs/experiment.md", doc)):
+        wrong = {(v, c) for v, c in _exit_code_claims(body) if verdict_module.EXIT_CODES.get(v) != c}
+        assert not wrong, f"{name} states exit codes the verdict does not use: {sorted(wrong)}"
+    for name, body in (("README.md", text(README)), ("docs/runbook.md", text(ROOT / "docs" / "runbook.md"))):
+        assert "experiment.md#exit-codes" in body and re.search(r"(gate|PASS).{0,40}exit 0 only|exit 0 only", body), \
+            name
+    workflow = text(WORKFLOW)
+    assert "docs/experiment.md#exit-codes" in workflow and "only exit 0 (PASS)" in workflow
+    assert "gate on exit 0 only" in helptext.lower().replace("\n", " ").replace("  ", " ") or \
+        "Gate a release on exit 0 only" in helptext
+
+
+def test_the_exit_code_check_catches_a_contradiction() -> None:
+    assert _exit_code_claims("exit codes: 3 not run, 3 NOT RUN, `NOT EXERCISED` (5), FAIL (exit 1)") == {
+        ("NOT RUN", 3), ("NOT EXERCISED", 5), ("FAIL", 1)}
+    assert ("NOT RUN", 2) in _exit_code_claims("2 NOT RUN")
+
+
 # ---------------------------------------------------------------- benchmark figures come from the committed result
 
 
@@ -318,6 +381,39 @@ def test_bench_readme_renders_every_part_of_a_result() -> None:
                   "load average 0.13"):
         assert shown in block, shown
     assert bench.readme_block("x\n" + block + "\ny") == block
+
+
+SCALE_RESULT = ROOT / "bench-results" / "egress-scale.json"
+
+
+def test_readme_fleet_scale_table_is_the_committed_result() -> None:
+    bench = _bench_readme()
+    assert SCALE_RESULT.exists(), "bench-results/egress-scale.json is not committed"
+    current = bench.readme_block(text(README), bench.SCALE_BEGIN, bench.SCALE_END)
+    assert current is not None, "README.md lost its bench-scale:begin/bench-scale:end markers"
+    expected = bench.render_scale(json.loads(text(SCALE_RESULT)))
+    assert current == expected, "README's fleet-scale table differs from the committed result; run " \
+                                "`scripts/bench-readme --write`. Expected:\n" + expected
+
+
+def test_bench_readme_renders_a_fleet_scale_result() -> None:
+    bench = _bench_readme()
+    row = {"runs": 3, "apply_spread_s": 0.009, "apply_cpu_s": 2.42, "revert_spread_s": 0.142, "revert_cpu_s": 2.18,
+           "cli_block_s": 4.06, "cli_restore_s": 3.6}
+    res = {"date": "2026-12-07T01:31:54+00:00", "runs": 3, "verify_timeout_s": 1.0, "local_verify_timeout_s": 0.2,
+           "machine": {"cpus": 2, "loadavg_start": [3.33, 0, 0], "loadavg_end": [25.1, 0, 0],
+                       "iptables": "iptables v1.8.9 (nf_tables)"},
+           "rows": [{**row, "targets": 100, "mode": "drop", "apply_s": 0.502, "revert_s": 0.244},
+                    {**row, "targets": 1000, "mode": "drop", "apply_s": 3.347, "revert_s": 2.87}],
+           "growth": {"drop": {"apply_ms_per_target": {"100->1000": 3.161},
+                               "revert_ms_per_target": {"100->1000": 2.918}}}}
+    block = bench.render_scale(res)
+    for shown in ("| 1,000 | drop | 3,347 ms | 9 ms | 2,870 ms | 142 ms | 2.42 s / 2.18 s | 4.06 s / 3.60 s |",
+                  "| 100 | drop | 502 ms |", "Growth, drop (ms per extra target, apply + verify / revert + verify): "
+                  "100→1000: 3.16 / 2.92.", "Measured 2026-12-07 on a 2-CPU machine (load average 3.33 at the start",
+                  "median of 3 runs", "drop-mode check 0.2 s"):
+        assert shown in block, shown
+    assert bench.readme_block("x\n" + block + "\ny", bench.SCALE_BEGIN, bench.SCALE_END) == block
 
 
 # ---------------------------------------------------------------- no contradictions left over

@@ -47,3 +47,21 @@ def test_doctor_via_offers_only_real_methods(monkeypatch) -> None:
     assert choices == list(VIA_FORMS) and "" not in choices
     empty = CliRunner().invoke(doctor, ["--via", ""])
     assert empty.exit_code == 2 and "Invalid value for '--via'" in empty.output
+
+
+def test_bench_uses_the_checkouts_venv_by_itself(tmp_path: Path) -> None:
+    """The README: the scripts use .venv by themselves. scripts/bench started by the distribution's python3 with a
+    PATH that has no .venv finds chaosext's packages and k6 in .venv (it ran nothing here: --parts "")."""
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo / ".venv" / "bin" / "k6").exists():
+        import pytest
+
+        pytest.skip("no .venv with k6 (bash scripts/setup)")
+    out = tmp_path / "bench.json"
+    p = subprocess.run([str(repo / "scripts" / "bench"), "--parts", "", "--out", str(out)], capture_output=True,
+                       text=True, timeout=120, check=False, env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(out.read_text())["machine"]["k6"].startswith("k6 v1."), out.read_text()

@@ -88,9 +88,10 @@ def test_report_of_a_lab_run_shows_verdict_plots_and_probes(rendered: dict[str, 
     journal = json.loads(rendered["journal"].read_text())
     assert rendered["stderr"] == "", f"report warned: {rendered['stderr']}"
     # the verdict is the verdict command's
-    from chaosext.verdict import judge
-    expected = "PASS" if not judge(journal) else "FAIL"
-    assert f'class="verdict {expected.lower()}"' in text and f"verdict: {expected}" in rendered["stdout"]
+    from chaosext.verdict import classify
+    expected, _ = classify(journal)
+    assert f'class="verdict {"pass" if expected == "PASS" else "fail"}"' in text
+    assert f"verdict: {expected}" in rendered["stdout"]
     # four plots with real PNG data (not "no data" notes)
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     titles = [t for t, _ in images]

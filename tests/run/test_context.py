@@ -56,7 +56,7 @@ def test_an_activity_reads_the_settings_the_run_kept(tmp_path: Path) -> None:
     later = {**conf, "outage_seconds": "5", "service_urls": "other=http://127.0.0.1:1", "tenants": "z99"}
     for given in (conf, later, {k: conf[k] for k in (context.RUN_ID_KEY, context.RUN_BASE_KEY)}):
         ctx = run_context(given)
-        assert ctx.cfg.outage_seconds == 90 and ctx.cfg.services == {"orders": "http://127.0.0.1:9"}
+        assert ctx.cfg.outage_seconds == 90 and ctx.cfg.service_urls == {"orders": "http://127.0.0.1:9"}
         assert ctx.cfg.tenants == ("a01", "a02") and ctx.run_id == RUN_ID and ctx.in_run
     kept = load_run(tmp_path / "runs" / RUN_ID).config
     assert kept["outage_seconds"] == 90 and kept["run_id"] == RUN_ID  # the record holds them, as JSON

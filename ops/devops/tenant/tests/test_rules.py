@@ -31,6 +31,7 @@ PLAN_ALERTS = {
     "tenant_latency_p95_high": "tenant-latency",
     "tenant_auth_failures_spike": "tenant-auth-failures",
     "unauthenticated_requests_spike": "unauthenticated-requests",
+    "service_rejects_nearly_all_tokens": "service-rejects-tokens",
     "tenant_service_target_down": "tenant-service-down",
     "tenant_service_metrics_absent": "tenant-service-down",
     "tenant_cardinality_high": "tenant-cardinality",
@@ -183,3 +184,31 @@ def _rendered_cardinality_annotations(service: str, value: str) -> dict[str, str
     for key, text in rule["annotations"].items():
         out[key] = text.replace("{{ $labels.service }}", service).replace("{{ $value }}", value).strip()
     return out
+
+
+def test_the_dashboards_p95_panels_plot_no_nan_for_a_tenant_that_stopped_sending(tmp_path: Path) -> None:
+    """The p95 panels' own queries (variables set to "All"), evaluated by promtool over the shipped rules: a tenant
+    silent for 10 minutes has no point at all (histogram_quantile of all-zero bucket rates would be NaN), a tenant
+    still sending keeps its p95."""
+    panels = [p for p in json.loads(DASHBOARD.read_text())["panels"] if "p95" in p.get("title", "")]
+    exprs = [t["expr"].replace("$tenant", ".*").replace("$service", ".*") for p in panels for t in p["targets"]]
+    assert len(exprs) >= 2, "no p95 panels found"
+
+    def buckets(tenant: str, kind: str, values: str) -> list[dict[str, str]]:
+        return [{"series": f'tenant_request_duration_seconds_bucket{{tenant="{tenant}",service="vuln",kind="{kind}",'
+                           f'le="{le}",instance="a"}}', "values": values} for le in ("0.1", "+Inf")]
+
+    series = []
+    for kind in ("read", "write"):
+        series += buckets("t01", kind, "0+60x5 300x15") + buckets("t02", kind, "0+60x20")
+    tests = [{"expr": e, "eval_time": "15m", "exp_samples": [
+        {"labels": f'tenant_service_kind:tenant_request_duration_seconds:p95_5m{{tenant="t02",service="vuln",'
+                   f'kind="{kind}"}}', "value": 0.095}]}
+        for e in exprs for kind in ("read", "write") if f'kind=\\"{kind}\\"' in json.dumps(e)]
+    assert len(tests) == len(exprs)
+    doc = {"rule_files": [str(RECORDING), str(ALERTS)], "evaluation_interval": "1m",
+           "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}]}
+    test_file = tmp_path / "p95.test.yaml"
+    test_file.write_text(yaml.safe_dump(doc))
+    proc = _run("test", "rules", str(test_file))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
