@@ -67,7 +67,8 @@ def _probe(pair: NsPair, tmp_path: Path, **extra: str) -> dict[str, Any]:
         port = int(service.stdout.readline()) if service.stdout else 0
         env = {k: v for k, v in os.environ.items() if not k.startswith("FORGERY_")}
         env = {**env, "TOKENS_FILE": str(_tokens_file(tmp_path)), "TENANTS": "t01,t02",
-               "SERVICE_URLS": f"svc=http://{pair.far_ip}:{port}", "JWKS_URL": f"http://{pair.far_ip}:1/jwks.json",
+               "SERVICE_URLS": f"svc=http://{pair.far_ip}:{port}", "FORGERY_ROUTES": "svc=GET /items",
+               "JWKS_URL": f"http://{pair.far_ip}:1/jwks.json",
                "AUTHORITY_URL": f"http://{pair.far_ip}:1", "CHAOSEXT_LAB_DIR": str(tmp_path / "no-lab"),
                "CHAOSEXT_RUN_DIR": str(tmp_path / "run"), "FORGERY_TIMEOUT": "3", **extra}
         out = subprocess.run(["ip", "netns", "exec", pair.near, sys.executable, "-c", PROBE], capture_output=True,

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from chaosext.core.config import ExperimentConfig
+from chaosext.core.target import Service
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.lab import supervisor
 from chaosext.lab.supervisor import LabConfig, LabError
@@ -75,8 +76,8 @@ def test_the_envoy_fault_fails_the_services_fetches_and_restore_heals_them(envoy
 
 def test_is_lab_target_accepts_only_the_labs_own_envoy_admin(tmp_path):
     state = write_running_lab(tmp_path / "lab", envoy_admin_url="http://127.0.0.1:9901")
-    lab = dict(jwks_url=state["jwks_url"], authority_url=state["authority_url"], services=dict(state["service_urls"]),
-               lab_dir=str(tmp_path / "lab"))
+    lab = dict(jwks_url=state["jwks_url"], authority_url=state["authority_url"],
+               services={n: Service(n, u) for n, u in state["service_urls"].items()}, lab_dir=str(tmp_path / "lab"))
     assert ExperimentConfig(fault_via="envoy", fault_target="http://127.0.0.1:9901", **lab).is_lab_target
     assert ExperimentConfig(fault_via="envoy", fault_target="envoy:http://127.0.0.1:9901", **lab).is_lab_target
     # another Envoy admin on loopback (a kubectl port-forward to production) is not the lab's
