@@ -14,12 +14,13 @@ group). It lifts the fault (the driver's ``revert``), deletes the fault record a
 The deadline is the outage plus a margin that is small next to it: ``chaosext.core.limits.deadline_seconds`` =
 ``OUTAGE_SECONDS + max(15, ceil(5 % of OUTAGE_SECONDS))``; ``check_deadline`` refuses an outage whose deadline
 exceeds the cap (``MAX_OUTAGE_SECONDS``, default 3600) with the largest outage that fits.
-``restore`` stops the watchdog early with SIGTERM (:func:`stop`). Its log: ``<state_dir>/<run_id>.watchdog.log``.
+``restore`` lifts the fault itself, then stands the watchdog down with SIGUSR1 (:func:`stop`: it exits without a
+second revert). Its log: ``<state_dir>/<run_id>.watchdog.log``.
 
 Hardened (issue 27): the fault spec (URLs, driver options) reaches the watchdog on its stdin, never its argv (``ps``
 shows only the run id and the heartbeat path); it runs with a minimal environment (``chaosext.core.procs.minimal_env``
-plus the Kubernetes credentials the revert needs); SIGTERM -- from ``restore``, an operator or a shutdown -- makes it
-lift the fault before it exits; it measures its deadline and the heartbeat's silence on the monotonic clock (the
+plus the Kubernetes credentials the revert needs); SIGTERM -- from an operator or a shutdown -- makes it lift the
+fault before it exits; it measures its deadline and the heartbeat's silence on the monotonic clock (the
 wall clock may jump; the kernel's own ``--datestop`` is wall-clock UTC and stays so: that is how iptables' ``time``
 match works); and :func:`find` / :func:`stop` only ever see watchdogs that run as the user chaosext runs as, with
 exactly the watchdog's command line (a look-alike another user starts neither blocks a stale lock nor gets signalled).
@@ -102,13 +103,16 @@ def find(run_id: str = "") -> list[int]:
     return find_processes(lambda argv: _is_watchdog(argv, run_id), uid=os.geteuid())
 
 
-def stop(run_id: str, wait: float = 5.0) -> list[int]:
-    """SIGTERM every watchdog of ``run_id`` (it lifts the fault, if still there, and exits) and wait up to ``wait``
-    seconds until they are gone (so that a lagging revert never meets a fault made after this call); their pids."""
+def stop(run_id: str, wait: float = 5.0, revert: bool = False) -> list[int]:
+    """Stop every watchdog of ``run_id`` and wait up to ``wait`` seconds until they are gone (so that a lagging revert
+    never meets a fault made after this call); their pids. The caller has lifted the fault itself: the watchdog gets
+    SIGUSR1 and exits without a second revert (at 1,000 targets a second revert would double the work); with
+    ``revert``, SIGTERM: it lifts the fault (if still there) before it exits."""
+    sig = signal.SIGTERM if revert else signal.SIGUSR1
     stopped: list[tuple[int, str | None]] = []
     for pid in find(run_id):
         start = proc_start_time(pid)
-        if signal_verified(pid, start, lambda argv: _is_watchdog(argv, run_id), signal.SIGTERM, group=False,
+        if signal_verified(pid, start, lambda argv: _is_watchdog(argv, run_id), sig, group=False,
                            uid=os.geteuid()):
             stopped.append((pid, start))
     end = time.monotonic() + wait
@@ -167,26 +171,45 @@ class _Terminated(ChaosextError):
     """SIGTERM arrived: lift the fault now (raised by the signal handler, caught by the watch loop)."""
 
 
+class _StoodDown(ChaosextError):
+    """SIGUSR1 arrived: ``restore`` lifted the fault itself; exit without a revert."""
+
+
+def _quiet() -> None:
+    """From here on no signal of ours interrupts what the watchdog does (a revert, or its exit)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 def _on_sigterm(*_: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the revert itself must not be interrupted
+    _quiet()  # once: the revert itself must not be interrupted
     raise _Terminated
+
+
+def _on_sigusr1(*_: Any) -> None:
+    _quiet()
+    raise _StoodDown
 
 
 def _watch(spec: FaultSpec, heartbeat: str = "", grace: float = HEARTBEAT_GRACE, k6_dir: str = "") -> int:
     deadline = time.monotonic() + (spec.expires_at + GRACE_SECONDS - time.time())  # wall clock read once
-    _log(spec.run_id, f"watching {spec.via} {spec.target} until {spec.expires_at:.0f}"
-                      + (f", heartbeat {heartbeat} (grace {grace:g} s)" if heartbeat else ""))
     dead = ""
-    pulse = Pulse(heartbeat, grace) if heartbeat else None
-    try:
+    pulse: Pulse | None = None
+    try:  # a signal may arrive from the first line on
+        _log(spec.run_id, f"watching {spec.via} {spec.target} until {spec.expires_at:.0f}"
+                          + (f", heartbeat {heartbeat} (grace {grace:g} s)" if heartbeat else ""))
+        pulse = Pulse(heartbeat, grace) if heartbeat else None
         while (left := deadline - time.monotonic()) > 0:
             if pulse is not None and (dead := pulse.stale()):
                 break
             time.sleep(min(left, POLL_SECONDS if pulse is not None else 30.0))
         why = f"run dead ({dead})" if dead else "deadline reached"
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # from here on nothing interrupts the revert
+        _quiet()  # from here on nothing interrupts the revert
     except _Terminated:
         why = "SIGTERM"
+    except _StoodDown:
+        _log(spec.run_id, "stood down: restore lifted the fault itself")
+        return 0
     try:
         result = build_driver(spec.via, spec.options).revert(spec)
         _log(spec.run_id, f"{why}, reverted: {json.dumps(result)}")
@@ -218,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec.run_id != args.run_id or (args.target and args.target != spec.target):
         parser.error(f"--run-id {args.run_id} / --target {args.target} are not the spec's")
     signal.signal(signal.SIGTERM, _on_sigterm)  # from here on SIGTERM lifts the fault
+    signal.signal(signal.SIGUSR1, _on_sigusr1)  # and SIGUSR1 (restore lifted it) ends the watch without a revert
     if not args.foreground:
         pid = os.fork()
         if pid:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from chaosext.core.procs import process_alive
 from chaosext.egress.actions import block_jwks_egress, restore
 from tests.egress.egress_util import chaosext_rules, kill_watchdogs, wait_for
 
@@ -56,11 +57,23 @@ def test_sigterm_makes_the_watchdog_lift_the_fault(netns: str, state_dir: Path) 
     pid = int(str(_block(netns)["watchdog_pid"]))
     try:
         assert chaosext_rules(netns)
-        os.kill(pid, signal.SIGTERM)  # an operator, a shutdown, `restore` ...
+        os.kill(pid, signal.SIGTERM)  # an operator, a shutdown ...
         assert wait_for(lambda: not chaosext_rules(netns), timeout=15), "SIGTERM left the fault in place"
         assert not (state_dir / "1a2b3c4d.json").exists(), "its record was not removed with the fault"
     finally:
         restore("iptables", f"netns:{netns}", all_on_target=True, verify=False)
+
+
+@pytest.mark.e2e
+@pytest.mark.netns
+def test_restore_lifts_the_fault_once_and_stands_the_watchdog_down(netns: str, state_dir: Path) -> None:
+    """restore reverts, then stands the watchdog down (SIGUSR1): it exits without a second revert of its own (at 1,000
+    targets that would double every transaction) and is gone when restore returns."""
+    pid = int(str(_block(netns)["watchdog_pid"]))
+    restore("iptables", f"netns:{netns}", run_id="1a2b3c4d", verify=False)
+    assert not chaosext_rules(netns) and not process_alive(pid)
+    log = (state_dir / "1a2b3c4d.watchdog.log").read_text()
+    assert "stood down: restore lifted the fault itself" in log and "reverted" not in log, log
 
 
 def test_a_wall_clock_jump_does_not_make_a_live_heartbeat_look_dead(tmp_path: Path) -> None:
