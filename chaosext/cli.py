@@ -11,11 +11,12 @@ from chaosext import __version__
 from chaosext.doctor import doctor
 from chaosext.egress.cli import restore
 from chaosext.lab.cli import lab
+from chaosext.render.cli import render
 from chaosext.report.cli import report
 from chaosext.verdict import verdict
 
 #: every subcommand; a domain adds its command here
-SUBCOMMANDS: tuple[click.Command, ...] = (lab, restore, verdict, report, doctor)
+SUBCOMMANDS: tuple[click.Command, ...] = (lab, restore, verdict, report, doctor, render)
 
 
 @click.group(

@@ -9,15 +9,18 @@ from urllib.parse import urlparse
 import requests
 
 from chaosext.auth import keyserver
-from chaosext.auth.forgery import parse_skip
-from chaosext.auth.measure import TOKEN_MARGIN_SECONDS, call
+from chaosext.auth.forgery import MINTED, parse_skip
+from chaosext.auth.idptokens import read_tokens_file
+from chaosext.auth.measure import TOKEN_MARGIN_SECONDS, call, prepare_forgery
 from chaosext.core import labid
+from chaosext.core.errors import ConfigError
 from chaosext.core.findings import HTTP_TIMEOUT, Finding
 from chaosext.core.tokens import TokenError, token_endpoint, token_settings, tokens_for
 from chaosext.run.context import RunContext
 
-__all__ = ["check_forgery_skip", "check_key_url", "check_token_transport", "check_jwks", "check_discovery",
-           "check_jwks_uri", "check_tenant_tokens", "check_services"]
+__all__ = ["check_forgery_skip", "check_forgery_tokens_file", "check_claim_classes", "check_key_url",
+           "check_token_transport", "check_jwks", "check_discovery", "check_jwks_uri", "check_tenant_tokens",
+           "check_services"]
 
 
 def check_forgery_skip(ctx: RunContext) -> Finding:
@@ -51,6 +54,44 @@ def check_token_transport(ctx: RunContext) -> Finding:
         return Finding("tokens over http", False, "; ".join(problems),
                        "use https service URLs, or set CHAOSEXT_ALLOW_HTTP=true on purpose")
     return Finding("tokens over http", True, "tokens go only over https, to the lab, or CHAOSEXT_ALLOW_HTTP allows it")
+
+
+def check_forgery_tokens_file(ctx: RunContext) -> Finding | None:
+    """FORGERY_TOKENS_FILE (if given) is a private regular file of ``{tenant: {class: token}}`` for known tenants
+    and claim classes (no network: whether each token is what it claims is :func:`check_claim_classes`)."""
+    path = ctx.cfg.forgery_tokens_file
+    if not path:
+        return None
+    try:
+        doc = read_tokens_file(path, ctx.cfg.tenants)
+    except ConfigError as exc:
+        return Finding("forgery tokens", False, str(exc), "fix FORGERY_TOKENS_FILE (docs/experiment.md, 'The claim "
+                       "classes on a real IdP')")
+    return Finding("forgery tokens", True, f"FORGERY_TOKENS_FILE: {sum(map(len, doc.values()))} token(s) of "
+                   f"{len(doc)} tenant(s)")
+
+
+def check_claim_classes(ctx: RunContext) -> list[Finding]:
+    """Which IdP-signed claim classes (expired, wrong-aud, ...) this IdP lets the run try, prepared now before any
+    change (``chaosext.auth.idptokens``): a token the user named (FORGERY_TOKENS_FILE, TOKEN_OTHER_AUDIENCE) that is
+    not what it claims refuses the run; the classes left untried are listed with what would let them be tried."""
+    try:
+        prepared = prepare_forgery(ctx)
+    except (TokenError, requests.RequestException):
+        return []  # the token checks say why
+    fix = "fix FORGERY_TOKENS_FILE / TOKEN_OTHER_AUDIENCE (docs/experiment.md, 'The claim classes on a real IdP')"
+    out = [Finding("claim classes", False, problem, fix) for problem in prepared.get("idp_problems") or []]
+    reasons: dict[str, str] = prepared.get("idp_reasons") or {}
+    wanted = [c for c in MINTED if c not in ctx.cfg.forgery_skip]
+    untried = [c for c in wanted if c in reasons]
+    if out or (not untried and not prepared.get("idp_sources")):
+        return out  # the lab authority mints every class: nothing to say
+    sources: dict[str, str] = prepared.get("idp_sources") or {}
+    tried = ", ".join(f"{c} ({s})" for c, s in sources.items()) or "none"
+    out.append(Finding("claim classes", True, f"{len(wanted) - len(untried)} of {len(wanted)} IdP-signed claim "
+                       f"classes can be tried on this IdP: {tried}; skipped (the verdict says how to try each): "
+                       f"{', '.join(untried) or 'none'}"))
+    return out
 
 
 def check_jwks(ctx: RunContext) -> Finding:

@@ -17,13 +17,16 @@ import requests
 
 from chaosext.auth import keyserver
 from chaosext.auth.forgery import CLASSES, MINTED, build_catalogues, key_documents, tenant_materials
+from chaosext.auth.idptokens import IdpTokens, collect, read_tokens_file
 from chaosext.auth.judge import Attempt, judge_attempts, probe_round
 from chaosext.core import urls
 from chaosext.core.config import ExperimentConfig
+from chaosext.core.errors import ConfigError
 from chaosext.core.target import Service
 from chaosext.core.tokens import (
     TokenError,
     client_credentials_token,
+    grant,
     token_endpoint,
     token_settings,
     tokens_for,
@@ -90,7 +93,8 @@ Mint = Callable[[str, dict[str, Any], tuple[str, ...]], str | None]
 def _mint_via_authority(ctx: RunContext, tenant: str) -> Mint | None:
     """``mint(class, overrides, omit)`` through the lab authority's ``POST /token`` (``test_claims``/``omit``).
 
-    None for real IdPs (TOKENS_FILE given): they do not sign tokens with bad claims, so those classes are skipped."""
+    None for real IdPs (TOKENS_FILE given): they do not sign tokens with bad claims on request; what they do give is
+    collected by ``chaosext.auth.idptokens`` (:func:`prepare_forgery`)."""
     cfg = ctx.cfg
     settings = token_settings(cfg)
     if cfg.token.tokens_file or settings.source != "lab client":
@@ -118,14 +122,37 @@ def prepare_forgery(ctx: RunContext) -> dict[str, Any]:
         return kept
     cfg = ctx.cfg
     tokens = ensure_tokens(ctx, cfg.tenants)
-    materials = tenant_materials(_fetch_jwks(cfg), tokens, mint_for=lambda t: _mint_via_authority(ctx, t))
+    jwks = _fetch_jwks(cfg)
+    materials = tenant_materials(jwks, tokens, mint_for=lambda t: _mint_via_authority(ctx, t))
     minted: dict[str, dict[str, str | None]] = {}
     for m in materials:
         for name in MINTED:
             if name not in cfg.forgery_skip:
                 minted.setdefault(m.tenant, {}).update({f.name: f.token for f in CLASSES[name](m)})
-    kept.update(jwks=materials[0].jwks if materials else {}, minted=minted)
+    # what the lab authority could not mint, a real IdP may still give (chaosext.auth.idptokens)
+    wanted = [c for c in MINTED if c not in cfg.forgery_skip and not all(minted.get(t, {}).get(c) for t in tokens)]
+    idp = _idp_tokens(ctx, tokens, jwks, wanted) if wanted else IdpTokens()
+    for tenant, classes in idp.tokens.items():
+        minted.setdefault(tenant, {}).update(classes)
+    kept.update(jwks=jwks, minted=minted, idp_reasons=idp.reasons, idp_problems=idp.problems,
+                idp_sources=idp.sources)
     return kept
+
+
+def _idp_tokens(ctx: RunContext, tokens: dict[str, str], jwks: dict[str, Any], wanted: list[str]) -> IdpTokens:
+    """The claim-class tokens this IdP gives (:func:`chaosext.auth.idptokens.collect`) for ``wanted``."""
+    cfg = ctx.cfg
+    settings = token_settings(cfg, ctx.secrets)
+    try:
+        files = read_tokens_file(cfg.forgery_tokens_file, cfg.tenants) if cfg.forgery_tokens_file else {}
+    except ConfigError as exc:
+        return IdpTokens(problems=[str(exc)], reasons={c: str(exc) for c in wanted})
+    fetch = None
+    if all(all(settings.client_for(t)) for t in tokens):
+        def fetch(tenant: str, audience: str) -> str:
+            endpoint = token_endpoint(settings, 5)  # same origin as the authority, https outside the lab
+            return str(grant(settings, endpoint, tenant, audience, timeout=10)["access_token"])
+    return collect(tokens, jwks, fetch, settings.audience, settings.other_audience, files, wanted)
 
 
 class ForgeryPlan:
@@ -155,6 +182,11 @@ class ForgeryPlan:
         if not self.key_url:
             for name in {"jku", "x5u"} & set(self.skipped) - set(cfg.forgery_skip):
                 self.skipped[name] = self.keys.reason  # never tried, never counted as refused
+        for name, why in (prepared.get("idp_reasons") or {}).items():
+            if name in self.skipped and name not in cfg.forgery_skip:  # what would let it be tried on this IdP
+                self.skipped[name] = why
+        #: where the IdP-signed claim-class tokens came from, by class (not the lab's minting)
+        self.sources: dict[str, str] = dict(prepared.get("idp_sources") or {})
         self.documents = key_documents(self.material)
         self.keys.serve(self.documents)
         self.key_fetches: list[str] = []
@@ -174,6 +206,8 @@ class ForgeryPlan:
         """judge_attempts with this run's settings; a fetch of the probe's key URL is itself a finding."""
         j = judge_attempts(attempts, cfg.refused_statuses, self.skipped, block_time)
         j["tenants"] = self.tenants
+        if self.sources:
+            j["idp_sources"] = self.sources
         if self.key_fetches:
             j["key_url_fetched"] = sorted(set(self.key_fetches))
             j["ok"] = False

@@ -191,6 +191,9 @@ class ExperimentConfig:
     refused_statuses: tuple[int, ...] = setting_field((401, 403), parse=_statuses)
     #: forgery classes switched off by name (shown as skipped in the verdict)
     forgery_skip: tuple[str, ...] = setting_field((), parse=_list)
+    #: JSON {tenant: {class: token}} of IdP-signed tokens with one bad claim each, for the classes a real IdP will
+    #: not sign on request (``chaosext.auth.idptokens``; mode 0600)
+    forgery_tokens_file: str = setting_field("", parse=_str)
     #: forged requests in flight at once, and each one's timeout in seconds
     forgery_concurrency: int = setting_field(32, parse=_int)
     forgery_timeout: float = setting_field(5.0, parse=_float)

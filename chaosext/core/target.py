@@ -93,6 +93,7 @@ class MetricContract:
     cache_empty: str = 'jwks_cache_state{state="empty"}'
     cache_lookups: str = "jwks_cache_lookups_total"
     #: the services' request-duration histogram (base name, without ``_bucket``): the report's latency plot, the rules
+    #: ('' when METRIC_LATENCY_HISTOGRAM=off: the target has none)
     latency_histogram: str = "tenant_request_duration_seconds"
     #: '' when METRIC_UNVERIFIED_ACCEPTS=off
     unverified_accepts: str = DEFAULT_UNVERIFIED_ACCEPTS
@@ -135,12 +136,14 @@ class MetricContract:
             values["tenant_label"] = ""
         if values.get("unverified_accepts") == "off":
             values["unverified_accepts"] = ""
+        if values.get("latency_histogram") in ("off", "none"):
+            values["latency_histogram"] = ""
         c = cls(**values)
         problems = []
         if not _METRIC_RE.match(c.requests):
             problems.append(f"METRIC_REQUESTS={c.requests!r} is not a metric name "
                             f"(e.g. http_server_requests_seconds_count)")
-        if not _METRIC_RE.match(c.latency_histogram):
+        if c.latency_histogram and not _METRIC_RE.match(c.latency_histogram):
             problems.append(f"METRIC_LATENCY_HISTOGRAM={c.latency_histogram!r} is not a metric name (the histogram's "
                             f"base name, e.g. http_request_duration_seconds)")
         for name in ("status_label", "service_label") + (("tenant_label",) if c.tenant_label else ()):
@@ -183,6 +186,9 @@ class TokenConfig:
     scope: str = ""
     audience: str = ""
     audience_param: str = "audience"
+    #: another API this IdP issues the test client tokens for (sent as ``audience_param``): the ``wrong-aud``
+    #: forgery is a real token for it ('' = not tried)
+    other_audience: str = ""
     #: JSON file {tenant: token} for IdPs a client cannot ask
     tokens_file: str = field(default="")
 
@@ -331,7 +337,8 @@ _SCHEMA: dict[str, Any] = {
     "identity_provider": {"authority_url": "authority_url", "jwks_url": "jwks_url", "audience": "audience",
                           "token": {"endpoint": "token_endpoint", "auth_method": "token_auth_method",
                                     "tenant_param": "token_tenant_param", "audience_param": "token_audience_param",
-                                    "scope": "token_scope", "tokens_file": "tokens_file"},
+                                    "other_audience": "token_other_audience", "scope": "token_scope",
+                                    "tokens_file": "tokens_file"},
                           "jwks_cache": {"ttl_seconds": "jwks_ttl", "max_stale_seconds": "jwks_max_stale"}},
     "tenants": "tenants",
     "tenant_header": "tenant_header",
@@ -340,7 +347,7 @@ _SCHEMA: dict[str, Any] = {
     "alertmanager": {"url": "alertmanager_url"},
     "expiry_alerts": "expiry_alerts",
     "audit": {"source": "audit_source", "fields": None, "actions": None, "logql": "audit_logql", "sql": "audit_sql"},
-    "forgery": {"refused_statuses": "refused_statuses", "skip": "forgery_skip"},
+    "forgery": {"refused_statuses": "refused_statuses", "skip": "forgery_skip", "tokens_file": "forgery_tokens_file"},
 }
 _SERVICE_KEYS = ("url", "routes", "probe", "forgery_routes", "cache", "ready")
 _ROUTE_KEYS = ("method", "path", "body", "weight", "kind")

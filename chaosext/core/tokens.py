@@ -51,6 +51,7 @@ __all__ = [
     "discover_token_endpoint",
     "token_endpoint",
     "client_credentials_token",
+    "grant",
     "tokens_for",
     "k6_token_env",
 ]
@@ -78,6 +79,7 @@ class TokenSettings:
     scope: str = ""
     audience: str = ""
     audience_param: str = "audience"
+    other_audience: str = ""
     tokens_file: str = ""
     source: str = ""
     #: AUTHORITY_URL is the running lab's (chaosext.core.labid): its own endpoints may be plain http
@@ -125,6 +127,7 @@ def token_settings(cfg: ExperimentConfig, secrets: Secrets = None) -> TokenSetti
         scope=t.scope,
         audience=t.audience,
         audience_param=t.audience_param,
+        other_audience=t.other_audience,
         tokens_file=t.tokens_file,
         source=source,
         lab=lab,
@@ -220,6 +223,21 @@ def _from_file(path: str, wanted: list[str]) -> dict[str, str]:
     return {t: str(doc[t]) for t in wanted if isinstance(doc, dict) and doc.get(t)}
 
 
+def grant(settings: TokenSettings, endpoint: str, tenant: str, audience: str, timeout: float = 10.0
+          ) -> dict[str, Any]:
+    """One client-credentials grant for ``tenant`` as the run asks for its tokens, but for ``audience`` ('' = ask
+    for none: the IdP's default): the token response. TokenError as :func:`client_credentials_token`."""
+    params: dict[str, str] = {}
+    if settings.tenant_param:
+        params[settings.tenant_param] = tenant
+    if settings.scope:
+        params["scope"] = settings.scope
+    if audience and settings.audience_param:
+        params[settings.audience_param] = audience
+    cid, secret = settings.client_for(tenant)
+    return client_credentials_token(endpoint, cid, secret, settings.auth_method, params, timeout)
+
+
 def tokens_for(settings: TokenSettings, tenants: list[str] | tuple[str, ...], cache: TokenCache,
                min_valid_seconds: float = 0.0, timeout: float = 10.0) -> dict[str, str]:
     """``{tenant: access token}`` for every tenant: ``cache`` (the run's memory), then TOKENS_FILE, then the
@@ -247,15 +265,7 @@ def tokens_for(settings: TokenSettings, tenants: list[str] | tuple[str, ...], ca
                          f"or TOKENS_FILE, or start the lab (chaosext lab up)")
     endpoint = token_endpoint(settings, timeout)
     for tenant in missing:
-        params: dict[str, str] = {}
-        if settings.tenant_param:
-            params[settings.tenant_param] = tenant
-        if settings.scope:
-            params["scope"] = settings.scope
-        if settings.audience and settings.audience_param:
-            params[settings.audience_param] = settings.audience
-        cid, secret = settings.client_for(tenant)
-        body = client_credentials_token(endpoint, cid, secret, settings.auth_method, params, timeout)
+        body = grant(settings, endpoint, tenant, settings.audience, timeout)
         lifetime = float(body.get("expires_in") or 3600)
         if lifetime < min_valid_seconds:
             raise TokenError(f"the IdP issues tokens valid for {lifetime:.0f} s but this run needs "

@@ -48,6 +48,7 @@ def write_monitoring(cfg: LabConfig, comps: list[Component]) -> list[Path]:
     try:
         sources = promconfig.find_rule_files(rules_dir)
         rules = promconfig.write_rule_copies(sources, state / "prometheus" / "rules", cfg.alert_for)
+        rules.append(promconfig.write_services_rules(state / "prometheus" / "rules", cfg.services))
     except promconfig.PromConfigError as exc:
         raise LabError(str(exc)) from exc
     targets = {c.name: c.extra["metrics"].split("//", 1)[1].split("/", 1)[0] for c in comps if "metrics" in c.extra}

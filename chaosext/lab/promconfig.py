@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from chaosext.core import safefs
+from chaosext.core.rulefiles import SERVICES_RULES_FILE, expected_services_rules
 
 __all__ = [
     "PromConfigError",
@@ -26,6 +27,7 @@ __all__ = [
     "cap_rule_durations",
     "set_runbook_base",
     "write_rule_copies",
+    "write_services_rules",
     "prometheus_config",
     "alertmanager_config",
     "write_yaml",
@@ -123,6 +125,13 @@ def write_rule_copies(sources: list[Path], dest_dir: Path, cap_seconds: int,
         safefs.write_file(dest, header + yaml.safe_dump(doc, sort_keys=False, width=4096))
         written.append(dest)
     return written
+
+
+def write_services_rules(dest_dir: Path, services: tuple[str, ...] | list[str]) -> Path:
+    """Write ``services.yaml`` (the services the lab runs, for ``tenant_service_metrics_absent``) into dest_dir."""
+    dest = dest_dir / SERVICES_RULES_FILE
+    safefs.write_file(dest, expected_services_rules(services, source="`chaosext lab up` (the services it runs)"))
+    return dest
 
 
 #: Scrape backstop for tenant cardinality: a target exposing more samples than this fails its scrape (``up`` = 0,

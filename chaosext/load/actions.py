@@ -28,6 +28,7 @@ from chaosext.core.settings import Configuration, Secrets
 from chaosext.core.tokens import k6_token_env
 from chaosext.load import k6 as k6mod
 from chaosext.load import operator
+from chaosext.load.plan import PLAN_FILE, plan_json, write_plan
 from chaosext.run.context import RunContext, run_context
 
 #: the Chaos Toolkit actions; ``start`` / ``stop`` are the same for a run context (the safety control)
@@ -54,14 +55,13 @@ def _script_env(env: object) -> dict[str, Any]:
 
 
 def _script_vars(rate: int, duration: str, summary_file: str, vus: int, max_vus: int, env: dict[str, Any],
-                 cfg: ExperimentConfig) -> dict[str, str]:
-    """The ``-e`` variables of k6-tenant-load.js, from the run's settings plus ``env``."""
+                 cfg: ExperimentConfig, plan: str) -> dict[str, str]:
+    """The ``-e`` variables of k6-tenant-load.js, from the run's settings plus ``env``; ``plan``: where the script
+    finds the load plan (``TARGET_JSON``: the services, routes, tenants and tenant header, ``chaosext.load.plan``)."""
     out = {
         "K6_RATE": str(rate or cfg.k6_rate),
         "LOAD_DURATION": duration or f"{cfg.outage_seconds + 60}s",
-        "SERVICE_URLS": ",".join(f"{k}={v}" for k, v in cfg.service_urls.items()),
-        "TENANTS": ",".join(cfg.tenants),
-        "TENANT_HEADER": cfg.tenant_header,
+        "TARGET_JSON": plan,
         "AUTHORITY_URL": cfg.authority_url,
         "SUMMARY_FILE": summary_file,
         **k6_token_env(cfg)[0],  # non-secret token settings; the client secret goes by environment
@@ -91,11 +91,13 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
     ``script`` defaults to the shipped ops/devops/tenant/k6-tenant-load.js; ``rate`` (requests/s, 90/10 read/write)
     to the configuration's K6_RATE; ``duration`` (a k6 duration, e.g. 6m) to OUTAGE_SECONDS + 60 s; ``summary_file``
     to ``summary.json`` in the run's directory (``run_dir``, else $CHAOSEXT_K6_DIR, else <experiment run dir>/k6).
-    Services, tenants, tenant header, Authority and tokens come from the experiment configuration; ``env`` adds or
-    overrides script variables. k6's REST API listens on 127.0.0.1:<free port> (k6 cannot authenticate it: any local
-    user can read its metrics or pause/stop the load; docs/footprint.md). k6 gets a minimal environment
-    (``chaosext.core.procs.minimal_env``, k6's own ``K6_*`` options, the client credentials), never root's whole one.
-    The run directory and its files are created root-safe (0700 / 0600, ``chaosext.core.safefs``).
+    The services, their routes, the tenants and the tenant header come from the target description (the run's
+    settings): ``k6-load-plan.json`` (0600) in the k6 run's directory, passed as ``TARGET_JSON``; the Authority and
+    the token settings from the configuration; ``env`` adds or overrides script variables. k6's REST API listens on
+    127.0.0.1:<free port> (k6 cannot authenticate it: any local user can read its metrics or pause/stop the load;
+    docs/footprint.md). k6 gets a minimal environment (``chaosext.core.procs.minimal_env``, k6's own ``K6_*``
+    options, the client credentials), never root's whole one. The run directory and its files are created root-safe
+    (0700 / 0600, ``chaosext.core.safefs``).
     ``owner_run_id`` (default: the experiment run's id) is the experiment run this k6 belongs to;
     ``heartbeat_file`` (default: the experiment run's heartbeat) that run's heartbeat:
     ``chaosext restore --all`` stops a k6 whose owner process is gone or whose heartbeat is stale. k6 runs under
@@ -118,8 +120,9 @@ def start(ctx: RunContext, script: str = "", rate: int = 0, duration: str = "", 
     script = script or k6mod.default_script()
     if not os.path.isfile(script):
         raise ConfigError(f"k6 script {script} does not exist; pass script=<path to k6-tenant-load.js>")
-    variables = _script_vars(rate, duration, "", vus, max_vus, script_env, ctx.cfg)
+    _script_vars(rate, duration, "", vus, max_vus, script_env, ctx.cfg, "")  # K6_RATE etc.: refused before any change
     binary = k6mod.find_k6()
+    plan_json(ctx.cfg)  # a target with nothing to drive is refused before anything is written
     secret_env = k6_token_env(ctx.cfg, secrets)[1]
 
     owner_run_id = str(owner_run_id or ctx.run_id)
@@ -127,29 +130,26 @@ def start(ctx: RunContext, script: str = "", rate: int = 0, duration: str = "", 
         check_run_id(owner_run_id, "owner_run_id")
     heartbeat_file = str(heartbeat_file or ctx.heartbeat_file)
     run_id = _secrets.token_hex(4)
-    with safefs.open_dir(k6mod.runs_dir(run_dir, ctx), create=True) as base:  # root-safe, 0700
-        os.mkdir(run_id, 0o700, dir_fd=base.fd)
+    base_dir = k6mod.runs_dir(run_dir, ctx)
+    with safefs.open_dir(base_dir, create=True) as base:  # root-safe, 0700
+        os.mkdir(run_id, 0o700, dir_fd=base.fd)  # a fresh id: never an existing directory
         base.subdir(run_id).close()
         path = Path(base.shown(run_id))
-    summary = Path(os.path.abspath(summary_file)) if summary_file else path / "summary.json"
-    with safefs.open_dir(summary.parent, create=True) as d:  # k6 writes it as root: a safe directory
-        d.unlink(summary.name)
-    variables["SUMMARY_FILE"] = str(summary)
-    eargs = [a for k, v in variables.items() for a in ("-e", f"{k}={v}")]
-
-    k6_options = [k for k in os.environ if k.startswith("K6_") and k not in k6mod.CONFLICTING_ENV]
-    child_env = minimal_env({"K6_NO_USAGE_REPORT": "true"}, keep=k6_options)
-    child_env.update(secret_env)  # client credentials: k6's environment (its __ENV), never argv
-    # Check script and options first (k6 inspect runs the init code): a bad setting fails here, before any fault.
     try:
-        check = subprocess.run([binary, "inspect", *eargs, script], capture_output=True, text=True, timeout=60,
-                               env=child_env, check=False)
-    except subprocess.TimeoutExpired:
-        raise k6mod.K6RunError(f"`k6 inspect {script}` did not finish in 60 s; check that {binary} runs (`{binary} "
-                               f"version`) and that the script's init code does not block") from None
-    if check.returncode != 0:
-        raise k6mod.K6RunError(f"k6 rejects the script or its settings: "
-                               f"{(check.stderr or check.stdout).strip()[-600:]}; fix the script or its settings")
+        variables = _script_vars(rate, duration, "", vus, max_vus, script_env, ctx.cfg,
+                                 str(write_plan(ctx.cfg, path)))
+        summary = Path(os.path.abspath(summary_file)) if summary_file else path / "summary.json"
+        with safefs.open_dir(summary.parent, create=True) as d:  # k6 writes it as root: a safe directory
+            d.unlink(summary.name)
+        variables["SUMMARY_FILE"] = str(summary)
+        eargs = [a for k, v in variables.items() for a in ("-e", f"{k}={v}")]
+        _inspect(binary, eargs, script, secret_env)
+    except BaseException:
+        with safefs.open_dir(base_dir) as base:  # a refused start leaves no run behind
+            base.rmtree(run_id)
+        raise
+
+    child_env = _child_env(secret_env)
 
     address = f"127.0.0.1:{free_port()}"
     cmd = [binary, "run", "--quiet", "--no-color", "--address", address, *eargs, script]
@@ -175,11 +175,35 @@ def start(ctx: RunContext, script: str = "", rate: int = 0, duration: str = "", 
             "address": address, "summary_file": str(summary), "log_file": str(log_file),
             "exit_file": str(exit_file), "run_dir": str(path), "script": str(Path(script).resolve()),
             "rate": int(variables["K6_RATE"]), "duration": variables["LOAD_DURATION"], "started_at": time.time(),
-            "k6": binary, "cmd": cmd,
+            "k6": binary, "cmd": cmd, "plan_file": variables["TARGET_JSON"],
         }
         rundir.write("run.json", json.dumps(record, indent=2))
     return {k: record[k] for k in ("run_id", "owner_run_id", "pid", "address", "summary_file", "log_file",
                                     "run_dir", "rate", "duration")}
+
+
+def _child_env(secret_env: dict[str, str]) -> dict[str, str]:
+    """k6's environment: a minimal one (``chaosext.core.procs.minimal_env``: an allow-list, none of this process's
+    secrets), k6's own ``K6_*`` options but those that would replace the scenarios, plus the client credentials
+    (k6's ``__ENV``, never argv)."""
+    k6_options = [k for k in os.environ if k.startswith("K6_") and k not in k6mod.CONFLICTING_ENV]
+    child_env = minimal_env({"K6_NO_USAGE_REPORT": "true"}, keep=k6_options)
+    child_env.update(secret_env)
+    return child_env
+
+
+def _inspect(binary: str, eargs: list[str], script: str, secret_env: dict[str, str]) -> None:
+    """Check script and options first (``k6 inspect`` runs the init code, which reads the plan): a bad setting fails
+    here, before any fault."""
+    try:
+        check = subprocess.run([binary, "inspect", *eargs, script], capture_output=True, text=True, timeout=60,
+                               env=_child_env(secret_env), check=False)
+    except subprocess.TimeoutExpired:
+        raise k6mod.K6RunError(f"`k6 inspect {script}` did not finish in 60 s; check that {binary} runs (`{binary} "
+                               f"version`) and that the script's init code does not block") from None
+    if check.returncode != 0:
+        raise k6mod.K6RunError(f"k6 rejects the script or its settings: "
+                               f"{(check.stderr or check.stdout).strip()[-600:]}; fix the script or its settings")
 
 
 def _stop_one(rec: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -245,20 +269,23 @@ def start_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "defau
                      secrets: Secrets = None) -> ActivityResult:
     """Submit a k6-operator ``TestRun`` (k6.io/v1alpha1) running the tenant load script on ``parallelism`` pods.
 
-    The script goes into ConfigMap ``configmap`` (created or replaced when ``create_configmap``); K6_RATE is the total
-    over all pods. The client credentials the script gets its tokens with go into a Secret the runner pods read (never
-    the TestRun). Kubernetes credentials as for chaostoolkit-kubernetes (kubeconfig, in-pod, or KUBERNETES_HOST ...),
-    or KUBE_API_URL.
+    The script and the load plan (``k6-load-plan.json``: the target's services, routes, tenants and tenant header)
+    go into ConfigMap ``configmap`` (created or replaced when ``create_configmap``; otherwise the plan is merged into
+    the existing one, next to your script); K6_RATE is the total over all pods. The client credentials the script
+    gets its tokens with go into a Secret the runner pods read (never the TestRun). Kubernetes credentials as for
+    chaostoolkit-kubernetes (kubeconfig, in-pod, or KUBERNETES_HOST ...), or KUBE_API_URL.
     """
     cfg = run_context(configuration, secrets).cfg
-    variables = _script_vars(rate, duration, "/tmp/k6-summary.json", 0, 0, _script_env(env), cfg)
+    # the plan sits next to the script in the ConfigMap (the runner pods mount it at /test): a path relative to the
+    # script, which k6's open() resolves against the script's directory
+    variables = _script_vars(rate, duration, "/tmp/k6-summary.json", 0, 0, _script_env(env), cfg, PLAN_FILE)
     _check_duration(duration)
     secret_env = k6_token_env(cfg, secrets)[1]
     return operator.submit_testrun(name=name, namespace=namespace, parallelism=parallelism, configmap=configmap,
                                    script_file=script_file, env=variables,
                                    script_text=Path(script or k6mod.default_script()).read_text()
                                    if create_configmap else "", secrets=secrets, options=_kube_options(cfg),
-                                   secret_env=secret_env)
+                                   secret_env=secret_env, files={PLAN_FILE: plan_json(cfg)})
 
 
 def stop_k6_testrun(name: str = "chaosext-tenant-load", namespace: str = "default",

@@ -1,8 +1,10 @@
 """k6-operator: run the tenant load script on N pods through a ``TestRun`` (k6.io/v1alpha1) instead of a local k6.
 
-The script is served from a ConfigMap (``spec.script.configMap``); ``spec.parallelism`` splits the arrival rate
-between the runner pods (k6 execution segments), so K6_RATE stays the total. The OAuth2 client credentials the script
-needs for its tokens (``TOKEN_CLIENT_ID`` / ``TOKEN_CLIENT_SECRET`` / ``TOKEN_CLIENTS``) go into a Secret
+The script is served from a ConfigMap (``spec.script.configMap``), with the load plan (``k6-load-plan.json``,
+``chaosext.load.plan``) beside it: the operator mounts the whole ConfigMap at ``/test`` in the runner pods, where the
+script opens the plan by its name (``TARGET_JSON``, relative to the script); ``spec.parallelism`` splits the arrival
+rate between the runner pods (k6 execution segments), so K6_RATE stays the total. The OAuth2 client credentials the
+script needs for its tokens (``TOKEN_CLIENT_ID`` / ``TOKEN_CLIENT_SECRET`` / ``TOKEN_CLIENTS``) go into a Secret
 ``<name>-token-client`` created with the TestRun and read by the runner pods through ``env[].valueFrom.secretKeyRef``:
 never in the TestRun, the ConfigMap or an argument. The Secret is owned by the TestRun (``ownerReferences``, so the
 cluster deletes it with it) and :func:`delete_testrun` deletes it too. Every object carries the labels
@@ -71,13 +73,16 @@ def build_testrun(name: str, namespace: str, parallelism: int, configmap: str, s
     }
 
 
-def build_configmap(name: str, namespace: str, script_file: str, script_text: str, run_id: str) -> dict[str, Any]:
-    """The ConfigMap holding the script (plain dict)."""
-    if len(script_text.encode()) > 1_000_000:
-        raise ConfigError("the script is larger than a ConfigMap can hold (1 MiB); use a volumeClaim instead")
+def build_configmap(name: str, namespace: str, script_file: str, script_text: str, run_id: str,
+                    files: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ConfigMap holding the script and ``files`` beside it (the load plan), as a plain dict."""
+    data = {**(files or {}), script_file: script_text}
+    if sum(len(k.encode()) + len(v.encode()) for k, v in data.items()) > 1_000_000:
+        raise ConfigError("the script and the load plan are larger than a ConfigMap can hold (1 MiB); use a "
+                          "volumeClaim instead")
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": namespace, "labels": _labels(run_id)},
-            "data": {script_file: script_text}}
+            "data": data}
 
 
 def build_secret(testrun: str, namespace: str, values: Mapping[str, str], run_id: str) -> dict[str, Any]:
@@ -98,9 +103,12 @@ def _failed(what: str, exc: Any, hint: str = "") -> OperatorError:
 
 def submit_testrun(name: str, namespace: str, parallelism: int, configmap: str, script_file: str,
                    env: Mapping[str, str], script_text: str = "", secrets: Secrets = None,
-                   options: KubeOptions = None, secret_env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Create (or replace) the script ConfigMap when ``script_text`` is given and the credentials Secret when
-    ``secret_env`` holds any (``k6_token_env``'s secret part), then create the TestRun and make it the Secret's owner.
+                   options: KubeOptions = None, secret_env: Mapping[str, str] | None = None,
+                   files: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Create (or replace) the script ConfigMap when ``script_text`` is given, with ``files`` (the load plan) beside
+    the script; without ``script_text`` merge ``files`` into the existing ConfigMap (your script stays). Then the
+    credentials Secret when ``secret_env`` holds any (``k6_token_env``'s secret part), then the TestRun, which becomes
+    the Secret's owner.
 
     An existing TestRun of the same name is an error (the operator does not restart a finished one): delete it first.
     ``secrets`` / ``options``: the Kubernetes client's credentials and settings (``kube_api_url``, ``kube_context``).
@@ -117,7 +125,7 @@ def submit_testrun(name: str, namespace: str, parallelism: int, configmap: str, 
     custom: Any = client.CustomObjectsApi(api)
     configmap_action = "kept"
     if script_text:
-        body = build_configmap(configmap, namespace, script_file, script_text, run_id)
+        body = build_configmap(configmap, namespace, script_file, script_text, run_id, files)
         try:
             core.create_namespaced_config_map(namespace, body, _request_timeout=API_TIMEOUT)
             configmap_action = "created"
@@ -126,6 +134,14 @@ def submit_testrun(name: str, namespace: str, parallelism: int, configmap: str, 
                 raise _failed(f"creating ConfigMap {namespace}/{configmap}", exc) from None
             core.replace_namespaced_config_map(configmap, namespace, body, _request_timeout=API_TIMEOUT)
             configmap_action = "replaced"
+    elif files:
+        try:  # the user's own script stays; the run's plan goes in beside it
+            core.patch_namespaced_config_map(configmap, namespace, {"data": dict(files)},
+                                             _request_timeout=API_TIMEOUT)
+            configmap_action = f"kept, {', '.join(files)} added"
+        except ApiException as exc:
+            raise _failed(f"adding {', '.join(files)} to ConfigMap {namespace}/{configmap}", exc,
+                          "create the ConfigMap with the script first, or pass create_configmap=true") from None
     secret_action = "none (no client credentials)"
     if creds:
         secret = build_secret(name, namespace, creds, run_id)

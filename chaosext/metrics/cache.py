@@ -8,7 +8,9 @@ could not judge it.
 """
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,7 @@ from chaosext.metrics import prom
 from chaosext.metrics.prom import Prom, prom_of
 from chaosext.run.context import RunContext
 
-__all__ = ["CacheReading", "PRIORITY", "read_caches", "services_in_state", "signal_of"]
+__all__ = ["CacheReading", "PRIORITY", "read_caches", "services_in_state", "signal_of", "own_queries", "state_expr"]
 
 #: when several states' expressions hold at once, the worse one wins
 PRIORITY = ("expired", "empty", "stale", "fresh")
@@ -42,6 +44,24 @@ class CacheReading:
 def signal_of(svc: Service) -> str:
     """The kind of signal a service is read through: ``http``, ``prometheus`` or ``metrics`` (the contract's)."""
     return svc.cache.kind if svc.cache.kind in ("http", "prometheus") else "metrics"
+
+
+def own_queries(services: Mapping[str, Service], state: str) -> dict[str, str]:
+    """service -> its own PromQL for ``state`` (the services whose description gives a ``cache.prometheus`` one)."""
+    return {name: svc.cache.queries[state] for name, svc in services.items()
+            if signal_of(svc) == "prometheus" and svc.cache.queries.get(state)}
+
+
+def state_expr(state: str, contract_expr: str, own: Mapping[str, str], label: str) -> str:
+    """One PromQL for ``state`` over every service: 1 while a service is in it (0 or no sample otherwise), labelled
+    ``<label>=<service>`` and ``state=<state>``. ``contract_expr`` is the metric contract's expression for the state
+    (its series carrying ``label``); ``own`` the services' own expressions, each labelled with its service's name.
+    Values are capped at 1, so a count or a level that is >= 1 while in the state reads as 1; the ``state`` label
+    keeps the states apart in an ``or`` (the report's plot, the rendered dashboard)."""
+    parts = [f"label_replace(max(({query})), {json.dumps(label)}, {json.dumps(name)}, \"\", \"\")"
+             for name, query in own.items()]
+    combined = " or ".join([*parts, f"({contract_expr})"]) if parts else contract_expr
+    return f"label_replace(clamp_max(({combined}), 1), \"state\", {json.dumps(state)}, \"\", \"\")"
 
 
 def _field(doc: Any, path: str) -> Any:

@@ -7,6 +7,7 @@ import time
 import requests
 
 from chaosext.core.backends import BackendError
+from chaosext.core.config import DEFAULT_ALERTS
 from chaosext.core.findings import HTTP_TIMEOUT, Finding
 from chaosext.core.poll import retry_until
 from chaosext.metrics import prom
@@ -66,9 +67,15 @@ def check_metrics(ctx: RunContext) -> list[Finding]:
                    ("metric: cache stale", c.cache_stale, "METRIC_CACHE_STALE"),
                    ("metric: cache expired", c.cache_expired, "METRIC_CACHE_EXPIRED"),
                    ("metric: cache empty", c.cache_empty, "METRIC_CACHE_EMPTY")]
-    wanted += [("metric: cache lookups", c.cache_lookups, "METRIC_CACHE_LOOKUPS"),
-               ("metric: unverified accepts", c.unverified_accepts, "METRIC_UNVERIFIED_ACCEPTS")]
     out = []
+    # the key-lookup counter feeds only the shipped (or rendered) jwks_cache_miss_spike alert: a target that names
+    # its own expiry alerts need not export it
+    if set(ctx.cfg.expiry_alerts) & set(DEFAULT_ALERTS):
+        wanted.append(("metric: cache lookups", c.cache_lookups, "METRIC_CACHE_LOOKUPS"))
+    else:
+        out.append(Finding("metric: cache lookups", True, "not needed: EXPIRY_ALERTS names the target's own alerts "
+                           "(only the shipped jwks_cache_miss_spike reads METRIC_CACHE_LOOKUPS)", required=False))
+    wanted.append(("metric: unverified accepts", c.unverified_accepts, "METRIC_UNVERIFIED_ACCEPTS"))
     for name, selector, named in wanted:
         if not selector:  # METRIC_UNVERIFIED_ACCEPTS=off
             out.append(Finding(name, True, f"{named}=off: not checked", required=False))

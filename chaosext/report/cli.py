@@ -54,8 +54,11 @@ def _audit_path(audit: str, cfg: ExperimentConfig) -> str:
 
 
 def build_report(journal_path: str, prometheus: Prom | None = None, ranges_path: str = "", audit_path: str = "",
-                 error_rate_max: float | None = None, save_ranges: str = "") -> tuple[str, dict[str, Any], list[str]]:
-    """(html, verdict, warnings) for a journal; never raises for missing metrics, only for a bad journal."""
+                 error_rate_max: float | None = None, save_ranges: str = "",
+                 plan: evidence.EvidencePlan | None = None) -> tuple[str, dict[str, Any], list[str]]:
+    """(html, verdict, warnings) for a journal; never raises for missing metrics, only for a bad journal. ``plan``:
+    the target's queries and plot notes when asking Prometheus (default: its metric contract's); a recorded evidence
+    file brings its own."""
     journal = collect.load_journal(journal_path)
     start, end = collect.parse_time(journal.get("start")), collect.parse_time(journal.get("end"))
     window = collect.outage_window(journal)
@@ -72,14 +75,16 @@ def build_report(journal_path: str, prometheus: Prom | None = None, ranges_path:
     if ranges_path:
         ranges = collect.load_ranges(ranges_path)
         windows = evidence.load_windows(ranges_path)
+        plan = evidence.load_plan_notes(ranges_path)
         sources.append(f"metrics: recorded ranges {ranges_path}")
         if windows:
             sources.append("windows: " + ", ".join(f"{n} {e - s:.0f} s" for n, (s, e) in windows.items()))
             start = min(([start] if start is not None else []) + [w[0] for w in windows.values()])
             end = max(([end] if end is not None else []) + [w[1] for w in windows.values()])
     elif prometheus is not None and start is not None and end is not None:
+        plan = plan or evidence.evidence_plan(prometheus.contract)
         try:
-            ranges = evidence.query_ranges(prometheus, start, end)
+            ranges = evidence.query_ranges(prometheus, start, end, plan.queries)
             sources.append(f"metrics: {prometheus.url} /api/v1/query_range")
         except (requests.RequestException, ValueError, KeyError) as exc:
             warnings.append(f"Prometheus at {prometheus.url} gave no ranges ({type(exc).__name__}: {exc}); metric "
@@ -98,7 +103,8 @@ def build_report(journal_path: str, prometheus: Prom | None = None, ranges_path:
     with private_matplotlib_dir():
         from chaosext.report.plots import make_plots
 
-        plots = make_plots(ranges, events, window, span, error_rate_max, windows, collect.k6_p95_ms(journal))
+        plots = make_plots(ranges, events, window, span, error_rate_max, windows, collect.k6_p95_ms(journal),
+                           plan.notes if plan else None, plan.cache_gaps if plan else None)
     verdict = collect.verdict_of(journal)
     html = render_html(journal, verdict, collect.timeline(journal), collect.probe_results(journal), plots,
                        window, start, end, sources)
@@ -136,7 +142,7 @@ def report(journal: str, output: str, prometheus_url: str, ranges_path: str, sav
     try:
         html, verdict, warnings = build_report(journal, prom, ranges_path or "", _audit_path(audit, cfg),
                                                cfg.error_rate_max if error_rate_max is None else error_rate_max,
-                                               save_ranges)
+                                               save_ranges, evidence.evidence_plan(cfg.metrics, cfg.services))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     try:  # root-safe: never through a symlink, never into a directory another user could change

@@ -34,7 +34,7 @@ class Plot(TypedDict):
     title: str
     #: base64 PNG, "" when there was no data
     png: str
-    #: why there is no PNG ("" when there is one)
+    #: why there is no PNG, or, beside one, what it cannot show for this target ("" when nothing is missing)
     note: str
 
 
@@ -109,10 +109,11 @@ def _png(fig: Figure) -> str:
 def _line(key: str, title: str, ylabel: str, matrix: list[dict[str, Any]], window: Any, events: list[Any],
           span: Any, percent: bool = False, limit: float | None = None, limit_label: str = "",
           scale: float = 1.0, windows: Any = None, levels: dict[str, float] | None = None,
-          series_label: str = "{}") -> Plot:
+          series_label: str = "{}", why: str = "") -> Plot:
+    """One line per service; ``why``: the reason this plot cannot be drawn for the target (shown instead of it)."""
     series = [(name, xs, [y * scale for y in ys]) for name, xs, ys in _series(matrix)]
     if not series:
-        return {"key": key, "title": title, "png": "", "note": "no data for this window"}
+        return {"key": key, "title": title, "png": "", "note": why or "no data for this window"}
     fig, ax = _figure(title, ylabel)
     for name, xs, ys in series:
         ax.plot(xs, ys, label=series_label.format(name), linewidth=1.6)
@@ -189,8 +190,9 @@ def _labelled(ax: Axes) -> set[str]:
 
 
 def _cache_state(matrix: list[dict[str, Any]], window: Any, events: list[Any], span: Any,
-                 windows: Any = None) -> Plot:
-    """One step line per service: which of fresh/stale/expired/empty the JWKS cache was in."""
+                 windows: Any = None, gaps: dict[str, str] | None = None) -> Plot:
+    """One step line per service: which of fresh/stale/expired/empty the JWKS cache was in. ``gaps``: service -> why
+    Prometheus may hold no cache state of it; a service of them without a series is named in the plot's note."""
     title = "JWKS cache state per service"
     per_service: dict[str, dict[float, int]] = {}
     for item in matrix:
@@ -203,8 +205,11 @@ def _cache_state(matrix: list[dict[str, Any]], window: Any, events: list[Any], s
         for ts, value in item.get("values", []):
             if float(value) >= 1:
                 points[float(ts)] = max(points.get(float(ts), -1), level)
+    missing = "; ".join(f"{name}: {why}" for name, why in sorted((gaps or {}).items())
+                        if not per_service.get(name))
     if not any(per_service.values()):
-        return {"key": "jwks_cache_state", "title": title, "png": "", "note": "no data for this window"}
+        return {"key": "jwks_cache_state", "title": title, "png": "",
+                "note": f"not drawn: {missing}" if missing else "no data for this window"}
     fig, ax = _figure(title, "cache state")
     offsets = {name: 0.08 * (i - (len(per_service) - 1) / 2) for i, name in enumerate(sorted(per_service))}
     for name in sorted(per_service):
@@ -214,7 +219,8 @@ def _cache_state(matrix: list[dict[str, Any]], window: Any, events: list[Any], s
     ax.set_yticks(range(len(CACHE_STATES)), CACHE_STATES)
     ax.set_ylim(-0.5, len(CACHE_STATES) - 0.5)
     _decorate(ax, window, events, span, windows)
-    return {"key": "jwks_cache_state", "title": title, "png": _png(fig), "note": ""}
+    return {"key": "jwks_cache_state", "title": title, "png": _png(fig),
+            "note": f"not drawn for {missing}" if missing else ""}
 
 
 def _events(events: list[dict[str, Any]], window: Any, span: Any, windows: Any = None) -> Plot:
@@ -239,12 +245,16 @@ def _events(events: list[dict[str, Any]], window: Any, span: Any, windows: Any =
 def make_plots(ranges: dict[str, list[dict[str, Any]]], events: list[dict[str, Any]],
                window: tuple[float, float] | None, span: tuple[float, float] | None,
                error_rate_max: float | None = None, windows: dict[str, tuple[float, float]] | None = None,
-               k6_p95_ms: dict[str, float] | None = None) -> list[Plot]:
+               k6_p95_ms: dict[str, float] | None = None, notes: dict[str, str] | None = None,
+               cache_gaps: dict[str, str] | None = None) -> list[Plot]:
     """The report's plots, in reading order, on one time axis; a plot without data carries a note instead of a PNG.
 
     windows: named bands (baseline/outage/recovery) drawn on every plot; k6_p95_ms: k6's own p95 by kind (client
-    side, one number for the whole k6 run) drawn as dotted levels on the latency plot beside the server's histogram.
+    side, one number for the whole k6 run) drawn as dotted levels on the latency plot beside the server's histogram;
+    notes: plot key -> why it cannot be drawn for this target (``chaosext.outage.evidence.EvidencePlan``);
+    cache_gaps: service -> why Prometheus may hold no cache state of it.
     """
+    notes = notes or {}
     k6_levels = {f"k6 p95 {kind} (client, whole run)": ms for kind, ms in sorted((k6_p95_ms or {}).items())}
     return [
         _line("error_rate", "Error rate (5xx + 401 of real tenants) per service, sliding rate window",
@@ -253,8 +263,9 @@ def make_plots(ranges: dict[str, list[dict[str, Any]]], events: list[dict[str, A
               limit_label=f"tolerance {error_rate_max:.1%}" if error_rate_max is not None else "", windows=windows),
         _line("p95_latency", "p95 latency per service: server side, from the services' histogram (lines) and k6's "
               "own p95 (horizontal levels)", "milliseconds", ranges.get("p95_latency", []), window, events, span,
-              scale=1000.0, windows=windows, levels=k6_levels, series_label="{} (server)"),
-        _cache_state(ranges.get("jwks_cache_state", []), window, events, span, windows),
+              scale=1000.0, windows=windows, levels=k6_levels, series_label="{} (server)",
+              why=notes.get("p95_latency", "")),
+        _cache_state(ranges.get("jwks_cache_state", []), window, events, span, windows, cache_gaps),
         _alert_states(ranges.get("alerts", []), window, span, windows),
         _events(events, window, span, windows),
     ]

@@ -85,10 +85,11 @@ def _plots(plots: list[Plot]) -> str:
     parts = []
     for plot in plots:
         if plot["png"]:
+            gap = f'<br><b>{escape(plot["note"])}</b>' if plot["note"] else ""
             parts.append(f'<figure id="plot-{escape(plot["key"])}"><img alt="{escape(plot["title"])}" '
                          f'src="data:image/png;base64,{plot["png"]}"><figcaption>{escape(plot["title"])}; '
                          f"shaded bands: baseline / JWKS outage / recovery windows; dashed lines: audit events; "
-                         f"the same time axis on every plot</figcaption></figure>")
+                         f"the same time axis on every plot{gap}</figcaption></figure>")
         else:
             parts.append(f'<figure id="plot-{escape(plot["key"])}"><figcaption><b>{escape(plot["title"])}</b>: '
                          f'{escape(plot["note"])}</figcaption></figure>')

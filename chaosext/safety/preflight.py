@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from chaosext.audit.checks import check_audit, check_audit_mapping
 from chaosext.auth.checks import (
+    check_claim_classes,
     check_discovery,
     check_forgery_skip,
+    check_forgery_tokens_file,
     check_jwks,
     check_jwks_uri,
     check_key_url,
@@ -67,6 +69,8 @@ def static_findings(ctx: RunContext) -> list[Finding]:
            for p in problems] or [Finding("configuration", True, "every setting is valid")]
     out.append(check_forgery_skip(ctx))
     out.append(check_key_url(ctx))
+    if (tokens_file := check_forgery_tokens_file(ctx)) is not None:
+        out.append(tokens_file)
     if not problems:
         out.append(check_exercised(ctx))
         out.append(check_approval(ctx))
@@ -82,6 +86,7 @@ def live_findings(ctx: RunContext, need_k6: bool = True) -> list[Finding]:
         out.append(check_k6())
     out.append(check_jwks(ctx))
     out += [check_discovery(ctx), check_jwks_uri(ctx), *check_tenant_tokens(ctx)]
+    out += check_claim_classes(ctx)
     out += check_services(ctx)
     prometheus = check_ready(ctx, "prometheus")
     out.append(prometheus)

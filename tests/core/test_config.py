@@ -306,6 +306,7 @@ EVERY_SETTING = {
     "token_endpoint": "https://idp.example/token", "token_auth_method": "client_secret_post",
     "token_tenant_param": "org", "token_scope": "api.read", "token_audience": "orders",
     "token_audience_param": "resource", "tokens_file": "/etc/chaosext/tokens.json",
+    "token_other_audience": "https://reports.example", "forgery_tokens_file": "/etc/chaosext/forgery.json",
     "prometheus_ca_bundle": "/etc/ssl/prom-ca.pem", "loki_ca_bundle": "/etc/ssl/loki-ca.pem",
     "alertmanager_insecure": "true", "clickhouse_insecure": "yes",
 }

@@ -22,6 +22,7 @@ from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6
 from chaosext.run.heartbeat import Heartbeat
 from tests.egress.egress_util import wait_for
+from tests.load.targets import write_target
 
 GRACE = 3.0
 FAKE = Path(__file__).resolve().parents[1] / "load" / "fake_service.py"
@@ -58,8 +59,9 @@ def k6_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     proc = subprocess.Popen([sys.executable, str(FAKE)], stdout=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{int(proc.stdout.readline())}"
     runs = tmp_path / "k6"
+    target = write_target(tmp_path / "target.yaml", {"orders": url, "billing": url})
     for k, v in {"CHAOSEXT_K6_DIR": str(runs), "CHAOSEXT_LAB_DIR": str(tmp_path / "no-lab"), "AUTHORITY_URL": url,
-                 "SERVICE_URLS": f"policy={url},vuln={url},notify={url}"}.items():
+                 "TARGET_FILE": str(target)}.items():
         monkeypatch.setenv(k, v)
     try:
         yield runs

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.load.targets import write_target
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "ops" / "devops" / "tenant" / "k6-tenant-load.js"
 FAKE = Path(__file__).with_name("fake_service.py")
@@ -46,11 +48,12 @@ def fake_service() -> Iterator[int]:
 
 @pytest.fixture
 def k6_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_service: int) -> dict:
-    """Point chaosext's k6 runs dir and the experiment configuration (env) at the stand-in service."""
+    """Point chaosext's k6 runs dir and the experiment configuration (env) at the stand-in service: a target
+    description (TARGET_FILE) whose two services, orders and billing, are the stand-in."""
     url = f"http://127.0.0.1:{fake_service}"
     monkeypatch.setenv("CHAOSEXT_K6_DIR", str(tmp_path / "k6"))
     monkeypatch.setenv("CHAOSEXT_LAB_DIR", str(tmp_path / "no-lab"))
-    monkeypatch.setenv("SERVICE_URLS", f"policy={url},vuln={url},notify={url}")
+    monkeypatch.setenv("TARGET_FILE", str(write_target(tmp_path / "target.yaml", {"orders": url, "billing": url})))
     monkeypatch.setenv("AUTHORITY_URL", url)
     monkeypatch.setenv("TOKEN_CLIENT_ID", "fake-client")  # the stand-in Authority's client (fake_service.py)
     monkeypatch.setenv("TOKEN_CLIENT_SECRET", "fake-secret")

@@ -1,4 +1,5 @@
 """start_k6 / stop_k6 / k6_summary / k6_live_metrics with real k6 processes against the stand-in service."""
+import json
 import os
 import shutil
 import time
@@ -11,6 +12,7 @@ from chaosext.core.errors import ConfigError
 from chaosext.load import k6 as k6mod
 from chaosext.load.actions import start_k6, stop_k6
 from chaosext.load.probes import k6_live_metrics, k6_summary
+from tests.load.targets import write_target
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +41,14 @@ def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_sto
         cmdlines = _cmdlines_of_session(started["pid"])
         assert cmdlines and not [c for c in cmdlines if b"fake-secret" in c], "a secret in argv"
         assert b"fake-secret" not in (Path(started["run_dir"]) / "run.json").read_bytes()
+        plan_path = Path(started["run_dir"]) / "k6-load-plan.json"
+        assert plan_path.stat().st_mode & 0o777 == 0o600, "the load plan is the run's own file"
+        assert b"fake-secret" not in plan_path.read_bytes() and b"tok-" not in plan_path.read_bytes()
+        plan = json.loads(plan_path.read_text())
+        assert [s["name"] for s in plan["services"]] == ["orders", "billing"]
+        assert plan["tenant_header"] == "X-Tenant" and len(plan["tenants"]) == 12
         run = k6mod.read_run(Path(started["run_dir"]))
+        assert f"TARGET_JSON={plan_path}" in run["cmd"], "the script is given the plan"
         assert run["alive"], "start_k6 must return while k6 keeps running in the background"
         assert os.getsid(started["pid"]) == started["pid"], "k6 runs in its own session"
         assert started["address"].startswith("127.0.0.1:")
@@ -112,12 +121,23 @@ def test_k6_bin_is_honoured_and_its_version_reported(monkeypatch: pytest.MonkeyP
     ({"duration": "5 minutes"}, ConfigError, "k6 duration"),
     ({"rate": -1}, ConfigError, "requests per second"),
     ({"script": "/nonexistent.js"}, ConfigError, "does not exist"),
-    ({"env": {"SERVICE_URLS": "billing=http://127.0.0.1:1"}}, k6mod.K6RunError, "k6 rejects"),
+    ({"env": {"TARGET_JSON": "/nonexistent/plan.json"}}, k6mod.K6RunError, "k6 rejects"),
+    ({"env": {"K6_RATE": "fast"}}, ConfigError, "K6_RATE='fast' is not a whole number"),
 ])
 def test_bad_input_fails_before_k6_starts(k6_env: dict, kwargs: dict, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         start_k6(**kwargs)
-    assert not list(k6_env["runs"].glob("*/run.json"))
+    assert not k6_env["runs"].exists() or not list(k6_env["runs"].iterdir()), "a refused start leaves nothing"
+
+
+def test_a_target_with_no_route_to_drive_is_refused_before_k6_starts(k6_env: dict, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    target = write_target(tmp_path / "idle.yaml", {"orders": k6_env["url"]},
+                          {"orders": [{"method": "GET", "path": "/v2/orders", "weight": 0}]})
+    monkeypatch.setenv("TARGET_FILE", str(target))
+    with pytest.raises(ConfigError, match=r"nothing to drive.*services\.<name>\.routes"):
+        start_k6(rate=10, duration="5s")
+    assert not k6_env["runs"].exists()
 
 
 def test_a_script_exception_is_explained_not_mistaken_for_a_threshold_failure(k6_env: dict) -> None:

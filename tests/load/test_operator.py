@@ -5,6 +5,7 @@ response shapes of the Kubernetes API documentation (object echo with metadata.u
 reason AlreadyExists/NotFound and code 409/404 on conflicts and misses) and the TestRun fields of the k6-operator
 documentation (spec.parallelism, spec.script.configMap{name,file}, spec.runner.env, status.stage).
 """
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from chaosext.load import operator
 from chaosext.load.actions import start_k6_testrun, stop_k6_testrun
 from chaosext.load.probes import k6_testrun_status
 from tests.kubestub import KubeStub, status
+from tests.load.targets import write_target
 
 pytestmark = pytest.mark.contract
 
@@ -61,23 +63,40 @@ def test_build_testrun_has_the_operator_fields() -> None:
         operator.build_testrun("load", "perf", 0, "cm", "f.js", {}, "ab12")
 
 
-def test_submit_creates_configmap_and_testrun_then_status_and_delete(api: OperatorApi, kube: dict) -> None:
+def test_submit_creates_configmap_and_testrun_then_status_and_delete(api: OperatorApi, kube: dict,
+                                                                     tmp_path: Path) -> None:
+    target = write_target(tmp_path / "target.yaml", {"orders": "http://orders.perf:8080"})
     out = start_k6_testrun(name="load", namespace="perf", parallelism=3, rate=15000, duration="5m",
-                           configuration={"service_urls": "policy=http://policy.perf:8080"}, secrets=kube)
+                           configuration={"target_file": str(target)}, secrets=kube)
     assert out["configmap"] == "created" and out["uid"] and out["parallelism"] == 3
     tr = api.objects[TESTRUNS]["load"]
     env = {e["name"]: e["value"] for e in tr["spec"]["runner"]["env"]}
     assert env["K6_RATE"] == "15000" and env["LOAD_DURATION"] == "5m"
-    assert env["SERVICE_URLS"] == "policy=http://policy.perf:8080"
+    # the plan sits beside the script in the ConfigMap (mounted at /test): its name, relative to the script
+    assert env["TARGET_JSON"] == "k6-load-plan.json" and "SERVICE_URLS" not in env
     cm = api.objects[CONFIGMAPS]["k6-tenant-load"]
     assert "constant-arrival-rate" in cm["data"]["k6-tenant-load.js"]
+    plan = json.loads(cm["data"]["k6-load-plan.json"])
+    assert plan["services"] == [{"name": "orders", "url": "http://orders.perf:8080", "routes": [
+        {"method": m, "path": p, "body": b, "weight": w, "kind": k} for m, p, b, w, k in (
+            ("GET", "/v2/orders", "", 3, "read"), ("GET", "/v2/orders/{id}", "", 1, "read"),
+            ("POST", "/v2/orders", '{"sku":"x-1"}', 1, "write"))]}]
     assert all(seen.authorization == "Bearer t0ken" for seen in api.requests)
 
     assert k6_testrun_status(name="load", namespace="perf", secrets=kube)["stage"] == "started"
     with pytest.raises(operator.OperatorError, match="exists already"):
-        start_k6_testrun(name="load", namespace="perf", secrets=kube)  # configmap replaced, TestRun refused
+        start_k6_testrun(name="load", namespace="perf", configuration={"target_file": str(target)},
+                         secrets=kube)  # configmap replaced, TestRun refused
     assert ("PUT", f"{CONFIGMAPS}/k6-tenant-load", "Bearer t0ken") in [(r.method, r.path, r.authorization)
                                                                         for r in api.requests]
+    # your own script in your ConfigMap: it stays, the run's plan goes in beside it
+    api.objects[CONFIGMAPS]["k6-tenant-load"]["data"] = {"k6-tenant-load.js": "// mine"}
+    stop_k6_testrun(name="load", namespace="perf", secrets=kube)
+    out = start_k6_testrun(name="load", namespace="perf", create_configmap=False,
+                           configuration={"target_file": str(target)}, secrets=kube)
+    assert out["configmap"] == "kept, k6-load-plan.json added"
+    data = api.objects[CONFIGMAPS]["k6-tenant-load"]["data"]
+    assert data["k6-tenant-load.js"] == "// mine" and json.loads(data["k6-load-plan.json"]) == plan
 
     assert stop_k6_testrun(name="load", namespace="perf", secrets=kube) == {
         "name": "load", "namespace": "perf", "deleted": True, "existed": True}
@@ -85,7 +104,8 @@ def test_submit_creates_configmap_and_testrun_then_status_and_delete(api: Operat
     assert k6_testrun_status(name="load", namespace="perf", secrets=kube)["exists"] is False
 
 
-def test_missing_operator_crd_is_reported_with_the_fix(api: OperatorApi, kube: dict) -> None:
+def test_missing_operator_crd_is_reported_with_the_fix(api: OperatorApi, kube: dict, tmp_path: Path) -> None:
+    target = write_target(tmp_path / "target.yaml", {"orders": "http://orders.perf:8080"})
     api.forced[("POST", TESTRUNS)] = (404, status(404, "NotFound", "the server could not find the requested resource"))
     with pytest.raises(operator.OperatorError, match="k6-operator installed"):
-        start_k6_testrun(name="load", namespace="perf", create_configmap=False, secrets=kube)
+        start_k6_testrun(name="load", namespace="perf", configuration={"target_file": str(target)}, secrets=kube)

@@ -21,6 +21,7 @@ from chaosext.load import operator
 from chaosext.load.actions import start_k6_testrun, stop_k6_testrun
 from chaosext.load.probes import k6_testrun_status
 from tests.kubestub import KubeStub, status
+from tests.load.targets import write_target
 
 pytestmark = pytest.mark.contract
 
@@ -43,8 +44,9 @@ def stub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[KubeStub]:
         yield k
 
 
-def configuration() -> dict[str, Any]:
-    return {"service_urls": "policy=http://policy.perf:8080", "authority_url": "https://idp.example/realms/t"}
+def configuration(tmp_path: Path) -> dict[str, Any]:
+    target = write_target(tmp_path / "target.yaml", {"orders": "http://orders.perf:8080"})
+    return {"target_file": str(target), "authority_url": "https://idp.example/realms/t"}
 
 
 def chaosext_secrets(stub: KubeStub, **extra: str) -> dict[str, str]:
@@ -53,10 +55,10 @@ def chaosext_secrets(stub: KubeStub, **extra: str) -> dict[str, str]:
             "token_client_secret": CLIENT_SECRET, **extra}
 
 
-def test_client_credentials_go_into_a_secret_the_runners_reference(stub: KubeStub) -> None:
+def test_client_credentials_go_into_a_secret_the_runners_reference(stub: KubeStub, tmp_path: Path) -> None:
     secrets = chaosext_secrets(stub)
     out = start_k6_testrun(name="load", namespace="perf", parallelism=2, rate=1000, duration="2m",
-                           configuration=configuration(), secrets=secrets)
+                           configuration=configuration(tmp_path), secrets=secrets)
     assert out["secret"] == "created" and CLIENT_SECRET not in json.dumps(out)
 
     secret = stub.objects[SECRETS]["load-token-client"]
@@ -88,36 +90,36 @@ def test_client_credentials_go_into_a_secret_the_runners_reference(stub: KubeStu
     assert {r.authorization for r in stub.requests} == {f"Bearer {API_KEY}"}
 
 
-def test_per_tenant_clients_and_a_rerun_replace_the_secret(stub: KubeStub) -> None:
+def test_per_tenant_clients_and_a_rerun_replace_the_secret(stub: KubeStub, tmp_path: Path) -> None:
     clients = json.dumps({"t01": {"client_id": "c1", "client_secret": "s1"}})
     secrets = chaosext_secrets(stub, token_clients=clients)
-    start_k6_testrun(name="load", namespace="perf", configuration=configuration(), secrets=secrets)
+    start_k6_testrun(name="load", namespace="perf", configuration=configuration(tmp_path), secrets=secrets)
     assert "s1" in stub.objects[SECRETS]["load-token-client"]["stringData"]["TOKEN_CLIENTS"]
     del stub.objects[TESTRUNS]["load"]  # the TestRun went away, its Secret did not (yet)
-    out = start_k6_testrun(name="load", namespace="perf", configuration=configuration(), secrets=secrets)
+    out = start_k6_testrun(name="load", namespace="perf", configuration=configuration(tmp_path), secrets=secrets)
     assert out["secret"] == "replaced"
     assert ("PUT", f"{SECRETS}/load-token-client") in [(r.method, r.path) for r in stub.requests]
 
 
-def test_a_refused_testrun_leaves_no_credentials_behind(stub: KubeStub) -> None:
+def test_a_refused_testrun_leaves_no_credentials_behind(stub: KubeStub, tmp_path: Path) -> None:
     stub.forced[("POST", TESTRUNS)] = (404, status(404, "NotFound", "the server could not find the requested "
                                                                      "resource"))
     with pytest.raises(operator.OperatorError, match="k6-operator installed"):
-        start_k6_testrun(name="load", namespace="perf", configuration=configuration(),
+        start_k6_testrun(name="load", namespace="perf", configuration=configuration(tmp_path),
                          secrets=chaosext_secrets(stub))
     assert stub.objects[SECRETS] == {}
 
 
-def test_without_client_credentials_no_secret_is_made(stub: KubeStub) -> None:
-    out = start_k6_testrun(name="load", namespace="perf", configuration=configuration(),
+def test_without_client_credentials_no_secret_is_made(stub: KubeStub, tmp_path: Path) -> None:
+    out = start_k6_testrun(name="load", namespace="perf", configuration=configuration(tmp_path),
                            secrets={"KUBERNETES_HOST": stub.url, "KUBERNETES_API_KEY": API_KEY})
     assert out["secret"].startswith("none") and SECRETS not in stub.objects
     names = {e["name"] for e in stub.objects[TESTRUNS]["load"]["spec"]["runner"]["env"]}
     assert not names & {"TOKEN_CLIENT_ID", "TOKEN_CLIENT_SECRET"}
 
 
-def test_kube_api_url_from_the_configuration_reaches_the_operator_too(stub: KubeStub) -> None:
-    conf = {**configuration(), "kube_api_url": stub.url}
+def test_kube_api_url_from_the_configuration_reaches_the_operator_too(stub: KubeStub, tmp_path: Path) -> None:
+    conf = {**configuration(tmp_path), "kube_api_url": stub.url}
     start_k6_testrun(name="load", namespace="perf", configuration=conf, secrets={"token_client_id": "k6-client",
                                                                                  "token_client_secret": "x"})
     assert k6_testrun_status(name="load", namespace="perf", configuration=conf)["exists"] is True

@@ -164,6 +164,10 @@ def test_doctor_finds_the_services_metrics_only_through_the_right_settings(
     assert by_name["metric: requests"].ok and by_name["metric: cache expired"].ok
     assert by_name["metric: unverified accepts"].ok
     assert by_name["metric: cache lookups"].status == "warn"  # this service has no lookup counter: optional
+    monkeypatch.setenv("EXPIRY_ALERTS", "JwksKeysExpired")  # the team's own alert: nothing reads the lookups
+    lookups = {c.name: c for c in check_metrics(_ctx(url, tmp_path, {}))}["metric: cache lookups"]
+    assert lookups.ok and "not needed" in lookups.detail
+    monkeypatch.delenv("EXPIRY_ALERTS")
     monkeypatch.setenv("METRIC_SERVICE_LABEL", "service")
     requests_check = {c.name: c for c in check_metrics(_ctx(url, tmp_path, {}))}["metric: requests"]
     assert requests_check.status == "MISSING" and "no label(s) service" in requests_check.detail

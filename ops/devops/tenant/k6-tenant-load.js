@@ -1,23 +1,28 @@
-// k6-tenant-load.js — multi-tenant load on the Policy, Vuln and Notify services.
+// k6-tenant-load.js — multi-tenant load on the services a target description names (any names, any routes).
 //
-// Open model: two constant-arrival-rate scenarios, tagged kind=read / kind=write, hold an exact 90/10 split of
-// K6_RATE requests/s (default 5000: reads 4500/s, writes 500/s). Every iteration sends ONE request to one of the
-// three services (chosen at random) as one of >= 10 tenants (chosen at random per request), with a per-tenant token.
-// Tags are kind, service and name (the route template); never the tenant (that would explode series).
+// The script knows no service and no route: it reads them from the load plan TARGET_JSON, which chaosext writes from
+// the target description (docs/target.md; chaosext.load.plan) and passes to it:
+//   {"tenant_header": "X-Tenant-ID", "tenants": ["acme", ...],
+//    "services": [{"name": "orders", "url": "http://...", "routes": [{"method", "path", "body", "weight", "kind"}]}]}
+// Open model: two constant-arrival-rate scenarios, tagged kind=read / kind=write, hold the LOAD_READ_SHARE split of
+// K6_RATE requests/s (a target without write routes: reads only, at the whole rate, and the summary says so). Every
+// iteration sends ONE request: one route of its kind across all the services, chosen by weight (a route's share of
+// its kind is its weight over the kind's total), as a tenant chosen at random per request with that tenant's token.
+// A {name} segment of a path (/v2/orders/{id}) gets a number from 1 to 100. Tags are kind, service and name (the route
+// template); never the tenant (that would explode series).
 //
-// Environment (all optional):
-//   K6_RATE          total requests/s (default 5000), split 90/10 by LOAD_READ_SHARE (default 0.9)
+// Environment (-e):
+//   TARGET_JSON      the load plan (required; chaosext's start_k6 writes it; `chaosext render load-plan` by hand)
+//   K6_RATE          total requests/s (required; chaosext passes the experiment's K6_RATE), split by LOAD_READ_SHARE
+//                    (default 0.9)
 //   LOAD_DURATION    how long to hold the rate (default 6m)
 //   LOAD_VUS         pre-allocated VUs, split like the rate (default max(20, K6_RATE/25))
 //   LOAD_MAX_VUS     VU ceiling, split like the rate (default max(100, K6_RATE/5))
 //   LOAD_DROPPED_MAX dropped iterations allowed before the threshold fails (default 0)
 //   LOAD_HTTP_TIMEOUT per-request timeout (default 10s)
 // (Not K6_DURATION / K6_VUS: k6 itself reads those and they would replace the scenarios.)
-//   SERVICE_URLS     policy=http://127.0.0.1:8451,vuln=http://127.0.0.1:8452,notify=http://127.0.0.1:8453
-//   TENANTS          comma list; an item may be a range like t01..t12 (default t01..t12)
-//   TENANT_HEADER    default X-StellaOps-Tenant
-//   AUTHORITY_URL    default http://127.0.0.2:8440; setup() gets one token per tenant by the OAuth2
-//                    client-credentials grant (RFC 6749 4.4) at the token_endpoint of AUTHORITY_URL's OIDC discovery
+//   AUTHORITY_URL    the OIDC issuer; setup() gets one token per tenant by the OAuth2 client-credentials grant
+//                    (RFC 6749 4.4) at the token_endpoint of its OIDC discovery
 //   TOKEN_ENDPOINT   skip discovery and use this token endpoint
 //   TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET  the client; TOKEN_CLIENTS JSON {"t01": {"client_id", "client_secret"}}
 //                    for one client per tenant. SECRETS: give them in k6's process environment (k6 run includes it
@@ -36,8 +41,10 @@ import http from 'k6/http';
 // every status >= 400).
 http.setResponseCallback(http.expectedStatuses({ min: 200, max: 399 }, 403, 429));
 
-const RESOURCES = { policy: 'policies', vuln: 'findings', notify: 'notifications' };
-const DEFAULT_URLS = 'policy=http://127.0.0.1:8451,vuln=http://127.0.0.1:8452,notify=http://127.0.0.1:8453';
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
+const BY_CHAOSEXT = 'chaosext passes it (start_k6 / start_k6_testrun, from the target description and the ' +
+  "experiment's settings); running the script by hand, write the plan with `chaosext render load-plan --out " +
+  'plan.json` and give -e TARGET_JSON=plan.json -e K6_RATE=<requests/s>';
 
 function intEnv(name, dflt) {
   const raw = __ENV[name];
@@ -45,6 +52,12 @@ function intEnv(name, dflt) {
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 0) throw new Error(`${name}=${raw}: expected a whole number >= 0`);
   return n;
+}
+
+function requiredEnv(name) {
+  const raw = __ENV[name];
+  if (raw === undefined || raw === '') throw new Error(`${name} is not set: ${BY_CHAOSEXT}`);
+  return raw;
 }
 
 function durationSeconds(d) {
@@ -60,51 +73,83 @@ function durationSeconds(d) {
   return total;
 }
 
-function parseServices(spec) {
-  const out = [];
-  for (const item of spec.split(',').map((s) => s.trim()).filter((s) => s)) {
-    const eq = item.indexOf('=');
-    const name = item.slice(0, eq);
-    const url = item.slice(eq + 1).replace(/\/+$/, '');
-    if (eq <= 0 || !RESOURCES[name] || !/^https?:\/\/[^/]+/.test(url)) {
-      throw new Error(`SERVICE_URLS item "${item}": expected name=http://host:port with name one of ${Object.keys(RESOURCES).join(', ')}`);
-    }
-    out.push({ name, url, resource: RESOURCES[name] });
+// The load plan, checked: a plan that cannot be driven stops the script here (k6 inspect, before any fault).
+function readPlan(path) {
+  let doc;
+  try {
+    doc = JSON.parse(open(path));
+  } catch (e) {
+    throw new Error(`TARGET_JSON=${path}: not a readable JSON load plan (${e}); ${BY_CHAOSEXT}`);
   }
-  if (out.length === 0) throw new Error('SERVICE_URLS is empty: expected e.g. ' + DEFAULT_URLS);
-  return out;
+  const where = `TARGET_JSON=${path}`;
+  if (!doc || !Array.isArray(doc.services) || !Array.isArray(doc.tenants)) {
+    throw new Error(`${where}: expected {"tenant_header", "tenants": [...], "services": [...]}`);
+  }
+  const tenants = doc.tenants.map(String).filter((t) => t);
+  if (tenants.length === 0) throw new Error(`${where}: no tenant to send requests as`);
+  const header = doc.tenant_header ? String(doc.tenant_header) : '';
+  const services = doc.services.map((svc, i) => {
+    const name = svc && typeof svc.name === 'string' ? svc.name : '';
+    const url = svc && typeof svc.url === 'string' ? svc.url.replace(/\/+$/, '') : '';
+    if (!name || !/^https?:\/\/[^/]+/.test(url)) {
+      throw new Error(`${where}: services[${i}] needs a name and an http(s) url`);
+    }
+    const routes = (svc.routes || []).map((r, j) => {
+      const here = `${where}: services[${i}] (${name}) routes[${j}]`;
+      const method = String(r.method || '').toUpperCase();
+      const path = String(r.path || '');
+      const weight = r.weight === undefined ? 1 : r.weight;
+      const kind = r.kind || (method === 'GET' || method === 'HEAD' ? 'read' : 'write');
+      if (!METHODS.includes(method) || !path.startsWith('/')) {
+        throw new Error(`${here}: ${method} ${path} is not a route (METHOD /path, methods ${METHODS.join(', ')})`);
+      }
+      if (!Number.isInteger(weight) || weight < 0) throw new Error(`${here}: weight ${weight} is not a whole number >= 0`);
+      if (kind !== 'read' && kind !== 'write') throw new Error(`${here}: kind ${kind} is neither read nor write`);
+      return { method, path, body: r.body ? String(r.body) : '', weight, kind };
+    });
+    return { name, url, routes };
+  });
+  return { header, tenants, services };
 }
 
-function parseTenants(spec) {
-  const out = [];
-  for (const item of spec.split(',').map((s) => s.trim()).filter((s) => s)) {
-    const m = /^(.*?)(\d+)\.\.(\1)?(\d+)$/.exec(item);
-    if (m) {
-      const width = m[2].length;
-      for (let i = Number(m[2]); i <= Number(m[4]); i++) out.push(m[1] + String(i).padStart(width, '0'));
-    } else {
-      out.push(item);
-    }
+// Per kind: every route of that kind (weight > 0) across the services, with its service, and the weights' total.
+function targetsOf(services, kind) {
+  const routes = [];
+  for (const svc of services) {
+    for (const r of svc.routes) if (r.kind === kind && r.weight > 0) routes.push({ ...r, service: svc.name, url: svc.url });
   }
-  return out;
+  return { routes, total: routes.reduce((sum, r) => sum + r.weight, 0) };
 }
 
-const RATE = intEnv('K6_RATE', 5000);
+const PLAN_PATH = requiredEnv('TARGET_JSON');
+const PLAN = readPlan(PLAN_PATH);
+const TARGETS = { read: targetsOf(PLAN.services, 'read'), write: targetsOf(PLAN.services, 'write') };
+if (TARGETS.read.total === 0 && TARGETS.write.total === 0) {
+  throw new Error(`TARGET_JSON=${PLAN_PATH}: no service has a route with a weight above 0; describe what to drive ` +
+    'in the target description (services.<name>.routes, docs/target.md)');
+}
+const RATE_TEXT = requiredEnv('K6_RATE');
+const RATE = intEnv('K6_RATE', 0);
 const READ_SHARE = Number(__ENV.LOAD_READ_SHARE || '0.9');
-if (RATE < 2) throw new Error(`K6_RATE=${RATE}: expected at least 2 requests/s (one read and one write scenario)`);
 if (!(READ_SHARE > 0 && READ_SHARE < 1)) throw new Error(`LOAD_READ_SHARE=${__ENV.LOAD_READ_SHARE}: expected 0 < share < 1`);
-const READ_RATE = Math.min(RATE - 1, Math.max(1, Math.round(RATE * READ_SHARE)));
+// A kind the target has no route of gets no scenario: the other kind carries the whole rate.
+const KINDS = ['read', 'write'].filter((k) => TARGETS[k].total > 0);
+if (RATE < KINDS.length) {
+  throw new Error(`K6_RATE=${RATE_TEXT}: expected at least ${KINDS.length} requests/s (one per scenario: ${KINDS.join(', ')})`);
+}
+const READ_RATE = KINDS.length === 2 ? Math.min(RATE - 1, Math.max(1, Math.round(RATE * READ_SHARE)))
+  : (KINDS[0] === 'read' ? RATE : 0);
 const WRITE_RATE = RATE - READ_RATE;
+const ONLY = KINDS.length === 1 ? `${KINDS[0]}s only: the target describes no ${KINDS[0] === 'read' ? 'write' : 'read'} route` : '';
 const DURATION = __ENV.LOAD_DURATION || '6m';
 const DURATION_S = durationSeconds(DURATION);
 const VUS = intEnv('LOAD_VUS', Math.max(20, Math.ceil(RATE / 25)));
 const MAX_VUS = Math.max(VUS, intEnv('LOAD_MAX_VUS', Math.max(100, Math.ceil(RATE / 5))));
 const DROPPED_MAX = intEnv('LOAD_DROPPED_MAX', 0);
 const HTTP_TIMEOUT = __ENV.LOAD_HTTP_TIMEOUT || '10s';
-const SERVICES = parseServices(__ENV.SERVICE_URLS || DEFAULT_URLS);
-const TENANTS = parseTenants(__ENV.TENANTS || 't01..t12');
-const TENANT_HEADER = __ENV.TENANT_HEADER || 'X-StellaOps-Tenant';
-const AUTHORITY_URL = (__ENV.AUTHORITY_URL || 'http://127.0.0.2:8440').replace(/\/+$/, '');
+const TENANTS = PLAN.tenants;
+const TENANT_HEADER = PLAN.header;
+const AUTHORITY_URL = (__ENV.AUTHORITY_URL || '').replace(/\/+$/, '');
 const AUDIENCE = __ENV.TOKEN_AUDIENCE || '';
 const AUDIENCE_PARAM = __ENV.TOKEN_AUDIENCE_PARAM === undefined ? 'audience' : __ENV.TOKEN_AUDIENCE_PARAM;
 const SCOPE = __ENV.TOKEN_SCOPE || '';
@@ -116,46 +161,42 @@ if (!['client_secret_basic', 'client_secret_post'].includes(AUTH_METHOD)) {
 const TENANT_CLIENTS = __ENV.TOKEN_CLIENTS ? JSON.parse(__ENV.TOKEN_CLIENTS) : {};
 const SUMMARY_FILE = __ENV.SUMMARY_FILE || 'k6-summary.json';
 const TOKENS_FROM_FILE = __ENV.TOKENS_FILE ? JSON.parse(open(__ENV.TOKENS_FILE)) : null;
-if (TENANTS.length === 0) throw new Error('TENANTS is empty: expected e.g. t01..t12 or t01,t02,...');
+if (!TOKENS_FROM_FILE && !__ENV.TOKEN_ENDPOINT && !AUTHORITY_URL) {
+  throw new Error(`AUTHORITY_URL is not set (nor TOKEN_ENDPOINT or TOKENS_FILE): the script needs one to get the tenants' tokens; ${BY_CHAOSEXT}`);
+}
 
 function share(total, rate) {
   return Math.max(1, Math.round((total * rate) / RATE));
 }
 
+function scenario(kind, rate) {
+  return {
+    executor: 'constant-arrival-rate',
+    exec: kind,
+    rate,
+    timeUnit: '1s',
+    duration: DURATION,
+    preAllocatedVUs: share(VUS, rate),
+    maxVUs: share(MAX_VUS, rate),
+    tags: { kind },
+  };
+}
+
+const SCENARIOS = {};
+const THRESHOLDS = { http_req_failed: ['rate<0.005'], dropped_iterations: [`count<=${DROPPED_MAX}`] };
+for (const [kind, rate, p95] of [['read', READ_RATE, 300], ['write', WRITE_RATE, 600]]) {
+  if (rate <= 0) continue;
+  SCENARIOS[`${kind}s`] = scenario(kind, rate);
+  THRESHOLDS[`http_req_duration{kind:${kind}}`] = [`p(95)<${p95}`];
+  // per kind too: these exclude setup()'s token requests, so the summary's error rate is the load's alone
+  THRESHOLDS[`http_req_failed{kind:${kind}}`] = ['rate<0.005'];
+}
+
 export const options = {
   discardResponseBodies: true,
   summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'],
-  scenarios: {
-    reads: {
-      executor: 'constant-arrival-rate',
-      exec: 'read',
-      rate: READ_RATE,
-      timeUnit: '1s',
-      duration: DURATION,
-      preAllocatedVUs: share(VUS, READ_RATE),
-      maxVUs: share(MAX_VUS, READ_RATE),
-      tags: { kind: 'read' },
-    },
-    writes: {
-      executor: 'constant-arrival-rate',
-      exec: 'write',
-      rate: WRITE_RATE,
-      timeUnit: '1s',
-      duration: DURATION,
-      preAllocatedVUs: share(VUS, WRITE_RATE),
-      maxVUs: share(MAX_VUS, WRITE_RATE),
-      tags: { kind: 'write' },
-    },
-  },
-  thresholds: {
-    'http_req_duration{kind:read}': ['p(95)<300'],
-    'http_req_duration{kind:write}': ['p(95)<600'],
-    http_req_failed: ['rate<0.005'],
-    // per kind too: these exclude setup()'s token requests, so the summary's error rate is the load's alone
-    'http_req_failed{kind:read}': ['rate<0.005'],
-    'http_req_failed{kind:write}': ['rate<0.005'],
-    dropped_iterations: [`count<=${DROPPED_MAX}`],
-  },
+  scenarios: SCENARIOS,
+  thresholds: THRESHOLDS,
 };
 
 function formEncode(fields) {
@@ -179,7 +220,7 @@ function tokenEndpoint() {
   const res = http.get(url, { responseType: 'text', timeout: '10s', redirects: 0, tags: { name: 'setup discovery' } });
   if (res.status !== 200) {
     throw new Error(`GET ${url} answered ${res.status} ${res.error || ''}: is the Authority up (chaosext lab ` +
-      'status) and AUTHORITY_URL right? Or pass TOKEN_ENDPOINT or TOKENS_FILE.');
+      'status / chaosext doctor) and AUTHORITY_URL right? Or pass TOKEN_ENDPOINT or TOKENS_FILE.');
   }
   const endpoint = res.json('token_endpoint');
   if (!origin(endpoint) || origin(endpoint) !== origin(AUTHORITY_URL)) {
@@ -221,6 +262,7 @@ function clientCredentials(endpoint, tenant) {
 }
 
 export function setup() {
+  if (ONLY) console.log(`k6-tenant-load: ${ONLY}`);
   if (TOKENS_FROM_FILE) {
     const missing = TENANTS.filter((t) => !TOKENS_FROM_FILE[t]);
     if (missing.length) throw new Error(`TOKENS_FILE has no token for tenant(s) ${missing.join(', ')}`);
@@ -236,37 +278,37 @@ function pick(list) {
   return list[Math.floor(Math.random() * list.length)];
 }
 
-function params(data, svc, kind, name) {
-  const tenant = pick(TENANTS);
-  const headers = { Authorization: `Bearer ${data.tokens[tenant]}` };
-  headers[TENANT_HEADER] = tenant;
-  if (kind === 'write') headers['Content-Type'] = 'application/json';
-  return { headers, timeout: HTTP_TIMEOUT, tags: { service: svc.name, name } };
+function weighted(routes, total) {
+  let n = Math.random() * total;
+  for (const r of routes) {
+    n -= r.weight;
+    if (n < 0) return r;
+  }
+  return routes[routes.length - 1];
 }
 
 function itemId() {
   return String(1 + Math.floor(Math.random() * 100));
 }
 
+// One request of ``kind``: one of that kind's routes across the services, by weight; a random tenant.
+function send(data, kind) {
+  const route = weighted(TARGETS[kind].routes, TARGETS[kind].total);
+  const tenant = pick(TENANTS);
+  const headers = { Authorization: `Bearer ${data.tokens[tenant]}` };
+  if (TENANT_HEADER) headers[TENANT_HEADER] = tenant;
+  if (route.body) headers['Content-Type'] = 'application/json';
+  const path = route.path.replace(/\{[^}/]*\}/g, itemId);
+  http.request(route.method, route.url + path, route.body || null,
+    { headers, timeout: HTTP_TIMEOUT, tags: { service: route.service, name: route.path } });
+}
+
 export function read(data) {
-  const svc = pick(SERVICES);
-  const base = `/api/v1/${svc.resource}`;
-  if (Math.random() < 0.5) {
-    http.get(svc.url + base, params(data, svc, 'read', base));
-  } else {
-    http.get(`${svc.url}${base}/${itemId()}`, params(data, svc, 'read', `${base}/{id}`));
-  }
+  send(data, 'read');
 }
 
 export function write(data) {
-  const svc = pick(SERVICES);
-  const base = `/api/v1/${svc.resource}`;
-  const body = JSON.stringify({ name: `k6-${itemId()}`, severity: 'low', note: 'chaosext load' });
-  if (Math.random() < 0.5) {
-    http.post(svc.url + base, body, params(data, svc, 'write', base));
-  } else {
-    http.put(`${svc.url}${base}/${itemId()}`, body, params(data, svc, 'write', `${base}/{id}`));
-  }
+  send(data, 'write');
 }
 
 function value(data, metric, stat) {
@@ -291,8 +333,9 @@ export function handleSummary(data) {
     version: 1,
     config: {
       rate: RATE, read_rate: READ_RATE, write_rate: WRITE_RATE, duration: DURATION,
-      vus: VUS, max_vus: MAX_VUS, services: SERVICES.map((s) => s.name), tenants: TENANTS.length,
-      tenant_header: TENANT_HEADER,
+      vus: VUS, max_vus: MAX_VUS, services: PLAN.services.map((s) => s.name), tenants: TENANTS.length,
+      tenant_header: TENANT_HEADER, kinds: KINDS, only: ONLY,
+      routes: Object.fromEntries(KINDS.map((k) => [k, TARGETS[k].routes.length])),
     },
     thresholds,
     thresholds_ok: allOk,
@@ -314,6 +357,6 @@ export function handleSummary(data) {
   const line = `k6-tenant-load: ${summary.requests.total} requests (${summary.achieved_rate.toFixed(0)}/s, ` +
     `${reads} read / ${writes} write), failed ${((summary.http_req_failed_rate || 0) * 100).toFixed(3)}%, ` +
     `p95 read ${(summary.p95_ms.read || 0).toFixed(1)} ms write ${(summary.p95_ms.write || 0).toFixed(1)} ms, ` +
-    `dropped ${summary.dropped_iterations}, thresholds ${allOk ? 'passed' : 'FAILED'}\n`;
+    `dropped ${summary.dropped_iterations}, thresholds ${allOk ? 'passed' : 'FAILED'}${ONLY ? `; ${ONLY}` : ''}\n`;
   return { [SUMMARY_FILE]: JSON.stringify(summary, null, 2), stdout: line };
 }

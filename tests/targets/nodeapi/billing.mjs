@@ -36,7 +36,12 @@ function makeVerifier({ config, keyState }) {
     fetcher,
   });
 
-  const options = { algorithms: ['RS256'], issuer: config.issuer, audience: config.audience, clockTolerance: 5 };
+  const options = {
+    algorithms: ['RS256'],
+    issuer: config.issuer,
+    ...(config.anyAudience ? {} : { audience: config.audience }),
+    clockTolerance: 5,
+  };
   const verify = (token) => new Promise((resolve, reject) => {
     let unavailable = null; // set when jwks-rsa could not reach the endpoint (jsonwebtoken wraps the error)
     const getKey = (header, callback) => {

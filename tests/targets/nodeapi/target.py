@@ -71,7 +71,7 @@ SERVICES: dict[str, dict[str, Any]] = {
     },
 }
 #: the planted variants: command-line switches of the services
-VARIANTS = ("--fail-open", "--drop-keys-on-failure")
+VARIANTS = ("--fail-open", "--drop-keys-on-failure", "--any-audience")
 NODE_MIN = (20, 19)
 
 
@@ -112,7 +112,7 @@ def description(home: Path) -> dict[str, Any]:
             "jwks_url": f"{authority}/jwks",
             "audience": AUDIENCE,
             "token": {"endpoint": "", "auth_method": "client_secret_basic", "tenant_param": "",
-                      "audience_param": "resource", "scope": ""},
+                      "audience_param": "resource", "other_audience": OTHER_AUDIENCE, "scope": ""},
             "jwks_cache": {"ttl_seconds": JWKS["ttl_seconds"], "max_stale_seconds": JWKS["max_stale_seconds"]},
         },
         "tenants": list(TENANTS),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,42 @@ def test_drop_keys_on_failure_fails_the_outage_at_cached_key_fallback(
     # not a fail-open, and the target's expiry alert fired for the cache that really expired
     assert checks["no-fail-open"], checks
     assert checks["alerts-fire-iff-cache-expired"], checks
+
+
+def baseline_forgery(outcome: Outcome) -> dict[str, Any]:
+    """The baseline's forged-tokens-refused result (the steady-state hypothesis before the fault)."""
+    before = outcome.journal.get("steady_states", {}).get("before") or {}
+    for probe in before.get("probes") or []:
+        if probe.get("activity", {}).get("name") == "forged-tokens-refused":
+            return dict(probe.get("output") or {})
+    raise AssertionError(f"no baseline forged-tokens-refused in the journal: {outcome.output[-2000:]}")
+
+
+def test_doctor_says_which_claim_classes_this_idp_lets_the_run_try(shop: Target, shop_runner: ExperimentRunner) -> None:
+    # the description names another API of the IdP (other_audience): a real token for it is the wrong-aud forgery
+    rc, out = shop_runner.doctor(None, **shop_settings(shop))
+    assert rc == 0, out
+    line = next(ln for ln in out.splitlines() if "claim classes" in ln)
+    assert "1 of 7 IdP-signed claim classes can be tried on this IdP: wrong-aud (TOKEN_OTHER_AUDIENCE=" in line, line
+    assert "expired" in line  # skipped, named
+    # another audience this IdP does not serve is refused before anything changes, by doctor as by the run
+    bad = {**shop_settings(shop), "TOKEN_OTHER_AUDIENCE": "https://nowhere.shop.example"}
+    rc, out = shop_runner.doctor(None, **bad)
+    assert rc != 0 and "the IdP gave no token for TOKEN_OTHER_AUDIENCE=https://nowhere.shop.example" in out, out
+
+
+def test_a_service_that_skips_the_audience_check_fails_on_a_real_idps_token_for_another_api(
+        shop: Target, shop_runner: ExperimentRunner, shop_variant: Callable[..., Target]) -> None:
+    # billing verifies signature, issuer and expiry but is not given the audience (jsonwebtoken without `audience`):
+    # the IdP's own token for the reports API is let in. No lab minting: the token is oidc-provider's, as issued.
+    shop_variant(billing=["--any-audience"])
+    outcome = shop_runner.run(None, **shop_settings(shop))
+    rc, shown = verdict(outcome)
+    assert rc == 1, shown
+    assert "SECURITY" in outcome.verdict_out and "wrong-aud" in outcome.verdict_out, shown
+    forged = baseline_forgery(outcome)
+    accepted = {(a["class"], a["service"]) for a in forged.get("accepted") or []}
+    assert ("wrong-aud", "billing") in accepted and all(c == "wrong-aud" for c, _ in accepted), forged
+    assert forged["idp_sources"]["wrong-aud"].startswith("TOKEN_OTHER_AUDIENCE=")
+    assert "FORGERY_TOKENS_FILE" in forged["skipped"]["expired"]  # what would let it be tried here
+    assert not (outcome.run.get("outage") or {}).get("start"), "a forgery let in before the fault stops the run there"

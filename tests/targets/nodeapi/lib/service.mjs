@@ -14,6 +14,7 @@
 // Switches (the planted variants):
 //   --fail-open             accept a token whose key could not be had while the JWKS is unreachable (the bug)
 //   --drop-keys-on-failure  the verifier's cache loses its keys on the first failed fetch (no stale fallback)
+//   --any-audience          the verifier is not given the API's audience: a token for another API is let in
 import { readFileSync } from 'node:fs';
 
 import express from 'express';
@@ -37,12 +38,13 @@ export class KeyUnavailable extends Error {
 export function loadConfig(argv) {
   const args = argv.slice(2);
   const file = args.find((a) => !a.startsWith('--'));
-  if (!file) throw new Error('usage: node <service>.mjs <config.json> [--fail-open] [--drop-keys-on-failure]');
+  if (!file) throw new Error('usage: node <service>.mjs <config.json> [--fail-open] [--drop-keys-on-failure] [--any-audience]');
   const config = JSON.parse(readFileSync(file, 'utf8'));
   return {
     ...config,
     failOpen: args.includes('--fail-open'),
     dropKeysOnFailure: args.includes('--drop-keys-on-failure'),
+    anyAudience: args.includes('--any-audience'),
   };
 }
 
