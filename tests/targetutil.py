@@ -33,7 +33,7 @@ SERVICES: dict[str, Any] = {
                "routes": [{"method": "GET", "path": "/v2/orders", "weight": 9},
                           {"method": "POST", "path": "/v2/orders", "body": {"sku": "x-1"}, "weight": 1}],
                "cache": {"prometheus": {"fresh": 'keys_cached{app="orders"} > 0',
-                                        "expired": 'keys_cached{app="orders"} == 0'}}},
+                                        "expired": 'keys_cached{app="orders"} == bool 0'}}},
     "billing": {"url": f"{NOWHERE}/billing",
                 "routes": ["GET /invoices/{id}", "GET /invoices", "PUT /invoices/{id}"],
                 "cache": {"http": {"url": f"{NOWHERE}/billing/health", "field": "jwks.state",

@@ -55,10 +55,11 @@ def _audit_path(audit: str, cfg: ExperimentConfig) -> str:
 
 def build_report(journal_path: str, prometheus: Prom | None = None, ranges_path: str = "", audit_path: str = "",
                  error_rate_max: float | None = None, save_ranges: str = "",
-                 plan: evidence.EvidencePlan | None = None) -> tuple[str, dict[str, Any], list[str]]:
+                 plan: evidence.EvidencePlan | None = None, run_dir: str = "") -> tuple[str, dict[str, Any], list[str]]:
     """(html, verdict, warnings) for a journal; never raises for missing metrics, only for a bad journal. ``plan``:
     the target's queries and plot notes when asking Prometheus (default: its metric contract's); a recorded evidence
-    file brings its own."""
+    file brings its own. The verdict is `chaosext verdict`'s, the journal checked against its run's record
+    (``run_dir``: that run's directory, when not the one the journal names)."""
     journal = collect.load_journal(journal_path)
     start, end = collect.parse_time(journal.get("start")), collect.parse_time(journal.get("end"))
     window = collect.outage_window(journal)
@@ -105,7 +106,7 @@ def build_report(journal_path: str, prometheus: Prom | None = None, ranges_path:
 
         plots = make_plots(ranges, events, window, span, error_rate_max, windows, collect.k6_p95_ms(journal),
                            plan.notes if plan else None, plan.cache_gaps if plan else None)
-    verdict = collect.verdict_of(journal)
+    verdict = collect.verdict_of(journal, run_dir)
     html = render_html(journal, verdict, collect.timeline(journal), collect.probe_results(journal), plots,
                        window, start, end, sources)
     return html, verdict, warnings
@@ -130,8 +131,10 @@ Examples:
 @click.option("--error-rate-max", type=float, default=None, show_default="$ERROR_RATE_MAX or 0.01",
               help="tolerance line on the error-rate plot")
 @click.option("--state-dir", default="", help="lab state directory to find Prometheus and the audit file")
+@click.option("--run-dir", default="", metavar="DIR",
+              help="the run's directory (run.json) to check the journal against, as `chaosext verdict --run-dir`")
 def report(journal: str, output: str, prometheus_url: str, ranges_path: str, save_ranges: str, audit: str,
-           error_rate_max: float | None, state_dir: str) -> None:
+           error_rate_max: float | None, state_dir: str, run_dir: str) -> None:
     """Write a self-contained HTML report (verdict, plots, probes, timeline) for JOURNAL."""
     try:
         cfg = _settings(state_dir)
@@ -142,7 +145,8 @@ def report(journal: str, output: str, prometheus_url: str, ranges_path: str, sav
     try:
         html, verdict, warnings = build_report(journal, prom, ranges_path or "", _audit_path(audit, cfg),
                                                cfg.error_rate_max if error_rate_max is None else error_rate_max,
-                                               save_ranges, evidence.evidence_plan(cfg.metrics, cfg.services))
+                                               save_ranges, evidence.evidence_plan(cfg.metrics, cfg.services),
+                                               run_dir)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     try:  # root-safe: never through a symlink, never into a directory another user could change

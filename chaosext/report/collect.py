@@ -17,7 +17,7 @@ from typing import Any
 from chaosext.core.errors import ChaosextError
 from chaosext.core.walk import iter_dicts
 from chaosext.outage.evidence import EVIDENCE_FORMAT
-from chaosext.verdict import classify
+from chaosext.verdict import check_record, classify
 
 __all__ = [
     "JournalError", "AUDIT_ACTIONS", "load_journal", "parse_time", "verdict_of", "timeline", "probe_results",
@@ -63,11 +63,11 @@ def parse_time(value: Any) -> float | None:
     return moment.timestamp()
 
 
-def verdict_of(journal: dict[str, Any]) -> dict[str, Any]:
-    """The same judgement as `chaosext verdict` on the journal alone (``chaosext.verdict.classify``: security
-    findings, NOT EXERCISED ...; the cross-check with the run's record is the verdict command's), as
-    ``{passed, summary, reasons}``."""
-    kind, reasons = classify(journal)
+def verdict_of(journal: dict[str, Any], run_dir: str = "") -> dict[str, Any]:
+    """The same judgement as `chaosext verdict` (``chaosext.verdict.classify`` with the journal checked against its
+    run's record, ``check_record``: an edited journal FAILS, a pass whose record cannot be read is UNVERIFIED), as
+    ``{passed, summary, reasons}``. ``run_dir``: the run's directory when the journal's own is not it."""
+    kind, reasons = classify(journal, check_record(journal, run_dir))
     return {"passed": kind == "PASS", "summary": kind, "reasons": reasons}
 
 

@@ -69,7 +69,7 @@ def test_the_documented_example_reads_as_written(source: str, tmp_path: Path) ->
     assert orders.probe_route == Route("GET", "/v2/orders")
     assert [r.text for r in orders.forgery_routes] == ["GET /v2/orders", "POST /v2/orders"]
     assert orders.cache.kind == "prometheus" and set(orders.cache.queries) == {"fresh", "stale", "expired"}
-    assert orders.cache.queries["expired"] == 'jwks_keys_cached{app="orders"} == 0'
+    assert orders.cache.queries["expired"] == 'jwks_keys_cached{app="orders"} == bool 0'
     assert doc.audit == AuditMapping(fields={"time": "time", "service": "svc", "action": "event", "tenant": "tenant"},
                                      actions={"degraded": "jwks.stale", "recovered": "jwks.recovered",
                                               "expired": "jwks.expired", "rejected": "token.rejected"})

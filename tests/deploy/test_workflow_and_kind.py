@@ -2,6 +2,7 @@
 each other and with the code they start (flags, labels, ports)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -150,8 +151,10 @@ def test_real_environment_job_carries_the_approval_and_the_secrets() -> None:
         assert doctor["env"][name] == f"${{{{ secrets.{name} }}}}", name
     # a cluster without a kubeconfig: chaostoolkit-kubernetes' host + token, with the server's certificate checked
     assert env["KUBERNETES_HOST"] == "${{ vars.KUBERNETES_HOST }}" and env["KUBERNETES_VERIFY_SSL"]
-    for name in ("JWKS_URL", "AUTHORITY_URL", "SERVICE_URLS", "PROMETHEUS_URL", "ALERTMANAGER_URL", "AUDIT_SOURCE"):
+    for name in ("TARGET_FILE", "JWKS_URL", "AUTHORITY_URL", "SERVICE_URLS", "PROMETHEUS_URL", "ALERTMANAGER_URL",
+                 "AUDIT_SOURCE"):
         assert env[name] == f"${{{{ vars.{name} }}}}", name
+    assert doctor["env"]["TOKEN_CLIENTS"] == "${{ secrets.TOKEN_CLIENTS }}"  # an IdP with one client per tenant
     kube = next(s for s in job["steps"] if "KUBECONFIG" in str(s.get("env", {})))
     assert kube["env"]["KUBECONFIG_CONTENT"] == "${{ secrets.KUBECONFIG }}"
     assert "umask 077" in kube["run"] and "KUBECONFIG=$RUNNER_TEMP/kubeconfig" in kube["run"]
@@ -211,8 +214,10 @@ def test_kind_job_reaches_the_pods_through_port_forwards_it_tears_down() -> None
     fwd = next(i for i, r in enumerate(runs) if "kubectl -n chaosext-lab port-forward" in r)
     assert fwd < next(i for i, r in enumerate(runs) if "chaosext doctor" in r)
     forwarded = {int(m) for m in re.findall(r'forward \S+ \w+ (\d+):\d+', runs[fwd])}
+    described = json.loads((REPO / env["TARGET_FILE"]).read_text())
     urls = [env["JWKS_URL"], env["AUTHORITY_URL"], env["PROMETHEUS_URL"], env["ALERTMANAGER_URL"],
-            *(u.split("=", 1)[1] for u in env["SERVICE_URLS"].split(","))]
+            *(s["url"] for s in described["services"].values()),
+            *(s["cache"]["http"]["url"] for s in described["services"].values())]
     for url in urls:
         host, port = re.match(r"http://([\d.]+):(\d+)", url).groups()
         assert host in ("127.0.0.1", env["AUTHORITY_IP"]) and int(port) in forwarded, url
@@ -226,6 +231,39 @@ def test_kind_job_reaches_the_pods_through_port_forwards_it_tears_down() -> None
     stop = next(s for s in job["steps"] if "port-forward.pids" in s.get("run", "") and "kill" in s.get("run", ""))
     assert stop["if"] == "${{ always() }}" and job["steps"].index(stop) > fwd
     assert env["CHAOSEXT_APPROVE"] == env["FAULT_TARGET"], "the job's own kind cluster is approved with the job"
+
+
+def _args(name: str) -> dict[str, str]:
+    """The ``--flag value`` pairs of the command of the Deployment ``name`` in the kind manifests."""
+    deployment = next(d for d in _manifests() if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+    command = [str(a) for a in deployment["spec"]["template"]["spec"]["containers"][0]["command"]]
+    return {a[2:]: command[i + 1] for i, a in enumerate(command[:-1]) if a.startswith("--")}
+
+
+def test_kind_job_drives_the_pods_through_the_labs_own_description() -> None:
+    """The kind job names no service itself (issue 23: the target is data): TARGET_FILE is the lab's description,
+    exactly as `chaosext lab up` writes it (chaosext.lab.target.describe) for the pods' settings in the manifests
+    and the ports the job forwards, so k6 and the probes drive the lab's routes and read its caches."""
+    from chaosext.lab.plan import LabConfig
+    from chaosext.lab.target import describe
+
+    env = _workflow()["jobs"]["kind"]["env"]
+    assert "SERVICE_URLS" not in env
+    described = json.loads((REPO / env["TARGET_FILE"]).read_text())
+    authority, policy = _args("authority"), _args("policy")
+    host, port = re.match(r"http://([\d.]+):(\d+)$", authority["issuer"]).groups()
+    cfg = LabConfig(state_dir=str(Path(env["AUDIT_SOURCE"].removeprefix("file:")).parent), authority_host=host,
+                    authority_port=int(port), audience=authority["audience"], tenant_header=policy["tenant-header"],
+                    jwks_ttl=float(policy["jwks-ttl"]), jwks_max_stale=float(policy["jwks-max-stale"]))
+    runs = _runs(_workflow()["jobs"]["kind"])
+    forwards = dict(re.findall(r'forward 127\.0\.0\.1 (\w+) (\d+):\d+', next(r for r in runs if "port-forward" in r)))
+    comps: dict[str, dict[str, str]] = {
+        name: {"url": f"http://127.0.0.1:{forwards[name]}", "health": f"http://127.0.0.1:{forwards[name]}/healthz"}
+        for name in cfg.services}
+    comps.update({name: {"url": f"http://127.0.0.1:{forwards[name]}"} for name in ("prometheus", "alertmanager")})
+    assert described == json.loads(json.dumps(describe(cfg, comps))), \
+        "deploy/kind/target.json is not the lab's description of the pods: regenerate it with describe()"
+    assert described["identity_provider"]["jwks_url"] == env["JWKS_URL"]
 
 
 def authority_ip_is_the_clusterip(address: str) -> bool:

@@ -61,7 +61,7 @@ class Health:
 
 ORDERS_CACHE = {"fresh": 'keys_cached{app="orders"} > 0 and fetch_failing{app="orders"} == 0',
                 "stale": 'fetch_failing{app="orders"} == 1 and keys_cached{app="orders"} > 0',
-                "expired": 'keys_cached{app="orders"} == 0'}
+                "expired": 'keys_cached{app="orders"} == bool 0'}
 
 
 def _ctx(tmp_path: Path, prometheus: str, services: dict[str, Any], **settings: str) -> RunContext:
@@ -149,7 +149,7 @@ def test_a_contract_of_its_own_expired_beats_stale_and_all_zero_is_never_fresh(s
     bare = {"url": NOWHERE, "routes": ["GET /x"]}
     ctx = _ctx(tmp_path, stub(p).url, {"orders": bare, "billing": bare, "audit": bare},
                metric_service_label="app", metric_cache_expired="keys_expired", metric_cache_stale="keys_stale",
-               metric_cache_fresh="keys_cached > 0", metric_cache_empty="keys_cached == 0")
+               metric_cache_fresh="keys_cached > 0", metric_cache_empty="keys_cached == bool 0")
     p.answers = {"max by (app) (keys_expired)": [({"app": "orders"}, 1), ({"app": "billing"}, 0),
                                                  ({"app": "audit"}, 0)],
                  "max by (app) (keys_stale)": [({"app": "orders"}, 1), ({"app": "billing"}, 1), ({"app": "audit"}, 0)]}

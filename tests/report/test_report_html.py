@@ -88,8 +88,8 @@ def test_report_of_a_lab_run_shows_verdict_plots_and_probes(rendered: dict[str, 
     journal = json.loads(rendered["journal"].read_text())
     assert rendered["stderr"] == "", f"report warned: {rendered['stderr']}"
     # the verdict is the verdict command's
-    from chaosext.verdict import classify
-    expected, _ = classify(journal)
+    from chaosext.verdict import check_record, classify
+    expected, _ = classify(journal, check_record(journal))
     assert f'class="verdict {"pass" if expected == "PASS" else "fail"}"' in text
     assert f"verdict: {expected}" in rendered["stdout"]
     # four plots with real PNG data (not "no data" notes)

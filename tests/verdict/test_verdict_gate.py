@@ -399,3 +399,24 @@ def test_a_dry_run_is_never_a_pass_even_without_its_dry_mark(tmp_path: Path) -> 
 def test_the_exit_codes_are_distinct_where_a_gate_must_tell_them_apart() -> None:
     assert EXIT_CODES["INCOMPLETE"] == 6 and EXIT_CODES["FAIL"] == 1
     assert len({EXIT_CODES[k] for k in ("PASS", "FAIL", "NOT RUN", "DRY RUN", "NOT EXERCISED", "INCOMPLETE")}) == 6
+
+
+def test_the_reports_banner_is_the_verdicts_an_edited_journal_is_no_green_report(tmp_path: Path) -> None:
+    """`chaosext report` shows the verdict command's judgement, record check included: the journal of a failed run
+    edited to read as a pass gets a FAIL banner, and one copied away from its record an UNVERIFIED one."""
+    from chaosext.report.cli import build_report
+
+    journal = _sealed(tmp_path, _journal(no_fail_open=_forged([HOLE])))
+    judge_out = journal["run"][-1]["output"]
+    judge_out["checks"]["no-fail-open"] = {"phase": "outage", **_forged()}
+    judge_out["ok"], judge_out["failed"] = True, []
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(journal))
+    html, shown, _ = build_report(str(path))
+    assert shown["summary"] == "FAIL" and 'class="verdict fail"' in html
+    assert "DISAGREES WITH ITS RUN" in html
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({k: v for k, v in _sealed(tmp_path / "b", _journal(), run_id="0badc0de").items()
+                                if k != "extensions"}))
+    html, shown, _ = build_report(str(bare))
+    assert shown["summary"] == "UNVERIFIED" and 'class="verdict pass"' not in html
