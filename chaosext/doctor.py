@@ -65,7 +65,8 @@ Examples:
               show_default="$FAULT_VIA or derived from --target", help="fault method")
 @click.option("--prometheus-url", default="", help="default: $PROMETHEUS_URL, else the running lab's")
 @click.option("--alertmanager-url", default="", help="default: $ALERTMANAGER_URL, else the running lab's")
-@click.option("--state-dir", default="", help="lab state directory (default: $CHAOSEXT_LAB_DIR or ./.chaosext-lab)")
+@click.option("--state-dir", default="", help="lab state directory (default: $CHAOSEXT_LAB_DIR, else "
+              "./.chaosext-lab; as root /var/lib/chaosext/lab)")
 @click.option("--json", "as_json", is_flag=True, help="print the checks as JSON instead of a table")
 def doctor(target: str, via: str | None, prometheus_url: str, alertmanager_url: str, state_dir: str,
            as_json: bool) -> None:

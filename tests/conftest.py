@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import secrets
+import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +127,55 @@ def stub() -> Iterator[Callable[[Handler], JsonStub]]:
     stopped after the test, and an assertion that failed inside a handler fails the test."""
     with contextlib.ExitStack() as stack:
         yield lambda handler: stack.enter_context(JsonStub(handler))
+
+
+# ------------------------------------------------------------------------------------- a local attacker (issue 27)
+@dataclass
+class Attacker:
+    """A throwaway unprivileged user and a directory it owns (like a checkout of its own, in /tmp: the test's own
+    tmp_path is root's 0700 directory, which the user cannot even enter)."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path
+
+    def argv(self, argv: list[str]) -> list[str]:
+        """``argv`` run as this user (``setpriv``: its uid and gid, no supplementary groups)."""
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--", *argv]
+
+    def run(self, argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` as this user; fails the test when it fails."""
+        return subprocess.run(self.argv(argv), check=True, capture_output=True, text=True, timeout=60, **kw)
+
+    def sh(self, script: str) -> subprocess.CompletedProcess[str]:
+        """A shell script run as this user, in its directory."""
+        return self.run(["sh", "-c", script], cwd=self.home)
+
+    def popen(self, argv: list[str], **kw: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.argv(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.fixture
+def attacker() -> Iterator[Attacker]:
+    """A throwaway unprivileged user (``useradd`` here, ``userdel`` after, with every process it still runs killed by
+    pid) and a 0755 directory of its own under /tmp, removed after."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a throwaway user")
+    name = f"cxatk{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name],
+                   check=True, capture_output=True, timeout=30)
+    entry = pwd.getpwnam(name)
+    home = Path(f"/tmp/{name}")
+    try:
+        home.mkdir(mode=0o755)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        yield Attacker(name, entry.pw_uid, entry.pw_gid, home)
+    finally:
+        for proc in Path("/proc").iterdir():  # every process the user still runs, by pid
+            with contextlib.suppress(OSError, ValueError):
+                if proc.name.isdigit() and proc.stat().st_uid == entry.pw_uid:
+                    os.kill(int(proc.name), signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
+        subprocess.run(["userdel", name], check=False, capture_output=True, timeout=30)
+        subprocess.run(["groupdel", name], check=False, capture_output=True, timeout=30)

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
+
+from chaosext.core import procs
 
 __all__ = ["NOWHERE", "SERVICES", "TENANTS", "description", "write_target", "target_config", "write_lab"]
 
@@ -78,11 +82,27 @@ def target_config(tmp: Path, doc: dict[str, Any] | None = None, **settings: Any)
     return {"chaosext_lab_dir": str(tmp / "no-lab"), "target_file": write_target(tmp, doc), **settings}
 
 
-def write_lab(lab_dir: Path, doc: dict[str, Any] | None = None) -> Path:
-    """The state a running lab leaves in ``lab_dir``: ``target.json`` (``doc``) and ``state.json`` naming it (no
-    component: nothing runs); ``lab_dir``."""
-    lab_dir.mkdir(parents=True, exist_ok=True)
+def write_lab(lab_dir: Path, doc: dict[str, Any] | None = None, **state: Any) -> Path:
+    """The state a running lab leaves in ``lab_dir``: ``target.json`` (``doc``) and ``state.json`` naming it; returns
+    ``lab_dir``. The stand-in "runs" the way chaosext.core.labid recognises a lab: its authority is this test process
+    (alive, its real start time), its network namespace this process's, its URLs the description's; ``state``
+    replaces fields."""
+    lab_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    doc = description() if doc is None else doc
     target = write_target(lab_dir, doc)
-    (lab_dir / "state.json").write_text(json.dumps({"version": 1, "state_dir": str(lab_dir), "components": {},
-                                                    "target_file": target}))
+    idp, me = doc.get("identity_provider") or {}, os.getpid()
+    stat = procs.proc_stat(me)
+    jwks = urlsplit(idp.get("jwks_url") or "")
+    record: dict[str, Any] = {
+        "version": 1, "state_dir": str(lab_dir), "target_file": target, "netns": procs.netns_id(),
+        "components": {"authority": {"pid": me, "start_ticks": stat.start_ticks if stat else None,
+                                     "url": idp.get("authority_url")}},
+        "jwks_url": idp.get("jwks_url"), "authority_url": idp.get("authority_url"),
+        "service_urls": {name: s["url"] for name, s in (doc.get("services") or {}).items()},
+        "prometheus_url": (doc.get("prometheus") or {}).get("url"),
+        "alertmanager_url": (doc.get("alertmanager") or {}).get("url"),
+        "fault": {"via": "iptables", "target": "local", "host": jwks.hostname, "port": jwks.port},
+        **state}
+    (lab_dir / "state.json").write_text(json.dumps(record))
+    (lab_dir / "state.json").chmod(0o600)
     return lab_dir

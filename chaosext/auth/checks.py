@@ -8,16 +8,18 @@ from urllib.parse import urlparse
 
 import requests
 
+from chaosext.auth import keyserver
 from chaosext.auth.forgery import MINTED, parse_skip
 from chaosext.auth.idptokens import read_tokens_file
 from chaosext.auth.measure import TOKEN_MARGIN_SECONDS, call, prepare_forgery
+from chaosext.core import labid
 from chaosext.core.errors import ConfigError
 from chaosext.core.findings import HTTP_TIMEOUT, Finding
-from chaosext.core.tokens import TokenError, discover_token_endpoint, token_settings, tokens_for
+from chaosext.core.tokens import TokenError, token_endpoint, token_settings, tokens_for
 from chaosext.run.context import RunContext
 
-__all__ = ["check_forgery_skip", "check_forgery_tokens_file", "check_claim_classes", "check_jwks", "check_discovery",
-           "check_jwks_uri", "check_tenant_tokens",
+__all__ = ["check_forgery_skip", "check_forgery_tokens_file", "check_claim_classes", "check_key_url",
+           "check_token_transport", "check_jwks", "check_discovery", "check_jwks_uri", "check_tenant_tokens",
            "check_services"]
 
 
@@ -29,6 +31,29 @@ def check_forgery_skip(ctx: RunContext) -> Finding:
         return Finding("forgery classes", False, str(exc), "fix FORGERY_SKIP")
     skipped = ", ".join(ctx.cfg.forgery_skip)
     return Finding("forgery classes", True, f"skipping {skipped}" if skipped else "every class is tried")
+
+
+def check_key_url(ctx: RunContext) -> Finding:
+    """Where the jku/x5u forgeries point (``chaosext.auth.keyserver``): FORGERY_KEY_URL, the lab's loopback, or
+    "not testable here" (never a refusal of the run: those classes are then reported as not testable)."""
+    cfg = ctx.cfg
+    if problems := keyserver.config_problems(cfg):
+        return Finding("jku/x5u key URL", False, "; ".join(problems), "fix FORGERY_KEY_URL / FORGERY_KEY_LISTEN")
+    if cfg.forgery_key_url:
+        return Finding("jku/x5u key URL", True, f"FORGERY_KEY_URL={cfg.forgery_key_url}")
+    if cfg.is_lab_target:
+        return Finding("jku/x5u key URL", True, "the lab on this host: a loopback key server")
+    return Finding("jku/x5u key URL", False, keyserver.NOT_TESTABLE, "set FORGERY_KEY_URL (and FORGERY_KEY_LISTEN) "
+                   "to test the jku/x5u classes", required=False)
+
+
+def check_token_transport(ctx: RunContext) -> Finding:
+    """Tenants' tokens go to the services only over https, unless they are the lab's or CHAOSEXT_ALLOW_HTTP."""
+    problems = labid.token_transport_problems(ctx.cfg)
+    if problems:
+        return Finding("tokens over http", False, "; ".join(problems),
+                       "use https service URLs, or set CHAOSEXT_ALLOW_HTTP=true on purpose")
+    return Finding("tokens over http", True, "tokens go only over https, to the lab, or CHAOSEXT_ALLOW_HTTP allows it")
 
 
 def check_forgery_tokens_file(ctx: RunContext) -> Finding | None:
@@ -87,9 +112,10 @@ def check_discovery(ctx: RunContext) -> Finding:
     """The IdP's OIDC discovery document names a token endpoint (or TOKEN_ENDPOINT is given)."""
     try:
         settings = token_settings(ctx.cfg, ctx.secrets)
+        # the endpoint the client secret would go to: the authority's origin unless explicit, https outside the lab
+        endpoint = token_endpoint(settings, timeout=HTTP_TIMEOUT)
         if settings.token_endpoint:
             return Finding("idp discovery", True, f"TOKEN_ENDPOINT={settings.token_endpoint} (discovery not used)")
-        endpoint = discover_token_endpoint(settings.authority_url, timeout=HTTP_TIMEOUT)
     except TokenError as exc:
         msg, _, fix = str(exc).partition("; ")
         return Finding("idp discovery", False, msg, fix or "check AUTHORITY_URL (the IdP's issuer URL)")

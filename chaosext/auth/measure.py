@@ -16,9 +16,11 @@ from typing import Any
 
 import requests
 
+from chaosext.auth import keyserver
 from chaosext.auth.forgery import CLASSES, MINTED, build_catalogues, key_documents, tenant_materials
 from chaosext.auth.idptokens import IdpTokens, collect, read_tokens_file
-from chaosext.auth.judge import Attempt, KeyServer, judge_attempts, probe_round
+from chaosext.auth.judge import Attempt, judge_attempts, probe_round
+from chaosext.core import urls
 from chaosext.core.config import ExperimentConfig
 from chaosext.core.errors import ConfigError
 from chaosext.core.names import SOCKET_MARK
@@ -26,9 +28,8 @@ from chaosext.core.target import Service
 from chaosext.core.tokens import (
     TokenError,
     client_credentials_token,
-    discover_token_endpoint,
     grant,
-    marked_session,
+    token_endpoint,
     token_settings,
     tokens_for,
 )
@@ -50,7 +51,8 @@ TOKEN_MARGIN_SECONDS = 600
 
 def call(cfg: ExperimentConfig, svc: Service, token: str, tenant: str, timeout: float = 3.0) -> int:
     """The service's probe route (``Service.probe_route``) with ``token`` for ``tenant``: the HTTP status, or 0 when
-    it did not answer (or the service has no read route to probe)."""
+    it did not answer (or the service has no read route to probe). A redirect to another origin is not followed (the
+    token stays with the service: chaosext.core.urls)."""
     route = svc.probe_route
     if route is None:
         return 0
@@ -60,8 +62,9 @@ def call(cfg: ExperimentConfig, svc: Service, token: str, tenant: str, timeout: 
     if route.body:
         headers["Content-Type"] = "application/json"
     try:
-        r = requests.request(route.method, svc.url + route.path, data=route.body.encode() or None, timeout=timeout,
-                             headers=headers)
+        with urls.session() as s:
+            r = s.request(route.method, svc.url + route.path, data=route.body.encode() or None, timeout=timeout,
+                          headers=headers)
         return r.status_code
     except requests.RequestException:
         return 0
@@ -81,8 +84,7 @@ def new_key_tokens(ctx: RunContext, tenants: Sequence[str] | None = None) -> dic
     services still cannot reach the JWKS); kept in the run's memory only. TokenError says what to fix."""
     cfg = ctx.cfg
     wanted = list(tenants or cfg.tenants[:CHECK_TENANTS])
-    with marked_session(SOCKET_MARK) as session:
-        fresh = tokens_for(token_settings(cfg, ctx.secrets), wanted, {}, timeout=10, session=session)
+    fresh = tokens_for(token_settings(cfg, ctx.secrets), wanted, {}, timeout=10, mark=SOCKET_MARK)
     ctx.memory.rotated_tokens.update(fresh)
     return fresh
 
@@ -124,7 +126,7 @@ def _mint_via_authority(ctx: RunContext, tenant: str) -> Mint | None:
         params = {"tenant": tenant, "audience": cfg.audience, "ttl": str(cfg.outage_seconds + 900),
                   "test_claims": json.dumps(overrides), "omit": ",".join(omit)}
         try:
-            endpoint = settings.token_endpoint or discover_token_endpoint(settings.authority_url, 5)
+            endpoint = token_endpoint(settings, 5)
             return str(client_credentials_token(endpoint, settings.client_id, settings.client_secret,
                                                 settings.auth_method, params, timeout=5)["access_token"])
         except (TokenError, KeyError):
@@ -170,14 +172,15 @@ def _idp_tokens(ctx: RunContext, tokens: dict[str, str], jwks: dict[str, Any], w
     fetch = None
     if all(all(settings.client_for(t)) for t in tokens):
         def fetch(tenant: str, audience: str) -> str:
-            endpoint = settings.token_endpoint or discover_token_endpoint(settings.authority_url, 5)
+            endpoint = token_endpoint(settings, 5)  # same origin as the authority, https outside the lab
             return str(grant(settings, endpoint, tenant, audience, timeout=10)["access_token"])
     return collect(tokens, jwks, fetch, settings.audience, settings.other_audience, files, wanted)
 
 
 class ForgeryPlan:
-    """The catalogue for one run (every tenant's), and the key server its jku/x5u forgeries point at (started per
-    round)."""
+    """The catalogue for one run (every tenant's), and the key URL its jku/x5u forgeries point at: served by the run's
+    one key listener (``chaosext.auth.keyserver``), or "not testable here" when the services may not reach this
+    machine."""
 
     def __init__(self, ctx: RunContext, prepare: bool = True) -> None:
         # during the outage the IdP is unreachable: use what was prepared before the fault, never wait on it
@@ -187,9 +190,8 @@ class ForgeryPlan:
         minted: dict[str, dict[str, str | None]] = prepared.get("minted") or {}
         #: the tenants the run drives (the forgeries attack every one)
         self.tenants = list(cfg.tenants)
-        with KeyServer({}) as probe:  # a free loopback port for the key URL; the rounds serve on it
-            port = int(probe.url.rsplit(":", 1)[1])
-        self.key_url = f"http://127.0.0.1:{port}"
+        self.keys = keyserver.key_url_for(ctx)
+        self.key_url = self.keys.url
         materials = tenant_materials(prepared.get("jwks") or {}, tokens, self.key_url,
                                      mint_for=lambda t: lambda name, overrides, omit: minted.get(t, {}).get(name))
         self.material = materials[0]
@@ -199,24 +201,26 @@ class ForgeryPlan:
         if not prepare and not prepared:
             for name in set(MINTED) & set(self.skipped):
                 self.skipped[name] = "not prepared before the fault (forged-tokens-refused was not in the baseline)"
+        if not self.key_url:
+            for name in {"jku", "x5u"} & set(self.skipped) - set(cfg.forgery_skip):
+                self.skipped[name] = self.keys.reason  # never tried, never counted as refused
         for name, why in (prepared.get("idp_reasons") or {}).items():
             if name in self.skipped and name not in cfg.forgery_skip:  # what would let it be tried on this IdP
                 self.skipped[name] = why
         #: where the IdP-signed claim-class tokens came from, by class (not the lab's minting)
         self.sources: dict[str, str] = dict(prepared.get("idp_sources") or {})
         self.documents = key_documents(self.material)
-        self.port = port
+        self.keys.serve(self.documents)
         self.key_fetches: list[str] = []
 
     def round(self, cfg: ExperimentConfig, tick: int | None = None,
               services: dict[str, str] | None = None) -> list[Attempt]:
         """One round (all variants when ``tick`` is None, else this tick's rotation) against every service."""
-        with KeyServer(self.documents, port=self.port) as keys:
-            attempts = probe_round(services if services is not None else cfg.service_urls, self.forgeries,
-                                   cfg.tenant_header, {name: tuple((r.method, r.path) for r in s.forgery_routes)
-                                                       for name, s in cfg.services.items()},
-                                   tick, cfg.forgery_concurrency, cfg.forgery_timeout)
-        self.key_fetches.extend(keys.fetches)
+        attempts = probe_round(services if services is not None else cfg.service_urls, self.forgeries,
+                               cfg.tenant_header, {name: tuple((r.method, r.path) for r in s.forgery_routes)
+                                                   for name, s in cfg.services.items()},
+                               tick, cfg.forgery_concurrency, cfg.forgery_timeout)
+        self.key_fetches = self.keys.fetches()
         return attempts
 
     def judge(self, cfg: ExperimentConfig, attempts: Sequence[Mapping[str, Any]],

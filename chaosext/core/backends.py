@@ -18,6 +18,11 @@ name in upper case; the TLS settings are part of the run's settings (``Experimen
 chaostoolkit-kubernetes' clients, a :class:`Backend` is built for each activity from the secrets Chaos Toolkit hands
 it (``backend(name, url, cfg, secrets)``, or ``RunContext.backend``) and nothing is kept between activities. Nothing
 here is ever logged.
+
+Credentials never leave for another origin: every request goes through ``chaosext.core.urls.SameOriginSession``,
+which follows a redirect only within the backend's own scheme, host and port (a 307 to another host gets nothing:
+no Authorization, no ``X-ClickHouse-Key``, no custom header, no body). A backend that is given credentials must be
+https unless it is the running lab's or ``CHAOSEXT_ALLOW_HTTP`` is true (``chaosext.core.urls.check_transport``).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from typing import Any
 
 import requests
 
+from chaosext.core import labid, urls
 from chaosext.core.config import BACKEND_NAMES, ExperimentConfig
 from chaosext.core.errors import ChaosextError
 from chaosext.core.settings import Secrets, secret_value
@@ -51,6 +57,15 @@ class BackendAuth:
     verify: bool | str = True
     #: ClickHouse only: the database holding the audit table (CLICKHOUSE_DATABASE; '' = the collector's default)
     database: str = ""
+    #: CHAOSEXT_ALLOW_HTTP: credentials may go over plain http outside the lab
+    allow_http: bool = False
+    #: the lab state directory (a lab's own backend may be plain http: chaosext.core.labid)
+    lab_dir: str = ""
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when requests carry a header or HTTP Basic credentials."""
+        return bool(self.headers or self.basic)
 
     @property
     def described(self) -> str:
@@ -66,12 +81,26 @@ class BackendAuth:
         return " + ".join(kinds) or "no credentials"
 
     def session(self) -> requests.Session:
-        """A requests Session carrying these settings."""
-        s = requests.Session()
+        """A requests Session carrying these settings that never follows a redirect to another origin."""
+        s = urls.session()
         s.headers.update(self.headers)
         s.auth = self.basic
         s.verify = self.verify
         return s
+
+    def session_for(self, url: str) -> requests.Session:
+        """:meth:`session`, after checking that ``url`` may get these credentials (BackendError otherwise): parsed by
+        the one URL parser, and https unless it is the running lab's or CHAOSEXT_ALLOW_HTTP is true."""
+        try:
+            if self.has_credentials:
+                http = urls.parse(url, f"{self.name} URL").scheme == "http"
+                lab = http and labid.is_lab_url(url, labid.running_lab(self.lab_dir or None))
+                urls.check_transport(url, f"{self.name} URL", lab, self.allow_http)
+            else:
+                urls.parse(url, f"{self.name} URL")
+        except (urls.UrlError, ValueError) as exc:
+            raise BackendError(str(exc)) from None
+        return self.session()
 
 
 def _headers(name: str, secrets: Secrets) -> dict[str, str]:
@@ -114,7 +143,7 @@ def auth_for(name: str, cfg: ExperimentConfig, secrets: Secrets = None) -> Backe
         verify = False
     elif ca := cfg.backend_ca_bundles.get(name, ""):
         verify = ca
-    return BackendAuth(name, headers, basic, verify, database)
+    return BackendAuth(name, headers, basic, verify, database, allow_http=cfg.allow_http, lab_dir=cfg.lab_dir)
 
 
 def _explain(name: str, url: str, resp: requests.Response, auth: BackendAuth) -> BackendError:
@@ -146,9 +175,11 @@ class Backend:
     def _send(self, method: str, path: str, timeout: float, **kw: Any) -> requests.Response:
         url = self.url.rstrip("/") + path if path else self.url
         try:
-            with self.auth.session() as s:
+            with self.auth.session_for(url) as s:
                 # verify per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a Session's verify
                 resp = s.request(method, url, timeout=timeout, verify=self.auth.verify, **kw)
+        except urls.CrossOriginRedirect as exc:
+            raise BackendError(f"{self.name}: {exc}") from None
         except requests.exceptions.SSLError as exc:
             raise BackendError(f"{self.name} at {url}: TLS verification failed ({exc.__class__.__name__}); set "
                                f"{self.name.upper()}_CA_BUNDLE to its CA's PEM file") from None

@@ -15,7 +15,6 @@ a list of problems, each a sentence that says what to do.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import logging
 import types
 import typing
@@ -24,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
+from chaosext.core import labid, safefs, urls
 from chaosext.core.errors import ConfigError
 from chaosext.core.failures import (
     DEFAULT_ERROR_STATUS,
@@ -35,7 +34,7 @@ from chaosext.core.failures import (
     failure_problem,
 )
 from chaosext.core.faulttarget import FaultTarget, parse_fault_target
-from chaosext.core.labstate import load_state
+from chaosext.core.labstate import default_state_dir, load_state
 from chaosext.core.limits import MAX_OUTAGE_SECONDS, check_outage, deadline_seconds, k6_rate_problem
 from chaosext.core.names import FAULT_MODES, FAULT_VIAS, check_run_id
 from chaosext.core.settings import Configuration, raw_setting, setting_origin
@@ -245,6 +244,11 @@ class ExperimentConfig:
     lab_dir: str = setting_field(".chaosext-lab", key="chaosext_lab_dir", parse=_str)
     lab_running: bool = False
     approve: str = setting_field("", key="chaosext_approve", parse=_str)
+    #: CHAOSEXT_ALLOW_HTTP: credentials may go over plain http to a target that is not the lab (docs/security.md)
+    allow_http: bool = setting_field(False, key="chaosext_allow_http", parse=_flag)
+    #: where the jku/x5u forgeries point (a URL of this machine the services reach), and where its listener binds
+    forgery_key_url: str = setting_field("", parse=_url)
+    forgery_key_listen: str = setting_field("", parse=_str)
     #: where each setting's value came from (configuration key -> configuration, env, lab or default), for
     #: messages such as doctor's
     origins: dict[str, str] = field(default_factory=dict, compare=False)
@@ -285,19 +289,19 @@ class ExperimentConfig:
 
     @property
     def is_lab_target(self) -> bool:
-        """True when every URL the fault and the probes touch is on this machine's loopback and the fault is local
-        (iptables on this host, or the lab's Envoy: FAULT_VIA=envoy with a loopback admin URL as FAULT_TARGET)."""
-        urls = [self.jwks_url, self.authority_url, *self.service_urls.values()]
-        local = (self.fault_via == "iptables" and self.fault_target == "local") or (
-            self.fault_via == "envoy" and is_loopback_url(self.fault_target.removeprefix("envoy:")))
-        return local and all(map(is_loopback_url, urls))
+        """True when the running lab's state file names this very target (chaosext.core.labid: its URLs, its
+        network namespace, its fault); an address on loopback alone is not the lab."""
+        return labid.is_lab_target(self)
 
     @property
     def target_name(self) -> str:
         """The name CHAOSEXT_APPROVE must give to allow a non-lab target."""
         if self.fault_target != "local":
             return self.fault_target
-        return urlparse(self.jwks_url).hostname or self.jwks_url
+        try:
+            return urls.parse(self.jwks_url).host
+        except urls.UrlError:
+            return self.jwks_url
 
     # ---------------------------------------------------------------------------------------------- JSON
     def to_json(self) -> dict[str, Any]:
@@ -415,7 +419,7 @@ def load_config(configuration: Configuration = None) -> ExperimentConfig:
     SERVICE_URLS, a target description that does not read, a malformed run id or metric name). The safety control
     calls it once per run.
     """
-    lab_dir = str(raw_setting(configuration, "chaosext_lab_dir", ".chaosext-lab"))
+    lab_dir = str(raw_setting(configuration, "chaosext_lab_dir", default_state_dir()))
     state: LabValues = lab_state(lab_dir) or {}
     given_file = str(raw_setting(configuration, "target_file", ""))
     target_file = given_file or str(state.get("target_file") or "")
@@ -435,6 +439,11 @@ def load_config(configuration: Configuration = None) -> ExperimentConfig:
             raw, origin = lab_value, "lab"
         values[f.name] = _default(f) if raw == "" and origin == "" else parse(key, raw)
         origins[key] = origin or "default"
+    # the defaults that depend on who runs chaosext: root's state is root-private (chaosext.core.safefs)
+    if origins.get("chaosext_lab_dir") == "default":
+        values["lab_dir"] = lab_dir
+    if origins.get("chaosext_run_dir") == "default":
+        values["run_base"] = safefs.default_dir(".chaosext-run", "run")
     values["target_file"] = target_file
     values["lab_running"] = bool(state)
     values["origins"] = origins
@@ -473,14 +482,9 @@ def lab_state(lab_dir: str) -> dict[str, Any] | None:
 
 
 def is_loopback_url(url: str) -> bool:
-    """True when the URL's host is localhost or a loopback address (127.0.0.0/8, ::1)."""
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """True when the URL's host is localhost or a loopback address (127.0.0.0/8, ::1). Loopback is not the lab
+    (see ``ExperimentConfig.is_lab_target``)."""
+    return urls.is_loopback(url)
 
 
 def _parse_services(value: Any) -> dict[str, str]:
@@ -549,14 +553,8 @@ def parse_routes(value: Any) -> dict[str, tuple[tuple[str, str], ...]]:
 
 
 def _check_url(name: str, url: str) -> str | None:
-    p = urlparse(url)
-    if p.scheme not in ("http", "https") or not p.hostname:
-        return f"{name}={url!r} is not an http(s) URL; set it to e.g. http://127.0.0.1:9490"
-    try:
-        _ = p.port  # parses the port: out of range or not a number raises
-    except ValueError:
-        return f"{name}={url!r} has an invalid port"
-    return None
+    # one parser decides and sends (chaosext.core.urls): no user info, backslash or parser disagreement
+    return urls.problem(url, name) or None
 
 
 def failure_problems(cfg: ExperimentConfig) -> list[str]:

@@ -27,6 +27,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from chaosext.core import safefs
+
 __all__ = ["KEY_FILE", "EXTENSION", "entry_of", "closed_of", "judged_view", "canonical", "new_key", "read_key",
            "seal", "hmac_ok", "differences", "private_problem", "read_private"]
 
@@ -94,7 +96,8 @@ def hmac_ok(key: bytes, run_id: str, record: dict[str, Any]) -> bool:
 def new_key(run_dir: str | os.PathLike[str]) -> bytes:
     """Create this run's key (32 random bytes) in ``run_dir``, mode 0600, never over an existing file."""
     key = secrets.token_bytes(32)
-    fd = os.open(Path(run_dir) / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with safefs.open_dir(run_dir) as d:  # root-safe: relative to the checked run directory, no link followed
+        fd = d.open(KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(key)
     return key

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chaosext.core import urls
 from chaosext.core.errors import ConfigError
 from chaosext.core.settings import Secrets, is_unset
 
@@ -114,6 +115,8 @@ def source(options: KubeOptions = None, secrets: Secrets = None) -> KubeSource:
     when an explicit ``KUBERNETES_HOST`` would be ignored."""
     proxy = _option(options, "kube_api_url")
     if proxy:
+        if why := urls.problem(proxy, "KUBE_API_URL"):  # the one parser that also sends (chaosext.core.urls)
+            raise KubeConfigError(why)
         return KubeSource("proxy", proxy.rstrip("/"), auth="none")
     creds = kube_secrets(secrets)
 
@@ -143,6 +146,8 @@ def source(options: KubeOptions = None, secrets: Secrets = None) -> KubeSource:
                                   f"KUBERNETES_HOST; unset one of them")
         return KubeSource("in-pod", auth="service account")
     if host:
+        if why := urls.problem(host, "KUBERNETES_HOST"):
+            raise KubeConfigError(why)
         auth = "bearer" if lookup("KUBERNETES_API_KEY") else "client cert" if lookup("KUBERNETES_CERT_FILE") \
             else "basic" if lookup("KUBERNETES_USERNAME") else "none"
         verified = not host.startswith("https:") or "KUBERNETES_VERIFY_SSL" in creds \

@@ -1,16 +1,19 @@
 """The lab's state directory and its ``state.json`` (schema in docs/architecture.md): the documented contract
 between the lab (which writes it) and the extension (which reads it to find a running lab).
 
-``load_state`` is the Python API the experiment defaults use to find a running lab.
+``load_state`` is the Python API the experiment defaults use to find a running lab. The directory and the file are
+handled root-safe (:mod:`chaosext.core.safefs`): a state file another user could have written is refused, never
+trusted (it decides what counts as the lab, :mod:`chaosext.core.labid`). Default directory: ``./.chaosext-lab`` for a
+user, ``/var/lib/chaosext/lab`` for root.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from chaosext.core import safefs
 from chaosext.core.errors import ConfigError
 
 __all__ = [
@@ -19,6 +22,7 @@ __all__ = [
     "STATE_FILE",
     "STATE_VERSION",
     "StateError",
+    "default_state_dir",
     "resolve_state_dir",
     "load_state",
     "save_state",
@@ -35,9 +39,14 @@ class StateError(ConfigError):
     """state.json exists but cannot be used; the message says what to do."""
 
 
+def default_state_dir() -> str:
+    """``./.chaosext-lab`` for a user, ``/var/lib/chaosext/lab`` for root (:func:`chaosext.core.safefs.default_dir`)."""
+    return safefs.default_dir(DEFAULT_STATE_DIR, "lab")
+
+
 def resolve_state_dir(state_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Absolute state directory: the argument, else ``$CHAOSEXT_LAB_DIR``, else ``./.chaosext-lab``."""
-    chosen = state_dir or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR
+    """Absolute state directory: the argument, else ``$CHAOSEXT_LAB_DIR``, else :func:`default_state_dir`."""
+    chosen = state_dir or os.environ.get(STATE_DIR_ENV) or default_state_dir()
     return Path(chosen).expanduser().absolute()
 
 
@@ -49,10 +58,12 @@ def load_state(state_dir: str | os.PathLike[str] | None = None) -> dict[str, Any
     """
     path = resolve_state_dir(state_dir) / STATE_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safefs.read_text(path)
     except FileNotFoundError:
         return None
-    except OSError as exc:
+    except safefs.UnsafePath as exc:
+        raise StateError(f"refusing the lab state {path}: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise StateError(f"cannot read {path}: {exc}") from exc
     fix = (f"run `chaosext lab down --state-dir {path.parent}` to stop anything left from that lab and clear the "
            f"state, then `chaosext lab up` again")
@@ -72,21 +83,12 @@ def load_state(state_dir: str | os.PathLike[str] | None = None) -> dict[str, Any
 
 
 def save_state(state_dir: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Write state.json atomically (temp file + rename), so a reader never sees half a file."""
-    directory = resolve_state_dir(state_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, directory / STATE_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return directory / STATE_FILE
+    """Write state.json (0600) atomically (temp file + rename), so a reader never sees half a file."""
+    path = resolve_state_dir(state_dir) / STATE_FILE
+    safefs.write_file(path, json.dumps(state, indent=2, sort_keys=False) + "\n")
+    return path
 
 
 def clear_state(state_dir: str | os.PathLike[str]) -> None:
     """Remove state.json (logs, audit file and TSDB stay for inspection)."""
-    (resolve_state_dir(state_dir) / STATE_FILE).unlink(missing_ok=True)
+    safefs.remove(resolve_state_dir(state_dir) / STATE_FILE)

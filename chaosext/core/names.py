@@ -31,8 +31,9 @@ SOCKET_MARK = 0xC4A05E
 RUN_ID_RE = re.compile(r"[0-9a-f]{8}")
 
 
-def check_run_id(run_id: str) -> str:
-    """``run_id`` when it is a chaosext run id, else ConfigError (an id names directories, chains and labels)."""
+def check_run_id(run_id: object, what: str = "run id") -> str:
+    """``run_id`` when it is a chaosext run id, else ConfigError naming ``what`` (an id names directories, chains,
+    labels and iptables-restore input: it is checked wherever one comes in, issue 27)."""
     if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
-        raise ConfigError(f"chaosext_run_id={run_id!r} is not a chaosext run id (8 lower-case hex digits)")
+        raise ConfigError(f"{what}={run_id!r} is not a chaosext run id (8 lower-case hex digits, e.g. 1a2b3c4d)")
     return run_id

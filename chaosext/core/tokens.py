@@ -14,14 +14,19 @@ The probes and k6 need a valid token for each tenant they act as. This module ge
 Client credentials come from the experiment's ``secrets`` (scope ``chaosext``: ``token_client_id``,
 ``token_client_secret``, or ``token_clients`` = ``{tenant: {"client_id", "client_secret"}}`` for an IdP with one
 client per tenant), else the environment (``TOKEN_CLIENT_ID``, ``TOKEN_CLIENT_SECRET``, ``TOKEN_CLIENTS``), else the
-running lab's test client (``chaosext lab status --json``: ``client_id`` / ``client_secret``).
+running lab's test client (``chaosext lab status --json``: ``client_id`` / ``client_secret``; only when
+``AUTHORITY_URL`` is that very lab's, :mod:`chaosext.core.labid`).
+
+The client secret goes only where it should (:func:`token_endpoint`): a discovered ``token_endpoint`` must share
+``AUTHORITY_URL``'s origin (scheme, host, port) unless ``TOKEN_ENDPOINT`` names it explicitly; the endpoint must be
+https unless it is the running lab's or ``CHAOSEXT_ALLOW_HTTP`` is true; and no request follows a redirect to another
+origin (``chaosext.core.urls.SameOriginSession``: a 307 elsewhere gets neither the Basic header nor the form).
 """
 from __future__ import annotations
 
 import base64
 import json
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +36,7 @@ from urllib.parse import quote_plus
 
 import requests
 
+from chaosext.core import labid, urls
 from chaosext.core.config import ExperimentConfig, lab_state
 from chaosext.core.errors import ChaosextError
 from chaosext.core.settings import SECRETS_SCOPE, Secrets, secret_value
@@ -43,7 +49,7 @@ __all__ = [
     "TokenCache",
     "token_settings",
     "discover_token_endpoint",
-    "marked_session",
+    "token_endpoint",
     "client_credentials_token",
     "grant",
     "tokens_for",
@@ -76,6 +82,10 @@ class TokenSettings:
     other_audience: str = ""
     tokens_file: str = ""
     source: str = ""
+    #: AUTHORITY_URL is the running lab's (chaosext.core.labid): its own endpoints may be plain http
+    lab: bool = False
+    #: CHAOSEXT_ALLOW_HTTP: the client secret may go over plain http outside the lab
+    allow_http: bool = False
 
     def client_for(self, tenant: str) -> tuple[str, str]:
         """(client_id, client_secret) used for ``tenant``."""
@@ -99,9 +109,10 @@ def token_settings(cfg: ExperimentConfig, secrets: Secrets = None) -> TokenSetti
     client_id = str(secret_value(secrets, "token_client_id"))
     client_secret = str(secret_value(secrets, "token_client_secret"))
     source = "secrets/env" if client_id or client_secret else ""
-    if not client_id and not client_secret and cfg.lab_running:
+    lab = cfg.lab_running and labid.is_lab_url(cfg.authority_url, labid.running_lab(cfg.lab_dir))
+    if not client_id and not client_secret and lab:
         state = lab_state(cfg.lab_dir) or {}
-        if (state.get("authority_url") or "").rstrip("/") == cfg.authority_url:
+        if labid.same_url(state.get("authority_url"), cfg.authority_url):
             client_id, client_secret = state.get("client_id") or "", state.get("client_secret") or ""
             source = "lab client"
     t = cfg.token
@@ -119,45 +130,51 @@ def token_settings(cfg: ExperimentConfig, secrets: Secrets = None) -> TokenSetti
         other_audience=t.other_audience,
         tokens_file=t.tokens_file,
         source=source,
+        lab=lab,
+        allow_http=cfg.allow_http,
     )
 
 
-def marked_session(mark: int) -> requests.Session:
-    """A requests session whose connections carry the socket mark ``mark`` (SO_MARK; needs CAP_NET_ADMIN, else the
-    connections are unmarked): a run's iptables fault can let exactly these through (``SOCKET_MARK``)."""
-    from urllib3.connection import HTTPConnection
-
-    class Marked(requests.adapters.HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["socket_options"] = [*HTTPConnection.default_socket_options,
-                                        (socket.SOL_SOCKET, getattr(socket, "SO_MARK", 36), mark)]
-            super().init_poolmanager(*args, **kwargs)
-
-    session = requests.Session()
-    if os.geteuid() == 0:  # only a process with CAP_NET_ADMIN may set a mark (else every connect would fail)
-        session.mount("http://", Marked())
-        session.mount("https://", Marked())
-    return session
-
-
-def discover_token_endpoint(authority_url: str, timeout: float = 5.0, session: requests.Session | None = None) -> str:
-    """``token_endpoint`` of ``AUTHORITY_URL/.well-known/openid-configuration`` (OIDC Discovery 1.0 §4)."""
+def discover_token_endpoint(authority_url: str, timeout: float = 5.0, mark: int | None = None) -> str:
+    """``token_endpoint`` of ``AUTHORITY_URL/.well-known/openid-configuration`` (OIDC Discovery 1.0 §4). It must be on
+    the authority's own origin (a discovery document naming another host would receive the client secret): TokenError
+    otherwise, saying to set TOKEN_ENDPOINT explicitly if that host is right."""
     url = authority_url.rstrip("/") + "/.well-known/openid-configuration"
     try:
-        r = (session or requests).get(url, timeout=timeout)
+        urls.parse(url, "AUTHORITY_URL")
+        with urls.session(mark) as s:
+            r = s.get(url, timeout=timeout)
         r.raise_for_status()
         endpoint = r.json().get("token_endpoint")
+    except urls.UrlError as exc:
+        raise TokenError(f"OIDC discovery: {exc}") from None
     except (requests.RequestException, ValueError, AttributeError) as exc:
         raise TokenError(f"OIDC discovery at {url} failed ({type(exc).__name__}); check AUTHORITY_URL or set "
                          f"TOKEN_ENDPOINT") from None
     if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
         raise TokenError(f"{url} names no token_endpoint; set TOKEN_ENDPOINT")
+    if not urls.same_origin(endpoint, authority_url):
+        raise TokenError(f"{url} names token_endpoint {endpoint}, which is not on the authority's origin "
+                         f"({authority_url}); chaosext does not send the client secret there. If that endpoint is "
+                         f"right, set TOKEN_ENDPOINT={endpoint} explicitly")
+    return endpoint
+
+
+def token_endpoint(settings: TokenSettings, timeout: float = 10.0, mark: int | None = None) -> str:
+    """Where the client credentials go: ``TOKEN_ENDPOINT`` when given, else the discovered one (same origin as the
+    authority); https unless it is the running lab's or CHAOSEXT_ALLOW_HTTP is true. TokenError otherwise."""
+    endpoint = settings.token_endpoint or discover_token_endpoint(settings.authority_url, timeout, mark)
+    lab = settings.lab and urls.same_origin(endpoint, settings.authority_url)
+    try:
+        urls.check_transport(endpoint, "token endpoint", lab, settings.allow_http)
+    except urls.UrlError as exc:
+        raise TokenError(str(exc)) from None
     return endpoint
 
 
 def client_credentials_token(token_endpoint: str, client_id: str, client_secret: str,
                              method: str = "client_secret_basic", params: dict[str, str] | None = None,
-                             timeout: float = 10.0, session: requests.Session | None = None) -> dict[str, Any]:
+                             timeout: float = 10.0, mark: int | None = None) -> dict[str, Any]:
     """One client-credentials grant: the token response (``access_token``, ``expires_in`` ...).
 
     Raises TokenError with the IdP's ``error`` / ``error_description`` (RFC 6749 §5.2), never the secret.
@@ -170,7 +187,11 @@ def client_credentials_token(token_endpoint: str, client_id: str, client_secret:
         raw = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
     try:
-        r = (session or requests).post(token_endpoint, data=form, headers=headers, timeout=timeout)
+        urls.parse(token_endpoint, "token endpoint")
+        with urls.session(mark) as s:  # a redirect to another origin gets neither the Basic header nor the form
+            r = s.post(token_endpoint, data=form, headers=headers, timeout=timeout)
+    except urls.UrlError as exc:  # CrossOriginRedirect too
+        raise TokenError(str(exc)) from None
     except requests.RequestException as exc:
         raise TokenError(f"token endpoint {token_endpoint} unreachable ({type(exc).__name__})") from None
     try:
@@ -203,7 +224,7 @@ def _from_file(path: str, wanted: list[str]) -> dict[str, str]:
 
 
 def grant(settings: TokenSettings, endpoint: str, tenant: str, audience: str, timeout: float = 10.0,
-          session: requests.Session | None = None) -> dict[str, Any]:
+          mark: int | None = None) -> dict[str, Any]:
     """One client-credentials grant for ``tenant`` as the run asks for its tokens, but for ``audience`` ('' = ask
     for none: the IdP's default): the token response. TokenError as :func:`client_credentials_token`."""
     params: dict[str, str] = {}
@@ -214,17 +235,17 @@ def grant(settings: TokenSettings, endpoint: str, tenant: str, audience: str, ti
     if audience and settings.audience_param:
         params[settings.audience_param] = audience
     cid, secret = settings.client_for(tenant)
-    return client_credentials_token(endpoint, cid, secret, settings.auth_method, params, timeout, session)
+    return client_credentials_token(endpoint, cid, secret, settings.auth_method, params, timeout, mark)
 
 
 def tokens_for(settings: TokenSettings, tenants: list[str] | tuple[str, ...], cache: TokenCache,
-               min_valid_seconds: float = 0.0, timeout: float = 10.0,
-               session: requests.Session | None = None) -> dict[str, str]:
+               min_valid_seconds: float = 0.0, timeout: float = 10.0, mark: int | None = None) -> dict[str, str]:
     """``{tenant: access token}`` for every tenant: ``cache`` (the run's memory), then TOKENS_FILE, then the
     client-credentials grant (whose tokens are added to ``cache``).
 
     ``min_valid_seconds``: tokens that expire sooner are refused with a TokenError (a token that dies during the
-    outage would turn into 401s nobody could tell from a real failure).
+    outage would turn into 401s nobody could tell from a real failure). ``mark``: the grant's connections carry this
+    socket mark (:func:`chaosext.core.urls.session`).
     """
     now = time.time()
     out: dict[str, str] = {}
@@ -243,9 +264,9 @@ def tokens_for(settings: TokenSettings, tenants: list[str] | tuple[str, ...], ca
         raise TokenError(f"no token for tenant(s) {', '.join(missing)}: give client credentials (secrets "
                          f"token_client_id / token_client_secret, or env TOKEN_CLIENT_ID / TOKEN_CLIENT_SECRET), "
                          f"or TOKENS_FILE, or start the lab (chaosext lab up)")
-    endpoint = settings.token_endpoint or discover_token_endpoint(settings.authority_url, timeout, session)
+    endpoint = token_endpoint(settings, timeout, mark)
     for tenant in missing:
-        body = grant(settings, endpoint, tenant, settings.audience, timeout, session)
+        body = grant(settings, endpoint, tenant, settings.audience, timeout, mark)
         lifetime = float(body.get("expires_in") or 3600)
         if lifetime < min_valid_seconds:
             raise TokenError(f"the IdP issues tokens valid for {lifetime:.0f} s but this run needs "

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaosext.core import kube
-from chaosext.core.errors import ActivityMapping, ActivityResult
+from chaosext.core.errors import ActivityMapping, ActivityResult, ConfigError
 from chaosext.core.failures import ANSWER_MODES, UNREACHABLE, failure_problem
 from chaosext.core.limits import max_deadline_seconds
+from chaosext.core.names import check_run_id
+from chaosext.core.procs import proc_start_time
 from chaosext.core.settings import Configuration, Secrets, is_unset
 from chaosext.egress import build_driver, watchdog
 from chaosext.egress.base import (
@@ -229,7 +231,8 @@ def block(ctx: RunContext, jwks_url: str = "", via: str = "", target: str = "", 
         # the watchdog reverts with the same Kubernetes credentials: in its environment, never its argv or a file
         pid = watchdog.spawn(spec, heartbeat=heartbeat, grace=grace, k6_dir=k6_dir, env=kube.credential_env(secrets))
     result["watchdog_pid"] = pid or (watchdog.find(spec.run_id) or [0])[0]
-    save_record(spec, status="active", watchdog_pid=result["watchdog_pid"])
+    save_record(spec, status="active", watchdog_pid=result["watchdog_pid"],
+                watchdog_start_time=proc_start_time(result["watchdog_pid"]) if result["watchdog_pid"] else "")
     if verify:
         check = driver.verify(spec)
         result["verification"] = check
@@ -290,7 +293,14 @@ def restore(
 ) -> dict[str, Any]:
     """Remove recorded faults matching via/target (or ``run_id``); with none recorded, every chaosext fault found on
     the target by its tags that blocks this ``jwks_url`` (every one when no URL is given or ``all_on_target``: the
-    panic button). Tolerant: nothing to remove is success. ``secrets``: the Kubernetes drivers' credentials."""
+    panic button). Tolerant: nothing to remove is success. ``secrets``: the Kubernetes drivers' credentials.
+    ``run_id`` must be a run id (FaultError otherwise: it is never matched loosely nor turned into a path)."""
+    if run_id:
+        try:
+            check_run_id(run_id, "run id")
+        except ConfigError as exc:
+            raise FaultError(str(exc)) from None
+
     def wanted(rec: FaultRecord) -> bool:
         s = FaultSpec.from_dict(rec["spec"])
         if run_id:

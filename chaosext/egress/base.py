@@ -1,6 +1,10 @@
 """What every egress driver shares: the fault description, input checks, the fault record, the reachability probe.
 
-Nothing here changes the system except the JSON records under ``$CHAOSEXT_STATE_DIR``.
+Nothing here changes the system except the JSON records under the state directory (``$CHAOSEXT_STATE_DIR``, else
+``~/.chaosext/faults`` for a user and ``/var/lib/chaosext/faults`` for root): a 0700 directory of 0600 records, written
+and read root-safe (:mod:`chaosext.core.safefs`). A record read back is acted on only when it is a file of ours in
+such a directory, is named after a run id and holds a spec that passes every input check (:meth:`FaultSpec.from_dict`):
+a forged record never picks a driver, target or URL, and a run id never becomes ``../x``.
 Run as ``python3 -m chaosext.egress.base probe <address> <port> <timeout> [<url>]`` it prints one JSON probe result;
 drivers use that to probe from inside another network namespace.
 """
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import math
 import os
 import secrets
@@ -20,10 +25,11 @@ from pathlib import Path
 from typing import Any, NotRequired, Protocol, TypedDict
 from urllib.parse import urlsplit
 
-from chaosext.core.errors import ChaosextError
+from chaosext.core import ids, safefs, urls
+from chaosext.core.errors import ChaosextError, ConfigError
 from chaosext.core.faulttarget import ITEM_KINDS, TargetError, split_items
 from chaosext.core.limits import MAX_OUTAGE_SECONDS
-from chaosext.core.names import FAULT_MODES, FAULT_VIAS
+from chaosext.core.names import FAULT_MODES, FAULT_VIAS, check_run_id
 from chaosext.core.procs import proc_start_time
 
 __all__ = [
@@ -64,6 +70,7 @@ VIAS = FAULT_VIAS
 MODES = FAULT_MODES
 #: DNS and the Kubernetes API server: never blocked, whatever the JWKS URL says.
 FORBIDDEN_PORTS = (53, 6443)
+logger = logging.getLogger("chaostoolkit")
 
 
 class FaultError(ChaosextError, RuntimeError):
@@ -126,11 +133,42 @@ class FaultSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FaultSpec:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`, for a spec read back (a record, the watchdog's input): every field is checked
+        as :func:`make_spec` checks it, FaultError otherwise."""
+        if not isinstance(d, dict):
+            raise FaultError("a fault spec must be a JSON object")
         d = dict(d)
         d["addresses"] = tuple(d.get("addresses", ()))
         d.setdefault("options", {})
-        return cls(**d)
+        try:
+            spec = cls(**d)
+        except TypeError as exc:
+            raise FaultError(f"not a fault spec ({exc})") from None
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        """FaultError unless every field is one :func:`make_spec` could have made."""
+        try:
+            check_run_id(self.run_id, "fault run id")
+        except ConfigError as exc:
+            raise FaultError(str(exc)) from None
+        if self.via not in VIAS or self.mode not in MODES:
+            raise FaultError(f"fault {self.run_id}: unknown via {self.via!r} or mode {self.mode!r}")
+        if not isinstance(self.target, str) or not self.target or any(ord(c) < 0x20 for c in self.target):
+            raise FaultError(f"fault {self.run_id}: target {self.target!r} is not a target")
+        host, port = parse_jwks_url(self.jwks_url)
+        if (host, port) != (self.host, self.port):
+            raise FaultError(f"fault {self.run_id}: host/port {self.host}:{self.port} is not the JWKS URL's")
+        try:
+            [ipaddress.ip_address(a) for a in self.addresses]
+        except (TypeError, ValueError):
+            raise FaultError(f"fault {self.run_id}: addresses {self.addresses!r} are not IP addresses") from None
+        check_not_control_plane(self.host, self.port, self.addresses)
+        if not isinstance(self.duration_seconds, int) or isinstance(self.duration_seconds, bool) \
+                or self.duration_seconds <= 0 or not isinstance(self.expires_at, (int, float)) \
+                or not isinstance(self.options, dict):
+            raise FaultError(f"fault {self.run_id}: duration, deadline or options are not what chaosext writes")
 
 
 class Driver(Protocol):
@@ -162,19 +200,15 @@ class Driver(Protocol):
 
 
 def parse_jwks_url(url: str) -> tuple[str, int]:
-    """Return ``(host, port)`` of an http(s) URL, or raise FaultError."""
+    """Return ``(host, port)`` of an http(s) URL as requests would reach it (chaosext.core.urls: no user info,
+    backslash or parser disagreement), or raise FaultError."""
     if not url:
         raise FaultError("no JWKS URL: pass jwks_url or set JWKS_URL in the configuration")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FaultError(f"JWKS URL {url!r} is not an http(s) URL with a host, e.g. {DEFAULT_JWKS_URL}")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise FaultError(f"JWKS URL {url!r}: port out of range (1-65535)") from None
-    if not 1 <= port <= 65535:
-        raise FaultError(f"JWKS URL {url!r}: port {port} out of range (1-65535)")
-    return parts.hostname, port
+        parsed = urls.parse(url, "JWKS URL")
+    except urls.UrlError as exc:
+        raise FaultError(f"{exc} (e.g. {DEFAULT_JWKS_URL})") from None
+    return parsed.host, parsed.port
 
 
 def resolve_addresses(host: str, port: int) -> tuple[str, ...]:
@@ -267,6 +301,8 @@ def make_spec(
     """Check every input and build a :class:`FaultSpec`; raises FaultError before anything changes."""
     if via not in VIAS:
         raise FaultError(f"unknown via {via!r}: use one of {', '.join(VIAS)}")
+    if run_id and not ids.is_run_id(run_id):  # before it reaches a chain name, a path or iptables-restore input
+        raise FaultError(f"run_id {run_id!r} is not a chaosext run id (8 lower-case hex digits, e.g. 1a2b3c4d)")
     check_mode(mode)
     duration = check_duration(duration_seconds, max_duration_seconds)
     host, port = parse_jwks_url(jwks_url)
@@ -291,8 +327,11 @@ def make_spec(
 
 
 def state_dir() -> Path:
-    """``$CHAOSEXT_STATE_DIR`` or ``~/.chaosext/faults``."""
-    return Path(os.environ.get("CHAOSEXT_STATE_DIR") or Path.home() / ".chaosext" / "faults")
+    """``$CHAOSEXT_STATE_DIR``, else ``~/.chaosext/faults`` (a user) or ``/var/lib/chaosext/faults`` (root)."""
+    explicit = os.environ.get("CHAOSEXT_STATE_DIR")
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    return Path(safefs.default_dir(Path.home() / ".chaosext" / "faults", "faults"))
 
 
 class FaultRecord(TypedDict):
@@ -303,40 +342,74 @@ class FaultRecord(TypedDict):
     recorded_at: float
     #: ``applying`` while the driver works, then ``active``
     status: str
-    #: the dead-man watchdog's pid (0: none)
+    #: the dead-man watchdog's pid (0: none) and its start time (``chaosext.core.procs.proc_start_time``)
     watchdog_pid: NotRequired[int]
+    watchdog_start_time: NotRequired[str]
     #: the process that applied the fault: {"pid", "start"} (start: its start time in clock ticks since boot)
     owner: NotRequired[dict[str, int]]
     path: NotRequired[str]
 
 
-def save_record(spec: FaultSpec, status: str, watchdog_pid: int | None = None) -> Path:
-    """Write ``<state_dir>/<run_id>.json`` atomically, with this process as the fault's owner; returns its path."""
-    d = state_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"{spec.run_id}.json"
+RECORD_STATUSES = ("applying", "active")
+
+
+def save_record(spec: FaultSpec, status: str, watchdog_pid: int | None = None,
+                watchdog_start_time: str | None = None) -> Path:
+    """Write ``<state_dir>/<run_id>.json`` (0600, in a 0700 directory) atomically, with this process as the fault's
+    owner; returns its path."""
     record: FaultRecord = {"spec": spec.to_dict(), "recorded_at": time.time(), "status": status,
                            "owner": this_process()}
     if watchdog_pid is not None:
         record["watchdog_pid"] = watchdog_pid
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+        record["watchdog_start_time"] = watchdog_start_time or ""
+    return safefs.write_file(state_dir() / f"{check_run_id(spec.run_id)}.json",
+                             json.dumps(record, indent=1, sort_keys=True))
+
+
+def _checked_record(d: safefs.SafeDir, name: str) -> FaultRecord:
+    """The record ``name`` of ``d``, every field checked (FaultError, UnsafePath, ValueError otherwise)."""
+    rec = json.loads(d.read_text(name))
+    if not isinstance(rec, dict) or not isinstance(rec.get("spec"), dict):
+        raise FaultError("not a fault record")
+    spec = FaultSpec.from_dict(rec["spec"])
+    if f"{spec.run_id}.json" != name:
+        raise FaultError(f"names run {spec.run_id}, not the one of its file name")
+    if rec.get("status") not in RECORD_STATUSES or not isinstance(rec.get("recorded_at"), (int, float)) \
+            or not isinstance(rec.get("watchdog_pid", 0), int) or not isinstance(rec.get("watchdog_start_time", ""),
+                                                                                   str):
+        raise FaultError("status, time or watchdog are not what chaosext writes")
+    owner = rec.get("owner")
+    if owner is not None and not (isinstance(owner, dict) and all(isinstance(owner.get(k), int) and
+                                                                  not isinstance(owner.get(k), bool)
+                                                                  for k in ("pid", "start"))):
+        raise FaultError("its owner is not what chaosext writes")
+    checked: FaultRecord = {"spec": spec.to_dict(), "recorded_at": float(rec["recorded_at"]),
+                            "status": str(rec["status"]), "path": d.shown(name)}
+    if owner is not None:
+        checked["owner"] = {"pid": int(owner["pid"]), "start": int(owner["start"])}
+    if "watchdog_pid" in rec:
+        checked["watchdog_pid"] = int(rec["watchdog_pid"])
+        checked["watchdog_start_time"] = str(rec.get("watchdog_start_time", ""))
+    return checked
 
 
 def load_records() -> list[FaultRecord]:
-    """Every readable fault record (unreadable files are skipped)."""
-    d = state_dir()
+    """Every fault record chaosext can trust: ``<run id>.json`` files of ours in the (safe) state directory whose
+    every field checks. Anything else is skipped with a warning, never acted on. UnsafePath when the state directory
+    itself is not safe."""
+    try:
+        d = safefs.open_dir(state_dir())
+    except FileNotFoundError:
+        return []
     out = []
-    for path in sorted(d.glob("*.json")) if d.is_dir() else []:
-        try:
-            rec: FaultRecord = json.loads(path.read_text())
-            FaultSpec.from_dict(rec["spec"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        rec["path"] = str(path)
-        out.append(rec)
+    with d:
+        for name in d.listdir():
+            if not name.endswith(".json") or not ids.is_run_id(name[:-len(".json")]):
+                continue
+            try:
+                out.append(_checked_record(d, name))
+            except (OSError, ValueError, KeyError, TypeError, ChaosextError) as exc:
+                logger.warning("chaosext: ignoring fault record %s: %s", d.shown(name), exc)
     return out
 
 
@@ -351,12 +424,12 @@ def owned_by_this_process(record: FaultRecord) -> bool:
 
 
 def delete_record(run_id: str) -> bool:
-    """Remove the record of ``run_id``; True if there was one."""
+    """Remove the record of ``run_id`` (a run id, never a path); True if there was one."""
     try:
-        (state_dir() / f"{run_id}.json").unlink()
-        return True
-    except FileNotFoundError:
-        return False
+        check_run_id(run_id)
+    except ConfigError as exc:
+        raise FaultError(str(exc)) from None
+    return safefs.remove(state_dir() / f"{run_id}.json")
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from chaosext.core.config import load_config
+from chaosext.core.errors import ChaosextError
 from chaosext.core.names import FAULT_MODES, RUN_ID_RE
 from chaosext.egress.actions import FaultSettings, block_jwks_egress, fault_settings
 from chaosext.egress.actions import restore as restore_faults
@@ -69,11 +70,15 @@ def _panic(via: str | None, target: str | None, run_id: str, all_: bool, dry_run
     try:
         out = restore_faults(s.via, s.target, run_id=run_id, all_on_target=all_, dry_run=dry_run, verify=False,
                              options=s.options)
-    except FaultError as exc:
+    except ChaosextError as exc:  # FaultError, an unsafe state directory, a run id that is not one
         click.echo(f"restore: {exc}", err=True)
         return 2
     if all_:
-        out["k6"] = _stop_orphaned_k6(k6_dir, dry_run)
+        try:
+            out["k6"] = _stop_orphaned_k6(k6_dir, dry_run)
+        except ChaosextError as exc:  # an unsafe k6 runs dir: nothing in it is signalled
+            click.echo(f"restore: k6 runs not swept: {exc}", err=True)
+            return 2
     if as_json:
         click.echo(json.dumps(out, indent=1))
     else:

@@ -16,7 +16,10 @@ plus ``<prefix>.run_id`` / ``<prefix>.expires_at`` as tags. ``POST /runtime_modi
 the filter's ``aborts_injected`` / ``delays_injected`` counters (``GET /stats?format=json&filter=...``); with option
 ``envoy_verify_fetch`` also by one JWKS fetch through Envoy (the JWKS URL must be Envoy's listener), because keys set
 on a filter scoped to the wrong cluster block nothing. Checked against a real Envoy 1.40.0 (tests/egress).
-The target is the admin URL (``local`` = option ``envoy_admin_url`` or ``http://127.0.0.1:9901``).
+The target is the admin URL (``local`` = option ``envoy_admin_url`` or ``http://127.0.0.1:9901``), read with the one
+URL parser that also sends (``chaosext.core.urls``: no user info, backslash or parser disagreement) and spoken to
+without following a redirect to another origin. A fault is this driver's only when its ``<prefix>.run_id`` tag is
+exactly a run id (``chaosext.core.ids``); keys under the prefix without one are somebody else's and stay.
 """
 from __future__ import annotations
 
@@ -26,8 +29,9 @@ from urllib.parse import urlencode
 
 import requests
 
+from chaosext.core import ids, urls
 from chaosext.core.failures import BODY_MODES, body_variants, failure_problem
-from chaosext.core.names import ENVOY_RUNTIME_PREFIX, ENVOY_STAT_PREFIX
+from chaosext.core.names import ENVOY_RUNTIME_PREFIX, ENVOY_STAT_PREFIX, check_run_id
 from chaosext.egress.base import FaultError, FaultSpec
 
 __all__ = ["EnvoyDriver", "DEFAULT_ADMIN_URL", "DEFAULT_PREFIX", "body_variant"]
@@ -57,12 +61,18 @@ class EnvoyDriver:
     # -- helpers
 
     def admin_url(self, target: str) -> str:
-        """The admin base URL for ``target``."""
+        """The admin base URL for ``target`` (FaultError when chaosext.core.urls refuses it)."""
         if target.startswith(("http://", "https://")):
-            return target.rstrip("/")
-        if target.startswith("envoy:"):
-            return target[len("envoy:"):].rstrip("/")
-        return str(self.options.get("envoy_admin_url") or DEFAULT_ADMIN_URL).rstrip("/")
+            url = target
+        elif target.startswith("envoy:"):
+            url = target[len("envoy:"):]
+        else:
+            url = str(self.options.get("envoy_admin_url") or DEFAULT_ADMIN_URL)
+        try:
+            urls.parse(url, "Envoy admin URL")
+        except urls.UrlError as exc:
+            raise FaultError(str(exc)) from None
+        return url.rstrip("/")
 
     def keys(self, spec: FaultSpec) -> dict[str, str]:
         """The runtime overrides this fault sets (module docstring: one set per JWKS_FAILURE)."""
@@ -94,7 +104,10 @@ class EnvoyDriver:
 
     def _request(self, method: str, url: str) -> requests.Response:
         try:
-            return requests.request(method, url, timeout=self.timeout)
+            with urls.session() as s:  # a redirect never takes the fault to another origin
+                return s.request(method, url, timeout=self.timeout)
+        except urls.CrossOriginRedirect as exc:
+            raise FaultError(str(exc)) from None
         except requests.RequestException as exc:
             raise FaultError(f"Envoy admin unreachable at {url.split('?')[0]}: {exc}; check the admin URL "
                              f"(FAULT_TARGET or ENVOY_ADMIN_URL) and that Envoy runs") from None
@@ -205,15 +218,17 @@ class EnvoyDriver:
 
     def find_orphans(self, target: str) -> list[dict[str, Any]]:
         have = self.runtime(target)
-        if not self.active(have):
-            return []
-        return [{"run_id": have.get(f"{self.prefix}.run_id", "unknown"), "via": self.via, "target": target,
+        run_id = have.get(f"{self.prefix}.run_id", "")
+        if not self.active(have) or not ids.is_run_id(run_id):
+            return []  # keys without a run id tag of chaosext's exact shape are not ours
+        return [{"run_id": run_id, "via": self.via, "target": target,
                  "keys": sorted(self.active(have)), "expires_at": have.get(f"{self.prefix}.expires_at", "")}]
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
+        check_run_id(run_id)
         have = self.runtime(target)
-        if not self.active(have):
-            return []
+        if not self.active(have) or have.get(f"{self.prefix}.run_id") != run_id:
+            return []  # nothing of this run (another run's or somebody else's keys stay)
         self._modify(target, {k: "" for k in self.all_keys()})
         left = self.active(self.runtime(target))
         if left:

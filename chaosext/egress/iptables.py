@@ -30,7 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from chaosext.core.names import SOCKET_MARK
+from chaosext.core import ids
+from chaosext.core.names import SOCKET_MARK, check_run_id
 from chaosext.egress import netns
 from chaosext.egress.base import (
     FaultError,
@@ -46,7 +47,8 @@ __all__ = ["IptablesDriver", "Runner", "HostRunner", "runner_for", "FAMILIES"]
 
 #: binary and address version of each family
 FAMILIES = (("iptables", 4), ("ip6tables", 6))
-CHAIN_RE = re.compile(r"^CHAOSEXT-([0-9a-z]+)$")
+#: a comment as ``iptables -S`` prints it (quoted when it holds more than a word)
+_COMMENT = re.compile(r'--comment\s+("(?:[^"\\]|\\.)*"|\S+)')
 SEPARATOR = "chaosext-family-separator"
 WAIT = ["-w", "5"]
 CAP_NET_ADMIN = 12
@@ -310,22 +312,43 @@ def _shown_line(argv: list[str]) -> str:
     return " ".join(f'"{a}"' if a.startswith("chaosext:") else a for a in argv)
 
 
+def _jump_target(words: list[str]) -> str:
+    """The ``-j`` target of a rule's words ('' when none)."""
+    return words[words.index("-j") + 1] if "-j" in words[:-1] else ""
+
+
+def _owner(line: str) -> str:
+    """The run id that owns a listing line, by exact name only (chaosext.core.ids): a chain ``CHAOSEXT-<run id>``
+    (its ``-N`` line, a rule in it, a jump to it) or a comment that is exactly ``chaosext:<run id>``. '' when the line
+    is not chaosext's: ``chaosext:ssh`` or a user chain ``CHAOSEXT-corpfw`` is somebody else's."""
+    words = line.split()
+    if len(words) < 2:
+        return ""
+    comment = _COMMENT.search(line)
+    return (ids.run_id_of_chain(words[1]) or ids.run_id_of_chain(_jump_target(words))
+            or (ids.run_id_of_tag(comment.group(1)) if comment else ""))
+
+
+def _belongs(line: str, run_id: str) -> bool:
+    """The listing line is ``run_id``'s (exactly: :func:`_owner`)."""
+    return bool(run_id) and _owner(line) == run_id
+
+
 def _run_lines(lines: list[str], chain: str, tag: str) -> list[str]:
     """The ``-A`` lines of a listing that belong to the run (its chain's rules, tagged rules, jumps to its chain)."""
-    return [line for line in lines if line.startswith("-A ") and (f"-j {chain}" in line or tag in line
-                                                                  or line.split()[1] == chain)]
+    run_id = ids.run_id_of_chain(chain)
+    return [line for line in lines if line.startswith("-A ") and _belongs(line, run_id)]
 
 
 def _owned_lines(lines: list[str], run_id: str) -> list[str]:
-    """The lines of a listing that are ``run_id``'s (its chain, its rules, the jumps to it)."""
-    chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
-    return [line for line in lines if chain in line or tag in line]
+    """The lines of a listing that are ``run_id``'s (its chain, its rules, the jumps to it), by exact name only."""
+    return [line for line in lines if _belongs(line, run_id)]
 
 
 def _held(listings: dict[str, list[str]], run_id: str) -> dict[str, Any]:
     """What listings of a target hold for ``run_id``: its rule lines (``binary line``), the families with its chain,
     and the position of each jump to it in OUTPUT."""
-    chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
+    chain = ids.chain_name(run_id)
     found: dict[str, Any] = {"rules": [], "chains": [], "jump_positions": []}
     for binary, lines in listings.items():
         position = 0
@@ -334,9 +357,9 @@ def _held(listings: dict[str, list[str]], run_id: str) -> dict[str, Any]:
                 position += 1
             if line == f"-N {chain}":
                 found["chains"].append(binary)
-            elif line.startswith("-A ") and (f"-j {chain}" in line or tag in line):
+            elif line.startswith("-A ") and _belongs(line, run_id):
                 found["rules"].append(f"{binary} {line}")
-                if line.startswith("-A OUTPUT ") and f"-j {chain}" in line:
+                if line.startswith("-A OUTPUT ") and _jump_target(line.split()) == chain:
                     found["jump_positions"].append(position)
     return found
 
@@ -348,7 +371,7 @@ def _restore_input(lines: list[str]) -> str:
 def _revert_script(run_id: str) -> str:
     """The transaction removing ``run_id``'s jump, rules and chain, as apply made them; the kernel refuses it
     (nothing changed) unless exactly that jump and that chain exist."""
-    chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
+    chain, tag = ids.chain_name(run_id), ids.tag(run_id)  # a run id that is not one never reaches the input
     return _restore_input([_shown_line(["-D", "OUTPUT", "-m", "comment", "--comment", tag, "-j", chain]),
                            f"-F {chain}", f"-X {chain}"])
 
@@ -558,12 +581,12 @@ class IptablesDriver:
         have = [line for line in lines if line.startswith(f"-A {chain} ")]
         wanted = self._wanted(spec, version, addrs)
         chain_ok = f"-N {chain}" in lines and have == wanted
-        jump_ok = jumps == [1] and not any(f"-j {chain}" in line for line in output[1:])
+        jump_ok = jumps == [1] and not any(_jump_target(line.split()) == chain for line in output[1:])
         if chain_ok and jump_ok:
             return ""
         todo = [] if chain_ok else [f":{chain} - [0:0]", *wanted]
         if not jump_ok:
-            todo += ["-D" + line[2:] for line in output if f"-j {chain}" in line]
+            todo += ["-D" + line[2:] for line in output if _jump_target(line.split()) == chain]
             todo.append(_shown_line(["-I", "OUTPUT", "1", *_jump(spec)[1:]]))
         return _restore_input(todo)
 
@@ -865,13 +888,13 @@ class IptablesDriver:
                      listings: dict[str, list[str]] | None = None) -> list[tuple[str, list[str]]]:
         """One listing of the target (or ``listings``, made already); ``[(binary, restore lines)]`` deleting
         ``run_id``'s jumps, rules and chain."""
-        chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
+        chain, tag = ids.chain_name(run_id), ids.tag(run_id)
         plan: list[tuple[str, list[str]]] = []
         if listings is None:
             present = [b for b, _ in FAMILIES if runner.has(b) and (binaries is None or b in binaries)]
             listings = _listings(runner, present)
         for binary, lines in listings.items():
-            if not any(chain in line or tag in line for line in lines):
+            if not any(_belongs(line, run_id) for line in lines):
                 continue
             todo = ["-D" + line[2:] for line in _run_lines(lines, chain, tag) if line.split()[1] != chain]
             if f"-N {chain}" in lines:
@@ -891,11 +914,7 @@ class IptablesDriver:
             for binary, lines in d.value.items():  # another error is raised here
                 for line in lines:
                     words = line.split()
-                    run_id = ""
-                    if words[:1] == ["-N"] and (chain := CHAIN_RE.match(words[1])):
-                        run_id = chain.group(1)
-                    elif tagged := re.search(r"chaosext:([0-9a-z]+)", line):
-                        run_id = tagged.group(1)
+                    run_id = _owner(line)  # exact names only: a look-alike is somebody else's
                     if run_id:
                         item = found.setdefault(run_id, {"run_id": run_id, "via": self.via, "target": target,
                                                          "rules": 0, "families": [], "endpoints": [],
@@ -912,6 +931,7 @@ class IptablesDriver:
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
         """Remove one run's rules found by :meth:`find_orphans` in every target (no FaultSpec needed)."""
+        check_run_id(run_id)
         runners = runner_for(target, self.options, missing_ok=True, secrets=self.secrets)
         self._learn_binaries(runners, [b for b, _ in FAMILIES])
         holding: dict[int, list[str]] = {}

@@ -3,7 +3,10 @@
 Target for ``k8s-networkpolicy`` and ``istio``: ``<namespace>/<label selector>`` (``k=v,k2=v2``; empty selector =
 every pod of the namespace); a ``k8s:`` or ``k8s-pod:`` prefix is accepted. Every object carries the labels
 ``app.kubernetes.io/managed-by=chaosext`` and ``chaosext.io/run-id=<run_id>`` and the annotation
-``chaosext.io/expires-at`` (UTC), is named ``chaosext-jwks-<run_id>`` and is found again by those labels alone.
+``chaosext.io/expires-at`` (UTC), is named ``chaosext-jwks-<run_id>`` and is found again by those labels alone -- and
+is chaosext's only when its run id label is exactly a run id and its name exactly ``chaosext-jwks-<that run id>``
+(``chaosext-deadline-<that run id>`` for the deadline Job; ``chaosext.core.ids``): another object that merely carries
+the managed-by label is never deleted.
 
 **The cluster-side deadline.** Before the NetworkPolicy / VirtualService, the driver creates in the same namespace a
 Job ``chaosext-deadline-<run_id>`` (same labels, plus ``chaosext.io/role=deadline``) with ``activeDeadlineSeconds``
@@ -31,7 +34,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
-from chaosext.core import kube
+from chaosext.core import ids, kube
 from chaosext.core.failures import BODY_MODES, answer, failure_problem
 from chaosext.core.faulttarget import TargetError, k8s_namespace_selector
 from chaosext.core.settings import Secrets
@@ -142,6 +145,14 @@ def deadline_job(spec: FaultSpec, namespace: str, image: str = DEADLINE_IMAGE) -
             },
         },
     }
+
+
+def _exactly_ours(obj: dict[str, Any], name_of: Any) -> bool:
+    """An object is chaosext's only when its run-id label is exactly a run id and its name is exactly the one
+    chaosext gives that run's object (``name_of(run_id)``): the managed-by label alone proves nothing."""
+    meta = obj.get("metadata") or {}
+    run_id = str((meta.get("labels") or {}).get(RUN_LABEL, ""))
+    return ids.is_run_id(run_id) and meta.get("name") == name_of(run_id)
 
 
 class _K8sObjectDriver:
@@ -289,7 +300,7 @@ class _K8sObjectDriver:
         found = [{"run_id": i["metadata"].get("labels", {}).get(RUN_LABEL, ""), "via": self.via, "target": target,
                   "name": i["metadata"]["name"], "namespace": ns, "kind": self.kind,
                   "expires_at": i["metadata"].get("annotations", {}).get("chaosext.io/expires-at", "")}
-                 for i in items]
+                 for i in items if _exactly_ours(i, ids.object_name)]
         return found + [j for j in self._deadline_jobs(target) if j["run_id"] not in {f["run_id"] for f in found}]
 
     def _deadline_jobs(self, target: str) -> list[dict[str, Any]]:
@@ -308,14 +319,13 @@ class _K8sObjectDriver:
         return [{"run_id": j["metadata"].get("labels", {}).get(RUN_LABEL, ""), "via": self.via, "target": target,
                  "name": j["metadata"]["name"], "namespace": ns, "kind": "Job",
                  "expires_at": j["metadata"].get("annotations", {}).get("chaosext.io/expires-at", "")}
-                for j in items]
+                for j in items if _exactly_ours(j, _deadline_name)]
 
     def remove_orphan(self, target: str, run_id: str) -> list[str]:
         from kubernetes.client.exceptions import ApiException
 
         ns, _ = parse_target(target)
-        names = {f"chaosext-jwks-{run_id}"} | {o["name"] for o in self.find_orphans(target)
-                                               if o["run_id"] == run_id and o.get("kind") != "Job"}
+        names = {ids.object_name(run_id)}  # the one exact name of this run's object
         removed = []
         for name in sorted(names):
             try:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from chaosext.core import safefs
 from chaosext.lab.tenancy import RateLimiter
 
 __all__ = ["AuditLog", "trace_id_from", "utc_timestamp", "SYSTEM_TENANT", "SYSTEM_SUBJECT"]
@@ -61,9 +62,7 @@ class AuditLog:
         self.suppressed = 0
         self._fd: int | None = None
         if enabled:
-            parent = os.path.dirname(os.path.abspath(path))
-            os.makedirs(parent, exist_ok=True)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            self._fd = safefs.open_append(path, 0o640)  # root-safe: no symlink, a file of ours in a safe directory
 
     def _write(self, tenant: str, subject: str, action: str, resource: str, result: str, trace_id: str) -> None:
         if self._fd is None:

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
+from chaosext.core import safefs
 from chaosext.lab.aioserve import http_url, listen, port_arg, positive, run, setup_logging, stop_event
 
 __all__ = ["KeyStore", "KeyDirError", "build_apps", "main", "TENANT_RE", "load_clients", "TENANT_PARAM"]
@@ -77,20 +78,10 @@ def _thumbprint_kid(key: rsa.RSAPrivateKey) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()[:16]
 
 
-def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 class KeyStore:
     """Signing keys persisted in a directory: ``keys.json`` ({active, keys: {kid: {created, retire_at}}}) and
-    ``<kid>.pem`` (PKCS#8, mode 0600). The active key signs; retired keys stay published until ``retire_at``."""
+    ``<kid>.pem`` (PKCS#8, mode 0600). The active key signs; retired keys stay published until ``retire_at``. The
+    directory is opened root-safe (chaosext.core.safefs) and every file is read and written relative to it."""
 
     def __init__(self, key_dir: str | Path, overlap: float, now: Any = time.time) -> None:
         self.dir = Path(key_dir)
@@ -100,31 +91,38 @@ class KeyStore:
         self.meta: dict[str, dict[str, Any]] = {}
         self._private: dict[str, rsa.RSAPrivateKey] = {}
         self._lock_fd: int | None = None
+        self._sd: safefs.SafeDir | None = None
+
+    @property
+    def sd(self) -> safefs.SafeDir:
+        if self._sd is None:
+            raise KeyDirError(f"key dir {self.dir} is not open")
+        return self._sd
 
     # -- persistence -----------------------------------------------------------------------------------------------
     def open(self) -> None:
         """Lock the directory, load its keys, or create the first key."""
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.dir / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+            self._sd = safefs.open_dir(self.dir, create=True)
+            self._lock_fd = self._sd.open(".lock", os.O_WRONLY | os.O_CREAT)
         except OSError as exc:
-            raise KeyDirError(f"cannot use key dir {self.dir}: {exc.strerror}; choose a writable --key-dir") from None
+            raise KeyDirError(f"cannot use key dir {self.dir}: {exc.strerror or exc}; choose a writable --key-dir") \
+                from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise KeyDirError(
                 f"key dir {self.dir} is in use by another authority; stop it or choose another --key-dir"
             ) from None
-        index = self.dir / "keys.json"
-        if not index.exists():
+        if not self.sd.exists("keys.json"):
             self.rotate()
             return
         try:
-            doc = json.loads(index.read_text())
+            doc = json.loads(self.sd.read_text("keys.json"))
             self.active = doc["active"]
             self.meta = {k: dict(v) for k, v in doc["keys"].items()}
             for kid in self.meta:
-                pem = (self.dir / f"{kid}.pem").read_bytes()
+                pem = self.sd.read_bytes(f"{kid}.pem")
                 self._private[kid] = serialization.load_pem_private_key(pem, password=None)  # type: ignore[assignment]
             if self.active not in self._private:
                 raise KeyError(self.active)
@@ -136,7 +134,7 @@ class KeyStore:
 
     def _save(self) -> None:
         doc = {"version": 1, "active": self.active, "keys": self.meta}
-        _write_atomic(self.dir / "keys.json", json.dumps(doc, indent=1, sort_keys=True).encode())
+        self.sd.write("keys.json", json.dumps(doc, indent=1, sort_keys=True))
 
     def _prune(self) -> None:
         now = self._now()
@@ -144,7 +142,7 @@ class KeyStore:
         for kid in gone:
             self.meta.pop(kid)
             self._private.pop(kid, None)
-            (self.dir / f"{kid}.pem").unlink(missing_ok=True)
+            self.sd.unlink(f"{kid}.pem")
         if gone:
             self._save()
             log.info("retired keys removed: %s", ",".join(gone))
@@ -158,7 +156,7 @@ class KeyStore:
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        _write_atomic(self.dir / f"{kid}.pem", pem)
+        self.sd.write(f"{kid}.pem", pem)
         now = self._now()
         previous = self.active
         if previous:

@@ -17,7 +17,8 @@ __all__ = ["lab"]
 
 _STATE_DIR = click.option("--state-dir", envvar=STATE_DIR_ENV, default=None, show_envvar=True,
                           help="Lab state directory (state.json, logs/, audit.jsonl, prometheus/) "
-                               "[default: ./.chaosext-lab]")
+                               "[default: ./.chaosext-lab; as root /var/lib/chaosext/lab]. It must belong to you "
+                               "and nobody else may write it or any directory above it")
 
 
 def _services(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -105,7 +106,7 @@ def _lab_options(command: Any) -> Any:
 @lab.command(epilog="""\b
 Examples:
   chaosext lab up
-  chaosext lab up --state-dir /tmp/lab2 --policy-port 9451 --vuln-port 9452 --notify-port 9453 \\
+  chaosext lab up --state-dir ~/lab2 --policy-port 9451 --vuln-port 9452 --notify-port 9453 \\
       --ops-port 9441 --prometheus-port 9590 --alertmanager-port 9593 --authority-port 9440
   chaosext lab up --no-prometheus --fail-open       # no Prometheus; the security bug on purpose
   chaosext lab up --holes accept-alg-none,ignore-exp # JWT validation holes the forgery catalogue must catch
@@ -156,7 +157,7 @@ def _print_summary(state: dict[str, Any]) -> None:
 @lab.command(epilog="""\b
 Examples:
   chaosext lab down
-  chaosext lab down --state-dir /tmp/lab2 --grace 2
+  chaosext lab down --state-dir ~/lab2 --grace 2
 """)
 @_STATE_DIR
 @click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,

@@ -4,11 +4,11 @@ copies (chaosext.lab.promconfig, checked with promtool/amtool) and, with ``--egr
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 from pathlib import Path
 
+from chaosext.core import safefs
 from chaosext.lab import envoy as lab_envoy
 from chaosext.lab import promconfig
 from chaosext.lab.plan import CLIENTS_FILE, LAB_CLIENT_ID, Component, LabConfig, LabError
@@ -23,7 +23,7 @@ def write_all(cfg: LabConfig, comps: list[Component]) -> dict[str, str]:
     ``client_secret``). Raises LabError when a rule file or a generated config does not check."""
     if not cfg.no_prometheus:
         write_monitoring(cfg, comps)
-    (cfg.state_path / "keys").mkdir(parents=True, exist_ok=True)
+    safefs.ensure_dir(cfg.state_path / "keys")
     client = new_client(cfg.state_path)
     if cfg.egress == "envoy":
         lab_envoy.write_lab_bootstrap(cfg)
@@ -34,11 +34,7 @@ def new_client(state_dir: Path) -> dict[str, str]:
     """Create the lab's client credentials in ``clients.json`` (0600, replacing an old one) and return
     ``{client_id, client_secret}``."""
     client = {"client_id": LAB_CLIENT_ID, "client_secret": secrets.token_urlsafe(32)}
-    path = state_dir / CLIENTS_FILE
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"clients": [client]}, fh)
+    safefs.write_file(state_dir / CLIENTS_FILE, json.dumps({"clients": [client]}))
     return client
 
 

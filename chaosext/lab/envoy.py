@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from chaosext.core import safefs
 from chaosext.core.failures import body_variants
 from chaosext.core.names import ENVOY_RUNTIME_PREFIX as DEFAULT_PREFIX
 from chaosext.core.names import ENVOY_STAT_PREFIX as DEFAULT_STAT_PREFIX
@@ -102,12 +103,7 @@ def bootstrap(admin: tuple[str, int], listen: tuple[str, int], upstream: tuple[s
 
 def write_bootstrap(path: str | os.PathLike[str], config: dict[str, Any]) -> Path:
     """Write ``config`` as JSON (Envoy reads ``.json`` bootstraps), mode 0600; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(config, fh, indent=1)
-    return path
+    return safefs.write_file(path, json.dumps(config, indent=1))
 
 
 def envoy_argv(binary: str, config_path: str | os.PathLike[str], admin_address_path: str = "") -> list[str]:
@@ -161,7 +157,7 @@ def write_lab_bootstrap(cfg: Any) -> Path:
     if cfg.envoy_jwt_service:
         audit = Path(cfg.state_dir) / "audit.jsonl"
         if not cfg.no_audit:
-            os.close(os.open(audit, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640))  # the services' mode, not Envoy's
+            os.close(safefs.open_append(audit, 0o640))  # the services' mode, not Envoy's
         add_jwt_gateway(config, (cfg.host, cfg.envoy_jwt_port), (cfg.host, cfg.service_port(cfg.envoy_jwt_service)),
                         cfg.issuer, [cfg.audience], cache_duration_s=cfg.jwks_ttl,
                         audit=None if cfg.no_audit else (str(audit), cfg.envoy_jwt_service, cfg.tenant_header))

@@ -64,7 +64,8 @@ class LabConfig:
     """Every `chaosext lab up` setting (field ``x_y`` is flag ``--x-y``). Defaults are docs/architecture.md's."""
 
     state_dir: str = flag("", "Lab state directory (state.json, logs/, audit.jsonl, prometheus/) "
-                              "[default: ./.chaosext-lab]", show_default=False)
+                              "[default: ./.chaosext-lab; as root /var/lib/chaosext/lab]. It must belong to you and "
+                              "nobody else may write it or any directory above it", show_default=False)
     authority_host: str = flag("127.0.0.2", "Authority public listener (JWKS, token): the address the egress fault "
                                             "blocks")
     authority_port: int = flag(8440)

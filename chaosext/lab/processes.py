@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chaosext.core import procs
+from chaosext.core import procs, safefs
 from chaosext.core.labstate import resolve_state_dir
 from chaosext.lab.plan import Component, LabError
 
@@ -51,22 +51,23 @@ class Health:
 
 
 def start(comp: Component, state_dir: Path) -> Started:
-    """Start ``comp`` in a session of its own (output to ``<state>/logs/<name>.log``; the previous run's log is kept
-    as ``<name>.log.1``)."""
-    logs = state_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{comp.name}.log"
-    if log.exists():
-        log.replace(logs / f"{comp.name}.log.1")  # keep the previous run's log for post-mortems
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    """Start ``comp`` in a session of its own (output to ``<state>/logs/<name>.log``, 0600, opened root-safe; the
+    previous run's log is kept as ``<name>.log.1``), with a minimal environment (chaosext.core.procs.minimal_env)."""
+    name = f"{comp.name}.log"
+    with safefs.open_dir(state_dir, create=True) as sd, sd.subdir("logs") as logs:
+        if logs.exists(name):
+            logs.replace(name, f"{name}.1")  # keep the previous run's log for post-mortems
+        out = logs.append_fd(name)
+    env = procs.minimal_env({"PYTHONUNBUFFERED": "1"})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_ROOT, env.get("PYTHONPATH", "")) if p)
-    with open(log, "ab") as out:
-        try:
-            proc = subprocess.Popen(comp.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=state_dir, env=env, start_new_session=True, close_fds=True)
-        except OSError as exc:
-            raise LabError(f"cannot start {comp.name} ({comp.argv[0]}): {exc}") from exc
-    return Started(comp, proc, log)
+    try:
+        proc = subprocess.Popen(comp.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=state_dir, env=env, start_new_session=True, close_fds=True, umask=0o077)
+    except OSError as exc:
+        raise LabError(f"cannot start {comp.name} ({comp.argv[0]}): {exc}") from exc
+    finally:
+        os.close(out)
+    return Started(comp, proc, state_dir / "logs" / name)
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
@@ -133,8 +134,8 @@ def is_lab_cmdline(argv: list[str], state_dir: str) -> bool:
 
 def is_ours(pid: int, state_dir: str, start_ticks: int | str | None = None) -> bool:
     """The pid is alive and is still the lab process that was recorded (pids get reused): same start time, when one
-    is given, and a command line of this lab."""
-    return bool(pid) and procs.process_alive(pid, start_ticks) and is_lab_cmdline(procs.cmdline(pid), state_dir)
+    is given, and a command line of this lab (chaosext.core.procs.is_process, the one identity check)."""
+    return bool(pid) and procs.is_process(pid, start_ticks, lambda argv: is_lab_cmdline(argv, state_dir))
 
 
 def find_lab_processes(state_dir: str | os.PathLike[str]) -> list[int]:
@@ -146,13 +147,7 @@ def find_lab_processes(state_dir: str | os.PathLike[str]) -> list[int]:
 def _signal_all(sig: int, pids: list[int], state_dir: str) -> None:
     """``sig`` to each pid that is still ours: to its process group when it leads one (they all do)."""
     for pid in pids:
-        if not is_ours(pid, state_dir):
-            continue
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
+        procs.signal_verified(pid, None, lambda argv: is_lab_cmdline(argv, state_dir), sig)
 
 
 def _wait_gone(pids: list[int], seconds: float) -> list[int]:

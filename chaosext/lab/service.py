@@ -571,7 +571,7 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         audit = AuditLog(args.audit_file, name, enabled=not args.no_audit)
     except OSError as exc:
-        print(f"error: cannot open audit file {args.audit_file}: {exc.strerror}; choose a writable --audit-file",
+        print(f"error: cannot open audit file {args.audit_file}: {exc.strerror or exc}; choose a writable --audit-file",
               file=sys.stderr)
         return 1
     # --jwks-fetch-inline: a fetch without a timeout of its own (the library's default), which a slow JWKS holds open

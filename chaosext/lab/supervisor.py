@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from chaosext.core import procs, safefs
 from chaosext.core.labstate import STATE_VERSION, StateError, clear_state, load_state, resolve_state_dir, save_state
 from chaosext.lab import configs, processes
 from chaosext.lab import target as lab_target
@@ -57,20 +58,24 @@ Echo = Callable[[str], Any]
 
 @contextlib.contextmanager
 def _locked(state_dir: Path) -> Iterator[None]:
-    """One `up`/`down` at a time per state directory."""
+    """One `up`/`down` at a time per state directory. The directory is opened root-safe (chaosext.core.safefs: ours,
+    nobody else can write it or any directory above it) and the lock file is opened in it without following a
+    symlink and without truncating anything."""
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(state_dir / ".lock", "w")  # noqa: SIM115 - closed below
+        with safefs.open_dir(state_dir, create=True) as d:
+            fd = d.open(".lock", os.O_RDWR | os.O_CREAT)
     except OSError as exc:
         raise LabError(f"cannot use {state_dir} as the lab state directory ({exc}); pick another with "
                        f"--state-dir or CHAOSEXT_LAB_DIR") from exc
-    with lock as fh:
+    try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise LabError(f"another `chaosext lab` command is working on {state_dir}; wait for it to finish") \
                 from exc
         yield
+    finally:
+        os.close(fd)
 
 
 def _health_of(state: dict[str, Any], state_dir: Path) -> dict[str, Health]:
@@ -198,6 +203,8 @@ def _state_for(cfg: LabConfig, comps: dict[str, dict[str, Any]], client: dict[st
         # the scenarios' hooks (ROTATE_URL, COLD_START_URL): the Authority's key rotation, a service's cold start
         "rotate_url": f"{base_url(cfg.ops_host, cfg.ops_port)}/admin/rotate",
         "cold_start_url": "{service_url}/admin/cold-start",
+        # the network namespace the lab's processes run in: what makes loopback URLs the lab's (chaosext.core.labid)
+        "netns": procs.netns_id(comps["authority"]["pid"]) if "authority" in comps else "",
         **_envoy_state(comps, cfg),
     }
 

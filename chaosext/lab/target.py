@@ -4,10 +4,10 @@ other target's; this module (and the lab itself) is the only place that knows th
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from chaosext.core import safefs
 from chaosext.lab.plan import LabConfig
 
 __all__ = ["TARGET_FILE", "ITEMS", "LAB_TENANTS", "describe", "write"]
@@ -55,11 +55,5 @@ def describe(cfg: LabConfig, comps: dict[str, dict[str, Any]]) -> dict[str, Any]
 
 def write(cfg: LabConfig, comps: dict[str, dict[str, Any]]) -> Path:
     """Write the description into the state directory (0600, replaced atomically); its path."""
-    path = cfg.state_path / TARGET_FILE
-    tmp = path.with_name(f".{TARGET_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(describe(cfg, comps), fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
+    # root-safe: a random temp name in the checked state directory, then a rename (chaosext.core.safefs)
+    return safefs.write_file(cfg.state_path / TARGET_FILE, json.dumps(describe(cfg, comps), indent=2) + "\n")

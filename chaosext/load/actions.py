@@ -11,7 +11,6 @@ import json
 import os
 import re
 import secrets as _secrets
-import shutil
 import subprocess
 import sys
 import threading
@@ -19,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chaosext.core import safefs
 from chaosext.core.config import ExperimentConfig
 from chaosext.core.errors import ActivityMapping, ActivityResult, ConfigError
 from chaosext.core.limits import k6_rate_problem
-from chaosext.core.procs import free_port, proc_start_time
+from chaosext.core.names import check_run_id
+from chaosext.core.procs import free_port, minimal_env, proc_start_time
 from chaosext.core.settings import Configuration, Secrets
 from chaosext.core.tokens import k6_token_env
 from chaosext.load import k6 as k6mod
@@ -36,7 +37,7 @@ __all__ = ["start_k6", "stop_k6", "start_k6_testrun", "stop_k6_testrun"]
 DURATION_RE = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
 #: Popen objects of the k6 runs this process started, so their exit is reaped: a handle only this process can hold
 _CHILDREN: dict[str, subprocess.Popen[bytes]] = {}
-RUNNER = "chaosext.load.runner"
+RUNNER = k6mod.RUNNER
 
 
 def _check_duration(duration: str) -> None:
@@ -93,7 +94,10 @@ def start_k6(script: str = "", rate: int = 0, duration: str = "", summary_file: 
     The services, their routes, the tenants and the tenant header come from the target description (the run's
     settings): ``k6-load-plan.json`` (0600) in the k6 run's directory, passed as ``TARGET_JSON``; the Authority and
     the token settings from the configuration; ``env`` adds or overrides script variables. k6's REST API listens on
-    127.0.0.1:<free port>.
+    127.0.0.1:<free port> (k6 cannot authenticate it: any local user can read its metrics or pause/stop the load;
+    docs/footprint.md). k6 gets a minimal environment (``chaosext.core.procs.minimal_env``, k6's own ``K6_*``
+    options, the client credentials), never root's whole one. The run directory and its files are created root-safe
+    (0700 / 0600, ``chaosext.core.safefs``).
     ``owner_run_id`` (default: the experiment run's id) is the experiment run this k6 belongs to;
     ``heartbeat_file`` (default: the experiment run's heartbeat) that run's heartbeat:
     ``chaosext restore --all`` stops a k6 whose owner process is gone or whose heartbeat is stale. k6 runs under
@@ -122,21 +126,27 @@ def start(ctx: RunContext, script: str = "", rate: int = 0, duration: str = "", 
     secret_env = k6_token_env(ctx.cfg, secrets)[1]
 
     owner_run_id = str(owner_run_id or ctx.run_id)
+    if owner_run_id:
+        check_run_id(owner_run_id, "owner_run_id")
     heartbeat_file = str(heartbeat_file or ctx.heartbeat_file)
     run_id = _secrets.token_hex(4)
-    path = k6mod.runs_dir(run_dir, ctx) / run_id
-    path.mkdir(parents=True, exist_ok=False, mode=0o700)  # a fresh id: never an existing directory
+    base_dir = k6mod.runs_dir(run_dir, ctx)
+    with safefs.open_dir(base_dir, create=True) as base:  # root-safe, 0700
+        os.mkdir(run_id, 0o700, dir_fd=base.fd)  # a fresh id: never an existing directory
+        base.subdir(run_id).close()
+        path = Path(base.shown(run_id))
     try:
         variables = _script_vars(rate, duration, "", vus, max_vus, script_env, ctx.cfg,
-                                 str(write_plan(ctx.cfg, path).resolve()))
-        summary = Path(summary_file).resolve() if summary_file else (path / "summary.json").resolve()
-        summary.parent.mkdir(parents=True, exist_ok=True)
-        summary.unlink(missing_ok=True)
+                                 str(write_plan(ctx.cfg, path)))
+        summary = Path(os.path.abspath(summary_file)) if summary_file else path / "summary.json"
+        with safefs.open_dir(summary.parent, create=True) as d:  # k6 writes it as root: a safe directory
+            d.unlink(summary.name)
         variables["SUMMARY_FILE"] = str(summary)
         eargs = [a for k, v in variables.items() for a in ("-e", f"{k}={v}")]
         _inspect(binary, eargs, script, secret_env)
     except BaseException:
-        shutil.rmtree(path, ignore_errors=True)  # a refused start leaves no run behind
+        with safefs.open_dir(base_dir) as base:  # a refused start leaves no run behind
+            base.rmtree(run_id)
         raise
 
     child_env = _child_env(secret_env)
@@ -149,32 +159,35 @@ def start(ctx: RunContext, script: str = "", rate: int = 0, duration: str = "", 
     supervisor = [sys.executable, "-m", RUNNER, "--exit-file", str(exit_file), "--pid-file", str(path / "k6.pid"),
                   "--parent-pid", str(os.getpid()),
                   *(["--pdeathsig"] if threading.current_thread() is threading.main_thread() else []), "--", *cmd]
-    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "ab") as log:
-        proc = subprocess.Popen(supervisor, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=child_env, start_new_session=True)
-    _CHILDREN[run_id] = proc
-    record = {
-        "run_id": run_id, "pid": proc.pid, "pgid": proc.pid, "start_time": proc_start_time(proc.pid),
-        "owner_run_id": owner_run_id, "owner_pid": os.getpid(), "owner_start_time": proc_start_time(os.getpid()),
-        "heartbeat_file": heartbeat_file, "supervisor": RUNNER,
-        "address": address, "summary_file": str(summary), "log_file": str(log_file.resolve()),
-        "exit_file": str(exit_file.resolve()), "run_dir": str(path.resolve()), "script": str(Path(script).resolve()),
-        "rate": int(variables["K6_RATE"]), "duration": variables["LOAD_DURATION"], "started_at": time.time(),
-        "k6": binary, "cmd": cmd, "plan_file": variables["TARGET_JSON"],
-    }
-    fd = os.open(path / "run.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(record, indent=2))
+    with safefs.open_dir(path) as rundir:
+        log_fd = rundir.append_fd(log_file.name)
+        try:
+            # umask 077: what k6 writes (summary.json) is 0600 like every file of a run directory
+            proc = subprocess.Popen(supervisor, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
+                                    env=child_env, start_new_session=True, umask=0o077)
+        finally:
+            os.close(log_fd)
+        _CHILDREN[run_id] = proc
+        record = {
+            "run_id": run_id, "pid": proc.pid, "pgid": proc.pid, "start_time": proc_start_time(proc.pid),
+            "owner_run_id": owner_run_id, "owner_pid": os.getpid(), "owner_start_time": proc_start_time(os.getpid()),
+            "heartbeat_file": heartbeat_file, "supervisor": RUNNER,
+            "address": address, "summary_file": str(summary), "log_file": str(log_file),
+            "exit_file": str(exit_file), "run_dir": str(path), "script": str(Path(script).resolve()),
+            "rate": int(variables["K6_RATE"]), "duration": variables["LOAD_DURATION"], "started_at": time.time(),
+            "k6": binary, "cmd": cmd, "plan_file": variables["TARGET_JSON"],
+        }
+        rundir.write("run.json", json.dumps(record, indent=2))
     return {k: record[k] for k in ("run_id", "owner_run_id", "pid", "address", "summary_file", "log_file",
                                     "run_dir", "rate", "duration")}
 
 
 def _child_env(secret_env: dict[str, str]) -> dict[str, str]:
-    """k6's environment: this process's without the variables that would replace the scenarios, plus the client
-    credentials (k6's ``__ENV``, never argv)."""
-    child_env = {k: v for k, v in os.environ.items() if k not in k6mod.CONFLICTING_ENV}
-    child_env["K6_NO_USAGE_REPORT"] = "true"
+    """k6's environment: a minimal one (``chaosext.core.procs.minimal_env``: an allow-list, none of this process's
+    secrets), k6's own ``K6_*`` options but those that would replace the scenarios, plus the client credentials
+    (k6's ``__ENV``, never argv)."""
+    k6_options = [k for k in os.environ if k.startswith("K6_") and k not in k6mod.CONFLICTING_ENV]
+    child_env = minimal_env({"K6_NO_USAGE_REPORT": "true"}, keep=k6_options)
     child_env.update(secret_env)
     return child_env
 
@@ -226,7 +239,10 @@ def stop(ctx: RunContext, run_id: str = "", owner_run_id: str = "", timeout: flo
         raise ConfigError(f"timeout={timeout}: give the seconds to wait for k6 to exit (> 0)")
     base = k6mod.runs_dir(run_dir, ctx)
     owner_run_id = str(owner_run_id or ("" if run_id else ctx.run_id))
+    if owner_run_id:
+        check_run_id(owner_run_id, "owner_run_id")
     if run_id:
+        check_run_id(run_id, "k6 run_id")
         if not (base / run_id / "run.json").is_file():
             raise ConfigError(f"no k6 run {run_id!r} recorded in {base}; start_k6 returns the run_id to pass")
         targets = [k6mod.read_run(base / run_id)]

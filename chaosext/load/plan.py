@@ -20,10 +20,10 @@ of a path (``/v2/orders/{id}``) is filled with a number from 1 to 100 and the ro
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from chaosext.core import safefs
 from chaosext.core.config import ExperimentConfig
 from chaosext.core.errors import ConfigError
 
@@ -55,10 +55,5 @@ def plan_json(cfg: ExperimentConfig) -> str:
 
 def write_plan(cfg: ExperimentConfig, directory: Path) -> Path:
     """Write the plan to ``<directory>/k6-load-plan.json`` (0600, replaced if there) and return its path."""
-    path = directory / PLAN_FILE
-    text = plan_json(cfg)
-    path.unlink(missing_ok=True)  # never write through a link someone else put there
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    return path
+    # root-safe: relative to the checked directory, a random temp file renamed over the name (chaosext.core.safefs)
+    return safefs.write_file(directory / PLAN_FILE, plan_json(cfg))

@@ -14,6 +14,7 @@ from typing import Any
 import requests
 from chaoslib.types import Configuration, Secrets
 
+from chaosext.core.names import check_run_id
 from chaosext.load import k6 as k6mod
 from chaosext.load import operator
 from chaosext.run.context import run_context
@@ -25,6 +26,7 @@ def _find_run(run_id: str, summary_file: str, run_dir: str, configuration: Confi
     """The run record matching ``run_id`` / ``summary_file``, else the latest run; {} when none is recorded."""
     base = k6mod.runs_dir(run_dir, run_context(configuration) if not run_dir else None)
     if run_id:
+        check_run_id(run_id, "k6 run_id")  # never a path such as ../x
         return k6mod.read_run(base / run_id) if (base / run_id / "run.json").is_file() else {}
     runs = k6mod.list_runs(base)
     if summary_file:

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 
+from chaosext.core import safefs
 from chaosext.core.procs import proc_start_time
 
 __all__ = ["main", "set_pdeathsig"]
@@ -42,11 +43,7 @@ def set_pdeathsig(sig: int) -> bool:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    safefs.write_file(path, text)  # root-safe: a random temp name in a safe directory, then a rename
 
 
 def _say(message: str) -> None:

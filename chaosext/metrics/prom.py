@@ -119,7 +119,7 @@ def _call(prom: Prom, what: str, fn: Callable[[], T]) -> T:
 def query(prom: Prom, promql: str, at: float | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Instant query -> the ``data.result`` vector (list of {"metric": {...}, "value": [ts, "v"]})."""
     params = {"time": f"{at:.3f}"} if at is not None else {}  # custom_query treats {} as no parameters
-    with prom.backend.auth.session() as session:
+    with prom.backend.auth.session_for(prom.url) as session:
         pc = _connect(prom, timeout, session)
         result = _call(prom, f"query {promql!r}", lambda: pc.custom_query(promql, params=params))
     # custom_query returns data.result without data.resultType: a scalar result is the bare [ts, "v"] pair
@@ -132,7 +132,7 @@ def query(prom: Prom, promql: str, at: float | None = None, timeout: float = 10.
 def query_range(prom: Prom, promql: str, start: float, end: float, step: float,
                 timeout: float = 10.0) -> list[dict[str, Any]]:
     """Range query -> the ``data.result`` matrix (list of {"metric": {...}, "values": [[ts, "v"], ...]})."""
-    with prom.backend.auth.session() as session:
+    with prom.backend.auth.session_for(prom.url) as session:
         pc = _connect(prom, timeout, session)
         matrix: list[dict[str, Any]] = _call(prom, f"query_range {promql!r}", lambda: pc.custom_query_range(
             promql, start_time=datetime.fromtimestamp(start, UTC),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 import requests
 
+from chaosext.core import safefs
 from chaosext.core.errors import ConfigError
 from chaosext.core.names import UNAUTHENTICATED_TENANT
 from chaosext.core.target import CACHE_STATES, MetricContract, Service
@@ -161,15 +161,9 @@ def save_evidence(p: Prom, windows: dict[str, tuple[float, float]], out_dir: str
         ranges = query_ranges(p, span[0], max(span[1], span[0] + 1), plan.queries)
     except (requests.RequestException, ValueError, KeyError) as exc:
         ranges, error = {}, f"{p.url} gave no ranges: {type(exc).__name__}: {exc}"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = out / EVIDENCE_FILE
     doc = {"format": EVIDENCE_FORMAT, "prometheus_url": p.url, "windows": clean, "span": list(span),
            "ranges": ranges, "error": error, "plot_notes": plan.notes, "cache_gaps": plan.cache_gaps}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(doc, handle)
-    os.chmod(path, 0o600)
+    path = safefs.write_file(Path(out_dir) / EVIDENCE_FILE, json.dumps(doc))  # root-safe, 0600 in a 0700 directory
     series = {name: len(matrix) for name, matrix in ranges.items()}
     points = sum(len(item.get("values", [])) for matrix in ranges.values() for item in matrix)
     return {"ok": not error and points > 0, "evidence_file": str(path), "windows": clean, "series": series,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from chaosext.core import safefs
 from chaosext.core.config import ExperimentConfig, load_config
 from chaosext.core.errors import ChaosextError
 from chaosext.load.plan import PLAN_FILE, plan_json
@@ -82,8 +83,7 @@ def dashboard(target_file: str, out_dir: str, state_dir: str) -> None:
     cfg = _settings(target_file, state_dir)
     dash, left_out = render_dashboard(mapping_for(cfg.metrics, cfg.services, []))
     path = Path(out_dir) / DASHBOARD_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dashboard_text(dash), encoding="utf-8")
+    safefs.write_output(path, dashboard_text(dash))  # as root too: never through a link planted there
     click.echo(f"wrote {path}")
     for item in left_out:
         click.echo(f"left out {item}")
@@ -105,6 +105,6 @@ def load_plan(target_file: str, out_file: str, state_dir: str) -> None:
         text = plan_json(cfg)
     except ChaosextError as exc:
         raise click.ClickException(str(exc)) from exc
-    Path(out_file).write_text(text, encoding="utf-8")
+    safefs.write_output(out_file, text)  # as root too: never through a link planted there
     click.echo(f"wrote {out_file}; run: k6 run -e TARGET_JSON={out_file} -e K6_RATE={cfg.k6_rate} "
                f"-e AUTHORITY_URL={cfg.authority_url or '<issuer>'} ops/devops/tenant/k6-tenant-load.js")

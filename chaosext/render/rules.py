@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from chaosext.core import safefs
 from chaosext.core.rulefiles import SERVICES_RULES_FILE, expected_services_rules
 from chaosext.render.mapping import LAB, Mapping
 from chaosext.render.promql import rename_template_labels, rewrite
@@ -205,11 +206,11 @@ def render_rules(mapping: Mapping, target: str = "the target", src: Path | None 
 
 
 def write_rules(rendered: RenderedRules, out_dir: Path) -> list[Path]:
-    """Write the rendered files into ``out_dir`` (created); their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write the rendered files into ``out_dir`` (created); their paths. As root too: never through a link planted
+    there (``chaosext.core.safefs.write_output``)."""
     written = []
     for name, text in rendered.files.items():
         path = out_dir / name
-        path.write_text(text, encoding="utf-8")
+        safefs.write_output(path, text)
         written.append(path)
     return written

@@ -6,12 +6,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import click
 import requests
 
+from chaosext.core import safefs
 from chaosext.core.backends import backend
 from chaosext.core.config import ExperimentConfig, load_config
 from chaosext.core.settings import raw_setting
@@ -94,7 +94,7 @@ def build_report(journal_path: str, prometheus: Prom | None = None, ranges_path:
         warnings.append("no Prometheus URL and no --ranges file: metric plots are empty "
                         "(pass --prometheus-url or set PROMETHEUS_URL).")
     if ranges and save_ranges:
-        Path(save_ranges).write_text(json.dumps(ranges), encoding="utf-8")
+        safefs.write_output(save_ranges, json.dumps(ranges))  # root-safe; shareable, nothing secret
     if warnings:
         sources += [f"warning: {w}" for w in warnings]
     events = collect.audit_events(audit_path, start, end) if audit_path else []
@@ -149,7 +149,10 @@ def report(journal: str, output: str, prometheus_url: str, ranges_path: str, sav
                                                run_dir)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    Path(output).write_text(html, encoding="utf-8")
+    try:  # root-safe: never through a symlink, never into a directory another user could change
+        safefs.write_output(output, html)  # a report is meant to be shared: readable, nothing secret
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc}") from None
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"wrote {output} (verdict: {verdict['summary']}); open it in a browser")

@@ -4,6 +4,11 @@ The experiment process starts a :class:`Heartbeat` (a daemon thread that touches
 fault's watchdog (``chaosext.egress.watchdog``) reads :func:`age` and lifts the fault and stops the run's k6 when the
 pulse is older than ``HEARTBEAT_GRACE`` (default 10 s) -- i.e. when the experiment process died (SIGKILL, OOM) or
 hangs. The file holds nothing secret; it is created 0600 anyway, like every file of a run directory.
+
+The file is created once, root-safe (:mod:`chaosext.core.safefs`: no symlink, in a directory of ours nobody else can
+write), and the beat renews the modification time through the descriptor kept open since: a run directory swapped
+for a symlink later can neither redirect the beats nor make chaosext touch or chmod another file. :func:`age` reads
+the file the same safe way: a heartbeat that is a symlink or another user's counts as missing.
 """
 from __future__ import annotations
 
@@ -11,8 +16,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+from chaosext.core import safefs
 from chaosext.core.errors import ConfigError
 
 __all__ = ["Heartbeat", "age", "HEARTBEAT_INTERVAL", "HEARTBEAT_GRACE"]
@@ -24,11 +29,10 @@ HEARTBEAT_GRACE = 10.0
 
 
 def age(path: str) -> float | None:
-    """Seconds since the last beat written to ``path``; None when there is no such file."""
-    try:
-        return max(0.0, time.time() - os.stat(path).st_mtime)
-    except OSError:
-        return None
+    """Seconds since the last beat written to ``path``; None when there is no such file (or it is not a file of ours
+    in a safe directory)."""
+    mtime = safefs.mtime(path)
+    return None if mtime is None else max(0.0, time.time() - mtime)
 
 
 class Heartbeat:
@@ -49,19 +53,20 @@ class Heartbeat:
         self.on_beat = on_beat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._fd = -1
+
+    def _open(self) -> None:
+        if self._fd < 0:
+            with safefs.open_dir(os.path.dirname(os.path.abspath(self.path)), create=True) as d:
+                self._fd = d.open(os.path.basename(self.path), os.O_WRONLY | os.O_CREAT)
 
     def beat(self) -> None:
-        """Write one beat now (creates the file 0600 if needed)."""
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.utime(fd)
-        finally:
-            os.close(fd)
+        """Write one beat now (creates the file 0600 the first time; then through the kept descriptor)."""
+        self._open()
+        os.utime(self._fd)
 
     def start(self) -> Heartbeat:
         """Beat once (so the file exists on return), then keep beating in a daemon thread. Returns self."""
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.beat()
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
@@ -87,11 +92,11 @@ class Heartbeat:
         if self._thread is not None:
             self._thread.join(timeout=self.interval + 1)
             self._thread = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         if remove:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            safefs.remove(self.path)
 
     @property
     def running(self) -> bool:

@@ -26,6 +26,12 @@ class Stoppable(Protocol):
     def stop(self, remove: bool = False) -> None: ...
 
 
+class Closable(Protocol):
+    """A listener the run keeps open until it ends (the jku/x5u key server)."""
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class RunMemory:
     """One run's in-memory state (never written anywhere)."""
@@ -39,6 +45,8 @@ class RunMemory:
     #: the safety control's target lock and heartbeat
     lock: Releasable | None = None
     heartbeat: Stoppable | None = None
+    #: the one key listener the jku/x5u forgeries point at, for the whole run (``chaosext.auth.keyserver``)
+    key_server: Closable | None = None
     lock_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 

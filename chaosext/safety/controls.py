@@ -275,6 +275,9 @@ def _finish(ctx: RunContext) -> dict[str, Any]:
     if mem.heartbeat is not None:
         mem.heartbeat.stop()
         mem.heartbeat = None
+    if mem.key_server is not None:  # the run's one jku/x5u key listener
+        mem.key_server.close()
+        mem.key_server = None
     if mem.lock is not None:
         try:
             mem.lock.release()

@@ -13,6 +13,11 @@ processes racing for one key exactly one wins, and a reader never sees half a fi
   holds the old holder and :attr:`TargetLock.message` says so (log it). An owner that is gone while its fault is
   still in place is NOT stale: the message says to restore that run first.
 - :meth:`TargetLock.release` removes the file only while it still names this run (and this pid).
+- Root-safe (:mod:`chaosext.core.safefs`): the locks directory must be ours and writable by nobody else, files are
+  opened without following symlinks, temp files get random names, and a lock record is trusted only when it is a file
+  of ours whose fields are what :func:`acquire` writes (a run id, integer pid ...); one that is not counts as
+  unreadable. A watchdog counts as holding a run's fault only when it runs as the user chaosext runs as, with exactly
+  a watchdog's command line (``chaosext.egress.watchdog.find``): another user's look-alike cannot block a takeover.
 
 The key (:func:`lock_key`) names the target where it lives: a target on this host (``local``, ``netns:``, ``pid:``,
 an Envoy admin on loopback) carries the host name and the network namespace it resolves to, so two labs in two
@@ -51,10 +56,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from chaosext.core import kube
+from chaosext.core import ids, kube, safefs
 from chaosext.core.errors import ChaosextError, ConfigError
 from chaosext.core.faulttarget import k8s_namespace_selector, parse_fault_target
 from chaosext.core.kube import KubeOptions
+from chaosext.core.names import check_run_id
 from chaosext.core.procs import proc_start_time, process_alive
 from chaosext.core.settings import Secrets
 from chaosext.egress import watchdog
@@ -154,9 +160,8 @@ def _path(key: str) -> Path:
 
 @contextmanager
 def _guarded() -> Iterator[None]:
-    d = locks_dir()
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(d / ".guard", os.O_RDWR | os.O_CREAT, 0o600)
+    with safefs.open_dir(locks_dir(), create=True) as d:
+        fd = d.open(".guard", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -164,22 +169,29 @@ def _guarded() -> Iterator[None]:
         os.close(fd)  # closing drops the flock
 
 
+def _valid(record: Any) -> bool:
+    """A lock record as :func:`acquire` writes it."""
+    return (isinstance(record, dict) and ids.is_run_id(record.get("run_id"))
+            and isinstance(record.get("pid"), int) and not isinstance(record.get("pid"), bool)
+            and isinstance(record.get("pid_start_time"), (str, type(None)))
+            and isinstance(record.get("host", ""), str)
+            and all(isinstance(record.get(k, 0.0), (int, float)) for k in ("started", "ends_at")))
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     try:
-        record: dict[str, Any] = json.loads(path.read_text())
-        return record
+        record = json.loads(safefs.read_text(path))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # UnsafePath too: a symlink or another user's file is never trusted
         return {"run_id": "?", "pid": 0, "unreadable": str(path)}
+    if not _valid(record):
+        return {"run_id": "?", "pid": 0, "unreadable": str(path)}
+    return dict(record)
 
 
 def _write(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(record, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    safefs.write_file(path, json.dumps(record, indent=1, sort_keys=True))
 
 
 def read(key: str) -> dict[str, Any] | None:
@@ -203,8 +215,10 @@ def _owner_alive(rec: dict[str, Any]) -> bool:
 
 def _faults_of(run_id: str) -> list[str]:
     """Why the run still has a fault in place ([] when none): a record in the state dir or a live watchdog."""
+    if not ids.is_run_id(run_id):
+        return []
     found = [f"fault record {r.get('path')}" for r in load_records() if r["spec"].get("run_id") == run_id]
-    found += [f"watchdog pid {pid}" for pid in watchdog.find(run_id)] if run_id and run_id != "?" else []
+    found += [f"watchdog pid {pid}" for pid in watchdog.find(run_id)]
     return found
 
 
@@ -243,7 +257,7 @@ class TargetLock:
         with _guarded():
             if not self._mine(_read(self.path)):
                 return False
-            self.path.unlink(missing_ok=True)
+            safefs.remove(self.path)
             self._released = True
             return True
 
@@ -290,6 +304,7 @@ def _acquire_local(key: str, run_id: str, info: dict[str, Any] | None = None) ->
     """The local lock file of :func:`acquire`."""
     if not run_id:
         raise ConfigError("acquire needs the run id that will own the lock: pass the experiment run's id")
+    check_run_id(run_id, "lock owner run id")
     info = dict(info or {})
     pid = os.getpid()
     record = {**info, "key": key, "run_id": run_id, "pid": pid, "pid_start_time": proc_start_time(pid),

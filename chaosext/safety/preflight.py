@@ -16,9 +16,12 @@ from chaosext.auth.checks import (
     check_forgery_tokens_file,
     check_jwks,
     check_jwks_uri,
+    check_key_url,
     check_services,
     check_tenant_tokens,
+    check_token_transport,
 )
+from chaosext.core import labid
 from chaosext.core.config import validate
 from chaosext.core.findings import Finding
 from chaosext.egress.checks import fault_findings
@@ -37,7 +40,8 @@ def check_approval(ctx: RunContext) -> Finding:
         return Finding("approval", True, "the local lab: no approval needed")
     if approval_problem(cfg):
         given = f"CHAOSEXT_APPROVE={cfg.approve!r} does not name" if cfg.approve else "CHAOSEXT_APPROVE is unset for"
-        return Finding("approval", False, f"{given} target {cfg.target_name!r} (not the local lab)",
+        return Finding("approval", False, f"{given} target {cfg.target_name!r} (not the local lab: "
+                                          f"{labid.lab_problem(cfg)})",
                        f"export CHAOSEXT_APPROVE={cfg.target_name} once the owners agreed (in CI: the variable "
                        f"CHAOSEXT_APPROVE of the chaos-gameday environment, docs/runbook.md)")
     return Finding("approval", True, f"CHAOSEXT_APPROVE names {cfg.target_name}")
@@ -64,11 +68,13 @@ def static_findings(ctx: RunContext) -> list[Finding]:
     out = [Finding("configuration", False, p, "fix the setting named (docs/experiment.md has the table)")
            for p in problems] or [Finding("configuration", True, "every setting is valid")]
     out.append(check_forgery_skip(ctx))
+    out.append(check_key_url(ctx))
     if (tokens_file := check_forgery_tokens_file(ctx)) is not None:
         out.append(tokens_file)
     if not problems:
         out.append(check_exercised(ctx))
         out.append(check_approval(ctx))
+        out.append(check_token_transport(ctx))  # tokens only over https outside the lab (docs/security.md)
     return out
 
 

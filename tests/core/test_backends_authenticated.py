@@ -44,7 +44,8 @@ def proxies(lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> It
 def configuration(lab: dict[str, Any], proxies: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     return {"prometheus_url": proxies["prometheus"].url, "alertmanager_url": proxies["alertmanager"].url,
             "prometheus_ca_bundle": proxies["ca"], "chaosext_lab_dir": lab["state_dir"],
-            "chaosext_run_dir": str(tmp_path / "run")}
+            "chaosext_run_dir": str(tmp_path / "run"),
+            "chaosext_allow_http": "true"}  # the Alertmanager gateway here is plain http (Prometheus' is https)
 
 
 def context(conf: dict[str, Any], secrets: dict[str, Any] | None) -> RunContext:

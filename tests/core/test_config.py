@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from chaosext.core.config import ExperimentConfig, load_config, parse_routes, va
 from chaosext.core.errors import ConfigError
 from chaosext.core.target import Route
 from chaosext.safety.controls import approval_problem
+from tests.labfake import write_running_lab
 from tests.targetutil import description, target_config, write_lab
 
 NO_LAB = {"chaosext_lab_dir": "/nonexistent"}
@@ -113,10 +115,12 @@ def test_without_a_lab_or_a_target_file_the_target_is_empty_and_validate_says_wh
     cfg = load_config(NO_LAB)
     assert (cfg.services, cfg.tenants, cfg.jwks_url, cfg.authority_url, cfg.audience) == ({}, (), "", "", "")
     assert (cfg.prometheus_url, cfg.alertmanager_url, cfg.audit_source, cfg.tenant_header) == ("", "", "", "")
-    assert (cfg.run_base, cfg.run_dir, cfg.lab_running, cfg.outage_seconds) == (".chaosext-run", "", False, 300)
+    # a user's run base is in the working directory; root's is root-private (chaosext.core.safefs.default_dir)
+    base = "/var/lib/chaosext/run" if os.geteuid() == 0 else ".chaosext-run"
+    assert (cfg.run_base, cfg.run_dir, cfg.lab_running, cfg.outage_seconds) == (base, "", False, 300)
     text = " | ".join(validate(cfg))
     for expected in ("no service to drive: describe the target's services in TARGET_FILE", "TENANTS is empty",
-                     "JWKS_URL='' is not an http(s) URL", "AUTHORITY_URL=''", "PROMETHEUS_URL=''",
+                     "JWKS_URL=''", "AUTHORITY_URL=''", "PROMETHEUS_URL=''",
                      "ALERTMANAGER_URL=''", "AUDIT_SOURCE='' must be"):
         assert expected in text, text
 
@@ -206,21 +210,46 @@ def test_each_invalid_setting_is_one_problem_that_names_it(override: dict[str, s
         assert len(problems) == 1 and problem in problems[0], problems
 
 
-@pytest.mark.parametrize("override, lab_target", [
-    ({}, True),
-    ({"fault_via": "envoy", "fault_target": "http://127.0.0.1:9901"}, True),
-    ({"fault_via": "envoy", "fault_target": "envoy:http://[::1]:9901"}, True),
-    ({"fault_via": "envoy", "fault_target": "http://envoy.internal:9901"}, False),
-    ({"fault_target": "netns:lab"}, False),
-    ({"service_urls": "orders=http://localhost:8451,billing=http://10.1.2.3:8452"}, False),
-    ({"jwks_url": "https://idp.example.com/.well-known/jwks.json"}, False),
+@pytest.mark.parametrize("override, state, lab_target", [
+    ({}, {}, True),
+    ({"fault_via": "envoy", "fault_target": "http://127.0.0.1:9901"}, {"envoy_admin_url": "http://127.0.0.1:9901"},
+     True),
+    ({"fault_via": "envoy", "fault_target": "envoy:http://[::1]:9901/"}, {"envoy_admin_url": "http://[::1]:9901"},
+     True),
+    # a loopback Envoy admin that is not the lab's (a kubectl port-forward to production is loopback too)
+    ({"fault_via": "envoy", "fault_target": "http://127.0.0.1:9901"}, {"envoy_admin_url": "http://127.0.0.1:9902"},
+     False),
+    ({"fault_via": "envoy", "fault_target": "http://127.0.0.1:9901"}, {}, False),
+    ({"fault_target": "netns:lab"}, {}, False),
+    ({"service_urls": "policy=http://127.0.0.1:8451"}, {}, False),  # loopback, but not one of the lab's services
+    ({"jwks_url": "http://127.0.0.1:3333/.well-known/jwks.json"}, {}, False),
+    ({"jwks_url": "https://idp.example.com/.well-known/jwks.json"}, {}, False),
+    # FAULT_TARGET=local where this process is not in the lab's network namespace (another team's namespace)
+    ({}, {"netns": "4:4026531840"}, False),
+    # the lab's authority process is gone: its state file is left over, nothing there is the lab any more
+    ({}, {"components": {"authority": {"pid": 2 ** 22 + 1, "start_ticks": 1}}}, False),
 ])
-def test_only_a_fault_and_urls_on_this_machines_loopback_are_a_lab_target(override: dict[str, str],
-                                                                         lab_target: bool,
-                                                                         target: dict[str, str]) -> None:
-    cfg = load_config({**target, **override})
+def test_the_lab_is_recognised_by_its_state_file_never_by_loopback(
+        tmp_path: Path, override: dict[str, str], state: dict[str, object], lab_target: bool) -> None:
+    write_running_lab(tmp_path / "lab", **state)
+    cfg = load_config({"chaosext_lab_dir": str(tmp_path / "lab"), **override})
     assert cfg.is_lab_target is lab_target
     assert (approval_problem(cfg) == "") is lab_target
+
+
+def test_loopback_urls_without_a_running_lab_need_approval(target: dict[str, str]) -> None:
+    """A target all on loopback (tests/targetutil.py): without a lab whose state names it, it needs approval."""
+    cfg = load_config(target)
+    assert not cfg.is_lab_target
+    assert "CHAOSEXT_APPROVE=127.0.0.1" in approval_problem(cfg)
+
+
+def test_a_state_file_another_user_could_write_is_no_lab(tmp_path: Path) -> None:
+    """state.json decides what the lab is: one in a directory others can write is refused, never trusted."""
+    write_running_lab(tmp_path / "lab")
+    (tmp_path / "lab").chmod(0o777)
+    with pytest.raises(ValueError, match="writable by group or others"):
+        load_config({"chaosext_lab_dir": str(tmp_path / "lab")})
 
 
 def test_the_resolved_settings_are_json_for_the_journal(target: dict[str, str]) -> None:
@@ -265,9 +294,11 @@ EVERY_SETTING = {
     "forgery_routes": "billing=DELETE /b/1", "forgery_concurrency": "4",
     "forgery_timeout": "1.5", "baseline_seconds": "30", "baseline_min_requests": "20", "recovery_seconds": "45",
     "heartbeat_grace": "6", "chaosext_run_dir": "/var/tmp/chaosext-runs", "chaosext_run_id": "0a1b2c3d",
-    "chaosext_approve": "tenancy/app=policy", "jwks_failure": "cold-start-during-outage", "jwks_slow_seconds": "12",
-    "jwks_error_status": "502", "jwks_malformed": "truncated", "rotate_url": "https://idp.example/rotate",
-    "cold_start_url": "{service_url}/restart", "cold_start_service": "billing", "latency_slo_seconds": "0.5",
+    "chaosext_approve": "tenancy/app=policy", "chaosext_allow_http": "true",
+    "forgery_key_url": "http://10.0.0.9:8099", "forgery_key_listen": "0.0.0.0:8099", "jwks_failure":
+    "cold-start-during-outage", "jwks_slow_seconds": "12", "jwks_error_status": "502", "jwks_malformed": "truncated",
+    "rotate_url": "https://idp.example/rotate", "cold_start_url": "{service_url}/restart",
+    "cold_start_service": "billing", "latency_slo_seconds": "0.5",
     "metric_requests": "http_server_requests_seconds_count", "metric_requests_matchers": 'job="api"',
     "metric_status_label": "code", "metric_error_status": "5..", "metric_tenant_label": "tenant_id",
     "metric_service_label": "application", "metric_cache_expired": 'keys_usable{usable="false"}',

@@ -148,13 +148,20 @@ def test_gameday_job_runs_end_to_end_as_the_runner_user(runner_account: tuple[st
     # watched; TOKEN_CLIENT_* stay unset, so the lab's own client is used
     job_secrets = {"PROMETHEUS_HEADERS": json.dumps({"X-Chaosext-Canary": canaries[0]}),
                    "ALERTMANAGER_BEARER_TOKEN": canaries[1]}
+    # this test's own fault records, locks and lab (other tests run as root on this machine too): directories of
+    # root's, as chaosext run as root requires (not the runner user's root/, whose owner could swap them)
+    private = Path(tempfile.mkdtemp(prefix="chaosext-gameday-"))
     runner_env = {**FAST, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse(root / "wheelhouse")),
-                  # this test's own fault records and locks (other tests run as root on this machine too)
-                  "CHAOSEXT_STATE_DIR": str(root / "chaosext-state")}
+                  "CHAOSEXT_STATE_DIR": str(private / "faults")}
     runner = Runner(workflow(), REPO, root, user, netns=netns.name, runner_env=runner_env, step_timeout=600)
 
-    with ArgvWatch(canaries) as watch:
-        job = runner.run_job("gameday", INPUTS, vars_={"TENANTS": "t01,t02,t03"}, secrets=job_secrets)
+    try:
+        with ArgvWatch(canaries) as watch:
+            job = runner.run_job("gameday", INPUTS, vars_={"TENANTS": "t01,t02,t03",
+                                                           "CHAOSEXT_LAB_DIR": str(private / "lab")},
+                                 secrets=job_secrets)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     print(show(job))
 
     assert job.ok, "the gameday job failed:\n" + show(job)

@@ -80,7 +80,9 @@ def test_doctor_warns_when_the_fault_would_block_an_address_the_idp_does_not_pub
         module_netns: str, ns_lab: dict[str, Any], unused_port: int) -> None:
     """JWKS_URL elsewhere than discovery's jwks_uri: the fault would block something the services may never use."""
     elsewhere = f"http://127.0.0.1:{unused_port}/.well-known/jwks.json"
-    proc = _doctor(module_netns, "--state-dir", ns_lab["state_dir"], "--json", env={"JWKS_URL": elsewhere})
+    # a JWKS_URL the lab's state file does not name is not the lab's: approved, as any other target would be
+    proc = _doctor(module_netns, "--state-dir", ns_lab["state_dir"], "--json",
+                   env={"JWKS_URL": elsewhere, "CHAOSEXT_APPROVE": "127.0.0.1"})
     jwks = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "idp jwks_uri")
     assert jwks["status"] == "warn" and elsewhere in jwks["detail"] and ns_lab["jwks_url"] in jwks["detail"]
     assert "fetch the keys" in jwks["fix"]
@@ -113,7 +115,8 @@ def test_approval_check_needs_the_exact_target(monkeypatch: pytest.MonkeyPatch, 
     wrong = approval({**base, "chaosext_approve": "staging/app=vuln"})
     assert not wrong.ok and "does not name" in wrong.detail and "CHAOSEXT_APPROVE=staging/app=policy" in wrong.fix
     assert approval({**base, "chaosext_approve": "staging/app=policy"}).ok
-    assert approval({"chaosext_lab_dir": str(write_lab(tmp_path / "lab"))}).ok  # the local lab needs none
+    assert not approval(target_config(tmp_path)).ok  # a loopback target but no lab: approval needed
+    assert approval({"chaosext_lab_dir": str(write_lab(tmp_path / "lab"))}).ok  # the running lab itself needs none
 
 
 @pytest.mark.e2e
@@ -157,11 +160,13 @@ def test_doctor_fails_without_cap_net_admin(tmp_path: Path) -> None:
     the check either passes (rules listable) or fails with the CAP_NET_ADMIN fix - never a traceback."""
     import subprocess
 
+    # a valid target, no lab: its loopback URLs and plain-http services are approved as any other target's would be
+    env = dict(os.environ, CHAOSEXT_APPROVE="127.0.0.1", CHAOSEXT_ALLOW_HTTP="true",
+               CHAOSEXT_LAB_DIR=str(tmp_path / "no-lab"))
     proc = subprocess.run(["unshare", "-rn", sys.executable, "-m", "chaosext.cli", "doctor", "--json",
                            "--prometheus-url", "http://127.0.0.1:9", "--alertmanager-url", "http://127.0.0.1:9"],
                           capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "TARGET_FILE": target_config(tmp_path)["target_file"],
-                               "CHAOSEXT_LAB_DIR": str(tmp_path / "no-lab")})  # a valid target: the checks run
+                          env={**env, "TARGET_FILE": target_config(tmp_path)["target_file"]})  # the checks run
     report = json.loads(proc.stdout)
     ipt = next(c for c in report["checks"] if c["name"] == "iptables")
     assert ipt["ok"] or "CAP_NET_ADMIN" in ipt["fix"]
@@ -183,7 +188,7 @@ def test_doctor_rejects_a_target_it_does_not_know(tmp_path: Path, monkeypatch: p
         assert result.exit_code == 1, result.output
         checks = {c["name"]: c for c in json.loads(result.output)["checks"]}
         assert checks["configuration"]["status"] == "MISSING" and forms in checks["configuration"]["detail"]
-        assert set(checks) == {"configuration", "forgery classes"}
+        assert set(checks) == {"configuration", "forgery classes", "jku/x5u key URL"}
 
 
 class _Fake:

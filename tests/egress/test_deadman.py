@@ -85,7 +85,7 @@ def test_a_stopped_heartbeat_lifts_the_fault_and_stops_only_that_runs_k6(netpair
                                 verify_timeout_seconds=0.5, heartbeat_file=pulse.path, heartbeat_grace_seconds=GRACE,
                                 k6_dir=str(k6_dir))
         mine = _idle_k6(tmp_path, out["run_id"])
-        other = _idle_k6(tmp_path, "another1")
+        other = _idle_k6(tmp_path, "a0a0a0a1")
         assert k6mod.read_run(Path(other["run_dir"]))["alive"]
         time.sleep(GRACE + 3)  # a beating run keeps its fault
         assert netpair.rules() and not _reachable(netpair), "the watchdog lifted the fault of a live run"

@@ -16,12 +16,14 @@ import pytest
 import requests
 
 from chaosext.core.config import ExperimentConfig
+from chaosext.core.target import Service
 from chaosext.egress.actions import block_jwks_egress, restore_jwks_egress
 from chaosext.lab import supervisor
 from chaosext.lab.supervisor import LabConfig, LabError
 from chaosext.lab.testing import running_lab
 from tests.egress.egress_util import kill_watchdogs, wait_for
 from tests.egress.envoy_util import require_envoy
+from tests.labfake import write_running_lab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
@@ -72,10 +74,14 @@ def test_the_envoy_fault_fails_the_services_fetches_and_restore_heals_them(envoy
     assert wait_for(lambda: fetches(envoy_lab, "success") > ok, timeout=60)  # next fetch after backoff succeeds
 
 
-def test_is_lab_target_accepts_only_a_loopback_envoy_admin():
-    lab = dict(jwks_url="http://127.0.0.1:8444/.well-known/jwks.json", authority_url="http://127.0.0.2:8440")
+def test_is_lab_target_accepts_only_the_labs_own_envoy_admin(tmp_path):
+    state = write_running_lab(tmp_path / "lab", envoy_admin_url="http://127.0.0.1:9901")
+    lab = dict(jwks_url=state["jwks_url"], authority_url=state["authority_url"],
+               services={n: Service(n, u) for n, u in state["service_urls"].items()}, lab_dir=str(tmp_path / "lab"))
     assert ExperimentConfig(fault_via="envoy", fault_target="http://127.0.0.1:9901", **lab).is_lab_target
     assert ExperimentConfig(fault_via="envoy", fault_target="envoy:http://127.0.0.1:9901", **lab).is_lab_target
+    # another Envoy admin on loopback (a kubectl port-forward to production) is not the lab's
+    assert not ExperimentConfig(fault_via="envoy", fault_target="http://127.0.0.1:9902", **lab).is_lab_target
     assert not ExperimentConfig(fault_via="envoy", fault_target="http://10.0.0.5:9901", **lab).is_lab_target
     assert not ExperimentConfig(fault_via="envoy", fault_target="local", **lab).is_lab_target
     assert not ExperimentConfig(fault_via="iptables", fault_target="http://127.0.0.1:9901", **lab).is_lab_target

@@ -28,7 +28,10 @@ def _urls(where: Path) -> dict[str, str]:
     return {"JWKS_URL": f"http://127.0.0.2:{jwks}/.well-known/jwks.json", "AUTHORITY_URL": f"http://127.0.0.2:{jwks}",
             "PROMETHEUS_URL": f"http://127.0.0.1:{prom}", "ALERTMANAGER_URL": f"http://127.0.0.1:{am}",
             "TARGET_FILE": target, "AUDIT_SOURCE": "file:/tmp/chaosext-no-such/audit.jsonl",
-            "CHAOSEXT_LAB_DIR": "/nonexistent-chaosext-lab"}
+            "CHAOSEXT_LAB_DIR": "/nonexistent-chaosext-lab",
+            # loopback without a lab is not the lab (issue 27): approved and plain http allowed, so that each case
+            # stops on the problem it is about
+            "CHAOSEXT_APPROVE": "127.0.0.2", "CHAOSEXT_ALLOW_HTTP": "true"}
 
 
 @pytest.mark.parametrize("override, message", [
@@ -70,7 +73,9 @@ def test_live_refusals_are_doctors_too(experiment: ExperimentRunner, lab_factory
     with_ghost = json.loads(Path(lab["target_file"]).read_text())  # the lab's description, one service more
     with_ghost["services"]["ghost"] = {"url": f"http://127.0.0.1:{closed}", "routes": ["GET /api/v1/ghosts"]}
     cases = [({"TOKEN_CLIENT_ID": "chaosext-lab", "TOKEN_CLIENT_SECRET": "wrong"}, "invalid_client"),
-             ({"TARGET_FILE": write_target(tmp_path / "ghost", with_ghost)}, "service: ghost"),
+             # a service the lab's state file does not name makes the target not the lab: approved, http allowed
+             ({"TARGET_FILE": write_target(tmp_path / "ghost", with_ghost), "CHAOSEXT_APPROVE": "127.0.0.2",
+               "CHAOSEXT_ALLOW_HTTP": "true"}, "service: ghost"),
              ({"AUDIT_SOURCE": "file:/nonexistent-chaosext/audit.jsonl"}, "directory does not exist")]
     for override, message in cases:
         out = experiment.run(lab, **override)

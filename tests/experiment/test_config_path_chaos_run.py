@@ -119,7 +119,7 @@ def test_the_shipped_experiment_plans_the_fault_on_the_configured_envoy(tmp_path
     wanted, other = "http://127.0.0.1:19901", "http://127.0.0.1:29901"
     journal, output = chaos_run(tmp_path, REPO / "experiments" / "jwks-outage.json", "--dry", "activities", "--var",
                                 f"envoy_admin_url={wanted}", FAULT_VIA="envoy", FAULT_TARGET="local",
-                                CHAOSEXT_APPROVE="127.0.0.1", ENVOY_ADMIN_URL=other,
+                                CHAOSEXT_APPROVE="127.0.0.1", CHAOSEXT_ALLOW_HTTP="true", ENVOY_ADMIN_URL=other,
                                 TARGET_FILE=write_target(tmp_path / "target"))
     assert f"[dry run]             GET {wanted}/runtime" in output, output[-3000:]
     assert f"POST {wanted}/runtime_modify?chaosext.jwks." in output and other not in output

@@ -1,6 +1,7 @@
 """The lab Authority's token endpoint is a standard OAuth2 client-credentials endpoint (RFC 6749 §4.4, §2.3.1, §5.2),
 and chaosext.core.tokens gets tokens from it the way it would from a real IdP (OIDC discovery, both client
-authentication methods). The Authority runs as a real process on a free loopback port.
+authentication methods). The Authority runs as a real process on a free loopback port; it is not a running lab, so
+plain http is allowed on purpose here (``allow_http``, CHAOSEXT_ALLOW_HTTP).
 """
 import base64
 import json
@@ -126,7 +127,7 @@ def test_errors_follow_rfc6749_section_5_2(authority: str) -> None:
 def test_chaosext_gets_tenant_tokens_by_discovery_and_client_credentials(authority: str, method: str) -> None:
     cache: tokens.TokenCache = {}  # the run's memory (chaosext.run.memory): this test's own
     settings = tokens.TokenSettings(authority_url=authority, client_id=CLIENT_ID, client_secret=SECRET,
-                                    auth_method=method, scope="policy:read")
+                                    auth_method=method, scope="policy:read", allow_http=True)
     got = tokens.tokens_for(settings, ["t01", "t02"], cache, min_valid_seconds=60)
     assert {t: jwt.decode(v, options={"verify_signature": False})["tenant"] for t, v in got.items()} == {
         "t01": "t01", "t02": "t02"}
@@ -137,7 +138,8 @@ def test_chaosext_gets_tenant_tokens_by_discovery_and_client_credentials(authori
 
 def test_chaosext_says_what_to_fix_on_a_bad_secret_and_never_shows_it(authority: str) -> None:
     cache: tokens.TokenCache = {}  # the run's memory (chaosext.run.memory): this test's own
-    settings = tokens.TokenSettings(authority_url=authority, client_id=CLIENT_ID, client_secret="hunter2-wrong")
+    settings = tokens.TokenSettings(authority_url=authority, client_id=CLIENT_ID, client_secret="hunter2-wrong",
+                                    allow_http=True)
     with pytest.raises(tokens.TokenError) as err:
         tokens.tokens_for(settings, ["t01"], cache)
     assert "401 invalid_client" in str(err.value) and "token_client_secret" in str(err.value)
@@ -146,7 +148,7 @@ def test_chaosext_says_what_to_fix_on_a_bad_secret_and_never_shows_it(authority:
 
 def test_a_token_shorter_than_the_run_is_refused_before_the_fault(authority: str) -> None:
     cache: tokens.TokenCache = {}  # the run's memory (chaosext.run.memory): this test's own
-    settings = tokens.TokenSettings(authority_url=authority, client_id=CLIENT_ID, client_secret=SECRET)
+    settings = tokens.TokenSettings(authority_url=authority, client_id=CLIENT_ID, client_secret=SECRET, allow_http=True)
     with pytest.raises(tokens.TokenError, match="valid for 3600 s but this run needs 7200 s"):
         tokens.tokens_for(settings, ["t01"], cache, min_valid_seconds=7200)
 
@@ -159,7 +161,7 @@ def test_per_tenant_clients_from_the_secrets_block(authority: str, monkeypatch: 
     secrets = {"chaosext": {"token_clients": json.dumps({
         "t01": {"client_id": CLIENT_ID, "client_secret": SECRET},
         "t02": {"client_id": CLIENT_ID, "client_secret": "wrong"}}), "token_client_id": "", "token_client_secret": ""}}
-    settings = tokens.token_settings(load_config({"authority_url": authority}), secrets)
+    settings = tokens.token_settings(load_config({"authority_url": authority, "chaosext_allow_http": "true"}), secrets)
     assert settings.client_for("t01") == (CLIENT_ID, SECRET)
     assert "t01" in tokens.tokens_for(settings, ["t01"], cache)
     with pytest.raises(tokens.TokenError, match="invalid_client"):

@@ -62,7 +62,7 @@ def test_start_returns_while_k6_runs_and_stop_yields_a_summary_understood_as_sto
         assert live["reachable"] and live["http_req_failed_rate"] == 0 and live["http_reqs"] > 0
         nothing = stop_k6()  # no run named: another run's k6 is never stopped
         assert nothing["stopped"] == 0 and nothing["running_elsewhere"] == [started["run_id"]]
-        assert stop_k6(owner_run_id="other001")["stopped"] == 0
+        assert stop_k6(owner_run_id="0f4e0001")["stopped"] == 0
         assert k6mod.read_run(Path(started["run_dir"]))["alive"]
     finally:
         stopped = stop_k6(owner_run_id="e0000001", timeout=20)

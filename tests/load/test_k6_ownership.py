@@ -46,7 +46,7 @@ def _wait(predicate, timeout: float) -> float | None:
 
 
 def _start_in_child(how: str) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, "-c", STARTER, "exp0kill", how], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", STARTER, "e0001c11", how], stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line:
         proc.kill()
@@ -87,7 +87,7 @@ def test_k6_dies_within_seconds_when_the_process_that_started_it_is_killed(k6_en
     starter, started = _start_in_child(how)
     try:
         k6_pid = _k6_pid(started["run_dir"])
-        assert started["owner_run_id"] == "exp0kill"
+        assert started["owner_run_id"] == "e0001c11"
         assert os.getpgid(k6_pid) == k6_pid, "k6 runs in a process group of its own"
         if how == "thread":  # the thread that started k6 has ended: k6 must still run (PDEATHSIG is per thread)
             time.sleep(2)
@@ -109,7 +109,7 @@ def test_k6_dies_within_seconds_when_the_process_that_started_it_is_killed(k6_en
 
 
 def test_a_killed_supervisor_takes_k6_with_it(k6_env: dict) -> None:
-    started = start_k6(rate=10, duration="120s", owner_run_id="exp0sup")
+    started = start_k6(rate=10, duration="120s", owner_run_id="e0005aaa")
     try:
         k6_pid = _k6_pid(started["run_dir"])
         os.kill(started["pid"], signal.SIGKILL)
@@ -143,8 +143,8 @@ def test_restore_all_stops_orphaned_k6_and_leaves_a_live_runs_k6(k6_env: dict, t
     stale.touch()
     fresh.touch()
     os.utime(stale, (time.time() - 60, time.time() - 60))
-    orphan = start_k6(rate=10, duration="120s", owner_run_id="exp0dead", heartbeat_file=str(stale))
-    live = start_k6(rate=10, duration="120s", owner_run_id="exp0live", heartbeat_file=str(fresh))
+    orphan = start_k6(rate=10, duration="120s", owner_run_id="e000dead", heartbeat_file=str(stale))
+    live = start_k6(rate=10, duration="120s", owner_run_id="e0001ffe", heartbeat_file=str(fresh))
     try:
         assert _wait(lambda: (Path(orphan["run_dir"]) / "k6.pid").exists(), 20)
         env = {**os.environ, "CHAOSEXT_STATE_DIR": str(tmp_path / "faults")}

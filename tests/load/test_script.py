@@ -11,6 +11,7 @@ import requests
 
 from chaosext.load.k6 import find_k6
 from chaosext.load.plan import plan_json
+from tests.redirector import SECRET, Server
 
 from .conftest import SCRIPT, start_fake, stop
 from .targets import SHOP_ROUTES, write_target
@@ -130,7 +131,7 @@ def run_script(tmp_path: Path, *env: str, plan: Path, secret_env: dict | None = 
                          env={**os.environ, **(CLIENT_ENV if secret_env is None else secret_env)})
     if not summary.exists():
         return out.returncode, {"stderr": out.stderr}
-    return out.returncode, json.loads(summary.read_text())
+    return out.returncode, {**json.loads(summary.read_text()), "stderr": out.stderr}
 
 
 def _template(path: str, templates: list[str]) -> str:
@@ -292,3 +293,29 @@ def test_http_req_failed_counts_401_and_5xx_but_not_403_or_429(tmp_path: Path, s
     assert summary["http_req_failed_rate"] == failed, summary
     assert summary["thresholds"]["http_req_failed: rate<0.005"] is (failed == 0), summary["thresholds"]
     assert code == (0 if failed == 0 else 99), summary
+
+
+def test_k6_never_sends_the_client_secret_to_another_origin(tmp_path: Path) -> None:
+    """Issue 27, item 6, in the script: a token endpoint answering 307 to another origin, and a discovery document
+    naming a token endpoint on another origin, both get k6's setup to stop without sending the secret there."""
+    home, elsewhere = Server(), Server()
+    try:
+        home.redirect_to = elsewhere.url  # POST /token -> 307 -> elsewhere
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        code, summary = run_script(tmp_path / "a", "K6_RATE=20", "LOAD_DURATION=2s", f"AUTHORITY_URL={home.url}",
+                                   f"TOKEN_ENDPOINT={home.url}/token", "TOKEN_AUTH_METHOD=client_secret_post",
+                                   plan=plan_file(tmp_path / "a", {"orders": home.url}),
+                                   secret_env={"TOKEN_CLIENT_ID": "c", "TOKEN_CLIENT_SECRET": SECRET})
+        assert code != 0 and not elsewhere.seen, "the 307 was followed with the client secret"
+        home.redirect_to = ""
+        home.answer = lambda path: {"token_endpoint": elsewhere.url + "/token"}
+        code, summary = run_script(tmp_path / "b", "K6_RATE=20", "LOAD_DURATION=2s", f"AUTHORITY_URL={home.url}",
+                                   "TOKEN_AUTH_METHOD=client_secret_post",
+                                   plan=plan_file(tmp_path / "b", {"orders": home.url}),
+                                   secret_env={"TOKEN_CLIENT_ID": "c", "TOKEN_CLIENT_SECRET": SECRET})
+        assert code != 0 and "not on AUTHORITY_URL's origin" in summary.get("stderr", ""), summary
+        assert not elsewhere.seen, "the discovered endpoint on another origin got the client secret"
+    finally:
+        home.close()
+        elsewhere.close()

@@ -70,6 +70,7 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 def test_readme_first_screen_links_the_footprint_page() -> None:
     first_screen = "\n".join(text(README).splitlines()[:40])
     assert "(docs/footprint.md)" in first_screen
+    assert "(docs/security.md)" in first_screen, "the first screen must link the security model (it runs as root)"
     assert ".venv/bin" in first_screen and "PATH" in first_screen, "the first screen must say how to get chaos on PATH"
 
 
@@ -451,8 +452,10 @@ def test_footprint_names_what_the_code_creates() -> None:
 
     from chaosext.core.config import ExperimentConfig
     from chaosext.core.labstate import DEFAULT_STATE_DIR
+    from chaosext.core.safefs import ROOT_STATE_DIR
     from chaosext.egress import watchdog
     from chaosext.egress.envoy import DEFAULT_PREFIX, EnvoyDriver
+    from chaosext.egress.kubernetes import DEBUG_CONTAINER
     from chaosext.load.actions import start_k6_testrun
 
     page = text(ROOT / "docs" / "footprint.md")
@@ -461,7 +464,9 @@ def test_footprint_names_what_the_code_creates() -> None:
     names = [DEFAULT_STATE_DIR, run_base, "~/.chaosext/faults", "CHAOSEXT-<run_id>",
              "chaosext:<run_id>", "chaosext-jwks-<run_id>", watchdog.MODULE, "<run_id>.watchdog.log",
              k6_defaults["name"], k6_defaults["configmap"], ".venv", "journal.json", "chaostoolkit.log",
-             "app.kubernetes.io/managed-by=chaosext", "chaosext.io/expires-at", "ip6tables", "position 1 of OUTPUT"]
+             "app.kubernetes.io/managed-by=chaosext", "chaosext.io/expires-at", "ip6tables", "position 1 of OUTPUT",
+             # issue 27: root's own places, and the debug container Kubernetes cannot remove
+             ROOT_STATE_DIR, DEBUG_CONTAINER, "security.md"]
     names += [k.replace(DEFAULT_PREFIX, "chaosext.jwks") for k in EnvoyDriver({}).all_keys()
               if k.endswith(("run_id", "expires_at"))]
     names += [k.rsplit(".", 2)[-2] + "." + k.rsplit(".", 1)[-1] for k in EnvoyDriver({}).all_keys()

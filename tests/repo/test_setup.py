@@ -171,6 +171,9 @@ def test_the_footprint_pages_remove_everything_leaves_the_clone_clean(checkout: 
     for var in ("CHAOSEXT_STATE_DIR", "CHAOSEXT_RUN_DIR", "CHAOSEXT_LAB_DIR", "CHAOSEXT_K6_DIR", "MPLCONFIGDIR",
                 "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "PYTHONDONTWRITEBYTECODE"):  # bytecode caches are made, as usual
         env.pop(var, None)
+    if os.geteuid() == 0:  # root's defaults are under /var/lib/chaosext (the machine's): a user's, in the clone/HOME
+        env.update(CHAOSEXT_LAB_DIR=".chaosext-lab", CHAOSEXT_RUN_DIR=".chaosext-run",
+                   CHAOSEXT_STATE_DIR=str(home / ".chaosext"))
     ns = f"cxfp{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, timeout=20)
     try:

@@ -84,14 +84,14 @@ def test_istio_and_iptables_in_pods_are_cluster_targets_too(cluster, tmp_path, m
 
 
 def test_a_lease_not_renewed_for_its_duration_is_taken_over(cluster, tmp_path, monkeypatch):
-    take(cluster, tmp_path, "laptop", "dead0001", monkeypatch)  # then the laptop dies: no more renewals
+    take(cluster, tmp_path, "laptop", "dead0a01", monkeypatch)  # then the laptop dies: no more renewals
     old = datetime.fromtimestamp(time.time() - lock.LEASE_SECONDS - 1, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     the_lease(cluster)["spec"]["renewTime"] = old
 
-    runner = take(cluster, tmp_path, "ci-runner", "live0002", monkeypatch)
+    runner = take(cluster, tmp_path, "ci-runner", "11fe0002", monkeypatch)
     spec = the_lease(cluster)["spec"]
-    assert spec["holderIdentity"].startswith("live0002@ci-runner:") and spec["leaseTransitions"] == 1
-    assert runner.lease and runner.lease.took_over and runner.lease.took_over["run_id"] == "dead0001"
+    assert spec["holderIdentity"].startswith("11fe0002@ci-runner:") and spec["leaseTransitions"] == 1
+    assert runner.lease and runner.lease.took_over and runner.lease.took_over["run_id"] == "dead0a01"
     assert "took over the expired cluster lock" in runner.lease.message
     put = [r for r in cluster.requests if r.method == "PUT"][-1]
     assert put.body["metadata"]["resourceVersion"], "the takeover carries the resourceVersion it read"
@@ -99,17 +99,17 @@ def test_a_lease_not_renewed_for_its_duration_is_taken_over(cluster, tmp_path, m
 
 
 def test_of_two_machines_taking_over_an_expired_lease_the_slower_is_refused(cluster, tmp_path, monkeypatch):
-    take(cluster, tmp_path, "laptop", "dead0001", monkeypatch)
+    take(cluster, tmp_path, "laptop", "dead0a01", monkeypatch)
     the_lease(cluster)["spec"]["renewTime"] = "2020-01-01T00:00:00.000000Z"
     # between this machine's read and its write, another machine took the Lease (its resourceVersion moved on)
     cluster.forced[("PUT", LEASES)] = (409, status(409, "Conflict", "the object has been modified"))
     with pytest.raises(lock.LockHeld, match="another run took the expired cluster lock"):
-        take(cluster, tmp_path, "ci-runner", "slow0003", monkeypatch)
+        take(cluster, tmp_path, "ci-runner", "510e0003", monkeypatch)
     assert not list((tmp_path / "ci-runner" / "locks").glob("*.lock"))
 
 
 def test_the_heartbeat_renews_the_lease_and_a_lost_lease_is_noticed(cluster, tmp_path, monkeypatch):
-    held = take(cluster, tmp_path, "laptop", "beat0001", monkeypatch)
+    held = take(cluster, tmp_path, "laptop", "bea70001", monkeypatch)
     first = the_lease(cluster)["spec"]["renewTime"]
     monkeypatch.setattr(lock, "LEASE_RENEW_SECONDS", 0.0)
     beat = Heartbeat(str(tmp_path / "heartbeat"), interval=0.05, on_beat=held.renew).start()
@@ -136,5 +136,5 @@ def test_an_api_that_refuses_leases_says_which_rbac_is_missing(cluster, tmp_path
     cluster.forced[("POST", LEASES)] = (403, status(403, "Forbidden", 'leases.coordination.k8s.io is forbidden'))
     with pytest.raises(lock.LockHeld, match=r"get, create, update and delete on leases\.coordination\.k8s\.io in "
                                             r"namespace tenancy.*Nothing was changed"):
-        take(cluster, tmp_path, "laptop", "rbac0001", monkeypatch)
+        take(cluster, tmp_path, "laptop", "abac0001", monkeypatch)
     assert not list((tmp_path / "laptop" / "locks").glob("*.lock"))

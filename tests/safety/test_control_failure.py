@@ -33,7 +33,9 @@ def test_an_error_after_the_lock_gives_the_lock_back(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(controls, "live_findings", broken)
     configuration = {"target_file": str(target), "chaosext_lab_dir": str(tmp_path / "no-lab"),
-                     "chaosext_run_dir": str(tmp_path / "run"), "outage_seconds": "30", "jwks_ttl": "5"}
+                     "chaosext_run_dir": str(tmp_path / "run"), "outage_seconds": "30", "jwks_ttl": "5",
+                     # not the lab (no lab runs): approved, plain http allowed, so the run gets to the live checks
+                     "chaosext_approve": "127.0.0.1", "chaosext_allow_http": "true"}
     with pytest.raises(InterruptExecution, match="RuntimeError: a pre-flight check blew up"):
         controls.before_experiment_control(context={}, configuration=configuration, secrets=None)
     assert not any(p.suffix == ".lock" for p in lock.locks_dir().glob("*")), "the target lock was left taken"

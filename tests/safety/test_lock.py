@@ -16,6 +16,7 @@ import pytest
 
 from chaosext.egress.base import make_spec, save_record
 from chaosext.safety import lock
+from tests.conftest import Attacker
 
 URL = "http://127.0.0.2:8440/.well-known/jwks.json"
 
@@ -75,12 +76,12 @@ def test_labs_in_two_network_namespaces_do_not_block_each_other_but_one_namespac
     first, second = Netns(), Netns()
     procs: list[subprocess.Popen] = []
     try:
-        for ns, run_id in ((first, "nsaa0001"), (second, "nsbb0002"), (first, "nsaa0003")):
+        for ns, run_id in ((first, "aaaa0001"), (second, "bbbb0002"), (first, "aaaa0003")):
             procs.append(_in_netns(ns.name, hold, URL, run_id))
             assert procs[-1].stdout
             answers = procs[-1].stdout.readline().strip()
-            if run_id == "nsaa0003":
-                assert answers.startswith("held:") and "in use by run nsaa0001" in answers, answers
+            if run_id == "aaaa0003":
+                assert answers.startswith("held:") and "in use by run aaaa0001" in answers, answers
             else:
                 assert answers == "won", answers
     finally:
@@ -146,17 +147,17 @@ def _wait_file(path: Path, timeout: float = 30) -> None:
 
 def test_a_lock_whose_owner_was_killed_and_left_no_fault_is_taken_over_and_said_so(tmp_path: Path) -> None:
     key = lock.lock_key("iptables", "local", URL)
-    proc = _holder(key, "dead0001", tmp_path / "ready")
+    proc = _holder(key, "dead0a01", tmp_path / "ready")
     try:
         _wait_file(tmp_path / "ready")
-        with pytest.raises(lock.LockHeld, match="in use by run dead0001"):
-            lock.acquire(key, "live0002")
+        with pytest.raises(lock.LockHeld, match="in use by run dead0a01"):
+            lock.acquire(key, "11fe0002")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        taken = lock.acquire(key, "live0002")
-        assert taken.took_over and taken.took_over["run_id"] == "dead0001"
-        assert "took over the stale lock" in taken.message and "dead0001" in taken.message
-        assert lock.read(key)["run_id"] == "live0002"
+        taken = lock.acquire(key, "11fe0002")
+        assert taken.took_over and taken.took_over["run_id"] == "dead0a01"
+        assert "took over the stale lock" in taken.message and "dead0a01" in taken.message
+        assert lock.read(key)["run_id"] == "11fe0002"
         assert taken.release()
     finally:
         if proc.poll() is None:
@@ -166,28 +167,28 @@ def test_a_lock_whose_owner_was_killed_and_left_no_fault_is_taken_over_and_said_
 
 def test_a_dead_owner_whose_fault_is_still_recorded_keeps_the_lock(tmp_path: Path) -> None:
     key = lock.lock_key("iptables", "local", URL)
-    proc = _holder(key, "dead0003", tmp_path / "ready")
+    proc = _holder(key, "dead0a03", tmp_path / "ready")
     try:
         _wait_file(tmp_path / "ready")
     finally:
         proc.kill()
         proc.wait(10)
-    save_record(make_spec(URL, "iptables", "local", "drop", 60, run_id="dead0003"), status="active")
+    save_record(make_spec(URL, "iptables", "local", "drop", 60, run_id="dead0a03"), status="active")
     with pytest.raises(lock.LockHeld, match=r"process is gone but whose fault is still in place .*restore --run-id "
-                                            r"dead0003"):
-        lock.acquire(key, "live0004")
-    assert lock.read(key)["run_id"] == "dead0003"
+                                            r"dead0a03"):
+        lock.acquire(key, "11fe0004")
+    assert lock.read(key)["run_id"] == "dead0a03"
 
 
 def test_a_reused_pid_does_not_keep_a_lock(state_dir: Path) -> None:
     key = lock.lock_key("iptables", "local", URL)
-    held = lock.acquire(key, "old00005")
+    held = lock.acquire(key, "01d00005")
     rec = json.loads(held.path.read_text())
     rec["pid"] = os.getppid()  # a live process, but not the one that took the lock (start time differs)
     rec["pid_start_time"] = "1"
     held.path.write_text(json.dumps(rec))
-    taken = lock.acquire(key, "new00006")
-    assert taken.took_over["run_id"] == "old00005"
+    taken = lock.acquire(key, "0e000006")
+    assert taken.took_over["run_id"] == "01d00005"
     taken.release()
 
 
@@ -208,7 +209,7 @@ def test_processes_racing_for_one_target_exactly_one_wins(tmp_path: Path) -> Non
             print("held", flush=True)
         sys.stdin.read()  # keep holding until the test has every answer
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", code, key, f"race{i:04d}", str(go)], stdin=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-c", code, key, f"aace{i:04d}", str(go)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True) for i in range(8)]
     try:
         assert [p.stdout.readline().strip() for p in procs if p.stdout] == ["ready"] * 8
@@ -222,5 +223,34 @@ def test_processes_racing_for_one_target_exactly_one_wins(tmp_path: Path) -> Non
                 p.kill()
                 p.wait(10)
     assert sorted(outs) == ["held"] * 7 + ["won"], outs
-    winner = f"race{outs.index('won'):04d}"
+    winner = f"aace{outs.index('won'):04d}"
     assert lock.read(key)["run_id"] == winner
+
+
+def test_another_users_watchdog_look_alike_does_not_keep_a_stale_lock(tmp_path: Path, attacker: Attacker) -> None:
+    """Issue 27, item 10: any user could start a process whose command line looks like the dead run's watchdog
+    (here: a module named chaosext.egress.watchdog of its own, run with exactly the watchdog's arguments) and so
+    block every takeover. Only a watchdog of the user chaosext runs as counts."""
+    key = lock.lock_key("iptables", "local", URL)
+    proc = _holder(key, "dead0a07", tmp_path / "ready")
+    try:
+        _wait_file(tmp_path / "ready")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    attacker.sh("mkdir -p fake/chaosext/egress && touch fake/chaosext/__init__.py fake/chaosext/egress/__init__.py"
+                " && echo 'import time; time.sleep(300)' > fake/chaosext/egress/watchdog.py")
+    look_alike = attacker.popen(["/usr/bin/python3", "-m", "chaosext.egress.watchdog", "--run-id", "dead0a07"],
+                                cwd=attacker.home, env={"PYTHONPATH": str(attacker.home / "fake")})
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{look_alike.pid}/cmdline").read_bytes().split(b"\0")[1:5] != [
+                b"-m", b"chaosext.egress.watchdog", b"--run-id", b"dead0a07"]:  # setpriv has exec'd python
+            assert time.monotonic() < deadline and look_alike.poll() is None, "the look-alike did not start"
+            time.sleep(0.05)
+        taken = lock.acquire(key, "11fe0008")
+        assert taken.took_over and taken.took_over["run_id"] == "dead0a07"
+        assert taken.release()
+    finally:
+        look_alike.kill()
+        look_alike.wait(10)

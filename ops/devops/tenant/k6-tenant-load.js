@@ -203,15 +203,31 @@ function formEncode(fields) {
   return Object.entries(fields).map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&');
 }
 
+// scheme://host:port of an http(s) URL, lower case ('' when it is not one, or carries user info)
+function origin(url) {
+  const m = /^(https?):\/\/([^/?#]*)/i.exec(String(url || ''));
+  if (!m || m[2].includes('@') || m[2].includes('\\')) return '';
+  const scheme = m[1].toLowerCase();
+  const hostPort = m[2].toLowerCase();
+  return `${scheme}://${/:\d+$/.test(hostPort) ? hostPort : `${hostPort}:${scheme === 'https' ? 443 : 80}`}`;
+}
+
+// The token endpoint: TOKEN_ENDPOINT, else discovery's, which must be on AUTHORITY_URL's origin (the client secret
+// goes there). Neither request follows a redirect (redirects: 0): credentials never travel to another origin.
 function tokenEndpoint() {
   if (__ENV.TOKEN_ENDPOINT) return __ENV.TOKEN_ENDPOINT;
   const url = `${AUTHORITY_URL}/.well-known/openid-configuration`;
-  const res = http.get(url, { responseType: 'text', timeout: '10s', tags: { name: 'setup discovery' } });
+  const res = http.get(url, { responseType: 'text', timeout: '10s', redirects: 0, tags: { name: 'setup discovery' } });
   if (res.status !== 200) {
     throw new Error(`GET ${url} answered ${res.status} ${res.error || ''}: is the Authority up (chaosext lab ` +
       'status / chaosext doctor) and AUTHORITY_URL right? Or pass TOKEN_ENDPOINT or TOKENS_FILE.');
   }
-  return res.json('token_endpoint');
+  const endpoint = res.json('token_endpoint');
+  if (!origin(endpoint) || origin(endpoint) !== origin(AUTHORITY_URL)) {
+    throw new Error(`discovery names token_endpoint ${endpoint}, not on AUTHORITY_URL's origin ` +
+      `${origin(AUTHORITY_URL)}: set TOKEN_ENDPOINT explicitly if it is right`);
+  }
+  return endpoint;
 }
 
 // One client-credentials grant (RFC 6749 4.4); client authentication per RFC 6749 2.3.1.
@@ -234,7 +250,7 @@ function clientCredentials(endpoint, tenant) {
     headers.Authorization = `Basic ${encoding.b64encode(raw)}`;
   }
   const res = http.post(endpoint, formEncode(form), {
-    headers, responseType: 'text', timeout: '10s', tags: { name: 'setup /token' },
+    headers, responseType: 'text', timeout: '10s', redirects: 0, tags: { name: 'setup /token' },
   });
   if (res.status !== 200) {
     let why = '';

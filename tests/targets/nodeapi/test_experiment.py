@@ -30,9 +30,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
 
 def shop_settings(shop: Target) -> dict[str, str]:
-    """What a team sets besides its description: where it is, the clients' credentials, the approval."""
+    """What a team sets besides its description: where it is, the clients' credentials, the approval, and (its
+    services answer plain http in a namespace of this test's own) that credentials may go over http."""
     return {"TARGET_FILE": str(shop.description_file), "TOKEN_CLIENTS": json.dumps(shop.token_clients()),
-            "CHAOSEXT_APPROVE": IDP_ADDR}
+            "CHAOSEXT_APPROVE": IDP_ADDR, "CHAOSEXT_ALLOW_HTTP": "true"}
 
 
 @pytest.fixture
