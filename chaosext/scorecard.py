@@ -29,6 +29,7 @@ from typing import Any
 
 import click
 
+from chaosext.core import safefs
 from chaosext.core.config import ExperimentConfig, failure_problems, load_config
 from chaosext.core.errors import ConfigError
 from chaosext.core.failures import JWKS_FAILURES, failure_problem
@@ -148,24 +149,29 @@ def run_scorecard(modes: list[str], out_dir: Path, env: dict[str, str], experime
             continue
         if settle:  # the previous run did not pass: its alerts must not be the next baseline's
             _settle(cfg, settle_max)
-        work = out_dir / mode
-        work.mkdir(parents=True, exist_ok=True)
-        journal_path = work / "journal.json"
-        echo(f"scorecard: {mode}: chaos run (journal {journal_path})")
-        t0 = time.time()
-        with open(work / "chaos.log", "w") as log:
-            proc = subprocess.run([chaos, "--log-file", str(work / "chaostoolkit.log"), "run", "--journal-path",
-                                   str(journal_path), str(experiment)], cwd=work, stdout=log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, **env, "JWKS_FAILURE": mode}, check=False)
-        last_end = time.time()
-        try:
-            journal = json.loads(journal_path.read_text())
-        except (OSError, ValueError):
-            journal = {}
+        # the operator's directory may be anyone's (a CI workspace): each mode's files go into a 0700 directory of
+        # ours in it, reached by descriptor only (chaos runs in it through /proc/self/fd), never through a symlink
+        with safefs.open_dir(out_dir, create=True, mode=0o755, anyones=True) as out, out.subdir(mode) as work:
+            journal_path = Path(work.shown("journal.json"))
+            echo(f"scorecard: {mode}: chaos run (journal {journal_path})")
+            t0 = time.time()
+            log = work.open("chaos.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            try:
+                proc = subprocess.run([chaos, "--log-file", "chaostoolkit.log", "run", "--journal-path",
+                                       "journal.json", str(experiment.resolve())], cwd=f"/proc/self/fd/{work.fd}",
+                                      pass_fds=(work.fd,), stdout=log, stderr=subprocess.STDOUT,
+                                      env={**os.environ, **env, "JWKS_FAILURE": mode}, check=False)
+            finally:
+                os.close(log)
+            last_end = time.time()
+            try:
+                journal = json.loads(work.read_text("journal.json"))
+            except (OSError, ValueError):
+                journal = {}
         if journal:
             cells, run = cells_of(journal, services)
         else:
-            why = f"chaos run wrote no journal (exit {proc.returncode}; see {work / 'chaos.log'})"
+            why = f"chaos run wrote no journal (exit {proc.returncode}; see {journal_path.parent / 'chaos.log'})"
             cells = {s: {"status": "not run", "why": why} for s in services}
             run = {"verdict": "NOT RUN", "reasons": [why], "run_failed": []}
         run.update(seconds=round(last_end - t0, 1), journal=str(journal_path), chaos_exit_code=proc.returncode)
@@ -276,13 +282,12 @@ def scorecard(modes: str, outage_seconds: int | None, variables: tuple[str, ...]
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     doc = run_scorecard(chosen, out, env, Path(experiment), settle_max,
                         echo=lambda line: click.echo(line, err=True))
     json_file = Path(json_path) if json_path else out / "scorecard.json"
     html_file = Path(html_path) if html_path else out / "scorecard.html"
-    json_file.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    html_file.write_text(render_scorecard_html(doc))
+    json_file = safefs.write_output(json_file, json.dumps(doc, indent=1, sort_keys=True) + "\n")  # root-safe
+    html_file = safefs.write_output(html_file, render_scorecard_html(doc))
     click.echo(render_table(doc))
     click.echo(f"scorecard: {json_file}, {html_file}")
     sys.exit(exit_code(doc))

@@ -127,8 +127,14 @@ class SafeDir:
 
     # ---------------------------------------------------------------- directories
     def subdir(self, name: str, create: bool = True, mode: int = 0o700) -> SafeDir:
-        """The sub-directory ``name`` (created ``mode`` when missing), checked like :func:`open_dir`'s result."""
-        fd = _open_child_dir(self.fd, _name(name), create, mode)
+        """The sub-directory ``name`` (created ``mode`` when missing), checked like :func:`open_dir`'s result; a
+        symlink or anything else that is not a directory there is refused (:class:`UnsafePath`)."""
+        try:
+            fd = _open_child_dir(self.fd, _name(name), create, mode)
+        except NotADirectoryError:
+            kind = "a symlink" if stat.S_ISLNK(self.lstat(name).st_mode) else "not a directory"
+            raise UnsafePath(f"{self.shown(name)} is {kind}; chaosext does not follow it; "
+                             f"{_fix(self.shown(name))}") from None
         try:
             _check_own_dir(os.fstat(fd), self.shown(name))
         except BaseException:

@@ -35,7 +35,8 @@ from collections.abc import Callable
 from typing import Any
 
 from chaosext.core.failures import Answer
-from chaosext.core.procs import find_processes
+from chaosext.core.names import check_run_id
+from chaosext.core.procs import find_processes, minimal_env, proc_start_time, process_alive, signal_verified
 from chaosext.egress.base import FaultError
 
 __all__ = ["MODULE", "VERIFY_PATH", "answer_doc", "spawn", "find", "stop", "main", "verify_request"]
@@ -58,14 +59,16 @@ def answer_doc(answer: Answer) -> dict[str, Any]:
 def spawn(run_id: str, answer: Answer, expires_at: float, nspaths: list[str], v6: bool = False,
           tls_host: str = "") -> tuple[int, int]:
     """Start the run's impostor with a listener in each network namespace of ``nspaths`` ('' = this process's);
-    ``(pid, port)``. FaultError when it cannot start (nothing is left running then)."""
-    argv = [sys.executable, "-m", MODULE, "--run-id", run_id, "--expires-at", f"{expires_at:.0f}"]
+    ``(pid, port)``. FaultError when it cannot start (nothing is left running then). It gets a minimal environment
+    (``chaosext.core.procs.minimal_env``): none of root's credentials."""
+    argv = [sys.executable, "-m", MODULE, "--run-id", check_run_id(run_id, "run id"),
+            "--expires-at", f"{expires_at:.0f}"]
     for path in nspaths:
         argv += ["--netns", path or "-"]
     argv += ["--v6"] if v6 else []
     argv += ["--tls", tls_host] if tls_host else []
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, close_fds=True, text=True)
+                            start_new_session=True, close_fds=True, text=True, env=minimal_env(), umask=0o077)
     try:
         out, err = proc.communicate(json.dumps(answer_doc(answer)), timeout=20)
     except subprocess.TimeoutExpired:
@@ -78,28 +81,41 @@ def spawn(run_id: str, answer: Answer, expires_at: float, nspaths: list[str], v6
     return int(words[0]), int(words[1])
 
 
+def _is_impostor(argv: list[str], run_id: str = "") -> bool:
+    """``argv`` is exactly an impostor's command line as :func:`spawn` builds it (of ``run_id``, if given): the
+    interpreter, ``-m`` this module, ``--run-id`` and an id of the run-id shape, in that order."""
+    if len(argv) < 5 or argv[1:4] != ["-m", MODULE, "--run-id"] or not os.path.basename(argv[0]).startswith("python"):
+        return False
+    try:
+        check_run_id(argv[4], "run id")
+    except ValueError:
+        return False
+    return not run_id or argv[4] == run_id
+
+
 def find(run_id: str = "") -> list[int]:
-    """Pids of running impostors (of ``run_id`` only, if given)."""
-    return find_processes(lambda argv: MODULE in argv and (not run_id or run_id in argv))
+    """Pids of running impostors (of ``run_id`` only, if given): processes of the user chaosext runs as with exactly
+    an impostor's command line (a look-alike another user starts is never signalled)."""
+    if run_id:
+        check_run_id(run_id, "run id")
+    return find_processes(lambda argv: _is_impostor(argv, run_id), uid=os.geteuid())
 
 
 def stop(run_id: str, timeout: float = 5.0) -> list[int]:
-    """SIGTERM every impostor of ``run_id`` and wait (up to ``timeout``) until they are gone; their pids."""
-    stopped: list[int] = []
-    for pid in find(run_id):
-        try:
-            os.kill(pid, signal.SIGTERM)
-            stopped.append(pid)
-        except ProcessLookupError:
-            pass
+    """SIGTERM every impostor of ``run_id`` and wait (up to ``timeout``) until they are gone (SIGKILL then); their
+    pids. Each signal goes only to the process found, verified again right before (pid, start time, command line,
+    user: ``chaosext.core.procs.signal_verified``)."""
+    def match(argv: list[str]) -> bool:
+        return _is_impostor(argv, run_id)
+
+    found = [(pid, proc_start_time(pid)) for pid in find(run_id)]
+    stopped = [pid for pid, start in found
+               if signal_verified(pid, start, match, signal.SIGTERM, group=False, uid=os.geteuid())]
     deadline = time.monotonic() + timeout
-    while stopped and time.monotonic() < deadline and find(run_id):
+    while time.monotonic() < deadline and any(process_alive(p, s) for p, s in found):
         time.sleep(0.05)
-    for pid in find(run_id):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    for pid, start in found:
+        signal_verified(pid, start, match, signal.SIGKILL, group=False, uid=os.geteuid())
     return stopped
 
 
@@ -246,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls", default="", help="speak TLS with a self-signed certificate for this host")
     parser.add_argument("--foreground", action="store_true", help="do not fork (debugging)")
     args = parser.parse_args(argv)
+    try:
+        check_run_id(args.run_id, "--run-id")
+    except ValueError as exc:
+        print(f"impostor: {exc}", file=sys.stderr)
+        return 2
     answer = json.loads(sys.stdin.read() or "{}")
     nspaths = ["" if p == "-" else p for p in (args.netns or ["-"])]
     try:

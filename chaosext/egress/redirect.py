@@ -34,6 +34,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from chaosext.core import ids
 from chaosext.core.failures import Answer, answer, needs_impostor
 from chaosext.egress import impostor
 from chaosext.egress.base import FaultError, FaultSpec, TargetNotFound
@@ -43,9 +44,12 @@ from chaosext.egress.iptables import (
     HostRunner,
     IptablesDriver,
     Runner,
+    _belongs,
     _datestop,
     _error_text,
     _fan_out,
+    _jump_target,
+    _owner,
     _restore_input,
     _shown_line,
     runner_for,
@@ -131,10 +135,11 @@ def _exists(path: str) -> bool:
 
 
 def _nat_remove_lines(lines: list[str], run_id: str) -> list[str]:
-    """The restore lines deleting ``run_id``'s jumps, rules and chain from a nat listing ([] when none)."""
-    chain, tag = f"CHAOSEXT-{run_id}", f"chaosext:{run_id}"
+    """The restore lines deleting ``run_id``'s jumps, rules and chain from a nat listing ([] when none); a line is
+    the run's by exact name only (``chaosext.egress.iptables._owner``)."""
+    chain = ids.chain_name(run_id)  # a run id that is not one never reaches the input
     todo = ["-D" + line[2:] for line in lines
-            if line.startswith("-A ") and line.split()[1] != chain and (f"-j {chain}" in line or tag in line)]
+            if line.startswith("-A ") and line.split()[1] != chain and _belongs(line, run_id)]
     if f"-N {chain}" in lines:
         todo += [f"-F {chain}", f"-X {chain}"]
     return todo
@@ -161,7 +166,8 @@ class RedirectingDriver(IptablesDriver):
     def _nat_input(self, spec: FaultSpec, version: int, addrs: list[str], port: int, lines: list[str]) -> str:
         """Create (or flush) the run's nat chain with its REDIRECT rules; its jump once at position 1."""
         todo = [f":{spec.chain} - [0:0]", *(_shown_line(["-A", *_nat_rule(spec, a, port)]) for a in addrs)]
-        todo += ["-D" + line[2:] for line in lines if line.startswith("-A OUTPUT ") and f"-j {spec.chain}" in line]
+        todo += ["-D" + line[2:] for line in lines
+                 if line.startswith("-A OUTPUT ") and _jump_target(line.split()) == spec.chain]
         todo.append(_shown_line(_nat_jump(spec)))
         return _restore_input(todo).replace("*filter", "*nat", 1)
 
@@ -188,7 +194,7 @@ class RedirectingDriver(IptablesDriver):
                 removed += [f"{binary} -t nat {line}" for line in todo]
             else:
                 left += [f"{binary} -t nat {line}" for line in _nat_listing(runner, binary)
-                         if f"CHAOSEXT-{run_id}" in line or f"chaosext:{run_id}" in line]
+                         if _belongs(line, run_id)]
         return removed, left
 
     def _nat_remove(self, runners: list[Runner], run_id: str) -> tuple[list[str], list[str]]:
@@ -309,9 +315,9 @@ class RedirectingDriver(IptablesDriver):
             for line in _nat_listing(runner, binary):
                 if line.startswith("-A OUTPUT "):
                     position += 1
-                    if f"-j {spec.chain}" in line:
+                    if _jump_target(line.split()) == spec.chain:
                         nat_jumps.append(position)
-                elif line.startswith(f"-A {spec.chain} ") and "REDIRECT" in line:
+                elif line.startswith(f"-A {spec.chain} ") and _jump_target(line.split()) == "REDIRECT":
                     nat_rules += 1
         probes = [self._reaches_impostor(runner, a, spec, timeout) for a in spec.addresses]
         want = sum(len(a) for _, _, a in families)
@@ -361,11 +367,7 @@ class RedirectingDriver(IptablesDriver):
             for binary, lines in d.value.items():
                 for line in lines:
                     words = line.split()
-                    run_id = ""
-                    if words[:1] == ["-N"] and (m := re.match(r"^CHAOSEXT-([0-9a-z]+)$", words[1])):
-                        run_id = m.group(1)
-                    elif tagged := re.search(r"chaosext:([0-9a-z]+)", line):
-                        run_id = tagged.group(1)
+                    run_id = _owner(line)  # exact names only: a user chain CHAOSEXT-corpfw is not ours
                     if not run_id:
                         continue
                     item = found.setdefault(run_id, {"run_id": run_id, "via": self.via, "target": target,

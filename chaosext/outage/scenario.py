@@ -22,6 +22,7 @@ import jwt
 import requests
 
 from chaosext.auth.measure import ensure_tokens, new_key_tokens
+from chaosext.core import urls
 from chaosext.core.errors import ChaosextError
 from chaosext.core.settings import Configuration, Secrets
 from chaosext.core.tokens import TokenError
@@ -52,6 +53,15 @@ def _kid(token: str) -> str:
         return ""
 
 
+def _post(url: str, what: str) -> requests.Response:
+    """POST the hook ``url`` as the one URL parser reads it, following redirects within its origin only."""
+    urls.parse(url, what)
+    with urls.session() as s:
+        r = s.post(url, timeout=10)
+    r.raise_for_status()
+    return r
+
+
 def _rotate(ctx: RunContext) -> dict[str, Any]:
     cfg = ctx.cfg
     if cfg.token.tokens_file:
@@ -60,9 +70,8 @@ def _rotate(ctx: RunContext) -> dict[str, Any]:
     old = ensure_tokens(ctx)
     old_kids = sorted({_kid(t) for t in old.values()})
     try:
-        r = requests.post(cfg.rotate_url, timeout=10)
-        r.raise_for_status()
-    except requests.RequestException as exc:
+        _post(cfg.rotate_url, "ROTATE_URL")
+    except (requests.RequestException, urls.UrlError) as exc:
         raise ScenarioError(f"ROTATE_URL={cfg.rotate_url}: the rotation failed ({type(exc).__name__}: {exc}); "
                             f"give the URL a POST to makes the IdP sign with a new key") from None
     rotated_at = time.time()
@@ -85,9 +94,8 @@ def _cold_start(ctx: RunContext) -> dict[str, Any]:
     for name in cfg.cold_started:
         url = cfg.cold_start_url.replace("{service_url}", cfg.services[name].url)
         try:
-            r = requests.post(url, timeout=10)
-            r.raise_for_status()
-        except requests.RequestException as exc:
+            r = _post(url, "COLD_START_URL")
+        except (requests.RequestException, urls.UrlError) as exc:
             raise ScenarioError(f"COLD_START_URL: POST {url} failed ({type(exc).__name__}: {exc}); give the URL that "
                                 f"restarts one instance of {name} cold") from None
         started[name] = {"at": time.time(), "status": r.status_code}

@@ -184,3 +184,57 @@ def test_two_targets_get_one_impostor_listening_in_each(netpair):
     assert fetch(netpair, netpair.url())[0]["body"] == answer("malformed").text
     restore_jwks_egress(netpair.url(), target=target)
     assert every_rule(netpair) == [] and impostor.find(out["run_id"]) == []
+
+
+def test_restore_all_leaves_nat_rules_and_chains_that_are_not_exactly_chaosexts(netpair, state_dir):
+    """Issue 27 item 9 for the redirect's nat table: a user chain CHAOSEXT-corpfw, a rule commented chaosext:ssh or
+    'chaosext:<run id> keep' is somebody else's; restore --all removes the run's nat chain, jump and rules only."""
+    def nat() -> list[str]:
+        return _sh("ip", "netns", "exec", netpair.client, "iptables", "-w", "5", "-t", "nat", "-S").stdout.splitlines()
+
+    for rule in (["-N", "CHAOSEXT-corpfw"], ["-A", "OUTPUT", "-j", "CHAOSEXT-corpfw"],
+                 ["-A", "OUTPUT", "-p", "tcp", "--dport", "22", "-m", "comment", "--comment", "chaosext:ssh",
+                  "-j", "RETURN"],
+                 ["-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-m", "comment", "--comment", "chaosext:1a2b3c4d keep",
+                  "-j", "RETURN"]):
+        _sh("ip", "netns", "exec", netpair.client, "iptables", "-w", "5", "-t", "nat", *rule)
+    before = nat()
+    out = block_jwks_egress(netpair.url(), target=netpair.target, jwks_failure="http-error", deadline_seconds=60,
+                            use_watchdog=False, run_id="1a2b3c4d", **FAST)
+    assert any(line == "-N CHAOSEXT-1a2b3c4d" for line in nat())
+
+    swept = subprocess.run([sys.executable, "-m", "chaosext.cli", "restore", "--all", "--target", netpair.target],
+                           capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "CHAOSEXT_STATE_DIR": str(state_dir)})
+
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    assert nat() == before, f"restore --all touched nat rules that are not chaosext's: {set(before) ^ set(nat())}"
+    assert impostor.find(out["run_id"]) == []
+
+
+def test_an_impostor_look_alike_of_another_user_is_never_signalled(attacker):
+    """Issue 27 item 10 for the impostor: any user can start a process whose command line is exactly the run's
+    impostor's (here: a module of that name in the user's own directory); find, stop and restore --all signal only
+    processes of the user chaosext runs as."""
+    run_id = "0badc0de"
+    pkg = attacker.home / "chaosext" / "egress"
+    attacker.run(["mkdir", "-p", str(pkg)])
+    for name, text in (("chaosext/__init__.py", ""), ("chaosext/egress/__init__.py", ""),
+                       ("chaosext/egress/impostor.py", "import time\ntime.sleep(60)\n")):
+        attacker.run(["sh", "-c", f"cat > {attacker.home / name}"], input=text)
+    look_alike = attacker.popen(["/usr/bin/python3", "-m", impostor.MODULE, "--run-id", run_id], cwd=attacker.home)
+    try:
+        assert wait_for(lambda: impostor._is_impostor(_argv(look_alike.pid), run_id), 10), _argv(look_alike.pid)
+        assert impostor.find(run_id) == [] and impostor.stop(run_id, timeout=0.5) == []
+        assert look_alike.poll() is None, "root signalled another user's process"
+    finally:
+        look_alike.kill()
+        look_alike.wait(10)
+
+
+def _argv(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return [a.decode() for a in fh.read().split(b"\0")[:-1]]
+    except OSError:
+        return []

@@ -4,6 +4,8 @@ cannot make is "not run" with why and starts no run, each journal becomes per-se
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +129,34 @@ def test_the_verdict_says_which_service_failed_which_check_in_which_mode() -> No
     assert "per service (JWKS_FAILURE=empty-keys):" in text
     assert "policy           FAILED cached-key-fallback" in text and "vuln             held" in text
     assert "(the run)        FAILED client-error-rate-below-max" in text
+
+
+def test_each_mode_runs_in_a_private_directory_and_a_planted_symlink_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """Issue 27 for the scorecard (root writes into a directory the operator names, maybe a CI workspace): each mode's
+    journal and logs go into a 0700 directory chaos runs in by descriptor; a symlink planted where a mode's directory
+    goes is refused, and nothing is written where it points."""
+    from chaosext.core import safefs
+
+    seen: list[str] = []
+
+    def fake_chaos(argv: list[str], cwd: str, **kwargs: Any) -> Any:
+        seen.append(os.path.realpath(cwd))
+        Path(cwd, "journal.json").write_text(json.dumps(journal()))
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(sc.subprocess, "run", fake_chaos)
+    monkeypatch.setattr(sc, "_settle", lambda *a: None)
+    env = {k.upper(): v for k, v in target_config(tmp_path).items()}
+    out = tmp_path / "out"
+    doc = sc.run_scorecard(["unreachable"], out, env, echo=lambda _: None)
+
+    assert seen == [str(out / "unreachable")] and (out / "unreachable" / "chaos.log").exists()
+    assert stat.S_IMODE((out / "unreachable").stat().st_mode) == 0o700
+    assert doc["runs"]["unreachable"]["verdict"] == sc.cells_of(journal(), SERVICES)[1]["verdict"]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "slow").symlink_to(elsewhere)
+    with pytest.raises(safefs.UnsafePath):
+        sc.run_scorecard(["slow"], out, env, echo=lambda _: None)
+    assert list(elsewhere.iterdir()) == [] and seen == [str(out / "unreachable")]
