@@ -72,6 +72,9 @@ DEFAULT_TENANTS: tuple[str, ...] = ()
 #: Alerts that fire when a JWKS cache expires and never otherwise (D1: 401s of an expired cache are no_keys errors of
 #: real tenants; tenant_auth_failures_spike is the tenant's own client and stays silent on expiry).
 DEFAULT_ALERTS = ("jwks_cache_miss_spike", "tenant_error_rate_gt_0_5pct")
+#: the p95 latency SLO (seconds; the lab's read SLO) where a mode judges latency without LATENCY_SLO_SECONDS: the JWKS
+#: answers slowly (JWKS_FAILURE=slow), and the promptness of the rotation scenario's refusals
+DEFAULT_LATENCY_SLO_SECONDS = 0.3
 #: the backends whose TLS settings (``<NAME>_CA_BUNDLE``, ``<NAME>_INSECURE``) are part of the run's settings
 BACKEND_NAMES = ("prometheus", "alertmanager", "loki", "clickhouse")
 logger = logging.getLogger("chaostoolkit")
@@ -214,8 +217,9 @@ class ExperimentConfig:
     expiry_alerts: tuple[str, ...] = setting_field(DEFAULT_ALERTS, parse=_alerts)
     #: seconds the alert probe waits for the expiry alerts to show up after the outage
     alert_wait_seconds: int = setting_field(45, parse=_int)
-    #: p95 latency the services must keep during the outage (seconds; the lab's read SLO)
-    latency_slo_seconds: float = setting_field(0.3, parse=_float)
+    #: p95 latency the services must keep during the outage (seconds). 0 = none declared: latency-within-slo is
+    #: judged only where it is the mode's point (``slow``, at DEFAULT_LATENCY_SLO_SECONDS); see ``latency_slo``
+    latency_slo_seconds: float = setting_field(0.0, parse=_float)
     #: seconds between progress lines / checks of the watch step
     watch_interval: float = setting_field(5.0, parse=_float)
     #: statuses that count as a service refusing a forged token (anything else but 2xx is inconclusive)
@@ -276,6 +280,19 @@ class ExperimentConfig:
         if self.jwks_failure != "cold-start-during-outage":
             return ()
         return self.cold_start_service or tuple(self.services)[:1]
+
+    @property
+    def latency_slo(self) -> float:
+        """The p95 latency SLO the latency checks use: LATENCY_SLO_SECONDS, else DEFAULT_LATENCY_SLO_SECONDS."""
+        return self.latency_slo_seconds or DEFAULT_LATENCY_SLO_SECONDS
+
+    @property
+    def latency_judged(self) -> bool:
+        """Whether latency-within-slo is one of the outage checks: an SLO was declared (LATENCY_SLO_SECONDS), or the
+        JWKS answers slowly (``slow``: latency is that mode's point). A JWKS library that fetches on the request
+        path also stacks its timeout onto requests in the other modes (``unreachable`` with drop): declare the SLO
+        to judge that too."""
+        return self.latency_slo_seconds > 0 or self.jwks_failure == "slow"
 
     @property
     def audit_kind(self) -> str:
@@ -587,8 +604,9 @@ def failure_problems(cfg: ExperimentConfig) -> list[str]:
         if unknown:
             problems.append(f"COLD_START_SERVICE names {', '.join(unknown)}, which the target does not have; use "
                             f"{', '.join(cfg.services)}")
-    if cfg.latency_slo_seconds <= 0:
-        problems.append(f"LATENCY_SLO_SECONDS={cfg.latency_slo_seconds:g} must be > 0 (default 0.3)")
+    if cfg.latency_slo_seconds < 0:
+        problems.append(f"LATENCY_SLO_SECONDS={cfg.latency_slo_seconds:g} must be > 0 (or unset: latency is then "
+                        f"judged in JWKS_FAILURE=slow only, at {DEFAULT_LATENCY_SLO_SECONDS:g} s)")
     return problems
 
 

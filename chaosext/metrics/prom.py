@@ -322,21 +322,28 @@ def error_rates_by_service(prom: Prom, start: float, end: float) -> dict[str, di
     return out
 
 
-def latency_p95_by_service(prom: Prom, start: float, end: float) -> dict[str, float]:
+def latency_p95_by_service(prom: Prom, start: float, end: float) -> tuple[dict[str, float], str]:
     """Per service: the p95 request duration (seconds) of the requests that finished between ``start`` and ``end``,
     from the contract's latency histogram (``histogram_quantile`` over ``increase`` of its buckets); {} when the
-    histogram has no series. A service whose every request in the window is slower than the top bucket is +Inf."""
+    histogram has no series. A service whose every request in the window is slower than the top bucket is +Inf.
+
+    Which requests: when the histogram carries the contract's status label, those answered 2xx (what a user waits for;
+    a refused forgery that waits for a JWKS fetch is the forgery checks' business, not the SLO's): scope ``"2xx"``;
+    else every request (scope ``"all"``)."""
     c = prom.contract
     if not c.latency_histogram:
-        return {}
+        return {}, ""
+    labelled = any(sample["metric"].get(c.status_label)
+                   for sample in query(prom, f"group by ({c.status_label}) ({c.latency_histogram}_bucket)", at=end))
+    selector = f"{c.latency_histogram}_bucket" + (f'{{{c.status_label}=~"2.."}}' if labelled else "")
     window = max(1, int(end - start + 0.999))
-    inner = f"sum by (le, {c.service_label}) (increase({c.latency_histogram}_bucket[{window}s]))"
+    inner = f"sum by (le, {c.service_label}) (increase({selector}[{window}s]))"
     out = {}
     for sample in query(prom, f"histogram_quantile(0.95, {inner})", at=end):
         value = float(sample["value"][1])
         if value == value:  # NaN: no request finished in the window
             out[c.service_of(sample)] = value
-    return out
+    return out, "2xx" if labelled else "all"
 
 
 def latest_sample_time(prom: Prom, metric: str = "") -> float:

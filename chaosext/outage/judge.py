@@ -32,7 +32,6 @@ OUTAGE_CHECKS: Checks = (
     ("client-error-rate-below-max", checks.client_error_rate),
     ("auth-degraded-audited", checks.audit_degraded_recorded),
     ("alerts-fire-iff-cache-expired", checks.alerts_match_cache_state),
-    ("latency-within-slo", modes.latency_within_slo),
 )
 
 #: the expiry drill's checks, in its hypothesis's order
@@ -85,7 +84,8 @@ def judge_outage(configuration: Configuration = None, secrets: Secrets = None) -
     (``evidence``).
     """
     ctx = run_context(configuration, secrets)
-    which = (*OUTAGE_CHECKS, *modes.mode_checks(ctx.cfg.jwks_failure))  # JWKS_FAILURE's own checks after them
+    # JWKS_FAILURE's own checks (latency where judged) after them
+    which = (*OUTAGE_CHECKS, *modes.mode_checks(ctx.cfg.jwks_failure, ctx.cfg.latency_judged))
     summary = _summary(ctx, run_checks(ctx, which))
     return {**summary, "evidence": save_run_evidence(ctx)} if summary.get("checks") else summary
 

@@ -1,10 +1,12 @@
 """The outage checks the JWKS failure modes add (``JWKS_FAILURE``, docs/failure-modes.md), judged per service.
 
-- ``latency-within-slo`` (every mode): each service's p95 request duration over the outage stays within
-  LATENCY_SLO_SECONDS (but a cold-started instance's, which waits for a first fetch by design). Server side from the
-  latency histogram of the metric contract (every request k6 and the watch made), else from the watch's own
-  valid-token calls. A service that fetches the JWKS on the request path stacks a slow JWKS onto every request: this
-  is what catches it.
+- ``latency-within-slo`` (``slow``, and every mode once LATENCY_SLO_SECONDS is declared:
+  ``ExperimentConfig.latency_judged``): each service's p95 request duration over the outage stays within the SLO
+  (but a cold-started instance's, which waits for a first fetch by design). Server side from the
+  latency histogram of the metric contract: the requests answered 2xx when it carries the status label (a refused
+  forgery that waits for a key fetch is not a user's wait), else every request k6 and the watch made; without a
+  histogram, from the watch's own valid-token calls. A service that fetches the JWKS on the request path stacks a
+  slow JWKS onto every request: this is what catches it.
 - ``rotation-fails-closed`` (rotation-during-outage): every request with a token of the IdP's NEW key, on every tick,
   was refused (REFUSED_STATUSES: it cannot be verified while the JWKS is unreachable; 2xx would be accepting a token
   nobody verified, 5xx or no answer a crash), and promptly: the median refusal within LATENCY_SLO_SECONDS (a service
@@ -67,12 +69,13 @@ def _done(per: dict[str, dict[str, Any]], **extra: Any) -> CheckResult:
 def latency_within_slo(judging: Judging) -> CheckResult:
     """p95 latency of every service over the outage within LATENCY_SLO_SECONDS (module docstring)."""
     cfg, (start, end) = judging.cfg, judging.window
-    slo = cfg.latency_slo_seconds
+    slo = cfg.latency_slo
     server: dict[str, float] = {}
+    scope = ""
     try:
         p = prom.prom_of(judging.ctx)
         prom.wait_for_samples(p, end, timeout=30.0)
-        server = prom.latency_p95_by_service(p, start, end)
+        server, scope = prom.latency_p95_by_service(p, start, end)
     except (requests.RequestException, RuntimeError, ValueError):
         server = {}
     client: dict[str, list[float]] = {}
@@ -92,7 +95,8 @@ def latency_within_slo(judging: Judging) -> CheckResult:
         else:
             per[service] = {"not_judged": True, "why": "no request duration seen (no histogram, no watch tick)"}
             continue
-        entry: dict[str, Any] = {"source": source, "client_p95_seconds": round(p95(client.get(service, [])), 3)
+        entry: dict[str, Any] = {"source": source, "requests": scope if source == "prometheus" else "valid-token calls",
+                                 "client_p95_seconds": round(p95(client.get(service, [])), 3)
                                  if client.get(service) else None}
         if math.isinf(value):
             entry.update(ok=False, p95_seconds=None, why="p95 above the histogram's top bucket")
@@ -115,7 +119,7 @@ def rotation_fails_closed(judging: Judging) -> CheckResult:
     rotation = _rotation(judging)
     if not rotation:
         return {"phase": "outage", "ok": False, "error": "the rotation did not happen (see start-scenario)"}
-    refused_statuses, slo = set(cfg.refused_statuses), cfg.latency_slo_seconds
+    refused_statuses, slo = set(cfg.refused_statuses), cfg.latency_slo
     per: dict[str, dict[str, Any]] = {}
     for service in cfg.services:
         tried = refused = accepted = 0
@@ -280,11 +284,14 @@ def cold_start_not_ready(judging: Judging) -> CheckResult:
     return out
 
 
-def mode_checks(failure: str) -> list[tuple[str, Check]]:
-    """The checks JWKS_FAILURE ``failure`` adds to every outage check, in the verdict's order."""
+def mode_checks(failure: str, latency: bool = False) -> list[tuple[str, Check]]:
+    """The checks JWKS_FAILURE ``failure`` adds to every outage check, in the verdict's order; ``latency``:
+    latency-within-slo first (``ExperimentConfig.latency_judged``: an SLO was declared, or the mode is ``slow``)."""
+    first: list[tuple[str, Check]] = [("latency-within-slo", latency_within_slo)] if latency else []
     if failure == "rotation-during-outage":
-        return [("rotation-fails-closed", rotation_fails_closed),
+        return [*first, ("rotation-fails-closed", rotation_fails_closed),
                 ("rotation-accepted-after-restore", rotation_accepted_after_restore)]
     if failure == "cold-start-during-outage":
-        return [("cold-start-fails-closed", cold_start_fails_closed), ("cold-start-not-ready", cold_start_not_ready)]
-    return []
+        return [*first, ("cold-start-fails-closed", cold_start_fails_closed),
+                ("cold-start-not-ready", cold_start_not_ready)]
+    return first

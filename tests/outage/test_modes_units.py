@@ -94,15 +94,16 @@ def test_cold_start_checks_judge_only_the_ticks_without_keys(tmp_path: Path) -> 
 def test_latency_is_judged_on_the_servers_histogram_else_on_the_watchs_own_calls(tmp_path: Path,
                                                                                    monkeypatch) -> None:
     monkeypatch.setattr(modes.prom, "wait_for_samples", lambda *a, **k: True)
-    monkeypatch.setattr(modes.prom, "latency_p95_by_service", lambda *a: {"policy": 0.01, "vuln": float("inf")})
+    monkeypatch.setattr(modes.prom, "latency_p95_by_service",
+                        lambda *a: ({"policy": 0.01, "vuln": float("inf")}, "all"))
     judging = _run(tmp_path, [{"policy": obs(), "vuln": obs(), "notify": obs(ms=900.0)}] * 3,
                    latency_slo_seconds="0.5")
 
     res = modes.latency_within_slo(judging)
 
     assert res["services_failed"] == ["notify", "vuln"]
-    assert res["per_service"]["policy"] == {"source": "prometheus", "client_p95_seconds": 0.005, "ok": True,
-                                            "p95_seconds": 0.01}
+    assert res["per_service"]["policy"] == {"source": "prometheus", "requests": "all", "client_p95_seconds": 0.005,
+                                            "ok": True, "p95_seconds": 0.01}
     assert res["per_service"]["notify"]["source"] == "client" and res["per_service"]["notify"]["p95_seconds"] == 0.9
     assert res["per_service"]["vuln"]["why"] == "p95 above the histogram's top bucket"
 
@@ -129,3 +130,20 @@ def test_each_failed_check_goes_to_the_services_it_names_or_to_the_run() -> None
     ("slow", []), ("unreachable", [])])
 def test_each_scenario_adds_its_own_checks(mode: str, names: list[str]) -> None:
     assert [n for n, _ in modes.mode_checks(mode)] == names
+    assert [n for n, _ in modes.mode_checks(mode, latency=True)] == ["latency-within-slo", *names]
+
+
+@pytest.mark.parametrize("mode,declared,judged", [
+    ("slow", "", True), ("unreachable", "", False), ("empty-keys", "", False), ("rotation-during-outage", "", False),
+    ("unreachable", "0.5", True), ("empty-keys", "2", True)])
+def test_latency_is_judged_in_slow_and_wherever_an_slo_is_declared(tmp_path, mode: str, declared: str,
+                                                                  judged: bool) -> None:
+    """A JWKS library that fetches on the request path (jose, jwks-rsa past their max age) waits for its fetch timeout
+    in an unreachable outage too; chaosext judges that against an SLO the team declares, not against a guess."""
+    from chaosext.core.config import load_config
+    from tests.targetutil import target_config
+
+    cfg = load_config(target_config(tmp_path, jwks_failure=mode, **({"latency_slo_seconds": declared}
+                                                                    if declared else {})))
+    assert cfg.latency_judged is judged
+    assert cfg.latency_slo == (float(declared) if declared else 0.3)

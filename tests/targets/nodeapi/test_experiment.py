@@ -148,3 +148,19 @@ def test_a_service_that_skips_the_audience_check_fails_on_a_real_idps_token_for_
     assert forged["idp_sources"]["wrong-aud"].startswith("TOKEN_OTHER_AUDIENCE=")
     assert "FORGERY_TOKENS_FILE" in forged["skipped"]["expired"]  # what would let it be tried here
     assert not (outcome.run.get("outage") or {}).get("start"), "a forgery let in before the fault stops the run there"
+
+
+def test_a_declared_latency_slo_catches_jwks_libraries_that_fetch_on_the_request_path(
+        shop: Target, shop_runner: ExperimentRunner) -> None:
+    # jose's createRemoteJWKSet (orders) and jwks-rsa (billing) fetch the JWKS on the request path once their max age
+    # has passed; with the JWKS dropped each such fetch waits for its timeout. Unset, LATENCY_SLO_SECONDS judges
+    # latency in JWKS_FAILURE=slow only (the healthy runs above pass); declared, the same healthy shop fails on it
+    # alone, on the latency of the requests it served (its histogram has a status label: the 2xx ones).
+    outcome = shop_runner.run(None, **shop_settings(shop), LATENCY_SLO_SECONDS="0.3")
+    rc, shown = verdict(outcome)
+    assert rc == 1, shown
+    latency = outcome.check("latency-within-slo")
+    assert latency["services_failed"], latency
+    assert all(latency["per_service"][s]["requests"] == "2xx" for s in latency["services_failed"]), latency
+    assert all(judged(outcome).values()), judged(outcome)  # everything else held
+    assert "latency-within-slo" in outcome.verdict_out
