@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["in_ns", "NsPair", "netns_pair"]
+__all__ = ["in_ns", "NsPair", "netns_pair", "fresh_netns"]
 
 
 def in_ns(netns: str, argv: list[str], env: dict[str, str] | None = None,
@@ -35,6 +35,17 @@ class NsPair:
 
 def _ip(*argv: str, check: bool = True) -> None:
     subprocess.run(["ip", *argv], check=check, capture_output=True, timeout=20)
+
+
+@contextlib.contextmanager
+def fresh_netns(prefix: str) -> Iterator[str]:
+    """A network namespace named ``<prefix><6 hex>`` made for the test, deleted after."""
+    name = f"{prefix}{secrets.token_hex(3)}"
+    _ip("netns", "add", name)
+    try:
+        yield name
+    finally:
+        _ip("netns", "del", name, check=False)
 
 
 @contextlib.contextmanager

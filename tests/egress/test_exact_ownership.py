@@ -4,7 +4,6 @@ whole pattern (``CHAOSEXT-<8 hex>``, ``chaosext:<8 hex>``, ``chaosext-jwks-<8 he
 and a user chain named ``CHAOSEXT-corpfw`` were both removed."""
 from __future__ import annotations
 
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import requests
 from chaosext.egress.actions import block_jwks_egress, restore
 from tests.egress.envoy_util import RealEnvoy, real_envoy
 from tests.kubestub import KubeStub
+from tests.nsutil import fresh_netns
 
 URL = "http://10.213.251.2:8440/.well-known/jwks.json"
 USER_RULES = [
@@ -36,12 +36,8 @@ def _ns_iptables(ns: str, *argv: str) -> str:
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"cxown{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=20)
-    try:
+    with fresh_netns("cxown") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=20)
 
 
 @pytest.mark.e2e

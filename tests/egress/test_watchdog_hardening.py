@@ -5,9 +5,7 @@ The fault here is real: iptables in a private network namespace."""
 from __future__ import annotations
 
 import os
-import secrets
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from chaosext.core.procs import process_alive
 from chaosext.egress.actions import block_jwks_egress, restore
 from tests.egress.egress_util import chaosext_rules, kill_watchdogs, wait_for
+from tests.nsutil import fresh_netns
 
 URL = "http://10.213.252.2:8440/.well-known/jwks.json"
 ROOTS_SECRET = "roots-own-secret-not-for-the-watchdog"
@@ -23,13 +22,11 @@ ROOTS_SECRET = "roots-own-secret-not-for-the-watchdog"
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"cxwd{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=20)
-    try:
-        yield name
-    finally:
-        kill_watchdogs(name)
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=20)
+    with fresh_netns("cxwd") as name:
+        try:
+            yield name
+        finally:
+            kill_watchdogs(name)
 
 
 def _block(netns: str) -> dict[str, object]:
