@@ -195,13 +195,13 @@ def test_restore_all_leaves_nat_rules_and_chains_that_are_not_exactly_chaosexts(
     for rule in (["-N", "CHAOSEXT-corpfw"], ["-A", "OUTPUT", "-j", "CHAOSEXT-corpfw"],
                  ["-A", "OUTPUT", "-p", "tcp", "--dport", "22", "-m", "comment", "--comment", "chaosext:ssh",
                   "-j", "RETURN"],
-                 ["-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-m", "comment", "--comment", "chaosext:1a2b3c4d keep",
+                 ["-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-m", "comment", "--comment", "chaosext:2b3c4d5e keep",
                   "-j", "RETURN"]):
         _sh("ip", "netns", "exec", netpair.client, "iptables", "-w", "5", "-t", "nat", *rule)
     before = nat()
     out = block_jwks_egress(netpair.url(), target=netpair.target, jwks_failure="http-error", deadline_seconds=60,
-                            use_watchdog=False, run_id="1a2b3c4d", **FAST)
-    assert any(line == "-N CHAOSEXT-1a2b3c4d" for line in nat())
+                            use_watchdog=False, run_id="2b3c4d5e", **FAST)
+    assert any(line == "-N CHAOSEXT-2b3c4d5e" for line in nat())
 
     swept = subprocess.run([sys.executable, "-m", "chaosext.cli", "restore", "--all", "--target", netpair.target],
                            capture_output=True, text=True, timeout=60,

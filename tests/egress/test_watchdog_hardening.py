@@ -31,7 +31,7 @@ def netns() -> Iterator[str]:
 
 def _block(netns: str) -> dict[str, object]:
     return block_jwks_egress(jwks_url=URL, via="iptables", target=f"netns:{netns}", deadline_seconds=120,
-                             verify=False, run_id="1a2b3c4d", driver_options={"spec_marker": "only-on-stdin"})
+                             verify=False, run_id="c0ffee01", driver_options={"spec_marker": "only-on-stdin"})
 
 
 @pytest.mark.e2e
@@ -56,7 +56,7 @@ def test_sigterm_makes_the_watchdog_lift_the_fault(netns: str, state_dir: Path) 
         assert chaosext_rules(netns)
         os.kill(pid, signal.SIGTERM)  # an operator, a shutdown ...
         assert wait_for(lambda: not chaosext_rules(netns), timeout=15), "SIGTERM left the fault in place"
-        assert not (state_dir / "1a2b3c4d.json").exists(), "its record was not removed with the fault"
+        assert not (state_dir / "c0ffee01.json").exists(), "its record was not removed with the fault"
     finally:
         restore("iptables", f"netns:{netns}", all_on_target=True, verify=False)
 
@@ -67,9 +67,9 @@ def test_restore_lifts_the_fault_once_and_stands_the_watchdog_down(netns: str, s
     """restore reverts, then stands the watchdog down (SIGUSR1): it exits without a second revert of its own (at 1,000
     targets that would double every transaction) and is gone when restore returns."""
     pid = int(str(_block(netns)["watchdog_pid"]))
-    restore("iptables", f"netns:{netns}", run_id="1a2b3c4d", verify=False)
+    restore("iptables", f"netns:{netns}", run_id="c0ffee01", verify=False)
     assert not chaosext_rules(netns) and not process_alive(pid)
-    log = (state_dir / "1a2b3c4d.watchdog.log").read_text()
+    log = (state_dir / "c0ffee01.watchdog.log").read_text()
     assert "stood down: restore lifted the fault itself" in log and "reverted" not in log, log
 
 
