@@ -30,12 +30,13 @@ import pytest
 
 from chaosext.lab.testing import running_lab
 from tests.jsonstub import Handler, JsonStub
+from tests.nsutil import NsPair, fresh_netns, netns_pair
 
 #: markers that imply ``e2e`` (what they mark starts processes or namespaces)
 E2E_MARKERS = ("lab", "netns", "slow")
 #: fixtures that start a lab (or a lab component), k6, Envoy, Prometheus, or create a network namespace
 E2E_FIXTURES = frozenset({
-    "lab", "lab_factory", "module_netns", "ns_lab",  # this file
+    "lab", "lab_factory", "module_netns", "ns_lab", "ns_pair",  # this file
     "lab_journal",  # tests/report
     "netns", "experiment",  # tests/experiment (netns also tests/lab/test_lab_cli.py)
     "netpair", "envoy", "k6_dir", "four", "sized", "big", "pods", "twenty",  # tests/egress
@@ -84,23 +85,23 @@ def lab_factory(tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
 
 
 # ------------------------------------------------------------------------------------- a lab in a network namespace
-def _ip(*args: str, check: bool = True) -> None:
-    subprocess.run(["ip", *args], check=check, capture_output=True, timeout=20)
-
-
 @pytest.fixture(scope="module")
 def module_netns() -> Iterator[str]:
     """A fresh network namespace for the module, loopback up; deleted afterwards."""
     if os.geteuid() != 0:
         pytest.skip("needs root for ip netns")
-    name = f"cxops{secrets.token_hex(3)}"
-    _ip("netns", "add", name)
-    try:
-        _ip("-n", name, "link", "set", "lo", "up")
+    with fresh_netns("cxops", loopback=True) as name:
         yield name
-    finally:
-        _ip("netns", "del", name, check=False)
-        assert not Path(f"/run/netns/{name}").exists()
+    assert not Path(f"/run/netns/{name}").exists()
+
+
+@pytest.fixture
+def ns_pair() -> Iterator[NsPair]:
+    """Two fresh namespaces joined by a veth (tests/nsutil.py ``netns_pair``); deleted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for ip netns")
+    with netns_pair() as p:
+        yield p
 
 
 @pytest.fixture(scope="module")

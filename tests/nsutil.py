@@ -38,11 +38,14 @@ def _ip(*argv: str, check: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def fresh_netns(prefix: str) -> Iterator[str]:
-    """A network namespace named ``<prefix><6 hex>`` made for the test, deleted after."""
+def fresh_netns(prefix: str, loopback: bool = False) -> Iterator[str]:
+    """A network namespace named ``<prefix><6 hex>`` made for the test (its loopback up with ``loopback``), deleted
+    after."""
     name = f"{prefix}{secrets.token_hex(3)}"
     _ip("netns", "add", name)
     try:
+        if loopback:
+            _ip("-n", name, "link", "set", "lo", "up")
         yield name
     finally:
         _ip("netns", "del", name, check=False)

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.labfake import write_running_lab
-from tests.nsutil import NsPair, netns_pair
+from tests.nsutil import NsPair
 
 HERE = Path(__file__).resolve().parent
 PROBE = textwrap.dedent("""
@@ -37,14 +36,6 @@ PROBE = textwrap.dedent("""
     print(json.dumps({"jku": first["classes"].get("jku"), "x5u": first["classes"].get("x5u"),
                       "fetched": second.get("key_url_fetched", []), "key_url": plan.key_url}))
 """)
-
-
-@pytest.fixture
-def pair() -> Iterator[NsPair]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for ip netns")
-    with netns_pair() as p:
-        yield p
 
 
 def _tokens_file(tmp_path: Path) -> Path:
@@ -84,9 +75,9 @@ def _probe(pair: NsPair, tmp_path: Path, **extra: str) -> dict[str, Any]:
 
 @pytest.mark.e2e
 @pytest.mark.netns
-def test_a_service_on_another_host_is_never_counted_as_refusing_jku_it_could_not_fetch(pair: NsPair,
+def test_a_service_on_another_host_is_never_counted_as_refusing_jku_it_could_not_fetch(ns_pair: NsPair,
                                                                                        tmp_path: Path) -> None:
-    out = _probe(pair, tmp_path)
+    out = _probe(ns_pair, tmp_path)
     for name in ("jku", "x5u"):
         cls = out[name] or {}
         assert "not testable here" in str(cls.get("skipped")), f"{name}: {cls} (a refusal nobody could have proven)"
@@ -95,10 +86,10 @@ def test_a_service_on_another_host_is_never_counted_as_refusing_jku_it_could_not
 
 @pytest.mark.e2e
 @pytest.mark.netns
-def test_with_a_key_url_the_services_reach_a_service_that_follows_jku_is_caught(pair: NsPair,
+def test_with_a_key_url_the_services_reach_a_service_that_follows_jku_is_caught(ns_pair: NsPair,
                                                                                 tmp_path: Path) -> None:
-    key_url = f"http://{pair.near_ip}:8099"
-    out = _probe(pair, tmp_path, FORGERY_KEY_URL=key_url)
+    key_url = f"http://{ns_pair.near_ip}:8099"
+    out = _probe(ns_pair, tmp_path, FORGERY_KEY_URL=key_url)
     assert out["key_url"].startswith(key_url + "/")
     assert (out["jku"] or {}).get("accepted", 0) >= 1, out["jku"]
     assert out["service_fetched"] and all(f"fetched {key_url}/" in line for line in out["service_fetched"])

@@ -20,6 +20,7 @@ from chaosext.lab.processes import find_lab_processes
 from chaosext.lab.testing import lab_up_argv, running_lab
 from chaosext.metrics.cache import read_caches
 from chaosext.run.context import RunContext
+from tests.nsutil import fresh_netns
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
@@ -249,13 +250,8 @@ def test_lab_status_without_a_lab_fails_with_a_hint(tmp_path: Path) -> None:
 @pytest.fixture
 def netns() -> Any:
     """A network namespace of this test's own, loopback up; deleted afterwards."""
-    name = f"chxlab{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=10)
+    with fresh_netns("chxlab", loopback=True) as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
 @pytest.mark.netns

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from chaosext.core.config import load_config
 from chaosext.safety.controls import approval_problem
 from tests.labfake import write_running_lab
-from tests.nsutil import NsPair, netns_pair
+from tests.nsutil import NsPair
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 RECORDER = Path(__file__).resolve().parents[1] / "httprecorder.py"
@@ -43,14 +42,6 @@ IN_NEAR = textwrap.dedent("""
 """)
 
 
-@pytest.fixture
-def pair() -> Iterator[NsPair]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for ip netns")
-    with netns_pair() as p:
-        yield p
-
-
 def _near(pair: NsPair, conf: dict[str, str], what: str, tmp_path: Path) -> dict[str, str]:
     env = {**os.environ, "CHAOSEXT_STATE_DIR": str(tmp_path / "faults")}
     out = subprocess.run(["ip", "netns", "exec", pair.near, sys.executable, "-c", IN_NEAR, json.dumps(conf), what],
@@ -60,15 +51,15 @@ def _near(pair: NsPair, conf: dict[str, str], what: str, tmp_path: Path) -> dict
     return result
 
 
-def test_a_backslash_url_never_takes_the_fault_to_an_unapproved_host_off_loopback(pair: NsPair,
+def test_a_backslash_url_never_takes_the_fault_to_an_unapproved_host_off_loopback(ns_pair: NsPair,
                                                                                  tmp_path: Path) -> None:
-    recorder = subprocess.Popen(["ip", "netns", "exec", pair.far, sys.executable, str(RECORDER), pair.far_ip],
+    recorder = subprocess.Popen(["ip", "netns", "exec", ns_pair.far, sys.executable, str(RECORDER), ns_pair.far_ip],
                                 stdout=subprocess.PIPE, text=True)
     try:
         port = int(recorder.stdout.readline()) if recorder.stdout else 0
-        target = f"http://{pair.far_ip}:{port}\\@127.0.0.1:{port}"
-        out = _near(pair, {"fault_via": "envoy", "fault_target": target, "chaosext_lab_dir": str(tmp_path / "no-lab")},
-                    "block", tmp_path)
+        target = f"http://{ns_pair.far_ip}:{port}\\@127.0.0.1:{port}"
+        out = _near(ns_pair, {"fault_via": "envoy", "fault_target": target,
+                              "chaosext_lab_dir": str(tmp_path / "no-lab")}, "block", tmp_path)
     finally:
         recorder.kill()
         received = recorder.communicate(timeout=10)[0].strip()  # (its port line was read above)
@@ -77,11 +68,11 @@ def test_a_backslash_url_never_takes_the_fault_to_an_unapproved_host_off_loopbac
     assert out["block"].startswith("FaultError") and "backslash" in out["block"], out["block"]
 
 
-def test_fault_target_local_in_another_network_namespace_needs_approval(pair: NsPair, tmp_path: Path) -> None:
+def test_fault_target_local_in_another_network_namespace_needs_approval(ns_pair: NsPair, tmp_path: Path) -> None:
     """The lab (its state file, written from this namespace) is the lab only in its own namespace: in another
     team's namespace the same loopback URLs are other servers."""
     write_running_lab(tmp_path / "lab")
     conf = {"chaosext_lab_dir": str(tmp_path / "lab")}
     assert approval_problem(load_config(conf)) == ""  # here, in the lab's namespace: the lab
-    elsewhere = _near(pair, conf, "approval", tmp_path)["approval"]
+    elsewhere = _near(ns_pair, conf, "approval", tmp_path)["approval"]
     assert "CHAOSEXT_APPROVE=" in elsewhere, "FAULT_TARGET=local in another namespace was taken for the lab"
