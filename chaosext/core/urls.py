@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
+from urllib3.connection import HTTPConnection
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
@@ -174,8 +175,6 @@ class _MarkedAdapter(requests.adapters.HTTPAdapter):
         super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        from urllib3.connection import HTTPConnection
-
         kwargs["socket_options"] = [*HTTPConnection.default_socket_options,
                                     (socket.SOL_SOCKET, getattr(socket, "SO_MARK", 36), self._mark)]
         super().init_poolmanager(*args, **kwargs)
