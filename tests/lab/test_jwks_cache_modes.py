@@ -36,16 +36,21 @@ def with_knob(**knobs: bool) -> tuple[JwksCache, Clock, Answering, list[str]]:
     return cache, clock, fetcher, fetches
 
 
-@pytest.mark.parametrize("answer", ["error-status", {"keys": []}, b"<html>", b'{"keys": [{"kty": "RSA", "n": "',
-                                    ROTATED])
-def test_healthy_cache_keeps_its_keys_whatever_the_jwks_answers(answer):
-    cache, clock, fetcher, fetches = with_knob()
+def answer_past_the_ttl(cache: JwksCache, clock: Clock, fetcher: Answering, answer: object) -> None:
+    """The JWKS answers ``answer`` (``"error-status"``: a 503) from now on; the cache refreshes past its TTL."""
     if answer == "error-status":
         fetcher.status = 503
     else:
         fetcher.payload = answer
     clock.t += 9.5
     run(cache.maintain())
+
+
+@pytest.mark.parametrize("answer", ["error-status", {"keys": []}, b"<html>", b'{"keys": [{"kty": "RSA", "n": "',
+                                    ROTATED])
+def test_healthy_cache_keeps_its_keys_whatever_the_jwks_answers(answer):
+    cache, clock, fetcher, fetches = with_knob()
+    answer_past_the_ttl(cache, clock, fetcher, answer)
     assert cache.kids() == ["kid-a"] and fetches[-1] in ("error", "invalid")
     assert run(cache.get_key("kid-a")).key is not None
 
@@ -62,12 +67,7 @@ def test_a_key_set_without_any_key_in_use_is_taken_once_the_cache_expired():
 @pytest.mark.parametrize("answer", ["error-status", {"keys": []}, b"not json", ROTATED])
 def test_swap_knob_replaces_the_cache_with_whatever_answered(answer):
     cache, clock, fetcher, _ = with_knob(swap=True)
-    if answer == "error-status":
-        fetcher.status = 503
-    else:
-        fetcher.payload = answer
-    clock.t += 9.5
-    run(cache.maintain())
+    answer_past_the_ttl(cache, clock, fetcher, answer)
     found = run(cache.get_key("kid-a"))
     assert found.key is None and cache.kids() == (["kid-b"] if answer is ROTATED else [])
 
