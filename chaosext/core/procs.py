@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -134,6 +135,10 @@ def netns_id(pid: int | str = "self") -> str:
     return f"{st.st_dev}:{st.st_ino}"
 
 
+#: how long :func:`is_process` waits for the command line of a live process that shows none yet (just exec'd)
+EXEC_SETTLE_SECONDS = 0.5
+
+
 def is_process(pid: int, start_time: str | int | None, match: Callable[[list[str]], bool],
                uid: int | None = None) -> bool:
     """True when ``pid`` is alive, started at ``start_time`` (when given), its command line is one ``match``
@@ -143,6 +148,12 @@ def is_process(pid: int, start_time: str | int | None, match: Callable[[list[str
     if uid is not None and process_uid(pid) != uid:
         return False
     argv = cmdline(pid)
+    # a process just exec'd (its Popen has returned) shows no command line until the kernel has set up its new
+    # argv: wait for it, briefly, while it is still the recorded process (a kernel thread never has one)
+    deadline = time.monotonic() + EXEC_SETTLE_SECONDS
+    while not argv and time.monotonic() < deadline and process_alive(pid, start_time):
+        time.sleep(0.01)
+        argv = cmdline(pid)
     return bool(argv) and match(argv)
 
 

@@ -165,3 +165,25 @@ def test_free_port_on_ipv6_loopback() -> None:
         pytest.skip("no ::1 on this host")
     with _listen("::1", port):
         assert not procs.port_free("::1", port)
+
+
+def test_a_process_just_execd_is_recognised_once_its_command_line_shows(sleeper: subprocess.Popen[bytes],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after Popen returns, /proc can show no command line yet (the kernel has not set up the new argv): the
+    recorded process is still recognised once it does, not taken for gone (a k6 run read as dead the moment it
+    started); a process that never shows one (or stops being the recorded one) is not."""
+    real, empty_reads = procs.cmdline, [2]
+
+    def exec_in_progress(pid: int) -> list[str]:
+        if empty_reads[0]:
+            empty_reads[0] -= 1
+            return []
+        return real(pid)
+
+    monkeypatch.setattr(procs, "cmdline", exec_in_progress)
+    start = procs.proc_start_time(sleeper.pid)
+    assert procs.is_process(sleeper.pid, start, lambda argv: "time.sleep(60)" in " ".join(argv))
+    assert empty_reads == [0]
+
+    monkeypatch.setattr(procs, "cmdline", lambda pid: [])
+    assert not procs.is_process(sleeper.pid, start, lambda argv: True)
