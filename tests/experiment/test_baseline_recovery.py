@@ -55,13 +55,18 @@ def _not_run(out: Outcome) -> None:
 ], ids=["errors-before-the-run", "audit-off"])
 def test_unhealthy_baseline_injects_nothing(experiment: ExperimentRunner, lab_factory, flags: dict,
                                             failing: str) -> None:
-    """A system already failing before the run gets no fault: the verdict says "not run: baseline unhealthy"."""
+    """A system already failing before the run gets no fault: the verdict says "not run: baseline unhealthy". The
+    503s are random (a fifth of the requests): when the safety control's pre-flight request is one of them, the run is
+    refused before any change instead, naming the 503 -- as honest, and still no fault."""
     lab = lab_factory(jwks_ttl=3, jwks_max_stale=120, **flags)
     with RulePoller(experiment.netns.name) as poll:
         out = experiment.run(lab)
     assert poll.samples > 20 and not poll.seen, poll.seen[:3]
     _not_run(out)
-    assert "baseline unhealthy" in out.verdict_out and failing in out.verdict_out
+    preflight_saw_it = "inject_5xx" in flags and "refused before any change" in out.verdict_out \
+        and "HTTP 503; fix: it must answer 200 to a valid token" in out.output
+    assert preflight_saw_it or ("baseline unhealthy" in out.verdict_out and failing in out.verdict_out), \
+        out.verdict_out
 
 
 def test_an_expiry_alert_already_firing_blocks_the_run(experiment: ExperimentRunner, lab_factory) -> None:
